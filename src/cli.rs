@@ -1,0 +1,117 @@
+//! Command-line arguments (clap derive types only; the doc comments are the help).
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Move data between systems with SQL you can trust.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The project directory (default: the nearest one holding `ferry.yml` or `dbt_project.yml`).
+    #[arg(long, global = true, env = "FERRY_PROJECT_DIR")]
+    pub project_dir: Option<Utf8PathBuf>,
+    /// Where to find `profiles.yml` (default: the project dir, `~/.ferry/`, `~/.dbt/`).
+    #[arg(long, global = true, env = "FERRY_PROFILES_DIR")]
+    pub profiles_dir: Option<Utf8PathBuf>,
+    /// The profile to use (default: the project file's `profile:`, else its name).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The profile output (target) to use (default: the profile's `target:`).
+    #[arg(short, long, global = true)]
+    pub target: Option<String>,
+    /// Variables for `var()`, as YAML: `--vars '{start_date: 2024-01-01}'`.
+    #[arg(long, global = true)]
+    pub vars: Option<String>,
+    /// How to print diagnostics.
+    #[arg(long, global = true, value_enum, env = "FERRY_FORMAT")]
+    pub format: Option<OutputFormat>,
+    /// More logging: `-v` debug, `-vv` trace (`RUST_LOG` overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Diagnostic formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Source lines with carets.
+    Human,
+    /// One JSON object per diagnostic, on stdout.
+    Json,
+    /// GitHub Actions annotations.
+    Github,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new project in DIR that compiles.
+    Init(InitArgs),
+    /// Render every selected model and plan it on DataFusion, writing SQL to `.ferry/compiled/`.
+    Compile(SelectArgs),
+    /// List the selected nodes.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show the project and target ferry would use, and check the profile.
+    Debug,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for the new project (created if missing).
+    pub dir: Utf8PathBuf,
+    /// Project name (default: the directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// dbt's node selection.
+#[derive(Debug, Args, Default)]
+pub struct SelectArgs {
+    /// Nodes to include: `m`, `+m`, `m+`, `2+m`, `@m`, `tag:x`, `path:models/staging`,
+    /// `config.materialized:view`, `source:s+`, `stg_*`; space = union, comma = intersection.
+    #[arg(short, long, num_args = 1.., alias = "models", short_alias = 'm')]
+    pub select: Vec<String>,
+    /// Nodes to leave out (same syntax).
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Only these kinds of node.
+    #[arg(long = "resource-type", value_enum, num_args = 1..)]
+    pub resource_types: Vec<ResourceType>,
+    /// What to print for each node.
+    #[arg(short, long, value_enum, default_value_t = LsOutput::Selector)]
+    pub output: LsOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResourceType {
+    Model,
+    Seed,
+    Source,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LsOutput {
+    /// dbt's selector form: `project.folder.model`, `source:project.source.table`.
+    Selector,
+    Name,
+    Path,
+    Json,
+}

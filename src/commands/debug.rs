@@ -1,0 +1,50 @@
+//! `ferry debug`: which project and target ferry would use, with the
+//! profile validated. Secrets are never shown.
+
+use anyhow::Result;
+
+use crate::error::ExitStatus;
+use crate::printer::Printer;
+use crate::project::profiles::TargetKind;
+use crate::settings::Settings;
+
+pub(crate) fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus> {
+    let session = match super::load_session(settings, "debug")? {
+        Ok(s) => s,
+        Err(diags) => {
+            super::report(printer, &diags);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let failed = super::report(printer, &session.diagnostics);
+    let m = &session.manifest;
+    let count = |kind: &str| m.nodes.iter().filter(|n| n.resource_type() == kind).count();
+    printer.data(&format!("project: {} ({})", m.project_name, m.root))?;
+    printer.data(&format!(
+        "nodes: {} models, {} seeds, {} sources, {} tests",
+        count("model"),
+        count("seed"),
+        count("source"),
+        count("test")
+    ))?;
+    let t = &session.target;
+    let origin = t
+        .profile
+        .as_ref()
+        .map_or_else(|| "no profiles.yml found: embedded default".to_owned(), |p| format!("profile `{p}`"));
+    printer.data(&format!("target: {} ({}), {origin}", t.name, t.type_name()))?;
+    match &t.kind {
+        TargetKind::Sqlite { path, schema } => printer.data(&format!("  path: {path}\n  schema: {schema}"))?,
+        TargetKind::Postgres(s) | TargetKind::Mysql(s) => printer.data(&format!(
+            "  host: {}:{}\n  user: {}\n  password: {}\n  database: {}\n  schema: {}\n  sslmode: {}",
+            s.host,
+            s.port,
+            s.user,
+            if s.password.is_empty() { "(none)" } else { "(set)" },
+            s.dbname,
+            s.schema,
+            s.sslmode.as_deref().unwrap_or("(default)")
+        ))?,
+    }
+    Ok(if failed { ExitStatus::Failure } else { ExitStatus::Success })
+}

@@ -1,0 +1,121 @@
+//! One module per subcommand. Commands compose pipeline stages; stages
+//! never call commands.
+
+mod compile;
+mod debug;
+mod init;
+mod ls;
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use serde_json::Value as Json;
+
+use crate::cli::{Cli, Command, SelectArgs};
+use crate::dag::select::{self, Selection};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::error::ExitStatus;
+use crate::manifest::{Built, Manifest};
+use crate::printer::Printer;
+use crate::project::Project;
+use crate::project::profiles::{self, Target, TargetKind};
+use crate::settings::Settings;
+use crate::template::Globals;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitStatus> {
+    let printer = Printer::new(cli.global.format, cli.global.quiet);
+    match &cli.command {
+        Command::Init(args) => init::init(args, &printer),
+        Command::Compile(args) => compile::compile(&Settings::from_args(&cli.global)?, args, &printer).await,
+        Command::Ls(args) => ls::ls(&Settings::from_args(&cli.global)?, args, &printer),
+        Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer),
+    }
+}
+
+/// A project loaded as far as its manifest, with what went wrong on the way.
+pub(crate) struct Session {
+    pub target: Target,
+    pub manifest: Manifest,
+    /// Nodes whose templates failed to render.
+    pub failed: BTreeSet<usize>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads project, target and manifest. `Ok(Err(diags))` means the project
+/// itself is broken and nothing can run.
+pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Session, Vec<Diagnostic>>> {
+    let loaded = Project::load(&settings.root, &settings.vars)?;
+    let mut diagnostics = loaded.diagnostics;
+    let Some(project) = loaded.project else { return Ok(Err(diagnostics)) };
+    let target = match resolve_target(settings, &project, &mut diagnostics) {
+        Ok(t) => t,
+        Err(d) => {
+            diagnostics.push(*d);
+            return Ok(Err(diagnostics));
+        }
+    };
+    let globals = Globals {
+        project_name: project.file.name.clone(),
+        vars: project.file.vars.clone(),
+        target: target_json(&target),
+        invocation_id: uuid::Uuid::new_v4().to_string(),
+        run_started_at: chrono::Utc::now(),
+        which: which.to_owned(),
+        full_refresh: false,
+        docs: Default::default(),
+    };
+    let schema = target.schema().to_owned();
+    let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
+    diagnostics.extend(built_diags);
+    match manifest {
+        Some(manifest) => Ok(Ok(Session { target, manifest, failed, diagnostics })),
+        None => Ok(Err(diagnostics)),
+    }
+}
+
+fn resolve_target(
+    settings: &Settings,
+    project: &Project,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Target, Box<Diagnostic>> {
+    let name =
+        settings.profile.clone().or_else(|| project.file.profile.clone()).unwrap_or_else(|| project.file.name.clone());
+    profiles::resolve_target(&settings.profiles_dirs, &name, settings.target.as_deref(), &settings.root, warnings)
+}
+
+/// `target` as templates see it: dbt's fields, never the password.
+fn target_json(t: &Target) -> Json {
+    let mut v = serde_json::json!({
+        "name": t.name, "type": t.type_name(), "schema": t.schema(), "database": t.database(),
+        "threads": t.threads.unwrap_or(1), "profile_name": t.profile,
+    });
+    if let TargetKind::Postgres(s) | TargetKind::Mysql(s) = &t.kind {
+        v["host"] = Json::from(s.host.clone());
+        v["port"] = Json::from(s.port);
+        v["user"] = Json::from(s.user.clone());
+        v["dbname"] = Json::from(s.dbname.clone());
+    }
+    v
+}
+
+/// Applies `--select`/`--exclude`; a bad selector is a diagnostic.
+pub(crate) fn selected(manifest: &Manifest, args: &SelectArgs) -> Result<BTreeSet<usize>, Box<Diagnostic>> {
+    let parse = |items: &[String]| {
+        Selection::parse(items).map_err(|e| {
+            Box::new(Diagnostic::error(Code::Selector, e.to_string()).with_help(
+                "selectors look like `orders`, `+orders`, `tag:nightly`, `path:models/staging` or `config.materialized:table`",
+            ))
+        })
+    };
+    let include = parse(&args.select)?;
+    let exclude = parse(&args.exclude)?;
+    let facts = manifest.facts();
+    Ok(select::select(&facts, &manifest.graph, &include, &exclude))
+}
+
+/// Prints diagnostics and says whether any was an error.
+pub(crate) fn report(printer: &Printer, diags: &[Diagnostic]) -> bool {
+    printer.diagnostics(diags);
+    diags.iter().any(Diagnostic::is_error)
+}

@@ -1,0 +1,525 @@
+//! The manifest: every node of a project, rendered, with the dependencies
+//! its templates actually used, and the DAG over them.
+//!
+//! Built from a [`Project`] by rendering each model and singular test once
+//! with the [`Templater`]. Planning (output schemas) is the engine's job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use camino::Utf8PathBuf;
+use rayon::prelude::*;
+use serde_json::{Map, Value as Json};
+
+use crate::dag::{Graph, NodeFacts};
+use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use crate::project::Project;
+use crate::project::config::{MODEL_CONFIG_KEYS, merge_config};
+use crate::project::nodes::{ColumnSpec, Model, NodeRef, Seed, SourceTable, Test, TestKind};
+use crate::template::functions::{Relation, Resolver, quote_ident};
+use crate::template::{Globals, NodeContext, Rendered, Templater};
+
+/// How a model is materialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialization {
+    View,
+    Table,
+    Ephemeral,
+    Incremental,
+}
+
+impl Materialization {
+    pub const NAMES: [&'static str; 4] = ["view", "table", "ephemeral", "incremental"];
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "view" => Self::View,
+            "table" => Self::Table,
+            "ephemeral" => Self::Ephemeral,
+            "incremental" => Self::Incremental,
+            _ => return None,
+        })
+    }
+}
+
+/// What a node is, with what only that kind has.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    Model { model: Model, materialized: Materialization },
+    Seed(Seed),
+    Source(SourceTable),
+    Test(Test),
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub unique_id: String,
+    pub name: String,
+    pub resource: Resource,
+    pub fqn: Vec<String>,
+    /// Final config: project file, schema file, then the template's `config()`.
+    pub config: Map<String, Json>,
+    /// The relation `ref`/`source` render to, for models, seeds and sources.
+    pub relation: Option<Arc<Relation>>,
+    /// The render of a model or singular test.
+    pub rendered: Option<Rendered>,
+}
+
+impl Node {
+    /// `model`, `seed`, `source` or `test`.
+    pub fn resource_type(&self) -> &'static str {
+        match self.resource {
+            Resource::Model { .. } => "model",
+            Resource::Seed(_) => "seed",
+            Resource::Source(_) => "source",
+            Resource::Test(_) => "test",
+        }
+    }
+
+    /// The file that defines the node, relative to the project root.
+    pub fn path(&self) -> Utf8PathBuf {
+        match &self.resource {
+            Resource::Model { model, .. } => model.file.path.clone(),
+            Resource::Seed(s) => s.path.clone(),
+            Resource::Source(s) => s.origin.file.path.clone(),
+            Resource::Test(t) => t.path().to_owned(),
+        }
+    }
+
+    /// The template of a model or singular test.
+    pub fn template(&self) -> Option<&Arc<SourceFile>> {
+        match &self.resource {
+            Resource::Model { model, .. } => Some(&model.file),
+            Resource::Test(Test { kind: TestKind::Singular { file }, .. }) => Some(file),
+            _ => None,
+        }
+    }
+
+    pub fn tags(&self) -> Vec<String> {
+        match self.config.get("tags") {
+            Some(Json::Array(items)) => items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+            Some(Json::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Declared columns (from schema files).
+    pub fn columns(&self) -> &[ColumnSpec] {
+        match &self.resource {
+            Resource::Model { model, .. } => &model.columns,
+            Resource::Seed(s) => &s.columns,
+            Resource::Source(s) => &s.columns,
+            Resource::Test(_) => &[],
+        }
+    }
+
+    /// The node's own text for a display: `model.shop.orders` -> `orders`,
+    /// sources as `source.table`.
+    pub fn display_name(&self) -> String {
+        match &self.resource {
+            Resource::Source(s) => format!("{}.{}", s.source, s.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// All nodes, their DAG and the environment that rendered them.
+pub struct Manifest {
+    pub project_name: String,
+    pub root: Utf8PathBuf,
+    pub nodes: Vec<Node>,
+    pub graph: Graph,
+    /// Every node, parents before children.
+    pub order: Vec<usize>,
+    pub templater: Templater,
+    pub globals: Globals,
+    by_id: HashMap<String, usize>,
+}
+
+/// The result of building a manifest: it may be partial (nodes that failed
+/// to render are in `failed`) or absent (a cycle).
+pub struct Built {
+    pub manifest: Option<Manifest>,
+    pub failed: BTreeSet<usize>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Manifest {
+    pub fn node(&self, unique_id: &str) -> Option<usize> {
+        self.by_id.get(unique_id).copied()
+    }
+
+    /// Facts for selection, one per node.
+    pub fn facts(&self) -> Vec<NodeFacts> {
+        self.nodes
+            .iter()
+            .map(|n| NodeFacts {
+                name: n.name.clone(),
+                resource_type: n.resource_type(),
+                fqn: n.fqn.clone(),
+                path: n.path().to_string(),
+                tags: n.tags(),
+                config: n.config.clone(),
+                package: self.project_name.clone(),
+                source: match &n.resource {
+                    Resource::Source(s) => Some((s.source.clone(), s.name.clone())),
+                    _ => None,
+                },
+                test: match &n.resource {
+                    Resource::Test(Test { kind: TestKind::Generic { test_name, .. }, .. }) => {
+                        Some(("generic", test_name.clone()))
+                    }
+                    Resource::Test(Test { kind: TestKind::Singular { .. }, name, .. }) => {
+                        Some(("singular", name.clone()))
+                    }
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Builds the manifest: renders every model and singular test, resolves
+    /// test arguments, and sorts the DAG.
+    pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
+        let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new() };
+        let (nodes, templater) = b.nodes(project.clone_parts(), &globals, target_schema);
+        let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
+        let graph = b.edges(&nodes, &by_id, &templater);
+        let order = match graph.toposort() {
+            Ok(order) => order,
+            Err(cycle) => {
+                b.diags.push(cycle_diagnostic(&nodes, &cycle));
+                return Built { manifest: None, failed: b.failed, diagnostics: b.diags };
+            }
+        };
+        let manifest = Manifest {
+            project_name: project.file.name.clone(),
+            root: project.root.clone(),
+            nodes,
+            graph,
+            order,
+            templater,
+            globals,
+            by_id,
+        };
+        Built { manifest: Some(manifest), failed: b.failed, diagnostics: b.diags }
+    }
+}
+
+/// What the builder takes out of a project.
+pub struct ProjectParts {
+    pub name: String,
+    pub models: Vec<Model>,
+    pub seeds: Vec<Seed>,
+    pub sources: Vec<SourceTable>,
+    pub tests: Vec<Test>,
+    pub macro_files: Vec<Arc<SourceFile>>,
+    pub docs: std::collections::BTreeMap<String, String>,
+}
+
+impl Project {
+    fn clone_parts(&self) -> ProjectParts {
+        ProjectParts {
+            name: self.file.name.clone(),
+            models: self.models.clone(),
+            seeds: self.seeds.clone(),
+            sources: self.sources.clone(),
+            tests: self.tests.clone(),
+            macro_files: self.macro_files.clone(),
+            docs: self.docs.clone(),
+        }
+    }
+}
+
+struct Builder {
+    diags: Vec<Diagnostic>,
+    failed: BTreeSet<usize>,
+}
+
+fn enabled(config: &Map<String, Json>) -> bool {
+    config.get("enabled").and_then(Json::as_bool).unwrap_or(true)
+}
+
+/// dbt's default `generate_schema_name`: a custom schema is appended to the target's.
+fn schema_for(config: &Map<String, Json>, target_schema: &str) -> String {
+    match config.get("schema").and_then(Json::as_str) {
+        Some(custom) if !custom.is_empty() => format!("{target_schema}_{custom}"),
+        _ => target_schema.to_owned(),
+    }
+}
+
+impl Builder {
+    fn nodes(&mut self, parts: ProjectParts, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
+        let project = parts.name.clone();
+        let mut resolver = Resolver { project: project.clone(), ..Default::default() };
+        let mut nodes = Vec::new();
+        for s in parts.sources {
+            let rel = Arc::new(Relation {
+                rendered: format!("{}.{}", quote_ident(&s.source), quote_ident(&s.name)),
+                database: s.database.clone().unwrap_or_default(),
+                schema: s.schema.clone(),
+                identifier: s.identifier.clone(),
+            });
+            resolver.sources.insert((s.source.clone(), s.name.clone()), Arc::clone(&rel));
+            nodes.push(Node {
+                unique_id: format!("source.{project}.{}.{}", s.source, s.name),
+                name: s.name.clone(),
+                fqn: vec![project.clone(), s.source.clone(), s.name.clone()],
+                config: s.config.clone(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Source(s),
+            });
+        }
+        for s in parts.seeds.into_iter().filter(|s| enabled(&s.config)) {
+            let rel = self.relation(&s.name, &s.config, target_schema);
+            resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
+            nodes.push(Node {
+                unique_id: format!("seed.{project}.{}", s.name),
+                name: s.name.clone(),
+                fqn: s.fqn.clone(),
+                config: s.config.clone(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Seed(s),
+            });
+        }
+        let models: Vec<Model> = parts.models.into_iter().filter(|m| enabled(&m.config)).collect();
+        for m in &models {
+            resolver.refs.insert(m.name.clone(), self.relation(&m.name, &m.config, target_schema));
+        }
+        let mut globals = globals.clone();
+        globals.docs = Arc::new(parts.docs);
+        let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &parts.macro_files);
+        self.diags.extend(macro_diags);
+        let first_model = nodes.len();
+        for m in models {
+            if let Err(d) = templater.add_template(&m.file) {
+                self.diags.push(*d);
+                self.failed.insert(nodes.len());
+            }
+            let rel = templater_relation(&m.name, &m.config, target_schema);
+            nodes.push(Node {
+                unique_id: format!("model.{project}.{}", m.name),
+                name: m.name.clone(),
+                fqn: m.fqn.clone(),
+                config: m.config.clone(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Model { model: m, materialized: Materialization::View },
+            });
+        }
+        for t in parts.tests.into_iter().filter(|t| enabled(&t.config)) {
+            if let TestKind::Singular { file } = &t.kind
+                && let Err(d) = templater.add_template(file)
+            {
+                self.diags.push(*d);
+                self.failed.insert(nodes.len());
+            }
+            nodes.push(Node {
+                unique_id: format!("test.{project}.{}", t.name),
+                name: t.name.clone(),
+                fqn: t.fqn.clone(),
+                config: t.config.clone(),
+                relation: None,
+                rendered: None,
+                resource: Resource::Test(t),
+            });
+        }
+        self.render_all(&mut nodes[first_model..], first_model, &templater);
+        (nodes, templater)
+    }
+
+    fn relation(&self, name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
+        templater_relation(name, config, target_schema)
+    }
+
+    /// Renders models and singular tests in parallel, then applies each
+    /// model's `config()` and checks its materialization.
+    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater) {
+        let failed = &self.failed;
+        let results: Vec<Option<Result<Rendered, Box<Diagnostic>>>> = nodes
+            .par_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if failed.contains(&(offset + i)) {
+                    return None;
+                }
+                let file = n.template()?;
+                Some(templater.render(file, &context_for(n)))
+            })
+            .collect();
+        for (i, (node, result)) in nodes.iter_mut().zip(results).enumerate() {
+            match result {
+                None => {}
+                Some(Err(d)) => {
+                    self.diags.push(*d);
+                    self.failed.insert(offset + i);
+                }
+                Some(Ok(rendered)) => {
+                    self.apply_rendered_config(node, &rendered);
+                    if let Err(d) = set_materialization(node) {
+                        self.diags.push(*d);
+                        self.failed.insert(offset + i);
+                    }
+                    node.rendered = Some(rendered);
+                }
+            }
+        }
+    }
+
+    fn apply_rendered_config(&mut self, node: &mut Node, rendered: &Rendered) {
+        let Some(file) = node.template().cloned() else { return };
+        for (k, v) in &rendered.config {
+            if !MODEL_CONFIG_KEYS.contains(&k.as_str()) {
+                let mut d =
+                    Diagnostic::warning(Code::UnknownConfigKey, format!("unknown config key `{k}` in `config()`"))
+                        .in_file(&file.path);
+                if let Some(help) = crate::diagnostic::did_you_mean(k, MODEL_CONFIG_KEYS.iter().copied()) {
+                    d = d.with_help(help);
+                }
+                self.diags.push(d);
+            }
+            merge_config(&mut node.config, k, v.clone());
+        }
+    }
+
+    /// Adds edges for every `ref`/`source` call and for test attachments.
+    fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>, templater: &Templater) -> Graph {
+        let mut graph = Graph::new(nodes.len());
+        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
+        let lookup_ref = |name: &str| {
+            by_id
+                .get(&format!("model.{project}.{name}"))
+                .or_else(|| by_id.get(&format!("seed.{project}.{name}")))
+                .copied()
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some(r) = &node.rendered {
+                for call in &r.refs {
+                    if let Some(p) = lookup_ref(&call.name) {
+                        graph.add_edge(p, i);
+                    }
+                }
+                for (s, t) in &r.sources {
+                    if let Some(&p) = by_id.get(&format!("source.{project}.{s}.{t}")) {
+                        graph.add_edge(p, i);
+                    }
+                }
+            }
+            if let Resource::Test(Test { kind: TestKind::Generic { attached_to, args, origin, .. }, .. }) =
+                &node.resource
+            {
+                let parent = match attached_to {
+                    NodeRef::Model(n) | NodeRef::Seed(n) => lookup_ref(n),
+                    NodeRef::Source(s, t) => by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
+                };
+                if let Some(p) = parent {
+                    graph.add_edge(p, i);
+                }
+                for value in args.values().filter_map(Json::as_str) {
+                    let v = value.trim();
+                    if !(v.starts_with("ref(") || v.starts_with("source(")) {
+                        continue;
+                    }
+                    match templater.render_expression(v) {
+                        Ok(r) => {
+                            for call in &r.refs {
+                                if let Some(p) = lookup_ref(&call.name) {
+                                    graph.add_edge(p, i);
+                                }
+                            }
+                            for (s, t) in &r.sources {
+                                if let Some(&p) = by_id.get(&format!("source.{project}.{s}.{t}")) {
+                                    graph.add_edge(p, i);
+                                }
+                            }
+                        }
+                        Err(mut d) => {
+                            d.primary = Some(Label::new(&origin.file, origin.span.clone()));
+                            d.file = Some(origin.file.path.clone());
+                            self.diags.push(*d);
+                            self.failed.insert(i);
+                        }
+                    }
+                }
+            }
+        }
+        graph
+    }
+}
+
+/// What a node's template sees as `this` and `model`.
+pub fn context_for(n: &Node) -> NodeContext {
+    let this = n.relation.clone().unwrap_or_else(|| {
+        Arc::new(Relation {
+            rendered: quote_ident(&n.name),
+            database: String::new(),
+            schema: String::new(),
+            identifier: n.name.clone(),
+        })
+    });
+    let path = n.path();
+    NodeContext {
+        this,
+        model: serde_json::json!({
+            "name": n.name, "unique_id": n.unique_id, "resource_type": n.resource_type(),
+            "path": path, "original_file_path": path, "package_name": n.fqn.first(),
+        }),
+        is_incremental: false,
+    }
+}
+
+fn templater_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
+    Arc::new(Relation {
+        rendered: quote_ident(name),
+        database: String::new(),
+        schema: schema_for(config, target_schema),
+        identifier: config.get("alias").and_then(Json::as_str).unwrap_or(name).to_owned(),
+    })
+}
+
+fn set_materialization(node: &mut Node) -> Result<(), Box<Diagnostic>> {
+    let Resource::Model { model, materialized } = &mut node.resource else { return Ok(()) };
+    let value = node.config.get("materialized").and_then(Json::as_str).unwrap_or("view");
+    match Materialization::parse(value) {
+        Some(m) => {
+            *materialized = m;
+            Ok(())
+        }
+        None => {
+            let mut d = Diagnostic::error(
+                Code::ModelConfig,
+                format!("unknown materialization `{value}` for model `{}`", model.name),
+            )
+            .in_file(&model.file.path)
+            .with_note(format!(
+                "ferry materializes models as {}",
+                Materialization::NAMES.map(|n| format!("`{n}`")).join(", ")
+            ));
+            if let Some(help) = crate::diagnostic::did_you_mean(value, Materialization::NAMES) {
+                d = d.with_help(help);
+            }
+            Err(Box::new(d))
+        }
+    }
+}
+
+fn cycle_diagnostic(nodes: &[Node], cycle: &[usize]) -> Diagnostic {
+    let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", nodes[i].display_name())).collect();
+    let mut chain = names.join(" -> ");
+    chain.push_str(&format!(" -> {}", names[0]));
+    let first = &nodes[cycle[0]];
+    let mut d = Diagnostic::error(Code::Cycle, format!("dependency cycle: {chain}"))
+        .with_help("each model depends on the next; remove one `ref()` to break the cycle");
+    for (k, &i) in cycle.iter().enumerate() {
+        let next = &nodes[cycle[(k + 1) % cycle.len()]];
+        d = d.with_note(format!("`{}` ({}) refs `{}`", nodes[i].display_name(), nodes[i].path(), next.display_name()));
+    }
+    if let Some(file) = first.template() {
+        d = d.in_file(&file.path);
+    }
+    d
+}

@@ -1,0 +1,402 @@
+//! A ferry (or dbt) project on disk: the project file, models, seeds,
+//! macros, schema files, docs and tests, read into typed nodes.
+//!
+//! Loading reads files and validates their shape; it does not render Jinja
+//! (that is `template`) or plan SQL (that is `engine`).
+
+pub mod config;
+pub mod nodes;
+pub mod profiles;
+pub mod schema;
+pub mod yaml;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::{Map, Value as Json};
+
+use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use config::{ConfigTree, PROJECT_FILES, ProjectFile, merge_config};
+use nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
+
+/// Failure to find or read a project at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("no `ferry.yml` or `dbt_project.yml` found in `{0}` or any parent directory")]
+    NotFound(Utf8PathBuf),
+    #[error("failed to read `{path}`")]
+    Read {
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the project directory `{0}` is not valid UTF-8")]
+    NonUtf8(std::path::PathBuf),
+}
+
+/// A loaded project.
+#[derive(Debug)]
+pub struct Project {
+    /// Absolute path of the project root.
+    pub root: Utf8PathBuf,
+    pub file: ProjectFile,
+    pub models: Vec<Model>,
+    pub seeds: Vec<Seed>,
+    pub sources: Vec<SourceTable>,
+    pub tests: Vec<Test>,
+    pub macro_files: Vec<Arc<SourceFile>>,
+    /// `{% docs name %}` blocks by name.
+    pub docs: BTreeMap<String, String>,
+}
+
+/// Finds the project root: the nearest directory at or above `start` that
+/// holds a project file.
+pub fn find_root(start: &Utf8Path) -> Result<Utf8PathBuf, ProjectError> {
+    let start = if start.is_absolute() {
+        start.to_owned()
+    } else {
+        let cwd = std::env::current_dir().map_err(|source| ProjectError::Read { path: start.to_owned(), source })?;
+        let cwd = Utf8PathBuf::try_from(cwd).map_err(|e| ProjectError::NonUtf8(e.into_path_buf()))?;
+        cwd.join(start)
+    };
+    let mut dir = Some(start.as_path());
+    while let Some(d) = dir {
+        if PROJECT_FILES.iter().any(|f| d.join(f).is_file()) {
+            return Ok(d.to_owned());
+        }
+        dir = d.parent();
+    }
+    Err(ProjectError::NotFound(start))
+}
+
+/// The outcome of loading: the project (if no error stopped it) and every
+/// diagnostic found along the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub project: Option<Project>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Project {
+    /// Reads the project at `root`. `vars` (from `--vars`) override the
+    /// project's `vars`.
+    pub fn load(root: &Utf8Path, vars: &Map<String, Json>) -> Result<Loaded, ProjectError> {
+        let mut l = Loader { root: root.to_owned(), diags: Vec::new() };
+        let Some(name) = PROJECT_FILES.iter().find(|f| root.join(f).is_file()) else {
+            return Err(ProjectError::NotFound(root.to_owned()));
+        };
+        let project_file = l.source_file(Utf8Path::new(name))?;
+        let mut file = match ProjectFile::parse(project_file, &mut l.diags) {
+            Ok(f) => f,
+            Err(d) => {
+                l.diags.push(*d);
+                return Ok(Loaded { project: None, diagnostics: l.diags });
+            }
+        };
+        file.vars.extend(vars.clone());
+        let project = l.assemble(file)?;
+        let failed = l.diags.iter().any(Diagnostic::is_error);
+        Ok(Loaded { project: (!failed).then_some(project), diagnostics: l.diags })
+    }
+
+    /// The project's name (first part of every fqn).
+    pub fn name(&self) -> &str {
+        &self.file.name
+    }
+}
+
+struct Loader {
+    root: Utf8PathBuf,
+    diags: Vec<Diagnostic>,
+}
+
+impl Loader {
+    fn source_file(&self, rel: &Utf8Path) -> Result<Arc<SourceFile>, ProjectError> {
+        let path = self.root.join(rel);
+        let text = fs_err::read_to_string(&path).map_err(|source| ProjectError::Read { path, source })?;
+        Ok(SourceFile::new(rel.to_owned(), text))
+    }
+
+    /// Files under the given project-relative dirs with one of `exts`,
+    /// sorted, skipping hidden directories.
+    fn files(&self, dirs: &[Utf8PathBuf], exts: &[&str]) -> Vec<Utf8PathBuf> {
+        let mut out = Vec::new();
+        for dir in dirs {
+            let walker = walkdir::WalkDir::new(self.root.join(dir)).sort_by_file_name().into_iter();
+            for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
+                let Ok(entry) = entry else { continue };
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let Ok(path) = Utf8PathBuf::try_from(entry.into_path()) else { continue };
+                if path.extension().is_some_and(|e| exts.contains(&e))
+                    && let Ok(rel) = path.strip_prefix(&self.root)
+                {
+                    out.push(rel.to_owned());
+                }
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    fn assemble(&mut self, file: ProjectFile) -> Result<Project, ProjectError> {
+        let mut schemas = Vec::new();
+        let schema_dirs: Vec<Utf8PathBuf> = file.model_paths.iter().chain(&file.seed_paths).cloned().collect();
+        for path in self.files(&schema_dirs, &["yml", "yaml"]) {
+            let f = self.source_file(&path)?;
+            match schema::parse(&f, &mut self.diags) {
+                Ok(s) => schemas.push(s),
+                Err(d) => self.diags.push(*d),
+            }
+        }
+        let mut docs = BTreeMap::new();
+        for path in self.files(&file.docs_paths, &["md"]) {
+            let f = self.source_file(&path)?;
+            docs.extend(crate::template::docs_blocks(&f));
+        }
+        let macro_files = self
+            .files(&file.macro_paths, &["sql"])
+            .iter()
+            .map(|p| self.source_file(p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut model_patches = HashMap::new();
+        let mut seed_patches = HashMap::new();
+        let mut sources = Vec::new();
+        let mut decls = Vec::new();
+        for s in schemas {
+            for p in s.models {
+                decls.extend(p.tests.iter().map(|t| (NodeRef::Model(p.name.clone()), t.clone())));
+                self.insert_patch(&mut model_patches, p, "model");
+            }
+            for p in s.seeds {
+                decls.extend(p.tests.iter().map(|t| (NodeRef::Seed(p.name.clone()), t.clone())));
+                self.insert_patch(&mut seed_patches, p, "seed");
+            }
+            for src in s.sources {
+                let r = NodeRef::Source(src.table.source.clone(), src.table.name.clone());
+                decls.extend(src.tests.into_iter().map(|t| (r.clone(), t)));
+                sources.push(src.table);
+            }
+        }
+        self.check_duplicate_sources(&sources);
+
+        let models = self.models(&file, &mut model_patches)?;
+        let seeds = self.seeds(&file, &mut seed_patches);
+        for (kind, patches) in [("model", model_patches), ("seed", seed_patches)] {
+            for p in patches.into_values() {
+                decls.retain(|(r, _)| !matches!(r, NodeRef::Model(n) | NodeRef::Seed(n) if *n == p.name));
+                self.diags.push(
+                    Diagnostic::warning(Code::UnusedConfigPath, format!("schema entry `{}` matches no {kind}", p.name))
+                        .with_label(Label::new(&p.origin.file, p.origin.span.clone())),
+                );
+            }
+        }
+        self.check_name_clashes(&models, &seeds);
+        let tests = self.tests(&file, decls)?;
+        Ok(Project { root: self.root.clone(), file, models, seeds, sources, tests, macro_files, docs })
+    }
+
+    fn insert_patch(&mut self, map: &mut HashMap<String, schema::Patch>, p: schema::Patch, kind: &str) {
+        if let Some(first) = map.get(&p.name) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::DuplicateName,
+                    format!("{kind} `{}` is described twice in schema files", p.name),
+                )
+                .with_label(Label::new(&p.origin.file, p.origin.span.clone()))
+                .with_secondary(
+                    Label::new(&first.origin.file, first.origin.span.clone()).with_text("first described here"),
+                ),
+            );
+            return;
+        }
+        map.insert(p.name.clone(), p);
+    }
+
+    fn check_duplicate_sources(&mut self, sources: &[SourceTable]) {
+        let mut seen: HashMap<(&str, &str), &Origin> = HashMap::new();
+        for s in sources {
+            if let Some(first) = seen.insert((&s.source, &s.name), &s.origin) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::DuplicateName,
+                        format!("source table `{}.{}` is declared twice", s.source, s.name),
+                    )
+                    .with_label(Label::new(&s.origin.file, s.origin.span.clone()))
+                    .with_secondary(Label::new(&first.file, first.span.clone()).with_text("first declared here")),
+                );
+            }
+        }
+    }
+
+    fn models(
+        &mut self,
+        file: &ProjectFile,
+        patches: &mut HashMap<String, schema::Patch>,
+    ) -> Result<Vec<Model>, ProjectError> {
+        let tree = ConfigTree::new(&file.file, &file.models);
+        let mut models = Vec::new();
+        let mut folders = Vec::new();
+        for path in self.files(&file.model_paths, &["sql"]) {
+            let fqn = fqn_for(&file.name, &file.model_paths, &path);
+            folders.extend(fqn[1..fqn.len() - 1].iter().cloned());
+            let mut config = tree.resolve(&fqn);
+            let name = fqn.last().cloned().unwrap_or_default();
+            let patch = patches.remove(&name);
+            if let Some(p) = &patch {
+                for (k, v) in &p.config {
+                    merge_config(&mut config, k, v.clone());
+                }
+            }
+            let source = self.source_file(&path)?;
+            models.push(Model {
+                name,
+                file: source,
+                fqn,
+                config,
+                description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
+                columns: patch.as_ref().map(|p| p.columns.clone()).unwrap_or_default(),
+                patch: patch.map(|p| p.origin),
+            });
+        }
+        folders.sort();
+        folders.dedup();
+        self.diags.extend(tree.warnings("models", &folders));
+        Ok(models)
+    }
+
+    fn seeds(&mut self, file: &ProjectFile, patches: &mut HashMap<String, schema::Patch>) -> Vec<Seed> {
+        let tree = ConfigTree::new(&file.file, &file.seeds);
+        let mut seeds = Vec::new();
+        for path in self.files(&file.seed_paths, &["csv"]) {
+            let fqn = fqn_for(&file.name, &file.seed_paths, &path);
+            let name = fqn.last().cloned().unwrap_or_default();
+            let mut config = tree.resolve(&fqn);
+            let patch = patches.remove(&name);
+            if let Some(p) = &patch {
+                for (k, v) in &p.config {
+                    merge_config(&mut config, k, v.clone());
+                }
+            }
+            seeds.push(Seed {
+                name,
+                path,
+                fqn,
+                config,
+                description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
+                columns: patch.map(|p| p.columns).unwrap_or_default(),
+            });
+        }
+        self.diags.extend(tree.warnings("seeds", &[]));
+        seeds
+    }
+
+    fn check_name_clashes(&mut self, models: &[Model], seeds: &[Seed]) {
+        let mut seen: HashMap<&str, &Utf8Path> = HashMap::new();
+        let all = models
+            .iter()
+            .map(|m| (m.name.as_str(), m.file.path.as_path()))
+            .chain(seeds.iter().map(|s| (s.name.as_str(), s.path.as_path())));
+        for (name, path) in all {
+            if let Some(first) = seen.insert(name, path) {
+                self.diags.push(
+                    Diagnostic::error(Code::DuplicateName, format!("two resources are named `{name}`"))
+                        .in_file(path)
+                        .with_note(format!(
+                            "`{first}` and `{path}` both define `{name}`; `ref('{name}')` would be ambiguous"
+                        ))
+                        .with_help("rename one of the files (names are file names without the extension)"),
+                );
+            }
+        }
+    }
+
+    fn tests(
+        &mut self,
+        file: &ProjectFile,
+        decls: Vec<(NodeRef, schema::TestDecl)>,
+    ) -> Result<Vec<Test>, ProjectError> {
+        let tree = ConfigTree::new(&file.file, &file.tests);
+        let mut tests = Vec::new();
+        for (target, d) in decls {
+            let target_name = match &target {
+                NodeRef::Model(n) | NodeRef::Seed(n) => n.clone(),
+                NodeRef::Source(s, t) => format!("source_{s}_{t}"),
+            };
+            let name = d
+                .custom_name
+                .clone()
+                .unwrap_or_else(|| nodes::generic_test_name(&d.test_name, &target_name, d.column.as_deref(), &d.args));
+            let folder: Vec<String> =
+                d.origin.file.path.parent().map(|p| p.iter().skip(1).map(str::to_owned).collect()).unwrap_or_default();
+            let mut fqn = vec![file.name.clone()];
+            fqn.extend(folder);
+            fqn.push(name.clone());
+            let mut config = tree.resolve(&fqn);
+            for (k, v) in d.config {
+                merge_config(&mut config, &k, v);
+            }
+            tests.push(Test {
+                name,
+                fqn,
+                config,
+                kind: TestKind::Generic {
+                    test_name: d.test_name,
+                    package: d.package,
+                    attached_to: target,
+                    column: d.column,
+                    args: d.args,
+                    origin: d.origin,
+                },
+            });
+        }
+        for path in self.files(&file.test_paths, &["sql"]) {
+            let fqn = fqn_for(&file.name, &file.test_paths, &path);
+            let config = tree.resolve(&fqn);
+            tests.push(Test {
+                name: fqn.last().cloned().unwrap_or_default(),
+                fqn,
+                config,
+                kind: TestKind::Singular { file: self.source_file(&path)? },
+            });
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for t in &mut tests {
+            let n = seen.entry(t.name.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                t.name = format!("{}_{}", t.name, n);
+            }
+        }
+        Ok(tests)
+    }
+}
+
+/// `[project, folders under the resource path.., file stem]`.
+fn fqn_for(project: &str, roots: &[Utf8PathBuf], path: &Utf8Path) -> Vec<String> {
+    let rel = roots.iter().find_map(|r| path.strip_prefix(r).ok()).unwrap_or(path);
+    let mut fqn = vec![project.to_owned()];
+    if let Some(parent) = rel.parent() {
+        fqn.extend(parent.iter().map(str::to_owned));
+    }
+    fqn.push(rel.file_stem().unwrap_or_default().to_owned());
+    fqn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fqn_uses_folders_under_the_model_path() {
+        let roots = vec![Utf8PathBuf::from("models")];
+        assert_eq!(
+            fqn_for("shop", &roots, Utf8Path::new("models/staging/stg_orders.sql")),
+            vec!["shop", "staging", "stg_orders"]
+        );
+        assert_eq!(fqn_for("shop", &roots, Utf8Path::new("models/orders.sql")), vec!["shop", "orders"]);
+    }
+}

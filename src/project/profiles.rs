@@ -1,0 +1,425 @@
+//! Targets from dbt-format `profiles.yml` files: where data is loaded.
+//!
+//! Values may use `{{ env_var('NAME') }}` so secrets stay out of files.
+//! Passwords are held as [`Secret`], which never prints. With no profiles
+//! file at all, the target is an embedded SQLite file under `.ferry/`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+
+use super::yaml::{self, Node, Value};
+use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+
+/// A value that must never be shown: `Debug` and `Display` print `****`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for handing to a driver. Never format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("****")
+    }
+}
+
+/// TLS modes, as libpq names them.
+pub const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/// Connection settings for a networked database (PostgreSQL or MySQL/MariaDB).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub dbname: String,
+    pub schema: String,
+    pub sslmode: Option<String>,
+}
+
+/// What kind of database a target is, with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetKind {
+    Sqlite { path: Utf8PathBuf, schema: String },
+    Postgres(ServerTarget),
+    Mysql(ServerTarget),
+}
+
+/// One resolved output of a profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    /// The output's name (`dev`, `prod`).
+    pub name: String,
+    /// The profile it came from, or `None` for the embedded default.
+    pub profile: Option<String>,
+    pub threads: Option<usize>,
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+impl Target {
+    /// The embedded SQLite target used when no profile exists.
+    pub fn embedded(project_dir: &Utf8Path) -> Self {
+        Target {
+            name: "default".to_owned(),
+            profile: None,
+            threads: None,
+            kind: TargetKind::Sqlite { path: project_dir.join(".ferry/ferry.db"), schema: "main".to_owned() },
+        }
+    }
+
+    /// `sqlite`, `postgres` or `mysql`.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            TargetKind::Sqlite { .. } => "sqlite",
+            TargetKind::Postgres(_) => "postgres",
+            TargetKind::Mysql(_) => "mysql",
+        }
+    }
+
+    /// The schema models load into.
+    pub fn schema(&self) -> &str {
+        match &self.kind {
+            TargetKind::Sqlite { schema, .. } => schema,
+            TargetKind::Postgres(s) | TargetKind::Mysql(s) => &s.schema,
+        }
+    }
+
+    /// The database name (file stem for SQLite).
+    pub fn database(&self) -> &str {
+        match &self.kind {
+            TargetKind::Sqlite { path, .. } => path.file_stem().unwrap_or("main"),
+            TargetKind::Postgres(s) | TargetKind::Mysql(s) => &s.dbname,
+        }
+    }
+}
+
+/// Where to look for `profiles.yml`, in order.
+pub fn search_dirs(explicit: Option<&Utf8Path>, project_dir: &Utf8Path) -> Vec<Utf8PathBuf> {
+    if let Some(dir) = explicit {
+        return vec![dir.to_owned()];
+    }
+    let mut dirs = Vec::new();
+    for var in ["FERRY_PROFILES_DIR", "DBT_PROFILES_DIR"] {
+        if let Ok(dir) = std::env::var(var)
+            && !dir.is_empty()
+        {
+            dirs.push(Utf8PathBuf::from(dir));
+        }
+    }
+    dirs.push(project_dir.to_owned());
+    if let Ok(home) = std::env::var("HOME") {
+        let home = Utf8PathBuf::from(home);
+        dirs.push(home.join(".ferry"));
+        dirs.push(home.join(".dbt"));
+    }
+    dirs
+}
+
+/// Finds and resolves the target: the named profile's chosen output, or
+/// the embedded SQLite target when no profiles file exists.
+pub fn resolve_target(
+    dirs: &[Utf8PathBuf],
+    profile: &str,
+    target: Option<&str>,
+    project_dir: &Utf8Path,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Target, Box<Diagnostic>> {
+    let Some(path) = dirs.iter().map(|d| d.join("profiles.yml")).find(|p| p.is_file()) else {
+        if let Some(name) = target {
+            return Err(Box::new(
+                Diagnostic::error(Code::Profile, format!("no profiles.yml found, so target `{name}` does not exist"))
+                    .with_note(format!(
+                        "looked in {}",
+                        dirs.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                    )),
+            ));
+        }
+        return Ok(Target::embedded(project_dir));
+    };
+    let text = fs_err::read_to_string(&path).map_err(|e| {
+        Box::new(Diagnostic::error(Code::Profile, format!("cannot read profiles file: {e}")).in_file(&path))
+    })?;
+    let file = SourceFile::new(path, text);
+    let root = yaml::parse(&file)?;
+    let Some(profile_node) = root.get(profile) else {
+        let names: Vec<&str> = root.entries().iter().map(|(k, _)| k.name.as_str()).filter(|n| *n != "config").collect();
+        let mut diag = Diagnostic::error(Code::Profile, format!("profile `{profile}` not found in `{}`", file.path))
+            .in_file(&file.path)
+            .with_note(format!("profiles in this file: {}", list(&names)));
+        if let Some(help) = crate::diagnostic::did_you_mean(profile, names.iter().copied()) {
+            diag = diag.with_help(help);
+        }
+        return Err(Box::new(diag));
+    };
+    let outputs = profile_node.get("outputs").filter(|o| !o.entries().is_empty()).ok_or_else(|| {
+        Box::new(
+            Diagnostic::error(Code::Profile, format!("profile `{profile}` has no `outputs`"))
+                .with_label(Label::new(&file, profile_node.span.clone())),
+        )
+    })?;
+    let chosen = match target {
+        Some(t) => t.to_owned(),
+        None => match profile_node.get("target").map(|n| render_value(&file, n)).transpose()? {
+            Some(t) => t,
+            None => "dev".to_owned(),
+        },
+    };
+    let Some(output) = outputs.get(&chosen) else {
+        let names: Vec<&str> = outputs.entries().iter().map(|(k, _)| k.name.as_str()).collect();
+        let mut diag = Diagnostic::error(Code::Profile, format!("target `{chosen}` not found in profile `{profile}`"))
+            .with_label(Label::new(&file, outputs.span.clone()))
+            .with_note(format!("targets: {}", list(&names)));
+        if let Some(help) = crate::diagnostic::did_you_mean(&chosen, names.iter().copied()) {
+            diag = diag.with_help(help);
+        }
+        return Err(Box::new(diag));
+    };
+    parse_output(&file, profile, &chosen, output, project_dir, warnings)
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+const FIELDS: &[&str] = &[
+    "type",
+    "host",
+    "server",
+    "port",
+    "user",
+    "username",
+    "password",
+    "pass",
+    "dbname",
+    "database",
+    "schema",
+    "sslmode",
+    "threads",
+    "path",
+    "schemas_and_paths",
+    "schema_directory",
+    "connect_timeout",
+    "keepalives_idle",
+    "search_path",
+    "role",
+    "retries",
+    "charset",
+    "application_name",
+    "extensions",
+];
+
+fn parse_output(
+    file: &Arc<SourceFile>,
+    profile: &str,
+    name: &str,
+    node: &Node,
+    project_dir: &Utf8Path,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Target, Box<Diagnostic>> {
+    for (key, _) in node.entries() {
+        if !FIELDS.contains(&key.name.as_str()) {
+            warnings.push(super::config::unknown_key(file, key, FIELDS, "profile field"));
+        }
+    }
+    let field = |names: &[&str]| -> Result<Option<(String, &Node)>, Box<Diagnostic>> {
+        for n in names {
+            if let Some(v) = node.get(n).filter(|v| !v.is_null()) {
+                return Ok(Some((render_value(file, v)?, v)));
+            }
+        }
+        Ok(None)
+    };
+    let require = |names: &[&str]| -> Result<String, Box<Diagnostic>> {
+        field(names)?.map(|(v, _)| v).ok_or_else(|| {
+            Box::new(
+                Diagnostic::error(Code::Profile, format!("target `{name}` needs `{}`", names[0]))
+                    .with_label(Label::new(file, node.span.clone())),
+            )
+        })
+    };
+    let (kind_name, kind_node) = field(&["type"])?.ok_or_else(|| {
+        Box::new(
+            Diagnostic::error(Code::Profile, format!("target `{name}` has no `type`"))
+                .with_label(Label::new(file, node.span.clone()))
+                .with_help("set `type:` to `sqlite`, `postgres` or `mysql`"),
+        )
+    })?;
+    let threads = match field(&["threads"])? {
+        Some((t, n)) => Some(t.parse::<usize>().map_err(|_| bad_value(file, n, "threads", "a whole number"))?),
+        None => None,
+    };
+    let server = |default_port: u16| -> Result<ServerTarget, Box<Diagnostic>> {
+        let port = match field(&["port"])? {
+            Some((p, n)) => p.parse::<u16>().map_err(|_| bad_value(file, n, "port", "a port number"))?,
+            None => default_port,
+        };
+        let sslmode = match field(&["sslmode"])? {
+            Some((m, n)) if !SSL_MODES.contains(&m.as_str()) => {
+                return Err(bad_value(file, n, "sslmode", &format!("one of {}", SSL_MODES.join(", "))));
+            }
+            other => other.map(|(m, _)| m),
+        };
+        let schema = require(&["schema", "database", "dbname"])?;
+        Ok(ServerTarget {
+            host: require(&["host", "server"])?,
+            port,
+            user: require(&["user", "username"])?,
+            password: Secret::new(field(&["password", "pass"])?.map(|(p, _)| p).unwrap_or_default()),
+            dbname: field(&["dbname", "database"])?.map_or_else(|| schema.clone(), |(d, _)| d),
+            schema,
+            sslmode,
+        })
+    };
+    let kind = match kind_name.as_str() {
+        "postgres" | "postgresql" => TargetKind::Postgres(server(5432)?),
+        "mysql" | "mariadb" => TargetKind::Mysql(server(3306)?),
+        "sqlite" => {
+            let path = match field(&["path"])? {
+                Some((p, _)) => p,
+                None => match node.get("schemas_and_paths").and_then(|m| m.entries().first()) {
+                    Some((_, p)) => render_value(file, p)?,
+                    None => ".ferry/ferry.db".to_owned(),
+                },
+            };
+            let path = Utf8PathBuf::from(path);
+            let path = if path.is_absolute() { path } else { project_dir.join(path) };
+            TargetKind::Sqlite { path, schema: field(&["schema"])?.map_or_else(|| "main".to_owned(), |(s, _)| s) }
+        }
+        other => {
+            let mut diag = Diagnostic::error(Code::Profile, format!("unsupported target type `{other}`"))
+                .with_label(Label::new(file, kind_node.span.clone()))
+                .with_note("ferry loads into `sqlite`, `postgres` and `mysql` (MariaDB too)");
+            if let Some(help) = crate::diagnostic::did_you_mean(other, ["sqlite", "postgres", "mysql"]) {
+                diag = diag.with_help(help);
+            }
+            return Err(Box::new(diag));
+        }
+    };
+    Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind })
+}
+
+fn bad_value(file: &Arc<SourceFile>, node: &Node, field: &str, expected: &str) -> Box<Diagnostic> {
+    Box::new(
+        Diagnostic::error(Code::Profile, format!("`{field}` must be {expected}"))
+            .with_label(Label::new(file, node.span.clone())),
+    )
+}
+
+/// Renders a scalar profile value, expanding `{{ env_var('X') }}`. The
+/// rendered value is never shown in errors (it may be a password).
+fn render_value(file: &Arc<SourceFile>, node: &Node) -> Result<String, Box<Diagnostic>> {
+    let raw = match &node.value {
+        Value::String(s) => s.clone(),
+        Value::Int(i) => return Ok(i.to_string()),
+        Value::Bool(b) => return Ok(b.to_string()),
+        Value::Float(f) => return Ok(f.to_string()),
+        _ => return Err(bad_value(file, node, "this field", "a single value")),
+    };
+    if !raw.contains("{{") && !raw.contains("{%") {
+        return Ok(raw);
+    }
+    let mut env = minijinja::Environment::new();
+    env.add_function("env_var", crate::template::functions::env_var);
+    env.render_str(&raw, ()).map_err(|e| {
+        Box::new(
+            Diagnostic::error(
+                Code::Profile,
+                format!("cannot render profile value: {}", e.detail().unwrap_or("invalid template")),
+            )
+            .with_label(Label::new(file, node.span.clone())),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, profile: &str, target: Option<&str>) -> Result<Target, Box<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        fs_err::write(dir.join("profiles.yml"), text).unwrap();
+        resolve_target(std::slice::from_ref(&dir), profile, target, &dir, &mut Vec::new())
+    }
+
+    #[test]
+    fn postgres_output_with_env_var_password_is_redacted() {
+        // SAFETY: tests in this module read a variable only they set.
+        unsafe { std::env::set_var("FERRY_TEST_SECRET_PW", "hunter2") };
+        let t = resolve(
+            "shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: localhost\n      port: 5433\n      user: me\n      password: \"{{ env_var('FERRY_TEST_SECRET_PW') }}\"\n      dbname: test\n      schema: analytics\n      sslmode: require\n",
+            "shop",
+            None,
+        )
+        .unwrap();
+        let TargetKind::Postgres(s) = &t.kind else { panic!("not postgres: {t:?}") };
+        assert_eq!(s.password.expose(), "hunter2");
+        assert_eq!(s.port, 5433);
+        assert_eq!(t.schema(), "analytics");
+        let shown = format!("{t:?} {}", serde_json::to_string(&t).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn missing_target_suggests_the_closest() {
+        let err = resolve("shop:\n  target: dev\n  outputs:\n    prod:\n      type: sqlite\n", "shop", Some("prd"))
+            .unwrap_err();
+        assert_eq!(err.help.as_deref(), Some("did you mean `prod`?"));
+    }
+
+    #[test]
+    fn bad_sslmode_and_unknown_type_are_errors() {
+        let base = "p:\n  target: d\n  outputs:\n    d:\n";
+        let err = resolve(
+            &format!(
+                "{base}      type: postgres\n      host: h\n      user: u\n      schema: s\n      sslmode: maybe\n"
+            ),
+            "p",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("sslmode"), "{}", err.message);
+        let err = resolve(&format!("{base}      type: postgre\n"), "p", None).unwrap_err();
+        assert_eq!(err.help.as_deref(), Some("did you mean `postgres`?"));
+    }
+
+    #[test]
+    fn no_profiles_file_means_embedded_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let t = resolve_target(std::slice::from_ref(&dir), "shop", None, &dir, &mut Vec::new()).unwrap();
+        assert_eq!(t.type_name(), "sqlite");
+        assert_eq!(t.kind, TargetKind::Sqlite { path: dir.join(".ferry/ferry.db"), schema: "main".into() });
+    }
+}

@@ -1,0 +1,470 @@
+//! Schema files (`models/**/*.yml`, dbt `version: 2`): model, seed and
+//! source properties, columns, and the tests declared on them.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+
+use super::config::{MODEL_CONFIG_KEYS, merge_config, unknown_key};
+use super::nodes::{ColumnSpec, Origin, SourceTable};
+use super::yaml::{self, Node, Value};
+use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+
+const ROOT_KEYS: &[&str] = &[
+    "version",
+    "models",
+    "sources",
+    "seeds",
+    "macros",
+    "snapshots",
+    "analyses",
+    "exposures",
+    "metrics",
+    "semantic_models",
+    "saved_queries",
+    "groups",
+    "unit_tests",
+];
+const MODEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "columns",
+    "config",
+    "tests",
+    "data_tests",
+    "docs",
+    "meta",
+    "access",
+    "constraints",
+    "versions",
+    "latest_version",
+    "deprecation_date",
+    "group",
+    "time_spine",
+    "rules",
+    "dedupe",
+];
+const COLUMN_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "data_type",
+    "tests",
+    "data_tests",
+    "meta",
+    "quote",
+    "constraints",
+    "tags",
+    "docs",
+    "policy_tags",
+    "granularity",
+    "config",
+    "rules",
+];
+const SOURCE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "database",
+    "schema",
+    "loader",
+    "loaded_at_field",
+    "meta",
+    "tags",
+    "config",
+    "overrides",
+    "freshness",
+    "quoting",
+    "tables",
+];
+const TABLE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "identifier",
+    "columns",
+    "tests",
+    "data_tests",
+    "meta",
+    "tags",
+    "config",
+    "loaded_at_field",
+    "freshness",
+    "external",
+    "quoting",
+];
+/// ferry's keys that say where a source's data is and how to read it.
+pub const LOCATION_KEYS: &[&str] = &[
+    "path",
+    "format",
+    "delimiter",
+    "quote",
+    "escape",
+    "header",
+    "null_strings",
+    "null_string",
+    "date_format",
+    "timestamp_format",
+    "compression",
+    "encoding",
+    "on_invalid",
+    "on_error",
+    "connection",
+    "table",
+    "query",
+    "partition_on",
+    "partitions",
+    "sheet",
+    "range",
+    "record_path",
+    "layout",
+    "record_type",
+    "comment",
+    "terminator",
+    "options",
+];
+/// Test config keys that dbt also accepts directly among a test's arguments.
+const TEST_CONFIG_KEYS: &[&str] = &[
+    "severity",
+    "where",
+    "limit",
+    "error_if",
+    "warn_if",
+    "store_failures",
+    "store_failures_as",
+    "tags",
+    "enabled",
+    "meta",
+    "fail_calc",
+    "alias",
+    "schema",
+    "database",
+];
+
+/// A test as declared in a schema file.
+#[derive(Debug, Clone)]
+pub struct TestDecl {
+    pub test_name: String,
+    pub package: Option<String>,
+    /// A name given with `name:`, replacing dbt's generated one.
+    pub custom_name: Option<String>,
+    pub column: Option<String>,
+    pub args: Map<String, Json>,
+    pub config: Map<String, Json>,
+    pub origin: Origin,
+}
+
+/// Properties of a model or seed from a schema file.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    pub name: String,
+    pub description: String,
+    pub columns: Vec<ColumnSpec>,
+    pub config: Map<String, Json>,
+    pub tests: Vec<TestDecl>,
+    pub origin: Origin,
+}
+
+/// A source table and the tests declared on it.
+#[derive(Debug, Clone)]
+pub struct SourceDecl {
+    pub table: SourceTable,
+    pub tests: Vec<TestDecl>,
+}
+
+/// Everything one schema file declares.
+#[derive(Debug, Default)]
+pub struct SchemaFile {
+    pub models: Vec<Patch>,
+    pub seeds: Vec<Patch>,
+    pub sources: Vec<SourceDecl>,
+}
+
+/// Parses one schema file; problems that do not stop parsing become warnings.
+pub fn parse(file: &Arc<SourceFile>, warnings: &mut Vec<Diagnostic>) -> Result<SchemaFile, Box<Diagnostic>> {
+    let root = yaml::parse(file)?;
+    if root.is_null() {
+        return Ok(SchemaFile::default());
+    }
+    let mut p = Parser { file, warnings };
+    p.expect_map(&root, "a schema file")?;
+    p.check_keys(&root, ROOT_KEYS, "schema file key");
+    let mut out = SchemaFile::default();
+    for entry in p.list(&root, "models")? {
+        out.models.push(p.patch(entry, "model")?);
+    }
+    for entry in p.list(&root, "seeds")? {
+        out.seeds.push(p.patch(entry, "seed")?);
+    }
+    for source in p.list(&root, "sources")? {
+        p.source(source, &mut out.sources)?;
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    file: &'a Arc<SourceFile>,
+    warnings: &'a mut Vec<Diagnostic>,
+}
+
+impl Parser<'_> {
+    fn shape(&self, node: &Node, message: String) -> Box<Diagnostic> {
+        Box::new(Diagnostic::error(Code::YamlShape, message).with_label(Label::new(self.file, node.span.clone())))
+    }
+
+    fn expect_map(&self, node: &Node, what: &str) -> Result<(), Box<Diagnostic>> {
+        match node.value {
+            Value::Map(_) => Ok(()),
+            _ => Err(self.shape(node, format!("expected {what} to be a mapping"))),
+        }
+    }
+
+    fn check_keys(&mut self, node: &Node, known: &[&str], what: &str) {
+        for (key, _) in node.entries() {
+            if !known.contains(&key.name.as_str()) {
+                self.warnings.push(unknown_key(self.file, key, known, what));
+            }
+        }
+    }
+
+    fn list<'n>(&self, node: &'n Node, key: &str) -> Result<&'n [Node], Box<Diagnostic>> {
+        match node.get(key) {
+            None => Ok(&[]),
+            Some(n) if n.is_null() => Ok(&[]),
+            Some(Node { value: Value::Seq(items), .. }) => Ok(items),
+            Some(n) => Err(self.shape(n, format!("`{key}` must be a list"))),
+        }
+    }
+
+    fn name(&self, node: &Node, what: &str) -> Result<String, Box<Diagnostic>> {
+        self.expect_map(node, what)?;
+        match node.get("name").and_then(Node::as_str) {
+            Some(n) if !n.is_empty() => Ok(n.to_owned()),
+            _ => Err(self.shape(node, format!("{what} entry has no `name`"))),
+        }
+    }
+
+    fn text(node: &Node, key: &str) -> String {
+        node.get(key).and_then(Node::as_str).unwrap_or_default().to_owned()
+    }
+
+    fn config(&mut self, node: &Node) -> Result<Map<String, Json>, Box<Diagnostic>> {
+        let Some(cfg) = node.get("config").filter(|c| !c.is_null()) else { return Ok(Map::new()) };
+        self.expect_map(cfg, "`config`")?;
+        let mut out = Map::new();
+        for (key, value) in cfg.entries() {
+            let bare = key.name.trim_start_matches('+');
+            if !MODEL_CONFIG_KEYS.contains(&bare) {
+                self.warnings.push(unknown_key(self.file, key, MODEL_CONFIG_KEYS, "config key"));
+            }
+            merge_config(&mut out, bare, value.to_json());
+        }
+        Ok(out)
+    }
+
+    fn patch(&mut self, node: &Node, what: &str) -> Result<Patch, Box<Diagnostic>> {
+        let name = self.name(node, what)?;
+        self.check_keys(node, MODEL_KEYS, &format!("{what} property"));
+        let mut tests = self.tests(node, None)?;
+        let (columns, column_tests) = self.columns(node)?;
+        tests.extend(column_tests);
+        Ok(Patch {
+            name,
+            description: Self::text(node, "description"),
+            columns,
+            config: self.config(node)?,
+            tests,
+            origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
+        })
+    }
+
+    fn columns(&mut self, node: &Node) -> Result<(Vec<ColumnSpec>, Vec<TestDecl>), Box<Diagnostic>> {
+        let mut columns = Vec::new();
+        let mut tests = Vec::new();
+        for col in self.list(node, "columns")? {
+            let name = self.name(col, "column")?;
+            self.check_keys(col, COLUMN_KEYS, "column property");
+            tests.extend(self.tests(col, Some(&name))?);
+            let meta = match col.get("meta") {
+                Some(m) if !m.is_null() => m.deserialize_into(self.file, "`meta`")?,
+                _ => Map::new(),
+            };
+            columns.push(ColumnSpec {
+                description: Self::text(col, "description"),
+                data_type: col.get("data_type").and_then(Node::as_str).map(str::to_owned),
+                meta,
+                name,
+            });
+        }
+        Ok((columns, tests))
+    }
+
+    fn tests(&self, node: &Node, column: Option<&str>) -> Result<Vec<TestDecl>, Box<Diagnostic>> {
+        let mut out = Vec::new();
+        for key in ["tests", "data_tests"] {
+            for t in self.list(node, key)? {
+                out.push(self.test(t, column)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn test(&self, node: &Node, column: Option<&str>) -> Result<TestDecl, Box<Diagnostic>> {
+        let origin = Origin { file: Arc::clone(self.file), span: node.span.clone() };
+        let (full_name, args_node) = match &node.value {
+            Value::String(s) => (s.clone(), None),
+            Value::Map(entries) if entries.len() == 1 => (entries[0].0.name.clone(), Some(&entries[0].1)),
+            _ => {
+                return Err(
+                    self.shape(node, "a test must be a name or a mapping with one key (the test's name)".into())
+                );
+            }
+        };
+        let (package, test_name) = match full_name.rsplit_once('.') {
+            Some((pkg, name)) => (Some(pkg.to_owned()), name.to_owned()),
+            None => (None, full_name),
+        };
+        let mut args = Map::new();
+        let mut config = Map::new();
+        let mut custom_name = None;
+        if let Some(a) = args_node.filter(|a| !a.is_null()) {
+            self.expect_map(a, "test arguments")?;
+            for (key, value) in a.entries() {
+                match key.name.as_str() {
+                    "config" => {
+                        for (k, v) in value.entries() {
+                            merge_config(&mut config, &k.name, v.to_json());
+                        }
+                    }
+                    "arguments" => {
+                        for (k, v) in value.entries() {
+                            args.insert(k.name.clone(), v.to_json());
+                        }
+                    }
+                    "name" => custom_name = value.as_str().map(str::to_owned),
+                    k if TEST_CONFIG_KEYS.contains(&k) => merge_config(&mut config, k, value.to_json()),
+                    k => {
+                        args.insert(k.to_owned(), value.to_json());
+                    }
+                }
+            }
+        }
+        if let Some(c) = column {
+            args.entry("column_name").or_insert_with(|| Json::from(c));
+        }
+        Ok(TestDecl { test_name, package, custom_name, column: column.map(str::to_owned), args, config, origin })
+    }
+
+    fn source(&mut self, node: &Node, out: &mut Vec<SourceDecl>) -> Result<(), Box<Diagnostic>> {
+        let source = self.name(node, "source")?;
+        let mut known: Vec<&str> = SOURCE_KEYS.to_vec();
+        known.extend(LOCATION_KEYS);
+        self.check_keys(node, &known, "source property");
+        let source_config = self.config(node)?;
+        let source_location = location(node);
+        let schema = node.get("schema").and_then(Node::as_str).map_or_else(|| source.clone(), str::to_owned);
+        let mut table_keys: Vec<&str> = TABLE_KEYS.to_vec();
+        table_keys.extend(LOCATION_KEYS);
+        for table in self.list(node, "tables")? {
+            let name = self.name(table, "source table")?;
+            self.check_keys(table, &table_keys, "source table property");
+            let mut config = source_config.clone();
+            for (k, v) in self.config(table)? {
+                merge_config(&mut config, &k, v);
+            }
+            let mut loc = source_location.clone();
+            loc.extend(location(table));
+            let mut tests = self.tests(table, None)?;
+            let (columns, column_tests) = self.columns(table)?;
+            tests.extend(column_tests);
+            out.push(SourceDecl {
+                table: SourceTable {
+                    source: source.clone(),
+                    identifier: table
+                        .get("identifier")
+                        .and_then(Node::as_str)
+                        .map_or_else(|| name.clone(), str::to_owned),
+                    name,
+                    schema: schema.clone(),
+                    database: node.get("database").and_then(Node::as_str).map(str::to_owned),
+                    description: Self::text(table, "description"),
+                    columns,
+                    config,
+                    location: loc,
+                    origin: Origin { file: Arc::clone(self.file), span: table.span.clone() },
+                },
+                tests,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn location(node: &Node) -> Map<String, Json> {
+    node.entries()
+        .iter()
+        .filter(|(k, _)| LOCATION_KEYS.contains(&k.name.as_str()))
+        .map(|(k, v)| (k.name.clone(), v.to_json()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> (SchemaFile, Vec<Diagnostic>) {
+        let mut w = Vec::new();
+        let f = SourceFile::new("models/schema.yml", text);
+        (parse(&f, &mut w).unwrap(), w)
+    }
+
+    #[test]
+    fn models_columns_and_tests() {
+        let (s, w) = parse_str(
+            "version: 2\nmodels:\n  - name: orders\n    description: one row per order\n    config:\n      materialized: table\n    columns:\n      - name: order_id\n        data_type: bigint\n        tests: [unique, not_null]\n      - name: status\n        data_tests:\n          - accepted_values:\n              values: ['placed', 'shipped']\n              config:\n                severity: warn\n      - name: customer_id\n        tests:\n          - relationships:\n              to: ref('customers')\n              field: customer_id\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let m = &s.models[0];
+        assert_eq!(m.name, "orders");
+        assert_eq!(m.config["materialized"], "table");
+        assert_eq!(m.columns[0].data_type.as_deref(), Some("bigint"));
+        let names: Vec<_> = m.tests.iter().map(|t| (t.test_name.as_str(), t.column.as_deref())).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("unique", Some("order_id")),
+                ("not_null", Some("order_id")),
+                ("accepted_values", Some("status")),
+                ("relationships", Some("customer_id"))
+            ]
+        );
+        assert_eq!(m.tests[2].config["severity"], "warn");
+        assert_eq!(m.tests[3].args["to"], "ref('customers')");
+    }
+
+    #[test]
+    fn sources_carry_location_keys() {
+        let (s, _) = parse_str(
+            "version: 2\nsources:\n  - name: crm\n    format: csv\n    tables:\n      - name: customers\n        path: data/customers.csv\n        delimiter: ';'\n",
+        );
+        let t = &s.sources[0].table;
+        assert_eq!((t.source.as_str(), t.name.as_str(), t.schema.as_str()), ("crm", "customers", "crm"));
+        assert_eq!(t.location["format"], "csv");
+        assert_eq!(t.location["path"], "data/customers.csv");
+        assert_eq!(t.location["delimiter"], ";");
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_suggestions() {
+        let (_, w) =
+            parse_str("version: 2\nmodels:\n  - name: a\n    descripton: x\n    config:\n      materialzed: table\n");
+        let helps: Vec<_> = w.iter().map(|d| d.help.clone().unwrap_or_default()).collect();
+        assert_eq!(helps, vec!["did you mean `description`?", "did you mean `materialized`?"]);
+    }
+
+    #[test]
+    fn a_model_entry_that_is_not_a_mapping_is_an_error() {
+        let mut w = Vec::new();
+        let f = SourceFile::new("models/schema.yml", "models:\n  - just_a_string\n");
+        let d = parse(&f, &mut w).unwrap_err();
+        assert_eq!(d.code, Code::YamlShape);
+        assert_eq!(f.line_col(d.primary.unwrap().range.start).0, 2);
+    }
+}

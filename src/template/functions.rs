@@ -1,0 +1,384 @@
+//! The dbt context: `ref`, `source`, `config`, `var`, `env_var`, `log`,
+//! `return`, `exceptions`, `this`, `target`, `is_incremental`, ...
+//!
+//! Calls are recorded in a render-local [`Capture`] (a minijinja state
+//! extension, which follows the render into macro calls), so a model's
+//! dependencies are exactly the `ref`/`source` calls its template made.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use minijinja::value::{Kwargs, Object, Rest, Value};
+use minijinja::{Error, ErrorKind, State};
+use serde_json::{Map, Value as Json};
+
+use crate::project::config::merge_config;
+
+/// A `ref()` call: optional package and the model's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RefCall {
+    pub package: Option<String>,
+    pub name: String,
+}
+
+/// Everything a render recorded.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub refs: Vec<RefCall>,
+    pub sources: Vec<(String, String)>,
+    pub config: Map<String, Json>,
+    pub logs: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Model-specific context (`this`, `model`) handed on to macro calls.
+    pub context: Value,
+    /// Set by `return()`; taken by the macro caller.
+    pub returned: Option<Value>,
+    pub macro_depth: usize,
+    pub is_incremental: bool,
+}
+
+/// Typed causes attached to minijinja errors, so diagnostics can tell an
+/// unknown `ref` from any other render failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateFailure {
+    #[error("model `{name}` not found")]
+    UnknownRef { name: String, suggestion: Option<String> },
+    #[error("source `{source_name}.{table}` not found")]
+    UnknownSource { source_name: String, table: String, suggestion: Option<String> },
+    #[error("{0}")]
+    CompilerError(String),
+    /// Not a failure: carries `return()` out of a macro.
+    #[error("return() called outside a macro")]
+    Return,
+}
+
+pub(crate) fn fail(kind: ErrorKind, failure: TemplateFailure) -> Error {
+    Error::new(kind, failure.to_string()).with_source(failure)
+}
+
+/// Finds ferry's typed cause in a minijinja error chain.
+pub fn failure_of(err: &Error) -> Option<&TemplateFailure> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = cur {
+        if let Some(f) = e.downcast_ref::<TemplateFailure>() {
+            return Some(f);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Converts any serializable value to a template value.
+pub fn to_value<T: serde::Serialize>(value: T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+pub(crate) fn capture<'a>(state: &'a mut State<'_, '_>) -> &'a mut Capture {
+    state.get_or_insert_extension_with(Capture::default)
+}
+
+/// A relation (`ref`, `source`, `this`): renders as the DataFusion table
+/// name and exposes dbt's `database`, `schema`, `identifier`, `name`.
+#[derive(Debug, Clone)]
+pub struct Relation {
+    /// The SQL text the relation renders to (already quoted).
+    pub rendered: String,
+    pub database: String,
+    pub schema: String,
+    pub identifier: String,
+}
+
+impl Object for Relation {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(Value::from(match key.as_str()? {
+            "database" => &self.database,
+            "schema" => &self.schema,
+            "identifier" | "name" | "table" => &self.identifier,
+            "render" => &self.rendered,
+            _ => return None,
+        } as &str))
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State<'_, '_>, method: &str, _: &[Value]) -> Result<Value, Error> {
+        match method {
+            "render" => Ok(Value::from(self.rendered.clone())),
+            "include" | "quote" => Ok(Value::from_dyn_object(Arc::clone(self))),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rendered)
+    }
+}
+
+/// Quotes an identifier for DataFusion SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The nodes `ref()` and `source()` may name, known before any render.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    pub project: String,
+    pub refs: HashMap<String, Arc<Relation>>,
+    pub sources: HashMap<(String, String), Arc<Relation>>,
+}
+
+impl Resolver {
+    fn resolve_ref(&self, call: &RefCall) -> Result<Value, Error> {
+        if let Some(pkg) = &call.package
+            && pkg != &self.project
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("package `{pkg}` is not part of this project (packages are not supported yet)"),
+            ));
+        }
+        match self.refs.get(&call.name) {
+            Some(rel) => Ok(Value::from_dyn_object(Arc::clone(rel))),
+            None => {
+                let suggestion =
+                    crate::diagnostic::closest(&call.name, self.refs.keys().map(String::as_str)).map(str::to_owned);
+                Err(fail(
+                    ErrorKind::InvalidOperation,
+                    TemplateFailure::UnknownRef { name: call.name.clone(), suggestion },
+                ))
+            }
+        }
+    }
+
+    fn resolve_source(&self, source: &str, table: &str) -> Result<Value, Error> {
+        if let Some(rel) = self.sources.get(&(source.to_owned(), table.to_owned())) {
+            return Ok(Value::from_dyn_object(Arc::clone(rel)));
+        }
+        let names: Vec<String> = self.sources.keys().map(|(s, t)| format!("{s}.{t}")).collect();
+        let wanted = format!("{source}.{table}");
+        let suggestion = crate::diagnostic::closest(&wanted, names.iter().map(String::as_str)).map(str::to_owned);
+        Err(fail(
+            ErrorKind::InvalidOperation,
+            TemplateFailure::UnknownSource { source_name: source.to_owned(), table: table.to_owned(), suggestion },
+        ))
+    }
+}
+
+/// `ref('model')`, `ref('package', 'model')`; `version=` is accepted and ignored.
+pub fn ref_fn(resolver: Arc<Resolver>) -> impl Fn(&mut State<'_, '_>, Rest<String>, Kwargs) -> Result<Value, Error> {
+    move |state, args, kwargs| {
+        let _ = kwargs.get::<Option<Value>>("version").or_else(|_| kwargs.get::<Option<Value>>("v"));
+        kwargs.assert_all_used()?;
+        let call = match args.as_slice() {
+            [name] => RefCall { package: None, name: name.clone() },
+            [pkg, name] => RefCall { package: Some(pkg.clone()), name: name.clone() },
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "ref() takes a model name, or a package and a model name",
+                ));
+            }
+        };
+        let value = resolver.resolve_ref(&call)?;
+        capture(state).refs.push(call);
+        Ok(value)
+    }
+}
+
+/// `source('source_name', 'table_name')`.
+pub fn source_fn(resolver: Arc<Resolver>) -> impl Fn(&mut State<'_, '_>, String, String) -> Result<Value, Error> {
+    move |state, source, table| {
+        let value = resolver.resolve_source(&source, &table)?;
+        capture(state).sources.push((source, table));
+        Ok(value)
+    }
+}
+
+/// `config(...)`: callable to set keys, with `get` and `require` methods.
+#[derive(Debug)]
+pub struct ConfigObject;
+
+impl Object for ConfigObject {
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let (positional, kwargs): (&[Value], Kwargs) = minijinja::value::from_args(args)?;
+        let mut pairs: Vec<(String, Value)> = Vec::new();
+        if let [dict] = positional {
+            for key in dict.try_iter()? {
+                let v = dict.get_item(&key)?;
+                pairs.push((key.to_string(), v));
+            }
+        } else if !positional.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidOperation, "config() takes keyword arguments or one dict"));
+        }
+        for key in kwargs.args() {
+            pairs.push((key.to_owned(), kwargs.get::<Value>(key)?));
+        }
+        let cap = capture(state);
+        for (key, value) in pairs {
+            let json =
+                serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+            merge_config(&mut cap.config, &key, json);
+        }
+        Ok(Value::from(""))
+    }
+
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let (key, default): (String, Option<Value>) = minijinja::value::from_args(args)?;
+        let found = capture(state).config.get(&key).map(to_value);
+        match method {
+            "get" => Ok(found.or(default).unwrap_or(Value::from(()))),
+            "require" => found.ok_or_else(|| {
+                fail(
+                    ErrorKind::InvalidOperation,
+                    TemplateFailure::CompilerError(format!("config `{key}` is required but not set")),
+                )
+            }),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `var('name', default)`: project vars, overridden by `--vars`.
+pub fn var_fn(vars: Arc<Map<String, Json>>) -> impl Fn(String, Option<Value>) -> Result<Value, Error> {
+    move |name, default| match (vars.get(&name), default) {
+        (Some(v), _) => Ok(to_value(v)),
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(fail(
+            ErrorKind::UndefinedError,
+            TemplateFailure::CompilerError(format!(
+                "required var `{name}` not found in the project's `vars` or `--vars`"
+            )),
+        )),
+    }
+}
+
+/// `env_var('NAME', default)`.
+pub fn env_var(name: String, default: Option<String>) -> Result<String, Error> {
+    match (std::env::var(&name), default) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(d)) => Ok(d),
+        (Err(_), None) => Err(fail(
+            ErrorKind::UndefinedError,
+            TemplateFailure::CompilerError(format!("environment variable `{name}` is required but not set")),
+        )),
+    }
+}
+
+/// `log(msg, info=False)`: recorded and shown with `-v` (or always with `info=True`).
+pub fn log(state: &mut State<'_, '_>, msg: Value, info: Option<bool>) -> String {
+    let line = if info.unwrap_or(false) { format!("info: {msg}") } else { msg.to_string() };
+    capture(state).logs.push(line);
+    String::new()
+}
+
+/// `return(value)`: ends the enclosing macro with `value` as its result.
+pub fn return_fn(state: &mut State<'_, '_>, value: Value) -> Result<Value, Error> {
+    capture(state).returned = Some(value);
+    Err(fail(ErrorKind::InvalidOperation, TemplateFailure::Return))
+}
+
+/// `is_incremental()`.
+pub fn is_incremental(state: &mut State<'_, '_>) -> bool {
+    capture(state).is_incremental
+}
+
+/// `exceptions.raise_compiler_error(msg)` and `exceptions.warn(msg)`.
+#[derive(Debug)]
+pub struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let (msg,): (String,) = minijinja::value::from_args(args)?;
+        match method {
+            "raise_compiler_error" => Err(fail(ErrorKind::InvalidOperation, TemplateFailure::CompilerError(msg))),
+            "warn" => {
+                capture(state).warnings.push(msg);
+                Ok(Value::from(""))
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `run_started_at`: renders as ISO 8601; has `strftime` and `isoformat`.
+#[derive(Debug)]
+pub struct Timestamp(pub chrono::DateTime<chrono::Utc>);
+
+impl Object for Timestamp {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        use chrono::Datelike;
+        Some(Value::from(match key.as_str()? {
+            "year" => self.0.year(),
+            "month" => i32::try_from(self.0.month()).ok()?,
+            "day" => i32::try_from(self.0.day()).ok()?,
+            _ => return None,
+        }))
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            "strftime" => {
+                let (fmt,): (String,) = minijinja::value::from_args(args)?;
+                let items: Vec<_> = chrono::format::StrftimeItems::new(&fmt).collect();
+                if items.contains(&chrono::format::Item::Error) {
+                    return Err(Error::new(ErrorKind::InvalidOperation, format!("invalid strftime format `{fmt}`")));
+                }
+                Ok(Value::from(self.0.format_with_items(items.into_iter()).to_string()))
+            }
+            "isoformat" => Ok(Value::from(self.0.to_rfc3339())),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d %H:%M:%S%.6f+00:00"))
+    }
+}
+
+/// `adapter`: `adapter.quote(name)` and `adapter.dispatch('macro')`.
+#[derive(Debug)]
+pub struct Adapter;
+
+impl Object for Adapter {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            "quote" => {
+                let (name,): (String,) = minijinja::value::from_args(args)?;
+                Ok(Value::from(quote_ident(&name)))
+            }
+            "dispatch" => {
+                let (name, _ns): (String, Option<Value>) = minijinja::value::from_args(args)?;
+                state.lookup(&name).filter(|v| !v.is_undefined()).ok_or_else(|| {
+                    Error::new(ErrorKind::UnknownFunction, format!("no macro named `{name}` to dispatch to"))
+                })
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `doc('name')`: the text of a `{% docs name %}` block.
+pub fn doc_fn(docs: Arc<std::collections::BTreeMap<String, String>>) -> impl Fn(String) -> Result<String, Error> {
+    move |name| {
+        docs.get(&name).cloned().ok_or_else(|| {
+            let hint = crate::diagnostic::did_you_mean(&name, docs.keys().map(String::as_str))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            fail(
+                ErrorKind::UndefinedError,
+                TemplateFailure::CompilerError(format!("no docs block named `{name}`{hint}")),
+            )
+        })
+    }
+}
+
+/// `tojson(value)`.
+pub fn tojson(value: Value) -> Result<String, Error> {
+    serde_json::to_string(&value).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+}
+
+/// `fromjson(text)`.
+pub fn fromjson(text: String) -> Result<Value, Error> {
+    serde_json::from_str::<Json>(&text)
+        .map(|v| to_value(&v))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("invalid JSON: {e}")))
+}

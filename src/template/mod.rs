@@ -1,0 +1,543 @@
+//! Jinja templating for models, tests and macros, with dbt's context.
+//!
+//! [`Templater`] owns one minijinja environment per invocation. Models are
+//! registered by their project-relative path; macros from `macros/**/*.sql`
+//! become global functions callable from any template. Rendering records the
+//! `ref`/`source`/`config` calls actually made (see [`functions::Capture`]).
+//! This module knows nothing about DataFusion or the DAG.
+
+pub mod functions;
+pub mod scan;
+pub mod source_map;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use minijinja::value::{Object, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
+use serde_json::{Map, Value as Json};
+
+use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use functions::{Capture, RefCall, Resolver, TemplateFailure};
+
+/// What every template sees, fixed for one invocation.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub project_name: String,
+    pub vars: Map<String, Json>,
+    /// `target` as templates see it (no secrets).
+    pub target: Json,
+    pub invocation_id: String,
+    pub run_started_at: chrono::DateTime<chrono::Utc>,
+    /// The command being run (`compile`, `run`), for `flags.WHICH`.
+    pub which: String,
+    pub full_refresh: bool,
+    /// `{% docs %}` blocks, for `doc('name')`.
+    pub docs: Arc<BTreeMap<String, String>>,
+}
+
+/// What one model's render sees besides the globals.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub this: Arc<functions::Relation>,
+    /// `model` in dbt: name, unique_id, resource_type, path.
+    pub model: Json,
+    pub is_incremental: bool,
+}
+
+/// A rendered template and everything it called.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub sql: String,
+    pub refs: Vec<RefCall>,
+    pub sources: Vec<(String, String)>,
+    pub config: Map<String, Json>,
+    pub logs: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A macro file as registered: its original text and how offsets in the
+/// rewritten text map back to it.
+#[derive(Debug)]
+struct MacroFile {
+    file: Arc<SourceFile>,
+    /// (rewritten offset, original offset) at the start of each unchanged run.
+    anchors: Vec<(usize, usize)>,
+}
+
+/// The templating environment for one invocation.
+pub struct Templater {
+    env: Environment<'static>,
+    files: HashMap<String, Arc<SourceFile>>,
+    macro_files: HashMap<String, MacroFile>,
+    /// Macro name -> file that defines it.
+    pub macros: BTreeMap<String, String>,
+}
+
+const MACRO_PREFIX: &str = "__ferry_macro_";
+
+impl Templater {
+    /// Builds the environment with dbt's context functions and every macro.
+    /// Macro files that do not parse become diagnostics.
+    pub fn new(globals: &Globals, resolver: Arc<Resolver>, macro_files: &[Arc<SourceFile>]) -> (Self, Vec<Diagnostic>) {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("ref", functions::ref_fn(Arc::clone(&resolver)));
+        env.add_function("source", functions::source_fn(resolver));
+        env.add_global("config", Value::from_object(functions::ConfigObject));
+        env.add_function("var", functions::var_fn(Arc::new(globals.vars.clone())));
+        env.add_function("env_var", functions::env_var);
+        env.add_function("log", functions::log);
+        env.add_function("return", functions::return_fn);
+        env.add_function("is_incremental", functions::is_incremental);
+        env.add_function("tojson", functions::tojson);
+        env.add_function("doc", functions::doc_fn(Arc::clone(&globals.docs)));
+        env.add_function("fromjson", functions::fromjson);
+        env.add_global("exceptions", Value::from_object(functions::Exceptions));
+        env.add_global("adapter", Value::from_object(functions::Adapter));
+        env.add_global("run_started_at", Value::from_object(functions::Timestamp(globals.run_started_at)));
+        env.add_global("invocation_id", globals.invocation_id.clone());
+        env.add_global("target", functions::to_value(&globals.target));
+        env.add_global("project_name", globals.project_name.clone());
+        env.add_global("execute", true);
+        env.add_global(
+            "flags",
+            functions::to_value(serde_json::json!({ "FULL_REFRESH": globals.full_refresh, "WHICH": globals.which })),
+        );
+        let mut this = Templater { env, files: HashMap::new(), macro_files: HashMap::new(), macros: BTreeMap::new() };
+        let mut diags = Vec::new();
+        for file in macro_files {
+            if let Err(d) = this.add_macro_file(file) {
+                diags.push(*d);
+            }
+        }
+        (this, diags)
+    }
+
+    fn add_macro_file(&mut self, file: &Arc<SourceFile>) -> Result<(), Box<Diagnostic>> {
+        let (rewritten, names, anchors) = rewrite_macro_file(&file.text);
+        let name = file.path.to_string();
+        self.macro_files.insert(name.clone(), MacroFile { file: Arc::clone(file), anchors });
+        self.env.add_template_owned(name.clone(), rewritten).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        for macro_name in names {
+            if let Some(other) = self.macros.get(&macro_name) {
+                return Err(Box::new(
+                    Diagnostic::error(Code::DuplicateName, format!("macro `{macro_name}` is defined twice"))
+                        .in_file(&file.path)
+                        .with_note(format!("also defined in `{other}`")),
+                ));
+            }
+            self.env.add_global(
+                macro_name.clone(),
+                Value::from_object(MacroCaller {
+                    template: name.clone(),
+                    inner: format!("{MACRO_PREFIX}{macro_name}"),
+                }),
+            );
+            self.macros.insert(macro_name, name.clone());
+        }
+        Ok(())
+    }
+
+    /// Registers a model, test or analysis template; a syntax error is a diagnostic.
+    pub fn add_template(&mut self, file: &Arc<SourceFile>) -> Result<(), Box<Diagnostic>> {
+        let name = file.path.to_string();
+        self.files.insert(name.clone(), Arc::clone(file));
+        self.env.add_template_owned(name, file.text.to_string()).map_err(|e| Box::new(self.diagnostic(&e, None)))
+    }
+
+    /// Renders a registered template for one node.
+    pub fn render(&self, file: &SourceFile, node: &NodeContext) -> Result<Rendered, Box<Diagnostic>> {
+        let tmpl = self.env.get_template(file.path.as_str()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        let mut captured =
+            tmpl.render_captured(node_context(node)).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        let capture = captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take));
+        let capture = capture.unwrap_or_default();
+        Ok(Rendered {
+            sql: captured.into_output(),
+            refs: capture.refs,
+            sources: capture.sources,
+            config: capture.config,
+            logs: capture.logs,
+            warnings: capture.warnings,
+        })
+    }
+
+    /// Renders a one-off template (a description) with the globals.
+    pub fn render_str(&self, source: &str) -> Result<String, Box<Diagnostic>> {
+        self.env.render_str(source, ()).map_err(|e| Box::new(self.diagnostic(&e, None)))
+    }
+
+    /// Evaluates a Jinja expression such as `ref('customers')` (a test
+    /// argument), recording the calls it makes.
+    pub fn render_expression(&self, expr: &str) -> Result<Rendered, Box<Diagnostic>> {
+        let source = format!("{{{{ {expr} }}}}");
+        let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        let capture =
+            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
+        Ok(Rendered {
+            sql: captured.into_output(),
+            refs: capture.refs,
+            sources: capture.sources,
+            ..Rendered::default()
+        })
+    }
+
+    /// Builds the source map for a model whose plain render gave `plain`.
+    pub fn source_map(&self, file: &SourceFile, node: &NodeContext, plain: &str) -> Option<source_map::SourceMap> {
+        let marked = source_map::mark(&file.text);
+        let out = self.env.render_named_str(file.path.as_str(), &marked.source, node_context(node)).ok()?;
+        marked.source_map(&out, plain, &file.text)
+    }
+
+    /// Turns a minijinja error into a diagnostic pointing at the template.
+    pub fn diagnostic(&self, err: &Error, rendering: Option<&SourceFile>) -> Diagnostic {
+        let failure = functions::failure_of(err);
+        let (code, message, help) = match failure {
+            Some(TemplateFailure::UnknownRef { name, suggestion }) => (
+                Code::UnknownRef,
+                format!("`ref('{name}')` names no model, seed or snapshot"),
+                suggestion.as_ref().map(|s| format!("did you mean `{s}`?")),
+            ),
+            Some(TemplateFailure::UnknownSource { source_name, table, suggestion }) => (
+                Code::UnknownSource,
+                format!("`source('{source_name}', '{table}')` is not declared in any schema file"),
+                suggestion.as_ref().map(|s| format!("did you mean `{s}`?")),
+            ),
+            Some(TemplateFailure::CompilerError(msg)) => (Code::JinjaRender, msg.clone(), None),
+            Some(TemplateFailure::Return) => (Code::JinjaRender, "`return()` called outside a macro".to_owned(), None),
+            None if err.kind() == ErrorKind::SyntaxError => {
+                (Code::JinjaSyntax, format!("Jinja syntax error: {}", err.detail().unwrap_or("invalid syntax")), None)
+            }
+            None => (Code::JinjaRender, jinja_message(err), None),
+        };
+        let mut diag = Diagnostic::error(code, message);
+        if let Some(help) = help {
+            diag = diag.with_help(help);
+        }
+        let (file, range) = self.locate(err);
+        match (file, range) {
+            (Some(file), Some(range)) => diag = diag.with_label(Label::new(&file, range)),
+            (Some(file), None) => diag = diag.in_file(&file.path),
+            (None, _) => {
+                if let Some(f) = rendering {
+                    diag = diag.in_file(&f.path);
+                }
+            }
+        }
+        if let Some(f) = rendering
+            && diag.file.as_ref() != Some(&f.path)
+        {
+            diag = diag.with_note(format!("while rendering `{}`", f.path));
+        }
+        diag
+    }
+
+    fn locate(&self, err: &Error) -> (Option<Arc<SourceFile>>, Option<Range<usize>>) {
+        let Some(name) = err.name() else { return (None, None) };
+        let (file, map): (Arc<SourceFile>, Option<&MacroFile>) = if let Some(f) = self.files.get(name) {
+            (Arc::clone(f), None)
+        } else if let Some(m) = self.macro_files.get(name) {
+            (Arc::clone(&m.file), Some(m))
+        } else {
+            return (None, None);
+        };
+        let range = match (err.range(), map) {
+            (Some(r), None) => Some(r),
+            (Some(r), Some(m)) => Some(m.to_original(r.start)..m.to_original(r.end)),
+            (None, _) => err.line().and_then(|line| line_range(&file, line)),
+        };
+        let range = range.filter(|r| r.end <= file.text.len());
+        (Some(file), range)
+    }
+}
+
+fn jinja_message(err: &Error) -> String {
+    match err.detail() {
+        Some(detail) => format!("Jinja error: {detail}"),
+        None => format!("Jinja error: {}", err.kind()),
+    }
+}
+
+fn line_range(file: &SourceFile, line: usize) -> Option<Range<usize>> {
+    let start = file.offset_of(line, 1)?;
+    let text = &file.text[start..];
+    let end = start + text.find('\n').unwrap_or(text.len());
+    let lead = file.text[start..end].len() - file.text[start..end].trim_start().len();
+    Some(start + lead..end)
+}
+
+impl MacroFile {
+    fn to_original(&self, offset: usize) -> usize {
+        let idx = self.anchors.partition_point(|(rw, _)| *rw <= offset);
+        match idx.checked_sub(1).and_then(|i| self.anchors.get(i)) {
+            Some((rw, orig)) => orig + (offset - rw),
+            None => offset,
+        }
+    }
+}
+
+fn node_context(node: &NodeContext) -> Value {
+    minijinja::context! {
+        this => Value::from_dyn_object(Arc::clone(&node.this)),
+        model => functions::to_value(&node.model),
+        __ferry_is_incremental => node.is_incremental,
+    }
+}
+
+/// Calls a macro defined in another template, carrying the render's capture
+/// into the macro's state and back, and turning `return(x)` into the result.
+#[derive(Debug)]
+struct MacroCaller {
+    template: String,
+    inner: String,
+}
+
+const MAX_MACRO_DEPTH: usize = 64;
+
+impl Object for MacroCaller {
+    fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let mut cap = take_capture(state);
+        if cap.macro_depth >= MAX_MACRO_DEPTH {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("macro calls nested deeper than {MAX_MACRO_DEPTH}"),
+            ));
+        }
+        cap.macro_depth += 1;
+        let tmpl = state.env().get_template(&self.template)?;
+        let mut captured = match tmpl.render_captured(cap.context.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                cap.macro_depth -= 1;
+                state.get_or_insert_extension(Capture::default());
+                *functions::capture(state) = cap;
+                return Err(e);
+            }
+        };
+        let (result, mut cap) = captured.with_state_mut(|st| {
+            st.get_or_insert_extension(Capture::default());
+            *functions::capture(st) = cap;
+            let result = match st.lookup(&self.inner) {
+                Some(m) if !m.is_undefined() => m.call(st, args),
+                _ => Err(Error::new(ErrorKind::UnknownFunction, format!("macro `{}` went missing", self.inner))),
+            };
+            (result, std::mem::take(functions::capture(st)))
+        });
+        cap.macro_depth -= 1;
+        let returned = cap.returned.take();
+        *functions::capture(state) = cap;
+        match result {
+            Err(e) if matches!(functions::failure_of(&e), Some(TemplateFailure::Return)) => {
+                Ok(returned.unwrap_or_default())
+            }
+            other => other,
+        }
+    }
+}
+
+fn take_capture(state: &mut State<'_, '_>) -> Capture {
+    if state.get_extension::<Capture>().is_none() {
+        let context = minijinja::context! {
+            this => state_lookup(state, "this"),
+            model => state_lookup(state, "model"),
+            __ferry_is_incremental => state_lookup(state, "__ferry_is_incremental"),
+        };
+        let is_incremental = state_lookup(state, "__ferry_is_incremental").is_true();
+        let cap = functions::capture(state);
+        cap.context = context;
+        cap.is_incremental = is_incremental;
+    }
+    std::mem::take(functions::capture(state))
+}
+
+fn state_lookup(state: &State<'_, '_>, name: &str) -> Value {
+    state.lookup(name).unwrap_or_default()
+}
+
+/// Rewrites a macro file so its macros are reached through [`MacroCaller`]:
+/// `{% macro m(..) %}` becomes `{% macro __ferry_macro_m(..) %}`, dbt's
+/// `{% test t(..) %}` becomes the macro `test_t`, and `{% docs %}` and
+/// `{% materialization %}` blocks are skipped. Returns the new text, the
+/// macro names, and offset anchors back to the original.
+fn rewrite_macro_file(src: &str) -> (String, Vec<String>, Vec<(usize, usize)>) {
+    let mut out = String::with_capacity(src.len() + 64);
+    let mut names = Vec::new();
+    let mut anchors = vec![(0, 0)];
+    let mut copied = 0;
+    for seg in scan::segments(src) {
+        let Some((keyword, rest)) = seg.statement(src) else { continue };
+        let replacement = match keyword {
+            "macro" | "test" => {
+                let name_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                let name = &rest[..name_len];
+                let full = if keyword == "test" { format!("test_{name}") } else { name.to_owned() };
+                let tail = &rest[name_len..];
+                names.push(full.clone());
+                format!("{{% macro {MACRO_PREFIX}{full}{tail} %}}")
+            }
+            "endtest" => "{% endmacro %}".to_owned(),
+            "docs" | "materialization" => "{% if false %}{% raw %}".to_owned(),
+            "enddocs" | "endmaterialization" => "{% endraw %}{% endif %}".to_owned(),
+            _ => continue,
+        };
+        out.push_str(&src[copied..seg.range.start]);
+        out.push_str(&replacement);
+        copied = seg.range.end;
+        anchors.push((out.len(), copied));
+    }
+    out.push_str(&src[copied..]);
+    (out, names, anchors)
+}
+
+/// `{% docs name %}...{% enddocs %}` blocks in a Markdown file.
+pub fn docs_blocks(file: &SourceFile) -> Vec<(String, String)> {
+    let src = &*file.text;
+    let mut out = Vec::new();
+    let mut open: Option<(String, usize)> = None;
+    for seg in scan::segments(src) {
+        match seg.statement(src) {
+            Some(("docs", rest)) => open = Some((rest.trim().to_owned(), seg.range.end)),
+            Some(("enddocs", _)) => {
+                if let Some((name, start)) = open.take() {
+                    out.push((name, src[start..seg.range.start].trim().to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globals() -> Globals {
+        Globals {
+            project_name: "shop".into(),
+            vars: serde_json::from_str(r#"{"start": "2020-01-01"}"#).unwrap(),
+            target: serde_json::json!({"name": "dev", "schema": "main", "type": "sqlite"}),
+            invocation_id: "00000000-0000-0000-0000-000000000000".into(),
+            run_started_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            which: "compile".into(),
+            full_refresh: false,
+            docs: Arc::new(BTreeMap::from([("orders".to_owned(), "One row per order.".to_owned())])),
+        }
+    }
+
+    fn rel(name: &str) -> Arc<functions::Relation> {
+        Arc::new(functions::Relation {
+            rendered: functions::quote_ident(name),
+            database: "db".into(),
+            schema: "main".into(),
+            identifier: name.into(),
+        })
+    }
+
+    fn templater(macros: &[(&str, &str)]) -> Templater {
+        let mut resolver = Resolver { project: "shop".into(), ..Default::default() };
+        for m in ["stg_orders", "stg_payments"] {
+            resolver.refs.insert(m.into(), rel(m));
+        }
+        resolver.sources.insert(("raw".into(), "orders".into()), rel("raw_orders"));
+        let files: Vec<_> = macros.iter().map(|(p, t)| SourceFile::new(*p, *t)).collect();
+        let (t, diags) = Templater::new(&globals(), Arc::new(resolver), &files);
+        assert!(diags.is_empty(), "{diags:?}");
+        t
+    }
+
+    fn render(t: &mut Templater, text: &str) -> Result<Rendered, Box<Diagnostic>> {
+        let file = SourceFile::new("models/m.sql", text);
+        t.add_template(&file)?;
+        t.render(&file, &NodeContext { this: rel("m"), model: serde_json::json!({"name": "m"}), is_incremental: false })
+    }
+
+    #[test]
+    fn records_the_calls_the_template_actually_makes() {
+        let mut t = templater(&[]);
+        let r = render(
+            &mut t,
+            "{{ config(materialized='table', tags=['a']) }}-- ref('not_called')\n{% if false %}{{ ref('stg_payments') }}{% endif %}select * from {{ ref('stg_orders') }} join {{ source('raw', 'orders') }}",
+        )
+        .unwrap();
+        assert_eq!(r.refs, vec![RefCall { package: None, name: "stg_orders".into() }]);
+        assert_eq!(r.sources, vec![("raw".into(), "orders".into())]);
+        assert_eq!(r.config["materialized"], "table");
+        assert!(r.sql.ends_with("select * from \"stg_orders\" join \"raw_orders\""), "{}", r.sql);
+    }
+
+    #[test]
+    fn macros_are_global_and_may_return_values() {
+        let mut t = templater(&[
+            (
+                "macros/money.sql",
+                "{% macro cents(col) %}({{ col }} / 100.0){% endmacro %}\n{% macro kinds() %}{{ return(['a', 'b']) }}{% endmacro %}",
+            ),
+            (
+                "macros/uses.sql",
+                "{% macro all_kinds() %}{% for k in kinds() %}{{ k }}{% endfor %}{% endmacro %}\n{% macro from_orders() %}{{ ref('stg_orders') }}{% endmacro %}",
+            ),
+        ]);
+        let r = render(&mut t, "select {{ cents('amount') }}, '{{ all_kinds() }}' from {{ from_orders() }}").unwrap();
+        assert_eq!(r.sql, "select (amount / 100.0), 'ab' from \"stg_orders\"");
+        assert_eq!(r.refs.len(), 1, "a ref inside a macro is the model's dependency");
+    }
+
+    #[test]
+    fn generic_test_blocks_become_test_macros() {
+        let t = templater(&[(
+            "macros/t.sql",
+            "{% test is_even(model, column_name) %}select * from {{ model }} where {{ column_name }} % 2 = 1{% endtest %}",
+        )]);
+        assert!(t.macros.contains_key("test_is_even"));
+    }
+
+    #[test]
+    fn unknown_ref_points_at_the_call_and_suggests() {
+        let mut t = templater(&[]);
+        let text = "select *\nfrom {{ ref('stg_order') }}";
+        let d = render(&mut t, text).unwrap_err();
+        assert_eq!(d.code, Code::UnknownRef);
+        assert_eq!(d.help.as_deref(), Some("did you mean `stg_orders`?"));
+        let label = d.primary.expect("a label");
+        assert_eq!(label.file.line_col(label.range.start).0, 2);
+    }
+
+    #[test]
+    fn var_env_var_target_and_compiler_errors() {
+        let mut t = templater(&[]);
+        let r = render(&mut t, "{{ var('start') }} {{ var('x', 3) }} {{ target.name }} {{ env_var('FERRY_SURELY_UNSET', 'd') }} {{ this }} {{ 'a,b'.split(',') | length }}").unwrap();
+        assert_eq!(r.sql, "2020-01-01 3 dev d \"m\" 2");
+        let d = render(&mut t, "{{ exceptions.raise_compiler_error('bad input') }}").unwrap_err();
+        assert_eq!(d.message, "bad input");
+        let d = render(&mut t, "{{ var('nope') }}").unwrap_err();
+        assert!(d.message.contains("`nope`"), "{}", d.message);
+    }
+
+    #[test]
+    fn test_arguments_and_docs_render() {
+        let t = templater(&[]);
+        let r = t.render_expression("ref('stg_orders')").unwrap();
+        assert_eq!(r.refs[0].name, "stg_orders");
+        assert_eq!(t.render_str("{{ doc('orders') }}").unwrap(), "One row per order.");
+        assert!(t.render_str("{{ doc('nope') }}").unwrap_err().message.contains("`nope`"));
+    }
+
+    #[test]
+    fn syntax_error_is_a_diagnostic_with_a_line() {
+        let mut t = templater(&[]);
+        let d = render(&mut t, "select 1\n{% if x %}\nselect 2").unwrap_err();
+        assert_eq!(d.code, Code::JinjaSyntax);
+        assert!(d.primary.is_some() || d.file.is_some());
+    }
+
+    #[test]
+    fn docs_blocks_are_extracted() {
+        let f = SourceFile::new("models/docs.md", "{% docs orders %}\nOne row per order.\n{% enddocs %}");
+        assert_eq!(docs_blocks(&f), vec![("orders".to_owned(), "One row per order.".to_owned())]);
+    }
+}
