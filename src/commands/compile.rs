@@ -76,13 +76,15 @@ struct Summary {
     ok: usize,
     tests: usize,
     failed: usize,
+    failed_tests: usize,
     skipped: usize,
     skipped_because: BTreeSet<usize>,
 }
 
 impl Summary {
     fn new(manifest: &Manifest, selected: &BTreeSet<usize>, outcome: &PlanOutcome) -> Self {
-        let mut s = Summary { ok: 0, tests: 0, failed: 0, skipped: 0, skipped_because: BTreeSet::new() };
+        let mut s =
+            Summary { ok: 0, tests: 0, failed: 0, failed_tests: 0, skipped: 0, skipped_because: BTreeSet::new() };
         let planned: BTreeSet<usize> = outcome.planned.iter().copied().collect();
         for &i in selected {
             let node = &manifest.nodes[i];
@@ -92,6 +94,7 @@ impl Summary {
             }
             if outcome.failed.contains(&i) {
                 s.failed += 1;
+                s.failed_tests += usize::from(!is_model);
             } else if let Some(&root) = outcome.skipped.get(&i) {
                 s.skipped += 1;
                 s.skipped_because.insert(root);
@@ -111,7 +114,8 @@ impl Summary {
     }
 
     fn describe_failure(&self, manifest: &Manifest) -> String {
-        let mut parts = vec![format!("{} failed", plural(self.failed, "node"))];
+        let word = if self.failed_tests == 0 { "model" } else { "node" };
+        let mut parts = vec![format!("{} failed", plural(self.failed, word))];
         if self.skipped > 0 {
             let roots: Vec<String> =
                 self.skipped_because.iter().map(|&i| format!("`{}`", manifest.nodes[i].display_name())).collect();

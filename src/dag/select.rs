@@ -163,6 +163,9 @@ fn parse_method(m: &str) -> Option<Method> {
     })
 }
 
+/// Graph operators walk models, seeds and sources; tests are leaves that
+/// indirect selection adds afterwards, never bridges (a relationships test
+/// must not pull its other parent into `@m`).
 fn eval_atom(atom: &Atom, nodes: &[NodeFacts], graph: &Graph) -> BTreeSet<usize> {
     let base: Vec<usize> = (0..nodes.len()).filter(|&n| matches(atom, &nodes[n])).collect();
     let mut out: BTreeSet<usize> = base.iter().copied().collect();
@@ -176,7 +179,9 @@ fn eval_atom(atom: &Atom, nodes: &[NodeFacts], graph: &Graph) -> BTreeSet<usize>
         if atom.at {
             for d in graph.descendants(n, None) {
                 out.insert(d);
-                out.extend(graph.ancestors(d, None));
+                if nodes[d].resource_type != "test" {
+                    out.extend(graph.ancestors(d, None));
+                }
             }
         }
     }

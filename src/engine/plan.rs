@@ -437,7 +437,8 @@ fn classify(root: &DataFusionError, manifest: &Manifest) -> Classified {
             other => classified(Code::SqlPlan, other.to_string(), None),
         },
         DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("' not found") => {
-            let table = msg.trim_start_matches("table '").trim_end_matches("' not found");
+            let full = msg.trim_start_matches("table '").trim_end_matches("' not found");
+            let table = full.strip_prefix("datafusion.public.").unwrap_or(full);
             let bare = table.rsplit('.').next().unwrap_or(table);
             let models = manifest
                 .nodes

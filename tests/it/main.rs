@@ -1,1 +1,9 @@
+//! The one integration-test binary: each module drives the `ferry` binary
+//! (or the library) against a project in a temporary directory.
 
+mod common;
+mod compile;
+mod diagnostics;
+mod init;
+mod ls;
+mod profiles;

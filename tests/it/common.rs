@@ -1,0 +1,112 @@
+//! Test fixtures: a project in a temporary directory, and the `ferry`
+//! command pointed at it with a clean environment.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use camino::Utf8PathBuf;
+
+/// A ferry project in a temporary directory.
+pub struct TestProject {
+    dir: tempfile::TempDir,
+}
+
+impl TestProject {
+    /// An empty project named `shop`.
+    pub fn new() -> Self {
+        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir") };
+        p.file("ferry.yml", "name: shop\n")
+    }
+
+    /// A copy of `tests/fixtures/projects/<name>`.
+    pub fn fixture(name: &str) -> Self {
+        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir") };
+        copy_dir(&fixtures().join(name), p.dir.path());
+        p
+    }
+
+    /// Writes a file (parents created).
+    pub fn file(self, rel: &str, text: &str) -> Self {
+        let path = self.dir.path().join(rel);
+        fs_err::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        fs_err::write(path, text).expect("write");
+        self
+    }
+
+    /// Writes `models/<name>`.
+    pub fn model(self, name: &str, sql: &str) -> Self {
+        self.file(&format!("models/{name}"), sql)
+    }
+
+    pub fn path(&self) -> Utf8PathBuf {
+        Utf8PathBuf::try_from(self.dir.path().to_owned()).expect("utf-8 temp dir")
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs_err::read_to_string(self.dir.path().join(rel)).expect("read")
+    }
+
+    /// `ferry ARGS` run in the project, with no colour and no profiles
+    /// from the machine running the tests.
+    pub fn ferry<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = ferry_command();
+        cmd.current_dir(self.dir.path()).args(args).env("HOME", self.dir.path());
+        cmd
+    }
+}
+
+/// The `ferry` binary with a clean environment.
+pub fn ferry_command() -> Command {
+    let mut cmd = Command::new(insta_cmd::get_cargo_bin("ferry"));
+    cmd.env("NO_COLOR", "1")
+        .env_remove("FERRY_PROFILES_DIR")
+        .env_remove("DBT_PROFILES_DIR")
+        .env_remove("FERRY_PROJECT_DIR")
+        .env_remove("FERRY_FORMAT")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/projects")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.expect("walk fixture");
+        let rel = entry.path().strip_prefix(from).expect("inside fixture");
+        if rel.starts_with(".ferry") {
+            continue;
+        }
+        let dest = to.join(rel);
+        if entry.file_type().is_dir() {
+            fs_err::create_dir_all(&dest).expect("mkdir");
+        } else {
+            fs_err::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// Snapshot settings: temp dirs and timings filtered out.
+pub fn settings(project: &TestProject) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(&regex_escape(project.path().as_str()), "[PROJECT]");
+    s.add_filter(r"in \d+\.\d+s", "in [TIME]");
+    s.add_filter(r"\\", "/");
+    s
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().fold(String::new(), |mut out, c| {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}

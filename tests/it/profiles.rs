@@ -1,0 +1,62 @@
+//! Profiles: dbt's `profiles.yml`, targets, and secrets that never print.
+
+use crate::common::TestProject;
+
+const PROFILES: &str = "shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: 127.0.0.1\n      user: ferry\n      password: \"{{ env_var('FERRY_IT_PG_PASSWORD') }}\"\n      dbname: test\n      schema: analytics\n    local:\n      type: sqlite\n      path: local.db\n";
+
+#[test]
+fn debug_shows_the_target_without_its_password() {
+    let p = TestProject::new().file("profiles.yml", PROFILES).model("m.sql", "select '{{ target.schema }}' as s");
+    let out = p.ferry(["debug"]).env("FERRY_IT_PG_PASSWORD", "s3cr3t-value").output().expect("run");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("target: dev (postgres), profile `shop`"), "{all}");
+    assert!(all.contains("password: (set)"), "{all}");
+    assert!(!all.contains("s3cr3t-value"), "{all}");
+    let out = p.ferry(["compile", "-vv"]).env("FERRY_IT_PG_PASSWORD", "s3cr3t-value").output().expect("run");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cr3t-value"));
+    assert!(!p.read(".ferry/manifest.json").contains("s3cr3t-value"));
+    assert!(p.read(".ferry/compiled/models/m.sql").contains("'analytics'"));
+}
+
+#[test]
+fn target_flag_picks_an_output_and_unknown_targets_are_errors() {
+    let p = TestProject::new().file("profiles.yml", PROFILES).model("m.sql", "select '{{ target.type }}' as t");
+    let out = p.ferry(["debug", "--target", "local"]).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("target: local (sqlite)"));
+    let out = p.ferry(["debug", "--target", "lokal"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `local`?"));
+}
+
+#[test]
+fn a_missing_env_var_in_a_profile_is_a_diagnostic() {
+    let p = TestProject::new().file("profiles.yml", PROFILES).model("m.sql", "select 1 as x");
+    let out = p.ferry(["debug"]).env_remove("FERRY_IT_PG_PASSWORD").output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FERRY_IT_PG_PASSWORD"), "{err}");
+    assert!(err.contains("profiles.yml:8"), "{err}");
+}
+
+#[test]
+fn no_profiles_means_embedded_sqlite_under_dot_ferry() {
+    let p = TestProject::new().model("m.sql", "select 1 as x");
+    let out = p.ferry(["debug"]).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("target: default (sqlite), no profiles.yml found"), "{stdout}");
+    assert!(stdout.contains(".ferry/ferry.db"), "{stdout}");
+}
+
+#[test]
+fn profiles_dir_flag_and_dbt_home_are_searched() {
+    let p = TestProject::new()
+        .file("elsewhere/profiles.yml", PROFILES)
+        .file(".dbt/profiles.yml", "shop:\n  target: x\n  outputs:\n    x:\n      type: sqlite\n")
+        .model("m.sql", "select 1 as x");
+    let out = p.ferry(["debug", "--profiles-dir", "elsewhere"]).env("FERRY_IT_PG_PASSWORD", "p").output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("target: dev (postgres)"));
+    let out = p.ferry(["debug"]).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("target: x (sqlite)"), "HOME/.dbt/profiles.yml is found");
+}
