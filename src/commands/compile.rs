@@ -46,6 +46,7 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
     )?;
 
     let mut diags = session.diagnostics;
+    diags.extend(template_messages(manifest, &selected, printer));
     diags.extend(outcome.diagnostics.iter().cloned());
     let had_errors = super::report(printer, &diags);
     let summary = Summary::new(manifest, &selected, &outcome);
@@ -57,6 +58,33 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
         printer.error_summary(&summary.describe_failure(manifest));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// Shows what templates said: `log(msg, info=True)` always, other `log()`
+/// calls at debug level; `exceptions.warn()` becomes a warning.
+fn template_messages(
+    manifest: &Manifest,
+    selected: &BTreeSet<usize>,
+    printer: &Printer,
+) -> Vec<crate::diagnostic::Diagnostic> {
+    let mut warnings = Vec::new();
+    for &i in selected {
+        let node = &manifest.nodes[i];
+        let Some(rendered) = &node.rendered else { continue };
+        for line in &rendered.logs {
+            match line.strip_prefix("info: ") {
+                Some(info) => printer.status(&format!("{}: {info}", node.name)),
+                None => tracing::debug!(model = %node.name, "log(): {line}"),
+            }
+        }
+        for w in &rendered.warnings {
+            warnings.push(
+                crate::diagnostic::Diagnostic::warning(crate::diagnostic::Code::JinjaRender, w.clone())
+                    .in_file(node.path()),
+            );
+        }
+    }
+    warnings
 }
 
 /// Writes the rendered SQL of every selected model and singular test.
@@ -153,6 +181,7 @@ fn manifest_json(manifest: &Manifest, outcome: &PlanOutcome) -> Json {
             "config": n.config,
             "tags": n.tags(),
             "depends_on": {"nodes": depends_on},
+            "description": n.description(),
             "columns": n.columns(),
             "output_schema": schema,
             "status": if outcome.failed.contains(&i) { "error" } else if outcome.skipped.contains_key(&i) { "skipped" } else { "ok" },

@@ -105,6 +105,16 @@ impl Node {
         }
     }
 
+    /// The description from schema files, with `doc()` rendered.
+    pub fn description(&self) -> &str {
+        match &self.resource {
+            Resource::Model { model, .. } => &model.description,
+            Resource::Seed(s) => &s.description,
+            Resource::Source(s) => &s.description,
+            Resource::Test(_) => "",
+        }
+    }
+
     /// Declared columns (from schema files).
     pub fn columns(&self) -> &[ColumnSpec] {
         match &self.resource {
@@ -329,7 +339,40 @@ impl Builder {
             });
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater);
+        for node in &mut nodes {
+            self.render_descriptions(node, &templater);
+        }
         (nodes, templater)
+    }
+
+    /// Renders `{{ doc('name') }}` (and any Jinja) in descriptions, in place.
+    fn render_descriptions(&mut self, node: &mut Node, templater: &Templater) {
+        let (description, columns, place) = match &mut node.resource {
+            Resource::Model { model, .. } => {
+                let place = model.patch.as_ref().map(|o| Label::new(&o.file, o.span.clone()));
+                (&mut model.description, &mut model.columns, place)
+            }
+            Resource::Seed(s) => (&mut s.description, &mut s.columns, None),
+            Resource::Source(s) => {
+                let place = Some(Label::new(&s.origin.file, s.origin.span.clone()));
+                (&mut s.description, &mut s.columns, place)
+            }
+            Resource::Test(_) => return,
+        };
+        let texts = std::iter::once(description).chain(columns.iter_mut().map(|c| &mut c.description));
+        for text in texts.filter(|t| t.contains("{{") || t.contains("{%")) {
+            match templater.render_str(text) {
+                Ok(rendered) => *text = rendered,
+                Err(mut d) => {
+                    d.message = format!("in the description of `{}`: {}", node.name, d.message);
+                    if let Some(label) = &place {
+                        d.file = Some(label.file.path.clone());
+                        d.primary = Some(label.clone());
+                    }
+                    self.diags.push(*d);
+                }
+            }
+        }
     }
 
     fn relation(&self, name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {

@@ -264,10 +264,15 @@ pub fn env_var(name: String, default: Option<String>) -> Result<String, Error> {
 }
 
 /// `log(msg, info=False)`: recorded and shown with `-v` (or always with `info=True`).
-pub fn log(state: &mut State<'_, '_>, msg: Value, info: Option<bool>) -> String {
-    let line = if info.unwrap_or(false) { format!("info: {msg}") } else { msg.to_string() };
+pub fn log(state: &mut State<'_, '_>, msg: Value, info: Option<bool>, kwargs: Kwargs) -> Result<String, Error> {
+    let info = match kwargs.get::<Option<bool>>("info")? {
+        Some(flag) => flag,
+        None => info.unwrap_or(false),
+    };
+    kwargs.assert_all_used()?;
+    let line = if info { format!("info: {msg}") } else { msg.to_string() };
     capture(state).logs.push(line);
-    String::new()
+    Ok(String::new())
 }
 
 /// `return(value)`: ends the enclosing macro with `value` as its result.

@@ -147,3 +147,24 @@ fn no_project_is_a_ferry_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `ferry.yml` or `dbt_project.yml` found"));
 }
+
+#[test]
+fn descriptions_resolve_docs_blocks_and_logs_show() {
+    let project = TestProject::fixture("jaffle_shop");
+    assert!(project.ferry(["compile"]).status().expect("run").success());
+    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let status = &m["nodes"]["model.jaffle_shop.orders"]["columns"][3];
+    assert_eq!(status["name"], "status");
+    assert!(status["description"].as_str().unwrap().starts_with("Orders can be one of the following statuses:"));
+
+    let p = TestProject::new()
+        .model("m.sql", "{{ log('hello from m', info=True) }}{{ exceptions.warn('careful') }}select 1 as x")
+        .file("models/s.yml", "version: 2\nmodels:\n  - name: m\n    description: '{{ doc(\"nope\") }}'\n");
+    let out = p.ferry(["compile"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("m: hello from m"), "{err}");
+    assert!(err.contains("warning[F0102]: careful"), "{err}");
+    assert!(err.contains("in the description of `m`: no docs block named `nope`"), "{err}");
+    assert!(err.contains("--> models/s.yml:3:5"), "{err}");
+    assert_eq!(out.status.code(), Some(1));
+}

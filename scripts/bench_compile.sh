@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# W6: compile a large synthetic project, ferry beside dbt-core, in one run.
+#
+#   scripts/bench_compile.sh [N...]        (default: 1000 10000)
+#
+# Needs: a release build of ferry (built here), hyperfine, python3, and for
+# the peer a dbt-core 1.10 + dbt-duckdb 1.10 install (DBT=/path/to/dbt; the
+# dbt rows are skipped without it). The project generator is
+# shared/bench/gen_synth_project.py (SHARED=path/to/shared). Results are
+# appended to benches/results/compile-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${SHARED:-../shared}
+dbt=${DBT:-$(command -v dbt || true)}
+sizes=("${@:-1000 10000}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+ferry=$PWD/target/release/ferry
+out=benches/results/compile-$(date +%Y-%m-%d).md
+mkdir -p benches/results
+{
+  echo "# ferry compile vs dbt-core, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+  echo
+} >>"$out"
+
+for n in ${sizes[*]}; do
+  proj=$work/synth$n
+  python3 "$shared/bench/gen_synth_project.py" "$proj" "$n"
+  # dbt needs a profile; ferry reads the same project with no profile at all.
+  mkdir -p "$work/profiles"
+  printf 'synth:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: %s/synth.duckdb\n' "$work" >"$work/profiles/profiles.yml"
+  cmds=("$ferry compile --project-dir $proj")
+  names=("ferry compile ($n models)")
+  runs=10
+  if [ -n "$dbt" ] && [ "$n" -le 1000 ]; then
+    cmds+=("$dbt parse --project-dir $proj --profiles-dir $work/profiles --no-partial-parse"
+           "$dbt compile --project-dir $proj --profiles-dir $work/profiles --no-partial-parse")
+    names+=("dbt parse ($n models)" "dbt compile ($n models)")
+    runs=3
+  fi
+  args=()
+  for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
+  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/table.md" "${args[@]}"
+  cat "$work/table.md" >>"$out"
+  echo >>"$out"
+done
+echo "results appended to $out"
