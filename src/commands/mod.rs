@@ -45,7 +45,9 @@ pub(crate) struct Session {
 /// Loads project, target and manifest. `Ok(Err(diags))` means the project
 /// itself is broken and nothing can run.
 pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Session, Vec<Diagnostic>>> {
+    let started = std::time::Instant::now();
     let loaded = Project::load(&settings.root, &settings.vars)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "read the project files");
     let mut diagnostics = loaded.diagnostics;
     let Some(project) = loaded.project else { return Ok(Err(diagnostics)) };
     let target = match resolve_target(settings, &project, &mut diagnostics) {
@@ -67,6 +69,7 @@ pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Se
     };
     let schema = target.schema().to_owned();
     let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
+    tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
     match manifest {
         Some(manifest) => Ok(Ok(Session { target, manifest, failed, diagnostics })),

@@ -82,6 +82,24 @@ impl Graph {
         walk(start, depth, |n| &self.parents[n])
     }
 
+    /// `starts` and every ancestor of any of them, in one walk.
+    pub fn with_ancestors(&self, starts: impl IntoIterator<Item = usize>) -> std::collections::BTreeSet<usize> {
+        let mut seen = vec![false; self.len()];
+        let mut stack: Vec<usize> = starts.into_iter().collect();
+        for &s in &stack {
+            seen[s] = true;
+        }
+        while let Some(n) = stack.pop() {
+            for &p in &self.parents[n] {
+                if !seen[p] {
+                    seen[p] = true;
+                    stack.push(p);
+                }
+            }
+        }
+        (0..self.len()).filter(|&n| seen[n]).collect()
+    }
+
     /// Nodes reachable through child edges, up to `depth` steps (all if `None`).
     pub fn descendants(&self, start: usize, depth: Option<usize>) -> Vec<usize> {
         walk(start, depth, |n| &self.children[n])
@@ -143,6 +161,13 @@ mod tests {
         let g = graph(4, &[(0, 1), (1, 2), (2, 3)]);
         assert_eq!(g.ancestors(3, Some(2)), vec![2, 1]);
         assert_eq!(g.descendants(0, None), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn with_ancestors_walks_from_every_start_once() {
+        let g = graph(5, &[(0, 1), (1, 2), (3, 4)]);
+        assert_eq!(g.with_ancestors([2, 4]).into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(g.with_ancestors([1]).into_iter().collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! expansion grows exponentially.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -18,7 +19,7 @@ use serde_json::Value as Json;
 use super::session::{Engine, FileFormat};
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::manifest::{Manifest, Node, Resource, context_for};
-use crate::project::nodes::{SourceTable, Test, TestKind};
+use crate::project::nodes::{SourceTable, TestKind};
 
 /// Where compiled SQL is written, relative to the project root.
 pub const COMPILED_DIR: &str = ".ferry/compiled";
@@ -49,46 +50,127 @@ pub async fn plan(
     wanted: &BTreeSet<usize>,
     failed: &BTreeSet<usize>,
 ) -> PlanOutcome {
-    let mut needed: BTreeSet<usize> = wanted.clone();
-    for &w in wanted {
-        needed.extend(manifest.graph.ancestors(w, None));
-    }
+    let needed = manifest.graph.with_ancestors(wanted.iter().copied());
     let mut out = PlanOutcome { failed: failed.clone(), ..PlanOutcome::default() };
+    // Seeds and sources read files to learn their schemas: async, in order.
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
-        if out.failed.contains(&i) {
-            continue;
-        }
-        let blocked = manifest
-            .graph
-            .parents(i)
-            .iter()
-            .find_map(|p| if out.failed.contains(p) { Some(*p) } else { out.skipped.get(p).copied() });
-        if let Some(root) = blocked {
-            out.skipped.insert(i, root);
-            continue;
-        }
         let node = &manifest.nodes[i];
         let result = match &node.resource {
             Resource::Source(s) => register_source(engine, manifest, s).await,
             Resource::Seed(_) => register_seed(engine, manifest, node).await,
-            Resource::Model { .. } | Resource::Test(Test { kind: TestKind::Singular { .. }, .. }) => {
-                plan_sql(engine, manifest, i).await
-            }
-            Resource::Test(_) => continue,
+            _ => continue,
         };
-        match result {
-            Ok(Some(schema)) => {
-                out.schemas.insert(i, schema);
-                out.planned.push(i);
-            }
-            Ok(None) => out.planned.push(i),
-            Err(diags) => {
-                out.diagnostics.extend(diags);
-                out.failed.insert(i);
-            }
+        if !out.failed.contains(&i) {
+            out.record(i, result);
+        }
+    }
+    // Models and singular tests only read schemas already registered: each
+    // is planned, in parallel, as soon as its last parent is.
+    let plannable: Vec<usize> = manifest
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| needed.contains(&i) && is_plannable(&manifest.nodes[i]) && !out.failed.contains(&i))
+        .collect();
+    for (i, result) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
+        out.record(i, result);
+    }
+    let done: std::collections::HashSet<usize> = out.planned.iter().copied().collect();
+    for &i in &plannable {
+        if !out.failed.contains(&i) && !done.contains(&i) {
+            let root = manifest
+                .graph
+                .parents(i)
+                .iter()
+                .find_map(|p| if out.failed.contains(p) { Some(*p) } else { out.skipped.get(p).copied() });
+            out.skipped.insert(i, root.unwrap_or(i));
         }
     }
     out
+}
+
+fn is_plannable(node: &Node) -> bool {
+    match &node.resource {
+        Resource::Model { .. } => true,
+        Resource::Test(t) => matches!(t.kind, TestKind::Singular { .. }),
+        _ => false,
+    }
+}
+
+/// Plans `nodes` on rayon's pool, each once every parent among `nodes` has
+/// planned successfully; a node whose parent failed is never started.
+/// Returns results in completion order.
+fn plan_when_ready(
+    engine: &Engine,
+    manifest: &Manifest,
+    nodes: &[usize],
+    failed: &BTreeSet<usize>,
+) -> Vec<(usize, Planned)> {
+    let position: HashMap<usize, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let waiting: Vec<AtomicUsize> = nodes
+        .iter()
+        .map(|&i| {
+            let parents = manifest.graph.parents(i);
+            let blocked = parents.iter().any(|p| failed.contains(p));
+            let pending = parents.iter().filter(|p| position.contains_key(p)).count();
+            AtomicUsize::new(if blocked { usize::MAX } else { pending })
+        })
+        .collect();
+    let results = Mutex::new(Vec::with_capacity(nodes.len()));
+    let ctx = Scheduler { engine, manifest, position: &position, waiting: &waiting, results: &results };
+    rayon::scope(|scope| {
+        for (k, &i) in nodes.iter().enumerate() {
+            if waiting[k].load(Ordering::Acquire) == 0 {
+                scope.spawn(move |scope| ctx.run(i, scope));
+            }
+        }
+    });
+    results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Clone, Copy)]
+struct Scheduler<'a> {
+    engine: &'a Engine,
+    manifest: &'a Manifest,
+    position: &'a HashMap<usize, usize>,
+    waiting: &'a [AtomicUsize],
+    results: &'a Mutex<Vec<(usize, Planned)>>,
+}
+
+impl<'a> Scheduler<'a> {
+    fn run<'s>(self, i: usize, scope: &rayon::Scope<'s>)
+    where
+        'a: 's,
+    {
+        let result = futures::executor::block_on(plan_sql(self.engine, self.manifest, i));
+        let ok = result.is_ok();
+        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, result));
+        if !ok {
+            return;
+        }
+        for &child in self.manifest.graph.children(i) {
+            let Some(&k) = self.position.get(&child) else { continue };
+            if self.waiting[k].fetch_sub(1, Ordering::AcqRel) == 1 {
+                scope.spawn(move |scope| self.run(child, scope));
+            }
+        }
+    }
+}
+
+impl PlanOutcome {
+    fn record(&mut self, i: usize, result: Planned) {
+        match result {
+            Ok(Some(schema)) => {
+                self.schemas.insert(i, schema);
+                self.planned.push(i);
+            }
+            Ok(None) => self.planned.push(i),
+            Err(diags) => {
+                self.diagnostics.extend(diags);
+                self.failed.insert(i);
+            }
+        }
+    }
 }
 
 type Planned = Result<Option<SchemaRef>, Vec<Diagnostic>>;

@@ -35,6 +35,10 @@ impl Default for EngineOptions {
 #[derive(Clone)]
 pub struct Engine {
     ctx: SessionContext,
+    /// One snapshot for planning: cloning a session state copies every
+    /// function registry, and the snapshot shares the catalog, so it sees
+    /// tables registered later.
+    planning: Arc<SessionState>,
 }
 
 impl Engine {
@@ -45,7 +49,9 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, MODEL_SCHEMA)
             .with_target_partitions(options.target_partitions.max(1));
         config.options_mut().sql_parser.collect_spans = true;
-        Engine { ctx: SessionContext::new_with_config(config) }
+        let ctx = SessionContext::new_with_config(config);
+        let planning = Arc::new(ctx.state());
+        Engine { ctx, planning }
     }
 
     /// A snapshot of the session state, for planning.
@@ -55,7 +61,7 @@ impl Engine {
 
     /// Parses and plans one SQL statement (no execution).
     pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
-        let state = self.ctx.state();
+        let state = &self.planning;
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
         let plan = state.statement_to_plan(statement).await?;
