@@ -1,7 +1,10 @@
-//! The embedded DataFusion engine: the session (`session`) and planning of
-//! compiled models against their parents' schemas (`plan`).
+//! The embedded DataFusion engine: the session (`session`), seeds and file
+//! sources as tables (`sources`), planning of compiled models against their
+//! parents' schemas (`plan`), and planning errors as diagnostics (`diagnose`).
 
+mod diagnose;
 pub mod plan;
 pub mod session;
+mod sources;
 
 pub use session::{Engine, EngineOptions};

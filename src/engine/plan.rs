@@ -10,16 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::common::{SchemaError, TableReference};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use serde_json::Value as Json;
 
-use super::session::{Engine, FileFormat};
-use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
-use crate::manifest::{Manifest, Node, Resource, context_for};
-use crate::project::nodes::{SourceTable, TestKind};
+use super::session::Engine;
+use super::{diagnose, sources};
+use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::manifest::{Manifest, Node, Resource};
+use crate::project::nodes::TestKind;
 
 /// Where compiled SQL is written, relative to the project root.
 pub const COMPILED_DIR: &str = ".ferry/compiled";
@@ -56,8 +57,8 @@ pub async fn plan(
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
         let node = &manifest.nodes[i];
         let result = match &node.resource {
-            Resource::Source(s) => register_source(engine, manifest, s).await,
-            Resource::Seed(_) => register_seed(engine, manifest, node).await,
+            Resource::Source(s) => sources::register_source(engine, manifest, s).await,
+            Resource::Seed(_) => sources::register_seed(engine, manifest, node).await,
             _ => continue,
         };
         if !out.failed.contains(&i) {
@@ -173,7 +174,7 @@ impl PlanOutcome {
     }
 }
 
-type Planned = Result<Option<SchemaRef>, Vec<Diagnostic>>;
+pub(super) type Planned = Result<Option<SchemaRef>, Vec<Diagnostic>>;
 
 async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let node = &manifest.nodes[i];
@@ -186,7 +187,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let compiled = SourceFile::new(compiled_path(&template.path), rendered.sql.as_str());
     let plan = match engine.plan(&rendered.sql).await {
         Ok(plan) => plan,
-        Err(e) => return Err(error_diagnostics(&e, manifest, i, &compiled)),
+        Err(e) => return Err(diagnose::error_diagnostics(&e, manifest, i, &compiled)),
     };
     if !is_query(&plan) {
         return Err(vec![
@@ -268,334 +269,4 @@ async fn check_contract(engine: &Engine, node: &Node, schema: &SchemaRef) -> Res
         d = d.with_note(p);
     }
     Err(vec![d])
-}
-
-async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTable) -> Planned {
-    let table = TableReference::partial(s.source.as_str(), s.name.as_str());
-    let here = Label::new(&s.origin.file, s.origin.span.clone());
-    let name = format!("{}.{}", s.source, s.name);
-    if s.location.contains_key("connection") {
-        return Err(vec![
-            Diagnostic::error(
-                Code::SourceSchema,
-                format!("source `{name}` reads a database, which ferry does not support yet"),
-            )
-            .with_label(here),
-        ]);
-    }
-    let declared = declared_schema(engine, &s.columns, &s.origin.file.path).await?;
-    let Some(path) = s.location.get("path").and_then(Json::as_str) else {
-        if let Some(schema) = declared.filter(|_| !s.columns.is_empty()) {
-            engine
-                .register_schema_only(table, Arc::clone(&schema))
-                .map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-            return Ok(Some(schema));
-        }
-        return Err(vec![
-            Diagnostic::error(Code::SourceSchema, format!("ferry cannot tell the columns of source `{name}`"))
-                .with_label(here)
-                .with_help("give the table a `path:` (and `format:`) to read, or `columns:` with a `data_type` each"),
-        ]);
-    };
-    let format_name = s.location.get("format").and_then(Json::as_str).map(str::to_owned).or_else(|| extension_of(path));
-    let format = format_name.as_deref().and_then(FileFormat::from_name).ok_or_else(|| {
-        vec![
-            Diagnostic::error(Code::SourceSchema, format!("source `{name}` has no readable `format`"))
-                .with_label(here.clone())
-                .with_help(format!(
-                    "set `format:` to one of {}",
-                    FileFormat::NAMES.map(|n| format!("`{n}`")).join(", ")
-                )),
-        ]
-    })?;
-    let full = resolve_path(&manifest.root, path);
-    let inferred = engine.infer_schema(&full, format).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-    let schema = overlay(&inferred, declared.as_ref());
-    engine.register_file(table, &full, format, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
-    Ok(Some(schema))
-}
-
-async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) -> Planned {
-    let Resource::Seed(seed) = &node.resource else { return Ok(None) };
-    let full = manifest.root.join(&seed.path);
-    let err = |e: &DataFusionError| {
-        vec![
-            Diagnostic::error(Code::SourceSchema, format!("cannot read seed `{}`: {}", seed.name, first_line(e)))
-                .in_file(&seed.path),
-        ]
-    };
-    let inferred = engine.infer_schema(&full, FileFormat::Csv).await.map_err(|e| err(&e))?;
-    let mut types = Vec::new();
-    if let Some(Json::Object(map)) = node.config.get("column_types") {
-        for (col, ty) in map {
-            let Some(ty) = ty.as_str() else { continue };
-            let dt = engine.sql_type(ty).await.map_err(|_| {
-                vec![
-                    Diagnostic::error(
-                        Code::DataType,
-                        format!("seed `{}`: unknown type `{ty}` for column `{col}`", seed.name),
-                    )
-                    .in_file(&seed.path),
-                ]
-            })?;
-            if inferred.field_with_name(col).is_err() {
-                return Err(vec![
-                    Diagnostic::error(
-                        Code::UnknownColumn,
-                        format!("`column_types` names `{col}`, which seed `{}` does not have", seed.name),
-                    )
-                    .in_file(&seed.path)
-                    .with_help(
-                        crate::diagnostic::did_you_mean(col, inferred.fields().iter().map(|f| f.name().as_str()))
-                            .unwrap_or_else(|| "check the CSV header".to_owned()),
-                    ),
-                ]);
-            }
-            types.push((col.clone(), dt));
-        }
-    }
-    let declared = Arc::new(Schema::new(types.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>()));
-    let schema = overlay(&inferred, Some(&declared));
-    engine
-        .register_file(TableReference::bare(node.name.as_str()), &full, FileFormat::Csv, &schema)
-        .await
-        .map_err(|e| err(&e))?;
-    Ok(Some(schema))
-}
-
-/// The declared `data_type`s of columns, as Arrow types.
-async fn declared_schema(
-    engine: &Engine,
-    columns: &[crate::project::nodes::ColumnSpec],
-    path: &Utf8Path,
-) -> Result<Option<SchemaRef>, Vec<Diagnostic>> {
-    let mut fields = Vec::new();
-    for c in columns {
-        let Some(ty) = &c.data_type else { continue };
-        let dt = engine.sql_type(ty).await.map_err(|_| {
-            vec![
-                Diagnostic::error(Code::DataType, format!("unknown type `{ty}` for column `{}`", c.name)).in_file(path),
-            ]
-        })?;
-        fields.push(Field::new(c.name.clone(), dt, true));
-    }
-    Ok((!fields.is_empty()).then(|| Arc::new(Schema::new(fields))))
-}
-
-/// The inferred schema with declared types replacing inferred ones.
-fn overlay(inferred: &SchemaRef, declared: Option<&SchemaRef>) -> SchemaRef {
-    let Some(declared) = declared else { return Arc::clone(inferred) };
-    let fields: Vec<Field> = inferred
-        .fields()
-        .iter()
-        .map(|f| match declared.field_with_name(f.name()) {
-            Ok(d) => Field::new(f.name(), d.data_type().clone(), true),
-            Err(_) => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-fn extension_of(path: &str) -> Option<String> {
-    let name = path.rsplit('/').next()?;
-    let mut parts: Vec<&str> = name.split('.').collect();
-    while let Some(last) = parts.pop() {
-        if !matches!(last, "gz" | "bz2" | "xz" | "zst") {
-            return (!parts.is_empty()).then(|| last.to_owned());
-        }
-    }
-    None
-}
-
-fn resolve_path(root: &Utf8Path, path: &str) -> Utf8PathBuf {
-    let p = Utf8Path::new(path);
-    if p.is_absolute() || path.contains("://") { p.to_owned() } else { root.join(p) }
-}
-
-fn source_error(name: &str, e: &DataFusionError, label: Label) -> Diagnostic {
-    Diagnostic::error(Code::SourceSchema, format!("cannot read source `{name}`: {}", first_line(e))).with_label(label)
-}
-
-fn first_line(e: &DataFusionError) -> String {
-    e.find_root().strip_backtrace().lines().next().unwrap_or_default().to_owned()
-}
-
-/// Diagnostics for a planning error: one per error in a collection, each
-/// pointing into the model file when the position came from its literal
-/// text, else into the compiled SQL.
-fn error_diagnostics(
-    err: &DataFusionError,
-    manifest: &Manifest,
-    i: usize,
-    compiled: &Arc<SourceFile>,
-) -> Vec<Diagnostic> {
-    err.iter().map(|e| error_diagnostic(e, manifest, i, compiled)).collect()
-}
-
-fn error_diagnostic(err: &DataFusionError, manifest: &Manifest, i: usize, compiled: &Arc<SourceFile>) -> Diagnostic {
-    let node = &manifest.nodes[i];
-    let root = err.find_root();
-    let df_diag = err.diagnostic();
-    let Classified { code, message, mut help, notes } = classify(root, manifest);
-    let generic = matches!(code, Code::SqlPlan);
-    let message = match df_diag {
-        Some(d) if generic => lower_first(&d.message),
-        _ => message,
-    };
-    if help.is_none() {
-        help = df_diag.and_then(|d| d.helps.first()).map(|h| lower_first(&h.message));
-    }
-    let span = df_diag.and_then(|d| d.span).map(|s| ((s.start.line, s.start.column), (s.end.line, s.end.column)));
-    let span = span.or_else(|| parser_position(root).map(|p| (p, p)));
-    let mut diag = Diagnostic::error(code, message);
-    let template = node.template().cloned();
-    match span.and_then(|(start, end)| rendered_range(compiled, start, end)) {
-        Some(range) => {
-            let mapped = template.as_ref().and_then(|t| {
-                let plain = node.rendered.as_ref()?.sql.as_str();
-                manifest.templater.source_map(t, &context_for(node), plain)?.range_to_template(range.clone())
-            });
-            match (mapped, &template) {
-                (Some(r), Some(t)) => diag = diag.with_label(Label::new(t, r)),
-                _ => {
-                    diag = diag.with_label(Label::new(compiled, range));
-                    if let Some(t) = &template {
-                        diag = diag.with_note(format!("this part of the SQL was produced by Jinja in `{}`", t.path));
-                    }
-                }
-            }
-        }
-        None => {
-            if let Some(t) = &template {
-                diag = diag.in_file(&t.path);
-            }
-        }
-    }
-    for n in notes {
-        diag = diag.with_note(n);
-    }
-    if let (Some(d), true) = (df_diag, generic) {
-        for n in &d.notes {
-            diag = diag.with_note(lower_first(&n.message));
-        }
-    }
-    if let Some(h) = help {
-        diag = diag.with_help(h);
-    }
-    diag.with_note(format!("while planning `{}`", node.name))
-}
-
-/// What kind of planning error this is, in ferry's words.
-struct Classified {
-    code: Code,
-    message: String,
-    help: Option<String>,
-    notes: Vec<String>,
-}
-
-fn classified(code: Code, message: String, help: Option<String>) -> Classified {
-    Classified { code, message, help, notes: Vec::new() }
-}
-
-fn classify(root: &DataFusionError, manifest: &Manifest) -> Classified {
-    match root {
-        DataFusionError::SQL(e, _) => {
-            classified(Code::SqlSyntax, format!("SQL syntax error: {}", strip_position(&e.to_string())), None)
-        }
-        DataFusionError::SchemaError(e, _) => match e.as_ref() {
-            SchemaError::FieldNotFound { field, valid_fields } => {
-                let mut names: Vec<String> = valid_fields.iter().map(|c| c.flat_name()).collect();
-                names.sort();
-                names.dedup();
-                let help = crate::diagnostic::did_you_mean(&field.name, valid_fields.iter().map(|c| c.name.as_str()));
-                let mut c = classified(Code::UnknownColumn, format!("column `{}` not found", field.name), help);
-                if !names.is_empty() {
-                    let shown: Vec<String> = names.iter().take(20).map(|n| format!("`{n}`")).collect();
-                    let more = if names.len() > 20 { format!(" and {} more", names.len() - 20) } else { String::new() };
-                    c.notes.push(format!("available columns: {}{more}", shown.join(", ")));
-                }
-                c
-            }
-            other => classified(Code::SqlPlan, other.to_string(), None),
-        },
-        DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("' not found") => {
-            let full = msg.trim_start_matches("table '").trim_end_matches("' not found");
-            let table = full.strip_prefix("datafusion.public.").unwrap_or(full);
-            let bare = table.rsplit('.').next().unwrap_or(table);
-            let models = manifest
-                .nodes
-                .iter()
-                .filter(|n| matches!(n.resource, Resource::Model { .. } | Resource::Seed(_)))
-                .map(|n| n.name.as_str());
-            let help = match crate::diagnostic::closest(bare, models) {
-                Some(m) => format!("refer to models with `{{{{ ref('{m}') }}}}`"),
-                None => {
-                    "refer to models with `{{ ref('name') }}` and to sources with `{{ source('source', 'table') }}`"
-                        .to_owned()
-                }
-            };
-            classified(Code::UnknownTable, format!("table `{table}` not found"), Some(help))
-        }
-        other => classified(Code::SqlPlan, other.strip_backtrace().lines().next().unwrap_or_default().to_owned(), None),
-    }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) if c.clone().next().is_some_and(char::is_lowercase) => f.to_lowercase().chain(c).collect(),
-        _ => s.to_owned(),
-    }
-}
-
-/// sqlparser ends messages with `at Line: 3, Column: 14`.
-fn parser_position(root: &DataFusionError) -> Option<(u64, u64)> {
-    let DataFusionError::SQL(e, _) = root else { return None };
-    let msg = e.to_string();
-    let at = msg.rfind("Line: ")?;
-    let rest = &msg[at + 6..];
-    let (line, rest) = rest.split_once(", Column: ")?;
-    let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some((line.trim().parse().ok()?, col.parse().ok()?))
-}
-
-fn strip_position(msg: &str) -> String {
-    let msg = msg.strip_prefix("sql parser error: ").unwrap_or(msg);
-    match msg.rfind(" at Line: ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
-    }
-}
-
-fn rendered_range(compiled: &SourceFile, start: (u64, u64), end: (u64, u64)) -> Option<std::ops::Range<usize>> {
-    let to_usize = |(l, c): (u64, u64)| Some((usize::try_from(l).ok()?, usize::try_from(c).ok()?));
-    let (sl, sc) = to_usize(start)?;
-    if sl == 0 {
-        return None;
-    }
-    let s = compiled.offset_of(sl, sc)?;
-    let e = to_usize(end).and_then(|(el, ec)| compiled.offset_of(el, ec)).filter(|&e| e > s);
-    let e = e.unwrap_or_else(|| {
-        let rest = &compiled.text[s..];
-        s + rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len()).max(1).min(rest.len())
-    });
-    Some(s..e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extension_skips_compression_suffixes() {
-        assert_eq!(extension_of("data/a.csv.gz").as_deref(), Some("csv"));
-        assert_eq!(extension_of("data/a.parquet").as_deref(), Some("parquet"));
-        assert_eq!(extension_of("data/dir"), None);
-    }
-
-    #[test]
-    fn lower_first_keeps_acronyms() {
-        assert_eq!(lower_first("Column 'x' not found"), "column 'x' not found");
-        assert_eq!(lower_first("SQL error"), "SQL error");
-    }
 }

@@ -194,7 +194,10 @@ impl Manifest {
     /// test arguments, and sorts the DAG.
     pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
         let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new() };
-        let (nodes, templater) = b.nodes(project.clone_parts(), &globals, target_schema);
+        let Project { root, file, models, seeds, sources, tests, macro_files, docs } = project;
+        let project_name = file.name;
+        let parts = ProjectParts { name: project_name.clone(), models, seeds, sources, tests, macro_files, docs };
+        let (nodes, templater) = b.nodes(parts, &globals, target_schema);
         let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
         let graph = b.edges(&nodes, &by_id, &templater);
         let order = match graph.toposort() {
@@ -204,43 +207,20 @@ impl Manifest {
                 return Built { manifest: None, failed: b.failed, diagnostics: b.diags };
             }
         };
-        let manifest = Manifest {
-            project_name: project.file.name.clone(),
-            root: project.root.clone(),
-            nodes,
-            graph,
-            order,
-            templater,
-            globals,
-            by_id,
-        };
+        let manifest = Manifest { project_name, root, nodes, graph, order, templater, globals, by_id };
         Built { manifest: Some(manifest), failed: b.failed, diagnostics: b.diags }
     }
 }
 
 /// What the builder takes out of a project.
-pub struct ProjectParts {
-    pub name: String,
-    pub models: Vec<Model>,
-    pub seeds: Vec<Seed>,
-    pub sources: Vec<SourceTable>,
-    pub tests: Vec<Test>,
-    pub macro_files: Vec<Arc<SourceFile>>,
-    pub docs: std::collections::BTreeMap<String, String>,
-}
-
-impl Project {
-    fn clone_parts(&self) -> ProjectParts {
-        ProjectParts {
-            name: self.file.name.clone(),
-            models: self.models.clone(),
-            seeds: self.seeds.clone(),
-            sources: self.sources.clone(),
-            tests: self.tests.clone(),
-            macro_files: self.macro_files.clone(),
-            docs: self.docs.clone(),
-        }
-    }
+struct ProjectParts {
+    name: String,
+    models: Vec<Model>,
+    seeds: Vec<Seed>,
+    sources: Vec<SourceTable>,
+    tests: Vec<Test>,
+    macro_files: Vec<Arc<SourceFile>>,
+    docs: std::collections::BTreeMap<String, String>,
 }
 
 struct Builder {
@@ -284,7 +264,7 @@ impl Builder {
             });
         }
         for s in parts.seeds.into_iter().filter(|s| enabled(&s.config)) {
-            let rel = self.relation(&s.name, &s.config, target_schema);
+            let rel = model_relation(&s.name, &s.config, target_schema);
             resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
             nodes.push(Node {
                 unique_id: format!("seed.{project}.{}", s.name),
@@ -298,7 +278,7 @@ impl Builder {
         }
         let models: Vec<Model> = parts.models.into_iter().filter(|m| enabled(&m.config)).collect();
         for m in &models {
-            resolver.refs.insert(m.name.clone(), self.relation(&m.name, &m.config, target_schema));
+            resolver.refs.insert(m.name.clone(), model_relation(&m.name, &m.config, target_schema));
         }
         let mut globals = globals.clone();
         globals.docs = Arc::new(parts.docs);
@@ -310,7 +290,7 @@ impl Builder {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
-            let rel = templater_relation(&m.name, &m.config, target_schema);
+            let rel = model_relation(&m.name, &m.config, target_schema);
             nodes.push(Node {
                 unique_id: format!("model.{project}.{}", m.name),
                 name: m.name.clone(),
@@ -375,10 +355,6 @@ impl Builder {
         }
     }
 
-    fn relation(&self, name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
-        templater_relation(name, config, target_schema)
-    }
-
     /// Renders models and singular tests in parallel, then applies each
     /// model's `config()` and checks its materialization.
     fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater) {
@@ -433,64 +409,62 @@ impl Builder {
     fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>, templater: &Templater) -> Graph {
         let mut graph = Graph::new(nodes.len());
         let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
-        let lookup_ref = |name: &str| {
-            by_id
-                .get(&format!("model.{project}.{name}"))
-                .or_else(|| by_id.get(&format!("seed.{project}.{name}")))
-                .copied()
-        };
+        let lookup = Lookup { project: &project, by_id };
         for (i, node) in nodes.iter().enumerate() {
             if let Some(r) = &node.rendered {
-                for call in &r.refs {
-                    if let Some(p) = lookup_ref(&call.name) {
-                        graph.add_edge(p, i);
-                    }
-                }
-                for (s, t) in &r.sources {
-                    if let Some(&p) = by_id.get(&format!("source.{project}.{s}.{t}")) {
-                        graph.add_edge(p, i);
-                    }
-                }
+                lookup.add_calls(&mut graph, r, i);
             }
-            if let Resource::Test(Test { kind: TestKind::Generic { attached_to, args, origin, .. }, .. }) =
-                &node.resource
-            {
-                let parent = match attached_to {
-                    NodeRef::Model(n) | NodeRef::Seed(n) => lookup_ref(n),
-                    NodeRef::Source(s, t) => by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
-                };
-                if let Some(p) = parent {
-                    graph.add_edge(p, i);
-                }
-                for value in args.values().filter_map(Json::as_str) {
-                    let v = value.trim();
-                    if !(v.starts_with("ref(") || v.starts_with("source(")) {
-                        continue;
-                    }
-                    match templater.render_expression(v) {
-                        Ok(r) => {
-                            for call in &r.refs {
-                                if let Some(p) = lookup_ref(&call.name) {
-                                    graph.add_edge(p, i);
-                                }
-                            }
-                            for (s, t) in &r.sources {
-                                if let Some(&p) = by_id.get(&format!("source.{project}.{s}.{t}")) {
-                                    graph.add_edge(p, i);
-                                }
-                            }
-                        }
-                        Err(mut d) => {
-                            d.primary = Some(Label::new(&origin.file, origin.span.clone()));
-                            d.file = Some(origin.file.path.clone());
-                            self.diags.push(*d);
-                            self.failed.insert(i);
-                        }
+            let Resource::Test(Test { kind: TestKind::Generic { attached_to, args, origin, .. }, .. }) = &node.resource
+            else {
+                continue;
+            };
+            if let Some(p) = lookup.node(attached_to) {
+                graph.add_edge(p, i);
+            }
+            // Arguments such as `to: ref('customers')` are Jinja expressions.
+            let expressions = args.values().filter_map(Json::as_str).map(str::trim);
+            for expr in expressions.filter(|v| v.starts_with("ref(") || v.starts_with("source(")) {
+                match templater.render_expression(expr) {
+                    Ok(r) => lookup.add_calls(&mut graph, &r, i),
+                    Err(mut d) => {
+                        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
+                        d.file = Some(origin.file.path.clone());
+                        self.diags.push(*d);
+                        self.failed.insert(i);
                     }
                 }
             }
         }
         graph
+    }
+}
+
+/// Finds nodes by what `ref()`, `source()` and schema files call them.
+struct Lookup<'a> {
+    project: &'a str,
+    by_id: &'a HashMap<String, usize>,
+}
+
+impl Lookup<'_> {
+    fn node(&self, r: &NodeRef) -> Option<usize> {
+        let project = self.project;
+        match r {
+            NodeRef::Model(n) | NodeRef::Seed(n) => self
+                .by_id
+                .get(&format!("model.{project}.{n}"))
+                .or_else(|| self.by_id.get(&format!("seed.{project}.{n}")))
+                .copied(),
+            NodeRef::Source(s, t) => self.by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
+        }
+    }
+
+    /// Adds an edge from every node a render's `ref`/`source` calls named to `child`.
+    fn add_calls(&self, graph: &mut Graph, rendered: &Rendered, child: usize) {
+        let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
+        let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
+        for parent in refs.chain(sources).filter_map(|r| self.node(&r)) {
+            graph.add_edge(parent, child);
+        }
     }
 }
 
@@ -515,7 +489,9 @@ pub fn context_for(n: &Node) -> NodeContext {
     }
 }
 
-fn templater_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
+/// The relation `ref()` renders for a model or seed: its DataFusion table
+/// name, with dbt's schema and alias as attributes.
+fn model_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
     Arc::new(Relation {
         rendered: quote_ident(name),
         database: String::new(),

@@ -46,6 +46,11 @@ impl TestProject {
         fs_err::read_to_string(self.dir.path().join(rel)).expect("read")
     }
 
+    /// `.ferry/manifest.json`, parsed.
+    pub fn manifest(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(".ferry/manifest.json")).expect("manifest.json is JSON")
+    }
+
     /// `ferry ARGS` run in the project, with no colour and no profiles
     /// from the machine running the tests.
     pub fn ferry<I, S>(&self, args: I) -> Command

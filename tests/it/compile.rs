@@ -30,7 +30,7 @@ fn jaffle_shop_compiles_unchanged() {
 fn manifest_records_dependencies_and_planned_schemas() {
     let project = TestProject::fixture("jaffle_shop");
     assert!(project.ferry(["compile"]).status().expect("run").success());
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     let customers = &m["nodes"]["model.jaffle_shop.customers"];
     let mut deps: Vec<&str> =
         customers["depends_on"]["nodes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -67,7 +67,7 @@ fn downstream_models_see_upstream_schemas() {
         .model("b.sql", "select id * 2 as doubled, upper(name) as name from {{ ref('a') }}")
         .model("c.sql", "select doubled + 1 as n from {{ ref('b') }}");
     assert!(project.ferry(["compile"]).status().expect("run").success());
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     assert_eq!(m["nodes"]["model.shop.c"]["output_schema"][0]["data_type"], "Int64");
 }
 
@@ -78,7 +78,7 @@ fn dependencies_come_from_calls_made_not_text() {
         .model("b.sql", "select 2 as id")
         .model("c.sql", "-- {{ '{{' }} ref('b') {{ '}}' }} is only text\n{% if false %}{{ ref('b') }}{% endif %}select * from {{ ref('a') }}");
     assert!(project.ferry(["compile"]).status().expect("run").success());
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     assert_eq!(m["nodes"]["model.shop.c"]["depends_on"]["nodes"], serde_json::json!(["model.shop.a"]));
 }
 
@@ -96,7 +96,7 @@ fn sources_with_files_and_typed_columns_plan() {
         );
     let out = project.ferry(["compile"]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     let schema = &m["nodes"]["model.shop.stg"]["output_schema"];
     assert_eq!(schema[0]["data_type"], "Int32", "declared data_type overrides the inferred one");
     assert_eq!(schema[2]["data_type"], "Utf8View", "DataFusion 55 plans varchar as Utf8View");
@@ -110,7 +110,7 @@ fn macros_vars_and_config_apply() {
         .model("marts/orders.sql", "{{ config(tags=['finance']) }}select {{ to_amount('1234') }} as amount, '{{ var('currency') }}' as currency")
         .model("other.sql", "select 1 as x");
     assert!(project.ferry(["compile"]).status().expect("run").success());
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     let orders = &m["nodes"]["model.shop.orders"];
     assert_eq!(orders["materialized"], "table");
     assert_eq!(orders["tags"], serde_json::json!(["nightly", "finance"]));
@@ -152,7 +152,7 @@ fn no_project_is_a_ferry_error() {
 fn descriptions_resolve_docs_blocks_and_logs_show() {
     let project = TestProject::fixture("jaffle_shop");
     assert!(project.ferry(["compile"]).status().expect("run").success());
-    let m: serde_json::Value = serde_json::from_str(&project.read(".ferry/manifest.json")).expect("json");
+    let m = project.manifest();
     let status = &m["nodes"]["model.jaffle_shop.orders"]["columns"][3];
     assert_eq!(status["name"], "status");
     assert!(status["description"].as_str().unwrap().starts_with("Orders can be one of the following statuses:"));
