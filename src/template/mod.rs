@@ -212,7 +212,7 @@ impl Templater {
             None if err.kind() == ErrorKind::SyntaxError => {
                 (Code::JinjaSyntax, format!("Jinja syntax error: {}", err.detail().unwrap_or("invalid syntax")), None)
             }
-            None => (Code::JinjaRender, jinja_message(err), None),
+            None => (Code::JinjaRender, jinja_message(err), mutation_help(err)),
         };
         let mut diag = Diagnostic::error(code, message);
         if let Some(help) = help {
@@ -260,6 +260,20 @@ fn jinja_message(err: &Error) -> String {
         Some(detail) => format!("Jinja error: {detail}"),
         None => format!("Jinja error: {}", err.kind()),
     }
+}
+
+/// Lists and dicts cannot change in place here, unlike in dbt's Jinja.
+fn mutation_help(err: &Error) -> Option<String> {
+    let detail = err.detail()?;
+    let method = ["append", "extend", "insert", "pop", "remove", "update"]
+        .into_iter()
+        .find(|m| detail.ends_with(&format!("has no method named {m}")))?;
+    Some(match method {
+        "update" => "dicts cannot change in place; build a new one: `{% set d = dict(d, key=value) %}`".to_owned(),
+        _ => {
+            format!("lists cannot change in place (`{method}`); build a new one: `{{% set items = items + [value] %}}`")
+        }
+    })
 }
 
 fn line_range(file: &SourceFile, line: usize) -> Option<Range<usize>> {
@@ -525,6 +539,22 @@ mod tests {
         assert_eq!(r.refs[0].name, "stg_orders");
         assert_eq!(t.render_str("{{ doc('orders') }}").unwrap(), "One row per order.");
         assert!(t.render_str("{{ doc('nope') }}").unwrap_err().message.contains("`nope`"));
+    }
+
+    #[test]
+    fn list_mutation_gets_a_rewrite_hint_and_dbt_idioms_work() {
+        let mut t = templater(&[]);
+        let d = render(&mut t, "{% set xs = [] %}{% do xs.append(1) %}").unwrap_err();
+        assert_eq!(
+            d.help.as_deref(),
+            Some("lists cannot change in place (`append`); build a new one: `{% set items = items + [value] %}`")
+        );
+        let r = render(
+            &mut t,
+            "{% set ns = namespace(n=0) %}{% for c in ['a','b'] %}{% set ns.n = ns.n + 1 %}{% if not loop.first %},{% endif %}{{ c | upper }}{% endfor %} {{ ns.n }} {{ 'Hi'.upper() }} {{ run_started_at.strftime('%Y') }}",
+        )
+        .unwrap();
+        assert_eq!(r.sql, "A,B 2 HI 2023");
     }
 
     #[test]
