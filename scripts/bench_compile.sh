@@ -31,19 +31,16 @@ for n in ${sizes[*]}; do
   # dbt needs a profile; ferry reads the same project with no profile at all.
   mkdir -p "$work/profiles"
   printf 'synth:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: %s/synth.duckdb\n' "$work" >"$work/profiles/profiles.yml"
-  cmds=("$ferry compile --project-dir $proj")
-  names=("ferry compile ($n models)")
-  runs=10
+  # ferry is fast enough for many runs; dbt gets three. Same machine, same run.
+  hyperfine --warmup 2 --runs 15 --export-markdown "$work/ferry.md" \
+    -n "ferry compile ($n models)" "$ferry compile --project-dir $proj"
+  cat "$work/ferry.md" >>"$out"
   if [ -n "$dbt" ] && [ "$n" -le 1000 ]; then
-    cmds+=("$dbt parse --project-dir $proj --profiles-dir $work/profiles --no-partial-parse"
-           "$dbt compile --project-dir $proj --profiles-dir $work/profiles --no-partial-parse")
-    names+=("dbt parse ($n models)" "dbt compile ($n models)")
-    runs=3
+    hyperfine --warmup 1 --runs 3 --export-markdown "$work/dbt.md" \
+      -n "dbt parse ($n models)" "$dbt parse --project-dir $proj --profiles-dir $work/profiles --no-partial-parse" \
+      -n "dbt compile ($n models)" "$dbt compile --project-dir $proj --profiles-dir $work/profiles --no-partial-parse"
+    cat "$work/dbt.md" >>"$out"
   fi
-  args=()
-  for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
-  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/table.md" "${args[@]}"
-  cat "$work/table.md" >>"$out"
   echo >>"$out"
 done
 echo "results appended to $out"
