@@ -19,4 +19,5 @@ pub mod manifest;
 pub mod printer;
 pub mod project;
 pub mod settings;
+pub mod stage;
 pub mod template;

@@ -1,0 +1,416 @@
+//! Staged model output: Parquet files under `.ferry/stage/<model>/`,
+//! written so that a reader never trusts half a stage.
+//!
+//! A stage is written into a temporary directory beside the final one,
+//! every file is fsynced, a manifest (`_ferry_stage.json`: row count,
+//! schema, files with sizes and row counts, and an xxh3 content checksum) is
+//! written last, and the directory is renamed into place. [`read_manifest`]
+//! checks the files against the manifest before anything trusts them. This
+//! module writes and verifies stages; it does not plan or execute models.
+
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// The stage directory, relative to the project root.
+pub const STAGE_DIR: &str = ".ferry/stage";
+/// The manifest inside each staged model's directory.
+pub const MANIFEST_FILE: &str = "_ferry_stage.json";
+
+/// Why a stage could not be written or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("failed to read the rows of `{model}`")]
+    Execute {
+        model: String,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("failed to write Parquet for `{model}` to `{path}`")]
+    Write {
+        model: String,
+        path: Utf8PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: Utf8PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the stage of `{model}` at `{path}` cannot be trusted: {reason}")]
+    Corrupt { model: String, path: Utf8PathBuf, reason: String },
+}
+
+/// One Parquet file of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub name: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// One column of a staged schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// What `_ferry_stage.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageManifest {
+    pub model: String,
+    pub row_count: u64,
+    pub columns: Vec<StagedColumn>,
+    pub files: Vec<StagedFile>,
+    /// xxh3-64 over the files' bytes in order, as 16 hex digits.
+    pub checksum: String,
+}
+
+/// A stage that has been written and renamed into place.
+#[derive(Debug, Clone)]
+pub struct StagedTable {
+    pub dir: Utf8PathBuf,
+    pub manifest: StageManifest,
+}
+
+/// How to cut a stage into files.
+#[derive(Debug, Clone, Copy)]
+pub struct StageOptions {
+    /// Start a new file after this many rows.
+    pub max_rows_per_file: u64,
+}
+
+impl Default for StageOptions {
+    fn default() -> Self {
+        StageOptions { max_rows_per_file: 4_000_000 }
+    }
+}
+
+/// Where a model's stage lives.
+pub fn stage_dir(project_root: &Utf8Path, model: &str) -> Utf8PathBuf {
+    project_root.join(STAGE_DIR).join(model)
+}
+
+/// Streams `rows` into Parquet and swaps the result into `.ferry/stage/<model>/`.
+/// On any error the previous stage, if there was one, is left as it was and
+/// the temporary directory is removed.
+pub async fn write_stage(
+    project_root: &Utf8Path,
+    model: &str,
+    rows: SendableRecordBatchStream,
+    options: StageOptions,
+) -> Result<StagedTable, StageError> {
+    let parent = project_root.join(STAGE_DIR);
+    let tmp = parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    create_dir(&tmp).await?;
+    match write_files(&tmp, model, rows, options).await {
+        Ok(manifest) => {
+            let dir = swap_into_place(&parent, &tmp, model).await?;
+            Ok(StagedTable { dir, manifest })
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_files(
+    dir: &Utf8Path,
+    model: &str,
+    mut rows: SendableRecordBatchStream,
+    options: StageOptions,
+) -> Result<StageManifest, StageError> {
+    let schema = rows.schema();
+    let mut files = Vec::new();
+    let mut current: Option<(Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64)> = None;
+    while let Some(batch) = rows.next().await {
+        let batch = batch.map_err(|source| StageError::Execute { model: model.to_owned(), source })?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let (path, writer, written) = match current.as_mut() {
+                Some(open) => open,
+                None => {
+                    let path = dir.join(format!("part-{:05}.parquet", files.len()));
+                    let writer = open_writer(&path, model, &schema).await?;
+                    current.insert((path, writer, 0))
+                }
+            };
+            let room = usize::try_from(options.max_rows_per_file.saturating_sub(*written)).unwrap_or(usize::MAX).max(1);
+            let take = room.min(batch.num_rows() - offset);
+            let slice: RecordBatch = batch.slice(offset, take);
+            writer.write(&slice).await.map_err(|source| StageError::Write {
+                model: model.to_owned(),
+                path: path.clone(),
+                source,
+            })?;
+            *written += take as u64;
+            offset += take;
+            if *written >= options.max_rows_per_file
+                && let Some(done) = current.take()
+            {
+                files.push(finish_file(done, model).await?);
+            }
+        }
+    }
+    match current.take() {
+        Some(done) => files.push(finish_file(done, model).await?),
+        // An empty result still gets one (empty) file, so its schema is kept.
+        None if files.is_empty() => {
+            let path = dir.join("part-00000.parquet");
+            let writer = open_writer(&path, model, &schema).await?;
+            files.push(finish_file((path, writer, 0), model).await?);
+        }
+        None => {}
+    }
+    let checksum = checksum(dir, &files).await?;
+    let manifest = StageManifest {
+        model: model.to_owned(),
+        row_count: files.iter().map(|f| f.rows).sum(),
+        columns: columns(&schema),
+        files,
+        checksum,
+    };
+    let path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
+    write_synced(&path, &json).await?;
+    sync_dir(dir).await?;
+    Ok(manifest)
+}
+
+async fn open_writer(
+    path: &Utf8Path,
+    model: &str,
+    schema: &SchemaRef,
+) -> Result<AsyncArrowWriter<tokio::fs::File>, StageError> {
+    let file = tokio::fs::File::create(path).await.map_err(|e| io("create", path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(datafusion::parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    AsyncArrowWriter::try_new(file, Arc::clone(schema), Some(props)).map_err(|source| StageError::Write {
+        model: model.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+async fn finish_file(
+    (path, writer, rows): (Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64),
+    model: &str,
+) -> Result<StagedFile, StageError> {
+    writer.close().await.map_err(|source| StageError::Write { model: model.to_owned(), path: path.clone(), source })?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| io("open", &path, e))?;
+    file.sync_all().await.map_err(|e| io("sync", &path, e))?;
+    let bytes = file.metadata().await.map_err(|e| io("stat", &path, e))?.len();
+    let name = path.file_name().unwrap_or_default().to_owned();
+    Ok(StagedFile { name, bytes, rows })
+}
+
+/// xxh3-64 over the files' contents, in manifest order.
+async fn checksum(dir: &Utf8Path, files: &[StagedFile]) -> Result<String, StageError> {
+    let paths: Vec<Utf8PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for path in &paths {
+            let mut f = fs_err::File::open(path).map_err(|e| io("read", path, e))?;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| io("read", path, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
+        Ok(format!("{:016x}", hasher.digest()))
+    })
+    .await
+    .map_err(|e| io("hash", dir, std::io::Error::other(e)))?
+}
+
+/// Renames `tmp` to `<parent>/<model>`, moving any previous stage aside
+/// first and removing it after; the parent directory is fsynced.
+async fn swap_into_place(parent: &Utf8Path, tmp: &Utf8Path, model: &str) -> Result<Utf8PathBuf, StageError> {
+    let dir = parent.join(model);
+    let old = parent.join(format!(".{model}.old-{}", uuid::Uuid::new_v4().simple()));
+    let had_old = tokio::fs::try_exists(&dir).await.map_err(|e| io("inspect", &dir, e))?;
+    if had_old {
+        tokio::fs::rename(&dir, &old).await.map_err(|e| io("move aside", &dir, e))?;
+    }
+    if let Err(e) = tokio::fs::rename(tmp, &dir).await {
+        if had_old {
+            let _ = tokio::fs::rename(&old, &dir).await;
+        }
+        let _ = tokio::fs::remove_dir_all(tmp).await;
+        return Err(io("move into place", &dir, e));
+    }
+    sync_dir(parent).await?;
+    if had_old {
+        let _ = tokio::fs::remove_dir_all(&old).await;
+    }
+    Ok(dir)
+}
+
+/// Reads a stage's manifest and checks that its files are all there, with
+/// the recorded sizes, and nothing half-written stands in for them.
+pub fn read_manifest(dir: &Utf8Path) -> Result<StageManifest, StageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let model = dir.file_name().unwrap_or_default().to_owned();
+    let corrupt = |reason: String| StageError::Corrupt { model: model.clone(), path: dir.to_owned(), reason };
+    let text = fs_err::read(&path).map_err(|_| corrupt(format!("`{MANIFEST_FILE}` is missing")))?;
+    let manifest: StageManifest =
+        serde_json::from_slice(&text).map_err(|e| corrupt(format!("`{MANIFEST_FILE}` is invalid: {e}")))?;
+    for f in &manifest.files {
+        let meta = fs_err::metadata(dir.join(&f.name)).map_err(|_| corrupt(format!("`{}` is missing", f.name)))?;
+        if meta.len() != f.bytes {
+            return Err(corrupt(format!("`{}` has {} bytes, the manifest says {}", f.name, meta.len(), f.bytes)));
+        }
+    }
+    Ok(manifest)
+}
+
+fn columns(schema: &SchemaRef) -> Vec<StagedColumn> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| StagedColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+async fn create_dir(path: &Utf8Path) -> Result<(), StageError> {
+    tokio::fs::create_dir_all(path).await.map_err(|e| io("create", path, e))
+}
+
+async fn write_synced(path: &Utf8Path, bytes: &[u8]) -> Result<(), StageError> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(path).await.map_err(|e| io("create", path, e))?;
+    f.write_all(bytes).await.map_err(|e| io("write", path, e))?;
+    f.sync_all().await.map_err(|e| io("sync", path, e))
+}
+
+/// fsyncs a directory so renames and new entries in it survive a crash.
+async fn sync_dir(path: &Utf8Path) -> Result<(), StageError> {
+    let dir = tokio::fs::File::open(path).await.map_err(|e| io("open", path, e))?;
+    dir.sync_all().await.map_err(|e| io("sync", path, e))
+}
+
+fn io(action: &'static str, path: &Utf8Path, source: std::io::Error) -> StageError {
+    StageError::Io { action, path: path.to_owned(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::prelude::SessionContext;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]))
+    }
+
+    fn batch(start: i64, n: i64) -> RecordBatch {
+        let ids: Vec<i64> = (start..start + n).collect();
+        let names: Vec<Option<String>> = ids.iter().map(|i| (i % 3 != 0).then(|| format!("n{i}"))).collect();
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))])
+            .unwrap()
+    }
+
+    fn stream(items: Vec<Result<RecordBatch, DataFusionError>>) -> SendableRecordBatchStream {
+        Box::pin(RecordBatchStreamAdapter::new(schema(), futures::stream::iter(items)))
+    }
+
+    fn root() -> (tempfile::TempDir, Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        (dir, path)
+    }
+
+    fn leftovers(root: &Utf8Path) -> Vec<String> {
+        let mut names: Vec<String> = fs_err::read_dir(root.join(STAGE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn stages_rows_into_files_with_a_manifest() {
+        let (_guard, root) = root();
+        let options = StageOptions { max_rows_per_file: 250 };
+        let staged =
+            write_stage(&root, "orders", stream(vec![Ok(batch(0, 400)), Ok(batch(400, 200))]), options).await.unwrap();
+        let m = &staged.manifest;
+        assert_eq!(m.row_count, 600);
+        assert_eq!(m.files.iter().map(|f| f.rows).collect::<Vec<_>>(), vec![250, 250, 100]);
+        assert_eq!(m.columns[0], StagedColumn { name: "id".into(), data_type: "Int64".into(), nullable: false });
+        assert_eq!(m.checksum.len(), 16);
+        assert_eq!(read_manifest(&staged.dir).unwrap(), *m);
+        assert_eq!(leftovers(&root), vec!["orders"]);
+
+        let ctx = SessionContext::new();
+        let df = ctx.read_parquet(staged.dir.as_str(), Default::default()).await.unwrap();
+        let counted = df
+            .aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::count(datafusion::prelude::lit(1))])
+            .unwrap();
+        let rows = counted.collect().await.unwrap();
+        let n = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+        assert_eq!(n, 600, "the stage reads back whole");
+    }
+
+    #[tokio::test]
+    async fn same_rows_give_the_same_checksum_and_a_new_stage_replaces_the_old() {
+        let (_guard, root) = root();
+        let a = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
+        let b = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
+        assert_eq!(a.manifest.checksum, b.manifest.checksum);
+        let c = write_stage(&root, "m", stream(vec![Ok(batch(5, 10))]), StageOptions::default()).await.unwrap();
+        assert_ne!(c.manifest.checksum, a.manifest.checksum);
+        assert_eq!(leftovers(&root), vec!["m"], "no temporary or old directories remain");
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_stream_keeps_the_previous_stage() {
+        let (_guard, root) = root();
+        let good = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
+        let failing = stream(vec![Ok(batch(0, 50)), Err(DataFusionError::Execution("boom".into()))]);
+        let err = write_stage(&root, "m", failing, StageOptions::default()).await.unwrap_err();
+        assert!(matches!(err, StageError::Execute { .. }), "{err}");
+        assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
+        assert_eq!(leftovers(&root), vec!["m"]);
+    }
+
+    #[tokio::test]
+    async fn empty_results_keep_their_schema_and_tampering_is_caught() {
+        let (_guard, root) = root();
+        let staged = write_stage(&root, "empty", stream(vec![]), StageOptions::default()).await.unwrap();
+        assert_eq!(staged.manifest.row_count, 0);
+        assert_eq!(staged.manifest.files.len(), 1);
+        fs_err::write(staged.dir.join("part-00000.parquet"), b"half").unwrap();
+        let err = read_manifest(&staged.dir).unwrap_err();
+        assert!(err.to_string().contains("has 4 bytes"), "{err}");
+        fs_err::remove_file(staged.dir.join(MANIFEST_FILE)).unwrap();
+        assert!(read_manifest(&staged.dir).unwrap_err().to_string().contains("is missing"));
+    }
+}
