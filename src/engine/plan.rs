@@ -184,10 +184,12 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
             format!("`{}` has no rendered SQL; this is a bug, please report it with `-vv` output", node.name),
         )]);
     };
-    let compiled = SourceFile::new(compiled_path(&template.path), rendered.sql.as_str());
     let plan = match engine.plan(&rendered.sql).await {
         Ok(plan) => plan,
-        Err(e) => return Err(diagnose::error_diagnostics(&e, manifest, i, &compiled)),
+        Err(e) => {
+            let compiled = SourceFile::new(compiled_path(&template.path), rendered.sql.as_str());
+            return Err(diagnose::error_diagnostics(&e, manifest, i, &compiled));
+        }
     };
     if !is_query(&plan) {
         return Err(vec![

@@ -194,10 +194,9 @@ impl Manifest {
     /// test arguments, and sorts the DAG.
     pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
         let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new() };
-        let Project { root, file, models, seeds, sources, tests, macro_files, docs } = project;
-        let project_name = file.name;
-        let parts = ProjectParts { name: project_name.clone(), models, seeds, sources, tests, macro_files, docs };
-        let (nodes, templater) = b.nodes(parts, &globals, target_schema);
+        let root = project.root.clone();
+        let project_name = project.file.name.clone();
+        let (nodes, templater) = b.nodes(project, &globals, target_schema);
         let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
         let graph = b.edges(&nodes, &by_id, &templater);
         let order = match graph.toposort() {
@@ -210,17 +209,6 @@ impl Manifest {
         let manifest = Manifest { project_name, root, nodes, graph, order, templater, globals, by_id };
         Built { manifest: Some(manifest), failed: b.failed, diagnostics: b.diags }
     }
-}
-
-/// What the builder takes out of a project.
-struct ProjectParts {
-    name: String,
-    models: Vec<Model>,
-    seeds: Vec<Seed>,
-    sources: Vec<SourceTable>,
-    tests: Vec<Test>,
-    macro_files: Vec<Arc<SourceFile>>,
-    docs: std::collections::BTreeMap<String, String>,
 }
 
 struct Builder {
@@ -241,8 +229,8 @@ fn schema_for(config: &Map<String, Json>, target_schema: &str) -> String {
 }
 
 impl Builder {
-    fn nodes(&mut self, parts: ProjectParts, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
-        let project = parts.name.clone();
+    fn nodes(&mut self, parts: Project, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
+        let project = parts.file.name.clone();
         let mut resolver = Resolver { project: project.clone(), ..Default::default() };
         let mut nodes = Vec::new();
         for s in parts.sources {
@@ -276,21 +264,26 @@ impl Builder {
                 resource: Resource::Seed(s),
             });
         }
-        let models: Vec<Model> = parts.models.into_iter().filter(|m| enabled(&m.config)).collect();
-        for m in &models {
-            resolver.refs.insert(m.name.clone(), model_relation(&m.name, &m.config, target_schema));
-        }
+        let models: Vec<(Model, Arc<Relation>)> = parts
+            .models
+            .into_iter()
+            .filter(|m| enabled(&m.config))
+            .map(|m| {
+                let rel = model_relation(&m.name, &m.config, target_schema);
+                resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
+                (m, rel)
+            })
+            .collect();
         let mut globals = globals.clone();
         globals.docs = Arc::new(parts.docs);
         let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &parts.macro_files);
         self.diags.extend(macro_diags);
         let first_model = nodes.len();
-        for m in models {
+        for (m, rel) in models {
             if let Err(d) = templater.add_template(&m.file) {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
-            let rel = model_relation(&m.name, &m.config, target_schema);
             nodes.push(Node {
                 unique_id: format!("model.{project}.{}", m.name),
                 name: m.name.clone(),

@@ -28,7 +28,7 @@ pub struct Capture {
     pub refs: Vec<RefCall>,
     pub sources: Vec<(String, String)>,
     pub config: Map<String, Json>,
-    pub logs: Vec<String>,
+    pub logs: Vec<LogLine>,
     pub warnings: Vec<String>,
     /// Model-specific context (`this`, `model`) handed on to macro calls.
     pub context: Value,
@@ -36,6 +36,14 @@ pub struct Capture {
     pub returned: Option<Value>,
     pub macro_depth: usize,
     pub is_incremental: bool,
+}
+
+/// A `log()` call: `info=True` lines are shown to the user, others only
+/// in debug logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub message: String,
+    pub info: bool,
 }
 
 /// Typed causes attached to minijinja errors, so diagnostics can tell an
@@ -270,8 +278,7 @@ pub fn log(state: &mut State<'_, '_>, msg: Value, info: Option<bool>, kwargs: Kw
         None => info.unwrap_or(false),
     };
     kwargs.assert_all_used()?;
-    let line = if info { format!("info: {msg}") } else { msg.to_string() };
-    capture(state).logs.push(line);
+    capture(state).logs.push(LogLine { message: msg.to_string(), info });
     Ok(String::new())
 }
 

@@ -53,7 +53,7 @@ pub struct Rendered {
     pub refs: Vec<RefCall>,
     pub sources: Vec<(String, String)>,
     pub config: Map<String, Json>,
-    pub logs: Vec<String>,
+    pub logs: Vec<functions::LogLine>,
     pub warnings: Vec<String>,
 }
 
@@ -555,6 +555,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.sql, "A,B 2 HI 2023");
+    }
+
+    #[test]
+    fn log_records_whether_a_line_is_for_the_user() {
+        let mut t = templater(&[]);
+        let r =
+            render(&mut t, "{{ log('info: only text') }}{{ log('shown', info=True) }}{{ log('also', True) }}").unwrap();
+        let lines: Vec<(&str, bool)> = r.logs.iter().map(|l| (l.message.as_str(), l.info)).collect();
+        assert_eq!(lines, vec![("info: only text", false), ("shown", true), ("also", true)]);
     }
 
     #[test]
