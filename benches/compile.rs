@@ -97,7 +97,7 @@ fn compile(c: &mut Criterion) {
         let all: BTreeSet<usize> = (0..manifest.nodes.len()).collect();
         group.bench_with_input(BenchmarkId::new("plan", n), &manifest, |b, m| {
             b.iter(|| {
-                let engine = Engine::new(&EngineOptions::default());
+                let engine = Engine::new(&EngineOptions::default()).expect("engine");
                 let outcome = rt.block_on(plan::plan(&engine, m, &all, &BTreeSet::new()));
                 assert!(outcome.failed.is_empty());
             });
@@ -105,7 +105,7 @@ fn compile(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("end_to_end", n), &root, |b, root| {
             b.iter(|| {
                 let m = build(root);
-                let engine = Engine::new(&EngineOptions::default());
+                let engine = Engine::new(&EngineOptions::default()).expect("engine");
                 rt.block_on(plan::plan(&engine, &m, &all, &BTreeSet::new()))
             });
         });

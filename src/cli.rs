@@ -59,6 +59,14 @@ pub enum Command {
     Init(InitArgs),
     /// Render every selected model and plan it on DataFusion, writing SQL to `.ferry/compiled/`.
     Compile(SelectArgs),
+    /// Run the selected models: tables are staged as Parquet under `.ferry/stage/`.
+    Run(RunArgs),
+    /// Stage the selected seeds (`seeds/*.csv`) as Parquet.
+    Seed(RunArgs),
+    /// Seed and run the selected nodes in DAG order.
+    Build(RunArgs),
+    /// Preview the rows of one model (or of `--inline` SQL) as a table.
+    Show(ShowArgs),
     /// List the selected nodes.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -114,4 +122,38 @@ pub enum LsOutput {
     Name,
     Path,
     Json,
+}
+
+/// How to execute.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ExecArgs {
+    /// Models to run at once (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory that sorts, joins and aggregates may use before they spill to
+    /// disk, such as `4GB` (default: half of the RAM).
+    #[arg(long, env = "FERRY_MEMORY_LIMIT")]
+    pub memory_limit: Option<bytesize::ByteSize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// SQL to preview instead of a model (it may use `ref()` and `source()`).
+    #[arg(long, conflicts_with = "select")]
+    pub inline: Option<String>,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }

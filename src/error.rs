@@ -11,6 +11,8 @@ pub enum ExitStatus {
     Failure,
     /// ferry itself failed (IO, a bad invocation, a bug).
     Error,
+    /// Stopped by Ctrl-C (128 + SIGINT, as shells expect).
+    Interrupted,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -19,6 +21,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Success => ExitCode::from(0),
             ExitStatus::Failure => ExitCode::from(1),
             ExitStatus::Error => ExitCode::from(2),
+            ExitStatus::Interrupted => ExitCode::from(130),
         }
     }
 }

@@ -20,4 +20,5 @@ pub mod printer;
 pub mod project;
 pub mod settings;
 pub mod stage;
+pub mod state;
 pub mod template;

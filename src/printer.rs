@@ -13,12 +13,14 @@ use crate::diagnostic::render::{self, Format};
 pub struct Printer {
     format: Format,
     quiet: bool,
+    /// Progress bars: on a terminal, in human format, not quiet or verbose.
+    progress: bool,
 }
 
 impl Printer {
     /// Picks the format: explicit, else GitHub annotations inside GitHub
     /// Actions, else human text (coloured on a terminal unless `NO_COLOR`).
-    pub fn new(format: Option<OutputFormat>, quiet: bool) -> Self {
+    pub fn new(format: Option<OutputFormat>, quiet: bool, verbose: u8) -> Self {
         let format = match format {
             Some(OutputFormat::Json) => Format::Json,
             Some(OutputFormat::Github) => Format::Github,
@@ -26,7 +28,23 @@ impl Printer {
             None if std::env::var_os("GITHUB_ACTIONS").is_some() => Format::Github,
             None => Format::Human { color: color_enabled() },
         };
-        Printer { format, quiet }
+        let progress =
+            !quiet && verbose == 0 && matches!(format, Format::Human { .. }) && std::io::stderr().is_terminal();
+        Printer { format, quiet, progress }
+    }
+
+    /// A progress line for `total` nodes, drawn only where it helps.
+    pub fn progress(&self, total: usize) -> Progress {
+        let bar = self.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, quiet: self.quiet }
     }
 
     /// Prints one diagnostic (warnings are hidden by `--quiet`).
@@ -78,4 +96,41 @@ impl Printer {
 
 fn color_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Progress of a run: a bar on a terminal, plain status lines elsewhere.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A line above the bar (or on stderr without one).
+    pub fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None if !self.quiet => eprintln!("{text}"),
+            None => {}
+        }
+    }
+
+    /// The bar's message: what is running, rows so far.
+    pub fn message(&self, text: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text);
+        }
+    }
+
+    /// One more node done.
+    pub fn advance(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -3,15 +3,17 @@
 
 mod compile;
 mod debug;
+mod execute;
 mod init;
 mod ls;
+mod show;
 
 use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde_json::Value as Json;
 
-use crate::cli::{Cli, Command, SelectArgs};
+use crate::cli::{Cli, Command, ExecArgs, SelectArgs};
 use crate::dag::select::{self, Selection};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
@@ -21,13 +23,18 @@ use crate::project::Project;
 use crate::project::profiles::{self, Target, TargetKind};
 use crate::settings::Settings;
 use crate::template::Globals;
+use execute::Which;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitStatus> {
-    let printer = Printer::new(cli.global.format, cli.global.quiet);
+    let printer = Printer::new(cli.global.format, cli.global.quiet, cli.global.verbose);
     match &cli.command {
         Command::Init(args) => init::init(args, &printer),
         Command::Compile(args) => compile::compile(&Settings::from_args(&cli.global)?, args, &printer).await,
+        Command::Run(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Run, &printer).await,
+        Command::Seed(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Seed, &printer).await,
+        Command::Build(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Build, &printer).await,
+        Command::Show(args) => show::show(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Ls(args) => ls::ls(&Settings::from_args(&cli.global)?, args, &printer),
         Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer),
     }
@@ -121,4 +128,25 @@ pub(crate) fn selected(manifest: &Manifest, args: &SelectArgs) -> Result<BTreeSe
 pub(crate) fn report(printer: &Printer, diags: &[Diagnostic]) -> bool {
     printer.diagnostics(diags);
     diags.iter().any(Diagnostic::is_error)
+}
+
+/// The engine for commands that execute: memory limit and spill directory
+/// under `.ferry/`.
+pub(crate) fn engine_for(settings: &Settings, exec: &ExecArgs) -> Result<crate::engine::Engine> {
+    use anyhow::Context as _;
+    let limit = match exec.memory_limit {
+        Some(b) => usize::try_from(b.as_u64()).unwrap_or(usize::MAX),
+        None => crate::engine::session::default_memory_limit(),
+    };
+    let options = crate::engine::EngineOptions {
+        memory_limit: Some(limit),
+        spill_dir: Some(settings.path(".ferry/spill")),
+        ..crate::engine::EngineOptions::default()
+    };
+    crate::engine::Engine::new(&options).context("failed to start the query engine")
+}
+
+/// Models to run at once: `--threads`, else the core count.
+pub(crate) fn threads(exec: &ExecArgs) -> usize {
+    exec.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)
 }

@@ -1,7 +1,8 @@
 //! The dependency graph of a project and dbt-style node selection.
-//! Pure: no DataFusion, no IO.
+//! No DataFusion and no IO; `schedule` runs nodes on tokio.
 
 pub mod graph;
+pub mod schedule;
 pub mod select;
 
 pub use graph::Graph;

@@ -58,6 +58,10 @@ pub enum Code {
     DataType,
     /// A model's config is invalid (such as an unsupported materialization).
     ModelConfig,
+    /// A model failed while it ran.
+    Execution,
+    /// A row of a source or seed file could not be read.
+    SourceRow,
 }
 
 impl Code {
@@ -85,6 +89,8 @@ impl Code {
             Code::SourceSchema => "F0401",
             Code::DataType => "F0402",
             Code::ModelConfig => "F0403",
+            Code::Execution => "F0306",
+            Code::SourceRow => "F0404",
         }
     }
 }

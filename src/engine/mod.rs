@@ -3,6 +3,7 @@
 //! parents' schemas (`plan`), and planning errors as diagnostics (`diagnose`).
 
 mod diagnose;
+pub mod execute;
 pub mod plan;
 pub mod session;
 mod sources;

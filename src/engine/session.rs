@@ -4,16 +4,23 @@
 
 use std::sync::Arc;
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
+use std::num::NonZeroUsize;
 
 /// Catalog and schema that models and seeds live in.
 pub const CATALOG: &str = "datafusion";
@@ -23,12 +30,30 @@ pub const MODEL_SCHEMA: &str = "public";
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub target_partitions: usize,
+    /// Bytes that sorts, joins and aggregates may hold before they spill;
+    /// `None` leaves memory unbounded (planning only).
+    pub memory_limit: Option<usize>,
+    /// Where spill files go (default: the OS temporary directory).
+    pub spill_dir: Option<Utf8PathBuf>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { target_partitions: std::thread::available_parallelism().map_or(2, usize::from) }
+        EngineOptions {
+            target_partitions: std::thread::available_parallelism().map_or(2, usize::from),
+            memory_limit: None,
+            spill_dir: None,
+        }
     }
+}
+
+/// The default memory limit: half of the machine's RAM, so an extract
+/// larger than memory spills instead of being killed.
+pub fn default_memory_limit() -> usize {
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    let total = usize::try_from(system.total_memory()).unwrap_or(usize::MAX);
+    if total == 0 { 4 << 30 } else { total / 2 }
 }
 
 /// The embedded query engine.
@@ -42,16 +67,83 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A session with span collection on, so planning errors carry positions.
-    pub fn new(options: &EngineOptions) -> Self {
+    /// A session with span collection on, so planning errors carry positions,
+    /// and with the memory limit and spill directory of `options`.
+    pub fn new(options: &EngineOptions) -> Result<Self> {
         let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_default_catalog_and_schema(CATALOG, MODEL_SCHEMA)
             .with_target_partitions(options.target_partitions.max(1));
         config.options_mut().sql_parser.collect_spans = true;
-        let ctx = SessionContext::new_with_config(config);
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            // Fair between spilling operators; the tracker names the biggest
+            // consumers when the limit is hit.
+            let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::new(5).expect("5 > 0"));
+            runtime = runtime.with_memory_pool(Arc::new(pool));
+        }
+        if let Some(dir) = &options.spill_dir {
+            fs_err::create_dir_all(dir)
+                .map_err(|e| DataFusionError::IoError(e).context(format!("creating `{dir}`")))?;
+            runtime = runtime.with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone().into_std_path_buf()])),
+            );
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         let planning = Arc::new(ctx.state());
-        Engine { ctx, planning }
+        Ok(Engine { ctx, planning })
+    }
+
+    /// Makes `url`'s object store (`s3://`, `gs://`, `az://`, `http(s)://`)
+    /// known to the session, configured from the environment as each
+    /// cloud's own tools are (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub fn register_object_store(&self, url: &str) -> Result<()> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
+        let bucket = parsed.host_str().unwrap_or_default();
+        let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
+            "s3" | "s3a" => Arc::new(object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build()?),
+            "gs" => {
+                Arc::new(object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build()?)
+            }
+            "az" | "abfs" | "abfss" => {
+                Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket).build()?)
+            }
+            "http" | "https" => Arc::new(
+                object_store::http::HttpBuilder::new().with_url(parsed.origin().ascii_serialization()).build()?,
+            ),
+            "file" => return Ok(()),
+            other => {
+                return Err(DataFusionError::Plan(format!(
+                    "ferry cannot read `{other}://` URLs; use a local path or s3://, gs://, az://, http(s)://"
+                )));
+            }
+        };
+        let base = url::Url::parse(&format!("{}://{}", parsed.scheme(), parsed.authority()))
+            .map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
+        self.ctx.runtime_env().register_object_store(&base, store);
+        Ok(())
+    }
+
+    /// Plans `plan` physically and starts it, one stream per output
+    /// partition, so a consumer can drain partitions in parallel.
+    pub async fn execute_partitioned(&self, plan: LogicalPlan) -> Result<Vec<SendableRecordBatchStream>> {
+        let state = self.ctx.state();
+        let physical = state.create_physical_plan(&plan).await?;
+        datafusion::physical_plan::execute_stream_partitioned(physical, state.task_ctx())
+    }
+
+    /// Plans `plan` physically and starts it as one stream.
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let state = self.ctx.state();
+        let physical = state.create_physical_plan(&plan).await?;
+        datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+    }
+
+    /// Registers a planned query as a view: inlined into every plan that reads it.
+    pub fn register_view(&self, table: TableReference, plan: LogicalPlan) -> Result<()> {
+        self.register(table, Arc::new(ViewTable::new(plan, None)))
     }
 
     /// A snapshot of the session state, for planning.
@@ -97,45 +189,61 @@ impl Engine {
     }
 
     /// Registers a file (or directory, or glob) as a lazily read table with a
-    /// known schema.
-    pub async fn register_file(
-        &self,
-        table: TableReference,
-        path: &Utf8Path,
-        format: FileFormat,
-        schema: &SchemaRef,
-    ) -> Result<()> {
+    /// known schema; projections and filters reach the reader.
+    pub async fn register_file(&self, table: TableReference, file: &FileSource, schema: &SchemaRef) -> Result<()> {
         if let Some(s) = table.schema() {
             self.ensure_schema(s)?;
         }
         self.ctx.deregister_table(table.clone())?;
-        let p = path.as_str();
-        match format {
-            FileFormat::Csv => {
-                self.ctx.register_csv(table, p, CsvReadOptions::new().has_header(true).schema(schema)).await
-            }
+        let p = file.path.as_str();
+        match file.format {
+            FileFormat::Csv => self.ctx.register_csv(table, p, file.csv_options().schema(schema)).await,
             FileFormat::Parquet => {
                 self.ctx.register_parquet(table, p, ParquetReadOptions::default().schema(schema)).await
             }
-            FileFormat::Json => {
-                let ext = path.extension().map(|e| format!(".{e}")).unwrap_or_default();
-                self.ctx.register_json(table, p, JsonReadOptions::default().file_extension(&ext).schema(schema)).await
-            }
+            FileFormat::Json => self.ctx.register_json(table, p, file.json_options().schema(schema)).await,
         }
     }
 
     /// The schema DataFusion infers for a file, by format.
-    pub async fn infer_schema(&self, path: &Utf8Path, format: FileFormat) -> Result<SchemaRef> {
-        let p = path.as_str();
-        let df = match format {
-            FileFormat::Csv => self.ctx.read_csv(p, CsvReadOptions::new().has_header(true)).await?,
+    pub async fn infer_schema(&self, file: &FileSource) -> Result<SchemaRef> {
+        if file.path.contains("://") {
+            self.register_object_store(&file.path)?;
+        }
+        let p = file.path.as_str();
+        let df = match file.format {
+            FileFormat::Csv => self.ctx.read_csv(p, file.csv_options()).await?,
             FileFormat::Parquet => self.ctx.read_parquet(p, ParquetReadOptions::default()).await?,
-            FileFormat::Json => {
-                let ext = path.extension().map(|e| format!(".{e}")).unwrap_or_default();
-                self.ctx.read_json(p, JsonReadOptions::default().file_extension(&ext)).await?
-            }
+            FileFormat::Json => self.ctx.read_json(p, file.json_options()).await?,
         };
         Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    /// The schema of a registered table.
+    pub async fn table_schema(&self, table: TableReference) -> Option<SchemaRef> {
+        self.ctx.table_provider(table).await.ok().map(|t| t.schema())
+    }
+
+    /// Reads a local CSV source file by file, in one partition, so that a
+    /// parse error's line number counts from the top of its file. Returns the
+    /// file and the reader's message for the first bad row.
+    pub async fn first_bad_row(&self, file: &FileSource, schema: &SchemaRef) -> Option<(Utf8PathBuf, String)> {
+        use futures::StreamExt;
+        let config = SessionConfig::new().with_target_partitions(1).with_repartition_file_scans(false);
+        let ctx = SessionContext::new_with_config(config);
+        for path in file.local_files() {
+            let single = FileSource { path: path.to_string(), ..FileSource::local(&path, file.format) };
+            let single = FileSource { csv: file.csv.clone(), compression: file.compression, ..single };
+            let Ok(df) = ctx.read_csv(path.as_str(), single.csv_options().schema(schema)).await else { continue };
+            let Ok(mut rows) = df.execute_stream().await else { continue };
+            while let Some(batch) = rows.next().await {
+                if let Err(e) = batch {
+                    let message = e.find_root().strip_backtrace().lines().next().unwrap_or_default().to_owned();
+                    return Some((path, message));
+                }
+            }
+        }
+        None
     }
 
     /// Maps a SQL type name (`bigint`, `varchar(20)`, `numeric(10,2)`) to an
@@ -143,6 +251,95 @@ impl Engine {
     pub async fn sql_type(&self, sql_type: &str) -> Result<DataType> {
         let plan = self.plan(&format!("SELECT CAST(NULL AS {sql_type}) AS t")).await?;
         Ok(plan.schema().field(0).data_type().clone())
+    }
+}
+
+/// A file source as the reader sees it: where, what format, and how to
+/// parse it.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// An absolute local path (file, directory or glob) or a URL.
+    pub path: String,
+    pub format: FileFormat,
+    pub compression: FileCompressionType,
+    /// Suffix that files must end in to be read (`.csv`, `.csv.gz`).
+    pub extension: String,
+    pub csv: CsvSettings,
+}
+
+/// CSV dialect.
+#[derive(Debug, Clone)]
+pub struct CsvSettings {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub header: bool,
+    /// Values read as NULL (a regex over the whole field).
+    pub null_regex: Option<String>,
+}
+
+impl Default for CsvSettings {
+    fn default() -> Self {
+        CsvSettings { delimiter: b',', quote: b'"', escape: None, header: true, null_regex: None }
+    }
+}
+
+impl FileSource {
+    /// A local file or directory with default settings for its format.
+    pub fn local(path: &Utf8Path, format: FileFormat) -> Self {
+        let extension = match path.file_name() {
+            Some(name) if !path.is_dir() => name.find('.').map_or_else(String::new, |i| name[i..].to_owned()),
+            _ => format!(".{}", format.default_extension()),
+        };
+        FileSource {
+            path: path.to_string(),
+            format,
+            compression: FileCompressionType::UNCOMPRESSED,
+            extension,
+            csv: CsvSettings::default(),
+        }
+    }
+
+    /// The local files a file or directory source reads, in name order
+    /// (none for globs and URLs).
+    pub fn local_files(&self) -> Vec<Utf8PathBuf> {
+        let path = Utf8Path::new(&self.path);
+        if path.is_file() {
+            return vec![path.to_owned()];
+        }
+        if !path.is_dir() {
+            return Vec::new();
+        }
+        let mut files: Vec<Utf8PathBuf> = walkdir::WalkDir::new(path)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| Utf8PathBuf::from_path_buf(e.into_path()).ok())
+            .filter(|p| p.as_str().ends_with(&self.extension))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn csv_options(&self) -> CsvReadOptions<'_> {
+        let c = &self.csv;
+        let mut o = CsvReadOptions::new()
+            .has_header(c.header)
+            .delimiter(c.delimiter)
+            .quote(c.quote)
+            .file_extension(&self.extension)
+            .file_compression_type(self.compression);
+        if let Some(e) = c.escape {
+            o = o.escape(e);
+        }
+        if let Some(r) = &c.null_regex {
+            o = o.null_regex(Some(r.clone()));
+        }
+        o
+    }
+
+    fn json_options(&self) -> JsonReadOptions<'_> {
+        JsonReadOptions::default().file_extension(&self.extension).file_compression_type(self.compression)
     }
 }
 
@@ -156,6 +353,14 @@ pub enum FileFormat {
 
 impl FileFormat {
     pub const NAMES: [&'static str; 5] = ["csv", "parquet", "json", "ndjson", "jsonl"];
+
+    fn default_extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Parquet => "parquet",
+            Self::Json => "json",
+        }
+    }
 
     /// From a declared `format:`, or else the file's extension.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -174,7 +379,7 @@ mod tests {
 
     #[tokio::test]
     async fn sql_types_map_to_arrow() {
-        let e = Engine::new(&EngineOptions::default());
+        let e = Engine::new(&EngineOptions::default()).unwrap();
         assert_eq!(e.sql_type("bigint").await.unwrap(), DataType::Int64);
         assert_eq!(e.sql_type("numeric(10,2)").await.unwrap(), DataType::Decimal128(10, 2));
         assert!(e.sql_type("no_such_type").await.is_err());
@@ -183,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn plans_against_schema_only_tables_in_source_schemas() {
         use datafusion::arrow::datatypes::{Field, Schema};
-        let e = Engine::new(&EngineOptions::default());
+        let e = Engine::new(&EngineOptions::default()).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         e.register_schema_only(TableReference::partial("crm", "customers"), schema).unwrap();
         let plan = e.plan("select id + 1 as next_id from \"crm\".\"customers\"").await.unwrap();

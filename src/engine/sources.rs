@@ -10,10 +10,13 @@ use datafusion::error::DataFusionError;
 use serde_json::Value as Json;
 
 use super::plan::Planned;
-use super::session::{Engine, FileFormat};
+use super::session::{Engine, FileFormat, FileSource};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::manifest::{Manifest, Node, Resource};
 use crate::project::nodes::SourceTable;
+use crate::template::functions::quote_ident;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 
 pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTable) -> Planned {
     let table = TableReference::partial(s.source.as_str(), s.name.as_str());
@@ -42,22 +45,202 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
                 .with_help("give the table a `path:` (and `format:`) to read, or `columns:` with a `data_type` each"),
         ]);
     };
-    let format_name = s.location.get("format").and_then(Json::as_str).map(str::to_owned).or_else(|| extension_of(path));
-    let format = format_name.as_deref().and_then(FileFormat::from_name).ok_or_else(|| {
-        vec![
-            Diagnostic::error(Code::SourceSchema, format!("source `{name}` has no readable `format`"))
-                .with_label(here.clone())
-                .with_help(format!(
-                    "set `format:` to one of {}",
-                    FileFormat::NAMES.map(|n| format!("`{n}`")).join(", ")
-                )),
-        ]
+    let file = file_source(&manifest.root, path, &s.location).map_err(|msg| {
+        vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
     })?;
-    let full = resolve_path(&manifest.root, path);
-    let inferred = engine.infer_schema(&full, format).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+    check_exists(&file, &name, &here)?;
+    let inferred = engine.infer_schema(&file).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+    if inferred.fields().is_empty() {
+        return Err(vec![
+            Diagnostic::error(Code::SourceSchema, format!("source `{name}` is empty: `{path}` has no columns"))
+                .with_label(here),
+        ]);
+    }
     let schema = overlay(&inferred, declared.as_ref());
-    engine.register_file(table, &full, format, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
+    let formats = TextFormats::of(&s.location);
+    if formats.is_none() {
+        engine.register_file(table, &file, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
+        return Ok(Some(schema));
+    }
+    // Dates and timestamps in a declared format: read those columns as
+    // text, then parse them in a view over the raw table.
+    let raw_schema = formats.raw_schema(&schema);
+    let raw = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+    engine
+        .register_file(raw.clone(), &file, &raw_schema)
+        .await
+        .map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+    let sql = formats.view_sql(&schema, &raw);
+    let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+    engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
     Ok(Some(schema))
+}
+
+/// `date_format` / `timestamp_format` of a source table (chrono patterns).
+struct TextFormats {
+    date: Option<String>,
+    timestamp: Option<String>,
+}
+
+impl TextFormats {
+    fn of(location: &serde_json::Map<String, Json>) -> Self {
+        let get = |k: &str| location.get(k).and_then(Json::as_str).map(str::to_owned);
+        TextFormats { date: get("date_format"), timestamp: get("timestamp_format") }
+    }
+
+    fn is_none(&self) -> bool {
+        self.date.is_none() && self.timestamp.is_none()
+    }
+
+    fn format_for(&self, ty: &DataType) -> Option<(&'static str, &str)> {
+        match ty {
+            DataType::Date32 | DataType::Date64 => self.date.as_deref().map(|f| ("to_date", f)),
+            DataType::Timestamp(..) => self.timestamp.as_deref().map(|f| ("to_timestamp", f)),
+            _ => None,
+        }
+    }
+
+    fn raw_schema(&self, schema: &SchemaRef) -> SchemaRef {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match self.format_for(f.data_type()) {
+                Some(_) => Field::new(f.name(), DataType::Utf8, true),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference) -> String {
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let col = quote_ident(f.name());
+                match self.format_for(f.data_type()) {
+                    Some((func, fmt)) => {
+                        format!(
+                            "CAST({func}({col}, '{}') AS {}) AS {col}",
+                            fmt.replace('\'', "''"),
+                            sql_type_of(f.data_type())
+                        )
+                    }
+                    None => col,
+                }
+            })
+            .collect();
+        let (Some(schema_name), table) = (raw.schema(), raw.table()) else { return String::new() };
+        format!("SELECT {} FROM {}.{}", columns.join(", "), quote_ident(schema_name), quote_ident(table))
+    }
+}
+
+/// SQL spelling of the date and timestamp types a format parses into.
+fn sql_type_of(ty: &DataType) -> &'static str {
+    use datafusion::arrow::datatypes::TimeUnit;
+    match ty {
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Timestamp(TimeUnit::Second, _) => "TIMESTAMP(0)",
+        DataType::Timestamp(TimeUnit::Millisecond, _) => "TIMESTAMP(3)",
+        DataType::Timestamp(TimeUnit::Microsecond, _) => "TIMESTAMP(6)",
+        _ => "TIMESTAMP",
+    }
+}
+
+/// Reads a source table's location keys into what the reader needs.
+fn file_source(root: &Utf8Path, path: &str, location: &serde_json::Map<String, Json>) -> Result<FileSource, String> {
+    let text = |k: &str| location.get(k).and_then(Json::as_str);
+    let format_name = text("format").map(str::to_owned).or_else(|| extension_of(path));
+    let format = format_name.as_deref().and_then(FileFormat::from_name).ok_or_else(|| {
+        format!(
+            "has no readable `format`; set `format:` to one of {}",
+            FileFormat::NAMES.map(|n| format!("`{n}`")).join(", ")
+        )
+    })?;
+    let full = resolve_path(root, path);
+    let mut file = FileSource::local(&full, format);
+    let compression = match text("compression") {
+        Some(c) => c.to_ascii_lowercase(),
+        None => compression_suffix(path).unwrap_or("none").to_owned(),
+    };
+    file.compression = match compression.as_str() {
+        "none" | "uncompressed" => FileCompressionType::UNCOMPRESSED,
+        "gz" | "gzip" => FileCompressionType::GZIP,
+        "bz2" | "bzip2" => FileCompressionType::BZIP2,
+        "xz" => FileCompressionType::XZ,
+        "zst" | "zstd" => FileCompressionType::ZSTD,
+        other => return Err(format!("unknown `compression: {other}`; use gzip, bzip2, xz or zstd")),
+    };
+    if full.is_dir() || !file.extension.contains('.') {
+        let suffix = compression_suffix_of(file.compression);
+        file.extension = format!("{}{suffix}", file.extension);
+    }
+    let byte = |k: &str| -> Result<Option<u8>, String> {
+        match text(k) {
+            None => Ok(None),
+            Some("\\t" | "tab") => Ok(Some(b'\t')),
+            Some(v) if v.len() == 1 && v.is_ascii() => Ok(Some(v.as_bytes()[0])),
+            Some(v) => Err(format!("`{k}: {v}` must be one ASCII character (or `tab`)")),
+        }
+    };
+    if let Some(d) = byte("delimiter")? {
+        file.csv.delimiter = d;
+    }
+    if let Some(q) = byte("quote")? {
+        file.csv.quote = q;
+    }
+    file.csv.escape = byte("escape")?;
+    match location.get("header") {
+        None => {}
+        Some(Json::Bool(b)) => file.csv.header = *b,
+        Some(other) => return Err(format!("`header: {other}` must be true or false")),
+    }
+    let nulls: Vec<&str> = match location.get("null_strings").or_else(|| location.get("null_string")) {
+        None => Vec::new(),
+        Some(Json::String(s)) => vec![s.as_str()],
+        Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).collect(),
+        Some(other) => return Err(format!("`null_strings: {other}` must be a string or a list of strings")),
+    };
+    if !nulls.is_empty() {
+        // The empty field stays NULL, as it is without the option.
+        let alternatives: Vec<String> =
+            std::iter::once(String::new()).chain(nulls.iter().map(|n| regex::escape(n))).collect();
+        file.csv.null_regex = Some(format!("^(?:{})$", alternatives.join("|")));
+    }
+    Ok(file)
+}
+
+fn compression_suffix(path: &str) -> Option<&'static str> {
+    let name = path.rsplit('/').next()?;
+    ["gz", "bz2", "xz", "zst"].into_iter().find(|ext| name.ends_with(&format!(".{ext}")))
+}
+
+fn compression_suffix_of(c: FileCompressionType) -> &'static str {
+    match c {
+        FileCompressionType::GZIP => ".gz",
+        FileCompressionType::BZIP2 => ".bz2",
+        FileCompressionType::XZ => ".xz",
+        FileCompressionType::ZSTD => ".zst",
+        _ => "",
+    }
+}
+
+/// A local path that matches nothing is named before DataFusion's own,
+/// vaguer error.
+fn check_exists(file: &FileSource, name: &str, here: &Label) -> Result<(), Vec<Diagnostic>> {
+    if file.path.contains("://") || file.path.contains(['*', '?', '[']) {
+        return Ok(());
+    }
+    let path = Utf8Path::new(&file.path);
+    let problem = match fs_err::metadata(path) {
+        Err(_) => format!("`{path}` does not exist"),
+        Ok(m) if m.is_file() && m.len() == 0 => format!("`{path}` is empty"),
+        Ok(_) => return Ok(()),
+    };
+    Err(vec![
+        Diagnostic::error(Code::SourceSchema, format!("cannot read source `{name}`: {problem}"))
+            .with_label(here.clone()),
+    ])
 }
 
 pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) -> Planned {
@@ -69,7 +252,8 @@ pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &N
                 .in_file(&seed.path),
         ]
     };
-    let inferred = engine.infer_schema(&full, FileFormat::Csv).await.map_err(|e| err(&e))?;
+    let file = FileSource::local(&full, FileFormat::Csv);
+    let inferred = engine.infer_schema(&file).await.map_err(|e| err(&e))?;
     let mut types = Vec::new();
     if let Some(Json::Object(map)) = node.config.get("column_types") {
         for (col, ty) in map {
@@ -101,11 +285,75 @@ pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &N
     }
     let declared = Arc::new(Schema::new(types.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>()));
     let schema = overlay(&inferred, Some(&declared));
-    engine
-        .register_file(TableReference::bare(node.name.as_str()), &full, FileFormat::Csv, &schema)
-        .await
-        .map_err(|e| err(&e))?;
+    engine.register_file(TableReference::bare(node.name.as_str()), &file, &schema).await.map_err(|e| err(&e))?;
     Ok(Some(schema))
+}
+
+/// After a CSV parse error in model `i`, finds which source or seed file of
+/// its ancestors holds the bad row, and where.
+pub(super) async fn locate_bad_row(engine: &Engine, manifest: &Manifest, i: usize) -> Option<Diagnostic> {
+    for a in manifest.graph.ancestors(i, None) {
+        let node = &manifest.nodes[a];
+        let (file, table) = match &node.resource {
+            Resource::Source(s) => {
+                let path = s.location.get("path").and_then(Json::as_str)?;
+                let file = file_source(&manifest.root, path, &s.location).ok()?;
+                let raw = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+                let table = if engine.table_schema(raw.clone()).await.is_some() {
+                    raw
+                } else {
+                    TableReference::partial(s.source.as_str(), s.name.as_str())
+                };
+                (file, table)
+            }
+            Resource::Seed(seed) => (
+                FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv),
+                TableReference::bare(node.name.as_str()),
+            ),
+            _ => continue,
+        };
+        if file.format != FileFormat::Csv {
+            continue;
+        }
+        let Some(schema) = engine.table_schema(table).await else { continue };
+        if let Some((path, message)) = engine.first_bad_row(&file, &schema).await {
+            let shown = path.strip_prefix(&manifest.root).map_or_else(|_| path.clone(), Utf8Path::to_owned);
+            return Some(bad_row_diagnostic(&node.display_name(), &shown, &message, &schema));
+        }
+    }
+    None
+}
+
+/// A CSV reader error as a diagnostic naming file, line and column.
+fn bad_row_diagnostic(name: &str, path: &Utf8Path, message: &str, schema: &SchemaRef) -> Diagnostic {
+    let capture = |pattern: &str| regex::Regex::new(pattern).ok()?.captures(message).map(|c| c[1].to_owned());
+    // The reader numbers lines from 0, the header included: make it 1-based.
+    let line = capture(r"(?:at|for) line (\d+)").and_then(|l| l.parse::<usize>().ok()).map(|l| l + 1);
+    let column = capture(r"for column (\d+)")
+        .and_then(|c| c.parse::<usize>().ok())
+        .and_then(|c| schema.fields().get(c))
+        .map(|f| f.name().clone());
+    let value = capture(r"parsing value '(.*?)' as type");
+    let ty = capture(r"as type '(.*?)'");
+    let at = line.map_or_else(|| path.to_string(), |l| format!("{path}:{l}"));
+    let what = match (&value, &column, &ty) {
+        (Some(v), Some(c), Some(t)) => format!("`{v}` in column `{c}` is not a valid {t}"),
+        _ => message.to_owned(),
+    };
+    let mut d = Diagnostic::error(
+        Code::SourceRow,
+        format!("cannot read `{name}`: {what}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default()),
+    )
+    .in_file(Utf8PathBuf::from(at));
+    if let Some(row) = capture(r"Row data: '(.*)'") {
+        d = d.with_note(format!("the row: {row}"));
+    }
+    if let Some(c) = column {
+        d = d.with_help(format!(
+            "fix the row, or declare `{c}` with `data_type: varchar` and convert it in the model (`try_cast`)"
+        ));
+    }
+    d
 }
 
 /// The declared `data_type`s of columns, as Arrow types.

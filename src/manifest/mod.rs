@@ -161,6 +161,14 @@ impl Manifest {
         self.by_id.get(unique_id).copied()
     }
 
+    /// The nodes a render's `ref`/`source` calls name.
+    pub fn nodes_called(&self, rendered: &Rendered) -> BTreeSet<usize> {
+        let lookup = Lookup { project: &self.project_name, by_id: &self.by_id };
+        let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
+        let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
+        refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
+    }
+
     /// Facts for selection, one per node.
     pub fn facts(&self) -> Vec<NodeFacts> {
         self.nodes
@@ -193,7 +201,7 @@ impl Manifest {
     /// Builds the manifest: renders every model and singular test, resolves
     /// test arguments, and sorts the DAG.
     pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
-        let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new() };
+        let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new(), disabled: Default::default() };
         let root = project.root.clone();
         let project_name = project.file.name.clone();
         let (nodes, templater) = b.nodes(project, &globals, target_schema);
@@ -214,6 +222,8 @@ impl Manifest {
 struct Builder {
     diags: Vec<Diagnostic>,
     failed: BTreeSet<usize>,
+    /// Models disabled by their own template's `config(enabled=false)`.
+    disabled: std::collections::HashSet<String>,
 }
 
 fn enabled(config: &Map<String, Json>) -> bool {
@@ -312,10 +322,44 @@ impl Builder {
             });
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater);
+        let mut nodes = self.drop_disabled(nodes);
         for node in &mut nodes {
             self.render_descriptions(node, &templater);
         }
         (nodes, templater)
+    }
+
+    /// Drops models that a template's own `config(enabled=false)` disabled
+    /// (known only after rendering), with the generic tests attached to them.
+    fn drop_disabled(&mut self, nodes: Vec<Node>) -> Vec<Node> {
+        let disabled: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter(|n| matches!(n.resource, Resource::Model { .. }) && !enabled(&n.config))
+            .map(|n| n.name.clone())
+            .collect();
+        if disabled.is_empty() {
+            return nodes;
+        }
+        let keep = |n: &Node| match &n.resource {
+            Resource::Model { .. } => !disabled.contains(&n.name),
+            Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) => {
+                !matches!(attached_to, NodeRef::Model(m) if disabled.contains(m))
+            }
+            _ => true,
+        };
+        let mut kept = Vec::with_capacity(nodes.len());
+        let mut failed = BTreeSet::new();
+        for (i, n) in nodes.into_iter().enumerate() {
+            if keep(&n) {
+                if self.failed.contains(&i) {
+                    failed.insert(kept.len());
+                }
+                kept.push(n);
+            }
+        }
+        self.failed = failed;
+        self.disabled = disabled;
+        kept
     }
 
     /// Renders `{{ doc('name') }}` (and any Jinja) in descriptions, in place.
@@ -406,6 +450,17 @@ impl Builder {
         for (i, node) in nodes.iter().enumerate() {
             if let Some(r) = &node.rendered {
                 lookup.add_calls(&mut graph, r, i);
+                for name in r.refs.iter().map(|c| &c.name).filter(|n| self.disabled.contains(*n)) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::UnknownRef,
+                            format!("`{}` refs `{name}`, which is disabled", node.name),
+                        )
+                        .in_file(node.path())
+                        .with_help(format!("enable `{name}`, or remove the `ref('{name}')`")),
+                    );
+                    self.failed.insert(i);
+                }
             }
             let Resource::Test(Test { kind: TestKind::Generic { attached_to, args, origin, .. }, .. }) = &node.resource
             else {

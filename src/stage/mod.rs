@@ -9,6 +9,7 @@
 //! module writes and verifies stages; it does not plan or execute models.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -88,15 +89,17 @@ pub struct StagedTable {
 }
 
 /// How to cut a stage into files.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StageOptions {
     /// Start a new file after this many rows.
     pub max_rows_per_file: u64,
+    /// Counts rows as they are written, for progress displays.
+    pub rows_written: Option<Arc<AtomicU64>>,
 }
 
 impl Default for StageOptions {
     fn default() -> Self {
-        StageOptions { max_rows_per_file: 4_000_000 }
+        StageOptions { max_rows_per_file: 4_000_000, rows_written: None }
     }
 }
 
@@ -105,26 +108,40 @@ pub fn stage_dir(project_root: &Utf8Path, model: &str) -> Utf8PathBuf {
     project_root.join(STAGE_DIR).join(model)
 }
 
-/// Streams `rows` into Parquet and swaps the result into `.ferry/stage/<model>/`.
-/// On any error the previous stage, if there was one, is left as it was and
-/// the temporary directory is removed.
+/// Streams `partitions` into Parquet, one writer per partition running
+/// concurrently, and swaps the result into `<parent>/<model>/`.
+/// On any error, or if the future is dropped (Ctrl-C), the previous stage,
+/// if there was one, is left as it was and the temporary directory is removed.
 pub async fn write_stage(
-    project_root: &Utf8Path,
+    parent: &Utf8Path,
     model: &str,
-    rows: SendableRecordBatchStream,
+    partitions: Vec<SendableRecordBatchStream>,
     options: StageOptions,
 ) -> Result<StagedTable, StageError> {
-    let parent = project_root.join(STAGE_DIR);
-    let tmp = parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    create_dir(&tmp).await?;
-    match write_files(&tmp, model, rows, options).await {
-        Ok(manifest) => {
-            let dir = swap_into_place(&parent, &tmp, model).await?;
-            Ok(StagedTable { dir, manifest })
-        }
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            Err(e)
+    let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
+    create_dir(&tmp.0).await?;
+    let manifest = write_files(&tmp.0, model, partitions, options).await?;
+    let dir = swap_into_place(parent, &tmp.0, model).await?;
+    std::mem::forget(tmp);
+    Ok(StagedTable { dir, manifest })
+}
+
+/// Removes a temporary stage directory unless it was moved into place.
+struct TempDir(Utf8PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes temporary directories that a killed process left in `parent`.
+pub fn sweep_leftovers(parent: &Utf8Path) {
+    let Ok(entries) = fs_err::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-")) {
+            let _ = fs_err::remove_dir_all(entry.path());
         }
     }
 }
@@ -132,9 +149,67 @@ pub async fn write_stage(
 async fn write_files(
     dir: &Utf8Path,
     model: &str,
-    mut rows: SendableRecordBatchStream,
+    partitions: Vec<SendableRecordBatchStream>,
     options: StageOptions,
 ) -> Result<StageManifest, StageError> {
+    let schema = match partitions.first() {
+        Some(p) => p.schema(),
+        None => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+    };
+    let writers = partitions.into_iter().enumerate().map(|(k, rows)| {
+        let dir = dir.to_owned();
+        let model = model.to_owned();
+        let options = options.clone();
+        // Spawned, so partitions encode Parquet on different threads.
+        tokio::spawn(async move { write_partition(&dir, &model, k, rows, options).await })
+    });
+    let mut files = Vec::new();
+    let mut first_error = None;
+    for joined in futures::future::join_all(writers.collect::<Vec<_>>()).await {
+        match joined {
+            Ok(Ok(mut written)) => files.append(&mut written),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(io("write", dir, std::io::Error::other(e)));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // An empty result still gets one (empty) file, so its schema is kept.
+    if files.is_empty() {
+        let path = dir.join("part-00000.parquet");
+        let writer = open_writer(&path, model, &schema).await?;
+        files.push(finish_file((path, writer, 0), model).await?);
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let checksum = checksum(dir, &files).await?;
+    let manifest = StageManifest {
+        model: model.to_owned(),
+        row_count: files.iter().map(|f| f.rows).sum(),
+        columns: columns(&schema),
+        files,
+        checksum,
+    };
+    let path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
+    write_synced(&path, &json).await?;
+    sync_dir(dir).await?;
+    Ok(manifest)
+}
+
+/// Writes one partition's rows, starting a new file every
+/// `max_rows_per_file` rows; an empty partition writes no file.
+async fn write_partition(
+    dir: &Utf8Path,
+    model: &str,
+    partition: usize,
+    mut rows: SendableRecordBatchStream,
+    options: StageOptions,
+) -> Result<Vec<StagedFile>, StageError> {
     let schema = rows.schema();
     let mut files = Vec::new();
     let mut current: Option<(Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64)> = None;
@@ -145,7 +220,7 @@ async fn write_files(
             let (path, writer, written) = match current.as_mut() {
                 Some(open) => open,
                 None => {
-                    let path = dir.join(format!("part-{:05}.parquet", files.len()));
+                    let path = dir.join(format!("part-{partition:03}-{:03}.parquet", files.len()));
                     let writer = open_writer(&path, model, &schema).await?;
                     current.insert((path, writer, 0))
                 }
@@ -160,6 +235,9 @@ async fn write_files(
             })?;
             *written += take as u64;
             offset += take;
+            if let Some(counter) = &options.rows_written {
+                counter.fetch_add(take as u64, Ordering::Relaxed);
+            }
             if *written >= options.max_rows_per_file
                 && let Some(done) = current.take()
             {
@@ -167,29 +245,10 @@ async fn write_files(
             }
         }
     }
-    match current.take() {
-        Some(done) => files.push(finish_file(done, model).await?),
-        // An empty result still gets one (empty) file, so its schema is kept.
-        None if files.is_empty() => {
-            let path = dir.join("part-00000.parquet");
-            let writer = open_writer(&path, model, &schema).await?;
-            files.push(finish_file((path, writer, 0), model).await?);
-        }
-        None => {}
+    if let Some(done) = current.take() {
+        files.push(finish_file(done, model).await?);
     }
-    let checksum = checksum(dir, &files).await?;
-    let manifest = StageManifest {
-        model: model.to_owned(),
-        row_count: files.iter().map(|f| f.rows).sum(),
-        columns: columns(&schema),
-        files,
-        checksum,
-    };
-    let path = dir.join(MANIFEST_FILE);
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
-    write_synced(&path, &json).await?;
-    sync_dir(dir).await?;
-    Ok(manifest)
+    Ok(files)
 }
 
 async fn open_writer(
@@ -358,9 +417,15 @@ mod tests {
     #[tokio::test]
     async fn stages_rows_into_files_with_a_manifest() {
         let (_guard, root) = root();
-        let options = StageOptions { max_rows_per_file: 250 };
-        let staged =
-            write_stage(&root, "orders", stream(vec![Ok(batch(0, 400)), Ok(batch(400, 200))]), options).await.unwrap();
+        let options = StageOptions { max_rows_per_file: 250, ..StageOptions::default() };
+        let staged = write_stage(
+            &root.join(STAGE_DIR),
+            "orders",
+            vec![stream(vec![Ok(batch(0, 400)), Ok(batch(400, 200))])],
+            options,
+        )
+        .await
+        .unwrap();
         let m = &staged.manifest;
         assert_eq!(m.row_count, 600);
         assert_eq!(m.files.iter().map(|f| f.rows).collect::<Vec<_>>(), vec![250, 250, 100]);
@@ -382,10 +447,16 @@ mod tests {
     #[tokio::test]
     async fn same_rows_give_the_same_checksum_and_a_new_stage_replaces_the_old() {
         let (_guard, root) = root();
-        let a = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
-        let b = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
+        let a = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+            .await
+            .unwrap();
+        let b = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+            .await
+            .unwrap();
         assert_eq!(a.manifest.checksum, b.manifest.checksum);
-        let c = write_stage(&root, "m", stream(vec![Ok(batch(5, 10))]), StageOptions::default()).await.unwrap();
+        let c = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(5, 10))])], StageOptions::default())
+            .await
+            .unwrap();
         assert_ne!(c.manifest.checksum, a.manifest.checksum);
         assert_eq!(leftovers(&root), vec!["m"], "no temporary or old directories remain");
     }
@@ -393,9 +464,12 @@ mod tests {
     #[tokio::test]
     async fn a_failure_mid_stream_keeps_the_previous_stage() {
         let (_guard, root) = root();
-        let good = write_stage(&root, "m", stream(vec![Ok(batch(0, 10))]), StageOptions::default()).await.unwrap();
+        let good =
+            write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+                .await
+                .unwrap();
         let failing = stream(vec![Ok(batch(0, 50)), Err(DataFusionError::Execution("boom".into()))]);
-        let err = write_stage(&root, "m", failing, StageOptions::default()).await.unwrap_err();
+        let err = write_stage(&root.join(STAGE_DIR), "m", vec![failing], StageOptions::default()).await.unwrap_err();
         assert!(matches!(err, StageError::Execute { .. }), "{err}");
         assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
         assert_eq!(leftovers(&root), vec!["m"]);
@@ -404,10 +478,13 @@ mod tests {
     #[tokio::test]
     async fn empty_results_keep_their_schema_and_tampering_is_caught() {
         let (_guard, root) = root();
-        let staged = write_stage(&root, "empty", stream(vec![]), StageOptions::default()).await.unwrap();
+        let staged =
+            write_stage(&root.join(STAGE_DIR), "empty", vec![stream(vec![]), stream(vec![])], StageOptions::default())
+                .await
+                .unwrap();
         assert_eq!(staged.manifest.row_count, 0);
         assert_eq!(staged.manifest.files.len(), 1);
-        fs_err::write(staged.dir.join("part-00000.parquet"), b"half").unwrap();
+        fs_err::write(staged.dir.join(&staged.manifest.files[0].name), b"half").unwrap();
         let err = read_manifest(&staged.dir).unwrap_err();
         assert!(err.to_string().contains("has 4 bytes"), "{err}");
         fs_err::remove_file(staged.dir.join(MANIFEST_FILE)).unwrap();

@@ -186,6 +186,21 @@ impl Templater {
         })
     }
 
+    /// Renders SQL that is not a project file (`ferry show --inline`),
+    /// recording its `ref`/`source` calls.
+    pub fn render_inline(&self, file: &SourceFile) -> Result<Rendered, Box<Diagnostic>> {
+        let tmpl = self.env.template_from_str(&file.text).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        let capture =
+            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
+        Ok(Rendered {
+            sql: captured.into_output(),
+            refs: capture.refs,
+            sources: capture.sources,
+            ..Rendered::default()
+        })
+    }
+
     /// Builds the source map for a model whose plain render gave `plain`.
     pub fn source_map(&self, file: &SourceFile, node: &NodeContext, plain: &str) -> Option<source_map::SourceMap> {
         let marked = source_map::mark(&file.text);

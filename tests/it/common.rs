@@ -81,7 +81,7 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/projects")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     for entry in walkdir::WalkDir::new(from) {
         let entry = entry.expect("walk fixture");
         let rel = entry.path().strip_prefix(from).expect("inside fixture");
@@ -114,4 +114,43 @@ fn regex_escape(s: &str) -> String {
         out.push(c);
         out
     })
+}
+
+/// Output of a finished command, as text.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestProject {
+    /// Runs `ferry ARGS` to completion.
+    pub fn run<I, S>(&self, args: I) -> Ran
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.ferry(args).output().expect("ferry runs");
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Rows of a SQL query over staged models (each registered under its
+    /// name), one line per row, sorted: order-independent comparisons.
+    pub async fn query_stages(&self, models: &[&str], sql: &str) -> Vec<String> {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        for m in models {
+            let dir = self.path().join(".ferry/stage").join(m);
+            ctx.register_parquet(*m, dir.as_str(), Default::default()).await.expect("stage readable");
+        }
+        let batches = ctx.sql(sql).await.expect("query plans").collect().await.expect("query runs");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
+        let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with('|')).skip(1).map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
 }

@@ -7,3 +7,4 @@ mod diagnostics;
 mod init;
 mod ls;
 mod profiles;
+mod run;

@@ -1,0 +1,125 @@
+//! `ferry show`: preview the rows of one model, or of inline SQL, as a
+//! table on stdout (or JSON rows with `--format json`). Parents are read
+//! from their stages where they have one, else from their SQL.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use futures::TryStreamExt;
+
+use crate::cli::ShowArgs;
+use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::engine::execute;
+use crate::engine::plan;
+use crate::error::ExitStatus;
+use crate::manifest::Resource;
+use crate::printer::Printer;
+use crate::settings::Settings;
+
+pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer) -> Result<ExitStatus> {
+    let session = match super::load_session(settings, "show")? {
+        Ok(s) => s,
+        Err(diags) => {
+            super::report(printer, &diags);
+            printer.error_summary("the project could not be loaded");
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let manifest = &session.manifest;
+    // The SQL to preview, and the nodes it reads.
+    let (name, sql, parents): (String, String, BTreeSet<usize>) = match &args.inline {
+        Some(text) => {
+            let file = SourceFile::new("--inline", text.as_str());
+            match manifest.templater.render_inline(&file) {
+                Ok(r) => {
+                    let parents = manifest.nodes_called(&r);
+                    ("--inline".to_owned(), r.sql, parents)
+                }
+                Err(d) => {
+                    super::report(printer, &[*d]);
+                    return Ok(ExitStatus::Failure);
+                }
+            }
+        }
+        None => match one_node(manifest, args, printer) {
+            Some(i) => {
+                let node = &manifest.nodes[i];
+                let sql = match (&node.resource, &node.rendered) {
+                    (Resource::Model { .. }, Some(r)) => r.sql.clone(),
+                    _ => format!(
+                        "SELECT * FROM {}",
+                        node.relation.as_ref().map_or_else(|| node.name.clone(), |r| r.rendered.clone())
+                    ),
+                };
+                (node.display_name(), sql, manifest.graph.parents(i).iter().copied().collect())
+            }
+            None => return Ok(ExitStatus::Failure),
+        },
+    };
+    let engine = super::engine_for(settings, &args.exec)?;
+    let outcome = plan::plan(&engine, manifest, &parents, &session.failed).await;
+    if super::report(printer, &outcome.diagnostics) {
+        printer.error_summary(&format!("`{name}` cannot be shown: its parents failed to compile"));
+        return Ok(ExitStatus::Failure);
+    }
+    execute::read_parents_lazily(&engine, manifest, &parents, &settings.path(crate::stage::STAGE_DIR)).await;
+    let batches = match preview(&engine, &sql, args.limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let d = Diagnostic::error(Code::Execution, format!("`{name}` failed: {}", e.find_root().strip_backtrace()));
+            super::report(printer, &[d]);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    if printer.is_json() {
+        let mut out = Vec::new();
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+        writer.write_batches(&batches.iter().collect::<Vec<_>>())?;
+        writer.finish()?;
+        printer.data(String::from_utf8_lossy(&out).trim_end())?;
+    } else {
+        printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The one node `--select` names; anything else is a diagnostic.
+fn one_node(manifest: &crate::manifest::Manifest, args: &ShowArgs, printer: &Printer) -> Option<usize> {
+    let chosen: Vec<usize> = match super::selected(manifest, &args.select) {
+        Ok(s) if !args.select.select.is_empty() => {
+            s.into_iter().filter(|&i| !matches!(manifest.nodes[i].resource, Resource::Test(_))).collect()
+        }
+        Ok(_) => Vec::new(),
+        Err(d) => {
+            super::report(printer, &[*d]);
+            return None;
+        }
+    };
+    if chosen.len() == 1 {
+        return Some(chosen[0]);
+    }
+    let names: Vec<String> =
+        chosen.iter().take(5).map(|&i| format!("`{}`", manifest.nodes[i].display_name())).collect();
+    let d = Diagnostic::error(
+        Code::Selector,
+        if chosen.is_empty() {
+            "`ferry show` needs `--select` naming one model, seed or source, or `--inline` SQL".to_owned()
+        } else {
+            format!("`--select` matched {} nodes ({}); `ferry show` previews one", chosen.len(), names.join(", "))
+        },
+    );
+    super::report(printer, &[d]);
+    None
+}
+
+async fn preview(
+    engine: &crate::engine::Engine,
+    sql: &str,
+    limit: usize,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let plan = engine.plan(sql).await?;
+    let limited = LogicalPlanBuilder::from(plan).limit(0, Some(limit))?.build()?;
+    engine.execute(limited).await?.try_collect().await
+}

@@ -1,0 +1,191 @@
+//! Runs a set of DAG nodes concurrently, each once all of its parents in
+//! the set have succeeded, at most `limit` at a time. A node whose parent
+//! failed is skipped, with the failure that caused it; independent branches
+//! go on. Dropping the returned future aborts every running node (Ctrl-C).
+//!
+//! Generic over what running a node means; knows nothing of DataFusion.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+
+use tokio::task::JoinSet;
+
+use super::Graph;
+
+/// What happened to a node.
+#[derive(Debug)]
+pub enum Event<T, E> {
+    Started(usize),
+    Finished(usize, Result<T, E>),
+    /// Not run because `because` (an ancestor in the set) failed.
+    Skipped {
+        node: usize,
+        because: usize,
+    },
+}
+
+/// Runs `nodes` (any order) over `graph`. `start` makes the future for one
+/// node; `on_event` hears of every start, finish and skip, in order.
+pub async fn run<T, E, F, Fut>(
+    graph: &Graph,
+    nodes: &[usize],
+    limit: usize,
+    mut start: F,
+    mut on_event: impl FnMut(Event<T, E>),
+) where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let in_set: HashMap<usize, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut waiting: Vec<usize> =
+        nodes.iter().map(|&i| graph.parents(i).iter().filter(|p| in_set.contains_key(p)).count()).collect();
+    let mut ready: VecDeque<usize> = nodes.iter().copied().filter(|i| waiting[in_set[i]] == 0).collect();
+    let mut running: JoinSet<(usize, Result<T, E>)> = JoinSet::new();
+    let mut blocked_by: HashMap<usize, usize> = HashMap::new();
+    let limit = limit.max(1);
+    loop {
+        while running.len() < limit {
+            let Some(i) = ready.pop_front() else { break };
+            on_event(Event::Started(i));
+            let work = start(i);
+            running.spawn(async move { (i, work.await) });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let (i, result) = match joined {
+            Ok(done) => done,
+            // A panicking node is a bug; re-raise it rather than guess.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue,
+        };
+        let ok = result.is_ok();
+        on_event(Event::Finished(i, result));
+        for &child in graph.children(i) {
+            let Some(&k) = in_set.get(&child) else { continue };
+            if !ok {
+                let because = blocked_by.get(&i).copied().unwrap_or(i);
+                blocked_by.entry(child).or_insert(because);
+            }
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                match blocked_by.get(&child) {
+                    None => ready.push_back(child),
+                    Some(&because) => {
+                        skip(graph, &in_set, &mut waiting, &mut blocked_by, child, because, &mut on_event)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks `node` skipped and releases its children the same way.
+fn skip<T, E>(
+    graph: &Graph,
+    in_set: &HashMap<usize, usize>,
+    waiting: &mut [usize],
+    blocked_by: &mut HashMap<usize, usize>,
+    node: usize,
+    because: usize,
+    on_event: &mut impl FnMut(Event<T, E>),
+) {
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        on_event(Event::Skipped { node: n, because });
+        for &child in graph.children(n) {
+            let Some(&k) = in_set.get(&child) else { continue };
+            blocked_by.entry(child).or_insert(because);
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                stack.push(child);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// 0 -> 1 -> 3, 0 -> 2 -> 3, 4 alone.
+    fn diamond() -> Graph {
+        let mut g = Graph::new(5);
+        g.add_edge(0, 1);
+        g.add_edge(0, 2);
+        g.add_edge(1, 3);
+        g.add_edge(2, 3);
+        g
+    }
+
+    async fn collect(graph: &Graph, nodes: &[usize], fail: &'static [usize], limit: usize) -> Vec<String> {
+        let mut log = Vec::new();
+        run(
+            graph,
+            nodes,
+            limit,
+            |i| async move { if fail.contains(&i) { Err(()) } else { Ok(()) } },
+            |e: Event<(), ()>| {
+                log.push(match e {
+                    Event::Started(i) => format!("start {i}"),
+                    Event::Finished(i, r) => format!("{} {i}", if r.is_ok() { "ok" } else { "fail" }),
+                    Event::Skipped { node, because } => format!("skip {node} ({because})"),
+                })
+            },
+        )
+        .await;
+        log
+    }
+
+    #[tokio::test]
+    async fn parents_finish_before_children_start() {
+        let log = collect(&diamond(), &[0, 1, 2, 3, 4], &[], 1).await;
+        let pos = |s: &str| log.iter().position(|l| l == s).unwrap();
+        assert!(pos("ok 0") < pos("start 1") && pos("ok 0") < pos("start 2"));
+        assert!(pos("ok 1") < pos("start 3") && pos("ok 2") < pos("start 3"));
+        assert_eq!(log.iter().filter(|l| l.starts_with("ok")).count(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_failure_skips_descendants_and_independent_branches_finish() {
+        let log = collect(&diamond(), &[0, 1, 2, 3, 4], &[1], 2).await;
+        assert!(log.contains(&"fail 1".to_owned()));
+        assert!(log.contains(&"ok 2".to_owned()), "{log:?}");
+        assert!(log.contains(&"skip 3 (1)".to_owned()), "{log:?}");
+        assert!(log.contains(&"ok 4".to_owned()));
+        assert!(!log.contains(&"start 3".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn parents_outside_the_set_do_not_block() {
+        let log = collect(&diamond(), &[3], &[], 2).await;
+        assert_eq!(log, vec!["start 3", "ok 3"]);
+    }
+
+    #[tokio::test]
+    async fn never_more_than_limit_at_once() {
+        let g = Graph::new(6);
+        let now = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        run(
+            &g,
+            &[0, 1, 2, 3, 4, 5],
+            2,
+            |_| {
+                let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<(), ()>(())
+                }
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,262 @@
+//! Runs one planned node: re-plans its SQL against its parents' live
+//! tables, then materializes it. A `table` is streamed into a Parquet stage
+//! and registered from there; a `view` or `ephemeral` is registered as a
+//! view (inlined into its readers), except a view that several models read,
+//! which is computed once into scratch Parquet so that diamond-shaped DAGs
+//! do not re-expand it into every plan. Seeds are staged from their CSV.
+//!
+//! Scheduling (what runs when) is not this module's business.
+
+use std::collections::HashSet;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+
+use super::session::{Engine, FileFormat, FileSource};
+use super::{diagnose, sources};
+use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::manifest::{Manifest, Materialization, Node, Resource};
+use crate::stage::{self, StageError, StageOptions, StagedTable};
+use crate::template::functions::quote_ident;
+
+/// What a run needs besides the engine and the manifest.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// `.ferry/stage`: staged tables and seeds.
+    pub stage_root: Utf8PathBuf,
+    /// Scratch space for views computed once, removed after the run.
+    pub scratch_root: Utf8PathBuf,
+    pub stage_options: StageOptions,
+    /// Views read by more than one model in this run.
+    pub compute_once: HashSet<usize>,
+}
+
+/// How a node ended up.
+#[derive(Debug, Clone)]
+pub enum Materialized {
+    /// Registered as a view; no rows were read.
+    View,
+    /// Inlined into its readers.
+    Ephemeral,
+    /// A view several models read, computed once.
+    ComputedOnce(StagedTable),
+    /// A table or seed, staged as Parquet.
+    Staged(StagedTable),
+}
+
+impl Materialized {
+    /// Rows written, when the node was executed.
+    pub fn rows(&self) -> Option<u64> {
+        match self {
+            Materialized::View | Materialized::Ephemeral => None,
+            Materialized::ComputedOnce(t) | Materialized::Staged(t) => Some(t.manifest.row_count),
+        }
+    }
+}
+
+/// Materializes model or seed `i`. Its parents must have been materialized.
+pub async fn materialize(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: usize,
+    ctx: &RunContext,
+) -> Result<Materialized, Vec<Diagnostic>> {
+    let node = &manifest.nodes[i];
+    match &node.resource {
+        Resource::Seed(_) => {
+            let plan = replan(engine, manifest, i, &format!("SELECT * FROM {}", quote_ident(&node.name))).await?;
+            let staged = stage_plan(engine, manifest, i, plan, &ctx.stage_root, ctx.stage_options.clone()).await?;
+            Ok(Materialized::Staged(staged))
+        }
+        Resource::Model { materialized, .. } => {
+            let sql = node.rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default();
+            let table = TableReference::bare(node.name.as_str());
+            match materialized {
+                Materialization::Incremental => Err(vec![incremental_refused(node)]),
+                Materialization::View | Materialization::Ephemeral if !ctx.compute_once.contains(&i) => {
+                    let plan = replan(engine, manifest, i, &sql).await?;
+                    engine.register_view(table, plan).map_err(|e| vec![internal(&e, node)])?;
+                    Ok(if *materialized == Materialization::View {
+                        Materialized::View
+                    } else {
+                        Materialized::Ephemeral
+                    })
+                }
+                Materialization::View | Materialization::Ephemeral => {
+                    let plan = replan(engine, manifest, i, &sql).await?;
+                    let staged =
+                        stage_plan(engine, manifest, i, plan, &ctx.scratch_root, ctx.stage_options.clone()).await?;
+                    register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
+                    Ok(Materialized::ComputedOnce(staged))
+                }
+                Materialization::Table => {
+                    let plan = replan(engine, manifest, i, &sql).await?;
+                    let staged =
+                        stage_plan(engine, manifest, i, plan, &ctx.stage_root, ctx.stage_options.clone()).await?;
+                    register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
+                    Ok(Materialized::Staged(staged))
+                }
+            }
+        }
+        _ => Ok(Materialized::View),
+    }
+}
+
+/// Registers a stage's Parquet files as the table downstream models read.
+pub async fn register_staged(
+    engine: &Engine,
+    table: TableReference,
+    staged: &StagedTable,
+) -> Result<(), DataFusionError> {
+    let file = FileSource::local(&staged.dir, FileFormat::Parquet);
+    let schema = engine.infer_schema(&file).await?;
+    engine.register_file(table, &file, &schema).await
+}
+
+/// Makes `parents` (and their own ancestors) readable without running them:
+/// a `table` with a stage is read from it; other models are read from their
+/// SQL, as views. Returns the tables that had no stage.
+pub async fn read_parents_lazily(
+    engine: &Engine,
+    manifest: &Manifest,
+    parents: &std::collections::BTreeSet<usize>,
+    stage_root: &Utf8Path,
+) -> Vec<String> {
+    let needed = manifest.graph.with_ancestors(parents.iter().copied());
+    let mut unstaged = Vec::new();
+    for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
+        let node = &manifest.nodes[i];
+        let Resource::Model { materialized, .. } = &node.resource else { continue };
+        let table = TableReference::bare(node.name.as_str());
+        if *materialized == Materialization::Table {
+            let dir = stage_root.join(&node.name);
+            if let Ok(m) = stage::read_manifest(&dir)
+                && register_staged(engine, table.clone(), &StagedTable { dir, manifest: m }).await.is_ok()
+            {
+                continue;
+            }
+            unstaged.push(node.name.clone());
+        }
+        if let Some(r) = &node.rendered
+            && let Ok(plan) = engine.plan(&r.sql).await
+        {
+            let _ = engine.register_view(table, plan);
+        }
+    }
+    unstaged
+}
+
+/// Plans `sql` for node `i` against the tables registered now.
+async fn replan(engine: &Engine, manifest: &Manifest, i: usize, sql: &str) -> Result<LogicalPlan, Vec<Diagnostic>> {
+    engine.plan(sql).await.map_err(|e| {
+        let node = &manifest.nodes[i];
+        let path = node.template().map_or_else(|| node.path(), |t| super::plan::compiled_path(&t.path));
+        diagnose::error_diagnostics(&e, manifest, i, &SourceFile::new(path, sql))
+    })
+}
+
+async fn stage_plan(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: usize,
+    plan: LogicalPlan,
+    parent: &Utf8Path,
+    options: StageOptions,
+) -> Result<StagedTable, Vec<Diagnostic>> {
+    let node = &manifest.nodes[i];
+    let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
+    match stage::write_stage(parent, &node.name, partitions, options).await {
+        Ok(staged) => Ok(staged),
+        Err(StageError::Execute { source, .. }) => {
+            if is_csv_error(&source)
+                && let Some(d) = sources::locate_bad_row(engine, manifest, i).await
+            {
+                return Err(vec![d.with_note(format!("found while running `{}`", node.name))]);
+            }
+            Err(vec![execution_error(node, &source)])
+        }
+        Err(e) => Err(vec![
+            Diagnostic::error(Code::Execution, format!("`{}` could not be staged: {e}", node.name))
+                .in_file(node.path())
+                .with_note(error_chain(&e)),
+        ]),
+    }
+}
+
+fn is_csv_error(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("Csv error") || text.contains("Error while parsing value") || text.contains("number of fields")
+}
+
+fn execution_error(node: &Node, e: &DataFusionError) -> Diagnostic {
+    let root = e.find_root().strip_backtrace();
+    let first = root.lines().next().unwrap_or_default();
+    Diagnostic::error(Code::Execution, format!("`{}` failed while running: {first}", node.name)).in_file(node.path())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        parts.push(c.to_string());
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+fn incremental_refused(node: &Node) -> Diagnostic {
+    Diagnostic::error(
+        Code::ModelConfig,
+        format!("`{}` is materialized as `incremental`, which ferry cannot run yet", node.name),
+    )
+    .in_file(node.path())
+    .with_help("materialize it as `table` for now; incremental runs with a run history are planned")
+}
+
+fn internal(e: &DataFusionError, node: &Node) -> Diagnostic {
+    Diagnostic::error(Code::Execution, format!("failed to register `{}`: {e}", node.name))
+        .with_note("this is a bug, please report it with `-vv` output")
+}
+
+/// Views and ephemerals among `nodes` that more than one node of `nodes` reads.
+pub fn views_read_more_than_once(manifest: &Manifest, nodes: &[usize]) -> HashSet<usize> {
+    let running: HashSet<usize> = nodes.iter().copied().collect();
+    nodes
+        .iter()
+        .copied()
+        .filter(|&i| {
+            matches!(
+                manifest.nodes[i].resource,
+                Resource::Model { materialized: Materialization::View | Materialization::Ephemeral, .. }
+            )
+        })
+        .filter(|&i| {
+            let readers = manifest
+                .graph
+                .children(i)
+                .iter()
+                .filter(|c| running.contains(c))
+                .filter(|&&c| matches!(manifest.nodes[c].resource, Resource::Model { .. }));
+            readers.count() > 1
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_errors_are_recognised() {
+        let e = DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::ParseError(
+                "Error while parsing value 'x' as type 'Int64' for column 1 at line 3. Row data: '[1,x]'".into(),
+            )),
+            None,
+        );
+        assert!(is_csv_error(&e));
+        assert!(!is_csv_error(&DataFusionError::Execution("division by zero".into())));
+    }
+}

@@ -1,0 +1,264 @@
+//! `ferry run`, `seed`, `build` and `show`: execution, staging and failures.
+
+use crate::common::TestProject;
+
+fn stage_manifest(p: &TestProject, model: &str) -> serde_json::Value {
+    serde_json::from_str(&p.read(&format!(".ferry/stage/{model}/_ferry_stage.json"))).expect("stage manifest")
+}
+
+fn run_results(p: &TestProject) -> serde_json::Value {
+    serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json")
+}
+
+fn status_of(results: &serde_json::Value, unique_id: &str) -> String {
+    results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["unique_id"] == unique_id)
+        .map_or_else(|| "missing".to_owned(), |r| r["status"].as_str().unwrap().to_owned())
+}
+
+/// The classic jaffle_shop gives the rows dbt gives: `expected/*.csv` were
+/// exported from `dbt build` with dbt-core 1.10 and dbt-duckdb.
+#[tokio::test]
+async fn jaffle_shop_builds_the_rows_dbt_builds() {
+    let p = TestProject::fixture("jaffle_shop");
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    for (model, columns) in [
+        (
+            "customers",
+            "customer_id, first_name, last_name, first_order, most_recent_order, number_of_orders, cast(customer_lifetime_value as double)",
+        ),
+        (
+            "orders",
+            "order_id, customer_id, order_date, cast(status as varchar), cast(credit_card_amount as double), cast(coupon_amount as double), cast(bank_transfer_amount as double), cast(gift_card_amount as double), cast(amount as double)",
+        ),
+    ] {
+        let ours = p.query_stages(&[model], &format!("select {columns} from {model}")).await;
+        let expected = expected_rows(model, columns).await;
+        assert_eq!(ours.len(), expected.len(), "{model}: row count");
+        assert_eq!(ours, expected, "{model}: rows");
+    }
+    let results = run_results(&p);
+    assert_eq!(status_of(&results, "model.jaffle_shop.customers"), "success");
+    assert_eq!(status_of(&results, "seed.jaffle_shop.raw_orders"), "success");
+    assert_eq!(stage_manifest(&p, "raw_payments")["row_count"], 40);
+}
+
+async fn expected_rows(model: &str, columns: &str) -> Vec<String> {
+    use datafusion::prelude::{CsvReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    let path = crate::common::fixtures().join(format!("jaffle_shop/expected/{model}.csv"));
+    ctx.register_csv(model, path.to_str().unwrap(), CsvReadOptions::new()).await.unwrap();
+    let batches = ctx.sql(&format!("select {columns} from {model}")).await.unwrap().collect().await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with('|')).skip(1).map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// A DAG with a runtime failure: `bad` fails, `after_bad` is skipped,
+/// the independent branch finishes, the exit code is 1.
+#[test]
+fn a_failing_model_skips_its_descendants_and_the_rest_finishes() {
+    let p = TestProject::new()
+        .file("data/raw.csv", "id,v\n1,10\n2,x\n3,30\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: raw\n    tables:\n      - name: items\n        path: data/raw.csv\n        columns:\n          - name: v\n            data_type: varchar\n",
+        )
+        .model("good.sql", "{{ config(materialized='table') }}\nselect id from {{ source('raw', 'items') }}")
+        .model("bad.sql", "{{ config(materialized='table') }}\nselect id, cast(v as bigint) as v from {{ source('raw', 'items') }}")
+        .model("after_bad.sql", "{{ config(materialized='table') }}\nselect * from {{ ref('bad') }}")
+        .model("after_good.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('good') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`bad` failed while running"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("1 failed, 1 skipped, 2 succeeded"), "{}", ran.stderr);
+    let results = run_results(&p);
+    assert_eq!(status_of(&results, "model.shop.bad"), "error");
+    assert_eq!(status_of(&results, "model.shop.after_bad"), "skipped");
+    assert_eq!(status_of(&results, "model.shop.after_good"), "success");
+    assert!(!p.path().join(".ferry/stage/bad").exists(), "a failed model leaves no stage");
+    let leftovers: Vec<_> =
+        fs_err::read_dir(p.path().join(".ferry/stage")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "only the two good stages: {leftovers:?}");
+}
+
+/// A bad value in a source file names the file, the line and the column.
+#[test]
+fn a_bad_csv_row_names_file_line_and_column() {
+    let p = TestProject::new()
+        .file("data/orders.csv", "id,amount\n1,10\n2,20\n3,abc\n4,40\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: legacy\n    tables:\n      - name: orders\n        path: data/orders.csv\n        columns:\n          - name: amount\n            data_type: bigint\n",
+        )
+        .model("totals.sql", "{{ config(materialized='table') }}\nselect sum(amount) as total from {{ source('legacy', 'orders') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("data/orders.csv:4"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`abc` in column `amount` is not a valid Int64"), "{}", ran.stderr);
+}
+
+#[test]
+fn missing_and_empty_source_files_are_named() {
+    let p = TestProject::new()
+        .file("data/empty.csv", "")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: legacy\n    tables:\n      - name: gone\n        path: data/gone.csv\n      - name: empty\n        path: data/empty.csv\n",
+        )
+        .model("a.sql", "select * from {{ source('legacy', 'gone') }}")
+        .model("b.sql", "select * from {{ source('legacy', 'empty') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("data/gone.csv` does not exist"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("data/empty.csv` is empty"), "{}", ran.stderr);
+}
+
+/// Reader options: delimiter, NULL spellings, a date format and gzip.
+#[test]
+fn source_reader_options_apply() {
+    use std::io::Write;
+    let p = TestProject::new().file(
+        "models/sources.yml",
+        "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv.gz\n        delimiter: ';'\n        null_strings: ['NULL', 'n/a']\n        date_format: '%d/%m/%Y'\n        columns:\n          - name: born\n            data_type: date\n",
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"id;name;born\n1;Ada;10/12/1815\n2;NULL;n/a\n3;n/a;23/06/1912\n").unwrap();
+    let p = p.file("data/.keep", "");
+    fs_err::write(p.path().join("data/people.csv.gz"), gz.finish().unwrap()).unwrap();
+    let p = p.model(
+        "people.sql",
+        "{{ config(materialized='table') }}\nselect id, name, born, extract(year from born) as y from {{ source('crm', 'people') }}",
+    );
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let shown = p.run(["show", "-s", "people", "--format", "json"]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    let mut lines: Vec<&str> = shown.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            r#"{"id":1,"name":"Ada","born":"1815-12-10","y":1815}"#,
+            r#"{"id":2}"#,
+            r#"{"id":3,"born":"1912-06-23","y":1912}"#,
+        ]
+    );
+}
+
+#[test]
+fn incremental_models_are_refused_clearly() {
+    let p = TestProject::new().model("inc.sql", "{{ config(materialized='incremental') }}\nselect 1 as id");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.stderr.contains("`inc` is materialized as `incremental`, which ferry cannot run yet"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("models/inc.sql"), "{}", ran.stderr);
+}
+
+/// A contract mismatch is found while planning: nothing is staged.
+#[test]
+fn a_broken_contract_stages_nothing() {
+    let p = TestProject::new()
+        .model("ok.sql", "{{ config(materialized='table') }}\nselect 1 as id")
+        .model("typed.sql", "{{ config(materialized='table') }}\nselect 'x' as id")
+        .file(
+            "models/schema.yml",
+            "models:\n  - name: typed\n    config:\n      contract: {enforced: true}\n    columns:\n      - name: id\n        data_type: bigint\n",
+        );
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("does not match its enforced contract"), "{}", ran.stderr);
+    assert!(!p.path().join(".ferry/stage/typed").exists());
+    assert!(p.path().join(".ferry/stage/ok").exists(), "independent models still run");
+}
+
+/// A view that two models read is computed once, not expanded into both.
+#[test]
+fn a_view_read_twice_is_computed_once_and_ephemerals_inline() {
+    let p = TestProject::new()
+        .model("base.sql", "select * from (values (1), (2), (3)) as t(id)")
+        .model("eph.sql", "{{ config(materialized='ephemeral') }}\nselect id * 10 as id from {{ ref('base') }}")
+        .model("left_side.sql", "{{ config(materialized='table') }}\nselect sum(id) as s from {{ ref('base') }}")
+        .model("right_side.sql", "{{ config(materialized='table') }}\nselect max(id) as m from {{ ref('eph') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("computed once"), "{}", ran.stderr);
+    let results = run_results(&p);
+    let base = results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.shop.base").unwrap();
+    assert_eq!(base["rows"], 3);
+    assert!(!p.path().join(".ferry/stage/base").exists(), "a view is never staged");
+    assert!(!p.path().join(".ferry/scratch").exists(), "scratch space is removed");
+    assert_eq!(stage_manifest(&p, "right_side")["row_count"], 1);
+}
+
+/// `config(enabled=false)` inside a template removes the model.
+#[test]
+fn a_template_can_disable_its_model() {
+    let p = TestProject::new()
+        .model("off.sql", "{{ config(enabled=false) }}\nselect 1 as id")
+        .model("on.sql", "{{ config(materialized='table') }}\nselect 1 as id");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("off"), "{}", ran.stderr);
+    let ls = p.run(["ls"]);
+    assert!(!ls.stdout.contains("off"), "{}", ls.stdout);
+}
+
+/// Seeds with `column_types`, staged by `ferry seed`; `run` reads them.
+#[tokio::test]
+async fn seeds_stage_with_their_column_types() {
+    let p = TestProject::new()
+        .file("seeds/rates.csv", "code,rate\nEUR,1.10\nGBP,1.27\n")
+        .file("seeds/schema.yml", "seeds:\n  - name: rates\n    config:\n      column_types: {rate: 'decimal(6,3)'}\n")
+        .model("eur.sql", "{{ config(materialized='table') }}\nselect rate from {{ ref('rates') }} where code = 'EUR'");
+    let ran = p.run(["seed"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let columns = &stage_manifest(&p, "rates")["columns"];
+    assert_eq!(columns[1]["data_type"], "Decimal128(6, 3)");
+    assert!(!p.path().join(".ferry/stage/eur").exists(), "`seed` runs no models");
+    assert_eq!(p.run(["run"]).code, Some(0));
+    assert_eq!(p.query_stages(&["eur"], "select rate from eur").await, vec!["| 1.100 |"]);
+}
+
+#[test]
+fn show_previews_a_model_as_a_table() {
+    let p = TestProject::new()
+        .model("nums.sql", "select * from (values (1, 'a'), (2, 'b'), (3, 'c')) as t(n, s) order by n");
+    let ran = p.run(["show", "--select", "nums", "--limit", "2"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    insta::assert_snapshot!(ran.stdout, @r"
+    +---+---+
+    | n | s |
+    +---+---+
+    | 1 | a |
+    | 2 | b |
+    +---+---+
+    ");
+}
+
+/// The bundled example migration (the repository root) builds.
+#[tokio::test]
+async fn the_example_migration_builds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = TestProject::new();
+    for dir in ["models", "macros", "seeds", "data", "data_tests"] {
+        crate::common::copy_dir(&root.join(dir), &p.path().join(dir).into_std_path_buf());
+    }
+    fs_err::copy(root.join("ferry.yml"), p.path().join("ferry.yml")).unwrap();
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let customers = stage_manifest(&p, "customers");
+    let dups =
+        p.query_stages(&["customers"], "select count(*) - count(distinct customer_id) as d from customers").await;
+    assert_eq!(dups.iter().map(|l| l.trim_matches(['|', ' '])).collect::<Vec<_>>(), vec!["0"], "one row per customer");
+    assert!(customers["row_count"].as_u64().unwrap() > 0);
+}
