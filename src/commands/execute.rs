@@ -57,7 +57,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     let session = match super::load_session(settings, which.name())? {
         Ok(s) => s,
         Err(diags) => {
-            let planning_failed = super::report(printer, &diags);
+            super::report(printer, &diags);
             printer.error_summary("the project could not be loaded");
             return Ok(ExitStatus::Failure);
         }
@@ -76,7 +76,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     write_compiled(settings, &manifest, &wanted)?;
     let mut diags = session.diagnostics;
     diags.extend(outcome.diagnostics.iter().cloned());
-    super::report(printer, &diags);
+    let planning_failed = super::report(printer, &diags);
 
     let stage_root = settings.path(STAGE_DIR);
     stage::sweep_leftovers(&stage_root);
@@ -302,7 +302,13 @@ fn group(n: u64) -> String {
     out
 }
 
-fn summarize(results: &RunResults, which: Which, printer: &Printer, interrupted: bool) -> Result<ExitStatus> {
+fn summarize(
+    results: &RunResults,
+    which: Which,
+    printer: &Printer,
+    interrupted: bool,
+    planning_failed: bool,
+) -> Result<ExitStatus> {
     super::report(printer, &results.diagnostics);
     let count = |s: Status| results.results.iter().filter(|r| r.status == s).count();
     let (ok, failed, skipped) = (count(Status::Success), count(Status::Error), count(Status::Skipped));

@@ -58,19 +58,20 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     }
     let schema = overlay(&inferred, declared.as_ref());
     let formats = TextFormats::of(&s.location);
-    if formats.is_none() {
+    if formats.is_none() && file.csv.null_regex.is_none() {
         engine.register_file(table, &file, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
         return Ok(Some(schema));
     }
-    // Dates and timestamps in a declared format: read those columns as
-    // text, then parse them in a view over the raw table.
+    // Dates and timestamps in a declared format are read as text and parsed
+    // in a view over the raw table; NULL spellings in text columns, which
+    // the CSV reader leaves alone, become NULL there too.
     let raw_schema = formats.raw_schema(&schema);
     let raw = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
     engine
         .register_file(raw.clone(), &file, &raw_schema)
         .await
         .map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-    let sql = formats.view_sql(&schema, &raw);
+    let sql = formats.view_sql(&schema, &raw, file.csv.null_regex.as_deref());
     let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
     engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
     Ok(Some(schema))
@@ -112,7 +113,8 @@ impl TextFormats {
         Arc::new(Schema::new(fields))
     }
 
-    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference) -> String {
+    /// `null_regex` is applied here too: the reader leaves text columns alone.
+    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference, null_regex: Option<&str>) -> String {
         let columns: Vec<String> = schema
             .fields()
             .iter()
@@ -120,11 +122,27 @@ impl TextFormats {
                 let col = quote_ident(f.name());
                 match self.format_for(f.data_type()) {
                     Some((func, fmt)) => {
-                        format!(
-                            "CAST({func}({col}, '{}') AS {}) AS {col}",
+                        let parsed = format!(
+                            "CAST({func}({col}, '{}') AS {})",
                             fmt.replace('\'', "''"),
                             sql_type_of(f.data_type())
-                        )
+                        );
+                        match null_regex {
+                            Some(re) => format!(
+                                "CASE WHEN regexp_like({col}, '{}') THEN NULL ELSE {parsed} END AS {col}",
+                                re.replace('\'', "''")
+                            ),
+                            None => format!("{parsed} AS {col}"),
+                        }
+                    }
+                    None if matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+                        match null_regex {
+                            Some(re) => format!(
+                                "CASE WHEN regexp_like({col}, '{}') THEN NULL ELSE {col} END AS {col}",
+                                re.replace('\'', "''")
+                            ),
+                            None => col,
+                        }
                     }
                     None => col,
                 }

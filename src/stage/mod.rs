@@ -156,21 +156,23 @@ async fn write_files(
         Some(p) => p.schema(),
         None => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
     };
-    let writers = partitions.into_iter().enumerate().map(|(k, rows)| {
-        let dir = dir.to_owned();
-        let model = model.to_owned();
-        let options = options.clone();
-        // Spawned, so partitions encode Parquet on different threads.
-        tokio::spawn(async move { write_partition(&dir, &model, k, rows, options).await })
-    });
+    // Spawned, so partitions encode Parquet on different threads; a
+    // JoinSet aborts them all if this future is dropped.
+    let mut writers = tokio::task::JoinSet::new();
+    for (k, rows) in partitions.into_iter().enumerate() {
+        let (dir, model, options) = (dir.to_owned(), model.to_owned(), options.clone());
+        writers.spawn(async move { write_partition(&dir, &model, k, rows, options).await });
+    }
     let mut files = Vec::new();
     let mut first_error = None;
-    for joined in futures::future::join_all(writers.collect::<Vec<_>>()).await {
+    while let Some(joined) = writers.join_next().await {
         match joined {
             Ok(Ok(mut written)) => files.append(&mut written),
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
+                writers.abort_all();
             }
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 first_error.get_or_insert(io("write", dir, std::io::Error::other(e)));
             }
@@ -489,5 +491,25 @@ mod tests {
         assert!(err.to_string().contains("has 4 bytes"), "{err}");
         fs_err::remove_file(staged.dir.join(MANIFEST_FILE)).unwrap();
         assert!(read_manifest(&staged.dir).unwrap_err().to_string().contains("is missing"));
+    }
+
+    /// Ctrl-C drops the run's futures: a stage cut off mid-write leaves no
+    /// temporary directory and the previous stage untouched.
+    #[tokio::test]
+    async fn a_dropped_write_leaves_the_previous_stage() {
+        let (_guard, root) = root();
+        let parent = root.join(STAGE_DIR);
+        let good =
+            write_stage(&parent, "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default()).await.unwrap();
+        let endless = futures::stream::iter(vec![Ok(batch(0, 100))]).chain(futures::stream::pending());
+        let endless: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema(), endless));
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            write_stage(&parent, "m", vec![endless], StageOptions::default()),
+        )
+        .await;
+        assert!(cut.is_err(), "the write never finishes on its own");
+        assert_eq!(leftovers(&root), vec!["m"]);
+        assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
     }
 }
