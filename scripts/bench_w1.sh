@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# W1 transform + stage: the dirty 6M-row TPC-H lineitem extract shaped,
+# deduplicated and split into staged rows and rejects, ferry (benches/w1,
+# plain SQL models) beside the DuckDB peer, in one run on the same file.
+#
+#   scripts/bench_w1.sh [RUNS]      (default 3)
+#
+# Needs: lineitem_dirty.csv (W1=/path/to/dir holding it, default
+# bench-data/), made as ../shared/bench/README.md says; a python with duckdb
+# (PYTHON=..., default python3); GNU time for peak memory. Prints the
+# median seconds and peak RSS of each and the ratio, and appends them to
+# benches/results/w1-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${SHARED:-../shared}
+data=${W1:-bench-data}
+python=${PYTHON:-python3}
+runs=${1:-3}
+csv=$(realpath "$data/lineitem_dirty.csv")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+ferry=$PWD/target/release/ferry
+mkdir -p benches/w1/data
+ln -sf "$csv" benches/w1/data/lineitem_dirty.csv
+
+measure() { # name, command...: prints "seconds peak_kib" per run
+  local name=$1; shift
+  for _ in $(seq "$runs"); do
+    /usr/bin/time -f "%e %M" -o "$work/t" "$@" >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    echo "$name $(cat "$work/t")"
+  done
+}
+
+{
+  measure ferry "$ferry" build --project-dir benches/w1 -q
+  measure duckdb "$python" "$shared/bench/peers/duckdb_transform.py" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
+} | tee "$work/times"
+
+median() { grep "^$1 " "$work/times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+peak() { grep "^$1 " "$work/times" | awk '{print $3}' | sort -n | tail -1; }
+f=$(median ferry); d=$(median duckdb)
+fm=$(( $(peak ferry) / 1024 )); dm=$(( $(peak duckdb) / 1024 ))
+staged=$(python3 -c "import json;print(json.load(open('benches/w1/.ferry/stage/lineitem/_ferry_stage.json'))['row_count'])")
+rejects=$(python3 -c "import json;print(json.load(open('benches/w1/.ferry/stage/lineitem_rejects/_ferry_stage.json'))['row_count'])")
+out=benches/results/w1-$(date +%Y-%m-%d).md
+mkdir -p benches/results
+{
+  echo "# W1 transform + stage, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, median of $runs"
+  echo
+  echo "| tool | seconds | peak RSS |"
+  echo "|---|---|---|"
+  echo "| ferry $(git describe --always --dirty) | $f | ${fm} MiB |"
+  echo "| DuckDB peer (peers/duckdb_transform.py) | $d | ${dm} MiB |"
+  echo
+  echo "ferry/DuckDB time ratio: $(python3 -c "print(f'{$f/$d:.2f}')"); ferry staged $staged rows, rejected $rejects."
+  echo
+} | tee -a "$out"
