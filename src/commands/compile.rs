@@ -21,13 +21,8 @@ use crate::settings::Settings;
 
 pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Printer) -> Result<ExitStatus> {
     let started = Instant::now();
-    let session = match super::load_session(settings, "compile")? {
-        Ok(s) => s,
-        Err(diags) => {
-            super::report(printer, &diags);
-            printer.error_summary("the project could not be loaded");
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(session) = super::load_or_report(settings, "compile", printer)? else {
+        return Ok(ExitStatus::Failure);
     };
     let manifest = &session.manifest;
     tracing::debug!(elapsed = ?started.elapsed(), nodes = manifest.nodes.len(), "loaded and rendered the project");

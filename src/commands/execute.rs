@@ -54,13 +54,8 @@ impl Which {
 
 pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, printer: &Printer) -> Result<ExitStatus> {
     let started = Instant::now();
-    let session = match super::load_session(settings, which.name())? {
-        Ok(s) => s,
-        Err(diags) => {
-            super::report(printer, &diags);
-            printer.error_summary("the project could not be loaded");
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(session) = super::load_or_report(settings, which.name(), printer)? else {
+        return Ok(ExitStatus::Failure);
     };
     let manifest = Arc::new(session.manifest);
     let selected = match super::selected(&manifest, &args.select) {

@@ -84,6 +84,19 @@ pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Se
     }
 }
 
+/// [`load_session`], printing the diagnostics and `None` when the project
+/// itself is broken.
+pub(crate) fn load_or_report(settings: &Settings, which: &str, printer: &Printer) -> Result<Option<Session>> {
+    match load_session(settings, which)? {
+        Ok(s) => Ok(Some(s)),
+        Err(diags) => {
+            report(printer, &diags);
+            printer.error_summary("the project could not be loaded");
+            Ok(None)
+        }
+    }
+}
+
 fn resolve_target(
     settings: &Settings,
     project: &Project,

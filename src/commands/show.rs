@@ -19,13 +19,8 @@ use crate::printer::Printer;
 use crate::settings::Settings;
 
 pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer) -> Result<ExitStatus> {
-    let session = match super::load_session(settings, "show")? {
-        Ok(s) => s,
-        Err(diags) => {
-            super::report(printer, &diags);
-            printer.error_summary("the project could not be loaded");
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(session) = super::load_or_report(settings, "show", printer)? else {
+        return Ok(ExitStatus::Failure);
     };
     let manifest = &session.manifest;
     // The SQL to preview, and the nodes it reads.

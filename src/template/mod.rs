@@ -173,24 +173,20 @@ impl Templater {
     /// Evaluates a Jinja expression such as `ref('customers')` (a test
     /// argument), recording the calls it makes.
     pub fn render_expression(&self, expr: &str) -> Result<Rendered, Box<Diagnostic>> {
-        let source = format!("{{{{ {expr} }}}}");
-        let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
-        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
-        let capture =
-            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
-        Ok(Rendered {
-            sql: captured.into_output(),
-            refs: capture.refs,
-            sources: capture.sources,
-            ..Rendered::default()
-        })
+        self.render_one_off(&format!("{{{{ {expr} }}}}"), None)
     }
 
     /// Renders SQL that is not a project file (`ferry show --inline`),
     /// recording its `ref`/`source` calls.
     pub fn render_inline(&self, file: &SourceFile) -> Result<Rendered, Box<Diagnostic>> {
-        let tmpl = self.env.template_from_str(&file.text).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
-        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        self.render_one_off(&file.text, Some(file))
+    }
+
+    /// Renders a template that is not registered, with the globals only,
+    /// recording its `ref`/`source` calls.
+    fn render_one_off(&self, source: &str, file: Option<&SourceFile>) -> Result<Rendered, Box<Diagnostic>> {
+        let tmpl = self.env.template_from_str(source).map_err(|e| Box::new(self.diagnostic(&e, file)))?;
+        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, file)))?;
         let capture =
             captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
         Ok(Rendered {
