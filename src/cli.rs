@@ -65,6 +65,10 @@ pub enum Command {
     Seed(RunArgs),
     /// Seed and run the selected nodes in DAG order.
     Build(RunArgs),
+    /// Load the latest stage of the selected table models and seeds into the target.
+    Load(LoadArgs),
+    /// Restore the table a `replace` load kept (`<table>__ferry_prev`); again to undo.
+    Rollback(RollbackArgs),
     /// Preview the rows of one model (or of `--inline` SQL) as a table.
     Show(ShowArgs),
     /// List the selected nodes.
@@ -142,6 +146,9 @@ pub struct RunArgs {
     pub select: SelectArgs,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Stage only: do not load the staged tables into the target.
+    #[arg(long)]
+    pub no_load: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,4 +163,19 @@ pub struct ShowArgs {
     pub limit: usize,
     #[command(flatten)]
     pub exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print the DDL and the plan for each table without changing the target.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
 }

@@ -4,16 +4,19 @@
 //! models transform and validate them; results are staged, loaded and
 //! reconciled. The pipeline's stages are this crate's modules: `project`
 //! (files on disk) -> `template` (Jinja) -> `manifest` (nodes and the DAG)
-//! -> `engine` (planning and execution), with `diagnostic` for everything a
+//! -> `engine` (planning and execution) -> `stage` (Parquet) -> `load`
+//! (into the target, through `backend`), with `diagnostic` for everything a
 //! user must be told and `commands` composing the stages.
 
 pub mod artifacts;
+pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod dag;
 pub mod diagnostic;
 pub mod engine;
 pub mod error;
+pub mod load;
 pub mod logging;
 pub mod manifest;
 pub mod printer;

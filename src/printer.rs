@@ -128,6 +128,11 @@ impl Progress {
         }
     }
 
+    /// The bar itself, for a task that updates its message.
+    pub fn handle(&self) -> Option<indicatif::ProgressBar> {
+        self.bar.clone()
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

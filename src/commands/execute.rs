@@ -22,7 +22,7 @@ use crate::manifest::{Manifest, Materialization, Resource};
 use crate::printer::{Printer, Progress};
 use crate::settings::Settings;
 use crate::stage::{self, STAGE_DIR, StageOptions};
-use crate::state::run_results::{NodeResult, RunResults, Status};
+use crate::state::run_results::{LoadResult, NodeResult, RunResults, Status};
 
 /// Which command is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,19 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     if let Some(parent) = ctx.scratch_root.parent() {
         let _ = fs_err::remove_dir(parent); // only if no other run is using it
     }
-    let results = report.finish(&manifest, which, started, interrupted);
+    let staged: BTreeSet<usize> = report
+        .results
+        .iter()
+        .filter(|(_, r)| r.status == Status::Success && r.stage.is_some())
+        .map(|(&i, _)| i)
+        .collect();
+    let loads = if interrupted || args.no_load {
+        super::load::Loads::default()
+    } else {
+        super::load::load_nodes(&session.target, &manifest, &staged, &ctx.stage_root, printer).await
+    };
+    report.record_loads(&loads);
+    let results = report.finish(&manifest, which, started, interrupted || loads.interrupted);
     let path = settings.path(".ferry/run_results.json");
     artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&results)?, true)
         .with_context(|| format!("failed to write `{path}`"))?;
@@ -264,6 +276,17 @@ impl<'a> Report<'a> {
         self.results.insert(i, NodeResult::new(node, status, kind, secs, rows, message, started_at, staged.as_ref()));
     }
 
+    fn record_loads(&mut self, loads: &super::load::Loads) {
+        for (i, result) in &loads.results {
+            let Some(node) = self.results.get_mut(i) else { continue };
+            node.load = Some(match result {
+                Ok(report) => LoadResult { status: Status::Success, report: Some(report.clone()), message: None },
+                Err(message) => LoadResult { status: Status::Error, report: None, message: Some(message.clone()) },
+            });
+        }
+        self.diagnostics.extend(loads.diagnostics.iter().cloned());
+    }
+
     fn finish(self, manifest: &Manifest, which: Which, started: Instant, interrupted: bool) -> RunResults {
         let mut results: Vec<NodeResult> = self.results.into_values().collect();
         results.sort_by(|a, b| a.unique_id.cmp(&b.unique_id));
@@ -285,7 +308,7 @@ fn kind_of(node: &crate::manifest::Node, m: Option<&Materialized>) -> &'static s
 }
 
 /// `1234567` as `1,234,567`.
-fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (k, c) in digits.chars().enumerate() {
@@ -307,6 +330,10 @@ fn summarize(
     super::report(printer, &results.diagnostics);
     let count = |s: Status| results.results.iter().filter(|r| r.status == s).count();
     let (ok, failed, skipped) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
+    let loaded: Vec<&crate::load::LoadReport> =
+        results.results.iter().filter_map(|r| r.load.as_ref()).filter_map(|l| l.report.as_ref()).collect();
+    let load_failed =
+        results.results.iter().filter_map(|r| r.load.as_ref()).filter(|l| l.status == Status::Error).count();
     let rows: u64 = results.results.iter().filter(|r| r.stage.is_some()).filter_map(|r| r.rows).sum();
     if interrupted {
         printer.error_summary(&format!(
@@ -315,9 +342,19 @@ fn summarize(
         return Ok(ExitStatus::Interrupted);
     }
     let elapsed = results.elapsed_time;
-    if failed == 0 && !planning_failed {
+    let load_note = if loaded.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; loaded {} table{} ({} rows)",
+            loaded.len(),
+            if loaded.len() == 1 { "" } else { "s" },
+            group(loaded.iter().map(|l| l.rows).sum())
+        )
+    };
+    if failed == 0 && load_failed == 0 && !planning_failed {
         printer.status(&format!(
-            "{} {ok} node{} ({} rows staged) in {elapsed:.2}s",
+            "{} {ok} node{} ({} rows staged{load_note}) in {elapsed:.2}s",
             match which {
                 Which::Seed => "seeded",
                 _ => "ran",
@@ -327,7 +364,12 @@ fn summarize(
         ));
         Ok(ExitStatus::Success)
     } else {
-        printer.error_summary(&format!("{failed} failed, {skipped} skipped, {ok} succeeded"));
+        let loads = if load_failed > 0 {
+            format!(", {load_failed} load{} failed", if load_failed == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        };
+        printer.error_summary(&format!("{failed} failed, {skipped} skipped, {ok} succeeded{loads}"));
         Ok(ExitStatus::Failure)
     }
 }

@@ -5,6 +5,7 @@ mod compile;
 mod debug;
 mod execute;
 mod init;
+mod load;
 mod ls;
 mod show;
 
@@ -34,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Run(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Run, &printer).await,
         Command::Seed(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Seed, &printer).await,
         Command::Build(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Build, &printer).await,
+        Command::Load(args) => load::load(&Settings::from_args(&cli.global)?, args, &printer).await,
+        Command::Rollback(args) => load::rollback(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Show(args) => show::show(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Ls(args) => ls::ls(&Settings::from_args(&cli.global)?, args, &printer),
         Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer),

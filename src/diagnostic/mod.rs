@@ -62,6 +62,8 @@ pub enum Code {
     Execution,
     /// A row of a source or seed file could not be read.
     SourceRow,
+    /// Loading a staged model into the target failed.
+    Load,
 }
 
 impl Code {
@@ -91,6 +93,7 @@ impl Code {
             Code::ModelConfig => "F0403",
             Code::Execution => "F0306",
             Code::SourceRow => "F0404",
+            Code::Load => "F0501",
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct ServerTarget {
     pub dbname: String,
     pub schema: String,
     pub sslmode: Option<String>,
+    /// MySQL: whether to use `LOAD DATA LOCAL INFILE` (default true).
+    pub local_infile: Option<bool>,
 }
 
 /// What kind of database a target is, with its settings.
@@ -237,6 +239,7 @@ const FIELDS: &[&str] = &[
     "charset",
     "application_name",
     "extensions",
+    "local_infile",
 ];
 
 fn parse_output(
@@ -291,6 +294,10 @@ fn parse_output(
             other => other.map(|(m, _)| m),
         };
         let schema = require(&["schema", "database", "dbname"])?;
+        let local_infile = match field(&["local_infile"])? {
+            Some((v, n)) => Some(v.parse::<bool>().map_err(|_| bad_value(file, n, "local_infile", "true or false"))?),
+            None => None,
+        };
         Ok(ServerTarget {
             host: require(&["host", "server"])?,
             port,
@@ -299,6 +306,7 @@ fn parse_output(
             dbname: field(&["dbname", "database"])?.map_or_else(|| schema.clone(), |(d, _)| d),
             schema,
             sslmode,
+            local_infile,
         })
     };
     let kind = match kind_name.as_str() {

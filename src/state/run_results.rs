@@ -52,6 +52,19 @@ pub struct NodeResult {
     pub adapter_response: AdapterResponse,
     pub message: Option<String>,
     pub stage: Option<StageRef>,
+    /// The load into the target, for nodes that were loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadResult>,
+}
+
+/// How loading a staged node into the target went.
+#[derive(Debug, Serialize)]
+pub struct LoadResult {
+    pub status: Status,
+    #[serde(flatten)]
+    pub report: Option<crate::load::LoadReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +120,7 @@ impl NodeResult {
                 files: s.manifest.files.len(),
                 checksum: s.manifest.checksum.clone(),
             }),
+            load: None,
         }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod compile;
 mod diagnostics;
 mod init;
+mod load;
 mod ls;
 mod profiles;
 mod run;

@@ -1,0 +1,80 @@
+//! Target databases. Code for one database lives together under
+//! `backend/<name>/`: its type mapping, its bulk path and its SQL for each
+//! load mode. [`Connection`] picks the backend for a target.
+
+pub mod mysql;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::load::{LoadError, LoadJob, LoadReport, TableName};
+use crate::project::profiles::{Target, TargetKind};
+
+/// An open target.
+pub enum Connection {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+    Mysql(mysql::Mysql),
+}
+
+impl Connection {
+    pub async fn connect(target: &Target) -> Result<Self, LoadError> {
+        Ok(match &target.kind {
+            TargetKind::Sqlite { path, .. } => Connection::Sqlite(sqlite::Sqlite::new(path.clone())),
+            TargetKind::Postgres(s) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
+            TargetKind::Mysql(s) => Connection::Mysql(mysql::Mysql::connect(s, &target.name).await?),
+        })
+    }
+
+    /// Loads one staged model; `rows` counts rows as they are sent.
+    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.load(job, rows).await,
+            Connection::Postgres(b) => b.load(job, rows).await,
+            Connection::Mysql(b) => b.load(job, rows).await,
+        }
+    }
+
+    /// The statements a load would run, after the same preflight checks.
+    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.dry_run(job).await,
+            Connection::Postgres(b) => b.dry_run(job).await,
+            Connection::Mysql(b) => b.dry_run(job).await,
+        }
+    }
+
+    /// Restores the table a `replace` load kept as `<table>__ferry_prev`.
+    pub async fn rollback(&mut self, table: &TableName) -> Result<(), LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.rollback(table).await,
+            Connection::Postgres(b) => b.rollback(table).await,
+            Connection::Mysql(b) => b.rollback(table).await,
+        }
+    }
+}
+
+/// `name` as a quoted identifier, the quote character doubled inside.
+pub fn quote(name: &str, quote: char) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push(quote);
+    for c in name.chars() {
+        if c == quote {
+            out.push(quote);
+        }
+        out.push(c);
+    }
+    out.push(quote);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quote_doubles_the_quote_character() {
+        assert_eq!(super::quote("we\"ird", '"'), "\"we\"\"ird\"");
+        assert_eq!(super::quote("a`b", '`'), "`a``b`");
+    }
+}

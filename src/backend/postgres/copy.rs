@@ -1,0 +1,194 @@
+//! PostgreSQL's binary COPY format, written straight from Arrow batches.
+//!
+//! The format: a signature and two zero words, then per row a field count
+//! and per field a byte length (-1 for NULL) and the value in the type's
+//! binary send format; a -1 word ends the data. Each canonical Arrow type is
+//! written as the PostgreSQL type [`super::sql_type`] creates for it.
+
+use bytes::{BufMut, BytesMut};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::load::LoadColumn;
+use crate::load::cells::{self, Cell};
+
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The header every binary COPY stream starts with.
+pub fn header(buf: &mut BytesMut) {
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0); // flags
+    buf.put_i32(0); // header extension length
+}
+
+/// The word that ends the data.
+pub fn trailer(buf: &mut BytesMut) {
+    buf.put_i16(-1);
+}
+
+/// Appends every row of a normalized batch.
+pub fn encode(batch: &RecordBatch, columns: &[LoadColumn], buf: &mut BytesMut) -> Result<(), ArrowError> {
+    let mut cols = cells::columns(batch)?;
+    let fields =
+        i16::try_from(cols.len()).map_err(|_| ArrowError::InvalidArgumentError("more than 32767 columns".into()))?;
+    for row in 0..batch.num_rows() {
+        buf.put_i16(fields);
+        for (col, spec) in cols.iter_mut().zip(columns) {
+            put_cell(buf, col.cell(row), &spec.data_type);
+        }
+    }
+    Ok(())
+}
+
+fn put_cell(buf: &mut BytesMut, cell: Cell<'_>, dt: &DataType) {
+    match cell {
+        Cell::Null => buf.put_i32(-1),
+        Cell::Bool(b) => {
+            buf.put_i32(1);
+            buf.put_u8(u8::from(b));
+        }
+        Cell::Int(v) => match dt {
+            DataType::Int8 | DataType::Int16 => {
+                buf.put_i32(2);
+                buf.put_i16(v as i16);
+            }
+            DataType::Int32 => {
+                buf.put_i32(4);
+                buf.put_i32(v as i32);
+            }
+            _ => {
+                buf.put_i32(8);
+                buf.put_i64(v);
+            }
+        },
+        Cell::UInt(v) => match dt {
+            DataType::UInt8 => {
+                buf.put_i32(2);
+                buf.put_i16(v as i16);
+            }
+            DataType::UInt16 => {
+                buf.put_i32(4);
+                buf.put_i32(v as i32);
+            }
+            DataType::UInt32 => {
+                buf.put_i32(8);
+                buf.put_i64(v as i64);
+            }
+            _ => put_numeric(buf, &v.to_string(), 0),
+        },
+        Cell::Float(v) => {
+            if matches!(dt, DataType::Float32) {
+                buf.put_i32(4);
+                buf.put_f32(v as f32);
+            } else {
+                buf.put_i32(8);
+                buf.put_f64(v);
+            }
+        }
+        Cell::Decimal(digits, scale) => put_numeric(buf, &digits, scale),
+        Cell::Text(s) => put_bytes(buf, s.as_bytes()),
+        Cell::Bytes(b) => put_bytes(buf, b),
+        Cell::Date(days) => {
+            buf.put_i32(4);
+            buf.put_i32(days.wrapping_sub(PG_EPOCH_DAYS));
+        }
+        Cell::Timestamp(micros) => {
+            buf.put_i32(8);
+            buf.put_i64(micros.wrapping_sub(PG_EPOCH_MICROS));
+        }
+        Cell::Time(micros) => {
+            buf.put_i32(8);
+            buf.put_i64(micros);
+        }
+        Cell::Interval { months, days, micros } => {
+            buf.put_i32(16);
+            buf.put_i64(micros);
+            buf.put_i32(days);
+            buf.put_i32(months);
+        }
+        Cell::Json(text) => {
+            // jsonb's binary form: a version byte, then the text.
+            buf.put_i32(i32::try_from(text.len() + 1).unwrap_or(i32::MAX));
+            buf.put_u8(1);
+            buf.put_slice(text.as_bytes());
+        }
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
+    buf.put_slice(b);
+}
+
+/// Writes an unscaled decimal (digits with an optional `-`) at `scale` as
+/// `numeric`: base-10000 digit groups with a weight, a sign and a display
+/// scale.
+pub fn put_numeric(buf: &mut BytesMut, unscaled: &str, scale: i8) {
+    let (mut negative, digits) = match unscaled.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, unscaled),
+    };
+    let (digits, scale) = if scale < 0 {
+        (format!("{digits}{}", "0".repeat(usize::from(scale.unsigned_abs()))), 0usize)
+    } else {
+        (digits.to_owned(), usize::from(scale.unsigned_abs()))
+    };
+    let digits = digits.trim_start_matches('0');
+    let (int, frac) = if digits.len() > scale {
+        let (i, f) = digits.split_at(digits.len() - scale);
+        (i.to_owned(), f.to_owned())
+    } else {
+        (String::new(), format!("{}{digits}", "0".repeat(scale - digits.len())))
+    };
+    let int = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
+    let frac = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
+    let mut weight = (int.len() / 4) as i16 - 1;
+    let all = format!("{int}{frac}");
+    let mut groups: Vec<i16> =
+        all.as_bytes().chunks(4).map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + i16::from(d - b'0'))).collect();
+    let lead = groups.iter().take_while(|g| **g == 0).count();
+    groups.drain(..lead);
+    weight -= lead as i16;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+        negative = false;
+    }
+    buf.put_i32(8 + 2 * groups.len() as i32);
+    buf.put_i16(groups.len() as i16);
+    buf.put_i16(weight);
+    buf.put_u16(if negative { 0x4000 } else { 0 });
+    buf.put_u16(scale as u16);
+    for g in groups {
+        buf.put_i16(g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(unscaled: &str, scale: i8) -> Vec<i16> {
+        let mut buf = BytesMut::new();
+        put_numeric(&mut buf, unscaled, scale);
+        buf[4..].chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn numeric_groups_weight_sign_and_scale() {
+        // ndigits, weight, sign, dscale, digits...
+        assert_eq!(numeric("12345", 2), vec![2, 0, 0, 2, 123, 4500]);
+        assert_eq!(numeric("-5", 3), vec![1, -1, 0x4000, 3, 50]);
+        assert_eq!(numeric("10000", 0), vec![1, 1, 0, 0, 1]);
+        assert_eq!(numeric("0", 2), vec![0, 0, 0, 2]);
+        assert_eq!(numeric("-0", 0), vec![0, 0, 0, 0]);
+        assert_eq!(numeric("12", -3), vec![2, 1, 0, 0, 1, 2000]);
+        assert_eq!(numeric("123456789", 4), vec![3, 1, 0, 4, 1, 2345, 6789]);
+    }
+}

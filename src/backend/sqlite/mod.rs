@@ -1,0 +1,310 @@
+//! SQLite: prepared inserts in one large transaction, with WAL and a big
+//! page cache. Every mode, the swap of `replace` included, commits once, so
+//! a failure or Ctrl-C leaves the database as it was.
+//!
+//! SQLite types values, not columns: the declared types below set each
+//! column's affinity, and dates, timestamps, times and intervals are stored
+//! as ISO 8601 text (timestamps with a time zone in UTC, `+00:00`), decimals
+//! of up to 15 digits as NUMERIC (exact in a REAL), wider decimals and
+//! unsigned 64-bit integers as their exact text, booleans as 0/1 and nested
+//! values as JSON text.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use camino::Utf8PathBuf;
+use datafusion::arrow::datatypes::DataType;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::quote;
+use crate::load::cells::{self, Cell};
+use crate::load::preflight::{self, Family, TargetColumn};
+use crate::load::{LoadColumn, LoadError, LoadJob, LoadReport, Mode, NEW_SUFFIX, PREV_SUFFIX, TableName, read};
+
+/// SQLite has no identifier limit worth the name; keep names readable.
+const MAX_IDENT: usize = 128;
+
+pub struct Sqlite {
+    path: Utf8PathBuf,
+}
+
+/// The declared type for a canonical Arrow type.
+pub fn sql_type(dt: &DataType) -> String {
+    use DataType as D;
+    match dt {
+        D::Boolean => "BOOLEAN".into(),
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 => "INTEGER".into(),
+        D::Float32 | D::Float64 => "REAL".into(),
+        // A REAL keeps 15 significant digits: wider exact numbers stay text.
+        D::Decimal128(p, s) | D::Decimal256(p, s) if *p <= 15 => format!("NUMERIC({p},{s})"),
+        D::Decimal128(p, s) | D::Decimal256(p, s) => format!("TEXT /* DECIMAL({p},{s}) */"),
+        D::UInt64 => "TEXT /* UBIGINT */".into(),
+        D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => "BLOB".into(),
+        D::Date32 => "DATE".into(),
+        D::Timestamp(_, None) => "TIMESTAMP".into(),
+        D::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        D::Time64(_) => "TIME".into(),
+        d if cells::is_nested(d) => "JSON".into(),
+        _ => "TEXT".into(),
+    }
+}
+
+fn q(name: &str) -> String {
+    quote(name, '"')
+}
+
+fn db_error(table: &TableName, doing: &str, e: &rusqlite::Error) -> LoadError {
+    LoadError::Database { table: table.name.clone(), doing: doing.to_owned(), message: e.to_string() }
+}
+
+impl Sqlite {
+    pub fn new(path: Utf8PathBuf) -> Self {
+        Sqlite { path }
+    }
+
+    fn open(&self, table: &TableName) -> Result<Connection, LoadError> {
+        if let Some(dir) = self.path.parent() {
+            fs_err::create_dir_all(dir).map_err(|e| LoadError::Connect {
+                target: format!("SQLite `{}`", self.path),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(&self.path)
+            .map_err(|e| LoadError::Connect { target: format!("SQLite `{}`", self.path), message: e.to_string() })?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -262144; \
+             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(|e| db_error(table, "setting pragmas", &e))?;
+        Ok(conn)
+    }
+
+    pub async fn load(&self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+        let started = Instant::now();
+        let conn = self.open(&job.table)?;
+        let (job_, rows) = (job.clone(), Arc::clone(rows));
+        let loaded = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows)).await.map_err(|e| {
+            LoadError::Database { table: job.table.name.clone(), doing: "loading".into(), message: e.to_string() }
+        })??;
+        Ok(LoadReport {
+            table: job.table.name.clone(),
+            mode: job.mode.name(),
+            rows: loaded,
+            strategy: "prepared INSERTs in one transaction".into(),
+            seconds: started.elapsed().as_secs_f64(),
+            notes: Vec::new(),
+        })
+    }
+
+    pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+        let conn = self.open(&job.table)?;
+        let existing = existing(&conn, &job.table)?;
+        if job.mode != Mode::Replace
+            && let Some(ex) = &existing
+        {
+            preflight::check(job, ex, |_| Family::Other, &read::null_counts(job), true)?;
+        }
+        let (before, insert, after) = statements(job, existing.is_some());
+        let mut out = vec!["BEGIN IMMEDIATE".to_owned()];
+        out.extend(before);
+        out.push(format!("{insert}  -- once per staged row, {} rows", job.stage.row_count));
+        out.extend(after);
+        out.push("COMMIT".into());
+        Ok(out)
+    }
+
+    pub async fn rollback(&self, table: &TableName) -> Result<(), LoadError> {
+        let mut conn = self.open(table)?;
+        let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
+        let swap = table.sibling("__ferry_swap", MAX_IDENT);
+        if existing(&conn, &prev)?.is_none() {
+            return Err(LoadError::Rollback {
+                table: table.name.clone(),
+                message: format!("there is no `{}` to restore (a `replace` load keeps one)", prev.name),
+            });
+        }
+        let has_current = existing(&conn, table)?.is_some();
+        let tx = conn.transaction().map_err(|e| db_error(table, "starting a transaction", &e))?;
+        if has_current {
+            tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", q(&table.name), q(&swap.name)))
+                .map_err(|e| db_error(table, "renaming", &e))?;
+        }
+        tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", q(&prev.name), q(&table.name)))
+            .map_err(|e| db_error(table, "renaming", &e))?;
+        if has_current {
+            tx.execute_batch(&format!("ALTER TABLE {} RENAME TO {}", q(&swap.name), q(&prev.name)))
+                .map_err(|e| db_error(table, "renaming", &e))?;
+        }
+        tx.commit().map_err(|e| db_error(table, "committing", &e))
+    }
+}
+
+fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetColumn>>, LoadError> {
+    let found: Option<String> = conn
+        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", params![table.name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| db_error(table, "looking the table up", &e))?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let mut stmt = conn
+        .prepare("SELECT name, lower(type), \"notnull\", dflt_value IS NOT NULL FROM pragma_table_info(?1)")
+        .map_err(|e| db_error(table, "reading the table's columns", &e))?;
+    let cols = stmt
+        .query_map(params![table.name], |r| {
+            Ok(TargetColumn { name: r.get(0)?, sql_type: r.get(1)?, not_null: r.get(2)?, has_default: r.get(3)? })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| db_error(table, "reading the table's columns", &e))?;
+    Ok(Some(cols))
+}
+
+fn create(table: &str, columns: &[LoadColumn], if_not_exists: bool) -> String {
+    let defs: Vec<String> = columns.iter().map(|c| format!("{} {}", q(&c.name), sql_type(&c.data_type))).collect();
+    format!("CREATE TABLE {}{} ({})", if if_not_exists { "IF NOT EXISTS " } else { "" }, q(table), defs.join(", "))
+}
+
+fn key_index(table: &str, index_for: &str, keys: &[String]) -> String {
+    format!(
+        "CREATE UNIQUE INDEX {} ON {} ({})",
+        q(&format!("{index_for}__key_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+        q(table),
+        keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Statements before the inserts, the insert, statements after.
+fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>) {
+    let t = &job.table.name;
+    let cols = job.columns.iter().map(|c| q(&c.name)).collect::<Vec<_>>().join(", ");
+    let marks = vec!["?"; job.columns.len()].join(", ");
+    let keys = &job.unique_key;
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let insert_into = |table: &str| format!("INSERT INTO {} ({cols}) VALUES ({marks})", q(table));
+    match job.mode {
+        Mode::Replace => {
+            let shadow = job.table.sibling(NEW_SUFFIX, MAX_IDENT).name;
+            let prev = job.table.sibling(PREV_SUFFIX, MAX_IDENT).name;
+            before.push(format!("DROP TABLE IF EXISTS {}", q(&shadow)));
+            before.push(create(&shadow, &job.columns, false));
+            if !keys.is_empty() {
+                after.push(key_index(&shadow, t, keys));
+            }
+            after.push(format!("DROP TABLE IF EXISTS {}", q(&prev)));
+            if exists {
+                after.push(format!("ALTER TABLE {} RENAME TO {}", q(t), q(&prev)));
+            }
+            after.push(format!("ALTER TABLE {} RENAME TO {}", q(&shadow), q(t)));
+            (before, insert_into(&shadow), after)
+        }
+        Mode::Append => {
+            if !exists {
+                before.push(create(t, &job.columns, false));
+                if !keys.is_empty() {
+                    before.push(key_index(t, t, keys));
+                }
+            }
+            (before, insert_into(t), after)
+        }
+        Mode::Upsert => {
+            if !exists {
+                before.push(create(t, &job.columns, false));
+                before.push(key_index(t, t, keys));
+            }
+            let updates: Vec<String> =
+                job.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = excluded.{0}", q(&c.name))).collect();
+            let action = if updates.is_empty() {
+                "DO NOTHING".to_owned()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+            (before, format!("{} ON CONFLICT ({key_list}) {action}", insert_into(t)), after)
+        }
+        Mode::DeleteInsert => {
+            if !exists {
+                before.push(create(t, &job.columns, false));
+                before.push(key_index(t, t, keys));
+            }
+            before.push("DROP TABLE IF EXISTS temp.ferry_load".into());
+            before.push(format!("CREATE TEMP TABLE ferry_load AS SELECT {cols} FROM {} WHERE 0", q(t)));
+            let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+            after.push(format!("DELETE FROM {} WHERE ({key_list}) IN (SELECT {key_list} FROM temp.ferry_load)", q(t)));
+            after.push(format!("INSERT INTO {} ({cols}) SELECT {cols} FROM temp.ferry_load", q(t)));
+            after.push("DROP TABLE temp.ferry_load".into());
+            (before, format!("INSERT INTO temp.ferry_load ({cols}) VALUES ({marks})"), after)
+        }
+    }
+}
+
+fn load_blocking(mut conn: Connection, job: &LoadJob, rows: &AtomicU64) -> Result<u64, LoadError> {
+    let t = &job.table;
+    let existing = existing(&conn, t)?;
+    if job.mode != Mode::Replace
+        && let Some(ex) = &existing
+    {
+        preflight::check(job, ex, |_| Family::Other, &read::null_counts(job), true)?;
+    }
+    let (before, insert, after) = statements(job, existing.is_some());
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| db_error(t, "starting a transaction", &e))?;
+    for sql in &before {
+        tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+    }
+    let mut loaded = 0u64;
+    {
+        let mut stmt = tx.prepare(&insert).map_err(|e| db_error(t, "preparing the insert", &e))?;
+        let mut batches = read::spawn(job);
+        while let Some(batch) = batches.blocking_recv() {
+            let batch = batch?;
+            let mut cols = cells::columns(&batch)
+                .map_err(|e| LoadError::Read { model: job.model.clone(), message: e.to_string() })?;
+            for row in 0..batch.num_rows() {
+                for (k, col) in cols.iter_mut().enumerate() {
+                    bind(&mut stmt, k + 1, col.cell(row), &job.columns[k].data_type)
+                        .map_err(|e| db_error(t, "binding a value", &e))?;
+                }
+                stmt.raw_execute()
+                    .map_err(|e| db_error(t, &format!("inserting staged row {}", loaded + row as u64 + 1), &e))?;
+            }
+            loaded += batch.num_rows() as u64;
+            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+    }
+    if loaded != job.stage.row_count {
+        return Err(LoadError::RowCount { table: t.name.clone(), expected: job.stage.row_count, loaded });
+    }
+    for sql in &after {
+        tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+    }
+    tx.commit().map_err(|e| db_error(t, "committing", &e))?;
+    Ok(loaded)
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, i: usize, cell: Cell<'_>, dt: &DataType) -> rusqlite::Result<()> {
+    let zoned = matches!(dt, DataType::Timestamp(_, Some(_)));
+    match cell {
+        Cell::Null => stmt.raw_bind_parameter(i, rusqlite::types::Null),
+        Cell::Bool(b) => stmt.raw_bind_parameter(i, i64::from(b)),
+        Cell::Int(v) => stmt.raw_bind_parameter(i, v),
+        Cell::UInt(v) if matches!(dt, DataType::UInt64) => stmt.raw_bind_parameter(i, v.to_string()),
+        Cell::UInt(v) => stmt.raw_bind_parameter(i, v as i64),
+        Cell::Float(v) => stmt.raw_bind_parameter(i, v),
+        Cell::Decimal(d, s) => stmt.raw_bind_parameter(i, cells::decimal_text(&d, s)),
+        Cell::Text(s) => stmt.raw_bind_parameter(i, s),
+        Cell::Bytes(b) => stmt.raw_bind_parameter(i, b),
+        Cell::Date(d) => stmt.raw_bind_parameter(i, cells::date_text(d)),
+        Cell::Timestamp(us) if zoned => stmt.raw_bind_parameter(i, format!("{}+00:00", cells::timestamp_text(us))),
+        Cell::Timestamp(us) => stmt.raw_bind_parameter(i, cells::timestamp_text(us)),
+        Cell::Time(us) => stmt.raw_bind_parameter(i, cells::time_text(us)),
+        Cell::Interval { months, days, micros } => {
+            stmt.raw_bind_parameter(i, cells::interval_text(months, days, micros))
+        }
+        Cell::Json(s) => stmt.raw_bind_parameter(i, s),
+    }
+}

@@ -1,0 +1,488 @@
+//! Loading into real targets: PostgreSQL and MariaDB on this machine
+//! (`FERRY_TEST_PG_URL`, `FERRY_TEST_MYSQL_URL`), SQLite in a temp dir.
+//! Each test loads into a schema (database, for MySQL) of its own, so tests
+//! run in parallel. Under CI (`CI=true`) an unreachable server fails the
+//! test; elsewhere the test says it skipped.
+
+use std::time::{Duration, Instant};
+
+use crate::common::TestProject;
+
+const PG_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_DEFAULT: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn url(var: &str, default: &str) -> url::Url {
+    let text = std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned());
+    url::Url::parse(&text).unwrap_or_else(|e| panic!("{var} is not a URL: {e}"))
+}
+
+fn unreachable(what: &str, e: &dyn std::fmt::Display) -> Option<Db> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is unreachable under CI: {e}");
+    }
+    eprintln!("skipped: {what} is unreachable: {e}");
+    None
+}
+
+/// A schema of the test's own, and a way to read tables back.
+enum Db {
+    Pg { client: tokio_postgres::Client, url: url::Url, schema: String },
+    My { conn: mysql_async::Conn, url: url::Url, schema: String },
+    Lite { path: camino::Utf8PathBuf },
+}
+
+fn unique(test: &str) -> String {
+    format!("ferry_{test}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+impl Db {
+    async fn pg(test: &str) -> Option<Db> {
+        let url = url("FERRY_TEST_PG_URL", PG_DEFAULT);
+        let (client, conn) = match tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => return unreachable("PostgreSQL", &e),
+        };
+        tokio::spawn(conn);
+        Some(Db::Pg { client, url, schema: unique(test) })
+    }
+
+    async fn mysql(test: &str) -> Option<Db> {
+        let url = url("FERRY_TEST_MYSQL_URL", MYSQL_DEFAULT);
+        let conn = match mysql_async::Conn::from_url(url.as_str()).await {
+            Ok(c) => c,
+            Err(e) => return unreachable("MySQL/MariaDB", &e),
+        };
+        Some(Db::My { conn, url, schema: unique(test) })
+    }
+
+    fn sqlite(project: &TestProject) -> Db {
+        Db::Lite { path: project.path().join(".ferry/ferry.db") }
+    }
+
+    /// `profiles.yml` for this target, with `extra` lines in the output.
+    fn profiles(&self, extra: &str) -> String {
+        let server = |kind: &str, url: &url::Url, schema: &str, dbname: Option<&str>| {
+            let mut s = format!(
+                "{}:\n  target: t\n  outputs:\n    t:\n      type: {kind}\n      host: {}\n      port: {}\n      user: {}\n      schema: {schema}\n",
+                "PROFILE",
+                url.host_str().unwrap_or("127.0.0.1"),
+                url.port().unwrap_or(if kind == "postgres" { 5432 } else { 3306 }),
+                url.username()
+            );
+            if let Some(p) = url.password() {
+                s.push_str(&format!("      password: \"{p}\"\n"));
+            }
+            if let Some(d) = dbname {
+                s.push_str(&format!("      dbname: {d}\n"));
+            }
+            s
+        };
+        let text = match self {
+            Db::Pg { url, schema, .. } => server("postgres", url, schema, Some(url.path().trim_start_matches('/'))),
+            Db::My { url, schema, .. } => server("mysql", url, schema, None),
+            Db::Lite { .. } => {
+                "PROFILE:\n  target: t\n  outputs:\n    t:\n      type: sqlite\n      path: .ferry/ferry.db\n"
+                    .to_owned()
+            }
+        };
+        format!("{text}{extra}")
+    }
+
+    /// Every row of `table`, ordered by its first column, one line each.
+    async fn rows(&mut self, table: &str) -> Vec<String> {
+        match self {
+            Db::Pg { client, schema, .. } => client
+                .query(&format!("SELECT row_to_json(t)::text FROM \"{schema}\".\"{table}\" t ORDER BY 1"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("read {table}: {e}"))
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect(),
+            Db::My { conn, schema, .. } => {
+                use mysql_async::prelude::Queryable;
+                let rows: Vec<mysql_async::Row> = conn
+                    .query(format!("SELECT * FROM `{schema}`.`{table}` ORDER BY 1"))
+                    .await
+                    .unwrap_or_else(|e| panic!("read {table}: {e}"));
+                rows.into_iter()
+                    .map(|r| {
+                        let names: Vec<String> = r.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
+                        names
+                            .iter()
+                            .zip(r.unwrap())
+                            .map(|(n, v)| format!("{n}={}", v.as_sql(false)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            }
+            Db::Lite { path } => {
+                let conn = rusqlite::Connection::open(path.as_std_path()).expect("open sqlite");
+                let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1")).expect("prepare");
+                let names: Vec<String> = stmt.column_names().iter().map(|s| (*s).to_owned()).collect();
+                stmt.query_map([], |r| {
+                    Ok(names
+                        .iter()
+                        .enumerate()
+                        .map(|(k, n)| format!("{n}={:?}", r.get_ref(k).map(rusqlite::types::Value::from)))
+                        .collect::<Vec<_>>()
+                        .join(" "))
+                })
+                .expect("query")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("rows")
+            }
+        }
+    }
+
+    /// Whether `table` exists.
+    async fn exists(&mut self, table: &str) -> bool {
+        match self {
+            Db::Pg { client, schema, .. } => client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{schema}\".\"{table}\"")])
+                .await
+                .expect("to_regclass")
+                .get(0),
+            Db::My { conn, schema, .. } => {
+                use mysql_async::prelude::Queryable;
+                let n: Option<i64> = conn
+                    .exec_first(
+                        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                        (schema.as_str(), table),
+                    )
+                    .await
+                    .expect("information_schema");
+                n == Some(1)
+            }
+            Db::Lite { path } => {
+                let conn = rusqlite::Connection::open(path.as_std_path()).expect("open sqlite");
+                conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [table], |r| r.get::<_, i64>(0))
+                    .expect("sqlite_master")
+                    == 1
+            }
+        }
+    }
+
+    async fn execute(&mut self, sql: &str) {
+        match self {
+            Db::Pg { client, .. } => client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Db::My { conn, .. } => {
+                use mysql_async::prelude::Queryable;
+                conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            Db::Lite { path } => {
+                rusqlite::Connection::open(path.as_std_path()).expect("open").execute_batch(sql).expect("sql");
+            }
+        }
+    }
+
+    fn schema(&self) -> &str {
+        match self {
+            Db::Pg { schema, .. } | Db::My { schema, .. } => schema,
+            Db::Lite { .. } => "main",
+        }
+    }
+
+    async fn drop_schema(&mut self) {
+        let sql = match self {
+            Db::Pg { schema, .. } => format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+            Db::My { schema, .. } => format!("DROP DATABASE IF EXISTS `{schema}`"),
+            Db::Lite { .. } => return,
+        };
+        self.execute(&sql).await;
+    }
+}
+
+fn project_for(db: &Db, fixture: Option<&str>, extra_profile: &str) -> TestProject {
+    let p = match fixture {
+        Some(f) => TestProject::fixture(f),
+        None => TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n"),
+    };
+    let profile = if fixture == Some("types") { "types" } else { "shop" };
+    p.file("profiles.yml", &db.profiles(extra_profile).replace("PROFILE", profile))
+}
+
+/// Snapshot settings: the per-test schema and generated names filtered out.
+fn filters() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"ferry_[a-z]+_[0-9a-f]{8}", "[SCHEMA]");
+    s.add_filter(r"_pk_[0-9a-f]{8}", "_pk_[ID]");
+    s
+}
+
+fn ok(ran: &crate::common::Ran) {
+    assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+}
+
+// ---------------------------------------------------------------- round trips
+
+async fn round_trip(mut db: Db, p: &TestProject) -> Vec<String> {
+    ok(&p.run(["run"]));
+    let rows = db.rows("all_types").await;
+    db.drop_schema().await;
+    rows
+}
+
+#[tokio::test]
+async fn postgres_round_trip_of_every_type_family() {
+    let Some(db) = Db::pg("types").await else { return };
+    let p = project_for(&db, Some("types"), "");
+    let rows = round_trip(db, &p).await;
+    insta::assert_snapshot!(rows.join("\n"));
+}
+
+#[tokio::test]
+async fn postgres_column_types_follow_the_mapping() {
+    let Some(mut db) = Db::pg("coltypes").await else { return };
+    let p = project_for(&db, Some("types"), "");
+    ok(&p.run(["run"]));
+    let Db::Pg { client, schema, .. } = &db else { unreachable!() };
+    let types: Vec<String> = client
+        .query(
+            "SELECT column_name || ' ' || format_type(a.atttypid, a.atttypmod) FROM information_schema.columns c \
+             JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(c.table_schema) || '.' || quote_ident(c.table_name)) AND a.attname = c.column_name \
+             WHERE c.table_schema = $1 AND c.table_name = 'all_types' ORDER BY c.ordinal_position",
+            &[schema],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.drop_schema().await;
+    insta::assert_snapshot!(types.join("\n"));
+}
+
+#[tokio::test]
+async fn mysql_round_trip_of_every_type_family() {
+    let Some(db) = Db::mysql("types").await else { return };
+    let p = project_for(&db, Some("types"), "");
+    let rows = round_trip(db, &p).await;
+    insta::assert_snapshot!(rows.join("\n"));
+}
+
+#[tokio::test]
+async fn mysql_insert_fallback_loads_the_same_rows() {
+    let Some(db) = Db::mysql("fallback").await else { return };
+    let p = project_for(&db, Some("types"), "      local_infile: false\n");
+    let ran = p.run(["run"]);
+    ok(&ran);
+    assert!(ran.stderr.contains("multi-row INSERT"), "{}", ran.stderr);
+    let fallback = round_trip(db, &p).await;
+    let Some(db) = Db::mysql("infile").await else { return };
+    let p = project_for(&db, Some("types"), "");
+    assert_eq!(fallback, round_trip(db, &p).await);
+}
+
+#[tokio::test]
+async fn sqlite_round_trip_of_every_type_family() {
+    let p = TestProject::fixture("types");
+    let db = Db::sqlite(&p);
+    let rows = round_trip(db, &p).await;
+    insta::assert_snapshot!(rows.join("\n"));
+}
+
+// ---------------------------------------------------------------- modes
+
+const MODES_MODEL: &str = "{{ config(materialized='table', load={'mode': var('mode', 'replace'), 'unique_key': ['id']}) }}\n\
+select cast(column1 as bigint) as id, column2 as name, cast(column3 as decimal(10, 2)) as balance\n\
+from (values {{ var('rows', \"(1, 'a', 1.00), (2, 'b', 2.00)\") }})\n";
+
+fn load_with(p: &TestProject, mode: &str, rows: &str) -> crate::common::Ran {
+    p.run(["run", "--vars", &format!("{{\"mode\": \"{mode}\", \"rows\": \"{rows}\"}}")])
+}
+
+/// Replace, rollback (twice), append, a constraint violation, upsert (twice)
+/// and delete+insert, reading the table back after each.
+async fn every_mode(mut db: Db, p: &TestProject) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut step = async |db: &mut Db, what: &str, ran: Option<crate::common::Ran>| {
+        if let Some(ran) = ran {
+            log.push(format!("## {what}: exit {:?}", ran.code));
+            if ran.code != Some(0) {
+                let first = ran.stderr.lines().find(|l| l.starts_with("error[")).unwrap_or("").to_owned();
+                log.push(first);
+            }
+        } else {
+            log.push(format!("## {what}"));
+        }
+        log.extend(db.rows("accounts").await);
+    };
+    ok(&load_with(p, "replace", "(1, 'a', 1.00), (2, 'b', 2.00)"));
+    step(&mut db, "replace", None).await;
+    ok(&load_with(p, "replace", "(1, 'a', 1.00), (2, 'b', 2.00), (3, 'c', 3.00)"));
+    step(&mut db, "replace again, one more row", None).await;
+    assert!(db.exists("accounts__ferry_prev").await);
+    let r = p.run(["rollback", "-s", "accounts"]);
+    step(&mut db, "rollback", Some(r)).await;
+    let r = p.run(["rollback", "-s", "accounts"]);
+    step(&mut db, "rollback again (undoes the rollback)", Some(r)).await;
+    let r = load_with(p, "append", "(4, 'd', 4.00)");
+    step(&mut db, "append", Some(r)).await;
+    let r = load_with(p, "append", "(5, 'e', 5.00), (4, 'd', 4.00)");
+    step(&mut db, "append a duplicate key (fails, table unchanged)", Some(r)).await;
+    let r = load_with(p, "upsert", "(2, 'B', 20.00), (5, 'e', 5.00)");
+    step(&mut db, "upsert", Some(r)).await;
+    let r = load_with(p, "upsert", "(2, 'B', 20.00), (5, 'e', 5.00)");
+    step(&mut db, "upsert again (idempotent)", Some(r)).await;
+    let r = load_with(p, "delete+insert", "(3, 'C', 30.00)");
+    step(&mut db, "delete+insert", Some(r)).await;
+    db.drop_schema().await;
+    log
+}
+
+fn modes_project(db: &Db, extra: &str) -> TestProject {
+    project_for(db, None, extra).model("accounts.sql", MODES_MODEL)
+}
+
+#[tokio::test]
+async fn postgres_every_mode_is_atomic_and_idempotent() {
+    let Some(db) = Db::pg("modes").await else { return };
+    let p = modes_project(&db, "");
+    let log = every_mode(db, &p).await;
+    filters().bind(|| insta::assert_snapshot!(log.join("\n")));
+}
+
+#[tokio::test]
+async fn mysql_every_mode_is_atomic_and_idempotent() {
+    let Some(db) = Db::mysql("modes").await else { return };
+    let p = modes_project(&db, "");
+    let log = every_mode(db, &p).await;
+    filters().bind(|| insta::assert_snapshot!(log.join("\n")));
+}
+
+#[tokio::test]
+async fn sqlite_every_mode_is_atomic_and_idempotent() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\n").model("accounts.sql", MODES_MODEL);
+    let db = Db::sqlite(&p);
+    let log = every_mode(db, &p).await;
+    filters().bind(|| insta::assert_snapshot!(log.join("\n")));
+}
+
+// ---------------------------------------------------------------- preflight, dry run
+
+#[tokio::test]
+async fn postgres_preflight_names_the_column_that_does_not_fit() {
+    let Some(mut db) = Db::pg("preflight").await else { return };
+    let schema = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".accounts (id bigint, name text, balance numeric(5,1) NOT NULL); \
+         INSERT INTO \"{schema}\".accounts VALUES (9, 'z', 9.0)"
+    ))
+    .await;
+    let p = modes_project(&db, "");
+    let ran = load_with(&p, "append", "(1, 'a', 1.25), (2, 'b', NULL)");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("column `balance`"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("keeps 1 decimal places, fewer than the stage's 2"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("NOT NULL"), "{}", ran.stderr);
+    assert_eq!(db.rows("accounts").await, vec![r#"{"id":9,"name":"z","balance":9.0}"#]);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_changes_nothing() {
+    let Some(mut db) = Db::pg("dryrun").await else { return };
+    let p = modes_project(&db, "");
+    ok(&p.run(["run", "--no-load"]));
+    let ran = p.run(["load", "--dry-run"]);
+    ok(&ran);
+    assert!(ran.stdout.contains("COPY"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("FORMAT binary, FREEZE"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("__ferry_new"), "{}", ran.stdout);
+    assert!(!db.exists("accounts").await);
+    ok(&p.run(["load"]));
+    assert_eq!(db.rows("accounts").await.len(), 2);
+    db.drop_schema().await;
+}
+
+// ---------------------------------------------------------------- faults
+
+const BIG_MODEL: &str = "{{ config(materialized='table', load={'unique_key': ['id']}) }}\n\
+select value as id, concat('row ', cast(value as varchar)) as label from range(0, {{ var('n', 2) }})\n";
+
+/// Starts `ferry load`, waits until `is_loading` sees the load running on
+/// the server, kills it there with `kill`, and returns the finished command.
+async fn kill_mid_load(
+    p: &TestProject,
+    db: &mut Db,
+    is_loading: &str,
+    kill: impl Fn(i64) -> String,
+) -> crate::common::Ran {
+    let child = p
+        .ferry(["load"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let id = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "the load never showed up on the server");
+        let found: Option<i64> = match db {
+            Db::Pg { client, .. } => client
+                .query_opt(is_loading, &[])
+                .await
+                .expect("pg_stat_activity")
+                .map(|r| i64::from(r.get::<_, i32>(0))),
+            Db::My { conn, .. } => {
+                use mysql_async::prelude::Queryable;
+                conn.query_first::<i64, _>(is_loading).await.expect("processlist")
+            }
+            Db::Lite { .. } => unreachable!(),
+        };
+        if let Some(id) = found {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    db.execute(&kill(id)).await;
+    let out = child.wait_with_output().expect("ferry finishes");
+    crate::common::Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn postgres_backend_terminated_mid_copy_leaves_the_table_as_it_was() {
+    let Some(mut db) = Db::pg("fault").await else { return };
+    let p = project_for(&db, None, "").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let before = db.rows("big").await;
+    ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    let ran = kill_mid_load(
+        &p,
+        &mut db,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY%' AND state = 'active'",
+        |pid| format!("SELECT pg_terminate_backend({pid})"),
+    )
+    .await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("big"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
+    assert_eq!(db.rows("big").await, before);
+    assert!(!db.exists("big__ferry_new").await);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn mysql_connection_killed_mid_load_leaves_the_table_as_it_was() {
+    let Some(mut db) = Db::mysql("fault").await else { return };
+    let p = project_for(&db, None, "").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let before = db.rows("big").await;
+    ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    let schema = db.schema().to_owned();
+    let ran = kill_mid_load(
+        &p,
+        &mut db,
+        &format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"),
+        |id| format!("KILL {id}"),
+    )
+    .await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("big"), "{}", ran.stderr);
+    assert_eq!(db.rows("big").await, before);
+    db.drop_schema().await;
+}
