@@ -34,7 +34,7 @@ measure() { # name, command...: prints "seconds peak_kib" per run
 }
 
 {
-  measure ferry "$ferry" build --project-dir benches/w1 -q
+  measure ferry "$ferry" build --project-dir benches/w1 -q --no-load
   measure duckdb "$python" "$shared/bench/peers/duckdb_transform.py" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
 } | tee "$work/times"
 

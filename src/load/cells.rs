@@ -97,8 +97,10 @@ pub enum Cell<'a> {
     Int(i64),
     UInt(u64),
     Float(f64),
-    /// An unscaled decimal as digits with an optional leading `-`, and its scale.
-    Decimal(String, i8),
+    /// An unscaled 128-bit decimal and its scale.
+    Decimal(i128, i8),
+    /// A wider unscaled decimal as digits with an optional leading `-`, and its scale.
+    BigDecimal(String, i8),
     Text(&'a str),
     Bytes(&'a [u8]),
     /// Days since 1970-01-01.
@@ -219,11 +221,11 @@ impl<'a> Column<'a> {
             Column::F64(a) => prim!(a, v => Cell::Float(v)),
             Column::D128(a, s) => {
                 let s = *s;
-                prim!(a, v => Cell::Decimal(v.to_string(), s))
+                prim!(a, v => Cell::Decimal(v, s))
             }
             Column::D256(a, s) => {
                 let s = *s;
-                prim!(a, v => Cell::Decimal(v.to_string(), s))
+                prim!(a, v => Cell::BigDecimal(v.to_string(), s))
             }
             Column::Utf8(a) => prim!(a, v => Cell::Text(v)),
             Column::LargeUtf8(a) => prim!(a, v => Cell::Text(v)),

@@ -486,3 +486,101 @@ async fn mysql_connection_killed_mid_load_leaves_the_table_as_it_was() {
     assert_eq!(db.rows("big").await, before);
     db.drop_schema().await;
 }
+
+// ---------------------------------------------------------------- order
+
+fn load_lines(ran: &crate::common::Ran) -> Vec<String> {
+    ran.stderr
+        .lines()
+        .filter(|l| l.contains(" load "))
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn parents_load_before_children_along_relationships_tests() {
+    let project = |schema_yml: &str| {
+        TestProject::new()
+            .model("a_orders.sql", "{{ config(materialized='table') }}\nselect 1 as order_id, 7 as customer_id\n")
+            .model("z_customers.sql", "{{ config(materialized='table') }}\nselect 7 as customer_id\n")
+            .file("models/schema.yml", schema_yml)
+    };
+    let without = project("version: 2\n").run(["run"]);
+    ok(&without);
+    assert_eq!(load_lines(&without), ["a_orders", "z_customers"], "{}", without.stderr);
+    let with = project(
+        "version: 2\nmodels:\n  - name: a_orders\n    columns:\n      - name: customer_id\n        tests:\n          - relationships:\n              to: ref('z_customers')\n              field: customer_id\n",
+    )
+    .run(["run"]);
+    ok(&with);
+    assert_eq!(load_lines(&with), ["z_customers", "a_orders"], "{}", with.stderr);
+}
+
+#[tokio::test]
+async fn postgres_ctrl_c_mid_copy_leaves_the_table_as_it_was() {
+    let Some(mut db) = Db::pg("sigint").await else { return };
+    let p = project_for(&db, None, "").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let before = db.rows("big").await;
+    ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    let child = p
+        .ferry(["load"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "the COPY never started");
+        let Db::Pg { client, .. } = &db else { unreachable!() };
+        let copying = client
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY%' AND state = 'active'", &[])
+            .await
+            .expect("pg_stat_activity");
+        if copying.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("ferry finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The server rolls the transaction back when the connection goes.
+    let deadline = Instant::now();
+    while db.exists("big__ferry_new").await {
+        assert!(deadline.elapsed() < Duration::from_secs(30), "the shadow table outlived the connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(db.rows("big").await, before);
+    db.drop_schema().await;
+}
+
+#[test]
+fn load_config_names_the_table_or_keeps_a_model_in_the_stage() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nmodels:\n  shop:\n    +materialized: table\n    audit:\n      +load: false\n")
+        .model("audit.sql", "select 1 as id\n")
+        .model("renamed.sql", "{{ config(load={'table': 'customers_v2'}) }}\nselect 1 as id\n");
+    let ran = p.run(["run"]);
+    ok(&ran);
+    let conn = rusqlite::Connection::open(p.path().join(".ferry/ferry.db").as_std_path()).expect("open");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("tables");
+    assert_eq!(tables, ["customers_v2"]);
+    let results: serde_json::Value = serde_json::from_str(&p.read(".ferry/run_results.json")).expect("json");
+    let loads: Vec<&serde_json::Value> =
+        results["results"].as_array().expect("results").iter().filter_map(|r| r.get("load")).collect();
+    assert_eq!(loads.len(), 1, "{results:#}");
+    assert_eq!(loads[0]["status"], "success");
+    assert_eq!(loads[0]["rows"], 1);
+    assert_eq!(loads[0]["table"], "customers_v2");
+    let bad = p.file("models/renamed.sql", "{{ config(load={'mode': 'truncate'}) }}\nselect 1 as id\n").run(["run"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("unknown load mode `truncate`"), "{}", bad.stderr);
+}

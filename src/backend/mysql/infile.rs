@@ -43,7 +43,8 @@ fn put_cell(out: &mut Vec<u8>, cell: Cell<'_>, dt: &DataType) -> Result<(), Arro
                 write!(out, "{v}").map_err(|e| bad(e.to_string()))?;
             }
         }
-        Cell::Decimal(d, s) => out.extend_from_slice(cells::decimal_text(&d, s).as_bytes()),
+        Cell::Decimal(v, s) => out.extend_from_slice(cells::decimal_text(&v.to_string(), s).as_bytes()),
+        Cell::BigDecimal(d, s) => out.extend_from_slice(cells::decimal_text(&d, s).as_bytes()),
         Cell::Text(s) => escape(out, s.as_bytes()),
         Cell::Bytes(b) => {
             for byte in b {

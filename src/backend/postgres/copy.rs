@@ -89,7 +89,8 @@ fn put_cell(buf: &mut BytesMut, cell: Cell<'_>, dt: &DataType) {
                 buf.put_f64(v);
             }
         }
-        Cell::Decimal(digits, scale) => put_numeric(buf, &digits, scale),
+        Cell::Decimal(v, scale) => put_numeric_i128(buf, v, scale),
+        Cell::BigDecimal(digits, scale) => put_numeric(buf, &digits, scale),
         Cell::Text(s) => put_bytes(buf, s.as_bytes()),
         Cell::Bytes(b) => put_bytes(buf, b),
         Cell::Date(days) => {
@@ -122,6 +123,40 @@ fn put_cell(buf: &mut BytesMut, cell: Cell<'_>, dt: &DataType) {
 fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
     buf.put_slice(b);
+}
+
+/// [`put_numeric`] for a 128-bit unscaled decimal, without going through
+/// text (the common case: Decimal128 columns).
+pub fn put_numeric_i128(buf: &mut BytesMut, v: i128, scale: i8) {
+    let Ok(s) = u32::try_from(scale) else { return put_numeric(buf, &v.to_string(), scale) };
+    // Pad the fraction to whole base-10000 groups.
+    let pad = (4 - s % 4) % 4;
+    let Some(mut m) = v.unsigned_abs().checked_mul(10u128.pow(pad)) else {
+        return put_numeric(buf, &v.to_string(), scale);
+    };
+    let frac_groups = ((s + pad) / 4) as i16;
+    let mut groups = [0i16; 12];
+    let mut n = 0;
+    while m > 0 {
+        groups[n] = (m % 10_000) as i16;
+        m /= 10_000;
+        n += 1;
+    }
+    // groups[..n] is least significant first; drop trailing zero groups.
+    let mut low = 0;
+    while low < n && groups[low] == 0 {
+        low += 1;
+    }
+    let digits = &groups[low..n];
+    let weight = if digits.is_empty() { 0 } else { n as i16 - frac_groups - 1 };
+    buf.put_i32(8 + 2 * digits.len() as i32);
+    buf.put_i16(digits.len() as i16);
+    buf.put_i16(weight);
+    buf.put_u16(if v < 0 && !digits.is_empty() { 0x4000 } else { 0 });
+    buf.put_u16(s as u16);
+    for g in digits.iter().rev() {
+        buf.put_i16(*g);
+    }
 }
 
 /// Writes an unscaled decimal (digits with an optional `-`) at `scale` as
@@ -178,6 +213,27 @@ mod tests {
         let mut buf = BytesMut::new();
         put_numeric(&mut buf, unscaled, scale);
         buf[4..].chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn the_i128_path_matches_the_text_path() {
+        for (v, s) in [
+            (12345i128, 2i8),
+            (-5, 3),
+            (10000, 0),
+            (0, 2),
+            (123456789, 4),
+            (-1, 0),
+            (i128::MAX, 0),
+            (i128::MIN + 1, 10),
+            (99_999_999, 8),
+            (7, -3),
+        ] {
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            put_numeric_i128(&mut a, v, s);
+            put_numeric(&mut b, &v.to_string(), s);
+            assert_eq!(a, b, "{v} scale {s}");
+        }
     }
 
     #[test]
