@@ -41,7 +41,8 @@ w1:
     my: {type: mysql, host: $myhost, port: 3306, user: $myuser, schema: ferry_bench}
     lite: {type: sqlite, path: $work/bench.db}
 YML
-load() { "$ferry" load -q -s lineitem --project-dir benches/w1 --profiles-dir "$work" -t "$1"; }
+ferry_load=("$ferry" load -q -s lineitem --project-dir benches/w1 --profiles-dir "$work" -t)
+load() { "${ferry_load[@]}" "$1"; }
 pg() { psql -q -v ON_ERROR_STOP=1 "$@"; }
 my() { mysql -h "$myhost" -u "$myuser" "$@"; }
 
@@ -60,7 +61,7 @@ load pg
 pg -c "COPY ferry_bench.lineitem TO '/tmp/ferry_bench_lineitem.bin' (FORMAT binary)"
 load my
 my -e "SELECT * FROM ferry_bench.lineitem INTO OUTFILE '/tmp/ferry_bench_lineitem.tsv'"
-"$python" -c "import duckdb,sys; duckdb.connect().execute(\"COPY (SELECT * FROM read_parquet('$stage/*.parquet')) TO '$work/rows.csv' (FORMAT csv, HEADER false)\")"
+"$python" -c "import duckdb,sys; c = duckdb.connect(); c.execute('SET enable_progress_bar = false'); c.execute(\"COPY (SELECT * FROM read_parquet('$stage/*.parquet')) TO '$work/rows.csv' (FORMAT csv, HEADER false)\")"
 
 pg_ceiling_a() {
   pg -c "DROP TABLE IF EXISTS ferry_bench.ceiling; CREATE TABLE ferry_bench.ceiling (LIKE ferry_bench.lineitem INCLUDING ALL)"
@@ -91,13 +92,13 @@ ceiling() { # name, function: prints "name seconds" per run (only the bulk step 
 }
 
 {
-  measure ferry_pg load pg
+  measure ferry_pg "${ferry_load[@]}" pg
   ceiling pg_a pg_ceiling_a
   ceiling pg_b pg_ceiling_b
   measure duckdb_psql bash "$shared/bench/peers/duckdb_psql_load.sh" "$stage/*.parquet" ferry_bench.peer
-  measure ferry_my load my
+  measure ferry_my "${ferry_load[@]}" my
   ceiling my_infile my_ceiling
-  measure ferry_lite load lite
+  measure ferry_lite "${ferry_load[@]}" lite
   ceiling lite_import lite_ceiling
 } | tee "$work/times"
 

@@ -18,6 +18,15 @@ const BATCH_ROWS: usize = 16 * 1024;
 /// [`cells::normalize`]) arrive on the receiver in file order. The reader
 /// stops when the receiver is dropped.
 pub fn spawn(job: &LoadJob) -> mpsc::Receiver<Result<RecordBatch, LoadError>> {
+    spawn_with(job, Ok)
+}
+
+/// [`spawn`], with `each` applied to every batch on the reading thread (to
+/// encode rows for the wire while the loader sends the previous ones).
+pub fn spawn_with<T: Send + 'static>(
+    job: &LoadJob,
+    mut each: impl FnMut(RecordBatch) -> Result<T, LoadError> + Send + 'static,
+) -> mpsc::Receiver<Result<T, LoadError>> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let files: Vec<Utf8PathBuf> = job.stage.files.iter().map(|f| job.stage_dir.join(&f.name)).collect();
     let model = job.model.clone();
@@ -39,7 +48,8 @@ pub fn spawn(job: &LoadJob) -> mpsc::Receiver<Result<RecordBatch, LoadError>> {
             for batch in reader {
                 let batch = batch
                     .map_err(|e| fail(format!("`{path}`: {e}")))
-                    .and_then(|b| cells::normalize(b).map_err(|e| fail(e.to_string())));
+                    .and_then(|b| cells::normalize(b).map_err(|e| fail(e.to_string())))
+                    .and_then(&mut each);
                 let failed = batch.is_err();
                 if tx.blocking_send(batch).is_err() || failed {
                     return;

@@ -25,8 +25,6 @@ use crate::project::profiles::ServerTarget;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
-/// Bytes buffered before they are sent to the server.
-const SEND_BYTES: usize = 1 << 20;
 
 pub struct Postgres {
     client: Client,
@@ -324,16 +322,24 @@ impl Postgres {
         let t = &job.table;
         let tx = self.client.transaction().await.map_err(|e| db_error(t, "starting a transaction", &e))?;
         for sql in &before {
+            let step = Instant::now();
             tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
         }
+        let step = Instant::now();
         let loaded = copy_in(&tx, job, &copy_into, freeze, rows).await?;
+        tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "COPY into {copy_into}");
         if loaded != job.stage.row_count {
             return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
         }
         for sql in &after {
+            let step = Instant::now();
             tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
         }
+        let step = Instant::now();
         tx.commit().await.map_err(|e| db_error(t, "committing", &e))?;
+        tracing::debug!(elapsed = ?step.elapsed(), "COMMIT");
         let strategy = match (job.mode, copy_into == *t || copy_into.name.ends_with(NEW_SUFFIX)) {
             (Mode::Replace, _) => "binary COPY (FREEZE) into a shadow table, swapped in",
             (Mode::Append, true) => "binary COPY",
@@ -388,20 +394,31 @@ async fn copy_in(
     let sql = copy_sql(into, &job.columns, freeze);
     let sink = tx.copy_in::<_, bytes::Bytes>(&sql).await.map_err(|e| db_error(t, "starting COPY", &e))?;
     futures::pin_mut!(sink);
-    let mut batches = read::spawn(job);
-    let mut buf = BytesMut::with_capacity(SEND_BYTES + SEND_BYTES / 4);
-    copy::header(&mut buf);
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        copy::encode(&batch, &job.columns, &mut buf)
-            .map_err(|e| LoadError::Read { model: job.model.clone(), message: e.to_string() })?;
-        rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        if buf.len() >= SEND_BYTES {
-            sink.send(buf.split().freeze()).await.map_err(|e| db_error(t, "sending rows (COPY)", &e))?;
+    // Rows are encoded on the reading thread, so encoding overlaps sending.
+    let (columns, model) = (job.columns.clone(), job.model.clone());
+    let mut header = true;
+    let mut chunks = read::spawn_with(job, move |batch| {
+        let mut buf = BytesMut::with_capacity(batch.num_rows() * 64 + 32);
+        if std::mem::take(&mut header) {
+            copy::header(&mut buf);
         }
+        copy::encode(&batch, &columns, &mut buf)
+            .map_err(|e| LoadError::Read { model: model.clone(), message: e.to_string() })?;
+        Ok((buf.freeze(), batch.num_rows() as u64))
+    });
+    let mut started = false;
+    while let Some(chunk) = chunks.recv().await {
+        let (bytes, n) = chunk?;
+        started = true;
+        sink.feed(bytes).await.map_err(|e| db_error(t, "sending rows (COPY)", &e))?;
+        rows.fetch_add(n, Ordering::Relaxed);
     }
-    copy::trailer(&mut buf);
-    sink.send(buf.split().freeze()).await.map_err(|e| db_error(t, "sending rows (COPY)", &e))?;
+    let mut end = BytesMut::with_capacity(32);
+    if !started {
+        copy::header(&mut end);
+    }
+    copy::trailer(&mut end);
+    sink.send(end.freeze()).await.map_err(|e| db_error(t, "sending rows (COPY)", &e))?;
     sink.as_mut().finish().await.map_err(|e| db_error(t, "finishing COPY", &e))
 }
 
