@@ -280,26 +280,99 @@ pub fn decimal_text(unscaled: &str, scale: i8) -> String {
     format!("{sign}{int}.{frac}")
 }
 
+/// Writes a 128-bit unscaled decimal at `scale` as text, without
+/// allocating (the hot path of text bulk formats).
+pub fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
+    let mut digits = itoa::Buffer::new();
+    if scale <= 0 || scale > 38 {
+        out.extend_from_slice(decimal_text(digits.format(v), scale).as_bytes());
+        return;
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    let m = v.unsigned_abs();
+    let p = 10u128.pow(u32::from(scale.unsigned_abs()));
+    out.extend_from_slice(digits.format(m / p).as_bytes());
+    out.push(b'.');
+    let frac = digits.format(m % p);
+    out.resize(out.len() + usize::from(scale.unsigned_abs()) - frac.len(), b'0');
+    out.extend_from_slice(frac.as_bytes());
+}
+
+fn write_padded(out: &mut Vec<u8>, v: u32, width: usize) {
+    let mut b = itoa::Buffer::new();
+    let s = b.format(v);
+    out.resize(out.len() + width.saturating_sub(s.len()), b'0');
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Days since 1970-01-01 as `YYYY-MM-DD`.
+pub fn write_date(out: &mut Vec<u8>, days: i32) {
+    use chrono::Datelike;
+    let Some(d) = days.checked_add(719_163).and_then(chrono::NaiveDate::from_num_days_from_ce_opt) else {
+        out.extend_from_slice(format!("invalid date ({days} days)").as_bytes());
+        return;
+    };
+    if d.year() < 0 {
+        out.push(b'-');
+    }
+    write_padded(out, d.year().unsigned_abs(), 4);
+    out.push(b'-');
+    write_padded(out, d.month(), 2);
+    out.push(b'-');
+    write_padded(out, d.day(), 2);
+}
+
+/// Microseconds since midnight as `HH:MM:SS.ffffff`.
+pub fn write_time(out: &mut Vec<u8>, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    write_padded(out, (secs / 3600) as u32, 2);
+    out.push(b':');
+    write_padded(out, (secs / 60 % 60) as u32, 2);
+    out.push(b':');
+    write_padded(out, (secs % 60) as u32, 2);
+    out.push(b'.');
+    write_padded(out, micros.rem_euclid(1_000_000) as u32, 6);
+}
+
+/// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff`.
+pub fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
+    const DAY: i64 = 86_400_000_000;
+    match i32::try_from(micros.div_euclid(DAY)) {
+        Ok(days) => {
+            write_date(out, days);
+            out.push(b' ');
+            write_time(out, micros.rem_euclid(DAY));
+        }
+        Err(_) => out.extend_from_slice(format!("invalid timestamp ({micros} µs)").as_bytes()),
+    }
+}
+
+fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::with_capacity(32);
+    write(&mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Days since 1970-01-01 as `YYYY-MM-DD`.
 pub fn date_text(days: i32) -> String {
-    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(days))))
-        .map_or_else(|| format!("invalid date ({days} days)"), |d| d.format("%Y-%m-%d").to_string())
+    text(|o| write_date(o, days))
 }
 
 /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff`.
 pub fn timestamp_text(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
-        || format!("invalid timestamp ({micros} µs)"),
-        |t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-    )
+    text(|o| write_timestamp(o, micros))
 }
 
 /// Microseconds since midnight as `HH:MM:SS.ffffff`.
 pub fn time_text(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    format!("{:02}:{:02}:{:02}.{frac:06}", secs / 3600, secs / 60 % 60, secs % 60)
+    text(|o| write_time(o, micros))
+}
+
+/// A 128-bit unscaled decimal at `scale` as text.
+pub fn decimal128_text(v: i128, scale: i8) -> String {
+    text(|o| write_decimal(o, v, scale))
 }
 
 /// An interval as PostgreSQL's unambiguous text (`1 mons 2 days 00:00:01.5`),
@@ -331,7 +404,19 @@ mod tests {
     }
 
     #[test]
+    fn the_decimal_writer_matches_the_text_path() {
+        for (v, s) in
+            [(12345i128, 2i8), (-5, 3), (0, 2), (7, 0), (7, -2), (-1, 10), (i128::MAX, 38), (i128::MIN + 1, 5)]
+        {
+            assert_eq!(decimal128_text(v, s), decimal_text(&v.to_string(), s), "{v} scale {s}");
+        }
+    }
+
+    #[test]
     fn dates_times_and_intervals_as_text() {
+        assert_eq!(date_text(19_782), "2024-02-29");
+        assert_eq!(date_text(-719_528), "0000-01-01");
+        assert_eq!(timestamp_text(-1), "1969-12-31 23:59:59.999999");
         assert_eq!(date_text(0), "1970-01-01");
         assert_eq!(date_text(-1), "1969-12-31");
         assert_eq!(timestamp_text(1_500_000), "1970-01-01 00:00:01.500000");

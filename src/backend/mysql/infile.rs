@@ -31,8 +31,8 @@ fn put_cell(out: &mut Vec<u8>, cell: Cell<'_>, dt: &DataType) -> Result<(), Arro
     match cell {
         Cell::Null => out.extend_from_slice(b"\\N"),
         Cell::Bool(b) => out.push(if b { b'1' } else { b'0' }),
-        Cell::Int(v) => write!(out, "{v}").map_err(|e| bad(e.to_string()))?,
-        Cell::UInt(v) => write!(out, "{v}").map_err(|e| bad(e.to_string()))?,
+        Cell::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        Cell::UInt(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
         Cell::Float(v) => {
             if !v.is_finite() {
                 return Err(bad(format!("MySQL cannot store the float `{v}`")));
@@ -43,7 +43,7 @@ fn put_cell(out: &mut Vec<u8>, cell: Cell<'_>, dt: &DataType) -> Result<(), Arro
                 write!(out, "{v}").map_err(|e| bad(e.to_string()))?;
             }
         }
-        Cell::Decimal(v, s) => out.extend_from_slice(cells::decimal_text(&v.to_string(), s).as_bytes()),
+        Cell::Decimal(v, s) => cells::write_decimal(out, v, s),
         Cell::BigDecimal(d, s) => out.extend_from_slice(cells::decimal_text(&d, s).as_bytes()),
         Cell::Text(s) => escape(out, s.as_bytes()),
         Cell::Bytes(b) => {
@@ -51,9 +51,9 @@ fn put_cell(out: &mut Vec<u8>, cell: Cell<'_>, dt: &DataType) -> Result<(), Arro
                 write!(out, "{byte:02X}").map_err(|e| bad(e.to_string()))?;
             }
         }
-        Cell::Date(d) => out.extend_from_slice(cells::date_text(d).as_bytes()),
-        Cell::Timestamp(us) => out.extend_from_slice(cells::timestamp_text(us).as_bytes()),
-        Cell::Time(us) => out.extend_from_slice(cells::time_text(us).as_bytes()),
+        Cell::Date(d) => cells::write_date(out, d),
+        Cell::Timestamp(us) => cells::write_timestamp(out, us),
+        Cell::Time(us) => cells::write_time(out, us),
         Cell::Interval { months, days, micros } => {
             out.extend_from_slice(cells::interval_text(months, days, micros).as_bytes());
         }
@@ -64,6 +64,10 @@ fn put_cell(out: &mut Vec<u8>, cell: Cell<'_>, dt: &DataType) -> Result<(), Arro
 
 /// Escapes what `FIELDS ESCAPED BY '\\'` treats specially.
 fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    if !bytes.iter().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r' | 0)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),

@@ -351,8 +351,11 @@ impl Mysql {
     ) -> Result<(u64, String, Vec<String>), LoadError> {
         let t = &job.table;
         for sql in &p.ddl_before {
+            let step = Instant::now();
             self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
         }
+        let step = Instant::now();
         self.conn.query_drop("START TRANSACTION").await.map_err(|e| db_error(t, "starting a transaction", &e))?;
         let mut notes = Vec::new();
         let mut strategy = "LOAD DATA LOCAL INFILE".to_owned();
@@ -373,6 +376,7 @@ impl Mysql {
             strategy = "multi-row INSERT (local_infile: false)".into();
             self.insert_rows(job, &p.rows_into, rows).await?
         };
+        tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "{strategy} into {}", p.rows_into);
         self.check_warnings(t, "loading rows").await?;
         if loaded != job.stage.row_count {
             return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
@@ -383,7 +387,9 @@ impl Mysql {
         }
         self.conn.query_drop("COMMIT").await.map_err(|e| db_error(t, "committing", &e))?;
         for sql in &p.ddl_after {
+            let step = Instant::now();
             self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
         }
         Ok((loaded, strategy, notes))
     }
@@ -518,7 +524,7 @@ fn value(cell: Cell<'_>, spec: &LoadColumn) -> Value {
         Cell::UInt(v) => Value::UInt(v),
         Cell::Float(v) if matches!(spec.data_type, DataType::Float32) => Value::Float(v as f32),
         Cell::Float(v) => Value::Double(v),
-        Cell::Decimal(v, s) => Value::Bytes(cells::decimal_text(&v.to_string(), s).into_bytes()),
+        Cell::Decimal(v, s) => Value::Bytes(cells::decimal128_text(v, s).into_bytes()),
         Cell::BigDecimal(d, s) => Value::Bytes(cells::decimal_text(&d, s).into_bytes()),
         Cell::Text(s) => Value::Bytes(s.as_bytes().to_vec()),
         Cell::Bytes(b) => Value::Bytes(b.to_vec()),

@@ -295,7 +295,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, i: usize, cell: Cell<'_>, dt: &DataT
         Cell::UInt(v) if matches!(dt, DataType::UInt64) => stmt.raw_bind_parameter(i, v.to_string()),
         Cell::UInt(v) => stmt.raw_bind_parameter(i, v as i64),
         Cell::Float(v) => stmt.raw_bind_parameter(i, v),
-        Cell::Decimal(v, s) => stmt.raw_bind_parameter(i, cells::decimal_text(&v.to_string(), s)),
+        Cell::Decimal(v, s) => stmt.raw_bind_parameter(i, cells::decimal128_text(v, s)),
         Cell::BigDecimal(d, s) => stmt.raw_bind_parameter(i, cells::decimal_text(&d, s)),
         Cell::Text(s) => stmt.raw_bind_parameter(i, s),
         Cell::Bytes(b) => stmt.raw_bind_parameter(i, b),
