@@ -17,6 +17,7 @@
 # machine's); a python with duckdb (PYTHON=...); sqlite3. Appends the
 # medians and ratios to benches/results/load-<date>.md.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
 python=${PYTHON:-python3}
@@ -25,7 +26,7 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDAT
 myhost=${MYSQL_HOST:-127.0.0.1} myuser=${MYSQL_USER:-root}
 work=$(mktemp -d)
 chmod 755 "$work"
-trap 'rm -rf "$work" /tmp/ferry_bench_lineitem.bin /tmp/ferry_bench_lineitem.tsv' EXIT
+trap 'rm -rf "$work" /tmp/ferry_bench_lineitem.bin /tmp/ferry_bench_lineitem.tsv /tmp/ferry_bench_stage_order.tsv' EXIT
 
 cargo build --release --quiet
 ferry=$PWD/target/release/ferry
@@ -46,12 +47,13 @@ load() { "${ferry_load[@]}" "$1"; }
 pg() { psql -q -v ON_ERROR_STOP=1 "$@"; }
 my() { mysql -h "$myhost" -u "$myuser" "$@"; }
 
-measure() { # name, command...: prints "name seconds" per run
+once() { # name, command...: prints "name seconds"
   local name=$1; shift
-  for _ in $(seq "$runs"); do
-    /usr/bin/time -f "%e" -o "$work/t" "$@" >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
-    echo "$name $(cat "$work/t")"
-  done
+  /usr/bin/time -f "%e" -o "$work/t" "$@" >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+  echo "$name $(cat "$work/t")"
+}
+settle() { # let earlier writes reach the disk, so runs do not pay for each other
+  pg -c "CHECKPOINT" >/dev/null; sync; sleep 2
 }
 
 # The rows, once, in each server's own format (written by the server).
@@ -61,6 +63,15 @@ load pg
 pg -c "COPY ferry_bench.lineitem TO '/tmp/ferry_bench_lineitem.bin' (FORMAT binary)"
 load my
 my -e "SELECT * FROM ferry_bench.lineitem INTO OUTFILE '/tmp/ferry_bench_lineitem.tsv'"
+# The same rows in the stage's order, as LOAD DATA reads them (lineitem's
+# text has no tab, newline or backslash to escape).
+"$python" - "$stage" <<'PY'
+import sys, duckdb
+c = duckdb.connect()
+c.execute("SET enable_progress_bar = false")
+c.execute(f"""COPY (SELECT * FROM read_parquet('{sys.argv[1]}/*.parquet'))
+  TO '/tmp/ferry_bench_stage_order.tsv' (FORMAT csv, DELIMITER '\t', HEADER false, QUOTE '', ESCAPE '', NULLSTR '\\N')""")
+PY
 "$python" -c "import duckdb,sys; c = duckdb.connect(); c.execute('SET enable_progress_bar = false'); c.execute(\"COPY (SELECT * FROM read_parquet('$stage/*.parquet')) TO '$work/rows.csv' (FORMAT csv, HEADER false)\")"
 
 pg_ceiling_a() {
@@ -76,31 +87,38 @@ pg_ceiling_b() {
     -c "ALTER TABLE ferry_bench.ceiling ADD PRIMARY KEY (order_id, line_no)"
   cat "$work/c" >&2
 }
-my_ceiling() {
+my_ceiling() { # FILE
   my -e "DROP TABLE IF EXISTS ferry_bench.ceiling; CREATE TABLE ferry_bench.ceiling LIKE ferry_bench.lineitem"
-  /usr/bin/time -f "%e" -o "$work/c" mysql -h "$myhost" -u "$myuser" -e "LOAD DATA INFILE '/tmp/ferry_bench_lineitem.tsv' INTO TABLE ferry_bench.ceiling"
+  /usr/bin/time -f "%e" -o "$work/c" mysql -h "$myhost" -u "$myuser" -e "LOAD DATA INFILE '$1' INTO TABLE ferry_bench.ceiling"
+  test "$(my -N -e "SELECT COUNT(*) FROM ferry_bench.ceiling")" = "$rows"
   cat "$work/c" >&2
 }
+my_ceiling_key_order() { my_ceiling /tmp/ferry_bench_lineitem.tsv; }
+my_ceiling_stage_order() { my_ceiling /tmp/ferry_bench_stage_order.tsv; }
 lite_ceiling() {
   rm -f "$work/ceiling.db"
   sqlite3 "$work/bench.db" ".schema lineitem" | sed 's/"lineitem"/ceiling/' | sqlite3 "$work/ceiling.db"
   /usr/bin/time -f "%e" -o "$work/c" sqlite3 "$work/ceiling.db" ".mode csv" ".import $work/rows.csv ceiling"
   cat "$work/c" >&2
 }
-ceiling() { # name, function: prints "name seconds" per run (only the bulk step is timed)
-  for _ in $(seq "$runs"); do echo "$1 $("$2" 2>&1 >/dev/null | tail -1)"; done
+ceiling() { # name, function: prints "name seconds" (only the bulk step is timed)
+  local out
+  out=$("$2" 2>&1 >/dev/null) || { echo "$1 failed: $out" >&2; exit 1; }
+  echo "$1 $(tail -1 <<<"$out")"
 }
 
-{
-  measure ferry_pg "${ferry_load[@]}" pg
-  ceiling pg_a pg_ceiling_a
-  ceiling pg_b pg_ceiling_b
-  measure duckdb_psql bash "$shared/bench/peers/duckdb_psql_load.sh" "$stage/*.parquet" ferry_bench.peer
-  measure ferry_my "${ferry_load[@]}" my
-  ceiling my_infile my_ceiling
-  measure ferry_lite "${ferry_load[@]}" lite
-  ceiling lite_import lite_ceiling
-} | tee "$work/times"
+# Runs interleave ferry and the references, each after a checkpoint.
+for _ in $(seq "$runs"); do
+  settle; once ferry_pg "${ferry_load[@]}" pg
+  settle; ceiling pg_a pg_ceiling_a
+  settle; ceiling pg_b pg_ceiling_b
+  settle; once duckdb_psql bash "$shared/bench/peers/duckdb_psql_load.sh" "$stage/*.parquet" ferry_bench.peer
+  settle; once ferry_my "${ferry_load[@]}" my
+  settle; ceiling my_infile my_ceiling_key_order
+  settle; ceiling my_infile_stage_order my_ceiling_stage_order
+  settle; once ferry_lite "${ferry_load[@]}" lite
+  settle; ceiling lite_import lite_ceiling
+done | tee "$work/times"
 
 median() { grep "^$1 " "$work/times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
@@ -114,10 +132,11 @@ mkdir -p benches/results
   echo "| PostgreSQL | $(median ferry_pg) | (b) create + COPY FREEZE + add key | $(median pg_b) | $(ratio "$(median ferry_pg)" "$(median pg_b)") |"
   echo "| PostgreSQL | $(median ferry_pg) | (a) plain COPY into the keyed table | $(median pg_a) | $(ratio "$(median ferry_pg)" "$(median pg_a)") |"
   echo "| PostgreSQL | $(median ferry_pg) | DuckDB -> CSV -> psql COPY | $(median duckdb_psql) | $(ratio "$(median ferry_pg)" "$(median duckdb_psql)") |"
-  echo "| MariaDB | $(median ferry_my) | server-side LOAD DATA INFILE | $(median my_infile) | $(ratio "$(median ferry_my)" "$(median my_infile)") |"
+  echo "| MariaDB | $(median ferry_my) | server-side LOAD DATA INFILE, rows in key order (as OUTFILE writes them) | $(median my_infile) | $(ratio "$(median ferry_my)" "$(median my_infile)") |"
+  echo "| MariaDB | $(median ferry_my) | server-side LOAD DATA INFILE, rows in the stage's order (as ferry sends them) | $(median my_infile_stage_order) | $(ratio "$(median ferry_my)" "$(median my_infile_stage_order)") |"
   echo "| SQLite | $(median ferry_lite) | sqlite3 .import (CSV) | $(median lite_import) | $(ratio "$(median ferry_lite)" "$(median lite_import)") |"
   echo
-  echo "ferry's times are whole \`ferry load\` runs (stage check, preflight, shadow table, key, swap); references time the bulk statement only."
+  echo "ferry's times are whole \`ferry load\` runs (stage check, preflight, shadow table, key, swap); references time the bulk statement only. Runs interleave, each after a CHECKPOINT."
   echo
 } | tee -a "$out"
 pg -c "DROP SCHEMA IF EXISTS ferry_bench CASCADE"
