@@ -584,3 +584,39 @@ fn load_config_names_the_table_or_keeps_a_model_in_the_stage() {
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.contains("unknown load mode `truncate`"), "{}", bad.stderr);
 }
+
+#[test]
+fn sqlite_ctrl_c_mid_load_leaves_the_table_as_it_was() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\n").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let mut db = Db::sqlite(&p);
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let before = rt.block_on(db.rows("big"));
+    ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    let child = p
+        .ferry(["load"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The load is under way once another writer cannot start.
+    let path = p.path().join(".ferry/ferry.db");
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "the load never started writing");
+        let probe = rusqlite::Connection::open(path.as_std_path()).expect("open");
+        probe.busy_timeout(Duration::ZERO).expect("no waiting for locks");
+        if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("ferry finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let after = rt.block_on(db.rows("big"));
+    assert!(after == before, "the table changed: {} rows, not {}; ferry said: {stderr}", after.len(), before.len());
+    assert!(!rt.block_on(db.exists("big__ferry_new")));
+}

@@ -10,7 +10,7 @@
 //! values as JSON text.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use camino::Utf8PathBuf;
@@ -83,10 +83,17 @@ impl Sqlite {
     pub async fn load(&self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
         let started = Instant::now();
         let conn = self.open(&job.table)?;
-        let (job_, rows) = (job.clone(), Arc::clone(rows));
-        let loaded = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows)).await.map_err(|e| {
-            LoadError::Database { table: job.table.name.clone(), doing: "loading".into(), message: e.to_string() }
-        })??;
+        // The blocking load cannot be dropped like a future: if this one is
+        // (Ctrl-C), the flag tells it to stop, and its transaction rolls back.
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let (job_, rows, cancelled) = (job.clone(), Arc::clone(rows), Arc::clone(&cancel.0));
+        let loaded = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows, &cancelled))
+            .await
+            .map_err(|e| LoadError::Database {
+                table: job.table.name.clone(),
+                doing: "loading".into(),
+                message: e.to_string(),
+            })??;
         Ok(LoadReport {
             table: job.table.name.clone(),
             mode: job.mode.name(),
@@ -241,7 +248,21 @@ fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>)
     }
 }
 
-fn load_blocking(mut conn: Connection, job: &LoadJob, rows: &AtomicU64) -> Result<u64, LoadError> {
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn load_blocking(
+    mut conn: Connection,
+    job: &LoadJob,
+    rows: &AtomicU64,
+    cancelled: &AtomicBool,
+) -> Result<u64, LoadError> {
     let t = &job.table;
     let existing = existing(&conn, t)?;
     if job.mode != Mode::Replace
@@ -261,6 +282,13 @@ fn load_blocking(mut conn: Connection, job: &LoadJob, rows: &AtomicU64) -> Resul
         let mut stmt = tx.prepare(&insert).map_err(|e| db_error(t, "preparing the insert", &e))?;
         let mut batches = read::spawn(job);
         while let Some(batch) = batches.blocking_recv() {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(LoadError::Database {
+                    table: t.name.clone(),
+                    doing: "loading".into(),
+                    message: "interrupted".into(),
+                });
+            }
             let batch = batch?;
             let mut cols = cells::columns(&batch)
                 .map_err(|e| LoadError::Read { model: job.model.clone(), message: e.to_string() })?;
@@ -278,6 +306,13 @@ fn load_blocking(mut conn: Connection, job: &LoadJob, rows: &AtomicU64) -> Resul
     }
     if loaded != job.stage.row_count {
         return Err(LoadError::RowCount { table: t.name.clone(), expected: job.stage.row_count, loaded });
+    }
+    if cancelled.load(Ordering::Relaxed) {
+        return Err(LoadError::Database {
+            table: t.name.clone(),
+            doing: "loading".into(),
+            message: "interrupted".into(),
+        });
     }
     for sql in &after {
         tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
