@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::load::{LoadError, LoadJob, LoadReport, TableName};
-use crate::project::profiles::{Target, TargetKind};
+use crate::project::profiles::{ServerTarget, Target, TargetKind};
 
 /// An open target.
 pub enum Connection {
@@ -53,6 +53,23 @@ impl Connection {
             Connection::Postgres(b) => b.rollback(table).await,
             Connection::Mysql(b) => b.rollback(table).await,
         }
+    }
+}
+
+/// A connection error that names the target and its address.
+fn connect_error(s: &ServerTarget, target_name: &str, message: String) -> LoadError {
+    LoadError::Connect { target: format!("target `{target_name}` ({}:{})", s.host, s.port), message }
+}
+
+/// Refuses the `sslmode`s that need TLS, which the loaders do not speak yet.
+fn refuse_tls(s: &ServerTarget, target_name: &str, loader: &str) -> Result<(), LoadError> {
+    match s.sslmode.as_deref() {
+        Some(mode @ ("require" | "verify-ca" | "verify-full")) => Err(connect_error(
+            s,
+            target_name,
+            format!("`sslmode: {mode}` needs TLS, which ferry's {loader} loader does not support yet"),
+        )),
+        _ => Ok(()),
     }
 }
 

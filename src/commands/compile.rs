@@ -26,12 +26,8 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
     };
     let manifest = &session.manifest;
     tracing::debug!(elapsed = ?started.elapsed(), nodes = manifest.nodes.len(), "loaded and rendered the project");
-    let selected = match super::selected(manifest, args) {
-        Ok(s) => s,
-        Err(d) => {
-            super::report(printer, &[*d]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(selected) = super::selected_or_report(manifest, args, printer) else {
+        return Ok(ExitStatus::Failure);
     };
     let engine = Engine::new(&EngineOptions::default())?;
     let mut outcome = plan::plan(&engine, manifest, &selected, &session.failed).await;

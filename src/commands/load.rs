@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::execute::{group, node_line};
 use crate::backend::Connection;
 use crate::cli::{LoadArgs, RollbackArgs};
 use crate::diagnostic::{Code, Diagnostic};
@@ -68,7 +69,8 @@ pub(crate) async fn load_nodes(
     };
     let progress = printer.progress(jobs.len());
     let total = jobs.len();
-    let width = total.to_string().len();
+    let line =
+        |k: usize, word: &str, job: &LoadJob, detail: &str| node_line(k + 1, total, word, "load", &job.model, detail);
     for (k, job) in jobs.iter().enumerate() {
         let rows = Arc::new(AtomicU64::new(0));
         let ticker = tick(&progress, job, &rows);
@@ -80,32 +82,27 @@ pub(crate) async fn load_nodes(
         ticker.abort();
         let Some(result) = result else {
             loads.interrupted = true;
-            progress.line(&format!(
-                "{:>width$} of {total} STOP  load      {}: interrupted; the table is as it was",
-                k + 1,
-                job.model
-            ));
+            progress.line(&line(k, "STOP", job, "interrupted; the table is as it was"));
             break;
         };
         match result {
             Ok(report) => {
-                progress.line(&format!(
-                    "{:>width$} of {total} OK    load      {:<28} {} rows into {} ({}, {}) in {:.2}s",
-                    k + 1,
-                    job.model,
-                    super::execute::group(report.rows),
+                let detail = format!(
+                    "{} rows into {} ({}, {}) in {:.2}s",
+                    group(report.rows),
                     report.table,
                     report.mode,
                     report.strategy,
                     report.seconds
-                ));
+                );
+                progress.line(&line(k, "OK", job, &detail));
                 for note in &report.notes {
                     progress.line(&format!("      note: {note}"));
                 }
                 loads.results.insert(job.node, Ok(report));
             }
             Err(e) => {
-                progress.line(&format!("{:>width$} of {total} ERROR load      {:<28} {}", k + 1, job.model, job.table));
+                progress.line(&line(k, "ERROR", job, &job.table.to_string()));
                 loads.results.insert(job.node, Err(e.to_string()));
                 loads.diagnostics.push(e.to_diagnostic(&job.model));
             }
@@ -139,12 +136,8 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
     };
     super::report(printer, &session.diagnostics);
     let manifest = &session.manifest;
-    let selected = match super::selected(manifest, &args.select) {
-        Ok(s) => s,
-        Err(d) => {
-            super::report(printer, &[*d]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
+        return Ok(ExitStatus::Failure);
     };
     let stage_root = settings.path(STAGE_DIR);
     let loadable: BTreeSet<usize> =
@@ -175,7 +168,7 @@ pub(crate) fn summarize(loads: &Loads, printer: &Printer, started: Instant) -> R
             "loaded {} table{} ({} rows) in {:.2}s",
             ok.len(),
             if ok.len() == 1 { "" } else { "s" },
-            super::execute::group(rows),
+            group(rows),
             started.elapsed().as_secs_f64()
         ));
         Ok(ExitStatus::Success)
@@ -189,6 +182,14 @@ pub(crate) fn summarize(loads: &Loads, printer: &Printer, started: Instant) -> R
     }
 }
 
+/// Connects to the target, printing the diagnostic and `None` if it cannot.
+async fn connect_or_report(target: &Target, printer: &Printer) -> Option<Connection> {
+    Connection::connect(target)
+        .await
+        .map_err(|e| super::report(printer, &[e.to_diagnostic(&format!("target `{}`", target.name))]))
+        .ok()
+}
+
 async fn dry_run(
     target: &Target,
     manifest: &Manifest,
@@ -196,12 +197,8 @@ async fn dry_run(
     stage_root: &camino::Utf8Path,
     printer: &Printer,
 ) -> Result<ExitStatus> {
-    let mut conn = match Connection::connect(target).await {
-        Ok(c) => c,
-        Err(e) => {
-            super::report(printer, &[e.to_diagnostic(&format!("target `{}`", target.name))]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(mut conn) = connect_or_report(target, printer).await else {
+        return Ok(ExitStatus::Failure);
     };
     let mut failed = false;
     for i in load::load_order(manifest, nodes) {
@@ -247,12 +244,8 @@ pub(crate) async fn rollback(settings: &Settings, args: &RollbackArgs, printer: 
         return Ok(ExitStatus::Failure);
     };
     let manifest = &session.manifest;
-    let selected = match super::selected(manifest, &args.select) {
-        Ok(s) => s,
-        Err(d) => {
-            super::report(printer, &[*d]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
+        return Ok(ExitStatus::Failure);
     };
     let mut targets = Vec::new();
     for i in selected {
@@ -273,12 +266,8 @@ pub(crate) async fn rollback(settings: &Settings, args: &RollbackArgs, printer: 
         );
         return Ok(ExitStatus::Failure);
     }
-    let mut conn = match Connection::connect(&session.target).await {
-        Ok(c) => c,
-        Err(e) => {
-            super::report(printer, &[e.to_diagnostic(&format!("target `{}`", session.target.name))]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(mut conn) = connect_or_report(&session.target, printer).await else {
+        return Ok(ExitStatus::Failure);
     };
     let mut failed = false;
     for (model, table) in targets {

@@ -18,12 +18,8 @@ pub(crate) fn ls(settings: &Settings, args: &LsArgs, printer: &Printer) -> Resul
     };
     let failed = super::report(printer, &session.diagnostics);
     let manifest = &session.manifest;
-    let selected = match super::selected(manifest, &args.select) {
-        Ok(s) => s,
-        Err(d) => {
-            super::report(printer, &[*d]);
-            return Ok(ExitStatus::Failure);
-        }
+    let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
+        return Ok(ExitStatus::Failure);
     };
     let wanted = |n: &Node| {
         args.resource_types.is_empty()

@@ -140,6 +140,11 @@ pub(crate) fn selected(manifest: &Manifest, args: &SelectArgs) -> Result<BTreeSe
     Ok(select::select(&facts, &manifest.graph, &include, &exclude))
 }
 
+/// [`selected`], printing the diagnostic and `None` for a bad selector.
+pub(crate) fn selected_or_report(manifest: &Manifest, args: &SelectArgs, printer: &Printer) -> Option<BTreeSet<usize>> {
+    selected(manifest, args).map_err(|d| report(printer, &[*d])).ok()
+}
+
 /// Prints diagnostics and says whether any was an error.
 pub(crate) fn report(printer: &Printer, diags: &[Diagnostic]) -> bool {
     printer.diagnostics(diags);

@@ -162,6 +162,14 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// `ferry rollback` on a table no `replace` load has kept a copy of.
+    pub fn nothing_to_restore(table: impl std::fmt::Display, prev: impl std::fmt::Display) -> Self {
+        LoadError::Rollback {
+            table: table.to_string(),
+            message: format!("there is no `{prev}` to restore (a `replace` load keeps one)"),
+        }
+    }
+
     /// The error as a diagnostic for `model`.
     pub fn to_diagnostic(&self, model: &str) -> Diagnostic {
         let mut d = Diagnostic::error(Code::Load, format!("{model}: {self}"));

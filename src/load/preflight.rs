@@ -4,7 +4,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 
-use super::{LoadError, LoadJob};
+use super::{LoadError, LoadJob, Mode, read};
 
 /// A column of an existing target table, as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,22 @@ pub enum Family {
     Json,
     /// Anything else: taken on trust (the database checks each value).
     Other,
+}
+
+/// Checks the table the job keeps, if there is one: every mode but
+/// `replace` (which rebuilds the table from the stage) loads into it.
+pub fn check_existing(
+    job: &LoadJob,
+    existing: Option<&[TargetColumn]>,
+    family: impl Fn(&str) -> Family,
+    case_insensitive_names: bool,
+) -> Result<(), LoadError> {
+    match existing {
+        Some(ex) if job.mode != Mode::Replace => {
+            check(job, ex, family, &read::null_counts(job), case_insensitive_names)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks `existing` against the job's staged columns.

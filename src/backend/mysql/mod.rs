@@ -28,8 +28,6 @@ use crate::project::profiles::ServerTarget;
 
 /// MySQL's identifier limit.
 const MAX_IDENT: usize = 64;
-/// Bytes per chunk handed to the infile stream.
-const CHUNK_BYTES: usize = 1 << 20;
 /// Server errors that mean "no LOAD DATA LOCAL here".
 const INFILE_REFUSED: [u16; 3] = [1148, 3948, 4166];
 
@@ -248,25 +246,18 @@ fn plan(job: &LoadJob, exists: bool) -> Plan {
 
 impl Mysql {
     pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
-        let fail = |message: String| LoadError::Connect {
-            target: format!("target `{target_name}` ({}:{})", s.host, s.port),
-            message,
-        };
-        if let Some(mode) = s.sslmode.as_deref()
-            && matches!(mode, "require" | "verify-ca" | "verify-full")
-        {
-            return Err(fail(format!("`sslmode: {mode}` needs TLS, which ferry's MySQL loader does not support yet")));
-        }
+        super::refuse_tls(s, target_name, "MySQL")?;
+        let fail = |e: mysql_async::Error| super::connect_error(s, target_name, e.to_string());
         let opts = OptsBuilder::default()
             .ip_or_hostname(s.host.clone())
             .tcp_port(s.port)
             .user(Some(s.user.clone()))
             .pass((!s.password.is_empty()).then(|| s.password.expose().to_owned()))
             .prefer_socket(false);
-        let mut conn = Conn::new(opts).await.map_err(|e| fail(e.to_string()))?;
+        let mut conn = Conn::new(opts).await.map_err(fail)?;
         conn.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), time_zone = '+00:00'")
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         Ok(Mysql { conn, local_infile: s.local_infile.unwrap_or(true) })
     }
 
@@ -297,11 +288,7 @@ impl Mysql {
 
     async fn preflight(&mut self, job: &LoadJob) -> Result<bool, LoadError> {
         let existing = self.existing(&job.table).await?;
-        if job.mode != Mode::Replace
-            && let Some(ex) = &existing
-        {
-            preflight::check(job, ex, family, &read::null_counts(job), true)?;
-        }
+        preflight::check_existing(job, existing.as_deref(), family, true)?;
         Ok(existing.is_some())
     }
 
@@ -351,9 +338,7 @@ impl Mysql {
     ) -> Result<(u64, String, Vec<String>), LoadError> {
         let t = &job.table;
         for sql in &p.ddl_before {
-            let step = Instant::now();
-            self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
-            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
+            self.execute(t, sql).await?;
         }
         let step = Instant::now();
         self.conn.query_drop("START TRANSACTION").await.map_err(|e| db_error(t, "starting a transaction", &e))?;
@@ -382,51 +367,45 @@ impl Mysql {
             return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
         }
         for sql in &p.dml_after {
-            self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+            self.execute(t, sql).await?;
             self.check_warnings(t, sql).await?;
         }
         self.conn.query_drop("COMMIT").await.map_err(|e| db_error(t, "committing", &e))?;
         for sql in &p.ddl_after {
-            let step = Instant::now();
-            self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
-            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
+            self.execute(t, sql).await?;
         }
         Ok((loaded, strategy, notes))
     }
 
+    /// Runs one statement, logging its time.
+    async fn execute(&mut self, t: &TableName, sql: &str) -> Result<(), LoadError> {
+        let step = Instant::now();
+        self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+        tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
+        Ok(())
+    }
+
     async fn load_data(&mut self, job: &LoadJob, into: &str, rows: &Arc<AtomicU64>) -> Result<u64, mysql_async::Error> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let (job_, rows_) = (job.clone(), Arc::clone(rows));
-        let producer = tokio::spawn(async move {
-            let mut batches = read::spawn(&job_);
-            let mut buf = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
-            while let Some(batch) = batches.recv().await {
-                let encoded = batch.map_err(|e| std::io::Error::other(e.to_string())).and_then(|b| {
-                    infile::encode(&b, &job_.columns, &mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
-                    Ok(b.num_rows())
-                });
-                match encoded {
-                    Ok(n) => {
-                        rows_.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-                if buf.len() >= CHUNK_BYTES && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
-                    return;
-                }
-            }
-            if !buf.is_empty() {
-                let _ = tx.send(Ok(Bytes::from(buf))).await;
-            }
+        // Rows are encoded as LOAD DATA text on the reading thread, so
+        // encoding overlaps sending.
+        let (columns, model) = (job.columns.clone(), job.model.clone());
+        let chunks = read::spawn_with(job, move |batch| {
+            let mut buf = Vec::with_capacity(batch.num_rows() * 64);
+            infile::encode(&batch, &columns, &mut buf)
+                .map_err(|e| LoadError::Read { model: model.clone(), message: e.to_string() })?;
+            Ok((Bytes::from(buf), batch.num_rows() as u64))
         });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream = futures::stream::unfold((chunks, Arc::clone(rows)), |(mut chunks, rows)| async move {
+            let chunk = chunks.recv().await?.map_err(|e| std::io::Error::other(e.to_string()));
+            let bytes = chunk.map(|(bytes, n)| {
+                rows.fetch_add(n, Ordering::Relaxed);
+                bytes
+            });
+            Some((bytes, (chunks, rows)))
+        });
         self.conn.set_infile_handler(async move { Ok(stream.boxed()) });
-        let result = self.conn.query_drop(load_data_sql(into, &job.columns)).await;
-        producer.abort();
-        result.map(|()| self.conn.affected_rows())
+        self.conn.query_drop(load_data_sql(into, &job.columns)).await?;
+        Ok(self.conn.affected_rows())
     }
 
     async fn insert_rows(&mut self, job: &LoadJob, into: &str, rows: &Arc<AtomicU64>) -> Result<u64, LoadError> {
@@ -497,10 +476,7 @@ impl Mysql {
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if self.existing(&prev).await?.is_none() {
-            return Err(LoadError::Rollback {
-                table: table.to_string(),
-                message: format!("there is no `{prev}` to restore (a `replace` load keeps one)"),
-            });
+            return Err(LoadError::nothing_to_restore(table, &prev));
         }
         let sql = if self.existing(table).await?.is_some() {
             format!(

@@ -129,6 +129,9 @@ fn copy_sql(table: &TableName, columns: &[LoadColumn], freeze: bool) -> String {
     )
 }
 
+/// The strategy of loads that COPY into a temporary table and merge with SQL.
+const VIA_TEMP: &str = "binary COPY into a temporary table, then SQL";
+
 /// How a job will run against the table as it is now: statements before
 /// the COPY, the COPY's table and whether it can FREEZE, statements after.
 struct Plan {
@@ -136,6 +139,8 @@ struct Plan {
     copy_into: TableName,
     freeze: bool,
     after: Vec<String>,
+    /// How the rows get in, for the report.
+    strategy: &'static str,
 }
 
 fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
@@ -174,18 +179,26 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
             after.push(format!("DROP TABLE IF EXISTS {}", qualified(&prev)));
             after.push(format!("ALTER TABLE IF EXISTS {} RENAME TO {}", qualified(t), q(&prev.name)));
             after.push(format!("ALTER TABLE {} RENAME TO {}", qualified(&shadow), q(&t.name)));
-            Plan { before, copy_into: shadow, freeze: true, after }
+            Plan {
+                before,
+                copy_into: shadow,
+                freeze: true,
+                after,
+                strategy: "binary COPY (FREEZE) into a shadow table, swapped in",
+            }
         }
         Mode::Append => match existing {
             None => {
                 before.push(create_table(t, &job.columns, false, key));
-                Plan { before, copy_into: t.clone(), freeze: true, after: Vec::new() }
+                Plan { before, copy_into: t.clone(), freeze: true, after: Vec::new(), strategy: "binary COPY" }
             }
-            Some(ex) if same_types(job, ex) => Plan { before, copy_into: t.clone(), freeze: false, after: Vec::new() },
+            Some(ex) if same_types(job, ex) => {
+                Plan { before, copy_into: t.clone(), freeze: false, after: Vec::new(), strategy: "binary COPY" }
+            }
             Some(_) => {
                 before.push(temp_create());
                 let after = vec![format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {}", qualified(t), q(&temp.name))];
-                Plan { before, copy_into: temp, freeze: false, after }
+                Plan { before, copy_into: temp, freeze: false, after, strategy: VIA_TEMP }
             }
         },
         Mode::Upsert | Mode::DeleteInsert => {
@@ -219,7 +232,7 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
                     format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {}", qualified(t), q(&temp.name)),
                 ]
             };
-            Plan { before, copy_into: temp, freeze: false, after }
+            Plan { before, copy_into: temp, freeze: false, after, strategy: VIA_TEMP }
         }
     }
 }
@@ -240,23 +253,14 @@ fn same_types(job: &LoadJob, existing: &[TargetColumn]) -> bool {
 
 impl Postgres {
     pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
-        let fail = |message: String| LoadError::Connect {
-            target: format!("target `{target_name}` ({}:{})", s.host, s.port),
-            message,
-        };
-        if let Some(mode) = s.sslmode.as_deref()
-            && matches!(mode, "require" | "verify-ca" | "verify-full")
-        {
-            return Err(fail(format!(
-                "`sslmode: {mode}` needs TLS, which ferry's PostgreSQL loader does not support yet"
-            )));
-        }
+        super::refuse_tls(s, target_name, "PostgreSQL")?;
         let mut config = tokio_postgres::Config::new();
         config.host(&s.host).port(s.port).user(&s.user).dbname(&s.dbname).application_name("ferry");
         if !s.password.is_empty() {
             config.password(s.password.expose());
         }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| fail(e.to_string()))?;
+        let (client, connection) =
+            config.connect(NoTls).await.map_err(|e| super::connect_error(s, target_name, e.to_string()))?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");
@@ -292,7 +296,7 @@ impl Postgres {
     /// The statements a load would run, for `--dry-run`.
     pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
         let existing = self.preflight(job).await?;
-        let Plan { before, copy_into, freeze, after } = plan(job, existing.as_deref());
+        let Plan { before, copy_into, freeze, after, .. } = plan(job, existing.as_deref());
         let mut out = vec!["BEGIN".to_owned()];
         out.extend(before);
         out.push(format!(
@@ -307,44 +311,27 @@ impl Postgres {
 
     async fn preflight(&self, job: &LoadJob) -> Result<Option<Vec<TargetColumn>>, LoadError> {
         let existing = self.existing(&job.table).await?;
-        if job.mode != Mode::Replace
-            && let Some(ex) = &existing
-        {
-            preflight::check(job, ex, family, &read::null_counts(job), false)?;
-        }
+        preflight::check_existing(job, existing.as_deref(), family, false)?;
         Ok(existing)
     }
 
     pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
         let started = Instant::now();
         let existing = self.preflight(job).await?;
-        let Plan { before, copy_into, freeze, after } = plan(job, existing.as_deref());
+        let Plan { before, copy_into, freeze, after, strategy } = plan(job, existing.as_deref());
         let t = &job.table;
         let tx = self.client.transaction().await.map_err(|e| db_error(t, "starting a transaction", &e))?;
-        for sql in &before {
-            let step = Instant::now();
-            tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
-            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
-        }
+        run_all(&tx, t, &before).await?;
         let step = Instant::now();
         let loaded = copy_in(&tx, job, &copy_into, freeze, rows).await?;
         tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "COPY into {copy_into}");
         if loaded != job.stage.row_count {
             return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
         }
-        for sql in &after {
-            let step = Instant::now();
-            tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
-            tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
-        }
+        run_all(&tx, t, &after).await?;
         let step = Instant::now();
         tx.commit().await.map_err(|e| db_error(t, "committing", &e))?;
         tracing::debug!(elapsed = ?step.elapsed(), "COMMIT");
-        let strategy = match (job.mode, copy_into == *t || copy_into.name.ends_with(NEW_SUFFIX)) {
-            (Mode::Replace, _) => "binary COPY (FREEZE) into a shadow table, swapped in",
-            (Mode::Append, true) => "binary COPY",
-            _ => "binary COPY into a temporary table, then SQL",
-        };
         Ok(LoadReport {
             table: t.to_string(),
             mode: job.mode.name(),
@@ -361,10 +348,7 @@ impl Postgres {
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if self.existing(&prev).await?.is_none() {
-            return Err(LoadError::Rollback {
-                table: table.to_string(),
-                message: format!("there is no `{prev}` to restore (a `replace` load keeps one)"),
-            });
+            return Err(LoadError::nothing_to_restore(table, &prev));
         }
         let has_current = self.existing(table).await?.is_some();
         let tx = self.client.transaction().await.map_err(|e| db_error(table, "starting a transaction", &e))?;
@@ -376,11 +360,19 @@ impl Postgres {
         if has_current {
             steps.push(format!("ALTER TABLE {} RENAME TO {}", qualified(&swap), q(&prev.name)));
         }
-        for sql in &steps {
-            tx.batch_execute(sql).await.map_err(|e| db_error(table, &format!("running `{sql}`"), &e))?;
-        }
+        run_all(&tx, table, &steps).await?;
         tx.commit().await.map_err(|e| db_error(table, "committing", &e))
     }
+}
+
+/// Runs statements in order inside `tx`, logging each one's time.
+async fn run_all(tx: &Transaction<'_>, t: &TableName, statements: &[String]) -> Result<(), LoadError> {
+    for sql in statements {
+        let step = Instant::now();
+        tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+        tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
+    }
+    Ok(())
 }
 
 async fn copy_in(

@@ -106,13 +106,8 @@ impl Sqlite {
 
     pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
         let conn = self.open(&job.table)?;
-        let existing = existing(&conn, &job.table)?;
-        if job.mode != Mode::Replace
-            && let Some(ex) = &existing
-        {
-            preflight::check(job, ex, |_| Family::Other, &read::null_counts(job), true)?;
-        }
-        let (before, insert, after) = statements(job, existing.is_some());
+        let exists = preflight(&conn, job)?;
+        let (before, insert, after) = statements(job, exists);
         let mut out = vec!["BEGIN IMMEDIATE".to_owned()];
         out.extend(before);
         out.push(format!("{insert}  -- once per staged row, {} rows", job.stage.row_count));
@@ -126,10 +121,7 @@ impl Sqlite {
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if existing(&conn, &prev)?.is_none() {
-            return Err(LoadError::Rollback {
-                table: table.name.clone(),
-                message: format!("there is no `{}` to restore (a `replace` load keeps one)", prev.name),
-            });
+            return Err(LoadError::nothing_to_restore(&table.name, &prev.name));
         }
         let has_current = existing(&conn, table)?.is_some();
         let tx = conn.transaction().map_err(|e| db_error(table, "starting a transaction", &e))?;
@@ -167,6 +159,14 @@ fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetCol
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| db_error(table, "reading the table's columns", &e))?;
     Ok(Some(cols))
+}
+
+/// Checks the table the job keeps, if any, and says whether it exists.
+/// SQLite types values, not columns, so only names and NOT NULLs count.
+fn preflight(conn: &Connection, job: &LoadJob) -> Result<bool, LoadError> {
+    let existing = existing(conn, &job.table)?;
+    preflight::check_existing(job, existing.as_deref(), |_| Family::Other, true)?;
+    Ok(existing.is_some())
 }
 
 fn create(table: &str, columns: &[LoadColumn], if_not_exists: bool) -> String {
@@ -264,13 +264,8 @@ fn load_blocking(
     cancelled: &AtomicBool,
 ) -> Result<u64, LoadError> {
     let t = &job.table;
-    let existing = existing(&conn, t)?;
-    if job.mode != Mode::Replace
-        && let Some(ex) = &existing
-    {
-        preflight::check(job, ex, |_| Family::Other, &read::null_counts(job), true)?;
-    }
-    let (before, insert, after) = statements(job, existing.is_some());
+    let exists = preflight(&conn, job)?;
+    let (before, insert, after) = statements(job, exists);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| db_error(t, "starting a transaction", &e))?;
