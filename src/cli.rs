@@ -63,7 +63,9 @@ pub enum Command {
     Run(RunArgs),
     /// Stage the selected seeds (`seeds/*.csv`) as Parquet.
     Seed(RunArgs),
-    /// Seed and run the selected nodes in DAG order.
+    /// Run the data tests of the selected nodes against their stages.
+    Test(TestArgs),
+    /// Seed, run and test the selected nodes in DAG order, then load what passed.
     Build(RunArgs),
     /// Load the latest stage of the selected table models and seeds into the target.
     Load(LoadArgs),
@@ -149,6 +151,31 @@ pub struct RunArgs {
     /// Stage only: do not load the staged tables into the target.
     #[arg(long)]
     pub no_load: bool,
+    /// Keep every test's failing rows as Parquet under `.ferry/runs/<run>/test_failures/`.
+    #[arg(long)]
+    pub store_failures: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Keep every test's failing rows as Parquet under `.ferry/runs/<run>/test_failures/`.
+    #[arg(long)]
+    pub store_failures: bool,
+}
+
+impl From<&TestArgs> for RunArgs {
+    fn from(t: &TestArgs) -> Self {
+        RunArgs {
+            select: SelectArgs { select: t.select.select.clone(), exclude: t.select.exclude.clone() },
+            exec: t.exec.clone(),
+            no_load: true,
+            store_failures: t.store_failures,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! ferry: move data between systems with SQL you can trust.
 //!
 //! Sources become tables in an embedded DataFusion engine; dbt-style SQL
-//! models transform and validate them; results are staged, loaded and
+//! models transform them and data tests validate them; results are staged, loaded and
 //! reconciled. The pipeline's stages are this crate's modules: `project`
 //! (files on disk) -> `template` (Jinja) -> `manifest` (nodes and the DAG)
 //! -> `engine` (planning and execution) -> `stage` (Parquet) -> `load`
@@ -25,3 +25,4 @@ pub mod settings;
 pub mod stage;
 pub mod state;
 pub mod template;
+pub mod validate;

@@ -95,13 +95,13 @@ pub(crate) fn write_compiled(settings: &Settings, manifest: &Manifest, selected:
         .iter()
         .filter_map(|&i| {
             let n = &manifest.nodes[i];
-            Some((settings.path(compiled_path(&n.template()?.path)), n.rendered.as_ref()?.sql.as_bytes()))
+            Some((settings.path(compiled_path(&n.compiled_name()?)), n.rendered.as_ref()?.sql.as_bytes()))
         })
         .collect();
     files.par_iter().try_for_each(|(path, sql)| artifacts::write_if_changed(path, sql))
 }
 
-/// Counts of selected models (and singular tests) by outcome.
+/// Counts of selected models and tests by outcome.
 struct Summary {
     ok: usize,
     tests: usize,
@@ -119,7 +119,7 @@ impl Summary {
         for &i in selected {
             let node = &manifest.nodes[i];
             let is_model = matches!(node.resource, Resource::Model { .. });
-            if !is_model && node.template().is_none() {
+            if !is_model && node.rendered.is_none() && !outcome.failed.contains(&i) {
                 continue;
             }
             if outcome.failed.contains(&i) {
@@ -138,7 +138,7 @@ impl Summary {
     fn describe_ok(&self) -> String {
         let mut text = plural(self.ok, "model");
         if self.tests > 0 {
-            text.push_str(&format!(" and {}", plural(self.tests, "singular test")));
+            text.push_str(&format!(" and {}", plural(self.tests, "test")));
         }
         text
     }

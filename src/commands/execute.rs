@@ -1,6 +1,8 @@
-//! `ferry run`, `ferry seed` and `ferry build`: plan every selected node
-//! first (no row moves if planning fails), then materialize them in DAG
-//! order, concurrently, and write `.ferry/run_results.json`.
+//! `ferry run`, `ferry seed`, `ferry test` and `ferry build`: plan every
+//! selected node first (no row moves if planning fails), then materialize
+//! and test them in DAG order, concurrently, load what passed, and write
+//! `.ferry/run_results.json`. In `build`, a model's tests run right after
+//! it, and a failing test skips everything downstream of it, as in dbt.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use super::compile::{write_compiled, write_manifest};
 use crate::artifacts;
 use crate::cli::RunArgs;
 use crate::dag::schedule::{self, Event};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::execute::{self, Materialized, RunContext};
 use crate::engine::plan::{self, PlanOutcome};
 use crate::error::ExitStatus;
@@ -23,12 +25,15 @@ use crate::printer::{Printer, Progress};
 use crate::settings::Settings;
 use crate::stage::{self, STAGE_DIR, StageOptions};
 use crate::state::run_results::{LoadResult, NodeResult, RunResults, Status};
+use crate::validate::data_test::{self, TestError};
+use crate::validate::{TestOutcome, Verdict};
 
 /// Which command is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Which {
     Run,
     Seed,
+    Test,
     Build,
 }
 
@@ -37,6 +42,7 @@ impl Which {
         match self {
             Which::Run => "run",
             Which::Seed => "seed",
+            Which::Test => "test",
             Which::Build => "build",
         }
     }
@@ -47,7 +53,8 @@ impl Which {
         match self {
             Which::Run => matches!(r, Resource::Model { .. }),
             Which::Seed => matches!(r, Resource::Seed(_)),
-            Which::Build => matches!(r, Resource::Model { .. } | Resource::Seed(_)),
+            Which::Test => matches!(r, Resource::Test(_)),
+            Which::Build => matches!(r, Resource::Model { .. } | Resource::Seed(_) | Resource::Test(_)),
         }
     }
 }
@@ -91,22 +98,45 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     let progress = printer.progress(order.len());
     let mut report = Report::new(&manifest, &order, &outcome, &progress);
     let threads = super::threads(&args.exec);
+    let is_test = |i: usize| matches!(manifest.nodes[i].resource, Resource::Test(_));
+    let (graph, runnable) = match which {
+        Which::Build => {
+            // A test that could not compile holds back what it would have gated.
+            let broken: Vec<usize> =
+                order.iter().copied().filter(|&i| is_test(i) && outcome.failed.contains(&i)).collect();
+            let gated = manifest.graph.with_gates(&[runnable.as_slice(), &broken].concat(), is_test);
+            let mut held = BTreeMap::new();
+            for &b in &broken {
+                for d in gated.descendants(b, None).into_iter().filter(|d| runnable.contains(d)) {
+                    held.entry(d).or_insert(b);
+                }
+            }
+            for (&i, &because) in &held {
+                report.skip(i, because);
+            }
+            (gated, runnable.into_iter().filter(|i| !held.contains_key(i)).collect())
+        }
+        _ => (manifest.graph.clone(), runnable),
+    };
+    let failures = camino::Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id).join("test_failures");
+    let tests = Arc::new(TestContext {
+        failures_root: settings.path(&failures),
+        failures_shown: failures,
+        store_failures: args.store_failures,
+    });
     let interrupted = {
         let work = schedule::run(
-            &manifest.graph,
+            &graph,
             &runnable,
             threads,
             |i| {
-                let (engine, manifest, ctx) = (engine.clone(), Arc::clone(&manifest), Arc::clone(&ctx));
+                let (engine, manifest, ctx, tests) =
+                    (engine.clone(), Arc::clone(&manifest), Arc::clone(&ctx), Arc::clone(&tests));
                 let span = tracing::info_span!("node", model = %manifest.nodes[i].name);
                 async move {
-                    let started_at = chrono::Utc::now();
-                    let result = execute::materialize(&engine, &manifest, i, &ctx).await;
+                    let result = run_node(&engine, &manifest, i, &ctx, &tests).await;
                     tracing::debug!(ok = result.is_ok(), "finished");
-                    match result {
-                        Ok(materialized) => Ok(Done { started_at, materialized }),
-                        Err(diagnostics) => Err(Box::new(Failed { started_at, diagnostics })),
-                    }
+                    result
                 }
                 .instrument(span)
             },
@@ -122,12 +152,23 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     if let Some(parent) = ctx.scratch_root.parent() {
         let _ = fs_err::remove_dir(parent); // only if no other run is using it
     }
+    let held_back = held_back_by_tests(&manifest, &report.results);
     let staged: BTreeSet<usize> = report
         .results
         .iter()
-        .filter(|(_, r)| r.status == Status::Success && r.stage.is_some())
+        .filter(|(i, r)| r.status == Status::Success && r.stage.is_some() && !held_back.contains_key(i))
         .map(|(&i, _)| i)
         .collect();
+    if !(interrupted || args.no_load) {
+        let would_load = |i: &usize| report.results.get(i).is_some_and(|r| r.stage.is_some());
+        for (&i, &test) in held_back.iter().filter(|(i, _)| would_load(i)) {
+            printer.status(&format!(
+                "not loading `{}`: its test `{}` failed",
+                manifest.nodes[i].display_name(),
+                manifest.nodes[test].name
+            ));
+        }
+    }
     let loads = if interrupted || args.no_load {
         super::load::Loads::default()
     } else {
@@ -142,16 +183,109 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     summarize(&results, which, printer, interrupted, planning_failed)
 }
 
-/// A node that ran, with when it started.
-struct Done {
-    started_at: chrono::DateTime<chrono::Utc>,
-    materialized: Materialized,
+/// Where a run keeps what it found, per run: `.ferry/runs/<invocation id>/`.
+pub(crate) const RUNS_DIR: &str = ".ferry/runs";
+
+/// What running a test needs.
+struct TestContext {
+    /// Where `store_failures` writes failing rows, and that place as shown
+    /// to the user (relative to the project).
+    failures_root: camino::Utf8PathBuf,
+    failures_shown: camino::Utf8PathBuf,
+    /// `--store-failures`: keep every test's failing rows.
+    store_failures: bool,
 }
 
-/// A node that failed, with when it started.
+/// What became of a node that did not fail.
+enum Outcome {
+    Materialized(Materialized),
+    Tested(TestOutcome),
+}
+
+/// A node that ran, with when it started and what it has to say (a test's warning).
+struct Done {
+    started_at: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// A node that failed, with when it started; for a failed test, its result.
 struct Failed {
     started_at: chrono::DateTime<chrono::Utc>,
     diagnostics: Vec<Diagnostic>,
+    test: Option<TestOutcome>,
+}
+
+/// Materializes a model or seed, or runs a test.
+async fn run_node(
+    engine: &crate::engine::Engine,
+    manifest: &Manifest,
+    i: usize,
+    ctx: &RunContext,
+    tests: &TestContext,
+) -> Result<Done, Box<Failed>> {
+    let started_at = chrono::Utc::now();
+    let node = &manifest.nodes[i];
+    if !matches!(node.resource, Resource::Test(_)) {
+        return match execute::materialize(engine, manifest, i, ctx).await {
+            Ok(m) => Ok(Done { started_at, outcome: Outcome::Materialized(m), diagnostics: Vec::new() }),
+            Err(diagnostics) => Err(Box::new(Failed { started_at, diagnostics, test: None })),
+        };
+    }
+    let sql = node.rendered.as_ref().map(|r| r.sql.as_str()).unwrap_or_default();
+    let mut config = node.config.clone();
+    if tests.store_failures {
+        config.insert("store_failures".into(), true.into());
+    }
+    let compiled = node.compiled_name().map(|c| crate::engine::plan::compiled_path(&c));
+    let failed = |d: Diagnostic| Err(Box::new(Failed { started_at, diagnostics: vec![d], test: None }));
+    match data_test::run(engine, &node.name, sql, &config, &tests.failures_root).await {
+        Ok(mut outcome) => {
+            if let Some(dir) = &mut outcome.stored {
+                *dir = tests.failures_shown.join(&node.name);
+            }
+            let diagnostics: Vec<Diagnostic> =
+                data_test::outcome_diagnostic(node, &outcome, compiled.as_deref()).into_iter().collect();
+            if outcome.verdict == Verdict::Fail {
+                Err(Box::new(Failed { started_at, diagnostics, test: Some(outcome) }))
+            } else {
+                Ok(Done { started_at, outcome: Outcome::Tested(outcome), diagnostics })
+            }
+        }
+        Err(TestError::Config(message)) => failed(
+            Diagnostic::error(Code::ModelConfig, format!("test `{}` has an invalid config: {message}", node.name))
+                .in_file(node.path()),
+        ),
+        Err(e) => {
+            let mut d = Diagnostic::error(Code::Execution, format!("test `{}` could not run: {e}", node.name))
+                .in_file(node.path());
+            if let Some(path) = compiled {
+                d = d.with_note(format!("compiled SQL at `{path}`"));
+            }
+            failed(d)
+        }
+    }
+}
+
+/// Staged models and seeds that an error-severity test failed on (or that
+/// a test which could not compile or run was meant to check), with the
+/// test: a generic test holds back the node it is attached to, a singular
+/// test every node it reads. They stay staged but are not loaded.
+fn held_back_by_tests(manifest: &Manifest, results: &BTreeMap<usize, NodeResult>) -> BTreeMap<usize, usize> {
+    let mut held = BTreeMap::new();
+    let failed_tests = results
+        .iter()
+        .filter(|&(&i, r)| matches!(manifest.nodes[i].resource, Resource::Test(_)) && r.status.is_failure());
+    for (&t, _) in failed_tests {
+        let targets: Vec<usize> = match manifest.attached_to(t) {
+            Some(a) => vec![a],
+            None => manifest.graph.parents(t).to_vec(),
+        };
+        for a in targets {
+            held.entry(a).or_insert(t);
+        }
+    }
+    held
 }
 
 /// Collects results as events arrive and prints a line per node.
@@ -199,18 +333,22 @@ impl<'a> Report<'a> {
             Event::Finished(i, result) => {
                 let secs = self.running.remove(&i).map_or(0.0, |t| t.elapsed().as_secs_f64());
                 match result {
-                    Ok(done) => self.finish_node(
-                        i,
-                        Status::Success,
-                        Some(&done.materialized),
-                        secs,
-                        None,
-                        Some(done.started_at),
-                    ),
+                    Ok(done) => {
+                        self.diagnostics.extend(done.diagnostics);
+                        match &done.outcome {
+                            Outcome::Materialized(m) => {
+                                self.finish_node(i, Status::Success, Some(m), secs, None, Some(done.started_at))
+                            }
+                            Outcome::Tested(t) => self.finish_test(i, t, secs, done.started_at),
+                        }
+                    }
                     Err(failed) => {
                         let message = failed.diagnostics.first().map(|d| d.message.clone());
                         self.diagnostics.extend(failed.diagnostics);
-                        self.finish_node(i, Status::Error, None, secs, message, Some(failed.started_at));
+                        match &failed.test {
+                            Some(t) => self.finish_test(i, t, secs, failed.started_at),
+                            None => self.finish_node(i, Status::Error, None, secs, message, Some(failed.started_at)),
+                        }
                     }
                 }
             }
@@ -253,8 +391,9 @@ impl<'a> Report<'a> {
             _ => format!("in {secs:.2}s"),
         };
         let word = match status {
-            Status::Success => "OK",
-            Status::Error => "ERROR",
+            Status::Success | Status::Pass => "OK",
+            Status::Warn => "WARN",
+            Status::Error | Status::Fail => "ERROR",
             Status::Skipped => "SKIP",
         };
         self.progress.line(&node_line(self.done, self.total, word, kind, &node.display_name(), &detail));
@@ -264,6 +403,30 @@ impl<'a> Report<'a> {
             _ => None,
         };
         self.results.insert(i, NodeResult::new(node, status, kind, secs, rows, message, started_at, staged.as_ref()));
+    }
+
+    /// Reports a test that ran: `PASS`, `WARN n` or `FAIL n`.
+    fn finish_test(&mut self, i: usize, t: &TestOutcome, secs: f64, started_at: chrono::DateTime<chrono::Utc>) {
+        self.done += 1;
+        let node = &self.manifest.nodes[i];
+        let (status, word) = match t.verdict {
+            Verdict::Pass => (Status::Pass, "PASS"),
+            Verdict::Warn => (Status::Warn, "WARN"),
+            Verdict::Fail => (Status::Fail, "FAIL"),
+        };
+        let detail = match t.verdict {
+            Verdict::Pass => format!("in {secs:.2}s"),
+            _ => format!("{} failing in {secs:.2}s", group(t.failures)),
+        };
+        self.progress.line(&node_line(self.done, self.total, word, "test", &node.display_name(), &detail));
+        self.progress.advance();
+        let message = match t.verdict {
+            Verdict::Pass => None,
+            _ => Some(format!("Got {} result{}", t.failures, if t.failures == 1 { "" } else { "s" })),
+        };
+        let mut result = NodeResult::new(node, status, "test", secs, None, message, Some(started_at), None);
+        result.failures = Some(t.failures);
+        self.results.insert(i, result);
     }
 
     fn record_loads(&mut self, loads: &super::load::Loads) {
@@ -287,6 +450,7 @@ impl<'a> Report<'a> {
 fn kind_of(node: &crate::manifest::Node, m: Option<&Materialized>) -> &'static str {
     match (&node.resource, m) {
         (Resource::Seed(_), _) => "seed",
+        (Resource::Test(_), _) => "test",
         (Resource::Model { materialized, .. }, _) => match materialized {
             Materialization::View => "view",
             Materialization::Table => "table",
@@ -325,7 +489,21 @@ fn summarize(
 ) -> Result<ExitStatus> {
     super::report(printer, &results.diagnostics);
     let count = |s: Status| results.results.iter().filter(|r| r.status == s).count();
-    let (ok, failed, skipped) = (count(Status::Success), count(Status::Error), count(Status::Skipped));
+    let (ok, skipped) = (count(Status::Success), count(Status::Skipped));
+    let failed = results.results.iter().filter(|r| r.status.is_failure()).count();
+    let (passed, warned, failed_tests) = (count(Status::Pass), count(Status::Warn), count(Status::Fail));
+    let test_note = if passed + warned + failed_tests == 0 {
+        String::new()
+    } else {
+        let mut parts = vec![format!("{passed} passed")];
+        if warned > 0 {
+            parts.push(format!("{warned} warned"));
+        }
+        if failed_tests > 0 {
+            parts.push(format!("{failed_tests} failed"));
+        }
+        format!("; tests: {}", parts.join(", "))
+    };
     let loaded: Vec<&crate::load::LoadReport> =
         results.results.iter().filter_map(|r| r.load.as_ref()).filter_map(|l| l.report.as_ref()).collect();
     let load_failed =
@@ -349,15 +527,19 @@ fn summarize(
         )
     };
     if failed == 0 && load_failed == 0 && !planning_failed {
-        printer.status(&format!(
-            "{} {ok} node{} ({} rows staged{load_note}) in {elapsed:.2}s",
-            match which {
-                Which::Seed => "seeded",
-                _ => "ran",
-            },
-            if ok == 1 { "" } else { "s" },
-            group(rows)
-        ));
+        if which == Which::Test {
+            printer.status(&format!("tested in {elapsed:.2}s{test_note}"));
+        } else {
+            printer.status(&format!(
+                "{} {ok} node{} ({} rows staged{load_note}{test_note}) in {elapsed:.2}s",
+                match which {
+                    Which::Seed => "seeded",
+                    _ => "ran",
+                },
+                if ok == 1 { "" } else { "s" },
+                group(rows)
+            ));
+        }
         Ok(ExitStatus::Success)
     } else {
         let loads = if load_failed > 0 {
@@ -365,7 +547,10 @@ fn summarize(
         } else {
             String::new()
         };
-        printer.error_summary(&format!("{failed} failed, {skipped} skipped, {ok} succeeded{loads}"));
+        printer.error_summary(&format!(
+            "{failed} failed, {skipped} skipped, {} succeeded{loads}{test_note}",
+            ok + passed + warned
+        ));
         Ok(ExitStatus::Failure)
     }
 }

@@ -34,6 +34,9 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Compile(args) => compile::compile(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Run(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Run, &printer).await,
         Command::Seed(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Seed, &printer).await,
+        Command::Test(args) => {
+            execute::run(&Settings::from_args(&cli.global)?, &args.into(), Which::Test, &printer).await
+        }
         Command::Build(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Build, &printer).await,
         Command::Load(args) => load::load(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Rollback(args) => load::rollback(&Settings::from_args(&cli.global)?, args, &printer).await,

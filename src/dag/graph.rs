@@ -100,6 +100,38 @@ impl Graph {
         (0..self.len()).filter(|&n| seen[n]).collect()
     }
 
+    /// `dbt build`'s ordering: a copy of the graph in which every gate
+    /// among `nodes` (a test) also runs before each node of `nodes` that
+    /// descends from all of the gate's parents, so a failing gate can stop
+    /// them. Only the first such node on each path gets an edge; the rest
+    /// follow it. Gates must have no children of their own.
+    pub fn with_gates(&self, nodes: &[usize], is_gate: impl Fn(usize) -> bool) -> Graph {
+        let mut out = self.clone();
+        let in_set: std::collections::HashSet<usize> = nodes.iter().copied().collect();
+        for &gate in nodes.iter().filter(|&&n| is_gate(n)) {
+            let deps = &self.parents[gate];
+            if deps.is_empty() {
+                continue;
+            }
+            // How many of the gate's parents each node strictly descends from.
+            let mut reached: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+            for &d in deps {
+                for n in self.descendants(d, None) {
+                    *reached.entry(n).or_default() += 1;
+                }
+            }
+            let covered = |n: usize| in_set.contains(&n) && !is_gate(n) && reached.get(&n) == Some(&deps.len());
+            let mut targets: Vec<usize> = reached.keys().copied().filter(|&n| covered(n)).collect();
+            targets.sort_unstable();
+            for n in targets {
+                if !self.parents[n].iter().any(|&q| covered(q)) {
+                    out.add_edge(gate, n);
+                }
+            }
+        }
+        out
+    }
+
     /// Nodes reachable through child edges, up to `depth` steps (all if `None`).
     pub fn descendants(&self, start: usize, depth: Option<usize>) -> Vec<usize> {
         walk(start, depth, |n| &self.children[n])
@@ -128,6 +160,25 @@ fn walk<'a>(start: usize, depth: Option<usize>, next: impl Fn(usize) -> &'a [usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gates_run_before_what_descends_from_all_their_parents() {
+        // a(0) -> b(1) -> c(2); d(3) -> c; test t(4) on a; test r(5) on b and d.
+        let mut g = Graph::new(6);
+        for (p, c) in [(0, 1), (1, 2), (3, 2), (0, 4), (1, 5), (3, 5)] {
+            g.add_edge(p, c);
+        }
+        let all: Vec<usize> = (0..6).collect();
+        let gated = g.with_gates(&all, |n| n >= 4);
+        // t gates b only; c follows b.
+        assert_eq!(gated.children(4), &[1]);
+        // r needs b and d: c is the first node below both.
+        assert_eq!(gated.children(5), &[2]);
+        assert!(gated.toposort().is_ok());
+        // A node outside the run is never gated; its in-run child is.
+        let gated = g.with_gates(&[0, 2, 3, 4, 5], |n| n >= 4);
+        assert_eq!(gated.children(4), &[2]);
+    }
 
     fn graph(n: usize, edges: &[(usize, usize)]) -> Graph {
         let mut g = Graph::new(n);

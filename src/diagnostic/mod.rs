@@ -64,6 +64,10 @@ pub enum Code {
     SourceRow,
     /// Loading a staged model into the target failed.
     Load,
+    /// A generic test names no `test_<name>` macro.
+    UnknownTest,
+    /// A data test returned failing rows.
+    TestFailed,
 }
 
 impl Code {
@@ -94,6 +98,8 @@ impl Code {
             Code::Execution => "F0306",
             Code::SourceRow => "F0404",
             Code::Load => "F0501",
+            Code::UnknownTest => "F0206",
+            Code::TestFailed => "F0601",
         }
     }
 }

@@ -152,7 +152,7 @@ pub async fn read_parents_lazily(
 async fn replan(engine: &Engine, manifest: &Manifest, i: usize, sql: &str) -> Result<LogicalPlan, Vec<Diagnostic>> {
     engine.plan(sql).await.map_err(|e| {
         let node = &manifest.nodes[i];
-        let path = node.template().map_or_else(|| node.path(), |t| super::plan::compiled_path(&t.path));
+        let path = node.compiled_name().map_or_else(|| node.path(), |c| super::plan::compiled_path(&c));
         diagnose::error_diagnostics(&e, manifest, i, &SourceFile::new(path, sql))
     })
 }

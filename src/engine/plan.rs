@@ -20,7 +20,6 @@ use super::session::Engine;
 use super::{diagnose, sources};
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
 use crate::manifest::{Manifest, Node, Resource};
-use crate::project::nodes::TestKind;
 
 /// Where compiled SQL is written, relative to the project root.
 pub const COMPILED_DIR: &str = ".ferry/compiled";
@@ -93,7 +92,7 @@ pub async fn plan(
 fn is_plannable(node: &Node) -> bool {
     match &node.resource {
         Resource::Model { .. } => true,
-        Resource::Test(t) => matches!(t.kind, TestKind::Singular { .. }),
+        Resource::Test(_) => node.rendered.is_some(),
         _ => false,
     }
 }
@@ -178,7 +177,7 @@ pub(super) type Planned = Result<Option<SchemaRef>, Vec<Diagnostic>>;
 
 async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let node = &manifest.nodes[i];
-    let (Some(template), Some(rendered)) = (node.template(), node.rendered.as_ref()) else {
+    let (Some(compiled), Some(rendered)) = (node.compiled_name(), node.rendered.as_ref()) else {
         return Err(vec![Diagnostic::error(
             Code::SqlPlan,
             format!("`{}` has no rendered SQL; this is a bug, please report it with `-vv` output", node.name),
@@ -187,14 +186,14 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let plan = match engine.plan(&rendered.sql).await {
         Ok(plan) => plan,
         Err(e) => {
-            let compiled = SourceFile::new(compiled_path(&template.path), rendered.sql.as_str());
+            let compiled = SourceFile::new(compiled_path(&compiled), rendered.sql.as_str());
             return Err(diagnose::error_diagnostics(&e, manifest, i, &compiled));
         }
     };
     if !is_query(&plan) {
         return Err(vec![
             Diagnostic::error(Code::NotAQuery, format!("`{}` must be a single SELECT query", node.name))
-                .in_file(&template.path)
+                .in_file(node.path())
                 .with_note(format!("DataFusion planned it as `{}`", plan.display())),
         ]);
     }

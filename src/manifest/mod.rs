@@ -97,6 +97,18 @@ impl Node {
         }
     }
 
+    /// The file its rendered SQL is written to, relative to the compiled
+    /// directory: the template's path, or for a generic test (as dbt does)
+    /// `<schema file>/<test name>.sql`.
+    pub fn compiled_name(&self) -> Option<Utf8PathBuf> {
+        match &self.resource {
+            Resource::Test(Test { kind: TestKind::Generic { origin, .. }, .. }) => {
+                Some(origin.file.path.join(format!("{}.sql", self.name)))
+            }
+            _ => self.template().map(|t| t.path.clone()),
+        }
+    }
+
     pub fn tags(&self) -> Vec<String> {
         match self.config.get("tags") {
             Some(Json::Array(items)) => items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
@@ -169,6 +181,15 @@ impl Manifest {
         refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
     }
 
+    /// The node a generic test is attached to.
+    pub fn attached_to(&self, test: usize) -> Option<usize> {
+        let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &self.nodes[test].resource
+        else {
+            return None;
+        };
+        Lookup { project: &self.project_name, by_id: &self.by_id }.node(attached_to)
+    }
+
     /// Facts for selection, one per node.
     pub fn facts(&self) -> Vec<NodeFacts> {
         self.nodes
@@ -206,7 +227,7 @@ impl Manifest {
         let project_name = project.file.name.clone();
         let (nodes, templater) = b.nodes(project, &globals, target_schema);
         let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
-        let graph = b.edges(&nodes, &by_id, &templater);
+        let graph = b.edges(&nodes, &by_id);
         let order = match graph.toposort() {
             Ok(order) => order,
             Err(cycle) => {
@@ -322,6 +343,7 @@ impl Builder {
             });
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater);
+        self.render_generic_tests(&mut nodes, &templater);
         let mut nodes = self.drop_disabled(nodes);
         for node in &mut nodes {
             self.render_descriptions(node, &templater);
@@ -426,6 +448,84 @@ impl Builder {
         }
     }
 
+    /// Renders every generic test by calling its `test_<name>` macro with
+    /// the relation it is attached to; a test macro's own `config()` fills
+    /// in what the schema files left unset.
+    fn render_generic_tests(&mut self, nodes: &mut [Node], templater: &Templater) {
+        let relations: HashMap<NodeRef, Arc<Relation>> = nodes
+            .iter()
+            .filter_map(|n| {
+                let key = match &n.resource {
+                    Resource::Model { .. } => NodeRef::Model(n.name.clone()),
+                    Resource::Seed(_) => NodeRef::Seed(n.name.clone()),
+                    Resource::Source(s) => NodeRef::Source(s.source.clone(), s.name.clone()),
+                    Resource::Test(_) => return None,
+                };
+                Some((key, Arc::clone(n.relation.as_ref()?)))
+            })
+            .collect();
+        let relation_of = |r: &NodeRef| match r {
+            NodeRef::Model(n) | NodeRef::Seed(n) => {
+                relations.get(&NodeRef::Model(n.clone())).or_else(|| relations.get(&NodeRef::Seed(n.clone()))).cloned()
+            }
+            NodeRef::Source(..) => relations.get(r).cloned(),
+        };
+        let failed = &self.failed;
+        let results: Vec<(usize, Result<Rendered, Box<Diagnostic>>)> = nodes
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains(i))
+            .filter_map(|(i, n)| {
+                let Resource::Test(Test {
+                    kind: TestKind::Generic { test_name, attached_to, column, args, origin, .. },
+                    ..
+                }) = &n.resource
+                else {
+                    return None;
+                };
+                let result = match relation_of(attached_to) {
+                    Some(rel) => {
+                        let column = args.get("column_name").and_then(Json::as_str).or(column.as_deref());
+                        templater.render_generic_test(test_name, narrowed(&rel, &n.config), column, args)
+                    }
+                    None => Err(Box::new(Diagnostic::error(
+                        Code::UnknownRef,
+                        format!(
+                            "test `{}` is attached to `{}`, which is not in the project",
+                            n.name,
+                            describe(attached_to)
+                        ),
+                    ))),
+                };
+                Some((
+                    i,
+                    result.map_err(|mut d| {
+                        d.message = format!("in test `{}`: {}", n.name, d.message);
+                        d.file = Some(origin.file.path.clone());
+                        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
+                        d
+                    }),
+                ))
+            })
+            .collect();
+        for (i, result) in results {
+            match result {
+                Ok(rendered) => {
+                    for (k, v) in &rendered.config {
+                        if !nodes[i].config.contains_key(k) {
+                            nodes[i].config.insert(k.clone(), v.clone());
+                        }
+                    }
+                    nodes[i].rendered = Some(rendered);
+                }
+                Err(d) => {
+                    self.diags.push(*d);
+                    self.failed.insert(i);
+                }
+            }
+        }
+    }
+
     fn apply_rendered_config(&mut self, node: &mut Node, rendered: &Rendered) {
         let Some(file) = node.template().cloned() else { return };
         for (k, v) in &rendered.config {
@@ -443,7 +543,7 @@ impl Builder {
     }
 
     /// Adds edges for every `ref`/`source` call and for test attachments.
-    fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>, templater: &Templater) -> Graph {
+    fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>) -> Graph {
         let mut graph = Graph::new(nodes.len());
         let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
         let lookup = Lookup { project: &project, by_id };
@@ -462,25 +562,13 @@ impl Builder {
                     self.failed.insert(i);
                 }
             }
-            let Resource::Test(Test { kind: TestKind::Generic { attached_to, args, origin, .. }, .. }) = &node.resource
-            else {
+            let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &node.resource else {
                 continue;
             };
+            // Arguments such as `to: ref('customers')` added edges when the
+            // test rendered.
             if let Some(p) = lookup.node(attached_to) {
                 graph.add_edge(p, i);
-            }
-            // Arguments such as `to: ref('customers')` are Jinja expressions.
-            let expressions = args.values().filter_map(Json::as_str).map(str::trim);
-            for expr in expressions.filter(|v| v.starts_with("ref(") || v.starts_with("source(")) {
-                match templater.render_expression(expr) {
-                    Ok(r) => lookup.add_calls(&mut graph, &r, i),
-                    Err(mut d) => {
-                        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
-                        d.file = Some(origin.file.path.clone());
-                        self.diags.push(*d);
-                        self.failed.insert(i);
-                    }
-                }
             }
         }
         graph
@@ -513,6 +601,25 @@ impl Lookup<'_> {
         for parent in refs.chain(sources).filter_map(|r| self.node(&r)) {
             graph.add_edge(parent, child);
         }
+    }
+}
+
+/// The relation a test reads: its node's, narrowed by a `where` config as
+/// dbt does (`(select * from x where ...) dbt_subquery`).
+fn narrowed(rel: &Arc<Relation>, config: &Map<String, Json>) -> Arc<Relation> {
+    match config.get("where").and_then(Json::as_str).map(str::trim).filter(|w| !w.is_empty()) {
+        None => Arc::clone(rel),
+        Some(filter) => Arc::new(Relation {
+            rendered: format!("(select * from {} where {filter}) dbt_subquery", rel.rendered),
+            ..(**rel).clone()
+        }),
+    }
+}
+
+fn describe(r: &NodeRef) -> String {
+    match r {
+        NodeRef::Model(n) | NodeRef::Seed(n) => n.clone(),
+        NodeRef::Source(s, t) => format!("{s}.{t}"),
     }
 }
 

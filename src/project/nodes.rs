@@ -121,6 +121,8 @@ impl Test {
 /// name, so neither does ferry.)
 pub fn generic_test_name(test: &str, target: &str, column: Option<&str>, args: &Map<String, Json>) -> String {
     let mut parts = vec![test.to_owned(), target.to_owned()];
+    // A model-level test may name its column as an argument.
+    let column = column.or_else(|| args.get("column_name").and_then(Json::as_str));
     if let Some(c) = column {
         parts.push(c.to_owned());
     }

@@ -14,6 +14,19 @@ pub enum Status {
     Success,
     Error,
     Skipped,
+    /// A test that found nothing over its thresholds.
+    Pass,
+    /// A test whose `warn_if` held (or a `severity: warn` test that failed).
+    Warn,
+    /// A test whose `error_if` held.
+    Fail,
+}
+
+impl Status {
+    /// Whether the node failed the run.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Error | Status::Fail)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +64,9 @@ pub struct NodeResult {
     pub rows: Option<u64>,
     pub adapter_response: AdapterResponse,
     pub message: Option<String>,
+    /// For tests: `fail_calc` over the failing rows (their count by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u64>,
     pub stage: Option<StageRef>,
     /// The load into the target, for nodes that were loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +131,7 @@ impl NodeResult {
             rows,
             adapter_response: AdapterResponse { rows_affected: rows },
             message,
+            failures: None,
             stage: staged.map(|s| StageRef {
                 path: s.dir.to_string(),
                 files: s.manifest.files.len(),

@@ -77,6 +77,11 @@ pub struct Templater {
 
 const MACRO_PREFIX: &str = "__ferry_macro_";
 
+/// ferry's built-in generic tests (`unique`, `not_null`, `accepted_values`,
+/// `relationships`), as Jinja a project can override.
+const BUILTIN_TESTS: &str = include_str!("builtin/generic_tests.sql");
+const BUILTIN_TESTS_PATH: &str = "<ferry>/generic_tests.sql";
+
 impl Templater {
     /// Builds the environment with dbt's context functions and every macro.
     /// Macro files that do not parse become diagnostics.
@@ -109,19 +114,28 @@ impl Templater {
         let mut this = Templater { env, files: HashMap::new(), macro_files: HashMap::new(), macros: BTreeMap::new() };
         let mut diags = Vec::new();
         for file in macro_files {
-            if let Err(d) = this.add_macro_file(file) {
+            if let Err(d) = this.add_macro_file(file, false) {
                 diags.push(*d);
             }
+        }
+        let builtin = Arc::new(SourceFile::new(BUILTIN_TESTS_PATH, BUILTIN_TESTS));
+        if let Err(d) = this.add_macro_file(&builtin, true) {
+            diags.push(*d);
         }
         (this, diags)
     }
 
-    fn add_macro_file(&mut self, file: &Arc<SourceFile>) -> Result<(), Box<Diagnostic>> {
+    /// Registers a macro file. A built-in file's macros yield to the
+    /// project's own macros of the same name (as dbt's do).
+    fn add_macro_file(&mut self, file: &Arc<SourceFile>, builtin: bool) -> Result<(), Box<Diagnostic>> {
         let (rewritten, names, anchors) = rewrite_macro_file(&file.text);
         let name = file.path.to_string();
         self.macro_files.insert(name.clone(), MacroFile { file: Arc::clone(file), anchors });
         self.env.add_template_owned(name.clone(), rewritten).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
         for macro_name in names {
+            if builtin && self.macros.contains_key(&macro_name) {
+                continue;
+            }
             if let Some(other) = self.macros.get(&macro_name) {
                 return Err(Box::new(
                     Diagnostic::error(Code::DuplicateName, format!("macro `{macro_name}` is defined twice"))
@@ -174,6 +188,73 @@ impl Templater {
     /// argument), recording the calls it makes.
     pub fn render_expression(&self, expr: &str) -> Result<Rendered, Box<Diagnostic>> {
         self.render_one_off(&format!("{{{{ {expr} }}}}"), None)
+    }
+
+    /// Renders a generic test: calls its `test_<name>` macro with `model`
+    /// (the relation it is attached to), `column_name` and the declared
+    /// arguments. An argument written as `ref(...)` or `source(...)` is
+    /// evaluated as Jinja, as dbt does; others are passed as values.
+    pub fn render_generic_test(
+        &self,
+        test_name: &str,
+        model: Arc<functions::Relation>,
+        column_name: Option<&str>,
+        args: &Map<String, Json>,
+    ) -> Result<Rendered, Box<Diagnostic>> {
+        let macro_name = format!("test_{test_name}");
+        if !self.macros.contains_key(&macro_name) {
+            let known = self.macros.keys().filter_map(|m| m.strip_prefix("test_"));
+            let mut d = Diagnostic::error(Code::UnknownTest, format!("no generic test named `{test_name}`"))
+                .with_note("define it in `macros/` with `{% test name(model, column_name) %}`");
+            if let Some(help) = crate::diagnostic::did_you_mean(test_name, known) {
+                d = d.with_help(help);
+            }
+            return Err(Box::new(d));
+        }
+        let mut call = vec!["model=__ferry_test.model".to_owned()];
+        let mut values = Map::new();
+        if let Some(c) = column_name {
+            values.insert("column_name".to_owned(), Json::from(c));
+        }
+        for (k, v) in args {
+            if k == "config" || k == "model" {
+                continue;
+            }
+            if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(Box::new(Diagnostic::error(
+                    Code::JinjaRender,
+                    format!("test argument `{k}` is not a valid argument name"),
+                )));
+            }
+            match v.as_str().map(str::trim) {
+                Some(expr) if expr.starts_with("ref(") || expr.starts_with("source(") => {
+                    call.push(format!("{k}={expr}"));
+                }
+                _ => {
+                    values.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        call.extend(values.keys().map(|k| format!("{k}=__ferry_test.{k}")));
+        let mut context: BTreeMap<String, Value> =
+            values.iter().map(|(k, v)| (k.clone(), functions::to_value(v))).collect();
+        context.insert("model".to_owned(), Value::from_dyn_object(model));
+        let source = format!("{{{{ {macro_name}({}) }}}}", call.join(", "));
+        let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        let mut captured = tmpl
+            .render_captured(minijinja::context! { __ferry_test => context })
+            .map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        let capture =
+            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
+        Ok(Rendered {
+            sql: captured.into_output(),
+            refs: capture.refs,
+            sources: capture.sources,
+            config: capture.config,
+            logs: capture.logs,
+            warnings: capture.warnings,
+        })
     }
 
     /// Renders SQL that is not a project file (`ferry show --inline`),
@@ -510,6 +591,23 @@ mod tests {
         let r = render(&mut t, "select {{ cents('amount') }}, '{{ all_kinds() }}' from {{ from_orders() }}").unwrap();
         assert_eq!(r.sql, "select (amount / 100.0), 'ab' from \"stg_orders\"");
         assert_eq!(r.refs.len(), 1, "a ref inside a macro is the model's dependency");
+    }
+
+    #[test]
+    fn builtin_generic_tests_render_with_their_arguments() {
+        let t = templater(&[]);
+        let args: Map<String, Json> =
+            serde_json::from_str(r#"{"values": ["it's", "ok"], "config": {"severity": "warn"}}"#).unwrap();
+        let r = t.render_generic_test("accepted_values", rel("orders"), Some("status"), &args).unwrap();
+        assert!(r.sql.contains("'it''s',"), "a quote in a value is escaped: {}", r.sql);
+        assert!(r.sql.contains("from \"orders\""), "{}", r.sql);
+        let args: Map<String, Json> = serde_json::from_str(r#"{"to": "ref('stg_orders')", "field": "id"}"#).unwrap();
+        let r = t.render_generic_test("relationships", rel("payments"), Some("order_id"), &args).unwrap();
+        assert_eq!(r.refs, vec![RefCall { package: None, name: "stg_orders".into() }], "`to:` is evaluated");
+        assert!(r.sql.contains("select id as to_field from \"stg_orders\""), "{}", r.sql);
+        let e = t.render_generic_test("uniqe", rel("orders"), Some("id"), &Map::new()).unwrap_err();
+        assert_eq!(e.message, "no generic test named `uniqe`");
+        assert_eq!(e.help.as_deref(), Some("did you mean `unique`?"));
     }
 
     #[test]

@@ -15,9 +15,12 @@ fn jaffle_shop_compiles_unchanged() {
     ----- stdout -----
 
     ----- stderr -----
-    compiled 5 models in [TIME]
+    compiled 5 models and 20 tests in [TIME]
     ")
     });
+    let test = project
+        .read(".ferry/compiled/models/schema.yml/relationships_orders_customer_id__customer_id__ref_customers_.sql");
+    assert!(test.contains("from \"orders\" as child"), "generic tests compile like dbt's: {test}");
     let orders = project.read(".ferry/compiled/models/orders.sql");
     assert!(
         orders.contains("sum(case when payment_method = 'gift_card' then amount else 0 end) as gift_card_amount,"),

@@ -3,6 +3,7 @@
 
 mod common;
 mod compile;
+mod data_tests;
 mod diagnostics;
 mod init;
 mod load;

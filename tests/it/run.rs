@@ -42,6 +42,15 @@ async fn jaffle_shop_builds_the_rows_dbt_builds() {
         assert_eq!(ours, expected, "{model}: rows");
     }
     let results = run_results(&p);
+    // The project's 20 data tests pass unchanged, as under `dbt build`.
+    let tests: Vec<&str> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["unique_id"].as_str().unwrap().starts_with("test."))
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(tests, vec!["pass"; 20]);
     assert_eq!(status_of(&results, "model.jaffle_shop.customers"), "success");
     assert_eq!(status_of(&results, "seed.jaffle_shop.raw_orders"), "success");
     assert_eq!(stage_manifest(&p, "raw_payments")["row_count"], 40);

@@ -1,0 +1,186 @@
+//! dbt data tests: `ferry test`, and tests inside `ferry build`, over the
+//! `tested` fixture, whose seed repeats two account ids, leaves an email
+//! blank, and has accounts in countries the `countries` seed lacks.
+
+use serde_json::Value as Json;
+
+use crate::common::TestProject;
+
+fn run_results(p: &TestProject) -> Json {
+    serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json")
+}
+
+fn result<'a>(results: &'a Json, unique_id: &str) -> &'a Json {
+    results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["unique_id"] == unique_id)
+        .unwrap_or_else(|| panic!("no result for {unique_id}"))
+}
+
+/// `(status, failures)` of a test in `run_results.json`.
+fn test_result(results: &Json, name: &str) -> (String, u64) {
+    let r = result(results, &format!("test.tested.{name}"));
+    (r["status"].as_str().unwrap().to_owned(), r["failures"].as_u64().unwrap())
+}
+
+fn loaded_tables(p: &TestProject) -> Vec<String> {
+    let db = rusqlite::Connection::open(p.path().join(".ferry/ferry.db")).expect("target database");
+    let mut stmt = db.prepare("select name from sqlite_master where type = 'table' order by name").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// The stage manifest of the failing rows one test stored in this run.
+fn stored_failures(p: &TestProject, test: &str) -> Option<Json> {
+    let runs = p.path().join(".ferry/runs");
+    let run = fs_err::read_dir(&runs)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .max_by_key(|d| fs_err::metadata(d).and_then(|m| m.modified()).expect("mtime"))?;
+    let manifest = run.join("test_failures").join(test).join("_ferry_stage.json");
+    Some(serde_json::from_str(&fs_err::read_to_string(manifest).ok()?).expect("stage manifest"))
+}
+
+/// In `build`, each test runs right after its model, with dbt's severity,
+/// thresholds, `where` and `limit`; an error-severity failure skips the
+/// model's descendants and keeps the model out of the target, while the
+/// independent branch finishes and loads.
+#[test]
+fn build_tests_each_model_and_a_failing_test_holds_back_what_depends_on_it() {
+    let p = TestProject::fixture("tested");
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let results = run_results(&p);
+    // ids 2 and 6 repeat: two failing groups.
+    assert_eq!(test_result(&results, "unique_accounts_id"), ("fail".into(), 2));
+    assert_eq!(test_result(&results, "not_null_accounts_id"), ("pass".into(), 0));
+    // `severity: warn`: one blank email warns, never fails.
+    assert_eq!(test_result(&results, "not_null_accounts_email"), ("warn".into(), 1));
+    // `where: country_code is not null` leaves out `pending` (no country);
+    // `frozen` is one result: over `warn_if: >0`, not over `error_if: >5`.
+    assert_eq!(test_result(&results, "accepted_values_accounts_status__active__closed"), ("warn".into(), 1));
+    // XX once and US twice are not in `countries`.
+    assert_eq!(test_result(&results, "relationships_accounts_country_code__code__ref_countries_"), ("warn".into(), 3));
+    // Two negative balances, but `limit: 1` counts one: under `error_if: >1`.
+    assert_eq!(test_result(&results, "is_not_negative_accounts_balance"), ("warn".into(), 1));
+    assert_eq!(test_result(&results, "countries_have_names"), ("pass".into(), 0));
+
+    let balances = result(&results, "model.tested.balances");
+    assert_eq!(balances["status"], "skipped");
+    assert_eq!(balances["message"], "skipped: `unique_accounts_id` failed");
+    assert_eq!(result(&results, "model.tested.country_names")["status"], "success");
+    assert_eq!(result(&results, "model.tested.accounts")["status"], "success");
+    assert!(result(&results, "model.tested.accounts").get("load").is_none());
+    assert!(ran.stderr.contains("not loading `accounts`: its test `unique_accounts_id` failed"), "{}", ran.stderr);
+    assert_eq!(loaded_tables(&p), ["countries", "country_names", "raw_accounts"]);
+
+    // The failure points at the declaration and shows the failing rows.
+    assert!(
+        ran.stderr.contains(
+            "error[F0601]: test `unique_accounts_id` failed: 2 results, configured to fail if != 0\n --> models/schema.yml:8:13\n  |\n8 |           - unique\n  |             ^^^^^^\n"
+        ),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("| unique_field | n_records |"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("warning[F0601]: test `not_null_accounts_email` warned: 1 result"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("3 of 12") || ran.stderr.contains("of 12 FAIL  test      unique_accounts_id"));
+
+    // `store_failures: true` kept the relationships test's three rows.
+    let stored = stored_failures(&p, "relationships_accounts_country_code__code__ref_countries_").expect("stored");
+    assert_eq!(stored["row_count"], 3);
+    assert!(stored_failures(&p, "unique_accounts_id").is_none(), "only tests that ask store their failures");
+}
+
+/// The same project with the repeats dropped: every error-severity test
+/// passes, so the model's descendants run and everything loads.
+#[test]
+fn when_the_tests_pass_the_model_and_its_descendants_load() {
+    let p = TestProject::fixture("tested");
+    let ran = p.run(["build", "--vars", "{keep_duplicates: false}"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let results = run_results(&p);
+    assert_eq!(test_result(&results, "unique_accounts_id"), ("pass".into(), 0));
+    assert_eq!(test_result(&results, "relationships_accounts_country_code__code__ref_countries_"), ("warn".into(), 2));
+    assert_eq!(result(&results, "model.tested.balances")["status"], "success");
+    assert_eq!(loaded_tables(&p), ["accounts", "balances", "countries", "country_names", "raw_accounts"]);
+    assert!(ran.stderr.contains("tests: 3 passed, 4 warned"), "{}", ran.stderr);
+}
+
+/// `ferry test` runs the selected nodes' tests against their stages,
+/// without re-running models, and exits 1 when one fails.
+#[test]
+fn test_runs_the_selected_tests_against_the_stages() {
+    let p = TestProject::fixture("tested");
+    assert_eq!(p.run(["run", "--no-load"]).code, Some(0));
+    let ran = p.run(["test", "-s", "accounts"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let results = run_results(&p);
+    let ran_ids: Vec<&str> =
+        results["results"].as_array().unwrap().iter().map(|r| r["unique_id"].as_str().unwrap()).collect();
+    // accounts' six tests, with the relationships test that also reads
+    // `countries`; not the singular test on `country_names`.
+    assert_eq!(ran_ids.len(), 6, "{ran_ids:?}");
+    assert!(ran_ids.iter().all(|id| id.starts_with("test.tested.")), "{ran_ids:?}");
+    assert!(!ran_ids.contains(&"test.tested.countries_have_names"));
+    assert!(!p.path().join(".ferry/ferry.db").exists(), "test never loads");
+
+    // `--store-failures` keeps the failing rows of every test that ran.
+    let ran = p.run(["test", "-s", "accounts", "--store-failures"]);
+    assert_eq!(ran.code, Some(1));
+    assert_eq!(stored_failures(&p, "unique_accounts_id").expect("stored")["row_count"], 2);
+    assert_eq!(stored_failures(&p, "not_null_accounts_email").expect("stored")["row_count"], 1);
+    assert!(ran.stderr.contains("all failing rows are stored in `.ferry/runs/"), "{}", ran.stderr);
+
+    let ran = p.run(["test", "-s", "country_names"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("tests: 1 passed"), "{}", ran.stderr);
+}
+
+/// A test name that no macro defines is a diagnostic at its declaration,
+/// and its model is kept out of the target; a bad threshold names the
+/// config key.
+#[test]
+fn unknown_tests_and_bad_thresholds_are_named() {
+    let p = TestProject::new().model("orders.sql", "{{ config(materialized='table') }}select 1 as id").file(
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: id\n        data_tests: [uniqe]\n",
+    );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("in test `uniqe_orders_id`: no generic test named `uniqe`"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--> models/schema.yml:6:22"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("did you mean `unique`?"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("not loading `orders`: its test `uniqe_orders_id` failed"), "{}", ran.stderr);
+
+    let p = TestProject::new().model("orders.sql", "select 1 as id").file(
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: id\n        data_tests:\n          - unique:\n              config:\n                error_if: lots\n",
+    );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("test `unique_orders_id` has an invalid config: `error_if: lots` must be a comparison"),
+        "{}",
+        ran.stderr
+    );
+}
+
+/// A project's own generic test of a built-in's name replaces the built-in.
+#[test]
+fn a_project_test_overrides_a_builtin() {
+    let p = TestProject::new()
+        .model("orders.sql", "select 1 as id union all select 1")
+        .file(
+            "macros/unique.sql",
+            "{% test unique(model, column_name) %}select * from {{ model }} where false{% endtest %}",
+        )
+        .file(
+            "models/schema.yml",
+            "version: 2\nmodels:\n  - name: orders\n    data_tests:\n      - unique:\n          column_name: id\n",
+        );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("PASS  test      unique_orders_id"), "{}", ran.stderr);
+}
