@@ -26,6 +26,7 @@ use crate::settings::Settings;
 use crate::stage::{self, STAGE_DIR, StageOptions};
 use crate::state::run_results::{LoadResult, NodeResult, RunResults, Status};
 use crate::validate::data_test::{self, TestError};
+use crate::validate::quarantine::Ledger;
 use crate::validate::{TestOutcome, Verdict};
 
 /// Which command is running.
@@ -94,9 +95,13 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
         scratch_root: settings.path(".ferry/scratch").join(&manifest.globals.invocation_id),
         stage_options: StageOptions { rows_written: Some(Arc::clone(&rows)), ..StageOptions::default() },
         compute_once: execute::views_read_more_than_once(&manifest, &runnable),
+        run_id: manifest.globals.invocation_id.clone(),
+        run_dir: settings.path(RUNS_DIR).join(&manifest.globals.invocation_id),
+        run_dir_shown: camino::Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id),
+        ledgers: Arc::default(),
     });
     let progress = printer.progress(order.len());
-    let mut report = Report::new(&manifest, &order, &outcome, &progress);
+    let mut report = Report::new(&manifest, &order, &outcome, &progress, Arc::clone(&ctx.ledgers));
     let threads = super::threads(&args.exec);
     let is_test = |i: usize| matches!(manifest.nodes[i].resource, Resource::Test(_));
     let (graph, runnable) = match which {
@@ -297,10 +302,18 @@ struct Report<'a> {
     running: BTreeMap<usize, Instant>,
     results: BTreeMap<usize, NodeResult>,
     diagnostics: Vec<Diagnostic>,
+    /// Row ledgers of models with rules, filled in as they stage.
+    ledgers: Arc<std::sync::Mutex<std::collections::HashMap<usize, Ledger>>>,
 }
 
 impl<'a> Report<'a> {
-    fn new(manifest: &'a Manifest, order: &[usize], outcome: &PlanOutcome, progress: &'a Progress) -> Self {
+    fn new(
+        manifest: &'a Manifest,
+        order: &[usize],
+        outcome: &PlanOutcome,
+        progress: &'a Progress,
+        ledgers: Arc<std::sync::Mutex<std::collections::HashMap<usize, Ledger>>>,
+    ) -> Self {
         let mut r = Report {
             manifest,
             progress,
@@ -309,6 +322,7 @@ impl<'a> Report<'a> {
             running: BTreeMap::new(),
             results: BTreeMap::new(),
             diagnostics: Vec::new(),
+            ledgers,
         };
         for &i in order {
             if outcome.failed.contains(&i) {
@@ -377,7 +391,16 @@ impl<'a> Report<'a> {
         let node = &self.manifest.nodes[i];
         let kind = kind_of(node, m);
         let rows = m.and_then(Materialized::rows);
+        let ledger = self.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&i);
+        let quarantined = ledger.as_ref().filter(|l| l.quarantined > 0);
         let detail = match (status, rows) {
+            (Status::Success, Some(n)) if quarantined.is_some() => {
+                format!(
+                    "{} rows, {} quarantined, in {secs:.2}s",
+                    group(n),
+                    group(quarantined.map_or(0, |l| l.quarantined))
+                )
+            }
             (Status::Success, Some(n)) if matches!(m, Some(Materialized::ComputedOnce(_))) => {
                 format!(
                     "computed once for its {} readers, {} rows in {secs:.2}s",
@@ -402,7 +425,9 @@ impl<'a> Report<'a> {
             Some(Materialized::Staged(t)) => Some(t.clone()),
             _ => None,
         };
-        self.results.insert(i, NodeResult::new(node, status, kind, secs, rows, message, started_at, staged.as_ref()));
+        let mut result = NodeResult::new(node, status, kind, secs, rows, message, started_at, staged.as_ref());
+        result.ledger = ledger;
+        self.results.insert(i, result);
     }
 
     /// Reports a test that ran: `PASS`, `WARN n` or `FAIL n`.
@@ -514,6 +539,31 @@ fn summarize(
             "interrupted: {ok} done before Ctrl-C; unfinished stages were discarded and earlier stages kept"
         ));
         return Ok(ExitStatus::Interrupted);
+    }
+    for r in &results.results {
+        let Some(l) = &r.ledger else { continue };
+        let name = r.unique_id.rsplit('.').next().unwrap_or_default();
+        let mut line = format!(
+            "ledger `{name}`: {} produced = {} staged + {} quarantined + {} duplicates dropped",
+            group(l.produced),
+            group(l.staged),
+            group(l.quarantined),
+            group(l.duplicates_dropped)
+        );
+        if !l.balances() {
+            line = format!(
+                "ledger `{name}`: {} produced, {} quarantined; nothing staged (the model failed)",
+                group(l.produced),
+                group(l.quarantined)
+            );
+        }
+        if l.warned > 0 && l.balances() {
+            line.push_str(&format!("; {} staged rows warned", group(l.warned)));
+        }
+        if let Some(log) = &l.error_log {
+            line.push_str(&format!("; log: {log}"));
+        }
+        printer.status(&line);
     }
     let elapsed = results.elapsed_time;
     let load_note = if loaded.is_empty() {

@@ -7,7 +7,8 @@
 //!
 //! Scheduling (what runs when) is not this module's business.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::common::TableReference;
@@ -20,6 +21,8 @@ use crate::diagnostic::{Code, Diagnostic, SourceFile};
 use crate::manifest::{Manifest, Materialization, Node, Resource};
 use crate::stage::{self, StageError, StageOptions, StagedTable};
 use crate::template::functions::quote_ident;
+use crate::validate::quarantine::{Ledger, Splitter, Threshold, ThresholdExceeded};
+use crate::validate::rules;
 
 /// What a run needs besides the engine and the manifest.
 #[derive(Debug, Clone)]
@@ -31,6 +34,13 @@ pub struct RunContext {
     pub stage_options: StageOptions,
     /// Views read by more than one model in this run.
     pub compute_once: HashSet<usize>,
+    /// This run's id and directory (`.ferry/runs/<id>/`: quarantine and
+    /// error log), as written and as shown to the user.
+    pub run_id: String,
+    pub run_dir: Utf8PathBuf,
+    pub run_dir_shown: Utf8PathBuf,
+    /// The row ledger of each model with rules, as it finishes.
+    pub ledgers: Arc<Mutex<HashMap<usize, Ledger>>>,
 }
 
 /// How a node ended up.
@@ -90,6 +100,12 @@ pub async fn materialize(
                         stage_plan(engine, manifest, i, plan, &ctx.scratch_root, ctx.stage_options.clone()).await?;
                     register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
                     Ok(Materialized::ComputedOnce(staged))
+                }
+                Materialization::Table if !node.rules.is_empty() => {
+                    let plan = replan(engine, manifest, i, &rules::checked_sql(&sql, &node.rules)).await?;
+                    let staged = stage_checked(engine, manifest, i, plan, ctx).await?;
+                    register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
+                    Ok(Materialized::Staged(staged))
                 }
                 Materialization::Table => {
                     let plan = replan(engine, manifest, i, &sql).await?;
@@ -169,19 +185,110 @@ async fn stage_plan(
     let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
     match stage::write_stage(parent, &node.name, partitions, options).await {
         Ok(staged) => Ok(staged),
-        Err(StageError::Execute { source, .. }) => {
+        Err(e) => Err(stage_error(engine, manifest, i, e).await),
+    }
+}
+
+/// Stages a model through its rules: rows that break an `error` rule are
+/// quarantined instead of staged, every broken rule is logged, and the
+/// ledger is recorded. Past its `quarantine: {error_if: ...}` threshold the
+/// model fails and its new stage is discarded.
+async fn stage_checked(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: usize,
+    plan: LogicalPlan,
+    ctx: &RunContext,
+) -> Result<StagedTable, Vec<Diagnostic>> {
+    let node = &manifest.nodes[i];
+    let threshold = quarantine_threshold(node).map_err(|d| vec![*d])?;
+    let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
+    let splitter = Splitter::new(Arc::new(node.rules.clone()), &node.name, &ctx.run_id, unique_key(node), threshold);
+    let (streams, written) = splitter.split(partitions, &ctx.run_dir);
+    let result = stage::write_stage(&ctx.stage_root, &node.name, streams, ctx.stage_options.clone()).await;
+    let staged_rows = result.as_ref().map_or(0, |s| s.manifest.row_count);
+    let ledger = written.finish(staged_rows, &ctx.run_dir_shown).await.map_err(|e| {
+        vec![
+            Diagnostic::error(
+                Code::Execution,
+                format!("`{}`: could not write its quarantine and error log: {e}", node.name),
+            )
+            .in_file(node.path()),
+        ]
+    })?;
+    ctx.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(i, ledger.clone());
+    match result {
+        Ok(staged) => Ok(staged),
+        Err(StageError::Execute { source, .. }) if threshold_exceeded(&source).is_some() => {
+            let t = threshold_exceeded(&source).expect("checked");
+            let pct = if t.produced == 0 { 0.0 } else { t.quarantined as f64 * 100.0 / t.produced as f64 };
+            let mut d = Diagnostic::error(
+                Code::Execution,
+                format!(
+                    "`{}` quarantined {} of {} rows ({pct:.2}%), over its threshold `error_if: {}`; nothing was staged",
+                    node.name, t.quarantined, t.produced, t.threshold
+                ),
+            )
+            .in_file(node.path());
+            for (rule, n) in ledger.by_rule.iter().filter(|(_, n)| **n > 0) {
+                d = d.with_note(format!("{n} row{} `{rule}`", if *n == 1 { " breaks" } else { "s break" }));
+            }
+            if let Some(log) = &ledger.error_log {
+                d = d.with_note(format!("every broken rule is in `{log}`"));
+            }
+            Err(vec![d])
+        }
+        Err(e) => Err(stage_error(engine, manifest, i, e).await),
+    }
+}
+
+/// A model's `quarantine: {error_if: ...}`.
+fn quarantine_threshold(node: &Node) -> Result<Option<Threshold>, Box<Diagnostic>> {
+    let Some(q) = node.config.get("quarantine") else { return Ok(None) };
+    let Some(text) = q.get("error_if").and_then(serde_json::Value::as_str) else { return Ok(None) };
+    Threshold::parse(text).map(Some).ok_or_else(|| {
+        Box::new(
+            Diagnostic::error(
+                Code::ModelConfig,
+                format!("`{}`: `quarantine: {{error_if: {text}}}` must be like `\">1%\"` or `\"> 100\"`", node.name),
+            )
+            .in_file(node.path()),
+        )
+    })
+}
+
+/// The columns of a model's `unique_key`, which name a record in the log.
+fn unique_key(node: &Node) -> Vec<String> {
+    match node.config.get("unique_key") {
+        Some(serde_json::Value::String(s)) => s.split(',').map(|c| c.trim().to_owned()).collect(),
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn threshold_exceeded(e: &DataFusionError) -> Option<&ThresholdExceeded> {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<ThresholdExceeded>(),
+        _ => None,
+    }
+}
+
+async fn stage_error(engine: &Engine, manifest: &Manifest, i: usize, e: StageError) -> Vec<Diagnostic> {
+    let node = &manifest.nodes[i];
+    match e {
+        StageError::Execute { source, .. } => {
             if is_csv_error(&source)
                 && let Some(d) = sources::locate_bad_row(engine, manifest, i).await
             {
-                return Err(vec![d.with_note(format!("found while running `{}`", node.name))]);
+                return vec![d.with_note(format!("found while running `{}`", node.name))];
             }
-            Err(vec![execution_error(node, &source)])
+            vec![execution_error(node, &source)]
         }
-        Err(e) => Err(vec![
+        e => vec![
             Diagnostic::error(Code::Execution, format!("`{}` could not be staged: {e}", node.name))
                 .in_file(node.path())
                 .with_note(error_chain(&e)),
-        ]),
+        ],
     }
 }
 

@@ -200,6 +200,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
     if let Resource::Model { .. } = node.resource {
         check_contract(engine, node, &schema).await?;
+        check_rules(engine, node, &rendered.sql).await?;
         engine
             .register_schema_only(TableReference::bare(node.name.as_str()), Arc::clone(&schema))
             .map_err(|e| vec![internal(&e, node)])?;
@@ -224,6 +225,37 @@ fn is_query(plan: &LogicalPlan) -> bool {
 fn internal(e: &DataFusionError, node: &Node) -> Diagnostic {
     Diagnostic::error(Code::SqlPlan, format!("failed to register `{}`: {e}", node.name))
         .with_note("this is a bug, please report it with `-vv` output")
+}
+
+/// Plans the query that checks a model's rules; a rule that does not plan
+/// (an unknown column, a type that cannot compare) points at its declaration.
+async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<Diagnostic>> {
+    use crate::validate::rules::checked_sql;
+    if node.rules.is_empty() || engine.plan(&checked_sql(sql, &node.rules)).await.is_ok() {
+        return Ok(());
+    }
+    let mut diags = Vec::new();
+    for rule in &node.rules {
+        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule))).await {
+            let root = e.find_root().strip_backtrace();
+            let first = root.lines().next().unwrap_or_default().to_owned();
+            diags.push(
+                Diagnostic::error(
+                    Code::SqlPlan,
+                    format!("rule `{}` of `{}` cannot be checked: {first}", rule.name, node.name),
+                )
+                .with_label(rule.origin.name_label())
+                .with_note(format!("it checks `{}`", rule.broken)),
+            );
+        }
+    }
+    if diags.is_empty() {
+        diags.push(
+            Diagnostic::error(Code::SqlPlan, format!("the rules of `{}` cannot be checked together", node.name))
+                .in_file(node.path()),
+        );
+    }
+    Err(diags)
 }
 
 /// With `contract: {enforced: true}`, the planned columns must match the

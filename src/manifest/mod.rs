@@ -65,6 +65,8 @@ pub struct Node {
     pub relation: Option<Arc<Relation>>,
     /// The render of a model or singular test.
     pub rendered: Option<Rendered>,
+    /// A model's row-level rules, compiled.
+    pub rules: Vec<crate::validate::rules::Rule>,
 }
 
 impl Node {
@@ -279,6 +281,7 @@ impl Builder {
                 config: s.config.clone(),
                 relation: Some(rel),
                 rendered: None,
+                rules: Vec::new(),
                 resource: Resource::Source(s),
             });
         }
@@ -292,6 +295,7 @@ impl Builder {
                 config: s.config.clone(),
                 relation: Some(rel),
                 rendered: None,
+                rules: Vec::new(),
                 resource: Resource::Seed(s),
             });
         }
@@ -322,6 +326,7 @@ impl Builder {
                 config: m.config.clone(),
                 relation: Some(rel),
                 rendered: None,
+                rules: Vec::new(),
                 resource: Resource::Model { model: m, materialized: Materialization::View },
             });
         }
@@ -339,11 +344,13 @@ impl Builder {
                 config: t.config.clone(),
                 relation: None,
                 rendered: None,
+                rules: Vec::new(),
                 resource: Resource::Test(t),
             });
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater);
         self.render_generic_tests(&mut nodes, &templater);
+        self.compile_rules(&mut nodes, &templater);
         let mut nodes = self.drop_disabled(nodes);
         for node in &mut nodes {
             self.render_descriptions(node, &templater);
@@ -526,6 +533,36 @@ impl Builder {
         }
     }
 
+    /// Compiles each model's `rules:`; rules need a staged model.
+    fn compile_rules(&mut self, nodes: &mut [Node], templater: &Templater) {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let Resource::Model { model, materialized } = &node.resource else { continue };
+            if model.rules.is_empty() || self.failed.contains(&i) {
+                continue;
+            }
+            if *materialized != Materialization::Table {
+                let first = &model.rules[0].origin;
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::ModelConfig,
+                        format!("`{}` has rules but is materialized as `{materialized:?}`", node.name).to_lowercase(),
+                    )
+                    .with_label(first.name_label())
+                    .with_help("rules quarantine rows as a model is staged: materialize it as `table`"),
+                );
+                self.failed.insert(i);
+                continue;
+            }
+            match crate::validate::rules::compile(&node.name, &model.rules, templater) {
+                Ok(rules) => node.rules = rules,
+                Err(diags) => {
+                    self.diags.extend(diags);
+                    self.failed.insert(i);
+                }
+            }
+        }
+    }
+
     fn apply_rendered_config(&mut self, node: &mut Node, rendered: &Rendered) {
         let Some(file) = node.template().cloned() else { return };
         for (k, v) in &rendered.config {
@@ -548,6 +585,9 @@ impl Builder {
         let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
         let lookup = Lookup { project: &project, by_id };
         for (i, node) in nodes.iter().enumerate() {
+            for calls in node.rules.iter().filter_map(|r| r.calls.as_ref()) {
+                lookup.add_calls(&mut graph, calls, i);
+            }
             if let Some(r) = &node.rendered {
                 lookup.add_calls(&mut graph, r, i);
                 for name in r.refs.iter().map(|c| &c.name).filter(|n| self.disabled.contains(*n)) {

@@ -107,6 +107,7 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "load",
     "rules",
     "dedupe",
+    "quarantine",
     "loaded_at_field",
     "freshness",
     "identifier",

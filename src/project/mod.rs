@@ -259,6 +259,7 @@ impl Loader {
                 config,
                 description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
                 columns: patch.as_ref().map(|p| p.columns.clone()).unwrap_or_default(),
+                rules: patch.as_ref().map(|p| p.rules.clone()).unwrap_or_default(),
                 patch: patch.map(|p| p.origin),
             });
         }

@@ -26,6 +26,18 @@ pub struct Origin {
     pub span: std::ops::Range<usize>,
 }
 
+impl Origin {
+    /// A label on the declared name at this entry (`- unique`,
+    /// `- accepted_values:`), or on the whole entry.
+    pub fn name_label(&self) -> crate::diagnostic::Label {
+        let start = self.span.start;
+        let text = &self.file.text[start.min(self.file.text.len())..];
+        let len = text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).unwrap_or(text.len());
+        let span = if len > 0 { start..start + len } else { self.span.clone() };
+        crate::diagnostic::Label::new(&self.file, span)
+    }
+}
+
 /// A SQL model (`models/**/*.sql`).
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -39,6 +51,8 @@ pub struct Model {
     pub columns: Vec<ColumnSpec>,
     /// The schema-file entry documenting this model.
     pub patch: Option<Origin>,
+    /// Row-level rules declared in schema files (`rules:`).
+    pub rules: Vec<crate::project::schema::TestDecl>,
 }
 
 /// A CSV seed (`seeds/**/*.csv`).

@@ -159,6 +159,8 @@ pub struct Patch {
     pub columns: Vec<ColumnSpec>,
     pub config: Map<String, Json>,
     pub tests: Vec<TestDecl>,
+    /// Row-level rules (`rules:`), written like tests.
+    pub rules: Vec<TestDecl>,
     pub origin: Origin,
 }
 
@@ -263,14 +265,19 @@ impl Parser<'_> {
         let name = self.name(node, what)?;
         self.check_keys(node, MODEL_KEYS, &format!("{what} property"));
         let mut tests = self.tests(node, None)?;
+        let mut rules = self.decls(node, None, &["rules"])?;
         let (columns, column_tests) = self.columns(node)?;
         tests.extend(column_tests);
+        for col in self.list(node, "columns")? {
+            rules.extend(self.decls(col, Some(&self.name(col, "column")?), &["rules"])?);
+        }
         Ok(Patch {
             name,
             description: Self::text(node, "description"),
             columns,
             config: self.config(node)?,
             tests,
+            rules,
             origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
         })
     }
@@ -297,8 +304,13 @@ impl Parser<'_> {
     }
 
     fn tests(&self, node: &Node, column: Option<&str>) -> Result<Vec<TestDecl>, Box<Diagnostic>> {
+        self.decls(node, column, &["tests", "data_tests"])
+    }
+
+    /// Tests or rules under `keys`: one catalogue, one syntax.
+    fn decls(&self, node: &Node, column: Option<&str>, keys: &[&str]) -> Result<Vec<TestDecl>, Box<Diagnostic>> {
         let mut out = Vec::new();
-        for key in ["tests", "data_tests"] {
+        for &key in keys {
             for t in self.list(node, key)? {
                 out.push(self.test(t, column)?);
             }

@@ -67,6 +67,9 @@ pub struct NodeResult {
     /// For tests: `fail_calc` over the failing rows (their count by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<u64>,
+    /// For models with rules: every row produced, staged or quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<crate::validate::quarantine::Ledger>,
     pub stage: Option<StageRef>,
     /// The load into the target, for nodes that were loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,6 +135,7 @@ impl NodeResult {
             adapter_response: AdapterResponse { rows_affected: rows },
             message,
             failures: None,
+            ledger: None,
             stage: staged.map(|s| StageRef {
                 path: s.dir.to_string(),
                 files: s.manifest.files.len(),

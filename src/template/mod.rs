@@ -211,10 +211,30 @@ impl Templater {
             }
             return Err(Box::new(d));
         }
-        let mut call = vec!["model=__ferry_test.model".to_owned()];
-        let mut values = Map::new();
+        let mut args = args.clone();
         if let Some(c) = column_name {
-            values.insert("column_name".to_owned(), Json::from(c));
+            args.insert("column_name".to_owned(), Json::from(c));
+        }
+        self.call_macro(&macro_name, Some(model), &args)
+    }
+
+    /// Renders a call of macro `name` with `args` as keyword arguments
+    /// (`config` left out), returning its text.
+    pub fn render_macro(&self, name: &str, args: &Map<String, Json>) -> Result<String, Box<Diagnostic>> {
+        Ok(self.call_macro(name, None, args)?.sql)
+    }
+
+    fn call_macro(
+        &self,
+        macro_name: &str,
+        model: Option<Arc<functions::Relation>>,
+        args: &Map<String, Json>,
+    ) -> Result<Rendered, Box<Diagnostic>> {
+        let mut call = Vec::new();
+        let mut context = BTreeMap::new();
+        if let Some(model) = model {
+            call.push("model=__ferry_call.model".to_owned());
+            context.insert("model".to_owned(), Value::from_dyn_object(model));
         }
         for (k, v) in args {
             if k == "config" || k == "model" {
@@ -224,7 +244,7 @@ impl Templater {
             {
                 return Err(Box::new(Diagnostic::error(
                     Code::JinjaRender,
-                    format!("test argument `{k}` is not a valid argument name"),
+                    format!("argument `{k}` is not a valid argument name"),
                 )));
             }
             match v.as_str().map(str::trim) {
@@ -232,18 +252,15 @@ impl Templater {
                     call.push(format!("{k}={expr}"));
                 }
                 _ => {
-                    values.insert(k.clone(), v.clone());
+                    call.push(format!("{k}=__ferry_call.{k}"));
+                    context.insert(k.clone(), functions::to_value(v));
                 }
             }
         }
-        call.extend(values.keys().map(|k| format!("{k}=__ferry_test.{k}")));
-        let mut context: BTreeMap<String, Value> =
-            values.iter().map(|(k, v)| (k.clone(), functions::to_value(v))).collect();
-        context.insert("model".to_owned(), Value::from_dyn_object(model));
         let source = format!("{{{{ {macro_name}({}) }}}}", call.join(", "));
         let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
         let mut captured = tmpl
-            .render_captured(minijinja::context! { __ferry_test => context })
+            .render_captured(minijinja::context! { __ferry_call => context })
             .map_err(|e| Box::new(self.diagnostic(&e, None)))?;
         let capture =
             captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();

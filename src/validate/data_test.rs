@@ -11,7 +11,7 @@ use datafusion::error::DataFusionError;
 use futures::TryStreamExt as _;
 use serde_json::{Map, Value as Json};
 
-use crate::diagnostic::{Code, Diagnostic, Label};
+use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::Engine;
 use crate::manifest::{Node, Resource};
 use crate::project::nodes::{Test, TestKind};
@@ -232,15 +232,7 @@ pub fn outcome_diagnostic(node: &Node, outcome: &TestOutcome, compiled: Option<&
         _ => Diagnostic::error(Code::TestFailed, message),
     };
     d = match &node.resource {
-        Resource::Test(Test { kind: TestKind::Generic { origin, .. }, .. }) => {
-            // Underline the test's name where it is declared (`- unique`, `- accepted_values:`).
-            let start = origin.span.start;
-            let name_len = origin.file.text[start..]
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-                .unwrap_or(origin.file.text.len() - start);
-            let span = if name_len > 0 { start..start + name_len } else { origin.span.clone() };
-            d.with_label(Label::new(&origin.file, span))
-        }
+        Resource::Test(Test { kind: TestKind::Generic { origin, .. }, .. }) => d.with_label(origin.name_label()),
         _ => d.in_file(node.path()),
     };
     if let Some(sample) = &outcome.sample {

@@ -1,7 +1,11 @@
 //! Validation: dbt data tests (`data_test`), run on the engine against what
-//! a run staged, with dbt's severity and thresholds. Row-level rules with
-//! quarantine, dedup and the row ledger join this module with their issue.
+//! a run staged, with dbt's severity and thresholds; and row-level rules
+//! (`rules`), checked in the query that stages a model, whose broken rows
+//! are quarantined and logged as they stream (`quarantine`), with the row
+//! ledger.
 
 pub mod data_test;
+pub mod quarantine;
+pub mod rules;
 
 pub use data_test::{TestConfig, TestOutcome, Verdict};

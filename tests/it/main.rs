@@ -9,4 +9,5 @@ mod init;
 mod load;
 mod ls;
 mod profiles;
+mod rules;
 mod run;

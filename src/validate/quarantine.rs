@@ -1,0 +1,479 @@
+//! Splits a model's checked rows as they stream to the stage: rows that
+//! break an `error` rule go to the run's quarantine (the full row plus the
+//! rules it broke), every broken rule of every row goes to the run's error
+//! log, and the rest stream on to the stage. Counts make the row ledger.
+//!
+//! Files, per run (`.ferry/runs/<run id>/`), written beside the stage and
+//! renamed into place when complete:
+//! - `quarantine/<model>.parquet`
+//! - `errors/<model>.parquet` and `errors/<model>.csv`
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::compute::{cast, filter_record_batch, or};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use super::data_test::Severity;
+use super::rules::Rule;
+
+/// The column of quarantined rows that lists the rules each row broke.
+pub const BROKEN_RULES_COLUMN: &str = "_ferry_broken_rules";
+
+/// `quarantine: {error_if: ">1%"}`: too many quarantined rows fail the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub op: &'static str,
+    pub value: f64,
+    pub percent: bool,
+    pub text: String,
+}
+
+impl Threshold {
+    /// Parses `>1%`, `> 100`, `>= 0.5%`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let op = [">=", ">", "!=", "="].into_iter().find(|op| t.starts_with(op))?;
+        let rest = t[op.len()..].trim();
+        let (number, percent) = match rest.strip_suffix('%') {
+            Some(n) => (n.trim(), true),
+            None => (rest, false),
+        };
+        Some(Threshold { op, value: number.parse().ok()?, percent, text: t.to_owned() })
+    }
+
+    /// Whether `quarantined` of `produced` rows crosses the threshold.
+    pub fn exceeded(&self, quarantined: u64, produced: u64) -> bool {
+        let x = if self.percent {
+            if produced == 0 { 0.0 } else { quarantined as f64 * 100.0 / produced as f64 }
+        } else {
+            quarantined as f64
+        };
+        match self.op {
+            ">=" => x >= self.value,
+            ">" => x > self.value,
+            "!=" => x != self.value,
+            _ => x == self.value,
+        }
+    }
+}
+
+/// A model's row ledger: every row its query produced is accounted for.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Ledger {
+    pub produced: u64,
+    pub staged: u64,
+    pub quarantined: u64,
+    pub duplicates_dropped: u64,
+    /// Staged rows that broke a `warn` rule.
+    pub warned: u64,
+    /// Rows that broke each rule, by rule name.
+    pub by_rule: BTreeMap<String, u64>,
+    /// Where the quarantined rows and the error log are, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_file: Option<Utf8PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_log: Option<Utf8PathBuf>,
+}
+
+impl Ledger {
+    /// produced = staged + quarantined + duplicates dropped.
+    pub fn balances(&self) -> bool {
+        self.produced == self.staged + self.quarantined + self.duplicates_dropped
+    }
+}
+
+/// The error raised through the stage writer when the threshold is crossed,
+/// so the stage is discarded.
+#[derive(Debug, thiserror::Error)]
+#[error("quarantined {quarantined} of {produced} rows, over `error_if: {threshold}`")]
+pub struct ThresholdExceeded {
+    pub quarantined: u64,
+    pub produced: u64,
+    pub threshold: String,
+}
+
+/// One model's rules applied to its streaming rows.
+pub struct Splitter {
+    rules: Arc<Vec<Rule>>,
+    model: String,
+    run_id: String,
+    /// Columns that identify a row in the log (`unique_key`), or all.
+    key: Vec<String>,
+    threshold: Option<Threshold>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    produced: AtomicU64,
+    quarantined: AtomicU64,
+    warned: AtomicU64,
+    by_rule: Mutex<Vec<u64>>,
+    partitions_left: AtomicUsize,
+}
+
+enum Out {
+    Quarantine(RecordBatch),
+    Log(RecordBatch),
+}
+
+/// What the splitter wrote, once its streams are finished.
+pub struct Written {
+    handle: tokio::task::JoinHandle<std::io::Result<(Option<Utf8PathBuf>, Option<Utf8PathBuf>)>>,
+    splitter: Arc<Splitter>,
+}
+
+impl Splitter {
+    pub fn new(
+        rules: Arc<Vec<Rule>>,
+        model: &str,
+        run_id: &str,
+        key: Vec<String>,
+        threshold: Option<Threshold>,
+    ) -> Arc<Self> {
+        let n = rules.len();
+        Arc::new(Splitter {
+            rules,
+            model: model.to_owned(),
+            run_id: run_id.to_owned(),
+            key,
+            threshold,
+            counts: Counts { by_rule: Mutex::new(vec![0; n]), ..Counts::default() },
+        })
+    }
+
+    /// Wraps the checked query's partitions: each yields the model's own
+    /// columns for rows that pass every `error` rule. Quarantined rows and
+    /// log lines are written under `run_dir` by a task of their own.
+    pub fn split(
+        self: &Arc<Self>,
+        partitions: Vec<SendableRecordBatchStream>,
+        run_dir: &Utf8Path,
+    ) -> (Vec<SendableRecordBatchStream>, Written) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Out>(8);
+        let checked = partitions.first().map(|p| p.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+        let width = checked.fields().len().saturating_sub(self.rules.len());
+        let model_schema: SchemaRef = Arc::new(checked.project(&(0..width).collect::<Vec<_>>()).expect("a prefix"));
+        self.counts.partitions_left.store(partitions.len(), Ordering::SeqCst);
+        let handle = {
+            let (dir, model) = (run_dir.to_owned(), self.model.clone());
+            let quarantine_schema = quarantine_schema(&model_schema);
+            tokio::task::spawn_blocking(move || write_outputs(rx, &dir, &model, quarantine_schema))
+        };
+        let streams = partitions
+            .into_iter()
+            .map(|stream| {
+                let (me, tx, schema) = (Arc::clone(self), tx.clone(), Arc::clone(&model_schema));
+                let rows = stream.then(move |batch| {
+                    let (me, tx) = (Arc::clone(&me), tx.clone());
+                    async move {
+                        let (staged, quarantined, log) = me.split_batch(&batch?, width)?;
+                        for out in [quarantined.map(Out::Quarantine), log.map(Out::Log)].into_iter().flatten() {
+                            // The writer only stops early on an IO error, which `finish` reports.
+                            let _ = tx.send(out).await;
+                        }
+                        Ok(staged)
+                    }
+                });
+                let me = Arc::clone(self);
+                let end = futures::stream::once(async move { me.partition_done() }).filter_map(|e| async move { e });
+                Box::pin(RecordBatchStreamAdapter::new(schema, rows.chain(end))) as SendableRecordBatchStream
+            })
+            .collect();
+        (streams, Written { handle, splitter: Arc::clone(self) })
+    }
+
+    /// Called as each partition ends; the last one checks the threshold.
+    fn partition_done(&self) -> Option<Result<RecordBatch, DataFusionError>> {
+        if self.counts.partitions_left.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return None;
+        }
+        let t = self.threshold.as_ref()?;
+        let (q, p) = (self.counts.quarantined.load(Ordering::SeqCst), self.counts.produced.load(Ordering::SeqCst));
+        t.exceeded(q, p).then(|| {
+            Err(DataFusionError::External(Box::new(ThresholdExceeded {
+                quarantined: q,
+                produced: p,
+                threshold: t.text.clone(),
+            })))
+        })
+    }
+
+    fn split_batch(
+        &self,
+        batch: &RecordBatch,
+        width: usize,
+    ) -> Result<(RecordBatch, Option<RecordBatch>, Option<RecordBatch>), DataFusionError> {
+        let rows = batch.num_rows();
+        let flags: Vec<BooleanArray> =
+            (0..self.rules.len()).map(|k| without_nulls(batch.column(width + k).as_boolean())).collect();
+        let mut hard = BooleanArray::from(vec![false; rows]);
+        let mut soft = BooleanArray::from(vec![false; rows]);
+        for (rule, f) in self.rules.iter().zip(&flags) {
+            match rule.severity {
+                Severity::Error => hard = or(&hard, f)?,
+                Severity::Warn => soft = or(&soft, f)?,
+            }
+        }
+        let own = batch.project(&(0..width).collect::<Vec<_>>())?;
+        let quarantined = hard.true_count();
+        let warned = datafusion::arrow::compute::and_not(&soft, &hard)?.true_count();
+        self.counts.produced.fetch_add(rows as u64, Ordering::Relaxed);
+        self.counts.quarantined.fetch_add(quarantined as u64, Ordering::Relaxed);
+        self.counts.warned.fetch_add(warned as u64, Ordering::Relaxed);
+        {
+            let mut by_rule = self.counts.by_rule.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, f) in flags.iter().enumerate() {
+                by_rule[k] += f.true_count() as u64;
+            }
+        }
+        let staged = filter_record_batch(&own, &datafusion::arrow::compute::not(&hard)?)?;
+        let quarantine = (quarantined > 0).then(|| self.quarantine_batch(&own, &flags, &hard)).transpose()?;
+        let log = self.log_batch(&own, &flags)?;
+        Ok((staged, quarantine, log))
+    }
+
+    fn quarantine_batch(
+        &self,
+        own: &RecordBatch,
+        flags: &[BooleanArray],
+        hard: &BooleanArray,
+    ) -> Result<RecordBatch, DataFusionError> {
+        let mut broken = StringBuilder::new();
+        for i in (0..own.num_rows()).filter(|&i| hard.value(i)) {
+            let names: Vec<&str> =
+                self.rules.iter().zip(flags).filter(|(_, f)| f.value(i)).map(|(r, _)| r.name.as_str()).collect();
+            broken.append_value(names.join(", "));
+        }
+        let rows = filter_record_batch(own, hard)?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(broken.finish()));
+        Ok(RecordBatch::try_new(quarantine_schema(&own.schema()), columns)?)
+    }
+
+    /// One log line per broken rule per row.
+    fn log_batch(&self, own: &RecordBatch, flags: &[BooleanArray]) -> Result<Option<RecordBatch>, DataFusionError> {
+        if flags.iter().all(|f| f.true_count() == 0) {
+            return Ok(None);
+        }
+        let keys = self.record_keys(own)?;
+        let mut b = LogBuilder::default();
+        for (rule, f) in self.rules.iter().zip(flags).filter(|(_, f)| f.true_count() > 0) {
+            let values: Option<ArrayRef> = match &rule.column {
+                Some(c) if own.schema().index_of(c).is_ok() => {
+                    Some(cast(own.column(own.schema().index_of(c)?), &DataType::Utf8)?)
+                }
+                _ => None,
+            };
+            let values = values.as_ref().map(|v| v.as_string::<i32>());
+            for i in (0..own.num_rows()).filter(|&i| f.value(i)) {
+                b.run_id.append_value(&self.run_id);
+                b.model.append_value(&self.model);
+                b.record_key.append_value(keys.value(i));
+                b.rule.append_value(&rule.name);
+                b.column.append_option(rule.column.as_deref());
+                b.value.append_option(values.filter(|v| !v.is_null(i)).map(|v| v.value(i)));
+                b.severity.append_value(match rule.severity {
+                    Severity::Error => "error",
+                    Severity::Warn => "warn",
+                });
+                b.message.append_value(&rule.message);
+                b.suggestion.append_option(rule.suggestion.as_deref());
+            }
+        }
+        Ok(Some(b.finish()?))
+    }
+
+    /// `key=value` pairs of the record's key columns, joined by `, `.
+    fn record_keys(&self, own: &RecordBatch) -> Result<StringArray, DataFusionError> {
+        let schema = own.schema();
+        let names: Vec<&str> = if self.key.is_empty() {
+            schema.fields().iter().map(|f| f.name().as_str()).collect()
+        } else {
+            self.key.iter().map(String::as_str).collect()
+        };
+        let mut texts = Vec::new();
+        for n in &names {
+            let idx = schema.index_of(n)?;
+            texts.push(cast(own.column(idx), &DataType::Utf8)?);
+        }
+        let mut out = StringBuilder::new();
+        for i in 0..own.num_rows() {
+            let parts: Vec<String> = names
+                .iter()
+                .zip(&texts)
+                .map(|(n, t)| {
+                    let t = t.as_string::<i32>();
+                    if t.is_null(i) { format!("{n}=NULL") } else { format!("{n}={}", t.value(i)) }
+                })
+                .collect();
+            out.append_value(parts.join(", "));
+        }
+        Ok(out.finish())
+    }
+}
+
+impl Written {
+    /// Waits for the quarantine and log files and returns the ledger.
+    /// `staged` is the stage's row count (0 when it was discarded).
+    pub async fn finish(self, staged: u64, shown_root: &Utf8Path) -> std::io::Result<Ledger> {
+        let (quarantine, log) = self.handle.await.map_err(std::io::Error::other)??;
+        let s = &self.splitter;
+        let by_rule = s.counts.by_rule.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let show = |p: Option<Utf8PathBuf>| p.map(|p| shown_root.join(p));
+        Ok(Ledger {
+            produced: s.counts.produced.load(Ordering::SeqCst),
+            staged,
+            quarantined: s.counts.quarantined.load(Ordering::SeqCst),
+            duplicates_dropped: 0,
+            warned: s.counts.warned.load(Ordering::SeqCst),
+            by_rule: s.rules.iter().map(|r| r.name.clone()).zip(by_rule).collect(),
+            quarantine_file: show(quarantine),
+            error_log: show(log),
+        })
+    }
+}
+
+fn without_nulls(a: &BooleanArray) -> BooleanArray {
+    if a.null_count() == 0 {
+        return a.clone();
+    }
+    a.iter().map(|v| Some(v.unwrap_or(false))).collect()
+}
+
+fn quarantine_schema(model: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = model.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(BROKEN_RULES_COLUMN, DataType::Utf8, false)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The error log's columns.
+pub fn log_schema() -> SchemaRef {
+    let text = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("run_id", false),
+        text("model", false),
+        text("record_key", false),
+        text("rule", false),
+        text("column", true),
+        text("value", true),
+        text("severity", false),
+        text("message", false),
+        text("suggestion", true),
+    ]))
+}
+
+#[derive(Default)]
+struct LogBuilder {
+    run_id: StringBuilder,
+    model: StringBuilder,
+    record_key: StringBuilder,
+    rule: StringBuilder,
+    column: StringBuilder,
+    value: StringBuilder,
+    severity: StringBuilder,
+    message: StringBuilder,
+    suggestion: StringBuilder,
+}
+
+impl LogBuilder {
+    fn finish(mut self) -> Result<RecordBatch, DataFusionError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.run_id.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.record_key.finish()),
+            Arc::new(self.rule.finish()),
+            Arc::new(self.column.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.severity.finish()),
+            Arc::new(self.message.finish()),
+            Arc::new(self.suggestion.finish()),
+        ];
+        Ok(RecordBatch::try_new(log_schema(), columns)?)
+    }
+}
+
+/// Writes what the splitter sends; files appear (renamed from `.tmp`) only
+/// when complete. Returns the quarantine and log paths relative to `dir`.
+fn write_outputs(
+    mut rx: tokio::sync::mpsc::Receiver<Out>,
+    dir: &Utf8Path,
+    model: &str,
+    quarantine_schema: SchemaRef,
+) -> std::io::Result<(Option<Utf8PathBuf>, Option<Utf8PathBuf>)> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let rel_q = Utf8PathBuf::from(format!("quarantine/{model}.parquet"));
+    let rel_log = Utf8PathBuf::from(format!("errors/{model}.parquet"));
+    let rel_csv = Utf8PathBuf::from(format!("errors/{model}.csv"));
+    let tmp = |rel: &Utf8Path| dir.join(format!("{rel}.tmp"));
+    let open = |rel: &Utf8Path| -> std::io::Result<std::fs::File> {
+        let path = tmp(rel);
+        fs_err::create_dir_all(path.parent().expect("has a parent"))?;
+        Ok(fs_err::File::create(&path)?.into_parts().0)
+    };
+    let mut quarantine: Option<ArrowWriter<std::fs::File>> = None;
+    let mut log: Option<(ArrowWriter<std::fs::File>, datafusion::arrow::csv::Writer<std::fs::File>)> = None;
+    let err = |e: datafusion::parquet::errors::ParquetError| std::io::Error::other(e);
+    let csv_err = |e: datafusion::arrow::error::ArrowError| std::io::Error::other(e);
+    while let Some(out) = rx.blocking_recv() {
+        match out {
+            Out::Quarantine(batch) => {
+                if quarantine.is_none() {
+                    quarantine =
+                        Some(ArrowWriter::try_new(open(&rel_q)?, Arc::clone(&quarantine_schema), None).map_err(err)?);
+                }
+                quarantine.as_mut().expect("opened").write(&batch).map_err(err)?;
+            }
+            Out::Log(batch) => {
+                if log.is_none() {
+                    let parquet = ArrowWriter::try_new(open(&rel_log)?, log_schema(), None).map_err(err)?;
+                    log = Some((parquet, datafusion::arrow::csv::Writer::new(open(&rel_csv)?)));
+                }
+                let (parquet, csv) = log.as_mut().expect("opened");
+                parquet.write(&batch).map_err(err)?;
+                csv.write(&batch).map_err(csv_err)?;
+            }
+        }
+    }
+    let mut done = (None, None);
+    if let Some(w) = quarantine {
+        w.close().map_err(err)?;
+        fs_err::rename(tmp(&rel_q), dir.join(&rel_q))?;
+        done.0 = Some(rel_q);
+    }
+    if let Some((parquet, csv)) = log {
+        parquet.close().map_err(err)?;
+        drop(csv);
+        fs_err::rename(tmp(&rel_log), dir.join(&rel_log))?;
+        fs_err::rename(tmp(&rel_csv), dir.join(&rel_csv))?;
+        done.1 = Some(rel_log);
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_count_rows_or_percent() {
+        let t = Threshold::parse(">1%").unwrap();
+        assert!(t.percent);
+        assert!(!t.exceeded(10, 1000));
+        assert!(t.exceeded(11, 1000));
+        let t = Threshold::parse("> 100").unwrap();
+        assert!(!t.exceeded(100, 10));
+        assert!(t.exceeded(101, 1_000_000));
+        assert!(Threshold::parse("lots").is_none());
+        assert!(Threshold::parse(">x%").is_none());
+    }
+}

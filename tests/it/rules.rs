@@ -1,0 +1,198 @@
+//! Row-level rules: quarantine, the error log and the row ledger, over the
+//! `rules` fixture (a legacy contact export with one defect per row; each
+//! expected figure below is worked out in the seed's `note` column).
+
+use serde_json::Value as Json;
+
+use crate::common::TestProject;
+
+fn contacts_result(p: &TestProject) -> Json {
+    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json");
+    results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.rules.contacts").unwrap().clone()
+}
+
+/// The one run directory under `.ferry/runs/`.
+fn run_dir(p: &TestProject) -> camino::Utf8PathBuf {
+    let runs: Vec<_> = fs_err::read_dir(p.path().join(".ferry/runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    camino::Utf8PathBuf::try_from(runs[0].clone()).unwrap()
+}
+
+/// Rows of `sql` over one Parquet file registered as `t`, one line each, sorted.
+async fn query_file(path: &camino::Utf8Path, sql: &str) -> Vec<String> {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    ctx.register_parquet("t", path.as_str(), ParquetReadOptions::default()).await.unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    let mut lines: Vec<String> =
+        text.lines().filter(|l| l.starts_with('|')).skip(1).map(|l| l.replace(' ', "")).collect();
+    lines.sort();
+    lines
+}
+
+/// Every rule is checked in the pass that stages the model: rows that break
+/// an `error` rule are quarantined with the rules they broke, `warn` rules
+/// stage and log, every broken rule is one log line, and the ledger holds.
+#[tokio::test]
+async fn rules_quarantine_log_and_account_for_every_row() {
+    let p = TestProject::fixture("rules");
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let contacts = contacts_result(&p);
+    let ledger = &contacts["ledger"];
+    // 10 rows: ids 1 and 4 pass every error rule; 4 only warns.
+    assert_eq!((&ledger["produced"], &ledger["staged"], &ledger["quarantined"]), (&10.into(), &2.into(), &8.into()));
+    assert_eq!(ledger["duplicates_dropped"], 0);
+    assert_eq!(ledger["warned"], 1);
+    let by_rule: std::collections::BTreeMap<String, u64> = serde_json::from_value(ledger["by_rule"].clone()).unwrap();
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("unique_contact_id", 2),
+        ("not_null_email", 1),
+        ("matches_email", 1),
+        ("length_phone", 1),
+        ("relationships_country", 1),
+        ("between_age", 1),
+        ("adult_age", 0),
+        ("parses_as_signed_up_text", 1),
+        ("not_in_future_signed_up_on", 1),
+        ("signed_up_when_adult", 0),
+        ("external_ref_is_uuid", 1),
+        ("not_blank_note", 1),
+        ("note_is_known", 9),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(by_rule, expected);
+    assert!(
+        ran.stderr.contains("ledger `contacts`: 10 produced = 2 staged + 8 quarantined + 0 duplicates dropped"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("OK    table     contacts                     2 rows, 8 quarantined"),
+        "{}",
+        ran.stderr
+    );
+
+    // Staged (and loaded): the rows that broke no error rule.
+    assert_eq!(
+        p.query_stages(&["contacts"], "select contact_id from contacts").await,
+        ["| 1          |", "| 4          |"]
+    );
+    assert_eq!(contacts["load"]["rows"], 2);
+
+    // Quarantined: the full rows, with the rules each broke.
+    let run = run_dir(&p);
+    let quarantined =
+        query_file(&run.join("quarantine/contacts.parquet"), "select contact_id, email, _ferry_broken_rules from t")
+            .await;
+    assert_eq!(
+        quarantined,
+        [
+            "|2|bob@example|matches_email,note_is_known|",
+            "|3||not_null_email,note_is_known|",
+            "|5|eve@example.com|relationships_country,note_is_known|",
+            "|6|fay@example.com|between_age,note_is_known|",
+            "|7|gus@example.com|not_in_future_signed_up_on,note_is_known|",
+            "|8|hal@example.com|parses_as_signed_up_text,note_is_known|",
+            "|9|ivy2@example.com|unique_contact_id,note_is_known|",
+            "|9|ivy@example.com|unique_contact_id,not_blank_note,note_is_known|",
+        ]
+    );
+
+    // The error log: one line per broken rule per row, errors and warnings
+    // told apart, with the record key, the value and the suggestion.
+    let log = run.join("errors/contacts.parquet");
+    let lines = query_file(&log, "select count(*), count(distinct rule) from t").await;
+    assert_eq!(lines, ["|20|11|"]);
+    let errors = query_file(&log, "select record_key, rule, value, suggestion from t where severity = 'error'").await;
+    assert_eq!(
+        errors,
+        [
+            "|contact_id=2|matches_email|bob@example||",
+            "|contact_id=3|not_null_email||asktheaccountownerforanaddress|",
+            "|contact_id=5|relationships_country|XX|mapthecodeinseeds/countries.csv|",
+            "|contact_id=6|between_age|150||",
+            "|contact_id=7|not_in_future_signed_up_on|2099-01-01||",
+            "|contact_id=8|parses_as_signed_up_text|2021-13-01||",
+            "|contact_id=9|unique_contact_id|9|mergetherepeatedcontactsintheCRM|",
+            "|contact_id=9|unique_contact_id|9|mergetherepeatedcontactsintheCRM|",
+        ]
+    );
+    let csv = fs_err::read_to_string(run.join("errors/contacts.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 21, "a header and 20 lines:\n{csv}");
+    assert!(
+        csv.contains(",contacts,contact_id=4,length_phone,phone,12,warn,`phone` is shorter than 6 characters,"),
+        "{csv}"
+    );
+}
+
+/// Past its `quarantine: {error_if: ...}` threshold the model fails: its new
+/// stage is discarded, nothing of it loads, and its descendants are skipped;
+/// the quarantine and the log are still written, for the people fixing it.
+#[tokio::test]
+async fn a_model_over_its_quarantine_threshold_stages_nothing() {
+    let p = TestProject::fixture("rules");
+    let yml = p.read("ferry.yml").replace(
+        "    +materialized: table\n",
+        "    +materialized: table\n    +quarantine:\n      error_if: \">50%\"\n",
+    );
+    let p = p.file("ferry.yml", &yml);
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "`contacts` quarantined 8 of 10 rows (80.00%), over its threshold `error_if: >50%`; nothing was staged"
+        ),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("= note: 2 rows break `unique_contact_id`"), "{}", ran.stderr);
+    assert!(!p.path().join(".ferry/stage/contacts").exists(), "no stage");
+    let contacts = contacts_result(&p);
+    assert_eq!(contacts["status"], "error");
+    assert!(contacts.get("load").is_none());
+    assert_eq!(contacts["ledger"]["quarantined"], 8);
+    let results = p.read(".ferry/run_results.json");
+    assert!(results.contains("\"message\": \"skipped: `contacts` failed\""), "{results}");
+    assert!(run_dir(&p).join("errors/contacts.csv").exists());
+
+    // Under the threshold (a count this time), the same rows stage.
+    let p = p.file("ferry.yml", &yml.replace("\">50%\"", "\"> 8\""));
+    assert_eq!(p.run(["build"]).code, Some(0));
+}
+
+/// Rules are checked before any row moves: an unknown rule, a rule on a
+/// column the model lacks, and rules on a view are diagnostics at the rule.
+#[test]
+fn bad_rules_are_named_where_they_are_declared() {
+    let schema = |rules: &str| {
+        format!("version: 2\nmodels:\n  - name: m\n    columns:\n      - name: id\n        rules:\n{rules}")
+    };
+    let p = TestProject::new()
+        .model("m.sql", "{{ config(materialized='table') }}select 1 as id")
+        .file("models/schema.yml", &schema("          - not_nul\n"));
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("rule `not_nul` of `m`: no rule named `not_nul`"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("did you mean `not_null`?"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--> models/schema.yml:7:13"), "{}", ran.stderr);
+
+    let p = TestProject::new()
+        .model("m.sql", "{{ config(materialized='table') }}select 1 as id")
+        .file("models/schema.yml", &schema("          - expression:\n              expression: \"amount > 0\"\n"));
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("rule `expression_id` of `m` cannot be checked"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("amount"), "{}", ran.stderr);
+    assert!(!p.path().join(".ferry/stage/m").exists(), "nothing ran");
+
+    let p = TestProject::new()
+        .model("m.sql", "select 1 as id")
+        .file("models/schema.yml", &schema("          - not_null\n"));
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("`m` has rules but is materialized as `view`"), "{}", ran.stderr);
+}
