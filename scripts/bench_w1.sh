@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # W1 transform + stage: the dirty 6M-row TPC-H lineitem extract shaped,
-# deduplicated and split into staged rows and rejects, ferry (benches/w1,
-# plain SQL models) beside the DuckDB peer, in one run on the same file.
+# deduplicated and split into staged rows and rejects, ferry (benches/w1:
+# one model with declared rules and `dedupe`) beside the DuckDB peer, in one
+# run on the same file. `RULES=0` measures the same model without its rules
+# and dedup (the overhead goal: ten rules add at most 30%).
 #
 #   scripts/bench_w1.sh [RUNS]      (default 3)
 #
@@ -24,6 +26,12 @@ cargo build --release --quiet
 ferry=$PWD/target/release/ferry
 mkdir -p benches/w1/data
 ln -sf "$csv" benches/w1/data/lineitem_dirty.csv
+proj=benches/w1
+if [ "${RULES:-1}" = 0 ]; then # the same model, without its rules and dedup
+  mkdir -p "$work/w1" && cp -r benches/w1/ferry.yml benches/w1/models benches/w1/data "$work/w1/"
+  rm "$work/w1/models/schema.yml"
+  proj=$work/w1
+fi
 
 measure() { # name, command...: prints "seconds peak_kib" per run
   local name=$1; shift
@@ -34,7 +42,7 @@ measure() { # name, command...: prints "seconds peak_kib" per run
 }
 
 {
-  measure ferry "$ferry" build --project-dir benches/w1 -q --no-load
+  measure ferry "$ferry" build --project-dir "$proj" -q --no-load
   measure duckdb "$python" "$shared/bench/peers/duckdb_transform.py" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
 } | tee "$work/times"
 
@@ -42,8 +50,8 @@ median() { grep "^$1 " "$work/times" | awk '{print $2}' | sort -n | awk '{a[NR]=
 peak() { grep "^$1 " "$work/times" | awk '{print $3}' | sort -n | tail -1; }
 f=$(median ferry); d=$(median duckdb)
 fm=$(( $(peak ferry) / 1024 )); dm=$(( $(peak duckdb) / 1024 ))
-staged=$(python3 -c "import json;print(json.load(open('benches/w1/.ferry/stage/lineitem/_ferry_stage.json'))['row_count'])")
-rejects=$(python3 -c "import json;print(json.load(open('benches/w1/.ferry/stage/lineitem_rejects/_ferry_stage.json'))['row_count'])")
+staged=$(python3 -c "import json;print(json.load(open('$proj/.ferry/stage/lineitem/_ferry_stage.json'))['row_count'])")
+rejects=$(python3 -c "import json;r=json.load(open('$proj/.ferry/run_results.json'));l=[x for x in r['results'] if x['unique_id']=='model.w1.lineitem'][0].get('ledger') or {};print(l.get('quarantined', 0), 'and dropped', l.get('duplicates_dropped', 0), 'duplicates')")
 out=benches/results/w1-$(date +%Y-%m-%d).md
 mkdir -p benches/results
 {
@@ -51,7 +59,7 @@ mkdir -p benches/results
   echo
   echo "| tool | seconds | peak RSS |"
   echo "|---|---|---|"
-  echo "| ferry $(git describe --always --dirty) | $f | ${fm} MiB |"
+  echo "| ferry $(git describe --always --dirty)$([ "${RULES:-1}" = 0 ] && echo ', no rules or dedup') | $f | ${fm} MiB |"
   echo "| DuckDB peer (peers/duckdb_transform.py) | $d | ${dm} MiB |"
   echo
   echo "ferry/DuckDB time ratio: $(python3 -c "print(f'{$f/$d:.2f}')"); ferry staged $staged rows, rejected $rejects."

@@ -392,14 +392,19 @@ impl<'a> Report<'a> {
         let kind = kind_of(node, m);
         let rows = m.and_then(Materialized::rows);
         let ledger = self.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&i);
-        let quarantined = ledger.as_ref().filter(|l| l.quarantined > 0);
+        let set_aside = ledger.as_ref().filter(|l| l.quarantined + l.duplicates_dropped > 0).map(|l| {
+            let mut parts = Vec::new();
+            if l.quarantined > 0 {
+                parts.push(format!("{} quarantined", group(l.quarantined)));
+            }
+            if l.duplicates_dropped > 0 {
+                parts.push(format!("{} duplicates dropped", group(l.duplicates_dropped)));
+            }
+            parts.join(", ")
+        });
         let detail = match (status, rows) {
-            (Status::Success, Some(n)) if quarantined.is_some() => {
-                format!(
-                    "{} rows, {} quarantined, in {secs:.2}s",
-                    group(n),
-                    group(quarantined.map_or(0, |l| l.quarantined))
-                )
+            (Status::Success, Some(n)) if set_aside.is_some() => {
+                format!("{} rows, {}, in {secs:.2}s", group(n), set_aside.unwrap_or_default())
             }
             (Status::Success, Some(n)) if matches!(m, Some(Materialized::ComputedOnce(_))) => {
                 format!(

@@ -101,8 +101,11 @@ pub async fn materialize(
                     register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
                     Ok(Materialized::ComputedOnce(staged))
                 }
-                Materialization::Table if !node.rules.is_empty() => {
-                    let plan = replan(engine, manifest, i, &rules::checked_sql(&sql, &node.rules)).await?;
+                Materialization::Table if node.is_checked() => {
+                    let model_plan = replan(engine, manifest, i, &sql).await?;
+                    let columns = rules::columns_of(model_plan.schema().as_arrow());
+                    let checked = rules::checked_sql(&sql, &node.rules, node.dedupe.as_ref(), &columns);
+                    let plan = replan(engine, manifest, i, &checked).await?;
                     let staged = stage_checked(engine, manifest, i, plan, ctx).await?;
                     register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
                     Ok(Materialized::Staged(staged))
@@ -203,7 +206,12 @@ async fn stage_checked(
     let node = &manifest.nodes[i];
     let threshold = quarantine_threshold(node).map_err(|d| vec![*d])?;
     let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
-    let splitter = Splitter::new(Arc::new(node.rules.clone()), &node.name, &ctx.run_id, unique_key(node), threshold);
+    let key = match &node.dedupe {
+        Some(d) => d.key.clone(),
+        None => unique_key(node),
+    };
+    let splitter =
+        Splitter::new(Arc::new(node.rules.clone()), node.dedupe.clone(), &node.name, &ctx.run_id, key, threshold);
     let (streams, written) = splitter.split(partitions, &ctx.run_dir);
     let result = stage::write_stage(&ctx.stage_root, &node.name, streams, ctx.stage_options.clone()).await;
     let staged_rows = result.as_ref().map_or(0, |s| s.manifest.row_count);

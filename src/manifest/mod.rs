@@ -67,6 +67,15 @@ pub struct Node {
     pub rendered: Option<Rendered>,
     /// A model's row-level rules, compiled.
     pub rules: Vec<crate::validate::rules::Rule>,
+    /// A model's `dedupe` config.
+    pub dedupe: Option<crate::validate::rules::Dedupe>,
+}
+
+impl Node {
+    /// Whether the model is staged through the checking query (rules or dedup).
+    pub fn is_checked(&self) -> bool {
+        !self.rules.is_empty() || self.dedupe.is_some()
+    }
 }
 
 impl Node {
@@ -282,6 +291,7 @@ impl Builder {
                 relation: Some(rel),
                 rendered: None,
                 rules: Vec::new(),
+                dedupe: None,
                 resource: Resource::Source(s),
             });
         }
@@ -296,6 +306,7 @@ impl Builder {
                 relation: Some(rel),
                 rendered: None,
                 rules: Vec::new(),
+                dedupe: None,
                 resource: Resource::Seed(s),
             });
         }
@@ -327,6 +338,7 @@ impl Builder {
                 relation: Some(rel),
                 rendered: None,
                 rules: Vec::new(),
+                dedupe: None,
                 resource: Resource::Model { model: m, materialized: Materialization::View },
             });
         }
@@ -345,6 +357,7 @@ impl Builder {
                 relation: None,
                 rendered: None,
                 rules: Vec::new(),
+                dedupe: None,
                 resource: Resource::Test(t),
             });
         }
@@ -537,22 +550,46 @@ impl Builder {
     fn compile_rules(&mut self, nodes: &mut [Node], templater: &Templater) {
         for (i, node) in nodes.iter_mut().enumerate() {
             let Resource::Model { model, materialized } = &node.resource else { continue };
-            if model.rules.is_empty() || self.failed.contains(&i) {
+            if self.failed.contains(&i) {
+                continue;
+            }
+            let dedupe = match crate::validate::rules::Dedupe::from_config(&node.config) {
+                Ok(d) => d,
+                Err(message) => {
+                    let mut d = Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name));
+                    d = match &model.patch {
+                        Some(o) => d.with_label(o.name_label()),
+                        None => d.in_file(&model.file.path),
+                    };
+                    self.diags.push(d);
+                    self.failed.insert(i);
+                    continue;
+                }
+            };
+            if model.rules.is_empty() && dedupe.is_none() {
                 continue;
             }
             if *materialized != Materialization::Table {
-                let first = &model.rules[0].origin;
-                self.diags.push(
-                    Diagnostic::error(
-                        Code::ModelConfig,
-                        format!("`{}` has rules but is materialized as `{materialized:?}`", node.name).to_lowercase(),
-                    )
-                    .with_label(first.name_label())
-                    .with_help("rules quarantine rows as a model is staged: materialize it as `table`"),
-                );
+                let what = if model.rules.is_empty() { "`dedupe`" } else { "rules" };
+                let mut d = Diagnostic::error(
+                    Code::ModelConfig,
+                    format!(
+                        "`{}` has {what} but is materialized as `{}`",
+                        node.name,
+                        format!("{materialized:?}").to_lowercase()
+                    ),
+                )
+                .with_help("rules and dedup act on rows as a model is staged: materialize it as `table`");
+                d = match (model.rules.first(), &model.patch) {
+                    (Some(r), _) => d.with_label(r.origin.name_label()),
+                    (None, Some(o)) => d.with_label(o.name_label()),
+                    (None, None) => d.in_file(&model.file.path),
+                };
+                self.diags.push(d);
                 self.failed.insert(i);
                 continue;
             }
+            node.dedupe = dedupe;
             match crate::validate::rules::compile(&node.name, &model.rules, templater) {
                 Ok(rules) => node.rules = rules,
                 Err(diags) => {

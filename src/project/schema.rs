@@ -275,7 +275,14 @@ impl Parser<'_> {
             name,
             description: Self::text(node, "description"),
             columns,
-            config: self.config(node)?,
+            config: {
+                let mut config = self.config(node)?;
+                // `dedupe:` may sit beside `rules:` as well as in `config:`.
+                if let Some(d) = node.get("dedupe").filter(|d| !d.is_null()) {
+                    merge_config(&mut config, "dedupe", d.to_json());
+                }
+                config
+            },
             tests,
             rules,
             origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },

@@ -23,7 +23,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 
 use super::data_test::Severity;
-use super::rules::Rule;
+use super::rules::{Dedupe, Rule};
 
 /// The column of quarantined rows that lists the rules each row broke.
 pub const BROKEN_RULES_COLUMN: &str = "_ferry_broken_rules";
@@ -104,6 +104,7 @@ pub struct ThresholdExceeded {
 /// One model's rules applied to its streaming rows.
 pub struct Splitter {
     rules: Arc<Vec<Rule>>,
+    dedupe: Option<Dedupe>,
     model: String,
     run_id: String,
     /// Columns that identify a row in the log (`unique_key`), or all.
@@ -116,6 +117,7 @@ pub struct Splitter {
 struct Counts {
     produced: AtomicU64,
     quarantined: AtomicU64,
+    duplicates: AtomicU64,
     warned: AtomicU64,
     by_rule: Mutex<Vec<u64>>,
     partitions_left: AtomicUsize,
@@ -135,6 +137,7 @@ pub struct Written {
 impl Splitter {
     pub fn new(
         rules: Arc<Vec<Rule>>,
+        dedupe: Option<Dedupe>,
         model: &str,
         run_id: &str,
         key: Vec<String>,
@@ -143,6 +146,7 @@ impl Splitter {
         let n = rules.len();
         Arc::new(Splitter {
             rules,
+            dedupe,
             model: model.to_owned(),
             run_id: run_id.to_owned(),
             key,
@@ -161,7 +165,8 @@ impl Splitter {
     ) -> (Vec<SendableRecordBatchStream>, Written) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Out>(8);
         let checked = partitions.first().map(|p| p.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
-        let width = checked.fields().len().saturating_sub(self.rules.len());
+        let added = super::rules::added_columns(&self.rules, self.dedupe.as_ref());
+        let width = checked.fields().len().saturating_sub(added);
         let model_schema: SchemaRef = Arc::new(checked.project(&(0..width).collect::<Vec<_>>()).expect("a prefix"));
         self.counts.partitions_left.store(partitions.len(), Ordering::SeqCst);
         let handle = {
@@ -225,8 +230,22 @@ impl Splitter {
             }
         }
         let own = batch.project(&(0..width).collect::<Vec<_>>())?;
+        // With dedup, a row that passes every error rule but is not the
+        // first of its key is dropped (the first is always a passing row
+        // when there is one: rows that break error rules sort last).
+        let dropped = match &self.dedupe {
+            None => BooleanArray::from(vec![false; rows]),
+            Some(_) => {
+                let copy = cast(batch.column(width + self.rules.len() + 2), &DataType::UInt64)?;
+                let copy = copy.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                let later: BooleanArray = copy.iter().map(|c| Some(c.unwrap_or(1) > 1)).collect();
+                datafusion::arrow::compute::and_not(&later, &hard)?
+            }
+        };
+        let duplicates = dropped.true_count();
+        let warned = datafusion::arrow::compute::and_not(&soft, &or(&hard, &dropped)?)?.true_count();
+        self.counts.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         let quarantined = hard.true_count();
-        let warned = datafusion::arrow::compute::and_not(&soft, &hard)?.true_count();
         self.counts.produced.fetch_add(rows as u64, Ordering::Relaxed);
         self.counts.quarantined.fetch_add(quarantined as u64, Ordering::Relaxed);
         self.counts.warned.fetch_add(warned as u64, Ordering::Relaxed);
@@ -236,9 +255,14 @@ impl Splitter {
                 by_rule[k] += f.true_count() as u64;
             }
         }
-        let staged = filter_record_batch(&own, &datafusion::arrow::compute::not(&hard)?)?;
+        let staged = filter_record_batch(&own, &datafusion::arrow::compute::not(&or(&hard, &dropped)?)?)?;
         let quarantine = (quarantined > 0).then(|| self.quarantine_batch(&own, &flags, &hard)).transpose()?;
-        let log = self.log_batch(&own, &flags)?;
+        let kept = self.dedupe.as_ref().map(|_| batch.column(width + self.rules.len() + 3));
+        let log = self.log_batch(
+            &own,
+            &flags,
+            (duplicates > 0).then_some((&dropped, kept)).and_then(|(d, k)| Some((d, k?))),
+        )?;
         Ok((staged, quarantine, log))
     }
 
@@ -260,9 +284,15 @@ impl Splitter {
         Ok(RecordBatch::try_new(quarantine_schema(&own.schema()), columns)?)
     }
 
-    /// One log line per broken rule per row.
-    fn log_batch(&self, own: &RecordBatch, flags: &[BooleanArray]) -> Result<Option<RecordBatch>, DataFusionError> {
-        if flags.iter().all(|f| f.true_count() == 0) {
+    /// One log line per broken rule per row, and one per dropped duplicate
+    /// (with the row that was kept instead).
+    fn log_batch(
+        &self,
+        own: &RecordBatch,
+        flags: &[BooleanArray],
+        dropped: Option<(&BooleanArray, &ArrayRef)>,
+    ) -> Result<Option<RecordBatch>, DataFusionError> {
+        if flags.iter().all(|f| f.true_count() == 0) && dropped.is_none() {
             return Ok(None);
         }
         let keys = self.record_keys(own)?;
@@ -288,6 +318,25 @@ impl Splitter {
                 });
                 b.message.append_value(&rule.message);
                 b.suggestion.append_option(rule.suggestion.as_deref());
+            }
+        }
+        if let (Some((dropped, kept)), Some(d)) = (dropped, &self.dedupe) {
+            let kept = cast(kept, &DataType::Utf8)?;
+            let kept = kept.as_string::<i32>();
+            let texts = row_texts(own, dropped)?;
+            for (i, text) in (0..own.num_rows()).filter(|&i| dropped.value(i)).zip(texts) {
+                b.run_id.append_value(&self.run_id);
+                b.model.append_value(&self.model);
+                b.record_key.append_value(keys.value(i));
+                b.rule.append_value("dedupe");
+                b.column.append_value(d.key.join(", "));
+                b.value.append_value(text);
+                b.severity.append_value("duplicate");
+                b.message.append_value(format!(
+                    "dropped as a duplicate of the row kept: {}",
+                    if kept.is_null(i) { "(none)" } else { kept.value(i) }
+                ));
+                b.suggestion.append_null();
             }
         }
         Ok(Some(b.finish()?))
@@ -334,13 +383,38 @@ impl Written {
             produced: s.counts.produced.load(Ordering::SeqCst),
             staged,
             quarantined: s.counts.quarantined.load(Ordering::SeqCst),
-            duplicates_dropped: 0,
+            duplicates_dropped: s.counts.duplicates.load(Ordering::SeqCst),
             warned: s.counts.warned.load(Ordering::SeqCst),
             by_rule: s.rules.iter().map(|r| r.name.clone()).zip(by_rule).collect(),
             quarantine_file: show(quarantine),
             error_log: show(log),
         })
     }
+}
+
+/// `col=value, ...` for the rows of `batch` where `rows` is set, over the
+/// columns that have a text form.
+fn row_texts(batch: &RecordBatch, rows: &BooleanArray) -> Result<Vec<String>, DataFusionError> {
+    let picked = filter_record_batch(batch, rows)?;
+    let schema = picked.schema();
+    let mut columns = Vec::new();
+    for (f, c) in schema.fields().iter().zip(picked.columns()) {
+        if let Ok(text) = cast(c, &DataType::Utf8) {
+            columns.push((f.name().clone(), text));
+        }
+    }
+    Ok((0..picked.num_rows())
+        .map(|i| {
+            let parts: Vec<String> = columns
+                .iter()
+                .map(|(n, t)| {
+                    let t = t.as_string::<i32>();
+                    if t.is_null(i) { format!("{n}=NULL") } else { format!("{n}={}", t.value(i)) }
+                })
+                .collect();
+            parts.join(", ")
+        })
+        .collect())
 }
 
 fn without_nulls(a: &BooleanArray) -> BooleanArray {

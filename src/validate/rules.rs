@@ -291,14 +291,122 @@ fn compile_one(k: usize, d: &TestDecl, templater: &Templater) -> Result<Rule, St
     })
 }
 
+/// `dedupe: {key: [cols], keep: {order_by: "updated_at desc"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dedupe {
+    pub key: Vec<String>,
+    pub order_by: Option<String>,
+}
+
+impl Dedupe {
+    /// Reads a model's `dedupe` config; a bad one is the message to show.
+    pub fn from_config(config: &serde_json::Map<String, Json>) -> Result<Option<Self>, String> {
+        let Some(d) = config.get("dedupe").filter(|d| !d.is_null()) else { return Ok(None) };
+        let key: Vec<String> = match d.get("key") {
+            Some(Json::String(s)) => s.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+            Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        if key.is_empty() {
+            return Err("`dedupe` needs `key:`, the column or columns that identify a record".into());
+        }
+        let order_by = match d.get("keep") {
+            None | Some(Json::Null) => None,
+            Some(k) => match k.get("order_by").and_then(Json::as_str) {
+                Some(o) => Some(o.to_owned()),
+                None => return Err("`dedupe.keep` takes `order_by:`, such as `\"updated_at desc\"`".into()),
+            },
+        };
+        Ok(Some(Dedupe { key, order_by }))
+    }
+}
+
+/// A column of the model, for dedup's tie-breaking and row text.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// Whether it can be ordered and shown as text (not a list or struct).
+    pub simple: bool,
+}
+
+/// The columns of a planned model.
+pub fn columns_of(schema: &datafusion::arrow::datatypes::Schema) -> Vec<Column> {
+    use datafusion::arrow::datatypes::DataType as T;
+    schema
+        .fields()
+        .iter()
+        .map(|f| Column {
+            name: f.name().clone(),
+            simple: !matches!(
+                f.data_type(),
+                T::List(_)
+                    | T::LargeList(_)
+                    | T::FixedSizeList(..)
+                    | T::ListView(_)
+                    | T::LargeListView(_)
+                    | T::Struct(_)
+                    | T::Map(..)
+                    | T::Union(..)
+                    | T::Binary
+                    | T::LargeBinary
+                    | T::BinaryView
+                    | T::FixedSizeBinary(_)
+            ),
+        })
+        .collect()
+}
+
+/// How many columns the checking query adds after the model's own.
+pub fn added_columns(rules: &[Rule], dedupe: Option<&Dedupe>) -> usize {
+    rules.len() + if dedupe.is_some() { 4 } else { 0 }
+}
+
 /// The query that stages a model with rules: its rows, then one boolean
-/// column per rule, true where the row breaks it.
-pub fn checked_sql(model_sql: &str, rules: &[Rule]) -> String {
+/// column per rule, true where the row breaks it. With `dedupe`, four
+/// more: how many rows share the key, whether the row breaks an `error`
+/// rule, its place among its key's rows (rows that break an `error` rule
+/// last, then `keep.order_by`, then every column, so the choice is
+/// deterministic), and the kept row as text where the key repeats.
+pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>, columns: &[Column]) -> String {
     let body = model_sql.trim_end().trim_end_matches(';');
-    let flags: Vec<String> =
+    let mut flags: Vec<String> =
         rules.iter().enumerate().map(|(k, r)| format!("{} AS {}", r.broken, quote_ident(&flag_name(k)))).collect();
+    flags.insert(0, "__ferry_model.*".to_owned());
     let joins: Vec<&str> = rules.iter().filter_map(|r| r.join.as_deref()).collect();
-    format!("SELECT __ferry_model.*, {}\nFROM (\n{body}\n) AS __ferry_model\n{}", flags.join(",\n  "), joins.join("\n"))
+    let checked = format!("SELECT {}\nFROM (\n{body}\n) AS __ferry_model\n{}", flags.join(",\n  "), joins.join("\n"));
+    let Some(d) = dedupe else { return checked };
+    let key = d.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+    let hard: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.severity == Severity::Error)
+        .map(|(k, _)| quote_ident(&flag_name(k)))
+        .collect();
+    let hard = if hard.is_empty() { "false".to_owned() } else { hard.join(" OR ") };
+    let mut order = vec!["__ferry_hard".to_owned()];
+    order.extend(d.order_by.clone());
+    order.extend(columns.iter().filter(|c| c.simple).map(|c| quote_ident(&c.name)));
+    let text: Vec<String> = columns
+        .iter()
+        .filter(|c| c.simple)
+        .map(|c| {
+            format!(
+                "{} || coalesce(CAST({} AS VARCHAR), 'NULL')",
+                quote_str(&format!("{}=", c.name)),
+                quote_ident(&c.name)
+            )
+        })
+        .collect();
+    // One window per level: DataFusion plans windows of one SELECT together.
+    format!(
+        "SELECT __ferry_d.*, \
+         max(CASE WHEN __ferry_n > 1 AND __ferry_copy = 1 THEN concat_ws(', ', {text}) END) OVER (PARTITION BY {key}) AS __ferry_kept\n\
+         FROM (SELECT __ferry_c.*, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS __ferry_copy\n\
+         FROM (SELECT __ferry_r.*, count(*) OVER (PARTITION BY {key}) AS __ferry_n, ({hard}) AS __ferry_hard\n\
+         FROM (\n{checked}\n) AS __ferry_r) AS __ferry_c) AS __ferry_d",
+        text = text.join(", "),
+        order = order.join(", "),
+    )
 }
 
 /// The name of rule `k`'s flag column in [`checked_sql`].

@@ -196,3 +196,88 @@ fn bad_rules_are_named_where_they_are_declared() {
     assert_eq!(ran.code, Some(1));
     assert!(ran.stderr.contains("`m` has rules but is materialized as `view`"), "{}", ran.stderr);
 }
+
+/// `dedupe` keeps one row per key, deterministically: by `keep.order_by`,
+/// rows that pass the error rules first; each dropped row is logged with
+/// the row kept instead, and the ledger counts it.
+#[tokio::test]
+async fn dedupe_keeps_one_row_per_key_and_logs_the_rest() {
+    let p = TestProject::new()
+        .file("seeds/customers_raw.csv", "customer_id,email,updated_at\n1,a@x.io,2024-01-01\n1,a-new@x.io,2024-06-01\n2,b@x.io,2024-03-01\n3,c@x.io,2024-02-01\n3,c@x.io,2024-02-01\n4,bad,2024-09-09\n4,d@x.io,2024-01-01\n")
+        .model("customers.sql", "{{ config(materialized='table') }}\nselect customer_id, email, cast(updated_at as date) as updated_at from {{ ref('customers_raw') }}")
+        .file(
+            "models/schema.yml",
+            "version: 2\nmodels:\n  - name: customers\n    dedupe:\n      key: customer_id\n      keep:\n        order_by: updated_at desc\n    columns:\n      - name: email\n        rules:\n          - matches: {format: email}\n",
+        );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("ledger `customers`: 7 produced = 4 staged + 1 quarantined + 2 duplicates dropped"),
+        "{}",
+        ran.stderr
+    );
+    // 1: the newest wins. 3: exact copies, one kept. 4: the newest breaks an
+    // error rule and is quarantined, so the older valid row is kept.
+    assert_eq!(
+        p.query_stages(&["customers"], "select customer_id, email from customers").await,
+        [
+            "| 1           | a-new@x.io |",
+            "| 2           | b@x.io     |",
+            "| 3           | c@x.io     |",
+            "| 4           | d@x.io     |"
+        ]
+    );
+    let log = run_dir(&p).join("errors/customers.parquet");
+    let dropped = query_file(&log, "select record_key, severity, value, message from t where rule = 'dedupe'").await;
+    assert_eq!(
+        dropped,
+        [
+            "|customer_id=1|duplicate|customer_id=1,email=a@x.io,updated_at=2024-01-01|droppedasaduplicateoftherowkept:customer_id=1,email=a-new@x.io,updated_at=2024-06-01|",
+            "|customer_id=3|duplicate|customer_id=3,email=c@x.io,updated_at=2024-02-01|droppedasaduplicateoftherowkept:customer_id=3,email=c@x.io,updated_at=2024-02-01|",
+        ]
+    );
+    // A bad `dedupe` is named before anything runs.
+    let p = p.file(
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: customers\n    dedupe:\n      keep:\n        order_by: updated_at desc\n",
+    );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("`customers`: `dedupe` needs `key:`"), "{}", ran.stderr);
+}
+
+/// W1's project (benches/w1: the lineitem model with declared rules and
+/// dedup) on a 4,004-row slice made by `make_dirty_lineitem.py`, whose
+/// manifest (`tests/fixtures/data/expected.json`) gives the exact figures.
+#[tokio::test]
+async fn the_w1_project_reports_the_dirty_extracts_exact_figures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = TestProject::new();
+    crate::common::copy_dir(&root.join("benches/w1"), &p.path().join("").into_std_path_buf());
+    fs_err::create_dir_all(p.path().join("data")).unwrap();
+    fs_err::copy(root.join("tests/fixtures/data/lineitem_dirty.csv"), p.path().join("data/lineitem_dirty.csv"))
+        .unwrap();
+    let expected: Json =
+        serde_json::from_str(&fs_err::read_to_string(root.join("tests/fixtures/data/expected.json")).unwrap()).unwrap();
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).unwrap();
+    let lineitem =
+        results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.w1.lineitem").unwrap();
+    let ledger = &lineitem["ledger"];
+    assert_eq!(ledger["produced"], expected["rows_in"]);
+    assert_eq!(ledger["quarantined"], expected["expected_rejected"]);
+    assert_eq!(ledger["duplicates_dropped"], expected["expected_duplicates_dropped"]);
+    assert_eq!(ledger["staged"], expected["expected_loaded"]);
+    assert_eq!(ledger["warned"], expected["expected_warnings"]);
+    assert_eq!(ledger["by_rule"]["received_after_shipped"], expected["receipt_before_ship"]);
+    assert_eq!(ledger["by_rule"]["quantity_positive"], expected["negative_quantity"]);
+    assert_eq!(ledger["by_rule"]["valid_ship_date"], expected["invalid_ship_date"]);
+    assert_eq!(ledger["by_rule"]["part_key_present"], expected["missing_part_key"]);
+    assert_eq!(lineitem["load"]["rows"], expected["expected_loaded"]);
+    // The row the generator made invalid (every 1000th + 3) is logged by its key.
+    let log = run_dir(&p).join("errors/lineitem.parquet");
+    let keys = query_file(&log, "select record_key from t where rule = 'valid_ship_date' order by 1 limit 1").await;
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with("|order_id="), "{keys:?}");
+}
