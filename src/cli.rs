@@ -71,6 +71,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Restore the table a `replace` load kept (`<table>__ferry_prev`); again to undo.
     Rollback(RollbackArgs),
+    /// Query the error log of past runs: broken rules and dropped duplicates, by rule.
+    Errors(ErrorsArgs),
     /// Preview the rows of one model (or of `--inline` SQL) as a table.
     Show(ShowArgs),
     /// List the selected nodes.
@@ -199,6 +201,25 @@ pub struct LoadArgs {
     /// Print the DDL and the plan for each table without changing the target.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ErrorsArgs {
+    /// Only these models.
+    #[arg(long, num_args = 1..)]
+    pub model: Vec<String>,
+    /// `last` (the latest run that logged anything) or a run id (default: every run).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only these rules (`dedupe` for dropped duplicates).
+    #[arg(long, num_args = 1..)]
+    pub rule: Vec<String>,
+    /// Only `error`, `warn` or `duplicate` lines.
+    #[arg(long, value_parser = ["error", "warn", "duplicate"])]
+    pub severity: Option<String>,
+    /// Log lines to show after the summary.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

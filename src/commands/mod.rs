@@ -3,6 +3,7 @@
 
 mod compile;
 mod debug;
+mod errors;
 mod execute;
 mod init;
 mod load;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Build(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Build, &printer).await,
         Command::Load(args) => load::load(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Rollback(args) => load::rollback(&Settings::from_args(&cli.global)?, args, &printer).await,
+        Command::Errors(args) => errors::errors(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Show(args) => show::show(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Ls(args) => ls::ls(&Settings::from_args(&cli.global)?, args, &printer),
         Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer),

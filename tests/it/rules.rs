@@ -281,3 +281,23 @@ async fn the_w1_project_reports_the_dirty_extracts_exact_figures() {
     assert_eq!(keys.len(), 1);
     assert!(keys[0].starts_with("|order_id="), "{keys:?}");
 }
+
+/// `ferry errors` queries the log across runs: a summary by rule, then the
+/// lines; `--run last`, `--rule`, `--severity` and `--model` narrow it.
+#[test]
+fn errors_queries_the_log_across_runs() {
+    let p = TestProject::fixture("rules");
+    assert_eq!(p.run(["build", "-q"]).code, Some(0));
+    assert_eq!(p.run(["build", "-q"]).code, Some(0));
+    let ran = p.run(["errors", "--rule", "unique_contact_id"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout.contains("By rule, over 2 runs:"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("| contacts | unique_contact_id | error    | 4     | 2    |"), "{}", ran.stdout);
+    let last = p.run(["errors", "--run", "last", "--severity", "error", "--format", "json", "--limit", "100"]);
+    let lines: Vec<Json> = last.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 8, "{}", last.stdout);
+    assert!(lines.iter().all(|l| l["severity"] == "error" && l["run_id"] == lines[0]["run_id"]));
+    let none = p.run(["errors", "--model", "nope"]);
+    assert_eq!(none.code, Some(0));
+    assert!(none.stderr.contains("no error log lines match"), "{}", none.stderr);
+}
