@@ -3,7 +3,8 @@
 # deduplicated and split into staged rows and rejects, ferry (benches/w1:
 # one model with declared rules and `dedupe`) beside the DuckDB peer, in one
 # run on the same file. `RULES=0` measures the same model without its rules
-# and dedup (the overhead goal: ten rules add at most 30%).
+# and dedup, `RULES=10` with ten rules and no dedup (the overhead goal: ten
+# rules add at most 30% over none).
 #
 #   scripts/bench_w1.sh [RUNS]      (default 3)
 #
@@ -27,11 +28,13 @@ ferry=$PWD/target/release/ferry
 mkdir -p benches/w1/data
 ln -sf "$csv" benches/w1/data/lineitem_dirty.csv
 proj=benches/w1
-if [ "${RULES:-1}" = 0 ]; then # the same model, without its rules and dedup
-  mkdir -p "$work/w1" && cp -r benches/w1/ferry.yml benches/w1/models benches/w1/data "$work/w1/"
-  rm "$work/w1/models/schema.yml"
-  proj=$work/w1
-fi
+case "${RULES:-1}" in
+  0|10) # the same model without its rules and dedup, or with ten rules
+    mkdir -p "$work/w1" && cp -r benches/w1/ferry.yml benches/w1/models benches/w1/data "$work/w1/"
+    rm "$work/w1/models/schema.yml"
+    [ "$RULES" = 10 ] && cp benches/w1/variants/ten_rules.yml "$work/w1/models/schema.yml"
+    proj=$work/w1 ;;
+esac
 
 measure() { # name, command...: prints "seconds peak_kib" per run
   local name=$1; shift
@@ -59,7 +62,7 @@ mkdir -p benches/results
   echo
   echo "| tool | seconds | peak RSS |"
   echo "|---|---|---|"
-  echo "| ferry $(git describe --always --dirty)$([ "${RULES:-1}" = 0 ] && echo ', no rules or dedup') | $f | ${fm} MiB |"
+  echo "| ferry $(git describe --always --dirty), RULES=${RULES:-1} (1: W1's rules and dedup; 0: none; 10: ten rules) | $f | ${fm} MiB |"
   echo "| DuckDB peer (peers/duckdb_transform.py) | $d | ${dm} MiB |"
   echo
   echo "ferry/DuckDB time ratio: $(python3 -c "print(f'{$f/$d:.2f}')"); ferry staged $staged rows, rejected $rejects."

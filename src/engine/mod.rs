@@ -4,6 +4,7 @@
 
 mod diagnose;
 pub mod execute;
+pub mod functions;
 pub mod plan;
 pub mod session;
 mod sources;

@@ -91,6 +91,9 @@ impl Engine {
             );
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        for f in super::functions::all() {
+            ctx.register_udf(f);
+        }
         let planning = Arc::new(ctx.state());
         Ok(Engine { ctx, planning })
     }

@@ -202,21 +202,23 @@ fn compile_one(k: usize, d: &TestDecl, templater: &Templater) -> Result<Rule, St
             let c = col()?;
             let ty =
                 args.get("type").and_then(Json::as_str).ok_or("needs `type:` (date, timestamp, number or integer)")?;
-            if args.get("format").is_some() {
-                return Err(
-                    "`format:` is not supported yet; write the text as ISO 8601 or check it with `matches`".into()
-                );
+            if crate::engine::functions::Kind::parse(ty).is_none() {
+                return Err(format!("`type: {ty}` must be date, timestamp, number or integer"));
             }
-            let sql_type = match ty {
-                "date" => "DATE",
-                "timestamp" => "TIMESTAMP",
-                "number" => "DOUBLE",
-                "integer" => "BIGINT",
-                other => return Err(format!("`type: {other}` must be date, timestamp, number or integer")),
-            };
+            let format = args.get("format").and_then(Json::as_str).unwrap_or_default();
+            let bad_format =
+                chrono::format::StrftimeItems::new(format).any(|i| matches!(i, chrono::format::Item::Error));
+            if bad_format {
+                return Err(format!("`format: {format}` is not a valid strftime format (such as `%d/%m/%Y`)"));
+            }
+            let with = if format.is_empty() { String::new() } else { format!(" in the format `{format}`") };
             (
-                format!("{c} IS NOT NULL AND trim({c}) <> '' AND try_cast(trim({c}) AS {sql_type}) IS NULL"),
-                format!("`{shown}` does not parse as a {ty}"),
+                format!(
+                    "{c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> '' AND NOT ferry_parses({c}, {}, {})",
+                    quote_str(ty),
+                    quote_str(format)
+                ),
+                format!("`{shown}` does not parse as a {ty}{with}"),
             )
         }
         "not_in_future" => {

@@ -301,3 +301,24 @@ fn errors_queries_the_log_across_runs() {
     assert_eq!(none.code, Some(0));
     assert!(none.stderr.contains("no error log lines match"), "{}", none.stderr);
 }
+
+/// `parses_as` with a `format:` answers per row (DataFusion's `to_date`
+/// would fail the whole query on the first bad value).
+#[test]
+fn parses_as_checks_text_against_a_format() {
+    let p = TestProject::new()
+        .file("seeds/dates.csv", "id,d\n1,31/12/2024\n2,2024-12-31\n3,31/02/2024\n4,\n")
+        .file("ferry.yml", "name: shop\nseeds:\n  shop:\n    dates:\n      +column_types: {d: varchar}\n")
+        .model("m.sql", "{{ config(materialized='table') }}select id, d from {{ ref('dates') }}")
+        .file(
+            "models/schema.yml",
+            "version: 2\nmodels:\n  - name: m\n    columns:\n      - name: d\n        rules:\n          - parses_as: {type: date, format: \"%d/%m/%Y\", severity: warn}\n",
+        );
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).unwrap();
+    let m = results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.shop.m").unwrap();
+    // 2024-12-31 is the wrong format and 31/02 is no date; blank is not checked.
+    assert_eq!(m["ledger"]["by_rule"]["parses_as_d"], 2, "{m}");
+    assert_eq!(m["ledger"]["warned"], 2);
+}

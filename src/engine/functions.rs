@@ -1,0 +1,134 @@
+//! SQL functions ferry adds to DataFusion.
+//!
+//! `ferry_parses(text, kind, format)`: whether `text` parses as `kind`
+//! (`date`, `timestamp`, `number`, `integer`) with a chrono `format` such as
+//! `%d/%m/%Y` (empty: ISO 8601). NULL for NULL text. DataFusion's own
+//! `to_date(text, format)` fails the query on the first bad value, which a
+//! row rule must not do; this one answers per row.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+
+/// Every function to register.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::from(Parses::new())]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Parses {
+    signature: Signature,
+}
+
+impl Parses {
+    fn new() -> Self {
+        Parses { signature: Signature::new(TypeSignature::Any(3), Volatility::Immutable) }
+    }
+}
+
+/// What a value must parse as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Date,
+    Timestamp,
+    Number,
+    Integer,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "date" => Kind::Date,
+            "timestamp" => Kind::Timestamp,
+            "number" => Kind::Number,
+            "integer" => Kind::Integer,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether `text` parses as `kind` with `format` (empty: the ISO forms).
+pub fn parses(text: &str, kind: Kind, format: &str) -> bool {
+    let t = text.trim();
+    match (kind, format) {
+        (Kind::Date, "") => NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok(),
+        (Kind::Date, f) => NaiveDate::parse_from_str(t, f).is_ok(),
+        (Kind::Timestamp, "") => {
+            DateTime::parse_from_rfc3339(t).is_ok()
+                || ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .iter()
+                    .any(|f| NaiveDateTime::parse_from_str(t, f).is_ok())
+        }
+        (Kind::Timestamp, f) => NaiveDateTime::parse_from_str(t, f).is_ok() || DateTime::parse_from_str(t, f).is_ok(),
+        (Kind::Number, _) => t.parse::<f64>().is_ok_and(f64::is_finite),
+        (Kind::Integer, _) => t.parse::<i64>().is_ok(),
+    }
+}
+
+fn literal(v: &ColumnarValue, what: &str) -> Result<String> {
+    match v {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+        ) => Ok(s.clone()),
+        _ => exec_err!("ferry_parses: {what} must be a text literal"),
+    }
+}
+
+impl ScalarUDFImpl for Parses {
+    fn name(&self) -> &str {
+        "ferry_parses"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if args.len() != 3 {
+            return plan_err!("ferry_parses(text, kind, format) takes three arguments");
+        }
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let kind_text = literal(&args.args[1], "kind")?;
+        let Some(kind) = Kind::parse(&kind_text) else {
+            return exec_err!("ferry_parses: unknown kind `{kind_text}`");
+        };
+        let format = literal(&args.args[2], "format")?;
+        let values = args.args[0].to_array(args.number_rows)?;
+        let text = cast(&values, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let out: BooleanArray =
+            (0..text.len()).map(|i| (!text.is_null(i)).then(|| parses(text.value(i), kind, &format))).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dates_timestamps_and_numbers() {
+        assert!(parses("2024-02-29", Kind::Date, ""));
+        assert!(!parses("2023-02-29", Kind::Date, ""));
+        assert!(parses("31/12/2024", Kind::Date, "%d/%m/%Y"));
+        assert!(!parses("12/31/2024", Kind::Date, "%d/%m/%Y"));
+        assert!(parses("2024-01-02 03:04:05", Kind::Timestamp, ""));
+        assert!(parses("2024-01-02T03:04:05Z", Kind::Timestamp, ""));
+        assert!(parses("02.01.2024 03:04", Kind::Timestamp, "%d.%m.%Y %H:%M"));
+        assert!(parses(" 12.5 ", Kind::Number, ""));
+        assert!(!parses("12,5", Kind::Number, ""));
+        assert!(parses("-7", Kind::Integer, ""));
+        assert!(!parses("7.0", Kind::Integer, ""));
+    }
+}
