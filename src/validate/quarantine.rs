@@ -178,10 +178,13 @@ impl Splitter {
             .into_iter()
             .map(|stream| {
                 let (me, tx, schema) = (Arc::clone(self), tx.clone(), Arc::clone(&model_schema));
+                // The last kept row seen in this partition: a dropped duplicate
+                // follows the row kept for its key, maybe in an earlier batch.
+                let kept: Arc<Mutex<Option<(RecordBatch, usize)>>> = Arc::default();
                 let rows = stream.then(move |batch| {
-                    let (me, tx) = (Arc::clone(&me), tx.clone());
+                    let (me, tx, kept) = (Arc::clone(&me), tx.clone(), Arc::clone(&kept));
                     async move {
-                        let (staged, quarantined, log) = me.split_batch(&batch?, width)?;
+                        let (staged, quarantined, log) = me.split_batch(&batch?, width, &kept)?;
                         for out in [quarantined.map(Out::Quarantine), log.map(Out::Log)].into_iter().flatten() {
                             // The writer only stops early on an IO error, which `finish` reports.
                             let _ = tx.send(out).await;
@@ -217,6 +220,7 @@ impl Splitter {
         &self,
         batch: &RecordBatch,
         width: usize,
+        last_kept: &Mutex<Option<(RecordBatch, usize)>>,
     ) -> Result<(RecordBatch, Option<RecordBatch>, Option<RecordBatch>), DataFusionError> {
         let rows = batch.num_rows();
         let flags: Vec<BooleanArray> =
@@ -233,13 +237,29 @@ impl Splitter {
         // With dedup, a row that passes every error rule but is not the
         // first of its key is dropped (the first is always a passing row
         // when there is one: rows that break error rules sort last).
+        let mut kept_texts = Vec::new();
         let dropped = match &self.dedupe {
             None => BooleanArray::from(vec![false; rows]),
             Some(_) => {
                 let copy = cast(batch.column(width + self.rules.len() + 2), &DataType::UInt64)?;
                 let copy = copy.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
                 let later: BooleanArray = copy.iter().map(|c| Some(c.unwrap_or(1) > 1)).collect();
-                datafusion::arrow::compute::and_not(&later, &hard)?
+                let dropped = datafusion::arrow::compute::and_not(&later, &hard)?;
+                let own = batch.project(&(0..width).collect::<Vec<_>>())?;
+                let mut last = last_kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut winner = last.take();
+                for i in 0..rows {
+                    if copy.is_null(i) || copy.value(i) <= 1 {
+                        winner = Some((own.clone(), i));
+                    } else if dropped.value(i) {
+                        kept_texts.push(match &winner {
+                            Some((b, k)) => row_text(b, *k)?,
+                            None => "(not found)".to_owned(),
+                        });
+                    }
+                }
+                *last = winner;
+                dropped
             }
         };
         let duplicates = dropped.true_count();
@@ -257,12 +277,7 @@ impl Splitter {
         }
         let staged = filter_record_batch(&own, &datafusion::arrow::compute::not(&or(&hard, &dropped)?)?)?;
         let quarantine = (quarantined > 0).then(|| self.quarantine_batch(&own, &flags, &hard)).transpose()?;
-        let kept = self.dedupe.as_ref().map(|_| batch.column(width + self.rules.len() + 3));
-        let log = self.log_batch(
-            &own,
-            &flags,
-            (duplicates > 0).then_some((&dropped, kept)).and_then(|(d, k)| Some((d, k?))),
-        )?;
+        let log = self.log_batch(&own, &flags, (duplicates > 0).then_some((&dropped, kept_texts.as_slice())))?;
         Ok((staged, quarantine, log))
     }
 
@@ -290,7 +305,7 @@ impl Splitter {
         &self,
         own: &RecordBatch,
         flags: &[BooleanArray],
-        dropped: Option<(&BooleanArray, &ArrayRef)>,
+        dropped: Option<(&BooleanArray, &[String])>,
     ) -> Result<Option<RecordBatch>, DataFusionError> {
         if flags.iter().all(|f| f.true_count() == 0) && dropped.is_none() {
             return Ok(None);
@@ -321,10 +336,8 @@ impl Splitter {
             }
         }
         if let (Some((dropped, kept)), Some(d)) = (dropped, &self.dedupe) {
-            let kept = cast(kept, &DataType::Utf8)?;
-            let kept = kept.as_string::<i32>();
-            let texts = row_texts(own, dropped)?;
-            for (i, text) in (0..own.num_rows()).filter(|&i| dropped.value(i)).zip(texts) {
+            let rows = (0..own.num_rows()).filter(|&i| dropped.value(i));
+            for ((i, kept), text) in rows.zip(kept).zip(row_texts(own, dropped)?) {
                 b.run_id.append_value(&self.run_id);
                 b.model.append_value(&self.model);
                 b.record_key.append_value(keys.value(i));
@@ -332,10 +345,7 @@ impl Splitter {
                 b.column.append_value(d.key.join(", "));
                 b.value.append_value(text);
                 b.severity.append_value("duplicate");
-                b.message.append_value(format!(
-                    "dropped as a duplicate of the row kept: {}",
-                    if kept.is_null(i) { "(none)" } else { kept.value(i) }
-                ));
+                b.message.append_value(format!("dropped as a duplicate of the row kept: {kept}"));
                 b.suggestion.append_null();
             }
         }
@@ -390,6 +400,11 @@ impl Written {
             error_log: show(log),
         })
     }
+}
+
+/// `col=value, ...` for row `i` of `batch`.
+fn row_text(batch: &RecordBatch, i: usize) -> Result<String, DataFusionError> {
+    Ok(row_texts(&batch.slice(i, 1), &BooleanArray::from(vec![true]))?.pop().unwrap_or_default())
 }
 
 /// `col=value, ...` for the rows of `batch` where `rows` is set, over the

@@ -323,52 +323,29 @@ impl Dedupe {
     }
 }
 
-/// A column of the model, for dedup's tie-breaking and row text.
+/// A column of the model, for dedup's tie-breaking hash.
 #[derive(Debug, Clone)]
 pub struct Column {
     pub name: String,
-    /// Whether it can be ordered and shown as text (not a list or struct).
-    pub simple: bool,
 }
 
 /// The columns of a planned model.
 pub fn columns_of(schema: &datafusion::arrow::datatypes::Schema) -> Vec<Column> {
-    use datafusion::arrow::datatypes::DataType as T;
-    schema
-        .fields()
-        .iter()
-        .map(|f| Column {
-            name: f.name().clone(),
-            simple: !matches!(
-                f.data_type(),
-                T::List(_)
-                    | T::LargeList(_)
-                    | T::FixedSizeList(..)
-                    | T::ListView(_)
-                    | T::LargeListView(_)
-                    | T::Struct(_)
-                    | T::Map(..)
-                    | T::Union(..)
-                    | T::Binary
-                    | T::LargeBinary
-                    | T::BinaryView
-                    | T::FixedSizeBinary(_)
-            ),
-        })
-        .collect()
+    schema.fields().iter().map(|f| Column { name: f.name().clone() }).collect()
 }
 
 /// How many columns the checking query adds after the model's own.
 pub fn added_columns(rules: &[Rule], dedupe: Option<&Dedupe>) -> usize {
-    rules.len() + if dedupe.is_some() { 4 } else { 0 }
+    rules.len() + if dedupe.is_some() { 3 } else { 0 }
 }
 
 /// The query that stages a model with rules: its rows, then one boolean
-/// column per rule, true where the row breaks it. With `dedupe`, four
-/// more: how many rows share the key, whether the row breaks an `error`
-/// rule, its place among its key's rows (rows that break an `error` rule
-/// last, then `keep.order_by`, then every column, so the choice is
-/// deterministic), and the kept row as text where the key repeats.
+/// column per rule, true where the row breaks it. With `dedupe`, three
+/// more: whether the row breaks an `error` rule, a hash of the row, and the
+/// row's place among its key's rows (rows that break an `error` rule last,
+/// then `keep.order_by`, then the hash, so the choice is deterministic).
+/// Each output partition holds whole keys in that order, so a dropped row
+/// follows the row kept instead.
 pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>, columns: &[Column]) -> String {
     let body = model_sql.trim_end().trim_end_matches(';');
     let mut flags: Vec<String> =
@@ -387,27 +364,16 @@ pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>, col
     let hard = if hard.is_empty() { "false".to_owned() } else { hard.join(" OR ") };
     let mut order = vec!["__ferry_hard".to_owned()];
     order.extend(d.order_by.clone());
-    order.extend(columns.iter().filter(|c| c.simple).map(|c| quote_ident(&c.name)));
-    let text: Vec<String> = columns
-        .iter()
-        .filter(|c| c.simple)
-        .map(|c| {
-            format!(
-                "{} || coalesce(CAST({} AS VARCHAR), 'NULL')",
-                quote_str(&format!("{}=", c.name)),
-                quote_ident(&c.name)
-            )
-        })
-        .collect();
-    // One window per level: DataFusion plans windows of one SELECT together.
+    order.push("__ferry_tie".to_owned());
+    let all: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    // One window, over a sort on the key, the error flag, `keep.order_by`
+    // and a hash of the whole row: ties left are identical rows, so the
+    // choice never depends on the order rows arrive in.
     format!(
-        "SELECT __ferry_d.*, \
-         max(CASE WHEN __ferry_n > 1 AND __ferry_copy = 1 THEN concat_ws(', ', {text}) END) OVER (PARTITION BY {key}) AS __ferry_kept\n\
-         FROM (SELECT __ferry_c.*, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS __ferry_copy\n\
-         FROM (SELECT __ferry_r.*, count(*) OVER (PARTITION BY {key}) AS __ferry_n, ({hard}) AS __ferry_hard\n\
-         FROM (\n{checked}\n) AS __ferry_r) AS __ferry_c) AS __ferry_d",
-        text = text.join(", "),
+        "SELECT __ferry_a.*, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS __ferry_copy\n\
+         FROM (SELECT __ferry_r.*, ({hard}) AS __ferry_hard, ferry_row_hash({all}) AS __ferry_tie FROM (\n{checked}\n) AS __ferry_r) AS __ferry_a",
         order = order.join(", "),
+        all = all.join(", "),
     )
 }
 
