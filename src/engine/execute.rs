@@ -250,10 +250,11 @@ async fn stage_checked(
     }
 }
 
-/// A model's `quarantine: {error_if: ...}`.
+/// A model's threshold on quarantined rows.
 fn quarantine_threshold(node: &Node) -> Result<Option<Threshold>, Box<Diagnostic>> {
-    let Some(q) = node.config.get("quarantine") else { return Ok(None) };
-    let Some(text) = q.get("error_if").and_then(serde_json::Value::as_str) else { return Ok(None) };
+    // `quarantine: {error_if: ...}`, or `error_if:` straight in the model's config.
+    let text = node.config.get("quarantine").and_then(|q| q.get("error_if")).or_else(|| node.config.get("error_if"));
+    let Some(text) = text.and_then(serde_json::Value::as_str) else { return Ok(None) };
     Threshold::parse(text).map(Some).ok_or_else(|| {
         Box::new(
             Diagnostic::error(

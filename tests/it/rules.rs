@@ -162,6 +162,11 @@ async fn a_model_over_its_quarantine_threshold_stages_nothing() {
     // Under the threshold (a count this time), the same rows stage.
     let p = p.file("ferry.yml", &yml.replace("\">50%\"", "\"> 8\""));
     assert_eq!(p.run(["build"]).code, Some(0));
+    // `error_if` may also sit straight in the model's config.
+    let p = p.file("ferry.yml", &yml.replace("+quarantine:\n      error_if: \">50%\"", "+error_if: \"> 7\""));
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("over its threshold `error_if: > 7`"), "{}", ran.stderr);
 }
 
 /// Rules are checked before any row moves: an unknown rule, a rule on a
