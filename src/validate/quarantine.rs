@@ -241,15 +241,13 @@ impl Splitter {
         let dropped = match &self.dedupe {
             None => BooleanArray::from(vec![false; rows]),
             Some(_) => {
-                let copy = cast(batch.column(width + self.rules.len() + 2), &DataType::UInt64)?;
-                let copy = copy.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-                let later: BooleanArray = copy.iter().map(|c| Some(c.unwrap_or(1) > 1)).collect();
+                let later = without_nulls(batch.column(width + self.rules.len() + 2).as_boolean());
                 let dropped = datafusion::arrow::compute::and_not(&later, &hard)?;
                 let own = batch.project(&(0..width).collect::<Vec<_>>())?;
                 let mut last = last_kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let mut winner = last.take();
                 for i in 0..rows {
-                    if copy.is_null(i) || copy.value(i) <= 1 {
+                    if !later.value(i) {
                         winner = Some((own.clone(), i));
                     } else if dropped.value(i) {
                         kept_texts.push(match &winner {
