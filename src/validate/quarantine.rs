@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StringBuilder};
-use datafusion::arrow::compute::{cast, filter_record_batch, or};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch, or};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -308,9 +308,20 @@ impl Splitter {
         if flags.iter().all(|f| f.true_count() == 0) && dropped.is_none() {
             return Ok(None);
         }
+        // Only the rows that get a line: keys and values are text, and
+        // formatting every row of the batch would cost more than the rules.
+        let mut any = dropped.map_or_else(|| BooleanArray::from(vec![false; own.num_rows()]), |(d, _)| d.clone());
+        for f in flags {
+            any = or(&any, f)?;
+        }
+        let own = &filter_record_batch(own, &any)?;
+        let flags: Vec<BooleanArray> =
+            flags.iter().map(|f| Ok(filter(f, &any)?.as_boolean().clone())).collect::<Result<_, DataFusionError>>()?;
+        let dropped_here = dropped.map(|(d, _)| filter(d, &any)).transpose()?;
+        let dropped = dropped.zip(dropped_here.as_ref()).map(|((_, kept), d)| (d.as_boolean(), kept));
         let keys = self.record_keys(own)?;
         let mut b = LogBuilder::default();
-        for (rule, f) in self.rules.iter().zip(flags).filter(|(_, f)| f.true_count() > 0) {
+        for (rule, f) in self.rules.iter().zip(&flags).filter(|(_, f)| f.true_count() > 0) {
             let values: Option<ArrayRef> = match &rule.column {
                 Some(c) if own.schema().index_of(c).is_ok() => {
                     Some(cast(own.column(own.schema().index_of(c)?), &DataType::Utf8)?)
