@@ -61,11 +61,7 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
     )
     .await?;
     if printer.is_json() {
-        let mut out = Vec::new();
-        let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
-        writer.write_batches(&lines.iter().collect::<Vec<_>>())?;
-        writer.finish()?;
-        printer.data(String::from_utf8_lossy(&out).trim_end())?;
+        super::print_json_lines(printer, &lines)?;
         return Ok(ExitStatus::Success);
     }
     let total: usize = summary.iter().map(RecordBatch::num_rows).sum();

@@ -172,6 +172,19 @@ pub(crate) fn engine_for(settings: &Settings, exec: &ExecArgs) -> Result<crate::
     crate::engine::Engine::new(&options).context("failed to start the query engine")
 }
 
+/// Prints rows as JSON, one object per line (`--format json`).
+pub(crate) fn print_json_lines(
+    printer: &Printer,
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> Result<()> {
+    let mut out = Vec::new();
+    let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+    writer.write_batches(&batches.iter().collect::<Vec<_>>())?;
+    writer.finish()?;
+    printer.data(String::from_utf8_lossy(&out).trim_end())?;
+    Ok(())
+}
+
 /// Models to run at once: `--threads`, else the core count.
 pub(crate) fn threads(exec: &ExecArgs) -> usize {
     exec.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)

@@ -69,11 +69,7 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         }
     };
     if printer.is_json() {
-        let mut out = Vec::new();
-        let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
-        writer.write_batches(&batches.iter().collect::<Vec<_>>())?;
-        writer.finish()?;
-        printer.data(String::from_utf8_lossy(&out).trim_end())?;
+        super::print_json_lines(printer, &batches)?;
     } else {
         printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())?;
     }

@@ -103,8 +103,8 @@ pub async fn materialize(
                 }
                 Materialization::Table if node.is_checked() => {
                     let model_plan = replan(engine, manifest, i, &sql).await?;
-                    let columns = rules::columns_of(model_plan.schema().as_arrow());
-                    let checked = rules::checked_sql(&sql, &node.rules, node.dedupe.as_ref(), &columns);
+                    let model = model_plan.schema().as_arrow();
+                    let checked = rules::checked_sql(&sql, &node.rules, node.dedupe.as_ref(), model);
                     let plan = replan(engine, manifest, i, &checked).await?;
                     let staged = stage_checked(engine, manifest, i, plan, ctx).await?;
                     register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
@@ -204,12 +204,11 @@ async fn stage_checked(
     ctx: &RunContext,
 ) -> Result<StagedTable, Vec<Diagnostic>> {
     let node = &manifest.nodes[i];
-    let threshold = quarantine_threshold(node).map_err(|d| vec![*d])?;
+    let threshold = Threshold::from_config(&node.config).map_err(|m| {
+        vec![Diagnostic::error(Code::ModelConfig, format!("`{}`: {m}", node.name)).in_file(node.path())]
+    })?;
     let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
-    let key = match &node.dedupe {
-        Some(d) => d.key.clone(),
-        None => unique_key(node),
-    };
+    let key = rules::record_key(&node.config, node.dedupe.as_ref());
     let splitter =
         Splitter::new(Arc::new(node.rules.clone()), node.dedupe.clone(), &node.name, &ctx.run_id, key, threshold);
     let (streams, written) = splitter.split(partitions, &ctx.run_dir);
@@ -225,54 +224,35 @@ async fn stage_checked(
         ]
     })?;
     ctx.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(i, ledger.clone());
+    if let Err(StageError::Execute { source, .. }) = &result
+        && let Some(t) = threshold_exceeded(source)
+    {
+        return Err(vec![over_threshold(node, t, &ledger)]);
+    }
     match result {
         Ok(staged) => Ok(staged),
-        Err(StageError::Execute { source, .. }) if threshold_exceeded(&source).is_some() => {
-            let t = threshold_exceeded(&source).expect("checked");
-            let pct = if t.produced == 0 { 0.0 } else { t.quarantined as f64 * 100.0 / t.produced as f64 };
-            let mut d = Diagnostic::error(
-                Code::Execution,
-                format!(
-                    "`{}` quarantined {} of {} rows ({pct:.2}%), over its threshold `error_if: {}`; nothing was staged",
-                    node.name, t.quarantined, t.produced, t.threshold
-                ),
-            )
-            .in_file(node.path());
-            for (rule, n) in ledger.by_rule.iter().filter(|(_, n)| **n > 0) {
-                d = d.with_note(format!("{n} row{} `{rule}`", if *n == 1 { " breaks" } else { "s break" }));
-            }
-            if let Some(log) = &ledger.error_log {
-                d = d.with_note(format!("every broken rule is in `{log}`"));
-            }
-            Err(vec![d])
-        }
         Err(e) => Err(stage_error(engine, manifest, i, e).await),
     }
 }
 
-/// A model's threshold on quarantined rows.
-fn quarantine_threshold(node: &Node) -> Result<Option<Threshold>, Box<Diagnostic>> {
-    // `quarantine: {error_if: ...}`, or `error_if:` straight in the model's config.
-    let text = node.config.get("quarantine").and_then(|q| q.get("error_if")).or_else(|| node.config.get("error_if"));
-    let Some(text) = text.and_then(serde_json::Value::as_str) else { return Ok(None) };
-    Threshold::parse(text).map(Some).ok_or_else(|| {
-        Box::new(
-            Diagnostic::error(
-                Code::ModelConfig,
-                format!("`{}`: `quarantine: {{error_if: {text}}}` must be like `\">1%\"` or `\"> 100\"`", node.name),
-            )
-            .in_file(node.path()),
-        )
-    })
-}
-
-/// The columns of a model's `unique_key`, which name a record in the log.
-fn unique_key(node: &Node) -> Vec<String> {
-    match node.config.get("unique_key") {
-        Some(serde_json::Value::String(s)) => s.split(',').map(|c| c.trim().to_owned()).collect(),
-        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
+/// A model that quarantined more rows than its threshold allows.
+fn over_threshold(node: &Node, t: &ThresholdExceeded, ledger: &Ledger) -> Diagnostic {
+    let pct = if t.produced == 0 { 0.0 } else { t.quarantined as f64 * 100.0 / t.produced as f64 };
+    let mut d = Diagnostic::error(
+        Code::Execution,
+        format!(
+            "`{}` quarantined {} of {} rows ({pct:.2}%), over its threshold `error_if: {}`; nothing was staged",
+            node.name, t.quarantined, t.produced, t.threshold
+        ),
+    )
+    .in_file(node.path());
+    for (rule, n) in ledger.by_rule.iter().filter(|(_, n)| **n > 0) {
+        d = d.with_note(format!("{n} row{} `{rule}`", if *n == 1 { " breaks" } else { "s break" }));
     }
+    if let Some(log) = &ledger.error_log {
+        d = d.with_note(format!("every broken rule is in `{log}`"));
+    }
+    d
 }
 
 fn threshold_exceeded(e: &DataFusionError) -> Option<&ThresholdExceeded> {

@@ -230,15 +230,14 @@ fn internal(e: &DataFusionError, node: &Node) -> Diagnostic {
 /// Plans the query that checks a model's rules; a rule that does not plan
 /// (an unknown column, a type that cannot compare) points at its declaration.
 async fn check_rules(engine: &Engine, node: &Node, sql: &str, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> {
-    use crate::validate::rules::{checked_sql, columns_of};
-    let columns = columns_of(schema);
-    let all = checked_sql(sql, &node.rules, node.dedupe.as_ref(), &columns);
+    use crate::validate::rules::checked_sql;
+    let all = checked_sql(sql, &node.rules, node.dedupe.as_ref(), schema);
     if !node.is_checked() || engine.plan(&all).await.is_ok() {
         return Ok(());
     }
     let mut diags = Vec::new();
     for rule in &node.rules {
-        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule), None, &columns)).await {
+        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule), None, schema)).await {
             let root = e.find_root().strip_backtrace();
             let first = root.lines().next().unwrap_or_default().to_owned();
             diags.push(

@@ -258,14 +258,9 @@ pub fn config_for(manifest: &Manifest, i: usize) -> Result<Option<LoadConfig>, B
             .ok_or_else(|| bad(format!("unknown load mode `{m}`; the modes are {}", Mode::NAMES.join(", "))))?,
     };
     let key_json = load.get("unique_key").or_else(|| node.config.get("unique_key"));
-    let unique_key: Vec<String> = match key_json {
-        None | Some(Json::Null) => Vec::new(),
-        Some(Json::String(s)) => s.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
-        Some(Json::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| bad("`unique_key` must list column names".into())))
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(bad(format!("`unique_key` must be a column or a list of columns, not `{other}`"))),
+    let unique_key = match key_json {
+        None => Vec::new(),
+        Some(v) => crate::project::config::column_list(v, "unique_key").map_err(bad)?,
     };
     if mode.needs_key() && unique_key.is_empty() {
         return Err(bad(format!("load mode `{}` needs a `unique_key`", mode.name())));

@@ -472,24 +472,10 @@ impl Builder {
     /// the relation it is attached to; a test macro's own `config()` fills
     /// in what the schema files left unset.
     fn render_generic_tests(&mut self, nodes: &mut [Node], templater: &Templater) {
-        let relations: HashMap<NodeRef, Arc<Relation>> = nodes
-            .iter()
-            .filter_map(|n| {
-                let key = match &n.resource {
-                    Resource::Model { .. } => NodeRef::Model(n.name.clone()),
-                    Resource::Seed(_) => NodeRef::Seed(n.name.clone()),
-                    Resource::Source(s) => NodeRef::Source(s.source.clone(), s.name.clone()),
-                    Resource::Test(_) => return None,
-                };
-                Some((key, Arc::clone(n.relation.as_ref()?)))
-            })
-            .collect();
-        let relation_of = |r: &NodeRef| match r {
-            NodeRef::Model(n) | NodeRef::Seed(n) => {
-                relations.get(&NodeRef::Model(n.clone())).or_else(|| relations.get(&NodeRef::Seed(n.clone()))).cloned()
-            }
-            NodeRef::Source(..) => relations.get(r).cloned(),
-        };
+        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
+        let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
+        let lookup = Lookup { project: &project, by_id: &by_id };
+        let relation_of = |r: &NodeRef| lookup.node(r).and_then(|i| nodes[i].relation.clone());
         let failed = &self.failed;
         let results: Vec<(usize, Result<Rendered, Box<Diagnostic>>)> = nodes
             .par_iter()

@@ -324,6 +324,20 @@ fn apply_level(node: &Node, config: &mut Map<String, Json>) {
     }
 }
 
+/// A config value naming columns: `id`, `"a, b"` or `[a, b]` (null: none).
+/// The error names `key`.
+pub fn column_list(value: &Json, key: &str) -> Result<Vec<String>, String> {
+    match value {
+        Json::Null => Ok(Vec::new()),
+        Json::String(s) => Ok(s.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect()),
+        Json::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("`{key}` must list column names")))
+            .collect(),
+        other => Err(format!("`{key}` must be a column or a list of columns, not `{other}`")),
+    }
+}
+
 /// Sets one config key, accumulating `tags`/`meta`-like keys as dbt does.
 pub fn merge_config(config: &mut Map<String, Json>, key: &str, value: Json) {
     let key = match key {

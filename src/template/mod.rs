@@ -165,18 +165,9 @@ impl Templater {
     /// Renders a registered template for one node.
     pub fn render(&self, file: &SourceFile, node: &NodeContext) -> Result<Rendered, Box<Diagnostic>> {
         let tmpl = self.env.get_template(file.path.as_str()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
-        let mut captured =
+        let captured =
             tmpl.render_captured(node_context(node)).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
-        let capture = captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take));
-        let capture = capture.unwrap_or_default();
-        Ok(Rendered {
-            sql: captured.into_output(),
-            refs: capture.refs,
-            sources: capture.sources,
-            config: capture.config,
-            logs: capture.logs,
-            warnings: capture.warnings,
-        })
+        Ok(rendered(captured))
     }
 
     /// Renders a one-off template (a description) with the globals.
@@ -187,7 +178,7 @@ impl Templater {
     /// Evaluates a Jinja expression such as `ref('customers')` (a test
     /// argument), recording the calls it makes.
     pub fn render_expression(&self, expr: &str) -> Result<Rendered, Box<Diagnostic>> {
-        self.render_one_off(&format!("{{{{ {expr} }}}}"), None)
+        self.render_one_off(&format!("{{{{ {expr} }}}}"), None, Value::from(()))
     }
 
     /// Renders a generic test: calls its `test_<name>` macro with `model`
@@ -258,41 +249,26 @@ impl Templater {
             }
         }
         let source = format!("{{{{ {macro_name}({}) }}}}", call.join(", "));
-        let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
-        let mut captured = tmpl
-            .render_captured(minijinja::context! { __ferry_call => context })
-            .map_err(|e| Box::new(self.diagnostic(&e, None)))?;
-        let capture =
-            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
-        Ok(Rendered {
-            sql: captured.into_output(),
-            refs: capture.refs,
-            sources: capture.sources,
-            config: capture.config,
-            logs: capture.logs,
-            warnings: capture.warnings,
-        })
+        self.render_one_off(&source, None, minijinja::context! { __ferry_call => context })
     }
 
     /// Renders SQL that is not a project file (`ferry show --inline`),
     /// recording its `ref`/`source` calls.
     pub fn render_inline(&self, file: &SourceFile) -> Result<Rendered, Box<Diagnostic>> {
-        self.render_one_off(&file.text, Some(file))
+        self.render_one_off(&file.text, Some(file), Value::from(()))
     }
 
     /// Renders a template that is not registered, with the globals only,
     /// recording its `ref`/`source` calls.
-    fn render_one_off(&self, source: &str, file: Option<&SourceFile>) -> Result<Rendered, Box<Diagnostic>> {
+    fn render_one_off(
+        &self,
+        source: &str,
+        file: Option<&SourceFile>,
+        context: Value,
+    ) -> Result<Rendered, Box<Diagnostic>> {
         let tmpl = self.env.template_from_str(source).map_err(|e| Box::new(self.diagnostic(&e, file)))?;
-        let mut captured = tmpl.render_captured(()).map_err(|e| Box::new(self.diagnostic(&e, file)))?;
-        let capture =
-            captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
-        Ok(Rendered {
-            sql: captured.into_output(),
-            refs: capture.refs,
-            sources: capture.sources,
-            ..Rendered::default()
-        })
+        let captured = tmpl.render_captured(context).map_err(|e| Box::new(self.diagnostic(&e, file)))?;
+        Ok(rendered(captured))
     }
 
     /// Builds the source map for a model whose plain render gave `plain`.
@@ -361,6 +337,20 @@ impl Templater {
         };
         let range = range.filter(|r| r.end <= file.text.len());
         (Some(file), range)
+    }
+}
+
+/// A finished render with the calls it recorded.
+fn rendered(mut captured: minijinja::Captured<'_>) -> Rendered {
+    let capture =
+        captured.with_state_mut(|st| st.get_extension_mut::<Capture>().map(std::mem::take)).unwrap_or_default();
+    Rendered {
+        sql: captured.into_output(),
+        refs: capture.refs,
+        sources: capture.sources,
+        config: capture.config,
+        logs: capture.logs,
+        warnings: capture.warnings,
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringBuilder};
 use datafusion::arrow::compute::{cast, filter, filter_record_batch, or};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
@@ -38,16 +38,26 @@ pub struct Threshold {
 }
 
 impl Threshold {
-    /// Parses `>1%`, `> 100`, `>= 0.5%`.
+    /// Parses `>1%`, `> 100`, `>= 0.5%`: a test's threshold, in rows or
+    /// percent of the rows produced.
     pub fn parse(text: &str) -> Option<Self> {
         let t = text.trim();
-        let op = [">=", ">", "!=", "="].into_iter().find(|op| t.starts_with(op))?;
-        let rest = t[op.len()..].trim();
-        let (number, percent) = match rest.strip_suffix('%') {
-            Some(n) => (n.trim(), true),
-            None => (rest, false),
+        let (body, percent) = match t.strip_suffix('%') {
+            Some(body) => (body, true),
+            None => (t, false),
         };
-        Some(Threshold { op, value: number.parse().ok()?, percent, text: t.to_owned() })
+        let c = super::data_test::Condition::parse(body)?;
+        Some(Threshold { op: c.op, value: c.value.parse().ok()?, percent, text: t.to_owned() })
+    }
+
+    /// A model's threshold: `quarantine: {error_if: ...}`, or `error_if:`
+    /// straight in its config. A bad one is the message to show.
+    pub fn from_config(config: &serde_json::Map<String, serde_json::Value>) -> Result<Option<Self>, String> {
+        let text = config.get("quarantine").and_then(|q| q.get("error_if")).or_else(|| config.get("error_if"));
+        let Some(text) = text.and_then(serde_json::Value::as_str) else { return Ok(None) };
+        Threshold::parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("`quarantine: {{error_if: {text}}}` must be like `\">1%\"` or `\"> 100\"`"))
     }
 
     /// Whether `quarantined` of `produced` rows crosses the threshold.
@@ -60,6 +70,8 @@ impl Threshold {
         match self.op {
             ">=" => x >= self.value,
             ">" => x > self.value,
+            "<=" => x <= self.value,
+            "<" => x < self.value,
             "!=" => x != self.value,
             _ => x == self.value,
         }
@@ -243,20 +255,22 @@ impl Splitter {
             Some(_) => {
                 let later = without_nulls(batch.column(width + self.rules.len() + 2).as_boolean());
                 let dropped = datafusion::arrow::compute::and_not(&later, &hard)?;
-                let own = batch.project(&(0..width).collect::<Vec<_>>())?;
                 let mut last = last_kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut winner = last.take();
+                let carried = last.take();
+                // The kept row's index in this batch, once one is seen.
+                let mut winner = None;
                 for i in 0..rows {
                     if !later.value(i) {
-                        winner = Some((own.clone(), i));
+                        winner = Some(i);
                     } else if dropped.value(i) {
-                        kept_texts.push(match &winner {
-                            Some((b, k)) => row_text(b, *k)?,
-                            None => "(not found)".to_owned(),
+                        kept_texts.push(match (winner, &carried) {
+                            (Some(k), _) => row_text(&own, k)?,
+                            (None, Some((b, k))) => row_text(b, *k)?,
+                            (None, None) => "(not found)".to_owned(),
                         });
                     }
                 }
-                *last = winner;
+                *last = winner.map(|k| (own.clone(), k)).or(carried);
                 dropped
             }
         };
@@ -319,7 +333,8 @@ impl Splitter {
             flags.iter().map(|f| Ok(filter(f, &any)?.as_boolean().clone())).collect::<Result<_, DataFusionError>>()?;
         let dropped_here = dropped.map(|(d, _)| filter(d, &any)).transpose()?;
         let dropped = dropped.zip(dropped_here.as_ref()).map(|((_, kept), d)| (d.as_boolean(), kept));
-        let keys = self.record_keys(own)?;
+        // Named by `unique_key` (or the dedup key), else by every column.
+        let keys = row_texts(own, &self.key)?;
         let mut b = LogBuilder::default();
         for (rule, f) in self.rules.iter().zip(&flags).filter(|(_, f)| f.true_count() > 0) {
             let values: Option<ArrayRef> = match &rule.column {
@@ -332,7 +347,7 @@ impl Splitter {
             for i in (0..own.num_rows()).filter(|&i| f.value(i)) {
                 b.run_id.append_value(&self.run_id);
                 b.model.append_value(&self.model);
-                b.record_key.append_value(keys.value(i));
+                b.record_key.append_value(&keys[i]);
                 b.rule.append_value(&rule.name);
                 b.column.append_option(rule.column.as_deref());
                 b.value.append_option(values.filter(|v| !v.is_null(i)).map(|v| v.value(i)));
@@ -346,10 +361,10 @@ impl Splitter {
         }
         if let (Some((dropped, kept)), Some(d)) = (dropped, &self.dedupe) {
             let rows = (0..own.num_rows()).filter(|&i| dropped.value(i));
-            for ((i, kept), text) in rows.zip(kept).zip(row_texts(own, dropped)?) {
+            for ((i, kept), text) in rows.zip(kept).zip(row_texts(&filter_record_batch(own, dropped)?, &[])?) {
                 b.run_id.append_value(&self.run_id);
                 b.model.append_value(&self.model);
-                b.record_key.append_value(keys.value(i));
+                b.record_key.append_value(&keys[i]);
                 b.rule.append_value("dedupe");
                 b.column.append_value(d.key.join(", "));
                 b.value.append_value(text);
@@ -359,34 +374,6 @@ impl Splitter {
             }
         }
         Ok(Some(b.finish()?))
-    }
-
-    /// `key=value` pairs of the record's key columns, joined by `, `.
-    fn record_keys(&self, own: &RecordBatch) -> Result<StringArray, DataFusionError> {
-        let schema = own.schema();
-        let names: Vec<&str> = if self.key.is_empty() {
-            schema.fields().iter().map(|f| f.name().as_str()).collect()
-        } else {
-            self.key.iter().map(String::as_str).collect()
-        };
-        let mut texts = Vec::new();
-        for n in &names {
-            let idx = schema.index_of(n)?;
-            texts.push(cast(own.column(idx), &DataType::Utf8)?);
-        }
-        let mut out = StringBuilder::new();
-        for i in 0..own.num_rows() {
-            let parts: Vec<String> = names
-                .iter()
-                .zip(&texts)
-                .map(|(n, t)| {
-                    let t = t.as_string::<i32>();
-                    if t.is_null(i) { format!("{n}=NULL") } else { format!("{n}={}", t.value(i)) }
-                })
-                .collect();
-            out.append_value(parts.join(", "));
-        }
-        Ok(out.finish())
     }
 }
 
@@ -411,23 +398,28 @@ impl Written {
     }
 }
 
-/// `col=value, ...` for row `i` of `batch`.
+/// `col=value, ...` for row `i` of `batch`, over every column.
 fn row_text(batch: &RecordBatch, i: usize) -> Result<String, DataFusionError> {
-    Ok(row_texts(&batch.slice(i, 1), &BooleanArray::from(vec![true]))?.pop().unwrap_or_default())
+    Ok(row_texts(&batch.slice(i, 1), &[])?.pop().unwrap_or_default())
 }
 
-/// `col=value, ...` for the rows of `batch` where `rows` is set, over the
-/// columns that have a text form.
-fn row_texts(batch: &RecordBatch, rows: &BooleanArray) -> Result<Vec<String>, DataFusionError> {
-    let picked = filter_record_batch(batch, rows)?;
-    let schema = picked.schema();
+/// `col=value, ...` for every row of `batch`, over the columns `names`
+/// (empty: every column that has a text form).
+fn row_texts(batch: &RecordBatch, names: &[String]) -> Result<Vec<String>, DataFusionError> {
+    let schema = batch.schema();
     let mut columns = Vec::new();
-    for (f, c) in schema.fields().iter().zip(picked.columns()) {
-        if let Ok(text) = cast(c, &DataType::Utf8) {
-            columns.push((f.name().clone(), text));
+    if names.is_empty() {
+        for (f, c) in schema.fields().iter().zip(batch.columns()) {
+            if let Ok(text) = cast(c, &DataType::Utf8) {
+                columns.push((f.name().clone(), text));
+            }
+        }
+    } else {
+        for n in names {
+            columns.push((n.clone(), cast(batch.column(schema.index_of(n)?), &DataType::Utf8)?));
         }
     }
-    Ok((0..picked.num_rows())
+    Ok((0..batch.num_rows())
         .map(|i| {
             let parts: Vec<String> = columns
                 .iter()

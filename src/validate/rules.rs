@@ -304,10 +304,9 @@ impl Dedupe {
     /// Reads a model's `dedupe` config; a bad one is the message to show.
     pub fn from_config(config: &serde_json::Map<String, Json>) -> Result<Option<Self>, String> {
         let Some(d) = config.get("dedupe").filter(|d| !d.is_null()) else { return Ok(None) };
-        let key: Vec<String> = match d.get("key") {
-            Some(Json::String(s)) => s.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
-            Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
-            _ => Vec::new(),
+        let key = match d.get("key") {
+            None => Vec::new(),
+            Some(v) => crate::project::config::column_list(v, "dedupe.key")?,
         };
         if key.is_empty() {
             return Err("`dedupe` needs `key:`, the column or columns that identify a record".into());
@@ -323,15 +322,16 @@ impl Dedupe {
     }
 }
 
-/// A column of the model, for dedup's tie-breaking hash.
-#[derive(Debug, Clone)]
-pub struct Column {
-    pub name: String,
-}
-
-/// The columns of a planned model.
-pub fn columns_of(schema: &datafusion::arrow::datatypes::Schema) -> Vec<Column> {
-    schema.fields().iter().map(|f| Column { name: f.name().clone() }).collect()
+/// The columns that name a record in the error log: the dedup key, else
+/// `unique_key`; empty means every column.
+pub fn record_key(config: &serde_json::Map<String, Json>, dedupe: Option<&Dedupe>) -> Vec<String> {
+    match dedupe {
+        Some(d) => d.key.clone(),
+        None => config
+            .get("unique_key")
+            .and_then(|v| crate::project::config::column_list(v, "unique_key").ok())
+            .unwrap_or_default(),
+    }
 }
 
 /// How many columns the checking query adds after the model's own.
@@ -346,7 +346,12 @@ pub fn added_columns(rules: &[Rule], dedupe: Option<&Dedupe>) -> usize {
 /// rows that break an `error` rule last, then `keep.order_by`, then the
 /// hash, so the choice is deterministic. A dropped row follows the row
 /// kept instead.
-pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>, columns: &[Column]) -> String {
+pub fn checked_sql(
+    model_sql: &str,
+    rules: &[Rule],
+    dedupe: Option<&Dedupe>,
+    model: &datafusion::arrow::datatypes::Schema,
+) -> String {
     let body = model_sql.trim_end().trim_end_matches(';');
     let mut flags: Vec<String> =
         rules.iter().enumerate().map(|(k, r)| format!("{} AS {}", r.broken, quote_ident(&flag_name(k)))).collect();
@@ -365,7 +370,7 @@ pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>, col
     order.push("__ferry_hard".to_owned());
     order.extend(d.order_by.clone());
     order.push("__ferry_tie".to_owned());
-    let all: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let all: Vec<String> = model.fields().iter().map(|f| quote_ident(f.name())).collect();
     // One sort of every row on the key, the error flag, `keep.order_by` and
     // a hash of the whole row (ties left are identical rows, so the choice
     // never depends on arrival order); a row repeats its key when the row

@@ -46,6 +46,11 @@ impl TestProject {
         fs_err::read_to_string(self.dir.path().join(rel)).expect("read")
     }
 
+    /// `.ferry/run_results.json`, parsed.
+    pub fn run_results(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(".ferry/run_results.json")).expect("run_results.json is JSON")
+    }
+
     /// `.ferry/manifest.json`, parsed.
     pub fn manifest(&self) -> serde_json::Value {
         serde_json::from_str(&self.read(".ferry/manifest.json")).expect("manifest.json is JSON")
@@ -75,6 +80,11 @@ pub fn ferry_command() -> Command {
         .env_remove("GITHUB_ACTIONS")
         .env_remove("RUST_LOG");
     cmd
+}
+
+/// The entry for node `unique_id` in a parsed `run_results.json`.
+pub fn node_result<'a>(results: &'a serde_json::Value, unique_id: &str) -> Option<&'a serde_json::Value> {
+    results["results"].as_array()?.iter().find(|r| r["unique_id"] == unique_id)
 }
 
 pub fn fixtures() -> PathBuf {

@@ -4,19 +4,10 @@
 
 use serde_json::Value as Json;
 
-use crate::common::TestProject;
-
-fn run_results(p: &TestProject) -> Json {
-    serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json")
-}
+use crate::common::{TestProject, node_result};
 
 fn result<'a>(results: &'a Json, unique_id: &str) -> &'a Json {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["unique_id"] == unique_id)
-        .unwrap_or_else(|| panic!("no result for {unique_id}"))
+    node_result(results, unique_id).unwrap_or_else(|| panic!("no result for {unique_id}"))
 }
 
 /// `(status, failures)` of a test in `run_results.json`.
@@ -51,7 +42,7 @@ fn build_tests_each_model_and_a_failing_test_holds_back_what_depends_on_it() {
     let p = TestProject::fixture("tested");
     let ran = p.run(["build"]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    let results = run_results(&p);
+    let results = p.run_results();
     // ids 2 and 6 repeat: two failing groups.
     assert_eq!(test_result(&results, "unique_accounts_id"), ("fail".into(), 2));
     assert_eq!(test_result(&results, "not_null_accounts_id"), ("pass".into(), 0));
@@ -100,7 +91,7 @@ fn when_the_tests_pass_the_model_and_its_descendants_load() {
     let p = TestProject::fixture("tested");
     let ran = p.run(["build", "--vars", "{keep_duplicates: false}"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let results = run_results(&p);
+    let results = p.run_results();
     assert_eq!(test_result(&results, "unique_accounts_id"), ("pass".into(), 0));
     assert_eq!(test_result(&results, "relationships_accounts_country_code__code__ref_countries_"), ("warn".into(), 2));
     assert_eq!(result(&results, "model.tested.balances")["status"], "success");
@@ -116,7 +107,7 @@ fn test_runs_the_selected_tests_against_the_stages() {
     assert_eq!(p.run(["run", "--no-load"]).code, Some(0));
     let ran = p.run(["test", "-s", "accounts"]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    let results = run_results(&p);
+    let results = p.run_results();
     let ran_ids: Vec<&str> =
         results["results"].as_array().unwrap().iter().map(|r| r["unique_id"].as_str().unwrap()).collect();
     // accounts' six tests, with the relationships test that also reads

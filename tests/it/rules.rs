@@ -4,11 +4,10 @@
 
 use serde_json::Value as Json;
 
-use crate::common::TestProject;
+use crate::common::{TestProject, node_result};
 
 fn contacts_result(p: &TestProject) -> Json {
-    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json");
-    results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.rules.contacts").unwrap().clone()
+    node_result(&p.run_results(), "model.rules.contacts").expect("contacts ran").clone()
 }
 
 /// The one run directory under `.ferry/runs/`.
@@ -266,9 +265,8 @@ async fn the_w1_project_reports_the_dirty_extracts_exact_figures() {
         serde_json::from_str(&fs_err::read_to_string(root.join("tests/fixtures/data/expected.json")).unwrap()).unwrap();
     let ran = p.run(["build"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).unwrap();
-    let lineitem =
-        results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.w1.lineitem").unwrap();
+    let results = p.run_results();
+    let lineitem = node_result(&results, "model.w1.lineitem").unwrap();
     let ledger = &lineitem["ledger"];
     assert_eq!(ledger["produced"], expected["rows_in"]);
     assert_eq!(ledger["quarantined"], expected["expected_rejected"]);
@@ -321,8 +319,8 @@ fn parses_as_checks_text_against_a_format() {
         );
     let ran = p.run(["build"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let results: Json = serde_json::from_str(&p.read(".ferry/run_results.json")).unwrap();
-    let m = results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.shop.m").unwrap();
+    let results = p.run_results();
+    let m = node_result(&results, "model.shop.m").unwrap();
     // 2024-12-31 is the wrong format and 31/02 is no date; blank is not checked.
     assert_eq!(m["ledger"]["by_rule"]["parses_as_d"], 2, "{m}");
     assert_eq!(m["ledger"]["warned"], 2);

@@ -1,22 +1,13 @@
 //! `ferry run`, `seed`, `build` and `show`: execution, staging and failures.
 
-use crate::common::TestProject;
+use crate::common::{TestProject, node_result};
 
 fn stage_manifest(p: &TestProject, model: &str) -> serde_json::Value {
     serde_json::from_str(&p.read(&format!(".ferry/stage/{model}/_ferry_stage.json"))).expect("stage manifest")
 }
 
-fn run_results(p: &TestProject) -> serde_json::Value {
-    serde_json::from_str(&p.read(".ferry/run_results.json")).expect("run_results.json")
-}
-
 fn status_of(results: &serde_json::Value, unique_id: &str) -> String {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["unique_id"] == unique_id)
-        .map_or_else(|| "missing".to_owned(), |r| r["status"].as_str().unwrap().to_owned())
+    node_result(results, unique_id).map_or_else(|| "missing".to_owned(), |r| r["status"].as_str().unwrap().to_owned())
 }
 
 /// The classic jaffle_shop gives the rows dbt gives: `expected/*.csv` were
@@ -41,7 +32,7 @@ async fn jaffle_shop_builds_the_rows_dbt_builds() {
         assert_eq!(ours.len(), expected.len(), "{model}: row count");
         assert_eq!(ours, expected, "{model}: rows");
     }
-    let results = run_results(&p);
+    let results = p.run_results();
     // The project's 20 data tests pass unchanged, as under `dbt build`.
     let tests: Vec<&str> = results["results"]
         .as_array()
@@ -86,7 +77,7 @@ fn a_failing_model_skips_its_descendants_and_the_rest_finishes() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("`bad` failed while running"), "{}", ran.stderr);
     assert!(ran.stderr.contains("1 failed, 1 skipped, 2 succeeded"), "{}", ran.stderr);
-    let results = run_results(&p);
+    let results = p.run_results();
     assert_eq!(status_of(&results, "model.shop.bad"), "error");
     assert_eq!(status_of(&results, "model.shop.after_bad"), "skipped");
     assert_eq!(status_of(&results, "model.shop.after_good"), "success");
@@ -201,8 +192,8 @@ fn a_view_read_twice_is_computed_once_and_ephemerals_inline() {
     let ran = p.run(["run"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(ran.stderr.contains("computed once"), "{}", ran.stderr);
-    let results = run_results(&p);
-    let base = results["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "model.shop.base").unwrap();
+    let results = p.run_results();
+    let base = node_result(&results, "model.shop.base").unwrap();
     assert_eq!(base["rows"], 3);
     assert!(!p.path().join(".ferry/stage/base").exists(), "a view is never staged");
     assert!(!p.path().join(".ferry/scratch").exists(), "scratch space is removed");
