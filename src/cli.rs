@@ -69,6 +69,8 @@ pub enum Command {
     Build(RunArgs),
     /// Load the latest stage of the selected table models and seeds into the target.
     Load(LoadArgs),
+    /// Prove each loaded table holds exactly its stage: counts, profiles, row checksums, differing keys.
+    Reconcile(ReconcileArgs),
     /// Restore the table a `replace` load kept (`<table>__ferry_prev`); again to undo.
     Rollback(RollbackArgs),
     /// Query the error log of past runs: broken rules and dropped duplicates, by rule.
@@ -201,6 +203,12 @@ pub struct LoadArgs {
     /// Print the DDL and the plan for each table without changing the target.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Debug, Args)]

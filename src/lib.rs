@@ -21,6 +21,7 @@ pub mod logging;
 pub mod manifest;
 pub mod printer;
 pub mod project;
+pub mod reconcile;
 pub mod settings;
 pub mod stage;
 pub mod state;

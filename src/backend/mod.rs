@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::load::{LoadError, LoadJob, LoadReport, TableName};
 use crate::project::profiles::{ServerTarget, Target, TargetKind};
+use crate::reconcile::{Dialect, FetchedRow, Profile, SegmentSums, Spec};
 
 /// An open target.
 pub enum Connection {
@@ -43,6 +44,41 @@ impl Connection {
             Connection::Sqlite(b) => b.dry_run(job).await,
             Connection::Postgres(b) => b.dry_run(job).await,
             Connection::Mysql(b) => b.dry_run(job).await,
+        }
+    }
+
+    /// Which canonical texts the target side can compute.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Connection::Sqlite(b) => b.dialect(),
+            Connection::Postgres(b) => b.dialect(),
+            Connection::Mysql(b) => b.dialect(),
+        }
+    }
+
+    /// How the target side of a reconciliation runs.
+    pub fn reconcile_side(&self) -> &'static str {
+        match self {
+            Connection::Sqlite(_) => "pulled (SQLite is read and hashed in-process)",
+            Connection::Postgres(_) | Connection::Mysql(_) => "pushed down (hashed by the server)",
+        }
+    }
+
+    /// The target's segment sums and profile for a reconciliation.
+    pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.reconcile_summary(spec).await,
+            Connection::Postgres(b) => b.reconcile_summary(spec).await,
+            Connection::Mysql(b) => b.reconcile_summary(spec).await,
+        }
+    }
+
+    /// The target's rows in `segments`, as shown texts.
+    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.reconcile_rows(spec, segments).await,
+            Connection::Postgres(b) => b.reconcile_rows(spec, segments).await,
+            Connection::Mysql(b) => b.reconcile_rows(spec, segments).await,
         }
     }
 

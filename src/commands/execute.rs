@@ -180,12 +180,35 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
         super::load::load_nodes(&session.target, &manifest, &staged, &ctx.stage_root, printer).await
     };
     report.record_loads(&loads);
+    // `build` ends by proving each table it loaded holds its stage.
+    let reconciled = if which == Which::Build && !interrupted && !loads.interrupted {
+        let loaded: BTreeSet<usize> = loads.results.iter().filter(|(_, r)| r.is_ok()).map(|(&i, _)| i).collect();
+        let ledgers = report.results.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
+        let done =
+            super::reconcile::reconcile_nodes(&session.target, &manifest, &loaded, &ctx.stage_root, &ledgers, printer)
+                .await;
+        for (i, r) in &done.reports {
+            if let Some(node) = report.results.get_mut(i) {
+                node.reconcile = Some(r.status);
+            }
+        }
+        Some(done)
+    } else {
+        None
+    };
     let results = report.finish(&manifest, which, started, interrupted || loads.interrupted);
     let path = settings.path(".ferry/run_results.json");
     artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&results)?, true)
         .with_context(|| format!("failed to write `{path}`"))?;
     write_manifest(settings, &manifest, &outcome)?;
-    summarize(&results, which, printer, interrupted, planning_failed)
+    let status = summarize(&results, which, printer, interrupted, planning_failed)?;
+    match reconciled {
+        Some(done) if !done.reports.is_empty() || !done.diagnostics.is_empty() => {
+            let reconciled = super::reconcile::finish(&done, &ctx.run_dir, printer, Instant::now())?;
+            Ok(if status == ExitStatus::Success { reconciled } else { status })
+        }
+        _ => Ok(status),
+    }
 }
 
 /// Where a run keeps what it found, per run: `.ferry/runs/<invocation id>/`.

@@ -8,6 +8,7 @@ mod execute;
 mod init;
 mod load;
 mod ls;
+mod reconcile;
 mod show;
 
 use std::collections::BTreeSet;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         }
         Command::Build(args) => execute::run(&Settings::from_args(&cli.global)?, args, Which::Build, &printer).await,
         Command::Load(args) => load::load(&Settings::from_args(&cli.global)?, args, &printer).await,
+        Command::Reconcile(args) => reconcile::reconcile(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Rollback(args) => load::rollback(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Errors(args) => errors::errors(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Show(args) => show::show(&Settings::from_args(&cli.global)?, args, &printer).await,

@@ -68,6 +68,7 @@ pub enum Code {
     UnknownTest,
     /// A data test returned failing rows.
     TestFailed,
+    Reconcile,
 }
 
 impl Code {
@@ -100,6 +101,7 @@ impl Code {
             Code::Load => "F0501",
             Code::UnknownTest => "F0206",
             Code::TestFailed => "F0601",
+            Code::Reconcile => "F0701",
         }
     }
 }

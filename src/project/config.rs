@@ -54,9 +54,11 @@ const PROJECT_KEYS: &[&str] = &[
     "unit_tests",
 ];
 
-/// Config keys a model may set (dbt's, plus ferry's `load`, `rules`, `dedupe`).
+/// Config keys a model may set (dbt's, plus ferry's `load`, `rules`,
+/// `dedupe`, `reconcile`).
 pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "enabled",
+    "reconcile",
     "tags",
     "pre-hook",
     "post-hook",

@@ -74,6 +74,9 @@ pub struct NodeResult {
     /// The load into the target, for nodes that were loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadResult>,
+    /// How reconciling the loaded table went (`build`; details in the run's `reconcile.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<crate::reconcile::Status>,
 }
 
 /// How loading a staged node into the target went.
@@ -142,6 +145,7 @@ impl NodeResult {
                 checksum: s.manifest.checksum.clone(),
             }),
             load: None,
+            reconcile: None,
         }
     }
 }

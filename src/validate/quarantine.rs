@@ -79,7 +79,7 @@ impl Threshold {
 }
 
 /// A model's row ledger: every row its query produced is accounted for.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Ledger {
     pub produced: u64,
     pub staged: u64,

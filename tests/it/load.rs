@@ -25,7 +25,7 @@ fn unreachable(what: &str, e: &dyn std::fmt::Display) -> Option<Db> {
 }
 
 /// A schema of the test's own, and a way to read tables back.
-enum Db {
+pub(crate) enum Db {
     Pg { client: tokio_postgres::Client, url: url::Url, schema: String },
     My { conn: mysql_async::Conn, url: url::Url, schema: String },
     Lite { path: camino::Utf8PathBuf },
@@ -36,7 +36,7 @@ fn unique(test: &str) -> String {
 }
 
 impl Db {
-    async fn pg(test: &str) -> Option<Db> {
+    pub(crate) async fn pg(test: &str) -> Option<Db> {
         let url = url("FERRY_TEST_PG_URL", PG_DEFAULT);
         let (client, conn) = match tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls).await {
             Ok(c) => c,
@@ -46,7 +46,7 @@ impl Db {
         Some(Db::Pg { client, url, schema: unique(test) })
     }
 
-    async fn mysql(test: &str) -> Option<Db> {
+    pub(crate) async fn mysql(test: &str) -> Option<Db> {
         let url = url("FERRY_TEST_MYSQL_URL", MYSQL_DEFAULT);
         let conn = match mysql_async::Conn::from_url(url.as_str()).await {
             Ok(c) => c,
@@ -55,7 +55,7 @@ impl Db {
         Some(Db::My { conn, url, schema: unique(test) })
     }
 
-    fn sqlite(project: &TestProject) -> Db {
+    pub(crate) fn sqlite(project: &TestProject) -> Db {
         Db::Lite { path: project.path().join(".ferry/ferry.db") }
     }
 
@@ -89,7 +89,7 @@ impl Db {
     }
 
     /// Every row of `table`, ordered by its first column, one line each.
-    async fn rows(&mut self, table: &str) -> Vec<String> {
+    pub(crate) async fn rows(&mut self, table: &str) -> Vec<String> {
         match self {
             Db::Pg { client, schema, .. } => client
                 .query(&format!("SELECT row_to_json(t)::text FROM \"{schema}\".\"{table}\" t ORDER BY 1"), &[])
@@ -163,7 +163,7 @@ impl Db {
         }
     }
 
-    async fn execute(&mut self, sql: &str) {
+    pub(crate) async fn execute(&mut self, sql: &str) {
         match self {
             Db::Pg { client, .. } => client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")),
             Db::My { conn, .. } => {
@@ -176,14 +176,14 @@ impl Db {
         }
     }
 
-    fn schema(&self) -> &str {
+    pub(crate) fn schema(&self) -> &str {
         match self {
             Db::Pg { schema, .. } | Db::My { schema, .. } => schema,
             Db::Lite { .. } => "main",
         }
     }
 
-    async fn drop_schema(&mut self) {
+    pub(crate) async fn drop_schema(&mut self) {
         let sql = match self {
             Db::Pg { schema, .. } => format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
             Db::My { schema, .. } => format!("DROP DATABASE IF EXISTS `{schema}`"),
@@ -193,7 +193,7 @@ impl Db {
     }
 }
 
-fn project_for(db: &Db, fixture: Option<&str>, extra_profile: &str) -> TestProject {
+pub(crate) fn project_for(db: &Db, fixture: Option<&str>, extra_profile: &str) -> TestProject {
     let p = match fixture {
         Some(f) => TestProject::fixture(f),
         None => TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n"),
@@ -210,7 +210,7 @@ fn filters() -> insta::Settings {
     s
 }
 
-fn ok(ran: &crate::common::Ran) {
+pub(crate) fn ok(ran: &crate::common::Ran) {
     assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
 }
 

@@ -9,5 +9,6 @@ mod init;
 mod load;
 mod ls;
 mod profiles;
+mod reconcile;
 mod rules;
 mod run;

@@ -9,6 +9,7 @@
 //! the load (and rolls it back) instead of passing silently.
 
 mod infile;
+mod reconcile;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,7 @@
 //! leaves the target exactly as it was.
 
 mod copy;
+mod reconcile;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -25,6 +25,8 @@ use crate::load::{LoadColumn, LoadError, LoadJob, LoadReport, Mode, NEW_SUFFIX, 
 /// SQLite has no identifier limit worth the name; keep names readable.
 const MAX_IDENT: usize = 128;
 
+mod reconcile;
+
 pub struct Sqlite {
     path: Utf8PathBuf,
 }

@@ -1,0 +1,121 @@
+//! Reconciliation pushed down into MySQL and MariaDB: the server computes
+//! the canonical texts, the row and key hashes and the segment sums.
+//! Queries use the text protocol, so every value arrives as text.
+
+use mysql_async::Row;
+use mysql_async::prelude::Queryable;
+
+use super::{Mysql, db_error, q, qualified};
+use crate::load::LoadError;
+use crate::reconcile::{Dialect, Family, FetchedRow, Measure, Profile, SegmentSums, Spec, SpecColumn};
+
+/// A decimal's text without trailing fraction zeros.
+fn trimmed(s: &str) -> String {
+    format!("(CASE WHEN INSTR({s}, '.') > 0 THEN TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {s})) ELSE {s} END)")
+}
+
+/// The canonical text of `e`, a value of column `c`; NULL stays NULL.
+/// Floats print as the server's shortest round-trip text, which
+/// `canonical::mysql_float_text` reproduces. Intervals and JSON were loaded
+/// as text and compare as text.
+fn canonical(c: &SpecColumn, e: &str) -> String {
+    let text = format!("CAST({e} AS CHAR)");
+    match c.family {
+        Family::Bool | Family::Int | Family::Float32 | Family::Float64 => text,
+        Family::Decimal => trimmed(&text),
+        Family::Text | Family::Interval | Family::Json => e.to_owned(),
+        Family::Binary => format!("LOWER(HEX({e}))"),
+        Family::Date => format!("DATE_FORMAT({e}, '%Y-%m-%d')"),
+        Family::Timestamp => format!("DATE_FORMAT({e}, '%Y-%m-%d %H:%i:%s.%f')"),
+        Family::Time => format!("TIME_FORMAT({e}, '%H:%i:%s.%f')"),
+    }
+}
+
+fn field(e: &str) -> String {
+    format!("COALESCE(CONCAT(LENGTH({e}), ':', {e}), '~')")
+}
+
+fn hash(encoding: &str) -> String {
+    format!("CAST(CONV(SUBSTRING(MD5({encoding}), 1, 16), 16, 10) AS UNSIGNED)")
+}
+
+fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
+    let fields: Vec<String> = columns.map(|i| field(&canonical(&spec.columns[i], &q(&spec.columns[i].name)))).collect();
+    format!("CONCAT({})", fields.join(", "))
+}
+
+fn segment_of(spec: &Spec) -> String {
+    format!("({} & {})", hash(&encoding(spec, spec.key.iter().copied())), spec.segment_mask())
+}
+
+fn profile_expr(spec: &Spec, m: Measure) -> String {
+    let col = |c: usize| q(&spec.columns[c].name);
+    match m {
+        Measure::Rows => "CAST(COUNT(*) AS CHAR)".into(),
+        Measure::Nulls(c) => format!("CAST(COUNT(*) - COUNT({}) AS CHAR)", col(c)),
+        Measure::Sum(c) => match spec.columns[c].family {
+            Family::Decimal => trimmed(&format!("CAST(SUM({}) AS CHAR)", col(c))),
+            _ => format!("CAST(SUM({}) AS CHAR)", col(c)),
+        },
+        Measure::Min(c) => canonical(&spec.columns[c], &format!("MIN({})", col(c))),
+        Measure::Max(c) => canonical(&spec.columns[c], &format!("MAX({})", col(c))),
+        Measure::DistinctKeys => {
+            let keys: Vec<String> = spec.key.iter().map(|&k| col(k)).collect();
+            format!("CAST(COUNT(DISTINCT {}) AS CHAR)", keys.join(", "))
+        }
+    }
+}
+
+fn text(row: &Row, i: usize) -> Option<String> {
+    match row.as_ref(i) {
+        Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(mysql_async::Value::NULL) | None => None,
+        Some(other) => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+    }
+}
+
+impl Mysql {
+    /// Segment sums and the profile, computed by the server.
+    pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        let sql = format!(
+            "SELECT seg, COUNT(*), CAST(SUM(h) AS CHAR) FROM (SELECT {} AS seg, {} AS h FROM {}) x GROUP BY seg",
+            segment_of(spec),
+            hash(&encoding(spec, 0..spec.columns.len())),
+            qualified(&spec.table)
+        );
+        let rows: Vec<Row> = self.conn.query(sql).await.map_err(|e| db_error(&spec.table, "summing row hashes", &e))?;
+        let mut segments = SegmentSums::new();
+        for row in rows {
+            let number = |i: usize| text(&row, i).and_then(|t| t.parse::<u128>().ok()).unwrap_or(0);
+            segments.insert(number(0) as u64, (number(1) as u64, number(2) as u64));
+        }
+        let exprs: Vec<String> = spec.measures.iter().map(|&m| profile_expr(spec, m)).collect();
+        let sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
+        let row: Option<Row> = self.conn.query_first(sql).await.map_err(|e| db_error(&spec.table, "profiling", &e))?;
+        let profile =
+            spec.measures.iter().enumerate().map(|(i, &m)| (m, row.as_ref().and_then(|r| text(r, i)))).collect();
+        Ok((segments, profile))
+    }
+
+    /// The rows whose key falls in `segments`, as shown texts.
+    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+        let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
+        let wanted: Vec<String> = segments.iter().map(u64::to_string).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} IN ({})",
+            shown.join(", "),
+            qualified(&spec.table),
+            segment_of(spec),
+            wanted.join(", ")
+        );
+        let rows: Vec<Row> = self.conn.query(sql).await.map_err(|e| db_error(&spec.table, "fetching rows", &e))?;
+        Ok(rows
+            .iter()
+            .map(|row| FetchedRow { values: (0..spec.columns.len()).map(|i| text(row, i)).collect() })
+            .collect())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        Dialect::Mysql
+    }
+}

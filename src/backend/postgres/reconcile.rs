@@ -1,0 +1,151 @@
+//! Reconciliation pushed down into PostgreSQL: the canonical texts, the row
+//! and key hashes and the segment sums are computed by the server, so only
+//! one row per segment crosses the wire.
+
+use super::{Postgres, db_error, q, qualified};
+use crate::load::LoadError;
+use crate::reconcile::{Dialect, Family, FetchedRow, Measure, Profile, SegmentSums, Spec, SpecColumn};
+
+/// The canonical text of `e`, a value of column `c` (see
+/// `crate::reconcile::canonical`); NULL stays NULL.
+fn canonical(c: &SpecColumn, e: &str) -> String {
+    match c.family {
+        Family::Bool => format!("({e})::int::text"),
+        Family::Int | Family::Text | Family::Json => format!("({e})::text"),
+        Family::Float32 => format!("encode(float4send(({e})::float4), 'hex')"),
+        Family::Float64 => format!("encode(float8send(({e})::float8), 'hex')"),
+        Family::Decimal => format!("trim_scale(({e})::numeric)::text"),
+        Family::Binary => format!("encode(({e})::bytea, 'hex')"),
+        Family::Date => format!("to_char({e}, 'YYYY-MM-DD')"),
+        // Zoned timestamps print in the session's zone, set to UTC.
+        Family::Timestamp => format!("to_char({e}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        Family::Time => format!("to_char(date '2000-01-01' + ({e}), 'HH24:MI:SS.US')"),
+        Family::Interval => format!(
+            "((extract(year from {e}) * 12 + extract(month from {e}))::bigint)::text || ',' || \
+             (extract(day from {e})::bigint)::text || ',' || \
+             ((extract(hour from {e}) * 3600000000 + extract(minute from {e}) * 60000000 \
+             + extract(microseconds from {e}))::bigint)::text"
+        ),
+    }
+}
+
+/// The text a value is shown and compared by: floats as their shortest
+/// round-trip decimal, the rest canonical.
+fn shown(c: &SpecColumn, e: &str) -> String {
+    match c.family {
+        Family::Float32 | Family::Float64 => format!("({e})::text"),
+        _ => canonical(c, e),
+    }
+}
+
+fn field(e: &str) -> String {
+    format!("coalesce(octet_length({e})::text || ':' || {e}, '~')")
+}
+
+fn hash(encoding: &str) -> String {
+    format!("('x' || substr(md5({encoding}), 1, 16))::bit(64)::bigint")
+}
+
+fn encoding(columns: impl Iterator<Item = usize>) -> String {
+    columns.map(|i| field(&format!("c{i}"))).collect::<Vec<_>>().join(" || ")
+}
+
+/// `SELECT` of the canonical texts as `c0, c1, ...` (and the shown texts as
+/// `s0, s1, ...`), kept from being inlined so each is computed once.
+fn canonical_rows(spec: &Spec, with_shown: bool) -> String {
+    let mut cols: Vec<String> =
+        spec.columns.iter().enumerate().map(|(i, c)| format!("{} AS c{i}", canonical(c, &q(&c.name)))).collect();
+    if with_shown {
+        cols.extend(spec.columns.iter().enumerate().map(|(i, c)| format!("{} AS s{i}", shown(c, &q(&c.name)))));
+    }
+    format!("SELECT {} FROM {} OFFSET 0", cols.join(", "), qualified(&spec.table))
+}
+
+fn segment_of(spec: &Spec) -> String {
+    format!("({} & {})", hash(&encoding(spec.key.iter().copied())), spec.segment_mask())
+}
+
+fn sum_wrapping(text: &str) -> u64 {
+    // The server sums signed 64-bit hashes exactly (as numeric); the
+    // wrapping sum is that sum modulo 2^64.
+    text.parse::<i128>().map(|v| v as u64).unwrap_or(0)
+}
+
+fn profile_expr(spec: &Spec, m: Measure) -> String {
+    let col = |c: usize| q(&spec.columns[c].name);
+    match m {
+        Measure::Rows => "count(*)::text".into(),
+        Measure::Nulls(c) => format!("(count(*) - count({}))::text", col(c)),
+        Measure::Sum(c) => match spec.columns[c].family {
+            Family::Decimal => format!("trim_scale(sum({}))::text", col(c)),
+            f if f.is_float() => format!("sum(({})::float8)::text", col(c)),
+            _ => format!("sum({})::text", col(c)),
+        },
+        Measure::Min(c) => canonical(&spec.columns[c], &format!("min({})", col(c))),
+        Measure::Max(c) => canonical(&spec.columns[c], &format!("max({})", col(c))),
+        Measure::DistinctKeys => {
+            let keys: Vec<String> = spec.key.iter().map(|&k| col(k)).collect();
+            if keys.len() == 1 {
+                format!("count(DISTINCT {})::text", keys[0])
+            } else {
+                let all = keys.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+                format!("(count(DISTINCT ({})) FILTER (WHERE {all}))::text", keys.join(", "))
+            }
+        }
+    }
+}
+
+impl Postgres {
+    async fn reconcile_session(&self, spec: &Spec) -> Result<(), LoadError> {
+        self.client
+            .batch_execute("SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
+            .await
+            .map_err(|e| db_error(&spec.table, "preparing the session", &e))
+    }
+
+    /// Segment sums and the profile, computed by the server.
+    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        self.reconcile_session(spec).await?;
+        let sql = format!(
+            "SELECT seg, count(*), sum(h)::text FROM (SELECT {} AS seg, {} AS h FROM ({}) r) x GROUP BY seg",
+            segment_of(spec),
+            hash(&encoding(0..spec.columns.len())),
+            canonical_rows(spec, false)
+        );
+        let rows = self.client.query(&sql, &[]).await.map_err(|e| db_error(&spec.table, "summing row hashes", &e))?;
+        let mut segments = SegmentSums::new();
+        for row in rows {
+            let (seg, n, sum): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+            segments.insert(seg as u64, (n as u64, sum_wrapping(&sum)));
+        }
+        let exprs: Vec<String> = spec.measures.iter().map(|&m| profile_expr(spec, m)).collect();
+        let sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
+        let row = self.client.query_one(&sql, &[]).await.map_err(|e| db_error(&spec.table, "profiling", &e))?;
+        let profile = spec.measures.iter().enumerate().map(|(i, &m)| (m, row.get::<_, Option<String>>(i))).collect();
+        Ok((segments, profile))
+    }
+
+    /// The rows whose key falls in `segments`, as shown texts.
+    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+        self.reconcile_session(spec).await?;
+        let shown: Vec<String> = (0..spec.columns.len()).map(|i| format!("s{i}")).collect();
+        let sql = format!(
+            "SELECT {} FROM ({}) r WHERE {} = ANY($1)",
+            shown.join(", "),
+            canonical_rows(spec, true),
+            segment_of(spec)
+        );
+        let wanted: Vec<i64> = segments.iter().map(|&s| s as i64).collect();
+        let rows = self.client.query(&sql, &[&wanted]).await.map_err(|e| db_error(&spec.table, "fetching rows", &e))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| FetchedRow {
+                values: (0..spec.columns.len()).map(|i| row.get::<_, Option<String>>(i)).collect(),
+            })
+            .collect())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+}

@@ -1,0 +1,108 @@
+//! Reconciliation pulled from SQLite: the database is in-process, so ferry
+//! reads the rows itself and hashes them with the stage side's code.
+//! SQLite keeps values by storage class, not by declared type, so each is
+//! read back into the canonical text of its staged column's family.
+
+use rusqlite::types::ValueRef;
+
+use super::{Sqlite, db_error, q};
+use crate::load::LoadError;
+use crate::reconcile::canonical::{self, float_text};
+use crate::reconcile::{Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash};
+
+/// The canonical text of a stored value of column `c`.
+fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
+    let single = c.family == Family::Float32;
+    Some(match v {
+        ValueRef::Null => return None,
+        ValueRef::Integer(i) => match c.family {
+            Family::Bool => if i != 0 { "1" } else { "0" }.to_owned(),
+            f if f.is_float() => float_text(i as f64, single, Dialect::Sqlite),
+            _ => i.to_string(),
+        },
+        ValueRef::Real(f) => match c.family {
+            Family::Decimal => {
+                let scale = usize::try_from(c.scale()).unwrap_or(0);
+                canonical::trim_decimal(&format!("{f:.scale$}")).to_owned()
+            }
+            Family::Int | Family::Bool if f.fract() == 0.0 => format!("{}", f as i64),
+            _ => float_text(f, single, Dialect::Sqlite),
+        },
+        ValueRef::Text(t) => {
+            let t = String::from_utf8_lossy(t);
+            match c.family {
+                Family::Decimal => canonical::trim_decimal(&t).to_owned(),
+                // Zoned timestamps are stored with their UTC offset.
+                Family::Timestamp => t.strip_suffix("+00:00").unwrap_or(&t).to_owned(),
+                _ => t.into_owned(),
+            }
+        }
+        ValueRef::Blob(b) => match c.family {
+            Family::Binary => hex::encode(b),
+            _ => String::from_utf8_lossy(b).into_owned(),
+        },
+    })
+}
+
+/// Calls `each` with the canonical texts of every row of the table.
+fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<String>])) -> Result<(), LoadError> {
+    let conn = sqlite.open(&spec.table)?;
+    let cols: Vec<String> = spec.columns.iter().map(|c| q(&c.name)).collect();
+    let sql = format!("SELECT {} FROM {}", cols.join(", "), q(&spec.table.name));
+    let fail = |e: rusqlite::Error| db_error(&spec.table, "reading rows", &e);
+    let mut stmt = conn.prepare(&sql).map_err(fail)?;
+    let mut rows = stmt.query([]).map_err(fail)?;
+    let mut texts: Vec<Option<String>> = vec![None; spec.columns.len()];
+    while let Some(row) = rows.next().map_err(fail)? {
+        for (i, c) in spec.columns.iter().enumerate() {
+            texts[i] = value_text(row.get_ref(i).map_err(fail)?, c);
+        }
+        each(&texts);
+    }
+    Ok(())
+}
+
+impl Sqlite {
+    /// Segment sums and the profile, computed by ferry over the table's rows.
+    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
+        blocking(move || {
+            let mut scan = Scan::new(&spec, Dialect::Sqlite);
+            each_row(&this, &spec, |texts| scan.row(texts))?;
+            Ok(scan.finish())
+        })
+        .await
+    }
+
+    /// The rows whose key falls in `segments`.
+    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+        let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
+        let wanted: std::collections::HashSet<u64> = segments.iter().copied().collect();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            each_row(&this, &spec, |texts| {
+                let (key, _) = key_hash(&spec, Dialect::Sqlite, texts, &mut buf);
+                if wanted.contains(&(key & spec.segment_mask())) {
+                    out.push(FetchedRow { values: texts.to_vec() });
+                }
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| LoadError::Database {
+        table: String::new(),
+        doing: "reconciling".into(),
+        message: e.to_string(),
+    })?
+}

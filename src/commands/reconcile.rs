@@ -1,0 +1,333 @@
+//! `ferry reconcile` (and the last step of `ferry build`): for every loaded
+//! model, compare the stage with the target table and report PASS/FAIL per
+//! check, the exact differing keys and columns, and a report file under
+//! `.ferry/runs/<run id>/reconcile.json`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use camino::Utf8Path;
+use serde_json::Value as Json;
+
+use super::execute::{RUNS_DIR, group};
+use crate::backend::Connection;
+use crate::cli::ReconcileArgs;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::error::ExitStatus;
+use crate::load::{self, LoadJob};
+use crate::manifest::Manifest;
+use crate::printer::Printer;
+use crate::project::profiles::Target;
+use crate::reconcile::{self as rec, Config, Differences, ModelReport, Status};
+use crate::settings::Settings;
+use crate::stage::STAGE_DIR;
+use crate::validate::quarantine::Ledger;
+
+/// What reconciling a set of nodes found.
+#[derive(Default)]
+pub(crate) struct Reconciled {
+    pub reports: BTreeMap<usize, ModelReport>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Reconciled {
+    pub fn failed(&self) -> usize {
+        self.reports.values().filter(|r| matches!(r.status, Status::Fail | Status::Error)).count()
+    }
+}
+
+pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer: &Printer) -> Result<ExitStatus> {
+    let started = Instant::now();
+    let Some(session) = super::load_or_report(settings, "reconcile", printer)? else {
+        return Ok(ExitStatus::Failure);
+    };
+    super::report(printer, &session.diagnostics);
+    let manifest = &session.manifest;
+    let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
+        return Ok(ExitStatus::Failure);
+    };
+    let loaded: BTreeSet<usize> =
+        selected.into_iter().filter(|&i| matches!(load::config_for(manifest, i), Ok(Some(_)) | Err(_))).collect();
+    if loaded.is_empty() {
+        printer.status("nothing to reconcile: no selected table model or seed is loaded");
+        return Ok(ExitStatus::Success);
+    }
+    let ledgers = ledgers_of_last_run(settings, manifest);
+    let run_dir = settings.path(RUNS_DIR).join(&manifest.globals.invocation_id);
+    let done = reconcile_nodes(&session.target, manifest, &loaded, &settings.path(STAGE_DIR), &ledgers, printer).await;
+    finish(&done, &run_dir, printer, started)
+}
+
+/// Writes the report file, prints the summary and picks the exit status.
+pub(crate) fn finish(done: &Reconciled, run_dir: &Utf8Path, printer: &Printer, started: Instant) -> Result<ExitStatus> {
+    super::report(printer, &done.diagnostics);
+    if done.reports.is_empty() {
+        return Ok(if done.diagnostics.is_empty() { ExitStatus::Success } else { ExitStatus::Failure });
+    }
+    let path = run_dir.join("reconcile.json");
+    let reports: Vec<&ModelReport> = done.reports.values().collect();
+    crate::artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&reports)?, true)
+        .with_context(|| format!("failed to write `{path}`"))?;
+    if printer.is_json() {
+        for r in &reports {
+            printer.data(&serde_json::to_string(r)?)?;
+        }
+    }
+    let failed = done.failed();
+    let passed = done.reports.values().filter(|r| r.status == Status::Pass).count();
+    let elapsed = started.elapsed().as_secs_f64();
+    if failed == 0 && done.diagnostics.is_empty() {
+        printer.status(&format!(
+            "reconciled {passed} table{} in {elapsed:.2}s: the target holds exactly what was staged (report: {path})",
+            if passed == 1 { "" } else { "s" }
+        ));
+        Ok(ExitStatus::Success)
+    } else {
+        printer.error_summary(&format!(
+            "{failed} table{} did not reconcile, {passed} did (report: {path})",
+            if failed == 1 { "" } else { "s" }
+        ));
+        Ok(ExitStatus::Failure)
+    }
+}
+
+/// The ledgers `run_results.json` recorded, for stages that have not
+/// changed since (their checksum still matches).
+pub(crate) fn ledgers_of_last_run(settings: &Settings, manifest: &Manifest) -> HashMap<usize, Ledger> {
+    let Ok(text) = fs_err::read_to_string(settings.path(".ferry/run_results.json")) else { return HashMap::new() };
+    let Ok(json) = serde_json::from_str::<Json>(&text) else { return HashMap::new() };
+    let mut out = HashMap::new();
+    for r in json["results"].as_array().into_iter().flatten() {
+        let Some(i) = manifest.nodes.iter().position(|n| Some(n.unique_id.as_str()) == r["unique_id"].as_str()) else {
+            continue;
+        };
+        let Ok(ledger) = serde_json::from_value::<Ledger>(r["ledger"].clone()) else { continue };
+        let stage = crate::stage::read_manifest(&settings.path(STAGE_DIR).join(&manifest.nodes[i].name));
+        if stage.is_ok_and(|s| Some(s.checksum.as_str()) == r["stage"]["checksum"].as_str()) {
+            out.insert(i, ledger);
+        }
+    }
+    out
+}
+
+/// Reconciles `nodes` (those loaded with `mode: replace`) against the target.
+pub(crate) async fn reconcile_nodes(
+    target: &Target,
+    manifest: &Manifest,
+    nodes: &BTreeSet<usize>,
+    stage_root: &Utf8Path,
+    ledgers: &HashMap<usize, Ledger>,
+    printer: &Printer,
+) -> Reconciled {
+    let mut done = Reconciled::default();
+    let mut jobs: Vec<(LoadJob, Config)> = Vec::new();
+    for i in load::load_order(manifest, nodes) {
+        let node = &manifest.nodes[i];
+        let config = match Config::from_json(node.config.get("reconcile")) {
+            Ok(c) => c,
+            Err(message) => {
+                done.diagnostics.push(
+                    Diagnostic::error(Code::ModelConfig, format!("{}: {message}", node.display_name()))
+                        .in_file(node.path())
+                        .with_help("write `reconcile: {columns: [a, b], tolerance: 0.001, max_mismatch_rows: 0}`"),
+                );
+                continue;
+            }
+        };
+        if !config.enabled {
+            continue;
+        }
+        match load::config_for(manifest, i) {
+            Ok(None) => {}
+            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stage_root) {
+                Ok(job) => jobs.push((job, config)),
+                Err(e) => done.diagnostics.push(e.to_diagnostic(&node.name)),
+            },
+            Err(d) => done.diagnostics.push(*d),
+        }
+    }
+    if jobs.is_empty() {
+        return done;
+    }
+    let mut conn = match Connection::connect(target).await {
+        Ok(c) => c,
+        Err(e) => {
+            done.diagnostics.push(e.to_diagnostic(&format!("target `{}`", target.name)));
+            return done;
+        }
+    };
+    let total = jobs.len();
+    for (k, (job, config)) in jobs.iter().enumerate() {
+        let started = Instant::now();
+        let report = reconcile_one(&mut conn, job, config, ledgers.get(&job.node), started).await;
+        let head = super::execute::node_line(
+            k + 1,
+            total,
+            report.status.word(),
+            "reconcile",
+            &job.model,
+            &format!("{} ({:.2}s)", report.table, report.seconds),
+        );
+        printer.status(&head);
+        for line in report_lines(&report) {
+            printer.status(&format!("      {line}"));
+        }
+        if let Some(e) = &report.error {
+            done.diagnostics.push(
+                Diagnostic::error(Code::Reconcile, format!("{}: reconciling `{}` failed: {e}", job.model, job.table))
+                    .with_help("check the target with `ferry debug`, or reload with `ferry load`"),
+            );
+        }
+        done.reports.insert(job.node, report);
+    }
+    done
+}
+
+async fn reconcile_one(
+    conn: &mut Connection,
+    job: &LoadJob,
+    config: &Config,
+    ledger: Option<&Ledger>,
+    started: Instant,
+) -> ModelReport {
+    let mut report = ModelReport {
+        model: job.model.clone(),
+        table: job.table.to_string(),
+        status: Status::Pass,
+        target_side: conn.reconcile_side().to_owned(),
+        staged_rows: job.stage.row_count,
+        target_rows: None,
+        checks: Vec::new(),
+        differences: Differences::default(),
+        seconds: 0.0,
+        notes: Vec::new(),
+        error: None,
+    };
+    if !rec::reconcilable(job.mode) {
+        report.status = Status::Skipped;
+        report.notes.push(format!(
+            "mode `{}` leaves rows of earlier loads in the table; only `replace` loads are reconciled so far",
+            job.mode.name()
+        ));
+        return report;
+    }
+    match compare(conn, job, config, ledger, &mut report).await {
+        Ok(()) => {
+            let failed = report.checks.iter().any(|c| c.status == Status::Fail);
+            report.status = if failed { Status::Fail } else { Status::Pass };
+        }
+        Err(e) => {
+            report.status = Status::Error;
+            report.error = Some(e);
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn compare(
+    conn: &mut Connection,
+    job: &LoadJob,
+    config: &Config,
+    ledger: Option<&Ledger>,
+    report: &mut ModelReport,
+) -> Result<(), String> {
+    let spec = rec::spec_for(job, config)?;
+    let dialect = conn.dialect();
+    let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec));
+    let (stage_segments, stage_profile) = stage.map_err(|e| e.to_string())?;
+    let (target_segments, target_profile) = target.map_err(|e| e.to_string())?;
+    let target_rows = target_profile
+        .get(&rec::Measure::Rows)
+        .cloned()
+        .flatten()
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or_default();
+    report.target_rows = Some(target_rows);
+    if let Some(l) = ledger {
+        report.checks.push(rec::ledger_check(job.stage.row_count, l));
+    }
+    report.checks.push(rec::count_check(job.stage.row_count, target_rows));
+    if config.profile {
+        report.checks.push(rec::profile_check(&spec, &stage_profile, &target_profile, config.tolerance));
+    }
+    let differing = rec::differing_segments(&stage_segments, &target_segments);
+    let diff = &mut report.differences;
+    diff.segments = spec.segments();
+    diff.segments_differing = differing.len() as u64;
+    if !differing.is_empty() {
+        let staged_in: u64 = differing.iter().filter_map(|s| stage_segments.get(s)).map(|s| s.0).sum();
+        let target_in: u64 = differing.iter().filter_map(|s| target_segments.get(s)).map(|s| s.0).sum();
+        if staged_in.max(target_in) > rec::MAX_FETCH_ROWS {
+            diff.not_fetched = true;
+        } else {
+            let wanted: HashSet<u64> = differing.iter().copied().collect();
+            let (stage_rows, target_rows) =
+                tokio::join!(rec::stage_rows_in(job, &spec, dialect, wanted), conn.reconcile_rows(&spec, &differing));
+            let stage_rows = stage_rows.map_err(|e| e.to_string())?;
+            let target_rows = target_rows.map_err(|e| e.to_string())?;
+            rec::diff_rows(&spec, stage_rows, target_rows, config.tolerance, diff);
+        }
+    }
+    report.checks.push(rec::checksum_check(&spec, &report.differences, job.stage.row_count, config));
+    rec::allow_explained(&mut report.checks, &report.differences);
+    Ok(())
+}
+
+/// The lines under a model's status line: each check, then the differences.
+fn report_lines(r: &ModelReport) -> Vec<String> {
+    let mut out: Vec<String> = r.notes.iter().map(|n| format!("note: {n}")).collect();
+    if r.checks.is_empty() {
+        return out;
+    }
+    out.push(format!("target side: {}", r.target_side));
+    for c in &r.checks {
+        out.push(format!("{:<5} {}: {}", c.status.word(), c.name, c.detail));
+        for m in c.mismatches.iter().take(10) {
+            out.push(format!(
+                "        {}: stage {}, target {}",
+                m.measure,
+                m.stage.as_deref().unwrap_or("NULL"),
+                m.target.as_deref().unwrap_or("NULL")
+            ));
+        }
+    }
+    let d = &r.differences;
+    let key = |k: &rec::Key| {
+        k.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("NULL"))).collect::<Vec<_>>().join(", ")
+    };
+    const SHOWN: usize = 10;
+    for k in d.missing_keys.iter().take(SHOWN) {
+        out.push(format!("  missing in target: {}", key(k)));
+    }
+    for k in d.extra_keys.iter().take(SHOWN) {
+        out.push(format!("  extra in target:   {}", key(k)));
+    }
+    for k in d.duplicated.iter().take(SHOWN) {
+        out.push(format!("  duplicate key in target: {}", key(k)));
+    }
+    for c in d.changed_rows.iter().take(SHOWN) {
+        let cells: Vec<String> = c
+            .columns
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}: {} -> {}",
+                    x.column,
+                    x.stage.as_deref().map(|s| format!("{s:?}")).unwrap_or_else(|| "NULL".into()),
+                    x.target.as_deref().map(|s| format!("{s:?}")).unwrap_or_else(|| "NULL".into())
+                )
+            })
+            .collect();
+        out.push(format!("  changed {}: {}", key(&c.key), cells.join("; ")));
+    }
+    let listed = d.missing_keys.len().min(SHOWN)
+        + d.extra_keys.len().min(SHOWN)
+        + d.duplicated.len().min(SHOWN)
+        + d.changed_rows.len().min(SHOWN);
+    if d.rows() > listed as u64 {
+        out.push(format!("  ... {} more differing rows in the report file", group(d.rows() - listed as u64)));
+    }
+    out
+}

@@ -1,0 +1,340 @@
+//! The canonical encoding of values and rows that both sides of a
+//! reconciliation hash.
+//!
+//! Every value becomes a canonical text:
+//!
+//! | family | canonical text |
+//! |---|---|
+//! | NULL | no text (encoded as `~`, distinct from the empty string) |
+//! | boolean | `1` / `0` |
+//! | integers | decimal digits |
+//! | decimals | the exact value, trailing fraction zeros dropped (`1.50` = `1.5`, `2.00` = `2`) |
+//! | text | the UTF-8 bytes |
+//! | binary | lowercase hex |
+//! | date / timestamp / time | `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), `HH:MM:SS.ffffff` |
+//! | floats | PostgreSQL: the IEEE-754 bits in hex (`float8send`); MySQL/MariaDB: the server's shortest round-trip text; SQLite: Rust's shortest round-trip text |
+//! | intervals | PostgreSQL: `months,days,microseconds`; elsewhere the text ferry loaded |
+//! | lists, structs, maps | PostgreSQL: `jsonb`'s output form; elsewhere the JSON text ferry loaded |
+//!
+//! A row is its values' texts, each written as `<byte length>:<text>` (or
+//! `~` for NULL) one after another, so no two rows share an encoding. Its
+//! hash is the first 8 bytes of the MD5 of that encoding, big-endian: MD5
+//! because PostgreSQL and MySQL compute it natively, so the target side can
+//! run inside the database. A segment sums its rows' hashes with wraparound
+//! and always pairs the sum with its row count.
+
+use datafusion::arrow::datatypes::DataType;
+use md5::{Digest, Md5};
+
+use crate::load::cells::{self, Cell};
+
+/// Which database's side a canonical text must agree with (floats, intervals
+/// and JSON differ in what the database can produce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Mysql,
+    Sqlite,
+}
+
+/// The value family of a canonical column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Bool,
+    Int,
+    Float32,
+    Float64,
+    Decimal,
+    Text,
+    Binary,
+    Date,
+    Timestamp,
+    Time,
+    Interval,
+    Json,
+}
+
+impl Family {
+    pub fn of(dt: &DataType) -> Family {
+        use DataType as D;
+        match dt {
+            D::Boolean => Family::Bool,
+            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => Family::Int,
+            D::Float16 | D::Float32 => Family::Float32,
+            D::Float64 => Family::Float64,
+            D::Decimal32(..) | D::Decimal64(..) | D::Decimal128(..) | D::Decimal256(..) => Family::Decimal,
+            D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => Family::Binary,
+            D::Date32 | D::Date64 => Family::Date,
+            D::Timestamp(..) => Family::Timestamp,
+            D::Time32(_) | D::Time64(_) => Family::Time,
+            D::Duration(_) | D::Interval(_) => Family::Interval,
+            d if cells::is_nested(d) => Family::Json,
+            _ => Family::Text,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, Family::Float32 | Family::Float64)
+    }
+
+    /// Numbers whose sum is compared exactly.
+    pub fn sums_exactly(self) -> bool {
+        matches!(self, Family::Int | Family::Decimal)
+    }
+
+    /// Values whose order does not depend on a collation.
+    pub fn orders_without_collation(self) -> bool {
+        matches!(self, Family::Int | Family::Decimal | Family::Date | Family::Timestamp | Family::Time)
+    }
+}
+
+/// The text of one staged value as it is shown and compared row by row
+/// (`None` for NULL): the canonical text, except that floats are their
+/// shortest round-trip decimal (see [`hash_text`]).
+pub fn show_text(cell: &Cell<'_>, family: Family, dialect: Dialect) -> Option<String> {
+    Some(match cell {
+        Cell::Null => return None,
+        Cell::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
+        Cell::Int(v) => v.to_string(),
+        Cell::UInt(v) => v.to_string(),
+        Cell::Float(v) => float_text(*v, family == Family::Float32, Dialect::Sqlite),
+        Cell::Decimal(v, s) => trim_decimal(&cells::decimal128_text(*v, *s)).to_owned(),
+        Cell::BigDecimal(d, s) => trim_decimal(&cells::decimal_text(d, *s)).to_owned(),
+        Cell::Text(s) => (*s).to_owned(),
+        Cell::Bytes(b) => hex::encode(b),
+        Cell::Date(d) => cells::date_text(*d),
+        Cell::Timestamp(us) => cells::timestamp_text(*us),
+        Cell::Time(us) => cells::time_text(*us),
+        Cell::Interval { months, days, micros } => match dialect {
+            Dialect::Postgres => format!("{months},{days},{micros}"),
+            Dialect::Mysql | Dialect::Sqlite => cells::interval_text(*months, *days, *micros),
+        },
+        Cell::Json(s) => match dialect {
+            Dialect::Postgres => jsonb_text(s),
+            Dialect::Mysql | Dialect::Sqlite => s.clone(),
+        },
+    })
+}
+
+/// The canonical text that is hashed, from the shown text: floats become
+/// what `dialect` can produce for them; everything else is unchanged.
+pub fn hash_text(show: &str, family: Family, dialect: Dialect) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if !family.is_float() {
+        return Cow::Borrowed(show);
+    }
+    if dialect == Dialect::Sqlite {
+        // SQLite keeps no negative zero.
+        return Cow::Borrowed(if show == "-0" { "0" } else { show });
+    }
+    match show.parse::<f64>() {
+        Ok(v) => Cow::Owned(float_text(v, family == Family::Float32, dialect)),
+        Err(_) => Cow::Borrowed(show),
+    }
+}
+
+/// A float's canonical text on `dialect`'s side.
+pub fn float_text(v: f64, single: bool, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Postgres if single => format!("{:08x}", canonical_nan32(v as f32).to_bits()),
+        Dialect::Postgres => format!("{:016x}", canonical_nan64(v).to_bits()),
+        Dialect::Mysql => mysql_float_text(v, single),
+        Dialect::Sqlite if single => format!("{}", v as f32),
+        Dialect::Sqlite => format!("{v}"),
+    }
+}
+
+fn canonical_nan64(v: f64) -> f64 {
+    if v.is_nan() { f64::from_bits(0x7ff8_0000_0000_0000) } else { v }
+}
+
+fn canonical_nan32(v: f32) -> f32 {
+    if v.is_nan() { f32::from_bits(0x7fc0_0000) } else { v }
+}
+
+/// A double (or a single) as MySQL and MariaDB print it: the shortest
+/// round-trip digits, in positional form while the decimal point sits
+/// within 15 places either way of the digits, scientific (`1e15`,
+/// `1.5e-300`) beyond.
+pub fn mysql_float_text(v: f64, single: bool) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let sci = if single { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // The value is 0.<digits> x 10^decpt.
+    let decpt = exp + 1;
+    if decpt <= -15 || decpt > 15 {
+        return sci;
+    }
+    if decpt <= 0 {
+        return format!("{sign}0.{}{digits}", "0".repeat(decpt.unsigned_abs() as usize));
+    }
+    let decpt = decpt as usize;
+    if digits.len() <= decpt {
+        format!("{sign}{digits}{}", "0".repeat(decpt - digits.len()))
+    } else {
+        format!("{sign}{}.{}", &digits[..decpt], &digits[decpt..])
+    }
+}
+
+/// A decimal's text without trailing fraction zeros (`1.50` -> `1.5`,
+/// `2.00` -> `2`, `-0.0` -> `0`).
+pub fn trim_decimal(text: &str) -> &str {
+    if !text.contains('.') {
+        return text;
+    }
+    let t = text.trim_end_matches('0').trim_end_matches('.');
+    match t {
+        "-0" | "" | "-" => "0",
+        t => t,
+    }
+}
+
+/// JSON text as PostgreSQL's `jsonb` prints it: object keys shorter first,
+/// then bytewise, the last of duplicate keys kept; `", "` and `": "`
+/// between items; numbers in positional notation.
+pub fn jsonb_text(json: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(v) => {
+            let mut out = String::with_capacity(json.len() + 8);
+            write_jsonb(&v, &mut out);
+            out
+        }
+        Err(_) => json.to_owned(),
+    }
+}
+
+fn write_jsonb(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as J;
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) => out.push_str(&positional(f)),
+            _ => out.push_str(&n.to_string()),
+        },
+        J::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        J::Array(items) => {
+            out.push('[');
+            for (k, item) in items.iter().enumerate() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out);
+            }
+            out.push(']');
+        }
+        J::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+            out.push('{');
+            for (k, key) in keys.into_iter().enumerate() {
+                if k > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&serde_json::to_string(key).unwrap_or_default());
+                out.push_str(": ");
+                write_jsonb(&map[key], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A float parsed from JSON text as `jsonb` prints it: positional, and
+/// integral values below 1e16 keep the `.0` that arrow's JSON writer gives
+/// them (`jsonb` keeps the scale it was given; larger ones arrive as `1e16`).
+fn positional(f: f64) -> String {
+    let s = format!("{f}");
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 { format!("{s}.0") } else { s }
+}
+
+/// Appends one field of a row encoding: `<byte length>:<text>`, or `~` for NULL.
+pub fn push_field(out: &mut Vec<u8>, text: Option<&[u8]>) {
+    match text {
+        None => out.push(b'~'),
+        Some(t) => {
+            out.extend_from_slice(itoa::Buffer::new().format(t.len()).as_bytes());
+            out.push(b':');
+            out.extend_from_slice(t);
+        }
+    }
+}
+
+/// The 64-bit hash of an encoding: the first 8 bytes of its MD5, big-endian.
+pub fn hash64(encoding: &[u8]) -> u64 {
+    let digest = Md5::digest(encoding);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_floats_print_as_the_server_does() {
+        // Each expected text is what MariaDB 10.11 printed for the value.
+        for (v, want) in [
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e14, "100000000000000"),
+            (1e15, "1e15"),
+            (1.5e16, "1.5e16"),
+            (1.2345678901234568e20, "1.2345678901234568e20"),
+            (1e-15, "0.000000000000001"),
+            (1e-16, "1e-16"),
+            (1.23456e-15, "0.00000000000000123456"),
+            (1.5e-300, "1.5e-300"),
+            (-2.5e100, "-2.5e100"),
+            (12345.678, "12345.678"),
+            (999_999_999_999_999.0, "999999999999999"),
+            (9_999_999_999_999_998.0, "9.999999999999998e15"),
+            (-0.0, "0"),
+        ] {
+            assert_eq!(mysql_float_text(v, false), want, "{v:e}");
+        }
+        assert_eq!(mysql_float_text(f64::from(0.1f32), true), "0.1");
+        assert_eq!(mysql_float_text(f64::from(3.4e38f32), true), "3.4e38");
+    }
+
+    #[test]
+    fn decimals_lose_trailing_zeros_only() {
+        assert_eq!(trim_decimal("1.50"), "1.5");
+        assert_eq!(trim_decimal("2.00"), "2");
+        assert_eq!(trim_decimal("100"), "100");
+        assert_eq!(trim_decimal("-0.00"), "0");
+        assert_eq!(trim_decimal("-0.250"), "-0.25");
+    }
+
+    #[test]
+    fn jsonb_orders_keys_by_length_then_bytes() {
+        assert_eq!(
+            jsonb_text(r#"{"bb":[1,2.5],"a":null,"c":{"y":"x\n"}}"#),
+            r#"{"a": null, "c": {"y": "x\n"}, "bb": [1, 2.5]}"#
+        );
+        assert_eq!(jsonb_text("[1e20, 1.0, 1.5e-7]"), "[100000000000000000000, 1.0, 0.00000015]");
+    }
+
+    #[test]
+    fn fields_are_length_prefixed_and_null_is_not_empty() {
+        let mut a = Vec::new();
+        push_field(&mut a, Some(b"ab"));
+        push_field(&mut a, None);
+        push_field(&mut a, Some(b""));
+        assert_eq!(a, b"2:ab~0:");
+        assert_ne!(hash64(b"~"), hash64(b"0:"));
+    }
+}

@@ -1,0 +1,589 @@
+//! Reconciliation: proving that a target table holds exactly what was
+//! staged, and finding every difference when it does not.
+//!
+//! Both sides compute the same things over the same canonical encoding
+//! ([`canonical`]):
+//! 1. the row count, tied to the model's row ledger;
+//! 2. a column profile: NULLs per column, exact sums of integer and
+//!    decimal columns (floats within a relative 1e-9, since summation order
+//!    differs), min/max of dates, timestamps, times and numeric keys, and
+//!    the number of distinct keys;
+//! 3. row checksums per segment: a row's 64-bit hash summed with wraparound
+//!    and paired with the row count. Segments are buckets of the *key's*
+//!    hash, not key ranges, so composite and string keys need no split
+//!    points and no database collation is involved. The segment count is
+//!    chosen so that a segment holds about [`SEGMENT_ROWS`] rows; segments
+//!    that differ are fetched row by row from both sides and compared by
+//!    key, down to missing keys, extra keys and changed columns with both
+//!    values.
+//!
+//! The stage side streams the staged Parquet. The target side runs inside
+//! PostgreSQL and MySQL as SQL ("pushed down"); SQLite is in-process, so its
+//! rows are read and hashed by ferry ("pulled"). See `crate::backend`.
+
+pub mod canonical;
+mod scan;
+
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::arrow::datatypes::DataType;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::load::{LoadJob, Mode, TableName};
+use crate::validate::quarantine::Ledger;
+pub use canonical::{Dialect, Family};
+pub use scan::{Scan, SegmentSums, key_hash, scan_stage, stage_rows_in};
+
+/// Rows a segment should hold: fewer are fetched and compared row by row.
+pub const SEGMENT_ROWS: u64 = 10_000;
+/// Differing segments are fetched only while they hold at most this many
+/// staged rows in all; beyond it the report gives counts, not keys.
+pub const MAX_FETCH_ROWS: u64 = 500_000;
+/// Differences listed per kind in the report.
+pub const MAX_LISTED: usize = 100;
+
+/// One compared column.
+#[derive(Debug, Clone)]
+pub struct SpecColumn {
+    pub name: String,
+    /// The canonical Arrow type it was staged as.
+    pub data_type: DataType,
+    pub family: Family,
+    /// Its position in the staged batches.
+    pub stage_index: usize,
+    pub key: bool,
+}
+
+impl SpecColumn {
+    /// The declared scale of a decimal column.
+    pub fn scale(&self) -> i8 {
+        match self.data_type {
+            DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => s,
+            _ => 0,
+        }
+    }
+}
+
+/// What both sides compute for one model.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub table: TableName,
+    pub columns: Vec<SpecColumn>,
+    /// Positions in `columns` of the key.
+    pub key: Vec<usize>,
+    /// Segments are the key hash's low `segment_bits` bits.
+    pub segment_bits: u32,
+    pub measures: Vec<Measure>,
+}
+
+impl Spec {
+    pub fn segment_mask(&self) -> u64 {
+        (1u64 << self.segment_bits) - 1
+    }
+
+    pub fn segments(&self) -> u64 {
+        1u64 << self.segment_bits
+    }
+}
+
+/// One aggregate of the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "measure", content = "column", rename_all = "snake_case")]
+pub enum Measure {
+    Rows,
+    Nulls(usize),
+    Sum(usize),
+    Min(usize),
+    Max(usize),
+    DistinctKeys,
+}
+
+impl Measure {
+    pub fn label(self, spec: &Spec) -> String {
+        let name = |c: usize| spec.columns[c].name.as_str();
+        match self {
+            Measure::Rows => "rows".into(),
+            Measure::Nulls(c) => format!("nulls({})", name(c)),
+            Measure::Sum(c) => format!("sum({})", name(c)),
+            Measure::Min(c) => format!("min({})", name(c)),
+            Measure::Max(c) => format!("max({})", name(c)),
+            Measure::DistinctKeys => "distinct keys".into(),
+        }
+    }
+}
+
+/// A model's `reconcile` config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub enabled: bool,
+    /// Columns compared (all when empty).
+    pub columns: Vec<String>,
+    pub profile: bool,
+    /// Differing rows allowed before the model fails.
+    pub max_mismatch_rows: u64,
+    /// Differing rows allowed, as a percentage of the staged rows.
+    pub max_mismatch_pct: f64,
+    /// Absolute difference allowed between float values.
+    pub tolerance: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            columns: Vec::new(),
+            profile: true,
+            max_mismatch_rows: 0,
+            max_mismatch_pct: 0.0,
+            tolerance: 0.0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `reconcile: false` or `reconcile: {columns, profile,
+    /// max_mismatch_rows, max_mismatch_pct, tolerance, enabled}`.
+    pub fn from_json(value: Option<&Json>) -> Result<Config, String> {
+        let mut config = Config::default();
+        let map = match value {
+            None | Some(Json::Null) | Some(Json::Bool(true)) => return Ok(config),
+            Some(Json::Bool(false)) => return Ok(Config { enabled: false, ..config }),
+            Some(Json::Object(m)) => m,
+            Some(other) => return Err(format!("`reconcile` must be `false` or a mapping, not `{other}`")),
+        };
+        for (k, v) in map {
+            let number = || {
+                v.as_f64()
+                    .filter(|n| *n >= 0.0)
+                    .ok_or_else(|| format!("`reconcile.{k}` must be a number of at least 0, not `{v}`"))
+            };
+            match k.as_str() {
+                "enabled" => {
+                    config.enabled =
+                        v.as_bool().ok_or_else(|| format!("`reconcile.enabled` must be true or false, not `{v}`"))?
+                }
+                "profile" => {
+                    config.profile =
+                        v.as_bool().ok_or_else(|| format!("`reconcile.profile` must be true or false, not `{v}`"))?
+                }
+                "columns" => config.columns = crate::project::config::column_list(v, "reconcile.columns")?,
+                "max_mismatch_rows" => config.max_mismatch_rows = number()? as u64,
+                "max_mismatch_pct" => config.max_mismatch_pct = number()?,
+                "tolerance" => config.tolerance = number()?,
+                other => {
+                    return Err(format!(
+                        "unknown `reconcile` key `{other}`; the keys are enabled, columns, profile, max_mismatch_rows, max_mismatch_pct, tolerance"
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The spec for a load job: the configured columns (always with the key),
+/// the key (`unique_key`, or every compared column), and the profile.
+pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
+    for c in &config.columns {
+        if !job.columns.iter().any(|l| &l.name == c) {
+            return Err(format!("`reconcile.columns` names `{c}`, which is not a staged column"));
+        }
+    }
+    let mut columns = Vec::new();
+    for (i, c) in job.columns.iter().enumerate() {
+        let key = job.unique_key.contains(&c.name);
+        if config.columns.is_empty() || key || config.columns.contains(&c.name) {
+            columns.push(SpecColumn {
+                name: c.name.clone(),
+                data_type: c.data_type.clone(),
+                family: Family::of(&c.data_type),
+                stage_index: i,
+                key,
+            });
+        }
+    }
+    if job.unique_key.is_empty() {
+        for c in &mut columns {
+            c.key = true;
+        }
+    }
+    let key: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+    let segments = job.stage.row_count.div_ceil(SEGMENT_ROWS).max(1);
+    let segment_bits = (64 - (segments - 1).leading_zeros()).min(20);
+    let mut measures = vec![Measure::Rows];
+    if config.profile {
+        for (i, c) in columns.iter().enumerate() {
+            measures.push(Measure::Nulls(i));
+            let wide_decimal = matches!(c.data_type, DataType::Decimal256(..));
+            if (c.family.sums_exactly() && !wide_decimal) || c.family.is_float() {
+                measures.push(Measure::Sum(i));
+            }
+            let ordered = matches!(c.family, Family::Date | Family::Timestamp | Family::Time)
+                || (c.key && c.family.orders_without_collation() && !wide_decimal);
+            if ordered {
+                measures.push(Measure::Min(i));
+                measures.push(Measure::Max(i));
+            }
+        }
+        // Without a unique key the "key" is every column: nothing to count.
+        if !job.unique_key.is_empty() {
+            measures.push(Measure::DistinctKeys);
+        }
+    }
+    Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures })
+}
+
+/// A profile: one value per measure (as canonical text; `None` for an
+/// aggregate over no values).
+pub type Profile = BTreeMap<Measure, Option<String>>;
+
+/// One row fetched from a differing segment: its key's and columns' texts.
+#[derive(Debug, Clone)]
+pub struct FetchedRow {
+    pub values: Vec<Option<String>>,
+}
+
+/// How PASS or FAIL a check or a model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skipped,
+    Error,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skipped => "SKIP",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// One check of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<ProfileMismatch>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileMismatch {
+    pub measure: String,
+    pub stage: Option<String>,
+    pub target: Option<String>,
+}
+
+/// A key as column name and canonical text.
+pub type Key = BTreeMap<String, Option<String>>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangedRow {
+    pub key: Key,
+    pub columns: Vec<ChangedCell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangedCell {
+    pub column: String,
+    pub stage: Option<String>,
+    pub target: Option<String>,
+}
+
+/// The rows that differ, from the segments whose checksums differ.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Differences {
+    pub segments: u64,
+    pub segments_differing: u64,
+    /// Keys staged but not in the target.
+    pub missing: u64,
+    /// Keys in the target but not staged.
+    pub extra: u64,
+    /// Keys in both whose columns differ.
+    pub changed: u64,
+    /// Keys the target holds more than once.
+    pub duplicate_keys: u64,
+    /// Whether the segments were too large to fetch: then only
+    /// `segments_differing` is known.
+    pub not_fetched: bool,
+    pub missing_keys: Vec<Key>,
+    pub extra_keys: Vec<Key>,
+    pub changed_rows: Vec<ChangedRow>,
+    pub duplicated: Vec<Key>,
+}
+
+impl Differences {
+    /// Rows that differ (each missing, extra, changed or duplicated key once).
+    pub fn rows(&self) -> u64 {
+        self.missing + self.extra + self.changed + self.duplicate_keys
+    }
+}
+
+/// What reconciling one model found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    pub table: String,
+    pub status: Status,
+    /// `pushed down` or `pulled`.
+    pub target_side: String,
+    pub staged_rows: u64,
+    pub target_rows: Option<u64>,
+    pub checks: Vec<Check>,
+    pub differences: Differences,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The ledger check: every row the model produced is staged, quarantined
+/// or dropped as a duplicate, and the stage holds what the ledger says.
+pub fn ledger_check(staged: u64, l: &Ledger) -> Check {
+    let mut problems = Vec::new();
+    if !l.balances() {
+        problems.push(format!(
+            "the ledger does not balance: produced {} != staged {} + quarantined {} + duplicates {}",
+            l.produced, l.staged, l.quarantined, l.duplicates_dropped
+        ));
+    }
+    if l.staged != staged {
+        problems.push(format!("the ledger says {} rows were staged, the stage holds {staged}", l.staged));
+    }
+    let detail = if problems.is_empty() {
+        format!(
+            "{} produced = {} staged + {} quarantined + {} duplicates dropped",
+            l.produced, l.staged, l.quarantined, l.duplicates_dropped
+        )
+    } else {
+        problems.join("; ")
+    };
+    Check {
+        name: "ledger",
+        status: if problems.is_empty() { Status::Pass } else { Status::Fail },
+        detail,
+        mismatches: Vec::new(),
+    }
+}
+
+/// The row count check: the target holds as many rows as the stage.
+pub fn count_check(staged: u64, target: u64) -> Check {
+    let same = staged == target;
+    Check {
+        name: "row count",
+        status: if same { Status::Pass } else { Status::Fail },
+        detail: format!("{staged} staged, {target} in the target"),
+        mismatches: Vec::new(),
+    }
+}
+
+/// When the checksum check found differing rows and allowed them (the
+/// fidelity contract), the counts and profile those rows move are expected
+/// to differ: such failures pass, saying why.
+pub fn allow_explained(checks: &mut [Check], diff: &Differences) {
+    let allowed =
+        checks.iter().any(|c| c.name == "checksum" && c.status == Status::Pass) && !diff.not_fetched && diff.rows() > 0;
+    if !allowed {
+        return;
+    }
+    for c in checks.iter_mut().filter(|c| matches!(c.name, "row count" | "profile") && c.status == Status::Fail) {
+        c.status = Status::Pass;
+        c.detail = format!("{} (explained by the {} differing rows allowed)", c.detail, diff.rows());
+    }
+}
+
+/// The profile check: every measure equal (float sums within a relative
+/// 1e-9 plus the tolerance per row).
+pub fn profile_check(spec: &Spec, stage: &Profile, target: &Profile, tolerance: f64) -> Check {
+    let mut mismatches = Vec::new();
+    for m in &spec.measures {
+        if *m == Measure::Rows {
+            continue;
+        }
+        let (a, b) = (stage.get(m).cloned().flatten(), target.get(m).cloned().flatten());
+        let same = match (m, &a, &b) {
+            (Measure::Sum(c), Some(x), Some(y)) if spec.columns[*c].family.is_float() => {
+                match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(x), Ok(y)) => {
+                        let rows = stage
+                            .get(&Measure::Rows)
+                            .cloned()
+                            .flatten()
+                            .and_then(|r| r.parse::<f64>().ok())
+                            .unwrap_or(1.0);
+                        (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + tolerance * rows || x == y
+                    }
+                    _ => x == y,
+                }
+            }
+            _ => a == b,
+        };
+        if !same {
+            mismatches.push(ProfileMismatch { measure: m.label(spec), stage: a, target: b });
+        }
+    }
+    let compared = spec.measures.len().saturating_sub(1);
+    let detail = if mismatches.is_empty() {
+        format!("{compared} measures agree")
+    } else {
+        format!("{} of {compared} measures differ", mismatches.len())
+    };
+    Check {
+        name: "profile",
+        status: if mismatches.is_empty() { Status::Pass } else { Status::Fail },
+        detail,
+        mismatches,
+    }
+}
+
+/// The segments whose count or hash sum differ.
+pub fn differing_segments(stage: &SegmentSums, target: &SegmentSums) -> Vec<u64> {
+    let mut out: Vec<u64> = stage
+        .iter()
+        .filter(|(b, s)| target.get(b) != Some(s))
+        .map(|(b, _)| *b)
+        .chain(target.keys().filter(|b| !stage.contains_key(b)).copied())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Compares the rows of the differing segments by key.
+pub fn diff_rows(spec: &Spec, stage: Vec<FetchedRow>, target: Vec<FetchedRow>, tolerance: f64, diff: &mut Differences) {
+    let key_of =
+        |row: &FetchedRow| -> Vec<Option<String>> { spec.key.iter().map(|&k| row.values[k].clone()).collect() };
+    let show_key = |k: &[Option<String>]| -> Key {
+        spec.key.iter().zip(k).map(|(&c, v)| (spec.columns[c].name.clone(), v.clone())).collect()
+    };
+    let mut staged: HashMap<Vec<Option<String>>, Vec<FetchedRow>> = HashMap::new();
+    for row in stage {
+        staged.entry(key_of(&row)).or_default().push(row);
+    }
+    let mut in_target: HashMap<Vec<Option<String>>, Vec<FetchedRow>> = HashMap::new();
+    for row in target {
+        in_target.entry(key_of(&row)).or_default().push(row);
+    }
+    let mut keys: Vec<&Vec<Option<String>>> =
+        staged.keys().chain(in_target.keys().filter(|k| !staged.contains_key(*k))).collect();
+    keys.sort();
+    for key in keys {
+        let s = staged.get(key).map(Vec::as_slice).unwrap_or_default();
+        let t = in_target.get(key).map(Vec::as_slice).unwrap_or_default();
+        match (s, t) {
+            (_, []) => {
+                diff.missing += 1;
+                if diff.missing_keys.len() < MAX_LISTED {
+                    diff.missing_keys.push(show_key(key));
+                }
+            }
+            ([], _) => {
+                diff.extra += 1;
+                if diff.extra_keys.len() < MAX_LISTED {
+                    diff.extra_keys.push(show_key(key));
+                }
+            }
+            _ => {
+                if t.len() > s.len() {
+                    diff.duplicate_keys += 1;
+                    if diff.duplicated.len() < MAX_LISTED {
+                        diff.duplicated.push(show_key(key));
+                    }
+                    continue;
+                }
+                let columns = changed_cells(spec, &s[0], &t[0], tolerance);
+                if !columns.is_empty() {
+                    diff.changed += 1;
+                    if diff.changed_rows.len() < MAX_LISTED {
+                        diff.changed_rows.push(ChangedRow { key: show_key(key), columns });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn changed_cells(spec: &Spec, s: &FetchedRow, t: &FetchedRow, tolerance: f64) -> Vec<ChangedCell> {
+    let mut out = Vec::new();
+    for (i, c) in spec.columns.iter().enumerate() {
+        let (a, b) = (&s.values[i], &t.values[i]);
+        let same = match (a, b) {
+            (Some(x), Some(y)) if c.family.is_float() => floats_agree(x, y, c.family == Family::Float32, tolerance),
+            _ => a == b,
+        };
+        if !same {
+            out.push(ChangedCell { column: c.name.clone(), stage: a.clone(), target: b.clone() });
+        }
+    }
+    out
+}
+
+fn floats_agree(x: &str, y: &str, single: bool, tolerance: f64) -> bool {
+    let parse =
+        |s: &str| -> Option<f64> { if single { s.parse::<f32>().ok().map(f64::from) } else { s.parse::<f64>().ok() } };
+    match (parse(x), parse(y)) {
+        (Some(a), Some(b)) => a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= tolerance,
+        _ => x == y,
+    }
+}
+
+/// The checksum check from the differences found.
+pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Config) -> Check {
+    let rows = diff.rows();
+    let pct = if staged == 0 { if rows == 0 { 0.0 } else { 100.0 } } else { rows as f64 * 100.0 / staged as f64 };
+    // The fidelity contract: exact unless a row count or a share is allowed.
+    let within = rows <= config.max_mismatch_rows || (config.max_mismatch_pct > 0.0 && pct <= config.max_mismatch_pct);
+    let detail = if diff.segments_differing == 0 {
+        format!(
+            "{} segment{} of {} columns agree",
+            diff.segments,
+            if diff.segments == 1 { "" } else { "s" },
+            spec.columns.len()
+        )
+    } else if diff.not_fetched {
+        format!("{} of {} segments differ (too many rows to list keys)", diff.segments_differing, diff.segments)
+    } else if rows == 0 {
+        format!(
+            "{} of {} segments differ in hash only; every row agrees within the tolerance",
+            diff.segments_differing, diff.segments
+        )
+    } else {
+        format!(
+            "{rows} rows differ ({} missing, {} extra, {} changed, {} duplicate keys) in {} of {} segments",
+            diff.missing, diff.extra, diff.changed, diff.duplicate_keys, diff.segments_differing, diff.segments
+        )
+    };
+    let failed = (diff.not_fetched && diff.segments_differing > 0) || (rows > 0 && !within);
+    Check { name: "checksum", status: if failed { Status::Fail } else { Status::Pass }, detail, mismatches: Vec::new() }
+}
+
+/// Whether a load mode leaves the target holding exactly the stage.
+pub fn reconcilable(mode: Mode) -> bool {
+    mode == Mode::Replace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_every_key_and_names_unknown_ones() {
+        let c =
+            Config::from_json(Some(&serde_json::json!({"columns": ["a"], "tolerance": 0.01, "max_mismatch_rows": 3})))
+                .unwrap();
+        assert_eq!(c.columns, vec!["a"]);
+        assert_eq!(c.max_mismatch_rows, 3);
+        assert!(!Config::from_json(Some(&Json::Bool(false))).unwrap().enabled);
+        let e = Config::from_json(Some(&serde_json::json!({"tolerence": 1}))).unwrap_err();
+        assert!(e.contains("unknown `reconcile` key `tolerence`"), "{e}");
+    }
+}

@@ -1,0 +1,303 @@
+//! One pass over rows given as canonical texts: segment sums, the profile
+//! and the distinct keys. The stage side feeds it staged batches; a pulled
+//! target side (SQLite) feeds it the rows it reads.
+
+use std::collections::{HashMap, HashSet};
+
+use super::canonical::{self, Dialect, Family, hash_text, push_field};
+use super::{FetchedRow, Measure, Profile, Spec};
+use crate::load::cells::{self, Cell};
+use crate::load::{LoadError, LoadJob, read};
+
+/// Per segment: rows and the wrapping sum of their hashes.
+pub type SegmentSums = HashMap<u64, (u64, u64)>;
+
+/// A running aggregate of the profile.
+#[derive(Debug, Clone)]
+enum Acc {
+    Count(u64),
+    IntSum(Option<i128>),
+    /// An unscaled sum at the column's scale.
+    DecimalSum(Option<i128>, i8),
+    FloatSum(Option<f64>),
+    /// `None` once a value could not be read as a number.
+    Extreme {
+        min: bool,
+        best: Option<(Order, String)>,
+    },
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Order {
+    Number(i128),
+    Text(String),
+}
+
+/// Rows in, segment sums and a profile out.
+pub struct Scan<'s> {
+    spec: &'s Spec,
+    dialect: Dialect,
+    segments: SegmentSums,
+    accs: Vec<(Measure, Acc)>,
+    keys: HashSet<u64>,
+    key_buf: Vec<u8>,
+    row_buf: Vec<u8>,
+}
+
+impl<'s> Scan<'s> {
+    pub fn new(spec: &'s Spec, dialect: Dialect) -> Self {
+        let accs = spec
+            .measures
+            .iter()
+            .map(|&m| {
+                let acc = match m {
+                    Measure::Rows | Measure::Nulls(_) | Measure::DistinctKeys => Acc::Count(0),
+                    Measure::Sum(c) => match spec.columns[c].family {
+                        Family::Decimal => Acc::DecimalSum(None, spec.columns[c].scale()),
+                        f if f.is_float() => Acc::FloatSum(None),
+                        _ => Acc::IntSum(None),
+                    },
+                    Measure::Min(_) => Acc::Extreme { min: true, best: None },
+                    Measure::Max(_) => Acc::Extreme { min: false, best: None },
+                };
+                (m, acc)
+            })
+            .collect();
+        Scan {
+            spec,
+            dialect,
+            segments: HashMap::new(),
+            accs,
+            keys: HashSet::new(),
+            key_buf: Vec::with_capacity(64),
+            row_buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// The segment of a row and whether its key has no NULL (with its hash).
+    fn key_hash(&mut self, texts: &[Option<String>]) -> (u64, bool) {
+        key_hash(self.spec, self.dialect, texts, &mut self.key_buf)
+    }
+
+    /// Adds one row, given as the shown texts of the spec's columns.
+    pub fn row(&mut self, texts: &[Option<String>]) {
+        let (key, complete) = self.key_hash(texts);
+        self.row_buf.clear();
+        for (c, t) in self.spec.columns.iter().zip(texts) {
+            let h = t.as_deref().map(|t| hash_text(t, c.family, self.dialect));
+            push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes));
+        }
+        let hash = canonical::hash64(&self.row_buf);
+        let seg = self.segments.entry(key & self.spec.segment_mask()).or_insert((0, 0));
+        seg.0 += 1;
+        seg.1 = seg.1.wrapping_add(hash);
+        if complete && self.accs.iter().any(|(m, _)| *m == Measure::DistinctKeys) {
+            self.keys.insert(key);
+        }
+        for (m, acc) in &mut self.accs {
+            let value = match m {
+                Measure::Rows => {
+                    if let Acc::Count(n) = acc {
+                        *n += 1;
+                    }
+                    continue;
+                }
+                Measure::DistinctKeys => continue,
+                Measure::Nulls(c) => {
+                    if texts[*c].is_none()
+                        && let Acc::Count(n) = acc
+                    {
+                        *n += 1;
+                    }
+                    continue;
+                }
+                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => (&texts[*c], *c),
+            };
+            let (Some(text), c) = value else { continue };
+            observe(acc, text, self.spec.columns[c].family, self.spec.columns[c].scale());
+        }
+    }
+
+    /// The segment sums and the profile.
+    pub fn finish(self) -> (SegmentSums, Profile) {
+        let keys = self.keys.len() as u64;
+        let profile = self
+            .accs
+            .into_iter()
+            .map(|(m, acc)| {
+                let value = match acc {
+                    _ if m == Measure::DistinctKeys => Some(keys.to_string()),
+                    Acc::Count(n) => Some(n.to_string()),
+                    Acc::IntSum(s) => s.map(|s| s.to_string()),
+                    Acc::DecimalSum(s, scale) => {
+                        s.map(|s| canonical::trim_decimal(&cells::decimal128_text(s, scale)).to_owned())
+                    }
+                    Acc::FloatSum(s) => s.map(|s| s.to_string()),
+                    Acc::Extreme { best, .. } => best.map(|(_, t)| t),
+                    Acc::Unreadable => Some("(unreadable)".into()),
+                };
+                (m, value)
+            })
+            .collect();
+        (self.segments, profile)
+    }
+}
+
+/// The key's hash (its segment is the low bits) and whether no part of the
+/// key is NULL.
+pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<String>], buf: &mut Vec<u8>) -> (u64, bool) {
+    buf.clear();
+    let mut complete = true;
+    for &k in &spec.key {
+        let c = &spec.columns[k];
+        let h = texts[k].as_deref().map(|t| hash_text(t, c.family, dialect));
+        complete &= h.is_some();
+        push_field(buf, h.as_deref().map(str::as_bytes));
+    }
+    (canonical::hash64(buf), complete)
+}
+
+fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
+    match acc {
+        Acc::IntSum(s) => match text.parse::<i128>() {
+            Ok(v) => *s = Some(s.unwrap_or(0) + v),
+            Err(_) => *acc = Acc::Unreadable,
+        },
+        Acc::DecimalSum(s, scale) => match unscaled(text, *scale) {
+            Some(v) => *s = Some(s.unwrap_or(0) + v),
+            None => *acc = Acc::Unreadable,
+        },
+        Acc::FloatSum(s) => match text.parse::<f64>() {
+            Ok(v) => *s = Some(s.unwrap_or(0.0) + v),
+            Err(_) => *acc = Acc::Unreadable,
+        },
+        Acc::Extreme { min, best } => {
+            let order = match family {
+                Family::Int => text.parse::<i128>().ok().map(Order::Number),
+                Family::Decimal => unscaled(text, scale).map(Order::Number),
+                _ => Some(Order::Text(text.to_owned())),
+            };
+            let Some(order) = order else {
+                *acc = Acc::Unreadable;
+                return;
+            };
+            let better = match best {
+                None => true,
+                Some((b, _)) => {
+                    if *min {
+                        order < *b
+                    } else {
+                        order > *b
+                    }
+                }
+            };
+            if better {
+                *best = Some((order, text.to_owned()));
+            }
+        }
+        Acc::Count(_) | Acc::Unreadable => {}
+    }
+}
+
+/// A decimal's text (`-1.5`) as an unscaled integer at `scale` (`-150` at
+/// 2), or `None` when it has more fraction digits than the scale or is not
+/// a decimal.
+pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let scale = usize::try_from(scale).ok()?;
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = format!("{int}{frac}{}", "0".repeat(scale - frac.len()));
+    let v: i128 = if text.is_empty() { 0 } else { text.parse().ok()? };
+    Some(if neg { -v } else { v })
+}
+
+/// The shown texts of the spec's columns for every row of a staged batch.
+fn batch_rows(
+    spec: &Spec,
+    dialect: Dialect,
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    mut each: impl FnMut(&[Option<String>]),
+) -> Result<(), String> {
+    let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
+    let mut texts: Vec<Option<String>> = vec![None; spec.columns.len()];
+    for row in 0..batch.num_rows() {
+        for (t, c) in texts.iter_mut().zip(&spec.columns) {
+            let cell: Cell<'_> = columns[c.stage_index].cell(row);
+            *t = canonical::show_text(&cell, c.family, dialect);
+        }
+        each(&texts);
+    }
+    Ok(())
+}
+
+/// Streams the stage once: its segment sums and profile, computed as the
+/// `dialect`'s side computes them.
+pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<(SegmentSums, Profile), LoadError> {
+    let (job, spec) = (job.clone(), spec.clone());
+    run_blocking(move || {
+        let mut scan = Scan::new(&spec, dialect);
+        let mut rx = read::spawn(&job);
+        while let Some(batch) = rx.blocking_recv() {
+            batch_rows(&spec, dialect, &batch?, |texts| scan.row(texts))
+                .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+        }
+        Ok(scan.finish())
+    })
+    .await
+}
+
+/// The staged rows whose key falls in `segments`.
+pub async fn stage_rows_in(
+    job: &LoadJob,
+    spec: &Spec,
+    dialect: Dialect,
+    segments: HashSet<u64>,
+) -> Result<Vec<FetchedRow>, LoadError> {
+    let (job, spec) = (job.clone(), spec.clone());
+    run_blocking(move || {
+        let mut rows = Vec::new();
+        let mut buf = Vec::new();
+        let mut rx = read::spawn(&job);
+        while let Some(batch) = rx.blocking_recv() {
+            batch_rows(&spec, dialect, &batch?, |texts| {
+                let (key, _) = key_hash(&spec, dialect, texts, &mut buf);
+                if segments.contains(&(key & spec.segment_mask())) {
+                    rows.push(FetchedRow { values: texts.to_vec() });
+                }
+            })
+            .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+        }
+        Ok(rows)
+    })
+    .await
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Read { model: String::new(), message: format!("the reconcile scan stopped: {e}") })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_reads_back_at_its_scale() {
+        assert_eq!(unscaled("-1.5", 2), Some(-150));
+        assert_eq!(unscaled("2", 2), Some(200));
+        assert_eq!(unscaled("0.125", 2), None);
+        assert_eq!(unscaled("0.120", 2), Some(12));
+        assert_eq!(unscaled("x", 2), None);
+    }
+}

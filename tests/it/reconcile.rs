@@ -1,0 +1,361 @@
+//! Reconciliation against real targets: load, corrupt the target in known
+//! ways, and assert the exact keys, columns and values `ferry reconcile`
+//! reports; and that untouched loads of every type family pass.
+
+use serde_json::Value as Json;
+
+use crate::common::TestProject;
+use crate::load::{Db, ok, project_for};
+
+/// 1,000 rows with a key and one column of each common family.
+const ACCOUNTS: &str = "{{ config(materialized='table', unique_key='id') }}
+select
+  value as id,
+  value % 2 = 0 as active,
+  cast(value * 3 as int) as qty,
+  cast(value as double) / 8 as ratio,
+  cast(cast(value as double) / 4 as real) as ratio32,
+  cast(value * 1.25 as decimal(12, 2)) as amount,
+  'name ' || cast(value as varchar) as name,
+  case when value % 10 = 0 then '' else 'note' end as note,
+  arrow_cast(arrow_cast('b' || cast(value as varchar), 'Utf8'), 'Binary') as payload,
+  cast(to_timestamp_seconds(1700000000 + value * 86400) as date) as day,
+  arrow_cast(to_timestamp_seconds(1700000000 + value * 3600), 'Timestamp(Microsecond, Some(\"UTC\"))') as ts_utc,
+  case when value % 7 = 0 then null else make_array(value, value + 1) end as tags,
+  named_struct('kind', 'acct', 'n', value) as meta
+from generate_series(1, 1000)
+";
+
+/// Every column, in the model's order, for INSERTs that copy a row.
+const COLUMNS: &str = "active, qty, ratio, ratio32, amount, name, note, payload, day, ts_utc, tags, meta";
+
+fn accounts(db: &Db) -> TestProject {
+    project_for(db, None, "").model("accounts.sql", ACCOUNTS)
+}
+
+/// The report of the latest `ferry reconcile` or `build`, per model.
+fn report(p: &TestProject) -> Vec<Json> {
+    let runs = p.path().join(".ferry/runs");
+    let latest = std::fs::read_dir(&runs)
+        .expect("runs dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("reconcile.json"))
+        .filter(|f| f.exists())
+        .max_by_key(|f| f.metadata().and_then(|m| m.modified()).ok())
+        .expect("a reconcile.json");
+    serde_json::from_str(&std::fs::read_to_string(latest).expect("read report")).expect("report is JSON")
+}
+
+fn model<'a>(report: &'a [Json], name: &str) -> &'a Json {
+    report.iter().find(|r| r["model"] == name).unwrap_or_else(|| panic!("no report for {name}: {report:?}"))
+}
+
+fn check_status(m: &Json, check: &str) -> String {
+    m["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == check)
+        .map(|c| c["status"].to_string())
+        .unwrap_or_default()
+}
+
+fn key(k: &Json) -> String {
+    k.as_object()
+        .expect("key")
+        .iter()
+        .map(|(c, v)| format!("{c}={}", v.as_str().unwrap_or("NULL")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The differences as sorted lines: `missing id=5`, `changed id=10 active: 1 -> 0`.
+fn differences(m: &Json) -> Vec<String> {
+    let d = &m["differences"];
+    let mut out = Vec::new();
+    for (kind, field) in [("missing", "missing_keys"), ("extra", "extra_keys"), ("duplicate", "duplicated")] {
+        for k in d[field].as_array().into_iter().flatten() {
+            out.push(format!("{kind} {}", key(k)));
+        }
+    }
+    for row in d["changed_rows"].as_array().into_iter().flatten() {
+        for c in row["columns"].as_array().into_iter().flatten() {
+            let v = |x: &Json| x.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| "NULL".into());
+            out.push(format!(
+                "changed {} {}: {} -> {}",
+                key(&row["key"]),
+                c["column"].as_str().unwrap_or(""),
+                v(&c["stage"]),
+                v(&c["target"])
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Loads, checks that the untouched load reconciles, then corrupts the
+/// target with `corrupt` and returns the report for `accounts`.
+async fn corrupted(db: &mut Db, p: &TestProject, corrupt: fn(&Db) -> Vec<String>) -> (crate::common::Ran, Json) {
+    ok(&p.run(["run"]));
+    let clean = p.run(["reconcile"]);
+    ok(&clean);
+    let r = report(p);
+    let m = model(&r, "accounts");
+    assert_eq!(m["status"], "pass", "{m:#}");
+    for c in ["row count", "profile", "checksum"] {
+        assert_eq!(check_status(m, c), "\"pass\"", "{c}: {m:#}");
+    }
+    for sql in corrupt(db) {
+        db.execute(&sql).await;
+    }
+    let ran = p.run(["reconcile"]);
+    let r = report(p);
+    (ran, model(&r, "accounts").clone())
+}
+
+/// What every backend must report for [`corruptions`].
+const EXPECTED: &[&str] = &[
+    "changed id=10 active: \"1\" -> \"0\"",
+    "changed id=11 qty: \"33\" -> \"34\"",
+    "changed id=12 ratio: \"1.5\" -> \"2.5\"",
+    "changed id=13 amount: \"16.25\" -> \"16.26\"",
+    "changed id=14 name: \"name 14\" -> \"renamed\"",
+    "changed id=15 payload: \"623135\" -> \"7a7a\"",
+    "changed id=16 day: \"2023-11-30\" -> \"2023-12-01\"",
+    "changed id=17 ts_utc: \"2023-11-15 15:13:20.000000\" -> \"2023-11-15 16:13:20.000000\"",
+    "changed id=18 ratio32: \"4.5\" -> \"5.5\"",
+    "changed id=20 note: \"\" -> NULL",
+    "duplicate id=30",
+    "extra id=1001",
+    "missing id=5",
+];
+
+/// The corruptions, in each dialect: a deleted row, an extra row, one
+/// changed cell per family, an empty string made NULL, a timestamp shifted
+/// by an hour, and a duplicated key (after dropping the key constraint).
+fn corruptions(db: &Db) -> Vec<String> {
+    let t = match db {
+        Db::Pg { .. } => format!("\"{}\".accounts", db.schema()),
+        Db::My { .. } => format!("`{}`.accounts", db.schema()),
+        Db::Lite { .. } => "accounts".to_owned(),
+    };
+    let (bytes, next_day, hour_later) = match db {
+        Db::Pg { .. } => ("'\\x7a7a'::bytea", "day + 1", "ts_utc + interval '1 hour'"),
+        Db::My { .. } => ("X'7a7a'", "DATE_ADD(day, INTERVAL 1 DAY)", "DATE_ADD(ts_utc, INTERVAL 1 HOUR)"),
+        Db::Lite { .. } => (
+            "X'7a7a'",
+            "date(day, '+1 day')",
+            "strftime('%Y-%m-%d %H:%M:%S', substr(ts_utc, 1, 19), '+1 hour') || '.000000+00:00'",
+        ),
+    };
+    let drop_key = match db {
+        Db::Pg { .. } => format!(
+            "DO $$ DECLARE c text; BEGIN SELECT conname INTO c FROM pg_constraint WHERE conrelid = '{t}'::regclass AND contype = 'p'; \
+             EXECUTE format('ALTER TABLE {} DROP CONSTRAINT %I', c); END $$",
+            t.replace('\'', "''")
+        ),
+        Db::My { .. } => format!("ALTER TABLE {t} DROP PRIMARY KEY"),
+        Db::Lite { path } => {
+            let conn = rusqlite::Connection::open(path.as_std_path()).expect("open sqlite");
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'accounts' AND sql IS NOT NULL",
+                )
+                .expect("prepare");
+            let names: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("indexes").map(Result::unwrap).collect();
+            names.iter().map(|n| format!("DROP INDEX \"{n}\"")).collect::<Vec<_>>().join("; ")
+        }
+    };
+    let mut sql = vec![
+        format!("DELETE FROM {t} WHERE id = 5"),
+        format!("INSERT INTO {t} (id, {COLUMNS}) SELECT 1001, {COLUMNS} FROM {t} WHERE id = 6"),
+        format!("UPDATE {t} SET active = NOT active WHERE id = 10"),
+        format!("UPDATE {t} SET qty = qty + 1 WHERE id = 11"),
+        format!("UPDATE {t} SET ratio = 2.5 WHERE id = 12"),
+        format!("UPDATE {t} SET amount = amount + 0.01 WHERE id = 13"),
+        format!("UPDATE {t} SET name = 'renamed' WHERE id = 14"),
+        format!("UPDATE {t} SET payload = {bytes} WHERE id = 15"),
+        format!("UPDATE {t} SET day = {next_day} WHERE id = 16"),
+        format!("UPDATE {t} SET ts_utc = {hour_later} WHERE id = 17"),
+        format!("UPDATE {t} SET ratio32 = ratio32 + 1 WHERE id = 18"),
+        format!("UPDATE {t} SET note = NULL WHERE id = 20"),
+        drop_key,
+    ];
+    sql.push(format!("INSERT INTO {t} (id, {COLUMNS}) SELECT id, {COLUMNS} FROM {t} WHERE id = 30"));
+    sql
+}
+
+async fn finds_every_corruption(mut db: Db, p: TestProject) {
+    let (ran, m) = corrupted(&mut db, &p, corruptions).await;
+    assert_eq!(ran.code, Some(1), "a failed reconciliation exits 1\n{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(differences(&m), EXPECTED, "{m:#}");
+    let d = &m["differences"];
+    assert_eq!(
+        (d["missing"].as_u64(), d["extra"].as_u64(), d["changed"].as_u64(), d["duplicate_keys"].as_u64()),
+        (Some(1), Some(1), Some(10), Some(1))
+    );
+    assert_eq!(check_status(&m, "row count"), "\"fail\"");
+    assert_eq!(check_status(&m, "profile"), "\"fail\"");
+    assert_eq!(check_status(&m, "checksum"), "\"fail\"");
+    assert!(
+        ran.stderr.contains("missing in target: id=5") || ran.stdout.contains("missing in target: id=5"),
+        "{}",
+        ran.stderr
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_reconcile_finds_every_corruption() {
+    let Some(db) = Db::pg("recon").await else { return };
+    let p = accounts(&db);
+    finds_every_corruption(db, p).await;
+}
+
+#[tokio::test]
+async fn mysql_reconcile_finds_every_corruption() {
+    let Some(db) = Db::mysql("recon").await else { return };
+    let p = accounts(&db);
+    finds_every_corruption(db, p).await;
+}
+
+#[tokio::test]
+async fn sqlite_reconcile_finds_every_corruption() {
+    let p = accounts(&Db::Lite { path: Default::default() });
+    let db = Db::sqlite(&p);
+    finds_every_corruption(db, p).await;
+}
+
+async fn every_type_family_reconciles(mut db: Db) {
+    let p = project_for(&db, Some("types"), "");
+    ok(&p.run(["run"]));
+    let ran = p.run(["reconcile"]);
+    ok(&ran);
+    let r = report(&p);
+    let m = model(&r, "all_types");
+    assert_eq!(m["status"], "pass", "{m:#}");
+    assert_eq!(m["differences"]["segments_differing"], 0, "{m:#}");
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_untouched_load_of_every_type_family_reconciles() {
+    let Some(db) = Db::pg("recontypes").await else { return };
+    every_type_family_reconciles(db).await;
+}
+
+#[tokio::test]
+async fn mysql_untouched_load_of_every_type_family_reconciles() {
+    let Some(db) = Db::mysql("recontypes").await else { return };
+    every_type_family_reconciles(db).await;
+}
+
+#[tokio::test]
+async fn sqlite_untouched_load_of_every_type_family_reconciles() {
+    let p = project_for(&Db::Lite { path: Default::default() }, Some("types"), "");
+    ok(&p.run(["run"]));
+    ok(&p.run(["reconcile"]));
+    assert_eq!(model(&report(&p), "all_types")["status"], "pass");
+}
+
+/// A decimal column narrowed to one decimal place: exactly the rows whose
+/// second decimal was not zero change; widened, nothing does.
+async fn decimal_scale(mut db: Db) {
+    let p = accounts(&db);
+    ok(&p.run(["run"]));
+    let (t, narrow, widen) = match &db {
+        Db::Pg { .. } => {
+            let t = format!("\"{}\".accounts", db.schema());
+            (
+                t.clone(),
+                format!("ALTER TABLE {t} ALTER COLUMN amount TYPE numeric(12, 1)"),
+                format!("ALTER TABLE {t} ALTER COLUMN amount TYPE numeric(14, 4)"),
+            )
+        }
+        _ => {
+            let t = format!("`{}`.accounts", db.schema());
+            (
+                t.clone(),
+                format!("ALTER TABLE {t} MODIFY amount DECIMAL(12, 1)"),
+                format!("ALTER TABLE {t} MODIFY amount DECIMAL(14, 4)"),
+            )
+        }
+    };
+    let _ = t;
+    db.execute(&widen).await;
+    ok(&p.run(["reconcile"]));
+    db.execute(&narrow).await;
+    let ran = p.run(["reconcile"]);
+    assert_eq!(ran.code, Some(1));
+    let r = report(&p);
+    let m = model(&r, "accounts");
+    // value * 1.25 has a non-zero second decimal for odd values: 500 rows.
+    assert_eq!(m["differences"]["changed"], 500, "{m:#}");
+    let lines = differences(m);
+    assert!(lines.iter().all(|l| l.contains(" amount: ")), "{lines:?}");
+    assert!(lines.contains(&"changed id=1 amount: \"1.25\" -> \"1.3\"".to_owned()), "{lines:?}");
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_reconcile_sees_a_decimal_scale_change() {
+    let Some(db) = Db::pg("reconscale").await else { return };
+    decimal_scale(db).await;
+}
+
+#[tokio::test]
+async fn mysql_reconcile_sees_a_decimal_scale_change() {
+    let Some(db) = Db::mysql("reconscale").await else { return };
+    decimal_scale(db).await;
+}
+
+/// 25,000 rows with a composite text key: four segments, and a change
+/// fetches only the segments it falls in.
+const REGIONS: &str =
+    "{{ config(materialized='table', unique_key=['region', 'code'], reconcile={'max_mismatch_rows': 1}) }}
+select
+  case value % 3 when 0 then 'north' when 1 then 'South' else 'éast' end as region,
+  'C-' || cast(value as varchar) as code,
+  cast(value as double) * 0.1 as score
+from generate_series(1, 25000)
+";
+
+#[tokio::test]
+async fn postgres_composite_text_keys_and_the_mismatch_allowance() {
+    let Some(mut db) = Db::pg("reconkeys").await else { return };
+    let p = project_for(&db, None, "").model("regions.sql", REGIONS);
+    ok(&p.run(["run"]));
+    ok(&p.run(["reconcile"]));
+    let t = format!("\"{}\".regions", db.schema());
+    // One changed row is within `max_mismatch_rows: 1`.
+    db.execute(&format!("UPDATE {t} SET score = score + 1 WHERE region = 'South' AND code = 'C-7'")).await;
+    let ran = p.run(["reconcile"]);
+    ok(&ran);
+    let r = report(&p);
+    let m = model(&r, "regions");
+    assert_eq!(m["differences"]["segments"], 4, "{m:#}");
+    assert_eq!(m["differences"]["segments_differing"], 1, "{m:#}");
+    assert_eq!(
+        differences(m),
+        ["changed code=C-7,region=South score: \"0.7000000000000001\" -> \"1.7000000000000002\""]
+    );
+    // A second one is not.
+    db.execute(&format!("DELETE FROM {t} WHERE region = 'éast' AND code = 'C-8'")).await;
+    let ran = p.run(["reconcile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let r = report(&p);
+    let lines = differences(model(&r, "regions"));
+    assert_eq!(lines[1], "missing code=C-8,region=éast", "{lines:?}");
+    db.drop_schema().await;
+}
+
+#[test]
+fn build_ends_by_reconciling_what_it_loaded() {
+    let p = accounts(&Db::Lite { path: Default::default() });
+    ok(&p.run(["build"]));
+    let results = p.run_results();
+    let node = crate::common::node_result(&results, "model.shop.accounts").expect("accounts result");
+    assert_eq!(node["reconcile"], "pass", "{node:#}");
+    assert_eq!(model(&report(&p), "accounts")["status"], "pass");
+}
