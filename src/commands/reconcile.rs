@@ -295,7 +295,7 @@ fn report_lines(r: &ModelReport) -> Vec<String> {
     }
     let d = &r.differences;
     let key = |k: &rec::Key| {
-        k.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("NULL"))).collect::<Vec<_>>().join(", ")
+        k.0.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("NULL"))).collect::<Vec<_>>().join(", ")
     };
     const SHOWN: usize = 10;
     for k in d.missing_keys.iter().take(SHOWN) {

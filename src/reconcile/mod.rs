@@ -282,8 +282,21 @@ pub struct ProfileMismatch {
     pub target: Option<String>,
 }
 
-/// A key as column name and canonical text.
-pub type Key = BTreeMap<String, Option<String>>;
+/// A key: its columns' names and shown texts, in the key's order (a JSON
+/// object in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(pub Vec<(String, Option<String>)>);
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (column, value) in &self.0 {
+            map.serialize_entry(column, value)?;
+        }
+        map.end()
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangedRow {
@@ -463,7 +476,7 @@ pub fn diff_rows(spec: &Spec, stage: Vec<FetchedRow>, target: Vec<FetchedRow>, t
     let key_of =
         |row: &FetchedRow| -> Vec<Option<String>> { spec.key.iter().map(|&k| row.values[k].clone()).collect() };
     let show_key = |k: &[Option<String>]| -> Key {
-        spec.key.iter().zip(k).map(|(&c, v)| (spec.columns[c].name.clone(), v.clone())).collect()
+        Key(spec.key.iter().zip(k).map(|(&c, v)| (spec.columns[c].name.clone(), v.clone())).collect())
     };
     let mut staged: HashMap<Vec<Option<String>>, Vec<FetchedRow>> = HashMap::new();
     for row in stage {
