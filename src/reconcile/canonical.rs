@@ -16,8 +16,9 @@
 //! | intervals | PostgreSQL: `months,days,microseconds`; elsewhere the text ferry loaded |
 //! | lists, structs, maps | PostgreSQL: `jsonb`'s output form; elsewhere the JSON text ferry loaded |
 //!
-//! A row is its values' texts, each written as `<byte length>:<text>` (or
-//! `~` for NULL) one after another, so no two rows share an encoding. Its
+//! A row is its values' texts one after another: text and JSON as
+//! `<byte length>:<text>`, every other family as `<text>|`, NULL as `~`,
+//! so no two rows share an encoding (see [`push_field`]). Its
 //! hash is the first 8 bytes of the MD5 of that encoding, big-endian: MD5
 //! because PostgreSQL and MySQL compute it natively, so the target side can
 //! run inside the database. A segment sums its rows' hashes with wraparound
@@ -71,6 +72,11 @@ impl Family {
             d if cells::is_nested(d) => Family::Json,
             _ => Family::Text,
         }
+    }
+
+    /// Families whose canonical text may hold any character.
+    pub fn is_text_like(self) -> bool {
+        matches!(self, Family::Text | Family::Json)
     }
 
     pub fn is_float(self) -> bool {
@@ -261,16 +267,40 @@ fn positional(f: f64) -> String {
     if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 { format!("{s}.0") } else { s }
 }
 
-/// Appends one field of a row encoding: `<byte length>:<text>`, or `~` for NULL.
-pub fn push_field(out: &mut Vec<u8>, text: Option<&[u8]>) {
+/// Appends one field of a row encoding: `~` for NULL; a text or JSON value
+/// as `<byte length>:<text>`; any other value, whose canonical text never
+/// holds `|` or starts with `~`, as `<text>|`. (Length prefixes only where
+/// they are needed keep the database's side to one evaluation per value.)
+pub fn push_field(out: &mut Vec<u8>, text: Option<&[u8]>, family: Family) {
     match text {
         None => out.push(b'~'),
-        Some(t) => {
+        Some(t) if family.is_text_like() => {
             out.extend_from_slice(itoa::Buffer::new().format(t.len()).as_bytes());
             out.push(b':');
             out.extend_from_slice(t);
         }
+        Some(t) => {
+            out.extend_from_slice(t);
+            out.push(b'|');
+        }
     }
+}
+
+/// The constants of the arithmetic key hash (see [`arithmetic_key_hash`]).
+pub const KEY_MOD: i64 = 1_000_003;
+pub const KEY_MUL: i64 = 1_000_033;
+pub const KEY_PRIME: i64 = 1_000_000_007;
+
+/// The segment hash of a key made of integers: `h = (h * 1000033 + v mod
+/// 1000003) mod 1000000007` over the parts, with a non-negative `mod`.
+/// Cheaper for the database than an MD5 of the key, and it stays within 64
+/// bits at every step.
+pub fn arithmetic_key_hash(parts: impl IntoIterator<Item = i128>) -> u64 {
+    let mut h: i128 = 0;
+    for v in parts {
+        h = (h * i128::from(KEY_MUL) + v.rem_euclid(i128::from(KEY_MOD))) % i128::from(KEY_PRIME);
+    }
+    h as u64
 }
 
 /// The 64-bit hash of an encoding: the first 8 bytes of its MD5, big-endian.
@@ -331,10 +361,21 @@ mod tests {
     #[test]
     fn fields_are_length_prefixed_and_null_is_not_empty() {
         let mut a = Vec::new();
-        push_field(&mut a, Some(b"ab"));
-        push_field(&mut a, None);
-        push_field(&mut a, Some(b""));
-        assert_eq!(a, b"2:ab~0:");
+        push_field(&mut a, Some(b"ab"), Family::Text);
+        push_field(&mut a, None, Family::Text);
+        push_field(&mut a, Some(b""), Family::Text);
+        push_field(&mut a, Some(b"12"), Family::Int);
+        push_field(&mut a, None, Family::Int);
+        assert_eq!(a, b"2:ab~0:12|~");
         assert_ne!(hash64(b"~"), hash64(b"0:"));
+    }
+
+    #[test]
+    fn integer_keys_hash_without_overflow_or_negative_segments() {
+        assert_eq!(arithmetic_key_hash([5]), 5);
+        assert_eq!(arithmetic_key_hash([-1]), 1_000_002);
+        assert_eq!(arithmetic_key_hash([1, 2]), 1_000_035);
+        let big = arithmetic_key_hash([i128::from(i64::MAX), i128::from(i64::MIN), 7]);
+        assert!(big < 1_000_000_007);
     }
 }

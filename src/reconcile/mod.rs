@@ -85,6 +85,13 @@ impl Spec {
     pub fn segments(&self) -> u64 {
         1u64 << self.segment_bits
     }
+
+    /// Whether the key is all integers (of at most 64 signed bits), so its
+    /// segment comes from [`canonical::arithmetic_key_hash`] rather than an
+    /// MD5 of the key.
+    pub fn arithmetic_key(&self) -> bool {
+        self.key.iter().all(|&k| self.columns[k].family == Family::Int && self.columns[k].data_type != DataType::UInt64)
+    }
 }
 
 /// One aggregate of the profile.

@@ -76,24 +76,24 @@ impl<'s> Scan<'s> {
     }
 
     /// The segment of a row and whether its key has no NULL (with its hash).
-    fn key_hash(&mut self, texts: &[Option<String>]) -> (u64, bool) {
+    fn key_hash(&mut self, texts: &[Option<String>]) -> KeyHash {
         key_hash(self.spec, self.dialect, texts, &mut self.key_buf)
     }
 
     /// Adds one row, given as the shown texts of the spec's columns.
     pub fn row(&mut self, texts: &[Option<String>]) {
-        let (key, complete) = self.key_hash(texts);
+        let key = self.key_hash(texts);
         self.row_buf.clear();
         for (c, t) in self.spec.columns.iter().zip(texts) {
             let h = t.as_deref().map(|t| hash_text(t, c.family, self.dialect));
-            push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes));
+            push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
         }
         let hash = canonical::hash64(&self.row_buf);
-        let seg = self.segments.entry(key & self.spec.segment_mask()).or_insert((0, 0));
+        let seg = self.segments.entry(key.segment & self.spec.segment_mask()).or_insert((0, 0));
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
-        if complete && self.accs.iter().any(|(m, _)| *m == Measure::DistinctKeys) {
-            self.keys.insert(key);
+        if key.complete && self.accs.iter().any(|(m, _)| *m == Measure::DistinctKeys) {
+            self.keys.insert(key.exact);
         }
         for (m, acc) in &mut self.accs {
             let value = match m {
@@ -144,18 +144,32 @@ impl<'s> Scan<'s> {
     }
 }
 
-/// The key's hash (its segment is the low bits) and whether no part of the
-/// key is NULL.
-pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<String>], buf: &mut Vec<u8>) -> (u64, bool) {
+/// A key's hashes: `segment` (its segment is the low bits; see
+/// [`Spec::arithmetic_key`]) and `exact` (xxh3 of its encoding, for
+/// counting distinct keys), and whether no part of it is NULL.
+pub struct KeyHash {
+    pub segment: u64,
+    pub exact: u64,
+    pub complete: bool,
+}
+
+pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<String>], buf: &mut Vec<u8>) -> KeyHash {
     buf.clear();
     let mut complete = true;
     for &k in &spec.key {
         let c = &spec.columns[k];
         let h = texts[k].as_deref().map(|t| hash_text(t, c.family, dialect));
         complete &= h.is_some();
-        push_field(buf, h.as_deref().map(str::as_bytes));
+        push_field(buf, h.as_deref().map(str::as_bytes), c.family);
     }
-    (canonical::hash64(buf), complete)
+    let segment = if spec.arithmetic_key() {
+        canonical::arithmetic_key_hash(
+            spec.key.iter().map(|&k| texts[k].as_deref().and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
+        )
+    } else {
+        canonical::hash64(buf)
+    };
+    KeyHash { segment, exact: xxhash_rust::xxh3::xxh3_64(buf), complete }
 }
 
 fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
@@ -268,8 +282,8 @@ pub async fn stage_rows_in(
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
             batch_rows(&spec, dialect, &batch?, |texts| {
-                let (key, _) = key_hash(&spec, dialect, texts, &mut buf);
-                if segments.contains(&(key & spec.segment_mask())) {
+                let key = key_hash(&spec, dialect, texts, &mut buf);
+                if segments.contains(&(key.segment & spec.segment_mask())) {
                     rows.push(FetchedRow { values: texts.to_vec() });
                 }
             })

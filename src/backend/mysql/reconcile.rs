@@ -31,8 +31,15 @@ fn canonical(c: &SpecColumn, e: &str) -> String {
     }
 }
 
-fn field(e: &str) -> String {
-    format!("COALESCE(CONCAT(LENGTH({e}), ':', {e}), '~')")
+/// One field of the row encoding (see `canonical::push_field`): text and
+/// JSON length-prefixed, other values followed by `|`, NULL as `~`.
+fn field(c: &SpecColumn) -> String {
+    let t = canonical(c, &q(&c.name));
+    if c.family.is_text_like() {
+        format!("COALESCE(CONCAT(LENGTH({t}), ':', {t}), '~')")
+    } else {
+        format!("COALESCE(CONCAT({t}, '|'), '~')")
+    }
 }
 
 fn hash(encoding: &str) -> String {
@@ -40,12 +47,24 @@ fn hash(encoding: &str) -> String {
 }
 
 fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
-    let fields: Vec<String> = columns.map(|i| field(&canonical(&spec.columns[i], &q(&spec.columns[i].name)))).collect();
+    let fields: Vec<String> = columns.map(|i| field(&spec.columns[i])).collect();
     format!("CONCAT({})", fields.join(", "))
 }
 
+/// The segment of a row's key (`canonical::arithmetic_key_hash` for
+/// integer keys, else the MD5 of the key's encoding), masked.
 fn segment_of(spec: &Spec) -> String {
-    format!("({} & {})", hash(&encoding(spec, spec.key.iter().copied())), spec.segment_mask())
+    use crate::reconcile::canonical::{KEY_MOD, KEY_MUL, KEY_PRIME};
+    if spec.arithmetic_key() {
+        let mut h = "0".to_owned();
+        for &k in &spec.key {
+            let c = q(&spec.columns[k].name);
+            h = format!("MOD(({h}) * {KEY_MUL} + MOD(MOD({c}, {KEY_MOD}) + {KEY_MOD}, {KEY_MOD}), {KEY_PRIME})");
+        }
+        format!("(({h}) & {})", spec.segment_mask())
+    } else {
+        format!("({} & {})", hash(&encoding(spec, spec.key.iter().copied())), spec.segment_mask())
+    }
 }
 
 fn profile_expr(spec: &Spec, m: Measure) -> String {

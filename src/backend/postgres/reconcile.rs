@@ -38,31 +38,39 @@ fn shown(c: &SpecColumn, e: &str) -> String {
     }
 }
 
-fn field(e: &str) -> String {
-    format!("coalesce(octet_length({e})::text || ':' || {e}, '~')")
+/// One field of the row encoding (see `canonical::push_field`): text and
+/// JSON length-prefixed, other values followed by `|`, NULL as `~`.
+fn field(c: &SpecColumn) -> String {
+    let t = canonical(c, &q(&c.name));
+    if c.family.is_text_like() {
+        format!("coalesce(octet_length({t})::text || ':' || {t}, '~')")
+    } else {
+        format!("coalesce({t} || '|', '~')")
+    }
 }
 
 fn hash(encoding: &str) -> String {
     format!("('x' || substr(md5({encoding}), 1, 16))::bit(64)::bigint")
 }
 
-fn encoding(columns: impl Iterator<Item = usize>) -> String {
-    columns.map(|i| field(&format!("c{i}"))).collect::<Vec<_>>().join(" || ")
+fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
+    columns.map(|i| field(&spec.columns[i])).collect::<Vec<_>>().join(" || ")
 }
 
-/// `SELECT` of the canonical texts as `c0, c1, ...` (and the shown texts as
-/// `s0, s1, ...`), kept from being inlined so each is computed once.
-fn canonical_rows(spec: &Spec, with_shown: bool) -> String {
-    let mut cols: Vec<String> =
-        spec.columns.iter().enumerate().map(|(i, c)| format!("{} AS c{i}", canonical(c, &q(&c.name)))).collect();
-    if with_shown {
-        cols.extend(spec.columns.iter().enumerate().map(|(i, c)| format!("{} AS s{i}", shown(c, &q(&c.name)))));
-    }
-    format!("SELECT {} FROM {} OFFSET 0", cols.join(", "), qualified(&spec.table))
-}
-
+/// The segment of a row's key (`canonical::arithmetic_key_hash` for
+/// integer keys, else the MD5 of the key's encoding), masked.
 fn segment_of(spec: &Spec) -> String {
-    format!("({} & {})", hash(&encoding(spec.key.iter().copied())), spec.segment_mask())
+    use crate::reconcile::canonical::{KEY_MOD, KEY_MUL, KEY_PRIME};
+    if spec.arithmetic_key() {
+        let mut h = "0::bigint".to_owned();
+        for &k in &spec.key {
+            let c = q(&spec.columns[k].name);
+            h = format!("(({h}) * {KEY_MUL} + ((({c} % {KEY_MOD}) + {KEY_MOD}) % {KEY_MOD})) % {KEY_PRIME}");
+        }
+        format!("(({h}) & {})", spec.segment_mask())
+    } else {
+        format!("({} & {})", hash(&encoding(spec, spec.key.iter().copied())), spec.segment_mask())
+    }
 }
 
 fn sum_wrapping(text: &str) -> u64 {
@@ -98,7 +106,8 @@ fn profile_expr(spec: &Spec, m: Measure) -> String {
 impl Postgres {
     async fn reconcile_session(&self, spec: &Spec) -> Result<(), LoadError> {
         self.client
-            .batch_execute("SET TIME ZONE 'UTC'; SET extra_float_digits = 1")
+            // JIT compiling the wide hash expressions costs more than it saves.
+            .batch_execute("SET TIME ZONE 'UTC'; SET extra_float_digits = 1; SET jit = off")
             .await
             .map_err(|e| db_error(&spec.table, "preparing the session", &e))
     }
@@ -106,11 +115,15 @@ impl Postgres {
     /// Segment sums and the profile, computed by the server.
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         self.reconcile_session(spec).await?;
+        // Grouping through a join with the segment numbers tells the planner
+        // how few groups there are, so it aggregates in parallel workers.
         let sql = format!(
-            "SELECT seg, count(*), sum(h)::text FROM (SELECT {} AS seg, {} AS h FROM ({}) r) x GROUP BY seg",
+            "SELECT s.seg, count(*), sum(x.h)::text FROM (SELECT {} AS seg, {} AS h FROM {}) x \
+             JOIN generate_series(0::bigint, {}) s(seg) ON s.seg = x.seg GROUP BY s.seg",
             segment_of(spec),
-            hash(&encoding(0..spec.columns.len())),
-            canonical_rows(spec, false)
+            hash(&encoding(spec, 0..spec.columns.len())),
+            qualified(&spec.table),
+            spec.segment_mask()
         );
         let rows = self.client.query(&sql, &[]).await.map_err(|e| db_error(&spec.table, "summing row hashes", &e))?;
         let mut segments = SegmentSums::new();
@@ -128,13 +141,9 @@ impl Postgres {
     /// The rows whose key falls in `segments`, as shown texts.
     pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
         self.reconcile_session(spec).await?;
-        let shown: Vec<String> = (0..spec.columns.len()).map(|i| format!("s{i}")).collect();
-        let sql = format!(
-            "SELECT {} FROM ({}) r WHERE {} = ANY($1)",
-            shown.join(", "),
-            canonical_rows(spec, true),
-            segment_of(spec)
-        );
+        let shown: Vec<String> = spec.columns.iter().map(|c| shown(c, &q(&c.name))).collect();
+        let sql =
+            format!("SELECT {} FROM {} WHERE {} = ANY($1)", shown.join(", "), qualified(&spec.table), segment_of(spec));
         let wanted: Vec<i64> = segments.iter().map(|&s| s as i64).collect();
         let rows = self.client.query(&sql, &[&wanted]).await.map_err(|e| db_error(&spec.table, "fetching rows", &e))?;
         Ok(rows

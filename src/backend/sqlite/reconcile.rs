@@ -82,8 +82,8 @@ impl Sqlite {
             let mut out = Vec::new();
             let mut buf = Vec::new();
             each_row(&this, &spec, |texts| {
-                let (key, _) = key_hash(&spec, Dialect::Sqlite, texts, &mut buf);
-                if wanted.contains(&(key & spec.segment_mask())) {
+                let key = key_hash(&spec, Dialect::Sqlite, texts, &mut buf);
+                if wanted.contains(&(key.segment & spec.segment_mask())) {
                     out.push(FetchedRow { values: texts.to_vec() });
                 }
             })?;
