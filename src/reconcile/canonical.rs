@@ -122,6 +122,33 @@ pub fn show_text(cell: &Cell<'_>, family: Family, dialect: Dialect) -> Option<St
     })
 }
 
+/// Writes the shown text of a staged value into `out` (see [`show_text`]),
+/// without allocating for the common families; `false` for NULL.
+pub fn write_show(cell: &Cell<'_>, family: Family, dialect: Dialect, out: &mut Vec<u8>) -> bool {
+    match cell {
+        Cell::Null => return false,
+        Cell::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+        Cell::UInt(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+        Cell::Bool(b) => out.push(if *b { b'1' } else { b'0' }),
+        Cell::Text(s) => out.extend_from_slice(s.as_bytes()),
+        Cell::Decimal(v, s) => {
+            cells::write_decimal(out, *v, *s);
+            let trimmed = trim_decimal(std::str::from_utf8(out).unwrap_or_default()).len();
+            if trimmed == 1 && out.first() == Some(&b'-') {
+                out.clear();
+                out.push(b'0');
+            } else {
+                out.truncate(trimmed);
+            }
+        }
+        Cell::Date(d) => cells::write_date(out, *d),
+        Cell::Timestamp(us) => cells::write_timestamp(out, *us),
+        Cell::Time(us) => cells::write_time(out, *us),
+        other => out.extend_from_slice(show_text(other, family, dialect).unwrap_or_default().as_bytes()),
+    }
+    true
+}
+
 /// The canonical text that is hashed, from the shown text: floats become
 /// what `dialect` can produce for them; everything else is unchanged.
 pub fn hash_text(show: &str, family: Family, dialect: Dialect) -> std::borrow::Cow<'_, str> {
@@ -338,6 +365,31 @@ mod tests {
         }
         assert_eq!(mysql_float_text(f64::from(0.1f32), true), "0.1");
         assert_eq!(mysql_float_text(f64::from(3.4e38f32), true), "3.4e38");
+    }
+
+    #[test]
+    fn the_buffered_writer_shows_what_show_text_shows() {
+        for cell in [
+            Cell::Int(-42),
+            Cell::UInt(u64::MAX),
+            Cell::Bool(true),
+            Cell::Text("a|b"),
+            Cell::Decimal(-150, 2),
+            Cell::Decimal(0, 2),
+            Cell::Decimal(-1, 3),
+            Cell::Decimal(1200, 0),
+            Cell::Date(19_782),
+            Cell::Timestamp(-1),
+            Cell::Time(3_723_000_001),
+            Cell::Float(0.1),
+            Cell::Bytes(b"\x01\xff"),
+        ] {
+            let mut out = Vec::new();
+            assert!(write_show(&cell, Family::Float64, Dialect::Postgres, &mut out));
+            let want = show_text(&cell, Family::Float64, Dialect::Postgres).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{cell:?}");
+        }
+        assert!(!write_show(&Cell::Null, Family::Int, Dialect::Mysql, &mut Vec::new()));
     }
 
     #[test]

@@ -76,16 +76,16 @@ impl<'s> Scan<'s> {
     }
 
     /// The segment of a row and whether its key has no NULL (with its hash).
-    fn key_hash(&mut self, texts: &[Option<String>]) -> KeyHash {
+    fn key_hash(&mut self, texts: &[Option<&str>]) -> KeyHash {
         key_hash(self.spec, self.dialect, texts, &mut self.key_buf)
     }
 
     /// Adds one row, given as the shown texts of the spec's columns.
-    pub fn row(&mut self, texts: &[Option<String>]) {
+    pub fn row(&mut self, texts: &[Option<&str>]) {
         let key = self.key_hash(texts);
         self.row_buf.clear();
         for (c, t) in self.spec.columns.iter().zip(texts) {
-            let h = t.as_deref().map(|t| hash_text(t, c.family, self.dialect));
+            let h = t.map(|t| hash_text(t, c.family, self.dialect));
             push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
         }
         let hash = canonical::hash64(&self.row_buf);
@@ -112,7 +112,7 @@ impl<'s> Scan<'s> {
                     }
                     continue;
                 }
-                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => (&texts[*c], *c),
+                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => (texts[*c], *c),
             };
             let (Some(text), c) = value else { continue };
             observe(acc, text, self.spec.columns[c].family, self.spec.columns[c].scale());
@@ -153,18 +153,18 @@ pub struct KeyHash {
     pub complete: bool,
 }
 
-pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<String>], buf: &mut Vec<u8>) -> KeyHash {
+pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<&str>], buf: &mut Vec<u8>) -> KeyHash {
     buf.clear();
     let mut complete = true;
     for &k in &spec.key {
         let c = &spec.columns[k];
-        let h = texts[k].as_deref().map(|t| hash_text(t, c.family, dialect));
+        let h = texts[k].map(|t| hash_text(t, c.family, dialect));
         complete &= h.is_some();
         push_field(buf, h.as_deref().map(str::as_bytes), c.family);
     }
     let segment = if spec.arithmetic_key() {
         canonical::arithmetic_key_hash(
-            spec.key.iter().map(|&k| texts[k].as_deref().and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
+            spec.key.iter().map(|&k| texts[k].and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
         )
     } else {
         canonical::hash64(buf)
@@ -187,27 +187,36 @@ fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
             Err(_) => *acc = Acc::Unreadable,
         },
         Acc::Extreme { min, best } => {
+            // Compare before copying: most values are not a new extreme.
             let order = match family {
                 Family::Int => text.parse::<i128>().ok().map(Order::Number),
                 Family::Decimal => unscaled(text, scale).map(Order::Number),
-                _ => Some(Order::Text(text.to_owned())),
+                _ => None,
             };
-            let Some(order) = order else {
-                *acc = Acc::Unreadable;
-                return;
-            };
-            let better = match best {
-                None => true,
-                Some((b, _)) => {
+            let better = match (&order, best.as_ref()) {
+                (_, None) => true,
+                (Some(o), Some((b, _))) => {
                     if *min {
-                        order < *b
+                        o < b
                     } else {
-                        order > *b
+                        o > b
                     }
                 }
+                (None, Some((Order::Text(b), _))) => {
+                    if *min {
+                        text < b.as_str()
+                    } else {
+                        text > b.as_str()
+                    }
+                }
+                (None, Some(_)) => false,
             };
+            if order.is_none() && matches!(family, Family::Int | Family::Decimal) {
+                *acc = Acc::Unreadable;
+                return;
+            }
             if better {
-                *best = Some((order, text.to_owned()));
+                *best = Some((order.unwrap_or_else(|| Order::Text(text.to_owned())), text.to_owned()));
             }
         }
         Acc::Count(_) | Acc::Unreadable => {}
@@ -223,30 +232,36 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
         None => (false, text),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let scale = usize::try_from(scale).ok()?;
+    let scale = u32::try_from(scale).ok()?;
     let frac = frac.trim_end_matches('0');
-    if frac.len() > scale || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if frac.len() > scale as usize || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let text = format!("{int}{frac}{}", "0".repeat(scale - frac.len()));
-    let v: i128 = if text.is_empty() { 0 } else { text.parse().ok()? };
+    let whole: i128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let part: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let v = whole.checked_mul(10i128.checked_pow(scale)?)?.checked_add(part * 10i128.pow(scale - frac.len() as u32))?;
     Some(if neg { -v } else { v })
 }
 
-/// The shown texts of the spec's columns for every row of a staged batch.
+/// The shown texts of the spec's columns for every row of a staged batch,
+/// written into buffers reused from row to row.
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
     batch: &datafusion::arrow::record_batch::RecordBatch,
-    mut each: impl FnMut(&[Option<String>]),
+    mut each: impl FnMut(&[Option<&str>]),
 ) -> Result<(), String> {
     let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
-    let mut texts: Vec<Option<String>> = vec![None; spec.columns.len()];
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); spec.columns.len()];
+    let mut present = vec![false; spec.columns.len()];
     for row in 0..batch.num_rows() {
-        for (t, c) in texts.iter_mut().zip(&spec.columns) {
+        for ((buf, p), c) in bufs.iter_mut().zip(&mut present).zip(&spec.columns) {
+            buf.clear();
             let cell: Cell<'_> = columns[c.stage_index].cell(row);
-            *t = canonical::show_text(&cell, c.family, dialect);
+            *p = canonical::write_show(&cell, c.family, dialect, buf);
         }
+        let texts: Vec<Option<&str>> =
+            bufs.iter().zip(&present).map(|(b, p)| p.then(|| std::str::from_utf8(b).unwrap_or_default())).collect();
         each(&texts);
     }
     Ok(())
@@ -284,7 +299,7 @@ pub async fn stage_rows_in(
             batch_rows(&spec, dialect, &batch?, |texts| {
                 let key = key_hash(&spec, dialect, texts, &mut buf);
                 if segments.contains(&(key.segment & spec.segment_mask())) {
-                    rows.push(FetchedRow { values: texts.to_vec() });
+                    rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }
             })
             .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;

@@ -45,7 +45,7 @@ fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
 }
 
 /// Calls `each` with the canonical texts of every row of the table.
-fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<String>])) -> Result<(), LoadError> {
+fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>])) -> Result<(), LoadError> {
     let conn = sqlite.open(&spec.table)?;
     let cols: Vec<String> = spec.columns.iter().map(|c| q(&c.name)).collect();
     let sql = format!("SELECT {} FROM {}", cols.join(", "), q(&spec.table.name));
@@ -57,7 +57,8 @@ fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<String>]
         for (i, c) in spec.columns.iter().enumerate() {
             texts[i] = value_text(row.get_ref(i).map_err(fail)?, c);
         }
-        each(&texts);
+        let row: Vec<Option<&str>> = texts.iter().map(Option::as_deref).collect();
+        each(&row);
     }
     Ok(())
 }
@@ -84,7 +85,7 @@ impl Sqlite {
             each_row(&this, &spec, |texts| {
                 let key = key_hash(&spec, Dialect::Sqlite, texts, &mut buf);
                 if wanted.contains(&(key.segment & spec.segment_mask())) {
-                    out.push(FetchedRow { values: texts.to_vec() });
+                    out.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }
             })?;
             Ok(out)
