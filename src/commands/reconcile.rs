@@ -236,8 +236,8 @@ async fn compare(
     let spec = rec::spec_for(job, config)?;
     let dialect = conn.dialect();
     let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec));
-    let (stage_segments, stage_profile) = stage.map_err(|e| e.to_string())?;
-    let (target_segments, target_profile) = target.map_err(|e| e.to_string())?;
+    let (stage_segments, stage_profile) = stage.map_err(why)?;
+    let (target_segments, target_profile) = target.map_err(why)?;
     let target_rows = target_profile
         .get(&rec::Measure::Rows)
         .cloned()
@@ -265,14 +265,23 @@ async fn compare(
             let wanted: HashSet<u64> = differing.iter().copied().collect();
             let (stage_rows, target_rows) =
                 tokio::join!(rec::stage_rows_in(job, &spec, dialect, wanted), conn.reconcile_rows(&spec, &differing));
-            let stage_rows = stage_rows.map_err(|e| e.to_string())?;
-            let target_rows = target_rows.map_err(|e| e.to_string())?;
+            let stage_rows = stage_rows.map_err(why)?;
+            let target_rows = target_rows.map_err(why)?;
             rec::diff_rows(&spec, stage_rows, target_rows, config.tolerance, diff);
         }
     }
     report.checks.push(rec::checksum_check(&spec, &report.differences, job.stage.row_count, config));
     rec::allow_explained(&mut report.checks, &report.differences);
     Ok(())
+}
+
+/// A backend error as reconciling meets it (the backends' errors speak of
+/// loading).
+fn why(e: load::LoadError) -> String {
+    match e {
+        load::LoadError::Database { doing, message, .. } => format!("{doing}: {message}"),
+        other => other.to_string(),
+    }
 }
 
 /// The lines under a model's status line: each check, then the differences.

@@ -359,3 +359,16 @@ fn build_ends_by_reconciling_what_it_loaded() {
     assert_eq!(node["reconcile"], "pass", "{node:#}");
     assert_eq!(model(&report(&p), "accounts")["status"], "pass");
 }
+
+#[tokio::test]
+async fn a_missing_target_table_is_an_error_naming_it() {
+    let p = accounts(&Db::Lite { path: Default::default() });
+    ok(&p.run(["run"]));
+    let mut db = Db::sqlite(&p);
+    db.execute("DROP TABLE accounts").await;
+    let ran = p.run(["reconcile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("error[F0701]: accounts: reconciling `main.accounts` failed"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("no such table: accounts"), "{}", ran.stderr);
+    assert_eq!(model(&report(&p), "accounts")["status"], "error");
+}
