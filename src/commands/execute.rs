@@ -181,6 +181,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     };
     report.record_loads(&loads);
     // `build` ends by proving each table it loaded holds its stage.
+    let reconcile_started = Instant::now();
     let reconciled = if which == Which::Build && !interrupted && !loads.interrupted {
         let loaded: BTreeSet<usize> = loads.results.iter().filter(|(_, r)| r.is_ok()).map(|(&i, _)| i).collect();
         let ledgers = report.results.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
@@ -204,7 +205,8 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     let status = summarize(&results, which, printer, interrupted, planning_failed)?;
     match reconciled {
         Some(done) if !done.reports.is_empty() || !done.diagnostics.is_empty() => {
-            let reconciled = super::reconcile::finish(&done, &ctx.run_dir, printer, Instant::now())?;
+            let dirs = (ctx.run_dir.as_path(), ctx.run_dir_shown.as_path());
+            let reconciled = super::reconcile::finish(&done, dirs, printer, reconcile_started)?;
             Ok(if status == ExitStatus::Success { reconciled } else { status })
         }
         _ => Ok(status),

@@ -54,18 +54,25 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
         return Ok(ExitStatus::Success);
     }
     let ledgers = ledgers_of_last_run(settings, manifest);
-    let run_dir = settings.path(RUNS_DIR).join(&manifest.globals.invocation_id);
+    let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
     let done = reconcile_nodes(&session.target, manifest, &loaded, &settings.path(STAGE_DIR), &ledgers, printer).await;
-    finish(&done, &run_dir, printer, started)
+    finish(&done, (&settings.path(&shown), &shown), printer, started)
 }
 
-/// Writes the report file, prints the summary and picks the exit status.
-pub(crate) fn finish(done: &Reconciled, run_dir: &Utf8Path, printer: &Printer, started: Instant) -> Result<ExitStatus> {
+/// Writes the report file into the run's directory (given as its path and
+/// as shown to the user), prints the summary and picks the exit status.
+pub(crate) fn finish(
+    done: &Reconciled,
+    (run_dir, shown): (&Utf8Path, &Utf8Path),
+    printer: &Printer,
+    started: Instant,
+) -> Result<ExitStatus> {
     super::report(printer, &done.diagnostics);
     if done.reports.is_empty() {
         return Ok(if done.diagnostics.is_empty() { ExitStatus::Success } else { ExitStatus::Failure });
     }
     let path = run_dir.join("reconcile.json");
+    let shown = shown.join("reconcile.json");
     let reports: Vec<&ModelReport> = done.reports.values().collect();
     crate::artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&reports)?, true)
         .with_context(|| format!("failed to write `{path}`"))?;
@@ -79,13 +86,13 @@ pub(crate) fn finish(done: &Reconciled, run_dir: &Utf8Path, printer: &Printer, s
     let elapsed = started.elapsed().as_secs_f64();
     if failed == 0 && done.diagnostics.is_empty() {
         printer.status(&format!(
-            "reconciled {passed} table{} in {elapsed:.2}s: the target holds exactly what was staged (report: {path})",
+            "reconciled {passed} table{} in {elapsed:.2}s: the target holds exactly what was staged (report: {shown})",
             if passed == 1 { "" } else { "s" }
         ));
         Ok(ExitStatus::Success)
     } else {
         printer.error_summary(&format!(
-            "{failed} table{} did not reconcile, {passed} did (report: {path})",
+            "{failed} table{} did not reconcile, {passed} did (report: {shown})",
             if failed == 1 { "" } else { "s" }
         ));
         Ok(ExitStatus::Failure)

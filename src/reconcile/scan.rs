@@ -271,7 +271,8 @@ fn batch_rows(
 /// `dialect`'s side computes them.
 pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<(SegmentSums, Profile), LoadError> {
     let (job, spec) = (job.clone(), spec.clone());
-    run_blocking(move || {
+    let model = job.model.clone();
+    run_blocking(&model, move || {
         let mut scan = Scan::new(&spec, dialect);
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
@@ -291,7 +292,8 @@ pub async fn stage_rows_in(
     segments: HashSet<u64>,
 ) -> Result<Vec<FetchedRow>, LoadError> {
     let (job, spec) = (job.clone(), spec.clone());
-    run_blocking(move || {
+    let model = job.model.clone();
+    run_blocking(&model, move || {
         let mut rows = Vec::new();
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
@@ -310,11 +312,12 @@ pub async fn stage_rows_in(
 }
 
 async fn run_blocking<T: Send + 'static>(
+    model: &str,
     f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
 ) -> Result<T, LoadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoadError::Read { model: String::new(), message: format!("the reconcile scan stopped: {e}") })?
+        .map_err(|e| LoadError::Read { model: model.to_owned(), message: format!("the reconcile scan stopped: {e}") })?
 }
 
 #[cfg(test)]
