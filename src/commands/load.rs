@@ -140,8 +140,7 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
         return Ok(ExitStatus::Failure);
     };
     let stage_root = settings.path(STAGE_DIR);
-    let loadable: BTreeSet<usize> =
-        selected.into_iter().filter(|&i| matches!(load::config_for(manifest, i), Ok(Some(_)) | Err(_))).collect();
+    let loadable = load::loadable(manifest, selected);
     if loadable.is_empty() {
         printer.status("nothing to load: no selected table model or seed has a stage to load");
         return Ok(ExitStatus::Success);

@@ -47,8 +47,7 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
     let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
         return Ok(ExitStatus::Failure);
     };
-    let loaded: BTreeSet<usize> =
-        selected.into_iter().filter(|&i| matches!(load::config_for(manifest, i), Ok(Some(_)) | Err(_))).collect();
+    let loaded = load::loadable(manifest, selected);
     if loaded.is_empty() {
         printer.status("nothing to reconcile: no selected table model or seed is loaded");
         return Ok(ExitStatus::Success);

@@ -268,6 +268,12 @@ pub fn config_for(manifest: &Manifest, i: usize) -> Result<Option<LoadConfig>, B
     Ok(Some(LoadConfig { table: TableName { schema, name }, mode, unique_key }))
 }
 
+/// The nodes of `selected` that load into the target (or whose `load`
+/// config is wrong, so that the error is reported).
+pub fn loadable(manifest: &Manifest, selected: BTreeSet<usize>) -> BTreeSet<usize> {
+    selected.into_iter().filter(|&i| matches!(config_for(manifest, i), Ok(Some(_)) | Err(_))).collect()
+}
+
 /// A job for a staged node: reads and checks its stage manifest and
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, i: usize, config: LoadConfig, stage_root: &Utf8Path) -> Result<LoadJob, LoadError> {

@@ -33,7 +33,7 @@ use serde_json::Value as Json;
 use crate::load::{LoadJob, Mode, TableName};
 use crate::validate::quarantine::Ledger;
 pub use canonical::{Dialect, Family};
-pub use scan::{Scan, SegmentSums, key_hash, scan_stage, stage_rows_in};
+pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, stage_rows_in};
 
 /// Rows a segment should hold: fewer are fetched and compared row by row.
 pub const SEGMENT_ROWS: u64 = 10_000;
@@ -282,6 +282,13 @@ pub struct Check {
     pub mismatches: Vec<ProfileMismatch>,
 }
 
+impl Check {
+    /// A check that passed if `passed`, with no profile mismatches.
+    fn new(name: &'static str, passed: bool, detail: String) -> Self {
+        Check { name, status: if passed { Status::Pass } else { Status::Fail }, detail, mismatches: Vec::new() }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileMismatch {
     pub measure: String,
@@ -387,23 +394,12 @@ pub fn ledger_check(staged: u64, l: &Ledger) -> Check {
     } else {
         problems.join("; ")
     };
-    Check {
-        name: "ledger",
-        status: if problems.is_empty() { Status::Pass } else { Status::Fail },
-        detail,
-        mismatches: Vec::new(),
-    }
+    Check::new("ledger", problems.is_empty(), detail)
 }
 
 /// The row count check: the target holds as many rows as the stage.
 pub fn count_check(staged: u64, target: u64) -> Check {
-    let same = staged == target;
-    Check {
-        name: "row count",
-        status: if same { Status::Pass } else { Status::Fail },
-        detail: format!("{staged} staged, {target} in the target"),
-        mismatches: Vec::new(),
-    }
+    Check::new("row count", staged == target, format!("{staged} staged, {target} in the target"))
 }
 
 /// When the checksum check found differing rows and allowed them (the
@@ -457,12 +453,8 @@ pub fn profile_check(spec: &Spec, stage: &Profile, target: &Profile, tolerance: 
     } else {
         format!("{} of {compared} measures differ", mismatches.len())
     };
-    Check {
-        name: "profile",
-        status: if mismatches.is_empty() { Status::Pass } else { Status::Fail },
-        detail,
-        mismatches,
-    }
+    let passed = mismatches.is_empty();
+    Check { mismatches, ..Check::new("profile", passed, detail) }
 }
 
 /// The segments whose count or hash sum differ.
@@ -583,7 +575,7 @@ pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Con
         )
     };
     let failed = (diff.not_fetched && diff.segments_differing > 0) || (rows > 0 && !within);
-    Check { name: "checksum", status: if failed { Status::Fail } else { Status::Pass }, detail, mismatches: Vec::new() }
+    Check::new("checksum", !failed, detail)
 }
 
 /// Whether a load mode leaves the target holding exactly the stage.

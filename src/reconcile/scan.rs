@@ -40,7 +40,8 @@ pub struct Scan<'s> {
     dialect: Dialect,
     segments: SegmentSums,
     accs: Vec<(Measure, Acc)>,
-    keys: HashSet<u64>,
+    /// Exact key hashes, when the profile counts distinct keys.
+    keys: Option<HashSet<u64>>,
     key_buf: Vec<u8>,
     row_buf: Vec<u8>,
 }
@@ -69,7 +70,7 @@ impl<'s> Scan<'s> {
             dialect,
             segments: HashMap::new(),
             accs,
-            keys: HashSet::new(),
+            keys: spec.measures.contains(&Measure::DistinctKeys).then(HashSet::new),
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
         }
@@ -92,8 +93,8 @@ impl<'s> Scan<'s> {
         let seg = self.segments.entry(key.segment & self.spec.segment_mask()).or_insert((0, 0));
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
-        if key.complete && self.accs.iter().any(|(m, _)| *m == Measure::DistinctKeys) {
-            self.keys.insert(key.exact);
+        if let Some(keys) = self.keys.as_mut().filter(|_| key.complete) {
+            keys.insert(key.exact);
         }
         for (m, acc) in &mut self.accs {
             let value = match m {
@@ -121,7 +122,7 @@ impl<'s> Scan<'s> {
 
     /// The segment sums and the profile.
     pub fn finish(self) -> (SegmentSums, Profile) {
-        let keys = self.keys.len() as u64;
+        let keys = self.keys.as_ref().map_or(0, HashSet::len) as u64;
         let profile = self
             .accs
             .into_iter()
@@ -311,13 +312,15 @@ pub async fn stage_rows_in(
     .await
 }
 
-async fn run_blocking<T: Send + 'static>(
-    model: &str,
+/// Runs blocking reconcile work (a scan of the stage or of an in-process
+/// table) off the async threads; a panic in it is an error naming `what`.
+pub async fn run_blocking<T: Send + 'static>(
+    what: &str,
     f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
 ) -> Result<T, LoadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoadError::Read { model: model.to_owned(), message: format!("the reconcile scan stopped: {e}") })?
+        .map_err(|e| LoadError::Read { model: what.to_owned(), message: format!("the reconcile scan stopped: {e}") })?
 }
 
 #[cfg(test)]

@@ -264,25 +264,11 @@ async fn sqlite_untouched_load_of_every_type_family_reconciles() {
 async fn decimal_scale(mut db: Db) {
     let p = accounts(&db);
     ok(&p.run(["run"]));
-    let (t, narrow, widen) = match &db {
-        Db::Pg { .. } => {
-            let t = format!("\"{}\".accounts", db.schema());
-            (
-                t.clone(),
-                format!("ALTER TABLE {t} ALTER COLUMN amount TYPE numeric(12, 1)"),
-                format!("ALTER TABLE {t} ALTER COLUMN amount TYPE numeric(14, 4)"),
-            )
-        }
-        _ => {
-            let t = format!("`{}`.accounts", db.schema());
-            (
-                t.clone(),
-                format!("ALTER TABLE {t} MODIFY amount DECIMAL(12, 1)"),
-                format!("ALTER TABLE {t} MODIFY amount DECIMAL(14, 4)"),
-            )
-        }
+    let alter = |p: u8, s: u8| match &db {
+        Db::Pg { .. } => format!("ALTER TABLE \"{}\".accounts ALTER COLUMN amount TYPE numeric({p}, {s})", db.schema()),
+        _ => format!("ALTER TABLE `{}`.accounts MODIFY amount DECIMAL({p}, {s})", db.schema()),
     };
-    let _ = t;
+    let (narrow, widen) = (alter(12, 1), alter(14, 4));
     db.execute(&widen).await;
     ok(&p.run(["reconcile"]));
     db.execute(&narrow).await;

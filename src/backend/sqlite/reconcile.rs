@@ -8,7 +8,9 @@ use rusqlite::types::ValueRef;
 use super::{Sqlite, db_error, q};
 use crate::load::LoadError;
 use crate::reconcile::canonical::{self, float_text};
-use crate::reconcile::{Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash};
+use crate::reconcile::{
+    Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash, run_blocking,
+};
 
 /// The canonical text of a stored value of column `c`.
 fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
@@ -67,7 +69,7 @@ impl Sqlite {
     /// Segment sums and the profile, computed by ferry over the table's rows.
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
-        blocking(move || {
+        run_blocking(&spec.table.to_string(), move || {
             let mut scan = Scan::new(&spec, Dialect::Sqlite);
             each_row(&this, &spec, |texts| scan.row(texts))?;
             Ok(scan.finish())
@@ -79,7 +81,7 @@ impl Sqlite {
     pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
         let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
         let wanted: std::collections::HashSet<u64> = segments.iter().copied().collect();
-        blocking(move || {
+        run_blocking(&spec.table.to_string(), move || {
             let mut out = Vec::new();
             let mut buf = Vec::new();
             each_row(&this, &spec, |texts| {
@@ -96,14 +98,4 @@ impl Sqlite {
     pub fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
-) -> Result<T, LoadError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| LoadError::Database {
-        table: String::new(),
-        doing: "reconciling".into(),
-        message: e.to_string(),
-    })?
 }
