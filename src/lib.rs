@@ -23,6 +23,7 @@ pub mod printer;
 pub mod project;
 pub mod reconcile;
 pub mod settings;
+pub mod source;
 pub mod stage;
 pub mod state;
 pub mod template;

@@ -266,6 +266,11 @@ async fn stage_error(engine: &Engine, manifest: &Manifest, i: usize, e: StageErr
     let node = &manifest.nodes[i];
     match e {
         StageError::Execute { source, .. } => {
+            if let Some(e) = crate::source::ReadError::find(&source) {
+                return vec![
+                    sources::read_error_diagnostic(e).with_note(format!("found while running `{}`", node.name)),
+                ];
+            }
             if is_csv_error(&source)
                 && let Some(d) = sources::locate_bad_row(engine, manifest, i).await
             {

@@ -7,6 +7,6 @@ pub mod execute;
 pub mod functions;
 pub mod plan;
 pub mod session;
-mod sources;
+pub(crate) mod sources;
 
-pub use session::{Engine, EngineOptions};
+pub use session::{CsvSettings, Engine, EngineOptions};

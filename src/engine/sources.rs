@@ -10,10 +10,11 @@ use datafusion::error::DataFusionError;
 use serde_json::Value as Json;
 
 use super::plan::Planned;
-use super::session::{Engine, FileFormat, FileSource};
+use super::session::{CsvSettings, Engine, FileFormat, FileSource};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::manifest::{Manifest, Node, Resource};
 use crate::project::nodes::SourceTable;
+use crate::source;
 use crate::template::functions::quote_ident;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
@@ -45,11 +46,53 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
                 .with_help("give the table a `path:` (and `format:`) to read, or `columns:` with a `data_type` each"),
         ]);
     };
-    let file = file_source(&manifest.root, path, &s.location).map_err(|msg| {
+    let format_name = format_name_of(path, &s.location);
+    let (csv, compression) = dialect(path, &s.location).map_err(|msg| {
         vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
     })?;
-    check_exists(&file, &name, &here)?;
-    let inferred = engine.infer_schema(&file).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+    let request = source::Request {
+        table: &name,
+        root: &manifest.root,
+        path,
+        format: format_name.as_deref(),
+        location: &s.location,
+        columns: &s.columns,
+        csv: &csv,
+        compression,
+    };
+    let spec = source::Spec::of(&request).map_err(|e| {
+        vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone())]
+    })?;
+    let (raw, inferred) = match spec {
+        Some(spec) => {
+            let spec = Arc::new(spec);
+            let reading = Arc::clone(&spec);
+            let inferred = tokio::task::spawn_blocking(move || reading.infer())
+                .await
+                .map_err(|e| {
+                    vec![
+                        Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone()),
+                    ]
+                })?
+                .map_err(|e| vec![read_error_diagnostic(&e)])?;
+            // A fixed-width layout's `type`s, which the columns' own `data_type`s override.
+            let layout = declared_schema(engine, &spec.declared_columns(), &s.origin.file.path).await?;
+            (Raw::Read(spec), overlay(&inferred, layout.as_ref()))
+        }
+        None => {
+            let file = file_source(&manifest.root, path, &s.location).map_err(|msg| {
+                vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
+            })?;
+            check_exists(&file, &name, &here)?;
+            let inferred = engine.infer_schema(&file).await.map_err(|e| {
+                vec![
+                    invalid_text(&name, &manifest.root, &file, &e)
+                        .unwrap_or_else(|| source_error(&name, &e, here.clone())),
+                ]
+            })?;
+            (Raw::File(file), inferred)
+        }
+    };
     if inferred.fields().is_empty() {
         return Err(vec![
             Diagnostic::error(Code::SourceSchema, format!("source `{name}` is empty: `{path}` has no columns"))
@@ -58,23 +101,67 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     }
     let schema = overlay(&inferred, declared.as_ref());
     let formats = TextFormats::of(&s.location);
-    if formats.is_none() && file.csv.null_regex.is_none() {
-        engine.register_file(table, &file, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
+    if formats.is_none() && csv.null_regex.is_none() {
+        raw.register(engine, table, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
         return Ok(Some(schema));
     }
     // Dates and timestamps in a declared format are read as text and parsed
     // in a view over the raw table; NULL spellings in text columns, which
     // the CSV reader leaves alone, become NULL there too.
     let raw_schema = formats.raw_schema(&schema);
-    let raw = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
-    engine
-        .register_file(raw.clone(), &file, &raw_schema)
+    let raw_table = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+    raw.register(engine, raw_table.clone(), &raw_schema)
         .await
         .map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-    let sql = formats.view_sql(&schema, &raw, file.csv.null_regex.as_deref());
+    let sql = formats.view_sql(&schema, &raw_table, csv.null_regex.as_deref());
     let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
     engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
     Ok(Some(schema))
+}
+
+/// What a source table's rows come from: a file DataFusion reads, or
+/// ferry's own reader.
+enum Raw {
+    File(FileSource),
+    Read(Arc<source::Spec>),
+}
+
+impl Raw {
+    async fn register(
+        &self,
+        engine: &Engine,
+        table: TableReference,
+        schema: &SchemaRef,
+    ) -> Result<(), DataFusionError> {
+        match self {
+            Raw::File(file) => engine.register_file(table, file, schema).await,
+            Raw::Read(spec) => engine.register(table, Arc::clone(spec).provider(Arc::clone(schema))?),
+        }
+    }
+}
+
+/// When DataFusion's reader failed on invalid UTF-8, the diagnostic naming
+/// where it is.
+fn invalid_text(name: &str, root: &Utf8Path, file: &FileSource, e: &DataFusionError) -> Option<Diagnostic> {
+    if !e.to_string().contains("UTF-8") {
+        return None;
+    }
+    source::find_invalid_utf8(name, root, &file.local_files(), file.compression).map(|e| read_error_diagnostic(&e))
+}
+
+/// A read error as a diagnostic naming file and line (or sheet and row).
+pub(crate) fn read_error_diagnostic(e: &source::ReadError) -> Diagnostic {
+    let place = e.place().map(|p| format!(" ({p})")).unwrap_or_default();
+    let d = Diagnostic::error(Code::SourceRow, format!("{e}{place}")).in_file(Utf8PathBuf::from(e.at.location()));
+    match e.problem.as_ref() {
+        source::Problem::Value { column, .. } => d.with_help(format!(
+            "fix the value, or declare `{column}` with `data_type: varchar` and convert it in the model (`try_cast`)"
+        )),
+        source::Problem::InvalidText(_) => d.with_help(
+            "declare the file's `encoding:` (such as `windows-1252` or `utf-16`), or set `on_invalid: replace` to replace bad bytes",
+        ),
+        _ => d,
+    }
 }
 
 /// `date_format` / `timestamp_format` of a source table (chrono patterns).
@@ -165,23 +252,44 @@ fn sql_type_of(ty: &DataType) -> &'static str {
     }
 }
 
+/// The format a source declares, or else its file extension's, lower case.
+fn format_name_of(path: &str, location: &serde_json::Map<String, Json>) -> Option<String> {
+    location
+        .get("format")
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+        .or_else(|| extension_of(path))
+        .map(|f| f.to_ascii_lowercase())
+}
+
 /// Reads a source table's location keys into what the reader needs.
 fn file_source(root: &Utf8Path, path: &str, location: &serde_json::Map<String, Json>) -> Result<FileSource, String> {
-    let text = |k: &str| location.get(k).and_then(Json::as_str);
-    let format_name = text("format").map(str::to_owned).or_else(|| extension_of(path));
+    let format_name = format_name_of(path, location);
     let format = format_name.as_deref().and_then(FileFormat::from_name).ok_or_else(|| {
         format!(
-            "has no readable `format`; set `format:` to one of {}",
-            FileFormat::NAMES.map(|n| format!("`{n}`")).join(", ")
+            "has no readable `format`; set `format:` to one of {}, or {}",
+            FileFormat::NAMES.map(|n| format!("`{n}`")).join(", "),
+            source::FORMAT_NAMES.map(|n| format!("`{n}`")).join(", ")
         )
     })?;
     let full = resolve_path(root, path);
     let mut file = FileSource::local(&full, format);
+    (file.csv, file.compression) = dialect(path, location)?;
+    if full.is_dir() || !file.extension.contains('.') {
+        let suffix = compression_suffix_of(file.compression);
+        file.extension = format!("{}{suffix}", file.extension);
+    }
+    Ok(file)
+}
+
+/// The CSV dialect and compression keys of a source table.
+fn dialect(path: &str, location: &serde_json::Map<String, Json>) -> Result<(CsvSettings, FileCompressionType), String> {
+    let text = |k: &str| location.get(k).and_then(Json::as_str);
     let compression = match text("compression") {
         Some(c) => c.to_ascii_lowercase(),
         None => compression_suffix(path).unwrap_or("none").to_owned(),
     };
-    file.compression = match compression.as_str() {
+    let compression = match compression.as_str() {
         "none" | "uncompressed" => FileCompressionType::UNCOMPRESSED,
         "gz" | "gzip" => FileCompressionType::GZIP,
         "bz2" | "bzip2" => FileCompressionType::BZIP2,
@@ -189,10 +297,6 @@ fn file_source(root: &Utf8Path, path: &str, location: &serde_json::Map<String, J
         "zst" | "zstd" => FileCompressionType::ZSTD,
         other => return Err(format!("unknown `compression: {other}`; use gzip, bzip2, xz or zstd")),
     };
-    if full.is_dir() || !file.extension.contains('.') {
-        let suffix = compression_suffix_of(file.compression);
-        file.extension = format!("{}{suffix}", file.extension);
-    }
     let byte = |k: &str| -> Result<Option<u8>, String> {
         match text(k) {
             None => Ok(None),
@@ -201,16 +305,17 @@ fn file_source(root: &Utf8Path, path: &str, location: &serde_json::Map<String, J
             Some(v) => Err(format!("`{k}: {v}` must be one ASCII character (or `tab`)")),
         }
     };
+    let mut csv = CsvSettings::default();
     if let Some(d) = byte("delimiter")? {
-        file.csv.delimiter = d;
+        csv.delimiter = d;
     }
     if let Some(q) = byte("quote")? {
-        file.csv.quote = q;
+        csv.quote = q;
     }
-    file.csv.escape = byte("escape")?;
+    csv.escape = byte("escape")?;
     match location.get("header") {
         None => {}
-        Some(Json::Bool(b)) => file.csv.header = *b,
+        Some(Json::Bool(b)) => csv.header = *b,
         Some(other) => return Err(format!("`header: {other}` must be true or false")),
     }
     let nulls: Vec<&str> = match location.get("null_strings").or_else(|| location.get("null_string")) {
@@ -223,9 +328,9 @@ fn file_source(root: &Utf8Path, path: &str, location: &serde_json::Map<String, J
         // The empty field stays NULL, as it is without the option.
         let alternatives: Vec<String> =
             std::iter::once(String::new()).chain(nulls.iter().map(|n| regex::escape(n))).collect();
-        file.csv.null_regex = Some(format!("^(?:{})$", alternatives.join("|")));
+        csv.null_regex = Some(format!("^(?:{})$", alternatives.join("|")));
     }
-    Ok(file)
+    Ok((csv, compression))
 }
 
 fn compression_suffix(path: &str) -> Option<&'static str> {
@@ -335,6 +440,16 @@ pub(super) async fn locate_bad_row(engine: &Engine, manifest: &Manifest, i: usiz
         }
         let Some(schema) = engine.table_schema(table).await else { continue };
         if let Some((path, message)) = engine.first_bad_row(&file, &schema).await {
+            if message.contains("UTF-8")
+                && let Some(e) = source::find_invalid_utf8(
+                    &node.display_name(),
+                    &manifest.root,
+                    std::slice::from_ref(&path),
+                    file.compression,
+                )
+            {
+                return Some(read_error_diagnostic(&e));
+            }
             let shown = path.strip_prefix(&manifest.root).map_or_else(|_| path.clone(), Utf8Path::to_owned);
             return Some(bad_row_diagnostic(&node.display_name(), &shown, &message, &schema));
         }

@@ -15,6 +15,10 @@ pub struct ColumnSpec {
     pub description: String,
     /// The SQL type declared for the column (`data_type:`), if any.
     pub data_type: Option<String>,
+    /// Where a source column's value sits in a nested JSON or XML record
+    /// (`customer.address.city`, `address/@kind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub meta: Map<String, Json>,
 }

@@ -59,6 +59,7 @@ const COLUMN_KEYS: &[&str] = &[
     "granularity",
     "config",
     "rules",
+    "path",
 ];
 const SOURCE_KEYS: &[&str] = &[
     "name",
@@ -112,7 +113,10 @@ pub const LOCATION_KEYS: &[&str] = &[
     "partition_on",
     "partitions",
     "sheet",
+    "header_row",
     "range",
+    "records",
+    "skip_lines",
     "record_path",
     "layout",
     "record_type",
@@ -303,6 +307,7 @@ impl Parser<'_> {
             columns.push(ColumnSpec {
                 description: Self::text(col, "description"),
                 data_type: col.get("data_type").and_then(Node::as_str).map(str::to_owned),
+                path: col.get("path").and_then(Node::as_str).map(str::to_owned),
                 meta,
                 name,
             });

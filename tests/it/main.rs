@@ -12,3 +12,4 @@ mod profiles;
 mod reconcile;
 mod rules;
 mod run;
+mod sources;
