@@ -67,6 +67,7 @@ pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Se
     tracing::debug!(elapsed = ?started.elapsed(), "read the project files");
     let mut diagnostics = loaded.diagnostics;
     let Some(project) = loaded.project else { return Ok(Err(diagnostics)) };
+    let profile_name = profile_name(settings, &project);
     let target = match resolve_target(settings, &project, &mut diagnostics) {
         Ok(t) => t,
         Err(d) => {
@@ -89,7 +90,10 @@ pub(crate) fn load_session(settings: &Settings, which: &str) -> Result<Result<Se
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
     match manifest {
-        Some(manifest) => Ok(Ok(Session { target, manifest, failed, diagnostics })),
+        Some(mut manifest) => {
+            manifest.connections = source_connections(settings, &manifest, &profile_name);
+            Ok(Ok(Session { target, manifest, failed, diagnostics }))
+        }
         None => Ok(Err(diagnostics)),
     }
 }
@@ -107,14 +111,41 @@ pub(crate) fn load_or_report(settings: &Settings, which: &str, printer: &Printer
     }
 }
 
+fn profile_name(settings: &Settings, project: &Project) -> String {
+    settings.profile.clone().or_else(|| project.file.profile.clone()).unwrap_or_else(|| project.file.name.clone())
+}
+
 fn resolve_target(
     settings: &Settings,
     project: &Project,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Target, Box<Diagnostic>> {
-    let name =
-        settings.profile.clone().or_else(|| project.file.profile.clone()).unwrap_or_else(|| project.file.name.clone());
+    let name = profile_name(settings, project);
     profiles::resolve_target(&settings.profiles_dirs, &name, settings.target.as_deref(), &settings.root, warnings)
+}
+
+/// The profile targets that database sources name as their `connection`,
+/// resolved to URLs (URLs and `env:VAR` connections need no profile).
+fn source_connections(
+    settings: &Settings,
+    manifest: &crate::manifest::Manifest,
+    profile: &str,
+) -> std::collections::BTreeMap<String, Result<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for node in &manifest.nodes {
+        let crate::manifest::Resource::Source(s) = &node.resource else { continue };
+        let Some(name) = s.location.get("connection").and_then(Json::as_str) else { continue };
+        if name.contains("://") || name.starts_with("env:") || out.contains_key(name) {
+            continue;
+        }
+        let mut ignored = Vec::new();
+        let resolved =
+            profiles::resolve_target(&settings.profiles_dirs, profile, Some(name), &settings.root, &mut ignored)
+                .map(|t| t.url())
+                .map_err(|d| d.message.clone());
+        out.insert(name.to_owned(), resolved);
+    }
+    out
 }
 
 /// `target` as templates see it: dbt's fields, never the password.

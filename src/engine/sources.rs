@@ -24,13 +24,7 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     let here = Label::new(&s.origin.file, s.origin.span.clone());
     let name = format!("{}.{}", s.source, s.name);
     if s.location.contains_key("connection") {
-        return Err(vec![
-            Diagnostic::error(
-                Code::SourceSchema,
-                format!("source `{name}` reads a database, which ferry does not support yet"),
-            )
-            .with_label(here),
-        ]);
+        return register_database(engine, manifest, s, table, &name, here).await;
     }
     let declared = declared_schema(engine, &s.columns, &s.origin.file.path).await?;
     let Some(path) = s.location.get("path").and_then(Json::as_str) else {
@@ -116,6 +110,64 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     let sql = formats.view_sql(&schema, &raw_table, csv.null_regex.as_deref());
     let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
     engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
+    Ok(Some(schema))
+}
+
+/// A source read from a live database through connectorx. Column types
+/// come from the database.
+async fn register_database(
+    engine: &Engine,
+    manifest: &Manifest,
+    s: &SourceTable,
+    table: TableReference,
+    name: &str,
+    here: Label,
+) -> Planned {
+    let fail = |message: String, help: Option<&str>| {
+        let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
+        vec![match help {
+            Some(h) => d.with_help(h),
+            None => d,
+        }]
+    };
+    let connection = s.location.get("connection").and_then(Json::as_str).unwrap_or_default();
+    let url = if let Some(var) = connection.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| {
+            fail(format!("`connection: {connection}` names the environment variable `{var}`, which is not set"), None)
+        })?
+    } else if connection.contains("://") {
+        connection.to_owned()
+    } else {
+        match manifest.connections.get(connection) {
+            Some(Ok(url)) => url.clone(),
+            Some(Err(why)) => {
+                return Err(fail(
+                    format!("`connection: {connection}`: {why}"),
+                    Some(
+                        "name a target of this project's profile in profiles.yml, or use `connection: env:VAR` with a URL in VAR",
+                    ),
+                ));
+            }
+            None => {
+                return Err(fail(
+                    format!("`connection: {connection}` is not a target of this project's profile"),
+                    None,
+                ));
+            }
+        }
+    };
+    let spec = source::database::DatabaseSpec::of(name, url, &s.location).map_err(|m| fail(m, None))?;
+    let spec = Arc::new(spec);
+    let reading = Arc::clone(&spec);
+    let schema = tokio::task::spawn_blocking(move || reading.schema())
+        .await
+        .map_err(|e| fail(e.to_string(), None))?
+        .map_err(|e| {
+            let help = "select it cast to text in a `query:` (`SELECT id, col::text AS col FROM t`)";
+            fail(e.message, if e.column.is_some() { Some(help) } else { None })
+        })?;
+    let provider = Arc::new(source::database::DatabaseTable::new(spec, Arc::clone(&schema)));
+    engine.register(table, provider).map_err(|e| vec![source_error(name, &e, here.clone())])?;
     Ok(Some(schema))
 }
 

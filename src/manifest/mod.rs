@@ -4,7 +4,7 @@
 //! Built from a [`Project`] by rendering each model and singular test once
 //! with the [`Templater`]. Planning (output schemas) is the engine's job.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
@@ -168,6 +168,9 @@ pub struct Manifest {
     pub order: Vec<usize>,
     pub templater: Templater,
     pub globals: Globals,
+    /// Connection URLs of the profile targets that database sources name
+    /// (`connection: legacy_pg`), or why a name did not resolve.
+    pub connections: BTreeMap<String, Result<String, String>>,
     by_id: HashMap<String, usize>,
 }
 
@@ -246,7 +249,17 @@ impl Manifest {
                 return Built { manifest: None, failed: b.failed, diagnostics: b.diags };
             }
         };
-        let manifest = Manifest { project_name, root, nodes, graph, order, templater, globals, by_id };
+        let manifest = Manifest {
+            project_name,
+            root,
+            nodes,
+            graph,
+            order,
+            templater,
+            globals,
+            connections: BTreeMap::new(),
+            by_id,
+        };
         Built { manifest: Some(manifest), failed: b.failed, diagnostics: b.diags }
     }
 }

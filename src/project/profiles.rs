@@ -114,6 +114,29 @@ impl Target {
         }
     }
 
+    /// The target as a connection URL (with its password: never print it).
+    pub fn url(&self) -> String {
+        let server = |scheme: &str, s: &ServerTarget| {
+            let mut u = url::Url::parse(&format!("{scheme}://host")).expect("a valid base URL");
+            let _ = u.set_host(Some(&s.host));
+            let _ = u.set_port(Some(s.port));
+            let _ = u.set_username(&s.user);
+            if !s.password.is_empty() {
+                let _ = u.set_password(Some(s.password.expose()));
+            }
+            u.set_path(&s.dbname);
+            if let Some(mode) = &s.sslmode {
+                u.query_pairs_mut().append_pair("sslmode", mode);
+            }
+            u.to_string()
+        };
+        match &self.kind {
+            TargetKind::Sqlite { path, .. } => format!("sqlite://{path}"),
+            TargetKind::Postgres(s) => server("postgresql", s),
+            TargetKind::Mysql(s) => server("mysql", s),
+        }
+    }
+
     /// The database name (file stem for SQLite).
     pub fn database(&self) -> &str {
         match &self.kind {

@@ -10,6 +10,7 @@
 
 mod columns;
 mod csv;
+pub mod database;
 mod excel;
 mod fixed_width;
 mod json;

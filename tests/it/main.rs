@@ -5,6 +5,7 @@ mod common;
 mod compile;
 mod data_tests;
 mod diagnostics;
+mod extract;
 mod init;
 mod load;
 mod ls;

@@ -1,0 +1,539 @@
+//! Live databases as sources, read through connectorx: PostgreSQL (binary
+//! protocol), MySQL/MariaDB, SQLite and SQL Server. connectorx builds arrow
+//! 56 batches; each crosses to DataFusion's arrow through the Arrow C data
+//! interface, without copying.
+//!
+//! A table is scanned with the columns and simple filters DataFusion pushes
+//! down, split by `partition_on` into key ranges read in parallel, one
+//! connection each, plus one partition for rows whose key is NULL.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use connectorx::get_arrow::new_record_batch_iter;
+use connectorx::source_router::SourceConn;
+use connectorx::sql::CXQuery;
+use datafusion::arrow::array::{Array, RecordBatch, StructArray};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::unparser::Unparser;
+use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SqliteDialect};
+use serde_json::Value as Json;
+
+/// Rows per batch connectorx builds.
+const BATCH_ROWS: usize = 8192;
+
+/// A database source that cannot be read, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read `{table}` from the database: {message}")]
+pub struct ExtractError {
+    /// The source table (`legacy.customers`).
+    pub table: String,
+    pub message: String,
+    /// A column whose type has no Arrow mapping, when known.
+    pub column: Option<String>,
+}
+
+/// Which database a connection reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    Mysql,
+    Sqlite,
+    Mssql,
+}
+
+impl Kind {
+    fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split("://").next()?.split('+').next()?;
+        Some(match scheme {
+            "postgres" | "postgresql" => Kind::Postgres,
+            "mysql" | "mariadb" => Kind::Mysql,
+            "sqlite" => Kind::Sqlite,
+            "mssql" | "sqlserver" => Kind::Mssql,
+            _ => return None,
+        })
+    }
+
+    fn quote(self, ident: &str) -> String {
+        match self {
+            Kind::Mysql => format!("`{}`", ident.replace('`', "``")),
+            Kind::Mssql => format!("[{}]", ident.replace(']', "]]")),
+            Kind::Postgres | Kind::Sqlite => format!("\"{}\"", ident.replace('"', "\"\"")),
+        }
+    }
+
+    fn dialect(self) -> Box<dyn Dialect + Send + Sync> {
+        match self {
+            Kind::Postgres | Kind::Mssql => Box::new(PostgreSqlDialect {}),
+            Kind::Mysql => Box::new(MySqlDialect {}),
+            Kind::Sqlite => Box::new(SqliteDialect {}),
+        }
+    }
+}
+
+/// A connection URL; its password never prints.
+#[derive(Clone)]
+pub struct Url(String);
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                write!(f, "{u}")
+            }
+            Err(_) => write!(f, "<url>"),
+        }
+    }
+}
+
+/// What to read: a table, or a query.
+#[derive(Debug, Clone)]
+enum Base {
+    Table(String),
+    Query(String),
+}
+
+/// A database source table.
+#[derive(Debug)]
+pub struct DatabaseSpec {
+    /// The source table, for messages (`legacy.customers`).
+    pub table: String,
+    kind: Kind,
+    url: Url,
+    base: Base,
+    /// `partition_on` and `partitions`.
+    partition: Option<(String, usize)>,
+}
+
+impl DatabaseSpec {
+    /// From the source's keys and its connection's URL.
+    pub fn of(table: &str, url: String, location: &serde_json::Map<String, Json>) -> Result<Self, String> {
+        let kind = Kind::of_url(&url)
+            .ok_or_else(|| "the connection is not a postgres://, mysql://, sqlite:// or mssql:// URL".to_owned())?;
+        let text = |k: &str| location.get(k).and_then(Json::as_str).map(str::to_owned);
+        let base = match (text("table"), text("query")) {
+            (Some(t), None) => Base::Table(t.split('.').map(|p| kind.quote(p)).collect::<Vec<_>>().join(".")),
+            (None, Some(q)) => Base::Query(q.trim().trim_end_matches(';').to_owned()),
+            (Some(_), Some(_)) => return Err("give `table:` or `query:`, not both".to_owned()),
+            (None, None) => {
+                return Err("a database source needs `table:` (such as `public.customers`) or `query:`".to_owned());
+            }
+        };
+        let partition = match (text("partition_on"), location.get("partitions")) {
+            (None, None) => None,
+            (Some(col), n) => {
+                let n = match n {
+                    None => 2,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| format!("`partitions: {v}` must be a whole number from 1"))?
+                        as usize,
+                };
+                Some((col, n))
+            }
+            (None, Some(_)) => return Err("`partitions` needs `partition_on:`, an integer column".to_owned()),
+        };
+        Ok(DatabaseSpec { table: table.to_owned(), kind, url: Url(url), base, partition })
+    }
+
+    fn conn(&self) -> Result<SourceConn, ExtractError> {
+        SourceConn::try_from(self.url.0.as_str()).map_err(|e| self.error(e.to_string()))
+    }
+
+    fn error(&self, message: String) -> ExtractError {
+        ExtractError { table: self.table.clone(), message, column: None }
+    }
+
+    /// `SELECT <columns> FROM <base> WHERE <conditions>`.
+    fn select(&self, columns: &[String], conditions: &[String]) -> String {
+        let list = if columns.is_empty() {
+            "1 AS __ferry_row".to_owned()
+        } else {
+            columns.iter().map(|c| self.kind.quote(c)).collect::<Vec<_>>().join(", ")
+        };
+        let from = match &self.base {
+            Base::Table(t) => t.clone(),
+            Base::Query(q) => format!("({q}) AS {}", self.kind.quote("__ferry_q")),
+        };
+        match conditions {
+            [] => format!("SELECT {list} FROM {from}"),
+            _ => format!("SELECT {list} FROM {from} WHERE {}", conditions.join(" AND ")),
+        }
+    }
+
+    /// The columns and their Arrow types, from the database (blocking).
+    pub fn schema(&self) -> Result<SchemaRef, ExtractError> {
+        let conn = self.conn()?;
+        // Building the reader fetches the result's metadata, not its rows.
+        let query = self.select(&[], &[]).replacen("1 AS __ferry_row", "*", 1);
+        let iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], BATCH_ROWS, None))
+            .map_err(|m| self.unreadable(m))?
+            .map_err(|e| self.error(chain(&e)))?;
+        let (empty, _) = iter.get_schema();
+        let batch = bridge(empty).map_err(|e| self.error(e.to_string()))?;
+        let fields: Vec<Field> =
+            batch.schema().fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect();
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// connectorx panics on a column type it has no mapping for
+    /// (`not implemented: point`): name the column, for a table.
+    fn unreadable(&self, message: String) -> ExtractError {
+        let Some(ty) = message.strip_prefix("not implemented: ").map(str::trim) else { return self.error(message) };
+        let column = self.column_of_type(ty);
+        let message = match &column {
+            Some(c) => format!("column `{c}` has the type `{ty}`, which connectorx cannot read"),
+            None => format!("a column has the type `{ty}`, which connectorx cannot read"),
+        };
+        ExtractError { table: self.table.clone(), message, column }
+    }
+
+    /// The first column of the table with the database type `ty`, from the
+    /// catalog (PostgreSQL and MySQL).
+    fn column_of_type(&self, ty: &str) -> Option<String> {
+        let Base::Table(quoted) = &self.base else { return None };
+        let parts: Vec<String> = quoted.split('.').map(|p| p.trim_matches(['"', '`']).to_owned()).collect();
+        let (schema, table) = match parts.as_slice() {
+            [s, t] => (Some(s.as_str()), t.as_str()),
+            [t] => (None, t.as_str()),
+            _ => return None,
+        };
+        let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let in_schema = schema.map(|s| format!(" AND table_schema = {}", literal(s))).unwrap_or_default();
+        let type_column = match self.kind {
+            Kind::Postgres => "udt_name",
+            Kind::Mysql => "data_type",
+            _ => return None,
+        };
+        let query = format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = {}{in_schema} AND {type_column} = {} ORDER BY ordinal_position",
+            literal(table),
+            literal(ty)
+        );
+        let conn = self.conn().ok()?;
+        let mut iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], 16, None)).ok()?.ok()?;
+        catch(|| iter.prepare()).ok()?;
+        let batch = catch(|| iter.next_batch()).ok()??;
+        let batch = bridge(batch).ok()?;
+        let column = batch.columns().first()?;
+        let text = datafusion::arrow::compute::cast(column, &datafusion::arrow::datatypes::DataType::Utf8).ok()?;
+        let text = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>()?;
+        (!text.is_empty()).then(|| text.value(0).to_owned())
+    }
+
+    /// The key range of the partition column (blocking).
+    fn key_range(&self, column: &str, conditions: &[String]) -> Result<(i64, i64), ExtractError> {
+        let conn = self.conn()?;
+        let query = self.select(&[column.to_owned()], conditions);
+        catch(|| connectorx::partition::get_col_range(&conn, &query, &self.kind.quote(column)))
+            .map_err(|m| self.error(m))?
+            .map_err(|e| self.error(format!("cannot find the range of `{column}` to partition on: {}", chain(&e))))
+    }
+
+    /// The queries of a scan: one per key range, and one for NULL keys.
+    fn queries(&self, columns: &[String], conditions: &[String]) -> Result<Vec<String>, ExtractError> {
+        let Some((key, n)) = &self.partition else { return Ok(vec![self.select(columns, conditions)]) };
+        let (min, max) = self.key_range(key, conditions)?;
+        let quoted = self.kind.quote(key);
+        let span = (i128::from(max) - i128::from(min) + 1).max(1);
+        let n = (*n as i128).min(span);
+        let mut queries = Vec::new();
+        for i in 0..n {
+            let lo = i128::from(min) + span * i / n;
+            let hi = i128::from(min) + span * (i + 1) / n;
+            let mut c = conditions.to_vec();
+            c.push(format!("{quoted} >= {lo}"));
+            if i + 1 < n {
+                c.push(format!("{quoted} < {hi}"));
+            }
+            queries.push(self.select(columns, &c));
+        }
+        let mut c = conditions.to_vec();
+        c.push(format!("{quoted} IS NULL"));
+        queries.push(self.select(columns, &c));
+        Ok(queries)
+    }
+
+    /// A filter as the database's SQL, when it is a simple column
+    /// predicate whose result the database computes the same way (or keeps
+    /// more rows, which DataFusion then filters again).
+    fn pushed(&self, filter: &Expr) -> Option<String> {
+        if !self.simple(filter) {
+            return None;
+        }
+        let unqualified = filter
+            .clone()
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) => {
+                        Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name)))
+                    }
+                    other => Transformed::no(other),
+                })
+            })
+            .ok()?
+            .data;
+        let dialect = self.kind.dialect();
+        let sql = Unparser::new(dialect.as_ref()).expr_to_sql(&unqualified).ok()?;
+        Some(sql.to_string())
+    }
+
+    fn simple(&self, e: &Expr) -> bool {
+        let ordered_literal = |v: &ScalarValue| {
+            matches!(
+                v,
+                ScalarValue::Int8(Some(_))
+                    | ScalarValue::Int16(Some(_))
+                    | ScalarValue::Int32(Some(_))
+                    | ScalarValue::Int64(Some(_))
+                    | ScalarValue::UInt8(Some(_))
+                    | ScalarValue::UInt16(Some(_))
+                    | ScalarValue::UInt32(Some(_))
+                    | ScalarValue::UInt64(Some(_))
+                    | ScalarValue::Float64(Some(_))
+                    | ScalarValue::Decimal128(Some(_), _, _)
+            )
+        };
+        // Text equality keeps at least the rows DataFusion keeps (MySQL's
+        // collations compare case-blind); text order depends on collation.
+        let equal_literal = |v: &ScalarValue| {
+            ordered_literal(v) || matches!(v, ScalarValue::Utf8(Some(_)) | ScalarValue::Boolean(Some(_)))
+        };
+        match e {
+            Expr::BinaryExpr(b) => match b.op {
+                Operator::And | Operator::Or => self.simple(&b.left) && self.simple(&b.right),
+                Operator::Eq => column_and_literal(&b.left, &b.right, &equal_literal),
+                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    column_and_literal(&b.left, &b.right, &ordered_literal)
+                }
+                _ => false,
+            },
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => matches!(inner.as_ref(), Expr::Column(_)),
+            Expr::InList(l) => {
+                !l.negated
+                    && matches!(l.expr.as_ref(), Expr::Column(_))
+                    && l.list.iter().all(|v| matches!(v, Expr::Literal(s, _) if equal_literal(s)))
+            }
+            Expr::Between(b) => {
+                !b.negated
+                    && matches!(b.expr.as_ref(), Expr::Column(_))
+                    && [&b.low, &b.high].iter().all(|v| matches!(v.as_ref(), Expr::Literal(s, _) if ordered_literal(s)))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn column_and_literal(a: &Expr, b: &Expr, ok: &dyn Fn(&ScalarValue) -> bool) -> bool {
+    match (a, b) {
+        (Expr::Column(_), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(_)) => ok(v),
+        _ => false,
+    }
+}
+
+/// An error with its sources: connectorx's own messages are terse (`db
+/// error`), the driver's cause is below them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+thread_local! {
+    /// Set while this thread runs connectorx code whose panics [`catch`]
+    /// turns into errors.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs connectorx code, turning its panics (it panics on some errors, such
+/// as a column type it cannot map) into an error message, without the panic
+/// report on stderr that the message then repeats.
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "connectorx failed".to_owned())
+    })
+}
+
+/// An arrow 56 batch from connectorx as an arrow 59 batch: the C data
+/// interface carries the same buffers across.
+fn bridge(batch: arrow56::record_batch::RecordBatch) -> Result<RecordBatch> {
+    let schema56 = batch.schema();
+    let rows = batch.num_rows();
+    let data = arrow56::array::StructArray::from(batch);
+    let (mut array56, mut schema56_ffi) = arrow56::ffi::to_ffi(&arrow56::array::Array::to_data(&data))
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    // SAFETY: both arrow versions define these structs as the C data
+    // interface's `ArrowArray` and `ArrowSchema` (`#[repr(C)]`, the same
+    // fields). `from_raw` moves the contents out and leaves released
+    // structs behind, so each buffer is released exactly once.
+    let (array, schema) = unsafe {
+        (
+            arrow::ffi::FFI_ArrowArray::from_raw((&raw mut array56).cast()),
+            arrow::ffi::FFI_ArrowSchema::from_raw((&raw mut schema56_ffi).cast()),
+        )
+    };
+    // SAFETY: the pair was exported together just above.
+    let data = unsafe { arrow::ffi::from_ffi(array, &schema)? };
+    let imported = StructArray::from(data);
+    let fields: Vec<Field> = schema56
+        .fields()
+        .iter()
+        .zip(imported.columns())
+        .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let columns = imported.columns().to_vec();
+    if columns.is_empty() {
+        return Ok(RecordBatch::try_new_with_options(
+            schema,
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The table DataFusion scans.
+#[derive(Debug)]
+pub struct DatabaseTable {
+    spec: Arc<DatabaseSpec>,
+    schema: SchemaRef,
+}
+
+impl DatabaseTable {
+    pub fn new(spec: Arc<DatabaseSpec>, schema: SchemaRef) -> Self {
+        DatabaseTable { spec, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DatabaseTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.spec.pushed(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let conditions: Vec<String> = filters.iter().filter_map(|f| self.spec.pushed(f)).collect();
+        let spec = Arc::clone(&self.spec);
+        let queries = tokio::task::spawn_blocking(move || spec.queries(&columns, &conditions))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        tracing::debug!(table = %self.spec.table, ?queries, "database scan");
+        let partitions: Vec<Arc<dyn PartitionStream>> = queries
+            .into_iter()
+            .map(|query| {
+                Arc::new(QueryPartition { spec: Arc::clone(&self.spec), query, schema: Arc::clone(&schema) })
+                    as Arc<dyn PartitionStream>
+            })
+            .collect();
+        StreamingTable::try_new(Arc::clone(&schema), partitions)?.scan(state, None, &[], limit).await
+    }
+}
+
+/// One query of a scan, read on its own connection.
+#[derive(Debug)]
+struct QueryPartition {
+    spec: Arc<DatabaseSpec>,
+    query: String,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for QueryPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
+        let tx = builder.tx();
+        let (spec, query, schema) = (Arc::clone(&self.spec), self.query.clone(), Arc::clone(&self.schema));
+        builder.spawn_blocking(move || {
+            let external = |e: ExtractError| DataFusionError::External(Box::new(e));
+            let conn = spec.conn().map_err(external)?;
+            let mut iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], BATCH_ROWS, None))
+                .map_err(|m| external(spec.error(m)))?
+                .map_err(|e| external(spec.error(chain(&e))))?;
+            catch(|| iter.prepare()).map_err(|m| external(spec.error(m)))?;
+            loop {
+                let next = catch(|| iter.next_batch()).map_err(|m| external(spec.error(m)))?;
+                let Some(batch) = next else { break };
+                let batch = bridge(batch)?;
+                let batch = RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    batch.columns().to_vec(),
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )?;
+                if tx.blocking_send(Ok(batch)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}

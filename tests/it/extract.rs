@@ -1,0 +1,252 @@
+//! Database sources through connectorx: tables seeded on the real
+//! PostgreSQL and MariaDB servers (and a SQLite file), read whole and in key
+//! ranges, with NULL partition keys, every common column type, and filters
+//! pushed into the database's query.
+
+use crate::common::TestProject;
+use crate::load::{Db, ok, project_for};
+
+/// 1,000 rows; every 100th has a NULL `part_key`. Columns of each common
+/// family, with NULLs in each on row 7.
+async fn seed(db: &mut Db) {
+    let s = db.schema().to_owned();
+    let sql = match db {
+        Db::Pg { .. } => format!(
+            "CREATE SCHEMA \"{s}\";
+             CREATE TABLE \"{s}\".src (
+               id bigint PRIMARY KEY, part_key integer, small smallint, amount numeric(12,2), ratio double precision,
+               flag boolean, name text, born date, seen timestamp, raw bytea);
+             INSERT INTO \"{s}\".src
+             SELECT i, CASE WHEN i % 100 = 0 THEN NULL ELSE i END, (i % 100)::smallint, i * 1.25, i / 8.0,
+                    i % 2 = 0, 'name ' || i || ' é', DATE '2020-01-01' + i::int,
+                    TIMESTAMP '2020-01-01 00:00:00' + i * INTERVAL '90 minutes', decode(lpad(to_hex(i), 4, '0'), 'hex')
+             FROM generate_series(1, 1000) AS i;
+             UPDATE \"{s}\".src SET small = NULL, amount = NULL, ratio = NULL, flag = NULL, name = NULL, born = NULL,
+                    seen = NULL, raw = NULL WHERE id = 7;"
+        ),
+        Db::My { .. } => format!(
+            "CREATE DATABASE `{s}`;
+             CREATE TABLE `{s}`.src (
+               id bigint PRIMARY KEY, part_key int, small smallint, amount decimal(12,2), ratio double,
+               flag boolean, name text, born date, seen datetime(6), raw varbinary(8));
+             INSERT INTO `{s}`.src
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             SELECT i, CASE WHEN i % 100 = 0 THEN NULL ELSE i END, i % 100, i * 1.25, i / 8.0,
+                    i % 2 = 0, CONCAT('name ', i, ' é'), DATE '2020-01-01' + INTERVAL i DAY,
+                    TIMESTAMP '2020-01-01 00:00:00' + INTERVAL (i * 90) MINUTE, UNHEX(LPAD(HEX(i), 4, '0'))
+             FROM n;
+             UPDATE `{s}`.src SET small = NULL, amount = NULL, ratio = NULL, flag = NULL, name = NULL, born = NULL,
+                    seen = NULL, raw = NULL WHERE id = 7;"
+        ),
+        Db::Lite { .. } => "CREATE TABLE src (
+               id integer PRIMARY KEY, part_key integer, small integer, amount real, ratio double,
+               flag boolean, name text, born date, seen timestamp, raw blob);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             INSERT INTO src
+             SELECT i, CASE WHEN i % 100 = 0 THEN NULL ELSE i END, i % 100, i * 1.25, i / 8.0,
+                    i % 2 = 0, 'name ' || i || ' é', date('2020-01-01', '+' || i || ' days'),
+                    datetime('2020-01-01 00:00:00', '+' || (i * 90) || ' minutes'), unhex(printf('%04X', i))
+             FROM n;
+             UPDATE src SET small = NULL, amount = NULL, ratio = NULL, flag = NULL, name = NULL, born = NULL,
+                    seen = NULL, raw = NULL WHERE id = 7;"
+            .to_owned(),
+    };
+    if let Db::Lite { path } = db {
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    }
+    db.execute(&sql).await;
+}
+
+/// A project reading `src` through `connection: t` (the profile's target),
+/// with `extra` keys on the source table, and a model summing it.
+fn project(db: &Db, extra: &str) -> TestProject {
+    // The servers are reached through the profile's target; the SQLite
+    // file, seeded outside the project, by URL.
+    let (connection, table) = match db {
+        Db::Lite { path } => (format!("sqlite://{path}"), "src".to_owned()),
+        _ => ("t".to_owned(), format!("{}.src", db.schema())),
+    };
+    let mut yml = format!(
+        "sources:\n  - name: db\n    tables:\n      - name: src\n        connection: {connection}\n        table: {table}\n"
+    );
+    for line in extra.lines() {
+        yml.push_str(&format!("        {line}\n"));
+    }
+    project_for(db, None, "")
+        .file("models/sources.yml", &yml)
+        .model(
+            "summary.sql",
+            "{{ config(materialized='table', load=false) }}
+select count(*) as n, count(part_key) as keyed, count(distinct id) as ids, sum(small) as small,
+       sum(amount) as amount, sum(ratio) as ratio, sum(cast(flag as int)) as flags,
+       sum(length(name)) as name_chars, min(born) as first_born, max(born) as last_born,
+       min(seen) as first_seen, max(seen) as last_seen, sum(length(encode(raw, 'hex'))) as raw_hex
+from {{ source('db', 'src') }}",
+        )
+        .model(
+            "some_rows.sql",
+            "{{ config(materialized='table', load=false) }}
+select * from {{ source('db', 'src') }} where id in (1, 7, 100, 1000)",
+        )
+}
+
+fn show(p: &TestProject, model: &str) -> Vec<String> {
+    let shown = p.run(["show", "-s", model, "--format", "json"]);
+    ok(&shown);
+    let mut lines: Vec<String> = shown.stdout.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// Reads `src` whole and in 3 key ranges plus the NULL-key partition;
+/// both must give the same rows. Returns the summary and four rows.
+async fn extract(mut db: Db) -> (Vec<String>, Vec<String>) {
+    seed(&mut db).await;
+    let whole = project(&db, "");
+    ok(&whole.run(["run"]));
+    let parts = project(&db, "partition_on: part_key\npartitions: 3");
+    let ran = parts.run(["run", "-vv"]);
+    ok(&ran);
+    // 3 key ranges and the NULL partition, each its own query.
+    assert!(ran.stderr.contains("IS NULL"), "{}", ran.stderr);
+    let summary = show(&whole, "summary");
+    assert_eq!(summary, show(&parts, "summary"));
+    let rows = show(&whole, "some_rows");
+    assert_eq!(rows, show(&parts, "some_rows"));
+    db.drop_schema().await;
+    (summary, rows)
+}
+
+#[tokio::test]
+async fn postgres_tables_read_whole_and_partitioned() {
+    let Some(db) = Db::pg("extract").await else { return };
+    let (summary, rows) = extract(db).await;
+    assert_eq!(
+        summary,
+        vec![
+            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.2500000000,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
+        ]
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"id":1,"part_key":1,"small":1,"amount":1.2500000000,"ratio":0.125,"flag":false,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
+            r#"{"id":100,"small":0,"amount":125.0000000000,"ratio":12.5,"flag":true,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
+            r#"{"id":1000,"small":0,"amount":1250.0000000000,"ratio":125.0,"flag":true,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
+            r#"{"id":7,"part_key":7}"#,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mariadb_tables_read_whole_and_partitioned() {
+    let Some(db) = Db::mysql("extract").await else { return };
+    let (summary, rows) = extract(db).await;
+    assert_eq!(
+        summary,
+        vec![
+            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.2500000000,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
+        ]
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"id":1,"part_key":1,"small":1,"amount":1.2500000000,"ratio":0.125,"flag":0,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
+            r#"{"id":100,"small":0,"amount":125.0000000000,"ratio":12.5,"flag":1,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
+            r#"{"id":1000,"small":0,"amount":1250.0000000000,"ratio":125.0,"flag":1,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
+            r#"{"id":7,"part_key":7}"#,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_tables_read_whole_and_partitioned() {
+    let p = TestProject::new();
+    let db = Db::sqlite(&p);
+    let (summary, rows) = extract(db).await;
+    assert_eq!(
+        summary,
+        vec![
+            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.25,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
+        ]
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"id":1,"part_key":1,"small":1,"amount":1.25,"ratio":0.125,"flag":false,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
+            r#"{"id":100,"small":0,"amount":125.0,"ratio":12.5,"flag":true,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
+            r#"{"id":1000,"small":0,"amount":1250.0,"ratio":125.0,"flag":true,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
+            r#"{"id":7,"part_key":7}"#,
+        ]
+    );
+}
+
+/// The model's columns and its simple filters reach PostgreSQL's query;
+/// a filter the database might evaluate differently stays in DataFusion.
+#[tokio::test]
+async fn postgres_scans_get_the_columns_and_simple_filters() {
+    let Some(mut db) = Db::pg("pushdown").await else { return };
+    seed(&mut db).await;
+    let p = project(&db, "");
+    let ran = p.run([
+        "show",
+        "-vv",
+        "--format",
+        "json",
+        "--inline",
+        "select id, name from {{ source('db', 'src') }} where id >= 995 and part_key is not null and name > 'name 997' order by id",
+    ]);
+    ok(&ran);
+    let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
+    assert!(
+        query.contains(r#"SELECT \"id\", \"name\", \"part_key\" FROM"#)
+            || query.contains(r#"SELECT \"id\", \"part_key\", \"name\" FROM"#)
+            || query.contains("SELECT \\\"id\\\""),
+        "{query}"
+    );
+    assert!(query.contains("995"), "{query}");
+    assert!(query.contains("IS NOT NULL"), "{query}");
+    // Text order depends on collation: not pushed, filtered by DataFusion.
+    assert!(!query.contains("name 997"), "{query}");
+    assert_eq!(
+        ran.stdout.lines().collect::<Vec<_>>(),
+        vec![
+            r#"{"id":997,"name":"name 997 é"}"#,
+            r#"{"id":998,"name":"name 998 é"}"#,
+            r#"{"id":999,"name":"name 999 é"}"#
+        ]
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn database_source_errors_name_the_source() {
+    let Some(mut db) = Db::pg("cxerrors").await else { return };
+    seed(&mut db).await;
+    let s = db.schema().to_owned();
+    db.execute(&format!("CREATE TABLE \"{s}\".odd (id int, spot point); INSERT INTO \"{s}\".odd VALUES (1, '(1,2)')"))
+        .await;
+    let p = project_for(&db, None, "").file(
+        "models/sources.yml",
+        &format!(
+            "sources:\n  - name: db\n    tables:\n      - name: odd\n        connection: t\n        table: {s}.odd\n      - name: gone\n        connection: t\n        table: {s}.nope\n      - name: unset\n        connection: env:FERRY_TEST_UNSET_URL\n        table: x\n      - name: stranger\n        connection: elsewhere\n        table: x\n"
+        ),
+    )
+    .model("a.sql", "select * from {{ source('db', 'odd') }}")
+    .model("b.sql", "select * from {{ source('db', 'gone') }}")
+    .model("c.sql", "select * from {{ source('db', 'unset') }}")
+    .model("d.sql", "select * from {{ source('db', 'stranger') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let err = &ran.stderr;
+    assert!(err.contains("source `db.odd`: column `spot` has the type `point`, which connectorx cannot read"), "{err}");
+    assert!(err.contains("select it cast to text in a `query:`"), "{err}");
+    assert!(err.contains("source `db.gone`:"), "{err}");
+    assert!(err.contains(r#"relation "ferry_cxerrors_"#) && err.contains(r#".nope" does not exist"#), "{err}");
+    assert!(err.contains("source `db.unset`: `connection: env:FERRY_TEST_UNSET_URL` names the environment variable `FERRY_TEST_UNSET_URL`, which is not set"), "{err}");
+    assert!(
+        err.contains("source `db.stranger`: `connection: elsewhere`: target `elsewhere` not found in profile `shop`"),
+        "{err}"
+    );
+    db.drop_schema().await;
+}
