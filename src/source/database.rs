@@ -160,12 +160,13 @@ impl DatabaseSpec {
         ExtractError { table: self.table.clone(), message, column: None }
     }
 
-    /// `SELECT <columns> FROM <base> WHERE <conditions>`.
-    fn select(&self, columns: &[String], conditions: &[String]) -> String {
-        let list = if columns.is_empty() {
-            "1 AS __ferry_row".to_owned()
-        } else {
-            columns.iter().map(|c| self.kind.quote(c)).collect::<Vec<_>>().join(", ")
+    /// `SELECT <columns> FROM <base> WHERE <conditions>`; every column for
+    /// `None`, and a constant when no column is needed (`count(*)`).
+    fn select(&self, columns: Option<&[String]>, conditions: &[String]) -> String {
+        let list = match columns {
+            None => "*".to_owned(),
+            Some([]) => "1 AS __ferry_row".to_owned(),
+            Some(columns) => columns.iter().map(|c| self.kind.quote(c)).collect::<Vec<_>>().join(", "),
         };
         let from = match &self.base {
             Base::Table(t) => t.clone(),
@@ -181,7 +182,7 @@ impl DatabaseSpec {
     pub fn schema(&self) -> Result<SchemaRef, ExtractError> {
         let conn = self.conn()?;
         // Building the reader fetches the result's metadata, not its rows.
-        let query = self.select(&[], &[]).replacen("1 AS __ferry_row", "*", 1);
+        let query = self.select(None, &[]);
         let iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], BATCH_ROWS, None))
             .map_err(|m| self.unreadable(m))?
             .map_err(|e| self.error(chain(&e)))?;
@@ -240,7 +241,7 @@ impl DatabaseSpec {
     /// The key range of the partition column (blocking).
     fn key_range(&self, column: &str, conditions: &[String]) -> Result<(i64, i64), ExtractError> {
         let conn = self.conn()?;
-        let query = self.select(&[column.to_owned()], conditions);
+        let query = self.select(Some(&[column.to_owned()]), conditions);
         catch(|| connectorx::partition::get_col_range(&conn, &query, &self.kind.quote(column)))
             .map_err(|m| self.error(m))?
             .map_err(|e| self.error(format!("cannot find the range of `{column}` to partition on: {}", chain(&e))))
@@ -248,7 +249,7 @@ impl DatabaseSpec {
 
     /// The queries of a scan: one per key range, and one for NULL keys.
     fn queries(&self, columns: &[String], conditions: &[String]) -> Result<Vec<String>, ExtractError> {
-        let Some((key, n)) = &self.partition else { return Ok(vec![self.select(columns, conditions)]) };
+        let Some((key, n)) = &self.partition else { return Ok(vec![self.select(Some(columns), conditions)]) };
         let (min, max) = self.key_range(key, conditions)?;
         let quoted = self.kind.quote(key);
         let span = (i128::from(max) - i128::from(min) + 1).max(1);
@@ -262,11 +263,11 @@ impl DatabaseSpec {
             if i + 1 < n {
                 c.push(format!("{quoted} < {hi}"));
             }
-            queries.push(self.select(columns, &c));
+            queries.push(self.select(Some(columns), &c));
         }
         let mut c = conditions.to_vec();
         c.push(format!("{quoted} IS NULL"));
-        queries.push(self.select(columns, &c));
+        queries.push(self.select(Some(columns), &c));
         Ok(queries)
     }
 
@@ -523,9 +524,11 @@ impl PartitionStream for QueryPartition {
                 let next = catch(|| iter.next_batch()).map_err(|m| external(spec.error(m)))?;
                 let Some(batch) = next else { break };
                 let batch = bridge(batch)?;
+                // With no column needed, the query selected a constant.
+                let columns = if schema.fields().is_empty() { Vec::new() } else { batch.columns().to_vec() };
                 let batch = RecordBatch::try_new_with_options(
                     Arc::clone(&schema),
-                    batch.columns().to_vec(),
+                    columns,
                     &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
                 )?;
                 if tx.blocking_send(Ok(batch)).is_err() {
