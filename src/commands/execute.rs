@@ -213,8 +213,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     }
 }
 
-/// Where a run keeps what it found, per run: `.ferry/runs/<invocation id>/`.
-pub(crate) const RUNS_DIR: &str = ".ferry/runs";
+pub(crate) use crate::artifacts::RUNS_DIR;
 
 /// What running a test needs.
 struct TestContext {

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 
 use super::plan::Planned;
 use super::session::{CsvSettings, Engine, FileFormat, FileSource};
+use crate::artifacts::RUNS_DIR;
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::manifest::{Manifest, Node, Resource};
 use crate::project::nodes::SourceTable;
@@ -53,6 +54,12 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
         columns: &s.columns,
         csv: &csv,
         compression,
+        run: (
+            manifest.globals.invocation_id.as_str(),
+            manifest.root.join(RUNS_DIR).join(&manifest.globals.invocation_id),
+            Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id),
+            matches!(manifest.globals.which.as_str(), "run" | "build"),
+        ),
     };
     let spec = source::Spec::of(&request).map_err(|e| {
         vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone())]

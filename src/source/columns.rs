@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::FormatOptions;
 
-use super::{At, Problem, ReadError};
+use super::quarantine::Quarantine;
+use super::{At, Problem, ReadError, reject};
 
 /// Rows per batch handed to DataFusion.
 pub const BATCH_ROWS: usize = 8192;
@@ -21,16 +22,28 @@ pub struct TextBatcher {
     columns: Vec<StringBuilder>,
     /// Where each buffered record starts, for errors.
     places: Vec<At>,
+    /// Each buffered record's raw text, when records may be quarantined.
+    raws: Option<Vec<String>>,
 }
 
 impl TextBatcher {
-    pub fn new(schema: SchemaRef) -> Self {
+    /// `keep_raw`: keep each record's raw text, to quarantine it.
+    pub fn new(schema: SchemaRef, keep_raw: bool) -> Self {
         let columns = schema.fields().iter().map(|_| StringBuilder::new()).collect();
-        TextBatcher { schema, columns, places: Vec::new() }
+        TextBatcher { schema, columns, places: Vec::new(), raws: keep_raw.then(Vec::new) }
     }
 
-    /// Adds one record: a value per schema column, in order.
-    pub fn push<'a>(&mut self, at: At, values: impl IntoIterator<Item = Option<&'a str>>) {
+    /// Adds one record: a value per schema column, in order; `raw` gives
+    /// its text, asked for only when records may be quarantined.
+    pub fn push<'a>(
+        &mut self,
+        at: At,
+        values: impl IntoIterator<Item = Option<&'a str>>,
+        raw: impl FnOnce() -> String,
+    ) {
+        if let Some(raws) = &mut self.raws {
+            raws.push(raw());
+        }
         let mut n = 0;
         for (builder, value) in self.columns.iter_mut().zip(values) {
             builder.append_option(value);
@@ -46,15 +59,19 @@ impl TextBatcher {
         self.places.len()
     }
 
-    /// The buffered records as a batch, or the first value that does not
-    /// convert, naming its record and column.
-    pub fn flush(&mut self, table: &str) -> Result<Option<RecordBatch>, ReadError> {
+    /// The buffered records as a batch. A value that does not convert is
+    /// an error naming its record and column, or with `quarantine`, sets its
+    /// record aside.
+    pub fn flush(&mut self, table: &str, quarantine: Option<&Quarantine>) -> Result<Option<RecordBatch>, ReadError> {
         if self.places.is_empty() {
             return Ok(None);
         }
         let places = std::mem::take(&mut self.places);
+        let raws = self.raws.as_mut().map(std::mem::take);
         let options = CastOptions { safe: true, format_options: FormatOptions::default() };
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        // The first value of each bad record that does not convert.
+        let mut bad: Vec<Option<Problem>> = Vec::new();
         for (field, builder) in self.schema.fields().iter().zip(&mut self.columns) {
             let text = builder.finish();
             let ty = field.data_type();
@@ -65,26 +82,37 @@ impl TextBatcher {
             let cast = cast_with_options(&text, ty, &options).map_err(|e| {
                 ReadError::new(table, places[0].clone(), Problem::Malformed(format!("column `{}`: {e}", field.name())))
             })?;
-            // A value the cast could not convert came out NULL.
-            if cast.null_count() != text.null_count()
-                && let Some(row) =
-                    (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r) && !text.value(r).is_empty())
-            {
-                return Err(ReadError::new(
-                    table,
-                    places[row].clone(),
-                    Problem::Value {
+            // A value the cast could not convert came out NULL; an empty
+            // value is NULL in a column that is not text.
+            if cast.null_count() != text.null_count() {
+                for r in (0..text.len()).filter(|&r| text.is_valid(r) && cast.is_null(r) && !text.value(r).is_empty()) {
+                    bad.resize_with(text.len(), || None);
+                    bad[r].get_or_insert_with(|| Problem::Value {
                         column: field.name().clone(),
-                        value: text.value(row).to_owned(),
+                        value: text.value(r).to_owned(),
                         ty: ty.to_string(),
-                    },
-                ));
+                    });
+                }
             }
             arrays.push(cast);
         }
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
             .map_err(|e| ReadError::new(table, places[0].clone(), Problem::Malformed(e.to_string())))?;
-        Ok(Some(batch))
+        if bad.is_empty() {
+            return Ok(Some(batch));
+        }
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (r, problem) in bad.into_iter().enumerate() {
+            keep.push(problem.is_none());
+            if let Some(problem) = problem {
+                let raw = raws.as_ref().map(|raws| raws[r].clone()).unwrap_or_default();
+                reject(quarantine, ReadError::new(table, places[r].clone(), problem), || raw)?;
+            }
+        }
+        keep.resize(batch.num_rows(), true);
+        let kept = filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(|e| ReadError::new(table, places[0].clone(), Problem::Malformed(e.to_string())))?;
+        Ok(Some(kept))
     }
 }
 
@@ -192,15 +220,16 @@ mod tests {
             Field::new("id", DataType::Int64, true),
             Field::new("amount", DataType::Decimal128(10, 2), true),
         ]));
-        let mut b = TextBatcher::new(schema);
+        let mut b = TextBatcher::new(schema, false);
         let at = |line| At::line(Utf8PathBuf::from("data/x.txt"), line);
-        b.push(at(1), [Some("1"), Some("2.50")]);
-        b.push(at(2), [Some("2"), None]);
-        let batch = b.flush("legacy.x").unwrap().unwrap();
+        b.push(at(1), [Some("1"), Some("2.50")], String::new);
+        b.push(at(2), [Some("2"), None], String::new);
+        let batch = b.flush("legacy.x", None).unwrap().unwrap();
         assert_eq!(batch.num_rows(), 2);
-        b.push(at(3), [Some("3"), Some("1.00")]);
-        b.push(at(4), [Some("4"), Some("12,50")]);
-        let e = b.flush("legacy.x").unwrap_err();
+        b.push(at(3), [Some("3"), Some("1.00")], String::new);
+        b.push(at(4), [Some("4"), Some("12,50")], String::new);
+        b.push(at(5), [Some("x"), Some("12,50")], String::new);
+        let e = b.flush("legacy.x", None).unwrap_err();
         assert_eq!(e.at.line, Some(4));
         assert_eq!(
             e.to_string(),

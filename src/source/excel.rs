@@ -271,26 +271,33 @@ pub(super) fn read(
     let (top, left) = range.start().unwrap_or((0, 0));
     // Schema column -> sheet column.
     let order: Vec<Option<usize>> = schema.fields().iter().map(|f| names.iter().position(|n| n == f.name())).collect();
-    let mut batcher = TextBatcher::new(Arc::clone(schema));
+    let mut batcher = TextBatcher::new(Arc::clone(schema), spec.quarantine.is_some());
     for (r, row) in range.rows().enumerate().skip(first) {
         let excel_row = u64::from(top) + r as u64 + 1;
         let at = At { path: file.shown.clone(), sheet: Some(name.clone()), line: Some(excel_row) };
+        let raw = || Json::from(row.iter().map(|d| d.to_string()).collect::<Vec<_>>()).to_string();
         let mut values: Vec<Option<String>> = Vec::with_capacity(order.len());
+        let mut broken = None;
         for (field, column) in schema.fields().iter().zip(&order) {
             let cell = column.and_then(|c| row.get(c)).unwrap_or(&Data::Empty);
-            let text = cell_text(cell, field.data_type()).map_err(|e| {
-                let cell_ref = format!("{}{excel_row}", column_letters(left + column.unwrap_or(0) as u32));
-                spec.error(
-                    at.clone(),
-                    Problem::Malformed(format!("cell {cell_ref} (column `{}`) holds the error {e}", field.name())),
-                )
-            })?;
-            values.push(text);
+            match cell_text(cell, field.data_type()) {
+                Ok(text) => values.push(text),
+                Err(e) => {
+                    let cell_ref = format!("{}{excel_row}", column_letters(left + column.unwrap_or(0) as u32));
+                    let message = format!("cell {cell_ref} (column `{}`) holds the error {e}", field.name());
+                    broken = Some(spec.error(at.clone(), Problem::Malformed(message)));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = broken {
+            spec.reject(e, raw)?;
+            continue;
         }
         if values.iter().all(Option::is_none) {
             continue;
         }
-        batcher.push(at, values.iter().map(Option::as_deref));
+        batcher.push(at, values.iter().map(Option::as_deref), raw);
         if !send_full(spec, &mut batcher, send, false)? {
             return Ok(());
         }

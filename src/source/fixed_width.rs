@@ -181,7 +181,8 @@ fn records(
     spec: &Spec,
     layout: &Layout,
     file: &SourceFile,
-    mut each: impl FnMut(u64, &[Option<&str>]) -> Result<bool, ReadError>,
+    infer: bool,
+    mut each: impl FnMut(u64, &str, &[Option<&str>]) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let replaced = Arc::new(AtomicU64::new(0));
     let mut lines = Lines::new(spec.open_text(file, &replaced)?);
@@ -205,21 +206,26 @@ fn records(
         }
         if cutter.cut(line, last.start, last.width).is_none() {
             let length = line.chars().count();
-            return Err(spec.error(
+            let e = spec.error(
                 At::line(file.shown.clone(), n),
                 Problem::Malformed(format!(
                     "short line: it has {length} characters, but field `{}` starts at position {}",
                     last.name,
                     last.start + 1
                 )),
-            ));
+            );
+            if infer {
+                continue;
+            }
+            spec.reject(e, || line.to_owned())?;
+            continue;
         }
         let values: Vec<Option<&str>> = layout
             .fields
             .iter()
             .map(|f| cutter.cut(line, f.start, f.width).map(|v| trimmed(v, f.trim)).filter(|v| !v.trim().is_empty()))
             .collect();
-        if !each(n, &values)? {
+        if !each(n, line, &values)? {
             break;
         }
     }
@@ -230,7 +236,8 @@ fn records(
 pub(super) fn infer(spec: &Spec, layout: &Layout) -> Result<SchemaRef, ReadError> {
     let mut guesses = vec![Guess::default(); layout.fields.len()];
     let mut seen = 0;
-    records(spec, layout, &spec.files[0], |_, values| {
+    // A short line is reported when the rows are read, not here.
+    records(spec, layout, &spec.files[0], true, |_, _, values| {
         for (g, v) in guesses.iter_mut().zip(values) {
             g.add(v.unwrap_or_default());
         }
@@ -248,18 +255,18 @@ pub(super) fn read(
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
-    let mut batcher = TextBatcher::new(Arc::clone(schema));
+    let mut batcher = TextBatcher::new(Arc::clone(schema), spec.quarantine.is_some());
     // Schema column -> layout field.
     let order: Vec<Option<usize>> = layout.fields.iter().map(|f| index_of(schema, &f.name)).collect();
     let mut open = true;
-    records(spec, layout, file, |line, values| {
+    records(spec, layout, file, false, |line, text, values| {
         let mut row: Vec<Option<&str>> = vec![None; schema.fields().len()];
         for (field, value) in order.iter().zip(values) {
             if let Some(i) = field {
                 row[*i] = *value;
             }
         }
-        batcher.push(At::line(file.shown.clone(), line), row.iter().copied());
+        batcher.push(At::line(file.shown.clone(), line), row.iter().copied(), || text.to_owned());
         open = send_full(spec, &mut batcher, send, false)?;
         Ok(open)
     })?;

@@ -115,6 +115,7 @@ fn records(
     spec: &Spec,
     options: &Options,
     file: &SourceFile,
+    infer: bool,
     mut each: impl FnMut(u64, Json) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let replaced = Arc::new(AtomicU64::new(0));
@@ -130,9 +131,19 @@ fn records(
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Json = serde_json::from_str(line).map_err(|e| {
-                spec.error(At::line(file.shown.clone(), n), Problem::Malformed(format!("malformed JSON: {e}")))
-            })?;
+            let record: Json = match serde_json::from_str(line) {
+                Ok(record) => record,
+                Err(e) => {
+                    let e =
+                        spec.error(At::line(file.shown.clone(), n), Problem::Malformed(format!("malformed JSON: {e}")));
+                    // Under `on_error: quarantine`, set aside when the rows are read.
+                    if infer && spec.quarantine.is_some() {
+                        continue;
+                    }
+                    spec.reject(e, || line.to_owned())?;
+                    continue;
+                }
+            };
             if !each(n, flattened(options, record))? {
                 break;
             }
@@ -247,7 +258,10 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
 pub(super) fn infer(spec: &Spec, options: &Options) -> Result<SchemaRef, ReadError> {
     let mut sample: Vec<Json> = Vec::new();
     for file in &spec.files {
-        records(spec, options, file, |line, record| {
+        records(spec, options, file, true, |line, record| {
+            if !record.is_object() && spec.quarantine.is_some() {
+                return Ok(true);
+            }
             if !record.is_object() {
                 return Err(spec.error(
                     At::line(file.shown.clone(), line),
@@ -283,7 +297,7 @@ pub(super) fn read(
 ) -> Result<(), ReadError> {
     let mut rows: Vec<(u64, Json)> = Vec::with_capacity(BATCH_ROWS);
     let mut open = true;
-    records(spec, options, file, |line, record| {
+    records(spec, options, file, false, |line, record| {
         rows.push((line, record));
         if rows.len() >= BATCH_ROWS {
             open = send(decode(spec, file, schema, &mut rows)?);
@@ -315,14 +329,29 @@ fn decode(
             Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
         }
         Err(e) => {
-            // Find the record: decode them one at a time.
+            // Find the records: decode them one at a time, set aside (or
+            // fail on) those that do not fit, decode the rest together.
+            let mut good: Vec<&Json> = Vec::with_capacity(rows.len());
             for (line, value) in rows.iter() {
                 let mut one = builder().map_err(|e| fail(*line, e.to_string()))?;
-                if let Err(e) = one.serialize(&[value]).and_then(|()| one.flush()) {
-                    return Err(fail(*line, format!("{e} in record {}", short(value))));
+                match one.serialize(&[value]).and_then(|()| one.flush()) {
+                    Ok(_) => good.push(value),
+                    Err(e) => {
+                        spec.reject(fail(*line, format!("{e} in record {}", short(value))), || value.to_string())?
+                    }
                 }
             }
-            Err(fail(rows[0].0, e.to_string()))
+            if good.len() == rows.len() {
+                return Err(fail(rows[0].0, e.to_string()));
+            }
+            let mut decoder = builder().map_err(|e| fail(rows[0].0, e.to_string()))?;
+            let batch = decoder
+                .serialize(&good)
+                .and_then(|()| decoder.flush())
+                .map_err(|e| fail(rows[0].0, e.to_string()))?
+                .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema)));
+            rows.clear();
+            Ok(batch)
         }
     }
 }

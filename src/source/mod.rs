@@ -14,6 +14,7 @@ pub mod database;
 mod excel;
 mod fixed_width;
 mod json;
+mod quarantine;
 pub mod text;
 mod xml;
 
@@ -175,6 +176,8 @@ pub struct Spec {
     pub text: TextOptions,
     pub compression: FileCompressionType,
     pub format: Format,
+    /// Where records that cannot be read go, under `on_error: quarantine`.
+    pub quarantine: Option<Arc<quarantine::Quarantine>>,
 }
 
 #[derive(Debug)]
@@ -212,6 +215,9 @@ pub struct Request<'a> {
     pub columns: &'a [ColumnSpec],
     pub csv: &'a CsvSettings,
     pub compression: FileCompressionType,
+    /// This run's id, its directory, that directory as shown, and whether
+    /// the command keeps run artifacts there.
+    pub run: (&'a str, Utf8PathBuf, Utf8PathBuf, bool),
 }
 
 impl Spec {
@@ -219,17 +225,54 @@ impl Spec {
     /// its own reader suits (CSV in UTF-8, Parquet, newline-delimited JSON).
     pub fn of(r: &Request<'_>) -> Result<Option<Spec>, SpecError> {
         let text = TextOptions::of(r.location)?;
+        let quarantine = match r.location.get("on_error").and_then(Json::as_str) {
+            None | Some("fail") => false,
+            Some("quarantine") => true,
+            Some(other) => {
+                return Err(SpecError::Invalid {
+                    key: "on_error",
+                    value: other.to_owned(),
+                    expected: "`fail` (the default) or `quarantine`",
+                });
+            }
+        };
         let format = match r.format.unwrap_or_default() {
             "xml" => Some(Format::Xml(xml::Options::of(r.location, r.columns)?)),
             "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" | "excel" => Some(Format::Excel(excel::Options::of(r.location)?)),
             "fixed_width" | "fixed-width" | "fwf" => Some(Format::FixedWidth(fixed_width::Layout::of(r.location)?)),
             "json" | "ndjson" | "jsonl" => json::Options::of(r.location, r.columns, || first_byte(r))?
                 .map(Format::Json)
-                .or_else(|| (!text.is_default()).then(|| Format::Json(json::Options::default()))),
+                .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default()))),
             "csv" | "tsv" | "txt" if !text.is_default() => Some(Format::Csv(r.csv.clone())),
             _ => None,
         };
-        let Some(format) = format else { return Ok(None) };
+        let Some(format) = format else {
+            if quarantine {
+                return Err(SpecError::Invalid {
+                    key: "on_error",
+                    value: "quarantine".to_owned(),
+                    expected: "`fail`: quarantining records is built for XML, Excel, JSON and fixed-width sources, not yet for CSV or Parquet",
+                });
+            }
+            return Ok(None);
+        };
+        if quarantine && matches!(format, Format::Csv(_)) {
+            return Err(SpecError::Invalid {
+                key: "on_error",
+                value: "quarantine".to_owned(),
+                expected: "`fail`: quarantining records is built for XML, Excel, JSON and fixed-width sources, not yet for CSV",
+            });
+        }
+        let quarantine = quarantine.then(|| {
+            let (run_id, dir, shown, persist) = &r.run;
+            quarantine::Quarantine::new(
+                format!("source.{}", r.table),
+                (*run_id).to_owned(),
+                dir.clone(),
+                shown.clone(),
+                *persist,
+            )
+        });
         if r.path.contains("://") {
             return Err(SpecError::NotLocal(format.name()));
         }
@@ -237,7 +280,7 @@ impl Spec {
         if files.is_empty() {
             return Err(SpecError::NoFiles(r.path.to_owned()));
         }
-        Ok(Some(Spec { table: r.table.to_owned(), files, text, compression: r.compression, format }))
+        Ok(Some(Spec { table: r.table.to_owned(), files, text, compression: r.compression, format, quarantine }))
     }
 
     /// Column types the format's own keys declare (a fixed-width layout's
@@ -307,6 +350,12 @@ impl Spec {
         Ok(self.text.open(raw, Arc::clone(replaced)))
     }
 
+    /// A record that cannot be read: set aside under `on_error:
+    /// quarantine` (with `raw`, its text), or the error.
+    fn reject(&self, e: ReadError, raw: impl FnOnce() -> String) -> Result<(), ReadError> {
+        reject(self.quarantine.as_deref(), e, raw)
+    }
+
     fn error(&self, at: At, problem: Problem) -> ReadError {
         ReadError::new(&self.table, at, problem)
     }
@@ -333,6 +382,22 @@ impl Spec {
             );
         }
     }
+}
+
+/// A record that cannot be read: set aside in `quarantine` (with `raw`,
+/// its text) when there is one, or the error.
+fn reject(
+    quarantine: Option<&quarantine::Quarantine>,
+    e: ReadError,
+    raw: impl FnOnce() -> String,
+) -> Result<(), ReadError> {
+    let Some(q) = quarantine else { return Err(e) };
+    let (rule, column, value) = match e.problem.as_ref() {
+        Problem::Value { column, value, .. } => ("invalid_value", Some(column.clone()), Some(value.clone())),
+        _ => ("malformed_record", None, None),
+    };
+    q.add(quarantine::Entry { at: *e.at, rule, column, value, message: e.problem.to_string(), raw: raw() });
+    Ok(())
 }
 
 /// The first invalid UTF-8 in `files` (read through `compression`), as
@@ -412,7 +477,11 @@ impl PartitionStream for FilePartition {
         let (spec, file, schema) = (Arc::clone(&self.spec), self.file, Arc::clone(&self.schema));
         builder.spawn_blocking(move || {
             let mut send = |batch: RecordBatch| tx.blocking_send(Ok(batch)).is_ok();
-            spec.read(&spec.files[file], &schema, &mut send).map_err(|e| DataFusionError::External(Box::new(e)))
+            spec.read(&spec.files[file], &schema, &mut send).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if let Some(q) = &spec.quarantine {
+                q.write()?;
+            }
+            Ok(())
         });
         builder.build()
     }
@@ -429,7 +498,7 @@ fn send_full(
     if !force && batcher.buffered() < columns::BATCH_ROWS {
         return Ok(true);
     }
-    match batcher.flush(&spec.table)? {
+    match batcher.flush(&spec.table, spec.quarantine.as_deref())? {
         Some(batch) => Ok(send(batch)),
         None => Ok(true),
     }

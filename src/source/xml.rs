@@ -349,13 +349,14 @@ pub(super) fn read(
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
-    let mut batcher = TextBatcher::new(Arc::clone(schema));
+    let mut batcher = TextBatcher::new(Arc::clone(schema), spec.quarantine.is_some());
     let mut open = true;
     records(spec, options, file, |line, record| {
         let values = values_of(options, record);
         let row =
             schema.fields().iter().map(|f| values.iter().find(|(n, _)| n == f.name()).and_then(|(_, v)| v.as_deref()));
-        batcher.push(At::line(file.shown.clone(), line), row);
+        let raw = || Json::Object(values.iter().map(|(n, v)| (n.clone(), Json::from(v.clone()))).collect()).to_string();
+        batcher.push(At::line(file.shown.clone(), line), row, raw);
         open = send_full(spec, &mut batcher, send, false)?;
         Ok(open)
     })?;

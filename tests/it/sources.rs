@@ -36,7 +36,7 @@ fn project(tables: &[(&str, &str, &str)]) -> TestProject {
 fn rows(p: &TestProject, model: &str) -> Vec<String> {
     let shown = p.run(["show", "-s", model, "--format", "json", "--limit", "100"]);
     assert_eq!(shown.code, Some(0), "{}", shown.stderr);
-    let mut lines: Vec<String> = shown.stdout.lines().map(str::to_owned).collect();
+    let mut lines: Vec<String> = shown.stdout.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
     lines.sort();
     lines
 }
@@ -295,4 +295,77 @@ fn reader_keys_that_cannot_work_are_named() {
     assert!(ran.stderr.contains("source `legacy.a`: `format: xml` needs `record_path`"), "{}", ran.stderr);
     assert!(ran.stderr.contains("source `legacy.b`: unknown `encoding: klingon`"), "{}", ran.stderr);
     assert!(ran.stderr.contains("source `legacy.c`: `layout` entry 2: `b` overlaps `a`"), "{}", ran.stderr);
+}
+
+/// `on_error: quarantine`: records that cannot be read are set aside with
+/// their raw text and logged, the rest are staged, and the run succeeds.
+#[test]
+fn malformed_records_can_be_quarantined_instead_of_failing() {
+    let p = project(&[
+        (
+            "short",
+            "path: data/customers_short.txt\nformat: fixed_width\non_error: quarantine\nlayout:\n  - {name: id, start: 2, width: 5, type: bigint}\n  - {name: name, start: 7, width: 20}\n  - {name: balance, start: 27, width: 10}",
+            "id, name",
+        ),
+        (
+            "typed",
+            "path: data/customers_fixed.txt\nformat: fixed_width\nencoding: windows-1252\non_error: quarantine\nrecord_type: {start: 1, width: 1, value: D}\nlayout:\n  - {name: id, start: 2, width: 5, type: bigint}\n  - {name: balance, start: 27, width: 10, type: int}",
+            "id, balance",
+        ),
+        ("broken", "path: data/customers.xlsx\nsheet: Broken\non_error: quarantine", "*"),
+        ("lines", "path: data/orders.ndjson\nformat: json\non_error: quarantine", "*"),
+    ]);
+    fs_err::write(
+        p.path().join("data/orders.ndjson"),
+        "{\"order_id\": 1, \"total\": 2.5}\n{\"order_id\": 2, \"total\": \n{\"order_id\": 3, \"total\": 4}\n",
+    )
+    .unwrap();
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`source.legacy.short`: 1 record(s) quarantined to `.ferry/runs/"), "{}", ran.stderr);
+    assert_eq!(rows(&p, "m_short"), vec![r#"{"id":1,"name":"Ann"}"#]);
+    // 1250.50 and -12.25 are not integers; 0000000.00 is not either.
+    assert_eq!(rows(&p, "m_typed"), Vec::<String>::new());
+    assert_eq!(rows(&p, "m_broken"), vec![r#"{"id":1,"ratio":0.5}"#]);
+    assert_eq!(rows(&p, "m_lines"), vec![r#"{"order_id":1,"total":2.5}"#, r#"{"order_id":3,"total":4.0}"#]);
+
+    let run = fs_err::read_dir(p.path().join(".ferry/runs")).unwrap().next().unwrap().unwrap().path();
+    let short = fs_err::read_to_string(run.join("quarantine/source.legacy.short.csv")).unwrap();
+    assert_eq!(
+        short,
+        "file,line,problem,raw\ndata/customers_short.txt,2,\"short line: it has 9 characters, but field `balance` starts at position 27\",D00002Bea\n"
+    );
+    let typed = fs_err::read_to_string(run.join("quarantine/source.legacy.typed.csv")).unwrap();
+    assert_eq!(typed.lines().count(), 4, "{typed}");
+    assert!(
+        typed.contains(
+            "data/customers_fixed.txt,2,`0001250.50` in column `balance` is not a valid Int32,D00001Zoë Ärger"
+        ),
+        "{typed}"
+    );
+    let broken = fs_err::read_to_string(run.join("quarantine/source.legacy.broken.csv")).unwrap();
+    assert!(broken.contains("cell B3 (column `ratio`) holds the error #DIV/0!"), "{broken}");
+    let lines = fs_err::read_to_string(run.join("quarantine/source.legacy.lines.csv")).unwrap();
+    assert!(lines.contains("data/orders.ndjson,2,malformed JSON"), "{lines}");
+
+    let errors = p.run(["errors", "--format", "json"]);
+    assert_eq!(errors.code, Some(0), "{}", errors.stderr);
+    let logged: Vec<serde_json::Value> = errors.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |model: &str| logged.iter().filter(|l| l["model"] == model).count();
+    assert_eq!(
+        (of("source.legacy.short"), of("source.legacy.typed"), of("source.legacy.broken"), of("source.legacy.lines")),
+        (1, 3, 1, 1),
+        "{logged:?}"
+    );
+    let value = logged.iter().find(|l| l["model"] == "source.legacy.typed").unwrap();
+    assert_eq!(
+        (&value["rule"], &value["column"]),
+        (&serde_json::json!("invalid_value"), &serde_json::json!("balance"))
+    );
+
+    // CSV is read by DataFusion's reader, which cannot set records aside.
+    let p = project(&[("csv", "path: data/customers_1252.csv\non_error: quarantine", "*")]);
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("source `legacy.csv`: `on_error: quarantine` is not valid"), "{}", ran.stderr);
 }
