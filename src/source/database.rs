@@ -480,10 +480,17 @@ impl TableProvider for DatabaseTable {
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let conditions: Vec<String> = filters.iter().filter_map(|f| self.spec.pushed(f)).collect();
         let spec = Arc::clone(&self.spec);
+        // DataFusion passes a limit only when nothing filters above the
+        // scan: each partition's query need not return more.
+        let limit_clause = match (limit, self.spec.kind) {
+            (Some(n), Kind::Postgres | Kind::Mysql | Kind::Sqlite) => format!(" LIMIT {n}"),
+            _ => String::new(),
+        };
         let queries = tokio::task::spawn_blocking(move || spec.queries(&columns, &conditions))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let queries: Vec<String> = queries.into_iter().map(|q| format!("{q}{limit_clause}")).collect();
         tracing::debug!(table = %self.spec.table, ?queries, "database scan");
         let partitions: Vec<Arc<dyn PartitionStream>> = queries
             .into_iter()

@@ -216,6 +216,21 @@ async fn postgres_scans_get_the_columns_and_simple_filters() {
     assert!(query.contains("IS NOT NULL"), "{query}");
     // Text order depends on collation: not pushed, filtered by DataFusion.
     assert!(!query.contains("name 997"), "{query}");
+    // A limit with nothing filtering above the scan reaches each query.
+    let limited = p.run([
+        "show",
+        "-vv",
+        "--format",
+        "json",
+        "--limit",
+        "3",
+        "--inline",
+        "select id from {{ source('db', 'src') }}",
+    ]);
+    ok(&limited);
+    let query = limited.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
+    assert!(query.contains("LIMIT 3"), "{query}");
+    assert_eq!(limited.stdout.lines().count(), 3, "{}", limited.stdout);
     assert_eq!(
         ran.stdout.lines().collect::<Vec<_>>(),
         vec![
