@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
 use super::columns::BATCH_ROWS;
-use super::{At, Problem, ReadError, SourceFile, Spec};
+use super::{At, DataFile, Problem, ReadError, Spec};
 use crate::engine::CsvSettings;
 
 /// Records read to infer the schema (as DataFusion's reader does).
@@ -43,7 +43,7 @@ pub(super) fn infer(spec: &Spec, settings: &CsvSettings) -> Result<SchemaRef, Re
 pub(super) fn read(
     spec: &Spec,
     settings: &CsvSettings,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
@@ -67,7 +67,7 @@ pub(super) fn read(
 }
 
 /// The reader's error, naming line and column where its message does.
-fn arrow_error(spec: &Spec, file: &SourceFile, schema: Option<&SchemaRef>, e: ArrowError) -> ReadError {
+fn arrow_error(spec: &Spec, file: &DataFile, schema: Option<&SchemaRef>, e: ArrowError) -> ReadError {
     if let ArrowError::IoError(_, io) = e {
         return spec.io_error(file, None, io);
     }

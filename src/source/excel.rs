@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use serde_json::Value as Json;
 
 use super::columns::TextBatcher;
-use super::{At, Problem, ReadError, SourceFile, Spec, SpecError, send_full};
+use super::{At, DataFile, Problem, ReadError, Spec, SpecError, send_full};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -107,7 +107,7 @@ fn column_letters(mut col: u32) -> String {
 }
 
 /// The sheet's cells within the options' range, with its name.
-fn sheet(spec: &Spec, options: &Options, file: &SourceFile) -> Result<(String, Range<Data>), ReadError> {
+fn sheet(spec: &Spec, options: &Options, file: &DataFile) -> Result<(String, Range<Data>), ReadError> {
     let at = At::file(file.shown.clone());
     let mut workbook = open_workbook_auto(&file.full)
         .map_err(|e| spec.error(at.clone(), Problem::Malformed(format!("not a readable workbook: {e}"))))?;
@@ -262,7 +262,7 @@ pub(super) fn infer(spec: &Spec, options: &Options) -> Result<SchemaRef, ReadErr
 pub(super) fn read(
     spec: &Spec,
     options: &Options,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {

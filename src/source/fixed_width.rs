@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use super::columns::{Guess, TextBatcher, guessed_schema};
 use super::text::Lines;
-use super::{At, Problem, ReadError, SourceFile, Spec, SpecError, index_of, send_full};
+use super::{At, DataFile, Problem, ReadError, Spec, SpecError, index_of, send_full};
 
 /// Records read to guess column types when the layout gives none.
 const INFER_RECORDS: usize = 10_000;
@@ -180,7 +180,7 @@ fn trimmed(value: &str, trim: Trim) -> &str {
 fn records(
     spec: &Spec,
     layout: &Layout,
-    file: &SourceFile,
+    file: &DataFile,
     infer: bool,
     mut each: impl FnMut(u64, &str, &[Option<&str>]) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
@@ -251,7 +251,7 @@ pub(super) fn infer(spec: &Spec, layout: &Layout) -> Result<SchemaRef, ReadError
 pub(super) fn read(
     spec: &Spec,
     layout: &Layout,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {

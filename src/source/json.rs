@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use super::columns::BATCH_ROWS;
 use super::text::Lines;
-use super::{At, Problem, ReadError, SourceFile, Spec, SpecError};
+use super::{At, DataFile, Problem, ReadError, Spec, SpecError};
 use crate::project::nodes::ColumnSpec;
 
 /// Records read to infer the schema.
@@ -114,7 +114,7 @@ enum Stop {
 fn records(
     spec: &Spec,
     options: &Options,
-    file: &SourceFile,
+    file: &DataFile,
     infer: bool,
     mut each: impl FnMut(u64, Json) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
@@ -291,7 +291,7 @@ fn short(v: &Json) -> String {
 pub(super) fn read(
     spec: &Spec,
     options: &Options,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
@@ -314,7 +314,7 @@ pub(super) fn read(
 /// column, the error names the record's line.
 fn decode(
     spec: &Spec,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     rows: &mut Vec<(u64, Json)>,
 ) -> Result<RecordBatch, ReadError> {

@@ -161,7 +161,7 @@ impl ReadError {
 
 /// One file of a source: its full path and the path shown in messages.
 #[derive(Debug, Clone)]
-pub struct SourceFile {
+pub struct DataFile {
     pub full: Utf8PathBuf,
     pub shown: Utf8PathBuf,
 }
@@ -172,7 +172,7 @@ pub struct SourceFile {
 pub struct Spec {
     /// The source table, for messages (`legacy.customers`).
     pub table: String,
-    pub files: Vec<SourceFile>,
+    pub files: Vec<DataFile>,
     pub text: TextOptions,
     pub compression: FileCompressionType,
     pub format: Format,
@@ -314,7 +314,7 @@ impl Spec {
     /// false when the reader downstream has gone.
     fn read(
         &self,
-        file: &SourceFile,
+        file: &DataFile,
         schema: &SchemaRef,
         send: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), ReadError> {
@@ -340,7 +340,7 @@ impl Spec {
 
     /// Opens a file as UTF-8 text, decompressed and decoded. `replaced`
     /// counts invalid bytes replaced under `on_invalid: replace`.
-    fn open_text(&self, file: &SourceFile, replaced: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, ReadError> {
+    fn open_text(&self, file: &DataFile, replaced: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>, ReadError> {
         let raw =
             fs_err::File::open(&file.full).map_err(|e| self.error(At::file(file.shown.clone()), Problem::Io(e)))?;
         let raw = self
@@ -362,7 +362,7 @@ impl Spec {
 
     /// An IO error while reading `file` near `line`: invalid text names its
     /// own line and offset.
-    fn io_error(&self, file: &SourceFile, line: Option<u64>, e: io::Error) -> ReadError {
+    fn io_error(&self, file: &DataFile, line: Option<u64>, e: io::Error) -> ReadError {
         match text::invalid_text(&e) {
             Some(invalid) => {
                 self.error(At::line(file.shown.clone(), invalid.line), Problem::InvalidText(invalid.clone()))
@@ -372,7 +372,7 @@ impl Spec {
     }
 
     /// Says how many invalid bytes were replaced in a file, if any.
-    fn report_replaced(&self, file: &SourceFile, replaced: &AtomicU64) {
+    fn report_replaced(&self, file: &DataFile, replaced: &AtomicU64) {
         let n = replaced.load(Ordering::Relaxed);
         if n > 0 {
             tracing::warn!(
@@ -442,11 +442,11 @@ fn first_byte(r: &Request<'_>) -> Option<u8> {
 
 /// The files a local path names: the file itself, or a directory's files in
 /// name order (hidden files skipped).
-fn local_files(root: &Utf8Path, path: &str) -> Vec<SourceFile> {
+fn local_files(root: &Utf8Path, path: &str) -> Vec<DataFile> {
     let full = if Utf8Path::new(path).is_absolute() { Utf8PathBuf::from(path) } else { root.join(path) };
     let shown = |p: &Utf8Path| p.strip_prefix(root).map_or_else(|_| p.to_owned(), Utf8Path::to_owned);
     if full.is_file() {
-        return vec![SourceFile { shown: shown(&full), full }];
+        return vec![DataFile { shown: shown(&full), full }];
     }
     let mut files: Vec<Utf8PathBuf> = walkdir::WalkDir::new(&full)
         .into_iter()
@@ -455,7 +455,7 @@ fn local_files(root: &Utf8Path, path: &str) -> Vec<SourceFile> {
         .filter_map(|e| Utf8PathBuf::from_path_buf(e.into_path()).ok())
         .collect();
     files.sort();
-    files.into_iter().map(|f| SourceFile { shown: shown(&f), full: f }).collect()
+    files.into_iter().map(|f| DataFile { shown: shown(&f), full: f }).collect()
 }
 
 /// One file of a source as a DataFusion partition.

@@ -15,7 +15,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value as Json};
 
 use super::columns::{Guess, TextBatcher, guessed_schema};
-use super::{At, Problem, ReadError, SourceFile, Spec, SpecError, send_full};
+use super::{At, DataFile, Problem, ReadError, Spec, SpecError, send_full};
 use crate::project::nodes::ColumnSpec;
 
 #[derive(Debug, Clone)]
@@ -187,7 +187,7 @@ impl<R: BufRead> BufRead for Counting<R> {
 fn records(
     spec: &Spec,
     options: &Options,
-    file: &SourceFile,
+    file: &DataFile,
     mut each: impl FnMut(u64, &Element) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let replaced = Arc::new(AtomicU64::new(0));
@@ -345,7 +345,7 @@ pub(super) fn infer(spec: &Spec, options: &Options) -> Result<SchemaRef, ReadErr
 pub(super) fn read(
     spec: &Spec,
     options: &Options,
-    file: &SourceFile,
+    file: &DataFile,
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
