@@ -163,7 +163,7 @@ async fn register_database(
             }
         }
     };
-    let spec = source::database::DatabaseSpec::of(name, url, &s.location).map_err(|m| fail(m, None))?;
+    let spec = source::database::DatabaseSpec::of(name, url, &s.location).map_err(|e| fail(e.to_string(), None))?;
     let spec = Arc::new(spec);
     let reading = Arc::clone(&spec);
     let schema = tokio::task::spawn_blocking(move || reading.schema())

@@ -31,6 +31,8 @@ use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SqliteDialect};
 use serde_json::Value as Json;
 
+use super::SpecError;
+
 /// Rows per batch connectorx builds.
 const BATCH_ROWS: usize = 8192;
 
@@ -122,32 +124,28 @@ pub struct DatabaseSpec {
 
 impl DatabaseSpec {
     /// From the source's keys and its connection's URL.
-    pub fn of(table: &str, url: String, location: &serde_json::Map<String, Json>) -> Result<Self, String> {
-        let kind = Kind::of_url(&url)
-            .ok_or_else(|| "the connection is not a postgres://, mysql://, sqlite:// or mssql:// URL".to_owned())?;
+    pub fn of(table: &str, url: String, location: &serde_json::Map<String, Json>) -> Result<Self, SpecError> {
+        let kind = Kind::of_url(&url).ok_or(SpecError::NotADatabaseUrl)?;
         let text = |k: &str| location.get(k).and_then(Json::as_str).map(str::to_owned);
         let base = match (text("table"), text("query")) {
             (Some(t), None) => Base::Table(t.split('.').map(|p| kind.quote(p)).collect::<Vec<_>>().join(".")),
             (None, Some(q)) => Base::Query(q.trim().trim_end_matches(';').to_owned()),
-            (Some(_), Some(_)) => return Err("give `table:` or `query:`, not both".to_owned()),
-            (None, None) => {
-                return Err("a database source needs `table:` (such as `public.customers`) or `query:`".to_owned());
-            }
+            (Some(_), Some(_)) | (None, None) => return Err(SpecError::TableOrQuery),
         };
         let partition = match (text("partition_on"), location.get("partitions")) {
             (None, None) => None,
             (Some(col), n) => {
                 let n = match n {
                     None => 2,
-                    Some(v) => v
-                        .as_u64()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| format!("`partitions: {v}` must be a whole number from 1"))?
-                        as usize,
+                    Some(v) => v.as_u64().filter(|&n| n >= 1).ok_or_else(|| SpecError::Invalid {
+                        key: "partitions",
+                        value: v.to_string(),
+                        expected: "a whole number from 1",
+                    })? as usize,
                 };
                 Some((col, n))
             }
-            (None, Some(_)) => return Err("`partitions` needs `partition_on:`, an integer column".to_owned()),
+            (None, Some(_)) => return Err(SpecError::PartitionsWithoutKey),
         };
         Ok(DatabaseSpec { table: table.to_owned(), kind, url: Url(url), base, partition })
     }

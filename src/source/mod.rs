@@ -56,6 +56,12 @@ pub enum SpecError {
     NotLocal(&'static str),
     #[error("`{0}` matches no file")]
     NoFiles(String),
+    #[error("the connection is not a postgres://, mysql://, sqlite:// or mssql:// URL")]
+    NotADatabaseUrl,
+    #[error("a database source needs exactly one of `table:` (such as `public.customers`) and `query:`")]
+    TableOrQuery,
+    #[error("`partitions` needs `partition_on:`, an integer column")]
+    PartitionsWithoutKey,
 }
 
 /// A record or value that cannot be read, and where.
