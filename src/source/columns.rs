@@ -85,8 +85,8 @@ impl TextBatcher {
             // A value the cast could not convert came out NULL; an empty
             // value is NULL in a column that is not text.
             if cast.null_count() != text.null_count() {
+                bad.resize_with(text.len(), || None);
                 for r in (0..text.len()).filter(|&r| text.is_valid(r) && cast.is_null(r) && !text.value(r).is_empty()) {
-                    bad.resize_with(text.len(), || None);
                     bad[r].get_or_insert_with(|| Problem::Value {
                         column: field.name().clone(),
                         value: text.value(r).to_owned(),

@@ -153,12 +153,10 @@ fn quoted(names: &[String]) -> String {
 fn header(options: &Options, range: &Range<Data>) -> (usize, Vec<String>) {
     let (top, width) = (range.start().map_or(0, |s| s.0), range.width());
     let at = options.header_row.map_or(0, |r| (r - 1).saturating_sub(top) as usize);
+    let header_row = if options.header { range.rows().nth(at) } else { None };
     let mut names: Vec<String> = Vec::with_capacity(width);
     for c in 0..width {
-        let raw = match (options.header, range.rows().nth(at)) {
-            (true, Some(row)) => row.get(c).map(|d| d.to_string().trim().to_owned()).unwrap_or_default(),
-            _ => String::new(),
-        };
+        let raw = header_row.and_then(|row| row.get(c)).map(|d| d.to_string().trim().to_owned()).unwrap_or_default();
         let base = if raw.is_empty() { format!("column_{}", c + 1) } else { raw };
         let mut name = base.clone();
         let mut n = 2;

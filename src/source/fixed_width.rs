@@ -155,8 +155,7 @@ impl Cutter {
     /// the end of the line); `None` when the line ends before `start`.
     fn cut<'a>(&mut self, line: &'a str, start: usize, width: usize) -> Option<&'a str> {
         if line.is_ascii() {
-            return (start < line.len() || (start == line.len() && width == 0))
-                .then(|| &line[start..(start + width).min(line.len())]);
+            return (start < line.len()).then(|| &line[start..(start + width).min(line.len())]);
         }
         self.bounds.clear();
         self.bounds.extend(line.char_indices().map(|(i, _)| i));

@@ -6,7 +6,6 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::io::{self, BufRead, Read};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -18,7 +17,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::{Map, Value as Json};
 
 use super::columns::BATCH_ROWS;
-use super::text::Lines;
+use super::text::{CountLines, Lines};
 use super::{At, DataFile, Problem, ReadError, Spec, SpecError};
 use crate::project::nodes::ColumnSpec;
 
@@ -85,24 +84,6 @@ fn flattened(options: &Options, record: Json) -> Json {
     Json::Object(out)
 }
 
-/// Counts the lines of what has been read, for the deserializer's position.
-struct Counting<R> {
-    inner: R,
-    line: Rc<Cell<u64>>,
-}
-
-impl<R: BufRead> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // serde_json reads a byte at a time: serve from the buffer.
-        let available = self.inner.fill_buf()?;
-        let n = buf.len().min(available.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.line.set(self.line.get() + available[..n].iter().filter(|&&b| b == b'\n').count() as u64);
-        self.inner.consume(n);
-        Ok(n)
-    }
-}
-
 /// Why reading stopped early.
 enum Stop {
     /// Enough records (inference), or the reader downstream has gone.
@@ -151,8 +132,9 @@ fn records(
         spec.report_replaced(file, &replaced);
         return Ok(());
     }
-    let line = Rc::new(Cell::new(1));
-    let mut de = serde_json::Deserializer::from_reader(Counting { inner: text, line: Rc::clone(&line) });
+    let counted = CountLines::new(text);
+    let line = counted.counter();
+    let mut de = serde_json::Deserializer::from_reader(counted);
     let mut stop = None;
     let walk = Walk {
         path: &options.records,

@@ -231,6 +231,9 @@ impl Spec {
     /// its own reader suits (CSV in UTF-8, Parquet, newline-delimited JSON).
     pub fn of(r: &Request<'_>) -> Result<Option<Spec>, SpecError> {
         let text = TextOptions::of(r.location)?;
+        // The files are listed once, and only for a format ferry reads.
+        let files = std::cell::OnceCell::new();
+        let files_of = || files.get_or_init(|| local_files(r.root, r.path));
         let quarantine = match r.location.get("on_error").and_then(Json::as_str) {
             None | Some("fail") => false,
             Some("quarantine") => true,
@@ -246,9 +249,11 @@ impl Spec {
             "xml" => Some(Format::Xml(xml::Options::of(r.location, r.columns)?)),
             "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" | "excel" => Some(Format::Excel(excel::Options::of(r.location)?)),
             "fixed_width" | "fixed-width" | "fwf" => Some(Format::FixedWidth(fixed_width::Layout::of(r.location)?)),
-            "json" | "ndjson" | "jsonl" => json::Options::of(r.location, r.columns, || first_byte(r))?
-                .map(Format::Json)
-                .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default()))),
+            "json" | "ndjson" | "jsonl" => {
+                json::Options::of(r.location, r.columns, || first_byte(files_of().first()?, r.compression))?
+                    .map(Format::Json)
+                    .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default())))
+            }
             "csv" | "tsv" | "txt" if !text.is_default() => Some(Format::Csv(r.csv.clone())),
             _ => None,
         };
@@ -282,7 +287,7 @@ impl Spec {
         if r.path.contains("://") {
             return Err(SpecError::NotLocal(format.name()));
         }
-        let files = local_files(r.root, r.path);
+        let files = files.into_inner().unwrap_or_else(|| local_files(r.root, r.path));
         if files.is_empty() {
             return Err(SpecError::NoFiles(r.path.to_owned()));
         }
@@ -437,11 +442,10 @@ pub fn find_invalid_utf8(
 
 /// The first byte that is not white space in the first file (for telling a
 /// JSON array from newline-delimited JSON).
-fn first_byte(r: &Request<'_>) -> Option<u8> {
+fn first_byte(file: &DataFile, compression: FileCompressionType) -> Option<u8> {
     use std::io::Read;
-    let files = local_files(r.root, r.path);
-    let file = fs_err::File::open(&files.first()?.full).ok()?;
-    let reader = r.compression.convert_read(file).ok()?;
+    let file = fs_err::File::open(&file.full).ok()?;
+    let reader = compression.convert_read(file).ok()?;
     let mut bytes = io::BufReader::new(reader).bytes();
     bytes.find_map(|b| b.ok().filter(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF))
 }

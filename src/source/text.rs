@@ -2,7 +2,9 @@
 //! `encoding_rs`, or for UTF-8 itself checked byte by byte so that an invalid
 //! byte is named by line and offset (or replaced, with `on_invalid: replace`).
 
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -205,6 +207,55 @@ impl<R: Read> Read for Utf8Reader<R> {
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
         Ok(n)
+    }
+}
+
+/// Counts the lines of what a reader has consumed, so that a parser
+/// reading through it can say which line it is on. Serves both `Read`
+/// (serde_json reads a byte at a time) and `BufRead` (quick-xml); the count
+/// is shared, for a parser that owns the reader.
+pub struct CountLines<R> {
+    inner: R,
+    line: Rc<Cell<u64>>,
+}
+
+impl<R: BufRead> CountLines<R> {
+    /// Counting from line 1.
+    pub fn new(inner: R) -> Self {
+        CountLines { inner, line: Rc::new(Cell::new(1)) }
+    }
+
+    /// The current line, shared.
+    pub fn counter(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.line)
+    }
+
+    pub fn line(&self) -> u64 {
+        self.line.get()
+    }
+}
+
+impl<R: BufRead> Read for CountLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.inner.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for CountLines<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let newlines = buf[..amt.min(buf.len())].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.line.set(self.line.get() + newlines);
+        }
+        self.inner.consume(amt);
     }
 }
 

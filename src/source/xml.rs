@@ -5,7 +5,7 @@
 //! with `path:` picks a value anywhere inside the record (`address/city`,
 //! `@id`, `phone/@kind`).
 
-use std::io::{self, BufRead};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -15,6 +15,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value as Json};
 
 use super::columns::{Guess, TextBatcher, guessed_schema};
+use super::text::CountLines;
 use super::{At, DataFile, Problem, ReadError, Spec, SpecError, send_full};
 use crate::project::nodes::ColumnSpec;
 
@@ -155,33 +156,6 @@ fn grouped(children: &[Element]) -> Vec<(&str, Vec<&Element>)> {
     groups
 }
 
-/// Counts the lines of what a reader has consumed.
-struct Counting<R> {
-    inner: R,
-    line: u64,
-}
-
-impl<R: BufRead> io::Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.line += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for Counting<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amt: usize) {
-        if let Ok(buf) = self.inner.fill_buf() {
-            self.line += buf[..amt.min(buf.len())].iter().filter(|&&b| b == b'\n').count() as u64;
-        }
-        self.inner.consume(amt);
-    }
-}
-
 /// Reads the records of `file`, calling `each` with the line each starts
 /// on. Stops when `each` returns false.
 fn records(
@@ -192,7 +166,7 @@ fn records(
 ) -> Result<(), ReadError> {
     let replaced = Arc::new(AtomicU64::new(0));
     let text = spec.open_text(file, &replaced)?;
-    let mut reader = quick_xml::Reader::from_reader(Counting { inner: text, line: 1 });
+    let mut reader = quick_xml::Reader::from_reader(CountLines::new(text));
     let mut buf = Vec::new();
     let mut stack: Vec<String> = Vec::new();
     // The record being built: its elements from the record down.
@@ -201,18 +175,18 @@ fn records(
     let malformed =
         |line: u64, message: String| spec.error(At::line(file.shown.clone(), line), Problem::Malformed(message));
     loop {
-        let line = reader.get_ref().line;
+        let line = reader.get_ref().line();
         let event = match reader.read_event_into(&mut buf) {
             Ok(event) => event,
             Err(quick_xml::Error::Io(e)) => {
                 let e = Arc::try_unwrap(e).unwrap_or_else(|e| io::Error::new(e.kind(), e.to_string()));
-                return Err(spec.io_error(file, Some(reader.get_ref().line), e));
+                return Err(spec.io_error(file, Some(reader.get_ref().line()), e));
             }
-            Err(e) => return Err(malformed(reader.get_ref().line, format!("malformed XML: {e}"))),
+            Err(e) => return Err(malformed(reader.get_ref().line(), format!("malformed XML: {e}"))),
         };
         match event {
             Event::Start(start) => {
-                let element = element_of(&start).map_err(|m| malformed(reader.get_ref().line, m))?;
+                let element = element_of(&start).map_err(|m| malformed(reader.get_ref().line(), m))?;
                 stack.push(element.name.clone());
                 if !open.is_empty() || options.is_record(&stack) {
                     if open.is_empty() {
@@ -222,7 +196,7 @@ fn records(
                 }
             }
             Event::Empty(start) => {
-                let element = element_of(&start).map_err(|m| malformed(reader.get_ref().line, m))?;
+                let element = element_of(&start).map_err(|m| malformed(reader.get_ref().line(), m))?;
                 if let Some(parent) = open.last_mut() {
                     parent.children.push(element);
                 } else {
@@ -265,18 +239,18 @@ fn records(
                         Ok(None) => match quick_xml::escape::resolve_xml_entity(&name) {
                             Some(text) => e.text.push_str(text),
                             None => {
-                                return Err(malformed(reader.get_ref().line, format!("unknown entity `&{name};`")));
+                                return Err(malformed(reader.get_ref().line(), format!("unknown entity `&{name};`")));
                             }
                         },
                         Err(err) => {
-                            return Err(malformed(reader.get_ref().line, format!("bad character reference: {err}")));
+                            return Err(malformed(reader.get_ref().line(), format!("bad character reference: {err}")));
                         }
                     }
                 }
             }
             Event::Eof => {
                 if let Some(name) = stack.last() {
-                    return Err(malformed(reader.get_ref().line, format!("the file ends inside `<{name}>`")));
+                    return Err(malformed(reader.get_ref().line(), format!("the file ends inside `<{name}>`")));
                 }
                 break;
             }
