@@ -209,6 +209,30 @@ pub struct LoadArgs {
 pub struct ReconcileArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Compare a source (`source_name.table`, as in `source()`) with
+    /// `--target-table` instead of staged models: a check of a copy made by
+    /// any tool.
+    #[arg(long, value_name = "SOURCE.TABLE", requires = "target_table", conflicts_with_all = ["select", "exclude"])]
+    pub source: Option<String>,
+    /// The target table (`table` or `schema.table`) that `--source` is
+    /// compared with.
+    #[arg(long, value_name = "TABLE", requires = "source")]
+    pub target_table: Option<String>,
+    /// The key of the rows compared with `--source` (default: every
+    /// compared column).
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "source")]
+    pub key: Vec<String>,
+    /// Only these columns (with the key) of `--source`.
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "source")]
+    pub columns: Vec<String>,
+    /// Differing rows allowed before `--source` fails.
+    #[arg(long, default_value_t = 0, requires = "source")]
+    pub max_mismatch_rows: u64,
+    /// Absolute difference allowed between float values of `--source`.
+    #[arg(long, default_value_t = 0.0, requires = "source")]
+    pub tolerance: f64,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Debug, Args)]

@@ -13,15 +13,16 @@ use serde_json::Value as Json;
 use super::execute::{RUNS_DIR, group};
 use crate::backend::Connection;
 use crate::cli::ReconcileArgs;
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::engine::{execute, plan};
 use crate::error::ExitStatus;
-use crate::load::{self, LoadJob};
-use crate::manifest::Manifest;
+use crate::load::{self, LoadConfig, LoadJob, TableName};
+use crate::manifest::{Manifest, Resource};
 use crate::printer::Printer;
 use crate::project::profiles::Target;
 use crate::reconcile::{self as rec, Config, Differences, ModelReport, Status};
 use crate::settings::Settings;
-use crate::stage::STAGE_DIR;
+use crate::stage::{STAGE_DIR, StageOptions};
 use crate::validate::quarantine::Ledger;
 
 /// What reconciling a set of nodes found.
@@ -43,6 +44,9 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
         return Ok(ExitStatus::Failure);
     };
     super::report(printer, &session.diagnostics);
+    if let (Some(source), Some(table)) = (&args.source, &args.target_table) {
+        return reconcile_source(settings, &session, args, (source, table), printer, started).await;
+    }
     let manifest = &session.manifest;
     let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
         return Ok(ExitStatus::Failure);
@@ -56,6 +60,144 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
     let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
     let done = reconcile_nodes(&session.target, manifest, &loaded, &settings.path(STAGE_DIR), &ledgers, printer).await;
     finish(&done, (&settings.path(&shown), &shown), printer, started)
+}
+
+/// `ferry reconcile --source s.t --target-table x`: the source is read once
+/// into a temporary stage (so both passes see one snapshot of it, even of a
+/// live database) and compared with the target table as a staged model is.
+async fn reconcile_source(
+    settings: &Settings,
+    session: &super::Session,
+    args: &ReconcileArgs,
+    (source, table): (&str, &str),
+    printer: &Printer,
+    started: Instant,
+) -> Result<ExitStatus> {
+    let manifest = &session.manifest;
+    let sources = || manifest.nodes.iter().filter(|n| matches!(n.resource, Resource::Source(_)));
+    let Some(i) =
+        manifest.nodes.iter().position(|n| matches!(n.resource, Resource::Source(_)) && n.display_name() == source)
+    else {
+        let names: Vec<String> = sources().map(|n| n.display_name()).collect();
+        let mut d = Diagnostic::error(Code::Selector, format!("`--source {source}` names no source of this project"));
+        d = match did_you_mean(source, names.iter().map(String::as_str)) {
+            Some(hint) => d.with_help(hint),
+            None if names.is_empty() => d.with_help("declare sources under `sources:` in a schema .yml file"),
+            None => d.with_help(format!(
+                "the sources are {}",
+                names.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            )),
+        };
+        super::report(printer, &[d]);
+        return Ok(ExitStatus::Failure);
+    };
+    let target = match parse_table(table, session.target.schema()) {
+        Ok(t) => t,
+        Err(message) => {
+            super::report(printer, &[Diagnostic::error(Code::Selector, message)]);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let engine = super::engine_for(settings, &args.exec)?;
+    let parents = BTreeSet::from([i]);
+    let planned = plan::plan(&engine, manifest, &parents, &session.failed).await;
+    if super::report(printer, &planned.diagnostics) {
+        return Ok(ExitStatus::Failure);
+    }
+    // A directory of this invocation's own, removed however it ends.
+    let scratch = TempDir(settings.path(".ferry/tmp").join(format!("reconcile-{}", uuid::Uuid::new_v4().simple())));
+    fs_err::create_dir_all(&scratch.0).with_context(|| format!("failed to create `{}`", scratch.0))?;
+    let relation = manifest.nodes[i].relation.as_ref().map_or_else(|| source.to_owned(), |r| r.rendered.clone());
+    let staged = match engine.plan(&format!("SELECT * FROM {relation}")).await {
+        Ok(p) => execute::stage_plan(&engine, manifest, i, p, &scratch.0, StageOptions::default()).await,
+        Err(e) => Err(vec![Diagnostic::error(
+            Code::Execution,
+            format!("`{source}` cannot be read: {}", e.find_root().strip_backtrace()),
+        )]),
+    };
+    let staged = match staged {
+        Ok(s) => s,
+        Err(diagnostics) => {
+            super::report(printer, &diagnostics);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let config = LoadConfig { table: target, mode: load::Mode::Replace, unique_key: args.key.clone() };
+    let job = match LoadJob::from_stage(i, source, config, staged.dir) {
+        Ok(j) => j,
+        Err(e) => {
+            super::report(printer, &[e.to_diagnostic(source)]);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let config = Config {
+        columns: args.columns.clone(),
+        max_mismatch_rows: args.max_mismatch_rows,
+        tolerance: args.tolerance,
+        ..Config::default()
+    };
+    let mut done = Reconciled::default();
+    let mut conn = match Connection::connect(&session.target).await {
+        Ok(c) => c,
+        Err(e) => {
+            super::report(printer, &[e.to_diagnostic(&format!("target `{}`", session.target.name))]);
+            return Ok(ExitStatus::Failure);
+        }
+    };
+    let report = reconcile_one(&mut conn, &job, (&config, rec::Reference::Source), None, Instant::now()).await;
+    print_report(&mut done, (1, 1), &job, report, printer);
+    let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
+    finish(&done, (&settings.path(&shown), &shown), printer, started)
+}
+
+/// `table` or `schema.table` (the target's schema by default).
+fn parse_table(text: &str, default_schema: &str) -> Result<TableName, String> {
+    let parts: Vec<&str> = text.split('.').collect();
+    match parts.as_slice() {
+        [name] if !name.is_empty() => Ok(TableName { schema: default_schema.to_owned(), name: (*name).to_owned() }),
+        [schema, name] if !schema.is_empty() && !name.is_empty() => {
+            Ok(TableName { schema: (*schema).to_owned(), name: (*name).to_owned() })
+        }
+        _ => Err(format!("`--target-table {text}` must be `table` or `schema.table`")),
+    }
+}
+
+/// Removes a scratch directory when dropped.
+struct TempDir(camino::Utf8PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_dir_all(&self.0);
+    }
+}
+
+/// Prints a model's report (the `k`th of `total`) and files it in `done`.
+fn print_report(
+    done: &mut Reconciled,
+    (k, total): (usize, usize),
+    job: &LoadJob,
+    report: ModelReport,
+    printer: &Printer,
+) {
+    let head = super::execute::node_line(
+        k,
+        total,
+        report.status.word(),
+        "reconcile",
+        &job.model,
+        &format!("{} ({:.2}s)", report.table, report.seconds),
+    );
+    printer.status(&head);
+    for line in report_lines(&report) {
+        printer.status(&format!("      {line}"));
+    }
+    if let Some(e) = &report.error {
+        done.diagnostics.push(
+            Diagnostic::error(Code::Reconcile, format!("{}: reconciling `{}` failed: {e}", job.model, job.table))
+                .with_help("check the target with `ferry debug`, or reload with `ferry load`"),
+        );
+    }
+    done.reports.insert(job.node, report);
 }
 
 /// Writes the report file into the run's directory (given as its path and
@@ -166,26 +308,9 @@ pub(crate) async fn reconcile_nodes(
     let total = jobs.len();
     for (k, (job, config)) in jobs.iter().enumerate() {
         let started = Instant::now();
-        let report = reconcile_one(&mut conn, job, config, ledgers.get(&job.node), started).await;
-        let head = super::execute::node_line(
-            k + 1,
-            total,
-            report.status.word(),
-            "reconcile",
-            &job.model,
-            &format!("{} ({:.2}s)", report.table, report.seconds),
-        );
-        printer.status(&head);
-        for line in report_lines(&report) {
-            printer.status(&format!("      {line}"));
-        }
-        if let Some(e) = &report.error {
-            done.diagnostics.push(
-                Diagnostic::error(Code::Reconcile, format!("{}: reconciling `{}` failed: {e}", job.model, job.table))
-                    .with_help("check the target with `ferry debug`, or reload with `ferry load`"),
-            );
-        }
-        done.reports.insert(job.node, report);
+        let report =
+            reconcile_one(&mut conn, job, (config, rec::Reference::Stage), ledgers.get(&job.node), started).await;
+        print_report(&mut done, (k + 1, total), job, report, printer);
     }
     done
 }
@@ -193,7 +318,7 @@ pub(crate) async fn reconcile_nodes(
 async fn reconcile_one(
     conn: &mut Connection,
     job: &LoadJob,
-    config: &Config,
+    (config, reference): (&Config, rec::Reference),
     ledger: Option<&Ledger>,
     started: Instant,
 ) -> ModelReport {
@@ -218,7 +343,7 @@ async fn reconcile_one(
         ));
         return report;
     }
-    match compare(conn, job, config, ledger, &mut report).await {
+    match compare(conn, job, (config, reference), ledger, &mut report).await {
         Ok(()) => {
             let failed = report.checks.iter().any(|c| c.status == Status::Fail);
             report.status = if failed { Status::Fail } else { Status::Pass };
@@ -235,7 +360,7 @@ async fn reconcile_one(
 async fn compare(
     conn: &mut Connection,
     job: &LoadJob,
-    config: &Config,
+    (config, reference): (&Config, rec::Reference),
     ledger: Option<&Ledger>,
     report: &mut ModelReport,
 ) -> Result<(), String> {
@@ -244,17 +369,12 @@ async fn compare(
     let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec));
     let (stage_segments, stage_profile) = stage.map_err(why)?;
     let (target_segments, target_profile) = target.map_err(why)?;
-    let target_rows = target_profile
-        .get(&rec::Measure::Rows)
-        .cloned()
-        .flatten()
-        .and_then(|r| r.parse::<u64>().ok())
-        .unwrap_or_default();
+    let target_rows = rec::profile_rows(&target_profile);
     report.target_rows = Some(target_rows);
     if let Some(l) = ledger {
         report.checks.push(rec::ledger_check(job.stage.row_count, l));
     }
-    report.checks.push(rec::count_check(job.stage.row_count, target_rows));
+    report.checks.push(rec::count_check(job.stage.row_count, target_rows, reference));
     if config.profile {
         report.checks.push(rec::profile_check(&spec, &stage_profile, &target_profile, config.tolerance));
     }

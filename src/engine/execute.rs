@@ -176,7 +176,7 @@ async fn replan(engine: &Engine, manifest: &Manifest, i: usize, sql: &str) -> Re
     })
 }
 
-async fn stage_plan(
+pub(crate) async fn stage_plan(
     engine: &Engine,
     manifest: &Manifest,
     i: usize,

@@ -278,49 +278,60 @@ pub fn loadable(manifest: &Manifest, selected: BTreeSet<usize>) -> BTreeSet<usiz
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, i: usize, config: LoadConfig, stage_root: &Utf8Path) -> Result<LoadJob, LoadError> {
     let node = &manifest.nodes[i];
-    let stage_dir = stage_root.join(&node.name);
-    let stage = stage::read_manifest(&stage_dir)?;
-    let mut columns = Vec::with_capacity(stage.columns.len());
-    for c in &stage.columns {
-        let parsed: DataType = c.data_type.parse().map_err(|e| LoadError::Read {
-            model: node.name.clone(),
-            message: format!("column `{}` has type `{}` that ferry cannot read back: {e}", c.name, c.data_type),
-        })?;
-        let data_type = cells::canonical(&parsed).ok_or_else(|| LoadError::Preflight {
-            model: node.name.clone(),
-            table: config.table.to_string(),
-            problems: vec![format!("column `{}` is a {parsed}, which no target can hold", c.name)],
-        })?;
-        columns.push(LoadColumn {
-            name: c.name.clone(),
-            data_type,
-            nullable: c.nullable,
-            key: config.unique_key.iter().any(|k| k == &c.name),
-        });
+    LoadJob::from_stage(i, &node.name, config, stage_root.join(&node.name))
+}
+
+impl LoadJob {
+    /// The job for the stage in `stage_dir`, read as `model` (node `node`).
+    pub fn from_stage(
+        node: usize,
+        model: &str,
+        config: LoadConfig,
+        stage_dir: Utf8PathBuf,
+    ) -> Result<LoadJob, LoadError> {
+        let stage = stage::read_manifest(&stage_dir)?;
+        let mut columns = Vec::with_capacity(stage.columns.len());
+        for c in &stage.columns {
+            let parsed: DataType = c.data_type.parse().map_err(|e| LoadError::Read {
+                model: model.to_owned(),
+                message: format!("column `{}` has type `{}` that ferry cannot read back: {e}", c.name, c.data_type),
+            })?;
+            let data_type = cells::canonical(&parsed).ok_or_else(|| LoadError::Preflight {
+                model: model.to_owned(),
+                table: config.table.to_string(),
+                problems: vec![format!("column `{}` is a {parsed}, which no target can hold", c.name)],
+            })?;
+            columns.push(LoadColumn {
+                name: c.name.clone(),
+                data_type,
+                nullable: c.nullable,
+                key: config.unique_key.iter().any(|k| k == &c.name),
+            });
+        }
+        let missing: Vec<String> = config
+            .unique_key
+            .iter()
+            .filter(|k| !columns.iter().any(|c| &c.name == *k))
+            .map(|k| format!("`unique_key` column `{k}` is not in the staged rows"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(LoadError::Preflight {
+                model: model.to_owned(),
+                table: config.table.to_string(),
+                problems: missing,
+            });
+        }
+        Ok(LoadJob {
+            node,
+            model: model.to_owned(),
+            table: config.table,
+            mode: config.mode,
+            unique_key: config.unique_key,
+            stage_dir,
+            stage,
+            columns,
+        })
     }
-    let missing: Vec<String> = config
-        .unique_key
-        .iter()
-        .filter(|k| !columns.iter().any(|c| &c.name == *k))
-        .map(|k| format!("`unique_key` column `{k}` is not in the staged rows"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(LoadError::Preflight {
-            model: node.name.clone(),
-            table: config.table.to_string(),
-            problems: missing,
-        });
-    }
-    Ok(LoadJob {
-        node: i,
-        model: node.name.clone(),
-        table: config.table,
-        mode: config.mode,
-        unique_key: config.unique_key,
-        stage_dir,
-        stage,
-        columns,
-    })
 }
 
 /// Orders loads so that parents come before children: along the DAG, and

@@ -18,11 +18,10 @@
 //!
 //! A row is its values' texts one after another: text and JSON as
 //! `<byte length>:<text>`, every other family as `<text>|`, NULL as `~`,
-//! so no two rows share an encoding (see [`push_field`]). Its
-//! hash is the first 8 bytes of the MD5 of that encoding, big-endian: MD5
-//! because PostgreSQL and MySQL compute it natively, so the target side can
-//! run inside the database. A segment sums its rows' hashes with wraparound
-//! and always pairs the sum with its row count.
+//! so no two rows share an encoding (see [`push_field`]). Its 64-bit
+//! hash is one the target database computes natively, so the target side
+//! can run inside it (see [`hash64`]). A segment sums its rows' hashes with
+//! wraparound and always pairs the sum with its row count.
 
 use datafusion::arrow::datatypes::DataType;
 use md5::{Digest, Md5};
@@ -321,17 +320,114 @@ pub fn arithmetic_key_hash(parts: impl IntoIterator<Item = i128>) -> u64 {
     h as u64
 }
 
-/// The 64-bit hash of an encoding: the first 8 bytes of its MD5, big-endian.
-pub fn hash64(encoding: &[u8]) -> u64 {
-    let digest = Md5::digest(encoding);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
+/// The 64-bit hash of a row or key encoding, as `dialect`'s side computes
+/// it: on PostgreSQL `hashtextextended(text, 0)` (see [`pg_hash_bytes_extended`]),
+/// on MySQL/MariaDB the first 8 bytes of its MD5, big-endian (the cheapest
+/// 64-bit hash both servers have); on SQLite, whose rows ferry hashes
+/// itself, xxh3.
+pub fn hash64(dialect: Dialect, encoding: &[u8]) -> u64 {
+    match dialect {
+        Dialect::Postgres => pg_hash_bytes_extended(encoding, 0),
+        Dialect::Mysql => {
+            let digest = Md5::digest(encoding);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            u64::from_be_bytes(first)
+        }
+        Dialect::Sqlite => xxhash_rust::xxh3::xxh3_64(encoding),
+    }
+}
+
+/// PostgreSQL's `hash_bytes_extended` (`src/common/hashfn.c`): Bob
+/// Jenkins' 2006 lookup3 with a 64-bit seed, returning `b << 32 | c`. It is
+/// what `hashtextextended` computes for text under a deterministic
+/// collation, and what hash partitioning stores, so PostgreSQL keeps it the
+/// same across versions. The bytes are read as little-endian words, as the
+/// server does on the little-endian machines it runs on here; a test checks
+/// it against the server.
+pub fn pg_hash_bytes_extended(key: &[u8], seed: u64) -> u64 {
+    #[inline(always)]
+    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+    fn word(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    // The server keeps the length in a signed int and adds it as uint32.
+    let init = 0x9e37_79b9_u32.wrapping_add(key.len() as u32).wrapping_add(3_923_095);
+    let (mut a, mut b, mut c) = (init, init, init);
+    if seed != 0 {
+        a = a.wrapping_add((seed >> 32) as u32);
+        b = b.wrapping_add(seed as u32);
+        mix(&mut a, &mut b, &mut c);
+    }
+    let mut chunks = key.chunks_exact(12);
+    for k in &mut chunks {
+        a = a.wrapping_add(word(&k[0..4]));
+        b = b.wrapping_add(word(&k[4..8]));
+        c = c.wrapping_add(word(&k[8..12]));
+        mix(&mut a, &mut b, &mut c);
+    }
+    // The last 0-11 bytes: a and b take theirs as little-endian words; the
+    // lowest byte of c is left for the length, so c's bytes start one up.
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 12];
+    tail[..rest.len()].copy_from_slice(rest);
+    a = a.wrapping_add(word(&tail[0..4]));
+    b = b.wrapping_add(word(&tail[4..8]));
+    c = c.wrapping_add(word(&tail[8..12]) << 8);
+    // final(a, b, c)
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(24));
+    (u64::from(b) << 32) | u64::from(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_hash_matches_what_postgresql_printed() {
+        // `SELECT hashtextextended(t, seed)` on PostgreSQL 15, as bigint.
+        let cases: [(&str, u64, i64); 4] = [
+            ("", 0, -6939563903564495251),
+            ("a", 0, 3591986179850072241),
+            ("0:~1|2.5|", 0, 4122830837419618927),
+            ("héllo wörld, twelve+ bytes", 7, -360763274419661818),
+        ];
+        for (text, seed, want) in cases {
+            assert_eq!(pg_hash_bytes_extended(text.as_bytes(), seed) as i64, want, "{text:?}");
+        }
+    }
 
     #[test]
     fn mysql_floats_print_as_the_server_does() {
@@ -407,7 +503,7 @@ mod tests {
         push_field(&mut a, Some(b"12"), Family::Int);
         push_field(&mut a, None, Family::Int);
         assert_eq!(a, b"2:ab~0:12|~");
-        assert_ne!(hash64(b"~"), hash64(b"0:"));
+        assert_ne!(hash64(Dialect::Mysql, b"~"), hash64(Dialect::Mysql, b"0:"));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Spec {
     /// Segments are the key hash's low `segment_bits` bits.
     pub segment_bits: u32,
     pub measures: Vec<Measure>,
+    /// The position in `columns` of the column the profile is grouped by.
+    pub group_by: Option<usize>,
 }
 
 impl Spec {
@@ -127,6 +129,11 @@ pub struct Config {
     /// Columns compared (all when empty).
     pub columns: Vec<String>,
     pub profile: bool,
+    /// The profile's own choices: columns, aggregates, and the segment
+    /// column its measures are grouped by.
+    pub profile_columns: Vec<String>,
+    pub aggregates: Vec<Aggregate>,
+    pub segment_by: Option<String>,
     /// Differing rows allowed before the model fails.
     pub max_mismatch_rows: u64,
     /// Differing rows allowed, as a percentage of the staged rows.
@@ -141,6 +148,9 @@ impl Default for Config {
             enabled: true,
             columns: Vec::new(),
             profile: true,
+            profile_columns: Vec::new(),
+            aggregates: Aggregate::ALL.to_vec(),
+            segment_by: None,
             max_mismatch_rows: 0,
             max_mismatch_pct: 0.0,
             tolerance: 0.0,
@@ -170,10 +180,15 @@ impl Config {
                     config.enabled =
                         v.as_bool().ok_or_else(|| format!("`reconcile.enabled` must be true or false, not `{v}`"))?
                 }
-                "profile" => {
-                    config.profile =
-                        v.as_bool().ok_or_else(|| format!("`reconcile.profile` must be true or false, not `{v}`"))?
-                }
+                "profile" => match v {
+                    Json::Bool(b) => config.profile = *b,
+                    Json::Object(p) => config.read_profile(p)?,
+                    _ => {
+                        return Err(format!(
+                            "`reconcile.profile` must be true, false or a mapping of columns, aggregates and segment_by, not `{v}`"
+                        ));
+                    }
+                },
                 "columns" => config.columns = crate::project::config::column_list(v, "reconcile.columns")?,
                 "max_mismatch_rows" => config.max_mismatch_rows = number()? as u64,
                 "max_mismatch_pct" => config.max_mismatch_pct = number()?,
@@ -187,20 +202,84 @@ impl Config {
         }
         Ok(config)
     }
+
+    /// `profile: {columns: [a], aggregates: [nulls, sum], segment_by: country}`.
+    fn read_profile(&mut self, map: &serde_json::Map<String, Json>) -> Result<(), String> {
+        for (k, v) in map {
+            match k.as_str() {
+                "columns" => {
+                    self.profile_columns = crate::project::config::column_list(v, "reconcile.profile.columns")?
+                }
+                "aggregates" => {
+                    let names = crate::project::config::column_list(v, "reconcile.profile.aggregates")?;
+                    self.aggregates = names
+                        .iter()
+                        .map(|n| {
+                            Aggregate::parse(n).ok_or_else(|| {
+                                format!(
+                                    "unknown aggregate `{n}` in `reconcile.profile.aggregates`; the aggregates are {}",
+                                    Aggregate::NAMES.join(", ")
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "segment_by" => match v {
+                    Json::String(c) if !c.is_empty() => self.segment_by = Some(c.clone()),
+                    _ => return Err(format!("`reconcile.profile.segment_by` must be a column name, not `{v}`")),
+                },
+                other => {
+                    return Err(format!(
+                        "unknown `reconcile.profile` key `{other}`; the keys are columns, aggregates, segment_by"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The aggregates a profile can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Nulls,
+    Sum,
+    Min,
+    Max,
+    DistinctKeys,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 5] =
+        [Aggregate::Nulls, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::DistinctKeys];
+    const NAMES: [&'static str; 5] = ["nulls", "sum", "min", "max", "distinct_keys"];
+
+    fn parse(name: &str) -> Option<Aggregate> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
+    }
 }
 
 /// The spec for a load job: the configured columns (always with the key),
 /// the key (`unique_key`, or every compared column), and the profile.
 pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
-    for c in &config.columns {
-        if !job.columns.iter().any(|l| &l.name == c) {
-            return Err(format!("`reconcile.columns` names `{c}`, which is not a staged column"));
+    let named = [("columns", &config.columns), ("profile.columns", &config.profile_columns)];
+    let segment_by = config.segment_by.iter().cloned().collect::<Vec<_>>();
+    for (what, list) in named.into_iter().chain([("profile.segment_by", &segment_by)]) {
+        for c in list {
+            if !job.columns.iter().any(|l| &l.name == c) {
+                let hint = crate::diagnostic::did_you_mean(c, job.columns.iter().map(|l| l.name.as_str()));
+                return Err(format!(
+                    "`reconcile.{what}` names `{c}`, which is not a staged column{}",
+                    hint.map(|h| format!("; {h}")).unwrap_or_default()
+                ));
+            }
         }
     }
     let mut columns = Vec::new();
     for (i, c) in job.columns.iter().enumerate() {
         let key = job.unique_key.contains(&c.name);
-        if config.columns.is_empty() || key || config.columns.contains(&c.name) {
+        let grouped = config.segment_by.as_ref() == Some(&c.name);
+        if config.columns.is_empty() || key || grouped || config.columns.contains(&c.name) {
             columns.push(SpecColumn {
                 name: c.name.clone(),
                 data_type: c.data_type.clone(),
@@ -219,31 +298,76 @@ pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
     let segments = job.stage.row_count.div_ceil(SEGMENT_ROWS).max(1);
     let segment_bits = (64 - (segments - 1).leading_zeros()).min(20);
     let mut measures = vec![Measure::Rows];
+    let wants = |a: Aggregate| config.aggregates.contains(&a);
     if config.profile {
         for (i, c) in columns.iter().enumerate() {
-            measures.push(Measure::Nulls(i));
+            if !config.profile_columns.is_empty() && !config.profile_columns.contains(&c.name) {
+                continue;
+            }
+            if wants(Aggregate::Nulls) {
+                measures.push(Measure::Nulls(i));
+            }
             let wide_decimal = matches!(c.data_type, DataType::Decimal256(..));
-            if (c.family.sums_exactly() && !wide_decimal) || c.family.is_float() {
+            if wants(Aggregate::Sum) && ((c.family.sums_exactly() && !wide_decimal) || c.family.is_float()) {
                 measures.push(Measure::Sum(i));
             }
             let ordered = matches!(c.family, Family::Date | Family::Timestamp | Family::Time)
                 || (c.key && c.family.orders_without_collation() && !wide_decimal);
-            if ordered {
+            if ordered && wants(Aggregate::Min) {
                 measures.push(Measure::Min(i));
+            }
+            if ordered && wants(Aggregate::Max) {
                 measures.push(Measure::Max(i));
             }
         }
         // Without a unique key the "key" is every column: nothing to count.
-        if !job.unique_key.is_empty() {
+        if !job.unique_key.is_empty() && wants(Aggregate::DistinctKeys) {
             measures.push(Measure::DistinctKeys);
         }
     }
-    Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures })
+    let group_by = config.segment_by.as_ref().and_then(|g| columns.iter().position(|c| &c.name == g));
+    Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures, group_by })
 }
 
-/// A profile: one value per measure (as canonical text; `None` for an
-/// aggregate over no values).
-pub type Profile = BTreeMap<Measure, Option<String>>;
+/// A profile: one value per group and measure (as canonical text; `None`
+/// for an aggregate over no values).
+pub type Profile = BTreeMap<(Group, Measure), Option<String>>;
+
+/// The rows a profile's measures are over: the whole table, or the rows
+/// whose segment column (`Spec::group_by`) shows this text (`None`: NULL).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    All,
+    Of(Option<String>),
+}
+
+impl Group {
+    /// The group of a row whose segment column shows `text`.
+    pub fn of(spec: &Spec, text: Option<&str>) -> Group {
+        match spec.group_by {
+            None => Group::All,
+            Some(_) => Group::Of(text.map(str::to_owned)),
+        }
+    }
+
+    fn label(&self, spec: &Spec, measure: Measure) -> String {
+        match (self, spec.group_by) {
+            (Group::Of(v), Some(g)) => {
+                format!("{}={}: {}", spec.columns[g].name, v.as_deref().unwrap_or("NULL"), measure.label(spec))
+            }
+            _ => measure.label(spec),
+        }
+    }
+}
+
+/// The rows a profile counts, over all its groups.
+pub fn profile_rows(profile: &Profile) -> u64 {
+    profile
+        .iter()
+        .filter(|((_, m), _)| *m == Measure::Rows)
+        .filter_map(|(_, v)| v.as_deref()?.parse::<u64>().ok())
+        .sum()
+}
 
 /// One row fetched from a differing segment: its key's and columns' texts.
 #[derive(Debug, Clone)]
@@ -397,9 +521,21 @@ pub fn ledger_check(staged: u64, l: &Ledger) -> Check {
     Check::new("ledger", problems.is_empty(), detail)
 }
 
+/// What the target is compared with: a model's stage, or a source read
+/// into a temporary one (`ferry reconcile --source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    Stage,
+    Source,
+}
+
 /// The row count check: the target holds as many rows as the stage.
-pub fn count_check(staged: u64, target: u64) -> Check {
-    Check::new("row count", staged == target, format!("{staged} staged, {target} in the target"))
+pub fn count_check(staged: u64, target: u64, reference: Reference) -> Check {
+    let side = match reference {
+        Reference::Stage => "staged",
+        Reference::Source => "in the source",
+    };
+    Check::new("row count", staged == target, format!("{staged} {side}, {target} in the target"))
 }
 
 /// When the checksum check found differing rows and allowed them (the
@@ -421,33 +557,37 @@ pub fn allow_explained(checks: &mut [Check], diff: &Differences) {
 /// 1e-9 plus the tolerance per row).
 pub fn profile_check(spec: &Spec, stage: &Profile, target: &Profile, tolerance: f64) -> Check {
     let mut mismatches = Vec::new();
-    for m in &spec.measures {
-        if *m == Measure::Rows {
-            continue;
-        }
-        let (a, b) = (stage.get(m).cloned().flatten(), target.get(m).cloned().flatten());
-        let same = match (m, &a, &b) {
-            (Measure::Sum(c), Some(x), Some(y)) if spec.columns[*c].family.is_float() => {
-                match (x.parse::<f64>(), y.parse::<f64>()) {
-                    (Ok(x), Ok(y)) => {
-                        let rows = stage
-                            .get(&Measure::Rows)
-                            .cloned()
-                            .flatten()
-                            .and_then(|r| r.parse::<f64>().ok())
-                            .unwrap_or(1.0);
-                        (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + tolerance * rows || x == y
-                    }
-                    _ => x == y,
-                }
+    let mut groups: Vec<&Group> = stage.keys().chain(target.keys()).map(|(g, _)| g).collect();
+    groups.sort();
+    groups.dedup();
+    let mut compared = 0;
+    for group in groups {
+        for &m in &spec.measures {
+            // The whole table's row count is the row count check's.
+            if m == Measure::Rows && *group == Group::All {
+                continue;
             }
-            _ => a == b,
-        };
-        if !same {
-            mismatches.push(ProfileMismatch { measure: m.label(spec), stage: a, target: b });
+            compared += 1;
+            let value = |p: &Profile| p.get(&(group.clone(), m)).cloned().flatten();
+            let (a, b) = (value(stage), value(target));
+            let same = match (m, &a, &b) {
+                (Measure::Sum(c), Some(x), Some(y)) if spec.columns[c].family.is_float() => {
+                    match (x.parse::<f64>(), y.parse::<f64>()) {
+                        (Ok(x), Ok(y)) => {
+                            let rows = stage.get(&(group.clone(), Measure::Rows)).cloned().flatten();
+                            let rows = rows.and_then(|r| r.parse::<f64>().ok()).unwrap_or(1.0);
+                            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + tolerance * rows || x == y
+                        }
+                        _ => x == y,
+                    }
+                }
+                _ => a == b,
+            };
+            if !same {
+                mismatches.push(ProfileMismatch { measure: group.label(spec, m), stage: a, target: b });
+            }
         }
     }
-    let compared = spec.measures.len().saturating_sub(1);
     let detail = if mismatches.is_empty() {
         format!("{compared} measures agree")
     } else {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::canonical::{self, Dialect, Family, hash_text, push_field};
-use super::{FetchedRow, Measure, Profile, Spec};
+use super::{FetchedRow, Group, Measure, Profile, Spec};
 use crate::load::cells::{self, Cell};
 use crate::load::{LoadError, LoadJob, read};
 
@@ -39,11 +39,22 @@ pub struct Scan<'s> {
     spec: &'s Spec,
     dialect: Dialect,
     segments: SegmentSums,
+    /// The profile's groups: one for the whole table, or one per value of
+    /// the segment column (found by its text; the NULL group apart).
+    groups: Vec<(Group, GroupAccs)>,
+    group_of: HashMap<String, usize>,
+    null_group: Option<usize>,
+    fresh: GroupAccs,
+    key_buf: Vec<u8>,
+    row_buf: Vec<u8>,
+}
+
+/// The running aggregates of one group.
+#[derive(Clone)]
+struct GroupAccs {
     accs: Vec<(Measure, Acc)>,
     /// Exact key hashes, when the profile counts distinct keys.
     keys: Option<HashSet<u64>>,
-    key_buf: Vec<u8>,
-    row_buf: Vec<u8>,
 }
 
 impl<'s> Scan<'s> {
@@ -65,15 +76,39 @@ impl<'s> Scan<'s> {
                 (m, acc)
             })
             .collect();
+        let fresh = GroupAccs { accs, keys: spec.measures.contains(&Measure::DistinctKeys).then(HashSet::new) };
         Scan {
             spec,
             dialect,
             segments: HashMap::new(),
-            accs,
-            keys: spec.measures.contains(&Measure::DistinctKeys).then(HashSet::new),
+            groups: if spec.group_by.is_none() { vec![(Group::All, fresh.clone())] } else { Vec::new() },
+            group_of: HashMap::new(),
+            null_group: None,
+            fresh,
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
         }
+    }
+
+    /// The aggregates of the group a row with these texts falls in.
+    fn group(&mut self, texts: &[Option<&str>]) -> &mut GroupAccs {
+        let Some(g) = self.spec.group_by else { return &mut self.groups[0].1 };
+        let found = match texts[g] {
+            None => self.null_group,
+            Some(t) => self.group_of.get(t).copied(),
+        };
+        let at = found.unwrap_or_else(|| {
+            self.groups.push((Group::of(self.spec, texts[g]), self.fresh.clone()));
+            let at = self.groups.len() - 1;
+            match texts[g] {
+                None => self.null_group = Some(at),
+                Some(t) => {
+                    self.group_of.insert(t.to_owned(), at);
+                }
+            }
+            at
+        });
+        &mut self.groups[at].1
     }
 
     /// The segment of a row and whether its key has no NULL (with its hash).
@@ -89,14 +124,16 @@ impl<'s> Scan<'s> {
             let h = t.map(|t| hash_text(t, c.family, self.dialect));
             push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
         }
-        let hash = canonical::hash64(&self.row_buf);
+        let hash = canonical::hash64(self.dialect, &self.row_buf);
         let seg = self.segments.entry(key.segment & self.spec.segment_mask()).or_insert((0, 0));
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
-        if let Some(keys) = self.keys.as_mut().filter(|_| key.complete) {
+        let spec = self.spec;
+        let group = self.group(texts);
+        if let Some(keys) = group.keys.as_mut().filter(|_| key.complete) {
             keys.insert(key.exact);
         }
-        for (m, acc) in &mut self.accs {
+        for (m, acc) in &mut group.accs {
             let value = match m {
                 Measure::Rows => {
                     if let Acc::Count(n) = acc {
@@ -116,17 +153,16 @@ impl<'s> Scan<'s> {
                 Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => (texts[*c], *c),
             };
             let (Some(text), c) = value else { continue };
-            observe(acc, text, self.spec.columns[c].family, self.spec.columns[c].scale());
+            observe(acc, text, spec.columns[c].family, spec.columns[c].scale());
         }
     }
 
     /// The segment sums and the profile.
     pub fn finish(self) -> (SegmentSums, Profile) {
-        let keys = self.keys.as_ref().map_or(0, HashSet::len) as u64;
-        let profile = self
-            .accs
-            .into_iter()
-            .map(|(m, acc)| {
+        let mut profile = Profile::new();
+        for (group, accs) in self.groups {
+            let keys = accs.keys.as_ref().map_or(0, HashSet::len) as u64;
+            for (m, acc) in accs.accs {
                 let value = match acc {
                     _ if m == Measure::DistinctKeys => Some(keys.to_string()),
                     Acc::Count(n) => Some(n.to_string()),
@@ -138,9 +174,9 @@ impl<'s> Scan<'s> {
                     Acc::Extreme { best, .. } => best.map(|(_, t)| t),
                     Acc::Unreadable => Some("(unreadable)".into()),
                 };
-                (m, value)
-            })
-            .collect();
+                profile.insert((group.clone(), m), value);
+            }
+        }
         (self.segments, profile)
     }
 }
@@ -168,7 +204,7 @@ pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<&str>], buf: &mut
             spec.key.iter().map(|&k| texts[k].and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
         )
     } else {
-        canonical::hash64(buf)
+        canonical::hash64(dialect, buf)
     };
     KeyHash { segment, exact: xxhash_rust::xxh3::xxh3_64(buf), complete }
 }

@@ -358,3 +358,172 @@ async fn a_missing_target_table_is_an_error_naming_it() {
     assert!(ran.stderr.contains("no such table: accounts"), "{}", ran.stderr);
     assert_eq!(model(&report(&p), "accounts")["status"], "error");
 }
+
+/// ferry's reproduction of `hashtextextended` agrees with the server's for
+/// every length around the 12-byte blocks, multibyte text and seeds.
+#[tokio::test]
+async fn postgres_row_hash_is_the_servers_hashtextextended() {
+    let Some(Db::Pg { client, .. }) = Db::pg("hash").await else { return };
+    let mut texts: Vec<String> = (0..40).map(|n| "x7é|~".chars().cycle().take(n).collect()).collect();
+    texts.push("12:name 1000|0|2023-11-14 22:13:20.000000|~".into());
+    for text in &texts {
+        for seed in [0i64, 1, -1, 0x5eed_0000_0001] {
+            let row = client.query_one("SELECT hashtextextended($1::text COLLATE \"C\", $2)", &[text, &seed]).await;
+            let server: i64 = row.expect("hashtextextended").get(0);
+            let ours = ferry::reconcile::canonical::pg_hash_bytes_extended(text.as_bytes(), seed as u64);
+            assert_eq!(ours as i64, server, "{text:?} seed {seed}");
+        }
+    }
+}
+
+/// 30 accounts in three regions, for profiles grouped by region.
+const BY_REGION: &str =
+    "{{ config(materialized='table', unique_key='id', reconcile={'profile': {'segment_by': 'region', 'aggregates': ['nulls', 'sum']}}) }}
+select
+  value as id,
+  case value % 3 when 0 then 'north' when 1 then 'South' else 'éast' end as region,
+  cast(value * 1.25 as decimal(12, 2)) as amount
+from generate_series(1, 30)
+";
+
+/// The profile mismatches of a report, as `measure: stage -> target`.
+fn profile_mismatches(m: &Json) -> Vec<String> {
+    let check = m["checks"].as_array().into_iter().flatten().find(|c| c["name"] == "profile").expect("profile check");
+    let v = |x: &Json| x.as_str().unwrap_or("NULL").to_owned();
+    check["mismatches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| format!("{}: {} -> {}", x["measure"].as_str().unwrap_or(""), v(&x["stage"]), v(&x["target"])))
+        .collect()
+}
+
+async fn grouped_profile(mut db: Db) {
+    let p = project_for(&db, None, "").model("by_region.sql", BY_REGION);
+    ok(&p.run(["run"]));
+    ok(&p.run(["reconcile"]));
+    let m = model(&report(&p), "by_region").clone();
+    assert_eq!(profile_mismatches(&m), Vec::<String>::new());
+    assert!(check_detail(&m, "profile").contains("18 measures agree"), "{m:#}");
+    let t = match db {
+        Db::Pg { .. } => format!("\"{}\".by_region", db.schema()),
+        _ => format!("`{}`.by_region", db.schema()),
+    };
+    // One amount moved within South; one row moved from `north` to
+    // `North`, which no collation may fold back into `north`.
+    db.execute(&format!("UPDATE {t} SET amount = amount + 1 WHERE id = 4")).await;
+    db.execute(&format!("UPDATE {t} SET region = 'North' WHERE id = 3")).await;
+    let ran = p.run(["reconcile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let m = model(&report(&p), "by_region").clone();
+    assert_eq!(
+        profile_mismatches(&m),
+        [
+            "region=North: rows: NULL -> 1",
+            "region=North: nulls(id): NULL -> 0",
+            "region=North: sum(id): NULL -> 3",
+            "region=North: nulls(region): NULL -> 0",
+            "region=North: nulls(amount): NULL -> 0",
+            "region=North: sum(amount): NULL -> 3.75",
+            "region=South: sum(amount): 181.25 -> 182.25",
+            "region=north: rows: 10 -> 9",
+            "region=north: sum(id): 165 -> 162",
+            "region=north: sum(amount): 206.25 -> 202.5",
+        ]
+    );
+    assert!(ran.stderr.contains("region=South: sum(amount): stage 181.25, target 182.25"), "{}", ran.stderr);
+    db.drop_schema().await;
+}
+
+fn check_detail(m: &Json, check: &str) -> String {
+    m["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == check)
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn postgres_profile_grouped_by_a_segment_column() {
+    let Some(db) = Db::pg("recongroup").await else { return };
+    grouped_profile(db).await;
+}
+
+#[tokio::test]
+async fn mysql_profile_grouped_by_a_segment_column() {
+    let Some(db) = Db::mysql("recongroup").await else { return };
+    grouped_profile(db).await;
+}
+
+#[test]
+fn a_profile_config_naming_an_unknown_column_or_aggregate_is_an_error() {
+    let bad = BY_REGION.replace("'segment_by': 'region'", "'segment_by': 'regoin'");
+    let p = accounts(&Db::Lite { path: Default::default() }).model("by_region.sql", &bad);
+    ok(&p.run(["run"]));
+    let ran = p.run(["reconcile", "-s", "by_region"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "`reconcile.profile.segment_by` names `regoin`, which is not a staged column; did you mean `region`?"
+        ),
+        "{}",
+        ran.stderr
+    );
+    let bad = BY_REGION.replace("'nulls', 'sum'", "'nulls', 'median'");
+    let p = accounts(&Db::Lite { path: Default::default() }).model("by_region.sql", &bad);
+    let ran = p.run(["reconcile", "-s", "by_region"]);
+    assert!(ran.stderr.contains("unknown aggregate `median`"), "{}", ran.stderr);
+}
+
+/// A CSV source, and a copy of it in PostgreSQL made without ferry.
+const CUSTOMERS_CSV: &str =
+    "id,name,balance,joined\n1,Ann,10.5,2024-01-05\n2,Bob,0,2024-02-29\n3,Chloé,-2.25,2023-12-31\n4,Dan,7,2024-03-01\n";
+
+#[tokio::test]
+async fn postgres_reconcile_a_source_against_a_copy_made_by_another_tool() {
+    let Some(mut db) = Db::pg("reconsrc").await else { return };
+    let p = project_for(&db, None, "").file("data/customers.csv", CUSTOMERS_CSV).file(
+        "models/sources.yml",
+        "sources:\n  - name: crm\n    tables:\n      - name: customers\n        path: data/customers.csv\n",
+    );
+    let schema = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".copy (id bigint PRIMARY KEY, name text, balance numeric(10, 2), joined date); \
+         INSERT INTO \"{schema}\".copy VALUES (1, 'Ann', 10.50, '2024-01-05'), (2, 'Bob', 0, '2024-02-29'), \
+         (3, 'Chloé', -2.25, '2023-12-31'), (4, 'Dan', 7, '2024-03-01')"
+    ))
+    .await;
+    let args = ["reconcile", "--source", "crm.customers", "--target-table", "copy", "--key", "id"];
+    let ran = p.run(args);
+    ok(&ran);
+    let m = model(&report(&p), "crm.customers").clone();
+    assert_eq!(m["status"], "pass", "{m:#}");
+    assert_eq!(m["staged_rows"], 4);
+    // The copy loses a row, gains one and changes a name.
+    db.execute(&format!(
+        "DELETE FROM \"{schema}\".copy WHERE id = 2; INSERT INTO \"{schema}\".copy VALUES (9, 'Zed', 1, '2024-01-01'); \
+         UPDATE \"{schema}\".copy SET name = 'Chloe' WHERE id = 3"
+    ))
+    .await;
+    let ran = p.run(args);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let m = model(&report(&p), "crm.customers").clone();
+    assert_eq!(differences(&m), ["changed id=3 name: \"Chloé\" -> \"Chloe\"", "extra id=9", "missing id=2"]);
+    // The source's temporary stage is gone.
+    let tmp = p.path().join(".ferry/tmp");
+    assert!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0, "{tmp} is not empty");
+    // Naming mistakes are diagnostics.
+    let ran = p.run(["reconcile", "--source", "crm.customer", "--target-table", "copy"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`--source crm.customer` names no source of this project"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("did you mean `crm.customers`?"), "{}", ran.stderr);
+    let ran = p.run(["reconcile", "--source", "crm.customers", "--target-table", "a.b.c"]);
+    assert!(ran.stderr.contains("`--target-table a.b.c` must be `table` or `schema.table`"), "{}", ran.stderr);
+    let ran = p.run(["reconcile", "--source", "crm.customers", "--target-table", "copy", "--key", "nope"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`nope`"), "{}", ran.stderr);
+    db.drop_schema().await;
+}

@@ -7,7 +7,7 @@ use mysql_async::prelude::Queryable;
 
 use super::{Mysql, db_error, q, qualified};
 use crate::load::LoadError;
-use crate::reconcile::{Dialect, Family, FetchedRow, Measure, Profile, SegmentSums, Spec, SpecColumn};
+use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
 
 /// A decimal's text without trailing fraction zeros.
 fn trimmed(s: &str) -> String {
@@ -108,11 +108,25 @@ impl Mysql {
             let number = |i: usize| text(&row, i).and_then(|t| t.parse::<u128>().ok()).unwrap_or(0);
             segments.insert(number(0) as u64, (number(1) as u64, number(2) as u64));
         }
-        let exprs: Vec<String> = spec.measures.iter().map(|&m| profile_expr(spec, m)).collect();
-        let sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
-        let row: Option<Row> = self.conn.query_first(sql).await.map_err(|e| db_error(&spec.table, "profiling", &e))?;
-        let profile =
-            spec.measures.iter().enumerate().map(|(i, &m)| (m, row.as_ref().and_then(|r| text(r, i)))).collect();
+        let mut exprs: Vec<String> = spec.measures.iter().map(|&m| profile_expr(spec, m)).collect();
+        // Grouped by the segment column: its canonical text leads each row,
+        // as bytes, so that no collation merges `US` with `us`.
+        let group = spec
+            .group_by
+            .map(|g| format!("CAST({} AS BINARY)", canonical(&spec.columns[g], &q(&spec.columns[g].name))));
+        exprs.insert(0, group.clone().unwrap_or_else(|| "NULL".into()));
+        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
+        if group.is_some() {
+            sql.push_str(" GROUP BY 1");
+        }
+        let rows: Vec<Row> = self.conn.query(sql).await.map_err(|e| db_error(&spec.table, "profiling", &e))?;
+        let mut profile = Profile::new();
+        for row in &rows {
+            let g = Group::of(spec, text(row, 0).as_deref());
+            for (i, &m) in spec.measures.iter().enumerate() {
+                profile.insert((g.clone(), m), text(row, i + 1));
+            }
+        }
         Ok((segments, profile))
     }
 
