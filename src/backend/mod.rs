@@ -64,6 +64,16 @@ impl Connection {
         }
     }
 
+    /// Puts `job`'s staged keys where the target side of a `touched_only`
+    /// reconciliation reads them; the number of keys.
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+        match self {
+            Connection::Sqlite(b) => b.reconcile_scope(job).await,
+            Connection::Postgres(b) => b.reconcile_scope(job).await,
+            Connection::Mysql(b) => b.reconcile_scope(job).await,
+        }
+    }
+
     /// The target's segment sums and profile for a reconciliation.
     pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         match self {

@@ -335,10 +335,10 @@ async fn reconcile_one(
         notes: Vec::new(),
         error: None,
     };
-    if !rec::reconcilable(job.mode) {
+    if !rec::reconcilable(job.mode, &job.unique_key) {
         report.status = Status::Skipped;
         report.notes.push(format!(
-            "mode `{}` leaves rows of earlier loads in the table; only `replace` loads are reconciled so far",
+            "mode `{}` without a `unique_key` leaves rows of earlier loads in the table that cannot be told from this load's",
             job.mode.name()
         ));
         return report;
@@ -364,7 +364,17 @@ async fn compare(
     ledger: Option<&Ledger>,
     report: &mut ModelReport,
 ) -> Result<(), String> {
-    let spec = rec::spec_for(job, config)?;
+    let mut spec = rec::spec_for(job, config)?;
+    if job.mode != load::Mode::Replace {
+        // The table also holds earlier loads' rows: compare the ones whose
+        // key this load staged.
+        let keys = conn.reconcile_scope(job).await.map_err(why)?;
+        spec.touched_only = true;
+        report.notes.push(format!(
+            "mode `{}`: compared the target's rows with the {keys} staged keys only; rows of earlier loads are not checked",
+            job.mode.name()
+        ));
+    }
     let dialect = conn.dialect();
     let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec));
     let (stage_segments, stage_profile) = stage.map_err(why)?;

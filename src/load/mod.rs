@@ -127,6 +127,8 @@ pub struct LoadJob {
     pub stage_dir: Utf8PathBuf,
     pub stage: StageManifest,
     pub columns: Vec<LoadColumn>,
+    /// The stage's columns read back, by position (all when `None`).
+    pub read_columns: Option<Vec<usize>>,
 }
 
 /// What a finished load did.
@@ -330,7 +332,22 @@ impl LoadJob {
             stage_dir,
             stage,
             columns,
+            read_columns: None,
         })
+    }
+
+    /// The same stage's key columns alone, as a job that loads them into a
+    /// table of their own (the keys a reconciliation is scoped to).
+    pub fn keys_only(&self, table: TableName) -> LoadJob {
+        let keys: Vec<usize> = self.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        LoadJob {
+            table,
+            mode: Mode::Replace,
+            unique_key: Vec::new(),
+            columns: keys.iter().map(|&i| LoadColumn { key: false, ..self.columns[i].clone() }).collect(),
+            read_columns: Some(keys),
+            ..self.clone()
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use camino::Utf8PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use tokio::sync::mpsc;
@@ -30,12 +31,22 @@ pub fn spawn_with<T: Send + 'static>(
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let files: Vec<Utf8PathBuf> = job.stage.files.iter().map(|f| job.stage_dir.join(&f.name)).collect();
     let model = job.model.clone();
+    let projection = job.read_columns.clone();
     std::thread::spawn(move || {
         let fail = |message: String| LoadError::Read { model: model.clone(), message };
         for path in files {
             let reader = std::fs::File::open(&path).map_err(|e| fail(format!("`{path}`: {e}"))).and_then(|f| {
                 ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                    .and_then(|b| {
+                        let b = match &projection {
+                            Some(p) => {
+                                let mask = ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
+                                b.with_projection(mask)
+                            }
+                            None => b,
+                        };
+                        b.with_batch_size(BATCH_ROWS).build()
+                    })
                     .map_err(|e| fail(format!("`{path}`: {e}")))
             });
             let reader = match reader {

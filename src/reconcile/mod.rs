@@ -77,6 +77,10 @@ pub struct Spec {
     pub measures: Vec<Measure>,
     /// The position in `columns` of the column the profile is grouped by.
     pub group_by: Option<usize>,
+    /// Whether only the target's rows with a staged key are compared (the
+    /// rows an `append`, `upsert` or `delete+insert` load touched); the
+    /// backend holds the keys (see `Connection::reconcile_scope`).
+    pub touched_only: bool,
 }
 
 impl Spec {
@@ -326,7 +330,7 @@ pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
         }
     }
     let group_by = config.segment_by.as_ref().and_then(|g| columns.iter().position(|c| &c.name == g));
-    Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures, group_by })
+    Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures, group_by, touched_only: false })
 }
 
 /// A profile: one value per group and measure (as canonical text; `None`
@@ -718,9 +722,10 @@ pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Con
     Check::new("checksum", !failed, detail)
 }
 
-/// Whether a load mode leaves the target holding exactly the stage.
-pub fn reconcilable(mode: Mode) -> bool {
-    mode == Mode::Replace
+/// Whether a load leaves the target holding exactly the stage (`replace`),
+/// or the rows it touched can be told by their keys.
+pub fn reconcilable(mode: Mode, unique_key: &[String]) -> bool {
+    mode == Mode::Replace || !unique_key.is_empty()
 }
 
 #[cfg(test)]

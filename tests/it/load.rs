@@ -284,7 +284,7 @@ async fn sqlite_round_trip_of_every_type_family() {
 
 // ---------------------------------------------------------------- modes
 
-const MODES_MODEL: &str = "{{ config(materialized='table', load={'mode': var('mode', 'replace'), 'unique_key': ['id']}) }}\n\
+pub(crate) const MODES_MODEL: &str = "{{ config(materialized='table', load={'mode': var('mode', 'replace'), 'unique_key': ['id']}) }}\n\
 select cast(column1 as bigint) as id, column2 as name, cast(column3 as decimal(10, 2)) as balance\n\
 from (values {{ var('rows', \"(1, 'a', 1.00), (2, 'b', 2.00)\") }})\n";
 

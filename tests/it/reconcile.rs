@@ -5,7 +5,7 @@
 use serde_json::Value as Json;
 
 use crate::common::TestProject;
-use crate::load::{Db, ok, project_for};
+use crate::load::{Db, MODES_MODEL, ok, project_for};
 
 /// 1,000 rows with a key and one column of each common family.
 const ACCOUNTS: &str = "{{ config(materialized='table', unique_key='id') }}
@@ -526,4 +526,67 @@ async fn postgres_reconcile_a_source_against_a_copy_made_by_another_tool() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("`nope`"), "{}", ran.stderr);
     db.drop_schema().await;
+}
+
+/// An `upsert` load is reconciled over the rows whose keys it staged: the
+/// table's other rows (earlier loads') are left out, and a touched row
+/// changed afterwards is found.
+async fn scoped_to_the_touched_keys(server: Option<Db>) {
+    let rows = r#"{"rows": "(1, 'a', 1.00), (2, 'b', 2.00), (3, 'c', 3.00)"}"#;
+    let p = project_for(server.as_ref().unwrap_or(&Db::Lite { path: Default::default() }), None, "")
+        .model("accounts.sql", MODES_MODEL);
+    let mut db = server.unwrap_or_else(|| Db::sqlite(&p));
+    ok(&p.run(["build", "--vars", rows]));
+    let upsert = r#"{"mode": "upsert", "rows": "(2, 'B', 20.00), (5, 'e', 5.00)"}"#;
+    ok(&p.run(["run", "--vars", upsert]));
+    let ran = p.run(["reconcile", "--vars", upsert]);
+    ok(&ran);
+    let m = model(&report(&p), "accounts").clone();
+    assert_eq!(m["status"], "pass", "{m:#}");
+    assert_eq!(m["target_rows"], 2, "{m:#}");
+    assert!(
+        m["notes"][0].as_str().unwrap_or("").contains("compared the target's rows with the 2 staged keys only"),
+        "{m:#}"
+    );
+    let t = match db {
+        Db::Pg { .. } => format!("\"{}\".accounts", db.schema()),
+        Db::My { .. } => format!("`{}`.accounts", db.schema()),
+        Db::Lite { .. } => "accounts".to_owned(),
+    };
+    // A row of an earlier load changes: not this load's concern. A row
+    // this load upserted changes: found.
+    db.execute(&format!("UPDATE {t} SET name = 'x' WHERE id = 1")).await;
+    ok(&p.run(["reconcile", "--vars", upsert]));
+    db.execute(&format!("UPDATE {t} SET name = 'y' WHERE id = 5")).await;
+    let ran = p.run(["reconcile", "--vars", upsert]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(differences(model(&report(&p), "accounts")), ["changed id=5 name: \"e\" -> \"y\""]);
+    // `append` without a key cannot be scoped: skipped, saying why.
+    let path = p.path().join("models/accounts.sql");
+    let keyless = std::fs::read_to_string(&path).expect("model").replace(", 'unique_key': ['id']", "");
+    std::fs::write(&path, keyless).expect("write model");
+    let append = r#"{"mode": "append", "rows": "(7, 'g', 7.00)"}"#;
+    ok(&p.run(["run", "--vars", append]));
+    ok(&p.run(["reconcile", "--vars", append]));
+    let m = model(&report(&p), "accounts").clone();
+    assert_eq!(m["status"], "skipped", "{m:#}");
+    assert!(m["notes"][0].as_str().unwrap_or("").contains("without a `unique_key`"), "{m:#}");
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_upsert_is_reconciled_over_the_keys_it_touched() {
+    let Some(db) = Db::pg("reconscope").await else { return };
+    scoped_to_the_touched_keys(Some(db)).await;
+}
+
+#[tokio::test]
+async fn mysql_upsert_is_reconciled_over_the_keys_it_touched() {
+    let Some(db) = Db::mysql("reconscope").await else { return };
+    scoped_to_the_touched_keys(Some(db)).await;
+}
+
+#[tokio::test]
+async fn sqlite_upsert_is_reconciled_over_the_keys_it_touched() {
+    scoped_to_the_touched_keys(None).await;
 }

@@ -5,8 +5,11 @@
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
-use super::{Mysql, db_error, q, qualified};
-use crate::load::LoadError;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::{Mysql, create, db_error, q, qualified, refused};
+use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
 
 /// A decimal's text without trailing fraction zeros.
@@ -85,6 +88,22 @@ fn profile_expr(spec: &Spec, m: Measure) -> String {
     }
 }
 
+/// The temporary table of the staged keys that a reconciliation of an
+/// `append`, `upsert` or `delete+insert` load is scoped to.
+const KEYS: &str = "ferry_reconcile_keys";
+
+/// The rows compared: the whole table, or (`Spec::touched_only`) the rows
+/// whose key is among the staged keys.
+fn relation(spec: &Spec) -> String {
+    let t = qualified(&spec.table);
+    if !spec.touched_only {
+        return t;
+    }
+    let keys_table = qualified(&TableName { schema: spec.table.schema.clone(), name: KEYS.into() });
+    let keys = spec.key.iter().map(|&k| q(&spec.columns[k].name)).collect::<Vec<_>>().join(", ");
+    format!("(SELECT * FROM {t} WHERE ({keys}) IN (SELECT {keys} FROM {keys_table})) AS touched")
+}
+
 fn text(row: &Row, i: usize) -> Option<String> {
     match row.as_ref(i) {
         Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -94,13 +113,32 @@ fn text(row: &Row, i: usize) -> Option<String> {
 }
 
 impl Mysql {
+    /// Loads `job`'s staged keys into a temporary table, to which later
+    /// queries of a `touched_only` spec are scoped; the number of keys.
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+        let keys = job.keys_only(TableName { schema: job.table.schema.clone(), name: KEYS.into() });
+        let t = &job.table;
+        let into = qualified(&keys.table);
+        self.execute(t, &format!("DROP TEMPORARY TABLE IF EXISTS {into}")).await?;
+        self.execute(t, &create(&keys.table, &keys, true)).await?;
+        let rows = Arc::new(AtomicU64::new(0));
+        if !self.local_infile {
+            return self.insert_rows(&keys, &into, &rows).await;
+        }
+        match self.load_data(&keys, &into, &rows).await {
+            Err(e) if refused(&e) => self.insert_rows(&keys, &into, &rows).await,
+            Err(e) => Err(db_error(t, "loading the staged keys (LOAD DATA)", &e)),
+            Ok(n) => Ok(n),
+        }
+    }
+
     /// Segment sums and the profile, computed by the server.
     pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         let sql = format!(
             "SELECT seg, COUNT(*), CAST(SUM(h) AS CHAR) FROM (SELECT {} AS seg, {} AS h FROM {}) x GROUP BY seg",
             segment_of(spec),
             hash(&encoding(spec, 0..spec.columns.len())),
-            qualified(&spec.table)
+            relation(spec)
         );
         let rows: Vec<Row> = self.conn.query(sql).await.map_err(|e| db_error(&spec.table, "summing row hashes", &e))?;
         let mut segments = SegmentSums::new();
@@ -115,7 +153,7 @@ impl Mysql {
             .group_by
             .map(|g| format!("CAST({} AS BINARY)", canonical(&spec.columns[g], &q(&spec.columns[g].name))));
         exprs.insert(0, group.clone().unwrap_or_else(|| "NULL".into()));
-        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
+        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), relation(spec));
         if group.is_some() {
             sql.push_str(" GROUP BY 1");
         }
@@ -137,7 +175,7 @@ impl Mysql {
         let sql = format!(
             "SELECT {} FROM {} WHERE {} IN ({})",
             shown.join(", "),
-            qualified(&spec.table),
+            relation(spec),
             segment_of(spec),
             wanted.join(", ")
         );

@@ -2,8 +2,10 @@
 //! and key hashes and the segment sums are computed by the server, so only
 //! one row per segment crosses the wire.
 
-use super::{Postgres, db_error, q, qualified};
-use crate::load::LoadError;
+use std::sync::atomic::AtomicU64;
+
+use super::{Postgres, copy_in, create_table, db_error, q, qualified};
+use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
 
 /// The canonical text of `e`, a value of column `c` (see
@@ -76,6 +78,21 @@ fn segment_of(spec: &Spec) -> String {
     }
 }
 
+/// The temporary table of the staged keys that a reconciliation of an
+/// `append`, `upsert` or `delete+insert` load is scoped to.
+const KEYS: &str = "ferry_reconcile_keys";
+
+/// The rows compared: the whole table, or (`Spec::touched_only`) the rows
+/// whose key is among the staged keys.
+fn relation(spec: &Spec) -> String {
+    let t = qualified(&spec.table);
+    if !spec.touched_only {
+        return t;
+    }
+    let keys = spec.key.iter().map(|&k| q(&spec.columns[k].name)).collect::<Vec<_>>().join(", ");
+    format!("(SELECT * FROM {t} WHERE ({keys}) IN (SELECT {keys} FROM pg_temp.{KEYS})) AS touched")
+}
+
 fn sum_wrapping(text: &str) -> u64 {
     // The server sums signed 64-bit hashes exactly (as numeric); the
     // wrapping sum is that sum modulo 2^64.
@@ -120,6 +137,24 @@ impl Postgres {
             .map_err(|e| db_error(&spec.table, "preparing the session", &e))
     }
 
+    /// Copies `job`'s staged keys into a temporary table, to which later
+    /// queries of a `touched_only` spec are scoped; the number of keys.
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+        let keys = job.keys_only(TableName { schema: "pg_temp".into(), name: KEYS.into() });
+        let t = &job.table;
+        let tx = self.client.transaction().await.map_err(|e| db_error(t, "starting a transaction", &e))?;
+        let create = create_table(&keys.table, &keys.columns, false, None);
+        tx.batch_execute(&format!("DROP TABLE IF EXISTS pg_temp.{KEYS}; {create}"))
+            .await
+            .map_err(|e| db_error(t, "creating the table of staged keys", &e))?;
+        let copied = copy_in(&tx, &keys, &keys.table, false, &AtomicU64::new(0)).await?;
+        tx.batch_execute(&format!("ANALYZE pg_temp.{KEYS}"))
+            .await
+            .map_err(|e| db_error(t, "analyzing the staged keys", &e))?;
+        tx.commit().await.map_err(|e| db_error(t, "committing the staged keys", &e))?;
+        Ok(copied)
+    }
+
     /// Segment sums and the profile, computed by the server.
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         self.reconcile_session(spec).await?;
@@ -130,7 +165,7 @@ impl Postgres {
              JOIN generate_series(0::bigint, {}) s(seg) ON s.seg = x.seg GROUP BY s.seg",
             segment_of(spec),
             hash(&encoding(spec, 0..spec.columns.len())),
-            qualified(&spec.table),
+            relation(spec),
             spec.segment_mask()
         );
         // The planner would rather sort the whole table for a merge join;
@@ -155,7 +190,7 @@ impl Postgres {
         // Grouped by the segment column: its shown text leads each row.
         let group = spec.group_by.map(|g| shown(&spec.columns[g], &q(&spec.columns[g].name)));
         exprs.insert(0, group.clone().unwrap_or_else(|| "NULL::text".into()));
-        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), qualified(&spec.table));
+        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), relation(spec));
         if group.is_some() {
             sql.push_str(" GROUP BY 1");
         }
@@ -174,8 +209,7 @@ impl Postgres {
     pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
         self.reconcile_session(spec).await?;
         let shown: Vec<String> = spec.columns.iter().map(|c| shown(c, &q(&c.name))).collect();
-        let sql =
-            format!("SELECT {} FROM {} WHERE {} = ANY($1)", shown.join(", "), qualified(&spec.table), segment_of(spec));
+        let sql = format!("SELECT {} FROM {} WHERE {} = ANY($1)", shown.join(", "), relation(spec), segment_of(spec));
         let wanted: Vec<i64> = segments.iter().map(|&s| s as i64).collect();
         let rows = self.client.query(&sql, &[&wanted]).await.map_err(|e| db_error(&spec.table, "fetching rows", &e))?;
         Ok(rows

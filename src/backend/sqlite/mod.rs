@@ -27,8 +27,12 @@ const MAX_IDENT: usize = 128;
 
 mod reconcile;
 
+#[derive(Clone)]
 pub struct Sqlite {
     path: Utf8PathBuf,
+    /// A database of the staged keys a reconciliation is scoped to
+    /// (attached to the reading connection), removed with the last clone.
+    reconcile_keys: Option<Arc<tempfile::TempDir>>,
 }
 
 /// The declared type for a canonical Arrow type.
@@ -62,7 +66,7 @@ fn db_error(table: &TableName, doing: &str, e: &rusqlite::Error) -> LoadError {
 
 impl Sqlite {
     pub fn new(path: Utf8PathBuf) -> Self {
-        Sqlite { path }
+        Sqlite { path, reconcile_keys: None }
     }
 
     fn open(&self, table: &TableName) -> Result<Connection, LoadError> {

@@ -3,10 +3,14 @@
 //! SQLite keeps values by storage class, not by declared type, so each is
 //! read back into the canonical text of its staged column's family.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use camino::Utf8PathBuf;
 use rusqlite::types::ValueRef;
 
 use super::{Sqlite, db_error, q};
-use crate::load::LoadError;
+use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::canonical::{self, float_text};
 use crate::reconcile::{
     Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash, run_blocking,
@@ -46,12 +50,26 @@ fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
     })
 }
 
-/// Calls `each` with the canonical texts of every row of the table.
+/// The table, in the database of its own, that holds the staged keys of a
+/// scoped reconciliation (`Spec::touched_only`).
+const KEYS: &str = "ferry_reconcile_keys";
+
+/// Calls `each` with the canonical texts of every row of the table (of the
+/// rows whose key was staged, for a `touched_only` spec).
 fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>])) -> Result<(), LoadError> {
     let conn = sqlite.open(&spec.table)?;
-    let cols: Vec<String> = spec.columns.iter().map(|c| q(&c.name)).collect();
-    let sql = format!("SELECT {} FROM {}", cols.join(", "), q(&spec.table.name));
     let fail = |e: rusqlite::Error| db_error(&spec.table, "reading rows", &e);
+    let cols: Vec<String> = spec.columns.iter().map(|c| q(&c.name)).collect();
+    let mut sql = format!("SELECT {} FROM {}", cols.join(", "), q(&spec.table.name));
+    if spec.touched_only {
+        let Some(dir) = &sqlite.reconcile_keys else {
+            return Err(db_error(&spec.table, "reading rows", &rusqlite::Error::InvalidQuery));
+        };
+        let path = dir.path().join("keys.db");
+        conn.execute("ATTACH DATABASE ?1 AS ferry_keys", [path.to_string_lossy()]).map_err(fail)?;
+        let keys = spec.key.iter().map(|&k| q(&spec.columns[k].name)).collect::<Vec<_>>().join(", ");
+        sql.push_str(&format!(" WHERE ({keys}) IN (SELECT {keys} FROM ferry_keys.{})", q(KEYS)));
+    }
     let mut stmt = conn.prepare(&sql).map_err(fail)?;
     let mut rows = stmt.query([]).map_err(fail)?;
     let mut texts: Vec<Option<String>> = vec![None; spec.columns.len()];
@@ -66,9 +84,28 @@ fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>]))
 }
 
 impl Sqlite {
+    /// Loads `job`'s staged keys into a database of their own, which later
+    /// reads of a `touched_only` spec attach; the number of keys.
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+        let dir = self.path.parent().map(|p| p.as_std_path().to_owned()).unwrap_or_else(std::env::temp_dir);
+        let dir =
+            tempfile::Builder::new().prefix(".ferry-reconcile-").tempdir_in(dir).map_err(|e| LoadError::Read {
+                model: job.model.clone(),
+                message: format!("cannot create a scratch database for the staged keys: {e}"),
+            })?;
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("keys.db")).map_err(|p| LoadError::Read {
+            model: job.model.clone(),
+            message: format!("the scratch path {} is not UTF-8", p.display()),
+        })?;
+        let keys = job.keys_only(TableName { schema: "main".into(), name: KEYS.into() });
+        let loaded = Sqlite::new(path).load(&keys, &Arc::new(AtomicU64::new(0))).await?;
+        self.reconcile_keys = Some(Arc::new(dir));
+        Ok(loaded.rows)
+    }
+
     /// Segment sums and the profile, computed by ferry over the table's rows.
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
-        let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
+        let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
             let mut scan = Scan::new(&spec, Dialect::Sqlite);
             each_row(&this, &spec, |texts| scan.row(texts))?;
@@ -79,7 +116,7 @@ impl Sqlite {
 
     /// The rows whose key falls in `segments`.
     pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
-        let (this, spec) = (Sqlite::new(self.path.clone()), spec.clone());
+        let (this, spec) = (self.clone(), spec.clone());
         let wanted: std::collections::HashSet<u64> = segments.iter().copied().collect();
         run_blocking(&spec.table.to_string(), move || {
             let mut out = Vec::new();
