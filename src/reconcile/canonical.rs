@@ -346,27 +346,6 @@ pub fn hash64(dialect: Dialect, encoding: &[u8]) -> u64 {
 /// server does on the little-endian machines it runs on here; a test checks
 /// it against the server.
 pub fn pg_hash_bytes_extended(key: &[u8], seed: u64) -> u64 {
-    #[inline(always)]
-    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
-        *a = a.wrapping_sub(*c);
-        *a ^= c.rotate_left(4);
-        *c = c.wrapping_add(*b);
-        *b = b.wrapping_sub(*a);
-        *b ^= a.rotate_left(6);
-        *a = a.wrapping_add(*c);
-        *c = c.wrapping_sub(*b);
-        *c ^= b.rotate_left(8);
-        *b = b.wrapping_add(*a);
-        *a = a.wrapping_sub(*c);
-        *a ^= c.rotate_left(16);
-        *c = c.wrapping_add(*b);
-        *b = b.wrapping_sub(*a);
-        *b ^= a.rotate_left(19);
-        *a = a.wrapping_add(*c);
-        *c = c.wrapping_sub(*b);
-        *c ^= b.rotate_left(4);
-        *b = b.wrapping_add(*a);
-    }
     fn word(b: &[u8]) -> u32 {
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
@@ -393,22 +372,186 @@ pub fn pg_hash_bytes_extended(key: &[u8], seed: u64) -> u64 {
     a = a.wrapping_add(word(&tail[0..4]));
     b = b.wrapping_add(word(&tail[4..8]));
     c = c.wrapping_add(word(&tail[8..12]) << 8);
-    // final(a, b, c)
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(14));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(11));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(25));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(16));
-    a ^= c;
-    a = a.wrapping_sub(c.rotate_left(4));
-    b ^= a;
-    b = b.wrapping_sub(a.rotate_left(14));
-    c ^= b;
-    c = c.wrapping_sub(b.rotate_left(24));
+    final_mix(&mut a, &mut b, &mut c);
     (u64::from(b) << 32) | u64::from(c)
+}
+
+/// lookup3's `mix()`, as `hashfn.c` has it.
+#[inline(always)]
+fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+    *a = a.wrapping_sub(*c);
+    *a ^= c.rotate_left(4);
+    *c = c.wrapping_add(*b);
+    *b = b.wrapping_sub(*a);
+    *b ^= a.rotate_left(6);
+    *a = a.wrapping_add(*c);
+    *c = c.wrapping_sub(*b);
+    *c ^= b.rotate_left(8);
+    *b = b.wrapping_add(*a);
+    *a = a.wrapping_sub(*c);
+    *a ^= c.rotate_left(16);
+    *c = c.wrapping_add(*b);
+    *b = b.wrapping_sub(*a);
+    *b ^= a.rotate_left(19);
+    *a = a.wrapping_add(*c);
+    *c = c.wrapping_sub(*b);
+    *c ^= b.rotate_left(4);
+    *b = b.wrapping_add(*a);
+}
+
+/// lookup3's `final()`.
+#[inline(always)]
+fn final_mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+    *c ^= *b;
+    *c = c.wrapping_sub(b.rotate_left(14));
+    *a ^= *c;
+    *a = a.wrapping_sub(c.rotate_left(11));
+    *b ^= *a;
+    *b = b.wrapping_sub(a.rotate_left(25));
+    *c ^= *b;
+    *c = c.wrapping_sub(b.rotate_left(16));
+    *a ^= *c;
+    *a = a.wrapping_sub(c.rotate_left(4));
+    *b ^= *a;
+    *b = b.wrapping_sub(a.rotate_left(14));
+    *c ^= *b;
+    *c = c.wrapping_sub(b.rotate_left(24));
+}
+
+/// PostgreSQL's typed 64-bit hashes, reproduced: per family, what the
+/// server's `hash*extended` function (the one its hash partitioning keeps
+/// stable) returns for the value, so that a row's hash on PostgreSQL needs
+/// no text at all (see [`pg_cell_hash`]).
+pub mod pg {
+    use super::pg_hash_bytes_extended;
+
+    /// `hash_bytes_uint32_extended`.
+    pub fn hash_uint32(k: u32, seed: u64) -> u64 {
+        let init = 0x9e37_79b9_u32.wrapping_add(4).wrapping_add(3_923_095);
+        let (mut a, mut b, mut c) = (init, init, init);
+        if seed != 0 {
+            a = a.wrapping_add((seed >> 32) as u32);
+            b = b.wrapping_add(seed as u32);
+            super::mix(&mut a, &mut b, &mut c);
+        }
+        a = a.wrapping_add(k);
+        super::final_mix(&mut a, &mut b, &mut c);
+        (u64::from(b) << 32) | u64::from(c)
+    }
+
+    /// `hashint8extended` (and, for values that fit, `hashint4extended`
+    /// and `hashint2extended`, which agree with it by design).
+    pub fn hash_int8(v: i64, seed: u64) -> u64 {
+        let hi = (v >> 32) as u32;
+        let lo = (v as u32) ^ if v >= 0 { hi } else { !hi };
+        hash_uint32(lo, seed)
+    }
+
+    /// `hashfloat8extended`: zero (of either sign) hashes to the seed, and
+    /// every NaN as the one canonical NaN.
+    pub fn hash_float8(v: f64, seed: u64) -> u64 {
+        if v == 0.0 {
+            return seed;
+        }
+        let v = if v.is_nan() { f64::from_bits(0x7ff8_0000_0000_0000) } else { v };
+        pg_hash_bytes_extended(&v.to_le_bytes(), seed)
+    }
+
+    /// `hash_numeric_extended` of the value `digits` x 10^-`scale` (digits
+    /// without a sign): the base-10000 digit groups aligned at the decimal
+    /// point, zero groups stripped from both ends, hashed, and the weight
+    /// of the first group mixed in. The server leaves the sign out, so
+    /// [`pg_cell_hash`] adds it.
+    pub fn hash_numeric(digits: &str, scale: i32, seed: u64) -> u64 {
+        let digits = digits.as_bytes();
+        let (int, frac): (Vec<u8>, Vec<u8>) = if scale <= 0 {
+            let mut int = digits.to_vec();
+            int.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
+            (int, Vec::new())
+        } else {
+            let scale = scale as usize;
+            if digits.len() > scale {
+                (digits[..digits.len() - scale].to_vec(), digits[digits.len() - scale..].to_vec())
+            } else {
+                let mut frac = vec![b'0'; scale - digits.len()];
+                frac.extend_from_slice(digits);
+                (Vec::new(), frac)
+            }
+        };
+        let group = |d: &[u8]| d.iter().fold(0i16, |g, b| g * 10 + i16::from(b - b'0'));
+        let mut groups: Vec<i16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
+        let lead = (4 - int.len() % 4) % 4;
+        let mut padded = vec![b'0'; lead];
+        padded.extend_from_slice(&int);
+        groups.extend(padded.chunks(4).map(group));
+        let mut weight = groups.len() as i64 - 1;
+        for chunk in frac.chunks(4) {
+            let mut g = group(chunk);
+            for _ in chunk.len()..4 {
+                g *= 10;
+            }
+            groups.push(g);
+        }
+        let Some(first) = groups.iter().position(|&g| g != 0) else { return seed.wrapping_sub(1) };
+        weight -= first as i64;
+        let last = groups.iter().rposition(|&g| g != 0).unwrap_or(first);
+        let bytes: Vec<u8> = groups[first..=last].iter().flat_map(|g| g.to_le_bytes()).collect();
+        pg_hash_bytes_extended(&bytes, seed) ^ (weight as u64)
+    }
+
+    /// Microseconds from 1970 (Arrow's epoch) to 2000 (PostgreSQL's).
+    pub const EPOCH_2000_MICROS: i64 = 946_684_800_000_000;
+}
+
+/// The hash of one column's value in a PostgreSQL row hash (`None` for
+/// NULL). A row's hash on PostgreSQL is the XOR of its columns' typed
+/// hashes, each seeded by the column's position ([`pg_seed`]), a NULL by
+/// its own marker ([`pg_null_hash`]): the server computes it without
+/// building any text, about three times faster than a hash of the row's
+/// canonical text. `wide`: an unsigned 64-bit column, which PostgreSQL
+/// keeps as `numeric`.
+pub fn pg_cell_hash(cell: &Cell<'_>, family: Family, wide: bool, seed: u64) -> Option<u64> {
+    Some(match cell {
+        Cell::Null => return None,
+        Cell::Bool(b) => pg::hash_int8(i64::from(*b), seed),
+        Cell::Int(v) => pg::hash_int8(*v, seed),
+        Cell::UInt(v) if wide => pg::hash_numeric(itoa::Buffer::new().format(*v), 0, seed),
+        Cell::UInt(v) => pg::hash_int8(*v as i64, seed),
+        Cell::Float(v) => pg::hash_float8(*v, seed),
+        Cell::Decimal(v, scale) => {
+            let digits = itoa::Buffer::new().format(v.unsigned_abs()).to_owned();
+            pg::hash_numeric(&digits, i32::from(*scale), seed) ^ u64::from(*v < 0)
+        }
+        Cell::BigDecimal(d, scale) => {
+            let (neg, digits) = match d.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, d.as_str()),
+            };
+            let zero = digits.bytes().all(|b| b == b'0');
+            pg::hash_numeric(digits, i32::from(*scale), seed) ^ u64::from(neg && !zero)
+        }
+        Cell::Text(t) => pg_hash_bytes_extended(t.as_bytes(), seed),
+        Cell::Bytes(b) => pg_hash_bytes_extended(hex::encode(b).as_bytes(), seed),
+        Cell::Date(days) => pg::hash_int8(i64::from(*days), seed),
+        Cell::Timestamp(us) => pg::hash_int8(us - pg::EPOCH_2000_MICROS, seed),
+        Cell::Time(us) => pg::hash_int8(*us, seed),
+        Cell::Interval { months, days, micros } => {
+            pg_hash_bytes_extended(format!("{months},{days},{micros}").as_bytes(), seed)
+        }
+        Cell::Json(s) if family == Family::Json => pg_hash_bytes_extended(jsonb_text(s).as_bytes(), seed),
+        Cell::Json(s) => pg_hash_bytes_extended(s.as_bytes(), seed),
+    })
+}
+
+/// The seed of the `i`th compared column's hash in a PostgreSQL row hash.
+pub fn pg_seed(i: usize) -> u64 {
+    i as u64 + 1
+}
+
+/// What a NULL of the `i`th compared column contributes to a PostgreSQL
+/// row hash.
+pub fn pg_null_hash(i: usize) -> u64 {
+    pg_hash_bytes_extended(b"~", pg_seed(i))
 }
 
 #[cfg(test)]
@@ -427,6 +570,37 @@ mod tests {
         for (text, seed, want) in cases {
             assert_eq!(pg_hash_bytes_extended(text.as_bytes(), seed) as i64, want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn pg_typed_hashes_match_what_postgresql_printed() {
+        // `SELECT hashint8extended(5, 0)` and so on, on PostgreSQL 15.
+        let ts = chrono::NaiveDate::from_ymd_opt(2023, 11, 15)
+            .and_then(|d| d.and_hms_micro_opt(15, 13, 20, 500_000))
+            .map(|t| t.and_utc().timestamp_micros())
+            .unwrap();
+        let cases: [(u64, i64); 12] = [
+            (pg::hash_int8(5, 0), -9138765687874534020),
+            (pg::hash_int8(-5, 7), -1153735631166043584),
+            (pg::hash_int8(5_000_000_000, 3), 1259793121497870890),
+            (pg::hash_numeric("1250", 2, 0), 7186537984711441495),
+            (pg::hash_numeric("125", 1, 0), 7186537984711441495),
+            (pg::hash_numeric("1", 4, 2), 3309224426440029646),
+            (pg::hash_numeric("123456789123456789", 9, 5), -9061593651602171758),
+            (pg::hash_numeric("000", 2, 9), 8),
+            (pg::hash_float8(1.5, 4), 3991282682507981867),
+            (pg::hash_float8(-0.0, 4), 4),
+            (pg::hash_int8(ts - pg::EPOCH_2000_MICROS, 6), 6349841737362206978),
+            (pg::hash_int8(15 * 3_600_000_000 + 13 * 60_000_000 + 20_000_001, 6), -7085277717988051177),
+        ];
+        for (k, (ours, server)) in cases.into_iter().enumerate() {
+            assert_eq!(ours as i64, server, "case {k}");
+        }
+        assert_eq!(pg::hash_float8(f64::NAN, 1) as i64, 3661006396734384099);
+        // The server's numeric hash has no sign; ferry's cell hash adds it.
+        let cell = |v: i128| pg_cell_hash(&Cell::Decimal(v, 2), Family::Decimal, false, 1);
+        assert_ne!(cell(1250), cell(-1250));
+        assert_eq!(cell(0), cell(-0));
     }
 
     #[test]

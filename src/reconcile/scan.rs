@@ -117,14 +117,21 @@ impl<'s> Scan<'s> {
     }
 
     /// Adds one row, given as the shown texts of the spec's columns.
-    pub fn row(&mut self, texts: &[Option<&str>]) {
+    /// `typed`: the row's hash when the caller computed it from the values
+    /// (see `canonical::pg_cell_hash`); else it is the hash of the texts' encoding.
+    pub fn row(&mut self, texts: &[Option<&str>], typed: Option<u64>) {
         let key = self.key_hash(texts);
-        self.row_buf.clear();
-        for (c, t) in self.spec.columns.iter().zip(texts) {
-            let h = t.map(|t| hash_text(t, c.family, self.dialect));
-            push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
-        }
-        let hash = canonical::hash64(self.dialect, &self.row_buf);
+        let hash = match typed {
+            Some(h) => h,
+            None => {
+                self.row_buf.clear();
+                for (c, t) in self.spec.columns.iter().zip(texts) {
+                    let h = t.map(|t| hash_text(t, c.family, self.dialect));
+                    push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
+                }
+                canonical::hash64(self.dialect, &self.row_buf)
+            }
+        };
         let seg = self.segments.entry(key.segment & self.spec.segment_mask()).or_insert((0, 0));
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
@@ -281,25 +288,35 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
 }
 
 /// The shown texts of the spec's columns for every row of a staged batch,
-/// written into buffers reused from row to row.
+/// written into buffers reused from row to row; with them, on PostgreSQL's
+/// side, the row's typed hash (see `canonical::pg_cell_hash`), computed from the
+/// values themselves.
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
     batch: &datafusion::arrow::record_batch::RecordBatch,
-    mut each: impl FnMut(&[Option<&str>]),
+    mut each: impl FnMut(&[Option<&str>], Option<u64>),
 ) -> Result<(), String> {
     let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); spec.columns.len()];
     let mut present = vec![false; spec.columns.len()];
+    let typed = dialect == Dialect::Postgres;
+    let wide: Vec<bool> =
+        spec.columns.iter().map(|c| c.data_type == datafusion::arrow::datatypes::DataType::UInt64).collect();
     for row in 0..batch.num_rows() {
-        for ((buf, p), c) in bufs.iter_mut().zip(&mut present).zip(&spec.columns) {
+        let mut hash = 0u64;
+        for (i, ((buf, p), c)) in bufs.iter_mut().zip(&mut present).zip(&spec.columns).enumerate() {
             buf.clear();
             let cell: Cell<'_> = columns[c.stage_index].cell(row);
+            if typed {
+                let h = canonical::pg_cell_hash(&cell, c.family, wide[i], canonical::pg_seed(i));
+                hash ^= h.unwrap_or_else(|| canonical::pg_null_hash(i));
+            }
             *p = canonical::write_show(&cell, c.family, dialect, buf);
         }
         let texts: Vec<Option<&str>> =
             bufs.iter().zip(&present).map(|(b, p)| p.then(|| std::str::from_utf8(b).unwrap_or_default())).collect();
-        each(&texts);
+        each(&texts, typed.then_some(hash));
     }
     Ok(())
 }
@@ -313,7 +330,7 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
         let mut scan = Scan::new(&spec, dialect);
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, |texts| scan.row(texts))
+            batch_rows(&spec, dialect, &batch?, |texts, hash| scan.row(texts, hash))
                 .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
         }
         Ok(scan.finish())
@@ -335,7 +352,7 @@ pub async fn stage_rows_in(
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, |texts| {
+            batch_rows(&spec, dialect, &batch?, |texts, _| {
                 let key = key_hash(&spec, dialect, texts, &mut buf);
                 if segments.contains(&(key.segment & spec.segment_mask())) {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });

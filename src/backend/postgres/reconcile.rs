@@ -4,6 +4,8 @@
 
 use std::sync::atomic::AtomicU64;
 
+use datafusion::arrow::datatypes::DataType;
+
 use super::{Postgres, copy_in, create_table, db_error, q, qualified};
 use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
@@ -56,6 +58,43 @@ fn field(c: &SpecColumn) -> String {
 /// server than an MD5 of the same text.
 fn hash(encoding: &str) -> String {
     format!("hashtextextended(({encoding}) COLLATE \"C\", 0)")
+}
+
+/// `canonical::pg_cell_hash` on the server: the family's typed hash
+/// function, seeded by the column's position.
+fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
+    match c.family {
+        Family::Bool => format!("hashint8extended(({e})::int::int8, {seed})"),
+        Family::Int if c.data_type == DataType::UInt64 => format!("hash_numeric_extended(({e})::numeric, {seed})"),
+        Family::Int => format!("hashint8extended(({e})::int8, {seed})"),
+        // The server leaves the sign out of a numeric's hash: put it back.
+        Family::Decimal => {
+            format!("(hash_numeric_extended(({e})::numeric, {seed}) # (({e})::numeric < 0)::int::int8)")
+        }
+        Family::Float32 | Family::Float64 => format!("hashfloat8extended(({e})::float8, {seed})"),
+        Family::Date => format!("hashint8extended((({e})::date - date '1970-01-01')::int8, {seed})"),
+        // Zoned timestamps read in the session's zone, UTC.
+        Family::Timestamp => format!("timestamp_hash_extended(({e})::timestamp, {seed})"),
+        Family::Time => format!("time_hash_extended(({e})::time, {seed})"),
+        Family::Text => format!("hashtextextended(({e})::text COLLATE \"C\", {seed})"),
+        Family::Binary | Family::Interval | Family::Json => {
+            format!("hashtextextended(({}) COLLATE \"C\", {seed})", canonical(c, e))
+        }
+    }
+}
+
+/// A row's hash as `canonical::pg_cell_hash` describes it, on the server.
+fn row_hash(spec: &Spec) -> String {
+    use crate::reconcile::canonical::{pg_null_hash, pg_seed};
+    let cells: Vec<String> = spec
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!("coalesce({}, ({})::int8)", cell_hash(c, &q(&c.name), pg_seed(i)), pg_null_hash(i) as i64)
+        })
+        .collect();
+    cells.join(" # ")
 }
 
 fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
@@ -164,7 +203,7 @@ impl Postgres {
             "SELECT s.seg, count(*), sum(x.h)::text FROM (SELECT {} AS seg, {} AS h FROM {}) x \
              JOIN generate_series(0::bigint, {}) s(seg) ON s.seg = x.seg GROUP BY s.seg",
             segment_of(spec),
-            hash(&encoding(spec, 0..spec.columns.len())),
+            row_hash(spec),
             relation(spec),
             spec.segment_mask()
         );

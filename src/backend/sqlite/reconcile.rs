@@ -108,7 +108,7 @@ impl Sqlite {
         let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
             let mut scan = Scan::new(&spec, Dialect::Sqlite);
-            each_row(&this, &spec, |texts| scan.row(texts))?;
+            each_row(&this, &spec, |texts| scan.row(texts, None))?;
             Ok(scan.finish())
         })
         .await
