@@ -20,8 +20,10 @@
 //! `<byte length>:<text>`, every other family as `<text>|`, NULL as `~`,
 //! so no two rows share an encoding (see [`push_field`]). Its 64-bit
 //! hash is one the target database computes natively, so the target side
-//! can run inside it (see [`hash64`]). A segment sums its rows' hashes with
-//! wraparound and always pairs the sum with its row count.
+//! can run inside it (see [`hash64`]); on PostgreSQL a row is hashed from
+//! its typed values instead, with no text at all (see [`pg_cell_hash`]).
+//! A segment sums its rows' hashes with wraparound and always pairs the sum
+//! with its row count.
 
 use datafusion::arrow::datatypes::DataType;
 use md5::{Digest, Md5};
