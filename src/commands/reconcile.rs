@@ -74,11 +74,9 @@ async fn reconcile_source(
     started: Instant,
 ) -> Result<ExitStatus> {
     let manifest = &session.manifest;
-    let sources = || manifest.nodes.iter().filter(|n| matches!(n.resource, Resource::Source(_)));
-    let Some(i) =
-        manifest.nodes.iter().position(|n| matches!(n.resource, Resource::Source(_)) && n.display_name() == source)
-    else {
-        let names: Vec<String> = sources().map(|n| n.display_name()).collect();
+    let is_source = |n: &&crate::manifest::Node| matches!(n.resource, Resource::Source(_));
+    let Some(i) = manifest.nodes.iter().position(|n| is_source(&n) && n.display_name() == source) else {
+        let names: Vec<String> = manifest.nodes.iter().filter(is_source).map(|n| n.display_name()).collect();
         let mut d = Diagnostic::error(Code::Selector, format!("`--source {source}` names no source of this project"));
         d = match did_you_mean(source, names.iter().map(String::as_str)) {
             Some(hint) => d.with_help(hint),
@@ -105,11 +103,16 @@ async fn reconcile_source(
         return Ok(ExitStatus::Failure);
     }
     // A directory of this invocation's own, removed however it ends.
-    let scratch = TempDir(settings.path(".ferry/tmp").join(format!("reconcile-{}", uuid::Uuid::new_v4().simple())));
-    fs_err::create_dir_all(&scratch.0).with_context(|| format!("failed to create `{}`", scratch.0))?;
+    let tmp = settings.path(".ferry/tmp");
+    fs_err::create_dir_all(&tmp).with_context(|| format!("failed to create `{tmp}`"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("reconcile-")
+        .tempdir_in(&tmp)
+        .with_context(|| format!("failed to create a directory in `{tmp}`"))?;
+    let scratch_dir = camino::Utf8Path::from_path(scratch.path()).context("the scratch directory is not UTF-8")?;
     let relation = manifest.nodes[i].relation.as_ref().map_or_else(|| source.to_owned(), |r| r.rendered.clone());
     let staged = match engine.plan(&format!("SELECT * FROM {relation}")).await {
-        Ok(p) => execute::stage_plan(&engine, manifest, i, p, &scratch.0, StageOptions::default()).await,
+        Ok(p) => execute::stage_plan(&engine, manifest, i, p, scratch_dir, StageOptions::default()).await,
         Err(e) => Err(vec![Diagnostic::error(
             Code::Execution,
             format!("`{source}` cannot be read: {}", e.find_root().strip_backtrace()),
@@ -159,15 +162,6 @@ fn parse_table(text: &str, default_schema: &str) -> Result<TableName, String> {
             Ok(TableName { schema: (*schema).to_owned(), name: (*name).to_owned() })
         }
         _ => Err(format!("`--target-table {text}` must be `table` or `schema.table`")),
-    }
-}
-
-/// Removes a scratch directory when dropped.
-struct TempDir(camino::Utf8PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs_err::remove_dir_all(&self.0);
     }
 }
 
