@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use datafusion::arrow::datatypes::DataType;
+
 use super::canonical::{self, Dialect, Family, hash_text, push_field};
 use super::{FetchedRow, Group, Measure, Profile, Spec};
 use crate::load::cells::{self, Cell};
@@ -38,7 +40,8 @@ enum Order {
 pub struct Scan<'s> {
     spec: &'s Spec,
     dialect: Dialect,
-    segments: SegmentSums,
+    /// Per segment number (fewer than 2^20): rows and hash sum.
+    segments: Vec<(u64, u64)>,
     /// The profile's groups: one for the whole table, or one per value of
     /// the segment column (found by its text; the NULL group apart).
     groups: Vec<(Group, GroupAccs)>,
@@ -53,8 +56,9 @@ pub struct Scan<'s> {
 #[derive(Clone)]
 struct GroupAccs {
     accs: Vec<(Measure, Acc)>,
-    /// Exact key hashes, when the profile counts distinct keys.
-    keys: Option<HashSet<u64>>,
+    /// Exact key hashes, when the profile counts distinct keys: appended
+    /// (cheaper than a hash set's random writes), counted once sorted.
+    keys: Option<Vec<u64>>,
 }
 
 impl<'s> Scan<'s> {
@@ -76,17 +80,24 @@ impl<'s> Scan<'s> {
                 (m, acc)
             })
             .collect();
-        let fresh = GroupAccs { accs, keys: spec.measures.contains(&Measure::DistinctKeys).then(HashSet::new) };
+        let fresh = GroupAccs { accs, keys: spec.measures.contains(&Measure::DistinctKeys).then(Vec::new) };
         Scan {
             spec,
             dialect,
-            segments: HashMap::new(),
+            segments: vec![(0, 0); spec.segments() as usize],
             groups: if spec.group_by.is_none() { vec![(Group::All, fresh.clone())] } else { Vec::new() },
             group_of: HashMap::new(),
             null_group: None,
             fresh,
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// Makes room for `rows` rows (in an ungrouped profile).
+    pub fn expect_rows(&mut self, rows: u64) {
+        if let Some((_, GroupAccs { keys: Some(keys), .. })) = self.groups.first_mut() {
+            keys.reserve(usize::try_from(rows).unwrap_or(0));
         }
     }
 
@@ -112,17 +123,28 @@ impl<'s> Scan<'s> {
     }
 
     /// The segment of a row and whether its key has no NULL (with its hash).
-    fn key_hash(&mut self, texts: &[Option<&str>]) -> KeyHash {
-        key_hash(self.spec, self.dialect, texts, &mut self.key_buf)
+    fn key_hash(&mut self, texts: &[Option<&str>], cells: Option<&[Cell<'_>]>) -> KeyHash {
+        key_hash(self.spec, self.dialect, texts, cells, &mut self.key_buf)
     }
 
     /// Adds one row, given as the shown texts of the spec's columns.
-    /// `typed`: the row's hash when the caller computed it from the values
-    /// (see `canonical::pg_cell_hash`); else it is the hash of the texts' encoding.
-    pub fn row(&mut self, texts: &[Option<&str>], typed: Option<u64>) {
-        let key = self.key_hash(texts);
+    pub fn row(&mut self, texts: &[Option<&str>]) {
+        self.add(texts, None);
+    }
+
+    /// Adds one row given by its values: `cells` (one per spec column), the
+    /// row's hash computed from them (see `canonical::pg_cell_hash`), and
+    /// the shown texts of the key and group columns (others may be `None`).
+    /// The profile reads the values themselves, so most columns are never
+    /// printed.
+    pub fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>], hash: u64) {
+        self.add(texts, Some((cells, hash)));
+    }
+
+    fn add(&mut self, texts: &[Option<&str>], typed: Option<(&[Cell<'_>], u64)>) {
+        let key = self.key_hash(texts, typed.map(|(cells, _)| cells));
         let hash = match typed {
-            Some(h) => h,
+            Some((_, h)) => h,
             None => {
                 self.row_buf.clear();
                 for (c, t) in self.spec.columns.iter().zip(texts) {
@@ -132,13 +154,13 @@ impl<'s> Scan<'s> {
                 canonical::hash64(self.dialect, &self.row_buf)
             }
         };
-        let seg = self.segments.entry(key.segment & self.spec.segment_mask()).or_insert((0, 0));
+        let seg = &mut self.segments[(key.segment & self.spec.segment_mask()) as usize];
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
-        let spec = self.spec;
+        let (spec, dialect) = (self.spec, self.dialect);
         let group = self.group(texts);
         if let Some(keys) = group.keys.as_mut().filter(|_| key.complete) {
-            keys.insert(key.exact);
+            keys.push(key.exact);
         }
         for (m, acc) in &mut group.accs {
             let value = match m {
@@ -150,17 +172,26 @@ impl<'s> Scan<'s> {
                 }
                 Measure::DistinctKeys => continue,
                 Measure::Nulls(c) => {
-                    if texts[*c].is_none()
-                        && let Acc::Count(n) = acc
-                    {
+                    let null = match typed {
+                        Some((cells, _)) => matches!(cells[*c], Cell::Null),
+                        None => texts[*c].is_none(),
+                    };
+                    if null && let Acc::Count(n) = acc {
                         *n += 1;
                     }
                     continue;
                 }
-                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => (texts[*c], *c),
+                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => *c,
             };
-            let (Some(text), c) = value else { continue };
-            observe(acc, text, spec.columns[c].family, spec.columns[c].scale());
+            let column = &spec.columns[value];
+            match typed {
+                Some((cells, _)) => observe_cell(acc, &cells[value], column, dialect),
+                None => {
+                    if let Some(text) = texts[value] {
+                        observe(acc, text, column.family, column.scale());
+                    }
+                }
+            }
         }
     }
 
@@ -168,7 +199,11 @@ impl<'s> Scan<'s> {
     pub fn finish(self) -> (SegmentSums, Profile) {
         let mut profile = Profile::new();
         for (group, accs) in self.groups {
-            let keys = accs.keys.as_ref().map_or(0, HashSet::len) as u64;
+            let keys = accs.keys.map_or(0, |mut k| {
+                k.sort_unstable();
+                k.dedup();
+                k.len()
+            }) as u64;
             for (m, acc) in accs.accs {
                 let value = match acc {
                     _ if m == Measure::DistinctKeys => Some(keys.to_string()),
@@ -184,7 +219,9 @@ impl<'s> Scan<'s> {
                 profile.insert((group.clone(), m), value);
             }
         }
-        (self.segments, profile)
+        let segments =
+            self.segments.into_iter().enumerate().filter(|(_, s)| s.0 > 0).map(|(k, s)| (k as u64, s)).collect();
+        (segments, profile)
     }
 }
 
@@ -197,7 +234,16 @@ pub struct KeyHash {
     pub complete: bool,
 }
 
-pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<&str>], buf: &mut Vec<u8>) -> KeyHash {
+///
+/// On PostgreSQL's side the segment comes from the key's typed hash (see
+/// `canonical::pg_key_seed`), so `cells` must be given there.
+pub fn key_hash(
+    spec: &Spec,
+    dialect: Dialect,
+    texts: &[Option<&str>],
+    cells: Option<&[Cell<'_>]>,
+    buf: &mut Vec<u8>,
+) -> KeyHash {
     buf.clear();
     let mut complete = true;
     for &k in &spec.key {
@@ -206,7 +252,14 @@ pub fn key_hash(spec: &Spec, dialect: Dialect, texts: &[Option<&str>], buf: &mut
         complete &= h.is_some();
         push_field(buf, h.as_deref().map(str::as_bytes), c.family);
     }
-    let segment = if spec.arithmetic_key() {
+    let segment = if let (Dialect::Postgres, Some(cells)) = (dialect, cells) {
+        spec.key.iter().enumerate().fold(0, |h, (k, &i)| {
+            let c = &spec.columns[i];
+            let seed = canonical::pg_key_seed(k);
+            h ^ canonical::pg_cell_hash(&cells[i], c.family, c.data_type == DataType::UInt64, seed)
+                .unwrap_or_else(|| canonical::pg_null_hash(seed))
+        })
+    } else if spec.arithmetic_key() {
         canonical::arithmetic_key_hash(
             spec.key.iter().map(|&k| texts[k].and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
         )
@@ -267,6 +320,46 @@ fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
     }
 }
 
+/// [`observe`] for a value read from the stage: numbers are summed and
+/// ordered as numbers, and only a new extreme is printed.
+fn observe_cell(acc: &mut Acc, cell: &Cell<'_>, column: &super::SpecColumn, dialect: Dialect) {
+    let number = match cell {
+        Cell::Null => return,
+        Cell::Int(v) => Some(i128::from(*v)),
+        Cell::UInt(v) => Some(i128::from(*v)),
+        Cell::Decimal(v, s) if *s == column.scale() => Some(*v),
+        Cell::Date(d) => Some(i128::from(*d)),
+        Cell::Timestamp(us) | Cell::Time(us) => Some(i128::from(*us)),
+        _ => None,
+    };
+    let show = |cell: &Cell<'_>| canonical::show_text(cell, column.family, dialect).unwrap_or_default();
+    match (acc, number, cell) {
+        (Acc::IntSum(s) | Acc::DecimalSum(s, _), Some(v), _) => *s = Some(s.unwrap_or(0) + v),
+        (Acc::FloatSum(s), _, Cell::Float(v)) => *s = Some(s.unwrap_or(0.0) + v),
+        (Acc::Extreme { min, best }, Some(v), _) => {
+            let better = match best {
+                Some((Order::Number(b), _)) => {
+                    if *min {
+                        v < *b
+                    } else {
+                        v > *b
+                    }
+                }
+                Some(_) => false,
+                None => true,
+            };
+            if better {
+                *best = Some((Order::Number(v), show(cell)));
+            }
+        }
+        (acc, _, cell) => {
+            // Anything else goes the way of the texts.
+            let text = show(cell);
+            observe(acc, &text, column.family, column.scale());
+        }
+    }
+}
+
 /// A decimal's text (`-1.5`) as an unscaled integer at `scale` (`-150` at
 /// 2), or `None` when it has more fraction digits than the scale or is not
 /// a decimal.
@@ -287,38 +380,52 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
-/// The shown texts of the spec's columns for every row of a staged batch,
-/// written into buffers reused from row to row; with them, on PostgreSQL's
-/// side, the row's typed hash (see `canonical::pg_cell_hash`), computed from the
-/// values themselves.
+/// Every row of a staged batch, as the shown texts of the spec's columns
+/// (written into buffers reused from row to row) and its cells. With
+/// `all_texts` false and on PostgreSQL's side, only the key and group
+/// columns are printed: the row hash and the profile read the values.
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
     batch: &datafusion::arrow::record_batch::RecordBatch,
-    mut each: impl FnMut(&[Option<&str>], Option<u64>),
+    all_texts: bool,
+    mut each: impl FnMut(&[Option<&str>], &[Cell<'_>]),
 ) -> Result<(), String> {
     let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); spec.columns.len()];
-    let mut present = vec![false; spec.columns.len()];
-    let typed = dialect == Dialect::Postgres;
-    let wide: Vec<bool> =
-        spec.columns.iter().map(|c| c.data_type == datafusion::arrow::datatypes::DataType::UInt64).collect();
+    let n = spec.columns.len();
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
+    let mut present = vec![false; n];
+    let printed: Vec<bool> = (0..n)
+        .map(|i| all_texts || dialect != Dialect::Postgres || spec.key.contains(&i) || spec.group_by == Some(i))
+        .collect();
+    let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(n);
     for row in 0..batch.num_rows() {
-        let mut hash = 0u64;
-        for (i, ((buf, p), c)) in bufs.iter_mut().zip(&mut present).zip(&spec.columns).enumerate() {
-            buf.clear();
-            let cell: Cell<'_> = columns[c.stage_index].cell(row);
-            if typed {
-                let h = canonical::pg_cell_hash(&cell, c.family, wide[i], canonical::pg_seed(i));
-                hash ^= h.unwrap_or_else(|| canonical::pg_null_hash(i));
+        row_cells.clear();
+        for (i, c) in spec.columns.iter().enumerate() {
+            let cell = columns[c.stage_index].cell(row);
+            if printed[i] {
+                bufs[i].clear();
+                present[i] = canonical::write_show(&cell, c.family, dialect, &mut bufs[i]);
             }
-            *p = canonical::write_show(&cell, c.family, dialect, buf);
+            row_cells.push(cell);
         }
-        let texts: Vec<Option<&str>> =
-            bufs.iter().zip(&present).map(|(b, p)| p.then(|| std::str::from_utf8(b).unwrap_or_default())).collect();
-        each(&texts, typed.then_some(hash));
+        let texts: Vec<Option<&str>> = bufs
+            .iter()
+            .zip(&present)
+            .zip(&printed)
+            .map(|((b, p), printed)| (*printed && *p).then(|| std::str::from_utf8(b).unwrap_or_default()))
+            .collect();
+        each(&texts, &row_cells);
     }
     Ok(())
+}
+
+/// A row's hash on PostgreSQL, from its cells (see `canonical::pg_cell_hash`).
+fn pg_row_hash(spec: &Spec, wide: &[bool], cells: &[Cell<'_>]) -> u64 {
+    cells.iter().zip(&spec.columns).enumerate().fold(0, |h, (i, (cell, c))| {
+        let seed = canonical::pg_seed(i);
+        h ^ canonical::pg_cell_hash(cell, c.family, wide[i], seed).unwrap_or_else(|| canonical::pg_null_hash(seed))
+    })
 }
 
 /// Streams the stage once: its segment sums and profile, computed as the
@@ -328,10 +435,18 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
     let model = job.model.clone();
     run_blocking(&model, move || {
         let mut scan = Scan::new(&spec, dialect);
+        scan.expect_rows(job.stage.row_count);
+        let wide: Vec<bool> = spec.columns.iter().map(|c| c.data_type == DataType::UInt64).collect();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, |texts, hash| scan.row(texts, hash))
-                .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+            batch_rows(&spec, dialect, &batch?, false, |texts, cells| {
+                if dialect == Dialect::Postgres {
+                    scan.typed_row(texts, cells, pg_row_hash(&spec, &wide, cells));
+                } else {
+                    scan.row(texts);
+                }
+            })
+            .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
         }
         Ok(scan.finish())
     })
@@ -352,8 +467,8 @@ pub async fn stage_rows_in(
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, |texts, _| {
-                let key = key_hash(&spec, dialect, texts, &mut buf);
+            batch_rows(&spec, dialect, &batch?, true, |texts, cells| {
+                let key = key_hash(&spec, dialect, texts, Some(cells), &mut buf);
                 if segments.contains(&(key.segment & spec.segment_mask())) {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }

@@ -1,6 +1,6 @@
-//! Reconciliation pushed down into PostgreSQL: the canonical texts, the row
-//! and key hashes and the segment sums are computed by the server, so only
-//! one row per segment crosses the wire.
+//! Reconciliation pushed down into PostgreSQL: the typed row and key hashes
+//! (see `canonical::pg_cell_hash`), the segment sums and the profile are
+//! computed by the server, so only one row per segment crosses the wire.
 
 use std::sync::atomic::AtomicU64;
 
@@ -42,24 +42,6 @@ fn shown(c: &SpecColumn, e: &str) -> String {
     }
 }
 
-/// One field of the row encoding (see `canonical::push_field`): text and
-/// JSON length-prefixed, other values followed by `|`, NULL as `~`.
-fn field(c: &SpecColumn) -> String {
-    let t = canonical(c, &q(&c.name));
-    if c.family.is_text_like() {
-        format!("coalesce(octet_length({t})::text || ':' || {t}, '~')")
-    } else {
-        format!("coalesce({t} || '|', '~')")
-    }
-}
-
-/// `canonical::hash64` on PostgreSQL's side: `hashtextextended`, the
-/// lookup3 hash behind hash partitioning, about three times cheaper for the
-/// server than an MD5 of the same text.
-fn hash(encoding: &str) -> String {
-    format!("hashtextextended(({encoding}) COLLATE \"C\", 0)")
-}
-
 /// `canonical::pg_cell_hash` on the server: the family's typed hash
 /// function, seeded by the column's position.
 fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
@@ -85,36 +67,24 @@ fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
 
 /// A row's hash as `canonical::pg_cell_hash` describes it, on the server.
 fn row_hash(spec: &Spec) -> String {
-    use crate::reconcile::canonical::{pg_null_hash, pg_seed};
-    let cells: Vec<String> = spec
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!("coalesce({}, ({})::int8)", cell_hash(c, &q(&c.name), pg_seed(i)), pg_null_hash(i) as i64)
-        })
-        .collect();
+    use crate::reconcile::canonical::pg_seed;
+    let cells: Vec<String> = spec.columns.iter().enumerate().map(|(i, c)| typed_hash(c, pg_seed(i))).collect();
     cells.join(" # ")
 }
 
-fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
-    columns.map(|i| field(&spec.columns[i])).collect::<Vec<_>>().join(" || ")
+/// A column's typed hash seeded `seed`, NULL as `canonical::pg_null_hash`.
+fn typed_hash(c: &SpecColumn, seed: u64) -> String {
+    use crate::reconcile::canonical::pg_null_hash;
+    format!("coalesce({}, ({})::int8)", cell_hash(c, &q(&c.name), seed), pg_null_hash(seed) as i64)
 }
 
-/// The segment of a row's key (`canonical::arithmetic_key_hash` for
-/// integer keys, else the MD5 of the key's encoding), masked.
+/// The segment of a row's key: the low bits of the XOR of the key
+/// columns' typed hashes (see `canonical::pg_key_seed`).
 fn segment_of(spec: &Spec) -> String {
-    use crate::reconcile::canonical::{KEY_MOD, KEY_MUL, KEY_PRIME};
-    if spec.arithmetic_key() {
-        let mut h = "0::bigint".to_owned();
-        for &k in &spec.key {
-            let c = q(&spec.columns[k].name);
-            h = format!("(({h}) * {KEY_MUL} + ((({c} % {KEY_MOD}) + {KEY_MOD}) % {KEY_MOD})) % {KEY_PRIME}");
-        }
-        format!("(({h}) & {})", spec.segment_mask())
-    } else {
-        format!("({} & {})", hash(&encoding(spec, spec.key.iter().copied())), spec.segment_mask())
-    }
+    use crate::reconcile::canonical::pg_key_seed;
+    let parts: Vec<String> =
+        spec.key.iter().enumerate().map(|(k, &i)| typed_hash(&spec.columns[i], pg_key_seed(k))).collect();
+    format!("(({}) & {})", parts.join(" # "), spec.segment_mask())
 }
 
 /// The temporary table of the staged keys that a reconciliation of an
@@ -197,25 +167,22 @@ impl Postgres {
     /// Segment sums and the profile, computed by the server.
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
         self.reconcile_session(spec).await?;
-        // Grouping through a join with the segment numbers tells the planner
-        // how few groups there are, so it aggregates in parallel workers.
         let sql = format!(
-            "SELECT s.seg, count(*), sum(x.h)::text FROM (SELECT {} AS seg, {} AS h FROM {}) x \
-             JOIN generate_series(0::bigint, {}) s(seg) ON s.seg = x.seg GROUP BY s.seg",
+            "SELECT seg, count(*), sum(h)::text FROM (SELECT {} AS seg, {} AS h FROM {}) x GROUP BY seg",
             segment_of(spec),
             row_hash(spec),
             relation(spec),
-            spec.segment_mask()
         );
-        // The planner would rather sort the whole table for a merge join;
-        // a hash join on the few segment numbers streams it instead.
+        // The planner cannot tell how few segments there are and would sort
+        // the whole table to group it; hashing streams it, in parallel
+        // workers.
         self.client
-            .batch_execute("SET enable_mergejoin = off; SET enable_sort = off")
+            .batch_execute("SET enable_sort = off")
             .await
             .map_err(|e| db_error(&spec.table, "preparing the session", &e))?;
         let rows = self.client.query(&sql, &[]).await;
         self.client
-            .batch_execute("RESET enable_mergejoin; RESET enable_sort")
+            .batch_execute("RESET enable_sort")
             .await
             .map_err(|e| db_error(&spec.table, "preparing the session", &e))?;
         let rows = rows.map_err(|e| db_error(&spec.table, "summing row hashes", &e))?;

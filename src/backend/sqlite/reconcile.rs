@@ -108,7 +108,7 @@ impl Sqlite {
         let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
             let mut scan = Scan::new(&spec, Dialect::Sqlite);
-            each_row(&this, &spec, |texts| scan.row(texts, None))?;
+            each_row(&this, &spec, |texts| scan.row(texts))?;
             Ok(scan.finish())
         })
         .await
@@ -122,7 +122,7 @@ impl Sqlite {
             let mut out = Vec::new();
             let mut buf = Vec::new();
             each_row(&this, &spec, |texts| {
-                let key = key_hash(&spec, Dialect::Sqlite, texts, &mut buf);
+                let key = key_hash(&spec, Dialect::Sqlite, texts, None, &mut buf);
                 if wanted.contains(&(key.segment & spec.segment_mask())) {
                     out.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }
