@@ -513,12 +513,19 @@ pub mod pg {
         let Some(mut v) = 10u128.checked_pow(pad.unsigned_abs()).and_then(|p| abs.checked_mul(p)) else {
             return hash_numeric(&abs.to_string(), scale, seed);
         };
-        // Base-10000 groups, least significant first.
+        // Base-10000 groups, least significant first (in 64 bits once the
+        // value fits, which 128-bit division is slow to notice).
         let mut groups = [0u16; 12];
         let mut n = 0;
-        while v > 0 {
+        while v > u128::from(u64::MAX) {
             groups[n] = (v % 10_000) as u16;
             v /= 10_000;
+            n += 1;
+        }
+        let mut w = v as u64;
+        while w > 0 {
+            groups[n] = (w % 10_000) as u16;
+            w /= 10_000;
             n += 1;
         }
         let weight = n as i64 - 1 - frac_groups;

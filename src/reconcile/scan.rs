@@ -134,7 +134,7 @@ impl<'s> Scan<'s> {
 
     /// Adds one row given by its values: `cells` (one per spec column), the
     /// row's hash computed from them (see `canonical::pg_cell_hash`), and
-    /// the shown texts of the key and group columns (others may be `None`).
+    /// the shown text of the group column (others may be `None`).
     /// The profile reads the values themselves, so most columns are never
     /// printed.
     pub fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>], hash: u64) {
@@ -244,6 +244,17 @@ pub fn key_hash(
     cells: Option<&[Cell<'_>]>,
     buf: &mut Vec<u8>,
 ) -> KeyHash {
+    if let (Dialect::Postgres, Some(cells)) = (dialect, cells) {
+        // The typed key hash is both the segment and the exact key.
+        let hash = spec.key.iter().enumerate().fold(0, |h, (k, &i)| {
+            let c = &spec.columns[i];
+            let seed = canonical::pg_key_seed(k);
+            h ^ canonical::pg_cell_hash(&cells[i], c.family, c.data_type == DataType::UInt64, seed)
+                .unwrap_or_else(|| canonical::pg_null_hash(seed))
+        });
+        let complete = spec.key.iter().all(|&i| !matches!(cells[i], Cell::Null));
+        return KeyHash { segment: hash, exact: hash, complete };
+    }
     buf.clear();
     let mut complete = true;
     for &k in &spec.key {
@@ -252,14 +263,7 @@ pub fn key_hash(
         complete &= h.is_some();
         push_field(buf, h.as_deref().map(str::as_bytes), c.family);
     }
-    let segment = if let (Dialect::Postgres, Some(cells)) = (dialect, cells) {
-        spec.key.iter().enumerate().fold(0, |h, (k, &i)| {
-            let c = &spec.columns[i];
-            let seed = canonical::pg_key_seed(k);
-            h ^ canonical::pg_cell_hash(&cells[i], c.family, c.data_type == DataType::UInt64, seed)
-                .unwrap_or_else(|| canonical::pg_null_hash(seed))
-        })
-    } else if spec.arithmetic_key() {
+    let segment = if spec.arithmetic_key() {
         canonical::arithmetic_key_hash(
             spec.key.iter().map(|&k| texts[k].and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
         )
@@ -382,8 +386,8 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
 
 /// Every row of a staged batch, as the shown texts of the spec's columns
 /// (written into buffers reused from row to row) and its cells. With
-/// `all_texts` false and on PostgreSQL's side, only the key and group
-/// columns are printed: the row hash and the profile read the values.
+/// `all_texts` false and on PostgreSQL's side, only the group column is
+/// printed: the row and key hashes and the profile read the values.
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
@@ -395,9 +399,8 @@ fn batch_rows(
     let n = spec.columns.len();
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
     let mut present = vec![false; n];
-    let printed: Vec<bool> = (0..n)
-        .map(|i| all_texts || dialect != Dialect::Postgres || spec.key.contains(&i) || spec.group_by == Some(i))
-        .collect();
+    let printed: Vec<bool> =
+        (0..n).map(|i| all_texts || dialect != Dialect::Postgres || spec.group_by == Some(i)).collect();
     let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(n);
     for row in 0..batch.num_rows() {
         row_cells.clear();
