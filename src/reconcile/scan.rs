@@ -388,11 +388,13 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
 /// (written into buffers reused from row to row) and its cells. With
 /// `all_texts` false and on PostgreSQL's side, only the group column is
 /// printed: the row and key hashes and the profile read the values.
+/// Rows whose cells `keep` refuses are skipped before anything is printed.
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
     batch: &datafusion::arrow::record_batch::RecordBatch,
     all_texts: bool,
+    keep: impl Fn(&[Cell<'_>]) -> bool,
     mut each: impl FnMut(&[Option<&str>], &[Cell<'_>]),
 ) -> Result<(), String> {
     let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
@@ -404,13 +406,15 @@ fn batch_rows(
     let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(n);
     for row in 0..batch.num_rows() {
         row_cells.clear();
+        row_cells.extend(spec.columns.iter().map(|c| columns[c.stage_index].cell(row)));
+        if !keep(&row_cells) {
+            continue;
+        }
         for (i, c) in spec.columns.iter().enumerate() {
-            let cell = columns[c.stage_index].cell(row);
             if printed[i] {
                 bufs[i].clear();
-                present[i] = canonical::write_show(&cell, c.family, dialect, &mut bufs[i]);
+                present[i] = canonical::write_show(&row_cells[i], c.family, dialect, &mut bufs[i]);
             }
-            row_cells.push(cell);
         }
         let texts: Vec<Option<&str>> = bufs
             .iter()
@@ -442,13 +446,20 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
         let wide: Vec<bool> = spec.columns.iter().map(|c| c.data_type == DataType::UInt64).collect();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, false, |texts, cells| {
-                if dialect == Dialect::Postgres {
-                    scan.typed_row(texts, cells, pg_row_hash(&spec, &wide, cells));
-                } else {
-                    scan.row(texts);
-                }
-            })
+            batch_rows(
+                &spec,
+                dialect,
+                &batch?,
+                false,
+                |_| true,
+                |texts, cells| {
+                    if dialect == Dialect::Postgres {
+                        scan.typed_row(texts, cells, pg_row_hash(&spec, &wide, cells));
+                    } else {
+                        scan.row(texts);
+                    }
+                },
+            )
             .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
         }
         Ok(scan.finish())
@@ -470,7 +481,15 @@ pub async fn stage_rows_in(
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(&spec, dialect, &batch?, true, |texts, cells| {
+            // On PostgreSQL's side the segment comes from the cells, so rows
+            // of other segments are never printed.
+            let wanted = |cells: &[Cell<'_>]| {
+                dialect != Dialect::Postgres
+                    || segments.contains(
+                        &(key_hash(&spec, dialect, &[], Some(cells), &mut Vec::new()).segment & spec.segment_mask()),
+                    )
+            };
+            batch_rows(&spec, dialect, &batch?, true, wanted, |texts, cells| {
                 let key = key_hash(&spec, dialect, texts, Some(cells), &mut buf);
                 if segments.contains(&(key.segment & spec.segment_mask())) {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
