@@ -92,9 +92,10 @@ impl Spec {
         1u64 << self.segment_bits
     }
 
-    /// Whether the key is all integers (of at most 64 signed bits), so its
-    /// segment comes from [`canonical::arithmetic_key_hash`] rather than an
-    /// MD5 of the key.
+    /// Whether the key is all integers (of at most 64 signed bits), so that
+    /// on MySQL and SQLite its segment comes from
+    /// [`canonical::arithmetic_key_hash`] rather than a hash of the key's
+    /// text (PostgreSQL hashes every key by its typed values).
     pub fn arithmetic_key(&self) -> bool {
         self.key.iter().all(|&k| self.columns[k].family == Family::Int && self.columns[k].data_type != DataType::UInt64)
     }
