@@ -8,7 +8,7 @@ use crate::load::{Db, ok, project_for};
 
 /// 1,000 rows; every 100th has a NULL `part_key`. Columns of each common
 /// family, with NULLs in each on row 7.
-async fn seed(db: &mut Db) {
+pub(crate) async fn seed(db: &mut Db) {
     let s = db.schema().to_owned();
     let sql = match db {
         Db::Pg { .. } => format!(

@@ -590,3 +590,31 @@ async fn mysql_upsert_is_reconciled_over_the_keys_it_touched() {
 async fn sqlite_upsert_is_reconciled_over_the_keys_it_touched() {
     scoped_to_the_touched_keys(None).await;
 }
+
+/// A database source (read through connectorx) against a copy of it in the
+/// same server: every common column family, NULLs included, then one
+/// changed cell.
+#[tokio::test]
+async fn postgres_reconcile_a_database_source_against_its_copy() {
+    let Some(mut db) = Db::pg("recondbsrc").await else { return };
+    crate::extract::seed(&mut db).await;
+    let s = db.schema().to_owned();
+    db.execute(&format!("CREATE TABLE \"{s}\".copy AS SELECT * FROM \"{s}\".src")).await;
+    let p = project_for(&db, None, "").file(
+        "models/sources.yml",
+        &format!(
+            "sources:\n  - name: db\n    tables:\n      - name: src\n        connection: t\n        table: {s}.src\n"
+        ),
+    );
+    let args = ["reconcile", "--source", "db.src", "--target-table", "copy", "--key", "id"];
+    ok(&p.run(args));
+    assert_eq!(model(&report(&p), "db.src")["staged_rows"], 1000);
+    db.execute(&format!("UPDATE \"{s}\".copy SET seen = seen + interval '1 second' WHERE id = 42")).await;
+    let ran = p.run(args);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(
+        differences(model(&report(&p), "db.src")),
+        ["changed id=42 seen: \"2020-01-03 15:00:00.000000\" -> \"2020-01-03 15:00:01.000000\""]
+    );
+    db.drop_schema().await;
+}
