@@ -56,6 +56,12 @@ pub struct SpecColumn {
 }
 
 impl SpecColumn {
+    /// An unsigned 64-bit column, which PostgreSQL keeps as `numeric` and
+    /// whose values may not fit a signed 64-bit integer.
+    pub fn wide(&self) -> bool {
+        matches!(self.data_type, DataType::UInt64)
+    }
+
     /// The declared scale of a decimal column.
     pub fn scale(&self) -> i8 {
         match self.data_type {
@@ -97,7 +103,7 @@ impl Spec {
     /// [`canonical::arithmetic_key_hash`] rather than a hash of the key's
     /// text (PostgreSQL hashes every key by its typed values).
     pub fn arithmetic_key(&self) -> bool {
-        self.key.iter().all(|&k| self.columns[k].family == Family::Int && self.columns[k].data_type != DataType::UInt64)
+        self.key.iter().all(|&k| self.columns[k].family == Family::Int && !self.columns[k].wide())
     }
 }
 

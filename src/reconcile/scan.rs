@@ -4,8 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use datafusion::arrow::datatypes::DataType;
-
 use super::canonical::{self, Dialect, Family, hash_text, push_field};
 use super::{FetchedRow, Group, Measure, Profile, Spec};
 use crate::load::cells::{self, Cell};
@@ -246,12 +244,7 @@ pub fn key_hash(
 ) -> KeyHash {
     if let (Dialect::Postgres, Some(cells)) = (dialect, cells) {
         // The typed key hash is both the segment and the exact key.
-        let hash = spec.key.iter().enumerate().fold(0, |h, (k, &i)| {
-            let c = &spec.columns[i];
-            let seed = canonical::pg_key_seed(k);
-            h ^ canonical::pg_cell_hash(&cells[i], c.family, c.data_type == DataType::UInt64, seed)
-                .unwrap_or_else(|| canonical::pg_null_hash(seed))
-        });
+        let hash = pg_key_hash(spec, cells);
         let complete = spec.key.iter().all(|&i| !matches!(cells[i], Cell::Null));
         return KeyHash { segment: hash, exact: hash, complete };
     }
@@ -427,12 +420,24 @@ fn batch_rows(
     Ok(())
 }
 
-/// A row's hash on PostgreSQL, from its cells (see `canonical::pg_cell_hash`).
-fn pg_row_hash(spec: &Spec, wide: &[bool], cells: &[Cell<'_>]) -> u64 {
-    cells.iter().zip(&spec.columns).enumerate().fold(0, |h, (i, (cell, c))| {
-        let seed = canonical::pg_seed(i);
-        h ^ canonical::pg_cell_hash(cell, c.family, wide[i], seed).unwrap_or_else(|| canonical::pg_null_hash(seed))
+/// The XOR of typed hashes of the spec's columns at `columns`, seeded by
+/// `seed(position)` (see `canonical::pg_cell_hash`).
+fn pg_hash(spec: &Spec, cells: &[Cell<'_>], columns: &[usize], seed: fn(usize) -> u64) -> u64 {
+    columns.iter().enumerate().fold(0, |h, (k, &i)| {
+        let (c, seed) = (&spec.columns[i], seed(k));
+        h ^ canonical::pg_cell_hash(&cells[i], c.family, c.wide(), seed)
+            .unwrap_or_else(|| canonical::pg_null_hash(seed))
     })
+}
+
+/// A row's hash on PostgreSQL, from its cells.
+fn pg_row_hash(spec: &Spec, all: &[usize], cells: &[Cell<'_>]) -> u64 {
+    pg_hash(spec, cells, all, canonical::pg_seed)
+}
+
+/// A key's hash on PostgreSQL, from the row's cells: its segment's source.
+fn pg_key_hash(spec: &Spec, cells: &[Cell<'_>]) -> u64 {
+    pg_hash(spec, cells, &spec.key, canonical::pg_key_seed)
 }
 
 /// Streams the stage once: its segment sums and profile, computed as the
@@ -443,7 +448,7 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
     run_blocking(&model, move || {
         let mut scan = Scan::new(&spec, dialect);
         scan.expect_rows(job.stage.row_count);
-        let wide: Vec<bool> = spec.columns.iter().map(|c| c.data_type == DataType::UInt64).collect();
+        let all: Vec<usize> = (0..spec.columns.len()).collect();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
             batch_rows(
@@ -454,7 +459,7 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
                 |_| true,
                 |texts, cells| {
                     if dialect == Dialect::Postgres {
-                        scan.typed_row(texts, cells, pg_row_hash(&spec, &wide, cells));
+                        scan.typed_row(texts, cells, pg_row_hash(&spec, &all, cells));
                     } else {
                         scan.row(texts);
                     }
@@ -484,10 +489,7 @@ pub async fn stage_rows_in(
             // On PostgreSQL's side the segment comes from the cells, so rows
             // of other segments are never printed.
             let wanted = |cells: &[Cell<'_>]| {
-                dialect != Dialect::Postgres
-                    || segments.contains(
-                        &(key_hash(&spec, dialect, &[], Some(cells), &mut Vec::new()).segment & spec.segment_mask()),
-                    )
+                dialect != Dialect::Postgres || segments.contains(&(pg_key_hash(&spec, cells) & spec.segment_mask()))
             };
             batch_rows(&spec, dialect, &batch?, true, wanted, |texts, cells| {
                 let key = key_hash(&spec, dialect, texts, Some(cells), &mut buf);

@@ -50,14 +50,13 @@ fn model<'a>(report: &'a [Json], name: &str) -> &'a Json {
     report.iter().find(|r| r["model"] == name).unwrap_or_else(|| panic!("no report for {name}: {report:?}"))
 }
 
-fn check_status(m: &Json, check: &str) -> String {
-    m["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == check)
-        .map(|c| c["status"].to_string())
-        .unwrap_or_default()
+/// The check named `name` of a model's report.
+fn check<'a>(m: &'a Json, name: &str) -> Option<&'a Json> {
+    m["checks"].as_array().into_iter().flatten().find(|c| c["name"] == name)
+}
+
+fn check_status(m: &Json, name: &str) -> String {
+    check(m, name).map(|c| c["status"].to_string()).unwrap_or_default()
 }
 
 fn key(k: &Json) -> String {
@@ -388,9 +387,9 @@ from generate_series(1, 30)
 
 /// The profile mismatches of a report, as `measure: stage -> target`.
 fn profile_mismatches(m: &Json) -> Vec<String> {
-    let check = m["checks"].as_array().into_iter().flatten().find(|c| c["name"] == "profile").expect("profile check");
+    let profile = check(m, "profile").expect("profile check");
     let v = |x: &Json| x.as_str().unwrap_or("NULL").to_owned();
-    check["mismatches"]
+    profile["mismatches"]
         .as_array()
         .into_iter()
         .flatten()
@@ -435,15 +434,8 @@ async fn grouped_profile(mut db: Db) {
     db.drop_schema().await;
 }
 
-fn check_detail(m: &Json, check: &str) -> String {
-    m["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == check)
-        .and_then(|c| c["detail"].as_str())
-        .unwrap_or_default()
-        .to_owned()
+fn check_detail(m: &Json, name: &str) -> String {
+    check(m, name).and_then(|c| c["detail"].as_str()).unwrap_or_default().to_owned()
 }
 
 #[tokio::test]

@@ -4,8 +4,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use datafusion::arrow::datatypes::DataType;
-
 use super::{Postgres, copy_in, create_table, db_error, q, qualified};
 use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
@@ -47,7 +45,7 @@ fn shown(c: &SpecColumn, e: &str) -> String {
 fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
     match c.family {
         Family::Bool => format!("hashint8extended(({e})::int::int8, {seed})"),
-        Family::Int if c.data_type == DataType::UInt64 => format!("hash_numeric_extended(({e})::numeric, {seed})"),
+        Family::Int if c.wide() => format!("hash_numeric_extended(({e})::numeric, {seed})"),
         Family::Int => format!("hashint8extended(({e})::int8, {seed})"),
         // The server leaves the sign out of a numeric's hash: put it back.
         Family::Decimal => {
