@@ -231,6 +231,11 @@ pub struct ReconcileArgs {
     /// Absolute difference allowed between float values of `--source`.
     #[arg(long, default_value_t = 0.0, requires = "source")]
     pub tolerance: f64,
+    /// Where the target's hashes are computed: `pushed` down into the
+    /// database as SQL, `pulled` out and hashed by ferry, or `auto` (the
+    /// cheaper by estimate; the default). Overrides `reconcile.side`.
+    #[arg(long, value_parser = ["auto", "pushed", "pulled"])]
+    pub side: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
 }

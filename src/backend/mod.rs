@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::load::{LoadError, LoadJob, LoadReport, TableName};
 use crate::project::profiles::{ServerTarget, Target, TargetKind};
-use crate::reconcile::{Dialect, FetchedRow, Profile, SegmentSums, Spec};
+use crate::reconcile::{Dialect, FetchedRow, Profile, SegmentSums, Side, SideChoice, Spec};
 
 /// An open target.
 pub enum Connection {
@@ -56,12 +56,26 @@ impl Connection {
         }
     }
 
-    /// How the target side of a reconciliation runs.
-    pub fn reconcile_side(&self) -> &'static str {
-        match self {
-            Connection::Sqlite(_) => "pulled (SQLite is read and hashed in-process)",
-            Connection::Postgres(_) | Connection::Mysql(_) => "pushed down (hashed by the server)",
-        }
+    /// Where the target side of reconciling `spec` runs, given the
+    /// configured choice, and why (for the report).
+    /// `rows`: how many rows the target is expected to hold (the staged ones).
+    pub async fn reconcile_side(
+        &mut self,
+        spec: &Spec,
+        choice: SideChoice,
+        rows: u64,
+    ) -> Result<(Side, String), LoadError> {
+        Ok(match self {
+            Connection::Sqlite(_) => {
+                let why = match choice {
+                    SideChoice::Pushed => "SQLite is read in-process; `side: pushed` does not apply",
+                    _ => "SQLite is read and hashed in-process",
+                };
+                (Side::Pulled, format!("pulled ({why})"))
+            }
+            Connection::Postgres(b) => b.reconcile_side(spec, choice, rows).await?,
+            Connection::Mysql(b) => b.reconcile_side(spec, choice, rows),
+        })
     }
 
     /// Puts `job`'s staged keys where the target side of a `touched_only`
@@ -74,11 +88,14 @@ impl Connection {
         }
     }
 
-    /// The target's segment sums and profile for a reconciliation.
-    pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    /// The target's segment sums and profile for a reconciliation,
+    /// computed on `side` (see [`Connection::reconcile_side`]).
+    pub async fn reconcile_summary(&mut self, spec: &Spec, side: Side) -> Result<(SegmentSums, Profile), LoadError> {
         match self {
             Connection::Sqlite(b) => b.reconcile_summary(spec).await,
+            Connection::Postgres(b) if side == Side::Pulled => b.reconcile_pulled(spec).await,
             Connection::Postgres(b) => b.reconcile_summary(spec).await,
+            Connection::Mysql(b) if side == Side::Pulled => b.reconcile_pulled(spec).await,
             Connection::Mysql(b) => b.reconcile_summary(spec).await,
         }
     }

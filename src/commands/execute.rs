@@ -185,9 +185,16 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     let reconciled = if which == Which::Build && !interrupted && !loads.interrupted {
         let loaded: BTreeSet<usize> = loads.results.iter().filter(|(_, r)| r.is_ok()).map(|(&i, _)| i).collect();
         let ledgers = report.results.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
-        let done =
-            super::reconcile::reconcile_nodes(&session.target, &manifest, &loaded, &ctx.stage_root, &ledgers, printer)
-                .await;
+        let done = super::reconcile::reconcile_nodes(
+            &session.target,
+            &manifest,
+            &loaded,
+            &ctx.stage_root,
+            &ledgers,
+            None,
+            printer,
+        )
+        .await;
         for (i, r) in &done.reports {
             if let Some(node) = report.results.get_mut(i) {
                 node.reconcile = Some(r.status);

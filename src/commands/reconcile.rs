@@ -58,7 +58,9 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
     }
     let ledgers = ledgers_of_last_run(settings, manifest);
     let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
-    let done = reconcile_nodes(&session.target, manifest, &loaded, &settings.path(STAGE_DIR), &ledgers, printer).await;
+    let side = args.side.as_deref().and_then(rec::SideChoice::parse);
+    let stage_root = settings.path(STAGE_DIR);
+    let done = reconcile_nodes(&session.target, manifest, &loaded, &stage_root, &ledgers, side, printer).await;
     finish(&done, (&settings.path(&shown), &shown), printer, started)
 }
 
@@ -137,6 +139,7 @@ async fn reconcile_source(
         columns: args.columns.clone(),
         max_mismatch_rows: args.max_mismatch_rows,
         tolerance: args.tolerance,
+        side: args.side.as_deref().and_then(rec::SideChoice::parse).unwrap_or_default(),
         ..Config::default()
     };
     let mut done = Reconciled::default();
@@ -253,13 +256,15 @@ pub(crate) fn ledgers_of_last_run(settings: &Settings, manifest: &Manifest) -> H
     out
 }
 
-/// Reconciles `nodes` (those loaded with `mode: replace`) against the target.
+/// Reconciles the loaded `nodes` against the target; `side` (from
+/// `--side`) overrides each model's `reconcile.side`.
 pub(crate) async fn reconcile_nodes(
     target: &Target,
     manifest: &Manifest,
     nodes: &BTreeSet<usize>,
     stage_root: &Utf8Path,
     ledgers: &HashMap<usize, Ledger>,
+    side: Option<rec::SideChoice>,
     printer: &Printer,
 ) -> Reconciled {
     let mut done = Reconciled::default();
@@ -267,7 +272,7 @@ pub(crate) async fn reconcile_nodes(
     for i in load::load_order(manifest, nodes) {
         let node = &manifest.nodes[i];
         let config = match Config::from_json(node.config.get("reconcile")) {
-            Ok(c) => c,
+            Ok(c) => Config { side: side.unwrap_or(c.side), ..c },
             Err(message) => {
                 done.diagnostics.push(
                     Diagnostic::error(Code::ModelConfig, format!("{}: {message}", node.display_name()))
@@ -320,7 +325,7 @@ async fn reconcile_one(
         model: job.model.clone(),
         table: job.table.to_string(),
         status: Status::Pass,
-        target_side: conn.reconcile_side().to_owned(),
+        target_side: String::new(),
         staged_rows: job.stage.row_count,
         target_rows: None,
         checks: Vec::new(),
@@ -370,7 +375,9 @@ async fn compare(
         ));
     }
     let dialect = conn.dialect();
-    let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec));
+    let (side, why_side) = conn.reconcile_side(&spec, config.side, job.stage.row_count).await.map_err(why)?;
+    report.target_side = why_side;
+    let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec, side));
     let (stage_segments, stage_profile) = stage.map_err(why)?;
     let (target_segments, target_profile) = target.map_err(why)?;
     let target_rows = rec::profile_rows(&target_profile);

@@ -17,9 +17,12 @@
 //!    key, down to missing keys, extra keys and changed columns with both
 //!    values.
 //!
-//! The stage side streams the staged Parquet. The target side runs inside
-//! PostgreSQL and MySQL as SQL ("pushed down"); SQLite is in-process, so its
-//! rows are read and hashed by ferry ("pulled"). See `crate::backend`.
+//! The stage side streams the staged Parquet. The target side runs either
+//! inside the database as SQL ("pushed down": PostgreSQL and MySQL), or in
+//! ferry over the rows streamed out ("pulled": PostgreSQL's binary COPY, and
+//! SQLite, which is in-process). On PostgreSQL both compute the same typed
+//! hashes, and [`Side`] is chosen per table by estimated cost unless
+//! configured. See `crate::backend`.
 
 pub mod canonical;
 mod scan;
@@ -33,6 +36,7 @@ use serde_json::Value as Json;
 use crate::load::{LoadJob, Mode, TableName};
 use crate::validate::quarantine::Ledger;
 pub use canonical::{Dialect, Family};
+
 pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, stage_rows_in};
 
 /// Rows a segment should hold: fewer are fetched and compared row by row.
@@ -151,6 +155,62 @@ pub struct Config {
     pub max_mismatch_pct: f64,
     /// Absolute difference allowed between float values.
     pub tolerance: f64,
+    /// Where the target side runs.
+    pub side: SideChoice,
+}
+
+/// Where the target side's hashes and profile are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// By the database, in SQL: one row per segment crosses the wire.
+    Pushed,
+    /// By ferry, over the compared columns streamed out of the database.
+    Pulled,
+}
+
+/// `reconcile.side` and `ferry reconcile --side`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SideChoice {
+    /// The cheaper side by the table's size and the connection.
+    #[default]
+    Auto,
+    Pushed,
+    Pulled,
+}
+
+/// The side `choice` picks, and why (for the report): as configured, or
+/// (`auto`) the one with the lower estimated seconds. `does`: what each
+/// side does; `detail`: more about the estimate, as shown.
+pub fn choose_side(
+    choice: SideChoice,
+    (pushed, pulled): (f64, f64),
+    detail: &str,
+    (pushed_does, pulled_does): (&str, &str),
+) -> (Side, String) {
+    let figures = if pushed.max(pulled) < 0.1 {
+        "estimated under 0.1s either way".to_owned()
+    } else {
+        format!("estimated {pushed:.1}s pushed down, {pulled:.1}s pulled{detail}")
+    };
+    match choice {
+        SideChoice::Pushed => (Side::Pushed, format!("pushed down ({pushed_does}; as configured)")),
+        SideChoice::Pulled => (Side::Pulled, format!("pulled ({pulled_does}; as configured)")),
+        SideChoice::Auto if pulled < pushed => (Side::Pulled, format!("pulled ({pulled_does}; {figures})")),
+        SideChoice::Auto => (Side::Pushed, format!("pushed down ({pushed_does}; {figures})")),
+    }
+}
+
+impl SideChoice {
+    pub const NAMES: [&'static str; 3] = ["auto", "pushed", "pulled"];
+
+    pub fn parse(name: &str) -> Option<SideChoice> {
+        Some(match name {
+            "auto" => SideChoice::Auto,
+            "pushed" => SideChoice::Pushed,
+            "pulled" => SideChoice::Pulled,
+            _ => return None,
+        })
+    }
 }
 
 impl Default for Config {
@@ -165,13 +225,14 @@ impl Default for Config {
             max_mismatch_rows: 0,
             max_mismatch_pct: 0.0,
             tolerance: 0.0,
+            side: SideChoice::Auto,
         }
     }
 }
 
 impl Config {
     /// Reads `reconcile: false` or `reconcile: {columns, profile,
-    /// max_mismatch_rows, max_mismatch_pct, tolerance, enabled}`.
+    /// max_mismatch_rows, max_mismatch_pct, tolerance, side, enabled}`.
     pub fn from_json(value: Option<&Json>) -> Result<Config, String> {
         let mut config = Config::default();
         let map = match value {
@@ -204,9 +265,14 @@ impl Config {
                 "max_mismatch_rows" => config.max_mismatch_rows = number()? as u64,
                 "max_mismatch_pct" => config.max_mismatch_pct = number()?,
                 "tolerance" => config.tolerance = number()?,
+                "side" => {
+                    config.side = v.as_str().and_then(SideChoice::parse).ok_or_else(|| {
+                        format!("`reconcile.side` must be one of {}, not `{v}`", SideChoice::NAMES.join(", "))
+                    })?
+                }
                 other => {
                     return Err(format!(
-                        "unknown `reconcile` key `{other}`; the keys are enabled, columns, profile, max_mismatch_rows, max_mismatch_pct, tolerance"
+                        "unknown `reconcile` key `{other}`; the keys are enabled, columns, profile, max_mismatch_rows, max_mismatch_pct, tolerance, side"
                     ));
                 }
             }
@@ -495,7 +561,8 @@ pub struct ModelReport {
     pub model: String,
     pub table: String,
     pub status: Status,
-    /// `pushed down` or `pulled`.
+    /// `pushed down` or `pulled`, and why (empty for a skipped model).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub target_side: String,
     pub staged_rows: u64,
     pub target_rows: Option<u64>,
@@ -749,5 +816,9 @@ mod tests {
         assert!(!Config::from_json(Some(&Json::Bool(false))).unwrap().enabled);
         let e = Config::from_json(Some(&serde_json::json!({"tolerence": 1}))).unwrap_err();
         assert!(e.contains("unknown `reconcile` key `tolerence`"), "{e}");
+        assert_eq!(Config::from_json(Some(&serde_json::json!({"side": "pulled"}))).unwrap().side, SideChoice::Pulled);
+        assert_eq!(Config::default().side, SideChoice::Auto);
+        let e = Config::from_json(Some(&serde_json::json!({"side": "pull"}))).unwrap_err();
+        assert_eq!(e, "`reconcile.side` must be one of auto, pushed, pulled, not `\"pull\"`");
     }
 }

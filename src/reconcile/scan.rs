@@ -1,6 +1,7 @@
 //! One pass over rows given as canonical texts: segment sums, the profile
 //! and the distinct keys. The stage side feeds it staged batches; a pulled
-//! target side (SQLite) feeds it the rows it reads.
+//! target side (SQLite, or PostgreSQL's binary COPY) feeds it the rows it
+//! reads.
 
 use std::collections::{HashMap, HashSet};
 
@@ -48,6 +49,8 @@ pub struct Scan<'s> {
     fresh: GroupAccs,
     key_buf: Vec<u8>,
     row_buf: Vec<u8>,
+    /// Every column's position, for PostgreSQL's row hash.
+    all: Vec<usize>,
 }
 
 /// The running aggregates of one group.
@@ -89,6 +92,7 @@ impl<'s> Scan<'s> {
             fresh,
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
+            all: (0..spec.columns.len()).collect(),
         }
     }
 
@@ -130,12 +134,13 @@ impl<'s> Scan<'s> {
         self.add(texts, None);
     }
 
-    /// Adds one row given by its values: `cells` (one per spec column), the
-    /// row's hash computed from them (see `canonical::pg_cell_hash`), and
-    /// the shown text of the group column (others may be `None`).
-    /// The profile reads the values themselves, so most columns are never
+    /// Adds one row given by its values, hashed as PostgreSQL hashes it
+    /// (see `canonical::pg_cell_hash`): `cells` (one per spec column) and
+    /// the shown text of the group column (others may be `None`). The
+    /// profile reads the values themselves, so most columns are never
     /// printed.
-    pub fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>], hash: u64) {
+    pub fn pg_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
+        let hash = pg_row_hash(self.spec, &self.all, cells);
         self.add(texts, Some((cells, hash)));
     }
 
@@ -448,7 +453,6 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
     run_blocking(&model, move || {
         let mut scan = Scan::new(&spec, dialect);
         scan.expect_rows(job.stage.row_count);
-        let all: Vec<usize> = (0..spec.columns.len()).collect();
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
             batch_rows(
@@ -459,7 +463,7 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
                 |_| true,
                 |texts, cells| {
                     if dialect == Dialect::Postgres {
-                        scan.typed_row(texts, cells, pg_row_hash(&spec, &all, cells));
+                        scan.pg_row(texts, cells);
                     } else {
                         scan.row(texts);
                     }

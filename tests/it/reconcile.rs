@@ -93,22 +93,31 @@ fn differences(m: &Json) -> Vec<String> {
     out
 }
 
-/// Loads, checks that the untouched load reconciles, then corrupts the
-/// target with `corrupt` and returns the report for `accounts`.
-async fn corrupted(db: &mut Db, p: &TestProject, corrupt: fn(&Db) -> Vec<String>) -> (crate::common::Ran, Json) {
+/// Loads, checks that the untouched load reconciles on `side` (`auto`,
+/// `pushed` or `pulled`), then corrupts the target with `corrupt` and
+/// returns the report for `accounts`.
+async fn corrupted(
+    db: &mut Db,
+    p: &TestProject,
+    side: &str,
+    corrupt: fn(&Db) -> Vec<String>,
+) -> (crate::common::Ran, Json) {
     ok(&p.run(["run"]));
-    let clean = p.run(["reconcile"]);
+    let clean = p.run(["reconcile", "--side", side]);
     ok(&clean);
     let r = report(p);
     let m = model(&r, "accounts");
     assert_eq!(m["status"], "pass", "{m:#}");
+    if side != "auto" {
+        assert!(m["target_side"].as_str().unwrap_or("").starts_with(side), "{m:#}");
+    }
     for c in ["row count", "profile", "checksum"] {
         assert_eq!(check_status(m, c), "\"pass\"", "{c}: {m:#}");
     }
     for sql in corrupt(db) {
         db.execute(&sql).await;
     }
-    let ran = p.run(["reconcile"]);
+    let ran = p.run(["reconcile", "--side", side]);
     let r = report(p);
     (ran, model(&r, "accounts").clone())
 }
@@ -185,8 +194,8 @@ fn corruptions(db: &Db) -> Vec<String> {
     sql
 }
 
-async fn finds_every_corruption(mut db: Db, p: TestProject) {
-    let (ran, m) = corrupted(&mut db, &p, corruptions).await;
+async fn finds_every_corruption(mut db: Db, p: TestProject, side: &str) {
+    let (ran, m) = corrupted(&mut db, &p, side, corruptions).await;
     assert_eq!(ran.code, Some(1), "a failed reconciliation exits 1\n{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(differences(&m), EXPECTED, "{m:#}");
     let d = &m["differences"];
@@ -206,48 +215,77 @@ async fn finds_every_corruption(mut db: Db, p: TestProject) {
 }
 
 #[tokio::test]
-async fn postgres_reconcile_finds_every_corruption() {
+async fn postgres_pushed_down_reconcile_finds_every_corruption() {
     let Some(db) = Db::pg("recon").await else { return };
     let p = accounts(&db);
-    finds_every_corruption(db, p).await;
+    finds_every_corruption(db, p, "pushed").await;
 }
 
 #[tokio::test]
-async fn mysql_reconcile_finds_every_corruption() {
+async fn postgres_pulled_reconcile_finds_every_corruption() {
+    let Some(db) = Db::pg("reconpull").await else { return };
+    let p = accounts(&db);
+    finds_every_corruption(db, p, "pulled").await;
+}
+
+#[tokio::test]
+async fn mysql_pushed_down_reconcile_finds_every_corruption() {
     let Some(db) = Db::mysql("recon").await else { return };
     let p = accounts(&db);
-    finds_every_corruption(db, p).await;
+    finds_every_corruption(db, p, "pushed").await;
+}
+
+#[tokio::test]
+async fn mysql_pulled_reconcile_finds_every_corruption() {
+    let Some(db) = Db::mysql("reconpull").await else { return };
+    let p = accounts(&db);
+    finds_every_corruption(db, p, "pulled").await;
 }
 
 #[tokio::test]
 async fn sqlite_reconcile_finds_every_corruption() {
     let p = accounts(&Db::Lite { path: Default::default() });
     let db = Db::sqlite(&p);
-    finds_every_corruption(db, p).await;
+    finds_every_corruption(db, p, "auto").await;
 }
 
-async fn every_type_family_reconciles(mut db: Db) {
+async fn every_type_family_reconciles(mut db: Db, side: &str) {
     let p = project_for(&db, Some("types"), "");
     ok(&p.run(["run"]));
-    let ran = p.run(["reconcile"]);
+    let ran = p.run(["reconcile", "--side", side]);
     ok(&ran);
     let r = report(&p);
     let m = model(&r, "all_types");
     assert_eq!(m["status"], "pass", "{m:#}");
     assert_eq!(m["differences"]["segments_differing"], 0, "{m:#}");
+    if side != "auto" {
+        assert!(m["target_side"].as_str().unwrap_or("").starts_with(side), "{m:#}");
+    }
     db.drop_schema().await;
 }
 
 #[tokio::test]
-async fn postgres_untouched_load_of_every_type_family_reconciles() {
+async fn postgres_pushed_down_untouched_load_of_every_type_family_reconciles() {
     let Some(db) = Db::pg("recontypes").await else { return };
-    every_type_family_reconciles(db).await;
+    every_type_family_reconciles(db, "pushed").await;
 }
 
 #[tokio::test]
-async fn mysql_untouched_load_of_every_type_family_reconciles() {
+async fn postgres_pulled_untouched_load_of_every_type_family_reconciles() {
+    let Some(db) = Db::pg("recontypespull").await else { return };
+    every_type_family_reconciles(db, "pulled").await;
+}
+
+#[tokio::test]
+async fn mysql_pushed_down_untouched_load_of_every_type_family_reconciles() {
     let Some(db) = Db::mysql("recontypes").await else { return };
-    every_type_family_reconciles(db).await;
+    every_type_family_reconciles(db, "pushed").await;
+}
+
+#[tokio::test]
+async fn mysql_pulled_untouched_load_of_every_type_family_reconciles() {
+    let Some(db) = Db::mysql("recontypespull").await else { return };
+    every_type_family_reconciles(db, "pulled").await;
 }
 
 #[tokio::test]
@@ -319,6 +357,9 @@ async fn postgres_composite_text_keys_and_the_mismatch_allowance() {
     ok(&ran);
     let r = report(&p);
     let m = model(&r, "regions");
+    // `auto` says which side it chose, and by what estimate.
+    let side = m["target_side"].as_str().unwrap_or("");
+    assert_eq!(side, "pushed down (hashed by the server; estimated under 0.1s either way)");
     assert_eq!(m["differences"]["segments"], 4, "{m:#}");
     assert_eq!(m["differences"]["segments_differing"], 1, "{m:#}");
     assert_eq!(
@@ -397,10 +438,10 @@ fn profile_mismatches(m: &Json) -> Vec<String> {
         .collect()
 }
 
-async fn grouped_profile(mut db: Db) {
+async fn grouped_profile(mut db: Db, side: &str) {
     let p = project_for(&db, None, "").model("by_region.sql", BY_REGION);
     ok(&p.run(["run"]));
-    ok(&p.run(["reconcile"]));
+    ok(&p.run(["reconcile", "--side", side]));
     let m = model(&report(&p), "by_region").clone();
     assert_eq!(profile_mismatches(&m), Vec::<String>::new());
     assert!(check_detail(&m, "profile").contains("18 measures agree"), "{m:#}");
@@ -412,7 +453,7 @@ async fn grouped_profile(mut db: Db) {
     // `North`, which no collation may fold back into `north`.
     db.execute(&format!("UPDATE {t} SET amount = amount + 1 WHERE id = 4")).await;
     db.execute(&format!("UPDATE {t} SET region = 'North' WHERE id = 3")).await;
-    let ran = p.run(["reconcile"]);
+    let ran = p.run(["reconcile", "--side", side]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     let m = model(&report(&p), "by_region").clone();
     assert_eq!(
@@ -439,15 +480,21 @@ fn check_detail(m: &Json, name: &str) -> String {
 }
 
 #[tokio::test]
-async fn postgres_profile_grouped_by_a_segment_column() {
+async fn postgres_pushed_down_profile_grouped_by_a_segment_column() {
     let Some(db) = Db::pg("recongroup").await else { return };
-    grouped_profile(db).await;
+    grouped_profile(db, "pushed").await;
+}
+
+#[tokio::test]
+async fn postgres_pulled_profile_grouped_by_a_segment_column() {
+    let Some(db) = Db::pg("recongrouppull").await else { return };
+    grouped_profile(db, "pulled").await;
 }
 
 #[tokio::test]
 async fn mysql_profile_grouped_by_a_segment_column() {
     let Some(db) = Db::mysql("recongroup").await else { return };
-    grouped_profile(db).await;
+    grouped_profile(db, "pushed").await;
 }
 
 #[test]
@@ -523,7 +570,7 @@ async fn postgres_reconcile_a_source_against_a_copy_made_by_another_tool() {
 /// An `upsert` load is reconciled over the rows whose keys it staged: the
 /// table's other rows (earlier loads') are left out, and a touched row
 /// changed afterwards is found.
-async fn scoped_to_the_touched_keys(server: Option<Db>) {
+async fn scoped_to_the_touched_keys(server: Option<Db>, side: &str) {
     let rows = r#"{"rows": "(1, 'a', 1.00), (2, 'b', 2.00), (3, 'c', 3.00)"}"#;
     let p = project_for(server.as_ref().unwrap_or(&Db::Lite { path: Default::default() }), None, "")
         .model("accounts.sql", MODES_MODEL);
@@ -531,7 +578,7 @@ async fn scoped_to_the_touched_keys(server: Option<Db>) {
     ok(&p.run(["build", "--vars", rows]));
     let upsert = r#"{"mode": "upsert", "rows": "(2, 'B', 20.00), (5, 'e', 5.00)"}"#;
     ok(&p.run(["run", "--vars", upsert]));
-    let ran = p.run(["reconcile", "--vars", upsert]);
+    let ran = p.run(["reconcile", "--vars", upsert, "--side", side]);
     ok(&ran);
     let m = model(&report(&p), "accounts").clone();
     assert_eq!(m["status"], "pass", "{m:#}");
@@ -548,9 +595,9 @@ async fn scoped_to_the_touched_keys(server: Option<Db>) {
     // A row of an earlier load changes: not this load's concern. A row
     // this load upserted changes: found.
     db.execute(&format!("UPDATE {t} SET name = 'x' WHERE id = 1")).await;
-    ok(&p.run(["reconcile", "--vars", upsert]));
+    ok(&p.run(["reconcile", "--vars", upsert, "--side", side]));
     db.execute(&format!("UPDATE {t} SET name = 'y' WHERE id = 5")).await;
-    let ran = p.run(["reconcile", "--vars", upsert]);
+    let ran = p.run(["reconcile", "--vars", upsert, "--side", side]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert_eq!(differences(model(&report(&p), "accounts")), ["changed id=5 name: \"e\" -> \"y\""]);
     // `append` without a key cannot be scoped: skipped, saying why.
@@ -567,20 +614,26 @@ async fn scoped_to_the_touched_keys(server: Option<Db>) {
 }
 
 #[tokio::test]
-async fn postgres_upsert_is_reconciled_over_the_keys_it_touched() {
+async fn postgres_pushed_down_upsert_is_reconciled_over_the_keys_it_touched() {
     let Some(db) = Db::pg("reconscope").await else { return };
-    scoped_to_the_touched_keys(Some(db)).await;
+    scoped_to_the_touched_keys(Some(db), "pushed").await;
+}
+
+#[tokio::test]
+async fn postgres_pulled_upsert_is_reconciled_over_the_keys_it_touched() {
+    let Some(db) = Db::pg("reconscopepull").await else { return };
+    scoped_to_the_touched_keys(Some(db), "pulled").await;
 }
 
 #[tokio::test]
 async fn mysql_upsert_is_reconciled_over_the_keys_it_touched() {
     let Some(db) = Db::mysql("reconscope").await else { return };
-    scoped_to_the_touched_keys(Some(db)).await;
+    scoped_to_the_touched_keys(Some(db), "pulled").await;
 }
 
 #[tokio::test]
 async fn sqlite_upsert_is_reconciled_over_the_keys_it_touched() {
-    scoped_to_the_touched_keys(None).await;
+    scoped_to_the_touched_keys(None, "auto").await;
 }
 
 /// A database source (read through connectorx) against a copy of it in the

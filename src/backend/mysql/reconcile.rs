@@ -1,7 +1,10 @@
-//! Reconciliation pushed down into MySQL and MariaDB: the server computes
-//! the canonical texts, the row and key hashes and the segment sums.
-//! Queries use the text protocol, so every value arrives as text.
+//! Reconciliation on MySQL and MariaDB. Pushed down, the server computes
+//! the canonical texts, the row and key hashes and the segment sums;
+//! pulled, it computes the canonical texts only and streams them out, and
+//! ferry hashes and profiles them with the stage side's code. Queries use
+//! the text protocol, so every value arrives as text.
 
+use futures::StreamExt as _;
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
@@ -10,7 +13,26 @@ use std::sync::atomic::AtomicU64;
 
 use super::{Mysql, create, db_error, q, qualified, refused};
 use crate::load::{LoadError, LoadJob, TableName};
-use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
+use crate::reconcile::{
+    Dialect, Family, FetchedRow, Group, Measure, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn,
+    choose_side, run_blocking,
+};
+
+/// Rows handed to the hashing thread at once, on the pulled side.
+const ROWS_PER_BATCH: usize = 2048;
+
+/// What the choice between the sides weighs, as wall time: per row and
+/// compared column, the server printing a value and hashing the row's
+/// text (pushed) or printing it and sending it for ferry to hash (pulled);
+/// per row and profile measure, the server aggregating it (pushed). Fitted
+/// to W5 against MariaDB on the 2-core bench machine (6M rows, 11
+/// columns, 27 measures: 35.7 s pushed down, 17.4 s pulled; see
+/// benches/results/w5-2026-11-21.md).
+mod cost {
+    pub const PUSHED_CELL_NS: f64 = 350.0;
+    pub const PUSHED_MEASURE_NS: f64 = 75.0;
+    pub const PULLED_CELL_NS: f64 = 260.0;
+}
 
 /// A decimal's text without trailing fraction zeros.
 fn trimmed(s: &str) -> String {
@@ -166,6 +188,71 @@ impl Mysql {
             }
         }
         Ok((segments, profile))
+    }
+
+    /// Where reconciling `spec` runs: as `choice` says, or (`auto`) the
+    /// side with the lower estimated time.
+    pub fn reconcile_side(&self, spec: &Spec, choice: SideChoice, rows: u64) -> (Side, String) {
+        let rows = rows as f64;
+        let cells = rows * spec.columns.len() as f64;
+        let pushed = (cells * cost::PUSHED_CELL_NS + rows * spec.measures.len() as f64 * cost::PUSHED_MEASURE_NS) / 1e9;
+        let pulled = cells * cost::PULLED_CELL_NS / 1e9;
+        let does = ("hashed by the server", "canonical texts streamed out and hashed by ferry");
+        choose_side(choice, (pushed, pulled), "", does)
+    }
+
+    /// Segment sums and the profile, computed by ferry over the canonical
+    /// texts the server streams out (hashed on a thread of its own while
+    /// the stream is read).
+    pub async fn reconcile_pulled(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
+        let sql = format!("SELECT {} FROM {}", shown.join(", "), relation(spec));
+        let fail = |e: mysql_async::Error| db_error(&spec.table, "reading rows", &e);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(8);
+        let what = spec.table.to_string();
+        let scanned = {
+            let spec = spec.clone();
+            run_blocking(&what, move || {
+                let mut scan = Scan::new(&spec, Dialect::Mysql);
+                while let Some(rows) = rx.blocking_recv() {
+                    for row in &rows {
+                        let texts = (0..spec.columns.len())
+                            .map(|i| match row.as_ref(i) {
+                                Some(mysql_async::Value::Bytes(b)) => std::str::from_utf8(b).map(Some).map_err(|_| i),
+                                _ => Ok(None),
+                            })
+                            .collect::<Result<Vec<Option<&str>>, usize>>()
+                            .map_err(|i| LoadError::Read {
+                                model: spec.table.to_string(),
+                                message: format!("column `{}` sent text that is not UTF-8", spec.columns[i].name),
+                            })?;
+                        scan.row(&texts);
+                    }
+                }
+                Ok(scan.finish())
+            })
+        };
+        let conn = &mut self.conn;
+        let read = async move {
+            let mut result = conn.query_iter(sql).await.map_err(fail)?;
+            let Some(stream) = result.stream::<Row>().await.map_err(fail)? else { return Ok(()) };
+            futures::pin_mut!(stream);
+            let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
+            while let Some(row) = stream.next().await {
+                batch.push(row.map_err(fail)?);
+                if batch.len() == ROWS_PER_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_BATCH));
+                    if tx.send(full).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            let _ = tx.send(batch).await;
+            Ok::<(), LoadError>(())
+        };
+        let (read, scanned) = tokio::join!(read, scanned);
+        read?;
+        scanned
     }
 
     /// The rows whose key falls in `segments`, as shown texts.

@@ -8,6 +8,7 @@
 //! leaves the target exactly as it was.
 
 mod copy;
+mod pulled;
 mod reconcile;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ const MAX_IDENT: usize = 63;
 pub struct Postgres {
     client: Client,
     connection: tokio::task::JoinHandle<()>,
+    /// Whether the server is on this machine (a loopback address or a
+    /// socket directory), which makes streaming rows out cheap.
+    local: bool,
 }
 
 impl Drop for Postgres {
@@ -267,7 +271,10 @@ impl Postgres {
                 tracing::debug!("PostgreSQL connection ended: {e}");
             }
         });
-        Ok(Postgres { client, connection })
+        let local = s.host.starts_with('/')
+            || s.host == "localhost"
+            || s.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        Ok(Postgres { client, connection, local })
     }
 
     /// The columns of `table`, or `None` if it does not exist.

@@ -91,7 +91,7 @@ const KEYS: &str = "ferry_reconcile_keys";
 
 /// The rows compared: the whole table, or (`Spec::touched_only`) the rows
 /// whose key is among the staged keys.
-fn relation(spec: &Spec) -> String {
+pub(super) fn relation(spec: &Spec) -> String {
     let t = qualified(&spec.table);
     if !spec.touched_only {
         return t;
@@ -136,7 +136,7 @@ fn profile_expr(spec: &Spec, m: Measure, unique: bool) -> String {
 }
 
 impl Postgres {
-    async fn reconcile_session(&self, spec: &Spec) -> Result<(), LoadError> {
+    pub(super) async fn reconcile_session(&self, spec: &Spec) -> Result<(), LoadError> {
         self.client
             // JIT compiling the wide hash expressions costs more than it saves.
             .batch_execute("SET TIME ZONE 'UTC'; SET extra_float_digits = 1; SET jit = off")

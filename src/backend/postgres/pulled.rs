@@ -1,0 +1,456 @@
+//! Reconciliation pulled from PostgreSQL: the compared columns stream out
+//! with binary `COPY ... TO STDOUT`, each cast by the server to one plain
+//! wire type per family, and ferry decodes them into the same [`Cell`]s the
+//! stage is read as, hashing and profiling them with the stage side's code
+//! (`Scan::pg_row`). The hashes are the pushed-down ones (see
+//! `canonical::pg_cell_hash`), so segments found either way agree, and the
+//! rows of differing segments are fetched the same way after.
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+
+use super::reconcile::relation;
+use super::{Postgres, db_error, q};
+use crate::load::cells::Cell;
+use crate::load::{LoadError, TableName};
+use crate::reconcile::canonical::{self, Family, pg};
+use crate::reconcile::{
+    Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking,
+};
+
+/// The signature that opens a binary COPY stream.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
+const EPOCH_2000_DAYS: i32 = 10_957;
+/// CopyData messages (about one row each) handed to the decoding thread at once.
+const CHUNKS_PER_BATCH: usize = 2048;
+
+/// The value of column `c` as the server sends it: one wire type per
+/// family, which [`decode`] reads.
+fn wire(c: &SpecColumn) -> String {
+    let e = q(&c.name);
+    match c.family {
+        Family::Bool => format!("({e})::bool"),
+        Family::Int if c.wide() => format!("({e})::numeric"),
+        Family::Int => format!("({e})::int8"),
+        Family::Float32 | Family::Float64 => format!("({e})::float8"),
+        Family::Decimal => format!("({e})::numeric"),
+        Family::Text | Family::Json => format!("({e})::text"),
+        Family::Binary => format!("({e})::bytea"),
+        Family::Date => format!("({e})::date"),
+        // Zoned timestamps read in the session's zone, UTC.
+        Family::Timestamp => format!("({e})::timestamp"),
+        Family::Time => format!("({e})::time"),
+        Family::Interval => format!("({e})::interval"),
+    }
+}
+
+/// The statement that streams the compared rows.
+pub(super) fn copy_statement(spec: &Spec) -> String {
+    let columns: Vec<String> = spec.columns.iter().map(wire).collect();
+    format!("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)", columns.join(", "), relation(spec))
+}
+
+fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+    b.try_into().ok()
+}
+
+/// One field of column `c` (sent as [`wire`] says) as a cell.
+fn decode<'a>(c: &SpecColumn, field: Option<&'a [u8]>) -> Result<Cell<'a>, String> {
+    let Some(b) = field else { return Ok(Cell::Null) };
+    let bad = || format!("column `{}`: a {}-byte value does not read as {:?}", c.name, b.len(), c.family);
+    let i64_of = |b: &[u8]| be::<8>(b).map(i64::from_be_bytes).ok_or_else(bad);
+    Ok(match c.family {
+        Family::Bool => Cell::Bool(*b.first().ok_or_else(bad)? != 0),
+        Family::Int if c.wide() => match numeric(b, 0).ok_or_else(bad)? {
+            Cell::Decimal(v, _) => u64::try_from(v).map_or(Cell::Decimal(v, 0), Cell::UInt),
+            other => other,
+        },
+        Family::Int => Cell::Int(i64_of(b)?),
+        Family::Float32 | Family::Float64 => Cell::Float(f64::from_bits(i64_of(b)? as u64)),
+        Family::Decimal => numeric(b, c.scale()).ok_or_else(bad)?,
+        Family::Text => Cell::Text(std::str::from_utf8(b).map_err(|e| format!("column `{}`: {e}", c.name))?),
+        Family::Json => Cell::Json(String::from_utf8_lossy(b).into_owned()),
+        Family::Binary => Cell::Bytes(b),
+        Family::Date => {
+            let days = be::<4>(b).map(i32::from_be_bytes).ok_or_else(bad)?;
+            Cell::Date(days.saturating_add(EPOCH_2000_DAYS))
+        }
+        Family::Timestamp => Cell::Timestamp(i64_of(b)?.saturating_add(pg::EPOCH_2000_MICROS)),
+        Family::Time => Cell::Time(i64_of(b)?),
+        Family::Interval => {
+            let (micros, rest) = b.split_at_checked(8).ok_or_else(bad)?;
+            let (days, months) = rest.split_at_checked(4).ok_or_else(bad)?;
+            Cell::Interval {
+                months: be::<4>(months).map(i32::from_be_bytes).ok_or_else(bad)?,
+                days: be::<4>(days).map(i32::from_be_bytes).ok_or_else(bad)?,
+                micros: i64_of(micros)?,
+            }
+        }
+    })
+}
+
+/// A binary `numeric` as a decimal cell: unscaled at `scale` when it has
+/// no more fraction digits than that and fits 128 bits, else as digits at
+/// its own scale. `None` when the bytes are not a numeric (or are NaN or
+/// infinite, which no staged decimal is).
+fn numeric(b: &[u8], scale: i8) -> Option<Cell<'static>> {
+    let word = |i: usize| be::<2>(b.get(i * 2..i * 2 + 2)?).map(u16::from_be_bytes);
+    let (ndigits, weight, sign) = (usize::from(word(0)?), i64::from(word(1)? as i16), word(2)?);
+    if b.len() != 8 + 2 * ndigits {
+        return None;
+    }
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        _ => return None,
+    };
+    // Digit group i is worth 10000^(weight - i): 10^(4 (weight - i) + scale) unscaled.
+    let groups = (0..ndigits).map(|i| word(4 + i).unwrap_or_default());
+    let fast = groups.clone().enumerate().try_fold(0i128, |acc, (i, g)| {
+        let exp = 4 * (weight - i as i64) + i64::from(scale);
+        let g = i128::from(g);
+        let part = if exp >= 0 {
+            g.checked_mul(10i128.checked_pow(u32::try_from(exp).ok()?)?)?
+        } else {
+            let div = 10i128.checked_pow(u32::try_from(-exp).ok()?).unwrap_or(i128::MAX);
+            if g % div != 0 {
+                return None;
+            }
+            g / div
+        };
+        acc.checked_add(part)
+    });
+    if let Some(v) = fast {
+        return Some(Cell::Decimal(if negative { -v } else { v }, scale));
+    }
+    // Digits at the scale of the last group (or with zeros for whole groups
+    // past the last).
+    let mut digits = String::with_capacity(ndigits * 4 + 8);
+    if negative {
+        digits.push('-');
+    }
+    for g in groups {
+        digits.push_str(&format!("{g:04}"));
+    }
+    let frac_groups = ndigits as i64 - 1 - weight;
+    let own_scale = if frac_groups >= 0 {
+        4 * frac_groups
+    } else {
+        digits.extend(std::iter::repeat_n('0', (-4 * frac_groups) as usize));
+        0
+    };
+    Some(Cell::BigDecimal(digits, i8::try_from(own_scale).ok()?))
+}
+
+/// Reads a binary COPY stream fed in chunks, a tuple at a time.
+struct CopyReader {
+    header_read: bool,
+    ended: bool,
+    /// The start of a tuple cut by a chunk's end.
+    pending: Vec<u8>,
+    /// Each field's byte range in the tuple's buffer (`None`: NULL).
+    fields: Vec<Option<(usize, usize)>>,
+}
+
+impl CopyReader {
+    fn new() -> Self {
+        CopyReader { header_read: false, ended: false, pending: Vec::new(), fields: Vec::new() }
+    }
+
+    /// Calls `each` with every whole tuple in `chunk` (after what a former
+    /// chunk left), as its buffer and its fields' ranges.
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&[u8], &[Option<(usize, usize)>]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let data: &[u8] = if pending.is_empty() {
+            chunk
+        } else {
+            pending.extend_from_slice(chunk);
+            &pending
+        };
+        let mut at = 0;
+        if !self.header_read {
+            let Some(ext) = data.get(15..19) else {
+                self.pending = data.to_vec();
+                return Ok(());
+            };
+            if !data.starts_with(SIGNATURE) {
+                return Err("the server's COPY stream does not start with the binary signature".into());
+            }
+            at = 19 + u32::from_be_bytes(ext.try_into().unwrap_or_default()) as usize;
+            self.header_read = true;
+        }
+        while !self.ended {
+            match self.tuple(data, at)? {
+                Some(end) if end == usize::MAX => self.ended = true,
+                Some(end) => {
+                    each(data, &self.fields)?;
+                    at = end;
+                }
+                None => {
+                    self.pending = data.get(at..).unwrap_or_default().to_vec();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the tuple at `at` into `fields`: its end, `usize::MAX` for the
+    /// trailer, or `None` when it runs past the data.
+    fn tuple(&mut self, data: &[u8], mut at: usize) -> Result<Option<usize>, String> {
+        let Some(count) = data.get(at..at + 2) else { return Ok(None) };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            return Ok(Some(usize::MAX));
+        }
+        at += 2;
+        self.fields.clear();
+        for _ in 0..count {
+            let Some(len) = data.get(at..at + 4) else { return Ok(None) };
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            at += 4;
+            if len < 0 {
+                self.fields.push(None);
+                continue;
+            }
+            let end = at + len as usize;
+            if end > data.len() {
+                return Ok(None);
+            }
+            self.fields.push(Some((at, end)));
+            at = end;
+        }
+        Ok(Some(at))
+    }
+}
+
+/// Decodes the chunks of a COPY stream and feeds every row to a scan.
+fn scan_chunks(
+    spec: &Spec,
+    batches: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
+) -> Result<(SegmentSums, Profile), String> {
+    let mut scan = Scan::new(spec, Dialect::Postgres);
+    let mut reader = CopyReader::new();
+    let n = spec.columns.len();
+    let group = spec.group_by;
+    let mut shown: Vec<u8> = Vec::new();
+    let mut rows: u64 = 0;
+    while let Some(batch) = batches.blocking_recv() {
+        for chunk in batch {
+            reader.feed(&chunk, |data, fields| {
+                rows += 1;
+                if fields.len() != n {
+                    return Err(format!("row {rows} came with {} fields, not {n}", fields.len()));
+                }
+                let cells = spec
+                    .columns
+                    .iter()
+                    .zip(fields)
+                    .map(|(c, f)| decode(c, f.map(|(a, b)| &data[a..b])))
+                    .collect::<Result<Vec<Cell<'_>>, String>>()
+                    .map_err(|e| format!("row {rows}: {e}"))?;
+                let mut texts: Vec<Option<&str>> = vec![None; n];
+                if let Some(g) = group {
+                    shown.clear();
+                    if canonical::write_show(&cells[g], spec.columns[g].family, Dialect::Postgres, &mut shown) {
+                        texts[g] = Some(std::str::from_utf8(&shown).unwrap_or_default());
+                    }
+                }
+                scan.pg_row(&texts, &cells);
+                Ok(())
+            })?;
+        }
+    }
+    if !reader.ended {
+        return Err(format!("the COPY stream ended after {rows} rows without its trailer"));
+    }
+    Ok(scan.finish())
+}
+
+/// What the choice between the sides weighs, as wall time on the target
+/// side: per row and compared column, the server hashing a value in SQL
+/// (pushed) or sending it with COPY for ferry to decode and hash (pulled);
+/// per row and profile measure, the server aggregating it (pushed; a
+/// pulled profile comes with the scan); and how fast bytes cross the
+/// connection. Fitted to W5 on this project's 2-core bench machine (6M
+/// rows, 11 columns, 27 measures: 4.6-5.0 s pushed down, 7.8 s pulled; see
+/// benches/results/w5-2026-11-21.md), where the server's binary COPY alone
+/// takes 4.2 s. Pulled wins where the server is slower than the client.
+mod cost {
+    pub const PUSHED_CELL_NS: f64 = 60.0;
+    pub const PUSHED_MEASURE_NS: f64 = 8.0;
+    pub const PULLED_CELL_NS: f64 = 105.0;
+    /// Bytes per second: over loopback, and assumed for a remote server.
+    pub const LOCAL_BANDWIDTH: f64 = 1.0e9;
+    pub const REMOTE_BANDWIDTH: f64 = 100.0e6;
+}
+
+/// Estimated seconds of each side, for `rows` rows of `spec` with rows of
+/// `row_bytes` bytes on the wire.
+fn estimate(spec: &Spec, rows: f64, row_bytes: f64, local: bool) -> (f64, f64) {
+    let cells = rows * spec.columns.len() as f64;
+    let pushed = (cells * cost::PUSHED_CELL_NS + rows * spec.measures.len() as f64 * cost::PUSHED_MEASURE_NS) / 1e9;
+    let bandwidth = if local { cost::LOCAL_BANDWIDTH } else { cost::REMOTE_BANDWIDTH };
+    let pulled = cells * cost::PULLED_CELL_NS / 1e9 + rows * row_bytes / bandwidth;
+    (pushed, pulled)
+}
+
+fn read_error(table: &TableName, message: String) -> LoadError {
+    LoadError::Read { model: table.to_string(), message: format!("reading the table's rows: {message}") }
+}
+
+impl Postgres {
+    /// Where reconciling `spec` runs: as `choice` says, or (`auto`) the
+    /// side with the lower estimated time for `rows` rows. A server before
+    /// PostgreSQL 13 lacks functions the pushed side calls.
+    pub async fn reconcile_side(
+        &self,
+        spec: &Spec,
+        choice: SideChoice,
+        rows: u64,
+    ) -> Result<(Side, String), LoadError> {
+        let fail = |e: tokio_postgres::Error| db_error(&spec.table, "estimating the reconcile's cost", &e);
+        let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
+        // Bytes per row on the wire: the columns' average widths where the
+        // table has statistics, plus COPY's 4-byte length per field.
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, \
+                 (SELECT sum(avg_width)::float8 FROM pg_stats WHERE schemaname = $1 AND tablename = $2 \
+                 AND attname = ANY($3))",
+                &[&spec.table.schema, &spec.table.name, &names],
+            )
+            .await
+            .map_err(fail)?;
+        let (version, width): (i32, Option<f64>) = (row.get(0), row.get(1));
+        let row_bytes = width.unwrap_or(8.0 * names.len() as f64) + 4.0 * names.len() as f64 + 2.0;
+        let (pushed, pulled) = estimate(spec, rows as f64, row_bytes, self.local);
+        let where_ = if self.local { "this machine" } else { "the network" };
+        let detail = format!(" ({:.0} MB over {where_})", rows as f64 * row_bytes / 1e6);
+        let does = ("hashed by the server", "streamed out with binary COPY and hashed by ferry");
+        if version < 130_000 {
+            let why = "the server predates PostgreSQL 13, which pushing down needs";
+            return Ok((Side::Pulled, format!("pulled ({}; {why})", does.1)));
+        }
+        Ok(choose_side(choice, (pushed, pulled), &detail, does))
+    }
+
+    /// Segment sums and the profile, computed by ferry over the rows that
+    /// binary COPY streams out (decoded on a thread of its own while the
+    /// stream is read).
+    pub async fn reconcile_pulled(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+        self.reconcile_session(spec).await?;
+        let stream = self
+            .client
+            .copy_out(&copy_statement(spec))
+            .await
+            .map_err(|e| db_error(&spec.table, "reading rows with COPY", &e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(8);
+        let what = spec.table.to_string();
+        let scanned = {
+            let spec = spec.clone();
+            run_blocking(&what, move || scan_chunks(&spec, &mut rx).map_err(|m| read_error(&spec.table, m)))
+        };
+        let read = async move {
+            futures::pin_mut!(stream);
+            let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
+            while let Some(chunk) = stream.next().await {
+                batch.push(chunk.map_err(|e| db_error(&spec.table, "reading rows with COPY", &e))?);
+                if batch.len() == CHUNKS_PER_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(CHUNKS_PER_BATCH));
+                    if tx.send(full).await.is_err() {
+                        // The scan stopped on an error of its own.
+                        return Ok(());
+                    }
+                }
+            }
+            let _ = tx.send(batch).await;
+            Ok::<(), LoadError>(())
+        };
+        let (read, scanned) = tokio::join!(read, scanned);
+        // An error reading the stream explains a scan that saw it cut short.
+        read?;
+        scanned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary numeric: its digit groups, weight, sign and display scale.
+    fn numeric_bytes(groups: &[u16], weight: i16, negative: bool, dscale: u16) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend((groups.len() as u16).to_be_bytes());
+        b.extend(weight.to_be_bytes());
+        b.extend(if negative { 0x4000u16 } else { 0 }.to_be_bytes());
+        b.extend(dscale.to_be_bytes());
+        for g in groups {
+            b.extend(g.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn numerics_read_at_the_column_scale_or_as_digits() {
+        // 1234.5 (groups 1234 | 5000, weight 0) at scale 2.
+        assert!(matches!(numeric(&numeric_bytes(&[1234, 5000], 0, false, 1), 2), Some(Cell::Decimal(123450, 2))));
+        // -0.0001 at scale 4; zero has no groups.
+        assert!(matches!(numeric(&numeric_bytes(&[1], -1, true, 4), 4), Some(Cell::Decimal(-1, 4))));
+        assert!(matches!(numeric(&numeric_bytes(&[], 0, false, 0), 2), Some(Cell::Decimal(0, 2))));
+        // 10000 (group 1 at weight 1) at scale 0.
+        assert!(matches!(numeric(&numeric_bytes(&[1], 1, false, 0), 0), Some(Cell::Decimal(10000, 0))));
+        // 0.125 does not fit scale 2: digits at its own scale, hashing as the value.
+        let Some(Cell::BigDecimal(d, s)) = numeric(&numeric_bytes(&[1250], -1, false, 3), 2) else { panic!() };
+        assert_eq!((d.as_str(), s), ("1250", 4));
+        let as_digits = canonical::pg_cell_hash(&Cell::BigDecimal(d, s), Family::Decimal, false, 3);
+        let as_decimal = canonical::pg_cell_hash(&Cell::Decimal(125, 3), Family::Decimal, false, 3);
+        assert_eq!(as_digits, as_decimal);
+        // NaN's sign word.
+        assert!(numeric(&numeric_bytes(&[], 0, false, 0)[..6], 0).is_none());
+        let mut nan = numeric_bytes(&[], 0, false, 0);
+        nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
+        assert!(numeric(&nan, 0).is_none());
+    }
+
+    #[test]
+    fn the_copy_reader_joins_tuples_cut_between_chunks() {
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend(0u32.to_be_bytes());
+        stream.extend(0u32.to_be_bytes());
+        for (a, b) in [(Some(&b"xy"[..]), None), (None, Some(&b"z"[..]))] {
+            stream.extend(2i16.to_be_bytes());
+            for f in [a, b] {
+                match f {
+                    Some(v) => {
+                        stream.extend((v.len() as i32).to_be_bytes());
+                        stream.extend(v);
+                    }
+                    None => stream.extend((-1i32).to_be_bytes()),
+                }
+            }
+        }
+        stream.extend((-1i16).to_be_bytes());
+        // Every cut point, including inside the header.
+        for cut in 0..stream.len() {
+            let mut reader = CopyReader::new();
+            let mut seen: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                reader
+                    .feed(part, |data, fields| {
+                        seen.push(fields.iter().map(|f| f.map(|(a, b)| data[a..b].to_vec())).collect());
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            assert!(reader.ended, "cut at {cut}");
+            assert_eq!(seen, vec![vec![Some(b"xy".to_vec()), None], vec![None, Some(b"z".to_vec())]], "cut {cut}");
+        }
+    }
+}
