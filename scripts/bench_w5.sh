@@ -11,6 +11,9 @@
 #
 #   scripts/bench_w5.sh [RUNS]      (default 3)
 #
+# SIDE=pushed|pulled|auto (default auto) is passed to `ferry reconcile
+# --side`; the report line names it.
+#
 # Needs the stage (`scripts/bench_w1.sh` or `ferry run --no-load
 # --project-dir benches/w1`), PostgreSQL as in README (PGHOST/PGUSER/
 # PGDATABASE; defaults are this machine's), a python with duckdb
@@ -22,6 +25,7 @@ cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
 python=${PYTHON:-python3}
 runs=${1:-3}
+side=${SIDE:-auto}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-test}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -53,13 +57,14 @@ measure() { # name, expected exit, command...: prints "name seconds peak_kib" pe
 }
 
 {
-  measure ferry_clean 0 "${f[@]}" reconcile -s lineitem
+  measure ferry_clean 0 "${f[@]}" reconcile -s lineitem --side "$side"
   measure plain_sql 0 bash "$shared/bench/peers/reconcile_sql.sh" "$parquet" "$table"
 } | tee "$work/times"
 psql -q -c "UPDATE $table SET net_amount = net_amount + 0.01 WHERE (order_id * 7919 + line_no) % 600000 = 3"
 changed=$(psql -At -c "SELECT count(*) FROM $table WHERE (order_id * 7919 + line_no) % 600000 = 3")
-measure ferry_changed 1 "${f[@]}" reconcile -s lineitem | tee -a "$work/times"
+measure ferry_changed 1 "${f[@]}" reconcile -s lineitem --side "$side" | tee -a "$work/times"
 found=$(grep -c "changed order_id=" "$work/out" || true)
+grep "target side:" "$work/out" | head -1
 grep "changed order_id=" "$work/out" | head -3
 if [ "${RELADIFF:-0}" = 1 ]; then
   "$python" -c "import duckdb; duckdb.connect('$work/stage.duckdb').execute(\"CREATE TABLE lineitem AS SELECT * FROM read_parquet('$parquet')\")"
@@ -76,7 +81,7 @@ fc=$(median ferry_clean); ps=$(median plain_sql); fx=$(median ferry_changed)
 out=benches/results/w5-$(date +%Y-%m-%d).md
 mkdir -p benches/results
 {
-  echo "## W5 $(date -u +%H:%MZ), median of $runs, 6M rows, 11 columns"
+  echo "## W5 $(date -u +%H:%MZ), median of $runs, 6M rows, 11 columns, --side $side"
   echo "| step | ferry | peer | ratio |"
   echo "|---|---|---|---|"
   echo "| no differences (peer: count + sum + md5 both sides) | ${fc} s, $(( $(peak ferry_clean) / 1024 )) MiB | ${ps} s | $(echo "scale=2; $fc / $ps" | bc) |"
