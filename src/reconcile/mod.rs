@@ -37,7 +37,7 @@ use crate::load::{LoadJob, Mode, TableName};
 use crate::validate::quarantine::Ledger;
 pub use canonical::{Dialect, Family};
 
-pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, stage_rows_in};
+pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, send_batches, stage_rows_in};
 
 /// Rows a segment should hold: fewer are fetched and compared row by row.
 pub const SEGMENT_ROWS: u64 = 10_000;

@@ -508,6 +508,31 @@ pub async fn stage_rows_in(
     .await
 }
 
+/// Sends the items of a pulled target's stream to the thread that scans
+/// them, `per_batch` at a time; an item's error becomes `fail`'s. Stops
+/// early, without error, when the scan has stopped (on an error of its own).
+pub async fn send_batches<T, E>(
+    stream: impl futures::Stream<Item = Result<T, E>>,
+    tx: tokio::sync::mpsc::Sender<Vec<T>>,
+    per_batch: usize,
+    fail: impl Fn(E) -> LoadError,
+) -> Result<(), LoadError> {
+    use futures::StreamExt as _;
+    futures::pin_mut!(stream);
+    let mut batch = Vec::with_capacity(per_batch);
+    while let Some(item) = stream.next().await {
+        batch.push(item.map_err(&fail)?);
+        if batch.len() == per_batch {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
+            if tx.send(full).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let _ = tx.send(batch).await;
+    Ok(())
+}
+
 /// Runs blocking reconcile work (a scan of the stage or of an in-process
 /// table) off the async threads; a panic in it is an error naming `what`.
 pub async fn run_blocking<T: Send + 'static>(

@@ -4,7 +4,6 @@
 //! ferry hashes and profiles them with the stage side's code. Queries use
 //! the text protocol, so every value arrives as text.
 
-use futures::StreamExt as _;
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
@@ -15,7 +14,7 @@ use super::{Mysql, create, db_error, q, qualified, refused};
 use crate::load::{LoadError, LoadJob, TableName};
 use crate::reconcile::{
     Dialect, Family, FetchedRow, Group, Measure, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn,
-    choose_side, run_blocking,
+    choose_side, run_blocking, send_batches,
 };
 
 /// Rows handed to the hashing thread at once, on the pulled side.
@@ -236,19 +235,7 @@ impl Mysql {
         let read = async move {
             let mut result = conn.query_iter(sql).await.map_err(fail)?;
             let Some(stream) = result.stream::<Row>().await.map_err(fail)? else { return Ok(()) };
-            futures::pin_mut!(stream);
-            let mut batch = Vec::with_capacity(ROWS_PER_BATCH);
-            while let Some(row) = stream.next().await {
-                batch.push(row.map_err(fail)?);
-                if batch.len() == ROWS_PER_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(ROWS_PER_BATCH));
-                    if tx.send(full).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            let _ = tx.send(batch).await;
-            Ok::<(), LoadError>(())
+            send_batches(stream, tx, ROWS_PER_BATCH, fail).await
         };
         let (read, scanned) = tokio::join!(read, scanned);
         read?;

@@ -7,7 +7,6 @@
 //! rows of differing segments are fetched the same way after.
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 
 use super::reconcile::relation;
 use super::{Postgres, db_error, q};
@@ -15,7 +14,7 @@ use crate::load::cells::Cell;
 use crate::load::{LoadError, TableName};
 use crate::reconcile::canonical::{self, Family, pg};
 use crate::reconcile::{
-    Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking,
+    Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking, send_batches,
 };
 
 /// The signature that opens a binary COPY stream.
@@ -357,22 +356,8 @@ impl Postgres {
             let spec = spec.clone();
             run_blocking(&what, move || scan_chunks(&spec, &mut rx).map_err(|m| read_error(&spec.table, m)))
         };
-        let read = async move {
-            futures::pin_mut!(stream);
-            let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
-            while let Some(chunk) = stream.next().await {
-                batch.push(chunk.map_err(|e| db_error(&spec.table, "reading rows with COPY", &e))?);
-                if batch.len() == CHUNKS_PER_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(CHUNKS_PER_BATCH));
-                    if tx.send(full).await.is_err() {
-                        // The scan stopped on an error of its own.
-                        return Ok(());
-                    }
-                }
-            }
-            let _ = tx.send(batch).await;
-            Ok::<(), LoadError>(())
-        };
+        let fail = |e: tokio_postgres::Error| db_error(&spec.table, "reading rows with COPY", &e);
+        let read = send_batches(stream, tx, CHUNKS_PER_BATCH, fail);
         let (read, scanned) = tokio::join!(read, scanned);
         // An error reading the stream explains a scan that saw it cut short.
         read?;
