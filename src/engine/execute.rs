@@ -207,7 +207,13 @@ async fn stage_checked(
     let threshold = Threshold::from_config(&node.config).map_err(|m| {
         vec![Diagnostic::error(Code::ModelConfig, format!("`{}`: {m}", node.name)).in_file(node.path())]
     })?;
-    let partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
+    // With dedup the plan ends in `ORDER BY key, ...`: run it per partition
+    // of keys, so each partition streams to its own writer.
+    let partitions = match &node.dedupe {
+        Some(d) => engine.execute_grouped(plan, &d.key).await,
+        None => engine.execute_partitioned(plan).await,
+    }
+    .map_err(|e| vec![execution_error(node, &e)])?;
     let key = rules::record_key(&node.config, node.dedupe.as_ref());
     let splitter =
         Splitter::new(Arc::new(node.rules.clone()), node.dedupe.clone(), &node.name, &ctx.run_id, key, threshold);

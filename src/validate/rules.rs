@@ -336,16 +336,17 @@ pub fn record_key(config: &serde_json::Map<String, Json>, dedupe: Option<&Dedupe
 
 /// How many columns the checking query adds after the model's own.
 pub fn added_columns(rules: &[Rule], dedupe: Option<&Dedupe>) -> usize {
-    rules.len() + if dedupe.is_some() { 3 } else { 0 }
+    rules.len() + if dedupe.is_some() { 2 } else { 0 }
 }
 
 /// The query that stages a model with rules: its rows, then one boolean
-/// column per rule, true where the row breaks it. With `dedupe`, three
-/// more: whether the row breaks an `error` rule, a hash of the row, and
-/// whether an earlier row has the same key, the rows sorted by key, then
-/// rows that break an `error` rule last, then `keep.order_by`, then the
-/// hash, so the choice is deterministic. A dropped row follows the row
-/// kept instead.
+/// column per rule, true where the row breaks it. With `dedupe`, two more,
+/// whether the row breaks an `error` rule and a hash of the row, and the
+/// rows are ordered by key, then rows that break an `error` rule last, then
+/// `keep.order_by`, then the hash, so the choice is deterministic: the
+/// first row of each key is kept, and a dropped row follows the row kept
+/// instead. The engine runs that order per partition of keys
+/// (`Engine::execute_grouped`), not as one global sort.
 pub fn checked_sql(
     model_sql: &str,
     rules: &[Rule],
@@ -371,19 +372,16 @@ pub fn checked_sql(
     order.extend(d.order_by.clone());
     order.push("__ferry_tie".to_owned());
     let all: Vec<String> = model.fields().iter().map(|f| quote_ident(f.name())).collect();
-    // One sort of every row on the key, the error flag, `keep.order_by` and
-    // a hash of the whole row (ties left are identical rows, so the choice
-    // never depends on arrival order); a row repeats its key when the row
-    // before it has the same key. A window partitioned by the key would
-    // keep state per key: several times slower on millions of keys.
-    let over = format!("OVER (ORDER BY {})", order.join(", "));
-    let same: Vec<String> =
-        d.key.iter().map(|k| format!("(lag({k}) {over} IS NOT DISTINCT FROM {k})", k = quote_ident(k))).collect();
+    // Ties left after the hash of the whole row are identical rows, so the
+    // choice never depends on arrival order. A window partitioned by the
+    // key would keep state per key (several times slower on millions of
+    // keys), and `lag` over one global order would run on one core; the
+    // splitter compares each row's key with its neighbour's instead.
     format!(
-        "SELECT __ferry_a.*, (coalesce(lag(true) {over}, false) AND {}) AS __ferry_repeat\n\
-         FROM (SELECT __ferry_r.*, ({hard}) AS __ferry_hard, ferry_row_hash({all}) AS __ferry_tie FROM (\n{checked}\n) AS __ferry_r) AS __ferry_a",
-        same.join(" AND "),
+        "SELECT __ferry_r.*, ({hard}) AS __ferry_hard, ferry_row_hash({all}) AS __ferry_tie FROM (\n{checked}\n) AS __ferry_r\n\
+         ORDER BY {order}",
         all = all.join(", "),
+        order = order.join(", "),
     )
 }
 
