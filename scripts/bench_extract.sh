@@ -22,6 +22,10 @@ cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
 runs=${1:-3}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-test}
+# TLS on loopback costs both sides CPU; every pipeline of the run gets the
+# same mode (SSLMODE=prefer measures with TLS, as libpq's default would).
+sslmode=${SSLMODE:-disable}
+export PGSSLMODE=$sslmode
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -33,11 +37,11 @@ cat > "$work/profiles.yml" <<YML
 w1:
   target: pg
   outputs:
-    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_extract}
+    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_extract, sslmode: $sslmode}
 x:
   target: pg
   outputs:
-    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_extract_out}
+    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_extract_out, sslmode: $sslmode}
 YML
 "$ferry" --project-dir benches/w1 --profiles-dir "$work" -t pg load -q -s lineitem
 table=ferry_extract.lineitem

@@ -23,6 +23,10 @@ shared=${SHARED:-../shared}
 python=${PYTHON:-python3}
 runs=${1:-3}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-test}
+# TLS on loopback costs both sides CPU; every pipeline of the run gets the
+# same mode (SSLMODE=prefer measures with TLS, as libpq's default would).
+sslmode=${SSLMODE:-disable}
+export PGSSLMODE=$sslmode
 myhost=${MYSQL_HOST:-127.0.0.1} myuser=${MYSQL_USER:-root}
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -38,8 +42,8 @@ cat > "$work/profiles.yml" <<YML
 w1:
   target: pg
   outputs:
-    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_bench}
-    my: {type: mysql, host: $myhost, port: 3306, user: $myuser, schema: ferry_bench}
+    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_bench, sslmode: $sslmode}
+    my: {type: mysql, host: $myhost, port: 3306, user: $myuser, schema: ferry_bench, sslmode: $sslmode}
     lite: {type: sqlite, path: $work/bench.db}
 YML
 ferry_load=("$ferry" load -q -s lineitem --project-dir benches/w1 --profiles-dir "$work" -t)

@@ -27,6 +27,10 @@ python=${PYTHON:-python3}
 runs=${1:-3}
 side=${SIDE:-auto}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres} PGDATABASE=${PGDATABASE:-test}
+# TLS on loopback costs both sides CPU; every pipeline of the run gets the
+# same mode (SSLMODE=prefer measures with TLS, as libpq's default would).
+sslmode=${SSLMODE:-disable}
+export PGSSLMODE=$sslmode
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -38,7 +42,7 @@ cat > "$work/profiles.yml" <<YML
 w1:
   target: pg
   outputs:
-    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_w5}
+    pg: {type: postgres, host: $PGHOST, port: 5432, user: $PGUSER, dbname: $PGDATABASE, schema: ferry_w5, sslmode: $sslmode}
 YML
 f=("$ferry" --project-dir benches/w1 --profiles-dir "$work" -t pg)
 "${f[@]}" load -q -s lineitem

@@ -5,6 +5,7 @@
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -27,6 +28,16 @@ impl Connection {
             TargetKind::Postgres(s) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
             TargetKind::Mysql(s) => Connection::Mysql(mysql::Mysql::connect(s, &target.name).await?),
         })
+    }
+
+    /// What the open connection is, for `ferry debug`: the server's
+    /// version and whether (and how) the connection is encrypted.
+    pub async fn describe(&mut self) -> Result<String, LoadError> {
+        match self {
+            Connection::Sqlite(b) => Ok(format!("SQLite {} at `{}`", rusqlite::version(), b.path())),
+            Connection::Postgres(b) => b.describe().await,
+            Connection::Mysql(b) => b.describe().await,
+        }
     }
 
     /// Loads one staged model; `rows` counts rows as they are sent.
@@ -122,18 +133,6 @@ impl Connection {
 /// A connection error that names the target and its address.
 fn connect_error(s: &ServerTarget, target_name: &str, message: String) -> LoadError {
     LoadError::Connect { target: format!("target `{target_name}` ({}:{})", s.host, s.port), message }
-}
-
-/// Refuses the `sslmode`s that need TLS, which the loaders do not speak yet.
-fn refuse_tls(s: &ServerTarget, target_name: &str, loader: &str) -> Result<(), LoadError> {
-    match s.sslmode.as_deref() {
-        Some(mode @ ("require" | "verify-ca" | "verify-full")) => Err(connect_error(
-            s,
-            target_name,
-            format!("`sslmode: {mode}` needs TLS, which ferry's {loader} loader does not support yet"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// `name` as a quoted identifier, the quote character doubled inside.

@@ -1,14 +1,18 @@
 //! `ferry debug`: which project and target ferry would use, with the
-//! profile validated. Secrets are never shown.
+//! profile validated and the connection tried (as `dbt debug` does): the
+//! server's version and whether the connection is encrypted. Secrets are
+//! never shown.
 
 use anyhow::Result;
 
+use crate::backend::Connection;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
 use crate::printer::Printer;
 use crate::project::profiles::TargetKind;
 use crate::settings::Settings;
 
-pub(crate) fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus> {
+pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus> {
     let session = match super::load_session(settings, "debug")? {
         Ok(s) => s,
         Err(diags) => {
@@ -36,15 +40,28 @@ pub(crate) fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus
     match &t.kind {
         TargetKind::Sqlite { path, schema } => printer.data(&format!("  path: {path}\n  schema: {schema}"))?,
         TargetKind::Postgres(s) | TargetKind::Mysql(s) => printer.data(&format!(
-            "  host: {}:{}\n  user: {}\n  password: {}\n  database: {}\n  schema: {}\n  sslmode: {}",
+            "  host: {}:{}\n  user: {}\n  password: {}\n  database: {}\n  schema: {}\n  sslmode: {}{}",
             s.host,
             s.port,
             s.user,
             if s.password.is_empty() { "(none)" } else { "(set)" },
             s.dbname,
             s.schema,
-            s.sslmode.as_deref().unwrap_or("(default)")
+            s.sslmode.as_deref().unwrap_or("prefer (the default)"),
+            s.sslrootcert.as_ref().map(|r| format!("\n  sslrootcert: {r}")).unwrap_or_default(),
         ))?,
+    }
+    let connected = match Connection::connect(t).await {
+        Ok(mut c) => c.describe().await,
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(about) => printer.data(&format!("connection: ok, {about}"))?,
+        Err(e) => {
+            let d = Diagnostic::error(Code::Load, format!("target `{}`: {e}", t.name));
+            super::report(printer, &[d]);
+            return Ok(ExitStatus::Failure);
+        }
     }
     Ok(if failed { ExitStatus::Failure } else { ExitStatus::Success })
 }

@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Errors(args) => errors::errors(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Show(args) => show::show(&Settings::from_args(&cli.global)?, args, &printer).await,
         Command::Ls(args) => ls::ls(&Settings::from_args(&cli.global)?, args, &printer),
-        Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer),
+        Command::Debug => debug::debug(&Settings::from_args(&cli.global)?, &printer).await,
     }
 }
 
@@ -141,8 +141,8 @@ fn source_connections(
         let mut ignored = Vec::new();
         let resolved =
             profiles::resolve_target(&settings.profiles_dirs, profile, Some(name), &settings.root, &mut ignored)
-                .map(|t| t.url())
-                .map_err(|d| d.message.clone());
+                .map_err(|d| d.message.clone())
+                .and_then(|t| t.url());
         out.insert(name.to_owned(), resolved);
     }
     out

@@ -51,6 +51,39 @@ impl Serialize for Secret {
 /// TLS modes, as libpq names them.
 pub const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
 
+/// How a connection uses TLS (`sslmode`), with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never.
+    Disable,
+    /// When the server insists; ferry treats it as `Prefer`.
+    Allow,
+    /// When the server offers it, without checking its certificate (the default).
+    Prefer,
+    /// Always, without checking the certificate unless `sslrootcert` is set
+    /// (then as `VerifyCa`, as libpq does).
+    Require,
+    /// Always, with the certificate signed by a trusted root.
+    VerifyCa,
+    /// Always, with the certificate signed by a trusted root and naming the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode named `text` (one of [`SSL_MODES`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
 /// Connection settings for a networked database (PostgreSQL or MySQL/MariaDB).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerTarget {
@@ -61,8 +94,22 @@ pub struct ServerTarget {
     pub dbname: String,
     pub schema: String,
     pub sslmode: Option<String>,
+    /// PEM file of the roots that sign the server's certificate, or
+    /// `system` for the machine's trust store (`sslrootcert`).
+    pub sslrootcert: Option<Utf8PathBuf>,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub sslcert: Option<Utf8PathBuf>,
+    pub sslkey: Option<Utf8PathBuf>,
     /// MySQL: whether to use `LOAD DATA LOCAL INFILE` (default true).
     pub local_infile: Option<bool>,
+}
+
+impl ServerTarget {
+    /// The TLS mode; without `sslmode`, `prefer`, as libpq and the MySQL
+    /// client default to.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.sslmode.as_deref().and_then(SslMode::parse).unwrap_or(SslMode::Prefer)
+    }
 }
 
 /// What kind of database a target is, with its settings.
@@ -114,9 +161,11 @@ impl Target {
         }
     }
 
-    /// The target as a connection URL (with its password: never print it).
-    pub fn url(&self) -> String {
-        let server = |scheme: &str, s: &ServerTarget| {
+    /// The target as a connectorx connection URL, for database sources
+    /// (with its password: never print it). connectorx takes fewer TLS
+    /// settings than ferry's loaders: a mode it cannot honour is the error.
+    pub fn url(&self) -> Result<String, String> {
+        let server = |scheme: &str, s: &ServerTarget| -> Result<String, String> {
             let mut u = url::Url::parse(&format!("{scheme}://host")).expect("a valid base URL");
             let _ = u.set_host(Some(&s.host));
             let _ = u.set_port(Some(s.port));
@@ -125,13 +174,13 @@ impl Target {
                 let _ = u.set_password(Some(s.password.expose()));
             }
             u.set_path(&s.dbname);
-            if let Some(mode) = &s.sslmode {
-                u.query_pairs_mut().append_pair("sslmode", mode);
+            for (key, value) in connectorx_tls(scheme, s)? {
+                u.query_pairs_mut().append_pair(key, &value);
             }
-            u.to_string()
+            Ok(u.to_string())
         };
         match &self.kind {
-            TargetKind::Sqlite { path, .. } => format!("sqlite://{path}"),
+            TargetKind::Sqlite { path, .. } => Ok(format!("sqlite://{path}")),
             TargetKind::Postgres(s) => server("postgresql", s),
             TargetKind::Mysql(s) => server("mysql", s),
         }
@@ -250,6 +299,9 @@ const FIELDS: &[&str] = &[
     "database",
     "schema",
     "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
     "threads",
     "path",
     "schemas_and_paths",
@@ -321,7 +373,27 @@ fn parse_output(
             Some((v, n)) => Some(v.parse::<bool>().map_err(|_| bad_value(file, n, "local_infile", "true or false"))?),
             None => None,
         };
+        let path = |key: &str| -> Result<Option<Utf8PathBuf>, Box<Diagnostic>> {
+            Ok(field(&[key])?.map(|(p, _)| {
+                let p = Utf8PathBuf::from(p);
+                if p.is_absolute() || p.as_str() == "system" { p } else { project_dir.join(p) }
+            }))
+        };
+        let (sslcert, sslkey) = (path("sslcert")?, path("sslkey")?);
+        if sslcert.is_some() != sslkey.is_some() {
+            let given = if sslcert.is_some() { "sslcert" } else { "sslkey" };
+            let n = node.get(given).unwrap_or(node);
+            return Err(bad_value(
+                file,
+                n,
+                given,
+                "given with its pair: a client certificate needs `sslcert` and `sslkey`",
+            ));
+        }
         Ok(ServerTarget {
+            sslrootcert: path("sslrootcert")?,
+            sslcert,
+            sslkey,
             host: require(&["host", "server"])?,
             port,
             user: require(&["user", "username"])?,
@@ -358,6 +430,58 @@ fn parse_output(
         }
     };
     Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind })
+}
+
+/// `sslmode` and its files as connectorx's URL parameters. Its PostgreSQL
+/// source checks a certificate's chain when given `sslrootcert` (never the
+/// host name); its MySQL source cannot fall back to plain text, so
+/// `prefer` there means plain text.
+fn connectorx_tls(scheme: &str, s: &ServerTarget) -> Result<Vec<(&'static str, String)>, String> {
+    let mode = s.ssl_mode();
+    let root = s.sslrootcert.as_ref().map(|p| p.to_string());
+    if root.as_deref() == Some("system") {
+        return Err("a database source cannot use `sslrootcert: system`; name the PEM file of the roots".into());
+    }
+    let verifies = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
+    if verifies && root.is_none() {
+        return Err(format!(
+            "`sslmode: {}` on a database source needs `sslrootcert`, the PEM file of the roots",
+            s.sslmode.as_deref().unwrap_or_default()
+        ));
+    }
+    let mut out = Vec::new();
+    if scheme == "postgresql" {
+        if mode == SslMode::VerifyFull {
+            return Err("a PostgreSQL database source cannot check the server's host name (connectorx does not); \
+                        use `sslmode: verify-ca`"
+                .into());
+        }
+        let text = match mode {
+            SslMode::Disable => "disable",
+            SslMode::Allow | SslMode::Prefer => "prefer",
+            SslMode::Require | SslMode::VerifyCa => "require",
+            SslMode::VerifyFull => unreachable!("refused above"),
+        };
+        out.push(("sslmode", text.to_owned()));
+        out.extend(root.map(|r| ("sslrootcert", r)));
+        if let (Some(c), Some(k)) = (&s.sslcert, &s.sslkey) {
+            out.push(("sslcert", c.to_string()));
+            out.push(("sslkey", k.to_string()));
+        }
+    } else {
+        if s.sslcert.is_some() {
+            return Err("a MySQL database source cannot present a client certificate (connectorx does not)".into());
+        }
+        let text = match mode {
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer => return Ok(out),
+            SslMode::Require => "REQUIRED",
+            SslMode::VerifyCa => "VERIFY_CA",
+            SslMode::VerifyFull => "VERIFY_IDENTITY",
+        };
+        out.push(("ssl-mode", text.to_owned()));
+        out.extend(root.map(|r| ("ssl-ca", r)));
+    }
+    Ok(out)
 }
 
 fn bad_value(file: &Arc<SourceFile>, node: &Node, field: &str, expected: &str) -> Box<Diagnostic> {

@@ -14,3 +14,4 @@ mod reconcile;
 mod rules;
 mod run;
 mod sources;
+mod tls;

@@ -2,7 +2,7 @@
 
 use crate::common::TestProject;
 
-const PROFILES: &str = "shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: 127.0.0.1\n      user: ferry\n      password: \"{{ env_var('FERRY_IT_PG_PASSWORD') }}\"\n      dbname: test\n      schema: analytics\n    local:\n      type: sqlite\n      path: local.db\n";
+const PROFILES: &str = "shop:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: 127.0.0.1\n      user: postgres\n      password: \"{{ env_var('FERRY_IT_PG_PASSWORD') }}\"\n      dbname: test\n      schema: analytics\n    local:\n      type: sqlite\n      path: local.db\n";
 
 #[test]
 fn debug_shows_the_target_without_its_password() {
@@ -12,7 +12,18 @@ fn debug_shows_the_target_without_its_password() {
     assert!(out.status.success(), "{all}");
     assert!(all.contains("target: dev (postgres), profile `shop`"), "{all}");
     assert!(all.contains("password: (set)"), "{all}");
+    assert!(all.contains("connection: ok, PostgreSQL"), "debug tries the connection: {all}");
     assert!(!all.contains("s3cr3t-value"), "{all}");
+    // A refused connection is an error naming the target, never the password.
+    let p2 = TestProject::new()
+        .file("profiles.yml", &PROFILES.replace("user: postgres", "user: ferry_no_such_role"))
+        .model("m.sql", "select 1 as x");
+    let out2 = p2.ferry(["debug"]).env("FERRY_IT_PG_PASSWORD", "s3cr3t-value").output().expect("run");
+    let all2 = format!("{}{}", String::from_utf8_lossy(&out2.stdout), String::from_utf8_lossy(&out2.stderr));
+    assert_eq!(out2.status.code(), Some(1), "{all2}");
+    assert!(all2.contains("cannot connect to target `dev` (127.0.0.1:5432)"), "{all2}");
+    assert!(all2.contains("ferry_no_such_role"), "the server's reason is shown: {all2}");
+    assert!(!all2.contains("s3cr3t-value"), "{all2}");
     let out = p.ferry(["compile", "-vv"]).env("FERRY_IT_PG_PASSWORD", "s3cr3t-value").output().expect("run");
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cr3t-value"));

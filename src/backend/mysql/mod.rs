@@ -245,17 +245,38 @@ fn plan(job: &LoadJob, exists: bool) -> Plan {
     }
 }
 
+/// A connection error, saying plainly when TLS was asked of a server
+/// that does not offer it.
+fn tls_message(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            "the server does not offer TLS, which the target's `sslmode` requires".to_owned()
+        }
+        e => {
+            let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{source}")
+        }
+    }
+}
+
 impl Mysql {
     pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
-        super::refuse_tls(s, target_name, "MySQL")?;
-        let fail = |e: mysql_async::Error| super::connect_error(s, target_name, e.to_string());
+        let fail = |e: mysql_async::Error| super::connect_error(s, target_name, tls_message(&e));
+        let policy = super::tls::TlsPolicy::for_target(s).map_err(|m| super::connect_error(s, target_name, m))?;
+        let ssl = policy.mysql_opts().map_err(|m| super::connect_error(s, target_name, m))?;
         let opts = OptsBuilder::default()
             .ip_or_hostname(s.host.clone())
             .tcp_port(s.port)
             .user(Some(s.user.clone()))
             .pass((!s.password.is_empty()).then(|| s.password.expose().to_owned()))
             .prefer_socket(false);
-        let mut conn = Conn::new(opts).await.map_err(fail)?;
+        let mut conn = match Conn::new(opts.clone().ssl_opts(ssl)).await {
+            // `prefer`: plain text when the server offers no TLS, as libpq does.
+            Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)) if policy.optional => {
+                Conn::new(opts).await.map_err(fail)?
+            }
+            other => other.map_err(fail)?,
+        };
         conn.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), time_zone = '+00:00'")
             .await
             .map_err(fail)?;
@@ -470,6 +491,23 @@ impl Mysql {
             self.conn.query("SHOW WARNINGS LIMIT 5").await.map_err(|e| db_error(t, "reading warnings", &e))?;
         let text = warnings.iter().map(|(_, code, msg)| format!("{msg} ({code})")).collect::<Vec<_>>().join("; ");
         Err(LoadError::Database { table: t.to_string(), doing: doing.to_owned(), message: text })
+    }
+
+    /// The server's version and the connection's TLS, as the server sees it.
+    pub async fn describe(&mut self) -> Result<String, LoadError> {
+        let fail = |e: mysql_async::Error| LoadError::Connect { target: "MySQL".into(), message: tls_message(&e) };
+        let version: Option<String> = self.conn.query_first("SELECT VERSION()").await.map_err(fail)?;
+        let status: Vec<(String, String)> = self
+            .conn
+            .query("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
+            .await
+            .map_err(fail)?;
+        let get = |name: &str| status.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let tls = match get("Ssl_version") {
+            v if v.is_empty() => "not encrypted".to_owned(),
+            v => format!("TLS {v} ({})", get("Ssl_cipher")),
+        };
+        Ok(format!("MySQL {}, {tls}", version.unwrap_or_default()))
     }
 
     /// Swaps `<table>__ferry_prev` back in with one atomic `RENAME TABLE`.

@@ -18,7 +18,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use futures::SinkExt;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Transaction};
 
 use super::quote;
 use crate::load::preflight::{self, Family, TargetColumn};
@@ -258,14 +259,25 @@ fn same_types(job: &LoadJob, existing: &[TargetColumn]) -> bool {
 
 impl Postgres {
     pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
-        super::refuse_tls(s, target_name, "PostgreSQL")?;
+        let fail = |message: String| super::connect_error(s, target_name, message);
+        let policy = super::tls::TlsPolicy::for_target(s).map_err(fail)?;
         let mut config = tokio_postgres::Config::new();
         config.host(&s.host).port(s.port).user(&s.user).dbname(&s.dbname).application_name("ferry");
         if !s.password.is_empty() {
             config.password(s.password.expose());
         }
-        let (client, connection) =
-            config.connect(NoTls).await.map_err(|e| super::connect_error(s, target_name, e.to_string()))?;
+        config.ssl_mode(match (policy.enabled(), policy.optional) {
+            (false, _) => SslMode::Disable,
+            (true, true) => SslMode::Prefer,
+            (true, false) => SslMode::Require,
+        });
+        let mut tls = postgres_openssl::MakeTlsConnector::new(policy.openssl_connector().map_err(fail)?);
+        let verify_host = policy.verify_host;
+        tls.set_callback(move |connect, _| {
+            connect.set_verify_hostname(verify_host);
+            Ok(())
+        });
+        let (client, connection) = config.connect(tls).await.map_err(|e| fail(connect_message(&e)))?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");
@@ -350,6 +362,27 @@ impl Postgres {
         })
     }
 
+    /// The server's version and the connection's TLS, as the server sees it.
+    pub async fn describe(&mut self) -> Result<String, LoadError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('server_version'), s.ssl, s.version, s.cipher \
+                 FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| LoadError::Connect { target: "PostgreSQL".into(), message: connect_message(&e) })?;
+        let (version, ssl, protocol, cipher): (String, bool, Option<String>, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let tls = if ssl {
+            format!("TLS {} ({})", protocol.unwrap_or_default(), cipher.unwrap_or_default())
+        } else {
+            "not encrypted".to_owned()
+        };
+        Ok(format!("PostgreSQL {version}, {tls}"))
+    }
+
     /// Swaps `<table>__ferry_prev` back in; the current table becomes the
     /// `__ferry_prev` one, so a second rollback undoes the first.
     pub async fn rollback(&mut self, table: &TableName) -> Result<(), LoadError> {
@@ -424,6 +457,21 @@ async fn copy_in(
 
 /// A database error with what PostgreSQL says about where it happened
 /// (for COPY: the line, which is the staged row number, and the column).
+/// A connection error with every cause (a TLS failure's reason is two
+/// levels down: "error performing TLS handshake: ... certificate verify failed").
+fn connect_message(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        cause = c.source();
+    }
+    message
+}
+
 fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> LoadError {
     let message = match e.as_db_error() {
         Some(db) => {

@@ -69,6 +69,11 @@ impl Sqlite {
         Sqlite { path, reconcile_keys: None }
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Utf8PathBuf {
+        &self.path
+    }
+
     fn open(&self, table: &TableName) -> Result<Connection, LoadError> {
         if let Some(dir) = self.path.parent() {
             fs_err::create_dir_all(dir).map_err(|e| LoadError::Connect {
