@@ -282,6 +282,9 @@ async fn stage_error(engine: &Engine, manifest: &Manifest, i: usize, e: StageErr
             {
                 return vec![d.with_note(format!("found while running `{}`", node.name))];
             }
+            if let Some(d) = sources::locate_bad_date(manifest, i, &source.find_root().to_string()) {
+                return vec![d.with_note(format!("found while running `{}`", node.name))];
+            }
             vec![execution_error(node, &source)]
         }
         e => vec![

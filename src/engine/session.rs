@@ -22,6 +22,36 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
 use std::num::NonZeroUsize;
 
+/// Logs the physical plan (`-v`), inside the running node's span: which
+/// columns and filters reach each reader, and where rows are exchanged.
+fn log_plan(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        tracing::debug!("physical plan:\n{shown}");
+    }
+}
+
+/// Whether `e` is Arrow refusing to merge two files' schemas.
+fn is_schema_conflict(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::ArrowError(inner, _)
+        if matches!(inner.as_ref(), datafusion::arrow::error::ArrowError::SchemaError(_)))
+}
+
+/// The columns of `schemas` in order of first appearance; a column two
+/// schemas type differently is text.
+fn widest(schemas: &[SchemaRef]) -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let mut fields: Vec<Field> = Vec::new();
+    for f in schemas.iter().flat_map(|s| s.fields().iter()) {
+        match fields.iter_mut().find(|g| g.name() == f.name()) {
+            Some(g) if g.data_type() != f.data_type() => *g = Field::new(f.name(), DataType::Utf8, true),
+            Some(g) => *g = g.clone().with_nullable(g.is_nullable() || f.is_nullable()),
+            None => fields.push(f.as_ref().clone()),
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
 /// Catalog and schema that models and seeds live in.
 pub const CATALOG: &str = "datafusion";
 pub const MODEL_SCHEMA: &str = "public";
@@ -75,6 +105,9 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, MODEL_SCHEMA)
             .with_target_partitions(options.target_partitions.max(1));
         config.options_mut().sql_parser.collect_spans = true;
+        // A directory source reads its subdirectories too, and a glob may
+        // cross directories (`data/*/orders.csv`), as `local_files` lists.
+        config.options_mut().execution.listing_table_ignore_subdirectory = false;
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
             // Fair between spilling operators; the tracker names the biggest
@@ -134,6 +167,7 @@ impl Engine {
     pub async fn execute_partitioned(&self, plan: LogicalPlan) -> Result<Vec<SendableRecordBatchStream>> {
         let state = self.ctx.state();
         let physical = state.create_physical_plan(&plan).await?;
+        log_plan(&physical);
         datafusion::physical_plan::execute_stream_partitioned(physical, state.task_ctx())
     }
 
@@ -149,6 +183,7 @@ impl Engine {
         let physical = state.create_physical_plan(&plan).await?;
         let partitions = state.config().target_partitions();
         let grouped = super::grouped::sort_within_key_partitions(physical, key, partitions)?;
+        log_plan(&grouped);
         datafusion::physical_plan::execute_stream_partitioned(grouped, state.task_ctx())
     }
 
@@ -156,6 +191,7 @@ impl Engine {
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
         let physical = state.create_physical_plan(&plan).await?;
+        log_plan(&physical);
         datafusion::physical_plan::execute_stream(physical, state.task_ctx())
     }
 
@@ -223,8 +259,29 @@ impl Engine {
         }
     }
 
-    /// The schema DataFusion infers for a file, by format.
+    /// The schema DataFusion infers for a file, by format. Text files of a
+    /// directory or glob whose types disagree (one file's `amount` looks
+    /// like integers, another's holds text) get the widest: a column typed
+    /// differently by two files is text, as DataFusion does for the records
+    /// of one file; declared `data_type`s then win as usual.
     pub async fn infer_schema(&self, file: &FileSource) -> Result<SchemaRef> {
+        match self.infer_together(file).await {
+            Err(e) if file.format != FileFormat::Parquet && is_schema_conflict(&e) => {
+                let mut schemas = Vec::new();
+                for path in file.local_files() {
+                    let single = FileSource { path: path.to_string(), ..file.clone() };
+                    schemas.push(self.infer_together(&single).await?);
+                }
+                if schemas.len() < 2 {
+                    return Err(e);
+                }
+                Ok(widest(&schemas))
+            }
+            other => other,
+        }
+    }
+
+    async fn infer_together(&self, file: &FileSource) -> Result<SchemaRef> {
         if file.path.contains("://") {
             self.register_object_store(&file.path)?;
         }
@@ -318,25 +375,98 @@ impl FileSource {
         }
     }
 
-    /// The local files a file or directory source reads, in name order
-    /// (none for globs and URLs).
+    /// The local files a file, directory or glob source reads, in name
+    /// order (none for URLs).
     pub fn local_files(&self) -> Vec<Utf8PathBuf> {
         let path = Utf8Path::new(&self.path);
         if path.is_file() {
             return vec![path.to_owned()];
         }
-        if !path.is_dir() {
+        let glob = self.path.contains(['*', '?', '[']) && !self.path.contains("://");
+        let (root, matcher) = if glob {
+            // Walk from the last directory before the first wildcard; the
+            // pattern is rebuilt from the same (normalised) components as
+            // the walked paths, so `./` in the path cannot stop a match.
+            let wild = |c: &camino::Utf8Component<'_>| c.as_str().contains(['*', '?', '[']);
+            let root: Utf8PathBuf = path.components().take_while(|c| !wild(c)).collect();
+            let pattern: Utf8PathBuf = path.components().collect();
+            let Ok(g) = globset::GlobBuilder::new(pattern.as_str()).literal_separator(true).build() else {
+                return Vec::new();
+            };
+            (root, Some(g.compile_matcher()))
+        } else {
+            (path.to_owned(), None)
+        };
+        if !root.is_dir() {
             return Vec::new();
         }
-        let mut files: Vec<Utf8PathBuf> = walkdir::WalkDir::new(path)
+        let mut files: Vec<Utf8PathBuf> = walkdir::WalkDir::new(&root)
             .into_iter()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file())
             .filter_map(|e| Utf8PathBuf::from_path_buf(e.into_path()).ok())
-            .filter(|p| p.as_str().ends_with(&self.extension))
+            .filter(|p| match &matcher {
+                Some(m) => m.is_match(p.as_std_path()),
+                None => p.as_str().ends_with(&self.extension),
+            })
             .collect();
         files.sort();
         files
+    }
+
+    /// The first field of the CSV file `path` that holds exactly `value`,
+    /// past the header: the line its record starts on and its column's name
+    /// (`column_N` without a header).
+    pub fn find_field(&self, path: &Utf8Path, value: &str) -> Option<(u64, String)> {
+        if self.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        let mut reader = self.csv_reader(path)?;
+        let mut row = csv::ByteRecord::new();
+        let mut header = None;
+        while reader.read_byte_record(&mut row).ok()? {
+            if self.csv.header && header.is_none() {
+                header = Some(row.clone());
+                continue;
+            }
+            if let Some(k) = row.iter().position(|f| f == value.as_bytes()) {
+                let name = header
+                    .as_ref()
+                    .and_then(|h| h.get(k))
+                    .map_or_else(|| format!("column_{}", k + 1), |n| String::from_utf8_lossy(n).into_owned());
+                return Some((row.position()?.line(), name));
+            }
+        }
+        None
+    }
+
+    fn csv_reader(&self, path: &Utf8Path) -> Option<csv::Reader<std::fs::File>> {
+        let c = &self.csv;
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(c.delimiter)
+            .quote(c.quote)
+            .escape(c.escape)
+            .from_path(path)
+            .ok()
+    }
+
+    /// The line on which record `record` (0-based, the header row counted)
+    /// of the CSV file `path` starts: a quoted field may hold line breaks,
+    /// so records and lines part ways. `None` for compressed files.
+    pub fn line_of_record(&self, path: &Utf8Path, record: usize) -> Option<u64> {
+        if self.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        let mut reader = self.csv_reader(path)?;
+        let mut row = csv::ByteRecord::new();
+        for _ in 0..=record {
+            if !reader.read_byte_record(&mut row).ok()? {
+                return None;
+            }
+        }
+        row.position().map(csv::Position::line)
     }
 
     fn csv_options(&self) -> CsvReadOptions<'_> {

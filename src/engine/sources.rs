@@ -510,17 +510,67 @@ pub(super) async fn locate_bad_row(engine: &Engine, manifest: &Manifest, i: usiz
                 return Some(read_error_diagnostic(&e));
             }
             let shown = path.strip_prefix(&manifest.root).map_or_else(|_| path.clone(), Utf8Path::to_owned);
-            return Some(bad_row_diagnostic(&node.display_name(), &shown, &message, &schema));
+            let line = |record: usize| file.line_of_record(&path, record);
+            return Some(bad_row_diagnostic(&node.display_name(), &shown, &message, &schema, line));
+        }
+    }
+    None
+}
+
+/// A date or timestamp that does not parse in its source's declared
+/// `date_format`/`timestamp_format` fails the query with the value but no
+/// place (`Error parsing timestamp from '31/02/1900' using format ...`):
+/// finds the first field holding that value in the CSV sources of node
+/// `i` that declare a format, and names its file, line and column.
+pub(super) fn locate_bad_date(manifest: &Manifest, i: usize, message: &str) -> Option<Diagnostic> {
+    let pattern = regex::Regex::new(r"Error parsing timestamp from '(.*?)' using format '(.*?)'").ok()?;
+    let found = pattern.captures(message)?;
+    let (value, format) = (&found[1], &found[2]);
+    for a in manifest.graph.ancestors(i, None) {
+        let Resource::Source(s) = &manifest.nodes[a].resource else { continue };
+        if TextFormats::of(&s.location).is_none() {
+            continue;
+        }
+        let Some(path) = s.location.get("path").and_then(Json::as_str) else { continue };
+        let Ok(file) = file_source(&manifest.root, path, &s.location) else { continue };
+        if file.format != FileFormat::Csv {
+            continue;
+        }
+        for f in file.local_files() {
+            let Some((line, column)) = file.find_field(&f, value) else { continue };
+            let shown = f.strip_prefix(&manifest.root).map_or_else(|_| f.clone(), Utf8Path::to_owned);
+            let name = manifest.nodes[a].display_name();
+            return Some(
+                Diagnostic::error(
+                    Code::SourceRow,
+                    format!("cannot read `{name}`: `{value}` in column `{column}` does not parse in the format `{format}` (line {line})"),
+                )
+                .in_file(Utf8PathBuf::from(format!("{shown}:{line}")))
+                .with_help(format!(
+                    "fix the value, or declare `{column}` as `varchar` and parse it in the model (`try_cast`, or a `parses_as` rule to quarantine such rows)"
+                )),
+            );
         }
     }
     None
 }
 
 /// A CSV reader error as a diagnostic naming file, line and column.
-fn bad_row_diagnostic(name: &str, path: &Utf8Path, message: &str, schema: &SchemaRef) -> Diagnostic {
+/// `line_of` finds where a record (0-based, as the reader counts them)
+/// starts in the file.
+fn bad_row_diagnostic(
+    name: &str,
+    path: &Utf8Path,
+    message: &str,
+    schema: &SchemaRef,
+    line_of: impl Fn(usize) -> Option<u64>,
+) -> Diagnostic {
     let capture = |pattern: &str| regex::Regex::new(pattern).ok()?.captures(message).map(|c| c[1].to_owned());
-    // The reader numbers lines from 0, the header included: make it 1-based.
-    let line = capture(r"(?:at|for) line (\d+)").and_then(|l| l.parse::<usize>().ok()).map(|l| l + 1);
+    // The reader numbers records from 0, the header included; the file's
+    // line is where that record starts (later, when a quoted field holds a
+    // line break), else the record number made 1-based.
+    let record = capture(r"(?:at|for) line (\d+)").and_then(|l| l.parse::<usize>().ok());
+    let line = record.map(|r| line_of(r).map_or(r + 1, |l| usize::try_from(l).unwrap_or(usize::MAX)));
     let column = capture(r"for column (\d+)")
         .and_then(|c| c.parse::<usize>().ok())
         .and_then(|c| schema.fields().get(c))

@@ -103,6 +103,28 @@ fn a_bad_csv_row_names_file_line_and_column() {
     assert!(ran.stderr.contains("`abc` in column `amount` is not a valid Int64"), "{}", ran.stderr);
 }
 
+/// A quoted field may hold line breaks: the line named is the file's line,
+/// not the record's number. A glob's bad file is named too.
+#[test]
+fn a_bad_csv_row_is_named_by_its_line_after_quoted_line_breaks_and_in_globs() {
+    let p = TestProject::new()
+        .file("data/2023/orders.csv", "id,amount,note\n1,10,ok\n")
+        .file("data/2024/orders.csv", "id,amount,note\n1,10,\"two\nlines\"\n2,20,\"three\n\nlines\"\n3,99999999999999999999,x\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: legacy\n    tables:\n      - name: orders\n        path: data/*/orders.csv\n        columns:\n          - name: amount\n            data_type: bigint\n",
+        )
+        .model("totals.sql", "{{ config(materialized='table') }}\nselect sum(amount) as total from {{ source('legacy', 'orders') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("--> data/2024/orders.csv:7"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("`99999999999999999999` in column `amount` is not a valid Int64 (line 7)"),
+        "{}",
+        ran.stderr
+    );
+}
+
 #[test]
 fn missing_and_empty_source_files_are_named() {
     let p = TestProject::new()
@@ -148,6 +170,69 @@ fn source_reader_options_apply() {
             r#"{"id":2}"#,
             r#"{"id":3,"born":"1912-06-23","y":1912}"#,
         ]
+    );
+}
+
+/// A glob reads the files it matches; the columns a model uses and its
+/// filters reach the readers (shown in the physical plan that `-v` logs).
+#[test]
+fn globs_read_what_they_match_and_pushdown_reaches_the_reader() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let p = TestProject::new()
+        .file("data/part-1.csv", "id,amount,note\n1,10,a\n2,20,b\n")
+        .file("data/part-2.csv", "id,amount,note\n3,30,c\n")
+        .file("data/other.csv", "id,amount,note\n4,1000,d\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: s\n    tables:\n      - name: parts\n        path: data/part-*.csv\n      - name: facts\n        path: data/facts.parquet\n",
+        )
+        .model("parts_total.sql", "{{ config(materialized='table') }}\nselect count(*) as n, sum(amount) as total from {{ source('s', 'parts') }}")
+        .model("notes.sql", "{{ config(materialized='table') }}\nselect note from {{ source('s', 'parts') }} where amount > 15")
+        .model("big.sql", "{{ config(materialized='table') }}\nselect id from {{ source('s', 'facts') }} where amount > 15");
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+        ("amount", Arc::new(Int64Array::from(vec![10, 20, 30])) as _),
+        ("note", Arc::new(StringArray::from(vec!["a", "b", "c"])) as _),
+    ])
+    .unwrap();
+    let file = fs_err::File::create(p.path().join("data/facts.parquet")).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let ran = p.run(["run", "-v"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(p.run(["show", "-s", "parts_total", "--format", "json"]).stdout.trim(), r#"{"n":3,"total":60}"#);
+    // The CSV reader parses only the columns the model uses.
+    let scans: Vec<&str> = ran.stderr.lines().filter(|l| l.contains("DataSourceExec")).collect();
+    let csv = scans.iter().find(|l| l.contains("part-1.csv") && l.contains("note")).expect("the scan of notes");
+    assert!(csv.contains("projection=[amount, note]"), "{csv}");
+    // The Parquet reader gets the projection and the filter (row groups and
+    // pages it rules out are never decoded).
+    let parquet = scans.iter().find(|l| l.contains("facts.parquet")).expect("the scan of big");
+    assert!(parquet.contains("projection=[id, amount]"), "{parquet}");
+    assert!(parquet.contains("predicate=amount@1 > 15"), "{parquet}");
+    assert!(!scans.iter().any(|l| l.contains("other.csv")), "the glob matches part-*.csv only");
+}
+
+/// A date that does not parse in its declared format names file, line and column.
+#[test]
+fn a_date_that_does_not_parse_in_its_format_names_file_line_and_column() {
+    let p = TestProject::new()
+        .file("data/p.csv", "id,note,born\n1,\"a\nb\",10/12/1815\n2,c,31/02/1900\n3,d,01/01/2000\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: s\n    tables:\n      - name: p\n        path: data/p.csv\n        date_format: '%d/%m/%Y'\n        columns:\n          - name: born\n            data_type: date\n",
+        )
+        .model("t.sql", "{{ config(materialized='table') }}\nselect * from {{ source('s', 'p') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--> data/p.csv:4"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("`31/02/1900` in column `born` does not parse in the format `%d/%m/%Y` (line 4)"),
+        "{}",
+        ran.stderr
     );
 }
 
