@@ -78,6 +78,11 @@ pub async fn materialize(
         Resource::Seed(_) => {
             let plan = replan(engine, manifest, i, &format!("SELECT * FROM {}", quote_ident(&node.name))).await?;
             let staged = stage_plan(engine, manifest, i, plan, &ctx.stage_root, ctx.stage_options.clone()).await?;
+            // Models read the seed as staged (and loaded), as dbt reads the
+            // table `dbt seed` made, not the CSV again.
+            register_staged(engine, TableReference::bare(node.name.as_str()), &staged)
+                .await
+                .map_err(|e| vec![internal(&e, node)])?;
             Ok(Materialized::Staged(staged))
         }
         Resource::Model { materialized, .. } => {
@@ -135,8 +140,9 @@ pub async fn register_staged(
 }
 
 /// Makes `parents` (and their own ancestors) readable without running them:
-/// a `table` with a stage is read from it; other models are read from their
-/// SQL, as views. Returns the tables that had no stage.
+/// a `table` or seed with a stage is read from it (a seed without one from
+/// its CSV); other models are read from their SQL, as views. Returns the
+/// tables that had no stage.
 pub async fn read_parents_lazily(
     engine: &Engine,
     manifest: &Manifest,
@@ -147,8 +153,15 @@ pub async fn read_parents_lazily(
     let mut unstaged = Vec::new();
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
         let node = &manifest.nodes[i];
-        let Resource::Model { materialized, .. } = &node.resource else { continue };
         let table = TableReference::bare(node.name.as_str());
+        if let Resource::Seed(_) = &node.resource {
+            let dir = stage_root.join(&node.name);
+            if let Ok(m) = stage::read_manifest(&dir) {
+                let _ = register_staged(engine, table, &StagedTable { dir, manifest: m }).await;
+            }
+            continue;
+        }
+        let Resource::Model { materialized, .. } = &node.resource else { continue };
         if *materialized == Materialization::Table {
             let dir = stage_root.join(&node.name);
             if let Ok(m) = stage::read_manifest(&dir)

@@ -312,6 +312,13 @@ async fn seeds_stage_with_their_column_types() {
     assert!(!p.path().join(".ferry/stage/eur").exists(), "`seed` runs no models");
     assert_eq!(p.run(["run"]).code, Some(0));
     assert_eq!(p.query_stages(&["eur"], "select rate from eur").await, vec!["| 1.100 |"]);
+    // Models read a seed as it was seeded (dbt reads the table `dbt seed`
+    // made), until it is seeded again.
+    let p = p.file("seeds/rates.csv", "code,rate\nEUR,1.20\nGBP,1.27\n");
+    assert_eq!(p.run(["run"]).code, Some(0));
+    assert_eq!(p.query_stages(&["eur"], "select rate from eur").await, vec!["| 1.100 |"]);
+    assert_eq!(p.run(["build"]).code, Some(0));
+    assert_eq!(p.query_stages(&["eur"], "select rate from eur").await, vec!["| 1.200 |"]);
 }
 
 #[test]
