@@ -146,8 +146,13 @@ impl Engine {
             "az" | "abfs" | "abfss" => {
                 Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket).build()?)
             }
+            // object_store refuses plain `http://` unless told: the URL
+            // says it.
             "http" | "https" => Arc::new(
-                object_store::http::HttpBuilder::new().with_url(parsed.origin().ascii_serialization()).build()?,
+                object_store::http::HttpBuilder::new()
+                    .with_url(parsed.origin().ascii_serialization())
+                    .with_client_options(object_store::ClientOptions::new().with_allow_http(parsed.scheme() == "http"))
+                    .build()?,
             ),
             "file" => return Ok(()),
             other => {
