@@ -130,6 +130,22 @@ impl Connection {
     }
 }
 
+/// An error with each of its causes that its message does not already
+/// hold (drivers nest a TLS failure's reason a level or two down, and some
+/// repeat it).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        cause = c.source();
+    }
+    message
+}
+
 /// A connection error that names the target and its address.
 fn connect_error(s: &ServerTarget, target_name: &str, message: String) -> LoadError {
     LoadError::Connect { target: format!("target `{target_name}` ({}:{})", s.host, s.port), message }

@@ -252,10 +252,7 @@ fn tls_message(e: &mysql_async::Error) -> String {
         mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
             "the server does not offer TLS, which the target's `sslmode` requires".to_owned()
         }
-        e => {
-            let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
-            format!("{e}{source}")
-        }
+        e => super::error_chain(e),
     }
 }
 

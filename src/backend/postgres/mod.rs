@@ -277,7 +277,7 @@ impl Postgres {
             connect.set_verify_hostname(verify_host);
             Ok(())
         });
-        let (client, connection) = config.connect(tls).await.map_err(|e| fail(connect_message(&e)))?;
+        let (client, connection) = config.connect(tls).await.map_err(|e| fail(super::error_chain(&e)))?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection ended: {e}");
@@ -372,7 +372,7 @@ impl Postgres {
                 &[],
             )
             .await
-            .map_err(|e| LoadError::Connect { target: "PostgreSQL".into(), message: connect_message(&e) })?;
+            .map_err(|e| LoadError::Connect { target: "PostgreSQL".into(), message: super::error_chain(&e) })?;
         let (version, ssl, protocol, cipher): (String, bool, Option<String>, Option<String>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let tls = if ssl {
@@ -457,21 +457,6 @@ async fn copy_in(
 
 /// A database error with what PostgreSQL says about where it happened
 /// (for COPY: the line, which is the staged row number, and the column).
-/// A connection error with every cause (a TLS failure's reason is two
-/// levels down: "error performing TLS handshake: ... certificate verify failed").
-fn connect_message(e: &tokio_postgres::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(&format!(": {text}"));
-        }
-        cause = c.source();
-    }
-    message
-}
-
 fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> LoadError {
     let message = match e.as_db_error() {
         Some(db) => {
