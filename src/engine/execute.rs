@@ -107,9 +107,7 @@ pub async fn materialize(
                     Ok(Materialized::ComputedOnce(staged))
                 }
                 Materialization::Table if node.is_checked() => {
-                    let model_plan = replan(engine, manifest, i, &sql).await?;
-                    let model = model_plan.schema().as_arrow();
-                    let checked = rules::checked_sql(&sql, &node.rules, node.dedupe.as_ref(), model);
+                    let checked = rules::checked_sql(&sql, &node.rules, node.dedupe.as_ref());
                     let plan = replan(engine, manifest, i, &checked).await?;
                     let staged = stage_checked(engine, manifest, i, plan, ctx).await?;
                     register_staged(engine, table, &staged).await.map_err(|e| vec![internal(&e, node)])?;
@@ -220,13 +218,11 @@ async fn stage_checked(
     let threshold = Threshold::from_config(&node.config).map_err(|m| {
         vec![Diagnostic::error(Code::ModelConfig, format!("`{}`: {m}", node.name)).in_file(node.path())]
     })?;
-    // With dedup the plan ends in `ORDER BY key, ...`: run it per partition
-    // of keys, so each partition streams to its own writer.
-    let partitions = match &node.dedupe {
-        Some(d) => engine.execute_grouped(plan, &d.key).await,
-        None => engine.execute_partitioned(plan).await,
+    let mut partitions = engine.execute_partitioned(plan).await.map_err(|e| vec![execution_error(node, &e)])?;
+    if let Some(d) = &node.dedupe {
+        partitions = crate::validate::dedupe::dedupe(partitions, d, node.rules.len(), engine.runtime_env())
+            .map_err(|e| vec![execution_error(node, &e)])?;
     }
-    .map_err(|e| vec![execution_error(node, &e)])?;
     let key = rules::record_key(&node.config, node.dedupe.as_ref());
     let splitter =
         Splitter::new(Arc::new(node.rules.clone()), node.dedupe.clone(), &node.name, &ctx.run_id, key, threshold);

@@ -5,10 +5,6 @@
 //! `%d/%m/%Y` (empty: ISO 8601). NULL for NULL text. DataFusion's own
 //! `to_date(text, format)` fails the query on the first bad value, which a
 //! row rule must not do; this one answers per row.
-//!
-//! `ferry_row_hash(a, b, ...)`: a 64-bit hash of a row's values, the same
-//! in every run (fixed seed). Dedup breaks ties with it: ordering by every
-//! column would make the sort encode every value.
 
 use std::sync::Arc;
 
@@ -24,40 +20,7 @@ use datafusion::logical_expr::{
 
 /// Every function to register.
 pub fn all() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(Parses::new()), ScalarUDF::from(RowHash::new())]
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct RowHash {
-    signature: Signature,
-}
-
-impl RowHash {
-    fn new() -> Self {
-        RowHash { signature: Signature::variadic_any(Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for RowHash {
-    fn name(&self) -> &str {
-        "ferry_row_hash"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::UInt64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays: Vec<_> = args.args.iter().map(|a| a.to_array(args.number_rows)).collect::<Result<_>>()?;
-        let mut hashes = vec![0u64; args.number_rows];
-        let state = datafusion::common::hash_utils::RandomState::with_seed(0x5eed);
-        datafusion::common::hash_utils::create_hashes(&arrays, &state, &mut hashes)?;
-        Ok(ColumnarValue::Array(Arc::new(datafusion::arrow::array::UInt64Array::from(hashes))))
-    }
+    vec![ScalarUDF::from(Parses::new())]
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

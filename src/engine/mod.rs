@@ -1,12 +1,10 @@
 //! The embedded DataFusion engine: the session (`session`), seeds and file
 //! sources as tables (`sources`), planning of compiled models against their
-//! parents' schemas (`plan`), planning errors as diagnostics (`diagnose`),
-//! and sorts that keep each key within one partition (`grouped`).
+//! parents' schemas (`plan`), and planning errors as diagnostics (`diagnose`).
 
 mod diagnose;
 pub mod execute;
 pub mod functions;
-mod grouped;
 pub mod plan;
 pub mod session;
 pub(crate) mod sources;

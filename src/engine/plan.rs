@@ -200,7 +200,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
     if let Resource::Model { .. } = node.resource {
         check_contract(engine, node, &schema).await?;
-        check_rules(engine, node, &rendered.sql, &schema).await?;
+        check_rules(engine, node, &rendered.sql).await?;
         engine
             .register_schema_only(TableReference::bare(node.name.as_str()), Arc::clone(&schema))
             .map_err(|e| vec![internal(&e, node)])?;
@@ -229,15 +229,15 @@ fn internal(e: &DataFusionError, node: &Node) -> Diagnostic {
 
 /// Plans the query that checks a model's rules; a rule that does not plan
 /// (an unknown column, a type that cannot compare) points at its declaration.
-async fn check_rules(engine: &Engine, node: &Node, sql: &str, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> {
+async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<Diagnostic>> {
     use crate::validate::rules::checked_sql;
-    let all = checked_sql(sql, &node.rules, node.dedupe.as_ref(), schema);
+    let all = checked_sql(sql, &node.rules, node.dedupe.as_ref());
     if !node.is_checked() || engine.plan(&all).await.is_ok() {
         return Ok(());
     }
     let mut diags = Vec::new();
     for rule in &node.rules {
-        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule), None, schema)).await {
+        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule), None)).await {
             let root = e.find_root().strip_backtrace();
             let first = root.lines().next().unwrap_or_default().to_owned();
             diags.push(

@@ -176,20 +176,9 @@ impl Engine {
         datafusion::physical_plan::execute_stream_partitioned(physical, state.task_ctx())
     }
 
-    /// Plans `plan`, a query whose last step is `ORDER BY key, ...`, and
-    /// starts it so that each output partition holds whole keys, in that
-    /// order. The global sort (every row through one merge, then one
-    /// consumer) becomes a hash repartition on `key` and a sort per
-    /// partition, so the partitions run in parallel all the way to their
-    /// consumers. Rows of one key always meet in one partition, next to
-    /// each other, which is all a consumer that compares neighbours needs.
-    pub async fn execute_grouped(&self, plan: LogicalPlan, key: &[String]) -> Result<Vec<SendableRecordBatchStream>> {
-        let state = self.ctx.state();
-        let physical = state.create_physical_plan(&plan).await?;
-        let partitions = state.config().target_partitions();
-        let grouped = super::grouped::sort_within_key_partitions(physical, key, partitions)?;
-        log_plan(&grouped);
-        datafusion::physical_plan::execute_stream_partitioned(grouped, state.task_ctx())
+    /// The runtime: memory pool and spill files, for operators of ferry's own.
+    pub fn runtime_env(&self) -> Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+        self.ctx.runtime_env()
     }
 
     /// Plans `plan` physically and starts it as one stream.

@@ -2,9 +2,10 @@
 //! a run staged, with dbt's severity and thresholds; and row-level rules
 //! (`rules`), checked in the query that stages a model, whose broken rows
 //! are quarantined and logged as they stream (`quarantine`), with the row
-//! ledger.
+//! ledger; and dedup (`dedupe`), which keeps one row per key.
 
 pub mod data_test;
+pub mod dedupe;
 pub mod quarantine;
 pub mod rules;
 

@@ -190,11 +190,10 @@ impl Splitter {
             .into_iter()
             .map(|stream| {
                 let (me, tx, schema) = (Arc::clone(self), tx.clone(), Arc::clone(&model_schema));
-                let seen: Arc<Mutex<Neighbours>> = Arc::default();
                 let rows = stream.then(move |batch| {
-                    let (me, tx, seen) = (Arc::clone(&me), tx.clone(), Arc::clone(&seen));
+                    let (me, tx) = (Arc::clone(&me), tx.clone());
                     async move {
-                        let (staged, quarantined, log) = me.split_batch(&batch?, width, &seen)?;
+                        let (staged, quarantined, log) = me.split_batch(&batch?, width)?;
                         for out in [quarantined.map(Out::Quarantine), log.map(Out::Log)].into_iter().flatten() {
                             // The writer only stops early on an IO error, which `finish` reports.
                             let _ = tx.send(out).await;
@@ -230,7 +229,6 @@ impl Splitter {
         &self,
         batch: &RecordBatch,
         width: usize,
-        seen: &Mutex<Neighbours>,
     ) -> Result<(RecordBatch, Option<RecordBatch>, Option<RecordBatch>), DataFusionError> {
         let rows = batch.num_rows();
         let flags: Vec<BooleanArray> =
@@ -244,32 +242,14 @@ impl Splitter {
             }
         }
         let own = batch.project(&(0..width).collect::<Vec<_>>())?;
-        // With dedup, a row that passes every error rule but is not the
-        // first of its key is dropped (the first is always a passing row
-        // when there is one: rows that break error rules sort last).
-        let mut kept_texts = Vec::new();
-        let dropped = match &self.dedupe {
-            None => BooleanArray::from(vec![false; rows]),
-            Some(d) => {
-                let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let later = seen.repeats(&own, &d.key)?;
-                let dropped = datafusion::arrow::compute::and_not(&later, &hard)?;
-                let carried = seen.kept.take();
-                // The kept row's index in this batch, once one is seen.
-                let mut winner = None;
-                for i in 0..rows {
-                    if !later.value(i) {
-                        winner = Some(i);
-                    } else if dropped.value(i) {
-                        kept_texts.push(match (winner, &carried) {
-                            (Some(k), _) => row_text(&own, k)?,
-                            (None, Some((b, k))) => row_text(b, *k)?,
-                            (None, None) => "(not found)".to_owned(),
-                        });
-                    }
-                }
-                seen.kept = winner.map(|k| (own.clone(), k)).or(carried);
-                dropped
+        // With dedup, the row kept instead of a dropped one is named in the
+        // last column (see `super::dedupe`).
+        let (dropped, kept_texts) = match &self.dedupe {
+            None => (BooleanArray::from(vec![false; rows]), Vec::new()),
+            Some(_) => {
+                let kept = batch.column(width + self.rules.len()).as_string::<i32>();
+                let dropped: BooleanArray = (0..rows).map(|i| Some(kept.is_valid(i))).collect();
+                (dropped, kept.iter().flatten().map(str::to_owned).collect())
             }
         };
         let duplicates = dropped.true_count();
@@ -375,48 +355,6 @@ impl Splitter {
     }
 }
 
-/// What one partition of a deduplicated model remembers between batches:
-/// its rows arrive sorted by key, so a row repeats its key exactly when the
-/// row before it, perhaps the last of the previous batch, has the same key.
-#[derive(Default)]
-struct Neighbours {
-    /// The key of the last row seen, as one-row arrays.
-    last_key: Option<Vec<ArrayRef>>,
-    /// The last kept row: a dropped duplicate follows the row kept for its
-    /// key, maybe in an earlier batch.
-    kept: Option<(RecordBatch, usize)>,
-}
-
-impl Neighbours {
-    /// Whether each row of `batch` has the same key as the row before it
-    /// (NULLs equal, as `IS NOT DISTINCT FROM`).
-    fn repeats(&mut self, batch: &RecordBatch, key: &[String]) -> Result<BooleanArray, DataFusionError> {
-        let rows = batch.num_rows();
-        if rows == 0 {
-            return Ok(BooleanArray::from(Vec::<bool>::new()));
-        }
-        let schema = batch.schema();
-        let columns: Vec<ArrayRef> = key
-            .iter()
-            .map(|k| Ok(Arc::clone(batch.column(schema.index_of(k)?))))
-            .collect::<Result<_, DataFusionError>>()?;
-        let mut repeat = vec![true; rows];
-        for range in datafusion::arrow::compute::partition(&columns)?.ranges() {
-            repeat[range.start] = false;
-        }
-        if let Some(last) = &self.last_key {
-            let mut same = true;
-            for (l, c) in last.iter().zip(&columns) {
-                let cmp = datafusion::arrow::array::make_comparator(l.as_ref(), c.as_ref(), Default::default())?;
-                same &= cmp(0, 0).is_eq();
-            }
-            repeat[0] = same;
-        }
-        self.last_key = Some(columns.iter().map(|c| c.slice(rows - 1, 1)).collect());
-        Ok(BooleanArray::from(repeat))
-    }
-}
-
 impl Written {
     /// Waits for the quarantine and log files and returns the ledger.
     /// `staged` is the stage's row count (0 when it was discarded).
@@ -439,7 +377,7 @@ impl Written {
 }
 
 /// `col=value, ...` for row `i` of `batch`, over every column.
-fn row_text(batch: &RecordBatch, i: usize) -> Result<String, DataFusionError> {
+pub(super) fn row_text(batch: &RecordBatch, i: usize) -> Result<String, DataFusionError> {
     Ok(row_texts(&batch.slice(i, 1), &[])?.pop().unwrap_or_default())
 }
 
@@ -593,33 +531,6 @@ fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_key_repeats_its_neighbours_across_batches_with_nulls_equal() {
-        use datafusion::arrow::array::{Int64Array, StringArray};
-        let batch = |a: Vec<Option<i64>>, b: Vec<Option<&str>>| {
-            RecordBatch::try_from_iter([
-                ("a", Arc::new(Int64Array::from(a)) as ArrayRef),
-                ("b", Arc::new(StringArray::from(b)) as ArrayRef),
-            ])
-            .unwrap()
-        };
-        let key = ["a".to_owned(), "b".to_owned()];
-        let mut seen = Neighbours::default();
-        let first =
-            batch(vec![Some(1), Some(1), Some(1), None, None], vec![Some("x"), Some("x"), Some("y"), None, None]);
-        let r = seen.repeats(&first, &key).unwrap();
-        assert_eq!(r.iter().flatten().collect::<Vec<_>>(), [false, true, false, false, true]);
-        // The next batch starts with the last key of the previous one.
-        let second = batch(vec![None, Some(2), Some(2)], vec![None, Some("x"), Some("z")]);
-        let r = seen.repeats(&second, &key).unwrap();
-        assert_eq!(r.iter().flatten().collect::<Vec<_>>(), [true, false, false]);
-        let third = batch(vec![Some(2)], vec![Some("y")]);
-        assert_eq!(seen.repeats(&third, &key).unwrap().iter().flatten().collect::<Vec<_>>(), [false]);
-        assert_eq!(seen.repeats(&batch(vec![], vec![]), &key).unwrap().len(), 0);
-        let fourth = batch(vec![Some(2)], vec![Some("y")]);
-        assert_eq!(seen.repeats(&fourth, &key).unwrap().iter().flatten().collect::<Vec<_>>(), [true]);
-    }
 
     #[test]
     fn thresholds_count_rows_or_percent() {

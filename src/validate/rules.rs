@@ -297,7 +297,17 @@ fn compile_one(k: usize, d: &TestDecl, templater: &Templater) -> Result<Rule, St
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dedupe {
     pub key: Vec<String>,
-    pub order_by: Option<String>,
+    /// `keep.order_by`, item by item: the first row in this order wins.
+    pub order_by: Vec<OrderItem>,
+}
+
+/// One item of an ORDER BY list: a SQL expression and its direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderItem {
+    pub expr: String,
+    pub descending: bool,
+    /// DataFusion's default: NULLs sort as the largest value.
+    pub nulls_first: bool,
 }
 
 impl Dedupe {
@@ -312,14 +322,31 @@ impl Dedupe {
             return Err("`dedupe` needs `key:`, the column or columns that identify a record".into());
         }
         let order_by = match d.get("keep") {
-            None | Some(Json::Null) => None,
+            None | Some(Json::Null) => Vec::new(),
             Some(k) => match k.get("order_by").and_then(Json::as_str) {
-                Some(o) => Some(o.to_owned()),
+                Some(o) => order_items(o)?,
                 None => return Err("`dedupe.keep` takes `order_by:`, such as `\"updated_at desc\"`".into()),
             },
         };
         Ok(Some(Dedupe { key, order_by }))
     }
+}
+
+/// Parses an ORDER BY list (`updated_at desc nulls last, id`).
+fn order_items(text: &str) -> Result<Vec<OrderItem>, String> {
+    use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser, tokenizer::Token};
+    let bad = |e: &dyn std::fmt::Display| format!("`keep.order_by: {text}` is not an ORDER BY list: {e}");
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| bad(&e))?;
+    let items = parser.parse_comma_separated(Parser::parse_order_by_expr).map_err(|e| bad(&e))?;
+    parser.expect_token(&Token::EOF).map_err(|e| bad(&e))?;
+    Ok(items
+        .into_iter()
+        .map(|o| {
+            let descending = o.options.asc == Some(false);
+            OrderItem { expr: o.expr.to_string(), descending, nulls_first: o.options.nulls_first.unwrap_or(descending) }
+        })
+        .collect())
 }
 
 /// The columns that name a record in the error log: the dedup key, else
@@ -334,25 +361,18 @@ pub fn record_key(config: &serde_json::Map<String, Json>, dedupe: Option<&Dedupe
     }
 }
 
-/// How many columns the checking query adds after the model's own.
+/// How many columns the splitter sees after the model's own: one flag per
+/// rule, and with `dedupe` the kept row's text that [`super::dedupe`] adds.
 pub fn added_columns(rules: &[Rule], dedupe: Option<&Dedupe>) -> usize {
-    rules.len() + if dedupe.is_some() { 2 } else { 0 }
+    rules.len() + usize::from(dedupe.is_some())
 }
 
 /// The query that stages a model with rules: its rows, then one boolean
-/// column per rule, true where the row breaks it. With `dedupe`, two more,
-/// whether the row breaks an `error` rule and a hash of the row, and the
-/// rows are ordered by key, then rows that break an `error` rule last, then
-/// `keep.order_by`, then the hash, so the choice is deterministic: the
-/// first row of each key is kept, and a dropped row follows the row kept
-/// instead. The engine runs that order per partition of keys
-/// (`Engine::execute_grouped`), not as one global sort.
-pub fn checked_sql(
-    model_sql: &str,
-    rules: &[Rule],
-    dedupe: Option<&Dedupe>,
-    model: &datafusion::arrow::datatypes::Schema,
-) -> String {
+/// column per rule, true where the row breaks it. With `dedupe`, then
+/// whether the row breaks an `error` rule (`__ferry_hard`) and each
+/// `keep.order_by` item's value (`__ferry_order_<k>`), which
+/// [`super::dedupe`] reads to choose the row kept for each key.
+pub fn checked_sql(model_sql: &str, rules: &[Rule], dedupe: Option<&Dedupe>) -> String {
     let body = model_sql.trim_end().trim_end_matches(';');
     let mut flags: Vec<String> =
         rules.iter().enumerate().map(|(k, r)| format!("{} AS {}", r.broken, quote_ident(&flag_name(k)))).collect();
@@ -367,22 +387,17 @@ pub fn checked_sql(
         .map(|(k, _)| quote_ident(&flag_name(k)))
         .collect();
     let hard = if hard.is_empty() { "false".to_owned() } else { hard.join(" OR ") };
-    let mut order: Vec<String> = d.key.iter().map(|k| quote_ident(k)).collect();
-    order.push("__ferry_hard".to_owned());
-    order.extend(d.order_by.clone());
-    order.push("__ferry_tie".to_owned());
-    let all: Vec<String> = model.fields().iter().map(|f| quote_ident(f.name())).collect();
-    // Ties left after the hash of the whole row are identical rows, so the
-    // choice never depends on arrival order. A window partitioned by the
-    // key would keep state per key (several times slower on millions of
-    // keys), and `lag` over one global order would run on one core; the
-    // splitter compares each row's key with its neighbour's instead.
-    format!(
-        "SELECT __ferry_r.*, ({hard}) AS __ferry_hard, ferry_row_hash({all}) AS __ferry_tie FROM (\n{checked}\n) AS __ferry_r\n\
-         ORDER BY {order}",
-        all = all.join(", "),
-        order = order.join(", "),
-    )
+    let mut extra = vec![format!("({hard}) AS {HARD_COLUMN}")];
+    extra.extend(d.order_by.iter().enumerate().map(|(k, o)| format!("({}) AS {}", o.expr, order_column(k))));
+    format!("SELECT __ferry_r.*, {} FROM (\n{checked}\n) AS __ferry_r", extra.join(", "))
+}
+
+/// With `dedupe`, the column of [`checked_sql`] that says a row breaks an `error` rule.
+pub const HARD_COLUMN: &str = "__ferry_hard";
+
+/// With `dedupe`, the column of [`checked_sql`] holding `keep.order_by` item `k`.
+pub fn order_column(k: usize) -> String {
+    format!("__ferry_order_{k}")
 }
 
 /// The name of rule `k`'s flag column in [`checked_sql`].
