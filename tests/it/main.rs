@@ -9,6 +9,7 @@ mod extract;
 mod init;
 mod load;
 mod ls;
+mod object_stores;
 mod profiles;
 mod reconcile;
 mod rules;
