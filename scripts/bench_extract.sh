@@ -75,7 +75,7 @@ measure() { # name, command...: prints "name seconds peak_kib" per run
   measure ferry "$ferry" --project-dir "$work/x" --profiles-dir "$work" run -q --no-load
   measure pg_extract bash "$shared/bench/peers/pg_extract.sh" "$table" "$work/peer.parquet"
   measure cx_python python3 "$shared/bench/peers/cx_extract.py" \
-    "postgresql://$PGUSER@$PGHOST:5432/$PGDATABASE" "SELECT * FROM $table" "$work/cx.parquet" order_id 2
+    "postgresql://$PGUSER@$PGHOST:5432/$PGDATABASE?sslmode=$sslmode" "SELECT * FROM $table" "$work/cx.parquet" order_id 2
 } | tee "$work/times"
 staged=$(python3 -c "import json;print(json.load(open('$work/x/.ferry/stage/extracted/_ferry_stage.json'))['row_count'])")
 [ "$staged" = "$rows" ] || { echo "ferry staged $staged rows, the table has $rows" >&2; exit 1; }

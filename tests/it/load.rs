@@ -620,3 +620,76 @@ fn sqlite_ctrl_c_mid_load_leaves_the_table_as_it_was() {
     assert!(after == before, "the table changed: {} rows, not {}; ferry said: {stderr}", after.len(), before.len());
     assert!(!rt.block_on(db.exists("big__ferry_new")));
 }
+
+/// A server that refuses `LOAD DATA LOCAL INFILE` (a MariaDB of the test's
+/// own, started with `--local-infile=0`: the shared server's setting is
+/// global, so toggling it would disturb other tests) gets multi-row
+/// INSERTs, and the output says so.
+#[test]
+fn mysql_server_refusing_local_infile_gets_multi_row_inserts() {
+    let server = crate::private_mariadb::PrivateMariadb::start(&["--local-infile=0"]);
+    assert_eq!(server.sql("SELECT @@local_infile"), "0\n");
+    let profile = format!(
+        "shop:\n  target: t\n  outputs:\n    t:\n      type: mysql\n      host: 127.0.0.1\n      port: {}\n      user: root\n      schema: refused\n",
+        server.port
+    );
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nprofile: shop\n")
+        .file("profiles.yml", &profile)
+        .model("big.sql", BIG_MODEL);
+    let ran = p.run(["run", "--vars", "{n: 2500}"]);
+    ok(&ran);
+    assert!(
+        ran.stderr.contains("the server refused LOAD DATA LOCAL INFILE") && ran.stderr.contains("multi-row INSERT"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(server.sql("SELECT count(*), sum(id), max(label) FROM refused.big"), "2500\t3123750\trow 999\n");
+}
+
+#[tokio::test]
+async fn mysql_ctrl_c_mid_load_leaves_the_table_as_it_was() {
+    let Some(mut db) = Db::mysql("sigint").await else { return };
+    let p = project_for(&db, None, "").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let before = db.rows("big").await;
+    ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    let child = p
+        .ferry(["load"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let schema = db.schema().to_owned();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "the LOAD DATA never started");
+        let Db::My { conn, .. } = &mut db else { unreachable!() };
+        use mysql_async::prelude::Queryable;
+        let loading: Option<i64> = conn
+            .query_first(format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"))
+            .await
+            .expect("processlist");
+        if loading.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("ferry finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(db.rows("big").await, before);
+    // The shadow table a killed `replace` may leave (MySQL's DDL commits on
+    // its own) is dropped by the next load, which lands every row.
+    ok(&p.run(["load"]));
+    assert!(!db.exists("big__ferry_new").await);
+    let Db::My { conn, .. } = &mut db else { unreachable!() };
+    use mysql_async::prelude::Queryable;
+    let n: Option<i64> = conn.query_first(format!("SELECT count(*) FROM `{schema}`.big")).await.expect("count");
+    assert_eq!(n, Some(3_000_000));
+    db.drop_schema().await;
+}

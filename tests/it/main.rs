@@ -10,6 +10,7 @@ mod init;
 mod load;
 mod ls;
 mod object_stores;
+mod private_mariadb;
 mod profiles;
 mod reconcile;
 mod rules;
