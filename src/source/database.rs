@@ -15,7 +15,7 @@ use connectorx::get_arrow::new_record_batch_iter;
 use connectorx::source_router::SourceConn;
 use connectorx::sql::CXQuery;
 use datafusion::arrow::array::{Array, RecordBatch, StructArray};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -120,6 +120,11 @@ pub struct DatabaseSpec {
     base: Base,
     /// `partition_on` and `partitions`.
     partition: Option<(String, usize)>,
+    /// A table's fixed-point columns with their declared precision and
+    /// scale (found with the schema): selected as text and parsed exactly,
+    /// since connectorx reads `numeric`/`decimal` through rust_decimal
+    /// (28 digits) and always at scale 10.
+    exact: std::sync::OnceLock<std::collections::HashMap<String, DataType>>,
 }
 
 impl DatabaseSpec {
@@ -147,7 +152,7 @@ impl DatabaseSpec {
             }
             (None, Some(_)) => return Err(SpecError::PartitionsWithoutKey),
         };
-        Ok(DatabaseSpec { table: table.to_owned(), kind, url: Url(url), base, partition })
+        Ok(DatabaseSpec { table: table.to_owned(), kind, url: Url(url), base, partition, exact: Default::default() })
     }
 
     fn conn(&self) -> Result<SourceConn, ExtractError> {
@@ -161,10 +166,19 @@ impl DatabaseSpec {
     /// `SELECT <columns> FROM <base> WHERE <conditions>`; every column for
     /// `None`, and a constant when no column is needed (`count(*)`).
     fn select(&self, columns: Option<&[String]>, conditions: &[String]) -> String {
+        let exact = self.exact.get();
+        let column = |c: &String| {
+            let quoted = self.kind.quote(c);
+            match (exact.is_some_and(|e| e.contains_key(c)), self.kind) {
+                (true, Kind::Mysql) => format!("CAST({quoted} AS CHAR) AS {quoted}"),
+                (true, _) => format!("CAST({quoted} AS TEXT) AS {quoted}"),
+                (false, _) => quoted,
+            }
+        };
         let list = match columns {
             None => "*".to_owned(),
             Some([]) => "1 AS __ferry_row".to_owned(),
-            Some(columns) => columns.iter().map(|c| self.kind.quote(c)).collect::<Vec<_>>().join(", "),
+            Some(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
         };
         let from = match &self.base {
             Base::Table(t) => t.clone(),
@@ -186,9 +200,73 @@ impl DatabaseSpec {
             .map_err(|e| self.error(chain(&e)))?;
         let (empty, _) = iter.get_schema();
         let batch = bridge(empty).map_err(|e| self.error(e.to_string()))?;
-        let fields: Vec<Field> =
-            batch.schema().fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect();
+        let exact = self.exact.get_or_init(|| self.declared_decimals());
+        let fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), exact.get(f.name()).unwrap_or(f.data_type()).clone(), true))
+            .collect();
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// A table's `numeric(p, s)` / `decimal(p, s)` columns (p up to 38) as
+    /// `Decimal128(p, s)`, from the catalog; none for a query, or where the
+    /// catalog cannot be read (connectorx's own mapping applies then).
+    fn declared_decimals(&self) -> std::collections::HashMap<String, DataType> {
+        let Some((schema, table)) = self.schema_and_table() else { return Default::default() };
+        let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let query = match self.kind {
+            Kind::Postgres => format!(
+                "SELECT column_name::text, numeric_precision::int8, numeric_scale::int8 FROM information_schema.columns \
+                 WHERE table_schema = {} AND table_name = {} AND data_type = 'numeric' AND numeric_precision IS NOT NULL",
+                schema.map_or_else(|| "current_schema()".to_owned(), literal),
+                literal(table)
+            ),
+            Kind::Mysql => format!(
+                "SELECT CAST(COLUMN_NAME AS CHAR), CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED) \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND DATA_TYPE = 'decimal'",
+                schema.map_or_else(|| "DATABASE()".to_owned(), literal),
+                literal(table)
+            ),
+            Kind::Sqlite | Kind::Mssql => return Default::default(),
+        };
+        let read = || -> Option<Vec<RecordBatch>> {
+            let conn = self.conn().ok()?;
+            let mut iter =
+                catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], 1024, None)).ok()?.ok()?;
+            catch(|| iter.prepare()).ok()?;
+            let mut out = Vec::new();
+            while let Some(b) = catch(|| iter.next_batch()).ok()? {
+                out.push(bridge(b).ok()?);
+            }
+            Some(out)
+        };
+        let mut exact = std::collections::HashMap::new();
+        for batch in read().unwrap_or_default() {
+            use datafusion::arrow::array::AsArray;
+            let text = |k: usize| datafusion::arrow::compute::cast(batch.column(k), &DataType::Utf8).ok();
+            let (Some(names), Some(p), Some(s)) = (text(0), text(1), text(2)) else { continue };
+            let (names, p, s) = (names.as_string::<i32>(), p.as_string::<i32>(), s.as_string::<i32>());
+            for i in 0..batch.num_rows() {
+                let (Ok(p), Ok(s)) = (p.value(i).parse::<u8>(), s.value(i).parse::<i8>()) else { continue };
+                if (1..=38).contains(&p) {
+                    exact.insert(names.value(i).to_owned(), DataType::Decimal128(p, s));
+                }
+            }
+        }
+        exact
+    }
+
+    /// A table source's schema (if named) and table, unquoted.
+    fn schema_and_table(&self) -> Option<(Option<&str>, &str)> {
+        let Base::Table(quoted) = &self.base else { return None };
+        let parts: Vec<&str> = quoted.split('.').map(trim_quotes).collect();
+        match parts.as_slice() {
+            [s, t] => Some((Some(s), t)),
+            [t] => Some((None, t)),
+            _ => None,
+        }
     }
 
     /// connectorx panics on a column type it has no mapping for
@@ -206,13 +284,7 @@ impl DatabaseSpec {
     /// The first column of the table with the database type `ty`, from the
     /// catalog (PostgreSQL and MySQL).
     fn column_of_type(&self, ty: &str) -> Option<String> {
-        let Base::Table(quoted) = &self.base else { return None };
-        let parts: Vec<String> = quoted.split('.').map(|p| p.trim_matches(['"', '`']).to_owned()).collect();
-        let (schema, table) = match parts.as_slice() {
-            [s, t] => (Some(s.as_str()), t.as_str()),
-            [t] => (None, t.as_str()),
-            _ => return None,
-        };
+        let (schema, table) = self.schema_and_table()?;
         let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
         let in_schema = schema.map(|s| format!(" AND table_schema = {}", literal(s))).unwrap_or_default();
         let type_column = match self.kind {
@@ -339,6 +411,11 @@ impl DatabaseSpec {
     }
 }
 
+/// A quoted identifier's name (`"sales"` or `` `sales` ``).
+fn trim_quotes(ident: &str) -> &str {
+    ident.trim_matches(['"', '`', '[', ']'])
+}
+
 fn column_and_literal(a: &Expr, b: &Expr, ok: &dyn Fn(&ScalarValue) -> bool) -> bool {
     match (a, b) {
         (Expr::Column(_), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(_)) => ok(v),
@@ -429,6 +506,25 @@ fn bridge(batch: arrow56::record_batch::RecordBatch) -> Result<RecordBatch> {
         )?);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The batch's columns as `schema` types them: fixed-point columns came as
+/// text and are parsed exactly at their declared scale (a value that does
+/// not fit is an error, never a rounding).
+fn exact_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+    let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                Ok(datafusion::arrow::compute::cast_with_options(c, f.data_type(), &options)?)
+            }
+        })
+        .collect()
 }
 
 /// The table DataFusion scans.
@@ -530,7 +626,7 @@ impl PartitionStream for QueryPartition {
                 let Some(batch) = next else { break };
                 let batch = bridge(batch)?;
                 // With no column needed, the query selected a constant.
-                let columns = if schema.fields().is_empty() { Vec::new() } else { batch.columns().to_vec() };
+                let columns = if schema.fields().is_empty() { Vec::new() } else { exact_columns(&batch, &schema)? };
                 let batch = RecordBatch::try_new_with_options(
                     Arc::clone(&schema),
                     columns,

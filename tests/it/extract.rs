@@ -132,15 +132,15 @@ async fn postgres_tables_read_whole_and_partitioned() {
     assert_eq!(
         summary,
         vec![
-            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.2500000000,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
+            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.25,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
         ]
     );
     assert_eq!(
         rows,
         vec![
-            r#"{"id":1,"part_key":1,"small":1,"amount":1.2500000000,"ratio":0.125,"flag":false,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
-            r#"{"id":100,"small":0,"amount":125.0000000000,"ratio":12.5,"flag":true,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
-            r#"{"id":1000,"small":0,"amount":1250.0000000000,"ratio":125.0,"flag":true,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
+            r#"{"id":1,"part_key":1,"small":1,"amount":1.25,"ratio":0.125,"flag":false,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
+            r#"{"id":100,"small":0,"amount":125.00,"ratio":12.5,"flag":true,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
+            r#"{"id":1000,"small":0,"amount":1250.00,"ratio":125.0,"flag":true,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
             r#"{"id":7,"part_key":7}"#,
         ]
     );
@@ -153,15 +153,15 @@ async fn mariadb_tables_read_whole_and_partitioned() {
     assert_eq!(
         summary,
         vec![
-            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.2500000000,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
+            r#"{"n":1000,"keyed":990,"ids":1000,"small":49493,"amount":625616.25,"ratio":62561.625,"flags":500,"name_chars":9885,"first_born":"2020-01-02","last_born":"2022-09-27","first_seen":"2020-01-01T01:30:00","last_seen":"2020-03-03T12:00:00","raw_hex":3996}"#
         ]
     );
     assert_eq!(
         rows,
         vec![
-            r#"{"id":1,"part_key":1,"small":1,"amount":1.2500000000,"ratio":0.125,"flag":0,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
-            r#"{"id":100,"small":0,"amount":125.0000000000,"ratio":12.5,"flag":1,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
-            r#"{"id":1000,"small":0,"amount":1250.0000000000,"ratio":125.0,"flag":1,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
+            r#"{"id":1,"part_key":1,"small":1,"amount":1.25,"ratio":0.125,"flag":0,"name":"name 1 é","born":"2020-01-02","seen":"2020-01-01T01:30:00","raw":"0001"}"#,
+            r#"{"id":100,"small":0,"amount":125.00,"ratio":12.5,"flag":1,"name":"name 100 é","born":"2020-04-10","seen":"2020-01-07T06:00:00","raw":"0064"}"#,
+            r#"{"id":1000,"small":0,"amount":1250.00,"ratio":125.0,"flag":1,"name":"name 1000 é","born":"2022-09-27","seen":"2020-03-03T12:00:00","raw":"03e8"}"#,
             r#"{"id":7,"part_key":7}"#,
         ]
     );

@@ -668,7 +668,9 @@ async fn mysql_ctrl_c_mid_load_leaves_the_table_as_it_was() {
         let Db::My { conn, .. } = &mut db else { unreachable!() };
         use mysql_async::prelude::Queryable;
         let loading: Option<i64> = conn
-            .query_first(format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"))
+            .query_first(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"
+            ))
             .await
             .expect("processlist");
         if loading.is_some() {
@@ -692,4 +694,58 @@ async fn mysql_ctrl_c_mid_load_leaves_the_table_as_it_was() {
     let n: Option<i64> = conn.query_first(format!("SELECT count(*) FROM `{schema}`.big")).await.expect("count");
     assert_eq!(n, Some(3_000_000));
     db.drop_schema().await;
+}
+
+// ---------------------------------------------------------------- the way back
+
+/// Every type family loaded, then read back out of the target through a
+/// database source (connectorx): the staged Arrow type of each column, for
+/// README's mapping table "and back".
+async fn read_back_types(mut db: Db) -> String {
+    let table = match &db {
+        Db::Lite { .. } => "all_types".to_owned(),
+        _ => format!("{}.all_types", db.schema()),
+    };
+    let p = project_for(&db, Some("types"), "");
+    ok(&p.run(["run"]));
+    let p = p
+        .file(
+            "models/back.yml",
+            &format!("sources:\n  - name: target\n    tables:\n      - name: all_types\n        connection: t\n        table: {table}\n"),
+        )
+        .model("back.sql", "{{ config(materialized='table', load=false) }}\nselect * from {{ source('target', 'all_types') }}");
+    ok(&p.run(["run", "-s", "back"]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&p.read(".ferry/stage/back/_ferry_stage.json")).expect("stage manifest");
+    db.drop_schema().await;
+    let staged: serde_json::Value =
+        serde_json::from_str(&p.read(".ferry/stage/all_types/_ferry_stage.json")).expect("stage manifest");
+    let loaded: Vec<String> =
+        staged["columns"].as_array().unwrap().iter().map(|c| c["data_type"].as_str().unwrap().to_owned()).collect();
+    manifest["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(loaded)
+        .map(|(c, from)| format!("{}: {from} -> {}", c["name"].as_str().unwrap(), c["data_type"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn postgres_types_read_back_through_a_database_source() {
+    let Some(db) = Db::pg("back").await else { return };
+    insta::assert_snapshot!(read_back_types(db).await);
+}
+
+#[tokio::test]
+async fn mysql_types_read_back_through_a_database_source() {
+    let Some(db) = Db::mysql("back").await else { return };
+    insta::assert_snapshot!(read_back_types(db).await);
+}
+
+#[tokio::test]
+async fn sqlite_types_read_back_through_a_database_source() {
+    let p = TestProject::fixture("types");
+    insta::assert_snapshot!(read_back_types(Db::sqlite(&p)).await);
 }
