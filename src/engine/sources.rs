@@ -173,9 +173,12 @@ async fn register_database(
             let help = "select it cast to text in a `query:` (`SELECT id, col::text AS col FROM t`)";
             fail(e.message, if e.column.is_some() { Some(help) } else { None })
         })?;
-    let provider = Arc::new(source::database::DatabaseTable::new(spec, Arc::clone(&schema)));
+    // Declared `data_type`s win, as for files: the scan casts to them.
+    let declared = declared_schema(engine, &s.columns, &s.origin.file.path).await?;
+    let typed = overlay(&schema, declared.as_ref());
+    let provider = Arc::new(source::database::DatabaseTable::new(spec, schema, Arc::clone(&typed)));
     engine.register(table, provider).map_err(|e| vec![source_error(name, &e, here.clone())])?;
-    Ok(Some(schema))
+    Ok(Some(typed))
 }
 
 /// What a source table's rows come from: a file DataFusion reads, or

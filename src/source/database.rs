@@ -509,9 +509,14 @@ fn bridge(batch: arrow56::record_batch::RecordBatch) -> Result<RecordBatch> {
 }
 
 /// The batch's columns as `schema` types them: fixed-point columns came as
-/// text and are parsed exactly at their declared scale (a value that does
-/// not fit is an error, never a rounding).
-fn exact_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+/// text and are parsed exactly at their declared scale, and columns with a
+/// declared `data_type` are cast to it. A value that does not convert is an
+/// error naming the column, never a NULL or a rounding.
+fn typed_columns(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    table: &str,
+) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
     let options = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
     batch
         .columns()
@@ -519,10 +524,15 @@ fn exact_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<datafusi
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                Ok(datafusion::arrow::compute::cast_with_options(c, f.data_type(), &options)?)
+                return Ok(Arc::clone(c));
             }
+            datafusion::arrow::compute::cast_with_options(c, f.data_type(), &options).map_err(|e| {
+                DataFusionError::External(Box::new(ExtractError {
+                    table: table.to_owned(),
+                    message: format!("column `{}` does not convert to {}: {e}", f.name(), f.data_type()),
+                    column: Some(f.name().clone()),
+                }))
+            })
         })
         .collect()
 }
@@ -531,12 +541,24 @@ fn exact_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<Vec<datafusi
 #[derive(Debug)]
 pub struct DatabaseTable {
     spec: Arc<DatabaseSpec>,
+    /// The columns as the database gives them (see [`DatabaseSpec::schema`]).
+    native: SchemaRef,
+    /// The columns with the source's declared `data_type`s, which the scan casts to.
     schema: SchemaRef,
 }
 
 impl DatabaseTable {
-    pub fn new(spec: Arc<DatabaseSpec>, schema: SchemaRef) -> Self {
-        DatabaseTable { spec, schema }
+    pub fn new(spec: Arc<DatabaseSpec>, native: SchemaRef, schema: SchemaRef) -> Self {
+        DatabaseTable { spec, native, schema }
+    }
+
+    /// Whether `filter` reads only columns the database types as declared:
+    /// a filter on a recast column compares other values in the database.
+    fn natively_typed(&self, filter: &Expr) -> bool {
+        filter.column_refs().iter().all(|c| {
+            matches!((self.native.field_with_name(&c.name), self.schema.field_with_name(&c.name)),
+                (Ok(n), Ok(d)) if n.data_type() == d.data_type())
+        })
     }
 }
 
@@ -554,8 +576,8 @@ impl TableProvider for DatabaseTable {
         Ok(filters
             .iter()
             .map(|f| match self.spec.pushed(f) {
-                Some(_) => TableProviderFilterPushDown::Inexact,
-                None => TableProviderFilterPushDown::Unsupported,
+                Some(_) if self.natively_typed(f) => TableProviderFilterPushDown::Inexact,
+                _ => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -572,7 +594,8 @@ impl TableProvider for DatabaseTable {
             None => Arc::clone(&self.schema),
         };
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let conditions: Vec<String> = filters.iter().filter_map(|f| self.spec.pushed(f)).collect();
+        let conditions: Vec<String> =
+            filters.iter().filter(|f| self.natively_typed(f)).filter_map(|f| self.spec.pushed(f)).collect();
         let spec = Arc::clone(&self.spec);
         // DataFusion passes a limit only when nothing filters above the
         // scan: each partition's query need not return more.
@@ -626,7 +649,8 @@ impl PartitionStream for QueryPartition {
                 let Some(batch) = next else { break };
                 let batch = bridge(batch)?;
                 // With no column needed, the query selected a constant.
-                let columns = if schema.fields().is_empty() { Vec::new() } else { exact_columns(&batch, &schema)? };
+                let columns =
+                    if schema.fields().is_empty() { Vec::new() } else { typed_columns(&batch, &schema, &spec.table)? };
                 let batch = RecordBatch::try_new_with_options(
                     Arc::clone(&schema),
                     columns,

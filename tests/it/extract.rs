@@ -273,3 +273,42 @@ async fn database_source_errors_name_the_source() {
     );
     db.drop_schema().await;
 }
+
+/// A declared `data_type` on a database source's column wins, as on files:
+/// the scan casts to it, a filter on the recast column stays out of the
+/// database's query (the database would compare other values), and a value
+/// that does not convert is an error naming the column.
+#[tokio::test]
+async fn postgres_declared_types_are_applied_to_database_columns() {
+    let Some(mut db) = Db::pg("declared").await else { return };
+    let s = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{s}\";
+         CREATE TABLE \"{s}\".legacy (id bigint, joined text, score text, amount numeric(8,3));
+         INSERT INTO \"{s}\".legacy VALUES (1, '2020-01-31', '10', 1.5), (2, '2021-02-28', '20', 2.25), (3, NULL, NULL, NULL);"
+    ))
+    .await;
+    let sources = format!(
+        "sources:\n  - name: db\n    tables:\n      - name: legacy\n        connection: t\n        table: {s}.legacy\n        columns:\n          - {{name: joined, data_type: date}}\n          - {{name: score, data_type: int}}\n"
+    );
+    let p = project_for(&db, None, "").file("models/sources.yml", &sources).model(
+        "typed.sql",
+        "{{ config(materialized='table', load=false) }}\nselect id, joined, score, amount from {{ source('db', 'legacy') }} where joined >= date '2021-01-01'",
+    );
+    let ran = p.run(["run", "-vv"]);
+    ok(&ran);
+    let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
+    assert!(!query.contains("2021"), "a filter on a recast column is not pushed: {query}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&p.read(".ferry/stage/typed/_ferry_stage.json")).expect("stage manifest");
+    let types: Vec<&str> =
+        manifest["columns"].as_array().unwrap().iter().map(|c| c["data_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Int64", "Date32", "Int32", "Decimal128(8, 3)"]);
+    assert_eq!(show(&p, "typed"), [r#"{"id":2,"joined":"2021-02-28","score":20,"amount":2.250}"#]);
+    // A value that does not convert names the column.
+    db.execute(&format!("INSERT INTO \"{s}\".legacy VALUES (4, 'soon', '1', 0)")).await;
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("column `joined` does not convert to Date32"), "{}", ran.stderr);
+    db.drop_schema().await;
+}
