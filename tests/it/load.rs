@@ -451,10 +451,14 @@ async fn postgres_backend_terminated_mid_copy_leaves_the_table_as_it_was() {
     ok(&p.run(["run", "--vars", "{n: 2}"]));
     let before = db.rows("big").await;
     ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
+    // This test's COPY only: other tests load in parallel.
+    let schema = db.schema().to_owned();
     let ran = kill_mid_load(
         &p,
         &mut db,
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY%' AND state = 'active'",
+        &format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY \"{schema}\".%' AND state = 'active' LIMIT 1"
+        ),
         |pid| format!("SELECT pg_terminate_backend({pid})"),
     )
     .await;
@@ -531,13 +535,14 @@ async fn postgres_ctrl_c_mid_copy_leaves_the_table_as_it_was() {
         .expect("spawn");
     let pid = child.id().to_string();
     let started = Instant::now();
+    let copying_here = format!(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY \"{}\".%' AND state = 'active' LIMIT 1",
+        db.schema()
+    );
     loop {
         assert!(started.elapsed() < Duration::from_secs(60), "the COPY never started");
         let Db::Pg { client, .. } = &db else { unreachable!() };
-        let copying = client
-            .query_opt("SELECT 1 FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY%' AND state = 'active'", &[])
-            .await
-            .expect("pg_stat_activity");
+        let copying = client.query_opt(&copying_here, &[]).await.expect("pg_stat_activity");
         if copying.is_some() {
             break;
         }
