@@ -1,6 +1,10 @@
-//! CSV in another encoding than UTF-8 (or with `on_invalid: replace`):
-//! transcoded while read, then parsed by arrow's CSV reader with the
-//! source's dialect.
+//! CSV that DataFusion's own reader cannot take: text in another encoding
+//! than UTF-8 (or with `on_invalid: replace`), transcoded while read, then
+//! parsed by arrow's CSV reader with the source's dialect; and CSV under
+//! `on_error: quarantine`, read record by record (the csv crate), where a
+//! record with the wrong number of fields, or a value that does not convert
+//! to its column's type, is set aside with its text instead of failing the
+//! run.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -32,6 +36,9 @@ fn format(settings: &CsvSettings) -> Result<Format, regex::Error> {
 
 pub(super) fn infer(spec: &Spec, settings: &CsvSettings) -> Result<SchemaRef, ReadError> {
     let file = &spec.files[0];
+    if spec.quarantine.is_some() {
+        return infer_records(spec, settings, file);
+    }
     let format =
         format(settings).map_err(|e| spec.error(At::file(file.shown.clone()), Problem::Malformed(e.to_string())))?;
     let replaced = Arc::new(AtomicU64::new(0));
@@ -47,6 +54,9 @@ pub(super) fn read(
     schema: &SchemaRef,
     send: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), ReadError> {
+    if spec.quarantine.is_some() {
+        return read_records(spec, settings, file, schema, send);
+    }
     let format =
         format(settings).map_err(|e| spec.error(At::file(file.shown.clone()), Problem::Malformed(e.to_string())))?;
     let replaced = Arc::new(AtomicU64::new(0));
@@ -83,4 +93,134 @@ fn arrow_error(spec: &Spec, file: &DataFile, schema: Option<&SchemaRef>, e: Arro
         (Some(value), Some(column), Some(ty)) => spec.error(at, Problem::Value { column, value, ty }),
         _ => spec.error(at, Problem::Malformed(message)),
     }
+}
+
+/// The csv crate's reader over `file`'s text, in the source's dialect; the
+/// header (if any) is read as a record, so lines count from the top.
+fn records<'a>(
+    spec: &Spec,
+    settings: &CsvSettings,
+    file: &DataFile,
+    replaced: &Arc<AtomicU64>,
+) -> Result<::csv::Reader<Box<dyn std::io::Read + Send + 'a>>, ReadError> {
+    let text = spec.open_text(file, replaced)?;
+    Ok(::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(settings.delimiter)
+        .quote(settings.quote)
+        .escape(settings.escape)
+        .from_reader(Box::new(text) as Box<dyn std::io::Read + Send>))
+}
+
+/// The column names: the header's fields, or `column_N`.
+fn names(header: Option<&::csv::StringRecord>, width: usize) -> Vec<String> {
+    (0..width)
+        .map(|k| header.and_then(|h| h.get(k)).map_or_else(|| format!("column_{}", k + 1), str::to_owned))
+        .collect()
+}
+
+/// A field as the value it stands for: NULL when empty or when it matches
+/// the source's `null_strings`.
+fn value<'r>(field: &'r str, nulls: Option<&regex::Regex>) -> Option<&'r str> {
+    let null = match nulls {
+        Some(re) => re.is_match(field),
+        None => field.is_empty(),
+    };
+    (!null).then_some(field)
+}
+
+/// Column types guessed from the first records that have the header's
+/// width (the others are quarantined when the rows are read).
+fn infer_records(spec: &Spec, settings: &CsvSettings, file: &DataFile) -> Result<SchemaRef, ReadError> {
+    let replaced = Arc::new(AtomicU64::new(0));
+    let mut reader = records(spec, settings, file, &replaced)?;
+    let nulls = null_regex(spec, settings, file)?;
+    let mut header = None;
+    let mut guesses: Vec<super::columns::Guess> = Vec::new();
+    let mut seen = 0;
+    let mut record = ::csv::StringRecord::new();
+    while seen < INFER_RECORDS && read_record(spec, file, &mut reader, &mut record)? {
+        if settings.header && header.is_none() {
+            header = Some(record.clone());
+            guesses = vec![Default::default(); record.len()];
+            continue;
+        }
+        if guesses.is_empty() {
+            guesses = vec![Default::default(); record.len()];
+        }
+        if record.len() != guesses.len() {
+            continue;
+        }
+        for (g, field) in guesses.iter_mut().zip(record.iter()) {
+            g.add(value(field, nulls.as_ref()).unwrap_or_default());
+        }
+        seen += 1;
+    }
+    Ok(super::columns::guessed_schema(&names(header.as_ref(), guesses.len()), &guesses))
+}
+
+fn read_records(
+    spec: &Spec,
+    settings: &CsvSettings,
+    file: &DataFile,
+    schema: &SchemaRef,
+    send: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<(), ReadError> {
+    let replaced = Arc::new(AtomicU64::new(0));
+    let mut reader = records(spec, settings, file, &replaced)?;
+    let nulls = null_regex(spec, settings, file)?;
+    let width = schema.fields().len();
+    let mut batcher = super::columns::TextBatcher::new(Arc::clone(schema), true);
+    let mut record = ::csv::StringRecord::new();
+    let mut first = true;
+    let delimiter = char::from(settings.delimiter).to_string();
+    while read_record(spec, file, &mut reader, &mut record)? {
+        if std::mem::take(&mut first) && settings.header {
+            continue;
+        }
+        let line = record.position().map_or(0, ::csv::Position::line);
+        let at = At::line(file.shown.clone(), line);
+        let raw = || record.iter().collect::<Vec<_>>().join(&delimiter);
+        if record.len() != width {
+            let problem = Problem::Malformed(format!("the record has {} fields, the header {width}", record.len()));
+            spec.reject(spec.error(at, problem), raw)?;
+            continue;
+        }
+        batcher.push(at, record.iter().map(|f| value(f, nulls.as_ref())), raw);
+        if !super::send_full(spec, &mut batcher, send, false)? {
+            return Ok(());
+        }
+    }
+    super::send_full(spec, &mut batcher, send, true)?;
+    spec.report_replaced(file, &replaced);
+    Ok(())
+}
+
+/// The next record; a quote left open at the end of the file, or text that
+/// is not valid, is an error naming the line.
+fn read_record(
+    spec: &Spec,
+    file: &DataFile,
+    reader: &mut ::csv::Reader<Box<dyn std::io::Read + Send + '_>>,
+    record: &mut ::csv::StringRecord,
+) -> Result<bool, ReadError> {
+    reader.read_record(record).map_err(|e| {
+        let line = e.position().map(::csv::Position::line);
+        match e.into_kind() {
+            ::csv::ErrorKind::Io(io) => spec.io_error(file, line, io),
+            other => {
+                spec.error(At { path: file.shown.clone(), sheet: None, line }, Problem::Malformed(format!("{other:?}")))
+            }
+        }
+    })
+}
+
+fn null_regex(spec: &Spec, settings: &CsvSettings, file: &DataFile) -> Result<Option<regex::Regex>, ReadError> {
+    settings
+        .null_regex
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| spec.error(At::file(file.shown.clone()), Problem::Malformed(e.to_string())))
 }

@@ -254,7 +254,7 @@ impl Spec {
                     .map(Format::Json)
                     .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default())))
             }
-            "csv" | "tsv" | "txt" if !text.is_default() => Some(Format::Csv(r.csv.clone())),
+            "csv" | "tsv" | "txt" if !text.is_default() || quarantine => Some(Format::Csv(r.csv.clone())),
             _ => None,
         };
         let Some(format) = format else {
@@ -262,18 +262,11 @@ impl Spec {
                 return Err(SpecError::Invalid {
                     key: "on_error",
                     value: "quarantine".to_owned(),
-                    expected: "`fail`: quarantining records is built for XML, Excel, JSON and fixed-width sources, not yet for CSV or Parquet",
+                    expected: "`fail`: a Parquet file's records are typed, so none can be set aside",
                 });
             }
             return Ok(None);
         };
-        if quarantine && matches!(format, Format::Csv(_)) {
-            return Err(SpecError::Invalid {
-                key: "on_error",
-                value: "quarantine".to_owned(),
-                expected: "`fail`: quarantining records is built for XML, Excel, JSON and fixed-width sources, not yet for CSV",
-            });
-        }
         let quarantine = quarantine.then(|| {
             let (run_id, dir, shown, persist) = &r.run;
             quarantine::Quarantine::new(

@@ -56,10 +56,15 @@ impl Quarantine {
     /// whole set, so the files hold every file's records once all are read),
     /// and says where. Nothing is written when nothing was set aside.
     pub fn write(&self) -> std::io::Result<()> {
-        let entries = self.entries.lock().expect("quarantine lock").clone();
+        let mut entries = self.entries.lock().expect("quarantine lock").clone();
         if entries.is_empty() || !self.persist {
             return Ok(());
         }
+        // In file order: a reader may find a bad value only when its batch
+        // converts, after records set aside further down.
+        entries.sort_by(|a, b| {
+            (&a.at.path, a.at.sheet.as_ref(), a.at.line).cmp(&(&b.at.path, b.at.sheet.as_ref(), b.at.line))
+        });
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let write = |rel: String, batch: &RecordBatch, parquet: bool| -> std::io::Result<()> {
             let path = self.dir.join(&rel);
