@@ -248,8 +248,13 @@ impl Splitter {
             None => (BooleanArray::from(vec![false; rows]), Vec::new()),
             Some(_) => {
                 let kept = batch.column(width + self.rules.len()).as_string::<i32>();
-                let dropped: BooleanArray = (0..rows).map(|i| Some(kept.is_valid(i))).collect();
-                (dropped, kept.iter().flatten().map(str::to_owned).collect())
+                let dropped = datafusion::arrow::compute::is_not_null(kept)?;
+                let texts = if kept.null_count() == rows {
+                    Vec::new()
+                } else {
+                    kept.iter().flatten().map(str::to_owned).collect()
+                };
+                (dropped, texts)
             }
         };
         let duplicates = dropped.true_count();
