@@ -76,6 +76,9 @@ if [ "${RELADIFF:-0}" = 1 ]; then
   measure reladiff_changed 0 "$reladiff" "postgresql://$PGUSER@$PGHOST/$PGDATABASE" "$table" \
     "duckdb://$work/stage.duckdb" lineitem -k order_id -k line_no \
     -c quantity -c gross_amount -c net_amount | tee -a "$work/times"
+  # reladiff exits 0 even when it cannot connect: it must name every row.
+  rfound=$(grep -c "^[-+] " "$work/out" || true)
+  [ "$rfound" = $((2 * changed)) ] || { cat "$work/out"; echo "reladiff listed $rfound rows, not $((2 * changed))" >&2; exit 1; }
 fi
 psql -q -c "DROP SCHEMA ferry_w5 CASCADE"
 

@@ -654,8 +654,21 @@ fn source_error(name: &str, e: &DataFusionError, label: Label) -> Diagnostic {
     Diagnostic::error(Code::SourceSchema, format!("cannot read source `{name}`: {}", first_line(e))).with_label(label)
 }
 
+/// An error's first line, without DataFusion's backtrace, and with the
+/// causes the message leaves out (an object store says "error sending
+/// request"; the reason, such as an untrusted certificate, is below it).
 fn first_line(e: &DataFusionError) -> String {
-    e.find_root().strip_backtrace().lines().next().unwrap_or_default().to_owned()
+    let root = e.find_root();
+    let mut line = root.strip_backtrace().lines().next().unwrap_or_default().to_owned();
+    let mut cause = std::error::Error::source(root);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(&format!(": {text}"));
+        }
+        cause = c.source();
+    }
+    line
 }
 
 #[cfg(test)]

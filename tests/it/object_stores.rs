@@ -200,3 +200,53 @@ async fn gcs_sources_are_read_through_the_gcs_client() {
     assert_eq!(ran.status.code(), Some(0), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(p.query_stages(&["totals"], "select n, total from totals").await, ["| 2 | 30    |"]);
 }
+
+/// `https://` verifies the server's certificate against the machine's
+/// trust store (`SSL_CERT_FILE` names one here): a certificate it does not
+/// trust fails the source, one it trusts is read.
+#[tokio::test]
+async fn https_sources_verify_the_servers_certificate() {
+    use std::io::BufRead;
+    let served = tempfile::tempdir().unwrap();
+    fs_err::write(served.path().join("orders.csv"), ORDERS.replace("\\n", "\n")).unwrap();
+    let (cert, key) = crate::common::self_signed("localhost");
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    fs_err::write(&cert_path, cert).unwrap();
+    fs_err::write(&key_path, key).unwrap();
+    let script = "import functools, http.server, ssl, sys\n\
+                  srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1]))\n\
+                  ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+                  ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+                  srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+                  print(srv.server_address[1], flush=True)\n\
+                  srv.serve_forever()\n";
+    let mut child = Command::new("python3")
+        .args(["-u", "-c", script])
+        .arg(served.path())
+        .arg(&cert_path)
+        .arg(&key_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs an HTTPS server");
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut port).expect("its port");
+    let _server = Server(child);
+    let p = TestProject::new()
+        .file(
+            "models/sources.yml",
+            &format!(
+                "sources:\n  - name: web\n    tables:\n      - name: orders\n        path: https://localhost:{}/orders.csv\n",
+                port.trim()
+            ),
+        )
+        .model("totals.sql", "{{ config(materialized='table') }}\nselect sum(amount) as total from {{ source('web', 'orders') }}");
+    let untrusted = p.ferry(["run"]).env("SSL_CERT_FILE", "/nonexistent.pem").output().expect("run");
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read source `web.orders`") && err.contains("certificate verify failed"), "{err}");
+    let trusted = p.ferry(["run"]).env("SSL_CERT_FILE", &cert_path).output().expect("run");
+    assert_eq!(trusted.status.code(), Some(0), "{}", String::from_utf8_lossy(&trusted.stderr));
+    assert_eq!(p.query_stages(&["totals"], "select total from totals").await, ["| 33    |"]);
+}

@@ -16,11 +16,11 @@ impl PrivateMariadb {
     pub(crate) fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = |name: &str| dir.path().join(name);
-        let (cert, key) = self_signed("localhost");
+        let (cert, key) = crate::common::self_signed("localhost");
         fs_err::write(path("cert.pem"), cert).unwrap();
         fs_err::write(path("key.pem"), key).unwrap();
         // Clients sign in with a certificate the server trusts as its own root.
-        let (cert, key) = self_signed("ferry client");
+        let (cert, key) = crate::common::self_signed("ferry client");
         fs_err::write(path("client.pem"), cert).unwrap();
         fs_err::write(path("client.key"), key).unwrap();
         let installed = std::process::Command::new("mariadb-install-db")
@@ -79,25 +79,4 @@ impl Drop for PrivateMariadb {
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
-}
-
-/// A self-signed certificate for `cn` (also its DNS name) and its key, as PEM.
-fn self_signed(cn: &str) -> (Vec<u8>, Vec<u8>) {
-    use openssl::{asn1::Asn1Time, bn::BigNum, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = x509::X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    let san = x509::extension::SubjectAlternativeName::new().dns(cn).build(&b.x509v3_context(None, None)).unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
 }
