@@ -130,20 +130,9 @@ impl Connection {
     }
 }
 
-/// An error with each of its causes that its message does not already
-/// hold (drivers nest a TLS failure's reason a level or two down, and some
-/// repeat it).
+/// An error with each of its causes (see [`crate::error::with_causes`]).
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(&format!(": {text}"));
-        }
-        cause = c.source();
-    }
-    message
+    crate::error::with_causes(e.to_string(), e)
 }
 
 /// A connection error that names the target and its address.

@@ -299,7 +299,7 @@ async fn stage_error(engine: &Engine, manifest: &Manifest, i: usize, e: StageErr
         e => vec![
             Diagnostic::error(Code::Execution, format!("`{}` could not be staged: {e}", node.name))
                 .in_file(node.path())
-                .with_note(error_chain(&e)),
+                .with_note(crate::error::with_causes(String::new(), &e)),
         ],
     }
 }
@@ -313,16 +313,6 @@ fn execution_error(node: &Node, e: &DataFusionError) -> Diagnostic {
     let root = e.find_root().strip_backtrace();
     let first = root.lines().next().unwrap_or_default();
     Diagnostic::error(Code::Execution, format!("`{}` failed while running: {first}", node.name)).in_file(node.path())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        parts.push(c.to_string());
-        cur = c.source();
-    }
-    parts.join(": ")
 }
 
 fn incremental_refused(node: &Node) -> Diagnostic {

@@ -659,16 +659,8 @@ fn source_error(name: &str, e: &DataFusionError, label: Label) -> Diagnostic {
 /// request"; the reason, such as an untrusted certificate, is below it).
 fn first_line(e: &DataFusionError) -> String {
     let root = e.find_root();
-    let mut line = root.strip_backtrace().lines().next().unwrap_or_default().to_owned();
-    let mut cause = std::error::Error::source(root);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(&text) {
-            line.push_str(&format!(": {text}"));
-        }
-        cause = c.source();
-    }
-    line
+    let line = root.strip_backtrace().lines().next().unwrap_or_default().to_owned();
+    crate::error::with_causes(line, root)
 }
 
 #[cfg(test)]

@@ -426,16 +426,7 @@ fn column_and_literal(a: &Expr, b: &Expr, ok: &dyn Fn(&ScalarValue) -> bool) -> 
 /// An error with its sources: connectorx's own messages are terse (`db
 /// error`), the driver's cause is below them.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
+    crate::error::with_causes(e.to_string(), e)
 }
 
 thread_local! {
