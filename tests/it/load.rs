@@ -401,14 +401,18 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
 const BIG_MODEL: &str = "{{ config(materialized='table', load={'unique_key': ['id']}) }}\n\
 select value as id, concat('row ', cast(value as varchar)) as label from range(0, {{ var('n', 2) }})\n";
 
-/// Starts `ferry load`, waits until `is_loading` sees the load running on
-/// the server, kills it there with `kill`, and returns the finished command.
-async fn kill_mid_load(
-    p: &TestProject,
-    db: &mut Db,
-    is_loading: &str,
-    kill: impl Fn(i64) -> String,
-) -> crate::common::Ran {
+/// How a test stops a running load.
+enum Stop<'a> {
+    /// On the server: the SQL that ends the session with this id.
+    Server(&'a dyn Fn(i64) -> String),
+    /// Ctrl-C to the `ferry` process.
+    CtrlC,
+}
+
+/// Starts `ferry load`, waits until `is_loading` (a query returning the
+/// server's session id) sees the load running on the server, stops it, and
+/// returns the finished command.
+async fn stop_mid_load(p: &TestProject, db: &mut Db, is_loading: &str, stop: Stop<'_>) -> crate::common::Ran {
     let child = p
         .ferry(["load"])
         .stdout(std::process::Stdio::piped())
@@ -435,13 +439,32 @@ async fn kill_mid_load(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    db.execute(&kill(id)).await;
+    match stop {
+        Stop::Server(kill) => db.execute(&kill(id)).await,
+        Stop::CtrlC => {
+            let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            assert!(status.expect("kill").success());
+        }
+    }
     let out = child.wait_with_output().expect("ferry finishes");
     crate::common::Ran {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The server session of this test's COPY (other tests load in parallel).
+fn pg_copying(db: &Db) -> String {
+    format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY \"{}\".%' AND state = 'active' LIMIT 1",
+        db.schema()
+    )
+}
+
+/// The server session of this test's `LOAD DATA`.
+fn mysql_loading(db: &Db) -> String {
+    format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{}`%'", db.schema())
 }
 
 #[tokio::test]
@@ -451,17 +474,9 @@ async fn postgres_backend_terminated_mid_copy_leaves_the_table_as_it_was() {
     ok(&p.run(["run", "--vars", "{n: 2}"]));
     let before = db.rows("big").await;
     ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
-    // This test's COPY only: other tests load in parallel.
-    let schema = db.schema().to_owned();
-    let ran = kill_mid_load(
-        &p,
-        &mut db,
-        &format!(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY \"{schema}\".%' AND state = 'active' LIMIT 1"
-        ),
-        |pid| format!("SELECT pg_terminate_backend({pid})"),
-    )
-    .await;
+    let copying = pg_copying(&db);
+    let ran =
+        stop_mid_load(&p, &mut db, &copying, Stop::Server(&|pid| format!("SELECT pg_terminate_backend({pid})"))).await;
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("big"), "{}", ran.stderr);
     assert!(ran.stderr.contains("rolled back"), "{}", ran.stderr);
@@ -477,14 +492,8 @@ async fn mysql_connection_killed_mid_load_leaves_the_table_as_it_was() {
     ok(&p.run(["run", "--vars", "{n: 2}"]));
     let before = db.rows("big").await;
     ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
-    let schema = db.schema().to_owned();
-    let ran = kill_mid_load(
-        &p,
-        &mut db,
-        &format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"),
-        |id| format!("KILL {id}"),
-    )
-    .await;
+    let loading = mysql_loading(&db);
+    let ran = stop_mid_load(&p, &mut db, &loading, Stop::Server(&|id| format!("KILL {id}"))).await;
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("big"), "{}", ran.stderr);
     assert_eq!(db.rows("big").await, before);
@@ -527,33 +536,10 @@ async fn postgres_ctrl_c_mid_copy_leaves_the_table_as_it_was() {
     ok(&p.run(["run", "--vars", "{n: 2}"]));
     let before = db.rows("big").await;
     ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
-    let child = p
-        .ferry(["load"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().to_string();
-    let started = Instant::now();
-    let copying_here = format!(
-        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'ferry' AND query LIKE 'COPY \"{}\".%' AND state = 'active' LIMIT 1",
-        db.schema()
-    );
-    loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "the COPY never started");
-        let Db::Pg { client, .. } = &db else { unreachable!() };
-        let copying = client.query_opt(&copying_here, &[]).await.expect("pg_stat_activity");
-        if copying.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
-    assert!(status.success());
-    let out = child.wait_with_output().expect("ferry finishes");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    let copying = pg_copying(&db);
+    let ran = stop_mid_load(&p, &mut db, &copying, Stop::CtrlC).await;
+    assert_eq!(ran.code, Some(130), "{}", ran.stderr);
+    assert!(ran.stderr.contains("interrupted"), "{}", ran.stderr);
     // The server rolls the transaction back when the connection goes.
     let deadline = Instant::now();
     while db.exists("big__ferry_new").await {
@@ -659,42 +645,16 @@ async fn mysql_ctrl_c_mid_load_leaves_the_table_as_it_was() {
     ok(&p.run(["run", "--vars", "{n: 2}"]));
     let before = db.rows("big").await;
     ok(&p.run(["run", "--no-load", "--vars", "{n: 3000000}"]));
-    let child = p
-        .ferry(["load"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().to_string();
-    let schema = db.schema().to_owned();
-    let started = Instant::now();
-    loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "the LOAD DATA never started");
-        let Db::My { conn, .. } = &mut db else { unreachable!() };
-        use mysql_async::prelude::Queryable;
-        let loading: Option<i64> = conn
-            .query_first(format!(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%`{schema}`%'"
-            ))
-            .await
-            .expect("processlist");
-        if loading.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill");
-    assert!(status.success());
-    let out = child.wait_with_output().expect("ferry finishes");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("interrupted"), "{stderr}");
+    let loading = mysql_loading(&db);
+    let ran = stop_mid_load(&p, &mut db, &loading, Stop::CtrlC).await;
+    assert_eq!(ran.code, Some(130), "{}", ran.stderr);
+    assert!(ran.stderr.contains("interrupted"), "{}", ran.stderr);
     assert_eq!(db.rows("big").await, before);
     // The shadow table a killed `replace` may leave (MySQL's DDL commits on
     // its own) is dropped by the next load, which lands every row.
     ok(&p.run(["load"]));
     assert!(!db.exists("big__ferry_new").await);
-    let Db::My { conn, .. } = &mut db else { unreachable!() };
+    let Db::My { conn, schema, .. } = &mut db else { unreachable!() };
     use mysql_async::prelude::Queryable;
     let n: Option<i64> = conn.query_first(format!("SELECT count(*) FROM `{schema}`.big")).await.expect("count");
     assert_eq!(n, Some(3_000_000));

@@ -52,6 +52,36 @@ fn start(command: &mut Command, port: u16) -> Server {
     server
 }
 
+/// Python's own HTTP server on a free port, serving `dir`: plain, or with
+/// the ETag header GCS's client requires (`etag`), or over TLS with a
+/// certificate and key (PEM files). Stopped when dropped.
+fn http_server(dir: &std::path::Path, etag: bool, tls: Option<(&std::path::Path, &std::path::Path)>) -> (Server, u16) {
+    use std::io::BufRead;
+    const SCRIPT: &str = "import functools, http.server, ssl, sys\n\
+        class H(http.server.SimpleHTTPRequestHandler):\n\
+        \x20   def end_headers(self):\n\
+        \x20       if sys.argv[2] == 'etag':\n\
+        \x20           self.send_header('ETag', '\"1\"')\n\
+        \x20       super().end_headers()\n\
+        \x20   def log_message(self, *a): pass\n\
+        srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(H, directory=sys.argv[1]))\n\
+        if len(sys.argv) > 3:\n\
+        \x20   ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        \x20   ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
+        \x20   srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let mut command = Command::new("python3");
+    command.args(["-u", "-c", SCRIPT]).arg(dir).arg(if etag { "etag" } else { "plain" });
+    if let Some((cert, key)) = tls {
+        command.arg(cert).arg(key);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("python3 runs an HTTP server");
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut port).expect("its port");
+    (Server(child), port.trim().parse().expect("a port"))
+}
+
 /// Runs a Python snippet with the tools' venv (boto3, azure-storage-blob).
 fn python(tools: &std::path::Path, code: &str) {
     let out = Command::new(tools.join("venv/bin/python")).args(["-c", code]).output().expect("python runs");
@@ -159,29 +189,10 @@ async fn azure_sources_are_read_from_azurite() {
 /// directory of objects is not covered.
 #[tokio::test]
 async fn gcs_sources_are_read_through_the_gcs_client() {
-    use std::io::BufRead;
     let served = tempfile::tempdir().unwrap();
     fs_err::create_dir_all(served.path().join("lake/crm")).unwrap();
     fs_err::write(served.path().join("lake/crm/orders.csv"), ORDERS.replace("\\n", "\n")).unwrap();
-    let script = "import functools, http.server, sys\n\
-                  class H(http.server.SimpleHTTPRequestHandler):\n\
-                  \x20   def end_headers(self):\n\
-                  \x20       self.send_header('ETag', '\"1\"')\n\
-                  \x20       super().end_headers()\n\
-                  \x20   def log_message(self, *a): pass\n\
-                  srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(H, directory=sys.argv[1]))\n\
-                  print(srv.server_address[1], flush=True)\n\
-                  srv.serve_forever()\n";
-    let mut child = Command::new("python3")
-        .args(["-u", "-c", script])
-        .arg(served.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs an HTTP server");
-    let mut port = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut port).expect("its port");
-    let _server = Server(child);
+    let (_server, port) = http_server(served.path(), true, None);
     let p = TestProject::new()
         .file(
             "models/sources.yml",
@@ -193,7 +204,7 @@ async fn gcs_sources_are_read_through_the_gcs_client() {
         );
     let ran = p
         .ferry(["run"])
-        .env("GOOGLE_BASE_URL", format!("http://127.0.0.1:{}", port.trim()))
+        .env("GOOGLE_BASE_URL", format!("http://127.0.0.1:{port}"))
         .env("GOOGLE_SKIP_SIGNATURE", "true")
         .output()
         .expect("run");
@@ -206,7 +217,6 @@ async fn gcs_sources_are_read_through_the_gcs_client() {
 /// trust fails the source, one it trusts is read.
 #[tokio::test]
 async fn https_sources_verify_the_servers_certificate() {
-    use std::io::BufRead;
     let served = tempfile::tempdir().unwrap();
     fs_err::write(served.path().join("orders.csv"), ORDERS.replace("\\n", "\n")).unwrap();
     let (cert, key) = crate::common::self_signed("localhost");
@@ -214,31 +224,12 @@ async fn https_sources_verify_the_servers_certificate() {
     let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
     fs_err::write(&cert_path, cert).unwrap();
     fs_err::write(&key_path, key).unwrap();
-    let script = "import functools, http.server, ssl, sys\n\
-                  srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1]))\n\
-                  ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-                  ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
-                  srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-                  print(srv.server_address[1], flush=True)\n\
-                  srv.serve_forever()\n";
-    let mut child = Command::new("python3")
-        .args(["-u", "-c", script])
-        .arg(served.path())
-        .arg(&cert_path)
-        .arg(&key_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs an HTTPS server");
-    let mut port = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut port).expect("its port");
-    let _server = Server(child);
+    let (_server, port) = http_server(served.path(), false, Some((&cert_path, &key_path)));
     let p = TestProject::new()
         .file(
             "models/sources.yml",
             &format!(
-                "sources:\n  - name: web\n    tables:\n      - name: orders\n        path: https://localhost:{}/orders.csv\n",
-                port.trim()
+                "sources:\n  - name: web\n    tables:\n      - name: orders\n        path: https://localhost:{port}/orders.csv\n"
             ),
         )
         .model("totals.sql", "{{ config(materialized='table') }}\nselect sum(amount) as total from {{ source('web', 'orders') }}");
@@ -249,4 +240,35 @@ async fn https_sources_verify_the_servers_certificate() {
     let trusted = p.ferry(["run"]).env("SSL_CERT_FILE", &cert_path).output().expect("run");
     assert_eq!(trusted.status.code(), Some(0), "{}", String::from_utf8_lossy(&trusted.stderr));
     assert_eq!(p.query_stages(&["totals"], "select total from totals").await, ["| 33    |"]);
+}
+
+/// A source at an `http://` URL is read through object_store, from a real
+/// HTTP server (Python's `http.server`, serving the test's directory).
+#[tokio::test]
+async fn a_source_at_an_http_url_is_read_through_object_store() {
+    let p = TestProject::new()
+        .file("served/orders.csv", "id,amount\n1,10\n2,20\n3,30\n")
+        .file("served/events.json", "{\"id\": 1, \"kind\": \"open\"}\n{\"id\": 2, \"kind\": \"close\"}\n");
+    let (server, port) = http_server(p.path().join("served").as_std_path(), false, None);
+    let p = p
+        .file(
+            "models/sources.yml",
+            &format!(
+                "sources:\n  - name: web\n    tables:\n      - name: orders\n        path: http://127.0.0.1:{port}/orders.csv\n      - name: events\n        path: http://127.0.0.1:{port}/events.json\n        format: json\n      - name: gone\n        path: http://127.0.0.1:{port}/gone.csv\n"
+            ),
+        )
+        .model(
+            "totals.sql",
+            "{{ config(materialized='table') }}\nselect count(*) as n, sum(amount) as total, (select max(kind) from {{ source('web', 'events') }}) as k from {{ source('web', 'orders') }}",
+        )
+        .model("gone.sql", "select * from {{ source('web', 'gone') }}");
+    let ran = p.run(["run", "-s", "totals"]);
+    let missing = p.run(["run", "-s", "gone"]);
+    drop(server);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let totals = p.query_stages(&["totals"], "select n, total, k from totals").await;
+    assert_eq!(totals, ["| 3 | 60    | open |"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(missing.stderr.contains("cannot read source `web.gone`"), "{}", missing.stderr);
+    assert!(missing.stderr.contains("/gone.csv"), "{}", missing.stderr);
 }

@@ -236,48 +236,6 @@ fn a_date_that_does_not_parse_in_its_format_names_file_line_and_column() {
     );
 }
 
-/// A source at an `http://` URL is read through object_store, from a real
-/// HTTP server (Python's `http.server`, serving the test's directory).
-#[tokio::test]
-async fn a_source_at_an_http_url_is_read_through_object_store() {
-    use std::io::BufRead;
-    let p = TestProject::new()
-        .file("served/orders.csv", "id,amount\n1,10\n2,20\n3,30\n")
-        .file("served/events.json", "{\"id\": 1, \"kind\": \"open\"}\n{\"id\": 2, \"kind\": \"close\"}\n");
-    let mut server = std::process::Command::new("python3")
-        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
-        .arg(p.path().join("served"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 runs an HTTP server");
-    let mut first = String::new();
-    std::io::BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut first).expect("its first line");
-    let port = first.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a port").to_owned();
-    let p = p
-        .file(
-            "models/sources.yml",
-            &format!(
-                "sources:\n  - name: web\n    tables:\n      - name: orders\n        path: http://127.0.0.1:{port}/orders.csv\n      - name: events\n        path: http://127.0.0.1:{port}/events.json\n        format: json\n      - name: gone\n        path: http://127.0.0.1:{port}/gone.csv\n"
-            ),
-        )
-        .model(
-            "totals.sql",
-            "{{ config(materialized='table') }}\nselect count(*) as n, sum(amount) as total, (select max(kind) from {{ source('web', 'events') }}) as k from {{ source('web', 'orders') }}",
-        )
-        .model("gone.sql", "select * from {{ source('web', 'gone') }}");
-    let ran = p.run(["run", "-s", "totals"]);
-    let missing = p.run(["run", "-s", "gone"]);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let totals = p.query_stages(&["totals"], "select n, total, k from totals").await;
-    assert_eq!(totals, ["| 3 | 60    | open |"]);
-    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
-    assert!(missing.stderr.contains("cannot read source `web.gone`"), "{}", missing.stderr);
-    assert!(missing.stderr.contains("/gone.csv"), "{}", missing.stderr);
-}
-
 #[test]
 fn incremental_models_are_refused_clearly() {
     let p = TestProject::new().model("inc.sql", "{{ config(materialized='incremental') }}\nselect 1 as id");
