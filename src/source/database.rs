@@ -231,19 +231,8 @@ impl DatabaseSpec {
             ),
             Kind::Sqlite | Kind::Mssql => return Default::default(),
         };
-        let read = || -> Option<Vec<RecordBatch>> {
-            let conn = self.conn().ok()?;
-            let mut iter =
-                catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], 1024, None)).ok()?.ok()?;
-            catch(|| iter.prepare()).ok()?;
-            let mut out = Vec::new();
-            while let Some(b) = catch(|| iter.next_batch()).ok()? {
-                out.push(bridge(b).ok()?);
-            }
-            Some(out)
-        };
         let mut exact = std::collections::HashMap::new();
-        for batch in read().unwrap_or_default() {
+        for batch in self.catalog(&query).unwrap_or_default() {
             use datafusion::arrow::array::AsArray;
             let text = |k: usize| datafusion::arrow::compute::cast(batch.column(k), &DataType::Utf8).ok();
             let (Some(names), Some(p), Some(s)) = (text(0), text(1), text(2)) else { continue };
@@ -256,6 +245,19 @@ impl DatabaseSpec {
             }
         }
         exact
+    }
+
+    /// The rows of a catalog query (blocking); `None` when it cannot be
+    /// read, which callers treat as knowing nothing more.
+    fn catalog(&self, query: &str) -> Option<Vec<RecordBatch>> {
+        let conn = self.conn().ok()?;
+        let mut iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(query)], 1024, None)).ok()?.ok()?;
+        catch(|| iter.prepare()).ok()?;
+        let mut out = Vec::new();
+        while let Some(b) = catch(|| iter.next_batch()).ok()? {
+            out.push(bridge(b).ok()?);
+        }
+        Some(out)
     }
 
     /// A table source's schema (if named) and table, unquoted.
@@ -297,11 +299,7 @@ impl DatabaseSpec {
             literal(table),
             literal(ty)
         );
-        let conn = self.conn().ok()?;
-        let mut iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], 16, None)).ok()?.ok()?;
-        catch(|| iter.prepare()).ok()?;
-        let batch = catch(|| iter.next_batch()).ok()??;
-        let batch = bridge(batch).ok()?;
+        let batch = self.catalog(&query)?.into_iter().next()?;
         let column = batch.columns().first()?;
         let text = datafusion::arrow::compute::cast(column, &datafusion::arrow::datatypes::DataType::Utf8).ok()?;
         let text = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>()?;
