@@ -312,3 +312,71 @@ async fn postgres_declared_types_are_applied_to_database_columns() {
     assert!(ran.stderr.contains("column `joined` does not convert to Date32"), "{}", ran.stderr);
     db.drop_schema().await;
 }
+
+/// Fixed-point columns keep every digit at their declared precision and
+/// scale, on either side of the width connectorx decodes exactly (28
+/// digits at scale 10): the narrow ones come over as decimals, the wide
+/// ones as text, and the query says which.
+async fn decimals_read_exactly(mut db: Db) {
+    let s = db.schema().to_owned();
+    let (create, schema) = match db {
+        Db::Pg { .. } => ("CREATE SCHEMA", format!("\"{s}\"")),
+        _ => ("CREATE DATABASE", format!("`{s}`")),
+    };
+    // n12_2 and n28_10 are decoded; n29_10, n38_10 and n20_12 go as text.
+    db.execute(&format!(
+        "{create} {schema}; CREATE TABLE {schema}.nums (id int, n12_2 decimal(12,2), n28_10 decimal(28,10), \
+           n29_10 decimal(29,10), n38_10 decimal(38,10), n20_12 decimal(20,12));
+         INSERT INTO {schema}.nums VALUES
+           (1, 9999999999.99, 999999999999999999.9999999999, 9999999999999999999.9999999999,
+            9999999999999999999999999999.9999999999, 99999999.999999999999),
+           (2, -9999999999.99, -999999999999999999.9999999999, -9999999999999999999.9999999999,
+            -9999999999999999999999999999.9999999999, -0.000000000001),
+           (3, 0.01, 0.0000000001, 0, 1, NULL);"
+    ))
+    .await;
+    let sources = format!(
+        "sources:\n  - name: db\n    tables:\n      - name: nums\n        connection: t\n        table: {s}.nums\n"
+    );
+    let p = project_for(&db, None, "")
+        .file("models/sources.yml", &sources)
+        .model("nums.sql", "{{ config(materialized='table', load=false) }}\nselect * from {{ source('db', 'nums') }}");
+    let ran = p.run(["run", "-vv"]);
+    ok(&ran);
+    let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
+    for (column, as_text) in [("n12_2", false), ("n28_10", false), ("n29_10", true), ("n38_10", true), ("n20_12", true)]
+    {
+        // The log prints the queries with Debug escapes: \"n29_10\" or `n29_10`.
+        let cast = [format!("CAST(\\\"{column}\\\""), format!("CAST(`{column}`")];
+        assert_eq!(cast.iter().any(|c| query.contains(c.as_str())), as_text, "{column}: {query}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&p.read(".ferry/stage/nums/_ferry_stage.json")).expect("stage manifest");
+    let types: Vec<&str> =
+        manifest["columns"].as_array().unwrap().iter().map(|c| c["data_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types[1..],
+        ["Decimal128(12, 2)", "Decimal128(28, 10)", "Decimal128(29, 10)", "Decimal128(38, 10)", "Decimal128(20, 12)"]
+    );
+    assert_eq!(
+        show(&p, "nums"),
+        [
+            r#"{"id":1,"n12_2":9999999999.99,"n28_10":999999999999999999.9999999999,"n29_10":9999999999999999999.9999999999,"n38_10":9999999999999999999999999999.9999999999,"n20_12":99999999.999999999999}"#,
+            r#"{"id":2,"n12_2":-9999999999.99,"n28_10":-999999999999999999.9999999999,"n29_10":-9999999999999999999.9999999999,"n38_10":-9999999999999999999999999999.9999999999,"n20_12":-0.000000000001}"#,
+            r#"{"id":3,"n12_2":0.01,"n28_10":0.0000000001,"n29_10":0.0000000000,"n38_10":1.0000000000}"#,
+        ]
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_decimals_read_exactly_at_every_width() {
+    let Some(db) = Db::pg("decimals").await else { return };
+    decimals_read_exactly(db).await;
+}
+
+#[tokio::test]
+async fn mariadb_decimals_read_exactly_at_every_width() {
+    let Some(db) = Db::mysql("decimals").await else { return };
+    decimals_read_exactly(db).await;
+}
