@@ -61,9 +61,29 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
             matches!(manifest.globals.which.as_str(), "run" | "build"),
         ),
     };
-    let spec = source::Spec::of(&request).map_err(|e| {
+    let spec_error = |e: source::SpecError| {
         vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone())]
-    })?;
+    };
+    let spec = match source::Spec::of(&request) {
+        // A format ferry reads itself, at a URL: read a local copy.
+        Err(source::SpecError::NotLocal(format)) if path.contains(['*', '?', '[']) || path.ends_with('/') => {
+            return Err(vec![
+                Diagnostic::error(
+                    Code::SourceSchema,
+                    format!(
+                        "source `{name}`: `format: {format}` reads one object from a URL, and `{path}` names several"
+                    ),
+                )
+                .with_label(here)
+                .with_help("declare a source table per object, or copy the objects to a local directory"),
+            ]);
+        }
+        Err(source::SpecError::NotLocal(_)) => {
+            let (dir, file) = download(engine, path).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+            Some(source::Spec::downloaded(&request, dir, &file, path).map_err(spec_error)?)
+        }
+        spec => spec.map_err(spec_error)?,
+    };
     let (raw, inferred) = match spec {
         Some(spec) => {
             let spec = Arc::new(spec);
@@ -118,6 +138,34 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
     engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
     Ok(Some(schema))
+}
+
+/// Copies the object at `url` (`s3://`, `gs://`, `az://`, `http(s)://`)
+/// into a temporary directory, for the formats ferry reads itself from
+/// local files (Excel needs to seek; the others read it as they would a
+/// local file). Returns the directory, which removes itself when dropped,
+/// and the copy.
+async fn download(engine: &Engine, url: &str) -> Result<(tempfile::TempDir, Utf8PathBuf), DataFusionError> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use tokio::io::AsyncWriteExt;
+    engine.register_object_store(url)?;
+    let parsed = url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
+    let store = engine.runtime_env().object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(
+        format!("{}://{}", parsed.scheme(), parsed.authority()),
+    )?)?;
+    let location = object_store::path::Path::from_url_path(parsed.path())?;
+    let name = location.filename().unwrap_or("object").to_owned();
+    let dir = tempfile::Builder::new().prefix("ferry-source-").tempdir()?;
+    let file = Utf8PathBuf::from_path_buf(dir.path().join(&name))
+        .map_err(|p| DataFusionError::Plan(format!("`{}` is not UTF-8", p.display())))?;
+    let mut out = tokio::fs::File::create(&file).await?;
+    let mut chunks = store.get(&location).await?.into_stream();
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk?).await?;
+    }
+    out.flush().await?;
+    Ok((dir, file))
 }
 
 /// A source read from a live database through connectorx. Column types

@@ -52,7 +52,9 @@ pub enum SpecError {
     Missing { format: &'static str, key: &'static str, what: &'static str },
     #[error("`layout` entry {index}: {message}")]
     Layout { index: usize, message: String },
-    #[error("`format: {0}` reads local files only; copy the file locally first")]
+    /// Asks the caller to fetch the URL's object and read the copy
+    /// (see [`Spec::downloaded`]).
+    #[error("`format: {0}` reads local files; ferry fetches a URL's object first")]
     NotLocal(&'static str),
     #[error("`{0}` matches no file")]
     NoFiles(String),
@@ -184,6 +186,8 @@ pub struct Spec {
     pub format: Format,
     /// Where records that cannot be read go, under `on_error: quarantine`.
     pub quarantine: Option<Arc<quarantine::Quarantine>>,
+    /// The local copy of a URL's object, kept as long as the spec reads it.
+    downloaded: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug)]
@@ -284,7 +288,32 @@ impl Spec {
         if files.is_empty() {
             return Err(SpecError::NoFiles(r.path.to_owned()));
         }
-        Ok(Some(Spec { table: r.table.to_owned(), files, text, compression: r.compression, format, quarantine }))
+        Ok(Some(Spec {
+            table: r.table.to_owned(),
+            files,
+            text,
+            compression: r.compression,
+            format,
+            quarantine,
+            downloaded: None,
+        }))
+    }
+
+    /// The spec for a URL's object that `download` holds a copy of, named
+    /// in messages by `url`.
+    pub fn downloaded(
+        r: &Request<'_>,
+        download: tempfile::TempDir,
+        file: &Utf8Path,
+        url: &str,
+    ) -> Result<Spec, SpecError> {
+        let local = Request { path: file.as_str(), run: r.run.clone(), ..*r };
+        let mut spec = Spec::of(&local)?.ok_or(SpecError::NotLocal("csv"))?;
+        for f in &mut spec.files {
+            f.shown = Utf8PathBuf::from(url);
+        }
+        spec.downloaded = Some(download);
+        Ok(spec)
     }
 
     /// Column types the format's own keys declare (a fixed-width layout's

@@ -272,3 +272,55 @@ async fn a_source_at_an_http_url_is_read_through_object_store() {
     assert!(missing.stderr.contains("cannot read source `web.gone`"), "{}", missing.stderr);
     assert!(missing.stderr.contains("/gone.csv"), "{}", missing.stderr);
 }
+
+/// The formats ferry reads itself (Excel, XML, a JSON array with column
+/// paths) read a URL's object from a local copy, and their errors name the
+/// URL.
+#[tokio::test]
+async fn legacy_formats_at_a_url_are_fetched_and_read() {
+    let legacy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy");
+    let (server, port) = http_server(&legacy, false, None);
+    let base = format!("http://127.0.0.1:{port}");
+    let p = TestProject::new()
+        .file(
+            "models/sources.yml",
+            &format!(
+                "sources:\n  - name: web\n    tables:\n\
+                 \x20     - name: sheet\n        path: {base}/customers.xlsx\n        sheet: Customers\n        header_row: 3\n\
+                 \x20     - name: xml\n        path: {base}/customers.xml\n        record_path: /export/customers/customer\n\
+                 \x20     - name: array\n        path: {base}/customers.json\n        columns:\n          - {{name: city, path: address.city}}\n\
+                 \x20     - name: broken\n        path: {base}/customers.xlsx\n        sheet: Broken\n\
+                 \x20     - name: several\n        path: {base}/\n        format: xml\n        record_path: /export/customers/customer\n"
+            ),
+        )
+        .model(
+            "both.sql",
+            "{{ config(materialized='table') }}\nselect s.id, s.name, x.status, a.city from {{ source('web', 'sheet') }} s \
+             join {{ source('web', 'xml') }} x on s.id = x.id join {{ source('web', 'array') }} a on s.id = a.id",
+        )
+        .model("broken.sql", "{{ config(materialized='table') }}\nselect * from {{ source('web', 'broken') }}")
+        .model("several.sql", "{{ config(materialized='table') }}\nselect * from {{ source('web', 'several') }}");
+    let ran = p.run(["run", "-s", "both"]);
+    let broken = p.run(["run", "-s", "broken"]);
+    let several = p.run(["run", "-s", "several"]);
+    drop(server);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let both = p.query_stages(&["both"], "select id, name, status, city from both order by id").await;
+    assert_eq!(
+        both,
+        [
+            "| 1  | Zoë Ärger | active | Zürich |",
+            "| 2  | Bob       | closed | Köln   |",
+            "| 3  | Chloé     | active |        |"
+        ]
+    );
+    assert_eq!(broken.code, Some(1), "{}", broken.stderr);
+    assert!(broken.stderr.contains("holds the error #DIV/0!"), "{}", broken.stderr);
+    assert!(broken.stderr.contains(&format!("{base}/customers.xlsx")), "{}", broken.stderr);
+    assert_eq!(several.code, Some(1), "{}", several.stderr);
+    assert!(
+        several.stderr.contains(&format!("reads one object from a URL, and `{base}/` names several")),
+        "{}",
+        several.stderr
+    );
+}
