@@ -308,7 +308,9 @@ impl Spec {
         url: &str,
     ) -> Result<Spec, SpecError> {
         let local = Request { path: file.as_str(), run: r.run.clone(), ..*r };
-        let mut spec = Spec::of(&local)?.ok_or(SpecError::NotLocal("csv"))?;
+        // The copy keeps the URL's format, which is one ferry reads, so
+        // `None` (DataFusion's own reader) does not come back.
+        let mut spec = Spec::of(&local)?.ok_or(SpecError::NoFiles(url.to_owned()))?;
         for f in &mut spec.files {
             f.shown = Utf8PathBuf::from(url);
         }
