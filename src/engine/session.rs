@@ -167,6 +167,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The object store holding `url`'s object (registered as
+    /// [`Engine::register_object_store`] does), and the object's path in it.
+    pub fn object_store(&self, url: &str) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path)> {
+        self.register_object_store(url)?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
+        let base = datafusion::execution::object_store::ObjectStoreUrl::parse(format!(
+            "{}://{}",
+            parsed.scheme(),
+            parsed.authority()
+        ))?;
+        Ok((self.ctx.runtime_env().object_store(base)?, object_store::path::Path::from_url_path(parsed.path())?))
+    }
+
     /// Plans `plan` physically and starts it, one stream per output
     /// partition, so a consumer can drain partitions in parallel.
     pub async fn execute_partitioned(&self, plan: LogicalPlan) -> Result<Vec<SendableRecordBatchStream>> {

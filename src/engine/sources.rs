@@ -149,12 +149,7 @@ async fn download(engine: &Engine, url: &str) -> Result<(tempfile::TempDir, Utf8
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     use tokio::io::AsyncWriteExt;
-    engine.register_object_store(url)?;
-    let parsed = url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
-    let store = engine.runtime_env().object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(
-        format!("{}://{}", parsed.scheme(), parsed.authority()),
-    )?)?;
-    let location = object_store::path::Path::from_url_path(parsed.path())?;
+    let (store, location) = engine.object_store(url)?;
     let name = location.filename().unwrap_or("object").to_owned();
     let dir = tempfile::Builder::new().prefix("ferry-source-").tempdir()?;
     let file = Utf8PathBuf::from_path_buf(dir.path().join(&name))

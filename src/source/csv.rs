@@ -22,14 +22,15 @@ use crate::engine::CsvSettings;
 /// Records read to infer the schema (as DataFusion's reader does).
 const INFER_RECORDS: usize = 1000;
 
-fn format(settings: &CsvSettings) -> Result<Format, regex::Error> {
+/// arrow's CSV dialect for the source's settings.
+fn format(spec: &Spec, settings: &CsvSettings, file: &DataFile) -> Result<Format, ReadError> {
     let mut f =
         Format::default().with_header(settings.header).with_delimiter(settings.delimiter).with_quote(settings.quote);
     if let Some(e) = settings.escape {
         f = f.with_escape(e);
     }
-    if let Some(re) = &settings.null_regex {
-        f = f.with_null_regex(regex::Regex::new(re)?);
+    if let Some(re) = null_regex(spec, settings, file)? {
+        f = f.with_null_regex(re);
     }
     Ok(f)
 }
@@ -39,8 +40,7 @@ pub(super) fn infer(spec: &Spec, settings: &CsvSettings) -> Result<SchemaRef, Re
     if spec.quarantine.is_some() {
         return infer_records(spec, settings, file);
     }
-    let format =
-        format(settings).map_err(|e| spec.error(At::file(file.shown.clone()), Problem::Malformed(e.to_string())))?;
+    let format = format(spec, settings, file)?;
     let replaced = Arc::new(AtomicU64::new(0));
     let text = spec.open_text(file, &replaced)?;
     let (schema, _) = format.infer_schema(text, Some(INFER_RECORDS)).map_err(|e| arrow_error(spec, file, None, e))?;
@@ -57,8 +57,7 @@ pub(super) fn read(
     if spec.quarantine.is_some() {
         return read_records(spec, settings, file, schema, send);
     }
-    let format =
-        format(settings).map_err(|e| spec.error(At::file(file.shown.clone()), Problem::Malformed(e.to_string())))?;
+    let format = format(spec, settings, file)?;
     let replaced = Arc::new(AtomicU64::new(0));
     let text = spec.open_text(file, &replaced)?;
     let reader = ReaderBuilder::new(Arc::clone(schema))
@@ -216,6 +215,7 @@ fn read_record(
     })
 }
 
+/// The source's `null_strings` as one pattern, compiled.
 fn null_regex(spec: &Spec, settings: &CsvSettings, file: &DataFile) -> Result<Option<regex::Regex>, ReadError> {
     settings
         .null_regex

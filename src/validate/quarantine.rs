@@ -249,12 +249,7 @@ impl Splitter {
             Some(_) => {
                 let kept = batch.column(width + self.rules.len()).as_string::<i32>();
                 let dropped = datafusion::arrow::compute::is_not_null(kept)?;
-                let texts = if kept.null_count() == rows {
-                    Vec::new()
-                } else {
-                    kept.iter().flatten().map(str::to_owned).collect()
-                };
-                (dropped, texts)
+                (dropped, kept.iter().flatten().map(str::to_owned).collect())
             }
         };
         let duplicates = dropped.true_count();
