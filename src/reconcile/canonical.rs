@@ -580,6 +580,43 @@ pub fn pg_cell_hash(cell: &Cell<'_>, family: Family, wide: bool, seed: u64) -> O
     })
 }
 
+/// XORs [`pg_cell_hash`] of every value of `column` (seeded `seed`, a NULL
+/// as [`pg_null_hash`]) into `hashes`, one per row. The common column types
+/// are read straight from their arrays, without a [`Cell`] per value.
+pub fn pg_fold_column(column: &mut cells::Column<'_>, family: Family, wide: bool, seed: u64, hashes: &mut [u64]) {
+    use cells::Column as C;
+    let null = pg_null_hash(seed);
+    macro_rules! each {
+        ($a:expr, |$v:ident| $e:expr) => {
+            for (h, v) in hashes.iter_mut().zip($a.iter()) {
+                *h ^= match v {
+                    Some($v) => $e,
+                    None => null,
+                };
+            }
+        };
+    }
+    match column {
+        C::I8(a) => each!(a, |v| pg::hash_int8(i64::from(v), seed)),
+        C::I16(a) => each!(a, |v| pg::hash_int8(i64::from(v), seed)),
+        C::I32(a) => each!(a, |v| pg::hash_int8(i64::from(v), seed)),
+        C::I64(a) => each!(a, |v| pg::hash_int8(v, seed)),
+        C::D128(a, scale) => {
+            let scale = i32::from(*scale);
+            each!(a, |v| pg::hash_decimal(v.unsigned_abs(), scale, seed) ^ u64::from(v < 0))
+        }
+        C::Utf8(a) => each!(a, |v| pg_hash_bytes_extended(v.as_bytes(), seed)),
+        C::LargeUtf8(a) => each!(a, |v| pg_hash_bytes_extended(v.as_bytes(), seed)),
+        C::Utf8View(a) => each!(a, |v| pg_hash_bytes_extended(v.as_bytes(), seed)),
+        C::Date(a) => each!(a, |v| pg::hash_int8(i64::from(v), seed)),
+        other => {
+            for (row, h) in hashes.iter_mut().enumerate() {
+                *h ^= pg_cell_hash(&other.cell(row), family, wide, seed).unwrap_or(null);
+            }
+        }
+    }
+}
+
 /// The seed of the `i`th compared column's hash in a PostgreSQL row hash.
 pub fn pg_seed(i: usize) -> u64 {
     i as u64 + 1

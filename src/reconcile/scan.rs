@@ -9,6 +9,8 @@ use super::canonical::{self, Dialect, Family, hash_text, push_field};
 use super::{FetchedRow, Group, Measure, Profile, Spec};
 use crate::load::cells::{self, Cell};
 use crate::load::{LoadError, LoadJob, read};
+use datafusion::arrow::array::Array as _;
+use datafusion::arrow::record_batch::RecordBatch;
 
 /// Per segment: rows and the wrapping sum of their hashes.
 pub type SegmentSums = HashMap<u64, (u64, u64)>;
@@ -51,6 +53,9 @@ pub struct Scan<'s> {
     row_buf: Vec<u8>,
     /// Every column's position, for PostgreSQL's row hash.
     all: Vec<usize>,
+    /// A batch's row and key hashes (see [`Scan::pg_columns`]).
+    hash_buf: Vec<u64>,
+    key_hashes: Vec<u64>,
 }
 
 /// The running aggregates of one group.
@@ -93,6 +98,8 @@ impl<'s> Scan<'s> {
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
             all: (0..spec.columns.len()).collect(),
+            hash_buf: Vec::new(),
+            key_hashes: Vec::new(),
         }
     }
 
@@ -142,6 +149,94 @@ impl<'s> Scan<'s> {
     pub fn pg_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
         let hash = pg_row_hash(self.spec, &self.all, cells);
         self.add(texts, Some((cells, hash)));
+    }
+
+    /// Adds every row of a staged batch on PostgreSQL's side, column by
+    /// column: each column's typed hashes are folded into the rows' hashes
+    /// in one loop, and each measure reads its column in one loop, instead
+    /// of every row visiting every column and measure. Only for a profile
+    /// that is not grouped (see [`Scan::batch`]).
+    fn pg_columns(&mut self, batch: &RecordBatch, columns: &mut [cells::Column<'_>]) {
+        let spec = self.spec;
+        debug_assert!(spec.group_by.is_none());
+        let rows = batch.num_rows();
+        let (mut hashes, mut keys) = (std::mem::take(&mut self.hash_buf), std::mem::take(&mut self.key_hashes));
+        pg_fold(spec, columns, rows, &self.all, canonical::pg_seed, &mut hashes);
+        pg_fold_key(spec, columns, rows, &mut keys);
+        let mask = spec.segment_mask();
+        for (&key, &hash) in keys.iter().zip(&hashes) {
+            let seg = &mut self.segments[(key & mask) as usize];
+            seg.0 += 1;
+            seg.1 = seg.1.wrapping_add(hash);
+        }
+        let group = &mut self.groups[0].1;
+        if let Some(distinct) = group.keys.as_mut() {
+            // A key with a NULL part is not counted.
+            let key_arrays: Vec<_> = spec
+                .key
+                .iter()
+                .map(|&i| batch.column(spec.columns[i].stage_index))
+                .filter(|a| a.null_count() > 0)
+                .collect();
+            distinct.extend(
+                keys.iter().enumerate().filter(|(row, _)| key_arrays.iter().all(|a| a.is_valid(*row))).map(|(_, k)| *k),
+            );
+        }
+        for (m, acc) in &mut group.accs {
+            match *m {
+                Measure::Rows => {
+                    if let Acc::Count(n) = acc {
+                        *n += rows as u64;
+                    }
+                }
+                Measure::DistinctKeys => {}
+                Measure::Nulls(c) => {
+                    if let Acc::Count(n) = acc {
+                        *n += batch.column(spec.columns[c].stage_index).logical_null_count() as u64;
+                    }
+                }
+                Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => {
+                    let spec_column = &spec.columns[c];
+                    let column = &mut columns[spec_column.stage_index];
+                    match (numbers(column, spec_column.scale()), &mut *acc) {
+                        (Some(n), Acc::IntSum(sum) | Acc::DecimalSum(sum, _)) if matches!(m, Measure::Sum(_)) => {
+                            if n.count > 0 {
+                                *sum = Some(sum.unwrap_or(0) + n.sum);
+                            }
+                        }
+                        // Only a batch's own extreme can be a new one.
+                        (Some(n), Acc::Extreme { min, .. }) => {
+                            if let Some(v) = if *min { n.min } else { n.max } {
+                                observe_cell(acc, &number_cell(column, v), spec_column, Dialect::Postgres);
+                            }
+                        }
+                        _ => {
+                            for row in 0..rows {
+                                observe_cell(acc, &column.cell(row), spec_column, Dialect::Postgres);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (self.hash_buf, self.key_hashes) = (hashes, keys);
+    }
+
+    /// Adds every row of a staged batch (see [`batch_rows`]).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        if self.dialect == Dialect::Postgres && self.spec.group_by.is_none() {
+            let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
+            self.pg_columns(batch, &mut columns);
+            return Ok(());
+        }
+        let dialect = self.dialect;
+        batch_rows(self.spec, dialect, batch, false, None, |texts, cells| {
+            if dialect == Dialect::Postgres {
+                self.pg_row(texts, cells);
+            } else {
+                self.row(texts);
+            }
+        })
     }
 
     fn add(&mut self, texts: &[Option<&str>], typed: Option<(&[Cell<'_>], u64)>) {
@@ -271,6 +366,57 @@ pub fn key_hash(
     KeyHash { segment, exact: xxhash_rust::xxh3::xxh3_64(buf), complete }
 }
 
+/// The sum, count and extremes of a batch's non-NULL values of a column
+/// that [`observe_cell`] reads as whole numbers: integers, decimals
+/// (unscaled), dates, timestamps and times.
+struct Numbers {
+    sum: i128,
+    count: usize,
+    min: Option<i128>,
+    max: Option<i128>,
+}
+
+fn numbers(column: &cells::Column<'_>, scale: i8) -> Option<Numbers> {
+    use cells::Column as C;
+    fn of(values: impl Iterator<Item = i128>) -> Numbers {
+        values.fold(Numbers { sum: 0, count: 0, min: None, max: None }, |n, v| Numbers {
+            sum: n.sum + v,
+            count: n.count + 1,
+            min: Some(n.min.map_or(v, |m| m.min(v))),
+            max: Some(n.max.map_or(v, |m| m.max(v))),
+        })
+    }
+    Some(match column {
+        C::I8(a) => of(a.iter().flatten().map(i128::from)),
+        C::I16(a) => of(a.iter().flatten().map(i128::from)),
+        C::I32(a) => of(a.iter().flatten().map(i128::from)),
+        C::I64(a) => of(a.iter().flatten().map(i128::from)),
+        C::U8(a) => of(a.iter().flatten().map(i128::from)),
+        C::U16(a) => of(a.iter().flatten().map(i128::from)),
+        C::U32(a) => of(a.iter().flatten().map(i128::from)),
+        C::U64(a) => of(a.iter().flatten().map(i128::from)),
+        // At another scale than the column's, [`observe_cell`] reads its text.
+        C::D128(a, s) if *s == scale => of(a.iter().flatten()),
+        C::Date(a) => of(a.iter().flatten().map(i128::from)),
+        C::Timestamp(a) => of(a.iter().flatten().map(i128::from)),
+        C::Time(a) => of(a.iter().flatten().map(i128::from)),
+        _ => return None,
+    })
+}
+
+/// The cell of `column`'s type holding `v`, one of its [`numbers`].
+fn number_cell(column: &cells::Column<'_>, v: i128) -> Cell<'static> {
+    use cells::Column as C;
+    match column {
+        C::U8(_) | C::U16(_) | C::U32(_) | C::U64(_) => Cell::UInt(v as u64),
+        C::D128(_, scale) => Cell::Decimal(v, *scale),
+        C::Date(_) => Cell::Date(v as i32),
+        C::Timestamp(_) => Cell::Timestamp(v as i64),
+        C::Time(_) => Cell::Time(v as i64),
+        _ => Cell::Int(v as i64),
+    }
+}
+
 fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
     match acc {
         Acc::IntSum(s) => match text.parse::<i128>() {
@@ -386,13 +532,13 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
 /// (written into buffers reused from row to row) and its cells. With
 /// `all_texts` false and on PostgreSQL's side, only the group column is
 /// printed: the row and key hashes and the profile read the values.
-/// Rows whose cells `keep` refuses are skipped before anything is printed.
+/// Only the rows `rows` gives (in order) are read (all of them if `None`).
 fn batch_rows(
     spec: &Spec,
     dialect: Dialect,
-    batch: &datafusion::arrow::record_batch::RecordBatch,
+    batch: &RecordBatch,
     all_texts: bool,
-    keep: impl Fn(&[Cell<'_>]) -> bool,
+    rows: Option<&[usize]>,
     mut each: impl FnMut(&[Option<&str>], &[Cell<'_>]),
 ) -> Result<(), String> {
     let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
@@ -402,12 +548,17 @@ fn batch_rows(
     let printed: Vec<bool> =
         (0..n).map(|i| all_texts || dialect != Dialect::Postgres || spec.group_by == Some(i)).collect();
     let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(n);
-    for row in 0..batch.num_rows() {
+    let all: Vec<usize>;
+    let rows = match rows {
+        Some(rows) => rows,
+        None => {
+            all = (0..batch.num_rows()).collect();
+            &all
+        }
+    };
+    for &row in rows {
         row_cells.clear();
         row_cells.extend(spec.columns.iter().map(|c| columns[c.stage_index].cell(row)));
-        if !keep(&row_cells) {
-            continue;
-        }
         for (i, c) in spec.columns.iter().enumerate() {
             if printed[i] {
                 bufs[i].clear();
@@ -435,6 +586,28 @@ fn pg_hash(spec: &Spec, cells: &[Cell<'_>], columns: &[usize], seed: fn(usize) -
     })
 }
 
+/// [`pg_hash`] of every row of a batch, column by column, into `hashes`.
+fn pg_fold(
+    spec: &Spec,
+    columns: &mut [cells::Column<'_>],
+    rows: usize,
+    at: &[usize],
+    seed: fn(usize) -> u64,
+    hashes: &mut Vec<u64>,
+) {
+    hashes.clear();
+    hashes.resize(rows, 0);
+    for (k, &i) in at.iter().enumerate() {
+        let c = &spec.columns[i];
+        canonical::pg_fold_column(&mut columns[c.stage_index], c.family, c.wide(), seed(k), hashes);
+    }
+}
+
+/// [`pg_key_hash`] of every row of a batch, into `keys`.
+fn pg_fold_key(spec: &Spec, columns: &mut [cells::Column<'_>], rows: usize, keys: &mut Vec<u64>) {
+    pg_fold(spec, columns, rows, &spec.key, canonical::pg_key_seed, keys);
+}
+
 /// A row's hash on PostgreSQL, from its cells.
 fn pg_row_hash(spec: &Spec, all: &[usize], cells: &[Cell<'_>]) -> u64 {
     pg_hash(spec, cells, all, canonical::pg_seed)
@@ -455,21 +628,7 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
         scan.expect_rows(job.stage.row_count);
         let mut rx = read::spawn(&job);
         while let Some(batch) = rx.blocking_recv() {
-            batch_rows(
-                &spec,
-                dialect,
-                &batch?,
-                false,
-                |_| true,
-                |texts, cells| {
-                    if dialect == Dialect::Postgres {
-                        scan.pg_row(texts, cells);
-                    } else {
-                        scan.row(texts);
-                    }
-                },
-            )
-            .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+            scan.batch(&batch?).map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
         }
         Ok(scan.finish())
     })
@@ -489,13 +648,22 @@ pub async fn stage_rows_in(
         let mut rows = Vec::new();
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
+        let mut keys = Vec::new();
         while let Some(batch) = rx.blocking_recv() {
-            // On PostgreSQL's side the segment comes from the cells, so rows
-            // of other segments are never printed.
-            let wanted = |cells: &[Cell<'_>]| {
-                dialect != Dialect::Postgres || segments.contains(&(pg_key_hash(&spec, cells) & spec.segment_mask()))
-            };
-            batch_rows(&spec, dialect, &batch?, true, wanted, |texts, cells| {
+            let batch = batch?;
+            // On PostgreSQL's side the segment comes from the values, hashed
+            // column by column, so rows of other segments are never read.
+            let wanted: Option<Vec<usize>> = (dialect == Dialect::Postgres).then(|| {
+                let mut columns = cells::columns(&batch).unwrap_or_default();
+                if columns.is_empty() {
+                    // An unreadable batch: `batch_rows` says why.
+                    return (0..batch.num_rows()).collect();
+                }
+                pg_fold_key(&spec, &mut columns, batch.num_rows(), &mut keys);
+                let mask = spec.segment_mask();
+                keys.iter().enumerate().filter(|(_, k)| segments.contains(&(**k & mask))).map(|(row, _)| row).collect()
+            });
+            batch_rows(&spec, dialect, &batch, true, wanted.as_deref(), |texts, cells| {
                 let key = key_hash(&spec, dialect, texts, Some(cells), &mut buf);
                 if segments.contains(&(key.segment & spec.segment_mask())) {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
@@ -547,6 +715,116 @@ pub async fn run_blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int16Array, Int32Array, Int64Array,
+        StringArray, StringViewArray, TimestampMicrosecondArray, UInt64Array,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    /// A batch of every family the column-wise scan reads itself, and some
+    /// it leaves to cells, with NULLs in every column but the first.
+    fn every_family() -> RecordBatch {
+        let n = 300;
+        let some = |i: usize| i % 7 != 3;
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i * 7919 - 1_000_000)))),
+            ("small", Arc::new(Int16Array::from_iter((0..n).map(|i| some(i).then_some(i as i16 - 150))))),
+            ("int", Arc::new(Int32Array::from_iter((0..n).map(|i| some(i).then_some(-(i as i32) * 31))))),
+            ("wide", Arc::new(UInt64Array::from_iter((0..n).map(|i| some(i).then_some(u64::MAX - i as u64))))),
+            (
+                "amount",
+                Arc::new(
+                    Decimal128Array::from_iter((0..n).map(|i| some(i).then_some(i as i128 * 1_234_567 - 99_000_001)))
+                        .with_precision_and_scale(15, 2)
+                        .unwrap(),
+                ),
+            ),
+            ("ratio", Arc::new(Float64Array::from_iter((0..n).map(|i| some(i).then_some(i as f64 / 3.0 - 7.5))))),
+            ("flag", Arc::new(BooleanArray::from_iter((0..n).map(|i| some(i).then_some(i % 2 == 0))))),
+            ("name", Arc::new(StringArray::from_iter((0..n).map(|i| some(i).then(|| format!("név {i}")))))),
+            ("note", Arc::new(StringViewArray::from_iter((0..n).map(|i| some(i).then(|| "x".repeat(i % 40)))))),
+            ("day", Arc::new(Date32Array::from_iter((0..n).map(|i| some(i).then_some(i as i32 * 11 - 900))))),
+            (
+                "at",
+                Arc::new(TimestampMicrosecondArray::from_iter(
+                    (0..n).map(|i| some(i).then_some(i as i64 * 3_600_000_123 - 10_000_000)),
+                )),
+            ),
+        ];
+        let fields: Vec<Field> =
+            columns.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), true)).collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap()
+    }
+
+    fn spec_of(batch: &RecordBatch, key: Vec<usize>) -> Spec {
+        let columns: Vec<super::super::SpecColumn> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| super::super::SpecColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().clone(),
+                family: Family::of(f.data_type()),
+                stage_index: i,
+                key: key.contains(&i),
+            })
+            .collect();
+        let mut measures = vec![Measure::Rows, Measure::DistinctKeys];
+        for i in 0..columns.len() {
+            measures.extend([Measure::Nulls(i), Measure::Sum(i), Measure::Min(i), Measure::Max(i)]);
+        }
+        Spec {
+            table: crate::load::TableName { schema: "s".into(), name: "t".into() },
+            columns,
+            key,
+            segment_bits: 4,
+            measures,
+            group_by: None,
+            touched_only: false,
+        }
+    }
+
+    #[test]
+    fn column_wise_scan_agrees_with_the_row_by_row_scan() {
+        let batch = every_family();
+        assert_eq!(batch.column(0).data_type(), &DataType::Int64);
+        assert_eq!(batch.column(10).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+        // A key of one column, and a composite key with a NULL part.
+        for key in [vec![0], vec![0, 7]] {
+            let spec = spec_of(&batch, key);
+            let mut by_columns = Scan::new(&spec, Dialect::Postgres);
+            by_columns.batch(&batch).unwrap();
+            by_columns.batch(&batch.slice(100, 50)).unwrap();
+            let mut by_rows = Scan::new(&spec, Dialect::Postgres);
+            for b in [batch.clone(), batch.slice(100, 50)] {
+                batch_rows(&spec, Dialect::Postgres, &b, false, None, |texts, cells| by_rows.pg_row(texts, cells))
+                    .unwrap();
+            }
+            let (columns_sums, columns_profile) = by_columns.finish();
+            let (rows_sums, rows_profile) = by_rows.finish();
+            assert_eq!(columns_sums, rows_sums, "key {:?}", spec.key);
+            assert_eq!(columns_profile, rows_profile, "key {:?}", spec.key);
+            assert_eq!(columns_profile[&(super::super::Group::All, Measure::Rows)].as_deref(), Some("350"));
+        }
+    }
+
+    #[test]
+    fn column_fold_agrees_with_each_cell_hash() {
+        let batch = every_family();
+        let mut columns = cells::columns(&batch).unwrap();
+        for (i, f) in batch.schema().fields().iter().enumerate() {
+            let (family, wide) = (Family::of(f.data_type()), f.data_type() == &DataType::UInt64);
+            let mut folded = vec![0u64; batch.num_rows()];
+            canonical::pg_fold_column(&mut columns[i], family, wide, 5, &mut folded);
+            for (row, h) in folded.iter().enumerate() {
+                let cell = columns[i].cell(row);
+                let want = canonical::pg_cell_hash(&cell, family, wide, 5).unwrap_or(canonical::pg_null_hash(5));
+                assert_eq!(*h, want, "column {} row {row}", f.name());
+            }
+        }
+    }
 
     #[test]
     fn decimal_text_reads_back_at_its_scale() {
