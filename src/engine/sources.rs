@@ -1,6 +1,7 @@
 //! Registers seeds and file sources as DataFusion tables, learning their
 //! schemas from the files and the declared `data_type`s (declared types win).
 
+use std::io;
 use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -84,6 +85,23 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
         }
         spec => spec.map_err(spec_error)?,
     };
+    // A JSON array (not newline-delimited JSON, which DataFusion reads from
+    // the URL itself) at a URL: ferry reads it, from a local copy.
+    let spec = match spec {
+        None if matches!(format_name.as_deref(), Some("json" | "ndjson" | "jsonl"))
+            && path.contains("://")
+            && !path.contains(['*', '?', '['])
+            && !path.ends_with('/')
+            && first_byte_at(engine, path, compression)
+                .await
+                .map_err(|e| vec![source_error(&name, &e, here.clone())])?
+                == Some(b'[') =>
+        {
+            let (dir, file) = download(engine, path).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+            Some(source::Spec::downloaded(&request, dir, &file, path).map_err(spec_error)?)
+        }
+        spec => spec,
+    };
     let (raw, inferred) = match spec {
         Some(spec) => {
             let spec = Arc::new(spec);
@@ -138,6 +156,32 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
     engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
     Ok(Some(schema))
+}
+
+/// The first byte of the object at `url` that is not whitespace (see
+/// `source::first_significant_byte`), from as little of its head as holds
+/// one: the rest of the object is not fetched.
+async fn first_byte_at(
+    engine: &Engine,
+    url: &str,
+    compression: FileCompressionType,
+) -> Result<Option<u8>, DataFusionError> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    /// Past this much leading whitespace the object is not an array.
+    const HEAD: usize = 64 * 1024;
+    let (store, location) = engine.object_store(url)?;
+    // A plain GET, not a range: not every HTTP server serves ranges.
+    let mut chunks = store.get(&location).await?.into_stream();
+    let mut head = Vec::new();
+    while head.len() < HEAD {
+        let Some(chunk) = chunks.next().await else { break };
+        head.extend_from_slice(&chunk?);
+        if let Some(b) = source::first_significant_byte(io::Cursor::new(head.clone()), compression) {
+            return Ok(Some(b));
+        }
+    }
+    Ok(source::first_significant_byte(io::Cursor::new(head), compression))
 }
 
 /// Copies the object at `url` (`s3://`, `gs://`, `az://`, `http(s)://`)

@@ -467,11 +467,17 @@ pub fn find_invalid_utf8(
 /// The first byte that is not white space in the first file (for telling a
 /// JSON array from newline-delimited JSON).
 fn first_byte(file: &DataFile, compression: FileCompressionType) -> Option<u8> {
+    first_significant_byte(fs_err::File::open(&file.full).ok()?, compression)
+}
+
+/// The first byte of `compression`-compressed text `reader` that is neither
+/// whitespace nor part of a byte-order mark; `None` if the text ends (or
+/// can no longer be read, as a cut-off head of a compressed file) first.
+pub fn first_significant_byte(reader: impl io::Read + Send + 'static, compression: FileCompressionType) -> Option<u8> {
     use std::io::Read;
-    let file = fs_err::File::open(&file.full).ok()?;
-    let reader = compression.convert_read(file).ok()?;
-    let mut bytes = io::BufReader::new(reader).bytes();
-    bytes.find_map(|b| b.ok().filter(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF))
+    let reader = compression.convert_read(reader).ok()?;
+    let bytes = io::BufReader::new(reader).bytes();
+    bytes.map_while(Result::ok).find(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF)
 }
 
 /// The files a local path names: the file itself, or a directory's files in

@@ -289,6 +289,7 @@ async fn legacy_formats_at_a_url_are_fetched_and_read() {
                  \x20     - name: sheet\n        path: {base}/customers.xlsx\n        sheet: Customers\n        header_row: 3\n\
                  \x20     - name: xml\n        path: {base}/customers.xml\n        record_path: /export/customers/customer\n\
                  \x20     - name: array\n        path: {base}/customers.json\n        columns:\n          - {{name: city, path: address.city}}\n\
+                 \x20     - name: bare\n        path: {base}/customers.json\n\
                  \x20     - name: broken\n        path: {base}/customers.xlsx\n        sheet: Broken\n\
                  \x20     - name: several\n        path: {base}/\n        format: xml\n        record_path: /export/customers/customer\n"
             ),
@@ -298,9 +299,13 @@ async fn legacy_formats_at_a_url_are_fetched_and_read() {
             "{{ config(materialized='table') }}\nselect s.id, s.name, x.status, a.city from {{ source('web', 'sheet') }} s \
              join {{ source('web', 'xml') }} x on s.id = x.id join {{ source('web', 'array') }} a on s.id = a.id",
         )
+        .model(
+            "bare.sql",
+            "{{ config(materialized='table') }}\nselect id, name, balance from {{ source('web', 'bare') }}",
+        )
         .model("broken.sql", "{{ config(materialized='table') }}\nselect * from {{ source('web', 'broken') }}")
         .model("several.sql", "{{ config(materialized='table') }}\nselect * from {{ source('web', 'several') }}");
-    let ran = p.run(["run", "-s", "both"]);
+    let ran = p.run(["run", "-s", "both", "bare"]);
     let broken = p.run(["run", "-s", "broken"]);
     let several = p.run(["run", "-s", "several"]);
     drop(server);
@@ -314,6 +319,10 @@ async fn legacy_formats_at_a_url_are_fetched_and_read() {
             "| 3  | Chloé     | active |        |"
         ]
     );
+    // A bare JSON array, with no key that would tell it from
+    // newline-delimited JSON: its first byte does.
+    let bare = p.query_stages(&["bare"], "select id, name, balance from bare order by id").await;
+    assert_eq!(bare, ["| 1  | Zoë   | 1250.5  |", "| 2  | Bob   | 0.0     |", "| 3  | Chloé | -12.25  |"]);
     assert_eq!(broken.code, Some(1), "{}", broken.stderr);
     assert!(broken.stderr.contains("holds the error #DIV/0!"), "{}", broken.stderr);
     assert!(broken.stderr.contains(&format!("{base}/customers.xlsx")), "{}", broken.stderr);
