@@ -172,14 +172,10 @@ impl<'s> Scan<'s> {
         let group = &mut self.groups[0].1;
         if let Some(distinct) = group.keys.as_mut() {
             // A key with a NULL part is not counted.
-            let key_arrays: Vec<_> = spec
-                .key
-                .iter()
-                .map(|&i| batch.column(spec.columns[i].stage_index))
-                .filter(|a| a.null_count() > 0)
-                .collect();
+            let key_nulls: Vec<_> =
+                spec.key.iter().filter_map(|&i| batch.column(spec.columns[i].stage_index).logical_nulls()).collect();
             distinct.extend(
-                keys.iter().enumerate().filter(|(row, _)| key_arrays.iter().all(|a| a.is_valid(*row))).map(|(_, k)| *k),
+                keys.iter().enumerate().filter(|(row, _)| key_nulls.iter().all(|n| n.is_valid(*row))).map(|(_, k)| *k),
             );
         }
         for (m, acc) in &mut group.accs {
