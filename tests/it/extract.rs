@@ -298,7 +298,8 @@ async fn postgres_declared_types_are_applied_to_database_columns() {
     let ran = p.run(["run", "-vv"]);
     ok(&ran);
     let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
-    assert!(!query.contains("2021"), "a filter on a recast column is not pushed: {query}");
+    // The date itself, not a year: the random schema name may hold "2021".
+    assert!(!query.contains("2021-01-01"), "a filter on a recast column is not pushed: {query}");
     let manifest: serde_json::Value =
         serde_json::from_str(&p.read(".ferry/stage/typed/_ferry_stage.json")).expect("stage manifest");
     let types: Vec<&str> =
