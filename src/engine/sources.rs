@@ -46,6 +46,15 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
     let (csv, compression) = dialect(path, &s.location).map_err(|msg| {
         vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
     })?;
+    let one_object = !path.contains(['*', '?', '[']) && !path.ends_with('/');
+    // DataFusion reads newline-delimited JSON from a URL itself; an array
+    // is for ferry to read, and only the object's first bytes tell which.
+    let url_first_byte =
+        if matches!(format_name.as_deref(), Some("json" | "ndjson" | "jsonl")) && path.contains("://") && one_object {
+            first_byte_at(engine, path, compression).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?
+        } else {
+            None
+        };
     let request = source::Request {
         table: &name,
         root: &manifest.root,
@@ -61,13 +70,14 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
             Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id),
             matches!(manifest.globals.which.as_str(), "run" | "build"),
         ),
+        url_first_byte,
     };
     let spec_error = |e: source::SpecError| {
         vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone())]
     };
     let spec = match source::Spec::of(&request) {
         // A format ferry reads itself, at a URL: read a local copy.
-        Err(source::SpecError::NotLocal(format)) if path.contains(['*', '?', '[']) || path.ends_with('/') => {
+        Err(source::SpecError::NotLocal(format)) if !one_object => {
             return Err(vec![
                 Diagnostic::error(
                     Code::SourceSchema,
@@ -84,23 +94,6 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
             Some(source::Spec::downloaded(&request, dir, &file, path).map_err(spec_error)?)
         }
         spec => spec.map_err(spec_error)?,
-    };
-    // A JSON array (not newline-delimited JSON, which DataFusion reads from
-    // the URL itself) at a URL: ferry reads it, from a local copy.
-    let spec = match spec {
-        None if matches!(format_name.as_deref(), Some("json" | "ndjson" | "jsonl"))
-            && path.contains("://")
-            && !path.contains(['*', '?', '['])
-            && !path.ends_with('/')
-            && first_byte_at(engine, path, compression)
-                .await
-                .map_err(|e| vec![source_error(&name, &e, here.clone())])?
-                == Some(b'[') =>
-        {
-            let (dir, file) = download(engine, path).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-            Some(source::Spec::downloaded(&request, dir, &file, path).map_err(spec_error)?)
-        }
-        spec => spec,
     };
     let (raw, inferred) = match spec {
         Some(spec) => {
@@ -174,14 +167,14 @@ async fn first_byte_at(
     // A plain GET, not a range: not every HTTP server serves ranges.
     let mut chunks = store.get(&location).await?.into_stream();
     let mut head = Vec::new();
-    while head.len() < HEAD {
-        let Some(chunk) = chunks.next().await else { break };
+    while let Some(chunk) = chunks.next().await {
         head.extend_from_slice(&chunk?);
-        if let Some(b) = source::first_significant_byte(io::Cursor::new(head.clone()), compression) {
-            return Ok(Some(b));
+        let found = source::first_significant_byte(io::Cursor::new(head.clone()), compression);
+        if found.is_some() || head.len() >= HEAD {
+            return Ok(found);
         }
     }
-    Ok(source::first_significant_byte(io::Cursor::new(head), compression))
+    Ok(None)
 }
 
 /// Copies the object at `url` (`s3://`, `gs://`, `az://`, `http(s)://`)

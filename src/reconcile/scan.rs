@@ -54,7 +54,7 @@ pub struct Scan<'s> {
     /// Every column's position, for PostgreSQL's row hash.
     all: Vec<usize>,
     /// A batch's row and key hashes (see [`Scan::pg_columns`]).
-    hash_buf: Vec<u64>,
+    row_hashes: Vec<u64>,
     key_hashes: Vec<u64>,
 }
 
@@ -98,7 +98,7 @@ impl<'s> Scan<'s> {
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
             all: (0..spec.columns.len()).collect(),
-            hash_buf: Vec::new(),
+            row_hashes: Vec::new(),
             key_hashes: Vec::new(),
         }
     }
@@ -160,7 +160,7 @@ impl<'s> Scan<'s> {
         let spec = self.spec;
         debug_assert!(spec.group_by.is_none());
         let rows = batch.num_rows();
-        let (mut hashes, mut keys) = (std::mem::take(&mut self.hash_buf), std::mem::take(&mut self.key_hashes));
+        let (mut hashes, mut keys) = (std::mem::take(&mut self.row_hashes), std::mem::take(&mut self.key_hashes));
         pg_fold(spec, columns, rows, &self.all, canonical::pg_seed, &mut hashes);
         pg_fold_key(spec, columns, rows, &mut keys);
         let mask = spec.segment_mask();
@@ -178,6 +178,8 @@ impl<'s> Scan<'s> {
                 keys.iter().enumerate().filter(|(row, _)| key_nulls.iter().all(|n| n.is_valid(*row))).map(|(_, k)| *k),
             );
         }
+        // A column's sum and extremes, read once for all of its measures.
+        let mut numbers_of: Vec<Option<Option<Numbers>>> = vec![None; spec.columns.len()];
         for (m, acc) in &mut group.accs {
             match *m {
                 Measure::Rows => {
@@ -194,7 +196,8 @@ impl<'s> Scan<'s> {
                 Measure::Sum(c) | Measure::Min(c) | Measure::Max(c) => {
                     let spec_column = &spec.columns[c];
                     let column = &mut columns[spec_column.stage_index];
-                    match (numbers(column, spec_column.scale()), &mut *acc) {
+                    let numbers = *numbers_of[c].get_or_insert_with(|| numbers(column, spec_column.scale()));
+                    match (numbers, &mut *acc) {
                         (Some(n), Acc::IntSum(sum) | Acc::DecimalSum(sum, _)) if matches!(m, Measure::Sum(_)) => {
                             if n.count > 0 {
                                 *sum = Some(sum.unwrap_or(0) + n.sum);
@@ -215,7 +218,7 @@ impl<'s> Scan<'s> {
                 }
             }
         }
-        (self.hash_buf, self.key_hashes) = (hashes, keys);
+        (self.row_hashes, self.key_hashes) = (hashes, keys);
     }
 
     /// Adds every row of a staged batch (see [`batch_rows`]).
@@ -365,6 +368,7 @@ pub fn key_hash(
 /// The sum, count and extremes of a batch's non-NULL values of a column
 /// that [`observe_cell`] reads as whole numbers: integers, decimals
 /// (unscaled), dates, timestamps and times.
+#[derive(Clone, Copy)]
 struct Numbers {
     sum: i128,
     count: usize,
@@ -645,27 +649,34 @@ pub async fn stage_rows_in(
         let mut buf = Vec::new();
         let mut rx = read::spawn(&job);
         let mut keys = Vec::new();
+        let mask = spec.segment_mask();
+        let fail = |message: String| LoadError::Read { model: job.model.clone(), message };
         while let Some(batch) = rx.blocking_recv() {
             let batch = batch?;
             // On PostgreSQL's side the segment comes from the values, hashed
             // column by column, so rows of other segments are never read.
-            let wanted: Option<Vec<usize>> = (dialect == Dialect::Postgres).then(|| {
-                let mut columns = cells::columns(&batch).unwrap_or_default();
-                if columns.is_empty() {
-                    // An unreadable batch: `batch_rows` says why.
-                    return (0..batch.num_rows()).collect();
-                }
+            let wanted: Option<Vec<usize>> = if dialect == Dialect::Postgres {
+                let mut columns = cells::columns(&batch).map_err(|e| fail(e.to_string()))?;
                 pg_fold_key(&spec, &mut columns, batch.num_rows(), &mut keys);
-                let mask = spec.segment_mask();
-                keys.iter().enumerate().filter(|(_, k)| segments.contains(&(**k & mask))).map(|(row, _)| row).collect()
-            });
+                Some(
+                    keys.iter()
+                        .enumerate()
+                        .filter(|(_, k)| segments.contains(&(**k & mask)))
+                        .map(|(row, _)| row)
+                        .collect(),
+                )
+            } else {
+                None
+            };
             batch_rows(&spec, dialect, &batch, true, wanted.as_deref(), |texts, cells| {
-                let key = key_hash(&spec, dialect, texts, Some(cells), &mut buf);
-                if segments.contains(&(key.segment & spec.segment_mask())) {
+                // Rows already picked by their key hash need no second look.
+                let in_segment = wanted.is_some()
+                    || segments.contains(&(key_hash(&spec, dialect, texts, Some(cells), &mut buf).segment & mask));
+                if in_segment {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }
             })
-            .map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+            .map_err(fail)?;
         }
         Ok(rows)
     })

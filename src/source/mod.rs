@@ -228,6 +228,10 @@ pub struct Request<'a> {
     /// This run's id, its directory, that directory as shown, and whether
     /// the command keeps run artifacts there.
     pub run: (&'a str, Utf8PathBuf, Utf8PathBuf, bool),
+    /// For JSON at a URL, the object's first byte that is not whitespace
+    /// (see [`first_significant_byte`]), which tells an array from
+    /// newline-delimited JSON; local files are read for it here.
+    pub url_first_byte: Option<u8>,
 }
 
 impl Spec {
@@ -253,11 +257,11 @@ impl Spec {
             "xml" => Some(Format::Xml(xml::Options::of(r.location, r.columns)?)),
             "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" | "excel" => Some(Format::Excel(excel::Options::of(r.location)?)),
             "fixed_width" | "fixed-width" | "fwf" => Some(Format::FixedWidth(fixed_width::Layout::of(r.location)?)),
-            "json" | "ndjson" | "jsonl" => {
-                json::Options::of(r.location, r.columns, || first_byte(files_of().first()?, r.compression))?
-                    .map(Format::Json)
-                    .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default())))
-            }
+            "json" | "ndjson" | "jsonl" => json::Options::of(r.location, r.columns, || {
+                r.url_first_byte.or_else(|| first_byte(files_of().first()?, r.compression))
+            })?
+            .map(Format::Json)
+            .or_else(|| (!text.is_default() || quarantine).then(|| Format::Json(json::Options::default()))),
             "csv" | "tsv" | "txt" if !text.is_default() || quarantine => Some(Format::Csv(r.csv.clone())),
             _ => None,
         };
@@ -307,7 +311,7 @@ impl Spec {
         file: &Utf8Path,
         url: &str,
     ) -> Result<Spec, SpecError> {
-        let local = Request { path: file.as_str(), run: r.run.clone(), ..*r };
+        let local = Request { path: file.as_str(), run: r.run.clone(), url_first_byte: None, ..*r };
         // The copy keeps the URL's format, which is one ferry reads, so
         // `None` (DataFusion's own reader) does not come back.
         let mut spec = Spec::of(&local)?.ok_or(SpecError::NoFiles(url.to_owned()))?;
