@@ -5,8 +5,10 @@
 #   - ../shared/bench/peers/pg_extract.sh (psql COPY CSV -> DuckDB -> Parquet)
 #   - ../shared/bench/peers/cx_extract.py (connectorx's Python package, 2
 #     partitions, then pyarrow writes Parquet)
-#   - ferry: a database source (connectorx, partition_on order_id,
-#     partitions 2) staged by a `table` model selecting every column.
+#   - ferry: a database source (partition_on order_id, partitions 2)
+#     staged by a `table` model selecting every column, read with binary
+#     COPY decoded by ferry (its default) and, for comparison, through
+#     connectorx (`cxprotocol=cursor` in the source's URL).
 #
 #   scripts/bench_extract.sh [RUNS]      (default 3)
 #
@@ -62,6 +64,10 @@ sources:
 YML
 printf "{{ config(materialized='table', load=false) }}\nselect * from {{ source('w1', 'lineitem') }}\n" \
   > "$work/x/models/extracted.sql"
+# The same through connectorx: a URL naming its protocol.
+cp -r "$work/x" "$work/cx"
+sed -i "s|connection: pg|connection: \"postgresql://$PGUSER@$PGHOST:5432/$PGDATABASE?sslmode=$sslmode\&cxprotocol=cursor\"|" \
+  "$work/cx/models/sources.yml"
 
 measure() { # name, command...: prints "name seconds peak_kib" per run
   local name=$1; shift
@@ -73,17 +79,20 @@ measure() { # name, command...: prints "name seconds peak_kib" per run
 
 {
   measure ferry "$ferry" --project-dir "$work/x" --profiles-dir "$work" run -q --no-load
+  measure ferry_cx "$ferry" --project-dir "$work/cx" --profiles-dir "$work" run -q --no-load
   measure pg_extract bash "$shared/bench/peers/pg_extract.sh" "$table" "$work/peer.parquet"
   measure cx_python python3 "$shared/bench/peers/cx_extract.py" \
     "postgresql://$PGUSER@$PGHOST:5432/$PGDATABASE?sslmode=$sslmode" "SELECT * FROM $table" "$work/cx.parquet" order_id 2
 } | tee "$work/times"
-staged=$(python3 -c "import json;print(json.load(open('$work/x/.ferry/stage/extracted/_ferry_stage.json'))['row_count'])")
-[ "$staged" = "$rows" ] || { echo "ferry staged $staged rows, the table has $rows" >&2; exit 1; }
+for d in x cx; do
+  staged=$(python3 -c "import json;print(json.load(open('$work/$d/.ferry/stage/extracted/_ferry_stage.json'))['row_count'])")
+  [ "$staged" = "$rows" ] || { echo "ferry ($d) staged $staged rows, the table has $rows" >&2; exit 1; }
+done
 psql -q -c "DROP SCHEMA ferry_extract CASCADE"
 
 median() { grep "^$1 " "$work/times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 peak() { echo $(( $(grep "^$1 " "$work/times" | awk '{print $3}' | sort -n | tail -1) / 1024 )); }
-fe=$(median ferry); pe=$(median pg_extract); cx=$(median cx_python)
+fe=$(median ferry); fc=$(median ferry_cx); pe=$(median pg_extract); cx=$(median cx_python)
 best=$(printf '%s\n%s\n' "$pe" "$cx" | sort -n | head -1)
 out=benches/results/extract-$(date +%Y-%m-%d).md
 mkdir -p benches/results
@@ -91,7 +100,8 @@ mkdir -p benches/results
   echo "## Extract $(date -u +%H:%MZ), median of $runs, $rows rows, 11 columns, PostgreSQL -> staged Parquet"
   echo "| pipeline | time | peak RSS |"
   echo "|---|---|---|"
-  echo "| ferry, connectorx, 2 partitions | ${fe} s | $(peak ferry) MiB |"
+  echo "| ferry, binary COPY decoded by ferry, 2 partitions | ${fe} s | $(peak ferry) MiB |"
+  echo "| ferry, connectorx (cursor), 2 partitions | ${fc} s | $(peak ferry_cx) MiB |"
   echo "| pg_extract.sh (psql COPY CSV -> DuckDB) | ${pe} s | $(peak pg_extract) MiB (DuckDB side) |"
   echo "| connectorx Python, 2 partitions, + pyarrow | ${cx} s | $(peak cx_python) MiB |"
   echo "| best peer / ferry | $(echo "scale=2; $best / $fe" | bc)x | |"

@@ -686,12 +686,12 @@ pub async fn stage_rows_in(
 /// Sends the items of a pulled target's stream to the thread that scans
 /// them, `per_batch` at a time; an item's error becomes `fail`'s. Stops
 /// early, without error, when the scan has stopped (on an error of its own).
-pub async fn send_batches<T, E>(
+pub async fn send_batches<T, E, F>(
     stream: impl futures::Stream<Item = Result<T, E>>,
     tx: tokio::sync::mpsc::Sender<Vec<T>>,
     per_batch: usize,
-    fail: impl Fn(E) -> LoadError,
-) -> Result<(), LoadError> {
+    fail: impl Fn(E) -> F,
+) -> Result<(), F> {
     use futures::StreamExt as _;
     futures::pin_mut!(stream);
     let mut batch = Vec::with_capacity(per_batch);

@@ -1,7 +1,8 @@
-//! Live databases as sources, read through connectorx: PostgreSQL (binary
-//! protocol), MySQL/MariaDB, SQLite and SQL Server. connectorx builds arrow
-//! 56 batches; each crosses to DataFusion's arrow through the Arrow C data
-//! interface, without copying.
+//! Live databases as sources: PostgreSQL read with binary COPY and decoded
+//! by ferry where it can ([`crate::backend::postgres::extract`]), and
+//! otherwise, and MySQL/MariaDB, SQLite and SQL Server, through connectorx.
+//! connectorx builds arrow 56 batches; each crosses to DataFusion's arrow
+//! through the Arrow C data interface, without copying.
 //!
 //! A table is scanned with the columns and simple filters DataFusion pushes
 //! down, split by `partition_on` into key ranges read in parallel, one
@@ -32,6 +33,7 @@ use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialec
 use serde_json::Value as Json;
 
 use super::SpecError;
+use crate::backend::postgres::extract as postgres;
 
 /// Rows per batch connectorx builds.
 const BATCH_ROWS: usize = 8192;
@@ -173,12 +175,16 @@ impl DatabaseSpec {
     }
 
     /// `SELECT <columns> FROM <base> WHERE <conditions>`; every column for
-    /// `None`, and a constant when no column is needed (`count(*)`).
-    fn select(&self, columns: Option<&[String]>, conditions: &[String]) -> String {
+    /// `None`, and a constant when no column is needed (`count(*)`). For
+    /// connectorx, decimals wider than it reads exactly are selected as
+    /// text; PostgreSQL's COPY reader (`copy`) takes them as they are, and
+    /// no column at all where none is needed.
+    fn select(&self, columns: Option<&[String]>, conditions: &[String], copy: bool) -> String {
         let exact = self.exact.get();
+        let by_connectorx = !copy;
         let column = |c: &String| {
             let quoted = self.kind.quote(c);
-            let as_text = exact.and_then(|e| e.get(c)).is_some_and(|t| !read_exactly_by_connectorx(t));
+            let as_text = by_connectorx && exact.and_then(|e| e.get(c)).is_some_and(|t| !read_exactly_by_connectorx(t));
             match (as_text, self.kind) {
                 (true, Kind::Mysql) => format!("CAST({quoted} AS CHAR) AS {quoted}"),
                 (true, _) => format!("CAST({quoted} AS TEXT) AS {quoted}"),
@@ -187,7 +193,8 @@ impl DatabaseSpec {
         };
         let list = match columns {
             None => "*".to_owned(),
-            Some([]) => "1 AS __ferry_row".to_owned(),
+            Some([]) if by_connectorx => "1 AS __ferry_row".to_owned(),
+            Some([]) => String::new(),
             Some(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
         };
         let from = match &self.base {
@@ -204,7 +211,7 @@ impl DatabaseSpec {
     pub fn schema(&self) -> Result<SchemaRef, ExtractError> {
         let conn = self.conn()?;
         // Building the reader fetches the result's metadata, not its rows.
-        let query = self.select(None, &[]);
+        let query = self.select(None, &[], false);
         let iter = catch(|| new_record_batch_iter(&conn, None, &[CXQuery::naked(&query)], BATCH_ROWS, None))
             .map_err(|m| self.unreadable(m))?
             .map_err(|e| self.error(chain(&e)))?;
@@ -319,15 +326,15 @@ impl DatabaseSpec {
     /// The key range of the partition column (blocking).
     fn key_range(&self, column: &str, conditions: &[String]) -> Result<(i64, i64), ExtractError> {
         let conn = self.conn()?;
-        let query = self.select(Some(&[column.to_owned()]), conditions);
+        let query = self.select(Some(&[column.to_owned()]), conditions, false);
         catch(|| connectorx::partition::get_col_range(&conn, &query, &self.kind.quote(column)))
             .map_err(|m| self.error(m))?
             .map_err(|e| self.error(format!("cannot find the range of `{column}` to partition on: {}", chain(&e))))
     }
 
     /// The queries of a scan: one per key range, and one for NULL keys.
-    fn queries(&self, columns: &[String], conditions: &[String]) -> Result<Vec<String>, ExtractError> {
-        let Some((key, n)) = &self.partition else { return Ok(vec![self.select(Some(columns), conditions)]) };
+    fn queries(&self, columns: &[String], conditions: &[String], copy: bool) -> Result<Vec<String>, ExtractError> {
+        let Some((key, n)) = &self.partition else { return Ok(vec![self.select(Some(columns), conditions, copy)]) };
         let (min, max) = self.key_range(key, conditions)?;
         let quoted = self.kind.quote(key);
         let span = (i128::from(max) - i128::from(min) + 1).max(1);
@@ -341,11 +348,11 @@ impl DatabaseSpec {
             if i + 1 < n {
                 c.push(format!("{quoted} < {hi}"));
             }
-            queries.push(self.select(Some(columns), &c));
+            queries.push(self.select(Some(columns), &c, copy));
         }
         let mut c = conditions.to_vec();
         c.push(format!("{quoted} IS NULL"));
-        queries.push(self.select(Some(columns), &c));
+        queries.push(self.select(Some(columns), &c, copy));
         Ok(queries)
     }
 
@@ -415,6 +422,39 @@ impl DatabaseSpec {
                     && [&b.low, &b.high].iter().all(|v| matches!(v.as_ref(), Expr::Literal(s, _) if ordered_literal(s)))
             }
             _ => false,
+        }
+    }
+}
+
+/// What reads a scan's queries.
+#[derive(Debug, Clone)]
+enum Reader {
+    Connectorx,
+    /// PostgreSQL's binary COPY, decoded by ferry (see
+    /// [`crate::backend::postgres::extract`]).
+    Copy {
+        connect: Arc<postgres::Connect>,
+        decoders: Arc<[postgres::Decode]>,
+    },
+}
+
+impl DatabaseSpec {
+    /// PostgreSQL's COPY reader for a scan of `fields` (as the database
+    /// types them) when it decodes every one of them and the URL needs
+    /// nothing only connectorx does; connectorx otherwise.
+    async fn reader(&self, columns: &[String], fields: &[(String, DataType)]) -> Result<Reader, ExtractError> {
+        let connect = match self.kind {
+            Kind::Postgres => postgres::Connect::of_url(&self.url.0),
+            Kind::Mysql | Kind::Sqlite | Kind::Mssql => None,
+        };
+        let Some(connect) = connect else { return Ok(Reader::Connectorx) };
+        let query = self.select(Some(columns), &[], true);
+        match postgres::plan(&connect, &query, fields).await.map_err(|m| self.error(m))? {
+            Ok(decoders) => Ok(Reader::Copy { connect: Arc::new(connect), decoders: decoders.into() }),
+            Err(why) => {
+                tracing::debug!(table = %self.table, why, "read through connectorx");
+                Ok(Reader::Connectorx)
+            }
         }
     }
 }
@@ -556,6 +596,15 @@ fn typed_columns(
         .collect()
 }
 
+/// A batch read from the database as `schema` types it (see
+/// [`typed_columns`]).
+fn typed(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
+    // With no column needed, connectorx's query selected a constant.
+    let columns = if schema.fields().is_empty() { Vec::new() } else { typed_columns(batch, schema, table)? };
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+}
+
 /// The table DataFusion scans.
 #[derive(Debug)]
 pub struct DatabaseTable {
@@ -608,11 +657,14 @@ impl TableProvider for DatabaseTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
+        let (schema, native) = match projection {
+            Some(p) => (Arc::new(self.schema.project(p)?), Arc::new(self.native.project(p)?)),
+            None => (Arc::clone(&self.schema), Arc::clone(&self.native)),
         };
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let fields: Vec<(String, DataType)> =
+            native.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let reader = self.spec.reader(&columns, &fields).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         let conditions: Vec<String> =
             filters.iter().filter(|f| self.natively_typed(f)).filter_map(|f| self.spec.pushed(f)).collect();
         let spec = Arc::clone(&self.spec);
@@ -622,17 +674,24 @@ impl TableProvider for DatabaseTable {
             (Some(n), Kind::Postgres | Kind::Mysql | Kind::Sqlite) => format!(" LIMIT {n}"),
             _ => String::new(),
         };
-        let queries = tokio::task::spawn_blocking(move || spec.queries(&columns, &conditions))
+        let copy = matches!(reader, Reader::Copy { .. });
+        let queries = tokio::task::spawn_blocking(move || spec.queries(&columns, &conditions, copy))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let queries: Vec<String> = queries.into_iter().map(|q| format!("{q}{limit_clause}")).collect();
-        tracing::debug!(table = %self.spec.table, ?queries, "database scan");
+        let by = if matches!(reader, Reader::Connectorx) { "connectorx" } else { "binary COPY" };
+        tracing::debug!(table = %self.spec.table, ?queries, by, "database scan");
         let partitions: Vec<Arc<dyn PartitionStream>> = queries
             .into_iter()
             .map(|query| {
-                Arc::new(QueryPartition { spec: Arc::clone(&self.spec), query, schema: Arc::clone(&schema) })
-                    as Arc<dyn PartitionStream>
+                Arc::new(QueryPartition {
+                    spec: Arc::clone(&self.spec),
+                    query,
+                    schema: Arc::clone(&schema),
+                    native: Arc::clone(&native),
+                    reader: reader.clone(),
+                }) as Arc<dyn PartitionStream>
             })
             .collect();
         StreamingTable::try_new(Arc::clone(&schema), partitions)?.scan(state, None, &[], limit).await
@@ -644,7 +703,11 @@ impl TableProvider for DatabaseTable {
 struct QueryPartition {
     spec: Arc<DatabaseSpec>,
     query: String,
+    /// The columns as the scan gives them (declared types).
     schema: SchemaRef,
+    /// The columns as the database gives them.
+    native: SchemaRef,
+    reader: Reader,
 }
 
 impl PartitionStream for QueryPartition {
@@ -656,6 +719,22 @@ impl PartitionStream for QueryPartition {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         let (spec, query, schema) = (Arc::clone(&self.spec), self.query.clone(), Arc::clone(&self.schema));
+        if let Reader::Copy { connect, decoders } = &self.reader {
+            let (connect, decoders, native) = (Arc::clone(connect), Arc::clone(decoders), Arc::clone(&self.native));
+            builder.spawn(async move {
+                let table = spec.table.clone();
+                // Called on the decoding thread; an error is sent, and ends the read.
+                let emit = move |batch: RecordBatch| {
+                    let batch = typed(&batch, &schema, &table);
+                    let failed = batch.is_err();
+                    tx.blocking_send(batch).is_ok() && !failed
+                };
+                postgres::read(&connect, &query, decoders, native, BATCH_ROWS, emit)
+                    .await
+                    .map_err(|m| DataFusionError::External(Box::new(spec.error(m))))
+            });
+            return builder.build();
+        }
         builder.spawn_blocking(move || {
             let external = |e: ExtractError| DataFusionError::External(Box::new(e));
             let conn = spec.conn().map_err(external)?;
@@ -666,15 +745,7 @@ impl PartitionStream for QueryPartition {
             loop {
                 let next = catch(|| iter.next_batch()).map_err(|m| external(spec.error(m)))?;
                 let Some(batch) = next else { break };
-                let batch = bridge(batch)?;
-                // With no column needed, the query selected a constant.
-                let columns =
-                    if schema.fields().is_empty() { Vec::new() } else { typed_columns(&batch, &schema, &spec.table)? };
-                let batch = RecordBatch::try_new_with_options(
-                    Arc::clone(&schema),
-                    columns,
-                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-                )?;
+                let batch = typed(&bridge(batch)?, &schema, &spec.table)?;
                 if tx.blocking_send(Ok(batch)).is_err() {
                     break;
                 }

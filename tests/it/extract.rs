@@ -316,8 +316,9 @@ async fn postgres_declared_types_are_applied_to_database_columns() {
 
 /// Fixed-point columns keep every digit at their declared precision and
 /// scale, on either side of the width connectorx decodes exactly (28
-/// digits at scale 10): the narrow ones come over as decimals, the wide
-/// ones as text, and the query says which.
+/// digits at scale 10): through connectorx (MariaDB) the narrow ones come
+/// over as decimals, the wide ones as text, and the query says which;
+/// PostgreSQL's COPY reader decodes them all.
 async fn decimals_read_exactly(mut db: Db) {
     let s = db.schema().to_owned();
     let (create, schema) = match db {
@@ -345,8 +346,9 @@ async fn decimals_read_exactly(mut db: Db) {
     let ran = p.run(["run", "-vv"]);
     ok(&ran);
     let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
-    for (column, as_text) in [("n12_2", false), ("n28_10", false), ("n29_10", true), ("n38_10", true), ("n20_12", true)]
-    {
+    // PostgreSQL's COPY reader decodes every width itself.
+    let pg = matches!(db, Db::Pg { .. });
+    for (column, as_text) in [("n12_2", false), ("n28_10", false), ("n29_10", !pg), ("n38_10", !pg), ("n20_12", !pg)] {
         // The log prints the queries with Debug escapes: \"n29_10\" or `n29_10`.
         let cast = [format!("CAST(\\\"{column}\\\""), format!("CAST(`{column}`")];
         assert_eq!(cast.iter().any(|c| query.contains(c.as_str())), as_text, "{column}: {query}");
@@ -380,4 +382,101 @@ async fn postgres_decimals_read_exactly_at_every_width() {
 async fn mariadb_decimals_read_exactly_at_every_width() {
     let Some(db) = Db::mysql("decimals").await else { return };
     decimals_read_exactly(db).await;
+}
+
+/// PostgreSQL sources are read with binary COPY, decoded by ferry; a URL
+/// naming a connectorx protocol reads through connectorx. Both give the
+/// same Arrow types and values for every column type the COPY reader
+/// decodes, at their extremes and NULL; a table with a type it does not
+/// decode goes through connectorx; a value no Arrow type holds (a `NaN`
+/// numeric) fails the read naming the source, row and column.
+#[tokio::test]
+async fn postgres_copy_reader_agrees_with_connectorx_on_every_type() {
+    let Some(mut db) = Db::pg("copyreader").await else { return };
+    let Db::Pg { url, .. } = &db else { unreachable!() };
+    let mut cx_url = url.clone();
+    cx_url.query_pairs_mut().append_pair("sslmode", "disable").append_pair("cxprotocol", "cursor");
+    let s = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{s}\";
+         CREATE TABLE \"{s}\".every (id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, f4 real,
+           f8 double precision, n12_2 numeric(12,2), n38_10 numeric(38,10), n9_0 numeric(9,0), t text,
+           vc varchar(20), ch char(5), nm name, raw bytea, d date, tm time, ts timestamp, tz timestamptz);
+         INSERT INTO \"{s}\".every VALUES
+           (1, true, 32767, 2147483647, 9223372036854775807, 1.5, 2.25e300, 1234567890.12,
+            1234567890123456789012345678.0123456789, 123456789, 'héllo wörld', 'varying', 'ab', 'a name',
+            '\\x00ff10'::bytea, '1999-12-31', '23:59:59.999999', '1970-01-01 00:00:00.000001',
+            '2024-02-29 12:00:00+02'),
+           (2, false, -32768, -2147483648, -9223372036854775808, -3.25, -1e-300, -0.01,
+            -0.0000000001, -1, '', ' spaced ', 'a', '', ''::bytea, '0001-01-01', '00:00:00', '1900-01-01 00:00:00',
+            '1960-06-01 00:00:00+00'),
+           (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL),
+           (4, true, 0, 0, 0, 0, 0, 0, 10000, 10000, 'x', 'y', 'zzzzz', 'n', '\\x00'::bytea, '2000-01-01',
+            '12:00:00', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00');
+         CREATE TABLE \"{s}\".other (id int, u uuid, j jsonb);
+         INSERT INTO \"{s}\".other VALUES (1, '00000000-0000-0000-0000-000000000001', '{{\"a\": 1}}');"
+    ))
+    .await;
+    let table = |name: &str, connection: &str, table: &str| {
+        format!("      - name: {name}\n        connection: \"{connection}\"\n        table: {s}.{table}\n")
+    };
+    let sources = format!(
+        "sources:\n  - name: db\n    tables:\n{}{}{}",
+        table("copy", "t", "every"),
+        table("cx", cx_url.as_str(), "every"),
+        table("other", "t", "other")
+    );
+    let model = |source: &str| {
+        format!("{{{{ config(materialized='table', load=false) }}}}\nselect * from {{{{ source('db', '{source}') }}}}")
+    };
+    let p = project_for(&db, None, "")
+        .file("models/sources.yml", &sources)
+        .model("by_copy.sql", &model("copy"))
+        .model("by_cx.sql", &model("cx"))
+        .model("other.sql", &model("other"));
+    let ran = p.run(["run", "-vv"]);
+    ok(&ran);
+    let scans: Vec<&str> = ran.stderr.lines().filter(|l| l.contains("database scan")).collect();
+    let by = |table: &str, reader: &str| scans.iter().any(|l| l.contains(table) && l.contains(reader));
+    assert!(by("db.copy", "binary COPY"), "{scans:?}");
+    assert!(by("db.cx", "connectorx"), "{scans:?}");
+    assert!(by("db.other", "connectorx"), "uuid and jsonb go through connectorx: {scans:?}");
+    let types = |model: &str| -> Vec<String> {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&p.read(&format!(".ferry/stage/{model}/_ferry_stage.json"))).expect("manifest");
+        manifest["columns"].as_array().unwrap().iter().map(|c| c["data_type"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(types("by_copy"), types("by_cx"));
+    let copied = show(&p, "by_copy");
+    assert_eq!(copied, show(&p, "by_cx"));
+    assert_eq!(copied.len(), 4, "{copied:?}");
+    assert!(copied.iter().any(|r| r.contains(r#""n38_10":1234567890123456789012345678.0123456789"#)), "{copied:?}");
+    assert!(copied.iter().any(|r| r.contains(r#""tz":"2024-02-29T10:00:00Z""#)), "{copied:?}");
+    assert_eq!(show(&p, "other").len(), 1);
+    // NaN has no decimal value: the read fails, naming where.
+    db.execute(&format!("UPDATE \"{s}\".every SET n12_2 = 'NaN' WHERE id = 2")).await;
+    let ran = p.run(["run", "-s", "by_copy"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("source `db.copy`") || ran.stderr.contains("db.copy"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("column `n12_2`") && ran.stderr.contains("NaN"), "{}", ran.stderr);
+    db.drop_schema().await;
+}
+
+/// The COPY reader's connection honours the target's `sslmode`: the
+/// server reports whether the very connection that runs the query is
+/// encrypted.
+#[tokio::test]
+async fn postgres_copy_reader_connects_with_the_targets_sslmode() {
+    let Some(db) = Db::pg("copytls").await else { return };
+    let sources = "sources:\n  - name: db\n    tables:\n      - name: me\n        connection: t\n        query: select ssl from pg_stat_ssl where pid = pg_backend_pid()\n";
+    for (mode, encrypted) in [("disable", "false"), ("require", "true"), ("prefer", "true")] {
+        let p = project_for(&db, None, &format!("      sslmode: {mode}\n"))
+            .file("models/sources.yml", sources)
+            .model("m.sql", "{{ config(materialized='table', load=false) }}\nselect ssl from {{ source('db', 'me') }}");
+        let ran = p.run(["run", "-vv"]);
+        ok(&ran);
+        assert!(ran.stderr.lines().any(|l| l.contains("database scan") && l.contains("binary COPY")), "{}", ran.stderr);
+        assert_eq!(show(&p, "m"), [format!(r#"{{"ssl":{encrypted}}}"#)], "sslmode {mode}");
+    }
 }

@@ -1,4 +1,6 @@
-//! PostgreSQL's binary COPY format, written straight from Arrow batches.
+//! PostgreSQL's binary COPY format: written straight from Arrow batches
+//! (loads), and read a tuple at a time (database sources, pulled
+//! reconciles).
 //!
 //! The format: a signature and two zero words, then per row a field count
 //! and per field a byte length (-1 for NULL) and the value in the type's
@@ -14,9 +16,9 @@ use crate::load::LoadColumn;
 use crate::load::cells::{self, Cell};
 
 /// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The header every binary COPY stream starts with.
 pub fn header(buf: &mut BytesMut) {
@@ -186,6 +188,148 @@ pub fn put_numeric(buf: &mut BytesMut, unscaled: &str, scale: i8) {
     }
 }
 
+/// The signature that opens a binary COPY stream.
+pub const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// `b` as an array of `N` bytes, when it has that length.
+#[inline]
+pub fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+    b.try_into().ok()
+}
+
+/// A binary `numeric`'s digit-group count, weight and sign; `None` when
+/// the bytes are not a numeric, or are NaN or infinite.
+pub fn numeric_header(b: &[u8]) -> Option<(usize, i32, bool)> {
+    let word = |i: usize| be::<2>(b.get(i * 2..i * 2 + 2)?).map(u16::from_be_bytes);
+    let (ndigits, weight, sign) = (usize::from(word(0)?), i32::from(word(1)? as i16), word(2)?);
+    if b.len() != 8 + 2 * ndigits {
+        return None;
+    }
+    match sign {
+        0x0000 => Some((ndigits, weight, false)),
+        0x4000 => Some((ndigits, weight, true)),
+        _ => None,
+    }
+}
+
+/// A binary `numeric` as an unscaled 128-bit integer at `scale`: `None`
+/// when it has more fraction digits than that, does not fit, is NaN or
+/// infinite, or the bytes are not a numeric.
+pub fn numeric_unscaled(b: &[u8], scale: i8) -> Option<i128> {
+    let (ndigits, weight, negative) = numeric_header(b)?;
+    let word = |i: usize| be::<2>(b.get(i * 2..i * 2 + 2)?).map(u16::from_be_bytes);
+    // Group i is worth 10^e unscaled, e = 4 (weight - i) + scale: whole
+    // groups (e >= 0) are gathered in base 10000, a group cut by the scale
+    // (-4 < e < 0) must end in zeros, and groups past it must be zero.
+    let (mut acc, mut unit) = (0i128, 0u32);
+    for i in 0..ndigits {
+        let g = i128::from(word(4 + i)?);
+        let e = 4 * (weight - i as i32) + i32::from(scale);
+        if e >= 0 {
+            acc = acc.checked_mul(10_000)?.checked_add(g)?;
+            unit = e as u32;
+        } else if e > -4 {
+            let cut = 10i128.pow(e.unsigned_abs());
+            if g % cut != 0 {
+                return None;
+            }
+            acc = acc.checked_mul(10_000 / cut)?.checked_add(g / cut)?;
+            unit = 0;
+        } else if g != 0 {
+            return None;
+        }
+    }
+    let v = acc.checked_mul(10i128.checked_pow(unit)?)?;
+    Some(if negative { -v } else { v })
+}
+
+/// Reads a binary COPY stream fed in chunks, a tuple at a time.
+pub struct CopyReader {
+    header_read: bool,
+    /// Whether the trailer has been read.
+    pub ended: bool,
+    /// The start of a tuple cut by a chunk's end.
+    pending: Vec<u8>,
+    /// Each field's byte range in the tuple's buffer (`None`: NULL).
+    fields: Vec<Option<(usize, usize)>>,
+}
+
+impl CopyReader {
+    pub fn new() -> Self {
+        CopyReader { header_read: false, ended: false, pending: Vec::new(), fields: Vec::new() }
+    }
+
+    /// Calls `each` with every whole tuple in `chunk` (after what a former
+    /// chunk left), as its buffer and its fields' ranges.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&[u8], &[Option<(usize, usize)>]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut pending = std::mem::take(&mut self.pending);
+        let data: &[u8] = if pending.is_empty() {
+            chunk
+        } else {
+            pending.extend_from_slice(chunk);
+            &pending
+        };
+        let mut at = 0;
+        if !self.header_read {
+            let Some(ext) = data.get(15..19) else {
+                self.pending = data.to_vec();
+                return Ok(());
+            };
+            if !data.starts_with(SIGNATURE) {
+                return Err("the server's COPY stream does not start with the binary signature".into());
+            }
+            at = 19 + u32::from_be_bytes(ext.try_into().unwrap_or_default()) as usize;
+            self.header_read = true;
+        }
+        while !self.ended {
+            match self.tuple(data, at)? {
+                Some(end) if end == usize::MAX => self.ended = true,
+                Some(end) => {
+                    each(data, &self.fields)?;
+                    at = end;
+                }
+                None => {
+                    self.pending = data.get(at..).unwrap_or_default().to_vec();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the tuple at `at` into `fields`: its end, `usize::MAX` for the
+    /// trailer, or `None` when it runs past the data.
+    fn tuple(&mut self, data: &[u8], mut at: usize) -> Result<Option<usize>, String> {
+        let Some(count) = data.get(at..at + 2) else { return Ok(None) };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            return Ok(Some(usize::MAX));
+        }
+        at += 2;
+        self.fields.clear();
+        for _ in 0..count {
+            let Some(len) = data.get(at..at + 4) else { return Ok(None) };
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            at += 4;
+            if len < 0 {
+                self.fields.push(None);
+                continue;
+            }
+            let end = at + len as usize;
+            if end > data.len() {
+                return Ok(None);
+            }
+            self.fields.push(Some((at, end)));
+            at = end;
+        }
+        Ok(Some(at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +371,57 @@ mod tests {
         assert_eq!(numeric("-0", 0), vec![0, 0, 0, 0]);
         assert_eq!(numeric("12", -3), vec![2, 1, 0, 0, 1, 2000]);
         assert_eq!(numeric("123456789", 4), vec![3, 1, 0, 4, 1, 2345, 6789]);
+    }
+
+    #[test]
+    fn numerics_read_back_unscaled_at_any_scale_that_holds_them() {
+        let max38 = 10i128.pow(38) - 1;
+        for (v, s) in [(12345i128, 2i8), (-5, 3), (10000, 0), (0, 2), (max38, 10), (-max38, 0), (1, 10), (99_990, 4)] {
+            let mut buf = BytesMut::new();
+            put_numeric_i128(&mut buf, v, s);
+            let b = &buf[4..];
+            assert_eq!(numeric_unscaled(b, s), Some(v), "{v} at scale {s}");
+            // A wider scale adds zeros, while they fit.
+            let wider = v.checked_mul(1000);
+            assert_eq!(numeric_unscaled(b, s + 3), wider, "{v} at scale {}", s + 3);
+            // A narrower scale holds the value only when it drops zeros.
+            let narrower = (v % 10 == 0).then_some(v / 10);
+            assert_eq!(numeric_unscaled(b, s - 1), narrower, "{v} at scale {}", s - 1);
+        }
+    }
+
+    #[test]
+    fn the_copy_reader_joins_tuples_cut_between_chunks() {
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend(0u32.to_be_bytes());
+        stream.extend(0u32.to_be_bytes());
+        for (a, b) in [(Some(&b"xy"[..]), None), (None, Some(&b"z"[..]))] {
+            stream.extend(2i16.to_be_bytes());
+            for f in [a, b] {
+                match f {
+                    Some(v) => {
+                        stream.extend((v.len() as i32).to_be_bytes());
+                        stream.extend(v);
+                    }
+                    None => stream.extend((-1i32).to_be_bytes()),
+                }
+            }
+        }
+        stream.extend((-1i16).to_be_bytes());
+        // Every cut point, including inside the header.
+        for cut in 0..stream.len() {
+            let mut reader = CopyReader::new();
+            let mut seen: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+            for part in [&stream[..cut], &stream[cut..]] {
+                reader
+                    .feed(part, |data, fields| {
+                        seen.push(fields.iter().map(|f| f.map(|(a, b)| data[a..b].to_vec())).collect());
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            assert!(reader.ended, "cut at {cut}");
+            assert_eq!(seen, vec![vec![Some(b"xy".to_vec()), None], vec![None, Some(b"z".to_vec())]], "cut {cut}");
+        }
     }
 }

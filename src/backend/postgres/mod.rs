@@ -8,6 +8,7 @@
 //! leaves the target exactly as it was.
 
 mod copy;
+pub mod extract;
 mod pulled;
 mod reconcile;
 

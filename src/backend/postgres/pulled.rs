@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::copy::{CopyReader, PG_EPOCH_DAYS, be, numeric_header, numeric_unscaled};
 use super::reconcile::relation;
 use super::{Postgres, db_error, q};
 use crate::load::cells::Cell;
@@ -17,10 +18,6 @@ use crate::reconcile::{
     Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking, send_batches,
 };
 
-/// The signature that opens a binary COPY stream.
-const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
-const EPOCH_2000_DAYS: i32 = 10_957;
 /// CopyData messages (about one row each) handed to the decoding thread at once.
 const CHUNKS_PER_BATCH: usize = 2048;
 
@@ -50,10 +47,6 @@ pub(super) fn copy_statement(spec: &Spec) -> String {
     format!("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)", columns.join(", "), relation(spec))
 }
 
-fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
-    b.try_into().ok()
-}
-
 /// One field of column `c` (sent as [`wire`] says) as a cell.
 fn decode<'a>(c: &SpecColumn, field: Option<&'a [u8]>) -> Result<Cell<'a>, String> {
     let Some(b) = field else { return Ok(Cell::Null) };
@@ -73,7 +66,7 @@ fn decode<'a>(c: &SpecColumn, field: Option<&'a [u8]>) -> Result<Cell<'a>, Strin
         Family::Binary => Cell::Bytes(b),
         Family::Date => {
             let days = be::<4>(b).map(i32::from_be_bytes).ok_or_else(bad)?;
-            Cell::Date(days.saturating_add(EPOCH_2000_DAYS))
+            Cell::Date(days.saturating_add(PG_EPOCH_DAYS))
         }
         Family::Timestamp => Cell::Timestamp(i64_of(b)?.saturating_add(pg::EPOCH_2000_MICROS)),
         Family::Time => Cell::Time(i64_of(b)?),
@@ -95,34 +88,12 @@ fn decode<'a>(c: &SpecColumn, field: Option<&'a [u8]>) -> Result<Cell<'a>, Strin
 /// infinite, which no staged decimal is).
 fn numeric(b: &[u8], scale: i8) -> Option<Cell<'static>> {
     let word = |i: usize| be::<2>(b.get(i * 2..i * 2 + 2)?).map(u16::from_be_bytes);
-    let (ndigits, weight, sign) = (usize::from(word(0)?), i64::from(word(1)? as i16), word(2)?);
-    if b.len() != 8 + 2 * ndigits {
-        return None;
+    let (ndigits, weight, negative) = numeric_header(b)?;
+    let weight = i64::from(weight);
+    if let Some(v) = numeric_unscaled(b, scale) {
+        return Some(Cell::Decimal(v, scale));
     }
-    let negative = match sign {
-        0x0000 => false,
-        0x4000 => true,
-        _ => return None,
-    };
-    // Digit group i is worth 10000^(weight - i): 10^(4 (weight - i) + scale) unscaled.
     let groups = (0..ndigits).map(|i| word(4 + i).unwrap_or_default());
-    let fast = groups.clone().enumerate().try_fold(0i128, |acc, (i, g)| {
-        let exp = 4 * (weight - i as i64) + i64::from(scale);
-        let g = i128::from(g);
-        let part = if exp >= 0 {
-            g.checked_mul(10i128.checked_pow(u32::try_from(exp).ok()?)?)?
-        } else {
-            let div = 10i128.checked_pow(u32::try_from(-exp).ok()?).unwrap_or(i128::MAX);
-            if g % div != 0 {
-                return None;
-            }
-            g / div
-        };
-        acc.checked_add(part)
-    });
-    if let Some(v) = fast {
-        return Some(Cell::Decimal(if negative { -v } else { v }, scale));
-    }
     // Digits at the scale of the last group (or with zeros for whole groups
     // past the last).
     let mut digits = String::with_capacity(ndigits * 4 + 8);
@@ -140,92 +111,6 @@ fn numeric(b: &[u8], scale: i8) -> Option<Cell<'static>> {
         0
     };
     Some(Cell::BigDecimal(digits, i8::try_from(own_scale).ok()?))
-}
-
-/// Reads a binary COPY stream fed in chunks, a tuple at a time.
-struct CopyReader {
-    header_read: bool,
-    ended: bool,
-    /// The start of a tuple cut by a chunk's end.
-    pending: Vec<u8>,
-    /// Each field's byte range in the tuple's buffer (`None`: NULL).
-    fields: Vec<Option<(usize, usize)>>,
-}
-
-impl CopyReader {
-    fn new() -> Self {
-        CopyReader { header_read: false, ended: false, pending: Vec::new(), fields: Vec::new() }
-    }
-
-    /// Calls `each` with every whole tuple in `chunk` (after what a former
-    /// chunk left), as its buffer and its fields' ranges.
-    fn feed(
-        &mut self,
-        chunk: &[u8],
-        mut each: impl FnMut(&[u8], &[Option<(usize, usize)>]) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let mut pending = std::mem::take(&mut self.pending);
-        let data: &[u8] = if pending.is_empty() {
-            chunk
-        } else {
-            pending.extend_from_slice(chunk);
-            &pending
-        };
-        let mut at = 0;
-        if !self.header_read {
-            let Some(ext) = data.get(15..19) else {
-                self.pending = data.to_vec();
-                return Ok(());
-            };
-            if !data.starts_with(SIGNATURE) {
-                return Err("the server's COPY stream does not start with the binary signature".into());
-            }
-            at = 19 + u32::from_be_bytes(ext.try_into().unwrap_or_default()) as usize;
-            self.header_read = true;
-        }
-        while !self.ended {
-            match self.tuple(data, at)? {
-                Some(end) if end == usize::MAX => self.ended = true,
-                Some(end) => {
-                    each(data, &self.fields)?;
-                    at = end;
-                }
-                None => {
-                    self.pending = data.get(at..).unwrap_or_default().to_vec();
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the tuple at `at` into `fields`: its end, `usize::MAX` for the
-    /// trailer, or `None` when it runs past the data.
-    fn tuple(&mut self, data: &[u8], mut at: usize) -> Result<Option<usize>, String> {
-        let Some(count) = data.get(at..at + 2) else { return Ok(None) };
-        let count = i16::from_be_bytes([count[0], count[1]]);
-        if count == -1 {
-            return Ok(Some(usize::MAX));
-        }
-        at += 2;
-        self.fields.clear();
-        for _ in 0..count {
-            let Some(len) = data.get(at..at + 4) else { return Ok(None) };
-            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-            at += 4;
-            if len < 0 {
-                self.fields.push(None);
-                continue;
-            }
-            let end = at + len as usize;
-            if end > data.len() {
-                return Ok(None);
-            }
-            self.fields.push(Some((at, end)));
-            at = end;
-        }
-        Ok(Some(at))
-    }
 }
 
 /// Decodes the chunks of a COPY stream and feeds every row to a scan.
@@ -402,40 +287,5 @@ mod tests {
         let mut nan = numeric_bytes(&[], 0, false, 0);
         nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
         assert!(numeric(&nan, 0).is_none());
-    }
-
-    #[test]
-    fn the_copy_reader_joins_tuples_cut_between_chunks() {
-        let mut stream = SIGNATURE.to_vec();
-        stream.extend(0u32.to_be_bytes());
-        stream.extend(0u32.to_be_bytes());
-        for (a, b) in [(Some(&b"xy"[..]), None), (None, Some(&b"z"[..]))] {
-            stream.extend(2i16.to_be_bytes());
-            for f in [a, b] {
-                match f {
-                    Some(v) => {
-                        stream.extend((v.len() as i32).to_be_bytes());
-                        stream.extend(v);
-                    }
-                    None => stream.extend((-1i32).to_be_bytes()),
-                }
-            }
-        }
-        stream.extend((-1i16).to_be_bytes());
-        // Every cut point, including inside the header.
-        for cut in 0..stream.len() {
-            let mut reader = CopyReader::new();
-            let mut seen: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
-            for part in [&stream[..cut], &stream[cut..]] {
-                reader
-                    .feed(part, |data, fields| {
-                        seen.push(fields.iter().map(|f| f.map(|(a, b)| data[a..b].to_vec())).collect());
-                        Ok(())
-                    })
-                    .unwrap();
-            }
-            assert!(reader.ended, "cut at {cut}");
-            assert_eq!(seen, vec![vec![Some(b"xy".to_vec()), None], vec![None, Some(b"z".to_vec())]], "cut {cut}");
-        }
     }
 }
