@@ -157,6 +157,13 @@ impl DatabaseSpec {
     }
 
     fn conn(&self) -> Result<SourceConn, ExtractError> {
+        if self.kind == Kind::Mssql && !cfg!(feature = "mssql") {
+            return Err(self.error(
+                "SQL Server sources are not compiled into this build of ferry: build it with `--features mssql` \
+                 (connectorx's driver needs libclang-dev and libkrb5-dev)"
+                    .to_owned(),
+            ));
+        }
         let mut conn = SourceConn::try_from(self.url.0.as_str()).map_err(|e| self.error(e.to_string()))?;
         // connectorx reads PostgreSQL with `COPY ... (FORMAT binary)` unless
         // told otherwise, and its COPY reader enters the async runtime once

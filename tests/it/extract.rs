@@ -480,3 +480,25 @@ async fn postgres_copy_reader_connects_with_the_targets_sslmode() {
         assert_eq!(show(&p, "m"), [format!(r#"{{"ssl":{encrypted}}}"#)], "sslmode {mode}");
     }
 }
+
+/// Without the `mssql` feature, a SQL Server source says how to get it.
+#[cfg(not(feature = "mssql"))]
+#[test]
+fn a_sql_server_source_names_the_feature_it_needs() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nprofile: shop\n")
+        .file("profiles.yml", "shop:\n  target: t\n  outputs:\n    t:\n      type: sqlite\n      path: x.db\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: db\n    tables:\n      - name: n\n        connection: \"mssql://sa:pw@127.0.0.1:1433/db\"\n        table: dbo.n\n",
+        )
+        .model("m.sql", "select * from {{ source('db', 'n') }}");
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("source `db.n`: SQL Server sources are not compiled into this build"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("--features mssql"), "{}", ran.stderr);
+}
