@@ -57,14 +57,15 @@ pub(crate) async fn seed(db: &mut Db) {
     db.execute(&sql).await;
 }
 
-/// A project reading `src` through `connection: t` (the profile's target),
-/// with `extra` keys on the source table, and a model summing it.
-fn project(db: &Db, extra: &str) -> TestProject {
+/// A project reading `src` through `connection: t` (the profile's target)
+/// or the URL `via`, with `extra` keys on the source table, and a model
+/// summing it.
+fn project(db: &Db, extra: &str, via: Option<&str>) -> TestProject {
     // The servers are reached through the profile's target; the SQLite
     // file, seeded outside the project, by URL.
     let (connection, table) = match db {
         Db::Lite { path } => (format!("sqlite://{path}"), "src".to_owned()),
-        _ => ("t".to_owned(), format!("{}.src", db.schema())),
+        _ => (via.map_or_else(|| "t".to_owned(), |u| format!("\"{u}\"")), format!("{}.src", db.schema())),
     };
     let mut yml = format!(
         "sources:\n  - name: db\n    tables:\n      - name: src\n        connection: {connection}\n        table: {table}\n"
@@ -103,20 +104,24 @@ fn show(p: &TestProject, model: &str) -> Vec<String> {
     lines
 }
 
-/// Reads `src` whole and in 3 key ranges plus the NULL-key partition;
-/// both must give the same rows. Returns the summary and four rows.
-async fn extract(mut db: Db) -> (Vec<String>, Vec<String>) {
-    seed(&mut db).await;
-    let whole = project(&db, "");
+/// Reads `src` whole and in 3 key ranges plus the NULL-key partition,
+/// through the profile's target or the URL `via`; both must give the same
+/// rows. Returns the summary and four rows.
+async fn extract(db: &mut Db, via: Option<&str>) -> (Vec<String>, Vec<String>) {
+    seed(db).await;
+    let whole = project(db, "", via);
     ok(&whole.run(["run"]));
-    let parts = project(&db, "partition_on: part_key\npartitions: 3");
+    let parts = project(db, "partition_on: part_key\npartitions: 3", via);
     let ran = parts.run(["run", "-vv"]);
     ok(&ran);
     // 3 key ranges and the NULL partition, each its own query.
     assert!(ran.stderr.contains("IS NULL"), "{}", ran.stderr);
+    let reader = if matches!(db, Db::Pg { .. }) && via.is_none() { "binary COPY" } else { "connectorx" };
+    assert!(ran.stderr.lines().any(|l| l.contains("database scan") && l.contains(reader)), "{}", ran.stderr);
     let summary = show(&whole, "summary");
     assert_eq!(summary, show(&parts, "summary"));
-    // No column needed: each partition's query selects a constant.
+    // No column needed: each partition's query selects a constant (or,
+    // with COPY, no column).
     assert_eq!(show(&whole, "counted"), vec![r#"{"n":1000}"#]);
     assert_eq!(show(&parts, "counted"), vec![r#"{"n":1000}"#]);
     let rows = show(&whole, "some_rows");
@@ -125,10 +130,17 @@ async fn extract(mut db: Db) -> (Vec<String>, Vec<String>) {
     (summary, rows)
 }
 
+/// Read with binary COPY, and the same through connectorx (a URL naming
+/// one of its protocols).
 #[tokio::test]
 async fn postgres_tables_read_whole_and_partitioned() {
-    let Some(db) = Db::pg("extract").await else { return };
-    let (summary, rows) = extract(db).await;
+    let Some(mut db) = Db::pg("extract").await else { return };
+    let by_copy = extract(&mut db, None).await;
+    let Db::Pg { url, .. } = &db else { unreachable!() };
+    let mut cx = url.clone();
+    cx.query_pairs_mut().append_pair("sslmode", "disable").append_pair("cxprotocol", "cursor");
+    assert_eq!(extract(&mut db, Some(cx.as_str())).await, by_copy);
+    let (summary, rows) = by_copy;
     assert_eq!(
         summary,
         vec![
@@ -148,8 +160,8 @@ async fn postgres_tables_read_whole_and_partitioned() {
 
 #[tokio::test]
 async fn mariadb_tables_read_whole_and_partitioned() {
-    let Some(db) = Db::mysql("extract").await else { return };
-    let (summary, rows) = extract(db).await;
+    let Some(mut db) = Db::mysql("extract").await else { return };
+    let (summary, rows) = extract(&mut db, None).await;
     assert_eq!(
         summary,
         vec![
@@ -170,8 +182,8 @@ async fn mariadb_tables_read_whole_and_partitioned() {
 #[tokio::test]
 async fn sqlite_tables_read_whole_and_partitioned() {
     let p = TestProject::new();
-    let db = Db::sqlite(&p);
-    let (summary, rows) = extract(db).await;
+    let mut db = Db::sqlite(&p);
+    let (summary, rows) = extract(&mut db, None).await;
     assert_eq!(
         summary,
         vec![
@@ -195,7 +207,7 @@ async fn sqlite_tables_read_whole_and_partitioned() {
 async fn postgres_scans_get_the_columns_and_simple_filters() {
     let Some(mut db) = Db::pg("pushdown").await else { return };
     seed(&mut db).await;
-    let p = project(&db, "");
+    let p = project(&db, "", None);
     let ran = p.run([
         "show",
         "-vv",
