@@ -73,7 +73,13 @@ impl Connect {
         let u = url::Url::parse(url).ok()?;
         let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
         let mut config = tokio_postgres::Config::new();
-        config.host(&decode(u.host_str()?)?).port(u.port().unwrap_or(5432)).application_name("ferry");
+        let host = match u.host()? {
+            url::Host::Domain(name) => decode(name)?,
+            // Without the brackets the URL puts around it.
+            url::Host::Ipv6(ip) => ip.to_string(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+        };
+        config.host(&host).port(u.port().unwrap_or(5432)).application_name("ferry");
         if !u.username().is_empty() {
             config.user(&decode(u.username())?);
         }
@@ -439,6 +445,8 @@ mod tests {
         assert_eq!(c.config.get_ssl_mode(), SslMode::Require);
         assert!(!format!("{c:?}").contains("p@ss"), "the password never prints");
         assert!(Connect::of_url("postgres://me@localhost/db").is_some());
+        let v6 = Connect::of_url("postgres://me@[::1]:5433/db").unwrap();
+        assert_eq!(v6.config.get_hosts(), [tokio_postgres::config::Host::Tcp("::1".to_owned())]);
         for url in [
             "postgresql://me@localhost/db?cxprotocol=cursor",
             "postgresql://me@localhost/db?sslmode=require&sslrootcert=/ca.pem",
