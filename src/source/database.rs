@@ -188,10 +188,9 @@ impl DatabaseSpec {
     /// no column at all where none is needed.
     fn select(&self, columns: Option<&[String]>, conditions: &[String], copy: bool) -> String {
         let exact = self.exact.get();
-        let by_connectorx = !copy;
         let column = |c: &String| {
             let quoted = self.kind.quote(c);
-            let as_text = by_connectorx && exact.and_then(|e| e.get(c)).is_some_and(|t| !read_exactly_by_connectorx(t));
+            let as_text = !copy && exact.and_then(|e| e.get(c)).is_some_and(|t| !read_exactly_by_connectorx(t));
             match (as_text, self.kind) {
                 (true, Kind::Mysql) => format!("CAST({quoted} AS CHAR) AS {quoted}"),
                 (true, _) => format!("CAST({quoted} AS TEXT) AS {quoted}"),
@@ -200,7 +199,7 @@ impl DatabaseSpec {
         };
         let list = match columns {
             None => "*".to_owned(),
-            Some([]) if by_connectorx => "1 AS __ferry_row".to_owned(),
+            Some([]) if !copy => "1 AS __ferry_row".to_owned(),
             Some([]) => String::new(),
             Some(columns) => columns.iter().map(column).collect::<Vec<_>>().join(", "),
         };
@@ -438,26 +437,29 @@ impl DatabaseSpec {
 enum Reader {
     Connectorx,
     /// PostgreSQL's binary COPY, decoded by ferry (see
-    /// [`crate::backend::postgres::extract`]).
+    /// [`crate::backend::postgres::extract`]) into the scan's columns as the
+    /// database types them (`native`), which `decoders` decode in order.
     Copy {
         connect: Arc<postgres::Connect>,
         decoders: Arc<[postgres::Decode]>,
+        native: SchemaRef,
     },
 }
 
 impl DatabaseSpec {
-    /// PostgreSQL's COPY reader for a scan of `fields` (as the database
-    /// types them) when it decodes every one of them and the URL needs
-    /// nothing only connectorx does; connectorx otherwise.
-    async fn reader(&self, columns: &[String], fields: &[(String, DataType)]) -> Result<Reader, ExtractError> {
+    /// PostgreSQL's COPY reader for a scan of the `native` columns (as the
+    /// database types them) when it decodes every one of them and the URL
+    /// needs nothing only connectorx does; connectorx otherwise.
+    async fn reader(&self, native: SchemaRef) -> Result<Reader, ExtractError> {
         let connect = match self.kind {
             Kind::Postgres => postgres::Connect::of_url(&self.url.0),
             Kind::Mysql | Kind::Sqlite | Kind::Mssql => None,
         };
         let Some(connect) = connect else { return Ok(Reader::Connectorx) };
-        let query = self.select(Some(columns), &[], true);
-        match postgres::plan(&connect, &query, fields).await.map_err(|m| self.error(m))? {
-            Ok(decoders) => Ok(Reader::Copy { connect: Arc::new(connect), decoders: decoders.into() }),
+        let columns: Vec<String> = native.fields().iter().map(|f| f.name().clone()).collect();
+        let query = self.select(Some(&columns), &[], true);
+        match postgres::plan(&connect, &query, &native).await.map_err(|m| self.error(m))? {
+            Ok(decoders) => Ok(Reader::Copy { connect: Arc::new(connect), decoders: decoders.into(), native }),
             Err(why) => {
                 tracing::debug!(table = %self.table, why, "read through connectorx");
                 Ok(Reader::Connectorx)
@@ -669,9 +671,7 @@ impl TableProvider for DatabaseTable {
             None => (Arc::clone(&self.schema), Arc::clone(&self.native)),
         };
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let fields: Vec<(String, DataType)> =
-            native.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
-        let reader = self.spec.reader(&columns, &fields).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let reader = self.spec.reader(native).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         let conditions: Vec<String> =
             filters.iter().filter(|f| self.natively_typed(f)).filter_map(|f| self.spec.pushed(f)).collect();
         let spec = Arc::clone(&self.spec);
@@ -687,7 +687,7 @@ impl TableProvider for DatabaseTable {
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let queries: Vec<String> = queries.into_iter().map(|q| format!("{q}{limit_clause}")).collect();
-        let by = if matches!(reader, Reader::Connectorx) { "connectorx" } else { "binary COPY" };
+        let by = if copy { "binary COPY" } else { "connectorx" };
         tracing::debug!(table = %self.spec.table, ?queries, by, "database scan");
         let partitions: Vec<Arc<dyn PartitionStream>> = queries
             .into_iter()
@@ -696,7 +696,6 @@ impl TableProvider for DatabaseTable {
                     spec: Arc::clone(&self.spec),
                     query,
                     schema: Arc::clone(&schema),
-                    native: Arc::clone(&native),
                     reader: reader.clone(),
                 }) as Arc<dyn PartitionStream>
             })
@@ -712,8 +711,6 @@ struct QueryPartition {
     query: String,
     /// The columns as the scan gives them (declared types).
     schema: SchemaRef,
-    /// The columns as the database gives them.
-    native: SchemaRef,
     reader: Reader,
 }
 
@@ -726,8 +723,8 @@ impl PartitionStream for QueryPartition {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
         let (spec, query, schema) = (Arc::clone(&self.spec), self.query.clone(), Arc::clone(&self.schema));
-        if let Reader::Copy { connect, decoders } = &self.reader {
-            let (connect, decoders, native) = (Arc::clone(connect), Arc::clone(decoders), Arc::clone(&self.native));
+        if let Reader::Copy { connect, decoders, native } = &self.reader {
+            let (connect, decoders, native) = (Arc::clone(connect), Arc::clone(decoders), Arc::clone(native));
             builder.spawn(async move {
                 let table = spec.table.clone();
                 // Called on the decoding thread; an error is sent, and ends the read.

@@ -19,34 +19,14 @@ use datafusion::arrow::array::{
     LargeBinaryBuilder, LargeStringBuilder, RecordBatch, RecordBatchOptions, StringBuilder, Time64MicrosecondBuilder,
     Time64NanosecondBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use tokio_postgres::config::SslMode;
+use tokio_postgres::types::Type;
 
 use super::copy::{CopyReader, PG_EPOCH_DAYS, PG_EPOCH_MICROS, be, numeric_unscaled};
 
 /// CopyData messages (about one row each) handed to the decoding thread at once.
 const CHUNKS_PER_SEND: usize = 2048;
-
-/// Type OIDs of the built-in types this reader decodes (`pg_type.oid`,
-/// fixed since PostgreSQL 7).
-mod oid {
-    pub const BOOL: u32 = 16;
-    pub const BYTEA: u32 = 17;
-    pub const NAME: u32 = 19;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const TEXT: u32 = 25;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const BPCHAR: u32 = 1042;
-    pub const VARCHAR: u32 = 1043;
-    pub const DATE: u32 = 1082;
-    pub const TIME: u32 = 1083;
-    pub const TIMESTAMP: u32 = 1114;
-    pub const TIMESTAMPTZ: u32 = 1184;
-    pub const NUMERIC: u32 = 1700;
-}
 
 /// How a source's connection URL reaches the server, for this reader.
 #[derive(Clone)]
@@ -158,30 +138,34 @@ pub enum Decode {
 }
 
 impl Decode {
-    /// How a column of the PostgreSQL type `oid` is read as `arrow`, the
+    /// How a column of the PostgreSQL type `pg` is read as `arrow`, the
     /// type connectorx maps it to (or the declared `numeric(p, s)`); `None`
     /// for any other pair.
-    pub fn of(oid: u32, arrow: &DataType) -> Option<Self> {
+    pub fn of(pg: &Type, arrow: &DataType) -> Option<Self> {
         use DataType as D;
-        Some(match (oid, arrow) {
-            (oid::BOOL, D::Boolean) => Decode::Bool,
+        use TimeUnit::{Microsecond, Nanosecond};
+        let text = [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME];
+        Some(match arrow {
+            D::Boolean if *pg == Type::BOOL => Decode::Bool,
             // connectorx's streaming reader widens integers and floats.
-            (oid::INT2, D::Int64) => Decode::Int64 { bytes: 2 },
-            (oid::INT4, D::Int64) => Decode::Int64 { bytes: 4 },
-            (oid::INT8, D::Int64) => Decode::Int64 { bytes: 8 },
-            (oid::FLOAT4, D::Float64) => Decode::Float64 { bytes: 4 },
-            (oid::FLOAT8, D::Float64) => Decode::Float64 { bytes: 8 },
-            (oid::NUMERIC, &D::Decimal128(precision, scale)) if scale >= 0 => Decode::Decimal { precision, scale },
-            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, D::Utf8 | D::LargeUtf8) => {
-                Decode::Text { large: matches!(arrow, D::LargeUtf8) }
+            D::Int64 if *pg == Type::INT2 => Decode::Int64 { bytes: 2 },
+            D::Int64 if *pg == Type::INT4 => Decode::Int64 { bytes: 4 },
+            D::Int64 if *pg == Type::INT8 => Decode::Int64 { bytes: 8 },
+            D::Float64 if *pg == Type::FLOAT4 => Decode::Float64 { bytes: 4 },
+            D::Float64 if *pg == Type::FLOAT8 => Decode::Float64 { bytes: 8 },
+            &D::Decimal128(precision, scale) if *pg == Type::NUMERIC && scale >= 0 => {
+                Decode::Decimal { precision, scale }
             }
-            (oid::BYTEA, D::Binary | D::LargeBinary) => Decode::Bytes { large: matches!(arrow, D::LargeBinary) },
-            (oid::DATE, D::Date32) => Decode::Date,
-            (oid::TIME, &D::Time64(unit)) => Decode::Time { unit },
-            (oid::TIMESTAMP, &D::Timestamp(unit @ (TimeUnit::Microsecond | TimeUnit::Nanosecond), None)) => {
+            D::Utf8 | D::LargeUtf8 if text.contains(pg) => Decode::Text { large: matches!(arrow, D::LargeUtf8) },
+            D::Binary | D::LargeBinary if *pg == Type::BYTEA => {
+                Decode::Bytes { large: matches!(arrow, D::LargeBinary) }
+            }
+            D::Date32 if *pg == Type::DATE => Decode::Date,
+            &D::Time64(unit) if *pg == Type::TIME => Decode::Time { unit },
+            &D::Timestamp(unit @ (Microsecond | Nanosecond), None) if *pg == Type::TIMESTAMP => {
                 Decode::Timestamp { unit, zone: None }
             }
-            (oid::TIMESTAMPTZ, D::Timestamp(unit @ (TimeUnit::Microsecond | TimeUnit::Nanosecond), Some(zone))) => {
+            D::Timestamp(unit @ (Microsecond | Nanosecond), Some(zone)) if *pg == Type::TIMESTAMPTZ => {
                 Decode::Timestamp { unit: *unit, zone: Some(Arc::clone(zone)) }
             }
             _ => return None,
@@ -193,22 +177,20 @@ impl Decode {
 /// its place, or (`Ok(Err(why))`) the first column and type that does
 /// not, when connectorx must read the query instead. The server describes
 /// the query without running it.
-pub async fn plan(
-    connect: &Connect,
-    query: &str,
-    fields: &[(String, DataType)],
-) -> Result<Result<Vec<Decode>, String>, String> {
+pub async fn plan(connect: &Connect, query: &str, schema: &Schema) -> Result<Result<Vec<Decode>, String>, String> {
     let client = connect.connect().await?;
     let statement = client.prepare(query).await.map_err(|e| crate::error::with_causes(e.to_string(), &e))?;
-    let columns = statement.columns();
+    let (columns, fields) = (statement.columns(), schema.fields());
     if columns.len() != fields.len() {
         return Ok(Err(format!("the query has {} columns, the table {}", columns.len(), fields.len())));
     }
     let mut decoders = Vec::with_capacity(columns.len());
-    for (c, (name, arrow)) in columns.iter().zip(fields) {
-        match Decode::of(c.type_().oid(), arrow) {
+    for (c, f) in columns.iter().zip(fields) {
+        match Decode::of(c.type_(), f.data_type()) {
             Some(d) => decoders.push(d),
-            None => return Ok(Err(format!("column `{name}` is `{}` read as {arrow}", c.type_().name()))),
+            None => {
+                return Ok(Err(format!("column `{}` is `{}` read as {}", f.name(), c.type_().name(), f.data_type())));
+            }
         }
     }
     Ok(Ok(decoders))
@@ -461,18 +443,21 @@ mod tests {
     #[test]
     fn decodes_only_the_types_connectorx_maps_the_same_way() {
         use DataType as D;
-        assert_eq!(Decode::of(oid::INT4, &D::Int64), Some(Decode::Int64 { bytes: 4 }));
-        assert_eq!(Decode::of(oid::INT4, &D::Int32), None, "a type connectorx does not give");
-        assert_eq!(Decode::of(oid::FLOAT4, &D::Float64), Some(Decode::Float64 { bytes: 4 }));
-        assert_eq!(Decode::of(oid::NUMERIC, &D::Decimal128(12, 2)), Some(Decode::Decimal { precision: 12, scale: 2 }));
-        assert_eq!(Decode::of(oid::NUMERIC, &D::Decimal128(5, -2)), None);
-        assert_eq!(Decode::of(oid::VARCHAR, &D::LargeUtf8), Some(Decode::Text { large: true }));
+        assert_eq!(Decode::of(&Type::INT4, &D::Int64), Some(Decode::Int64 { bytes: 4 }));
+        assert_eq!(Decode::of(&Type::INT4, &D::Int32), None, "a type connectorx does not give");
+        assert_eq!(Decode::of(&Type::FLOAT4, &D::Float64), Some(Decode::Float64 { bytes: 4 }));
         assert_eq!(
-            Decode::of(oid::TIMESTAMPTZ, &D::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))),
+            Decode::of(&Type::NUMERIC, &D::Decimal128(12, 2)),
+            Some(Decode::Decimal { precision: 12, scale: 2 })
+        );
+        assert_eq!(Decode::of(&Type::NUMERIC, &D::Decimal128(5, -2)), None);
+        assert_eq!(Decode::of(&Type::VARCHAR, &D::LargeUtf8), Some(Decode::Text { large: true }));
+        assert_eq!(
+            Decode::of(&Type::TIMESTAMPTZ, &D::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))),
             Some(Decode::Timestamp { unit: TimeUnit::Microsecond, zone: Some("+00:00".into()) })
         );
-        assert_eq!(Decode::of(oid::TIMESTAMPTZ, &D::Timestamp(TimeUnit::Microsecond, None)), None);
-        assert_eq!(Decode::of(2950, &D::LargeUtf8), None, "uuid is connectorx's");
+        assert_eq!(Decode::of(&Type::TIMESTAMPTZ, &D::Timestamp(TimeUnit::Microsecond, None)), None);
+        assert_eq!(Decode::of(&Type::UUID, &D::LargeUtf8), None, "uuid is connectorx's");
     }
 
     #[test]
