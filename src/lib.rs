@@ -28,3 +28,4 @@ pub mod stage;
 pub mod state;
 pub mod template;
 pub mod validate;
+pub mod values;

@@ -2,17 +2,23 @@
 //! `backend/<name>/`: its type mapping, its bulk path and its SQL for each
 //! load mode. [`Connection`] picks the backend for a target.
 
+mod error;
+mod job;
 pub mod mysql;
 pub mod postgres;
+pub mod preflight;
 pub mod sqlite;
 pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use crate::load::{LoadError, LoadJob, LoadReport, TableName};
+pub use error::BackendError;
+pub use job::{LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
+
 use crate::project::profiles::{ServerTarget, Target, TargetKind};
 use crate::reconcile::{Dialect, FetchedRow, Profile, SegmentSums, Side, SideChoice, Spec};
+use crate::values::TableName;
 
 /// An open target.
 pub enum Connection {
@@ -22,7 +28,7 @@ pub enum Connection {
 }
 
 impl Connection {
-    pub async fn connect(target: &Target) -> Result<Self, LoadError> {
+    pub async fn connect(target: &Target) -> Result<Self, BackendError> {
         Ok(match &target.kind {
             TargetKind::Sqlite { path, .. } => Connection::Sqlite(sqlite::Sqlite::new(path.clone())),
             TargetKind::Postgres(s) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
@@ -32,7 +38,7 @@ impl Connection {
 
     /// What the open connection is, for `ferry debug`: the server's
     /// version and whether (and how) the connection is encrypted.
-    pub async fn describe(&mut self) -> Result<String, LoadError> {
+    pub async fn describe(&mut self) -> Result<String, BackendError> {
         match self {
             Connection::Sqlite(b) => Ok(format!("SQLite {} at `{}`", rusqlite::version(), b.path())),
             Connection::Postgres(b) => b.describe().await,
@@ -41,7 +47,7 @@ impl Connection {
     }
 
     /// Loads one staged model; `rows` counts rows as they are sent.
-    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
         match self {
             Connection::Sqlite(b) => b.load(job, rows).await,
             Connection::Postgres(b) => b.load(job, rows).await,
@@ -50,7 +56,7 @@ impl Connection {
     }
 
     /// The statements a load would run, after the same preflight checks.
-    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
         match self {
             Connection::Sqlite(b) => b.dry_run(job).await,
             Connection::Postgres(b) => b.dry_run(job).await,
@@ -75,7 +81,7 @@ impl Connection {
         spec: &Spec,
         choice: SideChoice,
         rows: u64,
-    ) -> Result<(Side, String), LoadError> {
+    ) -> Result<(Side, String), BackendError> {
         Ok(match self {
             Connection::Sqlite(_) => {
                 let why = match choice {
@@ -91,7 +97,7 @@ impl Connection {
 
     /// Puts `job`'s staged keys where the target side of a `touched_only`
     /// reconciliation reads them; the number of keys.
-    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
         match self {
             Connection::Sqlite(b) => b.reconcile_scope(job).await,
             Connection::Postgres(b) => b.reconcile_scope(job).await,
@@ -101,7 +107,7 @@ impl Connection {
 
     /// The target's segment sums and profile for a reconciliation,
     /// computed on `side` (see [`Connection::reconcile_side`]).
-    pub async fn reconcile_summary(&mut self, spec: &Spec, side: Side) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_summary(&mut self, spec: &Spec, side: Side) -> Result<(SegmentSums, Profile), BackendError> {
         match self {
             Connection::Sqlite(b) => b.reconcile_summary(spec).await,
             Connection::Postgres(b) if side == Side::Pulled => b.reconcile_pulled(spec).await,
@@ -112,7 +118,7 @@ impl Connection {
     }
 
     /// The target's rows in `segments`, as shown texts.
-    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
         match self {
             Connection::Sqlite(b) => b.reconcile_rows(spec, segments).await,
             Connection::Postgres(b) => b.reconcile_rows(spec, segments).await,
@@ -121,7 +127,7 @@ impl Connection {
     }
 
     /// Restores the table a `replace` load kept as `<table>__ferry_prev`.
-    pub async fn rollback(&mut self, table: &TableName) -> Result<(), LoadError> {
+    pub async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
         match self {
             Connection::Sqlite(b) => b.rollback(table).await,
             Connection::Postgres(b) => b.rollback(table).await,
@@ -136,8 +142,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A connection error that names the target and its address.
-fn connect_error(s: &ServerTarget, target_name: &str, message: String) -> LoadError {
-    LoadError::Connect { target: format!("target `{target_name}` ({}:{})", s.host, s.port), message }
+fn connect_error(s: &ServerTarget, target_name: &str, message: String) -> BackendError {
+    BackendError::Connect { target: format!("target `{target_name}` ({}:{})", s.host, s.port), message }
 }
 
 /// `name` as a quoted identifier, the quote character doubled inside.

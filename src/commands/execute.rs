@@ -565,7 +565,7 @@ fn summarize(
         }
         format!("; tests: {}", parts.join(", "))
     };
-    let loaded: Vec<&crate::load::LoadReport> =
+    let loaded: Vec<&crate::backend::LoadReport> =
         results.results.iter().filter_map(|r| r.load.as_ref()).filter_map(|l| l.report.as_ref()).collect();
     let load_failed =
         results.results.iter().filter_map(|r| r.load.as_ref()).filter(|l| l.status == Status::Error).count();

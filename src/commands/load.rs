@@ -10,10 +10,11 @@ use anyhow::Result;
 
 use super::execute::{group, node_line};
 use crate::backend::Connection;
+use crate::backend::{LoadJob, LoadReport};
 use crate::cli::{LoadArgs, RollbackArgs};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
-use crate::load::{self, LoadJob, LoadReport};
+use crate::load;
 use crate::manifest::Manifest;
 use crate::printer::Printer;
 use crate::project::profiles::Target;
@@ -42,7 +43,7 @@ pub(crate) async fn load_nodes(
         match load::config_for(manifest, i) {
             Ok(None) => {}
             Ok(Some(config)) => match load::job_for(manifest, i, config, stage_root) {
-                Ok(job) => jobs.push(job),
+                Ok(job) => jobs.push((i, job)),
                 Err(e) => {
                     loads.results.insert(i, Err(e.to_string()));
                     loads.diagnostics.push(e.to_diagnostic(&manifest.nodes[i].name));
@@ -60,8 +61,8 @@ pub(crate) async fn load_nodes(
     let mut conn = match Connection::connect(target).await {
         Ok(c) => c,
         Err(e) => {
-            for job in &jobs {
-                loads.results.insert(job.node, Err(e.to_string()));
+            for (i, _) in &jobs {
+                loads.results.insert(*i, Err(e.to_string()));
             }
             loads.diagnostics.push(e.to_diagnostic(&format!("target `{}`", target.name)));
             return loads;
@@ -71,7 +72,7 @@ pub(crate) async fn load_nodes(
     let total = jobs.len();
     let line =
         |k: usize, word: &str, job: &LoadJob, detail: &str| node_line(k + 1, total, word, "load", &job.model, detail);
-    for (k, job) in jobs.iter().enumerate() {
+    for (k, (i, job)) in jobs.iter().enumerate() {
         let rows = Arc::new(AtomicU64::new(0));
         let ticker = tick(&progress, job, &rows);
         let work = conn.load(job, &rows);
@@ -99,11 +100,11 @@ pub(crate) async fn load_nodes(
                 for note in &report.notes {
                     progress.line(&format!("      note: {note}"));
                 }
-                loads.results.insert(job.node, Ok(report));
+                loads.results.insert(*i, Ok(report));
             }
             Err(e) => {
                 progress.line(&line(k, "ERROR", job, &job.table.to_string()));
-                loads.results.insert(job.node, Err(e.to_string()));
+                loads.results.insert(*i, Err(e.to_string()));
                 loads.diagnostics.push(e.to_diagnostic(&job.model));
             }
         }
@@ -116,7 +117,7 @@ pub(crate) async fn load_nodes(
 /// Keeps the progress message current: rows sent and rows per second.
 fn tick(progress: &crate::printer::Progress, job: &LoadJob, rows: &Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     let handle = progress.handle();
-    let (rows, model, total) = (Arc::clone(rows), job.model.clone(), job.stage.row_count);
+    let (rows, model, total) = (Arc::clone(rows), job.model.clone(), job.rows());
     let started = Instant::now();
     tokio::spawn(async move {
         let Some(bar) = handle else { return };
@@ -215,7 +216,7 @@ async fn dry_run(
             Ok((job, statements)) => {
                 printer.data(&format!(
                     "-- {name}: {} rows, mode {}, into {} ({})",
-                    job.stage.row_count,
+                    job.rows(),
                     job.mode.name(),
                     job.table,
                     target.type_name()

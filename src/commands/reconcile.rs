@@ -12,11 +12,12 @@ use serde_json::Value as Json;
 
 use super::execute::{RUNS_DIR, group};
 use crate::backend::Connection;
+use crate::backend::{BackendError, LoadJob};
 use crate::cli::ReconcileArgs;
 use crate::diagnostic::{Code, Diagnostic, did_you_mean};
 use crate::engine::{execute, plan};
 use crate::error::ExitStatus;
-use crate::load::{self, LoadConfig, LoadJob, TableName};
+use crate::load;
 use crate::manifest::{Manifest, Resource};
 use crate::printer::Printer;
 use crate::project::profiles::Target;
@@ -24,6 +25,7 @@ use crate::reconcile::{self as rec, Config, Differences, ModelReport, Status};
 use crate::settings::Settings;
 use crate::stage::{STAGE_DIR, StageOptions};
 use crate::validate::quarantine::Ledger;
+use crate::values::{LoadMode, TableName};
 
 /// What reconciling a set of nodes found.
 #[derive(Default)]
@@ -127,8 +129,7 @@ async fn reconcile_source(
             return Ok(ExitStatus::Failure);
         }
     };
-    let config = LoadConfig { table: target, mode: load::Mode::Replace, unique_key: args.key.clone() };
-    let job = match LoadJob::from_stage(i, source, config, staged.dir) {
+    let job = match LoadJob::from_stage(source, target, LoadMode::Replace, args.key.clone(), staged.dir) {
         Ok(j) => j,
         Err(e) => {
             super::report(printer, &[e.to_diagnostic(source)]);
@@ -151,7 +152,7 @@ async fn reconcile_source(
         }
     };
     let report = reconcile_one(&mut conn, &job, (&config, rec::Reference::Source), None, Instant::now()).await;
-    print_report(&mut done, (1, 1), &job, report, printer);
+    print_report(&mut done, (1, 1), (i, &job), report, printer);
     let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
     finish(&done, (&settings.path(&shown), &shown), printer, started)
 }
@@ -172,7 +173,7 @@ fn parse_table(text: &str, default_schema: &str) -> Result<TableName, String> {
 fn print_report(
     done: &mut Reconciled,
     (k, total): (usize, usize),
-    job: &LoadJob,
+    (i, job): (usize, &LoadJob),
     report: ModelReport,
     printer: &Printer,
 ) {
@@ -194,7 +195,7 @@ fn print_report(
                 .with_help("check the target with `ferry debug`, or reload with `ferry load`"),
         );
     }
-    done.reports.insert(job.node, report);
+    done.reports.insert(i, report);
 }
 
 /// Writes the report file into the run's directory (given as its path and
@@ -268,7 +269,7 @@ pub(crate) async fn reconcile_nodes(
     printer: &Printer,
 ) -> Reconciled {
     let mut done = Reconciled::default();
-    let mut jobs: Vec<(LoadJob, Config)> = Vec::new();
+    let mut jobs: Vec<(usize, LoadJob, Config)> = Vec::new();
     for i in load::load_order(manifest, nodes) {
         let node = &manifest.nodes[i];
         let config = match Config::from_json(node.config.get("reconcile")) {
@@ -288,7 +289,7 @@ pub(crate) async fn reconcile_nodes(
         match load::config_for(manifest, i) {
             Ok(None) => {}
             Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stage_root) {
-                Ok(job) => jobs.push((job, config)),
+                Ok(job) => jobs.push((i, job, config)),
                 Err(e) => done.diagnostics.push(e.to_diagnostic(&node.name)),
             },
             Err(d) => done.diagnostics.push(*d),
@@ -305,11 +306,10 @@ pub(crate) async fn reconcile_nodes(
         }
     };
     let total = jobs.len();
-    for (k, (job, config)) in jobs.iter().enumerate() {
+    for (k, (i, job, config)) in jobs.iter().enumerate() {
         let started = Instant::now();
-        let report =
-            reconcile_one(&mut conn, job, (config, rec::Reference::Stage), ledgers.get(&job.node), started).await;
-        print_report(&mut done, (k + 1, total), job, report, printer);
+        let report = reconcile_one(&mut conn, job, (config, rec::Reference::Stage), ledgers.get(i), started).await;
+        print_report(&mut done, (k + 1, total), (*i, job), report, printer);
     }
     done
 }
@@ -326,7 +326,7 @@ async fn reconcile_one(
         table: job.table.to_string(),
         status: Status::Pass,
         target_side: String::new(),
-        staged_rows: job.stage.row_count,
+        staged_rows: job.rows(),
         target_rows: None,
         checks: Vec::new(),
         differences: Differences::default(),
@@ -364,7 +364,7 @@ async fn compare(
     report: &mut ModelReport,
 ) -> Result<(), String> {
     let mut spec = rec::spec_for(job, config)?;
-    if job.mode != load::Mode::Replace {
+    if job.mode != LoadMode::Replace {
         // The table also holds earlier loads' rows: compare the ones whose
         // key this load staged.
         let keys = conn.reconcile_scope(job).await.map_err(why)?;
@@ -375,7 +375,7 @@ async fn compare(
         ));
     }
     let dialect = conn.dialect();
-    let (side, why_side) = conn.reconcile_side(&spec, config.side, job.stage.row_count).await.map_err(why)?;
+    let (side, why_side) = conn.reconcile_side(&spec, config.side, job.rows()).await.map_err(why)?;
     report.target_side = why_side;
     let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec, side));
     let (stage_segments, stage_profile) = stage.map_err(why)?;
@@ -383,9 +383,9 @@ async fn compare(
     let target_rows = rec::profile_rows(&target_profile);
     report.target_rows = Some(target_rows);
     if let Some(l) = ledger {
-        report.checks.push(rec::ledger_check(job.stage.row_count, l));
+        report.checks.push(rec::ledger_check(job.rows(), l));
     }
-    report.checks.push(rec::count_check(job.stage.row_count, target_rows, reference));
+    report.checks.push(rec::count_check(job.rows(), target_rows, reference));
     if config.profile {
         report.checks.push(rec::profile_check(&spec, &stage_profile, &target_profile, config.tolerance));
     }
@@ -407,18 +407,15 @@ async fn compare(
             rec::diff_rows(&spec, stage_rows, target_rows, config.tolerance, diff);
         }
     }
-    report.checks.push(rec::checksum_check(&spec, &report.differences, job.stage.row_count, config));
+    report.checks.push(rec::checksum_check(&spec, &report.differences, job.rows(), config));
     rec::allow_explained(&mut report.checks, &report.differences);
     Ok(())
 }
 
 /// A backend error as reconciling meets it (the backends' errors speak of
 /// loading).
-fn why(e: load::LoadError) -> String {
-    match e {
-        load::LoadError::Database { doing, message, .. } => format!("{doing}: {message}"),
-        other => other.to_string(),
-    }
+fn why(e: BackendError) -> String {
+    e.reason()
 }
 
 /// The lines under a model's status line: each check, then the differences.

@@ -28,7 +28,7 @@
 use datafusion::arrow::datatypes::DataType;
 use md5::{Digest, Md5};
 
-use crate::load::cells::{self, Cell};
+use crate::values::cells::{self, Cell};
 
 /// Which database's side a canonical text must agree with (floats, intervals
 /// and JSON differ in what the database can produce).

@@ -33,8 +33,9 @@ use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::load::{LoadJob, Mode, TableName};
+use crate::backend::LoadJob;
 use crate::validate::quarantine::Ledger;
+use crate::values::{LoadMode, TableName};
 pub use canonical::{Dialect, Family};
 
 pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, send_batches, stage_rows_in};
@@ -372,7 +373,7 @@ pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
         }
     }
     let key: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
-    let segments = job.stage.row_count.div_ceil(SEGMENT_ROWS).max(1);
+    let segments = job.rows().div_ceil(SEGMENT_ROWS).max(1);
     let segment_bits = (64 - (segments - 1).leading_zeros()).min(20);
     let mut measures = vec![Measure::Rows];
     let wants = |a: Aggregate| config.aggregates.contains(&a);
@@ -798,8 +799,8 @@ pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Con
 
 /// Whether a load leaves the target holding exactly the stage (`replace`),
 /// or the rows it touched can be told by their keys.
-pub fn reconcilable(mode: Mode, unique_key: &[String]) -> bool {
-    mode == Mode::Replace || !unique_key.is_empty()
+pub fn reconcilable(mode: LoadMode, unique_key: &[String]) -> bool {
+    mode == LoadMode::Replace || !unique_key.is_empty()
 }
 
 #[cfg(test)]

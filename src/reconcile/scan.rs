@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::canonical::{self, Dialect, Family, hash_text, push_field};
 use super::{FetchedRow, Group, Measure, Profile, Spec};
-use crate::load::cells::{self, Cell};
-use crate::load::{LoadError, LoadJob, read};
+use crate::backend::{BackendError, LoadJob};
+use crate::values::cells::{self, Cell};
 use datafusion::arrow::array::Array as _;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -620,15 +620,15 @@ fn pg_key_hash(spec: &Spec, cells: &[Cell<'_>]) -> u64 {
 
 /// Streams the stage once: its segment sums and profile, computed as the
 /// `dialect`'s side computes them.
-pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<(SegmentSums, Profile), LoadError> {
+pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<(SegmentSums, Profile), BackendError> {
     let (job, spec) = (job.clone(), spec.clone());
     let model = job.model.clone();
     run_blocking(&model, move || {
         let mut scan = Scan::new(&spec, dialect);
-        scan.expect_rows(job.stage.row_count);
-        let mut rx = read::spawn(&job);
+        scan.expect_rows(job.rows());
+        let mut rx = job.read();
         while let Some(batch) = rx.blocking_recv() {
-            scan.batch(&batch?).map_err(|message| LoadError::Read { model: job.model.clone(), message })?;
+            scan.batch(&batch?).map_err(|message| BackendError::Read { model: job.model.clone(), message })?;
         }
         Ok(scan.finish())
     })
@@ -641,16 +641,16 @@ pub async fn stage_rows_in(
     spec: &Spec,
     dialect: Dialect,
     segments: HashSet<u64>,
-) -> Result<Vec<FetchedRow>, LoadError> {
+) -> Result<Vec<FetchedRow>, BackendError> {
     let (job, spec) = (job.clone(), spec.clone());
     let model = job.model.clone();
     run_blocking(&model, move || {
         let mut rows = Vec::new();
         let mut buf = Vec::new();
-        let mut rx = read::spawn(&job);
+        let mut rx = job.read();
         let mut keys = Vec::new();
         let mask = spec.segment_mask();
-        let fail = |message: String| LoadError::Read { model: job.model.clone(), message };
+        let fail = |message: String| BackendError::Read { model: job.model.clone(), message };
         while let Some(batch) = rx.blocking_recv() {
             let batch = batch?;
             // On PostgreSQL's side the segment comes from the values, hashed
@@ -712,11 +712,12 @@ pub async fn send_batches<T, E, F>(
 /// table) off the async threads; a panic in it is an error naming `what`.
 pub async fn run_blocking<T: Send + 'static>(
     what: &str,
-    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
-) -> Result<T, LoadError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| LoadError::Read { model: what.to_owned(), message: format!("the reconcile scan stopped: {e}") })?
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BackendError::Read {
+        model: what.to_owned(),
+        message: format!("the reconcile scan stopped: {e}"),
+    })?
 }
 
 #[cfg(test)]
@@ -783,7 +784,7 @@ mod tests {
             measures.extend([Measure::Nulls(i), Measure::Sum(i), Measure::Min(i), Measure::Max(i)]);
         }
         Spec {
-            table: crate::load::TableName { schema: "s".into(), name: "t".into() },
+            table: crate::values::TableName { schema: "s".into(), name: "t".into() },
             columns,
             key,
             segment_bits: 4,

@@ -8,6 +8,8 @@
 //! checks the files against the manifest before anything trusts them. This
 //! module writes and verifies stages; it does not plan or execute models.
 
+pub mod read;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

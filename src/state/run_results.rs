@@ -84,7 +84,7 @@ pub struct NodeResult {
 pub struct LoadResult {
     pub status: Status,
     #[serde(flatten)]
-    pub report: Option<crate::load::LoadReport>,
+    pub report: Option<crate::backend::LoadReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

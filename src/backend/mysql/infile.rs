@@ -8,8 +8,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::load::LoadColumn;
-use crate::load::cells::{self, Cell};
+use crate::backend::LoadColumn;
+use crate::values::cells::{self, Cell};
 
 /// Appends every row of a normalized batch.
 pub fn encode(batch: &RecordBatch, columns: &[LoadColumn], out: &mut Vec<u8>) -> Result<(), ArrowError> {

@@ -22,10 +22,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Value};
 
 use super::quote;
-use crate::load::cells::{self, Cell};
-use crate::load::preflight::{self, Family, TargetColumn};
-use crate::load::{LoadColumn, LoadError, LoadJob, LoadReport, Mode, NEW_SUFFIX, PREV_SUFFIX, TableName, read};
+use crate::backend::preflight::{self, Family, TargetColumn};
+use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 use crate::project::profiles::ServerTarget;
+use crate::values::cells::{self, Cell};
+use crate::values::{LoadMode, TableName};
 
 /// MySQL's identifier limit.
 const MAX_IDENT: usize = 64;
@@ -114,8 +115,8 @@ fn qualified(t: &TableName) -> String {
     format!("{}.{}", q(&t.schema), q(&t.name))
 }
 
-fn db_error(table: &TableName, doing: &str, e: &mysql_async::Error) -> LoadError {
-    LoadError::Database { table: table.to_string(), doing: doing.to_owned(), message: e.to_string() }
+fn db_error(table: &TableName, doing: &str, e: &mysql_async::Error) -> BackendError {
+    BackendError::Database { table: table.to_string(), doing: doing.to_owned(), message: e.to_string() }
 }
 
 fn refused(e: &mysql_async::Error) -> bool {
@@ -177,7 +178,7 @@ fn plan(job: &LoadJob, exists: bool) -> Plan {
     let mut ddl_before =
         vec![format!("CREATE DATABASE IF NOT EXISTS {}", q(&t.schema)), format!("USE {}", q(&t.schema))];
     match job.mode {
-        Mode::Replace => {
+        LoadMode::Replace => {
             let shadow = t.sibling(NEW_SUFFIX, MAX_IDENT);
             let prev = t.sibling(PREV_SUFFIX, MAX_IDENT);
             ddl_before.push(format!("DROP TABLE IF EXISTS {}", qualified(&shadow)));
@@ -202,14 +203,14 @@ fn plan(job: &LoadJob, exists: bool) -> Plan {
                 cleanup: Some(format!("DROP TABLE IF EXISTS {}", qualified(&shadow))),
             }
         }
-        Mode::Append => {
+        LoadMode::Append => {
             let cleanup = (!exists).then(|| format!("DROP TABLE IF EXISTS {}", qualified(t)));
             if !exists {
                 ddl_before.push(create(t, job, false));
             }
             Plan { ddl_before, rows_into: qualified(t), dml_after: Vec::new(), ddl_after: Vec::new(), cleanup }
         }
-        Mode::Upsert | Mode::DeleteInsert => {
+        LoadMode::Upsert | LoadMode::DeleteInsert => {
             let cleanup = (!exists).then(|| format!("DROP TABLE IF EXISTS {}", qualified(t)));
             if !exists {
                 ddl_before.push(create(t, job, false));
@@ -218,7 +219,7 @@ fn plan(job: &LoadJob, exists: bool) -> Plan {
             let temp_name = qualified(&temp);
             ddl_before.push(format!("DROP TEMPORARY TABLE IF EXISTS {temp_name}"));
             ddl_before.push(create(&temp, job, true));
-            let dml_after = if job.mode == Mode::Upsert {
+            let dml_after = if job.mode == LoadMode::Upsert {
                 let updates: Vec<String> =
                     job.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = VALUES({0})", q(&c.name))).collect();
                 let action =
@@ -257,7 +258,7 @@ fn tls_message(e: &mysql_async::Error) -> String {
 }
 
 impl Mysql {
-    pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
+    pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, BackendError> {
         let fail = |e: mysql_async::Error| super::connect_error(s, target_name, tls_message(&e));
         let policy = super::tls::TlsPolicy::for_target(s).map_err(|m| super::connect_error(s, target_name, m))?;
         let ssl = policy.mysql_opts().map_err(|m| super::connect_error(s, target_name, m))?;
@@ -280,7 +281,7 @@ impl Mysql {
         Ok(Mysql { conn, local_infile: s.local_infile.unwrap_or(true) })
     }
 
-    pub async fn existing(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, LoadError> {
+    pub async fn existing(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
         let rows: Vec<(String, String, i64, i64)> = self
             .conn
             .exec(
@@ -305,29 +306,25 @@ impl Mysql {
         ))
     }
 
-    async fn preflight(&mut self, job: &LoadJob) -> Result<bool, LoadError> {
+    async fn preflight(&mut self, job: &LoadJob) -> Result<bool, BackendError> {
         let existing = self.existing(&job.table).await?;
         preflight::check_existing(job, existing.as_deref(), family, true)?;
         Ok(existing.is_some())
     }
 
-    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
         let exists = self.preflight(job).await?;
         let p = plan(job, exists);
         let mut out = p.ddl_before;
         out.push("START TRANSACTION".into());
-        out.push(format!(
-            "{}  -- {} rows from the stage",
-            load_data_sql(&p.rows_into, &job.columns),
-            job.stage.row_count
-        ));
+        out.push(format!("{}  -- {} rows from the stage", load_data_sql(&p.rows_into, &job.columns), job.rows()));
         out.extend(p.dml_after);
         out.push("COMMIT".into());
         out.extend(p.ddl_after);
         Ok(out)
     }
 
-    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
         let started = Instant::now();
         let exists = self.preflight(job).await?;
         let p = plan(job, exists);
@@ -354,7 +351,7 @@ impl Mysql {
         job: &LoadJob,
         p: &Plan,
         rows: &Arc<AtomicU64>,
-    ) -> Result<(u64, String, Vec<String>), LoadError> {
+    ) -> Result<(u64, String, Vec<String>), BackendError> {
         let t = &job.table;
         for sql in &p.ddl_before {
             self.execute(t, sql).await?;
@@ -382,8 +379,8 @@ impl Mysql {
         };
         tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "{strategy} into {}", p.rows_into);
         self.check_warnings(t, "loading rows").await?;
-        if loaded != job.stage.row_count {
-            return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
+        if loaded != job.rows() {
+            return Err(BackendError::RowCount { table: t.to_string(), expected: job.rows(), loaded });
         }
         for sql in &p.dml_after {
             self.execute(t, sql).await?;
@@ -397,7 +394,7 @@ impl Mysql {
     }
 
     /// Runs one statement, logging its time.
-    async fn execute(&mut self, t: &TableName, sql: &str) -> Result<(), LoadError> {
+    async fn execute(&mut self, t: &TableName, sql: &str) -> Result<(), BackendError> {
         let step = Instant::now();
         self.conn.query_drop(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
         tracing::debug!(elapsed = ?step.elapsed(), "{sql}");
@@ -408,10 +405,10 @@ impl Mysql {
         // Rows are encoded as LOAD DATA text on the reading thread, so
         // encoding overlaps sending.
         let (columns, model) = (job.columns.clone(), job.model.clone());
-        let chunks = read::spawn_with(job, move |batch| {
+        let chunks = job.read_with(move |batch| {
             let mut buf = Vec::with_capacity(batch.num_rows() * 64);
             infile::encode(&batch, &columns, &mut buf)
-                .map_err(|e| LoadError::Read { model: model.clone(), message: e.to_string() })?;
+                .map_err(|e| BackendError::Read { model: model.clone(), message: e.to_string() })?;
             Ok((Bytes::from(buf), batch.num_rows() as u64))
         });
         let stream = futures::stream::unfold((chunks, Arc::clone(rows)), |(mut chunks, rows)| async move {
@@ -427,12 +424,12 @@ impl Mysql {
         Ok(self.conn.affected_rows())
     }
 
-    async fn insert_rows(&mut self, job: &LoadJob, into: &str, rows: &Arc<AtomicU64>) -> Result<u64, LoadError> {
+    async fn insert_rows(&mut self, job: &LoadJob, into: &str, rows: &Arc<AtomicU64>) -> Result<u64, BackendError> {
         let t = &job.table;
         let cols = job.columns.iter().map(|c| q(&c.name)).collect::<Vec<_>>().join(", ");
         let per_row = format!("({})", vec!["?"; job.columns.len()].join(", "));
         let rows_per_stmt = (60_000 / job.columns.len().max(1)).clamp(1, 1000);
-        let mut batches = read::spawn(job);
+        let mut batches = job.read();
         let mut params: Vec<Value> = Vec::with_capacity(rows_per_stmt * job.columns.len());
         let mut pending = 0usize;
         let mut loaded = 0u64;
@@ -442,7 +439,7 @@ impl Mysql {
             let mut values = Vec::with_capacity(batch.num_rows());
             {
                 let mut cols_ = cells::columns(&batch)
-                    .map_err(|e| LoadError::Read { model: job.model.clone(), message: e.to_string() })?;
+                    .map_err(|e| BackendError::Read { model: job.model.clone(), message: e.to_string() })?;
                 for row in 0..batch.num_rows() {
                     let row_values: Vec<Value> =
                         cols_.iter_mut().zip(&job.columns).map(|(c, spec)| value(c.cell(row), spec)).collect();
@@ -474,25 +471,25 @@ impl Mysql {
         per_row: &str,
         n: usize,
         params: Vec<Value>,
-    ) -> Result<u64, LoadError> {
+    ) -> Result<u64, BackendError> {
         let sql = format!("INSERT INTO {into} ({cols}) VALUES {}", vec![per_row; n].join(", "));
         self.conn.exec_drop(sql, params).await.map_err(|e| db_error(t, "inserting rows", &e))?;
         Ok(self.conn.affected_rows())
     }
 
-    async fn check_warnings(&mut self, t: &TableName, doing: &str) -> Result<(), LoadError> {
+    async fn check_warnings(&mut self, t: &TableName, doing: &str) -> Result<(), BackendError> {
         if self.conn.get_warnings() == 0 {
             return Ok(());
         }
         let warnings: Vec<(String, u32, String)> =
             self.conn.query("SHOW WARNINGS LIMIT 5").await.map_err(|e| db_error(t, "reading warnings", &e))?;
         let text = warnings.iter().map(|(_, code, msg)| format!("{msg} ({code})")).collect::<Vec<_>>().join("; ");
-        Err(LoadError::Database { table: t.to_string(), doing: doing.to_owned(), message: text })
+        Err(BackendError::Database { table: t.to_string(), doing: doing.to_owned(), message: text })
     }
 
     /// The server's version and the connection's TLS, as the server sees it.
-    pub async fn describe(&mut self) -> Result<String, LoadError> {
-        let fail = |e: mysql_async::Error| LoadError::Connect { target: "MySQL".into(), message: tls_message(&e) };
+    pub async fn describe(&mut self) -> Result<String, BackendError> {
+        let fail = |e: mysql_async::Error| BackendError::Connect { target: "MySQL".into(), message: tls_message(&e) };
         let version: Option<String> = self.conn.query_first("SELECT VERSION()").await.map_err(fail)?;
         let status: Vec<(String, String)> = self
             .conn
@@ -508,11 +505,11 @@ impl Mysql {
     }
 
     /// Swaps `<table>__ferry_prev` back in with one atomic `RENAME TABLE`.
-    pub async fn rollback(&mut self, table: &TableName) -> Result<(), LoadError> {
+    pub async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if self.existing(&prev).await?.is_none() {
-            return Err(LoadError::nothing_to_restore(table, &prev));
+            return Err(BackendError::nothing_to_restore(table, &prev));
         }
         let sql = if self.existing(table).await?.is_some() {
             format!(

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::{Mysql, create, db_error, q, qualified, refused};
-use crate::load::{LoadError, LoadJob, TableName};
+use crate::backend::{BackendError, LoadJob};
 use crate::reconcile::{
     Dialect, Family, FetchedRow, Group, Measure, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn,
     choose_side, run_blocking, send_batches,
 };
+use crate::values::TableName;
 
 /// Rows handed to the hashing thread at once, on the pulled side.
 const ROWS_PER_BATCH: usize = 2048;
@@ -136,7 +137,7 @@ fn text(row: &Row, i: usize) -> Option<String> {
 impl Mysql {
     /// Loads `job`'s staged keys into a temporary table, to which later
     /// queries of a `touched_only` spec are scoped; the number of keys.
-    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
         let keys = job.keys_only(TableName { schema: job.table.schema.clone(), name: KEYS.into() });
         let t = &job.table;
         let into = qualified(&keys.table);
@@ -154,7 +155,7 @@ impl Mysql {
     }
 
     /// Segment sums and the profile, computed by the server.
-    pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         let sql = format!(
             "SELECT seg, COUNT(*), CAST(SUM(h) AS CHAR) FROM (SELECT {} AS seg, {} AS h FROM {}) x GROUP BY seg",
             segment_of(spec),
@@ -203,7 +204,7 @@ impl Mysql {
     /// Segment sums and the profile, computed by ferry over the canonical
     /// texts the server streams out (hashed on a thread of its own while
     /// the stream is read).
-    pub async fn reconcile_pulled(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_pulled(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}", shown.join(", "), relation(spec));
         let fail = |e: mysql_async::Error| db_error(&spec.table, "reading rows", &e);
@@ -221,7 +222,7 @@ impl Mysql {
                                 _ => Ok(None),
                             })
                             .collect::<Result<Vec<Option<&str>>, usize>>()
-                            .map_err(|i| LoadError::Read {
+                            .map_err(|i| BackendError::Read {
                                 model: spec.table.to_string(),
                                 message: format!("column `{}` sent text that is not UTF-8", spec.columns[i].name),
                             })?;
@@ -243,7 +244,7 @@ impl Mysql {
     }
 
     /// The rows whose key falls in `segments`, as shown texts.
-    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
         let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
         let wanted: Vec<String> = segments.iter().map(u64::to_string).collect();
         let sql = format!(

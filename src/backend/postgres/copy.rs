@@ -12,8 +12,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::load::LoadColumn;
-use crate::load::cells::{self, Cell};
+use crate::backend::LoadColumn;
+use crate::values::cells::{self, Cell};
 
 /// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 pub const PG_EPOCH_DAYS: i32 = 10_957;

@@ -23,9 +23,10 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Transaction};
 
 use super::quote;
-use crate::load::preflight::{self, Family, TargetColumn};
-use crate::load::{LoadColumn, LoadError, LoadJob, LoadReport, Mode, NEW_SUFFIX, PREV_SUFFIX, TableName, cells, read};
+use crate::backend::preflight::{self, Family, TargetColumn};
+use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 use crate::project::profiles::ServerTarget;
+use crate::values::{LoadMode, TableName, cells};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
@@ -168,7 +169,7 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
         )
     };
     match job.mode {
-        Mode::Replace => {
+        LoadMode::Replace => {
             let shadow = t.sibling(NEW_SUFFIX, MAX_IDENT);
             let prev = t.sibling(PREV_SUFFIX, MAX_IDENT);
             before.push(format!("DROP TABLE IF EXISTS {}", qualified(&shadow)));
@@ -194,7 +195,7 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
                 strategy: "binary COPY (FREEZE) into a shadow table, swapped in",
             }
         }
-        Mode::Append => match existing {
+        LoadMode::Append => match existing {
             None => {
                 before.push(create_table(t, &job.columns, false, key));
                 Plan { before, copy_into: t.clone(), freeze: true, after: Vec::new(), strategy: "binary COPY" }
@@ -208,13 +209,13 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
                 Plan { before, copy_into: temp, freeze: false, after, strategy: VIA_TEMP }
             }
         },
-        Mode::Upsert | Mode::DeleteInsert => {
+        LoadMode::Upsert | LoadMode::DeleteInsert => {
             if existing.is_none() {
                 before.push(create_table(t, &job.columns, false, key));
             }
             before.push(temp_create());
             let keys = job.unique_key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
-            let after = if job.mode == Mode::Upsert {
+            let after = if job.mode == LoadMode::Upsert {
                 let updates: Vec<String> =
                     job.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = EXCLUDED.{0}", q(&c.name))).collect();
                 let action = if updates.is_empty() {
@@ -259,7 +260,7 @@ fn same_types(job: &LoadJob, existing: &[TargetColumn]) -> bool {
 }
 
 impl Postgres {
-    pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, LoadError> {
+    pub async fn connect(s: &ServerTarget, target_name: &str) -> Result<Self, BackendError> {
         let fail = |message: String| super::connect_error(s, target_name, message);
         let policy = super::tls::TlsPolicy::for_target(s).map_err(fail)?;
         let mut config = tokio_postgres::Config::new();
@@ -291,7 +292,7 @@ impl Postgres {
     }
 
     /// The columns of `table`, or `None` if it does not exist.
-    pub async fn existing(&self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, LoadError> {
+    pub async fn existing(&self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
         let rows = self
             .client
             .query(
@@ -315,28 +316,24 @@ impl Postgres {
     }
 
     /// The statements a load would run, for `--dry-run`.
-    pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+    pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
         let existing = self.preflight(job).await?;
         let Plan { before, copy_into, freeze, after, .. } = plan(job, existing.as_deref());
         let mut out = vec!["BEGIN".to_owned()];
         out.extend(before);
-        out.push(format!(
-            "{}  -- {} rows from the stage",
-            copy_sql(&copy_into, &job.columns, freeze),
-            job.stage.row_count
-        ));
+        out.push(format!("{}  -- {} rows from the stage", copy_sql(&copy_into, &job.columns, freeze), job.rows()));
         out.extend(after);
         out.push("COMMIT".into());
         Ok(out)
     }
 
-    async fn preflight(&self, job: &LoadJob) -> Result<Option<Vec<TargetColumn>>, LoadError> {
+    async fn preflight(&self, job: &LoadJob) -> Result<Option<Vec<TargetColumn>>, BackendError> {
         let existing = self.existing(&job.table).await?;
         preflight::check_existing(job, existing.as_deref(), family, false)?;
         Ok(existing)
     }
 
-    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
         let started = Instant::now();
         let existing = self.preflight(job).await?;
         let Plan { before, copy_into, freeze, after, strategy } = plan(job, existing.as_deref());
@@ -346,8 +343,8 @@ impl Postgres {
         let step = Instant::now();
         let loaded = copy_in(&tx, job, &copy_into, freeze, rows).await?;
         tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "COPY into {copy_into}");
-        if loaded != job.stage.row_count {
-            return Err(LoadError::RowCount { table: t.to_string(), expected: job.stage.row_count, loaded });
+        if loaded != job.rows() {
+            return Err(BackendError::RowCount { table: t.to_string(), expected: job.rows(), loaded });
         }
         run_all(&tx, t, &after).await?;
         let step = Instant::now();
@@ -364,7 +361,7 @@ impl Postgres {
     }
 
     /// The server's version and the connection's TLS, as the server sees it.
-    pub async fn describe(&mut self) -> Result<String, LoadError> {
+    pub async fn describe(&mut self) -> Result<String, BackendError> {
         let row = self
             .client
             .query_one(
@@ -373,7 +370,7 @@ impl Postgres {
                 &[],
             )
             .await
-            .map_err(|e| LoadError::Connect { target: "PostgreSQL".into(), message: super::error_chain(&e) })?;
+            .map_err(|e| BackendError::Connect { target: "PostgreSQL".into(), message: super::error_chain(&e) })?;
         let (version, ssl, protocol, cipher): (String, bool, Option<String>, Option<String>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let tls = if ssl {
@@ -386,11 +383,11 @@ impl Postgres {
 
     /// Swaps `<table>__ferry_prev` back in; the current table becomes the
     /// `__ferry_prev` one, so a second rollback undoes the first.
-    pub async fn rollback(&mut self, table: &TableName) -> Result<(), LoadError> {
+    pub async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if self.existing(&prev).await?.is_none() {
-            return Err(LoadError::nothing_to_restore(table, &prev));
+            return Err(BackendError::nothing_to_restore(table, &prev));
         }
         let has_current = self.existing(table).await?.is_some();
         let tx = self.client.transaction().await.map_err(|e| db_error(table, "starting a transaction", &e))?;
@@ -408,7 +405,7 @@ impl Postgres {
 }
 
 /// Runs statements in order inside `tx`, logging each one's time.
-async fn run_all(tx: &Transaction<'_>, t: &TableName, statements: &[String]) -> Result<(), LoadError> {
+async fn run_all(tx: &Transaction<'_>, t: &TableName, statements: &[String]) -> Result<(), BackendError> {
     for sql in statements {
         let step = Instant::now();
         tx.batch_execute(sql).await.map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
@@ -423,7 +420,7 @@ async fn copy_in(
     into: &TableName,
     freeze: bool,
     rows: &AtomicU64,
-) -> Result<u64, LoadError> {
+) -> Result<u64, BackendError> {
     let t = &job.table;
     let sql = copy_sql(into, &job.columns, freeze);
     let sink = tx.copy_in::<_, bytes::Bytes>(&sql).await.map_err(|e| db_error(t, "starting COPY", &e))?;
@@ -431,13 +428,13 @@ async fn copy_in(
     // Rows are encoded on the reading thread, so encoding overlaps sending.
     let (columns, model) = (job.columns.clone(), job.model.clone());
     let mut header = true;
-    let mut chunks = read::spawn_with(job, move |batch| {
+    let mut chunks = job.read_with(move |batch| {
         let mut buf = BytesMut::with_capacity(batch.num_rows() * 64 + 32);
         if std::mem::take(&mut header) {
             copy::header(&mut buf);
         }
         copy::encode(&batch, &columns, &mut buf)
-            .map_err(|e| LoadError::Read { model: model.clone(), message: e.to_string() })?;
+            .map_err(|e| BackendError::Read { model: model.clone(), message: e.to_string() })?;
         Ok((buf.freeze(), batch.num_rows() as u64))
     });
     let mut started = false;
@@ -458,7 +455,7 @@ async fn copy_in(
 
 /// A database error with what PostgreSQL says about where it happened
 /// (for COPY: the line, which is the staged row number, and the column).
-fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> LoadError {
+fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> BackendError {
     let message = match e.as_db_error() {
         Some(db) => {
             let mut m = format!("{} ({})", db.message(), db.code().code());
@@ -478,7 +475,7 @@ fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> LoadEr
             format!("{e}{source}")
         }
     };
-    LoadError::Database { table: table.to_string(), doing: doing.to_owned(), message }
+    BackendError::Database { table: table.to_string(), doing: doing.to_owned(), message }
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use super::copy::{CopyReader, PG_EPOCH_DAYS, be, numeric_header, numeric_unscaled};
 use super::reconcile::relation;
 use super::{Postgres, db_error, q};
-use crate::load::cells::Cell;
-use crate::load::{LoadError, TableName};
+use crate::backend::BackendError;
 use crate::reconcile::canonical::{self, Family, pg};
 use crate::reconcile::{
     Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking, send_batches,
 };
+use crate::values::TableName;
+use crate::values::cells::Cell;
 
 /// CopyData messages (about one row each) handed to the decoding thread at once.
 const CHUNKS_PER_BATCH: usize = 2048;
@@ -184,8 +185,8 @@ fn estimate(spec: &Spec, rows: f64, row_bytes: f64, local: bool) -> (f64, f64) {
     (pushed, pulled)
 }
 
-fn read_error(table: &TableName, message: String) -> LoadError {
-    LoadError::Read { model: table.to_string(), message: format!("reading the table's rows: {message}") }
+fn read_error(table: &TableName, message: String) -> BackendError {
+    BackendError::Read { model: table.to_string(), message: format!("reading the table's rows: {message}") }
 }
 
 impl Postgres {
@@ -197,7 +198,7 @@ impl Postgres {
         spec: &Spec,
         choice: SideChoice,
         rows: u64,
-    ) -> Result<(Side, String), LoadError> {
+    ) -> Result<(Side, String), BackendError> {
         let fail = |e: tokio_postgres::Error| db_error(&spec.table, "estimating the reconcile's cost", &e);
         let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
         // Bytes per row on the wire: the columns' average widths where the
@@ -228,7 +229,7 @@ impl Postgres {
     /// Segment sums and the profile, computed by ferry over the rows that
     /// binary COPY streams out (decoded on a thread of its own while the
     /// stream is read).
-    pub async fn reconcile_pulled(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_pulled(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         self.reconcile_session(spec).await?;
         let stream = self
             .client

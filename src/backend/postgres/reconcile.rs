@@ -5,8 +5,9 @@
 use std::sync::atomic::AtomicU64;
 
 use super::{Postgres, copy_in, create_table, db_error, q, qualified};
-use crate::load::{LoadError, LoadJob, TableName};
+use crate::backend::{BackendError, LoadJob};
 use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
+use crate::values::TableName;
 
 /// The canonical text of `e`, a value of column `c` (see
 /// `crate::reconcile::canonical`); NULL stays NULL.
@@ -136,7 +137,7 @@ fn profile_expr(spec: &Spec, m: Measure, unique: bool) -> String {
 }
 
 impl Postgres {
-    pub(super) async fn reconcile_session(&self, spec: &Spec) -> Result<(), LoadError> {
+    pub(super) async fn reconcile_session(&self, spec: &Spec) -> Result<(), BackendError> {
         self.client
             // JIT compiling the wide hash expressions costs more than it saves.
             .batch_execute("SET TIME ZONE 'UTC'; SET extra_float_digits = 1; SET jit = off")
@@ -146,7 +147,7 @@ impl Postgres {
 
     /// Copies `job`'s staged keys into a temporary table, to which later
     /// queries of a `touched_only` spec are scoped; the number of keys.
-    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
         let keys = job.keys_only(TableName { schema: "pg_temp".into(), name: KEYS.into() });
         let t = &job.table;
         let tx = self.client.transaction().await.map_err(|e| db_error(t, "starting a transaction", &e))?;
@@ -163,7 +164,7 @@ impl Postgres {
     }
 
     /// Segment sums and the profile, computed by the server.
-    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         self.reconcile_session(spec).await?;
         let sql = format!(
             "SELECT seg, count(*), sum(h)::text FROM (SELECT {} AS seg, {} AS h FROM {}) x GROUP BY seg",
@@ -210,7 +211,7 @@ impl Postgres {
     }
 
     /// The rows whose key falls in `segments`, as shown texts.
-    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
         self.reconcile_session(spec).await?;
         let shown: Vec<String> = spec.columns.iter().map(|c| shown(c, &q(&c.name))).collect();
         let sql = format!("SELECT {} FROM {} WHERE {} = ANY($1)", shown.join(", "), relation(spec), segment_of(spec));
@@ -225,7 +226,7 @@ impl Postgres {
     }
 
     /// Whether a valid unique index covers exactly the key's columns.
-    async fn unique_on_key(&self, spec: &Spec) -> Result<bool, LoadError> {
+    async fn unique_on_key(&self, spec: &Spec) -> Result<bool, BackendError> {
         let mut key: Vec<String> = spec.key.iter().map(|&k| spec.columns[k].name.clone()).collect();
         key.sort();
         let row = self

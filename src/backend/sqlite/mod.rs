@@ -18,9 +18,10 @@ use datafusion::arrow::datatypes::DataType;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::quote;
-use crate::load::cells::{self, Cell};
-use crate::load::preflight::{self, Family, TargetColumn};
-use crate::load::{LoadColumn, LoadError, LoadJob, LoadReport, Mode, NEW_SUFFIX, PREV_SUFFIX, TableName, read};
+use crate::backend::preflight::{self, Family, TargetColumn};
+use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
+use crate::values::cells::{self, Cell};
+use crate::values::{LoadMode, TableName};
 
 /// SQLite has no identifier limit worth the name; keep names readable.
 const MAX_IDENT: usize = 128;
@@ -60,8 +61,8 @@ fn q(name: &str) -> String {
     quote(name, '"')
 }
 
-fn db_error(table: &TableName, doing: &str, e: &rusqlite::Error) -> LoadError {
-    LoadError::Database { table: table.name.clone(), doing: doing.to_owned(), message: e.to_string() }
+fn db_error(table: &TableName, doing: &str, e: &rusqlite::Error) -> BackendError {
+    BackendError::Database { table: table.name.clone(), doing: doing.to_owned(), message: e.to_string() }
 }
 
 impl Sqlite {
@@ -74,15 +75,15 @@ impl Sqlite {
         &self.path
     }
 
-    fn open(&self, table: &TableName) -> Result<Connection, LoadError> {
+    fn open(&self, table: &TableName) -> Result<Connection, BackendError> {
         if let Some(dir) = self.path.parent() {
-            fs_err::create_dir_all(dir).map_err(|e| LoadError::Connect {
+            fs_err::create_dir_all(dir).map_err(|e| BackendError::Connect {
                 target: format!("SQLite `{}`", self.path),
                 message: e.to_string(),
             })?;
         }
         let conn = Connection::open(&self.path)
-            .map_err(|e| LoadError::Connect { target: format!("SQLite `{}`", self.path), message: e.to_string() })?;
+            .map_err(|e| BackendError::Connect { target: format!("SQLite `{}`", self.path), message: e.to_string() })?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -262144; \
              PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000;",
@@ -91,7 +92,7 @@ impl Sqlite {
         Ok(conn)
     }
 
-    pub async fn load(&self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, LoadError> {
+    pub async fn load(&self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
         let started = Instant::now();
         let conn = self.open(&job.table)?;
         // The blocking load cannot be dropped like a future: if this one is
@@ -100,7 +101,7 @@ impl Sqlite {
         let (job_, rows, cancelled) = (job.clone(), Arc::clone(rows), Arc::clone(&cancel.0));
         let loaded = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows, &cancelled))
             .await
-            .map_err(|e| LoadError::Database {
+            .map_err(|e| BackendError::Database {
                 table: job.table.name.clone(),
                 doing: "loading".into(),
                 message: e.to_string(),
@@ -115,24 +116,24 @@ impl Sqlite {
         })
     }
 
-    pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, LoadError> {
+    pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
         let conn = self.open(&job.table)?;
         let exists = preflight(&conn, job)?;
         let (before, insert, after) = statements(job, exists);
         let mut out = vec!["BEGIN IMMEDIATE".to_owned()];
         out.extend(before);
-        out.push(format!("{insert}  -- once per staged row, {} rows", job.stage.row_count));
+        out.push(format!("{insert}  -- once per staged row, {} rows", job.rows()));
         out.extend(after);
         out.push("COMMIT".into());
         Ok(out)
     }
 
-    pub async fn rollback(&self, table: &TableName) -> Result<(), LoadError> {
+    pub async fn rollback(&self, table: &TableName) -> Result<(), BackendError> {
         let mut conn = self.open(table)?;
         let prev = table.sibling(PREV_SUFFIX, MAX_IDENT);
         let swap = table.sibling("__ferry_swap", MAX_IDENT);
         if existing(&conn, &prev)?.is_none() {
-            return Err(LoadError::nothing_to_restore(&table.name, &prev.name));
+            return Err(BackendError::nothing_to_restore(&table.name, &prev.name));
         }
         let has_current = existing(&conn, table)?.is_some();
         let tx = conn.transaction().map_err(|e| db_error(table, "starting a transaction", &e))?;
@@ -150,7 +151,7 @@ impl Sqlite {
     }
 }
 
-fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetColumn>>, LoadError> {
+fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
     let found: Option<String> = conn
         .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", params![table.name], |r| {
             r.get(0)
@@ -174,7 +175,7 @@ fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetCol
 
 /// Checks the table the job keeps, if any, and says whether it exists.
 /// SQLite types values, not columns, so only names and NOT NULLs count.
-fn preflight(conn: &Connection, job: &LoadJob) -> Result<bool, LoadError> {
+fn preflight(conn: &Connection, job: &LoadJob) -> Result<bool, BackendError> {
     let existing = existing(conn, &job.table)?;
     preflight::check_existing(job, existing.as_deref(), |_| Family::Other, true)?;
     Ok(existing.is_some())
@@ -204,7 +205,7 @@ fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>)
     let mut after = Vec::new();
     let insert_into = |table: &str| format!("INSERT INTO {} ({cols}) VALUES ({marks})", q(table));
     match job.mode {
-        Mode::Replace => {
+        LoadMode::Replace => {
             let shadow = job.table.sibling(NEW_SUFFIX, MAX_IDENT).name;
             let prev = job.table.sibling(PREV_SUFFIX, MAX_IDENT).name;
             before.push(format!("DROP TABLE IF EXISTS {}", q(&shadow)));
@@ -219,7 +220,7 @@ fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>)
             after.push(format!("ALTER TABLE {} RENAME TO {}", q(&shadow), q(t)));
             (before, insert_into(&shadow), after)
         }
-        Mode::Append => {
+        LoadMode::Append => {
             if !exists {
                 before.push(create(t, &job.columns, false));
                 if !keys.is_empty() {
@@ -228,7 +229,7 @@ fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>)
             }
             (before, insert_into(t), after)
         }
-        Mode::Upsert => {
+        LoadMode::Upsert => {
             if !exists {
                 before.push(create(t, &job.columns, false));
                 before.push(key_index(t, t, keys));
@@ -243,7 +244,7 @@ fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>)
             let key_list = keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
             (before, format!("{} ON CONFLICT ({key_list}) {action}", insert_into(t)), after)
         }
-        Mode::DeleteInsert => {
+        LoadMode::DeleteInsert => {
             if !exists {
                 before.push(create(t, &job.columns, false));
                 before.push(key_index(t, t, keys));
@@ -273,7 +274,7 @@ fn load_blocking(
     job: &LoadJob,
     rows: &AtomicU64,
     cancelled: &AtomicBool,
-) -> Result<u64, LoadError> {
+) -> Result<u64, BackendError> {
     let t = &job.table;
     let exists = preflight(&conn, job)?;
     let (before, insert, after) = statements(job, exists);
@@ -286,10 +287,10 @@ fn load_blocking(
     let mut loaded = 0u64;
     {
         let mut stmt = tx.prepare(&insert).map_err(|e| db_error(t, "preparing the insert", &e))?;
-        let mut batches = read::spawn(job);
+        let mut batches = job.read();
         while let Some(batch) = batches.blocking_recv() {
             if cancelled.load(Ordering::Relaxed) {
-                return Err(LoadError::Database {
+                return Err(BackendError::Database {
                     table: t.name.clone(),
                     doing: "loading".into(),
                     message: "interrupted".into(),
@@ -297,7 +298,7 @@ fn load_blocking(
             }
             let batch = batch?;
             let mut cols = cells::columns(&batch)
-                .map_err(|e| LoadError::Read { model: job.model.clone(), message: e.to_string() })?;
+                .map_err(|e| BackendError::Read { model: job.model.clone(), message: e.to_string() })?;
             for row in 0..batch.num_rows() {
                 for (k, col) in cols.iter_mut().enumerate() {
                     bind(&mut stmt, k + 1, col.cell(row), &job.columns[k].data_type)
@@ -310,11 +311,11 @@ fn load_blocking(
             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         }
     }
-    if loaded != job.stage.row_count {
-        return Err(LoadError::RowCount { table: t.name.clone(), expected: job.stage.row_count, loaded });
+    if loaded != job.rows() {
+        return Err(BackendError::RowCount { table: t.name.clone(), expected: job.rows(), loaded });
     }
     if cancelled.load(Ordering::Relaxed) {
-        return Err(LoadError::Database {
+        return Err(BackendError::Database {
             table: t.name.clone(),
             doing: "loading".into(),
             message: "interrupted".into(),

@@ -10,11 +10,12 @@ use camino::Utf8PathBuf;
 use rusqlite::types::ValueRef;
 
 use super::{Sqlite, db_error, q};
-use crate::load::{LoadError, LoadJob, TableName};
+use crate::backend::{BackendError, LoadJob};
 use crate::reconcile::canonical::{self, float_text};
 use crate::reconcile::{
     Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash, run_blocking,
 };
+use crate::values::TableName;
 
 /// The canonical text of a stored value of column `c`.
 fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
@@ -56,7 +57,7 @@ const KEYS: &str = "ferry_reconcile_keys";
 
 /// Calls `each` with the canonical texts of every row of the table (of the
 /// rows whose key was staged, for a `touched_only` spec).
-fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>])) -> Result<(), LoadError> {
+fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>])) -> Result<(), BackendError> {
     let conn = sqlite.open(&spec.table)?;
     let fail = |e: rusqlite::Error| db_error(&spec.table, "reading rows", &e);
     let cols: Vec<String> = spec.columns.iter().map(|c| q(&c.name)).collect();
@@ -86,14 +87,14 @@ fn each_row(sqlite: &Sqlite, spec: &Spec, mut each: impl FnMut(&[Option<&str>]))
 impl Sqlite {
     /// Loads `job`'s staged keys into a database of their own, which later
     /// reads of a `touched_only` spec attach; the number of keys.
-    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, LoadError> {
+    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
         let dir = self.path.parent().map(|p| p.as_std_path().to_owned()).unwrap_or_else(std::env::temp_dir);
         let dir =
-            tempfile::Builder::new().prefix(".ferry-reconcile-").tempdir_in(dir).map_err(|e| LoadError::Read {
+            tempfile::Builder::new().prefix(".ferry-reconcile-").tempdir_in(dir).map_err(|e| BackendError::Read {
                 model: job.model.clone(),
                 message: format!("cannot create a scratch database for the staged keys: {e}"),
             })?;
-        let path = Utf8PathBuf::from_path_buf(dir.path().join("keys.db")).map_err(|p| LoadError::Read {
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("keys.db")).map_err(|p| BackendError::Read {
             model: job.model.clone(),
             message: format!("the scratch path {} is not UTF-8", p.display()),
         })?;
@@ -104,7 +105,7 @@ impl Sqlite {
     }
 
     /// Segment sums and the profile, computed by ferry over the table's rows.
-    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), LoadError> {
+    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
             let mut scan = Scan::new(&spec, Dialect::Sqlite);
@@ -115,7 +116,7 @@ impl Sqlite {
     }
 
     /// The rows whose key falls in `segments`.
-    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, LoadError> {
+    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
         let (this, spec) = (self.clone(), spec.clone());
         let wanted: std::collections::HashSet<u64> = segments.iter().copied().collect();
         run_blocking(&spec.table.to_string(), move || {

@@ -4,7 +4,8 @@
 
 use datafusion::arrow::datatypes::DataType;
 
-use super::{LoadError, LoadJob, Mode, read};
+use super::{BackendError, LoadJob};
+use crate::values::{LoadMode, cells};
 
 /// A column of an existing target table, as the database describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +49,11 @@ pub fn check_existing(
     existing: Option<&[TargetColumn]>,
     family: impl Fn(&str) -> Family,
     case_insensitive_names: bool,
-) -> Result<(), LoadError> {
+) -> Result<(), BackendError> {
     match existing {
-        Some(ex) if job.mode != Mode::Replace => {
-            check(job, ex, family, &read::null_counts(job), case_insensitive_names)
+        Some(ex) if job.mode != LoadMode::Replace => {
+            let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
+            check(job, ex, family, &crate::stage::read::null_counts(&job.stage, &names), case_insensitive_names)
         }
         _ => Ok(()),
     }
@@ -64,7 +66,7 @@ pub fn check(
     family: impl Fn(&str) -> Family,
     null_counts: &[Option<u64>],
     case_insensitive_names: bool,
-) -> Result<(), LoadError> {
+) -> Result<(), BackendError> {
     let same = |a: &str, b: &str| if case_insensitive_names { a.eq_ignore_ascii_case(b) } else { a == b };
     let mut problems = Vec::new();
     for (k, c) in job.columns.iter().enumerate() {
@@ -99,7 +101,7 @@ pub fn check(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(LoadError::Preflight { model: job.model.clone(), table: job.table.to_string(), problems })
+        Err(BackendError::Preflight { model: job.model.clone(), table: job.table.to_string(), problems })
     }
 }
 
@@ -169,7 +171,7 @@ pub fn narrower(staged: &DataType, target: Family) -> Option<String> {
         (D::Timestamp(..), F::Timestamp) => None,
         (D::Time64(_), F::Time) => None,
         (D::Duration(_) | D::Interval(_), F::Interval) => None,
-        (d, F::Json | F::Text(None)) if super::cells::is_nested(d) => None,
+        (d, F::Json | F::Text(None)) if cells::is_nested(d) => None,
         (D::Null, _) => None,
         (_, F::Text(None)) => None,
         _ => Some("holds a different kind of value".into()),

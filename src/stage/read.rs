@@ -1,5 +1,7 @@
-//! Reading a stage's Parquet files back as canonical batches, on a thread
-//! of their own, so decoding overlaps with sending rows to the target.
+//! Reading a stage's Parquet files back as canonical batches (see
+//! [`cells::normalize`]), on a thread of their own, so decoding overlaps
+//! with what the reader does with them (sending rows to a target, hashing
+//! them for a reconciliation).
 
 use camino::Utf8PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -8,32 +10,47 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use tokio::sync::mpsc;
 
-use super::{LoadError, LoadJob, cells};
+use super::StagedTable;
+use crate::values::cells;
+
+/// A stage whose files could not be read back.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot read the stage of `{model}`: {message}")]
+pub struct ReadError {
+    pub model: String,
+    pub message: String,
+}
 
 /// Batches in flight between the reader and the loader.
 const CHANNEL_DEPTH: usize = 4;
 /// Rows per batch read back.
 const BATCH_ROWS: usize = 16 * 1024;
 
-/// Starts reading `job`'s stage; batches (normalized, see
-/// [`cells::normalize`]) arrive on the receiver in file order. The reader
-/// stops when the receiver is dropped.
-pub fn spawn(job: &LoadJob) -> mpsc::Receiver<Result<RecordBatch, LoadError>> {
-    spawn_with(job, Ok)
+/// Starts reading `stage` as `model` (the name its errors give), only the
+/// columns at the positions `projection` gives (or all); batches
+/// (normalized, see [`cells::normalize`]) arrive on the receiver in file
+/// order. The reader stops when the receiver is dropped.
+pub fn spawn<E: From<ReadError> + Send + 'static>(
+    stage: &StagedTable,
+    model: &str,
+    projection: Option<Vec<usize>>,
+) -> mpsc::Receiver<Result<RecordBatch, E>> {
+    spawn_with(stage, model, projection, Ok)
 }
 
 /// [`spawn`], with `each` applied to every batch on the reading thread (to
 /// encode rows for the wire while the loader sends the previous ones).
-pub fn spawn_with<T: Send + 'static>(
-    job: &LoadJob,
-    mut each: impl FnMut(RecordBatch) -> Result<T, LoadError> + Send + 'static,
-) -> mpsc::Receiver<Result<T, LoadError>> {
+pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
+    stage: &StagedTable,
+    model: &str,
+    projection: Option<Vec<usize>>,
+    mut each: impl FnMut(RecordBatch) -> Result<T, E> + Send + 'static,
+) -> mpsc::Receiver<Result<T, E>> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let files: Vec<Utf8PathBuf> = job.stage.files.iter().map(|f| job.stage_dir.join(&f.name)).collect();
-    let model = job.model.clone();
-    let projection = job.read_columns.clone();
+    let files: Vec<Utf8PathBuf> = stage.manifest.files.iter().map(|f| stage.dir.join(&f.name)).collect();
+    let model = model.to_owned();
     std::thread::spawn(move || {
-        let fail = |message: String| LoadError::Read { model: model.clone(), message };
+        let fail = |message: String| E::from(ReadError { model: model.clone(), message });
         for path in files {
             let reader = std::fs::File::open(&path).map_err(|e| fail(format!("`{path}`: {e}"))).and_then(|f| {
                 ParquetRecordBatchReaderBuilder::try_new(f)
@@ -71,19 +88,19 @@ pub fn spawn_with<T: Send + 'static>(
     rx
 }
 
-/// NULLs per column of a stage, from the Parquet statistics (`None` where a
-/// file has no statistics for the column).
-pub fn null_counts(job: &LoadJob) -> Vec<Option<u64>> {
-    let mut counts: Vec<Option<u64>> = vec![Some(0); job.columns.len()];
-    for f in &job.stage.files {
-        let path = job.stage_dir.join(&f.name);
-        let Ok(file) = std::fs::File::open(&path) else { return vec![None; job.columns.len()] };
-        let Ok(reader) = SerializedFileReader::new(file) else { return vec![None; job.columns.len()] };
+/// NULLs of each of `columns` in a stage, from the Parquet statistics
+/// (`None` where a file has no statistics for the column).
+pub fn null_counts(stage: &StagedTable, columns: &[&str]) -> Vec<Option<u64>> {
+    let mut counts: Vec<Option<u64>> = vec![Some(0); columns.len()];
+    for f in &stage.manifest.files {
+        let path = stage.dir.join(&f.name);
+        let Ok(file) = std::fs::File::open(&path) else { return vec![None; columns.len()] };
+        let Ok(reader) = SerializedFileReader::new(file) else { return vec![None; columns.len()] };
         let meta = reader.metadata();
         let schema = meta.file_metadata().schema_descr();
-        for (k, column) in job.columns.iter().enumerate() {
+        for (k, column) in columns.iter().enumerate() {
             // Only flat columns have one leaf with the column's name.
-            let leaf = (0..schema.num_columns()).find(|&l| schema.column(l).path().string() == column.name);
+            let leaf = (0..schema.num_columns()).find(|&l| schema.column(l).path().string() == *column);
             for rg in meta.row_groups() {
                 let n = leaf.and_then(|l| rg.column(l).statistics()).and_then(|s| s.null_count_opt());
                 counts[k] = match (counts[k], n) {

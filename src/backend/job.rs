@@ -1,0 +1,144 @@
+//! What a backend is asked to load, and what it reports: a [`LoadJob`]
+//! names a stage, the table it goes into and how ([`LoadMode`]); a
+//! [`LoadReport`] says what the load did. Which nodes are loaded, in which
+//! order, is `crate::load`'s business, not the backends'.
+
+use camino::Utf8PathBuf;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::BackendError;
+use crate::stage::{self, StagedTable};
+use crate::values::{LoadMode, TableName, cells};
+
+/// The suffix of the table a `replace` load keeps for `ferry rollback`.
+pub const PREV_SUFFIX: &str = "__ferry_prev";
+/// The suffix of the shadow table a `replace` load builds.
+pub const NEW_SUFFIX: &str = "__ferry_new";
+
+/// One staged column as it is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadColumn {
+    pub name: String,
+    /// The canonical Arrow type (see [`cells::canonical`]).
+    pub data_type: DataType,
+    pub nullable: bool,
+    /// Part of the unique key.
+    pub key: bool,
+}
+
+/// One stage to load: where from, where to, how.
+#[derive(Debug, Clone)]
+pub struct LoadJob {
+    /// The model (or source) the stage holds, as messages name it.
+    pub model: String,
+    pub table: TableName,
+    pub mode: LoadMode,
+    pub unique_key: Vec<String>,
+    pub stage: StagedTable,
+    pub columns: Vec<LoadColumn>,
+    /// The stage's columns read back, by position (all when `None`).
+    pub read_columns: Option<Vec<usize>>,
+}
+
+/// What a finished load did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub table: String,
+    pub mode: &'static str,
+    pub rows: u64,
+    /// The bulk path used, such as `binary COPY`.
+    pub strategy: String,
+    pub seconds: f64,
+    /// Things the user should know (a fallback taken, say).
+    pub notes: Vec<String>,
+}
+
+impl LoadJob {
+    /// The job for the stage in `stage_dir`, read as `model`: reads and
+    /// checks the stage's manifest and resolves its columns' canonical
+    /// types. Every `unique_key` column must be staged.
+    pub fn from_stage(
+        model: &str,
+        table: TableName,
+        mode: LoadMode,
+        unique_key: Vec<String>,
+        stage_dir: Utf8PathBuf,
+    ) -> Result<LoadJob, BackendError> {
+        let manifest = stage::read_manifest(&stage_dir)?;
+        let mut columns = Vec::with_capacity(manifest.columns.len());
+        for c in &manifest.columns {
+            let parsed: DataType = c.data_type.parse().map_err(|e| BackendError::Read {
+                model: model.to_owned(),
+                message: format!("column `{}` has type `{}` that ferry cannot read back: {e}", c.name, c.data_type),
+            })?;
+            let data_type = cells::canonical(&parsed).ok_or_else(|| BackendError::Preflight {
+                model: model.to_owned(),
+                table: table.to_string(),
+                problems: vec![format!("column `{}` is a {parsed}, which no target can hold", c.name)],
+            })?;
+            columns.push(LoadColumn {
+                name: c.name.clone(),
+                data_type,
+                nullable: c.nullable,
+                key: unique_key.iter().any(|k| k == &c.name),
+            });
+        }
+        let missing: Vec<String> = unique_key
+            .iter()
+            .filter(|k| !columns.iter().any(|c| &c.name == *k))
+            .map(|k| format!("`unique_key` column `{k}` is not in the staged rows"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(BackendError::Preflight {
+                model: model.to_owned(),
+                table: table.to_string(),
+                problems: missing,
+            });
+        }
+        Ok(LoadJob {
+            model: model.to_owned(),
+            table,
+            mode,
+            unique_key,
+            stage: StagedTable { dir: stage_dir, manifest },
+            columns,
+            read_columns: None,
+        })
+    }
+
+    /// Rows the stage holds.
+    pub fn rows(&self) -> u64 {
+        self.stage.manifest.row_count
+    }
+
+    /// The same stage's key columns alone, as a job that loads them into a
+    /// table of their own (the keys a reconciliation is scoped to).
+    pub fn keys_only(&self, table: TableName) -> LoadJob {
+        let keys: Vec<usize> = self.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        LoadJob {
+            table,
+            mode: LoadMode::Replace,
+            unique_key: Vec::new(),
+            columns: keys.iter().map(|&i| LoadColumn { key: false, ..self.columns[i].clone() }).collect(),
+            read_columns: Some(keys),
+            ..self.clone()
+        }
+    }
+
+    /// Starts reading the stage's batches (the job's columns), on a thread
+    /// of their own (see [`stage::read::spawn`]).
+    pub fn read(&self) -> mpsc::Receiver<Result<RecordBatch, BackendError>> {
+        stage::read::spawn(&self.stage, &self.model, self.read_columns.clone())
+    }
+
+    /// [`LoadJob::read`], with `each` applied to every batch on the reading thread.
+    pub fn read_with<T: Send + 'static>(
+        &self,
+        each: impl FnMut(RecordBatch) -> Result<T, BackendError> + Send + 'static,
+    ) -> mpsc::Receiver<Result<T, BackendError>> {
+        stage::read::spawn_with(&self.stage, &self.model, self.read_columns.clone(), each)
+    }
+}
