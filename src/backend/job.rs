@@ -1,7 +1,7 @@
 //! What a backend is asked to load, and what it reports: a [`LoadJob`]
 //! names a stage, the table it goes into and how ([`LoadMode`]); a
 //! [`LoadReport`] says what the load did. Which nodes are loaded, in which
-//! order, is `crate::load`'s business, not the backends'.
+//! order, is the load policy's business (`load/`), not the backends'.
 
 use camino::Utf8PathBuf;
 use datafusion::arrow::datatypes::DataType;

@@ -1,10 +1,21 @@
-//! Target databases. Code for one database lives together under
-//! `backend/<name>/`: its type mapping, its bulk path and its SQL for each
-//! load mode. [`Connection`] picks the backend for a target.
+//! Everything ferry knows of the databases it talks to, one database per
+//! directory (`backend/<name>/`): its type mapping, its bulk load path and
+//! SQL for each load mode, how it computes a reconciliation (in SQL, or by
+//! streaming rows out), and its own hashes and printed forms reproduced in
+//! ferry. [`DatabaseKind`] is the one answer to "which database";
+//! [`Connection`] is an open target.
+//!
+//! Backends offer capabilities (connect, bulk load a [`LoadJob`], describe
+//! an existing table, answer a [`checksum::Spec`]) and never decide policy:
+//! which nodes load, in which order, and what a reconciliation concludes
+//! belong to the load and reconcile policies (`load/`, `reconcile/`),
+//! which call in here and are never called from here.
 
+pub mod checksum;
 mod error;
 mod job;
 pub mod mysql;
+pub mod pipe;
 pub mod postgres;
 pub mod preflight;
 pub mod sqlite;
@@ -17,8 +28,74 @@ pub use error::BackendError;
 pub use job::{LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 
 use crate::project::profiles::{ServerTarget, Target, TargetKind};
-use crate::reconcile::{Dialect, FetchedRow, Profile, SegmentSums, Side, SideChoice, Spec};
 use crate::values::TableName;
+use checksum::{Answer, FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
+
+/// Which database: of a target, of a database source, of the side of a
+/// reconciliation whose hashes and texts must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+    Sqlite,
+    /// SQL Server, as a database source only (never a target).
+    Mssql,
+}
+
+impl DatabaseKind {
+    /// The database a connection URL reaches, by its scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split("://").next()?.split('+').next()?;
+        Some(match scheme {
+            "postgres" | "postgresql" => DatabaseKind::Postgres,
+            "mysql" | "mariadb" => DatabaseKind::Mysql,
+            "sqlite" => DatabaseKind::Sqlite,
+            "mssql" | "sqlserver" => DatabaseKind::Mssql,
+            _ => return None,
+        })
+    }
+
+    /// The name a profile's `type:` gives it.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            DatabaseKind::Postgres => "postgres",
+            DatabaseKind::Mysql => "mysql",
+            DatabaseKind::Sqlite => "sqlite",
+            DatabaseKind::Mssql => "mssql",
+        }
+    }
+
+    /// `ident` as the database quotes an identifier.
+    pub fn quote(self, ident: &str) -> String {
+        match self {
+            DatabaseKind::Mysql => quote(ident, '`'),
+            DatabaseKind::Mssql => format!("[{}]", ident.replace(']', "]]")),
+            DatabaseKind::Postgres | DatabaseKind::Sqlite => quote(ident, '"'),
+        }
+    }
+
+    /// The 64-bit hash of a row or key encoding (see [`checksum`]) as this
+    /// database's side computes it: PostgreSQL's `hashtextextended(text,
+    /// 0)`, MySQL's MD5 (first 8 bytes); SQLite's rows are hashed by ferry
+    /// itself, with xxh3.
+    pub fn hash64(self, encoding: &[u8]) -> u64 {
+        match self {
+            DatabaseKind::Postgres => postgres::hash::hash_bytes_extended(encoding, 0),
+            DatabaseKind::Mysql => mysql::hash::hash64(encoding),
+            DatabaseKind::Sqlite | DatabaseKind::Mssql => sqlite::reconcile::hash64(encoding),
+        }
+    }
+
+    /// A float's canonical text as this database's side produces it.
+    pub fn float_text(self, v: f64, single: bool) -> String {
+        match self {
+            DatabaseKind::Postgres => postgres::hash::float_text(v, single),
+            DatabaseKind::Mysql => mysql::hash::float_text(v, single),
+            DatabaseKind::Sqlite | DatabaseKind::Mssql => sqlite::reconcile::float_text(v, single),
+        }
+    }
+}
 
 /// An open target.
 pub enum Connection {
@@ -64,12 +141,12 @@ impl Connection {
         }
     }
 
-    /// Which canonical texts the target side can compute.
-    pub fn dialect(&self) -> Dialect {
+    /// Which database the connection reaches.
+    pub fn kind(&self) -> DatabaseKind {
         match self {
-            Connection::Sqlite(b) => b.dialect(),
-            Connection::Postgres(b) => b.dialect(),
-            Connection::Mysql(b) => b.dialect(),
+            Connection::Sqlite(_) => DatabaseKind::Sqlite,
+            Connection::Postgres(_) => DatabaseKind::Postgres,
+            Connection::Mysql(_) => DatabaseKind::Mysql,
         }
     }
 
@@ -106,24 +183,37 @@ impl Connection {
     }
 
     /// The target's segment sums and profile for a reconciliation,
-    /// computed on `side` (see [`Connection::reconcile_side`]).
-    pub async fn reconcile_summary(&mut self, spec: &Spec, side: Side) -> Result<(SegmentSums, Profile), BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.reconcile_summary(spec).await,
-            Connection::Postgres(b) if side == Side::Pulled => b.reconcile_pulled(spec).await,
-            Connection::Postgres(b) => b.reconcile_summary(spec).await,
-            Connection::Mysql(b) if side == Side::Pulled => b.reconcile_pulled(spec).await,
-            Connection::Mysql(b) => b.reconcile_summary(spec).await,
-        }
+    /// computed on `side` (see [`Connection::reconcile_side`]): by the
+    /// database, or by `sink` over the rows streamed out of it.
+    pub async fn reconcile_summary<S: RowSink>(
+        &mut self,
+        spec: &Spec,
+        side: Side,
+        sink: S,
+    ) -> Result<Answer<(SegmentSums, Profile), S>, BackendError> {
+        Ok(match self {
+            Connection::Sqlite(b) => Answer::Pulled(b.pull_rows(spec, sink).await?),
+            Connection::Postgres(b) if side == Side::Pulled => Answer::Pulled(b.pull_rows(spec, sink).await?),
+            Connection::Postgres(b) => Answer::Database(b.reconcile_summary(spec).await?),
+            Connection::Mysql(b) if side == Side::Pulled => Answer::Pulled(b.pull_rows(spec, sink).await?),
+            Connection::Mysql(b) => Answer::Database(b.reconcile_summary(spec).await?),
+        })
     }
 
-    /// The target's rows in `segments`, as shown texts.
-    pub async fn reconcile_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.reconcile_rows(spec, segments).await,
-            Connection::Postgres(b) => b.reconcile_rows(spec, segments).await,
-            Connection::Mysql(b) => b.reconcile_rows(spec, segments).await,
-        }
+    /// The target's rows in `segments`, as shown texts: selected by the
+    /// database, or (SQLite, in-process) every row fed to `sink`, which
+    /// keeps those of the segments.
+    pub async fn reconcile_rows<S: RowSink>(
+        &mut self,
+        spec: &Spec,
+        segments: &[u64],
+        sink: S,
+    ) -> Result<Answer<Vec<FetchedRow>, S>, BackendError> {
+        Ok(match self {
+            Connection::Sqlite(b) => Answer::Pulled(b.pull_rows(spec, sink).await?),
+            Connection::Postgres(b) => Answer::Database(b.reconcile_rows(spec, segments).await?),
+            Connection::Mysql(b) => Answer::Database(b.reconcile_rows(spec, segments).await?),
+        })
     }
 
     /// Restores the table a `replace` load kept as `<table>__ferry_prev`.

@@ -3,7 +3,7 @@
 //! check, the exact differing keys and columns, and a report file under
 //! `.ferry/runs/<run id>/reconcile.json`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -12,7 +12,8 @@ use serde_json::Value as Json;
 
 use super::execute::{RUNS_DIR, group};
 use crate::backend::Connection;
-use crate::backend::{BackendError, LoadJob};
+use crate::backend::LoadJob;
+use crate::backend::checksum::SideChoice;
 use crate::cli::ReconcileArgs;
 use crate::diagnostic::{Code, Diagnostic, did_you_mean};
 use crate::engine::{execute, plan};
@@ -21,7 +22,7 @@ use crate::load;
 use crate::manifest::{Manifest, Resource};
 use crate::printer::Printer;
 use crate::project::profiles::Target;
-use crate::reconcile::{self as rec, Config, Differences, ModelReport, Status};
+use crate::reconcile::{self as rec, Config, ModelReport, Status};
 use crate::settings::Settings;
 use crate::stage::{STAGE_DIR, StageOptions};
 use crate::validate::quarantine::Ledger;
@@ -60,7 +61,7 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
     }
     let ledgers = ledgers_of_last_run(settings, manifest);
     let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
-    let side = args.side.as_deref().and_then(rec::SideChoice::parse);
+    let side = args.side.as_deref().and_then(SideChoice::parse);
     let stage_root = settings.path(STAGE_DIR);
     let done = reconcile_nodes(&session.target, manifest, &loaded, &stage_root, &ledgers, side, printer).await;
     finish(&done, (&settings.path(&shown), &shown), printer, started)
@@ -140,7 +141,7 @@ async fn reconcile_source(
         columns: args.columns.clone(),
         max_mismatch_rows: args.max_mismatch_rows,
         tolerance: args.tolerance,
-        side: args.side.as_deref().and_then(rec::SideChoice::parse).unwrap_or_default(),
+        side: args.side.as_deref().and_then(SideChoice::parse).unwrap_or_default(),
         ..Config::default()
     };
     let mut done = Reconciled::default();
@@ -151,7 +152,7 @@ async fn reconcile_source(
             return Ok(ExitStatus::Failure);
         }
     };
-    let report = reconcile_one(&mut conn, &job, (&config, rec::Reference::Source), None, Instant::now()).await;
+    let report = rec::reconcile_table(&mut conn, &job, (&config, rec::Reference::Source), None).await;
     print_report(&mut done, (1, 1), (i, &job), report, printer);
     let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
     finish(&done, (&settings.path(&shown), &shown), printer, started)
@@ -265,7 +266,7 @@ pub(crate) async fn reconcile_nodes(
     nodes: &BTreeSet<usize>,
     stage_root: &Utf8Path,
     ledgers: &HashMap<usize, Ledger>,
-    side: Option<rec::SideChoice>,
+    side: Option<SideChoice>,
     printer: &Printer,
 ) -> Reconciled {
     let mut done = Reconciled::default();
@@ -307,115 +308,10 @@ pub(crate) async fn reconcile_nodes(
     };
     let total = jobs.len();
     for (k, (i, job, config)) in jobs.iter().enumerate() {
-        let started = Instant::now();
-        let report = reconcile_one(&mut conn, job, (config, rec::Reference::Stage), ledgers.get(i), started).await;
+        let report = rec::reconcile_table(&mut conn, job, (config, rec::Reference::Stage), ledgers.get(i)).await;
         print_report(&mut done, (k + 1, total), (*i, job), report, printer);
     }
     done
-}
-
-async fn reconcile_one(
-    conn: &mut Connection,
-    job: &LoadJob,
-    (config, reference): (&Config, rec::Reference),
-    ledger: Option<&Ledger>,
-    started: Instant,
-) -> ModelReport {
-    let mut report = ModelReport {
-        model: job.model.clone(),
-        table: job.table.to_string(),
-        status: Status::Pass,
-        target_side: String::new(),
-        staged_rows: job.rows(),
-        target_rows: None,
-        checks: Vec::new(),
-        differences: Differences::default(),
-        seconds: 0.0,
-        notes: Vec::new(),
-        error: None,
-    };
-    if !rec::reconcilable(job.mode, &job.unique_key) {
-        report.status = Status::Skipped;
-        report.notes.push(format!(
-            "mode `{}` without a `unique_key` leaves rows of earlier loads in the table that cannot be told from this load's",
-            job.mode.name()
-        ));
-        return report;
-    }
-    match compare(conn, job, (config, reference), ledger, &mut report).await {
-        Ok(()) => {
-            let failed = report.checks.iter().any(|c| c.status == Status::Fail);
-            report.status = if failed { Status::Fail } else { Status::Pass };
-        }
-        Err(e) => {
-            report.status = Status::Error;
-            report.error = Some(e);
-        }
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    report
-}
-
-async fn compare(
-    conn: &mut Connection,
-    job: &LoadJob,
-    (config, reference): (&Config, rec::Reference),
-    ledger: Option<&Ledger>,
-    report: &mut ModelReport,
-) -> Result<(), String> {
-    let mut spec = rec::spec_for(job, config)?;
-    if job.mode != LoadMode::Replace {
-        // The table also holds earlier loads' rows: compare the ones whose
-        // key this load staged.
-        let keys = conn.reconcile_scope(job).await.map_err(why)?;
-        spec.touched_only = true;
-        report.notes.push(format!(
-            "mode `{}`: compared the target's rows with the {keys} staged keys only; rows of earlier loads are not checked",
-            job.mode.name()
-        ));
-    }
-    let dialect = conn.dialect();
-    let (side, why_side) = conn.reconcile_side(&spec, config.side, job.rows()).await.map_err(why)?;
-    report.target_side = why_side;
-    let (stage, target) = tokio::join!(rec::scan_stage(job, &spec, dialect), conn.reconcile_summary(&spec, side));
-    let (stage_segments, stage_profile) = stage.map_err(why)?;
-    let (target_segments, target_profile) = target.map_err(why)?;
-    let target_rows = rec::profile_rows(&target_profile);
-    report.target_rows = Some(target_rows);
-    if let Some(l) = ledger {
-        report.checks.push(rec::ledger_check(job.rows(), l));
-    }
-    report.checks.push(rec::count_check(job.rows(), target_rows, reference));
-    if config.profile {
-        report.checks.push(rec::profile_check(&spec, &stage_profile, &target_profile, config.tolerance));
-    }
-    let differing = rec::differing_segments(&stage_segments, &target_segments);
-    let diff = &mut report.differences;
-    diff.segments = spec.segments();
-    diff.segments_differing = differing.len() as u64;
-    if !differing.is_empty() {
-        let staged_in: u64 = differing.iter().filter_map(|s| stage_segments.get(s)).map(|s| s.0).sum();
-        let target_in: u64 = differing.iter().filter_map(|s| target_segments.get(s)).map(|s| s.0).sum();
-        if staged_in.max(target_in) > rec::MAX_FETCH_ROWS {
-            diff.not_fetched = true;
-        } else {
-            let wanted: HashSet<u64> = differing.iter().copied().collect();
-            let (stage_rows, target_rows) =
-                tokio::join!(rec::stage_rows_in(job, &spec, dialect, wanted), conn.reconcile_rows(&spec, &differing));
-            let stage_rows = stage_rows.map_err(why)?;
-            let target_rows = target_rows.map_err(why)?;
-            rec::diff_rows(&spec, stage_rows, target_rows, config.tolerance, diff);
-        }
-    }
-    report.checks.push(rec::checksum_check(&spec, &report.differences, job.rows(), config));
-    rec::allow_explained(&mut report.checks, &report.differences);
-    Ok(())
-}
-
-/// A backend error as reconciling meets it (the backends' errors speak of
-/// loading).
-fn why(e: BackendError) -> String {
-    e.reason()
 }
 
 /// The lines under a model's status line: each check, then the differences.

@@ -24,21 +24,21 @@
 //! hashes, and [`Side`] is chosen per table by estimated cost unless
 //! configured. See `crate::backend`.
 
-pub mod canonical;
+mod compare;
 mod scan;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
+use crate::backend::LoadJob;
+use crate::backend::checksum::{FetchedRow, Group, Measure, Profile, SegmentSums, SideChoice, Spec, SpecColumn};
+use crate::validate::quarantine::Ledger;
+use crate::values::{Family, LoadMode};
 use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::backend::LoadJob;
-use crate::validate::quarantine::Ledger;
-use crate::values::{LoadMode, TableName};
-pub use canonical::{Dialect, Family};
-
-pub use scan::{Scan, SegmentSums, key_hash, run_blocking, scan_stage, send_batches, stage_rows_in};
+pub use compare::reconcile_table;
+pub use scan::{Scan, SegmentRows, key_hash, scan_stage, stage_rows_in};
 
 /// Rows a segment should hold: fewer are fetched and compared row by row.
 pub const SEGMENT_ROWS: u64 = 10_000;
@@ -47,96 +47,6 @@ pub const SEGMENT_ROWS: u64 = 10_000;
 pub const MAX_FETCH_ROWS: u64 = 500_000;
 /// Differences listed per kind in the report.
 pub const MAX_LISTED: usize = 100;
-
-/// One compared column.
-#[derive(Debug, Clone)]
-pub struct SpecColumn {
-    pub name: String,
-    /// The canonical Arrow type it was staged as.
-    pub data_type: DataType,
-    pub family: Family,
-    /// Its position in the staged batches.
-    pub stage_index: usize,
-    pub key: bool,
-}
-
-impl SpecColumn {
-    /// An unsigned 64-bit column, which PostgreSQL keeps as `numeric` and
-    /// whose values may not fit a signed 64-bit integer.
-    pub fn wide(&self) -> bool {
-        matches!(self.data_type, DataType::UInt64)
-    }
-
-    /// The declared scale of a decimal column.
-    pub fn scale(&self) -> i8 {
-        match self.data_type {
-            DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => s,
-            _ => 0,
-        }
-    }
-}
-
-/// What both sides compute for one model.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub table: TableName,
-    pub columns: Vec<SpecColumn>,
-    /// Positions in `columns` of the key.
-    pub key: Vec<usize>,
-    /// Segments are the key hash's low `segment_bits` bits.
-    pub segment_bits: u32,
-    pub measures: Vec<Measure>,
-    /// The position in `columns` of the column the profile is grouped by.
-    pub group_by: Option<usize>,
-    /// Whether only the target's rows with a staged key are compared (the
-    /// rows an `append`, `upsert` or `delete+insert` load touched); the
-    /// backend holds the keys (see `Connection::reconcile_scope`).
-    pub touched_only: bool,
-}
-
-impl Spec {
-    pub fn segment_mask(&self) -> u64 {
-        (1u64 << self.segment_bits) - 1
-    }
-
-    pub fn segments(&self) -> u64 {
-        1u64 << self.segment_bits
-    }
-
-    /// Whether the key is all integers (of at most 64 signed bits), so that
-    /// on MySQL and SQLite its segment comes from
-    /// [`canonical::arithmetic_key_hash`] rather than a hash of the key's
-    /// text (PostgreSQL hashes every key by its typed values).
-    pub fn arithmetic_key(&self) -> bool {
-        self.key.iter().all(|&k| self.columns[k].family == Family::Int && !self.columns[k].wide())
-    }
-}
-
-/// One aggregate of the profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(tag = "measure", content = "column", rename_all = "snake_case")]
-pub enum Measure {
-    Rows,
-    Nulls(usize),
-    Sum(usize),
-    Min(usize),
-    Max(usize),
-    DistinctKeys,
-}
-
-impl Measure {
-    pub fn label(self, spec: &Spec) -> String {
-        let name = |c: usize| spec.columns[c].name.as_str();
-        match self {
-            Measure::Rows => "rows".into(),
-            Measure::Nulls(c) => format!("nulls({})", name(c)),
-            Measure::Sum(c) => format!("sum({})", name(c)),
-            Measure::Min(c) => format!("min({})", name(c)),
-            Measure::Max(c) => format!("max({})", name(c)),
-            Measure::DistinctKeys => "distinct keys".into(),
-        }
-    }
-}
 
 /// A model's `reconcile` config.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,60 +68,6 @@ pub struct Config {
     pub tolerance: f64,
     /// Where the target side runs.
     pub side: SideChoice,
-}
-
-/// Where the target side's hashes and profile are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// By the database, in SQL: one row per segment crosses the wire.
-    Pushed,
-    /// By ferry, over the compared columns streamed out of the database.
-    Pulled,
-}
-
-/// `reconcile.side` and `ferry reconcile --side`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SideChoice {
-    /// The cheaper side by the table's size and the connection.
-    #[default]
-    Auto,
-    Pushed,
-    Pulled,
-}
-
-/// The side `choice` picks, and why (for the report): as configured, or
-/// (`auto`) the one with the lower estimated seconds. `does`: what each
-/// side does; `detail`: more about the estimate, as shown.
-pub fn choose_side(
-    choice: SideChoice,
-    (pushed, pulled): (f64, f64),
-    detail: &str,
-    (pushed_does, pulled_does): (&str, &str),
-) -> (Side, String) {
-    let figures = if pushed.max(pulled) < 0.1 {
-        "estimated under 0.1s either way".to_owned()
-    } else {
-        format!("estimated {pushed:.1}s pushed down, {pulled:.1}s pulled{detail}")
-    };
-    match choice {
-        SideChoice::Pushed => (Side::Pushed, format!("pushed down ({pushed_does}; as configured)")),
-        SideChoice::Pulled => (Side::Pulled, format!("pulled ({pulled_does}; as configured)")),
-        SideChoice::Auto if pulled < pushed => (Side::Pulled, format!("pulled ({pulled_does}; {figures})")),
-        SideChoice::Auto => (Side::Pushed, format!("pushed down ({pushed_does}; {figures})")),
-    }
-}
-
-impl SideChoice {
-    pub const NAMES: [&'static str; 3] = ["auto", "pushed", "pulled"];
-
-    pub fn parse(name: &str) -> Option<SideChoice> {
-        Some(match name {
-            "auto" => SideChoice::Auto,
-            "pushed" => SideChoice::Pushed,
-            "pulled" => SideChoice::Pulled,
-            _ => return None,
-        })
-    }
 }
 
 impl Default for Config {
@@ -405,52 +261,6 @@ pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
     }
     let group_by = config.segment_by.as_ref().and_then(|g| columns.iter().position(|c| &c.name == g));
     Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures, group_by, touched_only: false })
-}
-
-/// A profile: one value per group and measure (as canonical text; `None`
-/// for an aggregate over no values).
-pub type Profile = BTreeMap<(Group, Measure), Option<String>>;
-
-/// The rows a profile's measures are over: the whole table, or the rows
-/// whose segment column (`Spec::group_by`) shows this text (`None`: NULL).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Group {
-    All,
-    Of(Option<String>),
-}
-
-impl Group {
-    /// The group of a row whose segment column shows `text`.
-    pub fn of(spec: &Spec, text: Option<&str>) -> Group {
-        match spec.group_by {
-            None => Group::All,
-            Some(_) => Group::Of(text.map(str::to_owned)),
-        }
-    }
-
-    fn label(&self, spec: &Spec, measure: Measure) -> String {
-        match (self, spec.group_by) {
-            (Group::Of(v), Some(g)) => {
-                format!("{}={}: {}", spec.columns[g].name, v.as_deref().unwrap_or("NULL"), measure.label(spec))
-            }
-            _ => measure.label(spec),
-        }
-    }
-}
-
-/// The rows a profile counts, over all its groups.
-pub fn profile_rows(profile: &Profile) -> u64 {
-    profile
-        .iter()
-        .filter(|((_, m), _)| *m == Measure::Rows)
-        .filter_map(|(_, v)| v.as_deref()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// One row fetched from a differing segment: its key's and columns' texts.
-#[derive(Debug, Clone)]
-pub struct FetchedRow {
-    pub values: Vec<Option<String>>,
 }
 
 /// How PASS or FAIL a check or a model is.

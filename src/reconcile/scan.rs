@@ -1,19 +1,21 @@
 //! One pass over rows given as canonical texts: segment sums, the profile
 //! and the distinct keys. The stage side feeds it staged batches; a pulled
 //! target side (SQLite, or PostgreSQL's binary COPY) feeds it the rows it
-//! reads.
+//! reads, as the [`RowSink`] the backend is handed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use super::canonical::{self, Dialect, Family, hash_text, push_field};
-use super::{FetchedRow, Group, Measure, Profile, Spec};
-use crate::backend::{BackendError, LoadJob};
+use crate::backend::checksum::{
+    self, FetchedRow, Group, Measure, Profile, RowSink, SegmentSums, Spec, SpecColumn, hash_text, push_field,
+};
+use crate::backend::pipe::run_blocking;
+use crate::backend::postgres::hash as pg;
+use crate::backend::{BackendError, DatabaseKind, LoadJob};
+use crate::values::Family;
 use crate::values::cells::{self, Cell};
 use datafusion::arrow::array::Array as _;
 use datafusion::arrow::record_batch::RecordBatch;
-
-/// Per segment: rows and the wrapping sum of their hashes.
-pub type SegmentSums = HashMap<u64, (u64, u64)>;
 
 /// A running aggregate of the profile.
 #[derive(Debug, Clone)]
@@ -38,17 +40,12 @@ enum Order {
 }
 
 /// Rows in, segment sums and a profile out.
-pub struct Scan<'s> {
-    spec: &'s Spec,
-    dialect: Dialect,
+pub struct Scan {
+    spec: Arc<Spec>,
+    kind: DatabaseKind,
     /// Per segment number (fewer than 2^20): rows and hash sum.
     segments: Vec<(u64, u64)>,
-    /// The profile's groups: one for the whole table, or one per value of
-    /// the segment column (found by its text; the NULL group apart).
-    groups: Vec<(Group, GroupAccs)>,
-    group_of: HashMap<String, usize>,
-    null_group: Option<usize>,
-    fresh: GroupAccs,
+    groups: Groups,
     key_buf: Vec<u8>,
     row_buf: Vec<u8>,
     /// Every column's position, for PostgreSQL's row hash.
@@ -56,6 +53,38 @@ pub struct Scan<'s> {
     /// A batch's row and key hashes (see [`Scan::pg_columns`]).
     row_hashes: Vec<u64>,
     key_hashes: Vec<u64>,
+}
+
+/// The profile's groups: one for the whole table, or one per value of the
+/// segment column (found by its text; the NULL group apart).
+struct Groups {
+    list: Vec<(Group, GroupAccs)>,
+    by_text: HashMap<String, usize>,
+    null: Option<usize>,
+    fresh: GroupAccs,
+}
+
+impl Groups {
+    /// The aggregates of the group a row with these texts falls in.
+    fn of(&mut self, spec: &Spec, texts: &[Option<&str>]) -> &mut GroupAccs {
+        let Some(g) = spec.group_by else { return &mut self.list[0].1 };
+        let found = match texts[g] {
+            None => self.null,
+            Some(t) => self.by_text.get(t).copied(),
+        };
+        let at = found.unwrap_or_else(|| {
+            self.list.push((Group::of(spec, texts[g]), self.fresh.clone()));
+            let at = self.list.len() - 1;
+            match texts[g] {
+                None => self.null = Some(at),
+                Some(t) => {
+                    self.by_text.insert(t.to_owned(), at);
+                }
+            }
+            at
+        });
+        &mut self.list[at].1
+    }
 }
 
 /// The running aggregates of one group.
@@ -67,8 +96,9 @@ struct GroupAccs {
     keys: Option<Vec<u64>>,
 }
 
-impl<'s> Scan<'s> {
-    pub fn new(spec: &'s Spec, dialect: Dialect) -> Self {
+impl Scan {
+    /// A scan hashing rows as `kind`'s side of the reconciliation does.
+    pub fn new(spec: Arc<Spec>, kind: DatabaseKind) -> Self {
         let accs = spec
             .measures
             .iter()
@@ -88,52 +118,33 @@ impl<'s> Scan<'s> {
             .collect();
         let fresh = GroupAccs { accs, keys: spec.measures.contains(&Measure::DistinctKeys).then(Vec::new) };
         Scan {
-            spec,
-            dialect,
             segments: vec![(0, 0); spec.segments() as usize],
-            groups: if spec.group_by.is_none() { vec![(Group::All, fresh.clone())] } else { Vec::new() },
-            group_of: HashMap::new(),
-            null_group: None,
-            fresh,
+            groups: Groups {
+                list: if spec.group_by.is_none() { vec![(Group::All, fresh.clone())] } else { Vec::new() },
+                by_text: HashMap::new(),
+                null: None,
+                fresh,
+            },
             key_buf: Vec::with_capacity(64),
             row_buf: Vec::with_capacity(256),
             all: (0..spec.columns.len()).collect(),
             row_hashes: Vec::new(),
             key_hashes: Vec::new(),
+            spec,
+            kind,
         }
     }
 
     /// Makes room for `rows` rows (in an ungrouped profile).
     pub fn expect_rows(&mut self, rows: u64) {
-        if let Some((_, GroupAccs { keys: Some(keys), .. })) = self.groups.first_mut() {
+        if let Some((_, GroupAccs { keys: Some(keys), .. })) = self.groups.list.first_mut() {
             keys.reserve(usize::try_from(rows).unwrap_or(0));
         }
     }
 
-    /// The aggregates of the group a row with these texts falls in.
-    fn group(&mut self, texts: &[Option<&str>]) -> &mut GroupAccs {
-        let Some(g) = self.spec.group_by else { return &mut self.groups[0].1 };
-        let found = match texts[g] {
-            None => self.null_group,
-            Some(t) => self.group_of.get(t).copied(),
-        };
-        let at = found.unwrap_or_else(|| {
-            self.groups.push((Group::of(self.spec, texts[g]), self.fresh.clone()));
-            let at = self.groups.len() - 1;
-            match texts[g] {
-                None => self.null_group = Some(at),
-                Some(t) => {
-                    self.group_of.insert(t.to_owned(), at);
-                }
-            }
-            at
-        });
-        &mut self.groups[at].1
-    }
-
     /// The segment of a row and whether its key has no NULL (with its hash).
     fn key_hash(&mut self, texts: &[Option<&str>], cells: Option<&[Cell<'_>]>) -> KeyHash {
-        key_hash(self.spec, self.dialect, texts, cells, &mut self.key_buf)
+        key_hash(&self.spec, self.kind, texts, cells, &mut self.key_buf)
     }
 
     /// Adds one row, given as the shown texts of the spec's columns.
@@ -142,12 +153,12 @@ impl<'s> Scan<'s> {
     }
 
     /// Adds one row given by its values, hashed as PostgreSQL hashes it
-    /// (see `canonical::pg_cell_hash`): `cells` (one per spec column) and
+    /// (see `pg::cell_hash`): `cells` (one per spec column) and
     /// the shown text of the group column (others may be `None`). The
     /// profile reads the values themselves, so most columns are never
     /// printed.
     pub fn pg_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
-        let hash = pg_row_hash(self.spec, &self.all, cells);
+        let hash = pg_row_hash(&self.spec, &self.all, cells);
         self.add(texts, Some((cells, hash)));
     }
 
@@ -157,11 +168,11 @@ impl<'s> Scan<'s> {
     /// of every row visiting every column and measure. Only for a profile
     /// that is not grouped (see [`Scan::batch`]).
     fn pg_columns(&mut self, batch: &RecordBatch, columns: &mut [cells::Column<'_>]) {
-        let spec = self.spec;
+        let spec = &*self.spec;
         debug_assert!(spec.group_by.is_none());
         let rows = batch.num_rows();
         let (mut hashes, mut keys) = (std::mem::take(&mut self.row_hashes), std::mem::take(&mut self.key_hashes));
-        pg_fold(spec, columns, rows, &self.all, canonical::pg_seed, &mut hashes);
+        pg_fold(spec, columns, rows, &self.all, pg::seed, &mut hashes);
         pg_fold_key(spec, columns, rows, &mut keys);
         let mask = spec.segment_mask();
         for (&key, &hash) in keys.iter().zip(&hashes) {
@@ -169,7 +180,7 @@ impl<'s> Scan<'s> {
             seg.0 += 1;
             seg.1 = seg.1.wrapping_add(hash);
         }
-        let group = &mut self.groups[0].1;
+        let group = &mut self.groups.list[0].1;
         if let Some(distinct) = group.keys.as_mut() {
             // A key with a NULL part is not counted.
             let key_nulls: Vec<_> =
@@ -206,12 +217,12 @@ impl<'s> Scan<'s> {
                         // Only a batch's own extreme can be a new one.
                         (Some(n), Acc::Extreme { min, .. }) => {
                             if let Some(v) = if *min { n.min } else { n.max } {
-                                observe_cell(acc, &number_cell(column, v), spec_column, Dialect::Postgres);
+                                observe_cell(acc, &number_cell(column, v), spec_column, DatabaseKind::Postgres);
                             }
                         }
                         _ => {
                             for row in 0..rows {
-                                observe_cell(acc, &column.cell(row), spec_column, Dialect::Postgres);
+                                observe_cell(acc, &column.cell(row), spec_column, DatabaseKind::Postgres);
                             }
                         }
                     }
@@ -223,14 +234,14 @@ impl<'s> Scan<'s> {
 
     /// Adds every row of a staged batch (see [`batch_rows`]).
     fn batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        if self.dialect == Dialect::Postgres && self.spec.group_by.is_none() {
+        if self.kind == DatabaseKind::Postgres && self.spec.group_by.is_none() {
             let mut columns = cells::columns(batch).map_err(|e| e.to_string())?;
             self.pg_columns(batch, &mut columns);
             return Ok(());
         }
-        let dialect = self.dialect;
-        batch_rows(self.spec, dialect, batch, false, None, |texts, cells| {
-            if dialect == Dialect::Postgres {
+        let (spec, kind) = (Arc::clone(&self.spec), self.kind);
+        batch_rows(&spec, kind, batch, false, None, |texts, cells| {
+            if kind == DatabaseKind::Postgres {
                 self.pg_row(texts, cells);
             } else {
                 self.row(texts);
@@ -245,17 +256,17 @@ impl<'s> Scan<'s> {
             None => {
                 self.row_buf.clear();
                 for (c, t) in self.spec.columns.iter().zip(texts) {
-                    let h = t.map(|t| hash_text(t, c.family, self.dialect));
+                    let h = t.map(|t| hash_text(t, c.family, self.kind));
                     push_field(&mut self.row_buf, h.as_deref().map(str::as_bytes), c.family);
                 }
-                canonical::hash64(self.dialect, &self.row_buf)
+                self.kind.hash64(&self.row_buf)
             }
         };
         let seg = &mut self.segments[(key.segment & self.spec.segment_mask()) as usize];
         seg.0 += 1;
         seg.1 = seg.1.wrapping_add(hash);
-        let (spec, dialect) = (self.spec, self.dialect);
-        let group = self.group(texts);
+        let (spec, kind) = (&*self.spec, self.kind);
+        let group = self.groups.of(spec, texts);
         if let Some(keys) = group.keys.as_mut().filter(|_| key.complete) {
             keys.push(key.exact);
         }
@@ -282,7 +293,7 @@ impl<'s> Scan<'s> {
             };
             let column = &spec.columns[value];
             match typed {
-                Some((cells, _)) => observe_cell(acc, &cells[value], column, dialect),
+                Some((cells, _)) => observe_cell(acc, &cells[value], column, kind),
                 None => {
                     if let Some(text) = texts[value] {
                         observe(acc, text, column.family, column.scale());
@@ -295,7 +306,7 @@ impl<'s> Scan<'s> {
     /// The segment sums and the profile.
     pub fn finish(self) -> (SegmentSums, Profile) {
         let mut profile = Profile::new();
-        for (group, accs) in self.groups {
+        for (group, accs) in self.groups.list {
             let keys = accs.keys.map_or(0, |mut k| {
                 k.sort_unstable();
                 k.dedup();
@@ -307,7 +318,7 @@ impl<'s> Scan<'s> {
                     Acc::Count(n) => Some(n.to_string()),
                     Acc::IntSum(s) => s.map(|s| s.to_string()),
                     Acc::DecimalSum(s, scale) => {
-                        s.map(|s| canonical::trim_decimal(&cells::decimal128_text(s, scale)).to_owned())
+                        s.map(|s| cells::trim_decimal(&cells::decimal128_text(s, scale)).to_owned())
                     }
                     Acc::FloatSum(s) => s.map(|s| s.to_string()),
                     Acc::Extreme { best, .. } => best.map(|(_, t)| t),
@@ -331,17 +342,18 @@ pub struct KeyHash {
     pub complete: bool,
 }
 
+/// The hashes of a row's key, as `kind`'s side computes them.
 ///
 /// On PostgreSQL's side the segment comes from the key's typed hash (see
-/// `canonical::pg_key_seed`), so `cells` must be given there.
+/// `pg::key_seed`), so `cells` must be given there.
 pub fn key_hash(
     spec: &Spec,
-    dialect: Dialect,
+    kind: DatabaseKind,
     texts: &[Option<&str>],
     cells: Option<&[Cell<'_>]>,
     buf: &mut Vec<u8>,
 ) -> KeyHash {
-    if let (Dialect::Postgres, Some(cells)) = (dialect, cells) {
+    if let (DatabaseKind::Postgres, Some(cells)) = (kind, cells) {
         // The typed key hash is both the segment and the exact key.
         let hash = pg_key_hash(spec, cells);
         let complete = spec.key.iter().all(|&i| !matches!(cells[i], Cell::Null));
@@ -351,16 +363,16 @@ pub fn key_hash(
     let mut complete = true;
     for &k in &spec.key {
         let c = &spec.columns[k];
-        let h = texts[k].map(|t| hash_text(t, c.family, dialect));
+        let h = texts[k].map(|t| hash_text(t, c.family, kind));
         complete &= h.is_some();
         push_field(buf, h.as_deref().map(str::as_bytes), c.family);
     }
     let segment = if spec.arithmetic_key() {
-        canonical::arithmetic_key_hash(
+        checksum::arithmetic_key_hash(
             spec.key.iter().map(|&k| texts[k].and_then(|t| t.parse::<i128>().ok()).unwrap_or(0)),
         )
     } else {
-        canonical::hash64(dialect, buf)
+        kind.hash64(buf)
     };
     KeyHash { segment, exact: xxhash_rust::xxh3::xxh3_64(buf), complete }
 }
@@ -470,7 +482,7 @@ fn observe(acc: &mut Acc, text: &str, family: Family, scale: i8) {
 
 /// [`observe`] for a value read from the stage: numbers are summed and
 /// ordered as numbers, and only a new extreme is printed.
-fn observe_cell(acc: &mut Acc, cell: &Cell<'_>, column: &super::SpecColumn, dialect: Dialect) {
+fn observe_cell(acc: &mut Acc, cell: &Cell<'_>, column: &SpecColumn, kind: DatabaseKind) {
     let number = match cell {
         Cell::Null => return,
         Cell::Int(v) => Some(i128::from(*v)),
@@ -480,7 +492,7 @@ fn observe_cell(acc: &mut Acc, cell: &Cell<'_>, column: &super::SpecColumn, dial
         Cell::Timestamp(us) | Cell::Time(us) => Some(i128::from(*us)),
         _ => None,
     };
-    let show = |cell: &Cell<'_>| canonical::show_text(cell, column.family, dialect).unwrap_or_default();
+    let show = |cell: &Cell<'_>| checksum::show_text(cell, column.family, kind).unwrap_or_default();
     match (acc, number, cell) {
         (Acc::IntSum(s) | Acc::DecimalSum(s, _), Some(v), _) => *s = Some(s.unwrap_or(0) + v),
         (Acc::FloatSum(s), _, Cell::Float(v)) => *s = Some(s.unwrap_or(0.0) + v),
@@ -535,7 +547,7 @@ pub fn unscaled(text: &str, scale: i8) -> Option<i128> {
 /// Only the rows `rows` gives (in order) are read (all of them if `None`).
 fn batch_rows(
     spec: &Spec,
-    dialect: Dialect,
+    kind: DatabaseKind,
     batch: &RecordBatch,
     all_texts: bool,
     rows: Option<&[usize]>,
@@ -546,7 +558,7 @@ fn batch_rows(
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
     let mut present = vec![false; n];
     let printed: Vec<bool> =
-        (0..n).map(|i| all_texts || dialect != Dialect::Postgres || spec.group_by == Some(i)).collect();
+        (0..n).map(|i| all_texts || kind != DatabaseKind::Postgres || spec.group_by == Some(i)).collect();
     let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(n);
     let all: Vec<usize>;
     let rows = match rows {
@@ -562,7 +574,7 @@ fn batch_rows(
         for (i, c) in spec.columns.iter().enumerate() {
             if printed[i] {
                 bufs[i].clear();
-                present[i] = canonical::write_show(&row_cells[i], c.family, dialect, &mut bufs[i]);
+                present[i] = checksum::write_show(&row_cells[i], c.family, kind, &mut bufs[i]);
             }
         }
         let texts: Vec<Option<&str>> = bufs
@@ -577,12 +589,11 @@ fn batch_rows(
 }
 
 /// The XOR of typed hashes of the spec's columns at `columns`, seeded by
-/// `seed(position)` (see `canonical::pg_cell_hash`).
+/// `seed(position)` (see `pg::cell_hash`).
 fn pg_hash(spec: &Spec, cells: &[Cell<'_>], columns: &[usize], seed: fn(usize) -> u64) -> u64 {
     columns.iter().enumerate().fold(0, |h, (k, &i)| {
         let (c, seed) = (&spec.columns[i], seed(k));
-        h ^ canonical::pg_cell_hash(&cells[i], c.family, c.wide(), seed)
-            .unwrap_or_else(|| canonical::pg_null_hash(seed))
+        h ^ pg::cell_hash(&cells[i], c.family, c.wide(), seed).unwrap_or_else(|| pg::null_hash(seed))
     })
 }
 
@@ -599,32 +610,36 @@ fn pg_fold(
     hashes.resize(rows, 0);
     for (k, &i) in at.iter().enumerate() {
         let c = &spec.columns[i];
-        canonical::pg_fold_column(&mut columns[c.stage_index], c.family, c.wide(), seed(k), hashes);
+        pg::fold_column(&mut columns[c.stage_index], c.family, c.wide(), seed(k), hashes);
     }
 }
 
 /// [`pg_key_hash`] of every row of a batch, into `keys`.
 fn pg_fold_key(spec: &Spec, columns: &mut [cells::Column<'_>], rows: usize, keys: &mut Vec<u64>) {
-    pg_fold(spec, columns, rows, &spec.key, canonical::pg_key_seed, keys);
+    pg_fold(spec, columns, rows, &spec.key, pg::key_seed, keys);
 }
 
 /// A row's hash on PostgreSQL, from its cells.
 fn pg_row_hash(spec: &Spec, all: &[usize], cells: &[Cell<'_>]) -> u64 {
-    pg_hash(spec, cells, all, canonical::pg_seed)
+    pg_hash(spec, cells, all, pg::seed)
 }
 
 /// A key's hash on PostgreSQL, from the row's cells: its segment's source.
 fn pg_key_hash(spec: &Spec, cells: &[Cell<'_>]) -> u64 {
-    pg_hash(spec, cells, &spec.key, canonical::pg_key_seed)
+    pg_hash(spec, cells, &spec.key, pg::key_seed)
 }
 
 /// Streams the stage once: its segment sums and profile, computed as the
-/// `dialect`'s side computes them.
-pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<(SegmentSums, Profile), BackendError> {
-    let (job, spec) = (job.clone(), spec.clone());
+/// `kind`'s side computes them.
+pub async fn scan_stage(
+    job: &LoadJob,
+    spec: &Arc<Spec>,
+    kind: DatabaseKind,
+) -> Result<(SegmentSums, Profile), BackendError> {
+    let (job, spec) = (job.clone(), Arc::clone(spec));
     let model = job.model.clone();
     run_blocking(&model, move || {
-        let mut scan = Scan::new(&spec, dialect);
+        let mut scan = Scan::new(spec, kind);
         scan.expect_rows(job.rows());
         let mut rx = job.read();
         while let Some(batch) = rx.blocking_recv() {
@@ -638,11 +653,11 @@ pub async fn scan_stage(job: &LoadJob, spec: &Spec, dialect: Dialect) -> Result<
 /// The staged rows whose key falls in `segments`.
 pub async fn stage_rows_in(
     job: &LoadJob,
-    spec: &Spec,
-    dialect: Dialect,
+    spec: &Arc<Spec>,
+    kind: DatabaseKind,
     segments: HashSet<u64>,
 ) -> Result<Vec<FetchedRow>, BackendError> {
-    let (job, spec) = (job.clone(), spec.clone());
+    let (job, spec) = (job.clone(), Arc::clone(spec));
     let model = job.model.clone();
     run_blocking(&model, move || {
         let mut rows = Vec::new();
@@ -655,7 +670,7 @@ pub async fn stage_rows_in(
             let batch = batch?;
             // On PostgreSQL's side the segment comes from the values, hashed
             // column by column, so rows of other segments are never read.
-            let wanted: Option<Vec<usize>> = if dialect == Dialect::Postgres {
+            let wanted: Option<Vec<usize>> = if kind == DatabaseKind::Postgres {
                 let mut columns = cells::columns(&batch).map_err(|e| fail(e.to_string()))?;
                 pg_fold_key(&spec, &mut columns, batch.num_rows(), &mut keys);
                 Some(
@@ -668,10 +683,10 @@ pub async fn stage_rows_in(
             } else {
                 None
             };
-            batch_rows(&spec, dialect, &batch, true, wanted.as_deref(), |texts, cells| {
+            batch_rows(&spec, kind, &batch, true, wanted.as_deref(), |texts, cells| {
                 // Rows already picked by their key hash need no second look.
                 let in_segment = wanted.is_some()
-                    || segments.contains(&(key_hash(&spec, dialect, texts, Some(cells), &mut buf).segment & mask));
+                    || segments.contains(&(key_hash(&spec, kind, texts, Some(cells), &mut buf).segment & mask));
                 if in_segment {
                     rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
                 }
@@ -683,41 +698,47 @@ pub async fn stage_rows_in(
     .await
 }
 
-/// Sends the items of a pulled target's stream to the thread that scans
-/// them, `per_batch` at a time; an item's error becomes `fail`'s. Stops
-/// early, without error, when the scan has stopped (on an error of its own).
-pub async fn send_batches<T, E, F>(
-    stream: impl futures::Stream<Item = Result<T, E>>,
-    tx: tokio::sync::mpsc::Sender<Vec<T>>,
-    per_batch: usize,
-    fail: impl Fn(E) -> F,
-) -> Result<(), F> {
-    use futures::StreamExt as _;
-    futures::pin_mut!(stream);
-    let mut batch = Vec::with_capacity(per_batch);
-    while let Some(item) = stream.next().await {
-        batch.push(item.map_err(&fail)?);
-        if batch.len() == per_batch {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(per_batch));
-            if tx.send(full).await.is_err() {
-                return Ok(());
-            }
-        }
+impl RowSink for Scan {
+    fn row(&mut self, texts: &[Option<&str>]) {
+        Scan::row(self, texts);
     }
-    let _ = tx.send(batch).await;
-    Ok(())
+
+    fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
+        self.pg_row(texts, cells);
+    }
 }
 
-/// Runs blocking reconcile work (a scan of the stage or of an in-process
-/// table) off the async threads; a panic in it is an error naming `what`.
-pub async fn run_blocking<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
-) -> Result<T, BackendError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| BackendError::Read {
-        model: what.to_owned(),
-        message: format!("the reconcile scan stopped: {e}"),
-    })?
+/// The rows of a pulled target (SQLite's, read in-process) whose key falls
+/// in the wanted segments, kept as they stream past.
+pub struct SegmentRows {
+    spec: Arc<Spec>,
+    kind: DatabaseKind,
+    wanted: HashSet<u64>,
+    buf: Vec<u8>,
+    pub rows: Vec<FetchedRow>,
+}
+
+impl SegmentRows {
+    pub fn new(spec: Arc<Spec>, kind: DatabaseKind, segments: &[u64]) -> Self {
+        SegmentRows { spec, kind, wanted: segments.iter().copied().collect(), buf: Vec::new(), rows: Vec::new() }
+    }
+
+    fn keep(&mut self, texts: &[Option<&str>], cells: Option<&[Cell<'_>]>) {
+        let key = key_hash(&self.spec, self.kind, texts, cells, &mut self.buf);
+        if self.wanted.contains(&(key.segment & self.spec.segment_mask())) {
+            self.rows.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
+        }
+    }
+}
+
+impl RowSink for SegmentRows {
+    fn row(&mut self, texts: &[Option<&str>]) {
+        self.keep(texts, None);
+    }
+
+    fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
+        self.keep(texts, Some(cells));
+    }
 }
 
 #[cfg(test)]
@@ -766,12 +787,12 @@ mod tests {
     }
 
     fn spec_of(batch: &RecordBatch, key: Vec<usize>) -> Spec {
-        let columns: Vec<super::super::SpecColumn> = batch
+        let columns: Vec<SpecColumn> = batch
             .schema()
             .fields()
             .iter()
             .enumerate()
-            .map(|(i, f)| super::super::SpecColumn {
+            .map(|(i, f)| SpecColumn {
                 name: f.name().clone(),
                 data_type: f.data_type().clone(),
                 family: Family::of(f.data_type()),
@@ -802,19 +823,19 @@ mod tests {
         // A key of one column, and a composite key with a NULL part.
         for key in [vec![0], vec![0, 7]] {
             let spec = spec_of(&batch, key);
-            let mut by_columns = Scan::new(&spec, Dialect::Postgres);
+            let mut by_columns = Scan::new(Arc::new(spec.clone()), DatabaseKind::Postgres);
             by_columns.batch(&batch).unwrap();
             by_columns.batch(&batch.slice(100, 50)).unwrap();
-            let mut by_rows = Scan::new(&spec, Dialect::Postgres);
+            let mut by_rows = Scan::new(Arc::new(spec.clone()), DatabaseKind::Postgres);
             for b in [batch.clone(), batch.slice(100, 50)] {
-                batch_rows(&spec, Dialect::Postgres, &b, false, None, |texts, cells| by_rows.pg_row(texts, cells))
+                batch_rows(&spec, DatabaseKind::Postgres, &b, false, None, |texts, cells| by_rows.pg_row(texts, cells))
                     .unwrap();
             }
             let (columns_sums, columns_profile) = by_columns.finish();
             let (rows_sums, rows_profile) = by_rows.finish();
             assert_eq!(columns_sums, rows_sums, "key {:?}", spec.key);
             assert_eq!(columns_profile, rows_profile, "key {:?}", spec.key);
-            assert_eq!(columns_profile[&(super::super::Group::All, Measure::Rows)].as_deref(), Some("350"));
+            assert_eq!(columns_profile[&(Group::All, Measure::Rows)].as_deref(), Some("350"));
         }
     }
 
@@ -825,10 +846,10 @@ mod tests {
         for (i, f) in batch.schema().fields().iter().enumerate() {
             let (family, wide) = (Family::of(f.data_type()), f.data_type() == &DataType::UInt64);
             let mut folded = vec![0u64; batch.num_rows()];
-            canonical::pg_fold_column(&mut columns[i], family, wide, 5, &mut folded);
+            pg::fold_column(&mut columns[i], family, wide, 5, &mut folded);
             for (row, h) in folded.iter().enumerate() {
                 let cell = columns[i].cell(row);
-                let want = canonical::pg_cell_hash(&cell, family, wide, 5).unwrap_or(canonical::pg_null_hash(5));
+                let want = pg::cell_hash(&cell, family, wide, 5).unwrap_or(pg::null_hash(5));
                 assert_eq!(*h, want, "column {} row {row}", f.name());
             }
         }

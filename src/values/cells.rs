@@ -375,6 +375,19 @@ pub fn decimal128_text(v: i128, scale: i8) -> String {
     text(|o| write_decimal(o, v, scale))
 }
 
+/// A decimal's text without trailing fraction zeros (`1.50` -> `1.5`,
+/// `2.00` -> `2`, `-0.0` -> `0`).
+pub fn trim_decimal(text: &str) -> &str {
+    if !text.contains('.') {
+        return text;
+    }
+    let t = text.trim_end_matches('0').trim_end_matches('.');
+    match t {
+        "-0" | "" | "-" => "0",
+        t => t,
+    }
+}
+
 /// An interval as PostgreSQL's unambiguous text (`1 mons 2 days 00:00:01.5`),
 /// which PostgreSQL reads back.
 pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
@@ -422,6 +435,15 @@ mod tests {
         assert_eq!(timestamp_text(1_500_000), "1970-01-01 00:00:01.500000");
         assert_eq!(time_text(3_723_000_001), "01:02:03.000001");
         assert_eq!(interval_text(1, 2, -1_500_000), "1 mons 2 days -00:00:01.500000");
+    }
+
+    #[test]
+    fn decimals_lose_trailing_zeros_only() {
+        assert_eq!(trim_decimal("1.50"), "1.5");
+        assert_eq!(trim_decimal("2.00"), "2");
+        assert_eq!(trim_decimal("100"), "100");
+        assert_eq!(trim_decimal("-0.00"), "0");
+        assert_eq!(trim_decimal("-0.250"), "-0.25");
     }
 
     #[test]

@@ -410,7 +410,7 @@ async fn postgres_row_hash_is_the_servers_hashtextextended() {
         for seed in [0i64, 1, -1, 0x5eed_0000_0001] {
             let row = client.query_one("SELECT hashtextextended($1::text COLLATE \"C\", $2)", &[text, &seed]).await;
             let server: i64 = row.expect("hashtextextended").get(0);
-            let ours = ferry::reconcile::canonical::pg_hash_bytes_extended(text.as_bytes(), seed as u64);
+            let ours = ferry::backend::postgres::hash::hash_bytes_extended(text.as_bytes(), seed as u64);
             assert_eq!(ours as i64, server, "{text:?} seed {seed}");
         }
     }

@@ -8,6 +8,7 @@
 //! turns bad values and duplicate keys into warnings, so any warning fails
 //! the load (and rolls it back) instead of passing silently.
 
+pub(super) mod hash;
 mod infile;
 mod reconcile;
 

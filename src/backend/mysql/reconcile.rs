@@ -1,7 +1,7 @@
 //! Reconciliation on MySQL and MariaDB. Pushed down, the server computes
 //! the canonical texts, the row and key hashes and the segment sums;
-//! pulled, it computes the canonical texts only and streams them out, and
-//! ferry hashes and profiles them with the stage side's code. Queries use
+//! pulled, it computes the canonical texts only and streams them out to the
+//! caller's sink, which hashes and profiles them with the stage side's code. Queries use
 //! the text protocol, so every value arrives as text.
 
 use mysql_async::Row;
@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::{Mysql, create, db_error, q, qualified, refused};
-use crate::backend::{BackendError, LoadJob};
-use crate::reconcile::{
-    Dialect, Family, FetchedRow, Group, Measure, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn,
-    choose_side, run_blocking, send_batches,
+use crate::backend::checksum::{
+    FetchedRow, Group, KEY_MOD, KEY_MUL, KEY_PRIME, Measure, Profile, RowSink, SegmentSums, Side, SideChoice, Spec,
+    SpecColumn, choose_side,
 };
-use crate::values::TableName;
+use crate::backend::pipe::{run_blocking, send_batches};
+use crate::backend::{BackendError, LoadJob};
+use crate::values::{Family, TableName};
 
 /// Rows handed to the hashing thread at once, on the pulled side.
 const ROWS_PER_BATCH: usize = 2048;
@@ -41,7 +42,7 @@ fn trimmed(s: &str) -> String {
 
 /// The canonical text of `e`, a value of column `c`; NULL stays NULL.
 /// Floats print as the server's shortest round-trip text, which
-/// `canonical::mysql_float_text` reproduces. Intervals and JSON were loaded
+/// [`super::hash::float_text`] reproduces. Intervals and JSON were loaded
 /// as text and compare as text.
 fn canonical(c: &SpecColumn, e: &str) -> String {
     let text = format!("CAST({e} AS CHAR)");
@@ -56,7 +57,7 @@ fn canonical(c: &SpecColumn, e: &str) -> String {
     }
 }
 
-/// One field of the row encoding (see `canonical::push_field`): text and
+/// One field of the row encoding (see `checksum::push_field`): text and
 /// JSON length-prefixed, other values followed by `|`, NULL as `~`.
 fn field(c: &SpecColumn) -> String {
     let t = canonical(c, &q(&c.name));
@@ -76,10 +77,9 @@ fn encoding(spec: &Spec, columns: impl Iterator<Item = usize>) -> String {
     format!("CONCAT({})", fields.join(", "))
 }
 
-/// The segment of a row's key (`canonical::arithmetic_key_hash` for
+/// The segment of a row's key (`checksum::arithmetic_key_hash` for
 /// integer keys, else the MD5 of the key's encoding), masked.
 fn segment_of(spec: &Spec) -> String {
-    use crate::reconcile::canonical::{KEY_MOD, KEY_MUL, KEY_PRIME};
     if spec.arithmetic_key() {
         let mut h = "0".to_owned();
         for &k in &spec.key {
@@ -201,10 +201,9 @@ impl Mysql {
         choose_side(choice, (pushed, pulled), "", does)
     }
 
-    /// Segment sums and the profile, computed by ferry over the canonical
-    /// texts the server streams out (hashed on a thread of its own while
-    /// the stream is read).
-    pub async fn reconcile_pulled(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+    /// Feeds the canonical texts the server streams out to `sink` (on a
+    /// thread of its own while the stream is read).
+    pub async fn pull_rows<S: RowSink>(&mut self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
         let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}", shown.join(", "), relation(spec));
         let fail = |e: mysql_async::Error| db_error(&spec.table, "reading rows", &e);
@@ -213,7 +212,6 @@ impl Mysql {
         let scanned = {
             let spec = spec.clone();
             run_blocking(&what, move || {
-                let mut scan = Scan::new(&spec, Dialect::Mysql);
                 while let Some(rows) = rx.blocking_recv() {
                     for row in &rows {
                         let texts = (0..spec.columns.len())
@@ -226,10 +224,10 @@ impl Mysql {
                                 model: spec.table.to_string(),
                                 message: format!("column `{}` sent text that is not UTF-8", spec.columns[i].name),
                             })?;
-                        scan.row(&texts);
+                        sink.row(&texts);
                     }
                 }
-                Ok(scan.finish())
+                Ok(sink)
             })
         };
         let conn = &mut self.conn;
@@ -259,9 +257,5 @@ impl Mysql {
             .iter()
             .map(|row| FetchedRow { values: (0..spec.columns.len()).map(|i| text(row, i)).collect() })
             .collect())
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        Dialect::Mysql
     }
 }

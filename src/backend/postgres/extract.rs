@@ -213,7 +213,7 @@ pub async fn read(
     let stream = client.copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)")).await.map_err(chain)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
     let decoded = tokio::task::spawn_blocking(move || decode(&mut rx, &decoders, &schema, batch_rows, emit));
-    let read = crate::reconcile::send_batches(stream, tx, CHUNKS_PER_SEND, chain);
+    let read = crate::backend::pipe::send_batches(stream, tx, CHUNKS_PER_SEND, chain);
     let (read, decoded) = tokio::join!(read, decoded);
     // An error reading the stream explains a decoder that saw it cut short.
     read?;

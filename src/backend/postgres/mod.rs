@@ -9,6 +9,7 @@
 
 mod copy;
 pub mod extract;
+pub mod hash;
 mod pulled;
 mod reconcile;
 

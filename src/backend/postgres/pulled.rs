@@ -1,23 +1,22 @@
 //! Reconciliation pulled from PostgreSQL: the compared columns stream out
 //! with binary `COPY ... TO STDOUT`, each cast by the server to one plain
 //! wire type per family, and ferry decodes them into the same [`Cell`]s the
-//! stage is read as, hashing and profiling them with the stage side's code
-//! (`Scan::pg_row`). The hashes are the pushed-down ones (see
-//! `canonical::pg_cell_hash`), so segments found either way agree, and the
-//! rows of differing segments are fetched the same way after.
+//! stage is read as, for the caller's sink to hash and profile with the
+//! stage side's code ([`RowSink::typed_row`]). The hashes are the
+//! pushed-down ones (see [`super::hash::cell_hash`]), so segments found either way
+//! agree, and the rows of differing segments are fetched the same way after.
 
 use bytes::Bytes;
 
 use super::copy::{CopyReader, PG_EPOCH_DAYS, be, numeric_header, numeric_unscaled};
+use super::hash::pg;
 use super::reconcile::relation;
 use super::{Postgres, db_error, q};
-use crate::backend::BackendError;
-use crate::reconcile::canonical::{self, Family, pg};
-use crate::reconcile::{
-    Dialect, Profile, Scan, SegmentSums, Side, SideChoice, Spec, SpecColumn, choose_side, run_blocking, send_batches,
-};
-use crate::values::TableName;
+use crate::backend::checksum::{self, RowSink, Side, SideChoice, Spec, SpecColumn, choose_side};
+use crate::backend::pipe::{run_blocking, send_batches};
+use crate::backend::{BackendError, DatabaseKind};
 use crate::values::cells::Cell;
+use crate::values::{Family, TableName};
 
 /// CopyData messages (about one row each) handed to the decoding thread at once.
 const CHUNKS_PER_BATCH: usize = 2048;
@@ -114,12 +113,12 @@ fn numeric(b: &[u8], scale: i8) -> Option<Cell<'static>> {
     Some(Cell::BigDecimal(digits, i8::try_from(own_scale).ok()?))
 }
 
-/// Decodes the chunks of a COPY stream and feeds every row to a scan.
+/// Decodes the chunks of a COPY stream and feeds every row to `sink`.
 fn scan_chunks(
     spec: &Spec,
     batches: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
-) -> Result<(SegmentSums, Profile), String> {
-    let mut scan = Scan::new(spec, Dialect::Postgres);
+    sink: &mut impl RowSink,
+) -> Result<(), String> {
     let mut reader = CopyReader::new();
     let n = spec.columns.len();
     let group = spec.group_by;
@@ -142,11 +141,11 @@ fn scan_chunks(
                 let mut texts: Vec<Option<&str>> = vec![None; n];
                 if let Some(g) = group {
                     shown.clear();
-                    if canonical::write_show(&cells[g], spec.columns[g].family, Dialect::Postgres, &mut shown) {
+                    if checksum::write_show(&cells[g], spec.columns[g].family, DatabaseKind::Postgres, &mut shown) {
                         texts[g] = Some(std::str::from_utf8(&shown).unwrap_or_default());
                     }
                 }
-                scan.pg_row(&texts, &cells);
+                sink.typed_row(&texts, &cells);
                 Ok(())
             })?;
         }
@@ -154,7 +153,7 @@ fn scan_chunks(
     if !reader.ended {
         return Err(format!("the COPY stream ended after {rows} rows without its trailer"));
     }
-    Ok(scan.finish())
+    Ok(())
 }
 
 /// What the choice between the sides weighs, as wall time on the target
@@ -226,10 +225,9 @@ impl Postgres {
         Ok(choose_side(choice, (pushed, pulled), &detail, does))
     }
 
-    /// Segment sums and the profile, computed by ferry over the rows that
-    /// binary COPY streams out (decoded on a thread of its own while the
-    /// stream is read).
-    pub async fn reconcile_pulled(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+    /// Feeds the rows that binary COPY streams out to `sink` (decoded on a
+    /// thread of its own while the stream is read).
+    pub async fn pull_rows<S: RowSink>(&self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
         self.reconcile_session(spec).await?;
         let stream = self
             .client
@@ -240,7 +238,10 @@ impl Postgres {
         let what = spec.table.to_string();
         let scanned = {
             let spec = spec.clone();
-            run_blocking(&what, move || scan_chunks(&spec, &mut rx).map_err(|m| read_error(&spec.table, m)))
+            run_blocking(&what, move || {
+                scan_chunks(&spec, &mut rx, &mut sink).map_err(|m| read_error(&spec.table, m))?;
+                Ok(sink)
+            })
         };
         let fail = |e: tokio_postgres::Error| db_error(&spec.table, "reading rows with COPY", &e);
         let read = send_batches(stream, tx, CHUNKS_PER_BATCH, fail);
@@ -280,8 +281,8 @@ mod tests {
         // 0.125 does not fit scale 2: digits at its own scale, hashing as the value.
         let Some(Cell::BigDecimal(d, s)) = numeric(&numeric_bytes(&[1250], -1, false, 3), 2) else { panic!() };
         assert_eq!((d.as_str(), s), ("1250", 4));
-        let as_digits = canonical::pg_cell_hash(&Cell::BigDecimal(d, s), Family::Decimal, false, 3);
-        let as_decimal = canonical::pg_cell_hash(&Cell::Decimal(125, 3), Family::Decimal, false, 3);
+        let as_digits = super::super::hash::cell_hash(&Cell::BigDecimal(d, s), Family::Decimal, false, 3);
+        let as_decimal = super::super::hash::cell_hash(&Cell::Decimal(125, 3), Family::Decimal, false, 3);
         assert_eq!(as_digits, as_decimal);
         // NaN's sign word.
         assert!(numeric(&numeric_bytes(&[], 0, false, 0)[..6], 0).is_none());

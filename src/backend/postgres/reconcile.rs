@@ -1,16 +1,17 @@
 //! Reconciliation pushed down into PostgreSQL: the typed row and key hashes
-//! (see `canonical::pg_cell_hash`), the segment sums and the profile are
+//! (see [`hash::cell_hash`]), the segment sums and the profile are
 //! computed by the server, so only one row per segment crosses the wire.
 
 use std::sync::atomic::AtomicU64;
 
+use super::hash;
 use super::{Postgres, copy_in, create_table, db_error, q, qualified};
+use crate::backend::checksum::{FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
 use crate::backend::{BackendError, LoadJob};
-use crate::reconcile::{Dialect, Family, FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
-use crate::values::TableName;
+use crate::values::{Family, TableName};
 
 /// The canonical text of `e`, a value of column `c` (see
-/// `crate::reconcile::canonical`); NULL stays NULL.
+/// `crate::backend::checksum`); NULL stays NULL.
 fn canonical(c: &SpecColumn, e: &str) -> String {
     match c.family {
         Family::Bool => format!("({e})::int::text"),
@@ -41,7 +42,7 @@ fn shown(c: &SpecColumn, e: &str) -> String {
     }
 }
 
-/// `canonical::pg_cell_hash` on the server: the family's typed hash
+/// [`hash::cell_hash`] on the server: the family's typed hash
 /// function, seeded by the column's position.
 fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
     match c.family {
@@ -64,25 +65,22 @@ fn cell_hash(c: &SpecColumn, e: &str, seed: u64) -> String {
     }
 }
 
-/// A row's hash as `canonical::pg_cell_hash` describes it, on the server.
+/// A row's hash as [`hash::cell_hash`] describes it, on the server.
 fn row_hash(spec: &Spec) -> String {
-    use crate::reconcile::canonical::pg_seed;
-    let cells: Vec<String> = spec.columns.iter().enumerate().map(|(i, c)| typed_hash(c, pg_seed(i))).collect();
+    let cells: Vec<String> = spec.columns.iter().enumerate().map(|(i, c)| typed_hash(c, hash::seed(i))).collect();
     cells.join(" # ")
 }
 
-/// A column's typed hash seeded `seed`, NULL as `canonical::pg_null_hash`.
+/// A column's typed hash seeded `seed`, NULL as [`hash::null_hash`].
 fn typed_hash(c: &SpecColumn, seed: u64) -> String {
-    use crate::reconcile::canonical::pg_null_hash;
-    format!("coalesce({}, ({})::int8)", cell_hash(c, &q(&c.name), seed), pg_null_hash(seed) as i64)
+    format!("coalesce({}, ({})::int8)", cell_hash(c, &q(&c.name), seed), hash::null_hash(seed) as i64)
 }
 
 /// The segment of a row's key: the low bits of the XOR of the key
-/// columns' typed hashes (see `canonical::pg_key_seed`).
+/// columns' typed hashes (see [`hash::key_seed`]).
 fn segment_of(spec: &Spec) -> String {
-    use crate::reconcile::canonical::pg_key_seed;
     let parts: Vec<String> =
-        spec.key.iter().enumerate().map(|(k, &i)| typed_hash(&spec.columns[i], pg_key_seed(k))).collect();
+        spec.key.iter().enumerate().map(|(k, &i)| typed_hash(&spec.columns[i], hash::key_seed(k))).collect();
     format!("(({}) & {})", parts.join(" # "), spec.segment_mask())
 }
 
@@ -241,9 +239,5 @@ impl Postgres {
             .await
             .map_err(|e| db_error(&spec.table, "reading the table's indexes", &e))?;
         Ok(row.get(0))
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        Dialect::Postgres
     }
 }

@@ -26,7 +26,7 @@ use crate::values::{LoadMode, TableName};
 /// SQLite has no identifier limit worth the name; keep names readable.
 const MAX_IDENT: usize = 128;
 
-mod reconcile;
+pub(super) mod reconcile;
 
 #[derive(Clone)]
 pub struct Sqlite {

@@ -1,7 +1,8 @@
 //! Reconciliation pulled from SQLite: the database is in-process, so ferry
-//! reads the rows itself and hashes them with the stage side's code.
-//! SQLite keeps values by storage class, not by declared type, so each is
-//! read back into the canonical text of its staged column's family.
+//! reads the rows itself and feeds them to the caller's sink, which hashes
+//! them with the stage side's code. SQLite keeps values by storage class,
+//! not by declared type, so each is read back into the canonical text of
+//! its staged column's family.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -10,12 +11,23 @@ use camino::Utf8PathBuf;
 use rusqlite::types::ValueRef;
 
 use super::{Sqlite, db_error, q};
+use crate::backend::checksum::{RowSink, Spec, SpecColumn};
+use crate::backend::pipe::run_blocking;
 use crate::backend::{BackendError, LoadJob};
-use crate::reconcile::canonical::{self, float_text};
-use crate::reconcile::{
-    Dialect, Family, FetchedRow, Profile, Scan, SegmentSums, Spec, SpecColumn, key_hash, run_blocking,
-};
-use crate::values::TableName;
+use crate::values::cells::trim_decimal;
+use crate::values::{Family, TableName};
+
+/// The hash of a row or key encoding on SQLite's side, which ferry
+/// computes itself: xxh3.
+pub fn hash64(encoding: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(encoding)
+}
+
+/// A float's canonical text on SQLite's side: Rust's shortest round-trip
+/// text (what ferry reads back from a REAL).
+pub fn float_text(v: f64, single: bool) -> String {
+    if single { format!("{}", v as f32) } else { format!("{v}") }
+}
 
 /// The canonical text of a stored value of column `c`.
 fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
@@ -24,21 +36,21 @@ fn value_text(v: ValueRef<'_>, c: &SpecColumn) -> Option<String> {
         ValueRef::Null => return None,
         ValueRef::Integer(i) => match c.family {
             Family::Bool => if i != 0 { "1" } else { "0" }.to_owned(),
-            f if f.is_float() => float_text(i as f64, single, Dialect::Sqlite),
+            f if f.is_float() => float_text(i as f64, single),
             _ => i.to_string(),
         },
         ValueRef::Real(f) => match c.family {
             Family::Decimal => {
                 let scale = usize::try_from(c.scale()).unwrap_or(0);
-                canonical::trim_decimal(&format!("{f:.scale$}")).to_owned()
+                trim_decimal(&format!("{f:.scale$}")).to_owned()
             }
             Family::Int | Family::Bool if f.fract() == 0.0 => format!("{}", f as i64),
-            _ => float_text(f, single, Dialect::Sqlite),
+            _ => float_text(f, single),
         },
         ValueRef::Text(t) => {
             let t = String::from_utf8_lossy(t);
             match c.family {
-                Family::Decimal => canonical::trim_decimal(&t).to_owned(),
+                Family::Decimal => trim_decimal(&t).to_owned(),
                 // Zoned timestamps are stored with their UTC offset.
                 Family::Timestamp => t.strip_suffix("+00:00").unwrap_or(&t).to_owned(),
                 _ => t.into_owned(),
@@ -104,36 +116,14 @@ impl Sqlite {
         Ok(loaded.rows)
     }
 
-    /// Segment sums and the profile, computed by ferry over the table's rows.
-    pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+    /// Feeds every row of the table (of the rows whose key was staged, for
+    /// a `touched_only` spec) to `sink`, on a thread of its own.
+    pub async fn pull_rows<S: RowSink>(&self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
         let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
-            let mut scan = Scan::new(&spec, Dialect::Sqlite);
-            each_row(&this, &spec, |texts| scan.row(texts))?;
-            Ok(scan.finish())
+            each_row(&this, &spec, |texts| sink.row(texts))?;
+            Ok(sink)
         })
         .await
-    }
-
-    /// The rows whose key falls in `segments`.
-    pub async fn reconcile_rows(&self, spec: &Spec, segments: &[u64]) -> Result<Vec<FetchedRow>, BackendError> {
-        let (this, spec) = (self.clone(), spec.clone());
-        let wanted: std::collections::HashSet<u64> = segments.iter().copied().collect();
-        run_blocking(&spec.table.to_string(), move || {
-            let mut out = Vec::new();
-            let mut buf = Vec::new();
-            each_row(&this, &spec, |texts| {
-                let key = key_hash(&spec, Dialect::Sqlite, texts, None, &mut buf);
-                if wanted.contains(&(key.segment & spec.segment_mask())) {
-                    out.push(FetchedRow { values: texts.iter().map(|t| t.map(str::to_owned)).collect() });
-                }
-            })?;
-            Ok(out)
-        })
-        .await
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
     }
 }
