@@ -5,8 +5,9 @@ use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{Map, Value as Json};
 
+use crate::backend::profiles;
 use crate::cli::GlobalArgs;
-use crate::project::{self, profiles};
+use crate::project;
 
 /// Everything a command needs to find and load a project.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ pub mod mysql;
 pub mod pipe;
 pub mod postgres;
 pub mod preflight;
+pub mod profiles;
 pub mod sqlite;
 pub mod tls;
 
@@ -27,9 +28,9 @@ use std::sync::atomic::AtomicU64;
 pub use error::BackendError;
 pub use job::{LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 
-use crate::project::profiles::{ServerTarget, Target, TargetKind};
 use crate::values::TableName;
 use checksum::{Answer, FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
+use profiles::{Address, ServerTarget, Target};
 
 /// Which database: of a target, of a database source, of the side of a
 /// reconciliation whose hashes and texts must agree.
@@ -106,10 +107,12 @@ pub enum Connection {
 
 impl Connection {
     pub async fn connect(target: &Target) -> Result<Self, BackendError> {
-        Ok(match &target.kind {
-            TargetKind::Sqlite { path, .. } => Connection::Sqlite(sqlite::Sqlite::new(path.clone())),
-            TargetKind::Postgres(s) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
-            TargetKind::Mysql(s) => Connection::Mysql(mysql::Mysql::connect(s, &target.name).await?),
+        Ok(match (&target.address, target.kind) {
+            (Address::File { path, .. }, _) => Connection::Sqlite(sqlite::Sqlite::new(path.clone())),
+            (Address::Server(s), DatabaseKind::Mysql) => {
+                Connection::Mysql(mysql::Mysql::connect(s, &target.name).await?)
+            }
+            (Address::Server(s), _) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
         })
     }
 

@@ -18,7 +18,7 @@
 
 use camino::Utf8PathBuf;
 
-use crate::project::profiles::{ServerTarget, SslMode};
+use crate::backend::profiles::{ServerTarget, SslMode};
 
 /// What a connection must do about TLS, resolved from a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +190,7 @@ fn pkcs12_identity(cert: &Utf8PathBuf, key: &Utf8PathBuf) -> Result<Vec<u8>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::profiles::Secret;
+    use crate::backend::profiles::Secret;
 
     fn target(mode: Option<&str>, root: Option<&str>) -> ServerTarget {
         ServerTarget {

@@ -6,10 +6,10 @@
 use anyhow::Result;
 
 use crate::backend::Connection;
+use crate::backend::profiles::Address;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
 use crate::printer::Printer;
-use crate::project::profiles::TargetKind;
 use crate::settings::Settings;
 
 pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus> {
@@ -37,9 +37,9 @@ pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<Exit
         .as_ref()
         .map_or_else(|| "no profiles.yml found: embedded default".to_owned(), |p| format!("profile `{p}`"));
     printer.data(&format!("target: {} ({}), {origin}", t.name, t.type_name()))?;
-    match &t.kind {
-        TargetKind::Sqlite { path, schema } => printer.data(&format!("  path: {path}\n  schema: {schema}"))?,
-        TargetKind::Postgres(s) | TargetKind::Mysql(s) => printer.data(&format!(
+    match &t.address {
+        Address::File { path, schema } => printer.data(&format!("  path: {path}\n  schema: {schema}"))?,
+        Address::Server(s) => printer.data(&format!(
             "  host: {}:{}\n  user: {}\n  password: {}\n  database: {}\n  schema: {}\n  sslmode: {}{}",
             s.host,
             s.port,

@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use super::execute::{group, node_line};
 use crate::backend::Connection;
+use crate::backend::profiles::Target;
 use crate::backend::{LoadJob, LoadReport};
 use crate::cli::{LoadArgs, RollbackArgs};
 use crate::diagnostic::{Code, Diagnostic};
@@ -17,7 +18,6 @@ use crate::error::ExitStatus;
 use crate::load;
 use crate::manifest::Manifest;
 use crate::printer::Printer;
-use crate::project::profiles::Target;
 use crate::settings::Settings;
 use crate::stage::STAGE_DIR;
 

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use serde_json::Value as Json;
 
+use crate::backend::profiles::{self, Target};
 use crate::cli::{Cli, Command, ExecArgs, SelectArgs};
 use crate::dag::select::{self, Selection};
 use crate::diagnostic::{Code, Diagnostic};
@@ -23,7 +24,6 @@ use crate::error::ExitStatus;
 use crate::manifest::{Built, Manifest};
 use crate::printer::Printer;
 use crate::project::Project;
-use crate::project::profiles::{self, Target, TargetKind};
 use crate::settings::Settings;
 use crate::template::Globals;
 use execute::Which;
@@ -154,7 +154,7 @@ fn target_json(t: &Target) -> Json {
         "name": t.name, "type": t.type_name(), "schema": t.schema(), "database": t.database(),
         "threads": t.threads.unwrap_or(1), "profile_name": t.profile,
     });
-    if let TargetKind::Postgres(s) | TargetKind::Mysql(s) = &t.kind {
+    if let Some(s) = t.server() {
         v["host"] = Json::from(s.host.clone());
         v["port"] = Json::from(s.port);
         v["user"] = Json::from(s.user.clone());

@@ -14,9 +14,10 @@ use serde_json::{Map, Value as Json};
 use crate::dag::{Graph, NodeFacts};
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::project::Project;
-use crate::project::config::{MODEL_CONFIG_KEYS, merge_config};
+use crate::project::config::MODEL_CONFIG_KEYS;
 use crate::project::nodes::{ColumnSpec, Model, NodeRef, Seed, SourceTable, Test, TestKind};
 use crate::template::functions::{Relation, Resolver, quote_ident};
+use crate::template::merge_config;
 use crate::template::{Globals, NodeContext, Rendered, Templater};
 
 /// How a model is materialized.

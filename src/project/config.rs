@@ -9,6 +9,7 @@ use serde_json::{Map, Value as Json};
 
 use super::yaml::{self, Key, Node, Value};
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use crate::template::merge_config;
 
 /// Project file names, in the order they are looked for.
 pub const PROJECT_FILES: [&str; 2] = ["ferry.yml", "dbt_project.yml"];
@@ -114,9 +115,6 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "freshness",
     "identifier",
 ];
-
-/// Config keys whose values accumulate across levels instead of replacing.
-const MERGED_KEYS: &[&str] = &["tags", "meta", "grants", "pre-hook", "post-hook"];
 
 /// A parsed project file.
 #[derive(Debug, Clone)]
@@ -337,43 +335,6 @@ pub fn column_list(value: &Json, key: &str) -> Result<Vec<String>, String> {
             .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("`{key}` must list column names")))
             .collect(),
         other => Err(format!("`{key}` must be a column or a list of columns, not `{other}`")),
-    }
-}
-
-/// Sets one config key, accumulating `tags`/`meta`-like keys as dbt does.
-pub fn merge_config(config: &mut Map<String, Json>, key: &str, value: Json) {
-    let key = match key {
-        "pre_hook" => "pre-hook",
-        "post_hook" => "post-hook",
-        k => k,
-    };
-    if !MERGED_KEYS.contains(&key) {
-        config.insert(key.to_owned(), value);
-        return;
-    }
-    match (config.get_mut(key), value) {
-        (Some(Json::Object(old)), Json::Object(new)) => old.extend(new),
-        (Some(old), new) if key != "meta" && key != "grants" => {
-            let mut list = as_list(old.take());
-            for item in as_list(new) {
-                if !list.contains(&item) {
-                    list.push(item);
-                }
-            }
-            *old = Json::Array(list);
-        }
-        (_, new) => {
-            let new = if key == "tags" { Json::Array(as_list(new)) } else { new };
-            config.insert(key.to_owned(), new);
-        }
-    }
-}
-
-fn as_list(v: Json) -> Vec<Json> {
-    match v {
-        Json::Array(items) => items,
-        Json::Null => Vec::new(),
-        other => vec![other],
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod nodes;
-pub mod profiles;
 pub mod schema;
 pub mod yaml;
 
@@ -17,7 +16,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
-use config::{ConfigTree, PROJECT_FILES, ProjectFile, merge_config};
+use crate::template::merge_config;
+use config::{ConfigTree, PROJECT_FILES, ProjectFile};
 use nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
 
 /// Failure to find or read a project at all.

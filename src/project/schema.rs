@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
-use super::config::{MODEL_CONFIG_KEYS, merge_config, unknown_key};
+use super::config::{MODEL_CONFIG_KEYS, unknown_key};
 use super::nodes::{ColumnSpec, Origin, SourceTable};
 use super::yaml::{self, Node, Value};
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use crate::template::merge_config;
 
 const ROOT_KEYS: &[&str] = &[
     "version",

@@ -33,6 +33,7 @@ use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialec
 use serde_json::Value as Json;
 
 use super::SpecError;
+use crate::backend::DatabaseKind;
 use crate::backend::postgres::extract as postgres;
 
 /// Rows per batch connectorx builds.
@@ -49,41 +50,12 @@ pub struct ExtractError {
     pub column: Option<String>,
 }
 
-/// Which database a connection reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Postgres,
-    Mysql,
-    Sqlite,
-    Mssql,
-}
-
-impl Kind {
-    fn of_url(url: &str) -> Option<Self> {
-        let scheme = url.split("://").next()?.split('+').next()?;
-        Some(match scheme {
-            "postgres" | "postgresql" => Kind::Postgres,
-            "mysql" | "mariadb" => Kind::Mysql,
-            "sqlite" => Kind::Sqlite,
-            "mssql" | "sqlserver" => Kind::Mssql,
-            _ => return None,
-        })
-    }
-
-    fn quote(self, ident: &str) -> String {
-        match self {
-            Kind::Mysql => format!("`{}`", ident.replace('`', "``")),
-            Kind::Mssql => format!("[{}]", ident.replace(']', "]]")),
-            Kind::Postgres | Kind::Sqlite => format!("\"{}\"", ident.replace('"', "\"\"")),
-        }
-    }
-
-    fn dialect(self) -> Box<dyn Dialect + Send + Sync> {
-        match self {
-            Kind::Postgres | Kind::Mssql => Box::new(PostgreSqlDialect {}),
-            Kind::Mysql => Box::new(MySqlDialect {}),
-            Kind::Sqlite => Box::new(SqliteDialect {}),
-        }
+/// DataFusion's unparser dialect for the SQL a scan sends to `kind`.
+fn unparser_dialect(kind: DatabaseKind) -> Box<dyn Dialect + Send + Sync> {
+    match kind {
+        DatabaseKind::Postgres | DatabaseKind::Mssql => Box::new(PostgreSqlDialect {}),
+        DatabaseKind::Mysql => Box::new(MySqlDialect {}),
+        DatabaseKind::Sqlite => Box::new(SqliteDialect {}),
     }
 }
 
@@ -117,7 +89,7 @@ enum Base {
 pub struct DatabaseSpec {
     /// The source table, for messages (`legacy.customers`).
     pub table: String,
-    kind: Kind,
+    kind: DatabaseKind,
     url: Url,
     base: Base,
     /// `partition_on` and `partitions`.
@@ -131,7 +103,7 @@ pub struct DatabaseSpec {
 impl DatabaseSpec {
     /// From the source's keys and its connection's URL.
     pub fn of(table: &str, url: String, location: &serde_json::Map<String, Json>) -> Result<Self, SpecError> {
-        let kind = Kind::of_url(&url).ok_or(SpecError::NotADatabaseUrl)?;
+        let kind = DatabaseKind::of_url(&url).ok_or(SpecError::NotADatabaseUrl)?;
         let text = |k: &str| location.get(k).and_then(Json::as_str).map(str::to_owned);
         let base = match (text("table"), text("query")) {
             (Some(t), None) => Base::Table(t.split('.').map(|p| kind.quote(p)).collect::<Vec<_>>().join(".")),
@@ -157,7 +129,7 @@ impl DatabaseSpec {
     }
 
     fn conn(&self) -> Result<SourceConn, ExtractError> {
-        if self.kind == Kind::Mssql && !cfg!(feature = "mssql") {
+        if self.kind == DatabaseKind::Mssql && !cfg!(feature = "mssql") {
             return Err(self.error(
                 "SQL Server sources are not compiled into this build of ferry: build it with `--features mssql` \
                  (connectorx's driver needs libclang-dev and libkrb5-dev)"
@@ -171,7 +143,7 @@ impl DatabaseSpec {
         // reads the same types with less client CPU: W1's 6M-row extract
         // takes 8.5-9.0 s against 9.4-10.2 s. A URL's own `cxprotocol` wins.
         let named = url::Url::parse(&self.url.0).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "cxprotocol"));
-        if self.kind == Kind::Postgres && !named {
+        if self.kind == DatabaseKind::Postgres && !named {
             conn.set_protocol("cursor");
         }
         Ok(conn)
@@ -192,7 +164,7 @@ impl DatabaseSpec {
             let quoted = self.kind.quote(c);
             let as_text = !copy && exact.and_then(|e| e.get(c)).is_some_and(|t| !read_exactly_by_connectorx(t));
             match (as_text, self.kind) {
-                (true, Kind::Mysql) => format!("CAST({quoted} AS CHAR) AS {quoted}"),
+                (true, DatabaseKind::Mysql) => format!("CAST({quoted} AS CHAR) AS {quoted}"),
                 (true, _) => format!("CAST({quoted} AS TEXT) AS {quoted}"),
                 (false, _) => quoted,
             }
@@ -240,19 +212,19 @@ impl DatabaseSpec {
         let Some((schema, table)) = self.schema_and_table() else { return Default::default() };
         let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
         let query = match self.kind {
-            Kind::Postgres => format!(
+            DatabaseKind::Postgres => format!(
                 "SELECT column_name::text, numeric_precision::int8, numeric_scale::int8 FROM information_schema.columns \
                  WHERE table_schema = {} AND table_name = {} AND data_type = 'numeric' AND numeric_precision IS NOT NULL",
                 schema.map_or_else(|| "current_schema()".to_owned(), literal),
                 literal(table)
             ),
-            Kind::Mysql => format!(
+            DatabaseKind::Mysql => format!(
                 "SELECT CAST(COLUMN_NAME AS CHAR), CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED) \
                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND DATA_TYPE = 'decimal'",
                 schema.map_or_else(|| "DATABASE()".to_owned(), literal),
                 literal(table)
             ),
-            Kind::Sqlite | Kind::Mssql => return Default::default(),
+            DatabaseKind::Sqlite | DatabaseKind::Mssql => return Default::default(),
         };
         let mut exact = std::collections::HashMap::new();
         for batch in self.catalog(&query).unwrap_or_default() {
@@ -313,8 +285,8 @@ impl DatabaseSpec {
         let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
         let in_schema = schema.map(|s| format!(" AND table_schema = {}", literal(s))).unwrap_or_default();
         let type_column = match self.kind {
-            Kind::Postgres => "udt_name",
-            Kind::Mysql => "data_type",
+            DatabaseKind::Postgres => "udt_name",
+            DatabaseKind::Mysql => "data_type",
             _ => return None,
         };
         let query = format!(
@@ -381,7 +353,7 @@ impl DatabaseSpec {
             })
             .ok()?
             .data;
-        let dialect = self.kind.dialect();
+        let dialect = unparser_dialect(self.kind);
         let sql = Unparser::new(dialect.as_ref()).expr_to_sql(&unqualified).ok()?;
         Some(sql.to_string())
     }
@@ -452,8 +424,8 @@ impl DatabaseSpec {
     /// needs nothing only connectorx does; connectorx otherwise.
     async fn reader(&self, native: SchemaRef) -> Result<Reader, ExtractError> {
         let connect = match self.kind {
-            Kind::Postgres => postgres::Connect::of_url(&self.url.0),
-            Kind::Mysql | Kind::Sqlite | Kind::Mssql => None,
+            DatabaseKind::Postgres => postgres::Connect::of_url(&self.url.0),
+            DatabaseKind::Mysql | DatabaseKind::Sqlite | DatabaseKind::Mssql => None,
         };
         let Some(connect) = connect else { return Ok(Reader::Connectorx) };
         let columns: Vec<String> = native.fields().iter().map(|f| f.name().clone()).collect();
@@ -678,7 +650,7 @@ impl TableProvider for DatabaseTable {
         // DataFusion passes a limit only when nothing filters above the
         // scan: each partition's query need not return more.
         let limit_clause = match (limit, self.spec.kind) {
-            (Some(n), Kind::Postgres | Kind::Mysql | Kind::Sqlite) => format!(" LIMIT {n}"),
+            (Some(n), DatabaseKind::Postgres | DatabaseKind::Mysql | DatabaseKind::Sqlite) => format!(" LIMIT {n}"),
             _ => String::new(),
         };
         let copy = matches!(reader, Reader::Copy { .. });

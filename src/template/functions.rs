@@ -13,8 +13,6 @@ use minijinja::value::{Kwargs, Object, Rest, Value};
 use minijinja::{Error, ErrorKind, State};
 use serde_json::{Map, Value as Json};
 
-use crate::project::config::merge_config;
-
 /// A `ref()` call: optional package and the model's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RefCall {
@@ -393,4 +391,43 @@ pub fn fromjson(text: String) -> Result<Value, Error> {
     serde_json::from_str::<Json>(&text)
         .map(|v| to_value(&v))
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("invalid JSON: {e}")))
+}
+/// Config keys whose values accumulate across levels instead of replacing.
+const MERGED_KEYS: &[&str] = &["tags", "meta", "grants", "pre-hook", "post-hook"];
+
+/// Sets one config key, accumulating `tags`/`meta`-like keys as dbt does.
+pub fn merge_config(config: &mut Map<String, Json>, key: &str, value: Json) {
+    let key = match key {
+        "pre_hook" => "pre-hook",
+        "post_hook" => "post-hook",
+        k => k,
+    };
+    if !MERGED_KEYS.contains(&key) {
+        config.insert(key.to_owned(), value);
+        return;
+    }
+    match (config.get_mut(key), value) {
+        (Some(Json::Object(old)), Json::Object(new)) => old.extend(new),
+        (Some(old), new) if key != "meta" && key != "grants" => {
+            let mut list = as_list(old.take());
+            for item in as_list(new) {
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            }
+            *old = Json::Array(list);
+        }
+        (_, new) => {
+            let new = if key == "tags" { Json::Array(as_list(new)) } else { new };
+            config.insert(key.to_owned(), new);
+        }
+    }
+}
+
+fn as_list(v: Json) -> Vec<Json> {
+    match v {
+        Json::Array(items) => items,
+        Json::Null => Vec::new(),
+        other => vec![other],
+    }
 }

@@ -19,6 +19,7 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 use serde_json::{Map, Value as Json};
 
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+pub use functions::merge_config;
 use functions::{Capture, RefCall, Resolver, TemplateFailure};
 
 /// What every template sees, fixed for one invocation.

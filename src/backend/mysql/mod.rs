@@ -24,8 +24,8 @@ use mysql_async::{Conn, OptsBuilder, Value};
 
 use super::quote;
 use crate::backend::preflight::{self, Family, TargetColumn};
+use crate::backend::profiles::ServerTarget;
 use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
-use crate::project::profiles::ServerTarget;
 use crate::values::cells::{self, Cell};
 use crate::values::{LoadMode, TableName};
 

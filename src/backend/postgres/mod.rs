@@ -25,8 +25,8 @@ use tokio_postgres::{Client, Transaction};
 
 use super::quote;
 use crate::backend::preflight::{self, Family, TargetColumn};
+use crate::backend::profiles::ServerTarget;
 use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
-use crate::project::profiles::ServerTarget;
 use crate::values::{LoadMode, TableName, cells};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).

@@ -1,4 +1,7 @@
-//! Targets from dbt-format `profiles.yml` files: where data is loaded.
+//! Targets from dbt-format `profiles.yml` files: where data is loaded, and
+//! the connections database sources name. What each database's output
+//! takes (a file for SQLite; host, port, user and TLS for a server) is
+//! checked here, beside the backends that connect with it.
 //!
 //! Values may use `{{ env_var('NAME') }}` so secrets stay out of files.
 //! Passwords are held as [`Secret`], which never prints. With no profiles
@@ -10,8 +13,9 @@ use std::sync::Arc;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use super::yaml::{self, Node, Value};
+use super::DatabaseKind;
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
+use crate::project::yaml::{self, Node, Value};
 
 /// A value that must never be shown: `Debug` and `Display` print `****`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -112,13 +116,13 @@ impl ServerTarget {
     }
 }
 
-/// What kind of database a target is, with its settings.
+/// Where a target's database is: a file ferry opens in-process (SQLite),
+/// or a server it connects to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum TargetKind {
-    Sqlite { path: Utf8PathBuf, schema: String },
-    Postgres(ServerTarget),
-    Mysql(ServerTarget),
+#[serde(untagged)]
+pub enum Address {
+    File { path: Utf8PathBuf, schema: String },
+    Server(ServerTarget),
 }
 
 /// One resolved output of a profile.
@@ -129,8 +133,16 @@ pub struct Target {
     /// The profile it came from, or `None` for the embedded default.
     pub profile: Option<String>,
     pub threads: Option<usize>,
+    /// Which database; its [`Address`] is a file for SQLite and a server
+    /// for the others.
+    #[serde(rename = "type", serialize_with = "serialize_kind")]
+    pub kind: DatabaseKind,
     #[serde(flatten)]
-    pub kind: TargetKind,
+    pub address: Address,
+}
+
+fn serialize_kind<S: serde::Serializer>(kind: &DatabaseKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.type_name())
 }
 
 impl Target {
@@ -140,24 +152,29 @@ impl Target {
             name: "default".to_owned(),
             profile: None,
             threads: None,
-            kind: TargetKind::Sqlite { path: project_dir.join(".ferry/ferry.db"), schema: "main".to_owned() },
+            kind: DatabaseKind::Sqlite,
+            address: Address::File { path: project_dir.join(".ferry/ferry.db"), schema: "main".to_owned() },
         }
     }
 
     /// `sqlite`, `postgres` or `mysql`.
     pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            TargetKind::Sqlite { .. } => "sqlite",
-            TargetKind::Postgres(_) => "postgres",
-            TargetKind::Mysql(_) => "mysql",
+        self.kind.type_name()
+    }
+
+    /// The server's settings, for a target that is not a file.
+    pub fn server(&self) -> Option<&ServerTarget> {
+        match &self.address {
+            Address::Server(s) => Some(s),
+            Address::File { .. } => None,
         }
     }
 
     /// The schema models load into.
     pub fn schema(&self) -> &str {
-        match &self.kind {
-            TargetKind::Sqlite { schema, .. } => schema,
-            TargetKind::Postgres(s) | TargetKind::Mysql(s) => &s.schema,
+        match &self.address {
+            Address::File { schema, .. } => schema,
+            Address::Server(s) => &s.schema,
         }
     }
 
@@ -179,18 +196,18 @@ impl Target {
             }
             Ok(u.to_string())
         };
-        match &self.kind {
-            TargetKind::Sqlite { path, .. } => Ok(format!("sqlite://{path}")),
-            TargetKind::Postgres(s) => server("postgresql", s),
-            TargetKind::Mysql(s) => server("mysql", s),
+        match (&self.address, self.kind) {
+            (Address::File { path, .. }, _) => Ok(format!("sqlite://{path}")),
+            (Address::Server(s), DatabaseKind::Mysql) => server("mysql", s),
+            (Address::Server(s), _) => server("postgresql", s),
         }
     }
 
     /// The database name (file stem for SQLite).
     pub fn database(&self) -> &str {
-        match &self.kind {
-            TargetKind::Sqlite { path, .. } => path.file_stem().unwrap_or("main"),
-            TargetKind::Postgres(s) | TargetKind::Mysql(s) => &s.dbname,
+        match &self.address {
+            Address::File { path, .. } => path.file_stem().unwrap_or("main"),
+            Address::Server(s) => &s.dbname,
         }
     }
 }
@@ -327,7 +344,7 @@ fn parse_output(
 ) -> Result<Target, Box<Diagnostic>> {
     for (key, _) in node.entries() {
         if !FIELDS.contains(&key.name.as_str()) {
-            warnings.push(super::config::unknown_key(file, key, FIELDS, "profile field"));
+            warnings.push(crate::project::config::unknown_key(file, key, FIELDS, "profile field"));
         }
     }
     let field = |names: &[&str]| -> Result<Option<(String, &Node)>, Box<Diagnostic>> {
@@ -404,9 +421,9 @@ fn parse_output(
             local_infile,
         })
     };
-    let kind = match kind_name.as_str() {
-        "postgres" | "postgresql" => TargetKind::Postgres(server(5432)?),
-        "mysql" | "mariadb" => TargetKind::Mysql(server(3306)?),
+    let (kind, address) = match kind_name.as_str() {
+        "postgres" | "postgresql" => (DatabaseKind::Postgres, Address::Server(server(5432)?)),
+        "mysql" | "mariadb" => (DatabaseKind::Mysql, Address::Server(server(3306)?)),
         "sqlite" => {
             let path = match field(&["path"])? {
                 Some((p, _)) => p,
@@ -417,7 +434,8 @@ fn parse_output(
             };
             let path = Utf8PathBuf::from(path);
             let path = if path.is_absolute() { path } else { project_dir.join(path) };
-            TargetKind::Sqlite { path, schema: field(&["schema"])?.map_or_else(|| "main".to_owned(), |(s, _)| s) }
+            let schema = field(&["schema"])?.map_or_else(|| "main".to_owned(), |(s, _)| s);
+            (DatabaseKind::Sqlite, Address::File { path, schema })
         }
         other => {
             let mut diag = Diagnostic::error(Code::Profile, format!("unsupported target type `{other}`"))
@@ -429,7 +447,7 @@ fn parse_output(
             return Err(Box::new(diag));
         }
     };
-    Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind })
+    Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind, address })
 }
 
 /// `sslmode` and its files as connectorx's URL parameters. Its PostgreSQL
@@ -538,7 +556,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let TargetKind::Postgres(s) = &t.kind else { panic!("not postgres: {t:?}") };
+        let (DatabaseKind::Postgres, Address::Server(s)) = (t.kind, &t.address) else { panic!("not postgres: {t:?}") };
         assert_eq!(s.password.expose(), "hunter2");
         assert_eq!(s.port, 5433);
         assert_eq!(t.schema(), "analytics");
@@ -575,6 +593,7 @@ mod tests {
         let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
         let t = resolve_target(std::slice::from_ref(&dir), "shop", None, &dir, &mut Vec::new()).unwrap();
         assert_eq!(t.type_name(), "sqlite");
-        assert_eq!(t.kind, TargetKind::Sqlite { path: dir.join(".ferry/ferry.db"), schema: "main".into() });
+        assert_eq!(t.kind, DatabaseKind::Sqlite);
+        assert_eq!(t.address, Address::File { path: dir.join(".ferry/ferry.db"), schema: "main".into() });
     }
 }
