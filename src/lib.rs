@@ -8,7 +8,6 @@
 //! (into the target, through `backend`), with `diagnostic` for everything a
 //! user must be told and `commands` composing the stages.
 
-pub mod artifacts;
 pub mod backend;
 pub mod cli;
 pub mod commands;

@@ -43,6 +43,11 @@ impl Settings {
     pub fn path(&self, rel: impl AsRef<Utf8Path>) -> Utf8PathBuf {
         self.root.join(rel)
     }
+
+    /// The project's `.ferry/` directory.
+    pub fn layout(&self) -> crate::state::Layout {
+        crate::state::Layout::new(self.root.clone())
+    }
 }
 
 /// Parses `--vars` as a YAML (or JSON) mapping.

@@ -10,7 +10,6 @@ use camino::Utf8PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::artifacts;
 use crate::cli::SelectArgs;
 use crate::engine::plan::{self, PlanOutcome, compiled_path};
 use crate::engine::{Engine, EngineOptions};
@@ -18,6 +17,7 @@ use crate::error::ExitStatus;
 use crate::manifest::{Manifest, Materialization, Resource};
 use crate::printer::Printer;
 use crate::settings::Settings;
+use crate::state::files as artifacts;
 
 pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Printer) -> Result<ExitStatus> {
     let started = Instant::now();

@@ -7,7 +7,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use super::execute::RUNS_DIR;
+const RUNS_DIR: &str = ".ferry/runs";
 use crate::cli::ErrorsArgs;
 use crate::error::ExitStatus;
 use crate::printer::Printer;

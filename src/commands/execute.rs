@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tracing::Instrument as _;
 
 use super::compile::{write_compiled, write_manifest};
-use crate::artifacts;
 use crate::cli::RunArgs;
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::{Code, Diagnostic};
@@ -23,10 +22,12 @@ use crate::error::ExitStatus;
 use crate::manifest::{Manifest, Materialization, Resource};
 use crate::printer::{Printer, Progress};
 use crate::settings::Settings;
-use crate::stage::{self, STAGE_DIR, StageOptions};
-use crate::state::run_results::{LoadResult, NodeResult, RunResults, Status};
+use crate::stage::{self, StageOptions};
+use crate::state::Ledger;
+use crate::state::run_results::{
+    AdapterResponse, LoadRecord, LoadResult, NodeResult, ReconcileVerdict, RunResults, StageRef, Status, Timing,
+};
 use crate::validate::data_test::{self, TestError};
-use crate::validate::quarantine::Ledger;
 use crate::validate::{TestOutcome, Verdict};
 
 /// Which command is running.
@@ -77,7 +78,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     diags.extend(outcome.diagnostics.iter().cloned());
     let planning_failed = super::report(printer, &diags);
 
-    let stage_root = settings.path(STAGE_DIR);
+    let stage_root = settings.layout().stage_root();
     stage::sweep_leftovers(&stage_root);
     let order: Vec<usize> = manifest.order.iter().copied().filter(|i| wanted.contains(i)).collect();
     let runnable: Vec<usize> =
@@ -197,7 +198,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
         .await;
         for (i, r) in &done.reports {
             if let Some(node) = report.results.get_mut(i) {
-                node.reconcile = Some(r.status);
+                node.reconcile = Some(verdict(r.status));
             }
         }
         Some(done)
@@ -205,9 +206,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
         None
     };
     let results = report.finish(&manifest, which, started, interrupted || loads.interrupted);
-    let path = settings.path(".ferry/run_results.json");
-    artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&results)?, true)
-        .with_context(|| format!("failed to write `{path}`"))?;
+    results.0.write(&settings.layout())?;
     write_manifest(settings, &manifest, &outcome)?;
     let status = summarize(&results, which, printer, interrupted, planning_failed)?;
     match reconciled {
@@ -220,7 +219,7 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     }
 }
 
-pub(crate) use crate::artifacts::RUNS_DIR;
+const RUNS_DIR: &str = ".ferry/runs";
 
 /// What running a test needs.
 struct TestContext {
@@ -461,7 +460,7 @@ impl<'a> Report<'a> {
             Some(Materialized::Staged(t)) => Some(t.clone()),
             _ => None,
         };
-        let mut result = NodeResult::new(node, status, kind, secs, rows, message, started_at, staged.as_ref());
+        let mut result = node_result(node, status, kind, secs, rows, message, started_at, staged.as_ref());
         result.ledger = ledger;
         self.results.insert(i, result);
     }
@@ -485,7 +484,7 @@ impl<'a> Report<'a> {
             Verdict::Pass => None,
             _ => Some(format!("Got {} result{}", t.failures, if t.failures == 1 { "" } else { "s" })),
         };
-        let mut result = NodeResult::new(node, status, "test", secs, None, message, Some(started_at), None);
+        let mut result = node_result(node, status, "test", secs, None, message, Some(started_at), None);
         result.failures = Some(t.failures);
         self.results.insert(i, result);
     }
@@ -494,17 +493,35 @@ impl<'a> Report<'a> {
         for (i, result) in &loads.results {
             let Some(node) = self.results.get_mut(i) else { continue };
             node.load = Some(match result {
-                Ok(report) => LoadResult { status: Status::Success, report: Some(report.clone()), message: None },
+                Ok(report) => LoadResult { status: Status::Success, report: Some(load_record(report)), message: None },
                 Err(message) => LoadResult { status: Status::Error, report: None, message: Some(message.clone()) },
             });
         }
         self.diagnostics.extend(loads.diagnostics.iter().cloned());
     }
 
-    fn finish(self, manifest: &Manifest, which: Which, started: Instant, interrupted: bool) -> RunResults {
+    fn finish(
+        self,
+        manifest: &Manifest,
+        which: Which,
+        started: Instant,
+        interrupted: bool,
+    ) -> (RunResults, Vec<Diagnostic>) {
         let mut results: Vec<NodeResult> = self.results.into_values().collect();
         results.sort_by(|a, b| a.unique_id.cmp(&b.unique_id));
-        RunResults::new(manifest, which.name(), results, started.elapsed().as_secs_f64(), interrupted, self.diagnostics)
+        (
+            RunResults {
+                metadata: crate::state::run_results::Metadata {
+                    ferry_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    generated_at: chrono::Utc::now().to_rfc3339(),
+                    invocation_id: manifest.globals.invocation_id.clone(),
+                },
+                results,
+                elapsed_time: started.elapsed().as_secs_f64(),
+                args: crate::state::run_results::Args { which: which.name().to_owned(), interrupted },
+            },
+            self.diagnostics,
+        )
     }
 }
 
@@ -542,13 +559,13 @@ pub(crate) fn group(n: u64) -> String {
 }
 
 fn summarize(
-    results: &RunResults,
+    (results, diagnostics): &(RunResults, Vec<Diagnostic>),
     which: Which,
     printer: &Printer,
     interrupted: bool,
     planning_failed: bool,
 ) -> Result<ExitStatus> {
-    super::report(printer, &results.diagnostics);
+    super::report(printer, diagnostics);
     let count = |s: Status| results.results.iter().filter(|r| r.status == s).count();
     let (ok, skipped) = (count(Status::Success), count(Status::Skipped));
     let failed = results.results.iter().filter(|r| r.status.is_failure()).count();
@@ -565,7 +582,7 @@ fn summarize(
         }
         format!("; tests: {}", parts.join(", "))
     };
-    let loaded: Vec<&crate::backend::LoadReport> =
+    let loaded: Vec<&crate::state::run_results::LoadRecord> =
         results.results.iter().filter_map(|r| r.load.as_ref()).filter_map(|l| l.report.as_ref()).collect();
     let load_failed =
         results.results.iter().filter_map(|r| r.load.as_ref()).filter(|l| l.status == Status::Error).count();
@@ -638,5 +655,63 @@ fn summarize(
             ok + passed + warned
         ));
         Ok(ExitStatus::Failure)
+    }
+}
+
+fn verdict(s: crate::reconcile::Status) -> ReconcileVerdict {
+    match s {
+        crate::reconcile::Status::Pass => ReconcileVerdict::Pass,
+        crate::reconcile::Status::Fail => ReconcileVerdict::Fail,
+        crate::reconcile::Status::Skipped => ReconcileVerdict::Skipped,
+        crate::reconcile::Status::Error => ReconcileVerdict::Error,
+    }
+}
+
+fn load_record(r: &crate::backend::LoadReport) -> LoadRecord {
+    LoadRecord {
+        table: r.table.clone(),
+        mode: r.mode.to_owned(),
+        rows: r.rows,
+        strategy: r.strategy.clone(),
+        seconds: r.seconds,
+        notes: r.notes.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn node_result(
+    node: &crate::manifest::Node,
+    status: Status,
+    materialized: &'static str,
+    secs: f64,
+    rows: Option<u64>,
+    message: Option<String>,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    staged: Option<&crate::stage::StagedTable>,
+) -> NodeResult {
+    let timing = started_at
+        .map(|t0| {
+            let t1 = t0 + chrono::Duration::microseconds((secs * 1e6) as i64);
+            vec![Timing { name: "execute".into(), started_at: t0.to_rfc3339(), completed_at: t1.to_rfc3339() }]
+        })
+        .unwrap_or_default();
+    NodeResult {
+        unique_id: node.unique_id.clone(),
+        status,
+        materialized: materialized.to_owned(),
+        timing,
+        execution_time: secs,
+        rows,
+        adapter_response: AdapterResponse { rows_affected: rows },
+        message,
+        failures: None,
+        ledger: None,
+        stage: staged.map(|s| StageRef {
+            path: s.dir.to_string(),
+            files: s.manifest.files.len(),
+            checksum: s.manifest.checksum.clone(),
+        }),
+        load: None,
+        reconcile: None,
     }
 }

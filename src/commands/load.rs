@@ -19,7 +19,6 @@ use crate::load;
 use crate::manifest::Manifest;
 use crate::printer::Printer;
 use crate::settings::Settings;
-use crate::stage::STAGE_DIR;
 
 /// What loading a set of nodes did, per node.
 #[derive(Default)]
@@ -140,7 +139,7 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
     let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
         return Ok(ExitStatus::Failure);
     };
-    let stage_root = settings.path(STAGE_DIR);
+    let stage_root = settings.layout().stage_root();
     let loadable = load::loadable(manifest, selected);
     if loadable.is_empty() {
         printer.status("nothing to load: no selected table model or seed has a stage to load");

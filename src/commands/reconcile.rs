@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 use serde_json::Value as Json;
 
-use super::execute::{RUNS_DIR, group};
+use super::execute::group;
 use crate::backend::Connection;
 use crate::backend::LoadJob;
 use crate::backend::checksum::SideChoice;
@@ -24,8 +24,8 @@ use crate::manifest::{Manifest, Resource};
 use crate::printer::Printer;
 use crate::reconcile::{self as rec, Config, ModelReport, Status};
 use crate::settings::Settings;
-use crate::stage::{STAGE_DIR, StageOptions};
-use crate::validate::quarantine::Ledger;
+use crate::stage::StageOptions;
+use crate::state::Ledger;
 use crate::values::{LoadMode, TableName};
 
 /// What reconciling a set of nodes found.
@@ -60,9 +60,9 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
         return Ok(ExitStatus::Success);
     }
     let ledgers = ledgers_of_last_run(settings, manifest);
-    let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
+    let shown = settings.layout().run(&manifest.globals.invocation_id).shown;
     let side = args.side.as_deref().and_then(SideChoice::parse);
-    let stage_root = settings.path(STAGE_DIR);
+    let stage_root = settings.layout().stage_root();
     let done = reconcile_nodes(&session.target, manifest, &loaded, &stage_root, &ledgers, side, printer).await;
     finish(&done, (&settings.path(&shown), &shown), printer, started)
 }
@@ -154,7 +154,7 @@ async fn reconcile_source(
     };
     let report = rec::reconcile_table(&mut conn, &job, (&config, rec::Reference::Source), None).await;
     print_report(&mut done, (1, 1), (i, &job), report, printer);
-    let shown = Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id);
+    let shown = settings.layout().run(&manifest.globals.invocation_id).shown;
     finish(&done, (&settings.path(&shown), &shown), printer, started)
 }
 
@@ -214,7 +214,7 @@ pub(crate) fn finish(
     let path = run_dir.join("reconcile.json");
     let shown = shown.join("reconcile.json");
     let reports: Vec<&ModelReport> = done.reports.values().collect();
-    crate::artifacts::write_atomic(&path, &serde_json::to_vec_pretty(&reports)?, true)
+    crate::state::files::write_atomic(&path, &serde_json::to_vec_pretty(&reports)?, true)
         .with_context(|| format!("failed to write `{path}`"))?;
     if printer.is_json() {
         for r in &reports {
@@ -250,7 +250,7 @@ pub(crate) fn ledgers_of_last_run(settings: &Settings, manifest: &Manifest) -> H
             continue;
         };
         let Ok(ledger) = serde_json::from_value::<Ledger>(r["ledger"].clone()) else { continue };
-        let stage = crate::stage::read_manifest(&settings.path(STAGE_DIR).join(&manifest.nodes[i].name));
+        let stage = crate::stage::read_manifest(&settings.layout().stage_root().join(&manifest.nodes[i].name));
         if stage.is_ok_and(|s| Some(s.checksum.as_str()) == r["stage"]["checksum"].as_str()) {
             out.insert(i, ledger);
         }

@@ -59,7 +59,7 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         printer.error_summary(&format!("`{name}` cannot be shown: its parents failed to compile"));
         return Ok(ExitStatus::Failure);
     }
-    execute::read_parents_lazily(&engine, manifest, &parents, &settings.path(crate::stage::STAGE_DIR)).await;
+    execute::read_parents_lazily(&engine, manifest, &parents, &settings.layout().stage_root()).await;
     let batches = match preview(&engine, &sql, args.limit).await {
         Ok(b) => b,
         Err(e) => {

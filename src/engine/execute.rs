@@ -20,8 +20,9 @@ use super::{diagnose, sources};
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
 use crate::manifest::{Manifest, Materialization, Node, Resource};
 use crate::stage::{self, StageError, StageOptions, StagedTable};
+use crate::state::Ledger;
 use crate::template::functions::quote_ident;
-use crate::validate::quarantine::{Ledger, Splitter, Threshold, ThresholdExceeded};
+use crate::validate::quarantine::{Splitter, Threshold, ThresholdExceeded};
 use crate::validate::rules;
 
 /// What a run needs besides the engine and the manifest.

@@ -9,4 +9,4 @@ pub mod plan;
 pub mod session;
 pub(crate) mod sources;
 
-pub use session::{CsvSettings, Engine, EngineOptions};
+pub use session::{Engine, EngineOptions};

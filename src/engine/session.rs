@@ -22,6 +22,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
 use std::num::NonZeroUsize;
 
+use crate::source::CsvSettings;
+
 /// Logs the physical plan (`-v`), inside the running node's span: which
 /// columns and filters reach each reader, and where rows are exchanged.
 fn log_plan(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) {
@@ -348,23 +350,6 @@ pub struct FileSource {
     /// Suffix that files must end in to be read (`.csv`, `.csv.gz`).
     pub extension: String,
     pub csv: CsvSettings,
-}
-
-/// CSV dialect.
-#[derive(Debug, Clone)]
-pub struct CsvSettings {
-    pub delimiter: u8,
-    pub quote: u8,
-    pub escape: Option<u8>,
-    pub header: bool,
-    /// Values read as NULL (a regex over the whole field).
-    pub null_regex: Option<String>,
-}
-
-impl Default for CsvSettings {
-    fn default() -> Self {
-        CsvSettings { delimiter: b',', quote: b'"', escape: None, header: true, null_regex: None }
-    }
 }
 
 impl FileSource {

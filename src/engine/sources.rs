@@ -11,12 +11,13 @@ use datafusion::error::DataFusionError;
 use serde_json::Value as Json;
 
 use super::plan::Planned;
-use super::session::{CsvSettings, Engine, FileFormat, FileSource};
-use crate::artifacts::RUNS_DIR;
+use super::session::{Engine, FileFormat, FileSource};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::manifest::{Manifest, Node, Resource};
 use crate::project::nodes::SourceTable;
 use crate::source;
+use crate::source::CsvSettings;
+use crate::state::Layout;
 use crate::template::functions::quote_ident;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
@@ -66,8 +67,7 @@ pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &So
         compression,
         run: (
             manifest.globals.invocation_id.as_str(),
-            manifest.root.join(RUNS_DIR).join(&manifest.globals.invocation_id),
-            Utf8Path::new(RUNS_DIR).join(&manifest.globals.invocation_id),
+            Layout::new(manifest.root.clone()).run(&manifest.globals.invocation_id),
             matches!(manifest.globals.which.as_str(), "run" | "build"),
         ),
         url_first_byte,

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::diagnostic::SourceFile;
 
 /// A column as documented in a schema file.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ColumnSpec {
     pub name: String,
     pub description: String,

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::backend::checksum::{Answer, FetchedRow, Profile, SegmentSums, Spec, profile_rows};
 use crate::backend::{BackendError, Connection, LoadJob};
-use crate::validate::quarantine::Ledger;
+use crate::state::Ledger;
 use crate::values::LoadMode;
 
 /// Reconciles `job`'s table with its stage (or, [`Reference::Source`], with

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 
 use crate::backend::LoadJob;
 use crate::backend::checksum::{FetchedRow, Group, Measure, Profile, SegmentSums, SideChoice, Spec, SpecColumn};
-use crate::validate::quarantine::Ledger;
+use crate::state::Ledger;
 use crate::values::{Family, LoadMode};
 use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;

@@ -15,9 +15,9 @@ use datafusion::arrow::csv::reader::Format;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
+use super::CsvSettings;
 use super::columns::BATCH_ROWS;
 use super::{At, DataFile, Problem, ReadError, Spec};
-use crate::engine::CsvSettings;
 
 /// Records read to infer the schema (as DataFusion's reader does).
 const INFER_RECORDS: usize = 1000;

@@ -35,8 +35,8 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::streaming::PartitionStream;
 use serde_json::Value as Json;
 
-use crate::engine::CsvSettings;
 use crate::project::nodes::ColumnSpec;
+use crate::state::RunDir;
 pub use text::TextOptions;
 
 /// A source table's reader keys that cannot work.
@@ -190,6 +190,23 @@ pub struct Spec {
     downloaded: Option<tempfile::TempDir>,
 }
 
+/// CSV dialect.
+#[derive(Debug, Clone)]
+pub struct CsvSettings {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub header: bool,
+    /// Values read as NULL (a regex over the whole field).
+    pub null_regex: Option<String>,
+}
+
+impl Default for CsvSettings {
+    fn default() -> Self {
+        CsvSettings { delimiter: b',', quote: b'"', escape: None, header: true, null_regex: None }
+    }
+}
+
 #[derive(Debug)]
 pub enum Format {
     Csv(CsvSettings),
@@ -225,9 +242,9 @@ pub struct Request<'a> {
     pub columns: &'a [ColumnSpec],
     pub csv: &'a CsvSettings,
     pub compression: FileCompressionType,
-    /// This run's id, its directory, that directory as shown, and whether
-    /// the command keeps run artifacts there.
-    pub run: (&'a str, Utf8PathBuf, Utf8PathBuf, bool),
+    /// This run's id, its directory, and whether the command keeps run
+    /// artifacts there.
+    pub run: (&'a str, RunDir, bool),
     /// For JSON at a URL, the object's first byte that is not whitespace
     /// (see [`first_significant_byte`]), which tells an array from
     /// newline-delimited JSON; local files are read for it here.
@@ -276,14 +293,8 @@ impl Spec {
             return Ok(None);
         };
         let quarantine = quarantine.then(|| {
-            let (run_id, dir, shown, persist) = &r.run;
-            quarantine::Quarantine::new(
-                format!("source.{}", r.table),
-                (*run_id).to_owned(),
-                dir.clone(),
-                shown.clone(),
-                *persist,
-            )
+            let (run_id, dir, persist) = &r.run;
+            quarantine::Quarantine::new(format!("source.{}", r.table), (*run_id).to_owned(), dir.clone(), *persist)
         });
         if r.path.contains("://") {
             return Err(SpecError::NotLocal(format.name()));

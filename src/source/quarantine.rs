@@ -14,7 +14,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::At;
-use crate::validate::quarantine::log_schema;
+use crate::state::{RunDir, error_log};
 
 /// One record set aside.
 #[derive(Debug, Clone)]
@@ -34,9 +34,8 @@ pub struct Quarantine {
     /// `source.legacy.customers`: the name in file names and the log.
     pub name: String,
     run_id: String,
-    dir: Utf8PathBuf,
-    /// `.ferry/runs/<id>` as shown to the user.
-    shown: Utf8PathBuf,
+    /// `.ferry/runs/<id>`.
+    dir: RunDir,
     /// Whether this command keeps run artifacts (`run` and `build` do;
     /// `show` previews, and sets records aside without a trace).
     persist: bool,
@@ -44,8 +43,8 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    pub fn new(name: String, run_id: String, dir: Utf8PathBuf, shown: Utf8PathBuf, persist: bool) -> Arc<Self> {
-        Arc::new(Quarantine { name, run_id, dir, shown, persist, entries: Mutex::new(Vec::new()) })
+    pub fn new(name: String, run_id: String, dir: RunDir, persist: bool) -> Arc<Self> {
+        Arc::new(Quarantine { name, run_id, dir, persist, entries: Mutex::new(Vec::new()) })
     }
 
     pub fn add(&self, entry: Entry) {
@@ -66,10 +65,10 @@ impl Quarantine {
             (&a.at.path, a.at.sheet.as_ref(), a.at.line).cmp(&(&b.at.path, b.at.sheet.as_ref(), b.at.line))
         });
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let write = |rel: String, batch: &RecordBatch, parquet: bool| -> std::io::Result<()> {
-            let path = self.dir.join(&rel);
+        let write = |rel: Utf8PathBuf, batch: &RecordBatch, parquet: bool| -> std::io::Result<()> {
+            let path = self.dir.path.join(&rel);
             fs_err::create_dir_all(path.parent().expect("a parent"))?;
-            let tmp = self.dir.join(format!("{rel}.{unique}.tmp"));
+            let tmp = self.dir.path.join(format!("{rel}.{unique}.tmp"));
             let file = fs_err::File::create(&tmp)?.into_parts().0;
             let other = |e: &dyn std::fmt::Display| std::io::Error::other(format!("{tmp}: {e}"));
             if parquet {
@@ -84,14 +83,14 @@ impl Quarantine {
             fs_err::rename(&tmp, &path)
         };
         let (records, log) = self.batches(&entries).map_err(|e| std::io::Error::other(e.to_string()))?;
-        write(format!("quarantine/{}.csv", self.name), &records, false)?;
-        write(format!("errors/{}.parquet", self.name), &log, true)?;
-        write(format!("errors/{}.csv", self.name), &log, false)?;
+        write(error_log::quarantine_file(&self.name, "csv"), &records, false)?;
+        write(error_log::log_file(&self.name, "parquet"), &log, true)?;
+        write(error_log::log_file(&self.name, "csv"), &log, false)?;
         tracing::warn!(
             "`{}`: {} record(s) quarantined to `{}`",
             self.name,
             entries.len(),
-            self.shown.join(format!("quarantine/{}.csv", self.name))
+            self.dir.shown.join(error_log::quarantine_file(&self.name, "csv"))
         );
         Ok(())
     }
@@ -101,7 +100,8 @@ impl Quarantine {
         let mut line = StringBuilder::new();
         let mut problem = StringBuilder::new();
         let mut raw = StringBuilder::new();
-        let mut log: Vec<StringBuilder> = (0..log_schema().fields().len()).map(|_| StringBuilder::new()).collect();
+        let mut log: Vec<StringBuilder> =
+            (0..error_log::schema().fields().len()).map(|_| StringBuilder::new()).collect();
         for e in entries {
             let place = e.at.to_string();
             file.append_value(e.at.path.as_str());
@@ -137,6 +137,6 @@ impl Quarantine {
             vec![Arc::new(file.finish()), Arc::new(line.finish()), Arc::new(problem.finish()), Arc::new(raw.finish())];
         let records = RecordBatch::try_new(schema, columns)?;
         let log: Vec<ArrayRef> = log.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef).collect();
-        Ok((records, RecordBatch::try_new(log_schema(), log)?))
+        Ok((records, RecordBatch::try_new(error_log::schema(), log)?))
     }
 }

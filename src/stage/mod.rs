@@ -24,8 +24,6 @@ use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-/// The stage directory, relative to the project root.
-pub const STAGE_DIR: &str = ".ferry/stage";
 /// The manifest inside each staged model's directory.
 pub const MANIFEST_FILE: &str = "_ferry_stage.json";
 
@@ -103,11 +101,6 @@ impl Default for StageOptions {
     fn default() -> Self {
         StageOptions { max_rows_per_file: 4_000_000, rows_written: None }
     }
-}
-
-/// Where a model's stage lives.
-pub fn stage_dir(project_root: &Utf8Path, model: &str) -> Utf8PathBuf {
-    project_root.join(STAGE_DIR).join(model)
 }
 
 /// Streams `partitions` into Parquet, one writer per partition running
@@ -410,7 +403,7 @@ mod tests {
     }
 
     fn leftovers(root: &Utf8Path) -> Vec<String> {
-        let mut names: Vec<String> = fs_err::read_dir(root.join(STAGE_DIR))
+        let mut names: Vec<String> = fs_err::read_dir(root.join(".ferry/stage"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -423,7 +416,7 @@ mod tests {
         let (_guard, root) = root();
         let options = StageOptions { max_rows_per_file: 250, ..StageOptions::default() };
         let staged = write_stage(
-            &root.join(STAGE_DIR),
+            &root.join(".ferry/stage"),
             "orders",
             vec![stream(vec![Ok(batch(0, 400)), Ok(batch(400, 200))])],
             options,
@@ -451,16 +444,19 @@ mod tests {
     #[tokio::test]
     async fn same_rows_give_the_same_checksum_and_a_new_stage_replaces_the_old() {
         let (_guard, root) = root();
-        let a = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
-            .await
-            .unwrap();
-        let b = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
-            .await
-            .unwrap();
+        let a =
+            write_stage(&root.join(".ferry/stage"), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+                .await
+                .unwrap();
+        let b =
+            write_stage(&root.join(".ferry/stage"), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+                .await
+                .unwrap();
         assert_eq!(a.manifest.checksum, b.manifest.checksum);
-        let c = write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(5, 10))])], StageOptions::default())
-            .await
-            .unwrap();
+        let c =
+            write_stage(&root.join(".ferry/stage"), "m", vec![stream(vec![Ok(batch(5, 10))])], StageOptions::default())
+                .await
+                .unwrap();
         assert_ne!(c.manifest.checksum, a.manifest.checksum);
         assert_eq!(leftovers(&root), vec!["m"], "no temporary or old directories remain");
     }
@@ -469,11 +465,12 @@ mod tests {
     async fn a_failure_mid_stream_keeps_the_previous_stage() {
         let (_guard, root) = root();
         let good =
-            write_stage(&root.join(STAGE_DIR), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
+            write_stage(&root.join(".ferry/stage"), "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default())
                 .await
                 .unwrap();
         let failing = stream(vec![Ok(batch(0, 50)), Err(DataFusionError::Execution("boom".into()))]);
-        let err = write_stage(&root.join(STAGE_DIR), "m", vec![failing], StageOptions::default()).await.unwrap_err();
+        let err =
+            write_stage(&root.join(".ferry/stage"), "m", vec![failing], StageOptions::default()).await.unwrap_err();
         assert!(matches!(err, StageError::Execute { .. }), "{err}");
         assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
         assert_eq!(leftovers(&root), vec!["m"]);
@@ -482,10 +479,14 @@ mod tests {
     #[tokio::test]
     async fn empty_results_keep_their_schema_and_tampering_is_caught() {
         let (_guard, root) = root();
-        let staged =
-            write_stage(&root.join(STAGE_DIR), "empty", vec![stream(vec![]), stream(vec![])], StageOptions::default())
-                .await
-                .unwrap();
+        let staged = write_stage(
+            &root.join(".ferry/stage"),
+            "empty",
+            vec![stream(vec![]), stream(vec![])],
+            StageOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(staged.manifest.row_count, 0);
         assert_eq!(staged.manifest.files.len(), 1);
         fs_err::write(staged.dir.join(&staged.manifest.files[0].name), b"half").unwrap();
@@ -500,7 +501,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_write_leaves_the_previous_stage() {
         let (_guard, root) = root();
-        let parent = root.join(STAGE_DIR);
+        let parent = root.join(".ferry/stage");
         let good =
             write_stage(&parent, "m", vec![stream(vec![Ok(batch(0, 10))])], StageOptions::default()).await.unwrap();
         let endless = futures::stream::iter(vec![Ok(batch(0, 100))]).chain(futures::stream::pending());

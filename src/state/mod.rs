@@ -1,5 +1,19 @@
-//! What a run leaves behind for the next one and for people: today
-//! `.ferry/run_results.json`; run history and watermarks come with
-//! incremental models.
+//! What ferry keeps under `.ferry/` for the next command and for people,
+//! and the one owner of that directory's layout ([`Layout`]): the last
+//! run's results ([`run_results`]), the last compile's nodes
+//! ([`manifest_file`]), the row ledger ([`Ledger`]) and the error log's
+//! format ([`error_log`]). Run history and watermarks belong here too.
+//!
+//! Every file is written whole or not at all (see [`files`]). This module
+//! is on the ground floor: it records plain data that the run builds, and
+//! imports no pipeline stage.
 
+pub mod error_log;
+pub mod files;
+mod layout;
+mod ledger;
+pub mod manifest_file;
 pub mod run_results;
+
+pub use layout::{FERRY_DIR, Layout, RunDir};
+pub use ledger::Ledger;

@@ -1,14 +1,15 @@
 //! `.ferry/run_results.json`: one entry per node with status, timing, rows
 //! and error, dbt-like in shape so tools that read dbt's file can read it.
+//! The records are ferry's own plain data (built by the run from its
+//! report), written and read back here.
 
-use serde::Serialize;
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 
-use crate::diagnostic::Diagnostic;
-use crate::manifest::{Manifest, Node};
-use crate::stage::StagedTable;
+use super::{Layout, Ledger, files};
 
 /// How a node ended, in dbt's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Success,
@@ -29,35 +30,43 @@ impl Status {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// How reconciling a loaded table went (details in the run's
+/// `reconcile.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileVerdict {
+    Pass,
+    Fail,
+    Skipped,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResults {
     pub metadata: Metadata,
     pub results: Vec<NodeResult>,
     pub elapsed_time: f64,
     pub args: Args,
-    /// Diagnostics of failed nodes, printed at the end of the run.
-    #[serde(skip)]
-    pub diagnostics: Vec<Diagnostic>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
-    pub ferry_version: &'static str,
+    pub ferry_version: String,
     pub generated_at: String,
     pub invocation_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Args {
-    pub which: &'static str,
+    pub which: String,
     pub interrupted: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub unique_id: String,
     pub status: Status,
-    pub materialized: &'static str,
+    pub materialized: String,
     pub timing: Vec<Timing>,
     pub execution_time: f64,
     /// Rows written, for executed nodes (`adapter_response.rows_affected` in dbt).
@@ -65,110 +74,138 @@ pub struct NodeResult {
     pub adapter_response: AdapterResponse,
     pub message: Option<String>,
     /// For tests: `fail_calc` over the failing rows (their count by default).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u64>,
     /// For models with rules: every row produced, staged or quarantined.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<crate::validate::quarantine::Ledger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Ledger>,
     pub stage: Option<StageRef>,
     /// The load into the target, for nodes that were loaded.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadResult>,
     /// How reconciling the loaded table went (`build`; details in the run's `reconcile.json`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reconcile: Option<crate::reconcile::Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileVerdict>,
 }
 
 /// How loading a staged node into the target went.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadResult {
     pub status: Status,
     #[serde(flatten)]
-    pub report: Option<crate::backend::LoadReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<LoadRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// What a finished load did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadRecord {
+    pub table: String,
+    pub mode: String,
+    pub rows: u64,
+    /// The bulk path used, such as `binary COPY`.
+    pub strategy: String,
+    pub seconds: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
-    pub name: &'static str,
+    pub name: String,
     pub started_at: String,
     pub completed_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterResponse {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_affected: Option<u64>,
 }
 
 /// Where a staged node's rows are, and their checksum.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRef {
     pub path: String,
     pub files: usize,
     pub checksum: String,
 }
 
-impl NodeResult {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: &Node,
-        status: Status,
-        materialized: &'static str,
-        secs: f64,
-        rows: Option<u64>,
-        message: Option<String>,
-        started_at: Option<chrono::DateTime<chrono::Utc>>,
-        staged: Option<&StagedTable>,
-    ) -> Self {
-        let timing = started_at
-            .map(|t0| {
-                let t1 = t0 + chrono::Duration::microseconds((secs * 1e6) as i64);
-                vec![Timing { name: "execute", started_at: t0.to_rfc3339(), completed_at: t1.to_rfc3339() }]
-            })
-            .unwrap_or_default();
-        NodeResult {
-            unique_id: node.unique_id.clone(),
-            status,
-            materialized,
-            timing,
-            execution_time: secs,
-            rows,
-            adapter_response: AdapterResponse { rows_affected: rows },
-            message,
-            failures: None,
-            ledger: None,
-            stage: staged.map(|s| StageRef {
-                path: s.dir.to_string(),
-                files: s.manifest.files.len(),
-                checksum: s.manifest.checksum.clone(),
-            }),
-            load: None,
-            reconcile: None,
-        }
+impl RunResults {
+    /// Writes `.ferry/run_results.json` (atomically, fsynced).
+    pub fn write(&self, layout: &Layout) -> Result<()> {
+        let path = layout.run_results();
+        files::write_atomic(&path, &serde_json::to_vec_pretty(self)?, true)
+            .with_context(|| format!("failed to write `{path}`"))
+    }
+
+    /// The last run's results, or `None` when there are none (or they
+    /// cannot be read: a file from another version is not an error).
+    pub fn read(layout: &Layout) -> Option<RunResults> {
+        let text = fs_err::read_to_string(layout.run_results()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The result of the node `unique_id`.
+    pub fn node(&self, unique_id: &str) -> Option<&NodeResult> {
+        self.results.iter().find(|r| r.unique_id == unique_id)
     }
 }
 
-impl RunResults {
-    pub fn new(
-        manifest: &Manifest,
-        which: &'static str,
-        results: Vec<NodeResult>,
-        elapsed_time: f64,
-        interrupted: bool,
-        diagnostics: Vec<Diagnostic>,
-    ) -> Self {
-        RunResults {
-            metadata: Metadata {
-                ferry_version: env!("CARGO_PKG_VERSION"),
-                generated_at: chrono::Utc::now().to_rfc3339(),
-                invocation_id: manifest.globals.invocation_id.clone(),
-            },
-            results,
-            elapsed_time,
-            args: Args { which, interrupted },
-            diagnostics,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(status: Status, load: Option<LoadResult>) -> NodeResult {
+        NodeResult {
+            unique_id: "model.shop.orders".into(),
+            status,
+            materialized: "table".into(),
+            timing: Vec::new(),
+            execution_time: 0.5,
+            rows: Some(3),
+            adapter_response: AdapterResponse { rows_affected: Some(3) },
+            message: None,
+            failures: None,
+            ledger: Some(Ledger { produced: 4, staged: 3, quarantined: 1, ..Ledger::default() }),
+            stage: Some(StageRef { path: ".ferry/stage/orders".into(), files: 1, checksum: "00".into() }),
+            load,
+            reconcile: Some(ReconcileVerdict::Pass),
         }
+    }
+
+    #[test]
+    fn results_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(camino::Utf8PathBuf::try_from(dir.path().to_owned()).unwrap());
+        let loaded = LoadRecord {
+            table: "main.orders".into(),
+            mode: "replace".into(),
+            rows: 3,
+            strategy: "insert".into(),
+            seconds: 0.1,
+            notes: vec![],
+        };
+        let results = RunResults {
+            metadata: Metadata { ferry_version: "0".into(), generated_at: "t".into(), invocation_id: "id".into() },
+            results: vec![
+                node(
+                    Status::Success,
+                    Some(LoadResult { status: Status::Success, report: Some(loaded), message: None }),
+                ),
+                node(
+                    Status::Error,
+                    Some(LoadResult { status: Status::Error, report: None, message: Some("x".into()) }),
+                ),
+            ],
+            elapsed_time: 1.0,
+            args: Args { which: "build".into(), interrupted: false },
+        };
+        results.write(&layout).unwrap();
+        let text = fs_err::read_to_string(layout.run_results()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["results"][0]["load"]["strategy"], "insert", "a load's report is flattened into it");
+        assert_eq!(json["results"][1]["load"], serde_json::json!({"status": "error", "message": "x"}));
+        assert_eq!(RunResults::read(&layout), Some(results));
     }
 }

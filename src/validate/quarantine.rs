@@ -8,7 +8,6 @@
 //! - `quarantine/<model>.parquet`
 //! - `errors/<model>.parquet` and `errors/<model>.csv`
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,10 +19,10 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt as _;
-use serde::Serialize;
 
 use super::data_test::Severity;
 use super::rules::{Dedupe, Rule};
+use crate::state::{Ledger, error_log};
 
 /// The column of quarantined rows that lists the rules each row broke.
 pub const BROKEN_RULES_COLUMN: &str = "_ferry_broken_rules";
@@ -75,31 +74,6 @@ impl Threshold {
             "!=" => x != self.value,
             _ => x == self.value,
         }
-    }
-}
-
-/// A model's row ledger: every row its query produced is accounted for.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Ledger {
-    pub produced: u64,
-    pub staged: u64,
-    pub quarantined: u64,
-    pub duplicates_dropped: u64,
-    /// Staged rows that broke a `warn` rule.
-    pub warned: u64,
-    /// Rows that broke each rule, by rule name.
-    pub by_rule: BTreeMap<String, u64>,
-    /// Where the quarantined rows and the error log are, when there are any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quarantine_file: Option<Utf8PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_log: Option<Utf8PathBuf>,
-}
-
-impl Ledger {
-    /// produced = staged + quarantined + duplicates dropped.
-    pub fn balances(&self) -> bool {
-        self.produced == self.staged + self.quarantined + self.duplicates_dropped
     }
 }
 
@@ -424,22 +398,6 @@ fn quarantine_schema(model: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The error log's columns.
-pub fn log_schema() -> SchemaRef {
-    let text = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
-    Arc::new(Schema::new(vec![
-        text("run_id", false),
-        text("model", false),
-        text("record_key", false),
-        text("rule", false),
-        text("column", true),
-        text("value", true),
-        text("severity", false),
-        text("message", false),
-        text("suggestion", true),
-    ]))
-}
-
 #[derive(Default)]
 struct LogBuilder {
     run_id: StringBuilder,
@@ -466,7 +424,7 @@ impl LogBuilder {
             Arc::new(self.message.finish()),
             Arc::new(self.suggestion.finish()),
         ];
-        Ok(RecordBatch::try_new(log_schema(), columns)?)
+        Ok(RecordBatch::try_new(error_log::schema(), columns)?)
     }
 }
 
@@ -479,9 +437,9 @@ fn write_outputs(
     quarantine_schema: SchemaRef,
 ) -> std::io::Result<(Option<Utf8PathBuf>, Option<Utf8PathBuf>)> {
     use datafusion::parquet::arrow::ArrowWriter;
-    let rel_q = Utf8PathBuf::from(format!("quarantine/{model}.parquet"));
-    let rel_log = Utf8PathBuf::from(format!("errors/{model}.parquet"));
-    let rel_csv = Utf8PathBuf::from(format!("errors/{model}.csv"));
+    let rel_q = error_log::quarantine_file(model, "parquet");
+    let rel_log = error_log::log_file(model, "parquet");
+    let rel_csv = error_log::log_file(model, "csv");
     let tmp = |rel: &Utf8Path| dir.join(format!("{rel}.tmp"));
     let open = |rel: &Utf8Path| -> std::io::Result<std::fs::File> {
         let path = tmp(rel);
@@ -503,7 +461,7 @@ fn write_outputs(
             }
             Out::Log(batch) => {
                 if log.is_none() {
-                    let parquet = ArrowWriter::try_new(open(&rel_log)?, log_schema(), None).map_err(err)?;
+                    let parquet = ArrowWriter::try_new(open(&rel_log)?, error_log::schema(), None).map_err(err)?;
                     log = Some((parquet, datafusion::arrow::csv::Writer::new(open(&rel_csv)?)));
                 }
                 let (parquet, csv) = log.as_mut().expect("opened");

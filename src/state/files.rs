@@ -6,9 +6,6 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 
-/// Where a run keeps what it found, per run: `.ferry/runs/<invocation id>/`.
-pub const RUNS_DIR: &str = ".ferry/runs";
-
 /// Writes `bytes` to `path` atomically (temp file + rename). With `durable`,
 /// the data is fsynced before the rename.
 pub fn write_atomic(path: &Utf8Path, bytes: &[u8], durable: bool) -> Result<()> {
