@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use ferry::engine::{Engine, EngineOptions, plan};
+use ferry::engine::{Engine, EngineOptions};
 use ferry::manifest::Manifest;
+use ferry::manifest::NodeId;
 use ferry::project::Project;
+use ferry::run::plan;
 use ferry::template::Globals;
 
 /// Writes the synthetic project; a small LCG keeps it deterministic.
@@ -94,7 +96,7 @@ fn compile(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("render_and_dag", n), &root, |b, root| b.iter(|| build(root)));
         let manifest = build(&root);
-        let all: BTreeSet<usize> = (0..manifest.nodes.len()).collect();
+        let all: BTreeSet<NodeId> = manifest.graph.ids().collect();
         group.bench_with_input(BenchmarkId::new("plan", n), &manifest, |b, m| {
             b.iter(|| {
                 let engine = Engine::new(&EngineOptions::default()).expect("engine");

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod printer;
 pub mod project;
 pub mod reconcile;
+pub mod run;
 pub mod settings;
 pub mod source;
 pub mod stage;

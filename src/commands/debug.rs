@@ -13,15 +13,15 @@ use crate::printer::Printer;
 use crate::settings::Settings;
 
 pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<ExitStatus> {
-    let session = match super::load_session(settings, "debug")? {
-        Ok(s) => s,
+    let prepared = match crate::run::prepare(settings, "debug")? {
+        Ok(p) => p,
         Err(diags) => {
             super::report(printer, &diags);
             return Ok(ExitStatus::Failure);
         }
     };
-    let failed = super::report(printer, &session.diagnostics);
-    let m = &session.manifest;
+    let failed = super::report(printer, &prepared.diagnostics);
+    let m = &prepared.manifest;
     let count = |kind: &str| m.nodes.iter().filter(|n| n.resource_type() == kind).count();
     printer.data(&format!("project: {} ({})", m.project_name, m.root))?;
     printer.data(&format!(
@@ -31,7 +31,7 @@ pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<Exit
         count("source"),
         count("test")
     ))?;
-    let t = &session.target;
+    let t = &prepared.target;
     let origin = t
         .profile
         .as_ref()

@@ -3,19 +3,19 @@
 //! themselves. Reads `.ferry/runs/<run id>/errors/<model>.parquet`.
 
 use anyhow::{Context as _, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-const RUNS_DIR: &str = ".ferry/runs";
 use crate::cli::ErrorsArgs;
 use crate::error::ExitStatus;
 use crate::printer::Printer;
 use crate::settings::Settings;
+use crate::state::error_log;
 
 pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Printer) -> Result<ExitStatus> {
-    let runs_dir = settings.path(RUNS_DIR);
-    let runs = runs_with_logs(&runs_dir);
+    let runs_dir = settings.layout().runs();
+    let runs = error_log::runs_with_logs(&runs_dir);
     let chosen: Vec<&(Utf8PathBuf, std::time::SystemTime)> = match args.run.as_deref() {
         None => runs.iter().collect(),
         Some("last") => runs.iter().max_by_key(|(_, t)| *t).into_iter().collect(),
@@ -24,14 +24,14 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
     if chosen.is_empty() {
         let which = match args.run.as_deref() {
             None | Some("last") => "no run has logged a broken rule or a dropped duplicate yet".to_owned(),
-            Some(id) => format!("run `{id}` logged nothing (or does not exist) under `{RUNS_DIR}/`"),
+            Some(id) => format!("run `{id}` logged nothing (or does not exist) under `{}/`", runs_dir.shown),
         };
         printer.status(&which);
         return Ok(ExitStatus::Success);
     }
     let files: Vec<String> = chosen
         .iter()
-        .flat_map(|(dir, _)| log_files(&dir.join("errors")))
+        .flat_map(|(dir, _)| error_log::log_files(dir))
         .filter(|f| args.model.is_empty() || args.model.iter().any(|m| f.file_stem() == Some(m.as_str())))
         .map(|f| f.to_string())
         .collect();
@@ -74,31 +74,6 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
     printer.data(&format!("First {} lines:", args.limit))?;
     printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&lines)?.to_string())?;
     Ok(ExitStatus::Success)
-}
-
-/// Run directories holding an error log, with when they were last written.
-fn runs_with_logs(runs_dir: &Utf8Path) -> Vec<(Utf8PathBuf, std::time::SystemTime)> {
-    let Ok(entries) = fs_err::read_dir(runs_dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let dir = Utf8PathBuf::try_from(e.path()).ok()?;
-            let logs = dir.join("errors");
-            let modified = fs_err::metadata(&logs).ok()?.modified().ok()?;
-            Some((dir, modified))
-        })
-        .collect()
-}
-
-fn log_files(dir: &Utf8Path) -> Vec<Utf8PathBuf> {
-    let Ok(entries) = fs_err::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<Utf8PathBuf> = entries
-        .flatten()
-        .filter_map(|e| Utf8PathBuf::try_from(e.path()).ok())
-        .filter(|p| p.extension() == Some("parquet"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn where_clause(args: &ErrorsArgs) -> String {

@@ -9,15 +9,15 @@ use crate::printer::Printer;
 use crate::settings::Settings;
 
 pub(crate) fn ls(settings: &Settings, args: &LsArgs, printer: &Printer) -> Result<ExitStatus> {
-    let session = match super::load_session(settings, "ls")? {
-        Ok(s) => s,
+    let prepared = match crate::run::prepare(settings, "ls")? {
+        Ok(p) => p,
         Err(diags) => {
             super::report(printer, &diags);
             return Ok(ExitStatus::Failure);
         }
     };
-    let failed = super::report(printer, &session.diagnostics);
-    let manifest = &session.manifest;
+    let failed = super::report(printer, &prepared.diagnostics);
+    let manifest = &prepared.manifest;
     let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
         return Ok(ExitStatus::Failure);
     };
@@ -34,7 +34,7 @@ pub(crate) fn ls(settings: &Settings, args: &LsArgs, printer: &Printer) -> Resul
             })
     };
     let mut lines: Vec<String> =
-        selected.iter().map(|&i| &manifest.nodes[i]).filter(|n| wanted(n)).map(|n| line(n, args.output)).collect();
+        selected.iter().map(|&i| &manifest[i]).filter(|n| wanted(n)).map(|n| line(n, args.output)).collect();
     lines.sort();
     lines.dedup();
     for l in &lines {
@@ -55,7 +55,7 @@ fn line(n: &Node, output: LsOutput) -> String {
             "unique_id": n.unique_id,
             "original_file_path": n.path(),
             "tags": n.tags(),
-            "config": n.config,
+            "config": n.raw_config,
         })
         .to_string(),
     }

@@ -11,20 +11,19 @@ use futures::TryStreamExt;
 
 use crate::cli::ShowArgs;
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
-use crate::engine::execute;
-use crate::engine::plan;
 use crate::error::ExitStatus;
-use crate::manifest::Resource;
+use crate::manifest::{Manifest, NodeId, Resource};
 use crate::printer::Printer;
+use crate::run::{self as pipeline, plan};
 use crate::settings::Settings;
 
 pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer) -> Result<ExitStatus> {
-    let Some(session) = super::load_or_report(settings, "show", printer)? else {
+    let Some(prepared) = super::prepare_or_report(settings, "show", printer)? else {
         return Ok(ExitStatus::Failure);
     };
-    let manifest = &session.manifest;
+    let manifest = &prepared.manifest;
     // The SQL to preview, and the nodes it reads.
-    let (name, sql, parents): (String, String, BTreeSet<usize>) = match &args.inline {
+    let (name, sql, parents): (String, String, BTreeSet<NodeId>) = match &args.inline {
         Some(text) => {
             let file = SourceFile::new("--inline", text.as_str());
             match manifest.templater.render_inline(&file) {
@@ -40,7 +39,7 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         }
         None => match one_node(manifest, args, printer) {
             Some(i) => {
-                let node = &manifest.nodes[i];
+                let node = &manifest[i];
                 let sql = match (&node.resource, &node.rendered) {
                     (Resource::Model { .. }, Some(r)) => r.sql.clone(),
                     _ => format!(
@@ -53,13 +52,13 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
             None => return Ok(ExitStatus::Failure),
         },
     };
-    let engine = super::engine_for(settings, &args.exec)?;
-    let outcome = plan::plan(&engine, manifest, &parents, &session.failed).await;
+    let engine = super::engine_for(&prepared, &args.exec)?;
+    let outcome = plan::plan(&engine, manifest, &parents, &prepared.failed).await;
     if super::report(printer, &outcome.diagnostics) {
         printer.error_summary(&format!("`{name}` cannot be shown: its parents failed to compile"));
         return Ok(ExitStatus::Failure);
     }
-    execute::read_parents_lazily(&engine, manifest, &parents, &settings.layout().stage_root()).await;
+    pipeline::read_parents_lazily(&engine, manifest, &parents, &prepared.layout.stage_root()).await;
     let batches = match preview(&engine, &sql, args.limit).await {
         Ok(b) => b,
         Err(e) => {
@@ -77,10 +76,10 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
 }
 
 /// The one node `--select` names; anything else is a diagnostic.
-fn one_node(manifest: &crate::manifest::Manifest, args: &ShowArgs, printer: &Printer) -> Option<usize> {
-    let chosen: Vec<usize> = match super::selected(manifest, &args.select) {
+fn one_node(manifest: &Manifest, args: &ShowArgs, printer: &Printer) -> Option<NodeId> {
+    let chosen: Vec<NodeId> = match pipeline::select(manifest, &args.select.select, &args.select.exclude) {
         Ok(s) if !args.select.select.is_empty() => {
-            s.into_iter().filter(|&i| !matches!(manifest.nodes[i].resource, Resource::Test(_))).collect()
+            s.into_iter().filter(|&i| !matches!(manifest[i].resource, Resource::Test(_))).collect()
         }
         Ok(_) => Vec::new(),
         Err(d) => {
@@ -91,8 +90,7 @@ fn one_node(manifest: &crate::manifest::Manifest, args: &ShowArgs, printer: &Pri
     if chosen.len() == 1 {
         return Some(chosen[0]);
     }
-    let names: Vec<String> =
-        chosen.iter().take(5).map(|&i| format!("`{}`", manifest.nodes[i].display_name())).collect();
+    let names: Vec<String> = chosen.iter().take(5).map(|&i| format!("`{}`", manifest[i].display_name())).collect();
     let d = Diagnostic::error(
         Code::Selector,
         if chosen.is_empty() {

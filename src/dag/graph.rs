@@ -1,16 +1,59 @@
-//! A dependency graph over node indices: topological order, cycles named
-//! in order, and bounded ancestor/descendant walks. Pure; no project types.
+//! A dependency graph over node ids (dense indices: a project's
+//! [`NodeId`]s, or plain `usize`): topological order, cycles named in
+//! order, and bounded ancestor/descendant walks. Pure; no project types.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::hash::Hash;
 
-/// Edges run from a parent (a dependency) to its children.
-#[derive(Debug, Clone, Default)]
-pub struct Graph {
-    parents: Vec<Vec<usize>>,
-    children: Vec<Vec<usize>>,
+/// What a graph's nodes are named by: a dense index, `0..len`.
+pub trait Id: Copy + Eq + Ord + Hash + fmt::Debug + Send + Sync + 'static {
+    fn index(self) -> usize;
+    fn from_index(index: usize) -> Self;
 }
 
-impl Graph {
+impl Id for usize {
+    fn index(self) -> usize {
+        self
+    }
+    fn from_index(index: usize) -> Self {
+        index
+    }
+}
+
+/// A node of a project's DAG: its position in the manifest's node list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(u32);
+
+impl Id for NodeId {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+    fn from_index(index: usize) -> Self {
+        NodeId(u32::try_from(index).expect("fewer than 2^32 nodes"))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Edges run from a parent (a dependency) to its children.
+#[derive(Debug, Clone)]
+pub struct Graph<N: Id = usize> {
+    parents: Vec<Vec<N>>,
+    children: Vec<Vec<N>>,
+}
+
+impl<N: Id> Default for Graph<N> {
+    fn default() -> Self {
+        Graph { parents: Vec::new(), children: Vec::new() }
+    }
+}
+
+impl<N: Id> Graph<N> {
     /// A graph of `n` nodes and no edges.
     pub fn new(n: usize) -> Self {
         Graph { parents: vec![Vec::new(); n], children: vec![Vec::new(); n] }
@@ -24,33 +67,38 @@ impl Graph {
         self.parents.is_empty()
     }
 
+    /// Every node, in index order.
+    pub fn ids(&self) -> impl Iterator<Item = N> + use<N> {
+        (0..self.len()).map(N::from_index)
+    }
+
     /// `child` depends on `parent`. Repeated edges are kept once.
-    pub fn add_edge(&mut self, parent: usize, child: usize) {
-        if !self.parents[child].contains(&parent) {
-            self.parents[child].push(parent);
-            self.children[parent].push(child);
+    pub fn add_edge(&mut self, parent: N, child: N) {
+        if !self.parents[child.index()].contains(&parent) {
+            self.parents[child.index()].push(parent);
+            self.children[parent.index()].push(child);
         }
     }
 
-    pub fn parents(&self, node: usize) -> &[usize] {
-        &self.parents[node]
+    pub fn parents(&self, node: N) -> &[N] {
+        &self.parents[node.index()]
     }
 
-    pub fn children(&self, node: usize) -> &[usize] {
-        &self.children[node]
+    pub fn children(&self, node: N) -> &[N] {
+        &self.children[node.index()]
     }
 
     /// Nodes with every parent before its children (Kahn's algorithm, ties in
     /// index order), or the members of one cycle in dependency order.
-    pub fn toposort(&self) -> Result<Vec<usize>, Vec<usize>> {
+    pub fn toposort(&self) -> Result<Vec<N>, Vec<N>> {
         let mut indegree: Vec<usize> = self.parents.iter().map(Vec::len).collect();
-        let mut ready: VecDeque<usize> = (0..self.len()).filter(|&n| indegree[n] == 0).collect();
+        let mut ready: VecDeque<N> = self.ids().filter(|n| indegree[n.index()] == 0).collect();
         let mut order = Vec::with_capacity(self.len());
         while let Some(n) = ready.pop_front() {
             order.push(n);
-            for &c in &self.children[n] {
-                indegree[c] -= 1;
-                if indegree[c] == 0 {
+            for &c in &self.children[n.index()] {
+                indegree[c.index()] -= 1;
+                if indegree[c.index()] == 0 {
                     ready.push_back(c);
                 }
             }
@@ -64,40 +112,40 @@ impl Graph {
     /// Walks parent edges among nodes left with unmet dependencies until a
     /// node repeats; returns that loop as `[a, b, c]` where `a` depends on
     /// `b`, `b` on `c`, and `c` on `a`.
-    fn find_cycle(&self, indegree: &[usize]) -> Vec<usize> {
+    fn find_cycle(&self, indegree: &[usize]) -> Vec<N> {
         let start = (0..self.len()).find(|&n| indegree[n] > 0).unwrap_or(0);
         let mut seen_at = vec![usize::MAX; self.len()];
         let mut path = Vec::new();
         let mut cur = start;
         while seen_at[cur] == usize::MAX {
             seen_at[cur] = path.len();
-            path.push(cur);
-            cur = self.parents[cur].iter().copied().find(|&p| indegree[p] > 0).unwrap_or(cur);
+            path.push(N::from_index(cur));
+            cur = self.parents[cur].iter().map(|p| p.index()).find(|&p| indegree[p] > 0).unwrap_or(cur);
         }
         path.split_off(seen_at[cur])
     }
 
     /// Nodes reachable through parent edges, up to `depth` steps (all if `None`).
-    pub fn ancestors(&self, start: usize, depth: Option<usize>) -> Vec<usize> {
-        walk(start, depth, |n| &self.parents[n])
+    pub fn ancestors(&self, start: N, depth: Option<usize>) -> Vec<N> {
+        walk(start, depth, |n| &self.parents[n.index()])
     }
 
     /// `starts` and every ancestor of any of them, in one walk.
-    pub fn with_ancestors(&self, starts: impl IntoIterator<Item = usize>) -> std::collections::BTreeSet<usize> {
+    pub fn with_ancestors(&self, starts: impl IntoIterator<Item = N>) -> std::collections::BTreeSet<N> {
         let mut seen = vec![false; self.len()];
-        let mut stack: Vec<usize> = starts.into_iter().collect();
-        for &s in &stack {
-            seen[s] = true;
+        let mut stack: Vec<N> = starts.into_iter().collect();
+        for s in &stack {
+            seen[s.index()] = true;
         }
         while let Some(n) = stack.pop() {
-            for &p in &self.parents[n] {
-                if !seen[p] {
-                    seen[p] = true;
+            for &p in &self.parents[n.index()] {
+                if !seen[p.index()] {
+                    seen[p.index()] = true;
                     stack.push(p);
                 }
             }
         }
-        (0..self.len()).filter(|&n| seen[n]).collect()
+        self.ids().filter(|n| seen[n.index()]).collect()
     }
 
     /// `dbt build`'s ordering: a copy of the graph in which every gate
@@ -105,26 +153,26 @@ impl Graph {
     /// descends from all of the gate's parents, so a failing gate can stop
     /// them. Only the first such node on each path gets an edge; the rest
     /// follow it. Gates must have no children of their own.
-    pub fn with_gates(&self, nodes: &[usize], is_gate: impl Fn(usize) -> bool) -> Graph {
+    pub fn with_gates(&self, nodes: &[N], is_gate: impl Fn(N) -> bool) -> Graph<N> {
         let mut out = self.clone();
-        let in_set: std::collections::HashSet<usize> = nodes.iter().copied().collect();
+        let in_set: std::collections::HashSet<N> = nodes.iter().copied().collect();
         for &gate in nodes.iter().filter(|&&n| is_gate(n)) {
-            let deps = &self.parents[gate];
+            let deps = &self.parents[gate.index()];
             if deps.is_empty() {
                 continue;
             }
             // How many of the gate's parents each node strictly descends from.
-            let mut reached: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+            let mut reached: std::collections::HashMap<N, usize> = std::collections::HashMap::new();
             for &d in deps {
                 for n in self.descendants(d, None) {
                     *reached.entry(n).or_default() += 1;
                 }
             }
-            let covered = |n: usize| in_set.contains(&n) && !is_gate(n) && reached.get(&n) == Some(&deps.len());
-            let mut targets: Vec<usize> = reached.keys().copied().filter(|&n| covered(n)).collect();
+            let covered = |n: N| in_set.contains(&n) && !is_gate(n) && reached.get(&n) == Some(&deps.len());
+            let mut targets: Vec<N> = reached.keys().copied().filter(|&n| covered(n)).collect();
             targets.sort_unstable();
             for n in targets {
-                if !self.parents[n].iter().any(|&q| covered(q)) {
+                if !self.parents[n.index()].iter().any(|&q| covered(q)) {
                     out.add_edge(gate, n);
                 }
             }
@@ -133,12 +181,12 @@ impl Graph {
     }
 
     /// Nodes reachable through child edges, up to `depth` steps (all if `None`).
-    pub fn descendants(&self, start: usize, depth: Option<usize>) -> Vec<usize> {
-        walk(start, depth, |n| &self.children[n])
+    pub fn descendants(&self, start: N, depth: Option<usize>) -> Vec<N> {
+        walk(start, depth, |n| &self.children[n.index()])
     }
 }
 
-fn walk<'a>(start: usize, depth: Option<usize>, next: impl Fn(usize) -> &'a [usize]) -> Vec<usize> {
+fn walk<'a, N: Id>(start: N, depth: Option<usize>, next: impl Fn(N) -> &'a [N]) -> Vec<N> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let mut queue = VecDeque::from([(start, 0usize)]);

@@ -5,5 +5,5 @@ pub mod graph;
 pub mod schedule;
 pub mod select;
 
-pub use graph::Graph;
+pub use graph::{Graph, Id, NodeId};
 pub use select::{NodeFacts, Selection, SelectorError};

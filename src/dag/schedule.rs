@@ -11,39 +11,41 @@ use std::future::Future;
 use tokio::task::JoinSet;
 
 use super::Graph;
+use super::graph::Id;
 
 /// What happened to a node.
 #[derive(Debug)]
-pub enum Event<T, E> {
-    Started(usize),
-    Finished(usize, Result<T, E>),
+pub enum Event<T, E, N = usize> {
+    Started(N),
+    Finished(N, Result<T, E>),
     /// Not run because `because` (an ancestor in the set) failed.
     Skipped {
-        node: usize,
-        because: usize,
+        node: N,
+        because: N,
     },
 }
 
 /// Runs `nodes` (any order) over `graph`. `start` makes the future for one
 /// node; `on_event` hears of every start, finish and skip, in order.
-pub async fn run<T, E, F, Fut>(
-    graph: &Graph,
-    nodes: &[usize],
+pub async fn run<N, T, E, F, Fut>(
+    graph: &Graph<N>,
+    nodes: &[N],
     limit: usize,
     mut start: F,
-    mut on_event: impl FnMut(Event<T, E>),
+    mut on_event: impl FnMut(Event<T, E, N>),
 ) where
-    F: FnMut(usize) -> Fut,
+    N: Id,
+    F: FnMut(N) -> Fut,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
-    let in_set: HashMap<usize, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let in_set: HashMap<N, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let mut waiting: Vec<usize> =
         nodes.iter().map(|&i| graph.parents(i).iter().filter(|p| in_set.contains_key(p)).count()).collect();
-    let mut ready: VecDeque<usize> = nodes.iter().copied().filter(|i| waiting[in_set[i]] == 0).collect();
-    let mut running: JoinSet<(usize, Result<T, E>)> = JoinSet::new();
-    let mut blocked_by: HashMap<usize, usize> = HashMap::new();
+    let mut ready: VecDeque<N> = nodes.iter().copied().filter(|i| waiting[in_set[i]] == 0).collect();
+    let mut running: JoinSet<(N, Result<T, E>)> = JoinSet::new();
+    let mut blocked_by: HashMap<N, N> = HashMap::new();
     let limit = limit.max(1);
     loop {
         while running.len() < limit {
@@ -81,14 +83,14 @@ pub async fn run<T, E, F, Fut>(
 }
 
 /// Marks `node` skipped and releases its children the same way.
-fn skip<T, E>(
-    graph: &Graph,
-    in_set: &HashMap<usize, usize>,
+fn skip<N: Id, T, E>(
+    graph: &Graph<N>,
+    in_set: &HashMap<N, usize>,
     waiting: &mut [usize],
-    blocked_by: &mut HashMap<usize, usize>,
-    node: usize,
-    because: usize,
-    on_event: &mut impl FnMut(Event<T, E>),
+    blocked_by: &mut HashMap<N, N>,
+    node: N,
+    because: N,
+    on_event: &mut impl FnMut(Event<T, E, N>),
 ) {
     let mut stack = vec![node];
     while let Some(n) = stack.pop() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value as Json};
 
-use super::graph::Graph;
+use super::graph::{Graph, Id};
 
 /// What selection needs to know about a node.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ impl Selection {
     }
 
     /// The nodes this selection picks.
-    pub fn evaluate(&self, nodes: &[NodeFacts], graph: &Graph) -> BTreeSet<usize> {
+    pub fn evaluate<N: Id>(&self, nodes: &[NodeFacts], graph: &Graph<N>) -> BTreeSet<N> {
         let mut out = BTreeSet::new();
         for intersection in &self.union {
             let mut sets = intersection.iter().map(|a| eval_atom(a, nodes, graph));
@@ -98,13 +98,14 @@ impl Selection {
 
 /// Applies `--select` and `--exclude`, then adds tests whose parents were
 /// picked (dbt's eager indirect selection). An empty select picks everything.
-pub fn select(nodes: &[NodeFacts], graph: &Graph, include: &Selection, exclude: &Selection) -> BTreeSet<usize> {
-    let mut picked: BTreeSet<usize> =
-        if include.is_empty() { (0..nodes.len()).collect() } else { include.evaluate(nodes, graph) };
+pub fn select<N: Id>(nodes: &[NodeFacts], graph: &Graph<N>, include: &Selection, exclude: &Selection) -> BTreeSet<N> {
+    let mut picked: BTreeSet<N> =
+        if include.is_empty() { graph.ids().collect() } else { include.evaluate(nodes, graph) };
     let excluded = exclude.evaluate(nodes, graph);
     picked.retain(|n| !excluded.contains(n));
-    let tests: Vec<usize> = (0..nodes.len())
-        .filter(|&n| nodes[n].resource_type == "test" && !picked.contains(&n) && !excluded.contains(&n))
+    let tests: Vec<N> = graph
+        .ids()
+        .filter(|&n| nodes[n.index()].resource_type == "test" && !picked.contains(&n) && !excluded.contains(&n))
         .filter(|&n| graph.parents(n).iter().any(|p| picked.contains(p)))
         .collect();
     picked.extend(tests);
@@ -166,9 +167,9 @@ fn parse_method(m: &str) -> Option<Method> {
 /// Graph operators walk models, seeds and sources; tests are leaves that
 /// indirect selection adds afterwards, never bridges (a relationships test
 /// must not pull its other parent into `@m`).
-fn eval_atom(atom: &Atom, nodes: &[NodeFacts], graph: &Graph) -> BTreeSet<usize> {
-    let base: Vec<usize> = (0..nodes.len()).filter(|&n| matches(atom, &nodes[n])).collect();
-    let mut out: BTreeSet<usize> = base.iter().copied().collect();
+fn eval_atom<N: Id>(atom: &Atom, nodes: &[NodeFacts], graph: &Graph<N>) -> BTreeSet<N> {
+    let base: Vec<N> = graph.ids().filter(|&n| matches(atom, &nodes[n.index()])).collect();
+    let mut out: BTreeSet<N> = base.iter().copied().collect();
     for &n in &base {
         if let Some(depth) = atom.parents {
             out.extend(graph.ancestors(n, depth));
@@ -179,7 +180,7 @@ fn eval_atom(atom: &Atom, nodes: &[NodeFacts], graph: &Graph) -> BTreeSet<usize>
         if atom.at {
             for d in graph.descendants(n, None) {
                 out.insert(d);
-                if nodes[d].resource_type != "test" {
+                if nodes[d.index()].resource_type != "test" {
                     out.extend(graph.ancestors(d, None));
                 }
             }

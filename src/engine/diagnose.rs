@@ -9,22 +9,22 @@ use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
-use crate::manifest::{Manifest, Resource, context_for};
+use crate::manifest::{Manifest, NodeId, Resource, context_for};
 
 /// Diagnostics for a planning error: one per error in a collection, each
 /// pointing into the model file when the position came from its literal
 /// text, else into the compiled SQL.
-pub(super) fn error_diagnostics(
+pub fn error_diagnostics(
     err: &DataFusionError,
     manifest: &Manifest,
-    i: usize,
+    id: NodeId,
     compiled: &Arc<SourceFile>,
 ) -> Vec<Diagnostic> {
-    err.iter().map(|e| error_diagnostic(e, manifest, i, compiled)).collect()
+    err.iter().map(|e| error_diagnostic(e, manifest, id, compiled)).collect()
 }
 
-fn error_diagnostic(err: &DataFusionError, manifest: &Manifest, i: usize, compiled: &Arc<SourceFile>) -> Diagnostic {
-    let node = &manifest.nodes[i];
+fn error_diagnostic(err: &DataFusionError, manifest: &Manifest, id: NodeId, compiled: &Arc<SourceFile>) -> Diagnostic {
+    let node = &manifest[id];
     let root = err.find_root();
     let df_diag = err.diagnostic();
     let Classified { code, message, mut help, notes } = classify(root, manifest);
@@ -114,10 +114,9 @@ fn classify(root: &DataFusionError, manifest: &Manifest) -> Classified {
             let table = full.strip_prefix("datafusion.public.").unwrap_or(full);
             let bare = table.rsplit('.').next().unwrap_or(table);
             let models = manifest
-                .nodes
                 .iter()
-                .filter(|n| matches!(n.resource, Resource::Model { .. } | Resource::Seed(_)))
-                .map(|n| n.name.as_str());
+                .filter(|(_, n)| matches!(n.resource, Resource::Model { .. } | Resource::Seed(_)))
+                .map(|(_, n)| n.name.as_str());
             let help = match crate::diagnostic::closest(bare, models) {
                 Some(m) => format!("refer to models with `{{{{ ref('{m}') }}}}`"),
                 None => {

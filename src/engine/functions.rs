@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::values::ParseKind;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::compute::cast;
@@ -34,42 +35,23 @@ impl Parses {
     }
 }
 
-/// What a value must parse as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Date,
-    Timestamp,
-    Number,
-    Integer,
-}
-
-impl Kind {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "date" => Kind::Date,
-            "timestamp" => Kind::Timestamp,
-            "number" => Kind::Number,
-            "integer" => Kind::Integer,
-            _ => return None,
-        })
-    }
-}
-
 /// Whether `text` parses as `kind` with `format` (empty: the ISO forms).
-pub fn parses(text: &str, kind: Kind, format: &str) -> bool {
+pub fn parses(text: &str, kind: ParseKind, format: &str) -> bool {
     let t = text.trim();
     match (kind, format) {
-        (Kind::Date, "") => NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok(),
-        (Kind::Date, f) => NaiveDate::parse_from_str(t, f).is_ok(),
-        (Kind::Timestamp, "") => {
+        (ParseKind::Date, "") => NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok(),
+        (ParseKind::Date, f) => NaiveDate::parse_from_str(t, f).is_ok(),
+        (ParseKind::Timestamp, "") => {
             DateTime::parse_from_rfc3339(t).is_ok()
                 || ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
                     .iter()
                     .any(|f| NaiveDateTime::parse_from_str(t, f).is_ok())
         }
-        (Kind::Timestamp, f) => NaiveDateTime::parse_from_str(t, f).is_ok() || DateTime::parse_from_str(t, f).is_ok(),
-        (Kind::Number, _) => t.parse::<f64>().is_ok_and(f64::is_finite),
-        (Kind::Integer, _) => t.parse::<i64>().is_ok(),
+        (ParseKind::Timestamp, f) => {
+            NaiveDateTime::parse_from_str(t, f).is_ok() || DateTime::parse_from_str(t, f).is_ok()
+        }
+        (ParseKind::Number, _) => t.parse::<f64>().is_ok_and(f64::is_finite),
+        (ParseKind::Integer, _) => t.parse::<i64>().is_ok(),
     }
 }
 
@@ -100,7 +82,7 @@ impl ScalarUDFImpl for Parses {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let kind_text = literal(&args.args[1], "kind")?;
-        let Some(kind) = Kind::parse(&kind_text) else {
+        let Some(kind) = ParseKind::parse(&kind_text) else {
             return exec_err!("ferry_parses: unknown kind `{kind_text}`");
         };
         let format = literal(&args.args[2], "format")?;
@@ -119,16 +101,16 @@ mod tests {
 
     #[test]
     fn parses_dates_timestamps_and_numbers() {
-        assert!(parses("2024-02-29", Kind::Date, ""));
-        assert!(!parses("2023-02-29", Kind::Date, ""));
-        assert!(parses("31/12/2024", Kind::Date, "%d/%m/%Y"));
-        assert!(!parses("12/31/2024", Kind::Date, "%d/%m/%Y"));
-        assert!(parses("2024-01-02 03:04:05", Kind::Timestamp, ""));
-        assert!(parses("2024-01-02T03:04:05Z", Kind::Timestamp, ""));
-        assert!(parses("02.01.2024 03:04", Kind::Timestamp, "%d.%m.%Y %H:%M"));
-        assert!(parses(" 12.5 ", Kind::Number, ""));
-        assert!(!parses("12,5", Kind::Number, ""));
-        assert!(parses("-7", Kind::Integer, ""));
-        assert!(!parses("7.0", Kind::Integer, ""));
+        assert!(parses("2024-02-29", ParseKind::Date, ""));
+        assert!(!parses("2023-02-29", ParseKind::Date, ""));
+        assert!(parses("31/12/2024", ParseKind::Date, "%d/%m/%Y"));
+        assert!(!parses("12/31/2024", ParseKind::Date, "%d/%m/%Y"));
+        assert!(parses("2024-01-02 03:04:05", ParseKind::Timestamp, ""));
+        assert!(parses("2024-01-02T03:04:05Z", ParseKind::Timestamp, ""));
+        assert!(parses("02.01.2024 03:04", ParseKind::Timestamp, "%d.%m.%Y %H:%M"));
+        assert!(parses(" 12.5 ", ParseKind::Number, ""));
+        assert!(!parses("12,5", ParseKind::Number, ""));
+        assert!(parses("-7", ParseKind::Integer, ""));
+        assert!(!parses("7.0", ParseKind::Integer, ""));
     }
 }

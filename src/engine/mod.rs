@@ -1,12 +1,24 @@
-//! The embedded DataFusion engine: the session (`session`), seeds and file
-//! sources as tables (`sources`), planning of compiled models against their
-//! parents' schemas (`plan`), and planning errors as diagnostics (`diagnose`).
+//! The embedded DataFusion engine: the session (`session`: runtime, memory
+//! pool, object stores), seeds and file and database sources as tables
+//! (`sources`), what the engine does with one node (`node`: plan its SQL,
+//! stage a plan, register a stage), planning errors as diagnostics
+//! (`diagnose`), and ferry's own SQL functions (`functions`).
+//!
+//! Which nodes run when, and what a rule or a test concludes, are not this
+//! module's business (see `run/` and `validate/`).
 
-mod diagnose;
-pub mod execute;
+pub mod diagnose;
 pub mod functions;
-pub mod plan;
+pub mod node;
 pub mod session;
-pub(crate) mod sources;
+pub mod sources;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::diagnostic::Diagnostic;
 
 pub use session::{Engine, EngineOptions};
+
+/// A node registered with the engine (a source or a seed) or planned (a
+/// model): its output schema, or why it cannot be.
+pub type Registered = Result<Option<SchemaRef>, Vec<Diagnostic>>;

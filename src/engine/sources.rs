@@ -10,10 +10,10 @@ use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use serde_json::Value as Json;
 
-use super::plan::Planned;
+use super::Registered;
 use super::session::{Engine, FileFormat, FileSource};
 use crate::diagnostic::{Code, Diagnostic, Label};
-use crate::manifest::{Manifest, Node, Resource};
+use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::project::nodes::SourceTable;
 use crate::source;
 use crate::source::CsvSettings;
@@ -22,7 +22,7 @@ use crate::template::functions::quote_ident;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 
-pub(super) async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTable) -> Planned {
+pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTable) -> Registered {
     let table = TableReference::partial(s.source.as_str(), s.name.as_str());
     let here = Label::new(&s.origin.file, s.origin.span.clone());
     let name = format!("{}.{}", s.source, s.name);
@@ -209,7 +209,7 @@ async fn register_database(
     table: TableReference,
     name: &str,
     here: Label,
-) -> Planned {
+) -> Registered {
     let fail = |message: String, help: Option<&str>| {
         let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
         vec![match help {
@@ -292,7 +292,7 @@ fn invalid_text(name: &str, root: &Utf8Path, file: &FileSource, e: &DataFusionEr
 }
 
 /// A read error as a diagnostic naming file and line (or sheet and row).
-pub(crate) fn read_error_diagnostic(e: &source::ReadError) -> Diagnostic {
+pub fn read_error_diagnostic(e: &source::ReadError) -> Diagnostic {
     let place = e.place().map(|p| format!(" ({p})")).unwrap_or_default();
     let d = Diagnostic::error(Code::SourceRow, format!("{e}{place}")).in_file(Utf8PathBuf::from(e.at.location()));
     match e.problem.as_ref() {
@@ -508,7 +508,7 @@ fn check_exists(file: &FileSource, name: &str, here: &Label) -> Result<(), Vec<D
     ])
 }
 
-pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) -> Planned {
+pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) -> Registered {
     let Resource::Seed(seed) = &node.resource else { return Ok(None) };
     let full = manifest.root.join(&seed.path);
     let err = |e: &DataFusionError| {
@@ -520,33 +520,30 @@ pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &N
     let file = FileSource::local(&full, FileFormat::Csv);
     let inferred = engine.infer_schema(&file).await.map_err(|e| err(&e))?;
     let mut types = Vec::new();
-    if let Some(Json::Object(map)) = node.config.get("column_types") {
-        for (col, ty) in map {
-            let Some(ty) = ty.as_str() else { continue };
-            let dt = engine.sql_type(ty).await.map_err(|_| {
-                vec![
-                    Diagnostic::error(
-                        Code::DataType,
-                        format!("seed `{}`: unknown type `{ty}` for column `{col}`", seed.name),
-                    )
-                    .in_file(&seed.path),
-                ]
-            })?;
-            if inferred.field_with_name(col).is_err() {
-                return Err(vec![
-                    Diagnostic::error(
-                        Code::UnknownColumn,
-                        format!("`column_types` names `{col}`, which seed `{}` does not have", seed.name),
-                    )
-                    .in_file(&seed.path)
-                    .with_help(
-                        crate::diagnostic::did_you_mean(col, inferred.fields().iter().map(|f| f.name().as_str()))
-                            .unwrap_or_else(|| "check the CSV header".to_owned()),
-                    ),
-                ]);
-            }
-            types.push((col.clone(), dt));
+    for (col, ty) in &node.config.column_types {
+        let dt = engine.sql_type(ty).await.map_err(|_| {
+            vec![
+                Diagnostic::error(
+                    Code::DataType,
+                    format!("seed `{}`: unknown type `{ty}` for column `{col}`", seed.name),
+                )
+                .in_file(&seed.path),
+            ]
+        })?;
+        if inferred.field_with_name(col).is_err() {
+            return Err(vec![
+                Diagnostic::error(
+                    Code::UnknownColumn,
+                    format!("`column_types` names `{col}`, which seed `{}` does not have", seed.name),
+                )
+                .in_file(&seed.path)
+                .with_help(
+                    crate::diagnostic::did_you_mean(col, inferred.fields().iter().map(|f| f.name().as_str()))
+                        .unwrap_or_else(|| "check the CSV header".to_owned()),
+                ),
+            ]);
         }
+        types.push((col.clone(), dt));
     }
     let declared = Arc::new(Schema::new(types.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>()));
     let schema = overlay(&inferred, Some(&declared));
@@ -554,11 +551,11 @@ pub(super) async fn register_seed(engine: &Engine, manifest: &Manifest, node: &N
     Ok(Some(schema))
 }
 
-/// After a CSV parse error in model `i`, finds which source or seed file of
+/// After a CSV parse error in model `id`, finds which source or seed file of
 /// its ancestors holds the bad row, and where.
-pub(super) async fn locate_bad_row(engine: &Engine, manifest: &Manifest, i: usize) -> Option<Diagnostic> {
-    for a in manifest.graph.ancestors(i, None) {
-        let node = &manifest.nodes[a];
+pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId) -> Option<Diagnostic> {
+    for a in manifest.graph.ancestors(id, None) {
+        let node = &manifest[a];
         let (file, table) = match &node.resource {
             Resource::Source(s) => {
                 let path = s.location.get("path").and_then(Json::as_str)?;
@@ -605,12 +602,12 @@ pub(super) async fn locate_bad_row(engine: &Engine, manifest: &Manifest, i: usiz
 /// place (`Error parsing timestamp from '31/02/1900' using format ...`):
 /// finds the first field holding that value in the CSV sources of node
 /// `i` that declare a format, and names its file, line and column.
-pub(super) fn locate_bad_date(manifest: &Manifest, i: usize, message: &str) -> Option<Diagnostic> {
+pub fn locate_bad_date(manifest: &Manifest, id: NodeId, message: &str) -> Option<Diagnostic> {
     let pattern = regex::Regex::new(r"Error parsing timestamp from '(.*?)' using format '(.*?)'").ok()?;
     let found = pattern.captures(message)?;
     let (value, format) = (&found[1], &found[2]);
-    for a in manifest.graph.ancestors(i, None) {
-        let Resource::Source(s) = &manifest.nodes[a].resource else { continue };
+    for a in manifest.graph.ancestors(id, None) {
+        let Resource::Source(s) = &manifest[a].resource else { continue };
         if TextFormats::of(&s.location).is_none() {
             continue;
         }
@@ -622,7 +619,7 @@ pub(super) fn locate_bad_date(manifest: &Manifest, i: usize, message: &str) -> O
         for f in file.local_files() {
             let Some((line, column)) = file.find_field(&f, value) else { continue };
             let shown = f.strip_prefix(&manifest.root).map_or_else(|_| f.clone(), Utf8Path::to_owned);
-            let name = manifest.nodes[a].display_name();
+            let name = manifest[a].display_name();
             return Some(
                 Diagnostic::error(
                     Code::SourceRow,

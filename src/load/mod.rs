@@ -6,117 +6,252 @@
 //! idempotent: the target either holds the whole new load or is exactly as
 //! it was.
 //!
-//! This module decides *what* to load, where and in which order; the
-//! backends decide *how*.
+//! This module decides *what* to load, where and in which order
+//! ([`load_nodes`], [`dry_run`], [`rollback`]); the backends decide *how*.
+//! Progress reaches the caller as [`LoadEvent`]s; nothing here prints.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use camino::Utf8Path;
-use serde_json::Value as Json;
 
-use crate::backend::{BackendError, LoadJob};
-use crate::diagnostic::{Code, Diagnostic};
-use crate::manifest::{Manifest, Materialization, Resource};
-use crate::project::nodes::TestKind;
-use crate::values::{LoadMode, TableName};
+use crate::backend::profiles::Target;
+use crate::backend::{BackendError, Connection, LoadJob, LoadReport};
+use crate::diagnostic::Diagnostic;
+use crate::manifest::config::LoadConfig;
+use crate::manifest::{Manifest, NodeId, Resource};
+use crate::project::nodes::{NodeRef, TestKind};
+use crate::values::TableName;
 
-/// A model's `load` config, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadConfig {
-    pub table: TableName,
-    pub mode: LoadMode,
-    pub unique_key: Vec<String>,
+/// What loading a set of nodes did, per node.
+#[derive(Debug, Default)]
+pub struct Loads {
+    pub results: BTreeMap<NodeId, Result<LoadReport, String>>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub interrupted: bool,
 }
 
-/// Reads a model's or seed's `load` config (`load: false`, or
-/// `load: {table, schema, mode, unique_key}`), falling back to dbt's
-/// `alias`, `schema` and `unique_key`. `Ok(None)`: not loaded.
-pub fn config_for(manifest: &Manifest, i: usize) -> Result<Option<LoadConfig>, Box<Diagnostic>> {
-    let node = &manifest.nodes[i];
-    let loads = match &node.resource {
-        Resource::Model { materialized, .. } => matches!(materialized, Materialization::Table),
-        Resource::Seed(_) => true,
-        _ => false,
-    };
-    if !loads {
-        return Ok(None);
-    }
-    let bad = |msg: String| {
-        Box::new(
-            Diagnostic::error(Code::ModelConfig, format!("{}: {msg}", node.display_name()))
-                .in_file(node.path())
-                .with_help("write `load: false`, or `load: {table: t, schema: s, mode: replace, unique_key: [id]}`"),
-        )
-    };
-    let load = match node.config.get("load") {
-        None | Some(Json::Null) | Some(Json::Bool(true)) => serde_json::Map::new(),
-        Some(Json::Bool(false)) => return Ok(None),
-        Some(Json::Object(m)) => {
-            if m.get("enabled").and_then(Json::as_bool) == Some(false) {
-                return Ok(None);
-            }
-            for k in m.keys() {
-                if !["table", "schema", "mode", "unique_key", "enabled"].contains(&k.as_str()) {
-                    return Err(bad(format!("unknown `load` key `{k}`")));
-                }
-            }
-            m.clone()
-        }
-        Some(other) => return Err(bad(format!("`load` must be `false` or a mapping, not `{other}`"))),
-    };
-    let relation = node.relation.as_deref();
-    let text = |k: &str| -> Result<Option<String>, Box<Diagnostic>> {
-        match load.get(k) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(other) => Err(bad(format!("`load.{k}` must be a name, not `{other}`"))),
-        }
-    };
-    let name = text("table")?.or_else(|| relation.map(|r| r.identifier.clone())).unwrap_or_else(|| node.name.clone());
-    let schema = match text("schema")? {
-        Some(s) => s,
-        None => relation.map(|r| r.schema.clone()).unwrap_or_default(),
-    };
-    let mode = match text("mode")? {
-        None => LoadMode::Replace,
-        Some(m) => LoadMode::parse(&m)
-            .ok_or_else(|| bad(format!("unknown load mode `{m}`; the modes are {}", LoadMode::NAMES.join(", "))))?,
-    };
-    let key_json = load.get("unique_key").or_else(|| node.config.get("unique_key"));
-    let unique_key = match key_json {
-        None => Vec::new(),
-        Some(v) => crate::project::config::column_list(v, "unique_key").map_err(bad)?,
-    };
-    if mode.needs_key() && unique_key.is_empty() {
-        return Err(bad(format!("load mode `{}` needs a `unique_key`", mode.name())));
-    }
-    Ok(Some(LoadConfig { table: TableName { schema, name }, mode, unique_key }))
+/// A load's progress.
+#[derive(Debug)]
+pub enum LoadEvent<'a> {
+    /// The target is connected and `total` loads start.
+    Started { total: usize },
+    /// Rows sent so far of the table loading now (every 200 ms).
+    Rows { model: &'a str, rows: u64, total: u64, rate: f64 },
+    /// The `k`th load of `total` (from 0) ended.
+    Finished { k: usize, total: usize, job: &'a LoadJob, result: Result<&'a LoadReport, &'a BackendError> },
+    /// Ctrl-C stopped the `k`th load; its table is as it was.
+    Interrupted { k: usize, total: usize, job: &'a LoadJob },
+    /// The loads that started have ended.
+    Done,
+}
+
+/// A model's or seed's `load` config (`None`: it is not loaded), or the
+/// diagnostic of a bad one.
+pub fn config_for(manifest: &Manifest, id: NodeId) -> Result<Option<LoadConfig>, Box<Diagnostic>> {
+    manifest[id].config.load.clone()
 }
 
 /// The nodes of `selected` that load into the target (or whose `load`
 /// config is wrong, so that the error is reported).
-pub fn loadable(manifest: &Manifest, selected: BTreeSet<usize>) -> BTreeSet<usize> {
-    selected.into_iter().filter(|&i| matches!(config_for(manifest, i), Ok(Some(_)) | Err(_))).collect()
+pub fn loadable(manifest: &Manifest, selected: BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    selected.into_iter().filter(|&i| matches!(manifest[i].config.load, Ok(Some(_)) | Err(_))).collect()
 }
 
 /// A job for a staged node: reads and checks its stage manifest and
 /// resolves the columns.
 pub fn job_for(
     manifest: &Manifest,
-    i: usize,
+    id: NodeId,
     config: LoadConfig,
     stage_root: &Utf8Path,
 ) -> Result<LoadJob, BackendError> {
-    let node = &manifest.nodes[i];
+    let node = &manifest[id];
     LoadJob::from_stage(&node.name, config.table, config.mode, config.unique_key, stage_root.join(&node.name))
+}
+
+/// Why a node's load cannot start (a bad `load` config, a stage that
+/// cannot be read): what its result records, and the diagnostic.
+#[derive(Debug)]
+pub struct NotLoadable {
+    pub message: String,
+    pub diagnostic: Box<Diagnostic>,
+}
+
+/// The jobs for `nodes` that load, in load order, or why each cannot.
+pub fn jobs_for(
+    manifest: &Manifest,
+    nodes: &BTreeSet<NodeId>,
+    stage_root: &Utf8Path,
+) -> Vec<(NodeId, Result<LoadJob, NotLoadable>)> {
+    let mut jobs = Vec::new();
+    for i in load_order(manifest, nodes) {
+        let job = match config_for(manifest, i) {
+            Ok(None) => continue,
+            Ok(Some(config)) => job_for(manifest, i, config, stage_root).map_err(|e| NotLoadable {
+                message: e.to_string(),
+                diagnostic: Box::new(e.to_diagnostic(&manifest[i].name)),
+            }),
+            Err(d) => Err(NotLoadable { message: d.message.clone(), diagnostic: d }),
+        };
+        jobs.push((i, job));
+    }
+    jobs
+}
+
+/// Loads `nodes` (those with a `load`, in load order) from their stages.
+/// Ctrl-C stops the load under way (its table is left as it was) and the
+/// rest.
+pub async fn load_nodes(
+    target: &Target,
+    manifest: &Manifest,
+    nodes: &BTreeSet<NodeId>,
+    stage_root: &Utf8Path,
+    on: &(dyn Fn(LoadEvent<'_>) + Sync),
+) -> Loads {
+    let mut loads = Loads::default();
+    let mut jobs = Vec::new();
+    for (i, job) in jobs_for(manifest, nodes, stage_root) {
+        match job {
+            Ok(job) => jobs.push((i, job)),
+            Err(e) => {
+                loads.results.insert(i, Err(e.message));
+                loads.diagnostics.push(*e.diagnostic);
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return loads;
+    }
+    let mut conn = match Connection::connect(target).await {
+        Ok(c) => c,
+        Err(e) => {
+            for (i, _) in &jobs {
+                loads.results.insert(*i, Err(e.to_string()));
+            }
+            loads.diagnostics.push(e.to_diagnostic(&format!("target `{}`", target.name)));
+            return loads;
+        }
+    };
+    let total = jobs.len();
+    on(LoadEvent::Started { total });
+    for (k, (i, job)) in jobs.iter().enumerate() {
+        let Some(result) = load_one(&mut conn, job, on).await else {
+            loads.interrupted = true;
+            on(LoadEvent::Interrupted { k, total, job });
+            break;
+        };
+        on(LoadEvent::Finished { k, total, job, result: result.as_ref() });
+        match result {
+            Ok(report) => {
+                loads.results.insert(*i, Ok(report));
+            }
+            Err(e) => {
+                loads.results.insert(*i, Err(e.to_string()));
+                loads.diagnostics.push(e.to_diagnostic(&job.model));
+            }
+        }
+    }
+    on(LoadEvent::Done);
+    loads
+}
+
+/// Loads one job, telling `on` of the rows sent as it goes; `None` when
+/// Ctrl-C stopped it.
+async fn load_one(
+    conn: &mut Connection,
+    job: &LoadJob,
+    on: &(dyn Fn(LoadEvent<'_>) + Sync),
+) -> Option<Result<LoadReport, BackendError>> {
+    let rows = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let work = conn.load(job, &rows);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(work, ctrl_c);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            _ = &mut ctrl_c => return None,
+            _ = tick.tick() => {
+                let n = rows.load(Ordering::Relaxed);
+                let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                on(LoadEvent::Rows { model: &job.model, rows: n, total: job.rows(), rate });
+            }
+        }
+    }
+}
+
+/// The statements each load of `nodes` would run, after the same preflight
+/// checks (`ferry load --dry-run`): per node, its job and statements, or
+/// why it cannot load. `Err`: the target cannot be reached.
+pub async fn dry_run(
+    target: &Target,
+    manifest: &Manifest,
+    nodes: &BTreeSet<NodeId>,
+    stage_root: &Utf8Path,
+) -> Result<Vec<Result<(LoadJob, Vec<String>), Box<Diagnostic>>>, Box<Diagnostic>> {
+    let mut conn = connect(target).await?;
+    let mut plans = Vec::new();
+    for (i, job) in jobs_for(manifest, nodes, stage_root) {
+        let name = &manifest[i].name;
+        let plan = match job {
+            Ok(job) => conn.dry_run(&job).await.map(|sql| (job, sql)).map_err(|e| Box::new(e.to_diagnostic(name))),
+            Err(e) => Err(e.diagnostic),
+        };
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// What `ferry rollback` did to one model's table.
+pub struct RolledBack {
+    pub model: String,
+    pub table: TableName,
+    pub result: Result<(), Box<Diagnostic>>,
+}
+
+/// The tables the `replace` loads of `selected` kept as
+/// `<table>__ferry_prev`, each with its model; a bad `load` config stops
+/// everything with its diagnostic.
+pub fn rollback_targets(
+    manifest: &Manifest,
+    selected: &BTreeSet<NodeId>,
+) -> Result<Vec<(String, TableName)>, Box<Diagnostic>> {
+    let mut targets = Vec::new();
+    for &i in selected {
+        if let Some(c) = config_for(manifest, i)? {
+            targets.push((manifest[i].name.clone(), c.table));
+        }
+    }
+    Ok(targets)
+}
+
+/// Restores each of `targets` (model, table) from the table its last
+/// `replace` load kept. `Err`: the target cannot be reached.
+pub async fn rollback(target: &Target, targets: Vec<(String, TableName)>) -> Result<Vec<RolledBack>, Box<Diagnostic>> {
+    let mut conn = connect(target).await?;
+    let mut done = Vec::new();
+    for (model, table) in targets {
+        let result = conn.rollback(&table).await.map_err(|e| Box::new(e.to_diagnostic(&model)));
+        done.push(RolledBack { model, table, result });
+    }
+    Ok(done)
+}
+
+/// Connects to the target, or says why not as a diagnostic.
+pub async fn connect(target: &Target) -> Result<Connection, Box<Diagnostic>> {
+    Connection::connect(target).await.map_err(|e| Box::new(e.to_diagnostic(&format!("target `{}`", target.name))))
 }
 
 /// Orders loads so that parents come before children: along the DAG, and
 /// along `relationships` tests between loaded nodes (so foreign keys hold
 /// at every commit). Ties keep DAG order.
-pub fn load_order(manifest: &Manifest, nodes: &BTreeSet<usize>) -> Vec<usize> {
-    let position: BTreeMap<usize, usize> = manifest.order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let mut before: BTreeMap<usize, BTreeSet<usize>> = nodes.iter().map(|&i| (i, BTreeSet::new())).collect();
+pub fn load_order(manifest: &Manifest, nodes: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    let position: BTreeMap<NodeId, usize> = manifest.order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut before: BTreeMap<NodeId, BTreeSet<NodeId>> = nodes.iter().map(|&i| (i, BTreeSet::new())).collect();
     for &i in nodes {
         for a in manifest.graph.ancestors(i, None) {
             if nodes.contains(&a) {
@@ -124,7 +259,7 @@ pub fn load_order(manifest: &Manifest, nodes: &BTreeSet<usize>) -> Vec<usize> {
             }
         }
     }
-    for (t, node) in manifest.nodes.iter().enumerate() {
+    for (t, node) in manifest.iter() {
         let Resource::Test(test) = &node.resource else { continue };
         let TestKind::Generic { test_name, attached_to, .. } = &test.kind else { continue };
         if test_name != "relationships" {
@@ -142,7 +277,7 @@ pub fn load_order(manifest: &Manifest, nodes: &BTreeSet<usize>) -> Vec<usize> {
     }
     let mut order = Vec::with_capacity(nodes.len());
     let mut done = BTreeSet::new();
-    let mut pending: Vec<usize> = nodes.iter().copied().collect();
+    let mut pending: Vec<NodeId> = nodes.iter().copied().collect();
     pending.sort_by_key(|i| position.get(i).copied().unwrap_or(usize::MAX));
     while !pending.is_empty() {
         let ready = pending.iter().position(|i| before[i].iter().all(|p| done.contains(p)));
@@ -155,9 +290,8 @@ pub fn load_order(manifest: &Manifest, nodes: &BTreeSet<usize>) -> Vec<usize> {
     order
 }
 
-fn node_ref_is(manifest: &Manifest, i: usize, r: &crate::project::nodes::NodeRef) -> bool {
-    use crate::project::nodes::NodeRef;
-    let node = &manifest.nodes[i];
+fn node_ref_is(manifest: &Manifest, id: NodeId, r: &NodeRef) -> bool {
+    let node = &manifest[id];
     match (r, &node.resource) {
         (NodeRef::Model(m), Resource::Model { .. }) | (NodeRef::Seed(m), Resource::Seed(_)) => &node.name == m,
         _ => false,

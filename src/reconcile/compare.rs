@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use super::scan::{Scan, SegmentRows, scan_stage, stage_rows_in};
 use super::{
-    Config, Differences, MAX_FETCH_ROWS, ModelReport, Reference, Status, allow_explained, checksum_check, count_check,
+    Differences, MAX_FETCH_ROWS, ModelReport, Reference, Status, allow_explained, checksum_check, count_check,
     diff_rows, differing_segments, ledger_check, profile_check, reconcilable, spec_for,
 };
 use crate::backend::checksum::{Answer, FetchedRow, Profile, SegmentSums, Spec, profile_rows};
 use crate::backend::{BackendError, Connection, LoadJob};
+use crate::manifest::config::ReconcileConfig as Config;
 use crate::state::Ledger;
 use crate::values::LoadMode;
 

@@ -25,19 +25,21 @@
 //! configured. See `crate::backend`.
 
 mod compare;
+mod nodes;
 mod scan;
 
 use std::collections::HashMap;
 
 use crate::backend::LoadJob;
-use crate::backend::checksum::{FetchedRow, Group, Measure, Profile, SegmentSums, SideChoice, Spec, SpecColumn};
+use crate::backend::checksum::{FetchedRow, Group, Measure, Profile, SegmentSums, Spec, SpecColumn};
+use crate::manifest::config::{Aggregate, ReconcileConfig};
 use crate::state::Ledger;
 use crate::values::{Family, LoadMode};
 use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
-use serde_json::Value as Json;
 
 pub use compare::reconcile_table;
+pub use nodes::{ReconcileEvent, Reconciled, ledgers_of_last_run, reconcile_nodes, reconcile_source, write_report};
 pub use scan::{Scan, SegmentRows, key_hash, scan_stage, stage_rows_in};
 
 /// Rows a segment should hold: fewer are fetched and compared row by row.
@@ -48,154 +50,9 @@ pub const MAX_FETCH_ROWS: u64 = 500_000;
 /// Differences listed per kind in the report.
 pub const MAX_LISTED: usize = 100;
 
-/// A model's `reconcile` config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub enabled: bool,
-    /// Columns compared (all when empty).
-    pub columns: Vec<String>,
-    pub profile: bool,
-    /// The profile's own choices: columns, aggregates, and the segment
-    /// column its measures are grouped by.
-    pub profile_columns: Vec<String>,
-    pub aggregates: Vec<Aggregate>,
-    pub segment_by: Option<String>,
-    /// Differing rows allowed before the model fails.
-    pub max_mismatch_rows: u64,
-    /// Differing rows allowed, as a percentage of the staged rows.
-    pub max_mismatch_pct: f64,
-    /// Absolute difference allowed between float values.
-    pub tolerance: f64,
-    /// Where the target side runs.
-    pub side: SideChoice,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            enabled: true,
-            columns: Vec::new(),
-            profile: true,
-            profile_columns: Vec::new(),
-            aggregates: Aggregate::ALL.to_vec(),
-            segment_by: None,
-            max_mismatch_rows: 0,
-            max_mismatch_pct: 0.0,
-            tolerance: 0.0,
-            side: SideChoice::Auto,
-        }
-    }
-}
-
-impl Config {
-    /// Reads `reconcile: false` or `reconcile: {columns, profile,
-    /// max_mismatch_rows, max_mismatch_pct, tolerance, side, enabled}`.
-    pub fn from_json(value: Option<&Json>) -> Result<Config, String> {
-        let mut config = Config::default();
-        let map = match value {
-            None | Some(Json::Null) | Some(Json::Bool(true)) => return Ok(config),
-            Some(Json::Bool(false)) => return Ok(Config { enabled: false, ..config }),
-            Some(Json::Object(m)) => m,
-            Some(other) => return Err(format!("`reconcile` must be `false` or a mapping, not `{other}`")),
-        };
-        for (k, v) in map {
-            let number = || {
-                v.as_f64()
-                    .filter(|n| *n >= 0.0)
-                    .ok_or_else(|| format!("`reconcile.{k}` must be a number of at least 0, not `{v}`"))
-            };
-            match k.as_str() {
-                "enabled" => {
-                    config.enabled =
-                        v.as_bool().ok_or_else(|| format!("`reconcile.enabled` must be true or false, not `{v}`"))?
-                }
-                "profile" => match v {
-                    Json::Bool(b) => config.profile = *b,
-                    Json::Object(p) => config.read_profile(p)?,
-                    _ => {
-                        return Err(format!(
-                            "`reconcile.profile` must be true, false or a mapping of columns, aggregates and segment_by, not `{v}`"
-                        ));
-                    }
-                },
-                "columns" => config.columns = crate::project::config::column_list(v, "reconcile.columns")?,
-                "max_mismatch_rows" => config.max_mismatch_rows = number()? as u64,
-                "max_mismatch_pct" => config.max_mismatch_pct = number()?,
-                "tolerance" => config.tolerance = number()?,
-                "side" => {
-                    config.side = v.as_str().and_then(SideChoice::parse).ok_or_else(|| {
-                        format!("`reconcile.side` must be one of {}, not `{v}`", SideChoice::NAMES.join(", "))
-                    })?
-                }
-                other => {
-                    return Err(format!(
-                        "unknown `reconcile` key `{other}`; the keys are enabled, columns, profile, max_mismatch_rows, max_mismatch_pct, tolerance, side"
-                    ));
-                }
-            }
-        }
-        Ok(config)
-    }
-
-    /// `profile: {columns: [a], aggregates: [nulls, sum], segment_by: country}`.
-    fn read_profile(&mut self, map: &serde_json::Map<String, Json>) -> Result<(), String> {
-        for (k, v) in map {
-            match k.as_str() {
-                "columns" => {
-                    self.profile_columns = crate::project::config::column_list(v, "reconcile.profile.columns")?
-                }
-                "aggregates" => {
-                    let names = crate::project::config::column_list(v, "reconcile.profile.aggregates")?;
-                    self.aggregates = names
-                        .iter()
-                        .map(|n| {
-                            Aggregate::parse(n).ok_or_else(|| {
-                                format!(
-                                    "unknown aggregate `{n}` in `reconcile.profile.aggregates`; the aggregates are {}",
-                                    Aggregate::NAMES.join(", ")
-                                )
-                            })
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
-                "segment_by" => match v {
-                    Json::String(c) if !c.is_empty() => self.segment_by = Some(c.clone()),
-                    _ => return Err(format!("`reconcile.profile.segment_by` must be a column name, not `{v}`")),
-                },
-                other => {
-                    return Err(format!(
-                        "unknown `reconcile.profile` key `{other}`; the keys are columns, aggregates, segment_by"
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The aggregates a profile can be limited to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregate {
-    Nulls,
-    Sum,
-    Min,
-    Max,
-    DistinctKeys,
-}
-
-impl Aggregate {
-    pub const ALL: [Aggregate; 5] =
-        [Aggregate::Nulls, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::DistinctKeys];
-    const NAMES: [&'static str; 5] = ["nulls", "sum", "min", "max", "distinct_keys"];
-
-    fn parse(name: &str) -> Option<Aggregate> {
-        Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
-    }
-}
-
 /// The spec for a load job: the configured columns (always with the key),
 /// the key (`unique_key`, or every compared column), and the profile.
-pub fn spec_for(job: &LoadJob, config: &Config) -> Result<Spec, String> {
+pub fn spec_for(job: &LoadJob, config: &ReconcileConfig) -> Result<Spec, String> {
     let named = [("columns", &config.columns), ("profile.columns", &config.profile_columns)];
     let segment_by = config.segment_by.iter().cloned().collect::<Vec<_>>();
     for (what, list) in named.into_iter().chain([("profile.segment_by", &segment_by)]) {
@@ -578,7 +435,7 @@ fn floats_agree(x: &str, y: &str, single: bool, tolerance: f64) -> bool {
 }
 
 /// The checksum check from the differences found.
-pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Config) -> Check {
+pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &ReconcileConfig) -> Check {
     let rows = diff.rows();
     let pct = if staged == 0 { if rows == 0 { 0.0 } else { 100.0 } } else { rows as f64 * 100.0 / staged as f64 };
     // The fidelity contract: exact unless a row count or a share is allowed.
@@ -611,25 +468,4 @@ pub fn checksum_check(spec: &Spec, diff: &Differences, staged: u64, config: &Con
 /// or the rows it touched can be told by their keys.
 pub fn reconcilable(mode: LoadMode, unique_key: &[String]) -> bool {
     mode == LoadMode::Replace || !unique_key.is_empty()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_reads_every_key_and_names_unknown_ones() {
-        let c =
-            Config::from_json(Some(&serde_json::json!({"columns": ["a"], "tolerance": 0.01, "max_mismatch_rows": 3})))
-                .unwrap();
-        assert_eq!(c.columns, vec!["a"]);
-        assert_eq!(c.max_mismatch_rows, 3);
-        assert!(!Config::from_json(Some(&Json::Bool(false))).unwrap().enabled);
-        let e = Config::from_json(Some(&serde_json::json!({"tolerence": 1}))).unwrap_err();
-        assert!(e.contains("unknown `reconcile` key `tolerence`"), "{e}");
-        assert_eq!(Config::from_json(Some(&serde_json::json!({"side": "pulled"}))).unwrap().side, SideChoice::Pulled);
-        assert_eq!(Config::default().side, SideChoice::Auto);
-        let e = Config::from_json(Some(&serde_json::json!({"side": "pull"}))).unwrap_err();
-        assert_eq!(e, "`reconcile.side` must be one of auto, pushed, pulled, not `\"pull\"`");
-    }
 }

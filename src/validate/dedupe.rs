@@ -30,7 +30,8 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{FutureExt as _, StreamExt as _};
 
-use super::rules::{Dedupe, HARD_COLUMN, order_column};
+use super::rules::{HARD_COLUMN, order_column};
+use crate::manifest::config::Dedupe;
 
 /// The column the splitter reads: the kept row's text on a dropped row.
 pub const KEPT_COLUMN: &str = "__ferry_kept";
@@ -400,7 +401,7 @@ impl Collected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::rules::OrderItem;
+    use crate::manifest::config::OrderItem;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::execution::memory_pool::GreedyMemoryPool;
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;

@@ -20,62 +20,12 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt as _;
 
-use super::data_test::Severity;
-use super::rules::{Dedupe, Rule};
+use super::rules::RuleCheck;
+use crate::manifest::config::{Dedupe, Severity, Threshold};
 use crate::state::{Ledger, error_log};
 
 /// The column of quarantined rows that lists the rules each row broke.
 pub const BROKEN_RULES_COLUMN: &str = "_ferry_broken_rules";
-
-/// `quarantine: {error_if: ">1%"}`: too many quarantined rows fail the model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Threshold {
-    pub op: &'static str,
-    pub value: f64,
-    pub percent: bool,
-    pub text: String,
-}
-
-impl Threshold {
-    /// Parses `>1%`, `> 100`, `>= 0.5%`: a test's threshold, in rows or
-    /// percent of the rows produced.
-    pub fn parse(text: &str) -> Option<Self> {
-        let t = text.trim();
-        let (body, percent) = match t.strip_suffix('%') {
-            Some(body) => (body, true),
-            None => (t, false),
-        };
-        let c = super::data_test::Condition::parse(body)?;
-        Some(Threshold { op: c.op, value: c.value.parse().ok()?, percent, text: t.to_owned() })
-    }
-
-    /// A model's threshold: `quarantine: {error_if: ...}`, or `error_if:`
-    /// straight in its config. A bad one is the message to show.
-    pub fn from_config(config: &serde_json::Map<String, serde_json::Value>) -> Result<Option<Self>, String> {
-        let text = config.get("quarantine").and_then(|q| q.get("error_if")).or_else(|| config.get("error_if"));
-        let Some(text) = text.and_then(serde_json::Value::as_str) else { return Ok(None) };
-        Threshold::parse(text)
-            .map(Some)
-            .ok_or_else(|| format!("`quarantine: {{error_if: {text}}}` must be like `\">1%\"` or `\"> 100\"`"))
-    }
-
-    /// Whether `quarantined` of `produced` rows crosses the threshold.
-    pub fn exceeded(&self, quarantined: u64, produced: u64) -> bool {
-        let x = if self.percent {
-            if produced == 0 { 0.0 } else { quarantined as f64 * 100.0 / produced as f64 }
-        } else {
-            quarantined as f64
-        };
-        match self.op {
-            ">=" => x >= self.value,
-            ">" => x > self.value,
-            "<=" => x <= self.value,
-            "<" => x < self.value,
-            "!=" => x != self.value,
-            _ => x == self.value,
-        }
-    }
-}
 
 /// The error raised through the stage writer when the threshold is crossed,
 /// so the stage is discarded.
@@ -89,7 +39,7 @@ pub struct ThresholdExceeded {
 
 /// One model's rules applied to its streaming rows.
 pub struct Splitter {
-    rules: Arc<Vec<Rule>>,
+    rules: Arc<Vec<RuleCheck>>,
     dedupe: Option<Dedupe>,
     model: String,
     run_id: String,
@@ -122,7 +72,7 @@ pub struct Written {
 
 impl Splitter {
     pub fn new(
-        rules: Arc<Vec<Rule>>,
+        rules: Arc<Vec<RuleCheck>>,
         dedupe: Option<Dedupe>,
         model: &str,
         run_id: &str,
@@ -210,7 +160,7 @@ impl Splitter {
         let mut hard = BooleanArray::from(vec![false; rows]);
         let mut soft = BooleanArray::from(vec![false; rows]);
         for (rule, f) in self.rules.iter().zip(&flags) {
-            match rule.severity {
+            match rule.rule.severity {
                 Severity::Error => hard = or(&hard, f)?,
                 Severity::Warn => soft = or(&soft, f)?,
             }
@@ -254,7 +204,7 @@ impl Splitter {
         let mut broken = StringBuilder::new();
         for i in (0..own.num_rows()).filter(|&i| hard.value(i)) {
             let names: Vec<&str> =
-                self.rules.iter().zip(flags).filter(|(_, f)| f.value(i)).map(|(r, _)| r.name.as_str()).collect();
+                self.rules.iter().zip(flags).filter(|(_, f)| f.value(i)).map(|(r, _)| r.rule.name.as_str()).collect();
             broken.append_value(names.join(", "));
         }
         let rows = filter_record_batch(own, hard)?;
@@ -289,7 +239,7 @@ impl Splitter {
         let keys = row_texts(own, &self.key)?;
         let mut b = LogBuilder::default();
         for (rule, f) in self.rules.iter().zip(&flags).filter(|(_, f)| f.true_count() > 0) {
-            let values: Option<ArrayRef> = match &rule.column {
+            let values: Option<ArrayRef> = match &rule.rule.column {
                 Some(c) if own.schema().index_of(c).is_ok() => {
                     Some(cast(own.column(own.schema().index_of(c)?), &DataType::Utf8)?)
                 }
@@ -300,15 +250,15 @@ impl Splitter {
                 b.run_id.append_value(&self.run_id);
                 b.model.append_value(&self.model);
                 b.record_key.append_value(&keys[i]);
-                b.rule.append_value(&rule.name);
-                b.column.append_option(rule.column.as_deref());
+                b.rule.append_value(&rule.rule.name);
+                b.column.append_option(rule.rule.column.as_deref());
                 b.value.append_option(values.filter(|v| !v.is_null(i)).map(|v| v.value(i)));
-                b.severity.append_value(match rule.severity {
+                b.severity.append_value(match rule.rule.severity {
                     Severity::Error => "error",
                     Severity::Warn => "warn",
                 });
                 b.message.append_value(&rule.message);
-                b.suggestion.append_option(rule.suggestion.as_deref());
+                b.suggestion.append_option(rule.rule.suggestion.as_deref());
             }
         }
         if let (Some((dropped, kept)), Some(d)) = (dropped, &self.dedupe) {
@@ -343,7 +293,7 @@ impl Written {
             quarantined: s.counts.quarantined.load(Ordering::SeqCst),
             duplicates_dropped: s.counts.duplicates.load(Ordering::SeqCst),
             warned: s.counts.warned.load(Ordering::SeqCst),
-            by_rule: s.rules.iter().map(|r| r.name.clone()).zip(by_rule).collect(),
+            by_rule: s.rules.iter().map(|r| r.rule.name.clone()).zip(by_rule).collect(),
             quarantine_file: show(quarantine),
             error_log: show(log),
         })
@@ -484,22 +434,4 @@ fn write_outputs(
         done.1 = Some(rel_log);
     }
     Ok(done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thresholds_count_rows_or_percent() {
-        let t = Threshold::parse(">1%").unwrap();
-        assert!(t.percent);
-        assert!(!t.exceeded(10, 1000));
-        assert!(t.exceeded(11, 1000));
-        let t = Threshold::parse("> 100").unwrap();
-        assert!(!t.exceeded(100, 10));
-        assert!(t.exceeded(101, 1_000_000));
-        assert!(Threshold::parse("lots").is_none());
-        assert!(Threshold::parse(">x%").is_none());
-    }
 }

@@ -88,6 +88,27 @@ impl std::fmt::Display for TableName {
     }
 }
 
+/// What a text value must parse as (`parses_as` rules, `ferry_parses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseKind {
+    Date,
+    Timestamp,
+    Number,
+    Integer,
+}
+
+impl ParseKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "date" => ParseKind::Date,
+            "timestamp" => ParseKind::Timestamp,
+            "number" => ParseKind::Number,
+            "integer" => ParseKind::Integer,
+            _ => return None,
+        })
+    }
+}
+
 /// The value family of a canonical column type (see [`cells::canonical`]):
 /// what decides how a value is printed, hashed, summed and ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Plans models without running them: each model's SQL is planned against
 //! its parents' output schemas (schema-only tables), in DAG order, so every
 //! output schema is known and every error is found before any row moves.
+//! A model's contract and the query that checks its rules are planned too.
 //!
 //! Parents are never inlined as views: on diamond-heavy DAGs recursive view
 //! expansion grows exponentially.
@@ -9,37 +10,27 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
-use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
-use serde_json::Value as Json;
 
-use super::session::Engine;
-use super::{diagnose, sources};
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
-use crate::manifest::{Manifest, Node, Resource};
-
-/// Where compiled SQL is written, relative to the project root.
-pub const COMPILED_DIR: &str = ".ferry/compiled";
+use crate::engine::{Engine, Registered, diagnose, node as engine_node, sources};
+use crate::manifest::{Manifest, Node, NodeId, Resource};
+use crate::state::Layout;
+use crate::validate::rules::{self, checked_sql};
 
 /// What planning found.
 #[derive(Debug, Default)]
 pub struct PlanOutcome {
     /// Output schema of every planned model, seed and source.
-    pub schemas: HashMap<usize, SchemaRef>,
+    pub schemas: HashMap<NodeId, SchemaRef>,
     /// Nodes that were planned (in DAG order).
-    pub planned: Vec<usize>,
-    pub failed: BTreeSet<usize>,
+    pub planned: Vec<NodeId>,
+    pub failed: BTreeSet<NodeId>,
     /// Nodes not planned because an ancestor failed, with that ancestor.
-    pub skipped: BTreeMap<usize, usize>,
+    pub skipped: BTreeMap<NodeId, NodeId>,
     pub diagnostics: Vec<Diagnostic>,
-}
-
-/// The compiled-SQL path of a template (`.ferry/compiled/models/x.sql`).
-pub fn compiled_path(template: &Utf8Path) -> Utf8PathBuf {
-    Utf8Path::new(COMPILED_DIR).join(template)
 }
 
 /// Plans the `wanted` nodes and every ancestor they need, skipping nodes
@@ -47,14 +38,14 @@ pub fn compiled_path(template: &Utf8Path) -> Utf8PathBuf {
 pub async fn plan(
     engine: &Engine,
     manifest: &Manifest,
-    wanted: &BTreeSet<usize>,
-    failed: &BTreeSet<usize>,
+    wanted: &BTreeSet<NodeId>,
+    failed: &BTreeSet<NodeId>,
 ) -> PlanOutcome {
     let needed = manifest.graph.with_ancestors(wanted.iter().copied());
     let mut out = PlanOutcome { failed: failed.clone(), ..PlanOutcome::default() };
     // Seeds and sources read files to learn their schemas: async, in order.
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
-        let node = &manifest.nodes[i];
+        let node = &manifest[i];
         let result = match &node.resource {
             Resource::Source(s) => sources::register_source(engine, manifest, s).await,
             Resource::Seed(_) => sources::register_seed(engine, manifest, node).await,
@@ -66,16 +57,16 @@ pub async fn plan(
     }
     // Models and singular tests only read schemas already registered: each
     // is planned, in parallel, as soon as its last parent is.
-    let plannable: Vec<usize> = manifest
+    let plannable: Vec<NodeId> = manifest
         .order
         .iter()
         .copied()
-        .filter(|&i| needed.contains(&i) && is_plannable(&manifest.nodes[i]) && !out.failed.contains(&i))
+        .filter(|&i| needed.contains(&i) && is_plannable(&manifest[i]) && !out.failed.contains(&i))
         .collect();
     for (i, result) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
         out.record(i, result);
     }
-    let done: std::collections::HashSet<usize> = out.planned.iter().copied().collect();
+    let done: std::collections::HashSet<NodeId> = out.planned.iter().copied().collect();
     for &i in &plannable {
         if !out.failed.contains(&i) && !done.contains(&i) {
             let root = manifest
@@ -103,10 +94,10 @@ fn is_plannable(node: &Node) -> bool {
 fn plan_when_ready(
     engine: &Engine,
     manifest: &Manifest,
-    nodes: &[usize],
-    failed: &BTreeSet<usize>,
-) -> Vec<(usize, Planned)> {
-    let position: HashMap<usize, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    nodes: &[NodeId],
+    failed: &BTreeSet<NodeId>,
+) -> Vec<(NodeId, Registered)> {
+    let position: HashMap<NodeId, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let waiting: Vec<AtomicUsize> = nodes
         .iter()
         .map(|&i| {
@@ -132,13 +123,13 @@ fn plan_when_ready(
 struct Scheduler<'a> {
     engine: &'a Engine,
     manifest: &'a Manifest,
-    position: &'a HashMap<usize, usize>,
+    position: &'a HashMap<NodeId, usize>,
     waiting: &'a [AtomicUsize],
-    results: &'a Mutex<Vec<(usize, Planned)>>,
+    results: &'a Mutex<Vec<(NodeId, Registered)>>,
 }
 
 impl<'a> Scheduler<'a> {
-    fn run<'s>(self, i: usize, scope: &rayon::Scope<'s>)
+    fn run<'s>(self, i: NodeId, scope: &rayon::Scope<'s>)
     where
         'a: 's,
     {
@@ -158,7 +149,7 @@ impl<'a> Scheduler<'a> {
 }
 
 impl PlanOutcome {
-    fn record(&mut self, i: usize, result: Planned) {
+    fn record(&mut self, i: NodeId, result: Registered) {
         match result {
             Ok(Some(schema)) => {
                 self.schemas.insert(i, schema);
@@ -173,10 +164,8 @@ impl PlanOutcome {
     }
 }
 
-pub(super) type Planned = Result<Option<SchemaRef>, Vec<Diagnostic>>;
-
-async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
-    let node = &manifest.nodes[i];
+async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId) -> Registered {
+    let node = &manifest[i];
     let (Some(compiled), Some(rendered)) = (node.compiled_name(), node.rendered.as_ref()) else {
         return Err(vec![Diagnostic::error(
             Code::SqlPlan,
@@ -186,7 +175,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
     let plan = match engine.plan(&rendered.sql).await {
         Ok(plan) => plan,
         Err(e) => {
-            let compiled = SourceFile::new(compiled_path(&compiled), rendered.sql.as_str());
+            let compiled = SourceFile::new(Layout::compiled(&compiled), rendered.sql.as_str());
             return Err(diagnose::error_diagnostics(&e, manifest, i, &compiled));
         }
     };
@@ -203,7 +192,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: usize) -> Planned {
         check_rules(engine, node, &rendered.sql).await?;
         engine
             .register_schema_only(TableReference::bare(node.name.as_str()), Arc::clone(&schema))
-            .map_err(|e| vec![internal(&e, node)])?;
+            .map_err(|e| vec![engine_node::internal(&e, node, Code::SqlPlan)])?;
         return Ok(Some(schema));
     }
     Ok(None)
@@ -222,31 +211,29 @@ fn is_query(plan: &LogicalPlan) -> bool {
     )
 }
 
-fn internal(e: &DataFusionError, node: &Node) -> Diagnostic {
-    Diagnostic::error(Code::SqlPlan, format!("failed to register `{}`: {e}", node.name))
-        .with_note("this is a bug, please report it with `-vv` output")
-}
-
 /// Plans the query that checks a model's rules; a rule that does not plan
 /// (an unknown column, a type that cannot compare) points at its declaration.
 async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<Diagnostic>> {
-    use crate::validate::rules::checked_sql;
-    let all = checked_sql(sql, &node.rules, node.dedupe.as_ref());
-    if !node.is_checked() || engine.plan(&all).await.is_ok() {
+    if !node.is_checked() {
+        return Ok(());
+    }
+    let checks = rules::checks(&node.config.rules);
+    let all = checked_sql(sql, &checks, node.config.dedupe.as_ref());
+    if engine.plan(&all).await.is_ok() {
         return Ok(());
     }
     let mut diags = Vec::new();
-    for rule in &node.rules {
-        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(rule), None)).await {
+    for check in &checks {
+        if let Err(e) = engine.plan(&checked_sql(sql, std::slice::from_ref(check), None)).await {
             let root = e.find_root().strip_backtrace();
             let first = root.lines().next().unwrap_or_default().to_owned();
             diags.push(
                 Diagnostic::error(
                     Code::SqlPlan,
-                    format!("rule `{}` of `{}` cannot be checked: {first}", rule.name, node.name),
+                    format!("rule `{}` of `{}` cannot be checked: {first}", check.rule.name, node.name),
                 )
-                .with_label(rule.origin.name_label())
-                .with_note(format!("it checks `{}`", rule.broken)),
+                .with_label(check.rule.origin.name_label())
+                .with_note(format!("it checks `{}`", check.broken)),
             );
         }
     }
@@ -265,8 +252,7 @@ async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<
 /// With `contract: {enforced: true}`, the planned columns must match the
 /// declared names and `data_type`s exactly, in order.
 async fn check_contract(engine: &Engine, node: &Node, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> {
-    let enforced = node.config.get("contract").and_then(|c| c.get("enforced")).and_then(Json::as_bool).unwrap_or(false);
-    if !enforced {
+    if !node.config.contract_enforced {
         return Ok(());
     }
     let path = node.path();

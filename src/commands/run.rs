@@ -1,0 +1,260 @@
+//! `ferry run`, `ferry seed`, `ferry test` and `ferry build`: one call to
+//! `run::execute`, shown as it goes (a line per node, progress bars) and
+//! summed up at the end (the diagnostics, each model's row ledger, what was
+//! run and loaded, and `build`'s reconciliation).
+
+use std::sync::Mutex;
+
+use anyhow::Result;
+
+use super::render::{LoadLines, group, node_line, reconcile_event};
+use crate::cli::RunArgs;
+use crate::error::ExitStatus;
+use crate::manifest::{Manifest, NodeId};
+use crate::printer::{Printer, Progress};
+use crate::run::{self as pipeline, NodeEvent, NodeReport, Observer, RunEvent, RunOptions, RunReport, Which};
+use crate::settings::Settings;
+use crate::state::run_results::Status;
+
+pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, printer: &Printer) -> Result<ExitStatus> {
+    let Some(prepared) = super::prepare_or_report(settings, which.name(), printer)? else {
+        return Ok(ExitStatus::Failure);
+    };
+    let Some(selected) = super::selected_or_report(&prepared.manifest, &args.select, printer) else {
+        return Ok(ExitStatus::Failure);
+    };
+    let options = RunOptions {
+        which,
+        threads: super::threads(&args.exec),
+        memory_limit: args.exec.memory_limit.map(|b| b.as_u64()),
+        no_load: args.no_load,
+        store_failures: args.store_failures,
+    };
+    let terminal = Terminal::new(printer, &prepared.manifest);
+    let report = pipeline::execute(&prepared, &selected, &options, &terminal).await?;
+    let status = summarize(&report, &prepared.manifest, printer)?;
+    match &report.reconciled {
+        Some((done, started)) if !done.reports.is_empty() || !done.diagnostics.is_empty() => {
+            let shown = prepared.layout.run(&report.run_id).join("reconcile.json").shown;
+            let reconciled = super::reconcile::finish(done, &shown, printer, started.elapsed().as_secs_f64())?;
+            Ok(if status == ExitStatus::Success { reconciled } else { status })
+        }
+        _ => Ok(status),
+    }
+}
+
+/// Shows a run's events as they come.
+struct Terminal<'a> {
+    printer: &'a Printer,
+    manifest: &'a Manifest,
+    progress: Mutex<Option<Progress>>,
+    loads: LoadLines<'a>,
+}
+
+impl<'a> Terminal<'a> {
+    fn new(printer: &'a Printer, manifest: &'a Manifest) -> Self {
+        Terminal { printer, manifest, progress: Mutex::new(None), loads: LoadLines::new(printer) }
+    }
+
+    fn node_event(&self, event: NodeEvent<'_>) {
+        let progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(progress) = progress.as_ref() else { return };
+        match event {
+            NodeEvent::Finished { id, report, done, total } => {
+                progress.line(&self.node_line(id, report, done, total));
+                progress.advance();
+            }
+            NodeEvent::Progress { rows, running } => {
+                progress.message(format!("{} rows · running {}", group(rows), running.join(", ")));
+            }
+        }
+    }
+
+    /// `3 of 6 OK    table     orders   2,000 rows in 0.03s`; a test's
+    /// `PASS`, `WARN n` or `FAIL n`.
+    fn node_line(&self, id: NodeId, r: &NodeReport, done: usize, total: usize) -> String {
+        let name = self.manifest[id].display_name();
+        let secs = r.seconds;
+        if let Some(failures) = r.failures {
+            let word = match r.status {
+                Status::Pass => "PASS",
+                Status::Warn => "WARN",
+                _ => "FAIL",
+            };
+            let detail = match r.status {
+                Status::Pass => format!("in {secs:.2}s"),
+                _ => format!("{} failing in {secs:.2}s", group(failures)),
+            };
+            return node_line(done, total, word, "test", &name, &detail);
+        }
+        let word = match r.status {
+            Status::Success | Status::Pass => "OK",
+            Status::Warn => "WARN",
+            Status::Error | Status::Fail => "ERROR",
+            Status::Skipped => "SKIP",
+        };
+        node_line(done, total, word, r.kind, &name, &node_detail(r))
+    }
+}
+
+/// What a node line says after the node's name.
+fn node_detail(r: &NodeReport) -> String {
+    let secs = r.seconds;
+    let set_aside = r.ledger.as_ref().filter(|l| l.quarantined + l.duplicates_dropped > 0).map(|l| {
+        let mut parts = Vec::new();
+        if l.quarantined > 0 {
+            parts.push(format!("{} quarantined", group(l.quarantined)));
+        }
+        if l.duplicates_dropped > 0 {
+            parts.push(format!("{} duplicates dropped", group(l.duplicates_dropped)));
+        }
+        parts.join(", ")
+    });
+    match (r.status, r.rows) {
+        (Status::Success, Some(n)) if set_aside.is_some() => {
+            format!("{} rows, {}, in {secs:.2}s", group(n), set_aside.unwrap_or_default())
+        }
+        (Status::Success, Some(n)) if r.readers.is_some() => {
+            format!("computed once for its {} readers, {} rows in {secs:.2}s", r.readers.unwrap_or(0), group(n))
+        }
+        (Status::Success, Some(n)) => format!("{} rows in {secs:.2}s", group(n)),
+        (Status::Success, None) => format!("in {secs:.2}s"),
+        (Status::Skipped, _) => r.message.clone().unwrap_or_default(),
+        _ => format!("in {secs:.2}s"),
+    }
+}
+
+impl Observer for Terminal<'_> {
+    fn event(&self, event: RunEvent<'_>) {
+        match event {
+            RunEvent::Planned { diagnostics } => {
+                super::report(self.printer, diagnostics);
+            }
+            RunEvent::UnstagedParent { name } => {
+                self.printer.status(&format!("note: `{name}` has no stage yet; reading it from its SQL"));
+            }
+            RunEvent::Started { total } => {
+                *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(self.printer.progress(total));
+            }
+            RunEvent::Node(e) => self.node_event(e),
+            RunEvent::Executed => {
+                if let Some(p) = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    p.finish();
+                }
+            }
+            RunEvent::HeldBack { node, test } => self.printer.status(&format!(
+                "not loading `{}`: its test `{}` failed",
+                self.manifest[node].display_name(),
+                self.manifest[test].name
+            )),
+            RunEvent::Load(e) => self.loads.event(e),
+            RunEvent::Reconcile(e) => reconcile_event(self.printer, e),
+        }
+    }
+}
+
+/// Prints what went wrong, each model's ledger and the summary line, and
+/// picks the exit status.
+fn summarize(report: &RunReport, manifest: &Manifest, printer: &Printer) -> Result<ExitStatus> {
+    super::report(printer, &report.diagnostics);
+    let (ok, skipped, failed) = (report.count(Status::Success), report.count(Status::Skipped), report.failed());
+    let (passed, warned, failed_tests) =
+        (report.count(Status::Pass), report.count(Status::Warn), report.count(Status::Fail));
+    let test_note = if passed + warned + failed_tests == 0 {
+        String::new()
+    } else {
+        let mut parts = vec![format!("{passed} passed")];
+        if warned > 0 {
+            parts.push(format!("{warned} warned"));
+        }
+        if failed_tests > 0 {
+            parts.push(format!("{failed_tests} failed"));
+        }
+        format!("; tests: {}", parts.join(", "))
+    };
+    if report.interrupted {
+        printer.error_summary(&format!(
+            "interrupted: {ok} done before Ctrl-C; unfinished stages were discarded and earlier stages kept"
+        ));
+        return Ok(ExitStatus::Interrupted);
+    }
+    print_ledgers(report, manifest, printer);
+    let load_failed = report.loads_failed();
+    if failed == 0 && load_failed == 0 && !report.planning_failed {
+        printer.status(&success_line(report, ok, &test_note));
+        Ok(ExitStatus::Success)
+    } else {
+        let loads = if load_failed > 0 {
+            format!(", {load_failed} load{} failed", if load_failed == 1 { "" } else { "s" })
+        } else {
+            String::new()
+        };
+        printer.error_summary(&format!(
+            "{failed} failed, {skipped} skipped, {} succeeded{loads}{test_note}",
+            ok + passed + warned
+        ));
+        Ok(ExitStatus::Failure)
+    }
+}
+
+/// One line per model with rules: produced = staged + quarantined + dropped.
+fn print_ledgers(report: &RunReport, manifest: &Manifest, printer: &Printer) {
+    let mut ledgers: Vec<(&str, &crate::state::Ledger)> =
+        report.nodes.iter().filter_map(|(&i, r)| Some((manifest[i].unique_id.as_str(), r.ledger.as_ref()?))).collect();
+    ledgers.sort_by_key(|(unique_id, _)| *unique_id);
+    for (unique_id, l) in ledgers {
+        let name = unique_id.rsplit('.').next().unwrap_or_default();
+        let mut line = format!(
+            "ledger `{name}`: {} produced = {} staged + {} quarantined + {} duplicates dropped",
+            group(l.produced),
+            group(l.staged),
+            group(l.quarantined),
+            group(l.duplicates_dropped)
+        );
+        if !l.balances() {
+            line = format!(
+                "ledger `{name}`: {} produced, {} quarantined; nothing staged (the model failed)",
+                group(l.produced),
+                group(l.quarantined)
+            );
+        }
+        if l.warned > 0 && l.balances() {
+            line.push_str(&format!("; {} staged rows warned", group(l.warned)));
+        }
+        if let Some(log) = &l.error_log {
+            line.push_str(&format!("; log: {log}"));
+        }
+        printer.status(&line);
+    }
+}
+
+/// `ran 6 nodes (2,000 rows staged; loaded 3 tables (1,500 rows)) in 0.41s`.
+fn success_line(report: &RunReport, ok: usize, test_note: &str) -> String {
+    let elapsed = report.elapsed;
+    if report.which == Which::Test {
+        return format!("tested in {elapsed:.2}s{test_note}");
+    }
+    let loaded: Vec<u64> =
+        report.nodes.values().filter_map(|r| r.load.as_ref()?.as_ref().ok()).map(|l| l.rows).collect();
+    let load_note = if loaded.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; loaded {} table{} ({} rows)",
+            loaded.len(),
+            if loaded.len() == 1 { "" } else { "s" },
+            group(loaded.iter().sum())
+        )
+    };
+    let rows: u64 = report.nodes.values().filter(|r| r.staged.is_some()).filter_map(|r| r.rows).sum();
+    format!(
+        "{} {ok} node{} ({} rows staged{load_note}{test_note}) in {elapsed:.2}s",
+        match report.which {
+            Which::Seed => "seeded",
+            _ => "ran",
+        },
+        if ok == 1 { "" } else { "s" },
+        group(rows)
+    )
+}

@@ -1,0 +1,555 @@
+//! Builds the [`Manifest`]: renders every model and singular test (in
+//! parallel), renders generic tests with the relation they are attached
+//! to, reads each node's config into typed settings, drops disabled
+//! models, and sorts the DAG over the `ref`/`source` calls the renders made.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value as Json};
+
+use super::config::{self, Dedupe, NodeConfig};
+use super::{Built, Manifest, Materialization, Node, NodeId, Resource};
+use crate::dag::{Graph, Id as _};
+use crate::diagnostic::{Code, Diagnostic, Label};
+use crate::project::Project;
+use crate::project::config::MODEL_CONFIG_KEYS;
+use crate::project::nodes::{Model, NodeRef, Test, TestKind};
+use crate::template::functions::{Relation, Resolver, quote_ident};
+use crate::template::{Globals, NodeContext, Rendered, Templater, merge_config};
+
+impl Manifest {
+    /// Builds the manifest: renders every model and singular test, resolves
+    /// test arguments, and sorts the DAG.
+    pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
+        let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new(), disabled: Default::default() };
+        let root = project.root.clone();
+        let project_name = project.file.name.clone();
+        let (nodes, templater) = b.nodes(project, &globals, target_schema);
+        let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
+        let graph = b.edges(&nodes, &by_id);
+        let failed = b.failed.iter().copied().map(NodeId::from_index).collect();
+        let order = match graph.toposort() {
+            Ok(order) => order,
+            Err(cycle) => {
+                b.diags.push(cycle_diagnostic(&nodes, &cycle));
+                return Built { manifest: None, failed, diagnostics: b.diags };
+            }
+        };
+        let manifest = Manifest {
+            project_name,
+            root,
+            nodes,
+            graph,
+            order,
+            templater,
+            globals,
+            connections: BTreeMap::new(),
+            by_id,
+        };
+        Built { manifest: Some(manifest), failed, diagnostics: b.diags }
+    }
+}
+
+struct Builder {
+    diags: Vec<Diagnostic>,
+    failed: BTreeSet<usize>,
+    /// Models disabled by their own template's `config(enabled=false)`.
+    disabled: std::collections::HashSet<String>,
+}
+
+/// dbt's default `generate_schema_name`: a custom schema is appended to the target's.
+fn schema_for(custom: Option<&str>, target_schema: &str) -> String {
+    match custom {
+        Some(custom) if !custom.is_empty() => format!("{target_schema}_{custom}"),
+        _ => target_schema.to_owned(),
+    }
+}
+
+impl Builder {
+    fn nodes(&mut self, parts: Project, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
+        let project = parts.file.name.clone();
+        let mut resolver = Resolver { project: project.clone(), ..Default::default() };
+        let mut nodes = Vec::new();
+        for s in parts.sources {
+            let rel = Arc::new(Relation {
+                rendered: format!("{}.{}", quote_ident(&s.source), quote_ident(&s.name)),
+                database: s.database.clone().unwrap_or_default(),
+                schema: s.schema.clone(),
+                identifier: s.identifier.clone(),
+            });
+            resolver.sources.insert((s.source.clone(), s.name.clone()), Arc::clone(&rel));
+            nodes.push(Node {
+                unique_id: format!("source.{project}.{}.{}", s.source, s.name),
+                name: s.name.clone(),
+                fqn: vec![project.clone(), s.source.clone(), s.name.clone()],
+                raw_config: s.config.clone(),
+                config: NodeConfig::default(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Source(s),
+            });
+        }
+        for s in parts.seeds.into_iter().filter(|s| config::enabled(&s.config)) {
+            let rel = model_relation(&s.name, &s.config, target_schema);
+            resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
+            nodes.push(Node {
+                unique_id: format!("seed.{project}.{}", s.name),
+                name: s.name.clone(),
+                fqn: s.fqn.clone(),
+                raw_config: s.config.clone(),
+                config: NodeConfig::default(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Seed(s),
+            });
+        }
+        let models: Vec<(Model, Arc<Relation>)> = parts
+            .models
+            .into_iter()
+            .filter(|m| config::enabled(&m.config))
+            .map(|m| {
+                let rel = model_relation(&m.name, &m.config, target_schema);
+                resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
+                (m, rel)
+            })
+            .collect();
+        let mut globals = globals.clone();
+        globals.docs = Arc::new(parts.docs);
+        let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &parts.macro_files);
+        self.diags.extend(macro_diags);
+        let first_model = nodes.len();
+        for (m, rel) in models {
+            if let Err(d) = templater.add_template(&m.file) {
+                self.diags.push(*d);
+                self.failed.insert(nodes.len());
+            }
+            nodes.push(Node {
+                unique_id: format!("model.{project}.{}", m.name),
+                name: m.name.clone(),
+                fqn: m.fqn.clone(),
+                raw_config: m.config.clone(),
+                config: NodeConfig::default(),
+                relation: Some(rel),
+                rendered: None,
+                resource: Resource::Model { model: m, materialized: Materialization::View },
+            });
+        }
+        for t in parts.tests.into_iter().filter(|t| config::enabled(&t.config)) {
+            if let TestKind::Singular { file } = &t.kind
+                && let Err(d) = templater.add_template(file)
+            {
+                self.diags.push(*d);
+                self.failed.insert(nodes.len());
+            }
+            nodes.push(Node {
+                unique_id: format!("test.{project}.{}", t.name),
+                name: t.name.clone(),
+                fqn: t.fqn.clone(),
+                raw_config: t.config.clone(),
+                config: NodeConfig::default(),
+                relation: None,
+                rendered: None,
+                resource: Resource::Test(t),
+            });
+        }
+        self.render_all(&mut nodes[first_model..], first_model, &templater);
+        self.render_generic_tests(&mut nodes, &templater);
+        self.resolve_configs(&mut nodes, &templater);
+        let mut nodes = self.drop_disabled(nodes);
+        for node in &mut nodes {
+            self.render_descriptions(node, &templater);
+        }
+        (nodes, templater)
+    }
+
+    /// Drops models that a template's own `config(enabled=false)` disabled
+    /// (known only after rendering), with the generic tests attached to them.
+    fn drop_disabled(&mut self, nodes: Vec<Node>) -> Vec<Node> {
+        let disabled: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter(|n| matches!(n.resource, Resource::Model { .. }) && !config::enabled(&n.raw_config))
+            .map(|n| n.name.clone())
+            .collect();
+        if disabled.is_empty() {
+            return nodes;
+        }
+        let keep = |n: &Node| match &n.resource {
+            Resource::Model { .. } => !disabled.contains(&n.name),
+            Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) => {
+                !matches!(attached_to, NodeRef::Model(m) if disabled.contains(m))
+            }
+            _ => true,
+        };
+        let mut kept = Vec::with_capacity(nodes.len());
+        let mut failed = BTreeSet::new();
+        for (i, n) in nodes.into_iter().enumerate() {
+            if keep(&n) {
+                if self.failed.contains(&i) {
+                    failed.insert(kept.len());
+                }
+                kept.push(n);
+            }
+        }
+        self.failed = failed;
+        self.disabled = disabled;
+        kept
+    }
+
+    /// Renders `{{ doc('name') }}` (and any Jinja) in descriptions, in place.
+    fn render_descriptions(&mut self, node: &mut Node, templater: &Templater) {
+        let (description, columns, place) = match &mut node.resource {
+            Resource::Model { model, .. } => {
+                let place = model.patch.as_ref().map(|o| Label::new(&o.file, o.span.clone()));
+                (&mut model.description, &mut model.columns, place)
+            }
+            Resource::Seed(s) => (&mut s.description, &mut s.columns, None),
+            Resource::Source(s) => {
+                let place = Some(Label::new(&s.origin.file, s.origin.span.clone()));
+                (&mut s.description, &mut s.columns, place)
+            }
+            Resource::Test(_) => return,
+        };
+        let texts = std::iter::once(description).chain(columns.iter_mut().map(|c| &mut c.description));
+        for text in texts.filter(|t| t.contains("{{") || t.contains("{%")) {
+            match templater.render_str(text) {
+                Ok(rendered) => *text = rendered,
+                Err(mut d) => {
+                    d.message = format!("in the description of `{}`: {}", node.name, d.message);
+                    if let Some(label) = &place {
+                        d.file = Some(label.file.path.clone());
+                        d.primary = Some(label.clone());
+                    }
+                    self.diags.push(*d);
+                }
+            }
+        }
+    }
+
+    /// Renders models and singular tests in parallel, then applies each
+    /// model's `config()` and checks its materialization.
+    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater) {
+        let failed = &self.failed;
+        let results: Vec<Option<Result<Rendered, Box<Diagnostic>>>> = nodes
+            .par_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if failed.contains(&(offset + i)) {
+                    return None;
+                }
+                let file = n.template()?;
+                Some(templater.render(file, &context_for(n)))
+            })
+            .collect();
+        for (i, (node, result)) in nodes.iter_mut().zip(results).enumerate() {
+            match result {
+                None => {}
+                Some(Err(d)) => {
+                    self.diags.push(*d);
+                    self.failed.insert(offset + i);
+                }
+                Some(Ok(rendered)) => {
+                    self.apply_rendered_config(node, &rendered);
+                    if let Err(d) = set_materialization(node) {
+                        self.diags.push(*d);
+                        self.failed.insert(offset + i);
+                    }
+                    node.rendered = Some(rendered);
+                }
+            }
+        }
+    }
+
+    /// Renders every generic test by calling its `test_<name>` macro with
+    /// the relation it is attached to; a test macro's own `config()` fills
+    /// in what the schema files left unset.
+    fn render_generic_tests(&mut self, nodes: &mut [Node], templater: &Templater) {
+        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
+        let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
+        let lookup = Lookup { project: &project, by_id: &by_id };
+        let relation_of = |r: &NodeRef| lookup.node(r).and_then(|i| nodes[i].relation.clone());
+        let failed = &self.failed;
+        let results: Vec<(usize, Result<Rendered, Box<Diagnostic>>)> = nodes
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains(i))
+            .filter_map(|(i, n)| {
+                let Resource::Test(Test {
+                    kind: TestKind::Generic { test_name, attached_to, column, args, origin, .. },
+                    ..
+                }) = &n.resource
+                else {
+                    return None;
+                };
+                let result = match relation_of(attached_to) {
+                    Some(rel) => {
+                        let column = args.get("column_name").and_then(Json::as_str).or(column.as_deref());
+                        templater.render_generic_test(test_name, narrowed(&rel, &n.raw_config), column, args)
+                    }
+                    None => Err(Box::new(Diagnostic::error(
+                        Code::UnknownRef,
+                        format!(
+                            "test `{}` is attached to `{}`, which is not in the project",
+                            n.name,
+                            describe(attached_to)
+                        ),
+                    ))),
+                };
+                Some((
+                    i,
+                    result.map_err(|mut d| {
+                        d.message = format!("in test `{}`: {}", n.name, d.message);
+                        d.file = Some(origin.file.path.clone());
+                        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
+                        d
+                    }),
+                ))
+            })
+            .collect();
+        for (i, result) in results {
+            match result {
+                Ok(rendered) => {
+                    for (k, v) in &rendered.config {
+                        if !nodes[i].raw_config.contains_key(k) {
+                            nodes[i].raw_config.insert(k.clone(), v.clone());
+                        }
+                    }
+                    nodes[i].rendered = Some(rendered);
+                }
+                Err(d) => {
+                    self.diags.push(*d);
+                    self.failed.insert(i);
+                }
+            }
+        }
+    }
+
+    /// Reads every node's config into typed settings. A model's `dedupe`
+    /// and rules are compiled here: a bad one, or rules on a model that is
+    /// not staged as a table, fails it.
+    fn resolve_configs(&mut self, nodes: &mut [Node], templater: &Templater) {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.config = NodeConfig::read(node);
+            if self.failed.contains(&i) {
+                continue;
+            }
+            if let Err(diags) = read_checks(node, templater) {
+                self.diags.extend(diags);
+                self.failed.insert(i);
+            }
+        }
+    }
+
+    fn apply_rendered_config(&mut self, node: &mut Node, rendered: &Rendered) {
+        let Some(file) = node.template().cloned() else { return };
+        for (k, v) in &rendered.config {
+            if !MODEL_CONFIG_KEYS.contains(&k.as_str()) {
+                let mut d =
+                    Diagnostic::warning(Code::UnknownConfigKey, format!("unknown config key `{k}` in `config()`"))
+                        .in_file(&file.path);
+                if let Some(help) = crate::diagnostic::did_you_mean(k, MODEL_CONFIG_KEYS.iter().copied()) {
+                    d = d.with_help(help);
+                }
+                self.diags.push(d);
+            }
+            merge_config(&mut node.raw_config, k, v.clone());
+        }
+    }
+
+    /// Adds edges for every `ref`/`source` call and for test attachments.
+    fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>) -> Graph<NodeId> {
+        let mut graph = Graph::new(nodes.len());
+        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
+        let lookup = Lookup { project: &project, by_id };
+        for (i, node) in nodes.iter().enumerate() {
+            for calls in node.config.rules.iter().filter_map(|r| r.calls.as_ref()) {
+                lookup.add_calls(&mut graph, calls, i);
+            }
+            if let Some(r) = &node.rendered {
+                lookup.add_calls(&mut graph, r, i);
+                for name in r.refs.iter().map(|c| &c.name).filter(|n| self.disabled.contains(*n)) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::UnknownRef,
+                            format!("`{}` refs `{name}`, which is disabled", node.name),
+                        )
+                        .in_file(node.path())
+                        .with_help(format!("enable `{name}`, or remove the `ref('{name}')`")),
+                    );
+                    self.failed.insert(i);
+                }
+            }
+            let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &node.resource else {
+                continue;
+            };
+            // Arguments such as `to: ref('customers')` added edges when the
+            // test rendered.
+            if let Some(p) = lookup.node(attached_to) {
+                graph.add_edge(NodeId::from_index(p), NodeId::from_index(i));
+            }
+        }
+        graph
+    }
+}
+
+/// Finds nodes by what `ref()`, `source()` and schema files call them.
+pub(super) struct Lookup<'a> {
+    pub(super) project: &'a str,
+    pub(super) by_id: &'a HashMap<String, usize>,
+}
+
+impl Lookup<'_> {
+    pub(super) fn node(&self, r: &NodeRef) -> Option<usize> {
+        let project = self.project;
+        match r {
+            NodeRef::Model(n) | NodeRef::Seed(n) => self
+                .by_id
+                .get(&format!("model.{project}.{n}"))
+                .or_else(|| self.by_id.get(&format!("seed.{project}.{n}")))
+                .copied(),
+            NodeRef::Source(s, t) => self.by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
+        }
+    }
+
+    /// Adds an edge from every node a render's `ref`/`source` calls named to `child`.
+    fn add_calls(&self, graph: &mut Graph<NodeId>, rendered: &Rendered, child: usize) {
+        let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
+        let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
+        for parent in refs.chain(sources).filter_map(|r| self.node(&r)) {
+            graph.add_edge(NodeId::from_index(parent), NodeId::from_index(child));
+        }
+    }
+}
+
+/// A model's `dedupe` and `rules:`, into its config: they act on rows as
+/// the model is staged, so the model must be a `table`.
+fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnostic>> {
+    let Resource::Model { model, materialized } = &node.resource else { return Ok(()) };
+    let dedupe = Dedupe::read(&node.raw_config).map_err(|message| {
+        let d = Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name));
+        vec![match &model.patch {
+            Some(o) => d.with_label(o.name_label()),
+            None => d.in_file(&model.file.path),
+        }]
+    })?;
+    if model.rules.is_empty() && dedupe.is_none() {
+        return Ok(());
+    }
+    if *materialized != Materialization::Table {
+        let what = if model.rules.is_empty() { "`dedupe`" } else { "rules" };
+        let d = Diagnostic::error(
+            Code::ModelConfig,
+            format!(
+                "`{}` has {what} but is materialized as `{}`",
+                node.name,
+                format!("{materialized:?}").to_lowercase()
+            ),
+        )
+        .with_help("rules and dedup act on rows as a model is staged: materialize it as `table`");
+        return Err(vec![match (model.rules.first(), &model.patch) {
+            (Some(r), _) => d.with_label(r.origin.name_label()),
+            (None, Some(o)) => d.with_label(o.name_label()),
+            (None, None) => d.in_file(&model.file.path),
+        }]);
+    }
+    let rules = super::rules::read(&node.name, &model.rules, templater)?;
+    node.config.dedupe = dedupe;
+    node.config.rules = rules;
+    Ok(())
+}
+
+/// The relation a test reads: its node's, narrowed by a `where` config as
+/// dbt does (`(select * from x where ...) dbt_subquery`).
+fn narrowed(rel: &Arc<Relation>, config: &Map<String, Json>) -> Arc<Relation> {
+    match config::test_where(config) {
+        None => Arc::clone(rel),
+        Some(filter) => Arc::new(Relation {
+            rendered: format!("(select * from {} where {filter}) dbt_subquery", rel.rendered),
+            ..(**rel).clone()
+        }),
+    }
+}
+
+fn describe(r: &NodeRef) -> String {
+    match r {
+        NodeRef::Model(n) | NodeRef::Seed(n) => n.clone(),
+        NodeRef::Source(s, t) => format!("{s}.{t}"),
+    }
+}
+
+/// What a node's template sees as `this` and `model`.
+pub fn context_for(n: &Node) -> NodeContext {
+    let this = n.relation.clone().unwrap_or_else(|| {
+        Arc::new(Relation {
+            rendered: quote_ident(&n.name),
+            database: String::new(),
+            schema: String::new(),
+            identifier: n.name.clone(),
+        })
+    });
+    let path = n.path();
+    NodeContext {
+        this,
+        model: serde_json::json!({
+            "name": n.name, "unique_id": n.unique_id, "resource_type": n.resource_type(),
+            "path": path, "original_file_path": path, "package_name": n.fqn.first(),
+        }),
+        is_incremental: false,
+    }
+}
+
+/// The relation `ref()` renders for a model or seed: its DataFusion table
+/// name, with dbt's schema and alias as attributes.
+fn model_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
+    let (schema, alias) = config::schema_and_alias(config);
+    Arc::new(Relation {
+        rendered: quote_ident(name),
+        database: String::new(),
+        schema: schema_for(schema, target_schema),
+        identifier: alias.unwrap_or(name).to_owned(),
+    })
+}
+
+fn set_materialization(node: &mut Node) -> Result<(), Box<Diagnostic>> {
+    let Resource::Model { model, materialized } = &mut node.resource else { return Ok(()) };
+    let value = config::materialized(&node.raw_config);
+    match Materialization::parse(value) {
+        Some(m) => {
+            *materialized = m;
+            Ok(())
+        }
+        None => {
+            let mut d = Diagnostic::error(
+                Code::ModelConfig,
+                format!("unknown materialization `{value}` for model `{}`", model.name),
+            )
+            .in_file(&model.file.path)
+            .with_note(format!(
+                "ferry materializes models as {}",
+                Materialization::NAMES.map(|n| format!("`{n}`")).join(", ")
+            ));
+            if let Some(help) = crate::diagnostic::did_you_mean(value, Materialization::NAMES) {
+                d = d.with_help(help);
+            }
+            Err(Box::new(d))
+        }
+    }
+}
+
+fn cycle_diagnostic(nodes: &[Node], cycle: &[NodeId]) -> Diagnostic {
+    let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", nodes[i.index()].display_name())).collect();
+    let mut chain = names.join(" -> ");
+    chain.push_str(&format!(" -> {}", names[0]));
+    let first = &nodes[cycle[0].index()];
+    let mut d = Diagnostic::error(Code::Cycle, format!("dependency cycle: {chain}"))
+        .with_help("each model depends on the next; remove one `ref()` to break the cycle");
+    for (k, &i) in cycle.iter().enumerate() {
+        let (node, next) = (&nodes[i.index()], &nodes[cycle[(k + 1) % cycle.len()].index()]);
+        d = d.with_note(format!("`{}` ({}) refs `{}`", node.display_name(), node.path(), next.display_name()));
+    }
+    if let Some(file) = first.template() {
+        d = d.in_file(&file.path);
+    }
+    d
+}

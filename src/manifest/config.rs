@@ -1,0 +1,642 @@
+//! A node's config read once, when the manifest is built, into typed
+//! settings ([`NodeConfig`]): how a model materializes, whether and how it
+//! loads and reconciles, its rules, dedup and quarantine threshold, its
+//! contract, and a test's severity and thresholds. Nothing outside this
+//! module reads the config map.
+//!
+//! A setting that is wrong keeps its diagnostic, and the step that needs
+//! the setting reports it when it runs (a bad `load:` fails the load, not
+//! the model), as a setting read there would. Settings whose errors stop a
+//! node from being built at all (materialization, rules, `dedupe`) fail the
+//! node while the manifest is built.
+
+use serde_json::{Map, Value as Json};
+
+use super::rules::Rule;
+use super::{Node, Resource};
+use crate::backend::checksum::SideChoice;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::project::config::column_list;
+use crate::values::{LoadMode, TableName};
+
+/// A setting read from config, or the diagnostic the step that uses it reports.
+pub type Setting<T> = Result<T, Box<Diagnostic>>;
+
+/// Everything ferry reads from a node's config.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub tags: Vec<String>,
+    /// `unique_key`: the columns that name a record (empty when unset or
+    /// unreadable; the load setting reports a bad one).
+    pub unique_key: Vec<String>,
+    /// `contract: {enforced: true}`.
+    pub contract_enforced: bool,
+    /// `load:` for table models and seeds (`None`: not loaded).
+    pub load: Setting<Option<LoadConfig>>,
+    pub reconcile: Setting<ReconcileConfig>,
+    /// `quarantine: {error_if: ...}`, for a model with rules.
+    pub quarantine: Setting<Option<Threshold>>,
+    /// A model's row-level rules, compiled.
+    pub rules: Vec<Rule>,
+    pub dedupe: Option<Dedupe>,
+    /// A test's severity, thresholds and options.
+    pub test: Setting<TestConfig>,
+    /// A seed's `column_types`: column and SQL type.
+    pub column_types: Vec<(String, String)>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            tags: Vec::new(),
+            unique_key: Vec::new(),
+            contract_enforced: false,
+            load: Ok(None),
+            reconcile: Ok(ReconcileConfig::default()),
+            quarantine: Ok(None),
+            rules: Vec::new(),
+            dedupe: None,
+            test: Ok(TestConfig::default()),
+            column_types: Vec::new(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads `node`'s config (rules and `dedupe` are compiled apart, since
+    /// their errors fail the node; see [`super::rules`]).
+    pub fn read(node: &Node) -> NodeConfig {
+        let config = &node.raw_config;
+        NodeConfig {
+            tags: tags(config),
+            unique_key: config.get("unique_key").and_then(|v| column_list(v, "unique_key").ok()).unwrap_or_default(),
+            contract_enforced: config
+                .get("contract")
+                .and_then(|c| c.get("enforced"))
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+            load: LoadConfig::read(node),
+            reconcile: ReconcileConfig::read(config.get("reconcile")).map_err(|message| {
+                Box::new(
+                    Diagnostic::error(Code::ModelConfig, format!("{}: {message}", node.display_name()))
+                        .in_file(node.path())
+                        .with_help("write `reconcile: {columns: [a, b], tolerance: 0.001, max_mismatch_rows: 0}`"),
+                )
+            }),
+            quarantine: Threshold::read(config).map_err(|m| {
+                Box::new(Diagnostic::error(Code::ModelConfig, format!("`{}`: {m}", node.name)).in_file(node.path()))
+            }),
+            rules: Vec::new(),
+            dedupe: None,
+            test: TestConfig::read(config).map_err(|message| {
+                Box::new(
+                    Diagnostic::error(
+                        Code::ModelConfig,
+                        format!("test `{}` has an invalid config: {message}", node.name),
+                    )
+                    .in_file(node.path()),
+                )
+            }),
+            column_types: column_types(config),
+        }
+    }
+
+    /// The columns that name a record in the error log: the dedup key,
+    /// else `unique_key`; empty means every column.
+    pub fn record_key(&self) -> Vec<String> {
+        match &self.dedupe {
+            Some(d) => d.key.clone(),
+            None => self.unique_key.clone(),
+        }
+    }
+}
+
+fn tags(config: &Map<String, Json>) -> Vec<String> {
+    match config.get("tags") {
+        Some(Json::Array(items)) => items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+        Some(Json::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn column_types(config: &Map<String, Json>) -> Vec<(String, String)> {
+    let Some(Json::Object(map)) = config.get("column_types") else { return Vec::new() };
+    map.iter().filter_map(|(col, ty)| Some((col.clone(), ty.as_str()?.to_owned()))).collect()
+}
+
+/// Whether a raw config leaves the node enabled (`enabled: false` drops it).
+pub(super) fn enabled(config: &Map<String, Json>) -> bool {
+    config.get("enabled").and_then(Json::as_bool).unwrap_or(true)
+}
+
+/// A raw config's `schema` and `alias`, which the relation `ref()` renders
+/// to are made of.
+pub(super) fn schema_and_alias(config: &Map<String, Json>) -> (Option<&str>, Option<&str>) {
+    (config.get("schema").and_then(Json::as_str), config.get("alias").and_then(Json::as_str))
+}
+
+/// A test's `where`: the filter dbt narrows its relation with.
+pub(super) fn test_where(config: &Map<String, Json>) -> Option<&str> {
+    config.get("where").and_then(Json::as_str).map(str::trim).filter(|w| !w.is_empty())
+}
+
+/// A model's `materialized`, unparsed.
+pub(super) fn materialized(config: &Map<String, Json>) -> &str {
+    config.get("materialized").and_then(Json::as_str).unwrap_or("view")
+}
+
+/// A model's `load` config, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    pub table: TableName,
+    pub mode: LoadMode,
+    pub unique_key: Vec<String>,
+}
+
+impl LoadConfig {
+    /// Reads a model's or seed's `load` config (`load: false`, or
+    /// `load: {table, schema, mode, unique_key}`), falling back to dbt's
+    /// `alias`, `schema` and `unique_key`. `Ok(None)`: not loaded.
+    fn read(node: &Node) -> Setting<Option<LoadConfig>> {
+        let loads = match &node.resource {
+            Resource::Model { materialized, .. } => *materialized == super::Materialization::Table,
+            Resource::Seed(_) => true,
+            _ => false,
+        };
+        if !loads {
+            return Ok(None);
+        }
+        let bad = |msg: String| {
+            Box::new(
+                Diagnostic::error(Code::ModelConfig, format!("{}: {msg}", node.display_name()))
+                    .in_file(node.path())
+                    .with_help(
+                        "write `load: false`, or `load: {table: t, schema: s, mode: replace, unique_key: [id]}`",
+                    ),
+            )
+        };
+        let config = &node.raw_config;
+        let load = match config.get("load") {
+            None | Some(Json::Null) | Some(Json::Bool(true)) => Map::new(),
+            Some(Json::Bool(false)) => return Ok(None),
+            Some(Json::Object(m)) => {
+                if m.get("enabled").and_then(Json::as_bool) == Some(false) {
+                    return Ok(None);
+                }
+                if let Some(k) =
+                    m.keys().find(|k| !["table", "schema", "mode", "unique_key", "enabled"].contains(&k.as_str()))
+                {
+                    return Err(bad(format!("unknown `load` key `{k}`")));
+                }
+                m.clone()
+            }
+            Some(other) => return Err(bad(format!("`load` must be `false` or a mapping, not `{other}`"))),
+        };
+        let text = |k: &str| -> Setting<Option<String>> {
+            match load.get(k) {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                Some(other) => Err(bad(format!("`load.{k}` must be a name, not `{other}`"))),
+            }
+        };
+        let relation = node.relation.as_deref();
+        let name =
+            text("table")?.or_else(|| relation.map(|r| r.identifier.clone())).unwrap_or_else(|| node.name.clone());
+        let schema = match text("schema")? {
+            Some(s) => s,
+            None => relation.map(|r| r.schema.clone()).unwrap_or_default(),
+        };
+        let mode = match text("mode")? {
+            None => LoadMode::Replace,
+            Some(m) => LoadMode::parse(&m)
+                .ok_or_else(|| bad(format!("unknown load mode `{m}`; the modes are {}", LoadMode::NAMES.join(", "))))?,
+        };
+        let unique_key = match load.get("unique_key").or_else(|| config.get("unique_key")) {
+            None => Vec::new(),
+            Some(v) => column_list(v, "unique_key").map_err(bad)?,
+        };
+        if mode.needs_key() && unique_key.is_empty() {
+            return Err(bad(format!("load mode `{}` needs a `unique_key`", mode.name())));
+        }
+        Ok(Some(LoadConfig { table: TableName { schema, name }, mode, unique_key }))
+    }
+}
+
+/// A model's `reconcile` config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    /// Columns compared (all when empty).
+    pub columns: Vec<String>,
+    pub profile: bool,
+    /// The profile's own choices: columns, aggregates, and the segment
+    /// column its measures are grouped by.
+    pub profile_columns: Vec<String>,
+    pub aggregates: Vec<Aggregate>,
+    pub segment_by: Option<String>,
+    /// Differing rows allowed before the model fails.
+    pub max_mismatch_rows: u64,
+    /// Differing rows allowed, as a percentage of the staged rows.
+    pub max_mismatch_pct: f64,
+    /// Absolute difference allowed between float values.
+    pub tolerance: f64,
+    /// Where the target side runs.
+    pub side: SideChoice,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            enabled: true,
+            columns: Vec::new(),
+            profile: true,
+            profile_columns: Vec::new(),
+            aggregates: Aggregate::ALL.to_vec(),
+            segment_by: None,
+            max_mismatch_rows: 0,
+            max_mismatch_pct: 0.0,
+            tolerance: 0.0,
+            side: SideChoice::Auto,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// Reads `reconcile: false` or `reconcile: {columns, profile,
+    /// max_mismatch_rows, max_mismatch_pct, tolerance, side, enabled}`.
+    pub fn read(value: Option<&Json>) -> Result<ReconcileConfig, String> {
+        let mut config = ReconcileConfig::default();
+        let map = match value {
+            None | Some(Json::Null) | Some(Json::Bool(true)) => return Ok(config),
+            Some(Json::Bool(false)) => return Ok(ReconcileConfig { enabled: false, ..config }),
+            Some(Json::Object(m)) => m,
+            Some(other) => return Err(format!("`reconcile` must be `false` or a mapping, not `{other}`")),
+        };
+        for (k, v) in map {
+            config.read_key(k, v)?;
+        }
+        Ok(config)
+    }
+
+    fn read_key(&mut self, k: &str, v: &Json) -> Result<(), String> {
+        let number = || {
+            v.as_f64()
+                .filter(|n| *n >= 0.0)
+                .ok_or_else(|| format!("`reconcile.{k}` must be a number of at least 0, not `{v}`"))
+        };
+        match k {
+            "enabled" => {
+                self.enabled =
+                    v.as_bool().ok_or_else(|| format!("`reconcile.enabled` must be true or false, not `{v}`"))?;
+            }
+            "profile" => match v {
+                Json::Bool(b) => self.profile = *b,
+                Json::Object(p) => self.read_profile(p)?,
+                _ => {
+                    return Err(format!(
+                        "`reconcile.profile` must be true, false or a mapping of columns, aggregates and segment_by, not `{v}`"
+                    ));
+                }
+            },
+            "columns" => self.columns = column_list(v, "reconcile.columns")?,
+            "max_mismatch_rows" => self.max_mismatch_rows = number()? as u64,
+            "max_mismatch_pct" => self.max_mismatch_pct = number()?,
+            "tolerance" => self.tolerance = number()?,
+            "side" => {
+                self.side = v.as_str().and_then(SideChoice::parse).ok_or_else(|| {
+                    format!("`reconcile.side` must be one of {}, not `{v}`", SideChoice::NAMES.join(", "))
+                })?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown `reconcile` key `{other}`; the keys are enabled, columns, profile, max_mismatch_rows, max_mismatch_pct, tolerance, side"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `profile: {columns: [a], aggregates: [nulls, sum], segment_by: country}`.
+    fn read_profile(&mut self, map: &Map<String, Json>) -> Result<(), String> {
+        for (k, v) in map {
+            match k.as_str() {
+                "columns" => self.profile_columns = column_list(v, "reconcile.profile.columns")?,
+                "aggregates" => {
+                    let names = column_list(v, "reconcile.profile.aggregates")?;
+                    self.aggregates = names
+                        .iter()
+                        .map(|n| {
+                            Aggregate::parse(n).ok_or_else(|| {
+                                format!(
+                                    "unknown aggregate `{n}` in `reconcile.profile.aggregates`; the aggregates are {}",
+                                    Aggregate::NAMES.join(", ")
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "segment_by" => match v {
+                    Json::String(c) if !c.is_empty() => self.segment_by = Some(c.clone()),
+                    _ => return Err(format!("`reconcile.profile.segment_by` must be a column name, not `{v}`")),
+                },
+                other => {
+                    return Err(format!(
+                        "unknown `reconcile.profile` key `{other}`; the keys are columns, aggregates, segment_by"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The aggregates a profile can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Nulls,
+    Sum,
+    Min,
+    Max,
+    DistinctKeys,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 5] =
+        [Aggregate::Nulls, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::DistinctKeys];
+    const NAMES: [&'static str; 5] = ["nulls", "sum", "min", "max", "distinct_keys"];
+
+    fn parse(name: &str) -> Option<Aggregate> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
+    }
+}
+
+/// `quarantine: {error_if: ">1%"}`: too many quarantined rows fail the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub op: &'static str,
+    pub value: f64,
+    pub percent: bool,
+    pub text: String,
+}
+
+impl Threshold {
+    /// Parses `>1%`, `> 100`, `>= 0.5%`: a test's threshold, in rows or
+    /// percent of the rows produced.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let (body, percent) = match t.strip_suffix('%') {
+            Some(body) => (body, true),
+            None => (t, false),
+        };
+        let c = Condition::parse(body)?;
+        Some(Threshold { op: c.op, value: c.value.parse().ok()?, percent, text: t.to_owned() })
+    }
+
+    /// A model's threshold: `quarantine: {error_if: ...}`, or `error_if:`
+    /// straight in its config. A bad one is the message to show.
+    fn read(config: &Map<String, Json>) -> Result<Option<Self>, String> {
+        let text = config.get("quarantine").and_then(|q| q.get("error_if")).or_else(|| config.get("error_if"));
+        let Some(text) = text.and_then(Json::as_str) else { return Ok(None) };
+        Threshold::parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("`quarantine: {{error_if: {text}}}` must be like `\">1%\"` or `\"> 100\"`"))
+    }
+
+    /// Whether `quarantined` of `produced` rows crosses the threshold.
+    pub fn exceeded(&self, quarantined: u64, produced: u64) -> bool {
+        let x = if self.percent {
+            if produced == 0 { 0.0 } else { quarantined as f64 * 100.0 / produced as f64 }
+        } else {
+            quarantined as f64
+        };
+        match self.op {
+            ">=" => x >= self.value,
+            ">" => x > self.value,
+            "<=" => x <= self.value,
+            "<" => x < self.value,
+            "!=" => x != self.value,
+            _ => x == self.value,
+        }
+    }
+}
+
+/// What a failing test (or a broken rule) does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fails the test (and skips what depends on its model) when `error_if` holds.
+    Error,
+    /// Never fails; warns when `warn_if` holds.
+    Warn,
+}
+
+/// A test's config, as dbt reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestConfig {
+    pub severity: Severity,
+    pub fail_calc: String,
+    pub warn_if: Condition,
+    pub error_if: Condition,
+    pub limit: Option<u64>,
+    pub store_failures: bool,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        let never = Condition { op: "!=", value: "0".into() };
+        TestConfig {
+            severity: Severity::Error,
+            fail_calc: "count(*)".into(),
+            warn_if: never.clone(),
+            error_if: never,
+            limit: None,
+            store_failures: false,
+        }
+    }
+}
+
+/// A threshold such as `!= 0` or `>10`: an operator and a number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub op: &'static str,
+    pub value: String,
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.op, self.value)
+    }
+}
+
+impl Condition {
+    /// Parses `!= 0`, `>10`, `>= 100`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let op = ["!=", "<>", ">=", "<=", "==", "=", ">", "<"].into_iter().find(|op| t.starts_with(op))?;
+        let value = t[op.len()..].trim();
+        value.parse::<f64>().ok()?;
+        let op = match op {
+            "==" => "=",
+            "<>" => "!=",
+            other => other,
+        };
+        Some(Condition { op, value: value.to_owned() })
+    }
+}
+
+impl TestConfig {
+    /// Reads a test node's config; a bad value is the message to show.
+    pub fn read(config: &Map<String, Json>) -> Result<Self, String> {
+        let text = |key: &str| config.get(key).and_then(Json::as_str);
+        let severity = match text("severity").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("error") => Severity::Error,
+            Some("warn") => Severity::Warn,
+            Some(other) => return Err(format!("`severity: {other}` must be `error` or `warn`")),
+        };
+        let condition = |key: &str| -> Result<Condition, String> {
+            match config.get(key) {
+                None | Some(Json::Null) => Ok(Condition { op: "!=", value: "0".into() }),
+                Some(Json::String(s)) => Condition::parse(s)
+                    .ok_or_else(|| format!("`{key}: {s}` must be a comparison with a number, such as `!= 0` or `>10`")),
+                Some(other) => Err(format!("`{key}: {other}` must be a comparison such as `\"!= 0\"` or `\">10\"`")),
+            }
+        };
+        let limit = match config.get("limit") {
+            None | Some(Json::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| format!("`limit: {v}` must be a whole number"))?),
+        };
+        let store_failures = match config.get("store_failures") {
+            None | Some(Json::Null) => false,
+            Some(v) => v.as_bool().ok_or_else(|| format!("`store_failures: {v}` must be true or false"))?,
+        };
+        Ok(TestConfig {
+            severity,
+            fail_calc: text("fail_calc").unwrap_or("count(*)").to_owned(),
+            warn_if: condition("warn_if")?,
+            error_if: condition("error_if")?,
+            limit,
+            store_failures,
+        })
+    }
+}
+
+/// `dedupe: {key: [cols], keep: {order_by: "updated_at desc"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dedupe {
+    pub key: Vec<String>,
+    /// `keep.order_by`, item by item: the first row in this order wins.
+    pub order_by: Vec<OrderItem>,
+}
+
+/// One item of an ORDER BY list: a SQL expression and its direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderItem {
+    pub expr: String,
+    pub descending: bool,
+    /// DataFusion's default: NULLs sort as the largest value.
+    pub nulls_first: bool,
+}
+
+impl Dedupe {
+    /// Reads a model's `dedupe` config; a bad one is the message to show.
+    pub fn read(config: &Map<String, Json>) -> Result<Option<Self>, String> {
+        let Some(d) = config.get("dedupe").filter(|d| !d.is_null()) else { return Ok(None) };
+        let key = match d.get("key") {
+            None => Vec::new(),
+            Some(v) => column_list(v, "dedupe.key")?,
+        };
+        if key.is_empty() {
+            return Err("`dedupe` needs `key:`, the column or columns that identify a record".into());
+        }
+        let order_by = match d.get("keep") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(k) => match k.get("order_by").and_then(Json::as_str) {
+                Some(o) => order_items(o)?,
+                None => return Err("`dedupe.keep` takes `order_by:`, such as `\"updated_at desc\"`".into()),
+            },
+        };
+        Ok(Some(Dedupe { key, order_by }))
+    }
+}
+
+/// Parses an ORDER BY list (`updated_at desc nulls last, id`).
+fn order_items(text: &str) -> Result<Vec<OrderItem>, String> {
+    use datafusion::sql::sqlparser::{dialect::GenericDialect, parser::Parser, tokenizer::Token};
+    let bad = |e: &dyn std::fmt::Display| format!("`keep.order_by: {text}` is not an ORDER BY list: {e}");
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| bad(&e))?;
+    let items = parser.parse_comma_separated(Parser::parse_order_by_expr).map_err(|e| bad(&e))?;
+    parser.expect_token(&Token::EOF).map_err(|e| bad(&e))?;
+    Ok(items
+        .into_iter()
+        .map(|o| {
+            let descending = o.options.asc == Some(false);
+            OrderItem { expr: o.expr.to_string(), descending, nulls_first: o.options.nulls_first.unwrap_or(descending) }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_count_rows_or_percent() {
+        let t = Threshold::parse(">1%").unwrap();
+        assert!(t.percent);
+        assert!(!t.exceeded(10, 1000));
+        assert!(t.exceeded(11, 1000));
+        let t = Threshold::parse("> 100").unwrap();
+        assert!(!t.exceeded(100, 10));
+        assert!(t.exceeded(101, 1_000_000));
+        assert!(Threshold::parse("lots").is_none());
+        assert!(Threshold::parse(">x%").is_none());
+    }
+
+    fn config(json: &str) -> Result<TestConfig, String> {
+        TestConfig::read(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn defaults_are_dbts() {
+        let c = config("{}").unwrap();
+        assert_eq!(c.severity, Severity::Error);
+        assert_eq!(c.warn_if.to_string(), "!= 0");
+        assert_eq!(c.error_if.to_string(), "!= 0");
+        assert_eq!(c.fail_calc, "count(*)");
+        assert!(!c.store_failures);
+        assert_eq!(c, TestConfig::default());
+    }
+
+    #[test]
+    fn thresholds_parse_and_bad_ones_are_named() {
+        let c = config(r#"{"severity": "WARN", "error_if": ">10", "warn_if": ">= 2.5", "limit": 3}"#).unwrap();
+        assert_eq!(c.severity, Severity::Warn);
+        assert_eq!(c.error_if, Condition { op: ">", value: "10".into() });
+        assert_eq!(c.warn_if.to_string(), ">= 2.5");
+        assert_eq!(c.limit, Some(3));
+        assert!(config(r#"{"error_if": "lots"}"#).unwrap_err().contains("`error_if: lots`"));
+        assert!(config(r#"{"severity": "fatal"}"#).unwrap_err().contains("`severity: fatal`"));
+        assert!(config(r#"{"limit": "ten"}"#).unwrap_err().contains("`limit"));
+    }
+
+    #[test]
+    fn config_reads_every_key_and_names_unknown_ones() {
+        let c = ReconcileConfig::read(Some(
+            &serde_json::json!({"columns": ["a"], "tolerance": 0.01, "max_mismatch_rows": 3}),
+        ))
+        .unwrap();
+        assert_eq!(c.columns, vec!["a"]);
+        assert_eq!(c.max_mismatch_rows, 3);
+        assert!(!ReconcileConfig::read(Some(&Json::Bool(false))).unwrap().enabled);
+        let e = ReconcileConfig::read(Some(&serde_json::json!({"tolerence": 1}))).unwrap_err();
+        assert!(e.contains("unknown `reconcile` key `tolerence`"), "{e}");
+        assert_eq!(
+            ReconcileConfig::read(Some(&serde_json::json!({"side": "pulled"}))).unwrap().side,
+            SideChoice::Pulled
+        );
+        assert_eq!(ReconcileConfig::default().side, SideChoice::Auto);
+        let e = ReconcileConfig::read(Some(&serde_json::json!({"side": "pull"}))).unwrap_err();
+        assert_eq!(e, "`reconcile.side` must be one of auto, pushed, pulled, not `\"pull\"`");
+    }
+}

@@ -1,0 +1,94 @@
+//! The files a command leaves for people and tools: the rendered SQL of
+//! each selected model and test under `.ferry/compiled/`, and
+//! `.ferry/manifest.json` (written through `state::manifest_file`).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use super::plan::PlanOutcome;
+use crate::manifest::{Manifest, NodeId, Resource};
+use crate::state::manifest_file::{DependsOn, ManifestFile, ManifestNode, Metadata, OutputColumn};
+use crate::state::{Layout, files};
+
+/// Writes the rendered SQL of every selected model and singular test.
+pub fn write_compiled(layout: &Layout, manifest: &Manifest, selected: &BTreeSet<NodeId>) -> Result<()> {
+    let files: Vec<_> = selected
+        .iter()
+        .filter_map(|&i| {
+            let n = &manifest[i];
+            Some((layout.root().join(Layout::compiled(&n.compiled_name()?)), n.rendered.as_ref()?.sql.as_bytes()))
+        })
+        .collect();
+    files.par_iter().try_for_each(|(path, sql)| files::write_if_changed(path, sql))
+}
+
+/// The manifest's nodes as `manifest.json` records them, with what
+/// planning found of each (its output schema, or that it failed).
+pub fn manifest_file<'a>(manifest: &'a Manifest, outcome: &'a PlanOutcome) -> ManifestFile<'a> {
+    let mut file = ManifestFile {
+        metadata: Metadata {
+            ferry_version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+            project_name: Cow::Borrowed(&manifest.project_name),
+            invocation_id: Cow::Borrowed(&manifest.globals.invocation_id),
+            generated_at: manifest.globals.run_started_at.to_rfc3339(),
+        },
+        nodes: BTreeMap::new(),
+        sources: BTreeMap::new(),
+    };
+    for (i, n) in manifest.iter() {
+        let status = if outcome.failed.contains(&i) {
+            "error"
+        } else if outcome.skipped.contains_key(&i) {
+            "skipped"
+        } else {
+            "ok"
+        };
+        let entry = ManifestNode {
+            unique_id: Cow::Borrowed(&n.unique_id),
+            resource_type: Cow::Borrowed(n.resource_type()),
+            name: Cow::Borrowed(&n.name),
+            fqn: Cow::Borrowed(&n.fqn),
+            original_file_path: n.path(),
+            config: Cow::Borrowed(&n.raw_config),
+            tags: n.tags(),
+            depends_on: DependsOn {
+                nodes: manifest
+                    .graph
+                    .parents(i)
+                    .iter()
+                    .map(|&p| Cow::Borrowed(manifest[p].unique_id.as_str()))
+                    .collect(),
+            },
+            description: Cow::Borrowed(n.description()),
+            columns: Cow::Borrowed(n.columns()),
+            output_schema: outcome.schemas.get(&i).map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| OutputColumn {
+                        name: f.name().clone(),
+                        data_type: f.data_type().to_string(),
+                        nullable: f.is_nullable(),
+                    })
+                    .collect()
+            }),
+            status: Cow::Borrowed(status),
+            materialized: match &n.resource {
+                Resource::Model { materialized, .. } => Some(Cow::Borrowed(materialized.name())),
+                _ => None,
+            },
+            compiled_code: n.rendered.as_ref().map(|r| Cow::Borrowed(r.sql.as_str())),
+            refs: n.rendered.as_ref().map(|r| r.refs.iter().map(|c| Cow::Borrowed(c.name.as_str())).collect()),
+            sources: n.rendered.as_ref().map(|r| Cow::Borrowed(r.sources.as_slice())),
+        };
+        let key = Cow::Borrowed(n.unique_id.as_str());
+        if matches!(n.resource, Resource::Source(_)) {
+            file.sources.insert(key, entry);
+        } else {
+            file.nodes.insert(key, entry);
+        }
+    }
+    file
+}

@@ -1,0 +1,334 @@
+//! `execute`: plans every selected node first (no row moves if planning
+//! fails), materializes and tests them in DAG order, concurrently, loads
+//! what passed, reconciles what loaded (`build`), and writes
+//! `.ferry/run_results.json` and `.ferry/manifest.json`. In `build`, a
+//! model's tests run right after it, and a failing test skips everything
+//! downstream of it, as in dbt.
+//!
+//! Ctrl-C stops the nodes running (their unfinished stages are discarded,
+//! earlier stages kept) and nothing is loaded; during a load it leaves the
+//! table being loaded as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Result;
+use tracing::Instrument as _;
+
+use super::events::{NodeEvent, Observer, RunEvent};
+use super::gating::{self, Gated};
+use super::materialize::{self, Places};
+use super::node::{self, Done, Failed, Outcome, TestPlaces};
+use super::plan::{self, PlanOutcome};
+use super::report::{NodeReport, RunReport};
+use super::{Prepared, Which, artifacts};
+use crate::dag::schedule::{self, Event};
+use crate::diagnostic::Diagnostic;
+use crate::engine::Engine;
+use crate::load::{self, Loads};
+use crate::manifest::{Manifest, NodeId};
+use crate::reconcile::{self, Reconciled};
+use crate::stage::{self, StageOptions};
+use crate::state::run_results::Status;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub which: Which,
+    /// Models to run at once.
+    pub threads: usize,
+    /// The engine's memory pool (`None`: half the RAM).
+    pub memory_limit: Option<u64>,
+    /// Stage only: load nothing.
+    pub no_load: bool,
+    /// Keep every test's failing rows.
+    pub store_failures: bool,
+}
+
+/// Runs `selected` (the nodes of it that `options.which` executes) and
+/// reports what became of each. Errors are ferry's own (a file it could
+/// not write); what the project gets wrong is in the report.
+pub async fn execute(
+    prepared: &Prepared,
+    selected: &BTreeSet<NodeId>,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<RunReport> {
+    let started = Instant::now();
+    let manifest = &prepared.manifest;
+    let wanted: BTreeSet<NodeId> = selected.iter().copied().filter(|&i| options.which.wants(manifest, i)).collect();
+    let engine = super::engine(&prepared.layout, options.memory_limit)?;
+    let outcome = plan::plan(&engine, manifest, &wanted, &prepared.failed).await;
+    artifacts::write_compiled(&prepared.layout, manifest, &wanted)?;
+    let mut planned = prepared.diagnostics.clone();
+    planned.extend(outcome.diagnostics.iter().cloned());
+    observer.event(RunEvent::Planned { diagnostics: &planned });
+    let planning_failed = planned.iter().any(Diagnostic::is_error);
+
+    let run = run_nodes(prepared, &engine, (&wanted, &outcome), options, observer).await;
+    let mut report = RunReport {
+        which: options.which,
+        run_id: manifest.globals.invocation_id.clone(),
+        nodes: run.nodes,
+        diagnostics: run.diagnostics,
+        planning_failed,
+        interrupted: run.interrupted,
+        load_interrupted: false,
+        started,
+        elapsed: 0.0,
+        reconciled: None,
+    };
+    if !(report.interrupted || options.no_load) {
+        let loads = load_staged(prepared, &report, observer).await;
+        record_loads(&mut report, loads);
+    }
+    if options.which == Which::Build && !report.interrupted && !report.load_interrupted {
+        report.reconciled = Some(reconcile_loaded(prepared, &mut report, observer).await);
+    }
+    report.elapsed = started.elapsed().as_secs_f64();
+    report.results(manifest).write(&prepared.layout)?;
+    artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
+    if let Some((reconciled, _)) = &report.reconciled {
+        reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
+    }
+    Ok(report)
+}
+
+/// What running the nodes did.
+struct NodesRun {
+    nodes: BTreeMap<NodeId, NodeReport>,
+    diagnostics: Vec<Diagnostic>,
+    interrupted: bool,
+}
+
+/// Materializes and tests the planned nodes of `wanted`, in DAG order.
+async fn run_nodes(
+    prepared: &Prepared,
+    engine: &Engine,
+    (wanted, outcome): (&BTreeSet<NodeId>, &PlanOutcome),
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> NodesRun {
+    let manifest = &prepared.manifest;
+    let stage_root = prepared.layout.stage_root();
+    stage::sweep_leftovers(&stage_root);
+    let order: Vec<NodeId> = manifest.order.iter().copied().filter(|i| wanted.contains(i)).collect();
+    let runnable: Vec<NodeId> =
+        order.iter().copied().filter(|i| !outcome.failed.contains(i) && !outcome.skipped.contains_key(i)).collect();
+    read_unselected_parents(prepared, engine, wanted, outcome, observer).await;
+    let rows = Arc::new(AtomicU64::new(0));
+    let run_id = manifest.globals.invocation_id.clone();
+    let places = Arc::new(Places {
+        stage_root,
+        scratch_root: prepared.layout.scratch(&run_id),
+        stage_options: StageOptions { rows_written: Some(Arc::clone(&rows)), ..StageOptions::default() },
+        compute_once: materialize::views_read_more_than_once(manifest, &runnable),
+        run_dir: prepared.layout.run(&run_id),
+        run_id,
+    });
+    observer.event(RunEvent::Started { total: order.len() });
+    let mut collect = Collector::new(manifest, &order, outcome, observer);
+    let Gated { graph, runnable, held } = gating::gate(manifest, options.which, &order, runnable, &outcome.failed);
+    for (&i, &because) in &held {
+        collect.skip(i, because);
+    }
+    let tests =
+        Arc::new(TestPlaces { failures: places.run_dir.join("test_failures"), store_failures: options.store_failures });
+    let interrupted = {
+        let work = schedule::run(
+            &graph,
+            &runnable,
+            options.threads,
+            |i| {
+                let (engine, manifest, places, tests) =
+                    (engine.clone(), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
+                let span = tracing::info_span!("node", model = %manifest[i].name);
+                async move {
+                    let result = node::run_node(&engine, &manifest, i, &places, &tests).await;
+                    tracing::debug!(ok = result.is_ok(), "finished");
+                    result
+                }
+                .instrument(span)
+            },
+            |event| collect.record(event, &rows),
+        );
+        tokio::select! {
+            () = work => false,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    };
+    observer.event(RunEvent::Executed);
+    let _ = fs_err::remove_dir_all(&places.scratch_root);
+    if let Some(parent) = places.scratch_root.parent() {
+        let _ = fs_err::remove_dir(parent); // only if no other run is using it
+    }
+    NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted }
+}
+
+/// Makes the parents of `wanted` that this run does not execute readable
+/// (from their stages, or their SQL), saying which had no stage.
+async fn read_unselected_parents(
+    prepared: &Prepared,
+    engine: &Engine,
+    wanted: &BTreeSet<NodeId>,
+    outcome: &PlanOutcome,
+    observer: &dyn Observer,
+) {
+    let manifest = &prepared.manifest;
+    let needed = manifest.graph.with_ancestors(wanted.iter().copied());
+    let parents: BTreeSet<NodeId> =
+        needed.into_iter().filter(|i| !wanted.contains(i) && !outcome.failed.contains(i)).collect();
+    let stage_root = prepared.layout.stage_root();
+    for name in materialize::read_parents_lazily(engine, manifest, &parents, &stage_root).await {
+        observer.event(RunEvent::UnstagedParent { name: &name });
+    }
+}
+
+/// Collects node reports as the schedule's events arrive, and passes each
+/// on to the observer.
+struct Collector<'a> {
+    manifest: &'a Manifest,
+    observer: &'a dyn Observer,
+    total: usize,
+    done: usize,
+    running: BTreeMap<NodeId, Instant>,
+    nodes: BTreeMap<NodeId, NodeReport>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Collector<'a> {
+    /// Starts with the nodes planning failed or skipped.
+    fn new(manifest: &'a Manifest, order: &[NodeId], outcome: &PlanOutcome, observer: &'a dyn Observer) -> Self {
+        let mut c = Collector {
+            manifest,
+            observer,
+            total: order.len(),
+            done: 0,
+            running: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            diagnostics: Vec::new(),
+        };
+        for &i in order {
+            if outcome.failed.contains(&i) {
+                let message = outcome
+                    .diagnostics
+                    .iter()
+                    .find(|d| d.file.as_ref() == Some(&manifest[i].path()))
+                    .map_or_else(|| "failed to compile".to_owned(), |d| d.message.clone());
+                c.finish(i, NodeReport::not_run(&manifest[i], Status::Error, message));
+            } else if let Some(&because) = outcome.skipped.get(&i) {
+                c.skip(i, because);
+            }
+        }
+        c
+    }
+
+    fn record(&mut self, event: Event<Done, Box<Failed>, NodeId>, rows: &AtomicU64) {
+        match event {
+            Event::Started(i) => {
+                self.running.insert(i, Instant::now());
+            }
+            Event::Finished(i, result) => {
+                let secs = self.running.remove(&i).map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let node = &self.manifest[i];
+                let report = match result {
+                    Ok(done) => {
+                        self.diagnostics.extend(done.diagnostics);
+                        let readers = self.manifest.graph.children(i).len();
+                        match &done.outcome {
+                            Outcome::Materialized(m) => {
+                                NodeReport::materialized(node, m, readers, (secs, done.started_at))
+                            }
+                            Outcome::Tested(t) => NodeReport::tested(node, t, (secs, done.started_at)),
+                        }
+                    }
+                    Err(failed) => {
+                        let Failed { started_at, diagnostics, test, ledger } = *failed;
+                        let message = diagnostics.first().map(|d| d.message.clone());
+                        self.diagnostics.extend(diagnostics);
+                        match &test {
+                            Some(t) => NodeReport::tested(node, t, (secs, started_at)),
+                            None => NodeReport::failed(node, message, ledger, (secs, started_at)),
+                        }
+                    }
+                };
+                self.finish(i, report);
+            }
+            Event::Skipped { node, because } => self.skip(node, because),
+        }
+        let running: Vec<&str> = self.running.keys().map(|&i| self.manifest[i].name.as_str()).collect();
+        let rows = rows.load(Ordering::Relaxed);
+        self.observer.event(RunEvent::Node(NodeEvent::Progress { rows, running }));
+    }
+
+    fn skip(&mut self, i: NodeId, because: NodeId) {
+        let cause = self.manifest[because].display_name();
+        let report = NodeReport::not_run(&self.manifest[i], Status::Skipped, format!("skipped: `{cause}` failed"));
+        self.finish(i, report);
+    }
+
+    fn finish(&mut self, id: NodeId, report: NodeReport) {
+        self.done += 1;
+        let (done, total) = (self.done, self.total);
+        self.observer.event(RunEvent::Node(NodeEvent::Finished { id, report: &report, done, total }));
+        self.nodes.insert(id, report);
+    }
+}
+
+/// Loads the staged nodes no failing test holds back, in load order.
+async fn load_staged(prepared: &Prepared, report: &RunReport, observer: &dyn Observer) -> Loads {
+    let manifest = &prepared.manifest;
+    let held_back = gating::held_back_by_tests(manifest, &report.nodes);
+    let staged: BTreeSet<NodeId> = report
+        .nodes
+        .iter()
+        .filter(|(i, r)| r.status == Status::Success && r.staged.is_some() && !held_back.contains_key(i))
+        .map(|(&i, _)| i)
+        .collect();
+    let would_load = |i: &NodeId| report.nodes.get(i).is_some_and(|r| r.staged.is_some());
+    for (&node, &test) in held_back.iter().filter(|(i, _)| would_load(i)) {
+        observer.event(RunEvent::HeldBack { node, test });
+    }
+    let stage_root = prepared.layout.stage_root();
+    load::load_nodes(&prepared.target, manifest, &staged, &stage_root, &|e| observer.event(RunEvent::Load(e))).await
+}
+
+fn record_loads(report: &mut RunReport, loads: Loads) {
+    for (i, result) in loads.results {
+        if let Some(node) = report.nodes.get_mut(&i) {
+            node.load = Some(result);
+        }
+    }
+    report.diagnostics.extend(loads.diagnostics);
+    report.load_interrupted = loads.interrupted;
+}
+
+/// `build` ends by proving each table it loaded holds its stage.
+async fn reconcile_loaded(
+    prepared: &Prepared,
+    report: &mut RunReport,
+    observer: &dyn Observer,
+) -> (Reconciled, Instant) {
+    let started = Instant::now();
+    let loaded: BTreeSet<NodeId> =
+        report.nodes.iter().filter(|(_, r)| matches!(r.load, Some(Ok(_)))).map(|(&i, _)| i).collect();
+    let ledgers: HashMap<NodeId, _> =
+        report.nodes.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
+    let done = reconcile::reconcile_nodes(
+        &prepared.target,
+        &prepared.manifest,
+        &loaded,
+        &prepared.layout.stage_root(),
+        (&ledgers, None),
+        &|e| observer.event(RunEvent::Reconcile(e)),
+    )
+    .await;
+    for (i, r) in &done.reports {
+        if let Some(node) = report.nodes.get_mut(i) {
+            node.reconcile = Some(r.status);
+        }
+    }
+    (done, started)
+}

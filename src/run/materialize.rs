@@ -1,0 +1,228 @@
+//! Materializes one planned node: re-plans its SQL against its parents'
+//! live tables, then runs it. A `table` is streamed into a Parquet stage
+//! (through its rules, when it has any) and registered from there; a
+//! `view` or `ephemeral` is registered as a view (inlined into its
+//! readers), except a view that several models read, which is computed once
+//! into scratch Parquet so that diamond-shaped DAGs do not re-expand it into
+//! every plan. Seeds are staged from their CSV.
+//!
+//! Scheduling (what runs when) is not this module's business.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use datafusion::common::TableReference;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::engine::{Engine, node as engine_node};
+use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
+use crate::stage::{self, StageOptions, StagedTable};
+use crate::state::{Ledger, RunDir};
+use crate::template::functions::quote_ident;
+use crate::validate::checked::{CheckedRun, stage_checked};
+use crate::validate::rules;
+
+/// Where a run's nodes are materialized.
+#[derive(Debug, Clone)]
+pub struct Places {
+    /// `.ferry/stage`: staged tables and seeds.
+    pub stage_root: Utf8PathBuf,
+    /// Scratch space for views computed once, removed after the run.
+    pub scratch_root: Utf8PathBuf,
+    pub stage_options: StageOptions,
+    /// Views read by more than one model in this run.
+    pub compute_once: HashSet<NodeId>,
+    /// This run's id and directory (`.ferry/runs/<id>/`: quarantine and
+    /// error log).
+    pub run_id: String,
+    pub run_dir: RunDir,
+}
+
+/// How a node ended up.
+#[derive(Debug, Clone)]
+pub enum Materialized {
+    /// Registered as a view; no rows were read.
+    View,
+    /// Inlined into its readers.
+    Ephemeral,
+    /// A view several models read, computed once.
+    ComputedOnce(StagedTable),
+    /// A table or seed, staged as Parquet; a model with rules has its ledger.
+    Staged(StagedTable, Option<Ledger>),
+}
+
+impl Materialized {
+    /// Rows written, when the node was executed.
+    pub fn rows(&self) -> Option<u64> {
+        match self {
+            Materialized::View | Materialized::Ephemeral => None,
+            Materialized::ComputedOnce(t) | Materialized::Staged(t, _) => Some(t.manifest.row_count),
+        }
+    }
+}
+
+/// A node that could not be materialized: why, and the ledger of a model
+/// whose rows were counted before it failed (over its threshold).
+pub struct NotMaterialized {
+    pub diagnostics: Vec<Diagnostic>,
+    pub ledger: Option<Ledger>,
+}
+
+impl From<Vec<Diagnostic>> for NotMaterialized {
+    fn from(diagnostics: Vec<Diagnostic>) -> Self {
+        NotMaterialized { diagnostics, ledger: None }
+    }
+}
+
+/// Materializes model or seed `id`. Its parents must have been materialized.
+pub async fn materialize(
+    engine: &Engine,
+    manifest: &Manifest,
+    id: NodeId,
+    places: &Places,
+) -> Result<Materialized, NotMaterialized> {
+    let node = &manifest[id];
+    let table = TableReference::bare(node.name.as_str());
+    let register = async |staged: &StagedTable| {
+        engine_node::register_staged(engine, table.clone(), staged)
+            .await
+            .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])
+    };
+    let options = || places.stage_options.clone();
+    match &node.resource {
+        Resource::Seed(_) => {
+            let sql = format!("SELECT * FROM {}", quote_ident(&node.name));
+            let plan = engine_node::plan(engine, manifest, id, &sql).await?;
+            let staged = engine_node::stage_plan(engine, manifest, id, plan, &places.stage_root, options()).await?;
+            // Models read the seed as staged (and loaded), as dbt reads the
+            // table `dbt seed` made, not the CSV again.
+            register(&staged).await?;
+            Ok(Materialized::Staged(staged, None))
+        }
+        Resource::Model { materialized, .. } => {
+            let sql = node.rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default();
+            match materialized {
+                Materialization::Incremental => Err(vec![incremental_refused(node)].into()),
+                Materialization::View | Materialization::Ephemeral if !places.compute_once.contains(&id) => {
+                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
+                    engine
+                        .register_view(table.clone(), plan)
+                        .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])?;
+                    Ok(if *materialized == Materialization::View {
+                        Materialized::View
+                    } else {
+                        Materialized::Ephemeral
+                    })
+                }
+                Materialization::View | Materialization::Ephemeral => {
+                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
+                    let parent = &places.scratch_root;
+                    let staged = engine_node::stage_plan(engine, manifest, id, plan, parent, options()).await?;
+                    register(&staged).await?;
+                    Ok(Materialized::ComputedOnce(staged))
+                }
+                Materialization::Table if node.is_checked() => {
+                    let checks = Arc::new(rules::checks(&node.config.rules));
+                    let checked = rules::checked_sql(&sql, &checks, node.config.dedupe.as_ref());
+                    let plan = engine_node::plan(engine, manifest, id, &checked).await?;
+                    let run = CheckedRun {
+                        stage_root: &places.stage_root,
+                        run_id: &places.run_id,
+                        run_dir: &places.run_dir,
+                        options: options(),
+                    };
+                    let (staged, ledger) = stage_checked(engine, manifest, id, (plan, checks), run)
+                        .await
+                        .map_err(|f| NotMaterialized { diagnostics: f.diagnostics, ledger: f.ledger })?;
+                    register(&staged)
+                        .await
+                        .map_err(|d| NotMaterialized { diagnostics: d, ledger: Some(ledger.clone()) })?;
+                    Ok(Materialized::Staged(staged, Some(ledger)))
+                }
+                Materialization::Table => {
+                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
+                    let parent = &places.stage_root;
+                    let staged = engine_node::stage_plan(engine, manifest, id, plan, parent, options()).await?;
+                    register(&staged).await?;
+                    Ok(Materialized::Staged(staged, None))
+                }
+            }
+        }
+        _ => Ok(Materialized::View),
+    }
+}
+
+/// Makes `parents` (and their own ancestors) readable without running them:
+/// a `table` or seed with a stage is read from it (a seed without one from
+/// its CSV); other models are read from their SQL, as views. Returns the
+/// tables that had no stage.
+pub async fn read_parents_lazily(
+    engine: &Engine,
+    manifest: &Manifest,
+    parents: &BTreeSet<NodeId>,
+    stage_root: &Utf8Path,
+) -> Vec<String> {
+    let needed = manifest.graph.with_ancestors(parents.iter().copied());
+    let mut unstaged = Vec::new();
+    for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
+        let node = &manifest[i];
+        let table = TableReference::bare(node.name.as_str());
+        if let Resource::Seed(_) = &node.resource {
+            let dir = stage_root.join(&node.name);
+            if let Ok(m) = stage::read_manifest(&dir) {
+                let _ = engine_node::register_staged(engine, table, &StagedTable { dir, manifest: m }).await;
+            }
+            continue;
+        }
+        let Resource::Model { materialized, .. } = &node.resource else { continue };
+        if *materialized == Materialization::Table {
+            let dir = stage_root.join(&node.name);
+            if let Ok(m) = stage::read_manifest(&dir)
+                && engine_node::register_staged(engine, table.clone(), &StagedTable { dir, manifest: m }).await.is_ok()
+            {
+                continue;
+            }
+            unstaged.push(node.name.clone());
+        }
+        if let Some(r) = &node.rendered
+            && let Ok(plan) = engine.plan(&r.sql).await
+        {
+            let _ = engine.register_view(table, plan);
+        }
+    }
+    unstaged
+}
+
+fn incremental_refused(node: &Node) -> Diagnostic {
+    Diagnostic::error(
+        Code::ModelConfig,
+        format!("`{}` is materialized as `incremental`, which ferry cannot run yet", node.name),
+    )
+    .in_file(node.path())
+    .with_help("materialize it as `table` for now; incremental runs with a run history are planned")
+}
+
+/// Views and ephemerals among `nodes` that more than one node of `nodes` reads.
+pub fn views_read_more_than_once(manifest: &Manifest, nodes: &[NodeId]) -> HashSet<NodeId> {
+    let running: HashSet<NodeId> = nodes.iter().copied().collect();
+    nodes
+        .iter()
+        .copied()
+        .filter(|&i| {
+            matches!(
+                manifest[i].resource,
+                Resource::Model { materialized: Materialization::View | Materialization::Ephemeral, .. }
+            )
+        })
+        .filter(|&i| {
+            let readers = manifest
+                .graph
+                .children(i)
+                .iter()
+                .filter(|c| running.contains(c))
+                .filter(|&&c| matches!(manifest[c].resource, Resource::Model { .. }));
+            readers.count() > 1
+        })
+        .collect()
+}
