@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::DatabaseKind;
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::project::yaml::{self, Node, Value};
+use crate::state::Layout;
 
 /// A value that must never be shown: `Debug` and `Display` print `****`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -153,7 +154,7 @@ impl Target {
             profile: None,
             threads: None,
             kind: DatabaseKind::Sqlite,
-            address: Address::File { path: project_dir.join(".ferry/ferry.db"), schema: "main".to_owned() },
+            address: Address::File { path: Layout::new(project_dir).embedded_database(), schema: "main".to_owned() },
         }
     }
 
@@ -347,96 +348,22 @@ fn parse_output(
             warnings.push(crate::project::config::unknown_key(file, key, FIELDS, "profile field"));
         }
     }
-    let field = |names: &[&str]| -> Result<Option<(String, &Node)>, Box<Diagnostic>> {
-        for n in names {
-            if let Some(v) = node.get(n).filter(|v| !v.is_null()) {
-                return Ok(Some((render_value(file, v)?, v)));
-            }
-        }
-        Ok(None)
-    };
-    let require = |names: &[&str]| -> Result<String, Box<Diagnostic>> {
-        field(names)?.map(|(v, _)| v).ok_or_else(|| {
-            Box::new(
-                Diagnostic::error(Code::Profile, format!("target `{name}` needs `{}`", names[0]))
-                    .with_label(Label::new(file, node.span.clone())),
-            )
-        })
-    };
-    let (kind_name, kind_node) = field(&["type"])?.ok_or_else(|| {
+    let output = Output { file, name, node, project_dir };
+    let (kind_name, kind_node) = output.field(&["type"])?.ok_or_else(|| {
         Box::new(
             Diagnostic::error(Code::Profile, format!("target `{name}` has no `type`"))
                 .with_label(Label::new(file, node.span.clone()))
                 .with_help("set `type:` to `sqlite`, `postgres` or `mysql`"),
         )
     })?;
-    let threads = match field(&["threads"])? {
+    let threads = match output.field(&["threads"])? {
         Some((t, n)) => Some(t.parse::<usize>().map_err(|_| bad_value(file, n, "threads", "a whole number"))?),
         None => None,
     };
-    let server = |default_port: u16| -> Result<ServerTarget, Box<Diagnostic>> {
-        let port = match field(&["port"])? {
-            Some((p, n)) => p.parse::<u16>().map_err(|_| bad_value(file, n, "port", "a port number"))?,
-            None => default_port,
-        };
-        let sslmode = match field(&["sslmode"])? {
-            Some((m, n)) if !SSL_MODES.contains(&m.as_str()) => {
-                return Err(bad_value(file, n, "sslmode", &format!("one of {}", SSL_MODES.join(", "))));
-            }
-            other => other.map(|(m, _)| m),
-        };
-        let schema = require(&["schema", "database", "dbname"])?;
-        let local_infile = match field(&["local_infile"])? {
-            Some((v, n)) => Some(v.parse::<bool>().map_err(|_| bad_value(file, n, "local_infile", "true or false"))?),
-            None => None,
-        };
-        let path = |key: &str| -> Result<Option<Utf8PathBuf>, Box<Diagnostic>> {
-            Ok(field(&[key])?.map(|(p, _)| {
-                let p = Utf8PathBuf::from(p);
-                if p.is_absolute() || p.as_str() == "system" { p } else { project_dir.join(p) }
-            }))
-        };
-        let (sslcert, sslkey) = (path("sslcert")?, path("sslkey")?);
-        if sslcert.is_some() != sslkey.is_some() {
-            let given = if sslcert.is_some() { "sslcert" } else { "sslkey" };
-            let n = node.get(given).unwrap_or(node);
-            return Err(bad_value(
-                file,
-                n,
-                given,
-                "given with its pair: a client certificate needs `sslcert` and `sslkey`",
-            ));
-        }
-        Ok(ServerTarget {
-            sslrootcert: path("sslrootcert")?,
-            sslcert,
-            sslkey,
-            host: require(&["host", "server"])?,
-            port,
-            user: require(&["user", "username"])?,
-            password: Secret::new(field(&["password", "pass"])?.map(|(p, _)| p).unwrap_or_default()),
-            dbname: field(&["dbname", "database"])?.map_or_else(|| schema.clone(), |(d, _)| d),
-            schema,
-            sslmode,
-            local_infile,
-        })
-    };
     let (kind, address) = match kind_name.as_str() {
-        "postgres" | "postgresql" => (DatabaseKind::Postgres, Address::Server(server(5432)?)),
-        "mysql" | "mariadb" => (DatabaseKind::Mysql, Address::Server(server(3306)?)),
-        "sqlite" => {
-            let path = match field(&["path"])? {
-                Some((p, _)) => p,
-                None => match node.get("schemas_and_paths").and_then(|m| m.entries().first()) {
-                    Some((_, p)) => render_value(file, p)?,
-                    None => ".ferry/ferry.db".to_owned(),
-                },
-            };
-            let path = Utf8PathBuf::from(path);
-            let path = if path.is_absolute() { path } else { project_dir.join(path) };
-            let schema = field(&["schema"])?.map_or_else(|| "main".to_owned(), |(s, _)| s);
-            (DatabaseKind::Sqlite, Address::File { path, schema })
-        }
+        "postgres" | "postgresql" => (DatabaseKind::Postgres, Address::Server(output.server(5432)?)),
+        "mysql" | "mariadb" => (DatabaseKind::Mysql, Address::Server(output.server(3306)?)),
+        "sqlite" => (DatabaseKind::Sqlite, output.sqlite_file()?),
         other => {
             let mut diag = Diagnostic::error(Code::Profile, format!("unsupported target type `{other}`"))
                 .with_label(Label::new(file, kind_node.span.clone()))
@@ -444,10 +371,110 @@ fn parse_output(
             if let Some(help) = crate::diagnostic::did_you_mean(other, ["sqlite", "postgres", "mysql"]) {
                 diag = diag.with_help(help);
             }
-            return Err(Box::new(diag));
+            return Err(diag.into());
         }
     };
     Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind, address })
+}
+
+/// One output of a profile, read field by field.
+struct Output<'a> {
+    file: &'a Arc<SourceFile>,
+    /// The output's name, for messages.
+    name: &'a str,
+    node: &'a Node,
+    project_dir: &'a Utf8Path,
+}
+
+impl<'a> Output<'a> {
+    /// The first of `names` that is set, rendered, with its node.
+    fn field(&self, names: &[&str]) -> Result<Option<(String, &'a Node)>, Box<Diagnostic>> {
+        for n in names {
+            if let Some(v) = self.node.get(n).filter(|v| !v.is_null()) {
+                return Ok(Some((render_value(self.file, v)?, v)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Output::field`], which must be set.
+    fn require(&self, names: &[&str]) -> Result<String, Box<Diagnostic>> {
+        self.field(names)?.map(|(v, _)| v).ok_or_else(|| {
+            Box::new(
+                Diagnostic::error(Code::Profile, format!("target `{}` needs `{}`", self.name, names[0]))
+                    .with_label(Label::new(self.file, self.node.span.clone())),
+            )
+        })
+    }
+
+    /// A path field, relative to the project unless absolute (or `system`).
+    fn path(&self, key: &str) -> Result<Option<Utf8PathBuf>, Box<Diagnostic>> {
+        Ok(self.field(&[key])?.map(|(p, _)| {
+            let p = Utf8PathBuf::from(p);
+            if p.is_absolute() || p.as_str() == "system" { p } else { self.project_dir.join(p) }
+        }))
+    }
+
+    /// A parsed field: `parse` says what the value must be when it fails.
+    fn parsed<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, Box<Diagnostic>> {
+        match self.field(&[key])? {
+            Some((v, n)) => parse(&v).map(Some).ok_or_else(|| bad_value(self.file, n, key, expected)),
+            None => Ok(None),
+        }
+    }
+
+    /// A networked database's settings (PostgreSQL or MySQL/MariaDB).
+    fn server(&self, default_port: u16) -> Result<ServerTarget, Box<Diagnostic>> {
+        let port = self.parsed("port", "a port number", |p| p.parse::<u16>().ok())?.unwrap_or(default_port);
+        let sslmode = match self.field(&["sslmode"])? {
+            Some((m, n)) if !SSL_MODES.contains(&m.as_str()) => {
+                return Err(bad_value(self.file, n, "sslmode", &format!("one of {}", SSL_MODES.join(", "))));
+            }
+            other => other.map(|(m, _)| m),
+        };
+        let schema = self.require(&["schema", "database", "dbname"])?;
+        let local_infile = self.parsed("local_infile", "true or false", |v| v.parse::<bool>().ok())?;
+        let (sslcert, sslkey) = (self.path("sslcert")?, self.path("sslkey")?);
+        if sslcert.is_some() != sslkey.is_some() {
+            let given = if sslcert.is_some() { "sslcert" } else { "sslkey" };
+            let n = self.node.get(given).unwrap_or(self.node);
+            let pair = "given with its pair: a client certificate needs `sslcert` and `sslkey`";
+            return Err(bad_value(self.file, n, given, pair));
+        }
+        Ok(ServerTarget {
+            sslrootcert: self.path("sslrootcert")?,
+            sslcert,
+            sslkey,
+            host: self.require(&["host", "server"])?,
+            port,
+            user: self.require(&["user", "username"])?,
+            password: Secret::new(self.field(&["password", "pass"])?.map(|(p, _)| p).unwrap_or_default()),
+            dbname: self.field(&["dbname", "database"])?.map_or_else(|| schema.clone(), |(d, _)| d),
+            schema,
+            sslmode,
+            local_infile,
+        })
+    }
+
+    /// A SQLite database: its file (the embedded one under `.ferry/` by
+    /// default) and the schema models load into.
+    fn sqlite_file(&self) -> Result<Address, Box<Diagnostic>> {
+        let path = match self.field(&["path"])? {
+            Some((p, _)) => Utf8PathBuf::from(p),
+            None => match self.node.get("schemas_and_paths").and_then(|m| m.entries().first()) {
+                Some((_, p)) => Utf8PathBuf::from(render_value(self.file, p)?),
+                None => Layout::new(self.project_dir).embedded_database(),
+            },
+        };
+        let path = if path.is_absolute() { path } else { self.project_dir.join(path) };
+        let schema = self.field(&["schema"])?.map_or_else(|| "main".to_owned(), |(s, _)| s);
+        Ok(Address::File { path, schema })
+    }
 }
 
 /// `sslmode` and its files as connectorx's URL parameters. Its PostgreSQL

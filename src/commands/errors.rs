@@ -39,6 +39,26 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
         printer.status("no error log lines match");
         return Ok(ExitStatus::Success);
     }
+    let (summary, lines) = read_logs(files, args).await?;
+    if printer.is_json() {
+        super::print_json_lines(printer, &lines)?;
+        return Ok(ExitStatus::Success);
+    }
+    let total: usize = summary.iter().map(RecordBatch::num_rows).sum();
+    if total == 0 {
+        printer.status("no error log lines match");
+        return Ok(ExitStatus::Success);
+    }
+    printer.data(&format!("By rule, over {} run{}:", chosen.len(), if chosen.len() == 1 { "" } else { "s" }))?;
+    printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&summary)?.to_string())?;
+    printer.data(&format!("First {} lines:", args.limit))?;
+    printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&lines)?.to_string())?;
+    Ok(ExitStatus::Success)
+}
+
+/// The error logs' lines that `args` picks: counted by model, rule and
+/// severity, and the first `--limit` of them.
+async fn read_logs(files: Vec<String>, args: &ErrorsArgs) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
     let ctx = SessionContext::new();
     let log = ctx.read_parquet(files, ParquetReadOptions::default()).await.context("failed to read the error logs")?;
     ctx.register_table("errors", log.into_view())?;
@@ -60,20 +80,7 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
         ),
     )
     .await?;
-    if printer.is_json() {
-        super::print_json_lines(printer, &lines)?;
-        return Ok(ExitStatus::Success);
-    }
-    let total: usize = summary.iter().map(RecordBatch::num_rows).sum();
-    if total == 0 {
-        printer.status("no error log lines match");
-        return Ok(ExitStatus::Success);
-    }
-    printer.data(&format!("By rule, over {} run{}:", chosen.len(), if chosen.len() == 1 { "" } else { "s" }))?;
-    printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&summary)?.to_string())?;
-    printer.data(&format!("First {} lines:", args.limit))?;
-    printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&lines)?.to_string())?;
-    Ok(ExitStatus::Success)
+    Ok((summary, lines))
 }
 
 fn where_clause(args: &ErrorsArgs) -> String {

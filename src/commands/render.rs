@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::load::LoadEvent;
 use crate::printer::{Printer, Progress};
-use crate::reconcile::{self as rec, ModelReport, ReconcileEvent};
+use crate::reconcile::{self as rec, ReconcileEvent, ReconcileReport};
 
 /// One line of a run's report: `3 of 6 OK    table     orders   2,000 rows in 0.03s`.
 pub(crate) fn node_line(done: usize, total: usize, word: &str, kind: &str, name: &str, detail: &str) -> String {
@@ -93,7 +93,7 @@ pub(crate) fn reconcile_event(printer: &Printer, event: ReconcileEvent<'_>) {
 }
 
 /// The lines under a model's status line: each check, then the differences.
-fn report_lines(r: &ModelReport) -> Vec<String> {
+fn report_lines(r: &ReconcileReport) -> Vec<String> {
     let mut out: Vec<String> = r.notes.iter().map(|n| format!("note: {n}")).collect();
     if r.checks.is_empty() {
         return out;

@@ -22,35 +22,8 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         return Ok(ExitStatus::Failure);
     };
     let manifest = &prepared.manifest;
-    // The SQL to preview, and the nodes it reads.
-    let (name, sql, parents): (String, String, BTreeSet<NodeId>) = match &args.inline {
-        Some(text) => {
-            let file = SourceFile::new("--inline", text.as_str());
-            match manifest.templater.render_inline(&file) {
-                Ok(r) => {
-                    let parents = manifest.nodes_called(&r);
-                    ("--inline".to_owned(), r.sql, parents)
-                }
-                Err(d) => {
-                    super::report(printer, &[*d]);
-                    return Ok(ExitStatus::Failure);
-                }
-            }
-        }
-        None => match one_node(manifest, args, printer) {
-            Some(i) => {
-                let node = &manifest[i];
-                let sql = match (&node.resource, &node.rendered) {
-                    (Resource::Model { .. }, Some(r)) => r.sql.clone(),
-                    _ => format!(
-                        "SELECT * FROM {}",
-                        node.relation.as_ref().map_or_else(|| node.name.clone(), |r| r.rendered.clone())
-                    ),
-                };
-                (node.display_name(), sql, manifest.graph.parents(i).iter().copied().collect())
-            }
-            None => return Ok(ExitStatus::Failure),
-        },
+    let Some((name, sql, parents)) = what_to_show(manifest, args, printer) else {
+        return Ok(ExitStatus::Failure);
     };
     let engine = super::engine_for(&prepared, &args.exec)?;
     let outcome = plan::plan(&engine, manifest, &parents, &prepared.failed).await;
@@ -73,6 +46,34 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The SQL to preview (`--inline`, or the one selected node's), what it is
+/// called, and the nodes it reads; `None` after printing why there is none.
+fn what_to_show(manifest: &Manifest, args: &ShowArgs, printer: &Printer) -> Option<(String, String, BTreeSet<NodeId>)> {
+    if let Some(text) = &args.inline {
+        let file = SourceFile::new("--inline", text.as_str());
+        return match manifest.templater.render_inline(&file) {
+            Ok(r) => {
+                let parents = manifest.nodes_called(&r);
+                Some(("--inline".to_owned(), r.sql, parents))
+            }
+            Err(d) => {
+                super::report(printer, &[*d]);
+                None
+            }
+        };
+    }
+    let i = one_node(manifest, args, printer)?;
+    let node = &manifest[i];
+    let sql = match (&node.resource, &node.rendered) {
+        (Resource::Model { .. }, Some(r)) => r.sql.clone(),
+        _ => format!(
+            "SELECT * FROM {}",
+            node.relation.as_ref().map_or_else(|| node.name.clone(), |r| r.rendered.clone())
+        ),
+    };
+    Some((node.display_name(), sql, manifest.graph.parents(i).iter().copied().collect()))
 }
 
 /// The one node `--select` names; anything else is a diagnostic.

@@ -17,11 +17,14 @@ use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::project::nodes::SourceTable;
 use crate::source;
 use crate::source::CsvSettings;
-use crate::state::Layout;
 use crate::template::functions::quote_ident;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 
+/// Registers source table `s` as a DataFusion table (a database table, a
+/// file or files in any format ferry reads, or, with no path, its declared
+/// columns alone), with its schema: the declared `data_type`s over what
+/// the files hold.
 pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTable) -> Registered {
     let table = TableReference::partial(s.source.as_str(), s.name.as_str());
     let here = Label::new(&s.origin.file, s.origin.span.clone());
@@ -43,87 +46,11 @@ pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTab
                 .with_help("give the table a `path:` (and `format:`) to read, or `columns:` with a `data_type` each"),
         ]);
     };
-    let format_name = format_name_of(path, &s.location);
-    let (csv, compression) = dialect(path, &s.location).map_err(|msg| {
-        vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
-    })?;
-    let one_object = !path.contains(['*', '?', '[']) && !path.ends_with('/');
-    // DataFusion reads newline-delimited JSON from a URL itself; an array
-    // is for ferry to read, and only the object's first bytes tell which.
-    let url_first_byte =
-        if matches!(format_name.as_deref(), Some("json" | "ndjson" | "jsonl")) && path.contains("://") && one_object {
-            first_byte_at(engine, path, compression).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?
-        } else {
-            None
-        };
-    let request = source::Request {
-        table: &name,
-        root: &manifest.root,
-        path,
-        format: format_name.as_deref(),
-        location: &s.location,
-        columns: &s.columns,
-        csv: &csv,
-        compression,
-        run: (
-            manifest.globals.invocation_id.as_str(),
-            Layout::new(manifest.root.clone()).run(&manifest.globals.invocation_id),
-            matches!(manifest.globals.which.as_str(), "run" | "build"),
-        ),
-        url_first_byte,
-    };
-    let spec_error = |e: source::SpecError| {
-        vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone())]
-    };
-    let spec = match source::Spec::of(&request) {
-        // A format ferry reads itself, at a URL: read a local copy.
-        Err(source::SpecError::NotLocal(format)) if !one_object => {
-            return Err(vec![
-                Diagnostic::error(
-                    Code::SourceSchema,
-                    format!(
-                        "source `{name}`: `format: {format}` reads one object from a URL, and `{path}` names several"
-                    ),
-                )
-                .with_label(here)
-                .with_help("declare a source table per object, or copy the objects to a local directory"),
-            ]);
-        }
-        Err(source::SpecError::NotLocal(_)) => {
-            let (dir, file) = download(engine, path).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-            Some(source::Spec::downloaded(&request, dir, &file, path).map_err(spec_error)?)
-        }
-        spec => spec.map_err(spec_error)?,
-    };
-    let (raw, inferred) = match spec {
-        Some(spec) => {
-            let spec = Arc::new(spec);
-            let reading = Arc::clone(&spec);
-            let inferred = tokio::task::spawn_blocking(move || reading.infer())
-                .await
-                .map_err(|e| {
-                    vec![
-                        Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {e}")).with_label(here.clone()),
-                    ]
-                })?
-                .map_err(|e| vec![read_error_diagnostic(&e)])?;
-            // A fixed-width layout's `type`s, which the columns' own `data_type`s override.
-            let layout = declared_schema(engine, &spec.declared_columns(), &s.origin.file.path).await?;
-            (Raw::Read(spec), overlay(&inferred, layout.as_ref()))
-        }
-        None => {
-            let file = file_source(&manifest.root, path, &s.location).map_err(|msg| {
-                vec![Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {msg}")).with_label(here.clone())]
-            })?;
-            check_exists(&file, &name, &here)?;
-            let inferred = engine.infer_schema(&file).await.map_err(|e| {
-                vec![
-                    invalid_text(&name, &manifest.root, &file, &e)
-                        .unwrap_or_else(|| source_error(&name, &e, here.clone())),
-                ]
-            })?;
-            (Raw::File(file), inferred)
-        }
+    let source = FileSourceTable { engine, manifest, s, name: &name, here: &here, path };
+    let (csv, compression) = dialect(path, &s.location).map_err(|msg| source.error(&msg))?;
+    let (raw, inferred) = match source.spec(&csv, compression).await? {
+        Some(spec) => source.infer(spec).await?,
+        None => source.infer_file().await?,
     };
     if inferred.fields().is_empty() {
         return Err(vec![
@@ -132,23 +59,142 @@ pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTab
         ]);
     }
     let schema = overlay(&inferred, declared.as_ref());
-    let formats = TextFormats::of(&s.location);
-    if formats.is_none() && csv.null_regex.is_none() {
-        raw.register(engine, table, &schema).await.map_err(|e| vec![source_error(&name, &e, here)])?;
-        return Ok(Some(schema));
-    }
-    // Dates and timestamps in a declared format are read as text and parsed
-    // in a view over the raw table; NULL spellings in text columns, which
-    // the CSV reader leaves alone, become NULL there too.
-    let raw_schema = formats.raw_schema(&schema);
-    let raw_table = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
-    raw.register(engine, raw_table.clone(), &raw_schema)
-        .await
-        .map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-    let sql = formats.view_sql(&schema, &raw_table, csv.null_regex.as_deref());
-    let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
-    engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here)])?;
+    source.register(raw, (table, &schema), csv.null_regex.as_deref()).await?;
     Ok(Some(schema))
+}
+
+/// A source table read from files.
+struct FileSourceTable<'a> {
+    engine: &'a Engine,
+    manifest: &'a Manifest,
+    s: &'a SourceTable,
+    /// `source.table`, for messages.
+    name: &'a str,
+    here: &'a Label,
+    path: &'a str,
+}
+
+impl FileSourceTable<'_> {
+    fn error(&self, message: &dyn std::fmt::Display) -> Vec<Diagnostic> {
+        vec![
+            Diagnostic::error(Code::SourceSchema, format!("source `{}`: {message}", self.name))
+                .with_label(self.here.clone()),
+        ]
+    }
+
+    fn failed(&self, e: &DataFusionError) -> Vec<Diagnostic> {
+        vec![source_error(self.name, e, self.here.clone())]
+    }
+
+    /// Whether the path names one object (no glob, not a directory).
+    fn one_object(&self) -> bool {
+        !self.path.contains(['*', '?', '[']) && !self.path.ends_with('/')
+    }
+
+    /// How ferry reads the files itself, or `None` when DataFusion's own
+    /// reader suits. A format ferry reads itself, at a URL, is read from a
+    /// local copy.
+    async fn spec(
+        &self,
+        csv: &CsvSettings,
+        compression: FileCompressionType,
+    ) -> Result<Option<source::Spec>, Vec<Diagnostic>> {
+        let (engine, manifest, s, path) = (self.engine, self.manifest, self.s, self.path);
+        let format_name = format_name_of(path, &s.location);
+        // DataFusion reads newline-delimited JSON from a URL itself; an array
+        // is for ferry to read, and only the object's first bytes tell which.
+        let json = matches!(format_name.as_deref(), Some("json" | "ndjson" | "jsonl"));
+        let url_first_byte = if json && path.contains("://") && self.one_object() {
+            first_byte_at(engine, path, compression).await.map_err(|e| self.failed(&e))?
+        } else {
+            None
+        };
+        let request = source::Request {
+            table: self.name,
+            root: &manifest.root,
+            path,
+            format: format_name.as_deref(),
+            location: &s.location,
+            columns: &s.columns,
+            csv,
+            compression,
+            run: (
+                manifest.globals.invocation_id.as_str(),
+                manifest.layout().run(&manifest.globals.invocation_id),
+                matches!(manifest.globals.which.as_str(), "run" | "build"),
+            ),
+            url_first_byte,
+        };
+        match source::Spec::of(&request) {
+            Err(source::SpecError::NotLocal(format)) if !self.one_object() => Err(vec![
+                Diagnostic::error(
+                    Code::SourceSchema,
+                    format!(
+                        "source `{}`: `format: {format}` reads one object from a URL, and `{path}` names several",
+                        self.name
+                    ),
+                )
+                .with_label(self.here.clone())
+                .with_help("declare a source table per object, or copy the objects to a local directory"),
+            ]),
+            Err(source::SpecError::NotLocal(_)) => {
+                let (dir, file) = download(engine, path).await.map_err(|e| self.failed(&e))?;
+                Ok(Some(source::Spec::downloaded(&request, dir, &file, path).map_err(|e| self.error(&e))?))
+            }
+            spec => spec.map_err(|e| self.error(&e)),
+        }
+    }
+
+    /// The schema of files ferry reads itself, read on a blocking thread;
+    /// a fixed-width layout's `type`s apply, which the columns' own
+    /// `data_type`s override.
+    async fn infer(&self, spec: source::Spec) -> Result<(Raw, SchemaRef), Vec<Diagnostic>> {
+        let spec = Arc::new(spec);
+        let reading = Arc::clone(&spec);
+        let inferred = tokio::task::spawn_blocking(move || reading.infer())
+            .await
+            .map_err(|e| self.error(&e))?
+            .map_err(|e| vec![read_error_diagnostic(&e)])?;
+        let layout = declared_schema(self.engine, &spec.declared_columns(), &self.s.origin.file.path).await?;
+        Ok((Raw::Read(spec), overlay(&inferred, layout.as_ref())))
+    }
+
+    /// The schema of files DataFusion reads.
+    async fn infer_file(&self) -> Result<(Raw, SchemaRef), Vec<Diagnostic>> {
+        let root = &self.manifest.root;
+        let file = file_source(root, self.path, &self.s.location).map_err(|msg| self.error(&msg))?;
+        check_exists(&file, self.name, self.here)?;
+        let inferred = self.engine.infer_schema(&file).await.map_err(|e| {
+            vec![
+                invalid_text(self.name, root, &file, &e)
+                    .unwrap_or_else(|| source_error(self.name, &e, self.here.clone())),
+            ]
+        })?;
+        Ok((Raw::File(file), inferred))
+    }
+
+    /// Registers the files as `table` with `schema`. Dates and timestamps
+    /// in a declared format are read as text and parsed in a view over the
+    /// raw table; NULL spellings in text columns, which the CSV reader
+    /// leaves alone, become NULL there too.
+    async fn register(
+        &self,
+        raw: Raw,
+        (table, schema): (TableReference, &SchemaRef),
+        null_regex: Option<&str>,
+    ) -> Result<(), Vec<Diagnostic>> {
+        let (engine, s) = (self.engine, self.s);
+        let formats = TextFormats::of(&s.location);
+        if formats.is_none() && null_regex.is_none() {
+            return raw.register(engine, table, schema).await.map_err(|e| self.failed(&e));
+        }
+        let raw_schema = formats.raw_schema(schema);
+        let raw_table = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+        raw.register(engine, raw_table.clone(), &raw_schema).await.map_err(|e| self.failed(&e))?;
+        let sql = formats.view_sql(schema, &raw_table, null_regex);
+        let plan = engine.plan(&sql).await.map_err(|e| self.failed(&e))?;
+        engine.register_view(table, plan).map_err(|e| self.failed(&e))
+    }
 }
 
 /// The first byte of the object at `url` that is not whitespace (see

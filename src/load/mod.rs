@@ -125,20 +125,29 @@ pub async fn load_nodes(
     if jobs.is_empty() {
         return loads;
     }
-    let mut conn = match Connection::connect(target).await {
-        Ok(c) => c,
+    match Connection::connect(target).await {
+        Ok(mut conn) => load_jobs(&mut conn, &jobs, on, &mut loads).await,
         Err(e) => {
             for (i, _) in &jobs {
                 loads.results.insert(*i, Err(e.to_string()));
             }
             loads.diagnostics.push(e.to_diagnostic(&format!("target `{}`", target.name)));
-            return loads;
         }
-    };
+    }
+    loads
+}
+
+/// Loads `jobs` one after another into `loads`, until one is interrupted.
+async fn load_jobs(
+    conn: &mut Connection,
+    jobs: &[(NodeId, LoadJob)],
+    on: &(dyn Fn(LoadEvent<'_>) + Sync),
+    loads: &mut Loads,
+) {
     let total = jobs.len();
     on(LoadEvent::Started { total });
     for (k, (i, job)) in jobs.iter().enumerate() {
-        let Some(result) = load_one(&mut conn, job, on).await else {
+        let Some(result) = load_one(conn, job, on).await else {
             loads.interrupted = true;
             on(LoadEvent::Interrupted { k, total, job });
             break;
@@ -155,7 +164,6 @@ pub async fn load_nodes(
         }
     }
     on(LoadEvent::Done);
-    loads
 }
 
 /// Loads one job, telling `on` of the rows sent as it goes; `None` when

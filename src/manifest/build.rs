@@ -15,7 +15,7 @@ use crate::dag::{Graph, Id as _};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
-use crate::project::nodes::{Model, NodeRef, Test, TestKind};
+use crate::project::nodes::{Model, NodeRef, Seed, SourceTable, Test, TestKind};
 use crate::template::functions::{Relation, Resolver, quote_ident};
 use crate::template::{Globals, NodeContext, Rendered, Templater, merge_config};
 
@@ -67,44 +67,34 @@ fn schema_for(custom: Option<&str>, target_schema: &str) -> String {
     }
 }
 
+impl Node {
+    /// A node as declared, its config not yet read and its template not yet rendered.
+    fn declared(
+        unique_id: String,
+        (name, fqn): (&str, Vec<String>),
+        raw_config: Map<String, Json>,
+        relation: Option<Arc<Relation>>,
+        resource: Resource,
+    ) -> Node {
+        Node {
+            unique_id,
+            name: name.to_owned(),
+            fqn,
+            raw_config,
+            config: NodeConfig::default(),
+            relation,
+            rendered: None,
+            resource,
+        }
+    }
+}
+
 impl Builder {
     fn nodes(&mut self, parts: Project, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
         let project = parts.file.name.clone();
         let mut resolver = Resolver { project: project.clone(), ..Default::default() };
-        let mut nodes = Vec::new();
-        for s in parts.sources {
-            let rel = Arc::new(Relation {
-                rendered: format!("{}.{}", quote_ident(&s.source), quote_ident(&s.name)),
-                database: s.database.clone().unwrap_or_default(),
-                schema: s.schema.clone(),
-                identifier: s.identifier.clone(),
-            });
-            resolver.sources.insert((s.source.clone(), s.name.clone()), Arc::clone(&rel));
-            nodes.push(Node {
-                unique_id: format!("source.{project}.{}.{}", s.source, s.name),
-                name: s.name.clone(),
-                fqn: vec![project.clone(), s.source.clone(), s.name.clone()],
-                raw_config: s.config.clone(),
-                config: NodeConfig::default(),
-                relation: Some(rel),
-                rendered: None,
-                resource: Resource::Source(s),
-            });
-        }
-        for s in parts.seeds.into_iter().filter(|s| config::enabled(&s.config)) {
-            let rel = model_relation(&s.name, &s.config, target_schema);
-            resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
-            nodes.push(Node {
-                unique_id: format!("seed.{project}.{}", s.name),
-                name: s.name.clone(),
-                fqn: s.fqn.clone(),
-                raw_config: s.config.clone(),
-                config: NodeConfig::default(),
-                relation: Some(rel),
-                rendered: None,
-                resource: Resource::Seed(s),
-            });
-        }
+        let mut nodes = source_nodes(&project, parts.sources, &mut resolver);
+        nodes.extend(seed_nodes(&project, parts.seeds, &mut resolver, target_schema));
         let models: Vec<(Model, Arc<Relation>)> = parts
             .models
             .into_iter()
@@ -125,16 +115,10 @@ impl Builder {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
-            nodes.push(Node {
-                unique_id: format!("model.{project}.{}", m.name),
-                name: m.name.clone(),
-                fqn: m.fqn.clone(),
-                raw_config: m.config.clone(),
-                config: NodeConfig::default(),
-                relation: Some(rel),
-                rendered: None,
-                resource: Resource::Model { model: m, materialized: Materialization::View },
-            });
+            let (id, name, fqn, config) =
+                (format!("model.{project}.{}", m.name), m.name.clone(), m.fqn.clone(), m.config.clone());
+            let resource = Resource::Model { materialized: Materialization::View, model: m };
+            nodes.push(Node::declared(id, (&name, fqn), config, Some(rel), resource));
         }
         for t in parts.tests.into_iter().filter(|t| config::enabled(&t.config)) {
             if let TestKind::Singular { file } = &t.kind
@@ -143,16 +127,9 @@ impl Builder {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
-            nodes.push(Node {
-                unique_id: format!("test.{project}.{}", t.name),
-                name: t.name.clone(),
-                fqn: t.fqn.clone(),
-                raw_config: t.config.clone(),
-                config: NodeConfig::default(),
-                relation: None,
-                rendered: None,
-                resource: Resource::Test(t),
-            });
+            let (id, name, fqn, config) =
+                (format!("test.{project}.{}", t.name), t.name.clone(), t.fqn.clone(), t.config.clone());
+            nodes.push(Node::declared(id, (&name, fqn), config, None, Resource::Test(t)));
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater);
         self.render_generic_tests(&mut nodes, &templater);
@@ -420,6 +397,37 @@ impl Lookup<'_> {
             graph.add_edge(NodeId::from_index(parent), NodeId::from_index(child));
         }
     }
+}
+
+/// A node per source table; `source()` renders each as `source.table`.
+fn source_nodes(project: &str, sources: Vec<SourceTable>, resolver: &mut Resolver) -> Vec<Node> {
+    let mut nodes = Vec::with_capacity(sources.len());
+    for s in sources {
+        let rel = Arc::new(Relation {
+            rendered: format!("{}.{}", quote_ident(&s.source), quote_ident(&s.name)),
+            database: s.database.clone().unwrap_or_default(),
+            schema: s.schema.clone(),
+            identifier: s.identifier.clone(),
+        });
+        resolver.sources.insert((s.source.clone(), s.name.clone()), Arc::clone(&rel));
+        let id = format!("source.{project}.{}.{}", s.source, s.name);
+        let fqn = vec![project.to_owned(), s.source.clone(), s.name.clone()];
+        let (name, config) = (s.name.clone(), s.config.clone());
+        nodes.push(Node::declared(id, (&name, fqn), config, Some(rel), Resource::Source(s)));
+    }
+    nodes
+}
+
+/// A node per enabled seed; `ref()` renders each as its table.
+fn seed_nodes(project: &str, seeds: Vec<Seed>, resolver: &mut Resolver, target_schema: &str) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for s in seeds.into_iter().filter(|s| config::enabled(&s.config)) {
+        let rel = model_relation(&s.name, &s.config, target_schema);
+        resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
+        let (id, name, config) = (format!("seed.{project}.{}", s.name), s.name.clone(), s.config.clone());
+        nodes.push(Node::declared(id, (&name, s.fqn.clone()), config, Some(rel), Resource::Seed(s)));
+    }
+    nodes
 }
 
 /// A model's `dedupe` and `rules:`, into its config: they act on rows as

@@ -67,6 +67,14 @@ impl NodeConfig {
     /// their errors fail the node; see [`super::rules`]).
     pub fn read(node: &Node) -> NodeConfig {
         let config = &node.raw_config;
+        let model_config = |message: String, help: Option<&str>| {
+            let d = Diagnostic::error(Code::ModelConfig, message).in_file(node.path());
+            Box::new(match help {
+                Some(h) => d.with_help(h),
+                None => d,
+            })
+        };
+        let reconcile_help = "write `reconcile: {columns: [a, b], tolerance: 0.001, max_mismatch_rows: 0}`";
         NodeConfig {
             tags: tags(config),
             unique_key: config.get("unique_key").and_then(|v| column_list(v, "unique_key").ok()).unwrap_or_default(),
@@ -76,27 +84,13 @@ impl NodeConfig {
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
             load: LoadConfig::read(node),
-            reconcile: ReconcileConfig::read(config.get("reconcile")).map_err(|message| {
-                Box::new(
-                    Diagnostic::error(Code::ModelConfig, format!("{}: {message}", node.display_name()))
-                        .in_file(node.path())
-                        .with_help("write `reconcile: {columns: [a, b], tolerance: 0.001, max_mismatch_rows: 0}`"),
-                )
-            }),
-            quarantine: Threshold::read(config).map_err(|m| {
-                Box::new(Diagnostic::error(Code::ModelConfig, format!("`{}`: {m}", node.name)).in_file(node.path()))
-            }),
+            reconcile: ReconcileConfig::read(config.get("reconcile"))
+                .map_err(|m| model_config(format!("{}: {m}", node.display_name()), Some(reconcile_help))),
+            quarantine: Threshold::read(config).map_err(|m| model_config(format!("`{}`: {m}", node.name), None)),
             rules: Vec::new(),
             dedupe: None,
-            test: TestConfig::read(config).map_err(|message| {
-                Box::new(
-                    Diagnostic::error(
-                        Code::ModelConfig,
-                        format!("test `{}` has an invalid config: {message}", node.name),
-                    )
-                    .in_file(node.path()),
-                )
-            }),
+            test: TestConfig::read(config)
+                .map_err(|m| model_config(format!("test `{}` has an invalid config: {m}", node.name), None)),
             column_types: column_types(config),
         }
     }

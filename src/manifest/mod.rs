@@ -264,3 +264,6 @@ impl Manifest {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 //! the same names and arguments) and checked on every row as the model is
 //! staged. Arguments are rendered (they may use Jinja, as in dbt) and
 //! checked here, once, with a diagnostic on the declaration; turning a rule
-//! into the SQL that finds its broken rows is `crate::validate`'s.
+//! into the SQL that finds its broken rows is the validate module's.
 
 use serde_json::{Map, Value as Json};
 

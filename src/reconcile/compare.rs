@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::scan::{Scan, SegmentRows, scan_stage, stage_rows_in};
 use super::{
-    Differences, MAX_FETCH_ROWS, ModelReport, Reference, Status, allow_explained, checksum_check, count_check,
+    Differences, MAX_FETCH_ROWS, ReconcileReport, Reference, Status, allow_explained, checksum_check, count_check,
     diff_rows, differing_segments, ledger_check, profile_check, reconcilable, spec_for,
 };
 use crate::backend::checksum::{Answer, FetchedRow, Profile, SegmentSums, Spec, profile_rows};
@@ -25,9 +25,9 @@ pub async fn reconcile_table(
     job: &LoadJob,
     (config, reference): (&Config, Reference),
     ledger: Option<&Ledger>,
-) -> ModelReport {
+) -> ReconcileReport {
     let started = Instant::now();
-    let mut report = ModelReport {
+    let mut report = ReconcileReport {
         model: job.model.clone(),
         table: job.table.to_string(),
         status: Status::Pass,
@@ -67,7 +67,7 @@ async fn compare(
     job: &LoadJob,
     (config, reference): (&Config, Reference),
     ledger: Option<&Ledger>,
-    report: &mut ModelReport,
+    report: &mut ReconcileReport,
 ) -> Result<(), String> {
     let spec = Arc::new(scoped_spec(conn, job, config, report).await?);
     let (side, why_side) = conn.reconcile_side(&spec, config.side, job.rows()).await.map_err(why)?;
@@ -113,7 +113,7 @@ async fn scoped_spec(
     conn: &mut Connection,
     job: &LoadJob,
     config: &Config,
-    report: &mut ModelReport,
+    report: &mut ReconcileReport,
 ) -> Result<Spec, String> {
     let mut spec = spec_for(job, config)?;
     if job.mode != LoadMode::Replace {

@@ -88,36 +88,46 @@ pub fn spec_for(job: &LoadJob, config: &ReconcileConfig) -> Result<Spec, String>
     let key: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
     let segments = job.rows().div_ceil(SEGMENT_ROWS).max(1);
     let segment_bits = (64 - (segments - 1).leading_zeros()).min(20);
-    let mut measures = vec![Measure::Rows];
-    let wants = |a: Aggregate| config.aggregates.contains(&a);
-    if config.profile {
-        for (i, c) in columns.iter().enumerate() {
-            if !config.profile_columns.is_empty() && !config.profile_columns.contains(&c.name) {
-                continue;
-            }
-            if wants(Aggregate::Nulls) {
-                measures.push(Measure::Nulls(i));
-            }
-            let wide_decimal = matches!(c.data_type, DataType::Decimal256(..));
-            if wants(Aggregate::Sum) && ((c.family.sums_exactly() && !wide_decimal) || c.family.is_float()) {
-                measures.push(Measure::Sum(i));
-            }
-            let ordered = matches!(c.family, Family::Date | Family::Timestamp | Family::Time)
-                || (c.key && c.family.orders_without_collation() && !wide_decimal);
-            if ordered && wants(Aggregate::Min) {
-                measures.push(Measure::Min(i));
-            }
-            if ordered && wants(Aggregate::Max) {
-                measures.push(Measure::Max(i));
-            }
-        }
-        // Without a unique key the "key" is every column: nothing to count.
-        if !job.unique_key.is_empty() && wants(Aggregate::DistinctKeys) {
-            measures.push(Measure::DistinctKeys);
-        }
-    }
+    let measures = measures(&columns, config, !job.unique_key.is_empty());
     let group_by = config.segment_by.as_ref().and_then(|g| columns.iter().position(|c| &c.name == g));
     Ok(Spec { table: job.table.clone(), columns, key, segment_bits, measures, group_by, touched_only: false })
+}
+
+/// The profile's measures over `columns`: the row count, then per
+/// profiled column its NULLs, its sum (numbers), its extremes (dates and
+/// times, and keys that order without a collation), and the distinct keys
+/// (`keyed`: there is a unique key to count).
+fn measures(columns: &[SpecColumn], config: &ReconcileConfig, keyed: bool) -> Vec<Measure> {
+    let mut measures = vec![Measure::Rows];
+    if !config.profile {
+        return measures;
+    }
+    let wants = |a: Aggregate| config.aggregates.contains(&a);
+    for (i, c) in columns.iter().enumerate() {
+        if !config.profile_columns.is_empty() && !config.profile_columns.contains(&c.name) {
+            continue;
+        }
+        if wants(Aggregate::Nulls) {
+            measures.push(Measure::Nulls(i));
+        }
+        let wide_decimal = matches!(c.data_type, DataType::Decimal256(..));
+        if wants(Aggregate::Sum) && ((c.family.sums_exactly() && !wide_decimal) || c.family.is_float()) {
+            measures.push(Measure::Sum(i));
+        }
+        let ordered = matches!(c.family, Family::Date | Family::Timestamp | Family::Time)
+            || (c.key && c.family.orders_without_collation() && !wide_decimal);
+        if ordered && wants(Aggregate::Min) {
+            measures.push(Measure::Min(i));
+        }
+        if ordered && wants(Aggregate::Max) {
+            measures.push(Measure::Max(i));
+        }
+    }
+    // Without a unique key the "key" is every column: nothing to count.
+    if keyed && wants(Aggregate::DistinctKeys) {
+        measures.push(Measure::DistinctKeys);
+    }
+    measures
 }
 
 /// How PASS or FAIL a check or a model is.
@@ -225,7 +235,7 @@ impl Differences {
 
 /// What reconciling one model found.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelReport {
+pub struct ReconcileReport {
     pub model: String,
     pub table: String,
     pub status: Status,

@@ -1,6 +1,6 @@
 //! Reconciling a project's loaded tables (`ferry reconcile`, the end of
 //! `ferry build`) and a source against a table (`ferry reconcile
-//! --source`): the jobs, one connection, a [`ModelReport`] per table as
+//! --source`): the jobs, one connection, a [`ReconcileReport`] per table as
 //! [`ReconcileEvent`]s, and the run's `reconcile.json`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context as _, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::{ModelReport, Reference, Status, reconcile_table};
+use super::{ReconcileReport, Reference, Status, reconcile_table};
 use crate::backend::LoadJob;
 use crate::backend::checksum::SideChoice;
 use crate::backend::profiles::Target;
@@ -17,7 +17,7 @@ use crate::engine::{Engine, node as engine_node, sources};
 use crate::load;
 use crate::manifest::config::ReconcileConfig as Config;
 use crate::manifest::{Manifest, NodeId, Resource};
-use crate::stage::{self, StageOptions};
+use crate::stage::{self, StageOptions, StagedTable};
 use crate::state::run_results::RunResults;
 use crate::state::{Layout, Ledger, RunDir, files};
 use crate::values::{LoadMode, TableName};
@@ -25,7 +25,7 @@ use crate::values::{LoadMode, TableName};
 /// What reconciling a set of nodes found.
 #[derive(Debug, Default)]
 pub struct Reconciled {
-    pub reports: BTreeMap<NodeId, ModelReport>,
+    pub reports: BTreeMap<NodeId, ReconcileReport>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -41,7 +41,7 @@ impl Reconciled {
     }
 
     /// Files a table's report, with a diagnostic when it could not be compared.
-    fn file(&mut self, id: NodeId, job: &LoadJob, report: ModelReport) {
+    fn file(&mut self, id: NodeId, job: &LoadJob, report: ReconcileReport) {
         if let Some(e) = &report.error {
             self.diagnostics.push(
                 Diagnostic::error(Code::Reconcile, format!("{}: reconciling `{}` failed: {e}", job.model, job.table))
@@ -56,7 +56,7 @@ impl Reconciled {
 #[derive(Debug)]
 pub enum ReconcileEvent<'a> {
     /// The `k`th table of `total` (from 1) is reconciled.
-    Finished { k: usize, total: usize, job: &'a LoadJob, report: &'a ModelReport },
+    Finished { k: usize, total: usize, job: &'a LoadJob, report: &'a ReconcileReport },
 }
 
 /// Reconciles the loaded `nodes` against the target, with the ledgers of
@@ -71,28 +71,7 @@ pub async fn reconcile_nodes(
     on: &(dyn Fn(ReconcileEvent<'_>) + Sync),
 ) -> Reconciled {
     let mut done = Reconciled::default();
-    let mut jobs: Vec<(NodeId, LoadJob, Config)> = Vec::new();
-    for i in load::load_order(manifest, nodes) {
-        let node = &manifest[i];
-        let config = match &node.config.reconcile {
-            Ok(c) => Config { side: side.unwrap_or(c.side), ..c.clone() },
-            Err(d) => {
-                done.diagnostics.push((**d).clone());
-                continue;
-            }
-        };
-        if !config.enabled {
-            continue;
-        }
-        match load::config_for(manifest, i) {
-            Ok(None) => {}
-            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stage_root) {
-                Ok(job) => jobs.push((i, job, config)),
-                Err(e) => done.diagnostics.push(e.to_diagnostic(&node.name)),
-            },
-            Err(d) => done.diagnostics.push(*d),
-        }
-    }
+    let jobs = jobs(manifest, nodes, stage_root, side, &mut done.diagnostics);
     if jobs.is_empty() {
         return done;
     }
@@ -112,11 +91,46 @@ pub async fn reconcile_nodes(
     done
 }
 
+/// The tables of `nodes` to reconcile, in load order, with their config;
+/// what keeps one out (a bad config, a stage that cannot be read) goes to
+/// `diagnostics`.
+fn jobs(
+    manifest: &Manifest,
+    nodes: &BTreeSet<NodeId>,
+    stage_root: &Utf8Path,
+    side: Option<SideChoice>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(NodeId, LoadJob, Config)> {
+    let mut jobs = Vec::new();
+    for i in load::load_order(manifest, nodes) {
+        let node = &manifest[i];
+        let config = match &node.config.reconcile {
+            Ok(c) => Config { side: side.unwrap_or(c.side), ..c.clone() },
+            Err(d) => {
+                diagnostics.push((**d).clone());
+                continue;
+            }
+        };
+        if !config.enabled {
+            continue;
+        }
+        match load::config_for(manifest, i) {
+            Ok(None) => {}
+            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stage_root) {
+                Ok(job) => jobs.push((i, job, config)),
+                Err(e) => diagnostics.push(e.to_diagnostic(&node.name)),
+            },
+            Err(d) => diagnostics.push(*d),
+        }
+    }
+    jobs
+}
+
 /// `ferry reconcile --source s.t --target-table x`: the source is read once
 /// into a temporary stage under `.ferry/tmp/` (so both passes see one
 /// snapshot of it, even of a live database) and compared with the target
-/// table as a staged model is, keyed by `key`. `Err`: the source cannot be
-/// read or the target reached.
+/// table as a staged model is, keyed by `key`. `Ok(Err(...))`: the source
+/// cannot be read or the target reached.
 pub async fn reconcile_source(
     (engine, manifest, target): (&Engine, &Manifest, &Target),
     source: NodeId,
@@ -124,11 +138,6 @@ pub async fn reconcile_source(
     config: &Config,
     on: &(dyn Fn(ReconcileEvent<'_>) + Sync),
 ) -> Result<Result<Reconciled, Vec<Diagnostic>>> {
-    let node = &manifest[source];
-    let Resource::Source(s) = &node.resource else { anyhow::bail!("node {source} is not a source; this is a bug") };
-    if let Err(diagnostics) = sources::register_source(engine, manifest, s).await {
-        return Ok(Err(diagnostics));
-    }
     // A directory of this invocation's own, removed however it ends.
     let tmp = manifest.layout().tmp();
     fs_err::create_dir_all(&tmp).with_context(|| format!("failed to create `{tmp}`"))?;
@@ -137,16 +146,8 @@ pub async fn reconcile_source(
         .tempdir_in(&tmp)
         .with_context(|| format!("failed to create a directory in `{tmp}`"))?;
     let scratch_dir = Utf8Path::from_path(scratch.path()).context("the scratch directory is not UTF-8")?;
-    let name = node.display_name();
-    let relation = node.relation.as_ref().map_or_else(|| name.clone(), |r| r.rendered.clone());
-    let staged = match engine.plan(&format!("SELECT * FROM {relation}")).await {
-        Ok(p) => engine_node::stage_plan(engine, manifest, source, p, scratch_dir, StageOptions::default()).await,
-        Err(e) => Err(vec![Diagnostic::error(
-            Code::Execution,
-            format!("`{name}` cannot be read: {}", e.find_root().strip_backtrace()),
-        )]),
-    };
-    let staged = match staged {
+    let name = manifest[source].display_name();
+    let staged = match stage_source(engine, manifest, source, scratch_dir).await {
         Ok(s) => s,
         Err(diagnostics) => return Ok(Err(diagnostics)),
     };
@@ -163,6 +164,28 @@ pub async fn reconcile_source(
     let mut done = Reconciled::default();
     done.file(source, &job, report);
     Ok(Ok(done))
+}
+
+/// Reads source `id` whole into a stage under `dir`.
+async fn stage_source(
+    engine: &Engine,
+    manifest: &Manifest,
+    id: NodeId,
+    dir: &Utf8Path,
+) -> Result<StagedTable, Vec<Diagnostic>> {
+    let node = &manifest[id];
+    if let Resource::Source(s) = &node.resource {
+        sources::register_source(engine, manifest, s).await?;
+    }
+    let name = node.display_name();
+    let relation = node.relation.as_ref().map_or_else(|| name.clone(), |r| r.rendered.clone());
+    match engine.plan(&format!("SELECT * FROM {relation}")).await {
+        Ok(p) => engine_node::stage_plan(engine, manifest, id, p, dir, StageOptions::default()).await,
+        Err(e) => Err(vec![Diagnostic::error(
+            Code::Execution,
+            format!("`{name}` cannot be read: {}", e.find_root().strip_backtrace()),
+        )]),
+    }
 }
 
 /// The ledgers the last run's `run_results.json` recorded, for stages that
@@ -189,7 +212,7 @@ pub fn write_report(done: &Reconciled, run: &RunDir) -> Result<Option<Utf8PathBu
         return Ok(None);
     }
     let file = run.join("reconcile.json");
-    let reports: Vec<&ModelReport> = done.reports.values().collect();
+    let reports: Vec<&ReconcileReport> = done.reports.values().collect();
     files::write_atomic(&file.path, &serde_json::to_vec_pretty(&reports)?, true)
         .with_context(|| format!("failed to write `{}`", file.path))?;
     Ok(Some(file.shown))

@@ -112,59 +112,73 @@ async fn run_nodes(
     observer: &dyn Observer,
 ) -> NodesRun {
     let manifest = &prepared.manifest;
-    let stage_root = prepared.layout.stage_root();
-    stage::sweep_leftovers(&stage_root);
+    stage::sweep_leftovers(&prepared.layout.stage_root());
     let order: Vec<NodeId> = manifest.order.iter().copied().filter(|i| wanted.contains(i)).collect();
     let runnable: Vec<NodeId> =
         order.iter().copied().filter(|i| !outcome.failed.contains(i) && !outcome.skipped.contains_key(i)).collect();
     read_unselected_parents(prepared, engine, wanted, outcome, observer).await;
     let rows = Arc::new(AtomicU64::new(0));
-    let run_id = manifest.globals.invocation_id.clone();
-    let places = Arc::new(Places {
-        stage_root,
-        scratch_root: prepared.layout.scratch(&run_id),
-        stage_options: StageOptions { rows_written: Some(Arc::clone(&rows)), ..StageOptions::default() },
-        compute_once: materialize::views_read_more_than_once(manifest, &runnable),
-        run_dir: prepared.layout.run(&run_id),
-        run_id,
-    });
+    let places = Arc::new(places(prepared, &runnable, &rows));
     observer.event(RunEvent::Started { total: order.len() });
     let mut collect = Collector::new(manifest, &order, outcome, observer);
-    let Gated { graph, runnable, held } = gating::gate(manifest, options.which, &order, runnable, &outcome.failed);
-    for (&i, &because) in &held {
+    let gated = gating::gate(manifest, options.which, &order, runnable, &outcome.failed);
+    for (&i, &because) in &gated.held {
         collect.skip(i, because);
     }
-    let tests =
-        Arc::new(TestPlaces { failures: places.run_dir.join("test_failures"), store_failures: options.store_failures });
-    let interrupted = {
-        let work = schedule::run(
-            &graph,
-            &runnable,
-            options.threads,
-            |i| {
-                let (engine, manifest, places, tests) =
-                    (engine.clone(), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
-                let span = tracing::info_span!("node", model = %manifest[i].name);
-                async move {
-                    let result = node::run_node(&engine, &manifest, i, &places, &tests).await;
-                    tracing::debug!(ok = result.is_ok(), "finished");
-                    result
-                }
-                .instrument(span)
-            },
-            |event| collect.record(event, &rows),
-        );
-        tokio::select! {
-            () = work => false,
-            _ = tokio::signal::ctrl_c() => true,
-        }
-    };
+    let tests = TestPlaces { failures: places.run_dir.join("test_failures"), store_failures: options.store_failures };
+    let work = (engine, manifest, Arc::clone(&places), Arc::new(tests));
+    let interrupted = schedule_nodes(&gated, work, options.threads, &mut collect, &rows).await;
     observer.event(RunEvent::Executed);
     let _ = fs_err::remove_dir_all(&places.scratch_root);
     if let Some(parent) = places.scratch_root.parent() {
         let _ = fs_err::remove_dir(parent); // only if no other run is using it
     }
     NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted }
+}
+
+/// Where this run's nodes are materialized; `rows` counts the rows staged.
+fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Places {
+    let run_id = prepared.manifest.globals.invocation_id.clone();
+    Places {
+        stage_root: prepared.layout.stage_root(),
+        scratch_root: prepared.layout.scratch(&run_id),
+        stage_options: StageOptions { rows_written: Some(Arc::clone(rows)), ..StageOptions::default() },
+        compute_once: materialize::views_read_more_than_once(&prepared.manifest, runnable),
+        run_dir: prepared.layout.run(&run_id),
+        run_id,
+    }
+}
+
+/// Runs the gated nodes, `threads` at a time, until they end or Ctrl-C
+/// (then `true`: the running nodes are dropped, their stages discarded).
+async fn schedule_nodes(
+    gated: &Gated,
+    (engine, manifest, places, tests): (&Engine, &Arc<Manifest>, Arc<Places>, Arc<TestPlaces>),
+    threads: usize,
+    collect: &mut Collector<'_>,
+    rows: &AtomicU64,
+) -> bool {
+    let work = schedule::run(
+        &gated.graph,
+        &gated.runnable,
+        threads,
+        |i| {
+            let (engine, manifest, places, tests) =
+                (engine.clone(), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
+            let span = tracing::info_span!("node", model = %manifest[i].name);
+            async move {
+                let result = node::run_node(&engine, &manifest, i, &places, &tests).await;
+                tracing::debug!(ok = result.is_ok(), "finished");
+                result
+            }
+            .instrument(span)
+        },
+        |event| collect.record(event, rows),
+    );
+    tokio::select! {
+        () = work => false,
+        _ = tokio::signal::ctrl_c() => true,
+    }
 }
 
 /// Makes the parents of `wanted` that this run does not execute readable

@@ -83,32 +83,20 @@ pub async fn materialize(
     places: &Places,
 ) -> Result<Materialized, NotMaterialized> {
     let node = &manifest[id];
-    let table = TableReference::bare(node.name.as_str());
-    let register = async |staged: &StagedTable| {
-        engine_node::register_staged(engine, table.clone(), staged)
-            .await
-            .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])
-    };
-    let options = || places.stage_options.clone();
+    let run = Materializing { engine, manifest, id, places };
     match &node.resource {
         Resource::Seed(_) => {
-            let sql = format!("SELECT * FROM {}", quote_ident(&node.name));
-            let plan = engine_node::plan(engine, manifest, id, &sql).await?;
-            let staged = engine_node::stage_plan(engine, manifest, id, plan, &places.stage_root, options()).await?;
             // Models read the seed as staged (and loaded), as dbt reads the
             // table `dbt seed` made, not the CSV again.
-            register(&staged).await?;
-            Ok(Materialized::Staged(staged, None))
+            let sql = format!("SELECT * FROM {}", quote_ident(&node.name));
+            Ok(Materialized::Staged(run.stage(&sql, &places.stage_root).await?, None))
         }
         Resource::Model { materialized, .. } => {
-            let sql = node.rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default();
+            let sql = node.rendered.as_ref().map(|r| r.sql.as_str()).unwrap_or_default();
             match materialized {
                 Materialization::Incremental => Err(vec![incremental_refused(node)].into()),
                 Materialization::View | Materialization::Ephemeral if !places.compute_once.contains(&id) => {
-                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
-                    engine
-                        .register_view(table.clone(), plan)
-                        .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])?;
+                    run.view(sql).await?;
                     Ok(if *materialized == Materialization::View {
                         Materialized::View
                     } else {
@@ -116,40 +104,76 @@ pub async fn materialize(
                     })
                 }
                 Materialization::View | Materialization::Ephemeral => {
-                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
-                    let parent = &places.scratch_root;
-                    let staged = engine_node::stage_plan(engine, manifest, id, plan, parent, options()).await?;
-                    register(&staged).await?;
-                    Ok(Materialized::ComputedOnce(staged))
+                    Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
                 }
-                Materialization::Table if node.is_checked() => {
-                    let checks = Arc::new(rules::checks(&node.config.rules));
-                    let checked = rules::checked_sql(&sql, &checks, node.config.dedupe.as_ref());
-                    let plan = engine_node::plan(engine, manifest, id, &checked).await?;
-                    let run = CheckedRun {
-                        stage_root: &places.stage_root,
-                        run_id: &places.run_id,
-                        run_dir: &places.run_dir,
-                        options: options(),
-                    };
-                    let (staged, ledger) = stage_checked(engine, manifest, id, (plan, checks), run)
-                        .await
-                        .map_err(|f| NotMaterialized { diagnostics: f.diagnostics, ledger: f.ledger })?;
-                    register(&staged)
-                        .await
-                        .map_err(|d| NotMaterialized { diagnostics: d, ledger: Some(ledger.clone()) })?;
-                    Ok(Materialized::Staged(staged, Some(ledger)))
-                }
-                Materialization::Table => {
-                    let plan = engine_node::plan(engine, manifest, id, &sql).await?;
-                    let parent = &places.stage_root;
-                    let staged = engine_node::stage_plan(engine, manifest, id, plan, parent, options()).await?;
-                    register(&staged).await?;
-                    Ok(Materialized::Staged(staged, None))
-                }
+                Materialization::Table if node.is_checked() => run.checked(sql).await,
+                Materialization::Table => Ok(Materialized::Staged(run.stage(sql, &places.stage_root).await?, None)),
             }
         }
         _ => Ok(Materialized::View),
+    }
+}
+
+/// One node being materialized, and where.
+struct Materializing<'a> {
+    engine: &'a Engine,
+    manifest: &'a Manifest,
+    id: NodeId,
+    places: &'a Places,
+}
+
+impl Materializing<'_> {
+    fn node(&self) -> &Node {
+        &self.manifest[self.id]
+    }
+
+    /// Registers the node's SQL as a view, inlined into its readers.
+    async fn view(&self, sql: &str) -> Result<(), Vec<Diagnostic>> {
+        let plan = engine_node::plan(self.engine, self.manifest, self.id, sql).await?;
+        let table = TableReference::bare(self.node().name.as_str());
+        self.engine
+            .register_view(table, plan)
+            .map_err(|e| vec![engine_node::internal(&e, self.node(), Code::Execution)])
+    }
+
+    /// Runs the node's SQL into a stage under `parent`, and registers it.
+    async fn stage(&self, sql: &str, parent: &Utf8Path) -> Result<StagedTable, Vec<Diagnostic>> {
+        let (engine, manifest, id) = (self.engine, self.manifest, self.id);
+        let plan = engine_node::plan(engine, manifest, id, sql).await?;
+        let options = self.places.stage_options.clone();
+        let staged = engine_node::stage_plan(engine, manifest, id, plan, parent, options).await?;
+        self.register(&staged).await?;
+        Ok(staged)
+    }
+
+    /// Stages a table through its rules and dedup, and registers it.
+    async fn checked(&self, sql: &str) -> Result<Materialized, NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let checks = Arc::new(rules::checks(&node.config.rules));
+        let checked = rules::checked_sql(sql, &checks, node.config.dedupe.as_ref());
+        let plan = engine_node::plan(engine, manifest, id, &checked).await?;
+        let places = self.places;
+        let run = CheckedRun {
+            stage_root: &places.stage_root,
+            run_id: &places.run_id,
+            run_dir: &places.run_dir,
+            options: places.stage_options.clone(),
+        };
+        let (staged, ledger) = stage_checked(engine, manifest, id, (plan, checks), run)
+            .await
+            .map_err(|f| NotMaterialized { diagnostics: f.diagnostics, ledger: f.ledger })?;
+        self.register(&staged)
+            .await
+            .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: Some(ledger.clone()) })?;
+        Ok(Materialized::Staged(staged, Some(ledger)))
+    }
+
+    /// Registers a stage as the table the node's readers read.
+    async fn register(&self, staged: &StagedTable) -> Result<(), Vec<Diagnostic>> {
+        let table = TableReference::bare(self.node().name.as_str());
+        engine_node::register_staged(self.engine, table, staged)
+            .await
+            .map_err(|e| vec![engine_node::internal(&e, self.node(), Code::Execution)])
     }
 }
 

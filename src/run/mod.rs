@@ -61,3 +61,6 @@ impl Which {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

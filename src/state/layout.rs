@@ -11,7 +11,7 @@ pub const FERRY_DIR: &str = ".ferry";
 ///
 /// ```text
 /// .ferry/
-///   stage/<model>/          staged tables (see `crate::stage`)
+///   stage/<model>/          staged tables (their format: the stage module)
 ///   runs/<run id>/          what one run found: quarantine/, errors/,
 ///                           test_failures/, reconcile.json
 ///   compiled/<path>.sql     rendered SQL of models and tests
