@@ -269,6 +269,12 @@ impl Engine {
         }
     }
 
+    /// Registers Parquet files (of one schema) as one table.
+    pub async fn register_parquet_files(&self, table: &str, files: Vec<String>) -> Result<()> {
+        let frame = self.ctx.read_parquet(files, ParquetReadOptions::default()).await?;
+        self.register(TableReference::bare(table), frame.into_view())
+    }
+
     /// The schema DataFusion infers for a file, by format. Text files of a
     /// directory or glob whose types disagree (one file's `amount` looks
     /// like integers, another's holds text) get the widest: a column typed

@@ -19,6 +19,7 @@ mod materialize;
 mod node;
 pub mod plan;
 mod prepare;
+mod preview;
 mod report;
 
 pub use artifacts::{manifest_file, write_compiled};
@@ -27,6 +28,7 @@ pub use execute::{RunOptions, execute};
 pub use materialize::read_parents_lazily;
 pub use plan::PlanOutcome;
 pub use prepare::{Prepared, engine, prepare, select};
+pub use preview::{Preview, Previewed, Rows, preview};
 pub use report::{NodeReport, RunReport};
 
 use crate::manifest::{Manifest, NodeId, Resource};

@@ -3,11 +3,13 @@
 //! (`rules`: a model's declared rules as SQL), checked in the query that
 //! stages a model (`checked`), whose broken rows are quarantined and logged
 //! as they stream (`quarantine`) and counted in the row ledger; and dedup
-//! (`dedupe`), which keeps one row per key.
+//! (`dedupe`), which keeps one row per key. The error logs of past runs
+//! are read back here too (`error_log`).
 
 pub mod checked;
 pub mod data_test;
 pub mod dedupe;
+pub mod error_log;
 pub mod quarantine;
 pub mod rules;
 

@@ -1,0 +1,83 @@
+//! `ferry show`'s library half: the rows of one model (or of inline SQL),
+//! with its parents read from their stages where they have one, else from
+//! their SQL.
+
+use std::collections::BTreeSet;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use futures::TryStreamExt as _;
+
+use super::{Prepared, materialize, plan};
+use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::engine::Engine;
+use crate::manifest::{Manifest, NodeId, Resource};
+
+/// What to preview: a name for messages, its SQL, and the nodes it reads.
+pub struct Preview {
+    pub name: String,
+    pub sql: String,
+    pub parents: BTreeSet<NodeId>,
+}
+
+/// What previewing found: the parents' planning diagnostics (warnings
+/// too), and the rows, or why there are none.
+pub struct Previewed {
+    pub diagnostics: Vec<Diagnostic>,
+    pub rows: Rows,
+}
+
+/// The rows of a preview.
+pub enum Rows {
+    Read(Vec<RecordBatch>),
+    /// A parent failed to plan (the diagnostics say how); nothing ran.
+    ParentsFailed,
+    /// The query failed while it ran.
+    Failed(Box<Diagnostic>),
+}
+
+impl Preview {
+    /// The rows of node `id`: a model's SQL, or a seed's or source's table.
+    pub fn node(manifest: &Manifest, id: NodeId) -> Preview {
+        let node = &manifest[id];
+        let sql = match (&node.resource, &node.rendered) {
+            (Resource::Model { .. }, Some(r)) => r.sql.clone(),
+            _ => format!(
+                "SELECT * FROM {}",
+                node.relation.as_ref().map_or_else(|| node.name.clone(), |r| r.rendered.clone())
+            ),
+        };
+        Preview { name: node.display_name(), sql, parents: manifest.graph.parents(id).iter().copied().collect() }
+    }
+
+    /// The rows of `--inline` SQL, which may use `ref()` and `source()`.
+    pub fn inline(manifest: &Manifest, text: &str) -> Result<Preview, Box<Diagnostic>> {
+        let rendered = manifest.templater.render_inline(&SourceFile::new("--inline", text))?;
+        let parents = manifest.nodes_called(&rendered);
+        Ok(Preview { name: "--inline".to_owned(), sql: rendered.sql, parents })
+    }
+}
+
+/// Plans what `preview` reads, then runs it for its first `limit` rows.
+pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, limit: usize) -> Previewed {
+    let manifest = &prepared.manifest;
+    let outcome = plan::plan(engine, manifest, &preview.parents, &prepared.failed).await;
+    if outcome.diagnostics.iter().any(Diagnostic::is_error) {
+        return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
+    }
+    materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
+    let rows = match first_rows(engine, &preview.sql, limit).await {
+        Ok(batches) => Rows::Read(batches),
+        Err(e) => {
+            let message = format!("`{}` failed: {}", preview.name, e.find_root().strip_backtrace());
+            Rows::Failed(Box::new(Diagnostic::error(Code::Execution, message)))
+        }
+    };
+    Previewed { diagnostics: outcome.diagnostics, rows }
+}
+
+async fn first_rows(engine: &Engine, sql: &str, limit: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let plan = engine.plan(sql).await?;
+    let limited = LogicalPlanBuilder::from(plan).limit(0, Some(limit))?.build()?;
+    engine.execute(limited).await?.try_collect().await
+}
