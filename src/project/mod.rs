@@ -2,7 +2,9 @@
 //! macros, schema files, docs and tests, read into typed nodes.
 //!
 //! Loading reads files and validates their shape; it does not render Jinja
-//! (that is `template`) or plan SQL (that is `engine`).
+//! (that is `template`), read configs into typed settings (`manifest`) or
+//! plan SQL (`run`, on the engine). Profiles, the targets' connections, are
+//! the backends' (`backend::profiles`).
 
 pub mod config;
 pub mod nodes;

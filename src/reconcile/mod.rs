@@ -2,7 +2,8 @@
 //! staged, and finding every difference when it does not.
 //!
 //! Both sides compute the same things over the same canonical encoding
-//! ([`canonical`]):
+//! (`backend::checksum`, and each database's own hashes under
+//! `backend/<db>/hash.rs`):
 //! 1. the row count, tied to the model's row ledger;
 //! 2. a column profile: NULLs per column, exact sums of integer and
 //!    decimal columns (floats within a relative 1e-9, since summation order
@@ -20,9 +21,13 @@
 //! The stage side streams the staged Parquet. The target side runs either
 //! inside the database as SQL ("pushed down": PostgreSQL and MySQL), or in
 //! ferry over the rows streamed out ("pulled": PostgreSQL's binary COPY, and
-//! SQLite, which is in-process). On PostgreSQL both compute the same typed
-//! hashes, and [`Side`] is chosen per table by estimated cost unless
-//! configured. See `crate::backend`.
+//! SQLite, which is in-process), fed to this module's scan as a
+//! `RowSink`. On PostgreSQL both compute the same typed hashes, and the
+//! side is chosen per table by estimated cost unless configured.
+//!
+//! This module is the policy: it builds the spec, chooses what to fetch,
+//! and judges the answers ([`reconcile_table`]; for a project's loaded
+//! tables [`reconcile_nodes`]). The backends only answer.
 
 mod compare;
 mod nodes;

@@ -6,7 +6,8 @@
 //! schema, files with sizes and row counts, and an xxh3 content checksum) is
 //! written last, and the directory is renamed into place. [`read_manifest`]
 //! checks the files against the manifest before anything trusts them. This
-//! module writes and verifies stages; it does not plan or execute models.
+//! module writes, verifies and reads back stages ([`read`]); it does not
+//! plan or execute models, and where the stages live is `state::Layout`'s.
 
 pub mod read;
 
