@@ -80,7 +80,7 @@ pub struct Spec {
     pub group_by: Option<usize>,
     /// Whether only the target's rows with a staged key are compared (the
     /// rows an `append`, `upsert` or `delete+insert` load touched); the
-    /// backend holds the keys (see `Connection::reconcile_scope`).
+    /// backend holds the keys (see `Backend::reconcile_scope`).
     pub touched_only: bool,
 }
 
@@ -232,8 +232,9 @@ impl SideChoice {
 }
 
 /// Where a pulled target side sends its rows: ferry's own hashing and
-/// profiling (the reconcile policy's scan), which the backends never see. A sink
-/// moves to the thread that reads the rows and comes back when they end.
+/// profiling (the reconcile policy's scan), which the backends never see.
+/// A sink moves to the thread that reads the rows and comes back when they
+/// end.
 pub trait RowSink: Send + 'static {
     /// One row, as the shown texts of the spec's columns.
     fn row(&mut self, texts: &[Option<&str>]);
@@ -242,13 +243,9 @@ pub trait RowSink: Send + 'static {
     /// (one per spec column) and the shown text of the group column (the
     /// others may be `None`).
     fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]);
-}
 
-/// What the target side of a reconciliation comes back as: computed by the
-/// database, or the rows fed to the caller's sink for ferry to compute.
-pub enum Answer<T, S> {
-    Database(T),
-    Pulled(S),
+    /// The sink as itself again, once a backend hands it back.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 /// The text of one staged value as it is shown and compared row by row

@@ -3,7 +3,7 @@
 //! SQL for each load mode, how it computes a reconciliation (in SQL, or by
 //! streaming rows out), and its own hashes and printed forms reproduced in
 //! ferry. [`DatabaseKind`] is the one answer to "which database";
-//! [`Connection`] is an open target.
+//! [`connect`] opens a target as a [`Backend`].
 //!
 //! Backends offer capabilities (connect, bulk load a [`LoadJob`], describe
 //! an existing table, answer a [`checksum::Spec`]) and never decide policy:
@@ -29,7 +29,7 @@ pub use error::BackendError;
 pub use job::{LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 
 use crate::values::TableName;
-use checksum::{Answer, FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
+use checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
 use profiles::{Address, ServerTarget, Target};
 
 /// Which database: of a target, of a database source, of the side of a
@@ -98,135 +98,64 @@ impl DatabaseKind {
     }
 }
 
-/// An open target.
-pub enum Connection {
-    Sqlite(sqlite::Sqlite),
-    Postgres(postgres::Postgres),
-    Mysql(mysql::Mysql),
-}
-
-impl Connection {
-    pub async fn connect(target: &Target) -> Result<Self, BackendError> {
-        Ok(match (&target.address, target.kind) {
-            (Address::File { path, .. }, _) => Connection::Sqlite(sqlite::Sqlite::new(path.clone())),
-            (Address::Server(s), DatabaseKind::Mysql) => {
-                Connection::Mysql(mysql::Mysql::connect(s, &target.name).await?)
-            }
-            (Address::Server(s), _) => Connection::Postgres(postgres::Postgres::connect(s, &target.name).await?),
-        })
-    }
+/// What every backend can do with an open target. Each database
+/// implements it beside its loader (`backend/<db>/mod.rs`); [`connect`]
+/// opens the one a target's [`DatabaseKind`] names.
+#[async_trait::async_trait]
+pub trait Backend: Send {
+    /// Which database the connection reaches.
+    fn kind(&self) -> DatabaseKind;
 
     /// What the open connection is, for `ferry debug`: the server's
     /// version and whether (and how) the connection is encrypted.
-    pub async fn describe(&mut self) -> Result<String, BackendError> {
-        match self {
-            Connection::Sqlite(b) => Ok(format!("SQLite {} at `{}`", rusqlite::version(), b.path())),
-            Connection::Postgres(b) => b.describe().await,
-            Connection::Mysql(b) => b.describe().await,
-        }
-    }
+    async fn describe(&mut self) -> Result<String, BackendError>;
 
     /// Loads one staged model; `rows` counts rows as they are sent.
-    pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.load(job, rows).await,
-            Connection::Postgres(b) => b.load(job, rows).await,
-            Connection::Mysql(b) => b.load(job, rows).await,
-        }
-    }
+    async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError>;
 
     /// The statements a load would run, after the same preflight checks.
-    pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.dry_run(job).await,
-            Connection::Postgres(b) => b.dry_run(job).await,
-            Connection::Mysql(b) => b.dry_run(job).await,
-        }
-    }
+    async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError>;
 
-    /// Which database the connection reaches.
-    pub fn kind(&self) -> DatabaseKind {
-        match self {
-            Connection::Sqlite(_) => DatabaseKind::Sqlite,
-            Connection::Postgres(_) => DatabaseKind::Postgres,
-            Connection::Mysql(_) => DatabaseKind::Mysql,
-        }
-    }
+    /// Restores the table a `replace` load kept as `<table>__ferry_prev`.
+    async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError>;
 
     /// Where the target side of reconciling `spec` runs, given the
-    /// configured choice, and why (for the report).
-    /// `rows`: how many rows the target is expected to hold (the staged ones).
-    pub async fn reconcile_side(
+    /// configured choice, and why (for the report). `rows`: how many rows
+    /// the target is expected to hold (the staged ones).
+    async fn reconcile_side(
         &mut self,
         spec: &Spec,
         choice: SideChoice,
         rows: u64,
-    ) -> Result<(Side, String), BackendError> {
-        Ok(match self {
-            Connection::Sqlite(_) => {
-                let why = match choice {
-                    SideChoice::Pushed => "SQLite is read in-process; `side: pushed` does not apply",
-                    _ => "SQLite is read and hashed in-process",
-                };
-                (Side::Pulled, format!("pulled ({why})"))
-            }
-            Connection::Postgres(b) => b.reconcile_side(spec, choice, rows).await?,
-            Connection::Mysql(b) => b.reconcile_side(spec, choice, rows),
-        })
-    }
+    ) -> Result<(Side, String), BackendError>;
 
     /// Puts `job`'s staged keys where the target side of a `touched_only`
     /// reconciliation reads them; the number of keys.
-    pub async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.reconcile_scope(job).await,
-            Connection::Postgres(b) => b.reconcile_scope(job).await,
-            Connection::Mysql(b) => b.reconcile_scope(job).await,
-        }
-    }
+    async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError>;
 
-    /// The target's segment sums and profile for a reconciliation,
-    /// computed on `side` (see [`Connection::reconcile_side`]): by the
-    /// database, or by `sink` over the rows streamed out of it.
-    pub async fn reconcile_summary<S: RowSink>(
-        &mut self,
-        spec: &Spec,
-        side: Side,
-        sink: S,
-    ) -> Result<Answer<(SegmentSums, Profile), S>, BackendError> {
-        Ok(match self {
-            Connection::Sqlite(b) => Answer::Pulled(b.pull_rows(spec, sink).await?),
-            Connection::Postgres(b) if side == Side::Pulled => Answer::Pulled(b.pull_rows(spec, sink).await?),
-            Connection::Postgres(b) => Answer::Database(b.reconcile_summary(spec).await?),
-            Connection::Mysql(b) if side == Side::Pulled => Answer::Pulled(b.pull_rows(spec, sink).await?),
-            Connection::Mysql(b) => Answer::Database(b.reconcile_summary(spec).await?),
-        })
-    }
+    /// The target's segment sums and profile, computed by the database
+    /// (the pushed-down side).
+    async fn pushed_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError>;
 
-    /// The target's rows in `segments`, as shown texts: selected by the
-    /// database, or (SQLite, in-process) every row fed to `sink`, which
-    /// keeps those of the segments.
-    pub async fn reconcile_rows<S: RowSink>(
-        &mut self,
-        spec: &Spec,
-        segments: &[u64],
-        sink: S,
-    ) -> Result<Answer<Vec<FetchedRow>, S>, BackendError> {
-        Ok(match self {
-            Connection::Sqlite(b) => Answer::Pulled(b.pull_rows(spec, sink).await?),
-            Connection::Postgres(b) => Answer::Database(b.reconcile_rows(spec, segments).await?),
-            Connection::Mysql(b) => Answer::Database(b.reconcile_rows(spec, segments).await?),
-        })
-    }
+    /// The target's rows in `segments`, as shown texts, selected by the
+    /// database; `None` when it cannot select them (then they are pulled).
+    async fn pushed_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Option<Vec<FetchedRow>>, BackendError>;
 
-    /// Restores the table a `replace` load kept as `<table>__ferry_prev`.
-    pub async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
-        match self {
-            Connection::Sqlite(b) => b.rollback(table).await,
-            Connection::Postgres(b) => b.rollback(table).await,
-            Connection::Mysql(b) => b.rollback(table).await,
-        }
-    }
+    /// Feeds every compared row of the target to `sink` (the pulled side)
+    /// and hands the sink back.
+    async fn pull_rows(&mut self, spec: &Spec, sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError>;
+}
+
+/// An open target.
+pub type Connection = Box<dyn Backend>;
+
+/// Opens `target`: its file (SQLite, in-process) or a connection to its server.
+pub async fn connect(target: &Target) -> Result<Connection, BackendError> {
+    Ok(match (&target.address, target.kind) {
+        (Address::File { path, .. }, _) => Box::new(sqlite::Sqlite::new(path.clone())),
+        (Address::Server(s), DatabaseKind::Mysql) => Box::new(mysql::Mysql::connect(s, &target.name).await?),
+        (Address::Server(s), _) => Box::new(postgres::Postgres::connect(s, &target.name).await?),
+    })
 }
 
 /// An error with each of its causes (see [`crate::error::with_causes`]).

@@ -5,7 +5,6 @@
 
 use anyhow::Result;
 
-use crate::backend::Connection;
 use crate::backend::profiles::Address;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
@@ -51,7 +50,7 @@ pub(crate) async fn debug(settings: &Settings, printer: &Printer) -> Result<Exit
             s.sslrootcert.as_ref().map(|r| format!("\n  sslrootcert: {r}")).unwrap_or_default(),
         ))?,
     }
-    let connected = match Connection::connect(t).await {
+    let connected = match crate::backend::connect(t).await {
         Ok(mut c) => c.describe().await,
         Err(e) => Err(e),
     };

@@ -125,7 +125,7 @@ pub async fn load_nodes(
     if jobs.is_empty() {
         return loads;
     }
-    match Connection::connect(target).await {
+    match crate::backend::connect(target).await {
         Ok(mut conn) => load_jobs(&mut conn, &jobs, on, &mut loads).await,
         Err(e) => {
             for (i, _) in &jobs {
@@ -251,7 +251,7 @@ pub async fn rollback(target: &Target, targets: Vec<(String, TableName)>) -> Res
 
 /// Connects to the target, or says why not as a diagnostic.
 pub async fn connect(target: &Target) -> Result<Connection, Box<Diagnostic>> {
-    Connection::connect(target).await.map_err(|e| Box::new(e.to_diagnostic(&format!("target `{}`", target.name))))
+    crate::backend::connect(target).await.map_err(|e| Box::new(e.to_diagnostic(&format!("target `{}`", target.name))))
 }
 
 /// Orders loads so that parents come before children: along the DAG, and

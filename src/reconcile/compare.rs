@@ -12,7 +12,7 @@ use super::{
     Differences, MAX_FETCH_ROWS, ReconcileReport, Reference, Status, allow_explained, checksum_check, count_check,
     diff_rows, differing_segments, ledger_check, profile_check, reconcilable, spec_for,
 };
-use crate::backend::checksum::{Answer, FetchedRow, Profile, SegmentSums, Spec, profile_rows};
+use crate::backend::checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, Spec, profile_rows};
 use crate::backend::{BackendError, Connection, LoadJob};
 use crate::manifest::config::ReconcileConfig as Config;
 use crate::state::Ledger;
@@ -127,30 +127,40 @@ async fn scoped_spec(
     Ok(spec)
 }
 
-/// The target's segment sums and profile, from the database or from its
-/// rows scanned as the stage is.
+/// The target's segment sums and profile, from the database (pushed
+/// down) or from its rows scanned as the stage is (pulled).
 async fn target_summary(
     conn: &mut Connection,
     spec: &Arc<Spec>,
-    side: crate::backend::checksum::Side,
+    side: Side,
 ) -> Result<(SegmentSums, Profile), BackendError> {
+    if side == Side::Pushed {
+        return conn.pushed_summary(spec).await;
+    }
     let scan = Scan::new(Arc::clone(spec), conn.kind());
-    Ok(match conn.reconcile_summary(spec, side, scan).await? {
-        Answer::Database(summary) => summary,
-        Answer::Pulled(scan) => scan.finish(),
-    })
+    Ok(pull(conn, spec, scan).await?.finish())
 }
 
-/// The target's rows in `segments`.
+/// The target's rows in `segments`: selected by the database, or kept from
+/// every row pulled out of it.
 async fn target_rows_in(
     conn: &mut Connection,
     spec: &Arc<Spec>,
     segments: &[u64],
 ) -> Result<Vec<FetchedRow>, BackendError> {
+    if let Some(rows) = conn.pushed_rows(spec, segments).await? {
+        return Ok(rows);
+    }
     let sink = SegmentRows::new(Arc::clone(spec), conn.kind(), segments);
-    Ok(match conn.reconcile_rows(spec, segments, sink).await? {
-        Answer::Database(rows) => rows,
-        Answer::Pulled(sink) => sink.rows,
+    Ok(pull(conn, spec, sink).await?.rows)
+}
+
+/// Has the backend feed every row of the target to `sink`.
+async fn pull<S: RowSink>(conn: &mut Connection, spec: &Spec, sink: S) -> Result<S, BackendError> {
+    let back = conn.pull_rows(spec, Box::new(sink)).await?;
+    back.into_any().downcast::<S>().map(|s| *s).map_err(|_| BackendError::Read {
+        model: spec.table.to_string(),
+        message: "the backend handed back another sink than it was given; this is a bug".into(),
     })
 }
 

@@ -706,6 +706,10 @@ impl RowSink for Scan {
     fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
         self.pg_row(texts, cells);
     }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
 }
 
 /// The rows of a pulled target (SQLite's, read in-process) whose key falls
@@ -738,6 +742,10 @@ impl RowSink for SegmentRows {
 
     fn typed_row(&mut self, texts: &[Option<&str>], cells: &[Cell<'_>]) {
         self.keep(texts, Some(cells));
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
     }
 }
 

@@ -23,6 +23,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Value};
 
 use super::quote;
+use crate::backend::checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
 use crate::backend::preflight::{self, Family, TargetColumn};
 use crate::backend::profiles::ServerTarget;
 use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
@@ -545,6 +546,54 @@ fn value(cell: Cell<'_>, spec: &LoadColumn) -> Value {
             Value::Bytes(cells::interval_text(months, days, micros).into_bytes())
         }
         Cell::Json(s) => Value::Bytes(s.into_bytes()),
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Backend for Mysql {
+    fn kind(&self) -> super::DatabaseKind {
+        super::DatabaseKind::Mysql
+    }
+
+    async fn describe(&mut self) -> Result<String, BackendError> {
+        Mysql::describe(self).await
+    }
+
+    async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
+        Mysql::load(self, job, rows).await
+    }
+
+    async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
+        Mysql::dry_run(self, job).await
+    }
+
+    async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
+        Mysql::rollback(self, table).await
+    }
+
+    async fn reconcile_side(
+        &mut self,
+        spec: &Spec,
+        choice: SideChoice,
+        rows: u64,
+    ) -> Result<(Side, String), BackendError> {
+        Ok(Mysql::reconcile_side(self, spec, choice, rows))
+    }
+
+    async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
+        Mysql::reconcile_scope(self, job).await
+    }
+
+    async fn pushed_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+        self.reconcile_summary(spec).await
+    }
+
+    async fn pushed_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Option<Vec<FetchedRow>>, BackendError> {
+        self.reconcile_rows(spec, segments).await.map(Some)
+    }
+
+    async fn pull_rows(&mut self, spec: &Spec, sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError> {
+        Mysql::pull_rows(self, spec, sink).await
     }
 }
 

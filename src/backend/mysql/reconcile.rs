@@ -203,7 +203,11 @@ impl Mysql {
 
     /// Feeds the canonical texts the server streams out to `sink` (on a
     /// thread of its own while the stream is read).
-    pub async fn pull_rows<S: RowSink>(&mut self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
+    pub async fn pull_rows(
+        &mut self,
+        spec: &Spec,
+        mut sink: Box<dyn RowSink>,
+    ) -> Result<Box<dyn RowSink>, BackendError> {
         let shown: Vec<String> = spec.columns.iter().map(|c| canonical(c, &q(&c.name))).collect();
         let sql = format!("SELECT {} FROM {}", shown.join(", "), relation(spec));
         let fail = |e: mysql_async::Error| db_error(&spec.table, "reading rows", &e);

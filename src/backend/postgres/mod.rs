@@ -24,6 +24,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Transaction};
 
 use super::quote;
+use crate::backend::checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
 use crate::backend::preflight::{self, Family, TargetColumn};
 use crate::backend::profiles::ServerTarget;
 use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
@@ -477,6 +478,54 @@ fn db_error(table: &TableName, doing: &str, e: &tokio_postgres::Error) -> Backen
         }
     };
     BackendError::Database { table: table.to_string(), doing: doing.to_owned(), message }
+}
+
+#[async_trait::async_trait]
+impl super::Backend for Postgres {
+    fn kind(&self) -> super::DatabaseKind {
+        super::DatabaseKind::Postgres
+    }
+
+    async fn describe(&mut self) -> Result<String, BackendError> {
+        Postgres::describe(self).await
+    }
+
+    async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
+        Postgres::load(self, job, rows).await
+    }
+
+    async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
+        Postgres::dry_run(self, job).await
+    }
+
+    async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
+        Postgres::rollback(self, table).await
+    }
+
+    async fn reconcile_side(
+        &mut self,
+        spec: &Spec,
+        choice: SideChoice,
+        rows: u64,
+    ) -> Result<(Side, String), BackendError> {
+        Postgres::reconcile_side(self, spec, choice, rows).await
+    }
+
+    async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
+        Postgres::reconcile_scope(self, job).await
+    }
+
+    async fn pushed_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+        self.reconcile_summary(spec).await
+    }
+
+    async fn pushed_rows(&mut self, spec: &Spec, segments: &[u64]) -> Result<Option<Vec<FetchedRow>>, BackendError> {
+        self.reconcile_rows(spec, segments).await.map(Some)
+    }
+
+    async fn pull_rows(&mut self, spec: &Spec, sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError> {
+        Postgres::pull_rows(self, spec, sink).await
+    }
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ fn numeric(b: &[u8], scale: i8) -> Option<Cell<'static>> {
 fn scan_chunks(
     spec: &Spec,
     batches: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
-    sink: &mut impl RowSink,
+    sink: &mut dyn RowSink,
 ) -> Result<(), String> {
     let mut reader = CopyReader::new();
     let n = spec.columns.len();
@@ -227,7 +227,7 @@ impl Postgres {
 
     /// Feeds the rows that binary COPY streams out to `sink` (decoded on a
     /// thread of its own while the stream is read).
-    pub async fn pull_rows<S: RowSink>(&self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
+    pub async fn pull_rows(&self, spec: &Spec, mut sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError> {
         self.reconcile_session(spec).await?;
         let stream = self
             .client
@@ -239,7 +239,7 @@ impl Postgres {
         let scanned = {
             let spec = spec.clone();
             run_blocking(&what, move || {
-                scan_chunks(&spec, &mut rx, &mut sink).map_err(|m| read_error(&spec.table, m))?;
+                scan_chunks(&spec, &mut rx, sink.as_mut()).map_err(|m| read_error(&spec.table, m))?;
                 Ok(sink)
             })
         };

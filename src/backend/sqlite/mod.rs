@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::DataType;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::quote;
+use crate::backend::checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
 use crate::backend::preflight::{self, Family, TargetColumn};
 use crate::backend::{BackendError, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 use crate::values::cells::{self, Cell};
@@ -349,5 +350,55 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, i: usize, cell: Cell<'_>, dt: &DataT
             stmt.raw_bind_parameter(i, cells::interval_text(months, days, micros))
         }
         Cell::Json(s) => stmt.raw_bind_parameter(i, s),
+    }
+}
+#[async_trait::async_trait]
+impl super::Backend for Sqlite {
+    fn kind(&self) -> super::DatabaseKind {
+        super::DatabaseKind::Sqlite
+    }
+
+    async fn describe(&mut self) -> Result<String, BackendError> {
+        Ok(format!("SQLite {} at `{}`", rusqlite::version(), self.path()))
+    }
+
+    async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
+        Sqlite::load(self, job, rows).await
+    }
+
+    async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
+        Sqlite::dry_run(self, job).await
+    }
+
+    async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError> {
+        Sqlite::rollback(self, table).await
+    }
+
+    async fn reconcile_side(&mut self, _: &Spec, choice: SideChoice, _: u64) -> Result<(Side, String), BackendError> {
+        let why = match choice {
+            SideChoice::Pushed => "SQLite is read in-process; `side: pushed` does not apply",
+            _ => "SQLite is read and hashed in-process",
+        };
+        Ok((Side::Pulled, format!("pulled ({why})")))
+    }
+
+    async fn reconcile_scope(&mut self, job: &LoadJob) -> Result<u64, BackendError> {
+        Sqlite::reconcile_scope(self, job).await
+    }
+
+    async fn pushed_summary(&mut self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
+        Err(BackendError::Database {
+            table: spec.table.to_string(),
+            doing: "summing row hashes".into(),
+            message: "SQLite has no pushed-down side: its rows are read and hashed in-process".into(),
+        })
+    }
+
+    async fn pushed_rows(&mut self, _: &Spec, _: &[u64]) -> Result<Option<Vec<FetchedRow>>, BackendError> {
+        Ok(None)
+    }
+
+    async fn pull_rows(&mut self, spec: &Spec, sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError> {
+        Sqlite::pull_rows(self, spec, sink).await
     }
 }

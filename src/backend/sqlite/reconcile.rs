@@ -118,7 +118,7 @@ impl Sqlite {
 
     /// Feeds every row of the table (of the rows whose key was staged, for
     /// a `touched_only` spec) to `sink`, on a thread of its own.
-    pub async fn pull_rows<S: RowSink>(&self, spec: &Spec, mut sink: S) -> Result<S, BackendError> {
+    pub async fn pull_rows(&self, spec: &Spec, mut sink: Box<dyn RowSink>) -> Result<Box<dyn RowSink>, BackendError> {
         let (this, spec) = (self.clone(), spec.clone());
         run_blocking(&spec.table.to_string(), move || {
             each_row(&this, &spec, |texts| sink.row(texts))?;
