@@ -180,6 +180,13 @@ fn summarize(report: &RunReport, manifest: &Manifest, printer: &Printer) -> Resu
         return Ok(ExitStatus::Interrupted);
     }
     print_ledgers(report, manifest, printer);
+    if report.load_interrupted {
+        printer.error_summary(&format!(
+            "interrupted during the load: {ok} model{} staged; the table being loaded was left as it was",
+            if ok == 1 { "" } else { "s" }
+        ));
+        return Ok(ExitStatus::Interrupted);
+    }
     let load_failed = report.loads_failed();
     if failed == 0 && load_failed == 0 && !report.planning_failed {
         printer.status(&success_line(report, ok, &test_note));

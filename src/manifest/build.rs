@@ -131,7 +131,7 @@ impl Builder {
                 (format!("test.{project}.{}", t.name), t.name.clone(), t.fqn.clone(), t.config.clone());
             nodes.push(Node::declared(id, (&name, fqn), config, None, Resource::Test(t)));
         }
-        self.render_all(&mut nodes[first_model..], first_model, &templater);
+        self.render_all(&mut nodes[first_model..], first_model, &templater, target_schema);
         self.render_generic_tests(&mut nodes, &templater);
         self.resolve_configs(&mut nodes, &templater);
         let mut nodes = self.drop_disabled(nodes);
@@ -205,8 +205,9 @@ impl Builder {
     }
 
     /// Renders models and singular tests in parallel, then applies each
-    /// model's `config()` and checks its materialization.
-    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater) {
+    /// model's `config()` (a `schema` or `alias` there names the relation the
+    /// model is loaded into, as in YAML) and checks its materialization.
+    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater, target_schema: &str) {
         let failed = &self.failed;
         let results: Vec<Option<Result<Rendered, Box<Diagnostic>>>> = nodes
             .par_iter()
@@ -228,6 +229,11 @@ impl Builder {
                 }
                 Some(Ok(rendered)) => {
                     self.apply_rendered_config(node, &rendered);
+                    if node.relation.is_some()
+                        && (rendered.config.contains_key("schema") || rendered.config.contains_key("alias"))
+                    {
+                        node.relation = Some(model_relation(&node.name, &node.raw_config, target_schema));
+                    }
                     if let Err(d) = set_materialization(node) {
                         self.diags.push(*d);
                         self.failed.insert(offset + i);

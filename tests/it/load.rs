@@ -413,12 +413,14 @@ enum Stop<'a> {
 /// server's session id) sees the load running on the server, stops it, and
 /// returns the finished command.
 async fn stop_mid_load(p: &TestProject, db: &mut Db, is_loading: &str, stop: Stop<'_>) -> crate::common::Ran {
-    let child = p
-        .ferry(["load"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    stop_mid(p, &["load"], db, is_loading, stop).await
+}
+
+/// Starts `ferry <args>`, waits until `is_loading` sees its load running on
+/// the server, stops it, and returns the finished command.
+async fn stop_mid(p: &TestProject, args: &[&str], db: &mut Db, is_loading: &str, stop: Stop<'_>) -> crate::common::Ran {
+    let child =
+        p.ferry(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     let started = Instant::now();
     let id = loop {
         assert!(started.elapsed() < Duration::from_secs(60), "the load never showed up on the server");
@@ -547,6 +549,57 @@ async fn postgres_ctrl_c_mid_copy_leaves_the_table_as_it_was() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(db.rows("big").await, before);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn ctrl_c_in_the_load_phase_of_build_and_run_exits_130() {
+    let Some(mut db) = Db::pg("sigint_build").await else { return };
+    let p = project_for(&db, None, "").model("big.sql", BIG_MODEL);
+    ok(&p.run(["run", "--vars", "{n: 2}"]));
+    let before = db.rows("big").await;
+    let copying = pg_copying(&db);
+    for command in ["build", "run"] {
+        let ran = stop_mid(&p, &[command, "--vars", "{n: 3000000}"], &mut db, &copying, Stop::CtrlC).await;
+        assert_eq!(ran.code, Some(130), "ferry {command}: {}", ran.stderr);
+        assert!(ran.stderr.contains("interrupted during the load"), "ferry {command}: {}", ran.stderr);
+        let deadline = Instant::now();
+        while db.exists("big__ferry_new").await {
+            assert!(deadline.elapsed() < Duration::from_secs(30), "the shadow table outlived the connection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(db.rows("big").await, before, "ferry {command}");
+    }
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn alias_and_schema_in_a_models_sql_name_the_target_table_as_yaml_does() {
+    let Some(mut db) = Db::pg("alias").await else { return };
+    let custom = format!("{}_archive", db.schema());
+    let p = project_for(&db, None, "")
+        .model(
+            "in_sql.sql",
+            "{{ config(materialized='table', alias='accounts_v2', schema='archive') }}\nselect 1 as id\n",
+        )
+        .model("in_yaml.sql", "{{ config(materialized='table') }}\nselect 2 as id\n")
+        .file(
+            "models/schema.yml",
+            "version: 2\nmodels:\n  - name: in_yaml\n    config:\n      alias: orders_v2\n      schema: archive\n",
+        );
+    let ran = p.run(["run"]);
+    ok(&ran);
+    let Db::Pg { client, .. } = &db else { unreachable!() };
+    let tables: Vec<String> = client
+        .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", &[&custom])
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, ["accounts_v2", "orders_v2"], "{}", ran.stderr);
+    assert!(!db.exists("in_sql").await && !db.exists("accounts_v2").await);
+    db.execute(&format!("DROP SCHEMA \"{custom}\" CASCADE")).await;
     db.drop_schema().await;
 }
 
