@@ -94,7 +94,7 @@ pub struct InitArgs {
 }
 
 /// dbt's node selection.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct SelectArgs {
     /// Nodes to include: `m`, `+m`, `m+`, `2+m`, `@m`, `tag:x`, `path:models/staging`,
     /// `config.materialized:view`, `source:s+`, `stg_*`; space = union, comma = intersection.
@@ -103,6 +103,10 @@ pub struct SelectArgs {
     /// Nodes to leave out (same syntax).
     #[arg(long, num_args = 1..)]
     pub exclude: Vec<String>,
+    /// Fail when the selection picks no node (by default a warning; a
+    /// `--select` name that matches no node always fails).
+    #[arg(long)]
+    pub fail_on_empty_selection: bool,
 }
 
 #[derive(Debug, Args)]
@@ -173,12 +177,7 @@ pub struct TestArgs {
 
 impl From<&TestArgs> for RunArgs {
     fn from(t: &TestArgs) -> Self {
-        RunArgs {
-            select: SelectArgs { select: t.select.select.clone(), exclude: t.select.exclude.clone() },
-            exec: t.exec.clone(),
-            no_load: true,
-            store_failures: t.store_failures,
-        }
+        RunArgs { select: t.select.clone(), exec: t.exec.clone(), no_load: true, store_failures: t.store_failures }
     }
 }
 

@@ -235,22 +235,36 @@ pub fn search_dirs(explicit: Option<&Utf8Path>, project_dir: &Utf8Path) -> Vec<U
     dirs
 }
 
-/// Finds and resolves the target: the named profile's chosen output, or
-/// the embedded SQLite target when no profiles file exists.
+/// Finds and resolves the target: the profile's chosen output, or the
+/// embedded SQLite target when no profiles file exists and the project
+/// names no profile (`named`: `profile:` in the project file or
+/// `--profile`). A named profile with no profiles file is an error that
+/// lists the places searched: loading elsewhere than the user meant would
+/// be a wrong answer.
 pub fn resolve_target(
     dirs: &[Utf8PathBuf],
-    profile: &str,
+    (profile, named): (&str, bool),
     target: Option<&str>,
     project_dir: &Utf8Path,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Target, Box<Diagnostic>> {
     let Some(path) = dirs.iter().map(|d| d.join("profiles.yml")).find(|p| p.is_file()) else {
+        let looked = format!(
+            "looked for profiles.yml in {}",
+            dirs.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+        );
         if let Some(name) = target {
             return Err(Box::new(
                 Diagnostic::error(Code::Profile, format!("no profiles.yml found, so target `{name}` does not exist"))
-                    .with_note(format!(
-                        "looked in {}",
-                        dirs.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                    .with_note(looked),
+            ));
+        }
+        if named {
+            return Err(Box::new(
+                Diagnostic::error(Code::Profile, format!("the project names profile `{profile}`, but there is no profiles.yml"))
+                    .with_note(looked)
+                    .with_help(format!(
+                        "create profiles.yml with a `{profile}` profile (or pass --profiles-dir), or drop `profile:` from the project file to load into the embedded SQLite target"
                     )),
             ));
         }
@@ -570,7 +584,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
         fs_err::write(dir.join("profiles.yml"), text).unwrap();
-        resolve_target(std::slice::from_ref(&dir), profile, target, &dir, &mut Vec::new())
+        resolve_target(std::slice::from_ref(&dir), (profile, true), target, &dir, &mut Vec::new())
     }
 
     #[test]
@@ -618,9 +632,18 @@ mod tests {
     fn no_profiles_file_means_embedded_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
-        let t = resolve_target(std::slice::from_ref(&dir), "shop", None, &dir, &mut Vec::new()).unwrap();
+        let t = resolve_target(std::slice::from_ref(&dir), ("shop", false), None, &dir, &mut Vec::new()).unwrap();
         assert_eq!(t.type_name(), "sqlite");
         assert_eq!(t.kind, DatabaseKind::Sqlite);
         assert_eq!(t.address, Address::File { path: dir.join(".ferry/ferry.db"), schema: "main".into() });
+    }
+
+    #[test]
+    fn a_named_profile_without_a_profiles_file_is_an_error_listing_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let err = resolve_target(std::slice::from_ref(&dir), ("shop", true), None, &dir, &mut Vec::new()).unwrap_err();
+        assert!(err.message.contains("profile `shop`"), "{}", err.message);
+        assert!(err.notes.iter().any(|n| n.contains(dir.as_str())), "{:?}", err.notes);
     }
 }

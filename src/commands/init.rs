@@ -1,9 +1,10 @@
 //! `ferry init DIR`: a new project that compiles as soon as it exists.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use camino::Utf8Path;
 
 use crate::cli::InitArgs;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::error::ExitStatus;
 use crate::printer::Printer;
 use crate::project::config::PROJECT_FILES;
@@ -40,18 +41,33 @@ models:
 
 pub(crate) fn init(args: &InitArgs, printer: &Printer) -> Result<ExitStatus> {
     let dir = &args.dir;
+    let refuse = |d: Diagnostic| {
+        printer.diagnostics(&[d]);
+        Ok(ExitStatus::Failure)
+    };
     if let Some(existing) = PROJECT_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists()) {
-        bail!("`{existing}` already exists; `ferry init` only creates new projects");
+        return refuse(
+            Diagnostic::error(Code::ProjectFile, format!("`{existing}` already exists"))
+                .with_note("`ferry init` only creates new projects; it never overwrites one"),
+        );
     }
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => project_name(dir)?,
+        None => match project_name(dir)? {
+            Some(n) => n,
+            None => {
+                return refuse(
+                    Diagnostic::error(Code::ProjectFile, format!("cannot take a project name from `{dir}`"))
+                        .with_help("pass `--name`"),
+                );
+            }
+        },
     };
     let files = [
         (
             "ferry.yml",
             format!(
-                "name: {name}\nprofile: {name}\n\nmodel-paths: [models]\nseed-paths: [seeds]\nmacro-paths: [macros]\ntest-paths: [tests]\n\nmodels:\n  {name}:\n    +materialized: view\n"
+                "name: {name}\n# Without a profile, runs load into the embedded SQLite file under .ferry/.\n# Name one (it must then be in profiles.yml) to load into PostgreSQL or MySQL:\n# profile: {name}\n\nmodel-paths: [models]\nseed-paths: [seeds]\nmacro-paths: [macros]\ntest-paths: [tests]\n\nmodels:\n  {name}:\n    +materialized: view\n"
             ),
         ),
         (".gitignore", ".ferry/\n".to_owned()),
@@ -77,8 +93,8 @@ pub(crate) fn init(args: &InitArgs, printer: &Printer) -> Result<ExitStatus> {
 }
 
 /// A project name from a directory name: lower case, `_` for anything
-/// that is not a letter or digit.
-fn project_name(dir: &Utf8Path) -> Result<String> {
+/// that is not a letter or digit. `None` when the path has no name (`/`, `..`).
+fn project_name(dir: &Utf8Path) -> Result<Option<String>> {
     let abs = if dir.is_absolute() {
         dir.to_owned()
     } else {
@@ -86,13 +102,13 @@ fn project_name(dir: &Utf8Path) -> Result<String> {
             camino::Utf8PathBuf::try_from(std::env::current_dir()?).context("the working directory is not UTF-8")?;
         cwd.join(dir)
     };
-    let raw = abs.file_name().context("cannot take a project name from this directory; pass `--name`")?;
+    let Some(raw) = abs.file_name() else { return Ok(None) };
     let mut name: String =
         raw.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert(0, '_');
     }
-    Ok(name)
+    Ok(Some(name))
 }
 
 #[cfg(test)]
@@ -101,7 +117,8 @@ mod tests {
 
     #[test]
     fn names_come_from_the_directory() {
-        assert_eq!(project_name(Utf8Path::new("/tmp/My-Shop 2")).unwrap(), "my_shop_2");
-        assert_eq!(project_name(Utf8Path::new("/tmp/2024")).unwrap(), "_2024");
+        assert_eq!(project_name(Utf8Path::new("/tmp/My-Shop 2")).unwrap().as_deref(), Some("my_shop_2"));
+        assert_eq!(project_name(Utf8Path::new("/tmp/2024")).unwrap().as_deref(), Some("_2024"));
+        assert_eq!(project_name(Utf8Path::new("/")).unwrap(), None);
     }
 }

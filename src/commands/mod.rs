@@ -60,14 +60,23 @@ pub(crate) fn prepare_or_report(settings: &Settings, which: &str, printer: &Prin
     }
 }
 
-/// Applies `--select`/`--exclude`, printing the diagnostic and `None` for
-/// a bad selector.
+/// Applies `--select`/`--exclude`, printing warnings for terms that
+/// matched nothing, and the diagnostic and `None` for a bad selector.
 pub(crate) fn selected_or_report(
     manifest: &Manifest,
     args: &SelectArgs,
     printer: &Printer,
 ) -> Option<BTreeSet<NodeId>> {
-    pipeline::select(manifest, &args.select, &args.exclude).map_err(|d| report(printer, &[*d])).ok()
+    match pipeline::select(manifest, &args.select, &args.exclude, args.fail_on_empty_selection) {
+        Ok(selected) => {
+            report(printer, &selected.warnings);
+            Some(selected.nodes)
+        }
+        Err(d) => {
+            report(printer, &[*d]);
+            None
+        }
+    }
 }
 
 /// Prints diagnostics and says whether any was an error.

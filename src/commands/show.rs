@@ -46,9 +46,10 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
 
 /// The one node `--select` names; anything else is a diagnostic.
 fn one_node(manifest: &Manifest, args: &ShowArgs, printer: &Printer) -> Option<NodeId> {
-    let chosen: Vec<NodeId> = match pipeline::select(manifest, &args.select.select, &args.select.exclude) {
+    let chosen: Vec<NodeId> = match pipeline::select(manifest, &args.select.select, &args.select.exclude, false) {
         Ok(s) if !args.select.select.is_empty() => {
-            s.into_iter().filter(|&i| !matches!(manifest[i].resource, Resource::Test(_))).collect()
+            super::report(printer, &s.warnings);
+            s.nodes.into_iter().filter(|&i| !matches!(manifest[i].resource, Resource::Test(_))).collect()
         }
         Ok(_) => Vec::new(),
         Err(d) => {

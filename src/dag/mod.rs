@@ -6,4 +6,4 @@ pub mod schedule;
 pub mod select;
 
 pub use graph::{Graph, Id, NodeId};
-pub use select::{NodeFacts, Selection, SelectorError};
+pub use select::{NodeFacts, Selection, SelectorError, Unmatched};

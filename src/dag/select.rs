@@ -37,6 +37,8 @@ pub struct SelectorError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Atom {
+    /// The term as written, for messages.
+    raw: String,
     method: Method,
     value: String,
     at: bool,
@@ -96,6 +98,33 @@ impl Selection {
     }
 }
 
+/// A selector term that matches no node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmatched {
+    /// The term as written.
+    pub term: String,
+    /// The node name the term spells out when it is a plain name (graph
+    /// operators aside; no method or wildcard): a typo rather than, say, a
+    /// tag that nothing carries yet.
+    pub name: Option<String>,
+}
+
+impl Selection {
+    /// The terms (each side of a comma counts alone) that match no node,
+    /// in the order written.
+    pub fn unmatched(&self, nodes: &[NodeFacts]) -> Vec<Unmatched> {
+        let mut out: Vec<Unmatched> = Vec::new();
+        for atom in self.union.iter().flatten() {
+            if nodes.iter().any(|n| matches(atom, n)) || out.iter().any(|u| u.term == atom.raw) {
+                continue;
+            }
+            let plain = atom.method == Method::Fqn && !atom.value.contains(['*', '?', '[']);
+            out.push(Unmatched { term: atom.raw.clone(), name: plain.then(|| atom.value.clone()) });
+        }
+        out
+    }
+}
+
 /// Applies `--select` and `--exclude`, then adds tests whose parents were
 /// picked (dbt's eager indirect selection). An empty select picks everything.
 pub fn select<N: Id>(nodes: &[NodeFacts], graph: &Graph<N>, include: &Selection, exclude: &Selection) -> BTreeSet<N> {
@@ -146,7 +175,7 @@ fn parse_atom(raw: &str) -> Result<Atom, SelectorError> {
     if value.is_empty() {
         return Err(err("the method has no value"));
     }
-    Ok(Atom { method, value: value.to_owned(), at, parents, children })
+    Ok(Atom { raw: raw.to_owned(), method, value: value.to_owned(), at, parents, children })
 }
 
 fn parse_method(m: &str) -> Option<Method> {
@@ -323,6 +352,22 @@ mod tests {
     fn pick(sel: &str) -> Vec<usize> {
         let (nodes, g) = fixture();
         Selection::parse(&[sel]).unwrap().evaluate(&nodes, &g).into_iter().collect()
+    }
+
+    #[test]
+    fn unmatched_terms_say_whether_they_name_a_node() {
+        let (nodes, _) = fixture();
+        let sel = Selection::parse(&["ordres+ tag:nightly,orders stg_* nosuch_*"]).unwrap();
+        let unmatched = sel.unmatched(&nodes);
+        assert_eq!(
+            unmatched,
+            [
+                Unmatched { term: "ordres+".into(), name: Some("ordres".into()) },
+                Unmatched { term: "tag:nightly".into(), name: None },
+                Unmatched { term: "nosuch_*".into(), name: None },
+            ]
+        );
+        assert!(Selection::parse(&["orders shop.marts.report"]).unwrap().unmatched(&nodes).is_empty());
     }
 
     #[test]

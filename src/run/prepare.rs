@@ -39,10 +39,10 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     tracing::debug!(elapsed = ?started.elapsed(), "read the project files");
     let mut diagnostics = loaded.diagnostics;
     let Some(project) = loaded.project else { return Ok(Err(diagnostics)) };
-    let profile_name = profile_name(settings, &project);
+    let (profile_name, named) = profile_name(settings, &project);
     let target = match profiles::resolve_target(
         &settings.profiles_dirs,
-        &profile_name,
+        (&profile_name, named),
         settings.target.as_deref(),
         &settings.root,
         &mut diagnostics,
@@ -72,8 +72,13 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     Ok(Ok(Prepared { layout: settings.layout(), target, manifest: Arc::new(manifest), failed, diagnostics }))
 }
 
-fn profile_name(settings: &Settings, project: &Project) -> String {
-    settings.profile.clone().or_else(|| project.file.profile.clone()).unwrap_or_else(|| project.file.name.clone())
+/// The profile's name, and whether the project (or `--profile`) names it
+/// rather than it defaulting to the project's name.
+fn profile_name(settings: &Settings, project: &Project) -> (String, bool) {
+    match settings.profile.clone().or_else(|| project.file.profile.clone()) {
+        Some(name) => (name, true),
+        None => (project.file.name.clone(), false),
+    }
 }
 
 /// The profile targets that database sources name as their `connection`,
@@ -91,10 +96,15 @@ fn source_connections(
             continue;
         }
         let mut ignored = Vec::new();
-        let resolved =
-            profiles::resolve_target(&settings.profiles_dirs, profile, Some(name), &settings.root, &mut ignored)
-                .map_err(|d| d.message.clone())
-                .and_then(|t| t.url());
+        let resolved = profiles::resolve_target(
+            &settings.profiles_dirs,
+            (profile, true),
+            Some(name),
+            &settings.root,
+            &mut ignored,
+        )
+        .map_err(|d| d.message.clone())
+        .and_then(|t| t.url());
         out.insert(name.to_owned(), resolved);
     }
     out
@@ -115,12 +125,24 @@ fn target_json(t: &Target) -> Json {
     v
 }
 
-/// The nodes `--select` and `--exclude` pick; a bad selector is a diagnostic.
+/// What `--select` and `--exclude` picked, with warnings for terms that
+/// matched nothing.
+pub struct Selected {
+    pub nodes: BTreeSet<NodeId>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The nodes `--select` and `--exclude` pick. A bad selector is an error; so
+/// is a `--select` term that names a node outright and matches none (with
+/// the closest name), and an empty selection under `fail_on_empty`. Other
+/// terms that match nothing, and an empty selection, are warnings, as dbt
+/// gives.
 pub fn select(
     manifest: &Manifest,
     include: &[String],
     exclude: &[String],
-) -> Result<BTreeSet<NodeId>, Box<Diagnostic>> {
+    fail_on_empty: bool,
+) -> Result<Selected, Box<Diagnostic>> {
     let parse = |items: &[String]| {
         Selection::parse(items).map_err(|e| {
             Box::new(Diagnostic::error(Code::Selector, e.to_string()).with_help(
@@ -131,7 +153,39 @@ pub fn select(
     let include = parse(include)?;
     let exclude = parse(exclude)?;
     let facts = manifest.facts();
-    Ok(select::select(&facts, &manifest.graph, &include, &exclude))
+    let names: BTreeSet<&str> = facts.iter().map(|f| f.name.as_str()).collect();
+    let mut warnings = Vec::new();
+    for (flag, selection) in [("--select", &include), ("--exclude", &exclude)] {
+        for u in selection.unmatched(&facts) {
+            let message = format!("`{flag} {}` matches no node", u.term);
+            let help = u.name.as_deref().and_then(|n| crate::diagnostic::did_you_mean(n, names.iter().copied()));
+            if flag == "--select" && u.name.is_some() {
+                let mut d = Diagnostic::error(Code::Selector, message);
+                d = match help {
+                    Some(help) => d.with_help(help),
+                    None => d.with_note("no model, seed, test or source has that name (`ferry ls` lists them)"),
+                };
+                return Err(Box::new(d));
+            }
+            let mut d = Diagnostic::warning(Code::Selector, message);
+            if let Some(help) = help {
+                d = d.with_help(help);
+            }
+            warnings.push(d);
+        }
+    }
+    let nodes = select::select(&facts, &manifest.graph, &include, &exclude);
+    if nodes.is_empty() && !facts.is_empty() {
+        let message = "the selection picks no node: nothing to do";
+        if fail_on_empty {
+            return Err(Box::new(Diagnostic::error(Code::Selector, message)));
+        }
+        warnings.push(
+            Diagnostic::warning(Code::Selector, message)
+                .with_help("`ferry ls` with the same --select/--exclude lists what they pick; --fail-on-empty-selection makes this an error"),
+        );
+    }
+    Ok(Selected { nodes, warnings })
 }
 
 /// The engine for commands that execute: a memory limit (half the RAM by

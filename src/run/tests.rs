@@ -31,7 +31,7 @@ fn options(which: Which) -> RunOptions {
 /// Runs everything `which` runs and reports by node name.
 async fn run(settings: &Settings, which: Which) -> (Prepared, RunReport) {
     let prepared = prepare(settings, which.name()).unwrap().unwrap_or_else(|d| panic!("{d:?}"));
-    let selected = select(&prepared.manifest, &[], &[]).unwrap();
+    let selected = select(&prepared.manifest, &[], &[], false).unwrap().nodes;
     let report = execute(&prepared, &selected, &options(which), &()).await.unwrap();
     (prepared, report)
 }

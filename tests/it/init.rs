@@ -13,5 +13,9 @@ fn init_scaffolds_a_project_that_compiles() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("compiled 2 models"));
     let again = ferry_command().current_dir(dir.path()).args(["init", "New Shop"]).output().expect("run");
-    assert_eq!(again.status.code(), Some(2), "refuses to overwrite a project");
+    assert_eq!(again.status.code(), Some(1), "refuses to overwrite a project, as a user error");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("ferry.yml` already exists"));
+    let nameless = ferry_command().current_dir(dir.path()).args(["init", "/"]).output().expect("run");
+    assert_eq!(nameless.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nameless.stderr).contains("pass `--name`"));
 }

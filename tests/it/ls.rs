@@ -64,3 +64,36 @@ fn tags_and_an_unknown_selector_method() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown method `colour`"));
 }
+
+#[test]
+fn a_selection_that_matches_nothing_warns_and_a_mistyped_name_fails() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nmodels:\n  shop:\n    +materialized: table\n")
+        .model("orders.sql", "select 1 as id")
+        .model("customers.sql", "select 2 as id");
+    // A tag nothing carries yet: dbt's warning, and nothing runs.
+    let tag = p.run(["build", "-s", "tag:nightly"]);
+    assert_eq!(tag.code, Some(0), "{}", tag.stderr);
+    assert!(tag.stderr.contains("`--select tag:nightly` matches no node"), "{}", tag.stderr);
+    assert!(tag.stderr.contains("the selection picks no node: nothing to do"), "{}", tag.stderr);
+    // ...an error when asked.
+    let strict = p.run(["build", "-s", "tag:nightly", "--fail-on-empty-selection"]);
+    assert_eq!(strict.code, Some(1), "{}", strict.stderr);
+    assert!(strict.stderr.contains("the selection picks no node"), "{}", strict.stderr);
+    assert!(!p.path().join(".ferry/stage").exists(), "{}", strict.stderr);
+    // A name that matches no node is a typo: an error with the closest name,
+    // even beside a name that matches.
+    for args in [&["build", "-s", "ordres"][..], &["build", "-s", "customers", "+ordres"], &["ls", "-s", "ordres"]] {
+        let typo = p.run(args.iter().copied());
+        assert_eq!(typo.code, Some(1), "{args:?}: {}", typo.stderr);
+        assert!(typo.stderr.contains("matches no node"), "{}", typo.stderr);
+        assert!(typo.stderr.contains("did you mean `orders`?"), "{}", typo.stderr);
+    }
+    let unknown = p.run(["build", "-s", "zzz"]);
+    assert_eq!(unknown.code, Some(1), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("`ferry ls` lists them"), "{}", unknown.stderr);
+    // An exclusion that matches nothing only warns.
+    let exclude = p.run(["build", "--exclude", "ordres"]);
+    assert_eq!(exclude.code, Some(0), "{}", exclude.stderr);
+    assert!(exclude.stderr.contains("`--exclude ordres` matches no node"), "{}", exclude.stderr);
+}

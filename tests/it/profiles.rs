@@ -71,3 +71,24 @@ fn profiles_dir_flag_and_dbt_home_are_searched() {
     let out = p.ferry(["debug"]).output().expect("run");
     assert!(String::from_utf8_lossy(&out.stdout).contains("target: x (sqlite)"), "HOME/.dbt/profiles.yml is found");
 }
+
+#[test]
+fn a_named_profile_with_no_profiles_file_is_an_error_not_the_embedded_target() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nprofile: warehouse\n")
+        .model("m.sql", "{{ config(materialized='table') }}\nselect 1 as x");
+    for args in [&["build"][..], &["build", "--profiles-dir", "nowhere"], &["compile"]] {
+        let ran = p.run(args.iter().copied());
+        assert_eq!(ran.code, Some(1), "ferry {args:?}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains("the project names profile `warehouse`, but there is no profiles.yml"),
+            "{}",
+            ran.stderr
+        );
+        assert!(ran.stderr.contains("looked for profiles.yml in"), "{}", ran.stderr);
+        assert!(!p.path().join(".ferry/ferry.db").exists(), "nothing was loaded: {}", ran.stderr);
+    }
+    let named_by_flag = TestProject::new().model("m.sql", "select 1 as x").run(["compile", "--profile", "warehouse"]);
+    assert_eq!(named_by_flag.code, Some(1), "{}", named_by_flag.stderr);
+    assert!(named_by_flag.stderr.contains("looked for profiles.yml in"), "{}", named_by_flag.stderr);
+}
