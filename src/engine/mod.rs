@@ -7,6 +7,7 @@
 //! Which nodes run when, and what a rule or a test concludes, are not this
 //! module's business (see `run/` and `validate/`).
 
+pub mod depth;
 pub mod diagnose;
 pub mod functions;
 pub mod node;

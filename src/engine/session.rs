@@ -219,7 +219,8 @@ impl Engine {
     pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
         let state = &self.planning;
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        super::depth::settle(&mut statement)?;
         let plan = state.statement_to_plan(statement).await?;
         state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})
     }

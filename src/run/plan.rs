@@ -88,7 +88,26 @@ fn is_plannable(node: &Node) -> bool {
     }
 }
 
-/// Plans `nodes` on rayon's pool, each once every parent among `nodes` has
+/// Runs `f` on the pool models are planned on: rayon's threads with
+/// stacks deep enough for the expressions [`crate::engine::depth`] lets
+/// through (on the caller's pool if those threads cannot start).
+fn on_planners<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("ferry-plan-{i}"))
+            .stack_size(crate::engine::depth::STACK_BYTES)
+            .build()
+            .inspect_err(|e| tracing::warn!("cannot start the planning threads, planning on rayon's: {e}"))
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
+/// Plans `nodes` on the planning pool, each once every parent among `nodes` has
 /// planned successfully; a node whose parent failed is never started.
 /// Returns results in completion order.
 fn plan_when_ready(
@@ -109,12 +128,14 @@ fn plan_when_ready(
         .collect();
     let results = Mutex::new(Vec::with_capacity(nodes.len()));
     let ctx = Scheduler { engine, manifest, position: &position, waiting: &waiting, results: &results };
-    rayon::scope(|scope| {
-        for (k, &i) in nodes.iter().enumerate() {
-            if waiting[k].load(Ordering::Acquire) == 0 {
-                scope.spawn(move |scope| ctx.run(i, scope));
+    on_planners(|| {
+        rayon::scope(|scope| {
+            for (k, &i) in nodes.iter().enumerate() {
+                if waiting[k].load(Ordering::Acquire) == 0 {
+                    scope.spawn(move |scope| ctx.run(i, scope));
+                }
             }
-        }
+        });
     });
     results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
