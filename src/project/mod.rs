@@ -62,6 +62,8 @@ pub fn find_root(start: &Utf8Path) -> Result<Utf8PathBuf, ProjectError> {
         let cwd = Utf8PathBuf::try_from(cwd).map_err(|e| ProjectError::NonUtf8(e.into_path_buf()))?;
         cwd.join(start)
     };
+    // `./` adds nothing but noise to every path shown (`/work/shop/./models`).
+    let start: Utf8PathBuf = start.components().filter(|c| *c != camino::Utf8Component::CurDir).collect();
     let mut dir = Some(start.as_path());
     while let Some(d) = dir {
         if PROJECT_FILES.iter().any(|f| d.join(f).is_file()) {
@@ -114,10 +116,29 @@ struct Loader {
 }
 
 impl Loader {
-    fn source_file(&self, rel: &Utf8Path) -> Result<Arc<SourceFile>, ProjectError> {
+    /// Reads a project file. One that is not UTF-8 is a diagnostic at its
+    /// first bad byte (and is read with that byte replaced, so the rest of
+    /// the project still gets checked).
+    fn source_file(&mut self, rel: &Utf8Path) -> Result<Arc<SourceFile>, ProjectError> {
         let path = self.root.join(rel);
-        let text = fs_err::read_to_string(&path).map_err(|source| ProjectError::Read { path, source })?;
-        Ok(SourceFile::new(rel.to_owned(), text))
+        let bytes = fs_err::read(&path).map_err(|source| ProjectError::Read { path, source })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceFile::new(rel.to_owned(), text)),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bad = e.as_bytes()[at];
+                let before = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+                let file = SourceFile::new(rel.to_owned(), String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let diag = Diagnostic::error(Code::ProjectFile, format!("`{rel}` is not UTF-8 text"))
+                    .with_label(Label::new(&file, before.len()..before.len() + '\u{FFFD}'.len_utf8()))
+                    .with_note(format!("byte 0x{bad:02X} here does not begin a UTF-8 character"))
+                    .with_help(
+                        "save the file as UTF-8 (a Latin-1 or Windows-1252 editor setting writes such bytes); source data files may declare their `encoding` instead",
+                    );
+                self.diags.push(diag);
+                Ok(file)
+            }
+        }
     }
 
     /// Files under the given project-relative dirs with one of `exts`,
@@ -158,11 +179,10 @@ impl Loader {
             let f = self.source_file(&path)?;
             docs.extend(crate::template::docs_blocks(&f));
         }
-        let macro_files = self
-            .files(&file.macro_paths, &["sql"])
-            .iter()
-            .map(|p| self.source_file(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut macro_files = Vec::new();
+        for path in self.files(&file.macro_paths, &["sql"]) {
+            macro_files.push(self.source_file(&path)?);
+        }
 
         let mut model_patches = HashMap::new();
         let mut seed_patches = HashMap::new();

@@ -156,6 +156,9 @@ fn grouped(children: &[Element]) -> Vec<(&str, Vec<&Element>)> {
     groups
 }
 
+/// How deep elements may nest in a file.
+const MAX_DEPTH: usize = 10_000;
+
 /// Reads the records of `file`, calling `each` with the line each starts
 /// on. Stops when `each` returns false.
 fn records(
@@ -187,6 +190,14 @@ fn records(
         match event {
             Event::Start(start) => {
                 let element = element_of(&start).map_err(|m| malformed(reader.get_ref().line(), m))?;
+                if stack.len() >= MAX_DEPTH {
+                    // A record's elements become nested JSON, built and
+                    // dropped recursively: past this depth it is not data.
+                    return Err(malformed(
+                        reader.get_ref().line(),
+                        format!("elements nested more than {MAX_DEPTH} levels deep (at `<{}>`)", element.name),
+                    ));
+                }
                 stack.push(element.name.clone());
                 if !open.is_empty() || options.is_record(&stack) {
                     if open.is_empty() {

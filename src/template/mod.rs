@@ -416,6 +416,8 @@ impl Object for MacroCaller {
     fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
         let mut cap = take_capture(state);
         if cap.macro_depth >= MAX_MACRO_DEPTH {
+            // The caller takes its capture back from this state.
+            *functions::capture(state) = cap;
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 format!("macro calls nested deeper than {MAX_MACRO_DEPTH}"),

@@ -278,6 +278,7 @@ async fn mysql_insert_fallback_loads_the_same_rows() {
 async fn sqlite_round_trip_of_every_type_family() {
     let p = TestProject::fixture("types");
     let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "types"));
     let rows = round_trip(db, &p).await;
     insta::assert_snapshot!(rows.join("\n"));
 }

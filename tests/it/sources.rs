@@ -143,6 +143,21 @@ fn malformed_xml_names_file_and_line() {
 }
 
 #[test]
+fn deeply_nested_xml_reads_and_past_the_limit_is_a_diagnostic() {
+    let nested = |depth: usize| {
+        format!("<export><r><id>1</id><n>{}x{}</n></r></export>\n", "<a>".repeat(depth), "</a>".repeat(depth))
+    };
+    let p = project(&[("deep", "path: data/deep.xml\nrecord_path: /export/r", "id, length(n) as n_length")])
+        .file("data/deep.xml", &nested(7_000));
+    run_ok(&p);
+    assert_eq!(rows(&p, "m_deep").len(), 1);
+    let p = p.file("data/deep.xml", &nested(1_000_000));
+    let err = run_fails(&p);
+    assert!(err.contains("elements nested more than 10000 levels deep (at `<a>`)"), "{err}");
+    assert!(err.contains("data/deep.xml:1"), "{err}");
+}
+
+#[test]
 fn json_arrays_documents_and_nested_paths() {
     let p = project(&[
         (
