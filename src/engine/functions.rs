@@ -5,23 +5,125 @@
 //! `%d/%m/%Y` (empty: ISO 8601). NULL for NULL text. DataFusion's own
 //! `to_date(text, format)` fails the query on the first bad value, which a
 //! row rule must not do; this one answers per row.
+//!
+//! `try_to_date`, `try_to_timestamp` and the other [`TRY_WRAPPED`]
+//! functions: the function, NULL where it fails on a row instead of failing
+//! the query (as `try_cast` is to `cast`). Models that quarantine
+//! conversion errors call them in place of the originals.
 
 use std::sync::Arc;
 
 use crate::values::ParseKind;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_null_array};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 
 /// Every function to register.
 pub fn all() -> Vec<ScalarUDF> {
     vec![ScalarUDF::from(Parses::new())]
+}
+
+/// DataFusion's functions that convert a value and fail the query on one
+/// that does not convert; each has a `try_` form.
+pub const TRY_WRAPPED: &[&str] = &[
+    "to_date",
+    "to_time",
+    "to_timestamp",
+    "to_timestamp_seconds",
+    "to_timestamp_millis",
+    "to_timestamp_micros",
+    "to_timestamp_nanos",
+    "to_unixtime",
+    "make_date",
+    "make_time",
+];
+
+/// `inner`, NULL on the rows it fails on.
+pub fn try_form(inner: Arc<ScalarUDF>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(TryForm { name: format!("try_{}", inner.name()), inner })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TryForm {
+    name: String,
+    inner: Arc<ScalarUDF>,
+}
+
+impl TryForm {
+    /// Rows `offset..offset + len` of `args`, evaluated; where the function
+    /// fails, the rows are halved until each failing row is found and NULL.
+    fn rows(&self, args: &ScalarFunctionArgs, offset: usize, len: usize) -> Result<ArrayRef> {
+        let sliced = ScalarFunctionArgs {
+            args: args
+                .args
+                .iter()
+                .map(|a| match a {
+                    ColumnarValue::Array(a) => ColumnarValue::Array(a.slice(offset, len)),
+                    scalar => scalar.clone(),
+                })
+                .collect(),
+            arg_fields: args.arg_fields.clone(),
+            number_rows: len,
+            return_field: Arc::clone(&args.return_field),
+            config_options: Arc::clone(&args.config_options),
+        };
+        match self.inner.invoke_with_args(sliced) {
+            Ok(v) => v.to_array(len),
+            Err(e) if !is_value_error(&e) => Err(e),
+            Err(_) if len == 1 => Ok(new_null_array(args.return_type(), 1)),
+            Err(_) => {
+                let half = len / 2;
+                let (a, b) = (self.rows(args, offset, half)?, self.rows(args, offset + half, len - half)?);
+                Ok(concat(&[a.as_ref(), b.as_ref()])?)
+            }
+        }
+    }
+}
+
+/// Whether an error is about the values (one that does not convert), not
+/// about resources or the query.
+fn is_value_error(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    matches!(e.find_root(), E::Execution(_) | E::ArrowError(..))
+}
+
+impl ScalarUDFImpl for TryForm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = self.inner.return_field_from_args(args)?;
+        Ok(Arc::new(field.as_ref().clone().with_nullable(true)))
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        match self.inner.invoke_with_args(args.clone()) {
+            Ok(v) => Ok(v),
+            Err(e) if !is_value_error(&e) => Err(e),
+            Err(_) if all_scalar => Ok(ColumnarValue::Scalar(ScalarValue::try_from(args.return_type())?)),
+            Err(_) => Ok(ColumnarValue::Array(self.rows(&args, 0, args.number_rows)?)),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

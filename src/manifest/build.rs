@@ -436,22 +436,33 @@ fn seed_nodes(project: &str, seeds: Vec<Seed>, resolver: &mut Resolver, target_s
     nodes
 }
 
-/// A model's `dedupe` and `rules:`, into its config: they act on rows as
-/// the model is staged, so the model must be a `table`.
+/// A model's `dedupe`, `rules:` and `on_conversion_error`, into its
+/// config: they act on rows as the model is staged, so the model must be a
+/// `table`.
 fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnostic>> {
     let Resource::Model { model, materialized } = &node.resource else { return Ok(()) };
+    let at_model = |d: Diagnostic| match &model.patch {
+        Some(o) => d.with_label(o.name_label()),
+        None => d.in_file(&model.file.path),
+    };
     let dedupe = Dedupe::read(&node.raw_config).map_err(|message| {
-        let d = Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name));
-        vec![match &model.patch {
-            Some(o) => d.with_label(o.name_label()),
-            None => d.in_file(&model.file.path),
-        }]
+        vec![at_model(Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name)))]
     })?;
-    if model.rules.is_empty() && dedupe.is_none() {
+    let on_conversion_error = config::OnConversionError::read(&node.raw_config).map_err(|message| {
+        vec![at_model(Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name)))]
+    })?;
+    let quarantines = on_conversion_error == Some(config::OnConversionError::Quarantine);
+    if model.rules.is_empty() && dedupe.is_none() && !quarantines {
         return Ok(());
     }
     if *materialized != Materialization::Table {
-        let what = if model.rules.is_empty() { "`dedupe`" } else { "rules" };
+        let what = if !model.rules.is_empty() {
+            "rules"
+        } else if dedupe.is_some() {
+            "`dedupe`"
+        } else {
+            "`on_conversion_error: quarantine`"
+        };
         let d = Diagnostic::error(
             Code::ModelConfig,
             format!(
@@ -460,14 +471,22 @@ fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnos
                 format!("{materialized:?}").to_lowercase()
             ),
         )
-        .with_help("rules and dedup act on rows as a model is staged: materialize it as `table`");
-        return Err(vec![match (model.rules.first(), &model.patch) {
-            (Some(r), _) => d.with_label(r.origin.name_label()),
-            (None, Some(o)) => d.with_label(o.name_label()),
-            (None, None) => d.in_file(&model.file.path),
+        .with_help(
+            "rules, dedup and quarantined conversions act on rows as a model is staged: materialize it as `table`",
+        );
+        return Err(vec![match model.rules.first() {
+            Some(r) => d.with_label(r.origin.name_label()),
+            None => at_model(d),
         }]);
     }
     let rules = super::rules::read(&node.name, &model.rules, templater)?;
+    let has_quarantine =
+        !rules.is_empty() || dedupe.is_some() || config::OnConversionError::has_quarantine(&node.raw_config);
+    node.config.on_conversion_error = on_conversion_error.unwrap_or(if has_quarantine {
+        config::OnConversionError::Quarantine
+    } else {
+        config::OnConversionError::Fail
+    });
     node.config.dedupe = dedupe;
     node.config.rules = rules;
     Ok(())

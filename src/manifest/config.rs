@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// A model's row-level rules, compiled.
     pub rules: Vec<Rule>,
     pub dedupe: Option<Dedupe>,
+    /// `on_conversion_error` of a `table` model, resolved: explicit, else
+    /// `quarantine` when the model has rules, `dedupe` or a `quarantine`.
+    pub on_conversion_error: OnConversionError,
     /// A test's severity, thresholds and options.
     pub test: Setting<TestConfig>,
     /// A seed's `column_types`: column and SQL type.
@@ -56,6 +59,7 @@ impl Default for NodeConfig {
             quarantine: Ok(None),
             rules: Vec::new(),
             dedupe: None,
+            on_conversion_error: OnConversionError::Fail,
             test: Ok(TestConfig::default()),
             column_types: Vec::new(),
         }
@@ -89,6 +93,7 @@ impl NodeConfig {
             quarantine: Threshold::read(config).map_err(|m| model_config(format!("`{}`: {m}", node.name), None)),
             rules: Vec::new(),
             dedupe: None,
+            on_conversion_error: OnConversionError::Fail,
             test: TestConfig::read(config)
                 .map_err(|m| model_config(format!("test `{}` has an invalid config: {m}", node.name), None)),
             column_types: column_types(config),
@@ -102,6 +107,32 @@ impl NodeConfig {
             Some(d) => d.key.clone(),
             None => self.unique_key.clone(),
         }
+    }
+}
+
+/// What a conversion in a model's SQL that fails on a row does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConversionError {
+    /// The model fails, as the query does.
+    Fail,
+    /// The row is quarantined as breaking the `conversion` rule.
+    Quarantine,
+}
+
+impl OnConversionError {
+    /// Reads `on_conversion_error:`; `None` when unset.
+    pub(super) fn read(config: &Map<String, Json>) -> Result<Option<Self>, String> {
+        match config.get("on_conversion_error") {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) if s == "quarantine" => Ok(Some(OnConversionError::Quarantine)),
+            Some(Json::String(s)) if s == "fail" => Ok(Some(OnConversionError::Fail)),
+            Some(other) => Err(format!("`on_conversion_error` is `quarantine` or `fail`, not `{other}`")),
+        }
+    }
+
+    /// Whether `config` has a `quarantine:` (or `error_if:`) setting.
+    pub(super) fn has_quarantine(config: &Map<String, Json>) -> bool {
+        config.contains_key("quarantine") || config.contains_key("error_if")
     }
 }
 

@@ -89,9 +89,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// Whether the model is staged through the checking query (rules or dedup).
+    /// Whether the model is staged through the checking query (rules,
+    /// dedup, or conversions whose failures are quarantined).
     pub fn is_checked(&self) -> bool {
-        !self.config.rules.is_empty() || self.config.dedupe.is_some()
+        !self.config.rules.is_empty()
+            || self.config.dedupe.is_some()
+            || self.config.on_conversion_error == config::OnConversionError::Quarantine
     }
 }
 

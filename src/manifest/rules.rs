@@ -104,6 +104,13 @@ pub enum RuleKind {
         name: String,
         valid: String,
     },
+    /// Not declared: a conversion in the model's SQL that failed on the
+    /// row (see `validate::conversions`). `site_column` holds the input
+    /// that did not convert; `function` says what was asked of it.
+    Conversion {
+        site_column: String,
+        function: String,
+    },
 }
 
 /// A value in a rule's SQL: a string literal, or a number or boolean as is.

@@ -108,6 +108,7 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "store_failures_as",
     "fail_calc",
     "load",
+    "on_conversion_error",
     "rules",
     "dedupe",
     "quarantine",

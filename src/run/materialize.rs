@@ -16,12 +16,15 @@ use datafusion::common::TableReference;
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
+use crate::manifest::config::OnConversionError;
+use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
+use crate::project::nodes::Origin;
 use crate::stage::{self, StageOptions, StagedTable};
 use crate::state::{Ledger, RunDir};
 use crate::template::functions::quote_ident;
 use crate::validate::checked::{CheckedRun, stage_checked};
-use crate::validate::rules;
+use crate::validate::{conversions, rules};
 
 /// Where a run's nodes are materialized.
 #[derive(Debug, Clone)]
@@ -146,11 +149,20 @@ impl Materializing<'_> {
         Ok(staged)
     }
 
-    /// Stages a table through its rules and dedup, and registers it.
+    /// Stages a table through its rules, dedup and quarantined
+    /// conversions, and registers it.
     async fn checked(&self, sql: &str) -> Result<Materialized, NotMaterialized> {
         let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
-        let checks = Arc::new(rules::checks(&node.config.rules));
-        let checked = rules::checked_sql(sql, &checks, node.config.dedupe.as_ref());
+        let mut checks = rules::checks(&node.config.rules);
+        let mut body = sql.to_owned();
+        if node.config.on_conversion_error == OnConversionError::Quarantine
+            && let Some((from, conversions)) = self.converting(sql).await?
+        {
+            body = format!("SELECT * FROM {}", quote_ident(&from));
+            checks.extend(conversions.iter().enumerate().map(|(k, r)| rules::check(node.config.rules.len() + k, r)));
+        }
+        let checks = Arc::new(checks);
+        let checked = rules::checked_sql(&body, &checks, node.config.dedupe.as_ref());
         let plan = engine_node::plan(engine, manifest, id, &checked).await?;
         let places = self.places;
         let run = CheckedRun {
@@ -166,6 +178,24 @@ impl Materializing<'_> {
             .await
             .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: Some(ledger.clone()) })?;
         Ok(Materialized::Staged(staged, Some(ledger)))
+    }
+
+    /// The model's plan with its conversions made row errors (see
+    /// [`conversions`]), registered as a view for the checking query to
+    /// read; its name and the `conversion` rules. `None` when nothing in
+    /// the model converts where rows can be followed.
+    async fn converting(&self, sql: &str) -> Result<Option<(String, Vec<Rule>)>, Vec<Diagnostic>> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let plan = engine_node::plan(engine, manifest, id, sql).await?;
+        let rewritten =
+            conversions::rewrite(plan).map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])?;
+        let (Some(rewritten), Some(file)) = (rewritten, node.template()) else { return Ok(None) };
+        let from = format!("__ferry_converting_{}", node.name);
+        engine
+            .register_view(TableReference::bare(from.as_str()), rewritten.plan)
+            .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])?;
+        let origin = Origin { file: Arc::clone(file), span: 0..0 };
+        Ok(Some((from, conversions::rules(&rewritten.conversions, &origin))))
     }
 
     /// Registers a stage as the table the node's readers read.

@@ -50,8 +50,9 @@ pub async fn stage_checked(
     let mut partitions = engine.execute_partitioned(plan).await.map_err(|e| execution_error(&e))?;
     let dedupe = node.config.dedupe.as_ref();
     if let Some(d) = dedupe {
-        partitions = super::dedupe::dedupe(partitions, d, checks.len(), engine.runtime_env())
-            .map_err(|e| execution_error(&e))?;
+        partitions =
+            super::dedupe::dedupe(partitions, d, super::rules::sites(&checks) + checks.len(), engine.runtime_env())
+                .map_err(|e| execution_error(&e))?;
     }
     let splitter = Splitter::new(checks, dedupe.cloned(), &node.name, run.run_id, node.config.record_key(), threshold);
     let (streams, written) = splitter.split(partitions, &run.run_dir.path);

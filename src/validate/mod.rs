@@ -7,6 +7,7 @@
 //! are read back here too (`error_log`).
 
 pub mod checked;
+pub mod conversions;
 pub mod data_test;
 pub mod dedupe;
 pub mod error_log;

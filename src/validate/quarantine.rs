@@ -22,6 +22,7 @@ use futures::StreamExt as _;
 
 use super::rules::RuleCheck;
 use crate::manifest::config::{Dedupe, Severity, Threshold};
+use crate::manifest::rules::RuleKind;
 use crate::state::{Ledger, error_log};
 
 /// The column of quarantined rows that lists the rules each row broke.
@@ -155,8 +156,10 @@ impl Splitter {
         width: usize,
     ) -> Result<(RecordBatch, Option<RecordBatch>, Option<RecordBatch>), DataFusionError> {
         let rows = batch.num_rows();
+        // After the model's own columns: conversion sites, then one flag per rule.
+        let first_flag = width + super::rules::sites(&self.rules);
         let flags: Vec<BooleanArray> =
-            (0..self.rules.len()).map(|k| without_nulls(batch.column(width + k).as_boolean())).collect();
+            (0..self.rules.len()).map(|k| without_nulls(batch.column(first_flag + k).as_boolean())).collect();
         let mut hard = BooleanArray::from(vec![false; rows]);
         let mut soft = BooleanArray::from(vec![false; rows]);
         for (rule, f) in self.rules.iter().zip(&flags) {
@@ -171,7 +174,7 @@ impl Splitter {
         let (dropped, kept_texts) = match &self.dedupe {
             None => (BooleanArray::from(vec![false; rows]), Vec::new()),
             Some(_) => {
-                let kept = batch.column(width + self.rules.len()).as_string::<i32>();
+                let kept = batch.column(first_flag + self.rules.len()).as_string::<i32>();
                 let dropped = datafusion::arrow::compute::is_not_null(kept)?;
                 (dropped, kept.iter().flatten().map(str::to_owned).collect())
             }
@@ -191,7 +194,7 @@ impl Splitter {
         }
         let staged = filter_record_batch(&own, &datafusion::arrow::compute::not(&or(&hard, &dropped)?)?)?;
         let quarantine = (quarantined > 0).then(|| self.quarantine_batch(&own, &flags, &hard)).transpose()?;
-        let log = self.log_batch(&own, &flags, (duplicates > 0).then_some((&dropped, kept_texts.as_slice())))?;
+        let log = self.log_batch(batch, &own, &flags, (duplicates > 0).then_some((&dropped, kept_texts.as_slice())))?;
         Ok((staged, quarantine, log))
     }
 
@@ -217,6 +220,7 @@ impl Splitter {
     /// (with the row that was kept instead).
     fn log_batch(
         &self,
+        batch: &RecordBatch,
         own: &RecordBatch,
         flags: &[BooleanArray],
         dropped: Option<(&BooleanArray, &[String])>,
@@ -231,6 +235,7 @@ impl Splitter {
             any = or(&any, f)?;
         }
         let own = &filter_record_batch(own, &any)?;
+        let batch = &filter_record_batch(batch, &any)?;
         let flags: Vec<BooleanArray> =
             flags.iter().map(|f| Ok(filter(f, &any)?.as_boolean().clone())).collect::<Result<_, DataFusionError>>()?;
         let dropped_here = dropped.map(|(d, _)| filter(d, &any)).transpose()?;
@@ -239,8 +244,13 @@ impl Splitter {
         let keys = row_texts(own, &self.key)?;
         let mut b = LogBuilder::default();
         for (rule, f) in self.rules.iter().zip(&flags).filter(|(_, f)| f.true_count() > 0) {
-            let values: Option<ArrayRef> = match &rule.rule.column {
-                Some(c) if own.schema().index_of(c).is_ok() => {
+            // A conversion logs the input that did not convert (its column
+            // holds NULL); other rules the column's value.
+            let values: Option<ArrayRef> = match (&rule.rule.kind, &rule.rule.column) {
+                (RuleKind::Conversion { site_column, .. }, _) => {
+                    Some(cast(batch.column(batch.schema().index_of(site_column)?), &DataType::Utf8)?)
+                }
+                (_, Some(c)) if own.schema().index_of(c).is_ok() => {
                     Some(cast(own.column(own.schema().index_of(c)?), &DataType::Utf8)?)
                 }
                 _ => None,
@@ -293,7 +303,14 @@ impl Written {
             quarantined: s.counts.quarantined.load(Ordering::SeqCst),
             duplicates_dropped: s.counts.duplicates.load(Ordering::SeqCst),
             warned: s.counts.warned.load(Ordering::SeqCst),
-            by_rule: s.rules.iter().map(|r| r.rule.name.clone()).zip(by_rule).collect(),
+            // Conversions share the name `conversion`: their counts add up.
+            by_rule: s.rules.iter().map(|r| r.rule.name.clone()).zip(by_rule).fold(
+                std::collections::BTreeMap::new(),
+                |mut m, (name, n)| {
+                    *m.entry(name).or_insert(0) += n;
+                    m
+                },
+            ),
             quarantine_file: show(quarantine),
             error_log: show(log),
         })

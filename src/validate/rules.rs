@@ -97,6 +97,11 @@ pub fn check(k: usize, rule: &Rule) -> RuleCheck {
         RuleKind::Custom { name, valid } => {
             (format!("NOT ({})", valid.trim()), format!("`{shown}` breaks `{name}`"), None)
         }
+        RuleKind::Conversion { site_column, function } => (
+            format!("{} IS NOT NULL", quote_ident(site_column)),
+            format!("`{shown}` does not convert: {function}"),
+            None,
+        ),
     };
     RuleCheck {
         rule: rule.clone(),
@@ -125,10 +130,16 @@ fn length(c: &str, shown: &str, min: Option<u64>, max: Option<u64>) -> (String, 
     (parts.join(" OR "), message, None)
 }
 
-/// How many columns the splitter sees after the model's own: one flag per
-/// rule, and with `dedupe` the kept row's text that [`super::dedupe`] adds.
+/// How many columns the splitter sees after the model's own: one site per
+/// conversion (see [`super::conversions`]), one flag per rule, and with
+/// `dedupe` the kept row's text that [`super::dedupe`] adds.
 pub fn added_columns(checks: &[RuleCheck], dedupe: Option<&Dedupe>) -> usize {
-    checks.len() + usize::from(dedupe.is_some())
+    sites(checks) + checks.len() + usize::from(dedupe.is_some())
+}
+
+/// How many of `checks` are conversions, each with its site column.
+pub fn sites(checks: &[RuleCheck]) -> usize {
+    checks.iter().filter(|c| matches!(c.rule.kind, RuleKind::Conversion { .. })).count()
 }
 
 /// The query that stages a model with rules: its rows, then one boolean

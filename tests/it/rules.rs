@@ -325,3 +325,148 @@ fn parses_as_checks_text_against_a_format() {
     assert_eq!(m["ledger"]["by_rule"]["parses_as_d"], 2, "{m}");
     assert_eq!(m["ledger"]["warned"], 2);
 }
+
+// ---------------------------------------------------------------- conversions
+
+/// A legacy export whose values do not all convert: one defect per row,
+/// named in `note`.
+const LEGACY: &str = "id,created,amount,qty,note\n\
+1,31/12/2022,10.50,3,clean\n\
+2,31/02/2022,7.00,1,no 31st of February\n\
+3,01/03/2022,x12,2,amount is not a number\n\
+4,01/01/2020,99999999999,5,amount too large for decimal(8;2)\n\
+5,15/06/2021,3.00,3000000000,qty too large for int\n\
+6,,1.00,4,no date: NULL converts to NULL\n\
+7,not a date,2.00,6,guarded in clean_dates\n\
+1,31/12/2022,10.50,3,duplicate of 1\n";
+
+fn legacy_project(model: &str, schema_yml: &str) -> TestProject {
+    TestProject::new()
+        .file("data/legacy.csv", LEGACY)
+        .file(
+            "models/sources.yml",
+            "version: 2\nsources:\n  - name: legacy\n    tables:\n      - name: orders\n        path: data/legacy.csv\n        columns:\n          - {name: created, data_type: varchar}\n          - {name: amount, data_type: varchar}\n          - {name: qty, data_type: varchar}\n",
+        )
+        .file("models/schema.yml", schema_yml)
+        .model("orders.sql", model)
+}
+
+const CONVERTING: &str = "{{ config(materialized='table') }}\n\
+with typed as (\n\
+    select id, to_date(created, '%d/%m/%Y') as created_on, cast(amount as decimal(8, 2)) as amount,\n\
+        qty::int as qty, note\n\
+    from {{ source('legacy', 'orders') }}\n\
+    where id <> 7\n\
+)\n\
+select * from typed\n";
+
+const RULES: &str = "version: 2\nmodels:\n  - name: orders\n    rules:\n      - not_null:\n          column_name: id\n";
+
+/// Each value that does not convert quarantines its row with a log line
+/// naming the column, the input, the function and its format; the rest
+/// stage, and the ledger counts the rows under `conversion`.
+#[tokio::test]
+async fn values_that_do_not_convert_quarantine_their_row_and_the_rest_stage() {
+    let p = legacy_project(CONVERTING, RULES);
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let staged = p.query_stages(&["orders"], "select id, created_on, amount, qty, note from orders").await;
+    let ids: Vec<&str> = staged.iter().map(|l| l.split('|').nth(1).unwrap_or_default().trim()).collect();
+    assert_eq!(ids, ["1", "1", "6"], "{staged:?}");
+    let result = node_result(&p.run_results(), "model.shop.orders").expect("orders ran").clone();
+    let ledger = &result["ledger"];
+    assert_eq!((&ledger["produced"], &ledger["staged"], &ledger["quarantined"]), (&7.into(), &3.into(), &4.into()));
+    assert_eq!(ledger["by_rule"]["conversion"], 4, "{ledger}");
+    let log = query_file(
+        &run_dir(&p).join("errors/orders.parquet"),
+        "select split_part(record_key, ',', 1), rule, \"column\", value, message from t",
+    )
+    .await;
+    assert_eq!(
+        log,
+        [
+            "|id=2|conversion|created_on|31/02/2022|`created_on`doesnotconvert:to_datewithformat'%d/%m/%Y'|",
+            "|id=3|conversion|amount|x12|`amount`doesnotconvert:casttodecimal(8,2)|",
+            "|id=4|conversion|amount|99999999999|`amount`doesnotconvert:casttodecimal(8,2)|",
+            "|id=5|conversion|qty|3000000000|`qty`doesnotconvert:casttoint|",
+        ]
+    );
+    let suggestions = query_file(&run_dir(&p).join("errors/orders.parquet"), "select distinct suggestion from t").await;
+    assert!(suggestions.iter().any(|s| s.contains("to_date(x,'format1','format2')")), "{suggestions:?}");
+}
+
+/// A guard keeps a conversion from running on the rows it excludes; a
+/// condition that cannot be evaluated keeps its row for the quarantine;
+/// `UNION ALL` branches each report theirs; dedup keeps the row that
+/// converts.
+#[tokio::test]
+async fn guards_filters_unions_and_dedup_see_conversions_per_row() {
+    let model = "{{ config(materialized='table') }}\n\
+select id, case when ferry_parses(created, 'date', '%d/%m/%Y') then to_date(created, '%d/%m/%Y') end as created_on,\n\
+    coalesce(try_cast(amount as decimal(8, 2)), cast(qty as decimal(8, 2))) as amount, 'a' as branch\n\
+from {{ source('legacy', 'orders') }}\n\
+where cast(qty as int) < 5\n\
+union all\n\
+select id, try_to_date(created, '%d/%m/%Y'), cast(amount as decimal(8, 2)), 'b' from {{ source('legacy', 'orders') }}\n\
+where id in (2, 3)\n";
+    let schema = "version: 2\nmodels:\n  - name: orders\n    dedupe:\n      key: [id, branch]\n";
+    let p = legacy_project(model, schema);
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    // Branch a: qty < 5 keeps 1, 2, 3, 6 (and the duplicate of 1, dropped);
+    // 5's qty does not convert, so the row is quarantined, not filtered.
+    // The guarded dates of 2 and 7 are NULL, not errors. Branch b: 2's date
+    // is NULL from try_to_date; 3's amount is quarantined.
+    let staged = p.query_stages(&["orders"], "select branch, id, created_on, amount from orders").await;
+    assert_eq!(
+        staged,
+        [
+            "| a      | 1  | 2022-12-31 | 10.50  |",
+            "| a      | 2  |            | 7.00   |",
+            "| a      | 3  | 2022-03-01 | 2.00   |",
+            "| a      | 6  |            | 1.00   |",
+            "| b      | 2  |            | 7.00   |",
+        ],
+        "{}",
+        ran.stderr
+    );
+    let log =
+        query_file(&run_dir(&p).join("errors/orders.parquet"), "select record_key, rule, \"column\", value from t")
+            .await;
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log.iter().any(|l| l.contains("id=5") && l.contains("|conversion|WHERE|3000000000|")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("id=3") && l.contains("branch=b") && l.contains("|amount|x12|")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("|dedupe|")), "{log:?}");
+}
+
+/// `on_conversion_error: fail` keeps the old behaviour; a table without
+/// rules fails unless it asks to quarantine; a conversion below a join
+/// cannot be pinned to a row and stays strict.
+#[test]
+fn on_conversion_error_chooses_and_joins_stay_strict() {
+    let fail =
+        legacy_project(CONVERTING, &format!("{RULES}    config:\n      on_conversion_error: fail\n")).run(["run"]);
+    assert_eq!(fail.code, Some(1), "{}", fail.stderr);
+    assert!(fail.stderr.contains("31/02/2022"), "{}", fail.stderr);
+    let plain = legacy_project(CONVERTING, "version: 2\n").run(["run"]);
+    assert_eq!(plain.code, Some(1), "{}", plain.stderr);
+    let asked = legacy_project(
+        CONVERTING,
+        "version: 2\nmodels:\n  - name: orders\n    config:\n      on_conversion_error: quarantine\n",
+    )
+    .run(["run"]);
+    assert_eq!(asked.code, Some(0), "{}", asked.stderr);
+    assert!(asked.stderr.contains("3 staged + 4 quarantined"), "{}", asked.stderr);
+    let joined = "{{ config(materialized='table') }}\n\
+select a.id, b.created_on from {{ source('legacy', 'orders') }} a\n\
+join (select id, to_date(created, '%d/%m/%Y') as created_on from {{ source('legacy', 'orders') }}) b on a.id = b.id\n";
+    let strict = legacy_project(joined, RULES).run(["run"]);
+    assert_eq!(strict.code, Some(1), "{}", strict.stderr);
+    let bad = legacy_project(
+        CONVERTING,
+        "version: 2\nmodels:\n  - name: orders\n    config:\n      on_conversion_error: skip\n",
+    )
+    .run(["compile"]);
+    assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+    assert!(bad.stderr.contains("`on_conversion_error` is `quarantine` or `fail`"), "{}", bad.stderr);
+}
