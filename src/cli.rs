@@ -142,12 +142,32 @@ pub enum LsOutput {
 #[derive(Debug, Args, Default, Clone)]
 pub struct ExecArgs {
     /// Models to run at once (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = threads)]
     pub threads: Option<usize>,
     /// Memory that sorts, joins and aggregates may use before they spill to
-    /// disk, such as `4GB` (default: half of the RAM).
-    #[arg(long, env = "FERRY_MEMORY_LIMIT")]
+    /// disk, such as `4GB` (default: half of the RAM; at least 32MB).
+    #[arg(long, env = "FERRY_MEMORY_LIMIT", value_parser = memory_limit)]
     pub memory_limit: Option<bytesize::ByteSize>,
+}
+
+fn threads(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("give 1 or more models to run at once".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// Below this no query runs: DataFusion's batches alone take more.
+const MIN_MEMORY_LIMIT: u64 = 32_000_000;
+
+fn memory_limit(text: &str) -> Result<bytesize::ByteSize, String> {
+    let size: bytesize::ByteSize =
+        text.trim().parse().map_err(|e| format!("`{text}` is not a size such as `4GB` ({e})"))?;
+    if size.as_u64() < MIN_MEMORY_LIMIT {
+        return Err(format!("{size} is too little to run queries in; give at least 32MB, such as `4GB`"));
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Args)]

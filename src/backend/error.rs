@@ -16,6 +16,9 @@ pub enum BackendError {
     Read { model: String, message: String },
     #[error("`{table}` does not fit the staged rows of `{model}`")]
     Preflight { model: String, table: String, problems: Vec<String> },
+    /// The stage itself cannot be loaded anywhere, whatever the mode.
+    #[error("the stage of `{model}` cannot be loaded into `{table}`")]
+    Unloadable { model: String, table: String, problems: Vec<String> },
     #[error("loading `{table}` failed while {doing}: {message}")]
     Database { table: String, doing: String, message: String },
     #[error("loading `{table}` moved {loaded} rows but the stage holds {expected}; nothing was committed")]
@@ -60,6 +63,14 @@ impl BackendError {
                 d = d.with_help(
                     "change the table (or drop it), or load with `mode: replace`, which rebuilds it from the stage",
                 );
+            }
+            BackendError::Unloadable { problems, .. } => {
+                for p in problems {
+                    d = d.with_note(p.clone());
+                }
+                d = d.with_help(format!(
+                    "change `{model}` (its `unique_key`, or cast the column to a type targets hold) and run it again"
+                ));
             }
             BackendError::Stage(_) | BackendError::Read { .. } => {
                 d = d.with_help(format!("run `ferry run -s {model}` to stage it again"));

@@ -74,7 +74,7 @@ impl LoadJob {
                 model: model.to_owned(),
                 message: format!("column `{}` has type `{}` that ferry cannot read back: {e}", c.name, c.data_type),
             })?;
-            let data_type = cells::canonical(&parsed).ok_or_else(|| BackendError::Preflight {
+            let data_type = cells::canonical(&parsed).ok_or_else(|| BackendError::Unloadable {
                 model: model.to_owned(),
                 table: table.to_string(),
                 problems: vec![format!("column `{}` is a {parsed}, which no target can hold", c.name)],
@@ -92,7 +92,7 @@ impl LoadJob {
             .map(|k| format!("`unique_key` column `{k}` is not in the staged rows"))
             .collect();
         if !missing.is_empty() {
-            return Err(BackendError::Preflight {
+            return Err(BackendError::Unloadable {
                 model: model.to_owned(),
                 table: table.to_string(),
                 problems: missing,

@@ -19,7 +19,12 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
     let manifest = &prepared.manifest;
     let preview = match &args.inline {
         Some(text) => Preview::inline(manifest, text).map_err(|d| super::report(printer, &[*d])).ok(),
-        None => one_node(manifest, args, printer).map(|i| Preview::node(manifest, i)),
+        None => one_node(manifest, args, printer).map(|i| {
+            if manifest[i].is_checked() {
+                super::report(printer, &[unchecked(&manifest[i].name)]);
+            }
+            Preview::node(manifest, i)
+        }),
     };
     let Some(preview) = preview else { return Ok(ExitStatus::Failure) };
     let engine = super::engine_for(&prepared, &args.exec)?;
@@ -42,6 +47,16 @@ pub(crate) async fn show(settings: &Settings, args: &ShowArgs, printer: &Printer
         printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// A model with rules, `dedupe` or quarantined conversions is previewed
+/// from its SQL: what it produces, before what the run would set aside.
+fn unchecked(model: &str) -> Diagnostic {
+    Diagnostic::warning(
+        Code::ModelConfig,
+        format!("these are the rows `{model}` produces before its rules and dedupe: rows that `ferry run` would quarantine or drop as duplicates are among them"),
+    )
+    .with_help(format!("`ferry run -s {model}` stages only the rows that pass; `ferry errors` lists the others"))
 }
 
 /// The one node `--select` names; anything else is a diagnostic.

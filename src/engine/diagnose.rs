@@ -76,6 +76,32 @@ fn error_diagnostic(err: &DataFusionError, manifest: &Manifest, id: NodeId, comp
     diag.with_note(format!("while planning `{}`", node.name))
 }
 
+/// A planning error of SQL that is no node's (`ferry show --inline`), in
+/// the same words, with a caret on `file` (the rendered SQL) where known.
+pub fn inline_diagnostic(err: &DataFusionError, manifest: &Manifest, file: &Arc<SourceFile>) -> Diagnostic {
+    let root = err.find_root();
+    let df_diag = err.diagnostic();
+    let Classified { code, message, help, notes } = classify(root, manifest);
+    let message = match df_diag {
+        Some(d) if matches!(code, Code::SqlPlan) => lower_first(&d.message),
+        _ => message,
+    };
+    let span = df_diag.and_then(|d| d.span).map(|s| ((s.start.line, s.start.column), (s.end.line, s.end.column)));
+    let span = span.or_else(|| parser_position(root).map(|p| (p, p)));
+    let mut diag = Diagnostic::error(code, message);
+    diag = match span.and_then(|(start, end)| rendered_range(file, start, end)) {
+        Some(range) => diag.with_label(Label::new(file, range)),
+        None => diag.in_file(&file.path),
+    };
+    for n in notes {
+        diag = diag.with_note(n);
+    }
+    match help.or_else(|| df_diag.and_then(|d| d.helps.first()).map(|h| lower_first(&h.message))) {
+        Some(h) => diag.with_help(h),
+        None => diag,
+    }
+}
+
 /// What kind of planning error this is, in ferry's words.
 struct Classified {
     code: Code,

@@ -70,7 +70,7 @@ pub async fn stage_error(engine: &Engine, manifest: &Manifest, id: NodeId, e: St
             {
                 return vec![d.with_note(format!("found while running `{}`", node.name))];
             }
-            if let Some(d) = sources::locate_bad_date(manifest, id, &source.find_root().to_string()) {
+            if let Some(d) = sources::locate_bad_value(manifest, id, &source.find_root().to_string()) {
                 return vec![d.with_note(format!("found while running `{}`", node.name))];
             }
             vec![execution_error(node, &source)]
@@ -83,16 +83,56 @@ pub async fn stage_error(engine: &Engine, manifest: &Manifest, id: NodeId, e: St
     }
 }
 
+/// An error of the CSV or JSON reader, which a scan of the source's
+/// files can place at a line.
 fn is_csv_error(e: &DataFusionError) -> bool {
     let text = e.to_string();
-    text.contains("Csv error") || text.contains("Error while parsing value") || text.contains("number of fields")
+    text.contains("Csv error")
+        || text.contains("Error while parsing value")
+        || text.contains("number of fields")
+        || text.contains("Json error")
 }
 
 /// A query that failed while running, as a diagnostic on its node.
 pub fn execution_error(node: &Node, e: &DataFusionError) -> Diagnostic {
+    if let DataFusionError::ResourcesExhausted(text) = e.find_root() {
+        return out_of_memory(node, text);
+    }
     let root = e.find_root().strip_backtrace();
     let first = root.lines().next().unwrap_or_default();
     Diagnostic::error(Code::Execution, format!("`{}` failed while running: {first}", node.name)).in_file(node.path())
+}
+
+/// A query over `--memory-limit`: which operator asked for how much, the
+/// top consumers DataFusion lists, and what to do.
+fn out_of_memory(node: &Node, text: &str) -> Diagnostic {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let failed = lines.iter().rev().find(|l| l.contains("Failed to allocate")).map(|l| l.trim_start_matches("Error: "));
+    let operator = regex::Regex::new(r"allocation failed for ([A-Za-z]+)")
+        .ok()
+        .and_then(|r| r.captures(text).map(|c| c[1].to_owned()));
+    let what = match operator.as_deref() {
+        Some(o) if o.starts_with("HashJoin") => "a hash join's build side".to_owned(),
+        Some(o) => format!("`{o}`"),
+        None => "the query".to_owned(),
+    };
+    let mut d = Diagnostic::error(
+        Code::Execution,
+        format!("`{}` ran out of memory: {what} needs more than `--memory-limit` allows", node.name),
+    )
+    .in_file(node.path());
+    if let Some(f) = failed {
+        d = d.with_note(f.to_owned());
+    }
+    for consumer in lines.iter().filter(|l| l.contains("consumed")) {
+        d = d.with_note(format!("consumer: {}", consumer.trim_end_matches([',', '.'])));
+    }
+    let cannot_spill = text.contains("can spill: false");
+    d.with_help(if cannot_spill {
+        "this operator holds its input in memory and cannot spill to disk: raise `--memory-limit` (or FERRY_MEMORY_LIMIT), or filter or aggregate the joined tables first"
+    } else {
+        "raise `--memory-limit` (or FERRY_MEMORY_LIMIT); sorts and aggregates spill to `.ferry/spill/` within it"
+    })
 }
 
 /// A node the engine could not register: a bug, not the user's doing.

@@ -445,6 +445,77 @@ impl FileSource {
         None
     }
 
+    /// A CSV header that names a column twice: the header's line, the
+    /// name, and the two positions (1-based). DataFusion would merge the
+    /// two into one column and then fail on every row's field count.
+    pub fn duplicate_header(&self, path: &Utf8Path) -> Option<(u64, String, usize, usize)> {
+        if self.format != FileFormat::Csv || !self.csv.header || self.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        let mut reader = self.csv_reader(path)?;
+        let mut header = csv::ByteRecord::new();
+        if !reader.read_byte_record(&mut header).ok()? {
+            return None;
+        }
+        let names: Vec<&[u8]> = header.iter().collect();
+        for (j, name) in names.iter().enumerate() {
+            if let Some(i) = names[..j].iter().position(|n| n == name) {
+                let line = header.position().map_or(1, csv::Position::line);
+                return Some((line, String::from_utf8_lossy(name).into_owned(), i + 1, j + 1));
+            }
+        }
+        None
+    }
+
+    /// The first structural defect of the local file `path`, as its line
+    /// and the problem in words: a CSV record whose field count differs from
+    /// the first record's, or bytes of newline-delimited JSON that are not
+    /// JSON. `None` when the file has none (or is compressed).
+    pub fn first_malformed(&self, path: &Utf8Path) -> Option<(u64, String)> {
+        if self.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        match self.format {
+            FileFormat::Csv => {
+                let mut reader = self.csv_reader(path)?;
+                let mut row = csv::ByteRecord::new();
+                let mut width = None;
+                while reader.read_byte_record(&mut row).ok()? {
+                    let line = row.position()?.line();
+                    match width {
+                        None => width = Some(row.len()),
+                        Some(w) if row.len() != w => {
+                            let first = if self.csv.header { "the header has" } else { "the first row has" };
+                            return Some((line, format!("this row has {} fields where {first} {w}", row.len())));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                None
+            }
+            FileFormat::Json => {
+                let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+                let values = serde_json::Deserializer::from_reader(file).into_iter::<serde::de::IgnoredAny>();
+                for v in values {
+                    if let Err(e) = v {
+                        let text = e.to_string();
+                        let what = text.split(" at line ").next().unwrap_or(&text);
+                        // Column 0 is the line break that ended the line
+                        // before: the defect is at that line's end.
+                        return Some(match (e.line(), e.column()) {
+                            (line, 0) if line > 1 => {
+                                ((line - 1) as u64, format!("not valid JSON: {what} (at the line's end)"))
+                            }
+                            (line, column) => (line as u64, format!("not valid JSON: {what} (column {column})")),
+                        });
+                    }
+                }
+                None
+            }
+            FileFormat::Parquet => None,
+        }
+    }
+
     fn csv_reader(&self, path: &Utf8Path) -> Option<csv::Reader<std::fs::File>> {
         let c = &self.csv;
         csv::ReaderBuilder::new()

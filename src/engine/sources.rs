@@ -167,9 +167,13 @@ impl FileSourceTable<'_> {
         let inferred = self.engine.infer_schema(&file).await.map_err(|e| {
             vec![
                 invalid_text(self.name, root, &file, &e)
+                    .or_else(|| malformed(self.name, root, &file))
                     .unwrap_or_else(|| source_error(self.name, &e, self.here.clone())),
             ]
         })?;
+        if let Some(d) = duplicate_header(self.name, root, &file) {
+            return Err(vec![d]);
+        }
         Ok((Raw::File(file), inferred))
     }
 
@@ -335,6 +339,37 @@ fn invalid_text(name: &str, root: &Utf8Path, file: &FileSource, e: &DataFusionEr
         return None;
     }
     source::find_invalid_utf8(name, root, &file.local_files(), file.compression).map(|e| read_error_diagnostic(&e))
+}
+
+/// The first structurally broken record of a local CSV or JSON source
+/// (a ragged row, bytes that are not JSON), at its file and line.
+pub fn malformed(name: &str, root: &Utf8Path, file: &FileSource) -> Option<Diagnostic> {
+    file.local_files().iter().find_map(|path| {
+        let (line, problem) = file.first_malformed(path)?;
+        let shown = path.strip_prefix(root).unwrap_or(path);
+        Some(
+            Diagnostic::error(Code::SourceRow, format!("cannot read `{name}`: {problem} (line {line})"))
+                .in_file(Utf8PathBuf::from(format!("{shown}:{line}"))),
+        )
+    })
+}
+
+/// A CSV header naming a column twice, at its file and line.
+fn duplicate_header(name: &str, root: &Utf8Path, file: &FileSource) -> Option<Diagnostic> {
+    file.local_files().iter().find_map(|path| {
+        let (line, column, first, second) = file.duplicate_header(path)?;
+        let shown = path.strip_prefix(root).unwrap_or(path);
+        Some(
+            Diagnostic::error(
+                Code::SourceSchema,
+                format!("cannot read `{name}`: the header names `{column}` twice (columns {first} and {second})"),
+            )
+            .in_file(Utf8PathBuf::from(format!("{shown}:{line}")))
+            .with_help(
+                "rename one of them in the file, or read it with `header: false` and name the columns in the model",
+            ),
+        )
+    })
 }
 
 /// A read error as a diagnostic naming file and line (or sheet and row).
@@ -620,11 +655,21 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId) ->
             ),
             _ => continue,
         };
+        if file.format == FileFormat::Json
+            && let Some(d) = malformed(&node.display_name(), &manifest.root, &file)
+        {
+            return Some(d);
+        }
         if file.format != FileFormat::Csv {
             continue;
         }
         let Some(schema) = engine.table_schema(table).await else { continue };
         if let Some((path, message)) = engine.first_bad_row(&file, &schema).await {
+            if message.contains("number of fields")
+                && let Some(d) = malformed(&node.display_name(), &manifest.root, &file)
+            {
+                return Some(d);
+            }
             if message.contains("UTF-8")
                 && let Some(e) = source::find_invalid_utf8(
                     &node.display_name(),
@@ -643,18 +688,24 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId) ->
     None
 }
 
-/// A date or timestamp that does not parse in its source's declared
-/// `date_format`/`timestamp_format` fails the query with the value but no
-/// place (`Error parsing timestamp from '31/02/1900' using format ...`):
-/// finds the first field holding that value in the CSV sources of node
-/// `i` that declare a format, and names its file, line and column.
-pub fn locate_bad_date(manifest: &Manifest, id: NodeId, message: &str) -> Option<Diagnostic> {
-    let pattern = regex::Regex::new(r"Error parsing timestamp from '(.*?)' using format '(.*?)'").ok()?;
-    let found = pattern.captures(message)?;
-    let (value, format) = (&found[1], &found[2]);
+/// A value that fails the query with no place: a date or timestamp not in
+/// its source's declared `date_format`/`timestamp_format` (`Error parsing
+/// timestamp from '31/02/1900' using format ...`), or a number too large
+/// for its declared decimal (`parse decimal overflow (12345.67)`). Finds
+/// the first field holding that value in the CSV sources of node `id` and
+/// names its file, line and column.
+pub fn locate_bad_value(manifest: &Manifest, id: NodeId, message: &str) -> Option<Diagnostic> {
+    let date = regex::Regex::new(r"Error parsing timestamp from '(.*?)' using format '(.*?)'").ok()?;
+    let decimal = regex::Regex::new(r"parse decimal overflow \((.*?)\)").ok()?;
+    let (value, problem, dated) = if let Some(found) = date.captures(message) {
+        (found[1].to_owned(), format!("does not parse in the format `{}`", &found[2]), true)
+    } else {
+        let found = decimal.captures(message)?;
+        (found[1].to_owned(), "is too large for the column's declared decimal type".to_owned(), false)
+    };
     for a in manifest.graph.ancestors(id, None) {
         let Resource::Source(s) = &manifest[a].resource else { continue };
-        if TextFormats::of(&s.location).is_none() {
+        if dated && TextFormats::of(&s.location).is_none() {
             continue;
         }
         let Some(path) = s.location.get("path").and_then(Json::as_str) else { continue };
@@ -663,17 +714,22 @@ pub fn locate_bad_date(manifest: &Manifest, id: NodeId, message: &str) -> Option
             continue;
         }
         for f in file.local_files() {
-            let Some((line, column)) = file.find_field(&f, value) else { continue };
+            let Some((line, column)) = file.find_field(&f, &value) else { continue };
             let shown = f.strip_prefix(&manifest.root).map_or_else(|_| f.clone(), Utf8Path::to_owned);
             let name = manifest[a].display_name();
+            let declared = s.columns.iter().find(|c| c.name == column).and_then(|c| c.data_type.as_deref());
+            let problem = match declared {
+                Some(ty) if !dated => format!("is too large for `{ty}`"),
+                _ => problem.clone(),
+            };
             return Some(
                 Diagnostic::error(
                     Code::SourceRow,
-                    format!("cannot read `{name}`: `{value}` in column `{column}` does not parse in the format `{format}` (line {line})"),
+                    format!("cannot read `{name}`: `{value}` in column `{column}` {problem} (line {line})"),
                 )
                 .in_file(Utf8PathBuf::from(format!("{shown}:{line}")))
                 .with_help(format!(
-                    "fix the value, or declare `{column}` as `varchar` and parse it in the model (`try_cast`, or a `parses_as` rule to quarantine such rows)"
+                    "fix the value, or declare `{column}` as `varchar` and convert it in the model (`try_cast`; in a model with rules a failed conversion quarantines its row)"
                 )),
             );
         }

@@ -119,6 +119,30 @@ impl Node {
         }
     }
 
+    /// A label on `value` of the config key `key` where the model sets it:
+    /// its schema-file entry, else the `config()` call in its SQL (on the
+    /// key itself when `value` is `None`). `None` when neither holds it
+    /// (the value then comes from `ferry.yml`).
+    pub fn config_label(&self, key: &str, value: Option<&str>) -> Option<crate::diagnostic::Label> {
+        let Resource::Model { model, .. } = &self.resource else { return None };
+        let whole = 0..model.file.text.len();
+        let places =
+            model.patch.iter().map(|o| (&o.file, yaml_entry(&o.file.text, o.span.start))).chain([(&model.file, whole)]);
+        for (file, span) in places {
+            let Some(text) = file.text.get(span.clone()) else { continue };
+            let Some(at) = find_word(text, key) else { continue };
+            let from = span.start + at;
+            let range = match value {
+                None => Some(from..from + key.len()),
+                Some(v) => file.text[from..span.end].find(v).map(|i| from + i..from + i + v.len()),
+            };
+            if let Some(range) = range {
+                return Some(crate::diagnostic::Label::new(file, range));
+            }
+        }
+        None
+    }
+
     /// The template of a model or singular test.
     pub fn template(&self) -> Option<&Arc<SourceFile>> {
         match &self.resource {
@@ -270,3 +294,29 @@ impl Manifest {
 
 #[cfg(test)]
 mod tests;
+
+/// Where `word` first occurs in `text` as a whole word.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        !text[..i].chars().next_back().is_some_and(is_word)
+            && !text[i + word.len()..].chars().next().is_some_and(is_word)
+    })
+}
+
+/// The lines of the YAML block entry starting at `start`: up to the first
+/// later line indented less than `start`'s column.
+fn yaml_entry(text: &str, start: usize) -> std::ops::Range<usize> {
+    let start = start.min(text.len());
+    let column = start - text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let mut end = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+    while end < text.len() {
+        let line = &text[end..text[end..].find('\n').map_or(text.len(), |i| end + i + 1)];
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if !line.trim().is_empty() && !line.trim_start().starts_with('#') && indent < column {
+            break;
+        }
+        end += line.len();
+    }
+    start..end
+}

@@ -210,6 +210,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId) -> Registered
     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
     if let Resource::Model { .. } = node.resource {
         check_contract(engine, node, &schema).await?;
+        check_config(node, &schema)?;
         check_rules(engine, node, &rendered.sql).await?;
         engine
             .register_schema_only(TableReference::bare(node.name.as_str()), Arc::clone(&schema))
@@ -268,6 +269,52 @@ async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<
         );
     }
     Err(diags)
+}
+
+/// Every config value that can be checked before a row moves: settings
+/// that did not parse (`quarantine`, `load`, `reconcile`), and the column
+/// lists (`dedupe.key`, `unique_key`) against the model's planned columns.
+/// Each points at the value where the model sets it.
+fn check_config(node: &Node, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> {
+    let config = &node.config;
+    let mut diags: Vec<Diagnostic> =
+        [config.quarantine.as_ref().err(), config.load.as_ref().err(), config.reconcile.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .map(|d| *d.clone())
+            .collect();
+    if let Err(d) = &config.quarantine
+        && let Some(label) = node.config_label("error_if", None)
+    {
+        diags.retain(|x| x.message != d.message);
+        diags.insert(0, Diagnostic { primary: Some(label), file: None, ..*d.clone() });
+    }
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut named = |key: &str, what: &str, names: &[String]| {
+        for name in names.iter().filter(|n| !columns.contains(&n.as_str())) {
+            let mut d = Diagnostic::error(
+                Code::ModelConfig,
+                format!("`{what}` of `{}` names `{name}`, which the model does not return", node.name),
+            );
+            d = match node.config_label(key, Some(name)) {
+                Some(label) => d.with_label(label),
+                None => d.in_file(node.path()),
+            };
+            let help = match crate::diagnostic::did_you_mean(name, columns.iter().copied()) {
+                Some(mean) => mean,
+                None => format!(
+                    "the model returns {}",
+                    columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            diags.push(d.with_help(help));
+        }
+    };
+    if let Some(dedupe) = &config.dedupe {
+        named("dedupe", "dedupe.key", &dedupe.key);
+    }
+    named("unique_key", "unique_key", &config.unique_key);
+    if diags.is_empty() { Ok(()) } else { Err(diags) }
 }
 
 /// With `contract: {enforced: true}`, the planned columns must match the

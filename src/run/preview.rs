@@ -3,9 +3,10 @@
 //! their SQL.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use futures::TryStreamExt as _;
 
 use super::{Prepared, materialize, plan};
@@ -66,18 +67,29 @@ pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, li
         return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
     }
     materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
-    let rows = match first_rows(engine, &preview.sql, limit).await {
+    let plan = match engine.plan(&preview.sql).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            let file = Arc::new(SourceFile::new(preview.name.as_str(), preview.sql.as_str()));
+            let d = crate::engine::diagnose::inline_diagnostic(&e, manifest, &file);
+            return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(Box::new(d)) };
+        }
+    };
+    let rows = match first_rows(engine, plan, limit).await {
         Ok(batches) => Rows::Read(batches),
         Err(e) => {
-            let message = format!("`{}` failed: {}", preview.name, e.find_root().strip_backtrace());
+            let root = e.find_root().strip_backtrace();
+            let message = format!("`{}` failed: {}", preview.name, root.lines().next().unwrap_or_default());
             Rows::Failed(Box::new(Diagnostic::error(Code::Execution, message)))
         }
     };
     Previewed { diagnostics: outcome.diagnostics, rows }
 }
 
-async fn first_rows(engine: &Engine, sql: &str, limit: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
-    let plan = engine.plan(sql).await?;
+async fn first_rows(engine: &Engine, plan: LogicalPlan, limit: usize) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let schema = Arc::new(plan.schema().as_arrow().clone());
     let limited = LogicalPlanBuilder::from(plan).limit(0, Some(limit))?.build()?;
-    engine.execute(limited).await?.try_collect().await
+    let batches: Vec<RecordBatch> = engine.execute(limited).await?.try_collect().await?;
+    // No rows (or `--limit 0`) still show the columns.
+    Ok(if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches })
 }

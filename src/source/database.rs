@@ -149,6 +149,78 @@ impl DatabaseSpec {
         Ok(conn)
     }
 
+    /// Whether the server's port answers at all, within a few seconds:
+    /// connectorx's pool would retry for 30 s, logging each try, before
+    /// saying only "timed out". Names the server, never the password.
+    fn reachable(&self) -> Result<(), ExtractError> {
+        use std::net::ToSocketAddrs as _;
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+        let (name, default_port) = match self.kind {
+            DatabaseKind::Postgres => ("PostgreSQL", 5432),
+            DatabaseKind::Mysql => ("MySQL", 3306),
+            DatabaseKind::Sqlite | DatabaseKind::Mssql => return Ok(()),
+        };
+        let Ok(url) = url::Url::parse(&self.url.0) else { return Ok(()) };
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else { return Ok(()) };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port().unwrap_or(default_port);
+        let user = match url.username() {
+            "" => String::new(),
+            u => format!(" as `{u}`"),
+        };
+        let server = format!("{name} at {host}:{port}{user}");
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| self.error(format!("cannot connect to {server}: the host does not resolve ({e})")))?
+            .collect();
+        let mut last = None;
+        for addr in &addrs {
+            match std::net::TcpStream::connect_timeout(addr, WAIT) {
+                Ok(_) => {
+                    return match self.refused_login() {
+                        Some(why) => Err(self.error(format!("{server} refused the login: {why}"))),
+                        None => Ok(()),
+                    };
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(self.error(format!("cannot connect to {server}: no answer within {} s", WAIT.as_secs())))
+            }
+            Some(e) => Err(self.error(format!("cannot connect to {server}: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The server's refusal of this URL's login (user, password,
+    /// database), found with a login of ferry's own drivers where they read
+    /// the URL; anything else is left to connectorx to find.
+    fn refused_login(&self) -> Option<String> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        match self.kind {
+            DatabaseKind::Postgres => {
+                let connect = crate::backend::postgres::extract::Connect::of_url(&self.url.0)?;
+                runtime.block_on(connect.refused_login())
+            }
+            DatabaseKind::Mysql => {
+                let opts = mysql_async::Opts::from_url(&self.url.0).ok()?;
+                let wait = std::time::Duration::from_secs(10);
+                match runtime.block_on(tokio::time::timeout(wait, mysql_async::Conn::new(opts))) {
+                    // Access denied (for the user, to the database), unknown database.
+                    Ok(Err(mysql_async::Error::Server(e))) => matches!(e.code, 1044 | 1045 | 1049).then_some(e.message),
+                    Ok(Ok(conn)) => {
+                        let _ = runtime.block_on(conn.disconnect());
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            DatabaseKind::Sqlite | DatabaseKind::Mssql => None,
+        }
+    }
+
     fn error(&self, message: String) -> ExtractError {
         ExtractError { table: self.table.clone(), message, column: None }
     }
@@ -187,6 +259,7 @@ impl DatabaseSpec {
 
     /// The columns and their Arrow types, from the database (blocking).
     pub fn schema(&self) -> Result<SchemaRef, ExtractError> {
+        self.reachable()?;
         let conn = self.conn()?;
         // Building the reader fetches the result's metadata, not its rows.
         let query = self.select(None, &[], false);

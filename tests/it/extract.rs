@@ -514,3 +514,55 @@ fn a_sql_server_source_names_the_feature_it_needs() {
     );
     assert!(ran.stderr.contains("--features mssql"), "{}", ran.stderr);
 }
+
+/// A database source that cannot be reached, or that refuses the login, is
+/// one prompt diagnostic naming the server and user, never the password,
+/// with no log lines from the connection pool's retries.
+#[tokio::test]
+async fn unreachable_and_refused_database_sources_are_one_clear_error() {
+    let (Some(Db::Pg { url: pg, .. }), Some(Db::My { url: my, .. })) =
+        (Db::pg("refused").await, Db::mysql("refused").await)
+    else {
+        return;
+    };
+    let mut nowhere = pg.clone();
+    nowhere.set_port(Some(1)).unwrap();
+    let _ = nowhere.set_password(Some("hunter2-secret"));
+    let mut no_db = pg.clone();
+    no_db.set_path("/ferry_no_such_database");
+    let mut wrong_password = my.clone();
+    let _ = wrong_password.set_password(Some("hunter2-secret"));
+    let p = TestProject::new()
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: db\n    tables:\n      - {name: nowhere, connection: 'env:NOWHERE', table: x}\n      - {name: no_db, connection: 'env:NO_DB', table: x}\n      - {name: wrong_password, connection: 'env:WRONG_PASSWORD', table: x}\n",
+        )
+        .model("a.sql", "select * from {{ source('db', 'nowhere') }}")
+        .model("b.sql", "select * from {{ source('db', 'no_db') }}")
+        .model("c.sql", "select * from {{ source('db', 'wrong_password') }}");
+    let out = p
+        .ferry(["run"])
+        .env("NOWHERE", nowhere.as_str())
+        .env("NO_DB", no_db.as_str())
+        .env("WRONG_PASSWORD", wrong_password.as_str())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let host = pg.host_str().unwrap();
+    assert!(
+        err.contains(&format!("source `db.nowhere`: cannot connect to PostgreSQL at {host}:1 as `{}`", pg.username())),
+        "{err}"
+    );
+    assert!(
+        err.contains("source `db.no_db`: PostgreSQL at")
+            && err.contains("refused the login: database \"ferry_no_such_database\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("source `db.wrong_password`: MySQL at") && err.contains("refused the login: Access denied"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains(" ERROR "), "{err}");
+}

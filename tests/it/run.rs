@@ -236,6 +236,147 @@ fn a_date_that_does_not_parse_in_its_format_names_file_line_and_column() {
     );
 }
 
+/// Structural defects are named at their file's line whether the schema
+/// inference meets them (early) or the run does (past the first 1,000
+/// records): a ragged CSV row, a header naming a column twice, malformed
+/// newline-delimited JSON; and a number too large for its declared decimal.
+#[test]
+fn ragged_rows_duplicate_headers_bad_json_and_decimal_overflow_name_their_line() {
+    let late_ragged: String = std::iter::once("id,name,amt\n".to_owned())
+        .chain((1..=2000).map(|i| if i == 1500 { format!("{i},x,1,extra\n") } else { format!("{i},n,1\n") }))
+        .collect();
+    let late_json: String = (1..=2000)
+        .map(|i| if i == 1800 { format!("{{\"id\":{i}}},}}\n") } else { format!("{{\"id\":{i}}}\n") })
+        .collect();
+    let tables = [
+        (
+            "late_ragged",
+            "data/late.csv",
+            late_ragged.as_str(),
+            "data/late.csv:1501",
+            "this row has 4 fields where the header has 3 (line 1501)",
+        ),
+        (
+            "early_ragged",
+            "data/early.csv",
+            "id,name,amt\n1,a,1\n2,b\n",
+            "data/early.csv:3",
+            "this row has 2 fields where the header has 3 (line 3)",
+        ),
+        (
+            "twice",
+            "data/twice.csv",
+            "id,name,id\n1,a,1\n",
+            "data/twice.csv:1",
+            "the header names `id` twice (columns 1 and 3)",
+        ),
+        (
+            "early_json",
+            "data/early.ndjson",
+            "{\"id\":1}\n{\"id\":2,\"x\":\"b\n{\"id\":3}\n",
+            "data/early.ndjson:2",
+            "not valid JSON",
+        ),
+        (
+            "late_json",
+            "data/late.ndjson",
+            late_json.as_str(),
+            "data/late.ndjson:1800",
+            "not valid JSON: expected value (column 12) (line 1800)",
+        ),
+        (
+            "money",
+            "data/money.csv",
+            "id,amt\n1,1.5\n2,12345.67\n",
+            "data/money.csv:3",
+            "`12345.67` in column `amt` is too large for `decimal(5,2)` (line 3)",
+        ),
+    ];
+    let mut p = TestProject::new();
+    let mut yml = "sources:\n  - name: s\n    tables:\n".to_owned();
+    for (name, path, text, _, _) in &tables {
+        p = p.file(path, text).model(
+            &format!("m_{name}.sql"),
+            &format!("{{{{ config(materialized='table') }}}}\nselect * from {{{{ source('s', '{name}') }}}}"),
+        );
+        yml.push_str(&format!("      - name: {name}\n        path: {path}\n"));
+    }
+    yml.push_str("        columns:\n          - {name: amt, data_type: 'decimal(5,2)'}\n");
+    let p = p.file("models/sources.yml", &yml);
+    for (name, _, _, at, what) in tables {
+        let ran = p.run(["run", "-s", &format!("m_{name}"), "--no-load"]);
+        assert_eq!(ran.code, Some(1), "{name}: {}", ran.stderr);
+        assert!(ran.stderr.contains(&format!("--> {at}\n")), "{name}: {}", ran.stderr);
+        assert!(ran.stderr.contains(what), "{name}: {}", ran.stderr);
+        assert!(!ran.stderr.contains("Arrow error"), "{name}: {}", ran.stderr);
+    }
+}
+
+/// Config values are checked when the project compiles, against the
+/// planned columns, with a caret where the model sets them: in its schema
+/// file or in its SQL's `config()`.
+#[test]
+fn config_values_are_checked_at_compile_time_where_they_are_set() {
+    let schema = "models:\n  - name: m1\n    dedupe:\n      key: [idd]\n  - name: m2\n    config:\n      quarantine:\n        error_if: \"more than 5\"\n    rules:\n      - not_null: {column_name: id}\n";
+    let table = "{{ config(materialized='table') }}\nselect 1 as id, 'a' as name";
+    let p = TestProject::new()
+        .file("models/schema.yml", schema)
+        .model("m1.sql", table)
+        .model("m2.sql", table)
+        .model("m3.sql", "{{ config(materialized='table', unique_key=['id', 'nmae']) }}\nselect 1 as id, 'a' as name")
+        .model("fine.sql", "{{ config(materialized='table', unique_key='id') }}\nselect 1 as id");
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    for expected in [
+        "`dedupe.key` of `m1` names `idd`, which the model does not return\n --> models/schema.yml:4:13",
+        "`m2`: `quarantine: {error_if: more than 5}` must be like",
+        "--> models/schema.yml:8:9",
+        "`unique_key` of `m3` names `nmae`, which the model does not return\n --> models/m3.sql:1:52",
+        "help: did you mean `name`?",
+        "3 models failed, 1 succeeded",
+    ] {
+        assert!(ran.stderr.contains(expected), "{expected}\n{}", ran.stderr);
+    }
+}
+
+/// A memory limit too small to run in, or no threads, is refused; a join
+/// over the limit says what ran out of memory and what to do, whole.
+#[test]
+fn memory_limits_are_checked_and_a_join_over_the_limit_is_explained() {
+    let mut csv = String::from("id,name\n");
+    for i in 0..400_000 {
+        csv.push_str(&format!("{i},{}{i}\n", "n".repeat(60)));
+    }
+    let p = TestProject::new()
+        .file("data/big.csv", &csv)
+        .file("models/sources.yml", "sources:\n  - name: s\n    tables:\n      - {name: big, path: data/big.csv}\n")
+        .model(
+            "joined.sql",
+            "{{ config(materialized='table') }}\nselect a.id from {{ source('s', 'big') }} a join {{ source('s', 'big') }} b on a.name = b.name",
+        );
+    for (flag, value, says) in [
+        ("--memory-limit", "0", "0 B is too little to run queries in; give at least 32MB"),
+        ("--memory-limit", "10MB", "is too little to run queries in"),
+        ("--memory-limit", "lots", "`lots` is not a size such as `4GB`"),
+        ("--threads", "0", "give 1 or more models to run at once"),
+    ] {
+        let ran = p.run(["run", flag, value]);
+        assert_eq!(ran.code, Some(2), "{flag} {value}: {}", ran.stderr);
+        assert!(ran.stderr.contains(says), "{flag} {value}: {}", ran.stderr);
+    }
+    let ran = p.run(["run", "--memory-limit", "32MB", "--no-load"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("`joined` ran out of memory: a hash join's build side needs more than `--memory-limit` allows"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("note: consumer: HashJoinInput"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("help: this operator holds its input in memory and cannot spill"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("(across reservations) as:"), "{}", ran.stderr);
+}
+
 #[test]
 fn incremental_models_are_refused_clearly() {
     let p = TestProject::new().model("inc.sql", "{{ config(materialized='incremental') }}\nselect 1 as id");
@@ -335,6 +476,29 @@ fn show_previews_a_model_as_a_table() {
     | 2 | b |
     +---+---+
     ");
+}
+
+/// `--limit 0` and empty results still show the columns; a syntax error in
+/// `--inline` SQL is a diagnostic with a caret, in ferry's words; a model
+/// with rules is previewed with a warning that its rows are not checked.
+#[test]
+fn show_prints_columns_of_no_rows_points_at_inline_errors_and_warns_of_unchecked_rows() {
+    let p = TestProject::new()
+        .model("nums.sql", "{{ config(materialized='table') }}\nselect * from (values (1, 'a'), (1, 'b')) as t(n, s)")
+        .file("models/schema.yml", "models:\n  - name: nums\n    dedupe:\n      key: [n]\n");
+    let none = p.run(["show", "--select", "nums", "--limit", "0"]);
+    assert_eq!(none.code, Some(0), "{}", none.stderr);
+    assert_eq!(none.stdout, "+---+---+\n| n | s |\n+---+---+\n+---+---+\n");
+    assert!(
+        none.stderr.contains("warning[F0403]: these are the rows `nums` produces before its rules and dedupe"),
+        "{}",
+        none.stderr
+    );
+    let bad = p.run(["show", "--inline", "select n from {{ ref('nums') }} whre n = 1"]);
+    assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+    assert!(!bad.stderr.contains("ParserError"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("error[F0301]: SQL syntax error:"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("--> --inline:1:"), "{}", bad.stderr);
 }
 
 /// The bundled example migration (the repository root) builds.

@@ -81,6 +81,24 @@ impl Connect {
         Some(Connect { config })
     }
 
+    /// The server's refusal when it turns this login away (a wrong
+    /// password or user, a database that does not exist): SQLSTATE class
+    /// 28 and 3D000. Any other outcome is `None`: the reader finds out.
+    pub async fn refused_login(&self) -> Option<String> {
+        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).ok()?;
+        builder.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        let mut tls = postgres_openssl::MakeTlsConnector::new(builder.build());
+        tls.set_callback(|connect, _| {
+            connect.set_verify_hostname(false);
+            Ok(())
+        });
+        let wait = std::time::Duration::from_secs(10);
+        let Ok(Err(e)) = tokio::time::timeout(wait, self.config.connect(tls)).await else { return None };
+        let db = e.as_db_error()?;
+        let code = db.code().code();
+        (code.starts_with("28") || code == "3D000").then(|| db.message().to_owned())
+    }
+
     /// A connection, its driver spawned on the runtime (it ends when the
     /// client is dropped). TLS, when the URL allows or requires it, is
     /// encrypted without checking the server, as connectorx's is.
