@@ -495,7 +495,7 @@ impl FileSource {
             }
             FileFormat::Json => {
                 let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-                let values = serde_json::Deserializer::from_reader(file).into_iter::<serde::de::IgnoredAny>();
+                let values = serde_json::Deserializer::from_reader(file).into_iter::<serde_json::Value>();
                 for v in values {
                     if let Err(e) = v {
                         let text = e.to_string();

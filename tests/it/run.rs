@@ -248,7 +248,15 @@ fn ragged_rows_duplicate_headers_bad_json_and_decimal_overflow_name_their_line()
     let late_json: String = (1..=2000)
         .map(|i| if i == 1800 { format!("{{\"id\":{i}}},}}\n") } else { format!("{{\"id\":{i}}}\n") })
         .collect();
+    let deep_json = format!("{{\"id\":1,\"x\":{}{}}}\n", "[".repeat(100_000), "]".repeat(100_000));
     let tables = [
+        (
+            "deep_json",
+            "data/deep.ndjson",
+            deep_json.as_str(),
+            "data/deep.ndjson:1",
+            "not valid JSON: recursion limit exceeded",
+        ),
         (
             "late_ragged",
             "data/late.csv",
