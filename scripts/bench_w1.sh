@@ -8,6 +8,12 @@
 #
 #   scripts/bench_w1.sh [RUNS]      (default 3)
 #
+# MEMORY_LIMIT=4GB runs both under that memory limit (ferry's
+# --memory-limit; DuckDB's memory_limit, through scripts/duckdb_limited.py):
+# the scale-factor-10 run that checks dedup spills, on data made with
+# `tpchgen-cli csv -s 10` and make_dirty_lineitem.py in a directory of its
+# own (W1=that/dir MEMORY_LIMIT=4GB scripts/bench_w1.sh 1).
+#
 # Needs: lineitem_dirty.csv (W1=/path/to/dir holding it, default
 # bench-data/), made as ../shared/bench/README.md says; a python with duckdb
 # (PYTHON=..., default python3); GNU time for peak memory. Prints the
@@ -44,9 +50,15 @@ measure() { # name, command...: prints "seconds peak_kib" per run
   done
 }
 
+limit=()
+peer=("$python" "$shared/bench/peers/duckdb_transform.py")
+if [ -n "${MEMORY_LIMIT:-}" ]; then
+  limit=(--memory-limit "$MEMORY_LIMIT")
+  peer=("$python" scripts/duckdb_limited.py "$MEMORY_LIMIT" "$shared/bench/peers/duckdb_transform.py")
+fi
 {
-  measure ferry "$ferry" build --project-dir "$proj" -q --no-load
-  measure duckdb "$python" "$shared/bench/peers/duckdb_transform.py" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
+  measure ferry "$ferry" build --project-dir "$proj" -q --no-load "${limit[@]}"
+  measure duckdb "${peer[@]}" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
 } | tee "$work/times"
 
 median() { grep "^$1 " "$work/times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -58,7 +70,7 @@ rejects=$(python3 -c "import json;r=json.load(open('$proj/.ferry/run_results.jso
 out=benches/results/w1-$(date +%Y-%m-%d).md
 mkdir -p benches/results
 {
-  echo "# W1 transform + stage, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, median of $runs"
+  echo "# W1 transform + stage, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, median of $runs, $(basename "$(dirname "$csv")")/$(basename "$csv")${MEMORY_LIMIT:+, memory limit $MEMORY_LIMIT}"
   echo
   echo "| tool | seconds | peak RSS |"
   echo "|---|---|---|"

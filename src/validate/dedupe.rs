@@ -284,7 +284,7 @@ fn find_dropped(parts: &[Partition], layout: &Layout) -> Result<Vec<Dropped>> {
             }
             let batch = batch_of(part, b)?;
             for &i in &rows {
-                let values = take_record_batch(&batch, &UInt32Array::from(vec![i]))?;
+                let values = compact(take_record_batch(&batch, &UInt32Array::from(vec![i]))?)?;
                 groups.entry(hashes[i as usize]).or_default().push(Candidate {
                     partition: p,
                     batch: b,
@@ -310,6 +310,23 @@ fn find_dropped(parts: &[Partition], layout: &Layout) -> Result<Vec<Dropped>> {
         }
     }
     Ok(dropped)
+}
+
+/// The batch with its string and binary views copied out of the buffers
+/// they share with the batch they were taken from: a one-row candidate
+/// would otherwise keep its whole source batch alive, and with a candidate
+/// in most batches, the whole model in memory past `--memory-limit`.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
+            DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
+            _ => Arc::clone(c),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Splits rows that share a key hash into groups of equal keys (NULLs
@@ -499,6 +516,22 @@ mod tests {
             .build_arc()
             .unwrap();
         assert_eq!(run(partitions, tight).await, expected);
+    }
+
+    /// A one-row candidate taken from a batch of string views holds its
+    /// own row, not the whole batch's text.
+    #[test]
+    fn candidates_do_not_keep_their_batch_alive() {
+        use datafusion::arrow::array::StringViewArray;
+        let long: Vec<String> = (0..10_000).map(|i| format!("{i:0>100}")).collect();
+        let views = StringViewArray::from_iter_values(long.iter());
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(views)]).unwrap();
+        let taken = take_record_batch(&batch, &UInt32Array::from(vec![7])).unwrap();
+        assert!(taken.get_array_memory_size() > 1_000_000, "take shares the batch's buffers");
+        let own = compact(taken).unwrap();
+        assert!(own.get_array_memory_size() < 10_000, "{}", own.get_array_memory_size());
+        assert_eq!(own.column(0).as_string_view().value(0), long[7]);
     }
 
     #[test]
