@@ -252,22 +252,17 @@ struct Candidate {
     partition: usize,
     batch: usize,
     row: usize,
-    /// The row alone, copied out of its batch.
-    values: RecordBatch,
+    /// The candidate rows of its batch, copied out of it (one batch for
+    /// them all: a batch per row would cost more than the rows).
+    values: Arc<RecordBatch>,
+    /// This row's place in `values`.
+    at: usize,
 }
 
 /// Finds the rows to drop: per partition and batch, the rows and the text
 /// of the row kept for each.
 fn find_dropped(parts: &[Partition], layout: &Layout) -> Result<Vec<Dropped>> {
-    let mut passing: Vec<u64> = Vec::new();
-    for part in parts.iter() {
-        for (hashes, hard) in part.hashes.iter().zip(&part.hard) {
-            passing.extend(hashes.iter().zip(hard.iter()).filter(|(_, h)| *h != Some(true)).map(|(x, _)| *x));
-        }
-    }
-    passing.sort_unstable();
-    let repeated: HashSet<u64> = passing.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-    drop(passing);
+    let repeated = repeated_hashes(parts);
     let mut dropped: Vec<Dropped> = vec![HashMap::new(); parts.len()];
     if repeated.is_empty() {
         return Ok(dropped);
@@ -283,13 +278,14 @@ fn find_dropped(parts: &[Partition], layout: &Layout) -> Result<Vec<Dropped>> {
                 continue;
             }
             let batch = batch_of(part, b)?;
-            for &i in &rows {
-                let values = compact(take_record_batch(&batch, &UInt32Array::from(vec![i]))?)?;
+            let values = Arc::new(compact(take_record_batch(&batch, &UInt32Array::from(rows.clone()))?)?);
+            for (at, &i) in rows.iter().enumerate() {
                 groups.entry(hashes[i as usize]).or_default().push(Candidate {
                     partition: p,
                     batch: b,
                     row: i as usize,
-                    values,
+                    values: Arc::clone(&values),
+                    at,
                 });
             }
         }
@@ -300,10 +296,9 @@ fn find_dropped(parts: &[Partition], layout: &Layout) -> Result<Vec<Dropped>> {
                 continue;
             }
             let winner = first_in_order(&same_key, layout)?;
-            let text = super::quarantine::row_text(
-                &same_key[winner].values.project(&(0..layout.model).collect::<Vec<_>>())?,
-                0,
-            )?;
+            let kept = &same_key[winner];
+            let text =
+                super::quarantine::row_text(&kept.values.project(&(0..layout.model).collect::<Vec<_>>())?, kept.at)?;
             for (_, c) in same_key.iter().enumerate().filter(|(k, _)| *k != winner) {
                 dropped[c.partition].entry(c.batch).or_default().push((c.row, text.clone()));
             }
@@ -329,13 +324,39 @@ fn compact(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// The key hashes that more than one passing row carries. Found a
+/// sixteenth of the hash space at a time (by the top four bits), so the
+/// sorted copy of the hashes is a sixteenth of the rows, not all of them.
+fn repeated_hashes(parts: &[Partition]) -> HashSet<u64> {
+    const BUCKET_BITS: u32 = 4;
+    let mut repeated = HashSet::new();
+    let mut passing: Vec<u64> = Vec::new();
+    for bucket in 0..1u64 << BUCKET_BITS {
+        passing.clear();
+        for part in parts {
+            for (hashes, hard) in part.hashes.iter().zip(&part.hard) {
+                passing.extend(
+                    hashes
+                        .iter()
+                        .zip(hard.iter())
+                        .filter(|(x, h)| *h != Some(true) && **x >> (64 - BUCKET_BITS) == bucket)
+                        .map(|(x, _)| *x),
+                );
+            }
+        }
+        passing.sort_unstable();
+        repeated.extend(passing.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+    }
+    repeated
+}
+
 /// Splits rows that share a key hash into groups of equal keys (NULLs
 /// equal, as `IS NOT DISTINCT FROM`).
 fn split_by_key(candidates: Vec<Candidate>, key: &[usize]) -> Result<Vec<Vec<Candidate>>> {
     let mut groups: Vec<Vec<Candidate>> = Vec::new();
     'rows: for c in candidates {
         for g in &mut groups {
-            if same(&g[0].values, &c.values, key)? {
+            if same(&g[0], &c, key)? {
                 g.push(c);
                 continue 'rows;
             }
@@ -345,10 +366,12 @@ fn split_by_key(candidates: Vec<Candidate>, key: &[usize]) -> Result<Vec<Vec<Can
     Ok(groups)
 }
 
-/// Whether one-row batches `a` and `b` agree on `columns`.
-fn same(a: &RecordBatch, b: &RecordBatch, columns: &[usize]) -> Result<bool> {
+/// Whether rows `a` and `b` agree on `columns`.
+fn same(a: &Candidate, b: &Candidate, columns: &[usize]) -> Result<bool> {
     for &k in columns {
-        if !make_comparator(a.column(k).as_ref(), b.column(k).as_ref(), SortOptions::default())?(0, 0).is_eq() {
+        let compare =
+            make_comparator(a.values.column(k).as_ref(), b.values.column(k).as_ref(), SortOptions::default())?;
+        if !compare(a.at, b.at).is_eq() {
             return Ok(false);
         }
     }
@@ -361,15 +384,16 @@ fn first_in_order(rows: &[Candidate], layout: &Layout) -> Result<usize> {
     let state = RandomState::with_seed(0x5eed);
     let tie = |c: &Candidate| -> Result<u64> {
         let mut h = [0u64];
-        create_hashes(&c.values.columns()[..layout.model], &state, &mut h)?;
+        let row = c.values.slice(c.at, 1);
+        create_hashes(&row.columns()[..layout.model], &state, &mut h)?;
         Ok(h[0])
     };
     let mut best = 0;
     for k in 1..rows.len() {
-        let (a, b) = (&rows[k].values, &rows[best].values);
+        let (a, b) = (&rows[k], &rows[best]);
         let mut order = std::cmp::Ordering::Equal;
         for &(col, options) in &layout.order {
-            order = make_comparator(a.column(col).as_ref(), b.column(col).as_ref(), options)?(0, 0);
+            order = make_comparator(a.values.column(col).as_ref(), b.values.column(col).as_ref(), options)?(a.at, b.at);
             if order.is_ne() {
                 break;
             }
@@ -542,7 +566,9 @@ mod tests {
             (Some(1), 2, "z", false),
             (None, 1, "w", false),
         ]);
-        let candidates = (0..4).map(|i| Candidate { partition: 0, batch: 0, row: i, values: b.slice(i, 1) }).collect();
+        let b = Arc::new(b);
+        let candidates =
+            (0..4).map(|i| Candidate { partition: 0, batch: 0, row: i, values: Arc::clone(&b), at: i }).collect();
         let groups = split_by_key(candidates, &[0]).unwrap();
         let rows: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().map(|c| c.row).collect()).collect();
         assert_eq!(rows, [vec![0, 2], vec![1], vec![3]]);
@@ -552,8 +578,9 @@ mod tests {
     fn ties_in_keep_order_are_broken_by_the_rows_values_not_their_arrival() {
         let layout = Layout::new(&batch(&[]).schema(), &spec(), 1).unwrap();
         let b = batch(&[(Some(1), 5, "p", false), (Some(1), 5, "q", false), (Some(1), 4, "r", false)]);
+        let b = Arc::new(b);
         let rows = |order: &[usize]| -> Vec<Candidate> {
-            order.iter().map(|&i| Candidate { partition: 0, batch: 0, row: i, values: b.slice(i, 1) }).collect()
+            order.iter().map(|&i| Candidate { partition: 0, batch: 0, row: i, values: Arc::clone(&b), at: i }).collect()
         };
         let forward = rows(&[0, 1, 2]);
         let backward = rows(&[2, 1, 0]);
