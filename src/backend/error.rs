@@ -56,21 +56,16 @@ impl BackendError {
     pub fn to_diagnostic(&self, model: &str) -> Diagnostic {
         let mut d = Diagnostic::error(Code::Load, format!("{model}: {self}"));
         match self {
-            BackendError::Preflight { problems, .. } => {
+            BackendError::Preflight { problems, .. } | BackendError::Unloadable { problems, .. } => {
                 for p in problems {
                     d = d.with_note(p.clone());
                 }
-                d = d.with_help(
-                    "change the table (or drop it), or load with `mode: replace`, which rebuilds it from the stage",
-                );
-            }
-            BackendError::Unloadable { problems, .. } => {
-                for p in problems {
-                    d = d.with_note(p.clone());
-                }
-                d = d.with_help(format!(
-                    "change `{model}` (its `unique_key`, or cast the column to a type targets hold) and run it again"
-                ));
+                d = d.with_help(if matches!(self, BackendError::Preflight { .. }) {
+                    "change the table (or drop it), or load with `mode: replace`, which rebuilds it from the stage"
+                        .to_owned()
+                } else {
+                    format!("change `{model}` (its `unique_key`, or cast the column to a type targets hold) and run it again")
+                });
             }
             BackendError::Stage(_) | BackendError::Read { .. } => {
                 d = d.with_help(format!("run `ferry run -s {model}` to stage it again"));

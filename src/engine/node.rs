@@ -65,8 +65,8 @@ pub async fn stage_error(engine: &Engine, manifest: &Manifest, id: NodeId, e: St
                     sources::read_error_diagnostic(e).with_note(format!("found while running `{}`", node.name)),
                 ];
             }
-            if is_csv_error(&source)
-                && let Some(d) = sources::locate_bad_row(engine, manifest, id).await
+            if is_reader_error(&source)
+                && let Some(d) = sources::locate_bad_row(engine, manifest, id, &source.to_string()).await
             {
                 return vec![d.with_note(format!("found while running `{}`", node.name))];
             }
@@ -85,7 +85,7 @@ pub async fn stage_error(engine: &Engine, manifest: &Manifest, id: NodeId, e: St
 
 /// An error of the CSV or JSON reader, which a scan of the source's
 /// files can place at a line.
-fn is_csv_error(e: &DataFusionError) -> bool {
+fn is_reader_error(e: &DataFusionError) -> bool {
     let text = e.to_string();
     text.contains("Csv error")
         || text.contains("Error while parsing value")
@@ -153,7 +153,7 @@ mod tests {
             )),
             None,
         );
-        assert!(is_csv_error(&e));
-        assert!(!is_csv_error(&DataFusionError::Execution("division by zero".into())));
+        assert!(is_reader_error(&e));
+        assert!(!is_reader_error(&DataFusionError::Execution("division by zero".into())));
     }
 }

@@ -634,7 +634,10 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
 
 /// After a CSV parse error in model `id`, finds which source or seed file of
 /// its ancestors holds the bad row, and where.
-pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId) -> Option<Diagnostic> {
+pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId, message: &str) -> Option<Diagnostic> {
+    // A record of the wrong shape (a ragged CSV row, bytes that are not
+    // JSON) is found by one scan of the files, not by running the query.
+    let malformed_record = message.contains("number of fields") || message.contains("Json error");
     for a in manifest.graph.ancestors(id, None) {
         let node = &manifest[a];
         let (file, table) = match &node.resource {
@@ -655,21 +658,17 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId) ->
             ),
             _ => continue,
         };
-        if file.format == FileFormat::Json
-            && let Some(d) = malformed(&node.display_name(), &manifest.root, &file)
-        {
-            return Some(d);
+        if malformed_record {
+            match malformed(&node.display_name(), &manifest.root, &file) {
+                Some(d) => return Some(d),
+                None => continue,
+            }
         }
         if file.format != FileFormat::Csv {
             continue;
         }
         let Some(schema) = engine.table_schema(table).await else { continue };
         if let Some((path, message)) = engine.first_bad_row(&file, &schema).await {
-            if message.contains("number of fields")
-                && let Some(d) = malformed(&node.display_name(), &manifest.root, &file)
-            {
-                return Some(d);
-            }
             if message.contains("UTF-8")
                 && let Some(e) = source::find_invalid_utf8(
                     &node.display_name(),

@@ -277,18 +277,16 @@ async fn check_rules(engine: &Engine, node: &Node, sql: &str) -> Result<(), Vec<
 /// Each points at the value where the model sets it.
 fn check_config(node: &Node, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> {
     let config = &node.config;
-    let mut diags: Vec<Diagnostic> =
-        [config.quarantine.as_ref().err(), config.load.as_ref().err(), config.reconcile.as_ref().err()]
-            .into_iter()
-            .flatten()
-            .map(|d| *d.clone())
-            .collect();
-    if let Err(d) = &config.quarantine
-        && let Some(label) = node.config_label("error_if", None)
-    {
-        diags.retain(|x| x.message != d.message);
-        diags.insert(0, Diagnostic { primary: Some(label), file: None, ..*d.clone() });
+    let mut diags = Vec::new();
+    if let Err(d) = &config.quarantine {
+        diags.push(match node.config_label("error_if", None) {
+            Some(label) => Diagnostic { primary: Some(label), file: None, ..*d.clone() },
+            None => *d.clone(),
+        });
     }
+    diags.extend(
+        [config.load.as_ref().err(), config.reconcile.as_ref().err()].into_iter().flatten().map(|d| *d.clone()),
+    );
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut named = |key: &str, what: &str, names: &[String]| {
         for name in names.iter().filter(|n| !columns.contains(&n.as_str())) {

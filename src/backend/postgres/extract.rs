@@ -85,15 +85,10 @@ impl Connect {
     /// password or user, a database that does not exist): SQLSTATE class
     /// 28 and 3D000. Any other outcome is `None`: the reader finds out.
     pub async fn refused_login(&self) -> Option<String> {
-        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).ok()?;
-        builder.set_verify(openssl::ssl::SslVerifyMode::NONE);
-        let mut tls = postgres_openssl::MakeTlsConnector::new(builder.build());
-        tls.set_callback(|connect, _| {
-            connect.set_verify_hostname(false);
-            Ok(())
-        });
         let wait = std::time::Duration::from_secs(10);
-        let Ok(Err(e)) = tokio::time::timeout(wait, self.config.connect(tls)).await else { return None };
+        let Ok(Err(e)) = tokio::time::timeout(wait, self.config.connect(unchecked_tls().ok()?)).await else {
+            return None;
+        };
         let db = e.as_db_error()?;
         let code = db.code().code();
         (code.starts_with("28") || code == "3D000").then(|| db.message().to_owned())
@@ -105,13 +100,7 @@ impl Connect {
     async fn connect(&self) -> Result<tokio_postgres::Client, String> {
         let fail =
             |e: &dyn std::error::Error| format!("cannot connect: {}", crate::error::with_causes(e.to_string(), e));
-        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|e| fail(&e))?;
-        builder.set_verify(openssl::ssl::SslVerifyMode::NONE);
-        let mut tls = postgres_openssl::MakeTlsConnector::new(builder.build());
-        tls.set_callback(|connect, _| {
-            connect.set_verify_hostname(false);
-            Ok(())
-        });
+        let tls = unchecked_tls().map_err(|e| fail(&e))?;
         let (client, connection) = self.config.connect(tls).await.map_err(|e| fail(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -120,6 +109,19 @@ impl Connect {
         });
         Ok(client)
     }
+}
+
+/// TLS that encrypts without checking the server's certificate or name,
+/// as connectorx's does (used only when the URL allows or requires TLS).
+fn unchecked_tls() -> Result<postgres_openssl::MakeTlsConnector, openssl::error::ErrorStack> {
+    let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())?;
+    builder.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let mut tls = postgres_openssl::MakeTlsConnector::new(builder.build());
+    tls.set_callback(|connect, _| {
+        connect.set_verify_hostname(false);
+        Ok(())
+    });
+    Ok(tls)
 }
 
 /// How one column's binary values become Arrow values.
