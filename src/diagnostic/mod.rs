@@ -160,6 +160,13 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 /// A place in a file, with optional text shown beside the caret.
 #[derive(Debug, Clone)]
 pub struct Label {
@@ -169,9 +176,13 @@ pub struct Label {
 }
 
 impl Label {
-    /// A label over `range` in `file`.
+    /// A label over `range` in `file`, widened to whole characters and cut
+    /// at the file's end (a parser may point at a byte inside a character).
     pub fn new(file: &Arc<SourceFile>, range: Range<usize>) -> Self {
-        Label { file: Arc::clone(file), range, text: None }
+        let text = &file.text;
+        let start = floor_char_boundary(text, range.start.min(text.len()));
+        let end = ceil_char_boundary(text, range.end.clamp(start, text.len()));
+        Label { file: Arc::clone(file), range: start..end, text: None }
     }
 
     /// Sets the text shown beside the caret.
@@ -292,6 +303,16 @@ mod tests {
         let off = f.text.find("amount").unwrap();
         assert_eq!(f.line_col(off), (2, 6));
         assert_eq!(f.offset_of(2, 6), Some(off));
+    }
+
+    #[test]
+    fn a_label_covers_whole_characters_inside_its_file() {
+        // minijinja points one byte into the `ԓ` of `loopԓast` (found by
+        // the `jinja` fuzz target).
+        let f = SourceFile::new("m.sql", "loop\u{4d3}ast");
+        assert_eq!(Label::new(&f, 5..5).range, 4..6);
+        assert_eq!(Label::new(&f, 5..99).range, 4..9);
+        assert_eq!(Label::new(&f, 40..50).range, 9..9);
     }
 
     #[test]

@@ -360,6 +360,23 @@ impl Spec {
         }
     }
 
+    /// Reads file `index` of [`Spec::files`] as batches of `schema`
+    /// (blocking), then writes the records set aside so far: what one
+    /// partition of [`Spec::provider`]'s table does. `send` returns false
+    /// when the reader downstream has gone.
+    pub fn read_file(
+        &self,
+        index: usize,
+        schema: &SchemaRef,
+        send: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), DataFusionError> {
+        self.read(&self.files[index], schema, send).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some(q) = &self.quarantine {
+            q.write()?;
+        }
+        Ok(())
+    }
+
     /// Reads one file as batches of `schema` (blocking); `send` returns
     /// false when the reader downstream has gone.
     fn read(
@@ -532,11 +549,7 @@ impl PartitionStream for FilePartition {
         let (spec, file, schema) = (Arc::clone(&self.spec), self.file, Arc::clone(&self.schema));
         builder.spawn_blocking(move || {
             let mut send = |batch: RecordBatch| tx.blocking_send(Ok(batch)).is_ok();
-            spec.read(&spec.files[file], &schema, &mut send).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            if let Some(q) = &spec.quarantine {
-                q.write()?;
-            }
-            Ok(())
+            spec.read_file(file, &schema, &mut send)
         });
         builder.build()
     }

@@ -6,6 +6,7 @@ mod compile;
 mod data_tests;
 mod diagnostics;
 mod extract;
+mod fuzz_regressions;
 mod init;
 mod load;
 mod ls;
