@@ -123,13 +123,43 @@ struct Partition {
     hard: Vec<BooleanArray>,
     /// Where batches went that the memory pool had no room for.
     spill: Option<Arc<dyn datafusion::execution::SpillFile>>,
-    _reservation: MemoryReservation,
+    /// The memory the batches kept in memory and the hashes hold.
+    reservation: MemoryReservation,
 }
 
 enum Kept {
     Memory(RecordBatch),
     /// The batch's position in the partition's spill file.
     Spilled(usize),
+    /// Emitted, and its memory given back.
+    Emitted,
+}
+
+impl Partition {
+    /// Gives back the memory of what only finding the duplicates needed:
+    /// the key hashes and the `error` rule flags.
+    fn forget_hashes(&mut self) {
+        let hashes: usize = self.hashes.iter().map(Vec::len).sum();
+        self.reservation.shrink((hashes * 8).min(self.reservation.size()));
+        self.hashes = Vec::new();
+        self.hard = Vec::new();
+    }
+
+    /// Batch `b`, handed over for emitting: one kept in memory leaves the
+    /// partition, and its memory the reservation, so that what runs
+    /// downstream (the stage's writers) takes the room it frees.
+    fn take_batch(&mut self, b: usize) -> Result<RecordBatch> {
+        match std::mem::replace(&mut self.batches[b], Kept::Emitted) {
+            Kept::Memory(batch) => {
+                self.reservation.shrink(batch.get_array_memory_size().min(self.reservation.size()));
+                Ok(batch)
+            }
+            kept => {
+                self.batches[b] = kept;
+                batch_of(self, b)
+            }
+        }
+    }
 }
 
 /// A partition's spill file while it is written.
@@ -143,11 +173,11 @@ struct Spill {
 /// row kept instead.
 type Dropped = HashMap<usize, Vec<(usize, String)>>;
 
-/// Every partition read, with the dropped rows found.
+/// Every partition read, with the dropped rows found; each partition's
+/// part is taken by the stream that emits it.
 struct Collected {
-    partitions: Vec<Mutex<Option<Partition>>>,
+    partitions: Vec<Mutex<Option<(Partition, Dropped)>>>,
     layout: Layout,
-    dropped: Vec<Dropped>,
 }
 
 async fn collect(
@@ -173,7 +203,8 @@ async fn collect(
     })
     .await
     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(Collected { partitions: read.into_iter().map(|p| Mutex::new(Some(p))).collect(), layout, dropped: dropped? })
+    let partitions = read.into_iter().zip(dropped?).map(|part| Mutex::new(Some(part))).collect();
+    Ok(Collected { partitions, layout })
 }
 
 async fn read_partition(
@@ -183,8 +214,7 @@ async fn read_partition(
     runtime: &Arc<RuntimeEnv>,
 ) -> Result<Partition> {
     let reservation = MemoryConsumer::new(format!("dedupe[{p}]")).with_can_spill(true).register(&runtime.memory_pool);
-    let mut part =
-        Partition { batches: Vec::new(), hashes: Vec::new(), hard: Vec::new(), spill: None, _reservation: reservation };
+    let mut part = Partition { batches: Vec::new(), hashes: Vec::new(), hard: Vec::new(), spill: None, reservation };
     let mut spilling: Option<Spill> = None;
     let state = RandomState::with_seed(0x00de_d09e);
     while let Some(batch) = stream.next().await {
@@ -192,7 +222,7 @@ async fn read_partition(
         let keys: Vec<ArrayRef> = layout.key.iter().map(|&k| Arc::clone(batch.column(k))).collect();
         let mut hashes = vec![0u64; batch.num_rows()];
         create_hashes(&keys, &state, &mut hashes)?;
-        part._reservation.grow(hashes.len() * 8);
+        part.reservation.grow(hashes.len() * 8);
         let hard = batch.column(layout.hard).as_boolean();
         part.hard.push(if hard.null_count() == 0 {
             hard.clone()
@@ -200,7 +230,7 @@ async fn read_partition(
             hard.iter().map(|v| Some(v == Some(true))).collect()
         });
         part.hashes.push(hashes);
-        let kept = if part._reservation.try_grow(batch.get_array_memory_size()).is_ok() {
+        let kept = if part.reservation.try_grow(batch.get_array_memory_size()).is_ok() {
             Kept::Memory(batch)
         } else {
             // Written where it is, as DataFusion's own sorts spill.
@@ -233,6 +263,7 @@ fn spill(spill: &mut Option<Spill>, batch: &RecordBatch, runtime: &Arc<RuntimeEn
 fn batch_of(part: &Partition, b: usize) -> Result<RecordBatch> {
     match &part.batches[b] {
         Kept::Memory(batch) => Ok(batch.clone()),
+        Kept::Emitted => Err(DataFusionError::Internal("a dedupe batch was emitted twice".into())),
         Kept::Spilled(at) => {
             let spill = part.spill.as_ref().ok_or_else(|| DataFusionError::Internal("no spill file".into()))?;
             let path = spill.path().ok_or_else(|| DataFusionError::Internal("the spill file has no path".into()))?;
@@ -411,15 +442,16 @@ fn first_in_order(rows: &[Candidate], layout: &Layout) -> Result<usize> {
 impl Collected {
     /// Partition `p`'s batches, each with its `__ferry_kept` column.
     fn emit(&self, p: usize, schema: SchemaRef) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
-        let Some(part) = self.partitions[p].lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        let Some((mut part, dropped)) =
+            self.partitions[p].lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        else {
             return futures::stream::empty().boxed();
         };
-        let dropped = self.dropped[p].clone();
+        part.forget_hashes();
         let width = self.layout.width;
-        let part = Arc::new(part);
         futures::stream::iter(0..part.batches.len())
             .map(move |b| {
-                let batch = batch_of(&part, b)?;
+                let batch = part.take_batch(b)?;
                 let mut columns: Vec<ArrayRef> = batch.columns()[..width].to_vec();
                 columns.push(match dropped.get(&b) {
                     None => new_null_array(&DataType::Utf8, batch.num_rows()),
@@ -444,7 +476,7 @@ mod tests {
     use super::*;
     use crate::manifest::config::OrderItem;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool as _};
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::physical_plan::memory::MemoryStream;
     use futures::TryStreamExt as _;
@@ -540,6 +572,28 @@ mod tests {
             .build_arc()
             .unwrap();
         assert_eq!(run(partitions, tight).await, expected);
+    }
+
+    /// Emitting hands each batch over with its memory: the pool's
+    /// reservation shrinks batch by batch (the hashes go first), so the
+    /// stage's writers downstream find the room dedup held.
+    #[tokio::test]
+    async fn emitting_gives_back_the_memory_batch_by_batch() {
+        let pool = Arc::new(GreedyMemoryPool::new(usize::MAX / 2));
+        let runtime = RuntimeEnvBuilder::new().with_memory_pool(Arc::clone(&pool) as _).build_arc().unwrap();
+        let batches: Vec<RecordBatch> =
+            (0..4).map(|i| batch(&[(Some(i), 1, "a", false), (Some(i % 2), 2, "b", false)])).collect();
+        let schema = batches[0].schema();
+        let stream = Box::pin(MemoryStream::try_new(batches, schema, None).unwrap()) as SendableRecordBatchStream;
+        let mut out = dedupe(vec![stream], &spec(), 1, runtime).unwrap().pop().unwrap();
+        let mut reserved = Vec::new();
+        while let Some(b) = out.next().await {
+            b.unwrap();
+            reserved.push(pool.reserved());
+        }
+        assert_eq!(reserved.len(), 4);
+        assert!(reserved.windows(2).all(|w| w[0] > w[1]), "{reserved:?}");
+        assert_eq!(reserved[3], 0, "every batch and hash given back once emitted: {reserved:?}");
     }
 
     /// A one-row candidate taken from a batch of string views holds its
