@@ -182,6 +182,10 @@ pub struct RunArgs {
     /// Keep every test's failing rows as Parquet under `.ferry/runs/<run>/test_failures/`.
     #[arg(long)]
     pub store_failures: bool,
+    /// Rebuild incremental models from scratch (except those configured
+    /// `full_refresh: false`), replacing their stages and target tables.
+    #[arg(long)]
+    pub full_refresh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,7 +201,13 @@ pub struct TestArgs {
 
 impl From<&TestArgs> for RunArgs {
     fn from(t: &TestArgs) -> Self {
-        RunArgs { select: t.select.clone(), exec: t.exec.clone(), no_load: true, store_failures: t.store_failures }
+        RunArgs {
+            select: t.select.clone(),
+            exec: t.exec.clone(),
+            no_load: true,
+            store_failures: t.store_failures,
+            full_refresh: false,
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub struct Settings {
     pub target: Option<String>,
     /// `--vars`, overriding the project's `vars`.
     pub vars: Map<String, Json>,
+    /// `--full-refresh`: incremental models are rebuilt (templates see it
+    /// as `flags.FULL_REFRESH`).
+    pub full_refresh: bool,
 }
 
 impl Settings {
@@ -36,6 +39,7 @@ impl Settings {
             profile: args.profile.clone(),
             target: args.target.clone(),
             vars,
+            full_refresh: false,
         })
     }
 

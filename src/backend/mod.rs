@@ -30,6 +30,7 @@ pub use job::{LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
 
 use crate::values::TableName;
 use checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};
+use preflight::TargetColumn;
 use profiles::{Address, ServerTarget, Target};
 
 /// Which database: of a target, of a database source, of the side of a
@@ -118,6 +119,10 @@ pub trait Backend: Send {
 
     /// Restores the table a `replace` load kept as `<table>__ferry_prev`.
     async fn rollback(&mut self, table: &TableName) -> Result<(), BackendError>;
+
+    /// The columns of `table` as the database has them, or `None` when
+    /// there is no such table.
+    async fn table_columns(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError>;
 
     /// Where the target side of reconciling `spec` runs, given the
     /// configured choice, and why (for the report). `rows`: how many rows

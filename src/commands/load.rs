@@ -33,7 +33,9 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
         return dry_run(&prepared, &loadable, printer).await;
     }
     let lines = LoadLines::new(printer);
-    let loads = load::load_nodes(&prepared.target, manifest, &loadable, &stage_root, &|e| lines.event(e)).await;
+    let loads =
+        load::load_nodes(&prepared.target, manifest, &loadable, &load::Stages::at(&stage_root), &|e| lines.event(e))
+            .await;
     summarize(&loads, printer, started)
 }
 

@@ -44,7 +44,15 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
     let side = args.side.as_deref().and_then(SideChoice::parse);
     let on = |e: rec::ReconcileEvent<'_>| reconcile_event(printer, e);
     let stage_root = prepared.layout.stage_root();
-    let done = rec::reconcile_nodes(&prepared.target, manifest, &loaded, &stage_root, (&ledgers, side), &on).await;
+    let done = rec::reconcile_nodes(
+        &prepared.target,
+        manifest,
+        &loaded,
+        &crate::load::Stages::at(&stage_root),
+        (&ledgers, side),
+        &on,
+    )
+    .await;
     write_and_finish(&prepared, &done, printer, started)
 }
 

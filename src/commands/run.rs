@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::render::{LoadLines, group, node_line, reconcile_event};
 use crate::cli::RunArgs;
 use crate::error::ExitStatus;
+use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, NodeId};
 use crate::printer::{Printer, Progress};
 use crate::run::{self as pipeline, NodeEvent, NodeReport, Observer, RunEvent, RunOptions, RunReport, Which};
@@ -17,6 +18,7 @@ use crate::settings::Settings;
 use crate::state::run_results::Status;
 
 pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, printer: &Printer) -> Result<ExitStatus> {
+    let settings = &Settings { full_refresh: args.full_refresh, ..settings.clone() };
     let Some(prepared) = super::prepare_or_report(settings, which.name(), printer)? else {
         return Ok(ExitStatus::Failure);
     };
@@ -110,6 +112,22 @@ fn node_detail(r: &NodeReport) -> String {
         }
         parts.join(", ")
     });
+    if let (Status::Success, Some(n), Some(inc)) = (r.status, r.rows, &r.incremental) {
+        let total = r.staged.as_ref().map_or(0, |s| s.manifest.row_count);
+        let what = match &inc.full {
+            Some(why) => format!("built in full ({why}): {} rows", group(n)),
+            None => {
+                let how = match inc.strategy {
+                    Strategy::Append => "appended",
+                    Strategy::Merge => "merged",
+                    Strategy::DeleteInsert => "delete+inserted",
+                };
+                format!("{} new rows {how}, {} in all,", group(n), group(total))
+            }
+        };
+        let aside = set_aside.map(|a| format!(", {a}")).unwrap_or_default();
+        return format!("{what}{aside} in {secs:.2}s");
+    }
     match (r.status, r.rows) {
         (Status::Success, Some(n)) if set_aside.is_some() => {
             format!("{} rows, {}, in {secs:.2}s", group(n), set_aside.unwrap_or_default())

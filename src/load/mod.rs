@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::backend::profiles::Target;
 use crate::backend::{BackendError, Connection, LoadJob, LoadReport};
@@ -23,7 +23,7 @@ use crate::diagnostic::Diagnostic;
 use crate::manifest::config::LoadConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
 use crate::project::nodes::{NodeRef, TestKind};
-use crate::values::TableName;
+use crate::values::{LoadMode, TableName};
 
 /// What loading a set of nodes did, per node.
 #[derive(Debug, Default)]
@@ -60,16 +60,38 @@ pub fn loadable(manifest: &Manifest, selected: BTreeSet<NodeId>) -> BTreeSet<Nod
     selected.into_iter().filter(|&i| matches!(manifest[i].config.load, Ok(Some(_)) | Err(_))).collect()
 }
 
+/// Where the stages to load are: `<root>/<node>/`, except the rows a run
+/// staged elsewhere to be loaded its own way (an incremental model's
+/// increment, or its first build before it replaces the stage).
+#[derive(Debug, Clone, Default)]
+pub struct Stages {
+    pub root: Utf8PathBuf,
+    pub pending: BTreeMap<NodeId, Pending>,
+}
+
+/// Rows staged apart from the node's stage, and the mode they load with.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub dir: Utf8PathBuf,
+    pub mode: LoadMode,
+}
+
+impl Stages {
+    /// Every node's stage under `root`.
+    pub fn at(root: &Utf8Path) -> Self {
+        Stages { root: root.to_owned(), pending: BTreeMap::new() }
+    }
+}
+
 /// A job for a staged node: reads and checks its stage manifest and
 /// resolves the columns.
-pub fn job_for(
-    manifest: &Manifest,
-    id: NodeId,
-    config: LoadConfig,
-    stage_root: &Utf8Path,
-) -> Result<LoadJob, BackendError> {
+pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
-    LoadJob::from_stage(&node.name, config.table, config.mode, config.unique_key, stage_root.join(&node.name))
+    let (dir, mode) = match stages.pending.get(&id) {
+        Some(p) => (p.dir.clone(), p.mode),
+        None => (stages.root.join(&node.name), config.mode),
+    };
+    LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)
 }
 
 /// Why a node's load cannot start (a bad `load` config, a stage that
@@ -84,13 +106,13 @@ pub struct NotLoadable {
 pub fn jobs_for(
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stages: &Stages,
 ) -> Vec<(NodeId, Result<LoadJob, NotLoadable>)> {
     let mut jobs = Vec::new();
     for i in load_order(manifest, nodes) {
         let job = match config_for(manifest, i) {
             Ok(None) => continue,
-            Ok(Some(config)) => job_for(manifest, i, config, stage_root).map_err(|e| NotLoadable {
+            Ok(Some(config)) => job_for(manifest, i, config, stages).map_err(|e| NotLoadable {
                 message: e.to_string(),
                 diagnostic: Box::new(e.to_diagnostic(&manifest[i].name)),
             }),
@@ -108,12 +130,12 @@ pub async fn load_nodes(
     target: &Target,
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stages: &Stages,
     on: &(dyn Fn(LoadEvent<'_>) + Sync),
 ) -> Loads {
     let mut loads = Loads::default();
     let mut jobs = Vec::new();
-    for (i, job) in jobs_for(manifest, nodes, stage_root) {
+    for (i, job) in jobs_for(manifest, nodes, stages) {
         match job {
             Ok(job) => jobs.push((i, job)),
             Err(e) => {
@@ -203,7 +225,7 @@ pub async fn dry_run(
 ) -> Result<Vec<Result<(LoadJob, Vec<String>), Box<Diagnostic>>>, Box<Diagnostic>> {
     let mut conn = connect(target).await?;
     let mut plans = Vec::new();
-    for (i, job) in jobs_for(manifest, nodes, stage_root) {
+    for (i, job) in jobs_for(manifest, nodes, &Stages::at(stage_root)) {
         let name = &manifest[i].name;
         let plan = match job {
             Ok(job) => conn.dry_run(&job).await.map(|sql| (job, sql)).map_err(|e| Box::new(e.to_diagnostic(name))),

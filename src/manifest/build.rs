@@ -15,7 +15,7 @@ use crate::dag::{Graph, Id as _};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
-use crate::project::nodes::{Model, NodeRef, Seed, SourceTable, Test, TestKind};
+use crate::project::nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
 use crate::template::functions::{Relation, Resolver, quote_ident};
 use crate::template::{Globals, NodeContext, Rendered, Templater, merge_config};
 
@@ -452,10 +452,12 @@ fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnos
         vec![at_model(Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name)))]
     })?;
     let quarantines = on_conversion_error == Some(config::OnConversionError::Quarantine);
-    if model.rules.is_empty() && dedupe.is_none() && !quarantines {
+    let incremental = *materialized == Materialization::Incremental;
+    let keyed = incremental && !node.config.unique_key.is_empty();
+    if model.rules.is_empty() && dedupe.is_none() && !quarantines && !keyed {
         return Ok(());
     }
-    if *materialized != Materialization::Table {
+    if !matches!(materialized, Materialization::Table | Materialization::Incremental) {
         let what = if !model.rules.is_empty() {
             "rules"
         } else if dedupe.is_some() {
@@ -479,7 +481,11 @@ fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnos
             None => at_model(d),
         }]);
     }
-    let rules = super::rules::read(&node.name, &model.rules, templater)?;
+    let mut rules = super::rules::read(&node.name, &model.rules, templater)?;
+    if keyed {
+        let origin = Origin { file: Arc::clone(&model.file), span: 0..0 };
+        rules.extend(super::rules::unique_key_not_null(&node.config.unique_key, &rules, &origin));
+    }
     let has_quarantine =
         !rules.is_empty() || dedupe.is_some() || config::OnConversionError::has_quarantine(&node.raw_config);
     node.config.on_conversion_error = on_conversion_error.unwrap_or(if has_quarantine {
@@ -508,6 +514,43 @@ fn describe(r: &NodeRef) -> String {
     match r {
         NodeRef::Model(n) | NodeRef::Seed(n) => n.clone(),
         NodeRef::Source(s, t) => format!("{s}.{t}"),
+    }
+}
+
+impl Manifest {
+    /// Renders model `id` again as an incremental run sees it:
+    /// `is_incremental()` is true and `{{ this }}` renders `current`, the
+    /// table of its current data. A `ref` or `source` that only the
+    /// incremental branch calls is an error, as in dbt: the DAG was sorted
+    /// without it.
+    pub fn render_incremental(&mut self, id: NodeId, current: &str) -> Result<(), Box<Diagnostic>> {
+        let node = &self.nodes[id.index()];
+        let Some(file) = node.template().cloned() else { return Ok(()) };
+        let mut context = context_for(node);
+        context.is_incremental = true;
+        context.this = Arc::new(Relation { rendered: quote_ident(current), ..(*context.this).clone() });
+        let rendered = self.templater.render(&file, &context)?;
+        let before = node.rendered.as_ref();
+        let known = |name: &str| before.is_some_and(|r| r.refs.iter().any(|c| c.name == name));
+        let known_source = |s: &(String, String)| before.is_some_and(|r| r.sources.contains(s));
+        let new_ref = rendered.refs.iter().find(|c| !known(&c.name)).map(|c| format!("ref('{}')", c.name));
+        let new_source =
+            || rendered.sources.iter().find(|s| !known_source(s)).map(|(s, t)| format!("source('{s}', '{t}')"));
+        let extra = new_ref.or_else(new_source);
+        if let Some(call) = extra {
+            return Err(Box::new(
+                Diagnostic::error(
+                    Code::ModelConfig,
+                    format!("`{}` calls `{call}` only inside `is_incremental()`", node.name),
+                )
+                .in_file(&file.path)
+                .with_help(format!(
+                    "add `-- depends_on: {{{{ {call} }}}}` to the model, outside the `if`, as dbt asks"
+                )),
+            ));
+        }
+        self.nodes[id.index()].rendered = Some(rendered);
+        Ok(())
     }
 }
 

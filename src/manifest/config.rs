@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub test: Setting<TestConfig>,
     /// A seed's `column_types`: column and SQL type.
     pub column_types: Vec<(String, String)>,
+    /// An incremental model's strategy and settings (`None` for every
+    /// other node).
+    pub incremental: Setting<Option<Incremental>>,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             on_conversion_error: OnConversionError::Fail,
             test: Ok(TestConfig::default()),
             column_types: Vec::new(),
+            incremental: Ok(None),
         }
     }
 }
@@ -97,6 +101,7 @@ impl NodeConfig {
             test: TestConfig::read(config)
                 .map_err(|m| model_config(format!("test `{}` has an invalid config: {m}", node.name), None)),
             column_types: column_types(config),
+            incremental: Incremental::read(node),
         }
     }
 
@@ -170,6 +175,144 @@ pub(super) fn materialized(config: &Map<String, Json>) -> &str {
     config.get("materialized").and_then(Json::as_str).unwrap_or("view")
 }
 
+/// How an incremental model's new rows join its current data, in the
+/// stage and in the target (dbt's `incremental_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Add the new rows.
+    Append,
+    /// Update the rows whose `unique_key` is staged, insert the rest.
+    Merge,
+    /// Delete the rows whose `unique_key` is staged, then insert the new rows.
+    DeleteInsert,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Append => "append",
+            Strategy::Merge => "merge",
+            Strategy::DeleteInsert => "delete+insert",
+        }
+    }
+
+    /// The load mode that applies an increment to the target table.
+    pub fn load_mode(self) -> LoadMode {
+        match self {
+            Strategy::Append => LoadMode::Append,
+            Strategy::Merge => LoadMode::Upsert,
+            Strategy::DeleteInsert => LoadMode::DeleteInsert,
+        }
+    }
+}
+
+/// What an incremental run does when the model's columns differ from its
+/// current data's (dbt's `on_schema_change`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSchemaChange {
+    /// Keep the current columns: new columns are left out, missing ones are NULL.
+    Ignore,
+    /// Stop before anything is staged or loaded.
+    Fail,
+    /// Add the new columns (NULL in earlier rows); keep the missing ones.
+    AppendNewColumns,
+    /// Take the new columns and types, drop the missing ones.
+    SyncAllColumns,
+}
+
+impl OnSchemaChange {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnSchemaChange::Ignore => "ignore",
+            OnSchemaChange::Fail => "fail",
+            OnSchemaChange::AppendNewColumns => "append_new_columns",
+            OnSchemaChange::SyncAllColumns => "sync_all_columns",
+        }
+    }
+}
+
+/// An incremental model's settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    pub strategy: Strategy,
+    /// `full_refresh:` (`Some(false)`: stay incremental under `--full-refresh`).
+    pub full_refresh: Option<bool>,
+    pub on_schema_change: OnSchemaChange,
+}
+
+impl Incremental {
+    /// Reads `incremental_strategy`, `full_refresh` and `on_schema_change`
+    /// of an incremental model. Without a `unique_key`, the default strategy
+    /// is `append`, with one `delete+insert` (dbt-postgres's defaults), and
+    /// `merge` or `delete+insert` without a key append, as in dbt.
+    fn read(node: &Node) -> Setting<Option<Incremental>> {
+        let Resource::Model { materialized: super::Materialization::Incremental, .. } = &node.resource else {
+            return Ok(None);
+        };
+        let config = &node.raw_config;
+        let bad = |msg: String, help: &str| {
+            Box::new(
+                Diagnostic::error(Code::ModelConfig, format!("`{}`: {msg}", node.name))
+                    .in_file(node.path())
+                    .with_help(help.to_owned()),
+            )
+        };
+        let keyed = config.get("unique_key").is_some_and(|v| column_list(v, "unique_key").is_ok_and(|k| !k.is_empty()));
+        let strategy = match config.get("incremental_strategy") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.to_ascii_lowercase()),
+            Some(other) => {
+                return Err(bad(format!("`incremental_strategy` must be a name, not `{other}`"), STRATEGY_HELP));
+            }
+        };
+        let strategy = match strategy.as_deref() {
+            None | Some("default") => {
+                if keyed {
+                    Strategy::DeleteInsert
+                } else {
+                    Strategy::Append
+                }
+            }
+            Some("append") => Strategy::Append,
+            Some("merge") if keyed => Strategy::Merge,
+            Some("delete+insert" | "delete_insert") if keyed => Strategy::DeleteInsert,
+            Some("merge" | "delete+insert" | "delete_insert") => Strategy::Append,
+            Some(s @ ("microbatch" | "insert_overwrite")) => {
+                return Err(bad(
+                    format!("incremental strategy `{s}` is not supported by ferry yet"),
+                    "use `append`, `merge` or `delete+insert` (with a `unique_key`)",
+                ));
+            }
+            Some(s) => return Err(bad(format!("unknown incremental strategy `{s}`"), STRATEGY_HELP)),
+        };
+        let full_refresh = match config.get("full_refresh") {
+            None | Some(Json::Null) => None,
+            Some(Json::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(bad(
+                    format!("`full_refresh` must be true or false, not `{other}`"),
+                    "write `full_refresh: false`",
+                ));
+            }
+        };
+        let on_schema_change = match config.get("on_schema_change").and_then(Json::as_str) {
+            None | Some("ignore") => OnSchemaChange::Ignore,
+            Some("fail") => OnSchemaChange::Fail,
+            Some("append_new_columns") => OnSchemaChange::AppendNewColumns,
+            Some("sync_all_columns") => OnSchemaChange::SyncAllColumns,
+            Some(other) => {
+                return Err(bad(
+                    format!("unknown `on_schema_change: {other}`"),
+                    "it is one of `ignore`, `fail`, `append_new_columns`, `sync_all_columns`",
+                ));
+            }
+        };
+        Ok(Some(Incremental { strategy, full_refresh, on_schema_change }))
+    }
+}
+
+const STRATEGY_HELP: &str = "write `incremental_strategy: merge` (or `append`, `delete+insert`)";
+
 /// A model's `load` config, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
@@ -184,7 +327,9 @@ impl LoadConfig {
     /// `alias`, `schema` and `unique_key`. `Ok(None)`: not loaded.
     fn read(node: &Node) -> Setting<Option<LoadConfig>> {
         let loads = match &node.resource {
-            Resource::Model { materialized, .. } => *materialized == super::Materialization::Table,
+            Resource::Model { materialized, .. } => {
+                matches!(materialized, super::Materialization::Table | super::Materialization::Incremental)
+            }
             Resource::Seed(_) => true,
             _ => false,
         };
@@ -231,8 +376,17 @@ impl LoadConfig {
             Some(s) => s,
             None => relation.map(|r| r.schema.clone()).unwrap_or_default(),
         };
+        let incremental =
+            matches!(node.resource, Resource::Model { materialized: super::Materialization::Incremental, .. });
         let mode = match text("mode")? {
             None => LoadMode::Replace,
+            // Its strategy says how each run's rows go in; its current data
+            // as a whole replaces the table.
+            Some(m) if incremental => {
+                return Err(bad(format!(
+                    "`load.mode: {m}` cannot be set on an incremental model: its `incremental_strategy` says how new rows are loaded"
+                )));
+            }
             Some(m) => LoadMode::parse(&m)
                 .ok_or_else(|| bad(format!("unknown load mode `{m}`; the modes are {}", LoadMode::NAMES.join(", "))))?,
         };

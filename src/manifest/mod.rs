@@ -199,6 +199,7 @@ impl Node {
 }
 
 /// All nodes, their DAG and the environment that rendered them.
+#[derive(Clone)]
 pub struct Manifest {
     pub project_name: String,
     pub root: Utf8PathBuf,

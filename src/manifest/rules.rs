@@ -120,6 +120,28 @@ pub enum Literal {
     Plain(String),
 }
 
+/// The rules an incremental model gets for its `unique_key`: each key
+/// column must not be NULL, since a NULL key matches no row and would add
+/// a row on every run (dbt's silent duplicates). A column the model's own
+/// rules already hold to `not_null` gets none.
+pub fn unique_key_not_null(key: &[String], declared: &[Rule], origin: &Origin) -> Vec<Rule> {
+    key.iter()
+        .filter(|k| !declared.iter().any(|r| r.kind == RuleKind::NotNull && r.column.as_deref() == Some(k.as_str())))
+        .map(|k| Rule {
+            name: format!("unique_key_not_null_{k}"),
+            kind: RuleKind::NotNull,
+            column: Some(k.clone()),
+            severity: Severity::Error,
+            suggestion: Some(format!(
+                "`{k}` is part of the model's `unique_key`; a row without it cannot be matched with the rows loaded before"
+            )),
+            message: None,
+            calls: None,
+            origin: origin.clone(),
+        })
+        .collect()
+}
+
 /// Reads a model's `rules:`. `model` names the model for messages.
 pub fn read(model: &str, decls: &[TestDecl], templater: &Templater) -> Result<Vec<Rule>, Vec<Diagnostic>> {
     let mut rules = Vec::new();

@@ -66,12 +66,12 @@ pub async fn reconcile_nodes(
     target: &Target,
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stages: &load::Stages,
     (ledgers, side): (&HashMap<NodeId, Ledger>, Option<SideChoice>),
     on: &(dyn Fn(ReconcileEvent<'_>) + Sync),
 ) -> Reconciled {
     let mut done = Reconciled::default();
-    let jobs = jobs(manifest, nodes, stage_root, side, &mut done.diagnostics);
+    let jobs = jobs(manifest, nodes, stages, side, &mut done.diagnostics);
     if jobs.is_empty() {
         return done;
     }
@@ -97,7 +97,7 @@ pub async fn reconcile_nodes(
 fn jobs(
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stages: &load::Stages,
     side: Option<SideChoice>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<(NodeId, LoadJob, Config)> {
@@ -116,7 +116,7 @@ fn jobs(
         }
         match load::config_for(manifest, i) {
             Ok(None) => {}
-            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stage_root) {
+            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stages) {
                 Ok(job) => jobs.push((i, job, config)),
                 Err(e) => diagnostics.push(e.to_diagnostic(&node.name)),
             },

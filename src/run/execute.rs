@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 
 use super::events::{NodeEvent, Observer, RunEvent};
 use super::gating::{self, Gated};
+use super::incremental::{self, IncrementalRun};
 use super::materialize::{self, Places};
 use super::node::{self, Done, Failed, Outcome, TestPlaces};
 use super::plan::{self, PlanOutcome};
@@ -28,10 +29,12 @@ use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
 use crate::load::{self, Loads};
+use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, NodeId};
 use crate::reconcile::{self, Reconciled};
 use crate::stage::{self, StageOptions};
 use crate::state::run_results::Status;
+use crate::values::LoadMode;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -60,6 +63,8 @@ pub async fn execute(
     let manifest = &prepared.manifest;
     let wanted: BTreeSet<NodeId> = selected.iter().copied().filter(|&i| options.which.wants(manifest, i)).collect();
     let engine = super::engine(&prepared.layout, options.memory_limit)?;
+    let (prepared, incremental) = &with_incremental(prepared, &engine, &wanted, options).await;
+    let manifest = &prepared.manifest;
     let outcome = plan::plan(&engine, manifest, &wanted, &prepared.failed).await;
     artifacts::write_compiled(&prepared.layout, manifest, &wanted)?;
     let mut planned = prepared.diagnostics.clone();
@@ -67,7 +72,7 @@ pub async fn execute(
     observer.event(RunEvent::Planned { diagnostics: &planned });
     let planning_failed = planned.iter().any(Diagnostic::is_error);
 
-    let run = run_nodes(prepared, &engine, (&wanted, &outcome), options, observer).await;
+    let run = run_nodes(prepared, &engine, (&wanted, &outcome, incremental.clone()), options, observer).await;
     let mut report = RunReport {
         which: options.which,
         run_id: manifest.globals.invocation_id.clone(),
@@ -84,6 +89,7 @@ pub async fn execute(
         let loads = load_staged(prepared, &report, observer).await;
         record_loads(&mut report, loads);
     }
+    commit_incremental(prepared, &mut report).await;
     if options.which == Which::Build && !report.interrupted && !report.load_interrupted {
         report.reconciled = Some(reconcile_loaded(prepared, &mut report, observer).await);
     }
@@ -94,6 +100,26 @@ pub async fn execute(
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
     }
     Ok(report)
+}
+
+/// The project as this run runs it: its incremental models resolved (see
+/// [`incremental`]) and rendered again where they run incrementally, their
+/// current data registered, and the models that cannot run failed.
+async fn with_incremental(
+    prepared: &Prepared,
+    engine: &Engine,
+    wanted: &BTreeSet<NodeId>,
+    options: &RunOptions,
+) -> (Prepared, HashMap<NodeId, IncrementalRun>) {
+    let mut resolved = incremental::resolve(prepared, wanted, !options.no_load).await;
+    let manifest = resolved.manifest.take().map_or_else(|| Arc::clone(&prepared.manifest), Arc::new);
+    incremental::register_current(engine, &manifest, &mut resolved).await;
+    let mut failed = prepared.failed.clone();
+    failed.extend(resolved.failed.iter().copied());
+    let mut diagnostics = prepared.diagnostics.clone();
+    diagnostics.extend(resolved.diagnostics);
+    let layout = prepared.layout.clone();
+    (Prepared { layout, target: prepared.target.clone(), manifest, failed, diagnostics }, resolved.runs)
 }
 
 /// What running the nodes did.
@@ -107,7 +133,7 @@ struct NodesRun {
 async fn run_nodes(
     prepared: &Prepared,
     engine: &Engine,
-    (wanted, outcome): (&BTreeSet<NodeId>, &PlanOutcome),
+    (wanted, outcome, incremental): (&BTreeSet<NodeId>, &PlanOutcome, HashMap<NodeId, IncrementalRun>),
     options: &RunOptions,
     observer: &dyn Observer,
 ) -> NodesRun {
@@ -118,7 +144,7 @@ async fn run_nodes(
         order.iter().copied().filter(|i| !outcome.failed.contains(i) && !outcome.skipped.contains_key(i)).collect();
     read_unselected_parents(prepared, engine, wanted, outcome, observer).await;
     let rows = Arc::new(AtomicU64::new(0));
-    let places = Arc::new(places(prepared, &runnable, &rows));
+    let places = Arc::new(Places { incremental, ..places(prepared, &runnable, &rows) });
     observer.event(RunEvent::Started { total: order.len() });
     let mut collect = Collector::new(manifest, &order, outcome, observer);
     let gated = gating::gate(manifest, options.which, &order, runnable, &outcome.failed);
@@ -146,6 +172,7 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
         compute_once: materialize::views_read_more_than_once(&prepared.manifest, runnable),
         run_dir: prepared.layout.run(&run_id),
         run_id,
+        incremental: HashMap::new(),
     }
 }
 
@@ -305,8 +332,64 @@ async fn load_staged(prepared: &Prepared, report: &RunReport, observer: &dyn Obs
     for (&node, &test) in held_back.iter().filter(|(i, _)| would_load(i)) {
         observer.event(RunEvent::HeldBack { node, test });
     }
+    let stages = pending_stages(prepared, report);
+    load::load_nodes(&prepared.target, manifest, &staged, &stages, &|e| observer.event(RunEvent::Load(e))).await
+}
+
+/// Where the loads and reconciliations of this run find their rows: the
+/// nodes' stages, except an incremental model's increment (loaded with its
+/// strategy's mode) and a full build not yet moved into its stage. Once
+/// moved, a full build, and an `append` without a key, are compared whole.
+fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
+    let mut stages = load::Stages::at(&prepared.layout.stage_root());
+    for (&i, r) in &report.nodes {
+        let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
+        let keyed = !prepared.manifest[i].config.unique_key.is_empty();
+        let pending = match &inc.increment {
+            Some(increment) if !inc.committed || keyed || inc.strategy != Strategy::Append => {
+                load::Pending { dir: increment.dir.clone(), mode: inc.strategy.load_mode() }
+            }
+            None if !inc.committed => load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace },
+            _ => continue,
+        };
+        stages.pending.insert(i, pending);
+    }
+    stages
+}
+
+/// Moves each incremental model's next version into its stage once nothing
+/// can undo it: its load committed, or it is not loaded at all. Held back
+/// by a test, failed to load, or not loaded in this run, it stays where it
+/// is and the model's stage keeps the previous version, as its table does.
+async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
     let stage_root = prepared.layout.stage_root();
-    load::load_nodes(&prepared.target, manifest, &staged, &stage_root, &|e| observer.event(RunEvent::Load(e))).await
+    for (&i, r) in &mut report.nodes {
+        let (Some(inc), Some(next)) = (r.incremental.as_mut(), r.staged.as_ref()) else { continue };
+        let loads = matches!(load::config_for(&prepared.manifest, i), Ok(Some(_)) | Err(_));
+        let ready = match &r.load {
+            Some(Ok(_)) => true,
+            Some(Err(_)) => false,
+            None => !loads,
+        };
+        if r.status != Status::Success || !ready {
+            continue;
+        }
+        let name = &prepared.manifest[i].name;
+        match stage::commit(&stage_root, next, name).await {
+            Ok(committed) => {
+                r.staged = Some(committed);
+                inc.committed = true;
+            }
+            Err(e) => report.diagnostics.push(
+                Diagnostic::error(
+                    crate::diagnostic::Code::Execution,
+                    format!("the new data of `{name}` could not replace its stage: {e}"),
+                )
+                .with_note(format!("its table was loaded; `{}` holds the data it was loaded from", next.dir))
+                .with_help("run the model again with `--full-refresh` to bring its stage and table back in step"),
+            ),
+        }
+    }
 }
 
 fn record_loads(report: &mut RunReport, loads: Loads) {
@@ -330,15 +413,12 @@ async fn reconcile_loaded(
         report.nodes.iter().filter(|(_, r)| matches!(r.load, Some(Ok(_)))).map(|(&i, _)| i).collect();
     let ledgers: HashMap<NodeId, _> =
         report.nodes.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
-    let done = reconcile::reconcile_nodes(
-        &prepared.target,
-        &prepared.manifest,
-        &loaded,
-        &prepared.layout.stage_root(),
-        (&ledgers, None),
-        &|e| observer.event(RunEvent::Reconcile(e)),
-    )
-    .await;
+    let stages = pending_stages(prepared, report);
+    let done =
+        reconcile::reconcile_nodes(&prepared.target, &prepared.manifest, &loaded, &stages, (&ledgers, None), &|e| {
+            observer.event(RunEvent::Reconcile(e))
+        })
+        .await;
     for (i, r) in &done.reports {
         if let Some(node) = report.nodes.get_mut(i) {
             node.reconcile = Some(r.status);

@@ -8,15 +8,17 @@
 //!
 //! Scheduling (what runs when) is not this module's business.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
+use super::incremental::{self, IncrementalRun, Mode, SchemaChange};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
-use crate::manifest::config::OnConversionError;
+use crate::manifest::config::{OnConversionError, Strategy};
 use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::project::nodes::Origin;
@@ -40,6 +42,23 @@ pub struct Places {
     /// error log).
     pub run_id: String,
     pub run_dir: RunDir,
+    /// How each incremental model runs.
+    pub incremental: HashMap<NodeId, IncrementalRun>,
+}
+
+/// An incremental model's run, staged: its next version (what its readers
+/// read now; it replaces the stage once loaded) and, unless it was built in
+/// full, this run's increment.
+#[derive(Debug, Clone)]
+pub struct IncrementalStaged {
+    pub next: StagedTable,
+    pub increment: Option<StagedTable>,
+    pub ledger: Option<Ledger>,
+    pub strategy: Strategy,
+    /// Why it was built in full, when it was.
+    pub full: Option<String>,
+    /// How its columns differ from its current data's (`ignore`d).
+    pub schema_change: SchemaChange,
 }
 
 /// How a node ended up.
@@ -53,6 +72,8 @@ pub enum Materialized {
     ComputedOnce(StagedTable),
     /// A table or seed, staged as Parquet; a model with rules has its ledger.
     Staged(StagedTable, Option<Ledger>),
+    /// An incremental model.
+    Incremental(Box<IncrementalStaged>),
 }
 
 impl Materialized {
@@ -61,6 +82,7 @@ impl Materialized {
         match self {
             Materialized::View | Materialized::Ephemeral => None,
             Materialized::ComputedOnce(t) | Materialized::Staged(t, _) => Some(t.manifest.row_count),
+            Materialized::Incremental(i) => Some(i.increment.as_ref().unwrap_or(&i.next).manifest.row_count),
         }
     }
 }
@@ -97,7 +119,7 @@ pub async fn materialize(
         Resource::Model { materialized, .. } => {
             let sql = node.rendered.as_ref().map(|r| r.sql.as_str()).unwrap_or_default();
             match materialized {
-                Materialization::Incremental => Err(vec![incremental_refused(node)].into()),
+                Materialization::Incremental => run.incremental(sql).await,
                 Materialization::View | Materialization::Ephemeral if !places.compute_once.contains(&id) => {
                     run.view(sql).await?;
                     Ok(if *materialized == Materialization::View {
@@ -109,8 +131,13 @@ pub async fn materialize(
                 Materialization::View | Materialization::Ephemeral => {
                     Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
                 }
-                Materialization::Table if node.is_checked() => run.checked(sql).await,
-                Materialization::Table => Ok(Materialized::Staged(run.stage(sql, &places.stage_root).await?, None)),
+                Materialization::Table => {
+                    let (staged, ledger) = run.staged(sql, &places.stage_root).await?;
+                    run.register(&staged)
+                        .await
+                        .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
+                    Ok(Materialized::Staged(staged, ledger))
+                }
             }
         }
         _ => Ok(Materialized::View),
@@ -149,9 +176,67 @@ impl Materializing<'_> {
         Ok(staged)
     }
 
+    /// Stages the node's rows under `parent`, through its rules when it
+    /// has any, without registering them; the ledger of a checked model.
+    async fn staged(&self, sql: &str, parent: &Utf8Path) -> Result<(StagedTable, Option<Ledger>), NotMaterialized> {
+        if self.node().is_checked() {
+            let (staged, ledger) = self.checked(sql, parent).await?;
+            return Ok((staged, Some(ledger)));
+        }
+        let (engine, manifest, id) = (self.engine, self.manifest, self.id);
+        let plan = engine_node::plan(engine, manifest, id, sql).await?;
+        let options = self.places.stage_options.clone();
+        Ok((engine_node::stage_plan(engine, manifest, id, plan, parent, options).await?, None))
+    }
+
+    /// An incremental model: built in full into its next version, or its
+    /// rows staged as the increment and merged with its current data (see
+    /// [`incremental`]). Either way its readers read the next version.
+    async fn incremental(&self, sql: &str) -> Result<Materialized, NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let Some(run) = self.places.incremental.get(&id) else {
+            let message = format!("`{}` is incremental but was not prepared as such; this is a bug", node.name);
+            return Err(vec![Diagnostic::error(Code::Execution, message).in_file(node.path())].into());
+        };
+        let next_parent = self.places.run_dir.path.join("next");
+        let strategy = run.settings.strategy;
+        if let Mode::Full(why) = &run.mode {
+            let (next, ledger) = self.staged(sql, &next_parent).await?;
+            self.register(&next)
+                .await
+                .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
+            let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
+            let staged = IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change };
+            return Ok(Materialized::Incremental(Box::new(staged)));
+        }
+        let internal = |e: &datafusion::error::DataFusionError| vec![engine_node::internal(e, node, Code::Execution)];
+        let planned = engine_node::plan(engine, manifest, id, sql).await?;
+        let planned: SchemaRef = Arc::new(planned.schema().as_arrow().clone());
+        let this = incremental::current_table(&node.name);
+        let current_plan =
+            engine.plan(&format!("SELECT * FROM {}", quote_ident(&this))).await.map_err(|e| internal(&e))?;
+        let current_schema: SchemaRef = Arc::new(current_plan.schema().as_arrow().clone());
+        let (sql, schema_change) =
+            incremental::fit_to_current(sql, &node.name, &run.settings, (&current_schema, &planned))
+                .map_err(|d| vec![(*d).in_file(node.path())])?;
+        let (increment, ledger) = self.staged(&sql, &self.places.run_dir.path.join("increments")).await?;
+        let with_ledger = |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
+        let merged = incremental::merged_sql(engine, &node.name, &increment, (strategy, &node.config.unique_key))
+            .await
+            .map_err(|e| with_ledger(internal(&e)))?;
+        let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
+        let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
+        let next =
+            engine_node::stage_plan(engine, manifest, id, plan, &next_parent, options).await.map_err(with_ledger)?;
+        self.register(&next).await.map_err(with_ledger)?;
+        let staged =
+            IncrementalStaged { next, increment: Some(increment), ledger, strategy, full: None, schema_change };
+        Ok(Materialized::Incremental(Box::new(staged)))
+    }
+
     /// Stages a table through its rules, dedup and quarantined
-    /// conversions, and registers it.
-    async fn checked(&self, sql: &str) -> Result<Materialized, NotMaterialized> {
+    /// conversions under `parent`.
+    async fn checked(&self, sql: &str, parent: &Utf8Path) -> Result<(StagedTable, Ledger), NotMaterialized> {
         let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
         let mut checks = rules::checks(&node.config.rules);
         let mut body = sql.to_owned();
@@ -166,18 +251,14 @@ impl Materializing<'_> {
         let plan = engine_node::plan(engine, manifest, id, &checked).await?;
         let places = self.places;
         let run = CheckedRun {
-            stage_root: &places.stage_root,
+            stage_root: parent,
             run_id: &places.run_id,
             run_dir: &places.run_dir,
             options: places.stage_options.clone(),
         };
-        let (staged, ledger) = stage_checked(engine, manifest, id, (plan, checks), run)
+        stage_checked(engine, manifest, id, (plan, checks), run)
             .await
-            .map_err(|f| NotMaterialized { diagnostics: f.diagnostics, ledger: f.ledger })?;
-        self.register(&staged)
-            .await
-            .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: Some(ledger.clone()) })?;
-        Ok(Materialized::Staged(staged, Some(ledger)))
+            .map_err(|f| NotMaterialized { diagnostics: f.diagnostics, ledger: f.ledger })
     }
 
     /// The model's plan with its conversions made row errors (see
@@ -230,7 +311,7 @@ pub async fn read_parents_lazily(
             continue;
         }
         let Resource::Model { materialized, .. } = &node.resource else { continue };
-        if *materialized == Materialization::Table {
+        if matches!(materialized, Materialization::Table | Materialization::Incremental) {
             let dir = stage_root.join(&node.name);
             if let Ok(m) = stage::read_manifest(&dir)
                 && engine_node::register_staged(engine, table.clone(), &StagedTable { dir, manifest: m }).await.is_ok()
@@ -246,15 +327,6 @@ pub async fn read_parents_lazily(
         }
     }
     unstaged
-}
-
-fn incremental_refused(node: &Node) -> Diagnostic {
-    Diagnostic::error(
-        Code::ModelConfig,
-        format!("`{}` is materialized as `incremental`, which ferry cannot run yet", node.name),
-    )
-    .in_file(node.path())
-    .with_help("materialize it as `table` for now; incremental runs with a run history are planned")
 }
 
 /// Views and ephemerals among `nodes` that more than one node of `nodes` reads.

@@ -15,6 +15,7 @@ mod artifacts;
 mod events;
 mod execute;
 mod gating;
+mod incremental;
 mod materialize;
 mod node;
 pub mod plan;

@@ -60,7 +60,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
         invocation_id: uuid::Uuid::new_v4().to_string(),
         run_started_at: chrono::Utc::now(),
         which: which.to_owned(),
-        full_refresh: false,
+        full_refresh: settings.full_refresh,
         docs: Default::default(),
     };
     let schema = target.schema().to_owned();

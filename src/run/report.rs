@@ -11,13 +11,14 @@ use super::Which;
 use super::materialize::Materialized;
 use crate::backend::LoadReport;
 use crate::diagnostic::Diagnostic;
+use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::reconcile::{self, Reconciled};
 use crate::stage::StagedTable;
 use crate::state::Ledger;
 use crate::state::run_results::{
-    AdapterResponse, Args, LoadRecord, LoadResult, Metadata, NodeResult, ReconcileVerdict, RunResults, StageRef,
-    Status, Timing,
+    AdapterResponse, Args, IncrementalRecord, LoadRecord, LoadResult, Metadata, NodeResult, ReconcileVerdict,
+    RunResults, StageRef, Status, Timing,
 };
 use crate::validate::{TestOutcome, Verdict};
 
@@ -44,6 +45,24 @@ pub struct NodeReport {
     pub load: Option<Result<LoadReport, String>>,
     /// How reconciling the loaded table went (`build`).
     pub reconcile: Option<reconcile::Status>,
+    /// An incremental model's run.
+    pub incremental: Option<IncrementalReport>,
+}
+
+/// What an incremental model's run did; its next version is the report's
+/// `staged`.
+#[derive(Debug, Clone)]
+pub struct IncrementalReport {
+    pub strategy: Strategy,
+    /// This run's rows (`None`: built in full, its rows are `staged`).
+    pub increment: Option<StagedTable>,
+    /// Why it was built in full, when it was.
+    pub full: Option<String>,
+    /// Differences from the current columns that were ignored.
+    pub schema_change: Vec<String>,
+    /// Whether `staged` has replaced the model's stage (once its load
+    /// committed, or at once when it does not load).
+    pub committed: bool,
 }
 
 /// What a run did.
@@ -116,6 +135,7 @@ impl NodeReport {
             failures: None,
             load: None,
             reconcile: None,
+            incremental: None,
         }
     }
 
@@ -123,7 +143,18 @@ impl NodeReport {
     pub fn materialized(node: &Node, m: &Materialized, readers: usize, (seconds, at): (f64, DateTime<Utc>)) -> Self {
         let (staged, ledger) = match m {
             Materialized::Staged(t, ledger) => (Some(t.clone()), ledger.clone()),
+            Materialized::Incremental(i) => (Some(i.next.clone()), i.ledger.clone()),
             _ => (None, None),
+        };
+        let incremental = match m {
+            Materialized::Incremental(i) => Some(IncrementalReport {
+                strategy: i.strategy,
+                increment: i.increment.clone(),
+                full: i.full.clone(),
+                schema_change: i.schema_change.describe(),
+                committed: false,
+            }),
+            _ => None,
         };
         NodeReport {
             status: Status::Success,
@@ -133,6 +164,7 @@ impl NodeReport {
             staged,
             ledger,
             readers: matches!(m, Materialized::ComputedOnce(_)).then_some(readers),
+            incremental,
             message: None,
             ..NodeReport::not_run(node, Status::Success, String::new())
         }
@@ -193,18 +225,28 @@ impl NodeReport {
             message: self.message.clone(),
             failures: self.failures,
             ledger: self.ledger.clone(),
-            stage: self.staged.as_ref().map(|s| StageRef {
-                path: s.dir.to_string(),
-                files: s.manifest.files.len(),
-                checksum: s.manifest.checksum.clone(),
-            }),
+            stage: self.staged.as_ref().map(stage_ref),
             load: self.load.as_ref().map(|l| match l {
                 Ok(r) => LoadResult { status: Status::Success, report: Some(load_record(r)), message: None },
                 Err(m) => LoadResult { status: Status::Error, report: None, message: Some(m.clone()) },
             }),
             reconcile: self.reconcile.map(verdict),
+            incremental: self.incremental.as_ref().map(|i| IncrementalRecord {
+                run: if i.full.is_some() { "full" } else { "incremental" }.to_owned(),
+                strategy: i.strategy.name().to_owned(),
+                reason: i.full.clone(),
+                rows: self.rows.unwrap_or(0),
+                total_rows: self.staged.as_ref().map_or(0, |s| s.manifest.row_count),
+                increment: i.increment.as_ref().map(stage_ref),
+                schema_changes: i.schema_change.clone(),
+                committed: i.committed,
+            }),
         }
     }
+}
+
+fn stage_ref(s: &StagedTable) -> StageRef {
+    StageRef { path: s.dir.to_string(), files: s.manifest.files.len(), checksum: s.manifest.checksum.clone() }
 }
 
 /// `table`, `view`, `seed`, `test`, ...: what a node is, as reports name it.

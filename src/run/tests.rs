@@ -19,8 +19,14 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
         fs_err::write(path, text).unwrap();
     }
     // No profiles.yml anywhere: the embedded SQLite target.
-    let settings =
-        Settings { profiles_dirs: vec![root.clone()], root, profile: None, target: None, vars: Default::default() };
+    let settings = Settings {
+        profiles_dirs: vec![root.clone()],
+        root,
+        profile: None,
+        target: None,
+        vars: Default::default(),
+        full_refresh: false,
+    };
     (dir, settings)
 }
 

@@ -122,6 +122,17 @@ pub async fn write_stage(
     Ok(StagedTable { dir, manifest })
 }
 
+/// Moves a finished stage, written by [`write_stage`] under another parent
+/// on the same file system, into `<parent>/<model>/`, replacing the stage
+/// there as [`write_stage`] does (the previous one is removed only once the
+/// new one is in place).
+pub async fn commit(parent: &Utf8Path, staged: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
+    read_manifest(&staged.dir)?;
+    tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
+    let dir = swap_into_place(parent, &staged.dir, model).await?;
+    Ok(StagedTable { dir, manifest: staged.manifest.clone() })
+}
+
 /// Removes a temporary stage directory unless it was moved into place.
 struct TempDir(Utf8PathBuf);
 

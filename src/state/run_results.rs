@@ -86,6 +86,32 @@ pub struct NodeResult {
     /// How reconciling the loaded table went (`build`; details in the run's `reconcile.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileVerdict>,
+    /// For incremental models: how this run went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalRecord>,
+}
+
+/// What a run of an incremental model did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncrementalRecord {
+    /// `incremental`, or `full` (with `reason`).
+    pub run: String,
+    pub strategy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// This run's new rows (an incremental run's increment).
+    pub rows: u64,
+    /// Rows of the model's data after the run.
+    pub total_rows: u64,
+    /// Where the increment is staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment: Option<StageRef>,
+    /// Differences from the current columns that `on_schema_change: ignore` ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<String>,
+    /// Whether the model's stage now holds the run's result (an
+    /// incremental model's stage advances only once its load commits).
+    pub committed: bool,
 }
 
 /// How loading a staged node into the target went.
@@ -171,6 +197,7 @@ mod tests {
             stage: Some(StageRef { path: ".ferry/stage/orders".into(), files: 1, checksum: "00".into() }),
             load,
             reconcile: Some(ReconcileVerdict::Pass),
+            incremental: None,
         }
     }
 

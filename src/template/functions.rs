@@ -288,7 +288,8 @@ pub fn return_fn(state: &mut State<'_, '_>, value: Value) -> Result<Value, Error
 
 /// `is_incremental()`.
 pub fn is_incremental(state: &mut State<'_, '_>) -> bool {
-    capture(state).is_incremental
+    let rendering = state.lookup("__ferry_is_incremental").is_some_and(|v| v.is_true());
+    rendering || capture(state).is_incremental
 }
 
 /// `exceptions.raise_compiler_error(msg)` and `exceptions.warn(msg)`.

@@ -60,7 +60,7 @@ pub struct Rendered {
 
 /// A macro file as registered: its original text and how offsets in the
 /// rewritten text map back to it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MacroFile {
     file: Arc<SourceFile>,
     /// (rewritten offset, original offset) at the start of each unchanged run.
@@ -68,6 +68,7 @@ struct MacroFile {
 }
 
 /// The templating environment for one invocation.
+#[derive(Clone)]
 pub struct Templater {
     env: Environment<'static>,
     files: HashMap<String, Arc<SourceFile>>,

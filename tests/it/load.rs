@@ -60,7 +60,7 @@ impl Db {
     }
 
     /// `profiles.yml` for this target, with `extra` lines in the output.
-    fn profiles(&self, extra: &str) -> String {
+    pub(crate) fn profiles(&self, extra: &str) -> String {
         let server = |kind: &str, url: &url::Url, schema: &str, dbname: Option<&str>| {
             let mut s = format!(
                 "{}:\n  target: t\n  outputs:\n    t:\n      type: {kind}\n      host: {}\n      port: {}\n      user: {}\n      schema: {schema}\n",

@@ -386,15 +386,14 @@ fn memory_limits_are_checked_and_a_join_over_the_limit_is_explained() {
 }
 
 #[test]
-fn incremental_models_are_refused_clearly() {
-    let p = TestProject::new().model("inc.sql", "{{ config(materialized='incremental') }}\nselect 1 as id");
+fn incremental_strategies_ferry_lacks_are_refused_clearly() {
+    let p = TestProject::new().model(
+        "inc.sql",
+        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='at') }}\nselect 1 as id",
+    );
     let ran = p.run(["run"]);
     assert_eq!(ran.code, Some(1));
-    assert!(
-        ran.stderr.contains("`inc` is materialized as `incremental`, which ferry cannot run yet"),
-        "{}",
-        ran.stderr
-    );
+    assert!(ran.stderr.contains("incremental strategy `microbatch` is not supported by ferry yet"), "{}", ran.stderr);
     assert!(ran.stderr.contains("models/inc.sql"), "{}", ran.stderr);
 }
 

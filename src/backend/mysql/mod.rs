@@ -571,6 +571,10 @@ impl super::Backend for Mysql {
         Mysql::rollback(self, table).await
     }
 
+    async fn table_columns(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
+        Mysql::existing(self, table).await
+    }
+
     async fn reconcile_side(
         &mut self,
         spec: &Spec,

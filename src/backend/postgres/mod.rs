@@ -502,6 +502,10 @@ impl super::Backend for Postgres {
         Postgres::rollback(self, table).await
     }
 
+    async fn table_columns(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
+        Postgres::existing(self, table).await
+    }
+
     async fn reconcile_side(
         &mut self,
         spec: &Spec,

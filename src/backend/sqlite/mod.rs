@@ -374,6 +374,11 @@ impl super::Backend for Sqlite {
         Sqlite::rollback(self, table).await
     }
 
+    async fn table_columns(&mut self, table: &TableName) -> Result<Option<Vec<TargetColumn>>, BackendError> {
+        let conn = self.open(table)?;
+        existing(&conn, table)
+    }
+
     async fn reconcile_side(&mut self, _: &Spec, choice: SideChoice, _: u64) -> Result<(Side, String), BackendError> {
         let why = match choice {
             SideChoice::Pushed => "SQLite is read in-process; `side: pushed` does not apply",

@@ -1,0 +1,350 @@
+//! Incremental models, run as dbt runs them and kept in step with the
+//! target.
+//!
+//! An incremental model's stage (`.ferry/stage/<model>/`) is its current
+//! data: what its target table holds after the last run that loaded it.
+//! Before anything is planned, [`resolve`] decides for each selected
+//! incremental model whether this run is incremental (`is_incremental()`
+//! true: it has a stage that checks, its target table exists when it is
+//! loaded, and no full refresh is asked) and renders those models again
+//! with `is_incremental()` true and `{{ this }}` naming the table of their
+//! current data.
+//!
+//! Materializing one then stages the model's rows as the run's increment
+//! (`.ferry/runs/<run>/increments/<model>/`) and merges current data and
+//! increment, by the strategy, into the model's next version
+//! (`.ferry/runs/<run>/next/<model>/`), which its readers read in this run.
+//! A full build stages straight into the next version. The increment is
+//! loaded with the strategy's mode, a full build replaces the table, and
+//! the next version replaces the stage only once that load has committed
+//! (at once when the model is not loaded): a failed or killed run leaves
+//! stage and target as the previous run left them, and the next run does
+//! its work again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::TableReference;
+
+use super::Prepared;
+use crate::backend::Connection;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::engine::{Engine, node as engine_node};
+use crate::manifest::config::{Incremental, OnSchemaChange, Strategy};
+use crate::manifest::{Manifest, Materialization, NodeId, Resource};
+use crate::stage::{self, StagedTable};
+use crate::template::functions::quote_ident;
+use crate::values::cells;
+
+/// How an incremental model runs this time.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Built from its SQL alone, replacing its stage and table; why.
+    Full(String),
+    /// Its rows are an increment merged into this current data.
+    Incremental(StagedTable),
+}
+
+/// One incremental model's run.
+#[derive(Debug, Clone)]
+pub struct IncrementalRun {
+    pub settings: Incremental,
+    pub mode: Mode,
+}
+
+/// What [`resolve`] decided.
+#[derive(Default)]
+pub struct Resolved {
+    /// The manifest with the incremental models rendered again; `None`
+    /// when no model runs incrementally.
+    pub manifest: Option<Manifest>,
+    pub runs: HashMap<NodeId, IncrementalRun>,
+    /// Models that cannot run (a render that failed, a target that cannot
+    /// be asked), with their diagnostics.
+    pub failed: BTreeSet<NodeId>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The table `{{ this }}` names in an incremental run: the model's current data.
+pub fn current_table(model: &str) -> String {
+    format!("{model}__ferry_current")
+}
+
+/// The table of this run's increment, which the merge reads.
+fn increment_table(model: &str) -> String {
+    format!("{model}__ferry_increment")
+}
+
+/// Decides how each incremental model of `wanted` runs; see the module
+/// doc. `ask_target`: whether the target is asked if the table exists
+/// (not when nothing is loaded).
+pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target: bool) -> Resolved {
+    let manifest = &prepared.manifest;
+    let mut out = Resolved::default();
+    let mut target: Option<Result<Connection, Box<Diagnostic>>> = None;
+    let stage_root = prepared.layout.stage_root();
+    for &i in wanted.iter().filter(|i| !prepared.failed.contains(i)) {
+        let node = &manifest[i];
+        let Resource::Model { materialized: Materialization::Incremental, .. } = &node.resource else { continue };
+        let settings = match &node.config.incremental {
+            Ok(Some(s)) => s.clone(),
+            Ok(None) => continue,
+            Err(d) => {
+                out.fail(i, (**d).clone());
+                continue;
+            }
+        };
+        let refresh = if settings.full_refresh == Some(true) {
+            Some("it is configured `full_refresh: true`".to_owned())
+        } else if manifest.globals.full_refresh && settings.full_refresh != Some(false) {
+            Some("--full-refresh".to_owned())
+        } else {
+            None
+        };
+        let mode = match refresh {
+            Some(why) => Mode::Full(why),
+            None => match stage::read_manifest(&stage_root.join(&node.name)) {
+                Err(_) => Mode::Full("it has no stage yet".into()),
+                Ok(m) => {
+                    let current = StagedTable { dir: stage_root.join(&node.name), manifest: m };
+                    match (&node.config.load, ask_target) {
+                        (Ok(Some(load)), true) => {
+                            let conn = match target.get_or_insert(crate::load::connect(&prepared.target).await) {
+                                Ok(conn) => conn,
+                                Err(d) => {
+                                    out.fail(i, (**d).clone());
+                                    continue;
+                                }
+                            };
+                            match conn.table_columns(&load.table).await {
+                                Ok(Some(_)) => Mode::Incremental(current),
+                                Ok(None) => Mode::Full(format!("its table `{}` is not in the target", load.table)),
+                                Err(e) => {
+                                    out.fail(i, e.to_diagnostic(&node.name));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => Mode::Incremental(current),
+                    }
+                }
+            },
+        };
+        out.runs.insert(i, IncrementalRun { settings, mode });
+    }
+    let incremental: Vec<NodeId> =
+        out.runs.iter().filter(|(_, r)| matches!(r.mode, Mode::Incremental(_))).map(|(&i, _)| i).collect();
+    if !incremental.is_empty() {
+        let mut rendered = (**manifest).clone();
+        for i in incremental {
+            let name = rendered[i].name.clone();
+            if let Err(d) = rendered.render_incremental(i, &current_table(&name)) {
+                out.runs.remove(&i);
+                out.fail(i, *d);
+            }
+        }
+        out.manifest = Some(rendered);
+    }
+    out
+}
+
+impl Resolved {
+    fn fail(&mut self, i: NodeId, d: Diagnostic) {
+        self.failed.insert(i);
+        self.diagnostics.push(d);
+    }
+}
+
+/// Makes each incremental model's current data readable as the table its
+/// `{{ this }}` names; a model whose stage cannot be read fails.
+pub async fn register_current(engine: &Engine, manifest: &Manifest, resolved: &mut Resolved) {
+    let mut unreadable = Vec::new();
+    for (&i, run) in &resolved.runs {
+        if let Mode::Incremental(current) = &run.mode {
+            let node = &manifest[i];
+            let table = TableReference::bare(current_table(&node.name));
+            if let Err(e) = engine_node::register_staged(engine, table, current).await {
+                unreadable.push((i, engine_node::internal(&e, node, Code::Execution)));
+            }
+        }
+    }
+    for (i, d) in unreadable {
+        resolved.runs.remove(&i);
+        resolved.fail(i, d);
+    }
+}
+
+/// How the model's columns differ from its current data's, by canonical type.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SchemaChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Column, current type, new type.
+    pub retyped: Vec<(String, DataType, DataType)>,
+}
+
+impl SchemaChange {
+    pub fn between(current: &SchemaRef, planned: &SchemaRef) -> SchemaChange {
+        // Types that hold the same values and load alike are one type here.
+        let canonical = |t: &DataType| {
+            let t = match t {
+                DataType::Utf8View | DataType::LargeUtf8 => &DataType::Utf8,
+                DataType::BinaryView | DataType::LargeBinary => &DataType::Binary,
+                t => t,
+            };
+            cells::canonical(t).unwrap_or_else(|| t.clone())
+        };
+        let mut change = SchemaChange::default();
+        for f in planned.fields() {
+            match current.field_with_name(f.name()) {
+                Err(_) => change.added.push(f.name().clone()),
+                Ok(c) if canonical(c.data_type()) != canonical(f.data_type()) => {
+                    change.retyped.push((f.name().clone(), c.data_type().clone(), f.data_type().clone()));
+                }
+                Ok(_) => {}
+            }
+        }
+        change.removed = current
+            .fields()
+            .iter()
+            .filter(|c| planned.field_with_name(c.name()).is_err())
+            .map(|c| c.name().clone())
+            .collect();
+        change
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.retyped.is_empty()
+    }
+
+    /// One line per difference, for messages and the report.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.added.iter().map(|c| format!("`{c}` is new")).collect();
+        out.extend(self.removed.iter().map(|c| format!("`{c}` is gone")));
+        out.extend(self.retyped.iter().map(|(c, from, to)| format!("`{c}` was {from}, now {to}")));
+        out
+    }
+}
+
+/// The model's SQL fitted to its current data's columns when they differ,
+/// as `on_schema_change` says; `Err` when the run must stop.
+pub fn fit_to_current(
+    sql: &str,
+    model: &str,
+    settings: &Incremental,
+    (current, planned): (&SchemaRef, &SchemaRef),
+) -> Result<(String, SchemaChange), Box<Diagnostic>> {
+    let change = SchemaChange::between(current, planned);
+    if change.is_empty() {
+        return Ok((sql.to_owned(), change));
+    }
+    let stop = |why: &str| {
+        let mut d = Diagnostic::error(
+            Code::ModelConfig,
+            format!("the columns of `{model}` changed since its last run, and {why}"),
+        );
+        for line in change.describe() {
+            d = d.with_note(line);
+        }
+        Box::new(d.with_help(
+            "run it once with `--full-refresh` to rebuild it with the new columns, or set `on_schema_change: ignore`",
+        ))
+    };
+    match settings.on_schema_change {
+        OnSchemaChange::Fail => Err(stop("`on_schema_change` is `fail`")),
+        OnSchemaChange::AppendNewColumns | OnSchemaChange::SyncAllColumns => {
+            Err(stop(&format!("ferry does not apply `on_schema_change: {}` yet", settings.on_schema_change.name())))
+        }
+        OnSchemaChange::Ignore => {
+            let columns: Vec<String> = current
+                .fields()
+                .iter()
+                .map(|c| {
+                    let name = quote_ident(c.name());
+                    match planned.field_with_name(c.name()) {
+                        Ok(p) if p.data_type() == c.data_type() => format!("__ferry_model.{name}"),
+                        Ok(_) => format!("arrow_cast(__ferry_model.{name}, '{}') AS {name}", c.data_type()),
+                        Err(_) => format!("arrow_cast(NULL, '{}') AS {name}", c.data_type()),
+                    }
+                })
+                .collect();
+            Ok((format!("SELECT {} FROM ({sql}) AS __ferry_model", columns.join(", ")), change))
+        }
+    }
+}
+
+/// Registers the increment for the merge to read, and returns the query
+/// of the model's next version: the current rows the increment does not
+/// replace, then the increment. Without a key (or with `append`) every
+/// current row stays.
+pub async fn merged_sql(
+    engine: &Engine,
+    model: &str,
+    increment: &StagedTable,
+    (strategy, key): (Strategy, &[String]),
+) -> Result<String, datafusion::error::DataFusionError> {
+    let inc = increment_table(model);
+    engine_node::register_staged(engine, TableReference::bare(inc.as_str()), increment).await?;
+    let (current, inc) = (quote_ident(&current_table(model)), quote_ident(&inc));
+    let columns: Vec<String> = increment.manifest.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let columns = columns.join(", ");
+    let kept = if strategy == Strategy::Append || key.is_empty() {
+        format!("SELECT {columns} FROM {current}")
+    } else {
+        let matches: Vec<String> =
+            key.iter().map(|k| quote_ident(k)).map(|k| format!("__ferry_new.{k} = __ferry_old.{k}")).collect();
+        format!(
+            "SELECT {columns} FROM {current} AS __ferry_old WHERE NOT EXISTS \
+             (SELECT 1 FROM {inc} AS __ferry_new WHERE {})",
+            matches.join(" AND ")
+        )
+    };
+    Ok(format!("{kept} UNION ALL SELECT {columns} FROM {inc}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+    use super::*;
+
+    fn schema(cols: &[(&str, DataType)]) -> SchemaRef {
+        Arc::new(Schema::new(cols.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>()))
+    }
+
+    fn settings(on_schema_change: OnSchemaChange) -> Incremental {
+        Incremental { strategy: Strategy::Merge, full_refresh: None, on_schema_change }
+    }
+
+    #[test]
+    fn string_views_and_strings_are_the_same_column() {
+        let current = schema(&[("id", DataType::Int64), ("name", DataType::Utf8View)]);
+        let planned = schema(&[("name", DataType::Utf8), ("id", DataType::Int64)]);
+        assert!(SchemaChange::between(&current, &planned).is_empty());
+        let (sql, change) =
+            fit_to_current("select 1", "m", &settings(OnSchemaChange::Fail), (&current, &planned)).unwrap();
+        assert_eq!((sql.as_str(), change.is_empty()), ("select 1", true));
+    }
+
+    #[test]
+    fn ignore_keeps_the_current_columns_and_fail_lists_the_changes() {
+        let current = schema(&[("id", DataType::Int64), ("gone", DataType::Utf8), ("amount", DataType::Int32)]);
+        let planned = schema(&[("id", DataType::Int64), ("amount", DataType::Float64), ("new", DataType::Utf8)]);
+        let change = SchemaChange::between(&current, &planned);
+        assert_eq!(change.describe(), ["`new` is new", "`gone` is gone", "`amount` was Int32, now Float64"]);
+        let (sql, _) =
+            fit_to_current("select * from t", "m", &settings(OnSchemaChange::Ignore), (&current, &planned)).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT __ferry_model.\"id\", arrow_cast(NULL, 'Utf8') AS \"gone\", \
+             arrow_cast(__ferry_model.\"amount\", 'Int32') AS \"amount\" FROM (select * from t) AS __ferry_model"
+        );
+        for refused in [OnSchemaChange::Fail, OnSchemaChange::AppendNewColumns, OnSchemaChange::SyncAllColumns] {
+            let d = fit_to_current("select 1", "m", &settings(refused), (&current, &planned)).unwrap_err();
+            assert!(d.message.contains("the columns of `m` changed since its last run"), "{}", d.message);
+            assert_eq!(d.notes.len(), 3, "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Incremental models kept in step with a target over several runs of a
+//! changing export (`tests/fixtures/projects/incremental`), on PostgreSQL,
+//! MariaDB and SQLite: after every run each incremental model's table must
+//! equal the full rebuild (`events_full`) read back the same way, a load
+//! that fails leaves stage and table as the previous run left them, and
+//! the next run converges.
+
+use crate::common::{TestProject, node_result};
+use crate::load::{Db, ok, project_for};
+
+const HEADER: &str = "id,region,amount,updated_at\n";
+
+/// Run 1: three events and one without a key.
+const RUN1: &str = "1,north,10,2024-01-01 10:00:00\n\
+                    2,south,20,2024-01-01 11:00:00\n\
+                    3,north,30,2024-01-02 09:00:00\n\
+                    ,east,5,2024-01-02 10:00:00\n";
+/// Run 2: event 2 changed, events 4 and 5 new, another row without a key.
+const RUN2: &str = "1,north,10,2024-01-01 10:00:00\n\
+                    2,south,25,2024-01-03 08:00:00\n\
+                    3,north,30,2024-01-02 09:00:00\n\
+                    ,east,5,2024-01-02 10:00:00\n\
+                    4,east,40,2024-01-03 09:00:00\n\
+                    5,south,50,2024-01-03 10:00:00\n\
+                    ,west,7,2024-01-03 11:00:00\n";
+/// Run 3: events 1 and 4 changed, event 6 new.
+const RUN3: &str = "1,north,15,2024-01-04 08:00:00\n\
+                    2,south,25,2024-01-03 08:00:00\n\
+                    3,north,30,2024-01-02 09:00:00\n\
+                    ,east,5,2024-01-02 10:00:00\n\
+                    4,east,45,2024-01-04 09:00:00\n\
+                    5,south,50,2024-01-03 10:00:00\n\
+                    ,west,7,2024-01-03 11:00:00\n\
+                    6,north,60,2024-01-04 10:00:00\n";
+/// Run 4: event 5 changed to an amount the target refuses (see `refuse`).
+const RUN4: &str = "1,north,15,2024-01-04 08:00:00\n\
+                    2,south,25,2024-01-03 08:00:00\n\
+                    3,north,30,2024-01-02 09:00:00\n\
+                    4,east,45,2024-01-04 09:00:00\n\
+                    5,south,5000,2024-01-05 10:00:00\n\
+                    6,north,60,2024-01-04 10:00:00\n";
+
+fn export(p: &TestProject, rows: &str) {
+    fs_err::write(p.path().join("data/events.csv"), format!("{HEADER}{rows}")).expect("write the export");
+}
+
+/// The `incremental` record of `model` in the last run's results.
+fn record(p: &TestProject, model: &str) -> serde_json::Value {
+    let results = p.run_results();
+    let node = node_result(&results, &format!("model.shop.{model}")).unwrap_or_else(|| panic!("{model} ran"));
+    node["incremental"].clone()
+}
+
+/// Each incremental model's table against the full rebuild.
+async fn assert_in_step(db: &mut Db, run: &str) {
+    let full = db.rows("events_full").await;
+    assert_eq!(db.rows("events_merge").await, full, "{run}: events_merge differs from a full rebuild");
+    assert_eq!(db.rows("events_by_key").await, full, "{run}: events_by_key differs from a full rebuild");
+}
+
+/// `build` three times over a changing export, then a load the target
+/// refuses, then the run after it.
+async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str)) {
+    export(&p, RUN1);
+    ok(&p.run(["build"]));
+    for model in ["events_merge", "events_by_key", "events_log"] {
+        let r = record(&p, model);
+        assert_eq!(r["run"], "full", "{model}: {r}");
+        assert_eq!(r["reason"], "it has no stage yet", "{model}: {r}");
+        assert_eq!(r["committed"], true, "{model}: {r}");
+    }
+    assert_in_step(&mut db, "run 1").await;
+    assert_eq!(db.rows("events_full").await.len(), 3);
+    let results = p.run_results();
+    let merge = node_result(&results, "model.shop.events_merge").expect("events_merge ran");
+    assert_eq!(merge["ledger"]["quarantined"], 1, "the row without a key is quarantined: {merge}");
+
+    export(&p, RUN2);
+    ok(&p.run(["build"]));
+    for (model, strategy) in [("events_merge", "merge"), ("events_by_key", "delete+insert"), ("events_log", "append")] {
+        let r = record(&p, model);
+        assert_eq!(r["run"], "incremental", "{model}: {r}");
+        assert_eq!(r["strategy"], strategy, "{model}: {r}");
+        assert_eq!(r["committed"], true, "{model}: {r}");
+    }
+    // Events 2, 4 and 5 are newer than the current data; the keyless row
+    // of 11:00 is too, and is quarantined again.
+    assert_eq!(record(&p, "events_merge")["rows"], 3);
+    assert_eq!(record(&p, "events_merge")["total_rows"], 5);
+    assert_eq!(record(&p, "events_log")["rows"], 4);
+    assert_in_step(&mut db, "run 2").await;
+    // 4 rows from run 1 (no key, so the keyless one too), 4 newer ones now.
+    assert_eq!(db.rows("events_log").await.len(), 8, "the log keeps every version");
+
+    export(&p, RUN3);
+    ok(&p.run(["build"]));
+    assert_eq!(record(&p, "events_merge")["rows"], 3);
+    assert_in_step(&mut db, "run 3").await;
+    // The table model downstream read the merged data, not the increment.
+    let totals = p.query_stages(&["region_totals"], "select region, amount, events from region_totals").await;
+    let expected = p
+        .query_stages(
+            &["events_full"],
+            "select region, sum(amount) as amount, count(*) as events from events_full group by region",
+        )
+        .await;
+    assert_eq!(totals, expected);
+
+    // Run 4's load is refused: stage and table stay as run 3 left them.
+    let before_merge = db.rows("events_merge").await;
+    let stage = p.read(".ferry/stage/events_merge/_ferry_stage.json");
+    db.execute(refuse).await;
+    export(&p, RUN4);
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "the refused load fails the run:\n{}", ran.stderr);
+    let r = record(&p, "events_merge");
+    assert_eq!(r["committed"], false, "{r}");
+    assert_eq!(db.rows("events_merge").await, before_merge, "the table is as run 3 left it");
+    assert_eq!(p.read(".ferry/stage/events_merge/_ferry_stage.json"), stage, "the stage is as run 3 left it");
+
+    // Once the target takes it, the next run loads what run 4 could not.
+    db.execute(allow).await;
+    ok(&p.run(["build"]));
+    let r = record(&p, "events_merge");
+    assert_eq!(
+        (r["run"].as_str(), r["rows"].as_u64(), r["committed"].as_bool()),
+        (Some("incremental"), Some(1), Some(true)),
+        "{r}"
+    );
+    assert_in_step(&mut db, "after the refused run").await;
+
+    // --full-refresh rebuilds from scratch, to the same rows.
+    ok(&p.run(["build", "--full-refresh"]));
+    assert_eq!(record(&p, "events_merge")["reason"], "--full-refresh");
+    assert_in_step(&mut db, "full refresh").await;
+    db.drop_schema().await;
+}
+
+/// On a server: a CHECK constraint on `events_merge` (quoted with `q`)
+/// refuses run 4's row.
+async fn on_server(db: Db, q: char) {
+    let t = format!("{q}{}{q}.{q}events_merge{q}", db.schema());
+    let refuse = format!("ALTER TABLE {t} ADD CONSTRAINT small CHECK (amount < 1000)");
+    let allow = format!("ALTER TABLE {t} DROP CONSTRAINT small");
+    let p = project_for(&db, Some("incremental"), "");
+    runs_in_step(db, p, (&refuse, &allow)).await;
+}
+
+#[tokio::test]
+async fn postgres_incremental_models_stay_in_step_over_runs() {
+    let Some(db) = Db::pg("incr").await else { return };
+    on_server(db, '"').await;
+}
+
+#[tokio::test]
+async fn mysql_incremental_models_stay_in_step_over_runs() {
+    let Some(db) = Db::mysql("incr").await else { return };
+    on_server(db, '`').await;
+}
+
+#[tokio::test]
+async fn sqlite_incremental_models_stay_in_step_over_runs() {
+    let p = TestProject::fixture("incremental");
+    let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    // SQLite cannot add a CHECK to a table: a trigger refuses the row.
+    let refuse = "CREATE TRIGGER small BEFORE UPDATE ON events_merge WHEN NEW.amount >= 1000 \
+                  BEGIN SELECT RAISE(ABORT, 'amount too large'); END; \
+                  CREATE TRIGGER small_insert BEFORE INSERT ON events_merge WHEN NEW.amount >= 1000 \
+                  BEGIN SELECT RAISE(ABORT, 'amount too large'); END;";
+    let allow = "DROP TRIGGER small; DROP TRIGGER small_insert;";
+    runs_in_step(db, p, (refuse, allow)).await;
+}
+
+/// A `ref` that only the incremental branch calls is an error on the first
+/// incremental run, with dbt's remedy; the full build before it runs.
+#[test]
+fn a_ref_only_inside_is_incremental_is_an_error() {
+    let p = TestProject::new().model("a.sql", "{{ config(materialized='table', load=false) }}\nselect 1 as id").model(
+        "inc.sql",
+        "{{ config(materialized='incremental', load=false) }}\nselect 2 as id\n\
+             {% if is_incremental() %}union all select id from {{ ref('a') }}{% endif %}",
+    );
+    ok(&p.run(["run"]));
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`inc` calls `ref('a')` only inside `is_incremental()`"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("-- depends_on: {{ ref('a') }}"), "{}", ran.stderr);
+}
+
+/// `on_schema_change: fail` stops before anything is staged, naming each
+/// difference; `ignore` keeps the current columns (a gone one is NULL).
+#[tokio::test]
+async fn on_schema_change_fail_stops_and_ignore_keeps_the_columns() {
+    let p = TestProject::new().model(
+        "inc.sql",
+        "{{ config(materialized='incremental', unique_key='id', load=false, on_schema_change=var('osc', 'ignore')) }}\n\
+         select {{ var('cols', '1 as id, 10 as a') }}",
+    );
+    ok(&p.run(["run"]));
+    let changed = |osc: &str| p.run(["run", "--vars", &format!("{{osc: {osc}, cols: '2 as id, 20 as b'}}")]);
+    let ran = changed("fail");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("the columns of `inc` changed since its last run"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("`b` is new") && ran.stderr.contains("`a` is gone"), "{}", ran.stderr);
+    assert_eq!(p.query_stages(&["inc"], "select id, a from inc").await.len(), 1, "nothing was staged");
+    ok(&changed("ignore"));
+    let rows = p.query_stages(&["inc"], "select id, a from inc").await;
+    assert_eq!(rows, ["| 1  | 10 |", "| 2  |    |"]);
+}
