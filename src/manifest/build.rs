@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use serde_json::{Map, Value as Json};
 
 use super::config::{self, Dedupe, NodeConfig};
+use super::rules::RuleKind;
 use super::{Built, Manifest, Materialization, Node, NodeId, Resource};
 use crate::dag::{Graph, Id as _};
 use crate::diagnostic::{Code, Diagnostic, Label};
@@ -452,9 +453,8 @@ fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnos
         vec![at_model(Diagnostic::error(Code::ModelConfig, format!("`{}`: {message}", node.name)))]
     })?;
     let quarantines = on_conversion_error == Some(config::OnConversionError::Quarantine);
-    let incremental = *materialized == Materialization::Incremental;
-    let keyed = incremental && !node.config.unique_key.is_empty();
-    if model.rules.is_empty() && dedupe.is_none() && !quarantines && !keyed {
+    let implicit = super::rules::implicit_not_null(&node.config);
+    if model.rules.is_empty() && dedupe.is_none() && !quarantines && implicit.is_empty() {
         return Ok(());
     }
     if !matches!(materialized, Materialization::Table | Materialization::Incremental) {
@@ -482,9 +482,13 @@ fn read_checks(node: &mut Node, templater: &Templater) -> Result<(), Vec<Diagnos
         }]);
     }
     let mut rules = super::rules::read(&node.name, &model.rules, templater)?;
-    if keyed {
-        let origin = Origin { file: Arc::clone(&model.file), span: 0..0 };
-        rules.extend(super::rules::unique_key_not_null(&node.config.unique_key, &rules, &origin));
+    let origin = Origin { file: Arc::clone(&model.file), span: 0..0 };
+    for (column, name, why) in implicit {
+        let declared =
+            rules.iter().any(|r| r.kind == RuleKind::NotNull && r.column.as_deref() == Some(column.as_str()));
+        if !declared {
+            rules.push(super::rules::not_null(&column, name, why, &origin));
+        }
     }
     let has_quarantine =
         !rules.is_empty() || dedupe.is_some() || config::OnConversionError::has_quarantine(&node.raw_config);

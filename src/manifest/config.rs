@@ -238,6 +238,22 @@ pub struct Incremental {
     /// `full_refresh:` (`Some(false)`: stay incremental under `--full-refresh`).
     pub full_refresh: Option<bool>,
     pub on_schema_change: OnSchemaChange,
+    /// `cursor:`, the column whose high-water mark ferry keeps.
+    pub cursor: Option<Cursor>,
+}
+
+/// A declared cursor: `cursor: updated_at`, `lookback: '2 hours'`,
+/// `null_cursor: quarantine | include`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub column: String,
+    /// How far before the high-water mark an incremental run reads again:
+    /// an interval (`2 hours`) for a date or time cursor, a number for a
+    /// numeric one.
+    pub lookback: Option<String>,
+    /// Rows whose cursor is NULL: taken on every run (`include`), or
+    /// quarantined (the default).
+    pub include_nulls: bool,
 }
 
 impl Incremental {
@@ -307,10 +323,38 @@ impl Incremental {
                 ));
             }
         };
-        Ok(Some(Incremental { strategy, full_refresh, on_schema_change }))
+        let text = |key: &str| match config.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            Some(Json::Number(n)) if key == "lookback" => Ok(Some(n.to_string())),
+            Some(other) => Err(bad(format!("`{key}` must be a name, not `{other}`"), CURSOR_HELP)),
+        };
+        let cursor = match text("cursor")? {
+            None => {
+                if let Some(key) = ["lookback", "null_cursor"].into_iter().find(|k| config.contains_key(*k)) {
+                    return Err(bad(format!("`{key}` needs a `cursor`"), CURSOR_HELP));
+                }
+                None
+            }
+            Some(column) => {
+                let include_nulls = match text("null_cursor")?.as_deref() {
+                    None | Some("quarantine") => false,
+                    Some("include") => true,
+                    Some(other) => {
+                        return Err(bad(
+                            format!("`null_cursor` is `quarantine` or `include`, not `{other}`"),
+                            CURSOR_HELP,
+                        ));
+                    }
+                };
+                Some(Cursor { column, lookback: text("lookback")?, include_nulls })
+            }
+        };
+        Ok(Some(Incremental { strategy, full_refresh, on_schema_change, cursor }))
     }
 }
 
+const CURSOR_HELP: &str = "write `cursor: updated_at`, with `lookback: '2 hours'` and `null_cursor: include` if wanted";
 const STRATEGY_HELP: &str = "write `incremental_strategy: merge` (or `append`, `delete+insert`)";
 
 /// A model's `load` config, resolved.

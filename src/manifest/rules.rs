@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::config::Severity;
+use super::config::{NodeConfig, Severity};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::project::nodes::Origin;
 use crate::project::schema::TestDecl;
@@ -120,26 +120,44 @@ pub enum Literal {
     Plain(String),
 }
 
-/// The rules an incremental model gets for its `unique_key`: each key
-/// column must not be NULL, since a NULL key matches no row and would add
-/// a row on every run (dbt's silent duplicates). A column the model's own
-/// rules already hold to `not_null` gets none.
-pub fn unique_key_not_null(key: &[String], declared: &[Rule], origin: &Origin) -> Vec<Rule> {
-    key.iter()
-        .filter(|k| !declared.iter().any(|r| r.kind == RuleKind::NotNull && r.column.as_deref() == Some(k.as_str())))
-        .map(|k| Rule {
-            name: format!("unique_key_not_null_{k}"),
-            kind: RuleKind::NotNull,
-            column: Some(k.clone()),
-            severity: Severity::Error,
-            suggestion: Some(format!(
+/// The `not_null` rules an incremental model gets without declaring them
+/// (column, rule name, why): each `unique_key` column, since a NULL key
+/// matches no row and would add a row on every run (dbt's silent
+/// duplicates); and its `cursor` unless `null_cursor: include`, since such a
+/// row has no place before or after the high-water mark.
+pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
+    let Ok(Some(inc)) = &config.incremental else { return Vec::new() };
+    let mut out: Vec<(String, String, String)> = config
+        .unique_key
+        .iter()
+        .map(|k| {
+            let why = format!(
                 "`{k}` is part of the model's `unique_key`; a row without it cannot be matched with the rows loaded before"
-            )),
-            message: None,
-            calls: None,
-            origin: origin.clone(),
+            );
+            (k.clone(), format!("unique_key_not_null_{k}"), why)
         })
-        .collect()
+        .collect();
+    if let Some(c) = inc.cursor.as_ref().filter(|c| !c.include_nulls) {
+        let k = &c.column;
+        let why = format!("`{k}` is the model's `cursor`; set `null_cursor: include` to take such rows on every run");
+        out.push((k.clone(), format!("cursor_not_null_{k}"), why));
+    }
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+/// A `not_null` rule on `column` that no schema file declared.
+pub fn not_null(column: &str, name: String, why: String, origin: &Origin) -> Rule {
+    Rule {
+        name,
+        kind: RuleKind::NotNull,
+        column: Some(column.to_owned()),
+        severity: Severity::Error,
+        suggestion: Some(why),
+        message: None,
+        calls: None,
+        origin: origin.clone(),
+    }
 }
 
 /// Reads a model's `rules:`. `model` names the model for messages.

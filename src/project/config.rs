@@ -77,6 +77,8 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "on_configuration_change",
     "unique_key",
     "incremental_strategy",
+    "cursor",
+    "null_cursor",
     "on_schema_change",
     "contract",
     "constraints",

@@ -93,6 +93,7 @@ pub async fn execute(
     if options.which == Which::Build && !report.interrupted && !report.load_interrupted {
         report.reconciled = Some(reconcile_loaded(prepared, &mut report, observer).await);
     }
+    advance_watermarks(prepared, &mut report);
     report.elapsed = started.elapsed().as_secs_f64();
     report.results(manifest).write(&prepared.layout)?;
     artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
@@ -400,6 +401,37 @@ fn record_loads(report: &mut RunReport, loads: Loads) {
     }
     report.diagnostics.extend(loads.diagnostics);
     report.load_interrupted = loads.interrupted;
+}
+
+/// Keeps each incremental model's new high-water mark once its run
+/// cannot be undone: its stage advanced (so its load committed, if it
+/// loads) and its reconciliation, when one ran, did not fail.
+fn advance_watermarks(prepared: &Prepared, report: &mut RunReport) {
+    let run_id = report.run_id.clone();
+    for (&i, r) in &mut report.nodes {
+        let Some(inc) = r.incremental.as_mut() else { continue };
+        let reconciled = !matches!(r.reconcile, Some(reconcile::Status::Fail | reconcile::Status::Error));
+        let Some(cursor) = inc.cursor.as_ref().filter(|_| inc.committed && reconciled) else { continue };
+        let Some((value, data_type)) = cursor.high.clone() else { continue };
+        let mark = crate::state::watermarks::Watermark {
+            cursor: cursor.column.clone(),
+            value,
+            data_type,
+            run_id: run_id.clone(),
+            advanced_at: chrono::Utc::now().to_rfc3339(),
+        };
+        let model = &prepared.manifest[i].name;
+        match crate::state::watermarks::write(&prepared.layout, model, &mark) {
+            Ok(()) => inc.advanced = true,
+            Err(e) => report.diagnostics.push(
+                Diagnostic::warning(
+                    crate::diagnostic::Code::Execution,
+                    format!("the high-water mark of `{model}` could not be kept: {e:#}"),
+                )
+                .with_note("the next run reads from the previous mark again"),
+            ),
+        }
+    }
 }
 
 /// `build` ends by proving each table it loaded holds its stage.

@@ -30,9 +30,10 @@ use super::Prepared;
 use crate::backend::Connection;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
-use crate::manifest::config::{Incremental, OnSchemaChange, Strategy};
+use crate::manifest::config::{Cursor, Incremental, OnSchemaChange, Strategy};
 use crate::manifest::{Manifest, Materialization, NodeId, Resource};
 use crate::stage::{self, StagedTable};
+use crate::state::watermarks::{self, Watermark};
 use crate::template::functions::quote_ident;
 use crate::values::cells;
 
@@ -50,6 +51,18 @@ pub enum Mode {
 pub struct IncrementalRun {
     pub settings: Incremental,
     pub mode: Mode,
+    /// The kept high-water mark of its cursor, for an incremental run.
+    pub watermark: Option<Watermark>,
+}
+
+/// What a run did with a model's cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CursorRun {
+    pub column: String,
+    /// The value rows were read from (`None`: every row was read).
+    pub from: Option<String>,
+    /// The largest value in the model's data after the run, and its type.
+    pub high: Option<(String, String)>,
 }
 
 /// What [`resolve`] decided.
@@ -130,7 +143,13 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
                 }
             },
         };
-        out.runs.insert(i, IncrementalRun { settings, mode });
+        let watermark = match (&mode, &settings.cursor) {
+            (Mode::Incremental(_), Some(c)) => {
+                watermarks::read(&prepared.layout, &node.name).filter(|w| w.cursor == c.column)
+            }
+            _ => None,
+        };
+        out.runs.insert(i, IncrementalRun { settings, mode, watermark });
     }
     let incremental: Vec<NodeId> =
         out.runs.iter().filter(|(_, r)| matches!(r.mode, Mode::Incremental(_))).map(|(&i, _)| i).collect();
@@ -273,6 +292,47 @@ pub fn fit_to_current(
     }
 }
 
+/// The largest value of `column` in `table`, as text and Arrow type
+/// (`None` when the table holds no value).
+pub async fn cursor_max(
+    engine: &Engine,
+    table: &str,
+    column: &str,
+) -> Result<Option<(String, String)>, datafusion::error::DataFusionError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let (c, t) = (quote_ident(column), quote_ident(table));
+    let sql = format!("SELECT CAST(max({c}) AS VARCHAR) AS v, arrow_typeof(max({c})) AS t FROM {t}");
+    let stream = engine.execute(engine.plan(&sql).await?).await?;
+    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let cast = |k: usize| datafusion::arrow::compute::cast(batch.column(k), &DataType::Utf8);
+    let (v, t) = (cast(0)?, cast(1)?);
+    let (v, t) = (v.as_string::<i32>(), t.as_string::<i32>());
+    if v.is_null(0) {
+        return Ok(None);
+    }
+    Ok(Some((v.value(0).to_owned(), t.value(0).to_owned())))
+}
+
+/// The model's SQL narrowed to the rows at or after the high-water mark
+/// `(value, type)` less the cursor's lookback, and those whose cursor is
+/// NULL (which its `null_cursor` rule quarantines unless it includes
+/// them). `append` reads strictly after the mark, since rows read again
+/// would be added again; the keyed strategies read the mark's own rows
+/// again, since rows may arrive later with the same cursor value.
+pub fn after_cursor(sql: &str, cursor: &Cursor, (value, data_type): (&str, &str), strategy: Strategy) -> String {
+    let numeric = ["Int", "UInt", "Float", "Decimal"].iter().any(|p| data_type.starts_with(p));
+    let mark = format!("arrow_cast('{}', '{}')", value.replace('\'', "''"), data_type.replace('\'', "''"));
+    let bound = match &cursor.lookback {
+        None => mark,
+        Some(back) if numeric => format!("({mark} - {back})"),
+        Some(back) => format!("({mark} - INTERVAL '{}')", back.replace('\'', "''")),
+    };
+    let op = if strategy == Strategy::Append && cursor.lookback.is_none() { ">" } else { ">=" };
+    let c = format!("__ferry_cursor.{}", quote_ident(&cursor.column));
+    format!("SELECT * FROM ({sql}) AS __ferry_cursor WHERE {c} {op} {bound} OR {c} IS NULL")
+}
+
 /// Registers the increment for the merge to read, and returns the query
 /// of the model's next version: the current rows the increment does not
 /// replace, then the increment. Without a key (or with `append`) every
@@ -315,7 +375,7 @@ mod tests {
     }
 
     fn settings(on_schema_change: OnSchemaChange) -> Incremental {
-        Incremental { strategy: Strategy::Merge, full_refresh: None, on_schema_change }
+        Incremental { strategy: Strategy::Merge, full_refresh: None, on_schema_change, cursor: None }
     }
 
     #[test]
@@ -346,5 +406,24 @@ mod tests {
             assert!(d.message.contains("the columns of `m` changed since its last run"), "{}", d.message);
             assert_eq!(d.notes.len(), 3, "{d:?}");
         }
+    }
+
+    #[test]
+    fn the_cursor_filter_keeps_null_cursors_and_reads_the_mark_again_unless_appending() {
+        let c = |lookback: Option<&str>| Cursor {
+            column: "at".into(),
+            lookback: lookback.map(str::to_owned),
+            include_nulls: false,
+        };
+        let mark = ("2024-01-02T10:00:00", "Timestamp(µs)");
+        assert_eq!(
+            after_cursor("select 1", &c(Some("2 hours")), mark, Strategy::Merge),
+            "SELECT * FROM (select 1) AS __ferry_cursor WHERE __ferry_cursor.\"at\" >= \
+             (arrow_cast('2024-01-02T10:00:00', 'Timestamp(µs)') - INTERVAL '2 hours') OR __ferry_cursor.\"at\" IS NULL"
+        );
+        let appended = after_cursor("select 1", &c(None), mark, Strategy::Append);
+        assert!(appended.contains("\"at\" > arrow_cast("), "{appended}");
+        let numeric = after_cursor("select 1", &c(Some("100")), ("5000", "Int64"), Strategy::DeleteInsert);
+        assert!(numeric.contains(">= (arrow_cast('5000', 'Int64') - 100)"), "{numeric}");
     }
 }

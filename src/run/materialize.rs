@@ -15,7 +15,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
-use super::incremental::{self, IncrementalRun, Mode, SchemaChange};
+use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
 use crate::manifest::config::{OnConversionError, Strategy};
@@ -59,6 +59,8 @@ pub struct IncrementalStaged {
     pub full: Option<String>,
     /// How its columns differ from its current data's (`ignore`d).
     pub schema_change: SchemaChange,
+    /// What it did with its cursor, when it has one.
+    pub cursor: Option<CursorRun>,
 }
 
 /// How a node ended up.
@@ -193,31 +195,61 @@ impl Materializing<'_> {
     /// rows staged as the increment and merged with its current data (see
     /// [`incremental`]). Either way its readers read the next version.
     async fn incremental(&self, sql: &str) -> Result<Materialized, NotMaterialized> {
-        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
-        let Some(run) = self.places.incremental.get(&id) else {
+        let (engine, node) = (self.engine, self.node());
+        let Some(run) = self.places.incremental.get(&self.id) else {
             let message = format!("`{}` is incremental but was not prepared as such; this is a bug", node.name);
             return Err(vec![Diagnostic::error(Code::Execution, message).in_file(node.path())].into());
         };
-        let next_parent = self.places.run_dir.path.join("next");
-        let strategy = run.settings.strategy;
-        if let Mode::Full(why) = &run.mode {
-            let (next, ledger) = self.staged(sql, &next_parent).await?;
-            self.register(&next)
-                .await
-                .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
-            let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
-            let staged = IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change };
-            return Ok(Materialized::Incremental(Box::new(staged)));
+        let mut staged = match &run.mode {
+            Mode::Full(why) => {
+                let (next, ledger) = self.staged(sql, &self.places.run_dir.path.join("next")).await?;
+                self.register(&next)
+                    .await
+                    .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
+                let strategy = run.settings.strategy;
+                let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
+                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor: None }
+            }
+            Mode::Incremental(_) => self.increment(sql, run).await?,
+        };
+        if let Some(c) = &run.settings.cursor {
+            let high = incremental::cursor_max(engine, &node.name, &c.column).await.map_err(|e| NotMaterialized {
+                diagnostics: vec![engine_node::internal(&e, node, Code::Execution)],
+                ledger: staged.ledger.clone(),
+            })?;
+            staged.cursor.get_or_insert_with(|| CursorRun { column: c.column.clone(), from: None, high: None }).high =
+                high;
         }
+        Ok(Materialized::Incremental(Box::new(staged)))
+    }
+
+    /// An incremental run: the model's rows after its cursor's mark, fitted
+    /// to its current columns, staged as the increment and merged with its
+    /// current data into the next version, which its readers read.
+    async fn increment(&self, sql: &str, run: &IncrementalRun) -> Result<IncrementalStaged, NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
         let internal = |e: &datafusion::error::DataFusionError| vec![engine_node::internal(e, node, Code::Execution)];
-        let planned = engine_node::plan(engine, manifest, id, sql).await?;
-        let planned: SchemaRef = Arc::new(planned.schema().as_arrow().clone());
         let this = incremental::current_table(&node.name);
+        let strategy = run.settings.strategy;
+        let mut sql = sql.to_owned();
+        let mut cursor = None;
+        if let Some(c) = &run.settings.cursor {
+            let mark = match &run.watermark {
+                Some(w) => Some((w.value.clone(), w.data_type.clone())),
+                None => incremental::cursor_max(engine, &this, &c.column).await.map_err(|e| internal(&e))?,
+            };
+            if let Some((value, data_type)) = &mark {
+                sql = incremental::after_cursor(&sql, c, (value, data_type), strategy);
+            }
+            cursor = Some(CursorRun { column: c.column.clone(), from: mark.map(|m| m.0), high: None });
+        }
+        let planned = engine_node::plan(engine, manifest, id, &sql).await?;
+        let planned: SchemaRef = Arc::new(planned.schema().as_arrow().clone());
         let current_plan =
             engine.plan(&format!("SELECT * FROM {}", quote_ident(&this))).await.map_err(|e| internal(&e))?;
         let current_schema: SchemaRef = Arc::new(current_plan.schema().as_arrow().clone());
         let (sql, schema_change) =
-            incremental::fit_to_current(sql, &node.name, &run.settings, (&current_schema, &planned))
+            incremental::fit_to_current(&sql, &node.name, &run.settings, (&current_schema, &planned))
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
         let (increment, ledger) = self.staged(&sql, &self.places.run_dir.path.join("increments")).await?;
         let with_ledger = |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
@@ -226,12 +258,12 @@ impl Materializing<'_> {
             .map_err(|e| with_ledger(internal(&e)))?;
         let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
         let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
+        let next_parent = self.places.run_dir.path.join("next");
         let next =
             engine_node::stage_plan(engine, manifest, id, plan, &next_parent, options).await.map_err(with_ledger)?;
         self.register(&next).await.map_err(with_ledger)?;
-        let staged =
-            IncrementalStaged { next, increment: Some(increment), ledger, strategy, full: None, schema_change };
-        Ok(Materialized::Incremental(Box::new(staged)))
+        let increment = Some(increment);
+        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor })
     }
 
     /// Stages a table through its rules, dedup and quarantined

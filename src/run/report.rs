@@ -8,6 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Which;
+use super::incremental::CursorRun;
 use super::materialize::Materialized;
 use crate::backend::LoadReport;
 use crate::diagnostic::Diagnostic;
@@ -17,8 +18,8 @@ use crate::reconcile::{self, Reconciled};
 use crate::stage::StagedTable;
 use crate::state::Ledger;
 use crate::state::run_results::{
-    AdapterResponse, Args, IncrementalRecord, LoadRecord, LoadResult, Metadata, NodeResult, ReconcileVerdict,
-    RunResults, StageRef, Status, Timing,
+    AdapterResponse, Args, CursorRecord, IncrementalRecord, LoadRecord, LoadResult, Metadata, NodeResult,
+    ReconcileVerdict, RunResults, StageRef, Status, Timing,
 };
 use crate::validate::{TestOutcome, Verdict};
 
@@ -63,6 +64,10 @@ pub struct IncrementalReport {
     /// Whether `staged` has replaced the model's stage (once its load
     /// committed, or at once when it does not load).
     pub committed: bool,
+    /// What it did with its cursor, and whether the kept high-water mark
+    /// advanced (once the model's load and reconciliation succeeded).
+    pub cursor: Option<CursorRun>,
+    pub advanced: bool,
 }
 
 /// What a run did.
@@ -153,6 +158,8 @@ impl NodeReport {
                 full: i.full.clone(),
                 schema_change: i.schema_change.describe(),
                 committed: false,
+                cursor: i.cursor.clone(),
+                advanced: false,
             }),
             _ => None,
         };
@@ -240,6 +247,12 @@ impl NodeReport {
                 increment: i.increment.as_ref().map(stage_ref),
                 schema_changes: i.schema_change.clone(),
                 committed: i.committed,
+                cursor: i.cursor.as_ref().map(|c| CursorRecord {
+                    column: c.column.clone(),
+                    from: c.from.clone(),
+                    high: c.high.as_ref().map(|h| h.0.clone()),
+                    advanced: i.advanced,
+                }),
             }),
         }
     }

@@ -445,6 +445,13 @@ impl DatabaseSpec {
                     | ScalarValue::UInt64(Some(_))
                     | ScalarValue::Float64(Some(_))
                     | ScalarValue::Decimal128(Some(_), _, _)
+                    | ScalarValue::Date32(Some(_))
+                    // Without a time zone: compared as the database's own
+                    // `timestamp` / `DATETIME` (an incremental cursor's mark).
+                    | ScalarValue::TimestampSecond(Some(_), None)
+                    | ScalarValue::TimestampMillisecond(Some(_), None)
+                    | ScalarValue::TimestampMicrosecond(Some(_), None)
+                    | ScalarValue::TimestampNanosecond(Some(_), None)
             )
         };
         // Text equality keeps at least the rows DataFusion keeps (MySQL's

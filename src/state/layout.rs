@@ -104,6 +104,11 @@ impl Layout {
         self.path("state")
     }
 
+    /// An incremental model's high-water mark: `.ferry/state/watermarks/<model>.json`.
+    pub fn watermark(&self, model: &str) -> Utf8PathBuf {
+        self.state().join("watermarks").join(format!("{model}.json"))
+    }
+
     /// The last run's results: `.ferry/run_results.json`.
     pub fn run_results(&self) -> Utf8PathBuf {
         self.path("run_results.json")

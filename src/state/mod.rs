@@ -2,7 +2,8 @@
 //! and the one owner of that directory's layout ([`Layout`]): the last
 //! run's results ([`run_results`]), the last compile's nodes
 //! ([`manifest_file`]), the row ledger ([`Ledger`]) and the error log's
-//! format ([`error_log`]). Run history and watermarks belong here too.
+//! format ([`error_log`]), and incremental models' high-water marks
+//! ([`watermarks`]). Run history belongs here too.
 //!
 //! Every file is written whole or not at all (see [`files`]). This module
 //! is on the ground floor: it records plain data that the run builds, and
@@ -14,6 +15,7 @@ mod layout;
 mod ledger;
 pub mod manifest_file;
 pub mod run_results;
+pub mod watermarks;
 
 pub use layout::{FERRY_DIR, Layout, RunDir};
 pub use ledger::Ledger;

@@ -112,6 +112,20 @@ pub struct IncrementalRecord {
     /// Whether the model's stage now holds the run's result (an
     /// incremental model's stage advances only once its load commits).
     pub committed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorRecord>,
+}
+
+/// What a run did with an incremental model's cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CursorRecord {
+    pub column: String,
+    /// The high-water mark rows were read from (none: every row was read).
+    pub from: Option<String>,
+    /// The largest value in the model's data after the run.
+    pub high: Option<String>,
+    /// Whether the kept mark moved to `high` (once load and reconciliation succeeded).
+    pub advanced: bool,
 }
 
 /// How loading a staged node into the target went.

@@ -208,3 +208,60 @@ async fn on_schema_change_fail_stops_and_ignore_keeps_the_columns() {
     let rows = p.query_stages(&["inc"], "select id, a from inc").await;
     assert_eq!(rows, ["| 1  | 10 |", "| 2  |    |"]);
 }
+
+/// A declared cursor over a PostgreSQL source: the mark (less the lookback)
+/// reaches the source's query; a late row inside the lookback is read, one
+/// before it is not; a row whose cursor is NULL is quarantined; and the mark
+/// advances only when the run's load succeeded.
+#[tokio::test]
+async fn postgres_cursor_mark_reaches_the_source_and_advances_after_the_load() {
+    let Some(mut db) = Db::pg("cursor").await else { return };
+    let s = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{s}\"; CREATE TABLE \"{s}\".src (id bigint, amount bigint, updated_at timestamp);
+         INSERT INTO \"{s}\".src VALUES (1, 10, '2024-01-01 10:00'), (2, 20, '2024-01-02 10:00');"
+    ))
+    .await;
+    let p = project_for(&db, None, "")
+        .file(
+            "models/sources.yml",
+            &format!("sources:\n  - name: db\n    tables:\n      - name: src\n        connection: t\n        table: {s}.src\n"),
+        )
+        .model(
+            "events.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
+             cursor='updated_at', lookback='1 hour') }}\nselect id, amount, updated_at from {{ source('db', 'src') }}",
+        );
+    ok(&p.run(["build"]));
+    let mark = || p.read(".ferry/state/watermarks/events.json");
+    assert!(mark().contains("2024-01-02T10:00:00"), "{}", mark());
+
+    db.execute(&format!(
+        "INSERT INTO \"{s}\".src VALUES (3, 30, '2024-01-03 10:00'), (4, 40, '2024-01-02 09:30'), \
+         (5, 50, '2024-01-02 08:00'), (6, 60, NULL); UPDATE \"{s}\".src SET amount = 21, updated_at = '2024-01-03 11:00' WHERE id = 2;"
+    ))
+    .await;
+    let ran = p.run(["build", "-vv"]);
+    ok(&ran);
+    let query = ran.stderr.lines().find(|l| l.contains("database scan")).unwrap_or_default().to_owned();
+    assert!(query.contains("2024-01-02 09:00:00"), "the mark less the lookback is pushed: {query}");
+    let r = record(&p, "events");
+    assert_eq!(r["cursor"]["from"], "2024-01-02T10:00:00", "{r}");
+    assert_eq!(r["cursor"]["high"], "2024-01-03T11:00:00", "{r}");
+    assert_eq!(r["cursor"]["advanced"], true, "{r}");
+    let results = p.run_results();
+    let node = node_result(&results, "model.shop.events").expect("events ran");
+    assert_eq!(node["ledger"]["quarantined"], 1, "the row without a cursor: {node}");
+    let ids: Vec<String> = db.rows("events").await.iter().map(|r| r[..r.find(',').unwrap_or(0)].to_owned()).collect();
+    // 4 is inside the lookback; 5 is before it and is not read (a full refresh would).
+    assert_eq!(ids, ["{\"id\":1", "{\"id\":2", "{\"id\":3", "{\"id\":4"]);
+
+    // A load the target refuses leaves the mark where it was.
+    let before = mark();
+    db.execute(&format!("ALTER TABLE \"{s}\".events ADD CONSTRAINT small CHECK (amount < 1000)")).await;
+    db.execute(&format!("INSERT INTO \"{s}\".src VALUES (7, 7000, '2024-01-04 10:00')")).await;
+    assert_eq!(p.run(["build"]).code, Some(1));
+    assert_eq!(record(&p, "events")["cursor"]["advanced"], false);
+    assert_eq!(mark(), before);
+    db.drop_schema().await;
+}
