@@ -41,6 +41,10 @@ pub struct LoadJob {
     pub columns: Vec<LoadColumn>,
     /// The stage's columns read back, by position (all when `None`).
     pub read_columns: Option<Vec<usize>>,
+    /// Staged columns the existing table lacks are added to it (an
+    /// incremental model's `on_schema_change: append_new_columns`) rather
+    /// than refused.
+    pub add_columns: bool,
 }
 
 /// What a finished load did.
@@ -106,6 +110,7 @@ impl LoadJob {
             stage: StagedTable { dir: stage_dir, manifest },
             columns,
             read_columns: None,
+            add_columns: false,
         })
     }
 
@@ -124,6 +129,7 @@ impl LoadJob {
             unique_key: Vec::new(),
             columns: keys.iter().map(|&i| LoadColumn { key: false, ..self.columns[i].clone() }).collect(),
             read_columns: Some(keys),
+            add_columns: false,
             ..self.clone()
         }
     }

@@ -71,6 +71,9 @@ pub fn check(
     let mut problems = Vec::new();
     for (k, c) in job.columns.iter().enumerate() {
         let Some(t) = existing.iter().find(|t| same(&t.name, &c.name)) else {
+            if job.add_columns {
+                continue;
+            }
             problems.push(format!(
                 "column `{}` ({}) is staged but `{}` has no such column",
                 c.name, c.data_type, job.table
@@ -103,6 +106,21 @@ pub fn check(
     } else {
         Err(BackendError::Preflight { model: job.model.clone(), table: job.table.to_string(), problems })
     }
+}
+
+/// The job's columns that the existing table lacks, when the job adds
+/// them (see [`LoadJob::add_columns`]): each is added, nullable, before any
+/// row moves. Empty for a `replace`, which builds the table anew.
+pub fn columns_to_add<'a>(
+    job: &'a LoadJob,
+    existing: Option<&[TargetColumn]>,
+    case_insensitive_names: bool,
+) -> Vec<&'a super::LoadColumn> {
+    let Some(existing) = existing.filter(|_| job.add_columns && job.mode != LoadMode::Replace) else {
+        return Vec::new();
+    };
+    let same = |a: &str, b: &str| if case_insensitive_names { a.eq_ignore_ascii_case(b) } else { a == b };
+    job.columns.iter().filter(|c| !existing.iter().any(|t| same(&t.name, &c.name))).collect()
 }
 
 /// Why `target` cannot hold every value of `staged`, or `None` if it can.

@@ -74,6 +74,8 @@ pub struct Stages {
 pub struct Pending {
     pub dir: Utf8PathBuf,
     pub mode: LoadMode,
+    /// The rows bring columns the table lacks, which the load adds.
+    pub add_columns: bool,
 }
 
 impl Stages {
@@ -87,11 +89,12 @@ impl Stages {
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
-    let (dir, mode) = match stages.pending.get(&id) {
-        Some(p) => (p.dir.clone(), p.mode),
-        None => (stages.root.join(&node.name), config.mode),
+    let (dir, mode, add_columns) = match stages.pending.get(&id) {
+        Some(p) => (p.dir.clone(), p.mode, p.add_columns),
+        None => (stages.root.join(&node.name), config.mode, false),
     };
-    LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)
+    let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)?;
+    Ok(LoadJob { add_columns, ..job })
 }
 
 /// Why a node's load cannot start (a bad `load` config, a stage that

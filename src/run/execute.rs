@@ -347,10 +347,14 @@ fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
         let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
         let keyed = !prepared.manifest[i].config.unique_key.is_empty();
         let pending = match &inc.increment {
-            Some(increment) if !inc.committed || keyed || inc.strategy != Strategy::Append => {
-                load::Pending { dir: increment.dir.clone(), mode: inc.strategy.load_mode() }
+            Some(increment) if !inc.committed || keyed || inc.strategy != Strategy::Append => load::Pending {
+                dir: increment.dir.clone(),
+                mode: inc.strategy.load_mode(),
+                add_columns: inc.add_columns,
+            },
+            None if !inc.committed => {
+                load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace, add_columns: false }
             }
-            None if !inc.committed => load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace },
             _ => continue,
         };
         stages.pending.insert(i, pending);

@@ -271,11 +271,11 @@ pub fn fit_to_current(
     };
     match settings.on_schema_change {
         OnSchemaChange::Fail => Err(stop("`on_schema_change` is `fail`")),
-        OnSchemaChange::AppendNewColumns | OnSchemaChange::SyncAllColumns => {
+        OnSchemaChange::SyncAllColumns => {
             Err(stop(&format!("ferry does not apply `on_schema_change: {}` yet", settings.on_schema_change.name())))
         }
-        OnSchemaChange::Ignore => {
-            let columns: Vec<String> = current
+        OnSchemaChange::Ignore | OnSchemaChange::AppendNewColumns => {
+            let mut columns: Vec<String> = current
                 .fields()
                 .iter()
                 .map(|c| {
@@ -287,6 +287,9 @@ pub fn fit_to_current(
                     }
                 })
                 .collect();
+            if settings.on_schema_change == OnSchemaChange::AppendNewColumns {
+                columns.extend(change.added.iter().map(|c| format!("__ferry_model.{}", quote_ident(c))));
+            }
             Ok((format!("SELECT {} FROM ({sql}) AS __ferry_model", columns.join(", ")), change))
         }
     }
@@ -337,9 +340,11 @@ pub fn after_cursor(sql: &str, cursor: &Cursor, (value, data_type): (&str, &str)
 /// of the model's next version: the current rows the increment does not
 /// replace, then the increment. Without a key (or with `append`) every
 /// current row stays.
+/// Columns the current data lacks (added by `append_new_columns`) are NULL
+/// in its rows.
 pub async fn merged_sql(
     engine: &Engine,
-    model: &str,
+    (model, current_schema): (&str, &SchemaRef),
     increment: &StagedTable,
     (strategy, key): (Strategy, &[String]),
 ) -> Result<String, datafusion::error::DataFusionError> {
@@ -347,14 +352,23 @@ pub async fn merged_sql(
     engine_node::register_staged(engine, TableReference::bare(inc.as_str()), increment).await?;
     let (current, inc) = (quote_ident(&current_table(model)), quote_ident(&inc));
     let columns: Vec<String> = increment.manifest.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let columns = columns.join(", ");
+    let kept_columns: Vec<String> = increment
+        .manifest
+        .columns
+        .iter()
+        .map(|c| match current_schema.field_with_name(&c.name) {
+            Ok(_) => quote_ident(&c.name),
+            Err(_) => format!("arrow_cast(NULL, '{}') AS {}", c.data_type.replace('\'', "''"), quote_ident(&c.name)),
+        })
+        .collect();
+    let (columns, kept_columns) = (columns.join(", "), kept_columns.join(", "));
     let kept = if strategy == Strategy::Append || key.is_empty() {
-        format!("SELECT {columns} FROM {current}")
+        format!("SELECT {kept_columns} FROM {current}")
     } else {
         let matches: Vec<String> =
             key.iter().map(|k| quote_ident(k)).map(|k| format!("__ferry_new.{k} = __ferry_old.{k}")).collect();
         format!(
-            "SELECT {columns} FROM {current} AS __ferry_old WHERE NOT EXISTS \
+            "SELECT {kept_columns} FROM {current} AS __ferry_old WHERE NOT EXISTS \
              (SELECT 1 FROM {inc} AS __ferry_new WHERE {})",
             matches.join(" AND ")
         )
@@ -389,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn ignore_keeps_the_current_columns_and_fail_lists_the_changes() {
+    fn ignore_keeps_the_current_columns_append_adds_the_new_and_fail_lists_the_changes() {
         let current = schema(&[("id", DataType::Int64), ("gone", DataType::Utf8), ("amount", DataType::Int32)]);
         let planned = schema(&[("id", DataType::Int64), ("amount", DataType::Float64), ("new", DataType::Utf8)]);
         let change = SchemaChange::between(&current, &planned);
@@ -401,7 +415,13 @@ mod tests {
             "SELECT __ferry_model.\"id\", arrow_cast(NULL, 'Utf8') AS \"gone\", \
              arrow_cast(__ferry_model.\"amount\", 'Int32') AS \"amount\" FROM (select * from t) AS __ferry_model"
         );
-        for refused in [OnSchemaChange::Fail, OnSchemaChange::AppendNewColumns, OnSchemaChange::SyncAllColumns] {
+        let (appended, _) =
+            fit_to_current("select 1", "m", &settings(OnSchemaChange::AppendNewColumns), (&current, &planned)).unwrap();
+        assert!(
+            appended.ends_with("AS \"amount\", __ferry_model.\"new\" FROM (select 1) AS __ferry_model"),
+            "{appended}"
+        );
+        for refused in [OnSchemaChange::Fail, OnSchemaChange::SyncAllColumns] {
             let d = fit_to_current("select 1", "m", &settings(refused), (&current, &planned)).unwrap_err();
             assert!(d.message.contains("the columns of `m` changed since its last run"), "{}", d.message);
             assert_eq!(d.notes.len(), 3, "{d:?}");

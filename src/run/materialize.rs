@@ -18,7 +18,7 @@ use datafusion::common::TableReference;
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
-use crate::manifest::config::{OnConversionError, Strategy};
+use crate::manifest::config::{OnConversionError, OnSchemaChange, Strategy};
 use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::project::nodes::Origin;
@@ -61,6 +61,8 @@ pub struct IncrementalStaged {
     pub schema_change: SchemaChange,
     /// What it did with its cursor, when it has one.
     pub cursor: Option<CursorRun>,
+    /// Whether its table gets the new columns (`append_new_columns`).
+    pub add_columns: bool,
 }
 
 /// How a node ended up.
@@ -208,7 +210,8 @@ impl Materializing<'_> {
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
                 let strategy = run.settings.strategy;
                 let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
-                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor: None }
+                let (cursor, add_columns) = (None, false);
+                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor, add_columns }
             }
             Mode::Incremental(_) => self.increment(sql, run).await?,
         };
@@ -253,9 +256,14 @@ impl Materializing<'_> {
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
         let (increment, ledger) = self.staged(&sql, &self.places.run_dir.path.join("increments")).await?;
         let with_ledger = |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
-        let merged = incremental::merged_sql(engine, &node.name, &increment, (strategy, &node.config.unique_key))
-            .await
-            .map_err(|e| with_ledger(internal(&e)))?;
+        let merged = incremental::merged_sql(
+            engine,
+            (&node.name, &current_schema),
+            &increment,
+            (strategy, &node.config.unique_key),
+        )
+        .await
+        .map_err(|e| with_ledger(internal(&e)))?;
         let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
         let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
         let next_parent = self.places.run_dir.path.join("next");
@@ -263,7 +271,9 @@ impl Materializing<'_> {
             engine_node::stage_plan(engine, manifest, id, plan, &next_parent, options).await.map_err(with_ledger)?;
         self.register(&next).await.map_err(with_ledger)?;
         let increment = Some(increment);
-        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor })
+        let add_columns =
+            run.settings.on_schema_change == OnSchemaChange::AppendNewColumns && !schema_change.added.is_empty();
+        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor, add_columns })
     }
 
     /// Stages a table through its rules, dedup and quarantined

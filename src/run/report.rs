@@ -68,6 +68,8 @@ pub struct IncrementalReport {
     /// advanced (once the model's load and reconciliation succeeded).
     pub cursor: Option<CursorRun>,
     pub advanced: bool,
+    /// Whether its table gets the increment's new columns.
+    pub add_columns: bool,
 }
 
 /// What a run did.
@@ -160,6 +162,7 @@ impl NodeReport {
                 committed: false,
                 cursor: i.cursor.clone(),
                 advanced: false,
+                add_columns: i.add_columns,
             }),
             _ => None,
         };

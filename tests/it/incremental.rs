@@ -265,3 +265,45 @@ async fn postgres_cursor_mark_reaches_the_source_and_advances_after_the_load() {
     assert_eq!(mark(), before);
     db.drop_schema().await;
 }
+
+/// `on_schema_change: append_new_columns`: a new column is added to the
+/// stage and the table (NULL in earlier rows), a column the model stops
+/// returning stays, NULL in new rows; `build` reconciles each run.
+async fn new_columns_are_added(mut db: Db, p: TestProject) {
+    let p = p.model(
+        "wide.sql",
+        "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
+         on_schema_change='append_new_columns') }}\nselect {{ var('cols', \"1 as id, 'a' as name\") }}",
+    );
+    ok(&p.run(["build"]));
+    ok(&p.run(["build", "--vars", "{cols: \"2 as id, 'b' as name, 20 as extra\"}"]));
+    ok(&p.run(["build", "--vars", "{cols: '3 as id, 30 as extra'}"]));
+    let staged = p.query_stages(&["wide"], "select id, name, extra from wide").await;
+    assert_eq!(staged, ["| 1  | a    |       |", "| 2  | b    | 20    |", "| 3  |      | 30    |"]);
+    let rows = db.rows("wide").await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.contains("extra")), "the table has the new column: {rows:?}");
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_append_new_columns_reaches_the_table() {
+    let Some(db) = Db::pg("newcols").await else { return };
+    let p = project_for(&db, None, "");
+    new_columns_are_added(db, p).await;
+}
+
+#[tokio::test]
+async fn mysql_append_new_columns_reaches_the_table() {
+    let Some(db) = Db::mysql("newcols").await else { return };
+    let p = project_for(&db, None, "");
+    new_columns_are_added(db, p).await;
+}
+
+#[tokio::test]
+async fn sqlite_append_new_columns_reaches_the_table() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n");
+    let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    new_columns_are_added(db, p).await;
+}

@@ -172,13 +172,16 @@ struct Plan {
     cleanup: Option<String>,
 }
 
-fn plan(job: &LoadJob, exists: bool) -> Plan {
+/// `add`: the columns to add to the existing table first (autocommitted,
+/// like all DDL in MySQL: a failed load leaves them, empty and nullable).
+fn plan(job: &LoadJob, exists: bool, add: Vec<String>) -> Plan {
     let t = &job.table;
     let cols = job.columns.iter().map(|c| q(&c.name)).collect::<Vec<_>>().join(", ");
     // `USE`: MariaDB resolves the aliases of a multi-table DELETE in the
     // current database.
     let mut ddl_before =
         vec![format!("CREATE DATABASE IF NOT EXISTS {}", q(&t.schema)), format!("USE {}", q(&t.schema))];
+    ddl_before.extend(add);
     match job.mode {
         LoadMode::Replace => {
             let shadow = t.sibling(NEW_SUFFIX, MAX_IDENT);
@@ -308,15 +311,20 @@ impl Mysql {
         ))
     }
 
-    async fn preflight(&mut self, job: &LoadJob) -> Result<bool, BackendError> {
+    /// Whether the table exists, and the columns to add to it.
+    async fn preflight(&mut self, job: &LoadJob) -> Result<(bool, Vec<String>), BackendError> {
         let existing = self.existing(&job.table).await?;
         preflight::check_existing(job, existing.as_deref(), family, true)?;
-        Ok(existing.is_some())
+        let add = preflight::columns_to_add(job, existing.as_deref(), true)
+            .into_iter()
+            .map(|c| format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(&job.table), q(&c.name), sql_type(c)))
+            .collect();
+        Ok((existing.is_some(), add))
     }
 
     pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
-        let exists = self.preflight(job).await?;
-        let p = plan(job, exists);
+        let (exists, add) = self.preflight(job).await?;
+        let p = plan(job, exists, add);
         let mut out = p.ddl_before;
         out.push("START TRANSACTION".into());
         out.push(format!("{}  -- {} rows from the stage", load_data_sql(&p.rows_into, &job.columns), job.rows()));
@@ -328,8 +336,8 @@ impl Mysql {
 
     pub async fn load(&mut self, job: &LoadJob, rows: &Arc<AtomicU64>) -> Result<LoadReport, BackendError> {
         let started = Instant::now();
-        let exists = self.preflight(job).await?;
-        let p = plan(job, exists);
+        let (exists, add) = self.preflight(job).await?;
+        let p = plan(job, exists, add);
         let result = self.run_plan(job, &p, rows).await;
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;

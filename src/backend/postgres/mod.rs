@@ -158,6 +158,9 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
     let cols = column_list(&job.columns);
     let key = (!job.unique_key.is_empty()).then_some(job.unique_key.as_slice());
     let mut before = vec![format!("CREATE SCHEMA IF NOT EXISTS {}", q(&t.schema))];
+    for c in preflight::columns_to_add(job, existing, false) {
+        before.push(format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(t), q(&c.name), sql_type(&c.data_type)));
+    }
     let temp = TableName { schema: "pg_temp".into(), name: "ferry_load".into() };
     let temp_create = || {
         format!(

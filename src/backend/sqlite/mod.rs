@@ -119,8 +119,7 @@ impl Sqlite {
 
     pub async fn dry_run(&self, job: &LoadJob) -> Result<Vec<String>, BackendError> {
         let conn = self.open(&job.table)?;
-        let exists = preflight(&conn, job)?;
-        let (before, insert, after) = statements(job, exists);
+        let (before, insert, after) = statements(job, preflight(&conn, job)?);
         let mut out = vec!["BEGIN IMMEDIATE".to_owned()];
         out.extend(before);
         out.push(format!("{insert}  -- once per staged row, {} rows", job.rows()));
@@ -176,10 +175,15 @@ fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetCol
 
 /// Checks the table the job keeps, if any, and says whether it exists.
 /// SQLite types values, not columns, so only names and NOT NULLs count.
-fn preflight(conn: &Connection, job: &LoadJob) -> Result<bool, BackendError> {
+/// Whether the table exists, and the columns to add to it.
+fn preflight(conn: &Connection, job: &LoadJob) -> Result<(bool, Vec<String>), BackendError> {
     let existing = existing(conn, &job.table)?;
     preflight::check_existing(job, existing.as_deref(), |_| Family::Other, true)?;
-    Ok(existing.is_some())
+    let add = preflight::columns_to_add(job, existing.as_deref(), true)
+        .into_iter()
+        .map(|c| format!("ALTER TABLE {} ADD COLUMN {} {}", q(&job.table.name), q(&c.name), sql_type(&c.data_type)))
+        .collect();
+    Ok((existing.is_some(), add))
 }
 
 fn create(table: &str, columns: &[LoadColumn], if_not_exists: bool) -> String {
@@ -197,12 +201,12 @@ fn key_index(table: &str, index_for: &str, keys: &[String]) -> String {
 }
 
 /// Statements before the inserts, the insert, statements after.
-fn statements(job: &LoadJob, exists: bool) -> (Vec<String>, String, Vec<String>) {
+fn statements(job: &LoadJob, (exists, add): (bool, Vec<String>)) -> (Vec<String>, String, Vec<String>) {
     let t = &job.table.name;
     let cols = job.columns.iter().map(|c| q(&c.name)).collect::<Vec<_>>().join(", ");
     let marks = vec!["?"; job.columns.len()].join(", ");
     let keys = &job.unique_key;
-    let mut before = Vec::new();
+    let mut before = add;
     let mut after = Vec::new();
     let insert_into = |table: &str| format!("INSERT INTO {} ({cols}) VALUES ({marks})", q(table));
     match job.mode {
@@ -277,8 +281,7 @@ fn load_blocking(
     cancelled: &AtomicBool,
 ) -> Result<u64, BackendError> {
     let t = &job.table;
-    let exists = preflight(&conn, job)?;
-    let (before, insert, after) = statements(job, exists);
+    let (before, insert, after) = statements(job, preflight(&conn, job)?);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| db_error(t, "starting a transaction", &e))?;
