@@ -142,7 +142,6 @@ pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
         let why = format!("`{k}` is the model's `cursor`; set `null_cursor: include` to take such rows on every run");
         out.push((k.clone(), format!("cursor_not_null_{k}"), why));
     }
-    out.dedup_by(|a, b| a.0 == b.0);
     out
 }
 

@@ -28,6 +28,7 @@ use datafusion::common::TableReference;
 
 use super::Prepared;
 use crate::backend::Connection;
+use crate::backend::profiles::Target;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
 use crate::manifest::config::{Cursor, Incremental, OnSchemaChange, Strategy};
@@ -94,7 +95,7 @@ fn increment_table(model: &str) -> String {
 pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target: bool) -> Resolved {
     let manifest = &prepared.manifest;
     let mut out = Resolved::default();
-    let mut target: Option<Result<Connection, Box<Diagnostic>>> = None;
+    let mut target: LazyTarget = None;
     let stage_root = prepared.layout.stage_root();
     for &i in wanted.iter().filter(|i| !prepared.failed.contains(i)) {
         let node = &manifest[i];
@@ -116,32 +117,16 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
         };
         let mode = match refresh {
             Some(why) => Mode::Full(why),
-            None => match stage::read_manifest(&stage_root.join(&node.name)) {
-                Err(_) => Mode::Full("it has no stage yet".into()),
-                Ok(m) => {
-                    let current = StagedTable { dir: stage_root.join(&node.name), manifest: m };
-                    match (&node.config.load, ask_target) {
-                        (Ok(Some(load)), true) => {
-                            let conn = match target.get_or_insert(crate::load::connect(&prepared.target).await) {
-                                Ok(conn) => conn,
-                                Err(d) => {
-                                    out.fail(i, (**d).clone());
-                                    continue;
-                                }
-                            };
-                            match conn.table_columns(&load.table).await {
-                                Ok(Some(_)) => Mode::Incremental(current),
-                                Ok(None) => Mode::Full(format!("its table `{}` is not in the target", load.table)),
-                                Err(e) => {
-                                    out.fail(i, e.to_diagnostic(&node.name));
-                                    continue;
-                                }
-                            }
-                        }
-                        _ => Mode::Incremental(current),
+            None => {
+                let target = if ask_target { Some((&prepared.target, &mut target)) } else { None };
+                match current_mode(node, &stage_root, target).await {
+                    Ok(mode) => mode,
+                    Err(d) => {
+                        out.fail(i, d);
+                        continue;
                     }
                 }
-            },
+            }
         };
         let watermark = match (&mode, &settings.cursor) {
             (Mode::Incremental(_), Some(c)) => {
@@ -165,6 +150,32 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
         out.manifest = Some(rendered);
     }
     out
+}
+
+/// The target's connection, opened on first need (or why it could not be).
+type LazyTarget = Option<Result<Connection, Box<Diagnostic>>>;
+
+/// How `node` runs when no full refresh is asked: incrementally over its
+/// stage, unless it has none, or (when `target` is given) its table is not
+/// in the target. The target is connected once, on first need, into `target.1`.
+async fn current_mode(
+    node: &crate::manifest::Node,
+    stage_root: &camino::Utf8Path,
+    target: Option<(&Target, &mut LazyTarget)>,
+) -> Result<Mode, Diagnostic> {
+    let dir = stage_root.join(&node.name);
+    let Ok(manifest) = stage::read_manifest(&dir) else { return Ok(Mode::Full("it has no stage yet".into())) };
+    let current = Mode::Incremental(StagedTable { dir, manifest });
+    let (Some((target, conn)), Ok(Some(load))) = (target, &node.config.load) else { return Ok(current) };
+    let conn = match conn.get_or_insert(crate::load::connect(target).await) {
+        Ok(conn) => conn,
+        Err(d) => return Err((**d).clone()),
+    };
+    match conn.table_columns(&load.table).await {
+        Ok(Some(_)) => Ok(current),
+        Ok(None) => Ok(Mode::Full(format!("its table `{}` is not in the target", load.table))),
+        Err(e) => Err(e.to_diagnostic(&node.name)),
+    }
 }
 
 impl Resolved {
