@@ -67,6 +67,8 @@ pub enum Command {
     Test(TestArgs),
     /// Seed, run and test the selected nodes in DAG order, then load what passed.
     Build(RunArgs),
+    /// Run the selected snapshots: each keeps every version of its source's records, and loads the versions that changed.
+    Snapshot(RunArgs),
     /// Load the latest stage of the selected table models and seeds into the target.
     Load(LoadArgs),
     /// Prove each loaded table holds exactly its stage: counts, profiles, row checksums, differing keys.
@@ -124,6 +126,7 @@ pub struct LsArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ResourceType {
     Model,
+    Snapshot,
     Seed,
     Source,
     Test,

@@ -27,6 +27,7 @@ pub(crate) fn ls(settings: &Settings, args: &LsArgs, printer: &Printer) -> Resul
                 n.resource_type()
                     == match t {
                         ResourceType::Model => "model",
+                        ResourceType::Snapshot => "snapshot",
                         ResourceType::Seed => "seed",
                         ResourceType::Source => "source",
                         ResourceType::Test => "test",

@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Seed(args) => run::run(&settings()?, args, Which::Seed, &printer).await,
         Command::Test(args) => run::run(&settings()?, &args.into(), Which::Test, &printer).await,
         Command::Build(args) => run::run(&settings()?, args, Which::Build, &printer).await,
+        Command::Snapshot(args) => run::run(&settings()?, args, Which::Snapshot, &printer).await,
         Command::Load(args) => load::load(&settings()?, args, &printer).await,
         Command::Reconcile(args) => reconcile::reconcile(&settings()?, args, &printer).await,
         Command::Rollback(args) => load::rollback(&settings()?, args, &printer).await,

@@ -116,8 +116,9 @@ impl Builder {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
+            let kind = if m.snapshot { "snapshot" } else { "model" };
             let (id, name, fqn, config) =
-                (format!("model.{project}.{}", m.name), m.name.clone(), m.fqn.clone(), m.config.clone());
+                (format!("{kind}.{project}.{}", m.name), m.name.clone(), m.fqn.clone(), m.config.clone());
             let resource = Resource::Model { materialized: Materialization::View, model: m };
             nodes.push(Node::declared(id, (&name, fqn), config, Some(rel), resource));
         }
@@ -390,6 +391,7 @@ impl Lookup<'_> {
             NodeRef::Model(n) | NodeRef::Seed(n) => self
                 .by_id
                 .get(&format!("model.{project}.{n}"))
+                .or_else(|| self.by_id.get(&format!("snapshot.{project}.{n}")))
                 .or_else(|| self.by_id.get(&format!("seed.{project}.{n}")))
                 .copied(),
             NodeRef::Source(s, t) => self.by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
@@ -593,6 +595,12 @@ fn model_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -
 
 fn set_materialization(node: &mut Node) -> Result<(), Box<Diagnostic>> {
     let Resource::Model { model, materialized } = &mut node.resource else { return Ok(()) };
+    if model.snapshot {
+        // A snapshot keeps its history as an incremental model keeps its
+        // current data; see `run::snapshot`.
+        *materialized = Materialization::Incremental;
+        return Ok(());
+    }
     let value = config::materialized(&node.raw_config);
     match Materialization::parse(value) {
         Some(m) => {

@@ -49,6 +49,8 @@ pub struct NodeConfig {
     /// An incremental model's strategy and settings (`None` for every
     /// other node).
     pub incremental: Setting<Option<Incremental>>,
+    /// A snapshot's strategy and settings (`None` for every other node).
+    pub snapshot: Setting<Option<Snapshot>>,
 }
 
 impl Default for NodeConfig {
@@ -66,6 +68,7 @@ impl Default for NodeConfig {
             test: Ok(TestConfig::default()),
             column_types: Vec::new(),
             incremental: Ok(None),
+            snapshot: Ok(None),
         }
     }
 }
@@ -83,6 +86,9 @@ impl NodeConfig {
             })
         };
         let reconcile_help = "write `reconcile: {columns: [a, b], tolerance: 0.001, max_mismatch_rows: 0}`";
+        if node.is_snapshot() {
+            return Self::read_snapshot(node);
+        }
         NodeConfig {
             tags: tags(config),
             unique_key: config.get("unique_key").and_then(|v| column_list(v, "unique_key").ok()).unwrap_or_default(),
@@ -102,7 +108,33 @@ impl NodeConfig {
                 .map_err(|m| model_config(format!("test `{}` has an invalid config: {m}", node.name), None)),
             column_types: column_types(config),
             incremental: Incremental::read(node),
+            snapshot: Ok(None),
         }
+    }
+
+    /// A snapshot's config: its rows are keyed by `dbt_scd_id` (loaded by
+    /// upsert on it), its history is merged as an incremental model's
+    /// current data is, never refreshed in full, and new source columns are
+    /// added.
+    fn read_snapshot(node: &Node) -> NodeConfig {
+        let snapshot = Snapshot::read(node);
+        let scd_id = snapshot.as_ref().map(|s| s.names.scd_id.clone()).unwrap_or_else(|_| "dbt_scd_id".to_owned());
+        let mut read = NodeConfig { tags: tags(&node.raw_config), ..NodeConfig::default() };
+        read.unique_key = vec![scd_id.clone()];
+        read.incremental = Ok(Some(Incremental {
+            strategy: Strategy::Merge,
+            full_refresh: Some(false),
+            on_schema_change: OnSchemaChange::AppendNewColumns,
+            cursor: None,
+        }));
+        let mut keyed = node.clone();
+        keyed.raw_config.insert("unique_key".into(), Json::String(scd_id));
+        read.load = LoadConfig::read(&keyed);
+        read.reconcile = ReconcileConfig::read(node.raw_config.get("reconcile")).map_err(|m| {
+            Box::new(Diagnostic::error(Code::ModelConfig, format!("{}: {m}", node.display_name())).in_file(node.path()))
+        });
+        read.snapshot = snapshot.map(Some);
+        read
     }
 
     /// The columns that name a record in the error log: the dedup key,
@@ -351,6 +383,151 @@ impl Incremental {
             }
         };
         Ok(Some(Incremental { strategy, full_refresh, on_schema_change, cursor }))
+    }
+}
+
+/// A snapshot's settings, resolved (dbt 1.9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The columns that name a record of the source (`unique_key`).
+    pub key: Vec<String>,
+    pub strategy: SnapshotStrategy,
+    pub hard_deletes: HardDeletes,
+    /// `dbt_valid_to_current`: a SQL expression for the `dbt_valid_to` of
+    /// current rows (`None`: NULL).
+    pub valid_to_current: Option<String>,
+    pub names: MetaColumns,
+}
+
+/// How a snapshot tells that a record changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotStrategy {
+    /// `strategy: timestamp`: its `updated_at` column is newer.
+    Timestamp { updated_at: String },
+    /// `strategy: check`: one of `check_cols` differs (`None`: `all`).
+    Check { columns: Option<Vec<String>> },
+}
+
+/// What a snapshot does with a record gone from its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HardDeletes {
+    Ignore,
+    /// Its current version is closed.
+    Invalidate,
+    /// Closed, and a version marked deleted is added.
+    NewRecord,
+}
+
+/// The names of a snapshot's meta columns (`snapshot_meta_column_names`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaColumns {
+    pub scd_id: String,
+    pub updated_at: String,
+    pub valid_from: String,
+    pub valid_to: String,
+    pub is_deleted: String,
+}
+
+impl MetaColumns {
+    /// The meta columns a snapshot adds, in order.
+    pub fn all(&self, hard_deletes: HardDeletes) -> Vec<&str> {
+        let mut out = vec![&*self.scd_id, &*self.updated_at, &*self.valid_from, &*self.valid_to];
+        if hard_deletes == HardDeletes::NewRecord {
+            out.push(&self.is_deleted);
+        }
+        out
+    }
+}
+
+const SNAPSHOT_HELP: &str = "write `strategy: timestamp` with `updated_at: <column>`, or `strategy: check` with `check_cols: [a, b]` (or `all`), and `unique_key: <column>`";
+
+impl Snapshot {
+    fn read(node: &Node) -> Setting<Snapshot> {
+        let config = &node.raw_config;
+        let bad = |msg: String, help: &str| {
+            Box::new(
+                Diagnostic::error(Code::ModelConfig, format!("snapshot `{}`: {msg}", node.name))
+                    .in_file(node.path())
+                    .with_help(help.to_owned()),
+            )
+        };
+        let text = |key: &str| match config.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            Some(other) => Err(bad(format!("`{key}` must be text, not `{other}`"), SNAPSHOT_HELP)),
+        };
+        let key = match config.get("unique_key") {
+            None | Some(Json::Null) => return Err(bad("it has no `unique_key`".into(), SNAPSHOT_HELP)),
+            Some(v) => column_list(v, "unique_key").map_err(|m| bad(m, SNAPSHOT_HELP))?,
+        };
+        if key.is_empty() {
+            return Err(bad("its `unique_key` names no column".into(), SNAPSHOT_HELP));
+        }
+        let strategy = match text("strategy")?.map(|s| s.to_ascii_lowercase()).as_deref() {
+            Some("timestamp") => match text("updated_at")? {
+                Some(updated_at) => SnapshotStrategy::Timestamp { updated_at },
+                None => return Err(bad("strategy `timestamp` needs `updated_at`".into(), SNAPSHOT_HELP)),
+            },
+            Some("check") => match config.get("check_cols") {
+                Some(Json::String(s)) if s.eq_ignore_ascii_case("all") => SnapshotStrategy::Check { columns: None },
+                None | Some(Json::Null) => {
+                    return Err(bad("strategy `check` needs `check_cols`".into(), SNAPSHOT_HELP));
+                }
+                Some(v) => SnapshotStrategy::Check {
+                    columns: Some(column_list(v, "check_cols").map_err(|m| bad(m, SNAPSHOT_HELP))?),
+                },
+            },
+            None => return Err(bad("it has no `strategy`".into(), SNAPSHOT_HELP)),
+            Some(other) => return Err(bad(format!("unknown snapshot strategy `{other}`"), SNAPSHOT_HELP)),
+        };
+        let deletes_help = "write `hard_deletes: ignore`, `invalidate` or `new_record`";
+        let hard_deletes = match text("hard_deletes")?.as_deref() {
+            Some("ignore") => HardDeletes::Ignore,
+            Some("invalidate") => HardDeletes::Invalidate,
+            Some("new_record") => HardDeletes::NewRecord,
+            Some(other) => return Err(bad(format!("unknown `hard_deletes: {other}`"), deletes_help)),
+            None => match config.get("invalidate_hard_deletes") {
+                Some(Json::Bool(true)) => HardDeletes::Invalidate,
+                None | Some(Json::Null | Json::Bool(false)) => HardDeletes::Ignore,
+                Some(other) => {
+                    return Err(bad(
+                        format!("`invalidate_hard_deletes` must be true or false, not `{other}`"),
+                        deletes_help,
+                    ));
+                }
+            },
+        };
+        let mut names = MetaColumns {
+            scd_id: "dbt_scd_id".into(),
+            updated_at: "dbt_updated_at".into(),
+            valid_from: "dbt_valid_from".into(),
+            valid_to: "dbt_valid_to".into(),
+            is_deleted: "dbt_is_deleted".into(),
+        };
+        let names_help = "write `snapshot_meta_column_names: {dbt_valid_from: start_date, dbt_valid_to: end_date}`";
+        match config.get("snapshot_meta_column_names") {
+            None | Some(Json::Null) => {}
+            Some(Json::Object(m)) => {
+                for (k, v) in m {
+                    let slot = match k.as_str() {
+                        "dbt_scd_id" => &mut names.scd_id,
+                        "dbt_updated_at" => &mut names.updated_at,
+                        "dbt_valid_from" => &mut names.valid_from,
+                        "dbt_valid_to" => &mut names.valid_to,
+                        "dbt_is_deleted" => &mut names.is_deleted,
+                        other => return Err(bad(format!("unknown meta column `{other}`"), names_help)),
+                    };
+                    match v.as_str() {
+                        Some(s) if !s.trim().is_empty() => *slot = s.trim().to_owned(),
+                        _ => return Err(bad(format!("the name for `{k}` must be text, not `{v}`"), names_help)),
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(bad(format!("`snapshot_meta_column_names` must be a mapping, not `{other}`"), names_help));
+            }
+        }
+        Ok(Snapshot { key, strategy, hard_deletes, valid_to_current: text("dbt_valid_to_current")?, names })
     }
 }
 

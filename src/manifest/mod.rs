@@ -99,9 +99,10 @@ impl Node {
 }
 
 impl Node {
-    /// `model`, `seed`, `source` or `test`.
+    /// `model`, `snapshot`, `seed`, `source` or `test`.
     pub fn resource_type(&self) -> &'static str {
-        match self.resource {
+        match &self.resource {
+            Resource::Model { model, .. } if model.snapshot => "snapshot",
             Resource::Model { .. } => "model",
             Resource::Seed(_) => "seed",
             Resource::Source(_) => "source",
@@ -190,6 +191,11 @@ impl Node {
 
     /// The node's own text for a display: `model.shop.orders` -> `orders`,
     /// sources as `source.table`.
+    /// Whether the node is a snapshot.
+    pub fn is_snapshot(&self) -> bool {
+        matches!(&self.resource, Resource::Model { model, .. } if model.snapshot)
+    }
+
     pub fn display_name(&self) -> String {
         match &self.resource {
             Resource::Source(s) => format!("{}.{}", s.source, s.name),

@@ -126,6 +126,24 @@ pub enum Literal {
 /// duplicates); and its `cursor` unless `null_cursor: include`, since such a
 /// row has no place before or after the high-water mark.
 pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
+    if let Ok(Some(snapshot)) = &config.snapshot {
+        let mut out: Vec<(String, String, String)> = snapshot
+            .key
+            .iter()
+            .map(|k| {
+                let why = format!(
+                    "`{k}` is part of the snapshot's `unique_key`; a row without it cannot be matched with its history"
+                );
+                (k.clone(), format!("unique_key_not_null_{k}"), why)
+            })
+            .collect();
+        if let super::config::SnapshotStrategy::Timestamp { updated_at } = &snapshot.strategy {
+            let why =
+                format!("`{updated_at}` is the snapshot's `updated_at`; a row without it has no time to be valid from");
+            out.push((updated_at.clone(), format!("updated_at_not_null_{updated_at}"), why));
+        }
+        return out;
+    }
     let Ok(Some(inc)) = &config.incremental else { return Vec::new() };
     let mut out: Vec<(String, String, String)> = config
         .unique_key

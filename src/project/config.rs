@@ -116,6 +116,15 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "quarantine",
     "loaded_at_field",
     "freshness",
+    "strategy",
+    "updated_at",
+    "check_cols",
+    "hard_deletes",
+    "invalidate_hard_deletes",
+    "dbt_valid_to_current",
+    "snapshot_meta_column_names",
+    "target_schema",
+    "target_database",
     "identifier",
 ];
 
@@ -130,6 +139,7 @@ pub struct ProjectFile {
     pub seed_paths: Vec<Utf8PathBuf>,
     pub test_paths: Vec<Utf8PathBuf>,
     pub docs_paths: Vec<Utf8PathBuf>,
+    pub snapshot_paths: Vec<Utf8PathBuf>,
     pub vars: Map<String, Json>,
     /// The `models:` config tree.
     pub models: Node,
@@ -137,6 +147,8 @@ pub struct ProjectFile {
     pub seeds: Node,
     /// The `data_tests:` (or `tests:`) config tree.
     pub tests: Node,
+    /// The `snapshots:` config tree.
+    pub snapshots: Node,
 }
 
 impl ProjectFile {
@@ -191,10 +203,12 @@ impl ProjectFile {
             seed_paths,
             test_paths: paths("test-paths", &["tests"])?,
             docs_paths,
+            snapshot_paths: paths("snapshot-paths", &["snapshots"])?,
             vars,
             models: root.get("models").cloned().unwrap_or_else(Node::null),
             seeds: root.get("seeds").cloned().unwrap_or_else(Node::null),
             tests: root.get("data_tests").or_else(|| root.get("tests")).cloned().unwrap_or_else(Node::null),
+            snapshots: root.get("snapshots").cloned().unwrap_or_else(Node::null),
             file,
         })
     }

@@ -166,7 +166,8 @@ impl Loader {
 
     fn assemble(&mut self, file: ProjectFile) -> Result<Project, ProjectError> {
         let mut schemas = Vec::new();
-        let schema_dirs: Vec<Utf8PathBuf> = file.model_paths.iter().chain(&file.seed_paths).cloned().collect();
+        let schema_dirs: Vec<Utf8PathBuf> =
+            file.model_paths.iter().chain(&file.seed_paths).chain(&file.snapshot_paths).cloned().collect();
         for path in self.files(&schema_dirs, &["yml", "yaml"]) {
             let f = self.source_file(&path)?;
             match schema::parse(&f, &mut self.diags) {
@@ -186,6 +187,7 @@ impl Loader {
 
         let mut model_patches = HashMap::new();
         let mut seed_patches = HashMap::new();
+        let mut snapshot_patches = HashMap::new();
         let mut sources = Vec::new();
         let mut decls = Vec::new();
         for s in schemas {
@@ -197,6 +199,10 @@ impl Loader {
                 decls.extend(p.tests.iter().map(|t| (NodeRef::Seed(p.name.clone()), t.clone())));
                 self.insert_patch(&mut seed_patches, p, "seed");
             }
+            for p in s.snapshots {
+                decls.extend(p.tests.iter().map(|t| (NodeRef::Model(p.name.clone()), t.clone())));
+                self.insert_patch(&mut snapshot_patches, p, "snapshot");
+            }
             for src in s.sources {
                 let r = NodeRef::Source(src.table.source.clone(), src.table.name.clone());
                 decls.extend(src.tests.into_iter().map(|t| (r.clone(), t)));
@@ -205,9 +211,10 @@ impl Loader {
         }
         self.check_duplicate_sources(&sources);
 
-        let models = self.models(&file, &mut model_patches)?;
+        let mut models = self.models(&file, &mut model_patches)?;
+        models.extend(self.snapshots(&file, &mut snapshot_patches)?);
         let seeds = self.seeds(&file, &mut seed_patches);
-        for (kind, patches) in [("model", model_patches), ("seed", seed_patches)] {
+        for (kind, patches) in [("model", model_patches), ("seed", seed_patches), ("snapshot", snapshot_patches)] {
             for p in patches.into_values() {
                 decls.retain(|(r, _)| !matches!(r, NodeRef::Model(n) | NodeRef::Seed(n) if *n == p.name));
                 self.diags.push(
@@ -265,30 +272,60 @@ impl Loader {
         for path in self.files(&file.model_paths, &["sql"]) {
             let fqn = fqn_for(&file.name, &file.model_paths, &path);
             folders.extend(fqn[1..fqn.len() - 1].iter().cloned());
-            let mut config = tree.resolve(&fqn);
+            let config = tree.resolve(&fqn);
             let name = fqn.last().cloned().unwrap_or_default();
             let patch = patches.remove(&name);
-            if let Some(p) = &patch {
-                for (k, v) in &p.config {
-                    merge_config(&mut config, k, v.clone());
-                }
-            }
             let source = self.source_file(&path)?;
-            models.push(Model {
-                name,
-                file: source,
-                fqn,
-                config,
-                description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
-                columns: patch.as_ref().map(|p| p.columns.clone()).unwrap_or_default(),
-                rules: patch.as_ref().map(|p| p.rules.clone()).unwrap_or_default(),
-                patch: patch.map(|p| p.origin),
-            });
+            models.push(patched_model(name, (fqn, source, config), patch, false));
         }
         folders.sort();
         folders.dedup();
         self.diags.extend(tree.warnings("models", &folders));
         Ok(models)
+    }
+
+    /// The snapshots: a `{% snapshot name %}` block in a SQL file under
+    /// `snapshot-paths` (one per file), or a `snapshots:` entry of a schema
+    /// file with a `relation` (dbt 1.9). Both become models that are
+    /// [`Model::snapshot`]; the block's text keeps its lines, so
+    /// diagnostics point into the file.
+    fn snapshots(
+        &mut self,
+        file: &ProjectFile,
+        patches: &mut HashMap<String, schema::Patch>,
+    ) -> Result<Vec<Model>, ProjectError> {
+        let tree = ConfigTree::new(&file.file, &file.snapshots);
+        let mut found: Vec<(String, Vec<String>, Arc<SourceFile>)> = Vec::new();
+        for path in self.files(&file.snapshot_paths, &["sql"]) {
+            let source = self.source_file(&path)?;
+            let mut fqn = fqn_for(&file.name, &file.snapshot_paths, &path);
+            match snapshot_block(&source) {
+                Ok(Some((name, text))) => {
+                    fqn.pop();
+                    fqn.push(name.clone());
+                    found.push((name, fqn, SourceFile::new(path.clone(), text)));
+                }
+                Ok(None) => {}
+                Err(d) => self.diags.push(*d),
+            }
+        }
+        let defined: Vec<String> = patches.values().filter(|p| p.relation.is_some()).map(|p| p.name.clone()).collect();
+        for name in defined {
+            let Some(p) = patches.get(&name) else { continue };
+            let (Some(relation), Some(dir)) = (&p.relation, p.origin.file.path.parent()) else { continue };
+            let text = format!("select * from {{{{ {relation} }}}}\n");
+            let path = dir.join(format!("{name}.sql"));
+            let fqn = fqn_for(&file.name, &file.snapshot_paths, &path);
+            found.push((name, fqn, SourceFile::new(path, text)));
+        }
+        let mut snapshots = Vec::new();
+        for (name, fqn, source) in found {
+            let config = tree.resolve(&fqn);
+            let patch = patches.remove(&name);
+            snapshots.push(patched_model(name, (fqn, source, config), patch, true));
+        }
+        self.diags.extend(tree.warnings("snapshots", &[]));
+        Ok(snapshots)
     }
 
     fn seeds(&mut self, file: &ProjectFile, patches: &mut HashMap<String, schema::Patch>) -> Vec<Seed> {
@@ -399,6 +436,43 @@ impl Loader {
 }
 
 /// `[project, folders under the resource path.., file stem]`.
+/// The `{% snapshot name %}` block of a snapshot file: its name, and the
+/// file's text with everything outside the block blanked (lines kept).
+/// `None` for a file without one; an error for an unclosed block or a
+/// second one.
+fn snapshot_block(file: &Arc<SourceFile>) -> Result<Option<(String, String)>, Box<Diagnostic>> {
+    static OPEN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").expect("valid regex")
+    });
+    static CLOSE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\{%-?\s*endsnapshot\s*-?%\}").expect("valid regex"));
+    let text = &file.text;
+    let Some(open) = OPEN.captures(text) else { return Ok(None) };
+    let (whole, name) = (open.get(0).expect("match"), open[1].to_owned());
+    let Some(close) = CLOSE.find_at(text, whole.end()) else {
+        return Err(Box::new(
+            Diagnostic::error(Code::ProjectFile, format!("snapshot `{name}` has no `{{% endsnapshot %}}`"))
+                .with_label(Label::new(file, whole.range()))
+                .with_help("close the block with `{% endsnapshot %}`"),
+        ));
+    };
+    if let Some(second) = OPEN.find_at(text, close.end()) {
+        return Err(Box::new(
+            Diagnostic::error(Code::ProjectFile, format!("`{}` holds a second snapshot block", file.path))
+                .with_label(Label::new(file, second.range()))
+                .with_help("ferry reads one `{% snapshot %}` block per file: move this one into a file of its own"),
+        ));
+    }
+    let blank = |s: &str| s.chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect::<String>();
+    let body = format!(
+        "{}{}{}",
+        blank(&text[..whole.end()]),
+        &text[whole.end()..close.start()],
+        blank(&text[close.start()..])
+    );
+    Ok(Some((name, body)))
+}
+
 fn fqn_for(project: &str, roots: &[Utf8PathBuf], path: &Utf8Path) -> Vec<String> {
     let rel = roots.iter().find_map(|r| path.strip_prefix(r).ok()).unwrap_or(path);
     let mut fqn = vec![project.to_owned()];
@@ -407,6 +481,32 @@ fn fqn_for(project: &str, roots: &[Utf8PathBuf], path: &Utf8Path) -> Vec<String>
     }
     fqn.push(rel.file_stem().unwrap_or_default().to_owned());
     fqn
+}
+
+/// A model (or snapshot) with its schema-file entry, if it has one, merged
+/// in: the entry's `config:` over the project tree's.
+fn patched_model(
+    name: String,
+    (fqn, file, mut config): (Vec<String>, Arc<SourceFile>, Map<String, Json>),
+    patch: Option<schema::Patch>,
+    snapshot: bool,
+) -> Model {
+    if let Some(p) = &patch {
+        for (k, v) in &p.config {
+            merge_config(&mut config, k, v.clone());
+        }
+    }
+    Model {
+        name,
+        file,
+        fqn,
+        config,
+        description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
+        columns: patch.as_ref().map(|p| p.columns.clone()).unwrap_or_default(),
+        rules: patch.as_ref().map(|p| p.rules.clone()).unwrap_or_default(),
+        patch: patch.map(|p| p.origin),
+        snapshot,
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ pub struct Model {
     pub patch: Option<Origin>,
     /// Row-level rules declared in schema files (`rules:`).
     pub rules: Vec<crate::project::schema::TestDecl>,
+    /// A snapshot (`{% snapshot %}` block or `snapshots:` entry with a
+    /// `relation`), run as dbt runs snapshots.
+    pub snapshot: bool,
 }
 
 /// A CSV seed (`seeds/**/*.csv`).

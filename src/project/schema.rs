@@ -166,6 +166,8 @@ pub struct Patch {
     pub tests: Vec<TestDecl>,
     /// Row-level rules (`rules:`), written like tests.
     pub rules: Vec<TestDecl>,
+    /// A snapshot's `relation: ref('x')` or `source('s', 't')`, as written.
+    pub relation: Option<String>,
     pub origin: Origin,
 }
 
@@ -180,6 +182,8 @@ pub struct SourceDecl {
 #[derive(Debug, Default)]
 pub struct SchemaFile {
     pub models: Vec<Patch>,
+    /// Snapshot properties; an entry with a `relation` is a snapshot of its own.
+    pub snapshots: Vec<Patch>,
     pub seeds: Vec<Patch>,
     pub sources: Vec<SourceDecl>,
 }
@@ -199,6 +203,9 @@ pub fn parse(file: &Arc<SourceFile>, warnings: &mut Vec<Diagnostic>) -> Result<S
     }
     for entry in p.list(&root, "seeds")? {
         out.seeds.push(p.patch(entry, "seed")?);
+    }
+    for entry in p.list(&root, "snapshots")? {
+        out.snapshots.push(p.patch(entry, "snapshot")?);
     }
     for source in p.list(&root, "sources")? {
         p.source(source, &mut out.sources)?;
@@ -268,7 +275,20 @@ impl Parser<'_> {
 
     fn patch(&mut self, node: &Node, what: &str) -> Result<Patch, Box<Diagnostic>> {
         let name = self.name(node, what)?;
-        self.check_keys(node, MODEL_KEYS, &format!("{what} property"));
+        let keys: Vec<&str> = MODEL_KEYS.iter().copied().chain((what == "snapshot").then_some("relation")).collect();
+        self.check_keys(node, &keys, &format!("{what} property"));
+        let relation = match node.get("relation").filter(|_| what == "snapshot") {
+            None => None,
+            Some(r) => match r.as_str().map(str::trim) {
+                Some(r) if !r.is_empty() => Some(r.to_owned()),
+                _ => {
+                    return Err(self.shape(
+                        r,
+                        format!("snapshot `{name}`: `relation` must be `ref('model')` or `source('source', 'table')`"),
+                    ));
+                }
+            },
+        };
         let mut tests = self.tests(node, None)?;
         let mut rules = self.decls(node, None, &["rules"])?;
         let (columns, column_tests) = self.columns(node)?;
@@ -290,6 +310,7 @@ impl Parser<'_> {
             },
             tests,
             rules,
+            relation,
             origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
         })
     }

@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
+use super::snapshot;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
 use crate::manifest::config::{OnConversionError, OnSchemaChange, Strategy};
@@ -204,7 +205,8 @@ impl Materializing<'_> {
         };
         let mut staged = match &run.mode {
             Mode::Full(why) => {
-                let (next, ledger) = self.staged(sql, &self.places.run_dir.path.join("next")).await?;
+                let sql = self.snapshot_sql(sql, None).await?;
+                let (next, ledger) = self.staged(&sql, &self.places.run_dir.path.join("next")).await?;
                 self.register(&next)
                     .await
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
@@ -234,7 +236,7 @@ impl Materializing<'_> {
         let internal = |e: &datafusion::error::DataFusionError| vec![engine_node::internal(e, node, Code::Execution)];
         let this = incremental::current_table(&node.name);
         let strategy = run.settings.strategy;
-        let mut sql = sql.to_owned();
+        let mut sql = self.snapshot_sql(sql, Some(&this)).await?;
         let mut cursor = None;
         if let Some(c) = &run.settings.cursor {
             let mark = match &run.watermark {
@@ -274,6 +276,29 @@ impl Materializing<'_> {
         let add_columns =
             run.settings.on_schema_change == OnSchemaChange::AppendNewColumns && !schema_change.added.is_empty();
         Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor, add_columns })
+    }
+
+    /// A snapshot's SQL around its query: every row as a first version, or
+    /// (over its history in `this`) the versions that change; see
+    /// [`snapshot`]. Other models' SQL as it is.
+    async fn snapshot_sql(&self, query: &str, this: Option<&str>) -> Result<String, NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let settings = match &node.config.snapshot {
+            Ok(None) => return Ok(query.to_owned()),
+            Ok(Some(s)) => s,
+            Err(d) => return Err(vec![(**d).clone()].into()),
+        };
+        let source = engine_node::plan(engine, manifest, id, query).await?;
+        let source = source.schema().as_arrow().clone();
+        snapshot::check_source(&node.name, settings, &source).map_err(|d| vec![(*d).in_file(node.path())])?;
+        let now = snapshot::now_literal(chrono::Utc::now());
+        let Some(this) = this else { return Ok(snapshot::first_sql(query, settings, &now)) };
+        let current = engine
+            .plan(&format!("SELECT * FROM {}", quote_ident(this)))
+            .await
+            .map_err(|e| vec![engine_node::internal(&e, node, Code::Execution)])?;
+        let current = current.schema().as_arrow().clone();
+        Ok(snapshot::changes_sql(query, settings, &now, this, (&source, &current)))
     }
 
     /// Stages a table through its rules, dedup and quarantined

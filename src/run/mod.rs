@@ -22,6 +22,7 @@ pub mod plan;
 mod prepare;
 mod preview;
 mod report;
+mod snapshot;
 
 pub use artifacts::{manifest_file, write_compiled};
 pub use events::{NodeEvent, Observer, RunEvent};
@@ -41,6 +42,7 @@ pub enum Which {
     Seed,
     Test,
     Build,
+    Snapshot,
 }
 
 impl Which {
@@ -50,6 +52,7 @@ impl Which {
             Which::Seed => "seed",
             Which::Test => "test",
             Which::Build => "build",
+            Which::Snapshot => "snapshot",
         }
     }
 
@@ -57,7 +60,8 @@ impl Which {
     pub fn wants(self, manifest: &Manifest, id: NodeId) -> bool {
         let r = &manifest[id].resource;
         match self {
-            Which::Run => matches!(r, Resource::Model { .. }),
+            Which::Run => matches!(r, Resource::Model { model, .. } if !model.snapshot),
+            Which::Snapshot => matches!(r, Resource::Model { model, .. } if model.snapshot),
             Which::Seed => matches!(r, Resource::Seed(_)),
             Which::Test => matches!(r, Resource::Test(_)),
             Which::Build => matches!(r, Resource::Model { .. } | Resource::Seed(_) | Resource::Test(_)),

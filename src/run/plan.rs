@@ -20,6 +20,8 @@ use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::state::Layout;
 use crate::validate::rules::{self, checked_sql};
 
+use super::snapshot;
+
 /// What planning found.
 #[derive(Debug, Default)]
 pub struct PlanOutcome {
@@ -207,17 +209,37 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId) -> Registered
                 .with_note(format!("DataFusion planned it as `{}`", plan.display())),
         ]);
     }
-    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let mut schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let mut sql = std::borrow::Cow::Borrowed(rendered.sql.as_str());
+    if let Some(first) = snapshot_first_sql(node, &sql, &schema)? {
+        let plan = engine.plan(&first).await.map_err(|e| vec![engine_node::internal(&e, node, Code::SqlPlan)])?;
+        schema = Arc::new(plan.schema().as_arrow().clone());
+        sql = std::borrow::Cow::Owned(first);
+    }
     if let Resource::Model { .. } = node.resource {
         check_contract(engine, node, &schema).await?;
         check_config(node, &schema)?;
-        check_rules(engine, node, &rendered.sql).await?;
+        check_rules(engine, node, &sql).await?;
         engine
             .register_schema_only(TableReference::bare(node.name.as_str()), Arc::clone(&schema))
             .map_err(|e| vec![engine_node::internal(&e, node, Code::SqlPlan)])?;
         return Ok(Some(schema));
     }
     Ok(None)
+}
+
+/// A snapshot's first-run SQL around its query (whose columns are
+/// `source`), planned in its place so that its readers see the meta
+/// columns; `None` for any other node. Its settings and their columns are
+/// checked here, before any row moves.
+fn snapshot_first_sql(node: &Node, query: &str, source: &SchemaRef) -> Result<Option<String>, Vec<Diagnostic>> {
+    let settings = match &node.config.snapshot {
+        Ok(None) => return Ok(None),
+        Ok(Some(s)) => s,
+        Err(d) => return Err(vec![(**d).clone()]),
+    };
+    snapshot::check_source(&node.name, settings, source).map_err(|d| vec![(*d).in_file(node.path())])?;
+    Ok(Some(snapshot::first_sql(query, settings, &snapshot::now_literal(chrono::Utc::now()))))
 }
 
 fn is_query(plan: &LogicalPlan) -> bool {

@@ -17,5 +17,6 @@ mod profiles;
 mod reconcile;
 mod rules;
 mod run;
+mod snapshots;
 mod sources;
 mod tls;

@@ -1,0 +1,315 @@
+//! Snapshots kept over several runs of a changing export
+//! (`tests/fixtures/projects/snapshots`) on PostgreSQL, MariaDB and SQLite:
+//! after every run each snapshot holds exactly the versions computed here by
+//! hand (valid from and to per key, snapshot times told apart by run), the
+//! target reconciles with it, a run over unchanged data changes nothing, and
+//! a model reads a snapshot with `ref()`.
+
+use crate::common::{TestProject, node_result};
+use crate::load::{Db, ok, project_for};
+
+const HEADER: &str = "id,name,tier,updated_at\n";
+
+/// Run 1: three customers and one without a key.
+const RUN1: &str = "1,ann,gold,2024-01-01 10:00:00\n\
+                    2,bob,silver,2024-01-01 11:00:00\n\
+                    3,cid,bronze,2024-01-01 12:00:00\n\
+                    ,nokey,gold,2024-01-01 13:00:00\n";
+/// Run 2: 2 changed, 3 deleted, 4 new, 5 new without an `updated_at`.
+const RUN2: &str = "1,ann,gold,2024-01-01 10:00:00\n\
+                    2,bob,gold,2024-01-02 09:00:00\n\
+                    4,dee,silver,2024-01-02 10:00:00\n\
+                    5,fay,bronze,\n\
+                    ,nokey,gold,2024-01-01 13:00:00\n";
+/// Run 3: 1's name changed without a newer `updated_at`, 3 back as it was,
+/// 4 changed, 6 new with a late `updated_at`.
+const RUN3: &str = "1,anna,gold,2024-01-01 10:00:00\n\
+                    2,bob,gold,2024-01-02 09:00:00\n\
+                    3,cid,bronze,2024-01-01 12:00:00\n\
+                    4,dee,gold,2024-01-03 08:00:00\n\
+                    5,fay,bronze,\n\
+                    6,eve,silver,2023-12-31 00:00:00\n";
+
+fn export(p: &TestProject, rows: &str) {
+    fs_err::write(p.path().join("data/customers.csv"), format!("{HEADER}{rows}")).expect("write the export");
+}
+
+/// The start of each run so far, as SQL timestamps: a snapshot time is
+/// shown as `T<run>`, the run it falls in.
+struct Runs(Vec<String>);
+
+impl Runs {
+    fn build(&mut self, p: &TestProject, rows: &str) {
+        export(p, rows);
+        self.0.push(chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+        ok(&p.run(["build"]));
+    }
+
+    /// `column` as text: `T<run>` for a snapshot time, `null`, or the value.
+    fn shown(&self, column: &str) -> String {
+        let mut arms = String::new();
+        for (k, start) in self.0.iter().enumerate().rev() {
+            arms.push_str(&format!("WHEN {column} >= {} THEN 'T{}' ", micros(start), k + 1));
+        }
+        let data = format!("{column} < {} OR {column} >= {}", micros(&self.0[0]), micros("2100-01-01"));
+        format!(
+            "CASE WHEN {column} IS NULL THEN 'null' WHEN {data} THEN CAST({column} AS VARCHAR) {arms}ELSE CAST({column} AS VARCHAR) END"
+        )
+    }
+
+    /// The staged versions of `snapshot`: id, name, tier, valid from and to (and `extra`).
+    async fn versions(&self, p: &TestProject, snapshot: &str, (from, to): (&str, &str), extra: &str) -> Vec<String> {
+        let sql = format!(
+            "select concat_ws(' ', cast(id as varchar), name, tier, {}, {}{extra}) as v from {snapshot}",
+            self.shown(from),
+            self.shown(to)
+        );
+        let mut rows: Vec<String> = p
+            .query_stages(&[snapshot], &sql)
+            .await
+            .iter()
+            .map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned())
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// A timestamp literal of the meta columns' type (microseconds).
+fn micros(at: &str) -> String {
+    format!("arrow_cast('{at}', 'Timestamp(Microsecond, None)')")
+}
+
+/// The `incremental` record of a snapshot in the last run's results.
+fn record(p: &TestProject, snapshot: &str) -> serde_json::Value {
+    let results = p.run_results();
+    let node = node_result(&results, &format!("snapshot.shop.{snapshot}")).unwrap_or_else(|| panic!("{snapshot} ran"));
+    node["incremental"].clone()
+}
+
+/// Versions of one key that follow each other: each closed version ends
+/// where the next begins (none of `gapped` keys, whose record was away).
+async fn assert_chained(p: &TestProject, snapshot: &str, gapped: &str) {
+    let sql = format!(
+        "select count(*) from (select id, dbt_valid_to, lead(dbt_valid_from) over (partition by id order by dbt_valid_from, dbt_updated_at) as next \
+         from {snapshot} where id not in ({gapped})) where next is not null and dbt_valid_to is distinct from next"
+    );
+    let broken = p.query_stages(&[snapshot], &sql).await;
+    assert_eq!(broken, ["| 0        |"], "{snapshot}: a closed version does not end where the next begins");
+}
+
+async fn snapshots_over_runs(mut db: Db, p: TestProject) {
+    let mut runs = Runs(Vec::new());
+    let ts = ("dbt_valid_from", "dbt_valid_to");
+    runs.build(&p, RUN1);
+    assert_eq!(
+        runs.versions(&p, "customers_ts", ts, ", dbt_is_deleted").await,
+        [
+            "1 ann gold 2024-01-01T10:00:00 null False",
+            "2 bob silver 2024-01-01T11:00:00 null False",
+            "3 cid bronze 2024-01-01T12:00:00 null False",
+        ]
+    );
+    let results = p.run_results();
+    let node = node_result(&results, "snapshot.shop.customers_ts").expect("customers_ts ran");
+    assert_eq!(node["ledger"]["quarantined"], 1, "the row without a key is quarantined: {node}");
+
+    runs.build(&p, RUN2);
+    assert_eq!(
+        runs.versions(&p, "customers_ts", ts, ", dbt_is_deleted").await,
+        [
+            "1 ann gold 2024-01-01T10:00:00 null False",
+            "2 bob gold 2024-01-02T09:00:00 null False",
+            "2 bob silver 2024-01-01T11:00:00 2024-01-02T09:00:00 False",
+            "3 cid bronze 2024-01-01T12:00:00 T2 False",
+            "3 cid bronze T2 null True",
+            "4 dee silver 2024-01-02T10:00:00 null False",
+        ]
+    );
+    assert_eq!(
+        runs.versions(&p, "customers_check", ts, "").await,
+        [
+            "1 ann gold T1 null",
+            "2 bob gold T2 null",
+            "2 bob silver T1 T2",
+            "3 cid bronze T1 T2",
+            "4 dee silver T2 null",
+            "5 fay bronze T2 null",
+        ]
+    );
+
+    runs.build(&p, RUN3);
+    assert_eq!(
+        runs.versions(&p, "customers_ts", ts, ", dbt_is_deleted").await,
+        [
+            "1 ann gold 2024-01-01T10:00:00 null False",
+            "2 bob gold 2024-01-02T09:00:00 null False",
+            "2 bob silver 2024-01-01T11:00:00 2024-01-02T09:00:00 False",
+            "3 cid bronze 2024-01-01T12:00:00 T2 False",
+            "3 cid bronze T2 T3 True",
+            "3 cid bronze T3 null False",
+            "4 dee gold 2024-01-03T08:00:00 null False",
+            "4 dee silver 2024-01-02T10:00:00 2024-01-03T08:00:00 False",
+            "6 eve silver 2023-12-31T00:00:00 null False",
+        ]
+    );
+    assert_chained(&p, "customers_ts", "0").await;
+    assert_eq!(
+        runs.versions(&p, "customers_check", ts, "").await,
+        [
+            "1 ann gold T1 null",
+            "2 bob gold T2 null",
+            "2 bob silver T1 T2",
+            "3 cid bronze T1 T2",
+            "3 cid bronze T3 null",
+            "4 dee gold T3 null",
+            "4 dee silver T2 T3",
+            "5 fay bronze T2 null",
+            "6 eve silver T3 null",
+        ]
+    );
+    assert_chained(&p, "customers_check", "3").await;
+    assert_eq!(
+        runs.versions(&p, "customers_yaml", ("valid_from", "valid_to"), "").await,
+        [
+            "1 ann gold 2024-01-01T10:00:00 9999-12-31T00:00:00",
+            "2 bob gold 2024-01-02T09:00:00 9999-12-31T00:00:00",
+            "2 bob silver 2024-01-01T11:00:00 2024-01-02T09:00:00",
+            "3 cid bronze 2024-01-01T12:00:00 9999-12-31T00:00:00",
+            "4 dee gold 2024-01-03T08:00:00 9999-12-31T00:00:00",
+            "4 dee silver 2024-01-02T10:00:00 2024-01-03T08:00:00",
+            "6 eve silver 2023-12-31T00:00:00 9999-12-31T00:00:00",
+        ]
+    );
+    let current = p.query_stages(&["current_customers"], "select id, name, tier from current_customers").await;
+    assert_eq!(
+        current,
+        [
+            "| 1  | ann  | gold   |",
+            "| 2  | bob  | gold   |",
+            "| 3  | cid  | bronze |",
+            "| 4  | dee  | gold   |",
+            "| 6  | eve  | silver |",
+        ],
+        "the model read the snapshot after it ran"
+    );
+    // The build reconciled each table; the target holds every version.
+    for (table, versions) in [("customers_ts", 9), ("customers_check", 9), ("customers_yaml", 7)] {
+        assert_eq!(db.rows(table).await.len(), versions, "{table} in the target");
+    }
+
+    // The same export again changes nothing.
+    let mut before = Vec::new();
+    for (snapshot, cols) in
+        [("customers_ts", ts), ("customers_check", ts), ("customers_yaml", ("valid_from", "valid_to"))]
+    {
+        before.push(runs.versions(&p, snapshot, cols, "").await);
+    }
+    runs.build(&p, RUN3);
+    for (k, (snapshot, cols)) in
+        [("customers_ts", ts), ("customers_check", ts), ("customers_yaml", ("valid_from", "valid_to"))]
+            .into_iter()
+            .enumerate()
+    {
+        let r = record(&p, snapshot);
+        assert_eq!((r["run"].as_str(), r["rows"].as_u64()), (Some("incremental"), Some(0)), "{snapshot}: {r}");
+        assert_eq!(runs.versions(&p, snapshot, cols, "").await, before[k], "{snapshot} is unchanged");
+    }
+    assert_eq!(db.rows("customers_check").await.len(), 9);
+
+    // `--full-refresh` never rebuilds a snapshot: its history would be lost.
+    ok(&p.run(["build", "--full-refresh"]));
+    assert_eq!(record(&p, "customers_ts")["run"], "incremental");
+    assert_eq!(db.rows("customers_ts").await.len(), 9);
+
+    // Run 5: a new column, and 2 changed with it.
+    let rows = RUN3.lines().map(|l| {
+        if l.starts_with("2,") {
+            "2,bob,platinum,2024-01-04 09:00:00,bob@example.com".to_owned()
+        } else {
+            format!("{l},")
+        }
+    });
+    let rows: String = rows.map(|l| l + "\n").collect();
+    fs_err::write(p.path().join("data/customers.csv"), format!("id,name,tier,updated_at,email\n{rows}"))
+        .expect("write the export");
+    ok(&p.run(["build"]));
+    let emails = |snapshot: &str| {
+        format!(
+            "select concat_ws(' ', cast(id as varchar), tier, coalesce(email, 'null')) as v from {snapshot} where id = 2"
+        )
+    };
+    for snapshot in ["customers_check", "customers_yaml"] {
+        assert_eq!(
+            p.query_stages(&[snapshot], &emails(snapshot)).await,
+            ["| 2 gold null                |", "| 2 platinum bob@example.com |", "| 2 silver null              |"],
+            "{snapshot}: the new column is NULL in earlier versions"
+        );
+    }
+    // customers_ts selects its columns: the new one is not among them.
+    for (table, versions) in [("customers_ts", 10), ("customers_check", 10), ("customers_yaml", 8)] {
+        assert_eq!(db.rows(table).await.len(), versions, "{table} in the target");
+    }
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn postgres_snapshots_keep_every_version_over_runs() {
+    let Some(db) = Db::pg("snap").await else { return };
+    let p = project_for(&db, Some("snapshots"), "");
+    snapshots_over_runs(db, p).await;
+}
+
+#[tokio::test]
+async fn mysql_snapshots_keep_every_version_over_runs() {
+    let Some(db) = Db::mysql("snap").await else { return };
+    let p = project_for(&db, Some("snapshots"), "");
+    snapshots_over_runs(db, p).await;
+}
+
+#[tokio::test]
+async fn sqlite_snapshots_keep_every_version_over_runs() {
+    let p = TestProject::fixture("snapshots");
+    let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    snapshots_over_runs(db, p).await;
+}
+
+/// `ferry snapshot` runs the snapshots alone, `ferry run` never does, and
+/// `ls --resource-type snapshot` lists them.
+#[test]
+fn snapshot_runs_snapshots_and_run_does_not() {
+    let p = TestProject::fixture("snapshots");
+    let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    export(&p, RUN1);
+    ok(&p.run(["run", "-s", "customers_check"]));
+    assert!(!p.path().join(".ferry/stage/customers_check").exists(), "`run` does not run a snapshot");
+    ok(&p.run(["snapshot"]));
+    for s in ["customers_ts", "customers_check", "customers_yaml"] {
+        assert!(p.path().join(".ferry/stage").join(s).exists(), "{s} was staged");
+    }
+    assert!(!p.path().join(".ferry/stage/current_customers").exists(), "`snapshot` runs no model");
+    let ls = p.run(["ls", "--resource-type", "snapshot", "--output", "name"]);
+    ok(&ls);
+    assert_eq!(ls.stdout.lines().collect::<Vec<_>>(), ["customers_check", "customers_ts", "customers_yaml"]);
+}
+
+/// A snapshot whose config cannot work says why, naming the snapshot.
+#[test]
+fn a_snapshot_without_its_settings_says_what_it_lacks() {
+    let p = TestProject::new().file(
+        "snapshots/s.sql",
+        "{% snapshot s %}\n{{ config(unique_key='id', strategy='timestamp') }}\nselect 1 as id\n{% endsnapshot %}\n",
+    );
+    let ran = p.run(["snapshot", "--no-load"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("snapshot `s`: strategy `timestamp` needs `updated_at`"), "{}", ran.stderr);
+    let p = TestProject::new().file(
+        "snapshots/s.sql",
+        "{% snapshot s %}\n{{ config(unique_key='key', strategy='check', check_cols='all') }}\nselect 1 as id\n{% endsnapshot %}\n",
+    );
+    let ran = p.run(["snapshot", "--no-load"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("its `unique_key` `key` is not a column of its query"), "{}", ran.stderr);
+}
