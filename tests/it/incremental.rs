@@ -266,6 +266,95 @@ async fn postgres_cursor_mark_reaches_the_source_and_advances_after_the_load() {
     db.drop_schema().await;
 }
 
+/// The mark, the stages and the tables of the killed-run test.
+async fn killed_state(p: &TestProject, db: &mut Db) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let files = [
+        ".ferry/state/watermarks/events.json",
+        ".ferry/stage/events/_ferry_stage.json",
+        ".ferry/stage/events_history/_ferry_stage.json",
+    ];
+    let files: Vec<String> = files.iter().map(|f| p.read(f)).collect();
+    (files, db.rows("events").await, db.rows("events_history").await)
+}
+
+/// A run killed (SIGKILL) while its loads wait on the target leaves the
+/// target, the stages and the cursor's mark as the previous run left them,
+/// for an incremental model and a snapshot alike; the next run converges.
+#[tokio::test]
+async fn postgres_a_run_killed_mid_load_leaves_the_previous_state() {
+    let Some(mut db) = Db::pg("killed").await else { return };
+    let s = db.schema().to_owned();
+    db.execute(&format!(
+        "CREATE SCHEMA \"{s}\"; CREATE TABLE \"{s}\".src (id bigint, amount bigint, updated_at timestamp);
+         INSERT INTO \"{s}\".src VALUES (1, 10, '2024-01-01 10:00'), (2, 20, '2024-01-02 10:00');"
+    ))
+    .await;
+    let p = project_for(&db, None, "")
+        .file(
+            "models/sources.yml",
+            &format!("sources:\n  - name: db\n    tables:\n      - name: src\n        connection: t\n        table: {s}.src\n"),
+        )
+        .model(
+            "events.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
+             cursor='updated_at') }}\nselect id, amount, updated_at from {{ source('db', 'src') }}",
+        )
+        .file(
+            "snapshots/events_history.sql",
+            "{% snapshot events_history %}\n{{ config(unique_key='id', strategy='timestamp', updated_at='updated_at') }}\n\
+             select id, amount, updated_at from {{ source('db', 'src') }}\n{% endsnapshot %}\n",
+        );
+    ok(&p.run(["build"]));
+    let before = killed_state(&p, &mut db).await;
+    assert_eq!((before.1.len(), before.2.len()), (2, 2));
+
+    db.execute(&format!(
+        "INSERT INTO \"{s}\".src VALUES (3, 30, '2024-01-03 10:00'); \
+         UPDATE \"{s}\".src SET amount = 21, updated_at = '2024-01-03 11:00' WHERE id = 2;"
+    ))
+    .await;
+    // Another session holds both tables: the run's loads wait for it.
+    let locker = db.pg_session().await;
+    locker
+        .batch_execute(&format!("BEGIN; LOCK TABLE \"{s}\".events, \"{s}\".events_history IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .expect("lock the tables");
+    let mut child = p
+        .ferry(["build"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ferry starts");
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    let started = std::time::Instant::now();
+    loop {
+        // The locker's transaction would see one snapshot of the activity.
+        locker.batch_execute("SELECT pg_stat_clear_snapshot()").await.expect("a fresh view");
+        let n: i64 = locker.query_one(waiting, &[]).await.expect("pg_stat_activity").get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(child.try_wait().expect("the run").is_none(), "the run ended before its load waited");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the run never reached its load");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().expect("kill the run");
+    child.wait().expect("the run is gone");
+    locker.batch_execute("ROLLBACK").await.expect("release the tables");
+    assert_eq!(killed_state(&p, &mut db).await, before, "a killed run changes nothing");
+
+    // The next run does what the killed one did not.
+    ok(&p.run(["build"]));
+    let (files, events, history) = killed_state(&p, &mut db).await;
+    assert!(files[0].contains("2024-01-03T11:00:00"), "the mark advanced: {}", files[0]);
+    let ids: Vec<&str> = events.iter().map(|r| &r[..r.find(',').unwrap_or(0)]).collect();
+    assert_eq!(ids, ["{\"id\":1", "{\"id\":2", "{\"id\":3"]);
+    assert!(events[1].contains("\"amount\":21"), "{}", events[1]);
+    assert_eq!(history.len(), 4, "2's two versions, 1 and 3: {history:?}");
+    db.drop_schema().await;
+}
+
 /// `on_schema_change: append_new_columns`: a new column is added to the
 /// stage and the table (NULL in earlier rows), a column the model stops
 /// returning stays, NULL in new rows; `build` reconciles each run.

@@ -176,6 +176,16 @@ impl Db {
         }
     }
 
+    /// Another session on the PostgreSQL server (to hold locks while
+    /// ferry runs).
+    pub(crate) async fn pg_session(&self) -> tokio_postgres::Client {
+        let Db::Pg { url, .. } = self else { panic!("pg_session on a PostgreSQL Db only") };
+        let (client, conn) =
+            tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls).await.expect("a second session");
+        tokio::spawn(conn);
+        client
+    }
+
     pub(crate) fn schema(&self) -> &str {
         match self {
             Db::Pg { schema, .. } | Db::My { schema, .. } => schema,
