@@ -6,12 +6,15 @@
 # rows updated with a newer `updated_at`, then the incremental `ferry build`,
 # side by side in one run, each with its phases (the model, the load, the
 # reconciliation) from `run_results.json` and `reconcile.json`, and the
-# target checked against the source after each.
+# target checked against the source after each. A snapshot of the same
+# table (`strategy: timestamp` on `updated_at`) is run beside it: its first
+# run, and its run over the same change.
 #
 #   scripts/bench_incremental.sh [RUNS] [SF]      (defaults 3 and 1)
 #
-# Each of RUNS rounds is a full build followed by an incremental one; the
-# medians are reported. Needs tpchgen-cli (TPCHGEN=..., or on PATH; the
+# Each of RUNS rounds is a full build and a first snapshot, then the
+# change, then an incremental build and a snapshot; the medians are
+# reported. Needs tpchgen-cli (TPCHGEN=..., or on PATH; the
 # generated CSV is kept in DATA=/work/bench-sf1 by default), psql, and
 # PostgreSQL as in README (PGHOST/PGUSER/PGDATABASE). Appends the figures
 # to benches/results/incremental-<date>.md.
@@ -78,16 +81,24 @@ cat > "$proj/models/lineitem_sync.sql" <<'SQL'
           unique_key=['l_orderkey', 'l_linenumber'], cursor='updated_at') }}
 select * from {{ source('src', 'lineitem') }}
 SQL
+mkdir -p "$proj/snapshots"
+cat > "$proj/snapshots/lineitem_history.sql" <<'SQL'
+{% snapshot lineitem_history %}
+{{ config(unique_key=['l_orderkey', 'l_linenumber'], strategy='timestamp', updated_at='updated_at') }}
+select * from {{ source('src', 'lineitem') }}
+{% endsnapshot %}
+SQL
 
-# One build, timed: "total model load reconcile rows_read" (seconds, rows).
-build() { # args...
-  /usr/bin/time -f "%e %M" -o "$work/time" "$ferry" build -q --project-dir "$proj" --profiles-dir "$proj" "$@" \
+# One build of NODE, timed: "total model load reconcile rows_read rss run"
+# (seconds, rows, MiB).
+build() { # node
+  /usr/bin/time -f "%e %M" -o "$work/time" "$ferry" build -q -s "$1" --project-dir "$proj" --profiles-dir "$proj" \
     >"$work/out" 2>&1 || { cat "$work/out" >&2; exit 1; }
-  python3 - "$proj" "$(cat "$work/time")" <<'PY'
+  python3 - "$proj" "$(cat "$work/time")" "$1" <<'PY'
 import json, sys
-proj, (total, rss) = sys.argv[1], sys.argv[2].split()
+proj, (total, rss), name = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 results = json.load(open(f"{proj}/.ferry/run_results.json"))
-node = next(r for r in results["results"] if r["unique_id"].endswith("lineitem_sync"))
+node = next(r for r in results["results"] if r["unique_id"].endswith("." + name))
 run_id = results["metadata"]["invocation_id"]
 rec = json.load(open(f"{proj}/.ferry/runs/{run_id}/reconcile.json"))
 tables = rec["tables"] if isinstance(rec, dict) and "tables" in rec else rec
@@ -105,13 +116,28 @@ check() {
     tr '\n' ' '
 }
 
-full=() incr=()
+# The snapshot against the source: a version per row and per change, and
+# the current versions equal to the source rows.
+check_history() { # changed
+  read -r rows current diff <<<"$(pg -tA -c "SELECT count(*) FROM ferry_bench_incr.lineitem_history" \
+     -c "SELECT count(*) FROM ferry_bench_incr.lineitem_history WHERE dbt_valid_to IS NULL" \
+     -c "SELECT count(*) FROM ferry_bench_src.lineitem s FULL JOIN
+           (SELECT * FROM ferry_bench_incr.lineitem_history WHERE dbt_valid_to IS NULL) t USING (l_orderkey, l_linenumber)
+         WHERE (s.l_quantity, s.updated_at, s.l_comment) IS DISTINCT FROM (t.l_quantity, t.updated_at, t.l_comment)" |
+    tr '\n' ' ')"
+  [ "$rows" = $((source_rows + $1)) ] && [ "$current" = "$source_rows" ] && [ "$diff" = 0 ] ||
+    { echo "snapshot: $rows versions, $current current, $diff differ from the source" >&2; exit 1; }
+}
+
+full=() incr=() snap_first=() snap=()
 for round in $(seq 1 "$runs"); do
   pg -c "DROP SCHEMA IF EXISTS ferry_bench_incr CASCADE" \
      -c "UPDATE ferry_bench_src.lineitem SET updated_at = $base WHERE updated_at >= '2024-06-01'"
   rm -rf "$proj/.ferry"
   pg -c "CHECKPOINT"; sync
-  f=$(build)
+  f=$(build lineitem_sync)
+  sf_=$(build lineitem_history)
+  check_history 0
   read -r rows diff <<<"$(check)"
   [ "$rows" = "$source_rows" ] && [ "$diff" = 0 ] || { echo "full build: target $rows rows, $diff differ" >&2; exit 1; }
   # 1% of the rows change.
@@ -119,29 +145,39 @@ for round in $(seq 1 "$runs"); do
       updated_at = timestamp '2024-06-01 00:00:00' + make_interval(secs => l_orderkey % 3600)
       WHERE l_orderkey % 100 = 7 RETURNING 1) SELECT count(*) FROM u")
   pg -c "CHECKPOINT"; sync
-  i=$(build)
+  i=$(build lineitem_sync)
   read -r rows diff <<<"$(check)"
   [ "$rows" = "$source_rows" ] && [ "$diff" = 0 ] || { echo "incremental build: target $rows rows, $diff differ" >&2; exit 1; }
-  echo "round $round: full [$f]  incremental [$i]  ($changed rows changed)"
-  full+=("$f") incr+=("$i")
+  si=$(build lineitem_history)
+  check_history "$changed"
+  echo "round $round: full [$f]  incremental [$i]  snapshot first [$sf_]  snapshot [$si]  ($changed rows changed)"
+  full+=("$f") incr+=("$i") snap_first+=("$sf_") snap+=("$si")
 done
 
-python3 - "$sf" "$source_rows" "$changed" "$(nproc)" "${full[@]}" -- "${incr[@]}" <<'PY' | tee -a "benches/results/incremental-$(date +%F).md"
+python3 - "$sf" "$source_rows" "$changed" "$(nproc)" "${full[@]}" -- "${incr[@]}" -- "${snap_first[@]}" -- "${snap[@]}" <<'PY' | tee -a "benches/results/incremental-$(date +%F).md"
 import statistics, sys, datetime
 sf, rows, changed, cores, rest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-cut = rest.index("--")
-parse = lambda runs: [r.split() for r in runs]
-full, incr = parse(rest[:cut]), parse(rest[cut + 1:])
+groups, group = [], []
+for arg in rest + ["--"]:
+    if arg == "--":
+        groups.append([r.split() for r in group])
+        group = []
+    else:
+        group.append(arg)
+full, incr, snap_first, snap = groups
 med = lambda runs, k: statistics.median(float(r[k]) for r in runs)
 print(f"\n## Incremental build, lineitem SF{sf} ({rows:,} rows) in PostgreSQL, {datetime.date.today()}\n")
 print(f"{len(full)} rounds of a full `ferry build` then, after {changed:,} rows ({changed / rows:.1%}) were updated "
-      f"with a newer `updated_at`, an incremental one (merge, cursor `updated_at`); medians; {cores} cores. "
-      "The target was checked against the source after each build (row count, and no row differing).\n")
+      f"with a newer `updated_at`, an incremental one (merge, cursor `updated_at`); beside them a snapshot of the "
+      f"same table (timestamp strategy), its first run and its run over the change; medians; {cores} cores. "
+      "The target was checked against the source after each build (row count, and no row differing; "
+      "for the snapshot, a version per row and per change, and its current versions equal to the source).\n")
 print("| build | total s | model s | load s | reconcile s | rows moved | max RSS MiB |")
 print("|---|---|---|---|---|---|---|")
-for name, runs in (("full", full), ("incremental", incr)):
+for name, runs in (("full", full), ("incremental", incr), ("snapshot, first run", snap_first), ("snapshot", snap)):
     print(f"| {name} | {med(runs, 0):.2f} | {med(runs, 1):.2f} | {med(runs, 2):.2f} | {med(runs, 3):.2f} | "
           f"{int(med(runs, 4)):,} | {int(med(runs, 5)):,} |")
 print(f"\nThe incremental build took {med(incr, 0) / med(full, 0):.1%} of the full build's time "
-      f"(the goal: at most 20%).")
+      f"(the goal: at most 20%); the snapshot run over the change {med(snap, 0) / med(full, 0):.1%} "
+      f"(the goal: at most a third), {med(snap, 0) / med(snap_first, 0):.1%} of the snapshot's first run.")
 PY

@@ -41,10 +41,24 @@ pub struct LoadJob {
     pub columns: Vec<LoadColumn>,
     /// The stage's columns read back, by position (all when `None`).
     pub read_columns: Option<Vec<usize>>,
-    /// Staged columns the existing table lacks are added to it (an
-    /// incremental model's `on_schema_change: append_new_columns`) rather
-    /// than refused.
-    pub add_columns: bool,
+    /// How the existing table's columns follow the stage's (an
+    /// incremental model's `on_schema_change`).
+    pub column_sync: ColumnSync,
+}
+
+/// How a load brings an existing table's columns in line with a stage
+/// whose columns changed (`on_schema_change`); none of it for a `replace`,
+/// which builds the table anew.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColumnSync {
+    /// Staged columns the table lacks are added, nullable, rather than
+    /// refused (`append_new_columns`, `sync_all_columns`).
+    pub add: bool,
+    /// Columns the model no longer returns, dropped (`sync_all_columns`).
+    pub drop: Vec<String>,
+    /// Columns whose type changed, altered to the staged type
+    /// (`sync_all_columns`).
+    pub retype: Vec<String>,
 }
 
 /// What a finished load did.
@@ -110,7 +124,7 @@ impl LoadJob {
             stage: StagedTable { dir: stage_dir, manifest },
             columns,
             read_columns: None,
-            add_columns: false,
+            column_sync: ColumnSync::default(),
         })
     }
 
@@ -129,7 +143,7 @@ impl LoadJob {
             unique_key: Vec::new(),
             columns: keys.iter().map(|&i| LoadColumn { key: false, ..self.columns[i].clone() }).collect(),
             read_columns: Some(keys),
-            add_columns: false,
+            column_sync: ColumnSync::default(),
             ..self.clone()
         }
     }

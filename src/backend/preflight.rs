@@ -71,7 +71,7 @@ pub fn check(
     let mut problems = Vec::new();
     for (k, c) in job.columns.iter().enumerate() {
         let Some(t) = existing.iter().find(|t| same(&t.name, &c.name)) else {
-            if job.add_columns {
+            if job.column_sync.add {
                 continue;
             }
             problems.push(format!(
@@ -80,7 +80,8 @@ pub fn check(
             ));
             continue;
         };
-        if let Some(why) = narrower(&c.data_type, family(&t.sql_type)) {
+        let retyped = job.column_sync.retype.iter().any(|r| same(r, &c.name));
+        if let Some(why) = narrower(&c.data_type, family(&t.sql_type)).filter(|_| !retyped) {
             problems.push(format!(
                 "column `{}`: the stage holds {} but the table's `{}` {why}",
                 c.name, c.data_type, t.sql_type
@@ -94,7 +95,8 @@ pub fn check(
         }
     }
     for t in existing {
-        if t.not_null && !t.has_default && !job.columns.iter().any(|c| same(&c.name, &t.name)) {
+        let dropped = job.column_sync.drop.iter().any(|d| same(d, &t.name));
+        if t.not_null && !t.has_default && !dropped && !job.columns.iter().any(|c| same(&c.name, &t.name)) {
             problems.push(format!(
                 "column `{}` of `{}` is NOT NULL without a default, and the stage has no such column",
                 t.name, job.table
@@ -116,11 +118,36 @@ pub fn columns_to_add<'a>(
     existing: Option<&[TargetColumn]>,
     case_insensitive_names: bool,
 ) -> Vec<&'a super::LoadColumn> {
-    let Some(existing) = existing.filter(|_| job.add_columns && job.mode != LoadMode::Replace) else {
+    let Some(existing) = existing.filter(|_| job.column_sync.add && job.mode != LoadMode::Replace) else {
         return Vec::new();
     };
     let same = |a: &str, b: &str| if case_insensitive_names { a.eq_ignore_ascii_case(b) } else { a == b };
     job.columns.iter().filter(|c| !existing.iter().any(|t| same(&t.name, &c.name))).collect()
+}
+
+/// The existing table's columns that the job drops (`sync_all_columns`:
+/// the model no longer returns them), and the staged columns whose type it
+/// alters to the staged one. Both empty for a `replace`.
+pub fn columns_to_sync<'a>(
+    job: &'a LoadJob,
+    existing: Option<&'a [TargetColumn]>,
+    case_insensitive_names: bool,
+) -> (Vec<&'a TargetColumn>, Vec<&'a super::LoadColumn>) {
+    let Some(existing) = existing.filter(|_| job.mode != LoadMode::Replace) else {
+        return (Vec::new(), Vec::new());
+    };
+    let same = |a: &str, b: &str| if case_insensitive_names { a.eq_ignore_ascii_case(b) } else { a == b };
+    let sync = &job.column_sync;
+    let drop = existing
+        .iter()
+        .filter(|t| sync.drop.iter().any(|d| same(d, &t.name)) && !job.columns.iter().any(|c| same(&c.name, &t.name)))
+        .collect();
+    let retype = job
+        .columns
+        .iter()
+        .filter(|c| sync.retype.iter().any(|r| same(r, &c.name)) && existing.iter().any(|t| same(&t.name, &c.name)))
+        .collect();
+    (drop, retype)
 }
 
 /// Why `target` cannot hold every value of `staged`, or `None` if it can.

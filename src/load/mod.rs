@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::backend::profiles::Target;
-use crate::backend::{BackendError, Connection, LoadJob, LoadReport};
+use crate::backend::{BackendError, ColumnSync, Connection, LoadJob, LoadReport};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::LoadConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
@@ -74,8 +74,8 @@ pub struct Stages {
 pub struct Pending {
     pub dir: Utf8PathBuf,
     pub mode: LoadMode,
-    /// The rows bring columns the table lacks, which the load adds.
-    pub add_columns: bool,
+    /// How the table's columns follow the rows' (see [`ColumnSync`]).
+    pub column_sync: ColumnSync,
 }
 
 impl Stages {
@@ -89,12 +89,12 @@ impl Stages {
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
-    let (dir, mode, add_columns) = match stages.pending.get(&id) {
-        Some(p) => (p.dir.clone(), p.mode, p.add_columns),
-        None => (stages.root.join(&node.name), config.mode, false),
+    let (dir, mode, column_sync) = match stages.pending.get(&id) {
+        Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone()),
+        None => (stages.root.join(&node.name), config.mode, ColumnSync::default()),
     };
     let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)?;
-    Ok(LoadJob { add_columns, ..job })
+    Ok(LoadJob { column_sync, ..job })
 }
 
 /// Why a node's load cannot start (a bad `load` config, a stage that

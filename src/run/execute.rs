@@ -25,6 +25,7 @@ use super::node::{self, Done, Failed, Outcome, TestPlaces};
 use super::plan::{self, PlanOutcome};
 use super::report::{NodeReport, RunReport};
 use super::{Prepared, Which, artifacts};
+use crate::backend::ColumnSync;
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
@@ -350,10 +351,10 @@ fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
             Some(increment) if !inc.committed || keyed || inc.strategy != Strategy::Append => load::Pending {
                 dir: increment.dir.clone(),
                 mode: inc.strategy.load_mode(),
-                add_columns: inc.add_columns,
+                column_sync: inc.column_sync.clone(),
             },
             None if !inc.committed => {
-                load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace, add_columns: false }
+                load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace, column_sync: ColumnSync::default() }
             }
             _ => continue,
         };

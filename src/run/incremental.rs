@@ -283,7 +283,15 @@ pub fn fit_to_current(
     match settings.on_schema_change {
         OnSchemaChange::Fail => Err(stop("`on_schema_change` is `fail`")),
         OnSchemaChange::SyncAllColumns => {
-            Err(stop(&format!("ferry does not apply `on_schema_change: {}` yet", settings.on_schema_change.name())))
+            // The model's columns as they are now: kept ones in their
+            // current order, then the new ones.
+            let kept = current.fields().iter().filter(|c| planned.field_with_name(c.name()).is_ok());
+            let columns: Vec<String> = kept
+                .map(|c| c.name())
+                .chain(change.added.iter())
+                .map(|c| format!("__ferry_model.{}", quote_ident(c)))
+                .collect();
+            Ok((format!("SELECT {} FROM ({sql}) AS __ferry_model", columns.join(", ")), change))
         }
         OnSchemaChange::Ignore | OnSchemaChange::AppendNewColumns => {
             let mut columns: Vec<String> = current
@@ -352,10 +360,11 @@ pub fn after_cursor(sql: &str, cursor: &Cursor, (value, data_type): (&str, &str)
 /// replace, then the increment. Without a key (or with `append`) every
 /// current row stays.
 /// Columns the current data lacks (added by `append_new_columns`) are NULL
-/// in its rows.
+/// in its rows; those `retyped` (by `sync_all_columns`) are cast to the
+/// increment's type.
 pub async fn merged_sql(
     engine: &Engine,
-    (model, current_schema): (&str, &SchemaRef),
+    (model, current_schema, retyped): (&str, &SchemaRef, &[String]),
     increment: &StagedTable,
     (strategy, key): (Strategy, &[String]),
 ) -> Result<String, datafusion::error::DataFusionError> {
@@ -367,9 +376,13 @@ pub async fn merged_sql(
         .manifest
         .columns
         .iter()
-        .map(|c| match current_schema.field_with_name(&c.name) {
-            Ok(_) => quote_ident(&c.name),
-            Err(_) => format!("arrow_cast(NULL, '{}') AS {}", c.data_type.replace('\'', "''"), quote_ident(&c.name)),
+        .map(|c| {
+            let (name, data_type) = (quote_ident(&c.name), c.data_type.replace('\'', "''"));
+            match current_schema.field_with_name(&c.name) {
+                Ok(_) if retyped.contains(&c.name) => format!("arrow_cast({name}, '{data_type}') AS {name}"),
+                Ok(_) => name,
+                Err(_) => format!("arrow_cast(NULL, '{data_type}') AS {name}"),
+            }
         })
         .collect();
     let (columns, kept_columns) = (columns.join(", "), kept_columns.join(", "));
@@ -432,11 +445,15 @@ mod tests {
             appended.ends_with("AS \"amount\", __ferry_model.\"new\" FROM (select 1) AS __ferry_model"),
             "{appended}"
         );
-        for refused in [OnSchemaChange::Fail, OnSchemaChange::SyncAllColumns] {
-            let d = fit_to_current("select 1", "m", &settings(refused), (&current, &planned)).unwrap_err();
-            assert!(d.message.contains("the columns of `m` changed since its last run"), "{}", d.message);
-            assert_eq!(d.notes.len(), 3, "{d:?}");
-        }
+        let (synced, _) =
+            fit_to_current("select 1", "m", &settings(OnSchemaChange::SyncAllColumns), (&current, &planned)).unwrap();
+        assert_eq!(
+            synced,
+            "SELECT __ferry_model.\"id\", __ferry_model.\"amount\", __ferry_model.\"new\" FROM (select 1) AS __ferry_model"
+        );
+        let d = fit_to_current("select 1", "m", &settings(OnSchemaChange::Fail), (&current, &planned)).unwrap_err();
+        assert!(d.message.contains("the columns of `m` changed since its last run"), "{}", d.message);
+        assert_eq!(d.notes.len(), 3, "{d:?}");
     }
 
     #[test]

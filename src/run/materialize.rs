@@ -17,6 +17,7 @@ use datafusion::common::TableReference;
 
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
 use super::snapshot;
+use crate::backend::ColumnSync;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
 use crate::manifest::config::{OnConversionError, OnSchemaChange, Strategy};
@@ -58,12 +59,13 @@ pub struct IncrementalStaged {
     pub strategy: Strategy,
     /// Why it was built in full, when it was.
     pub full: Option<String>,
-    /// How its columns differ from its current data's (`ignore`d).
+    /// How its columns differ from its current data's.
     pub schema_change: SchemaChange,
     /// What it did with its cursor, when it has one.
     pub cursor: Option<CursorRun>,
-    /// Whether its table gets the new columns (`append_new_columns`).
-    pub add_columns: bool,
+    /// How its table's columns follow the new ones (`append_new_columns`,
+    /// `sync_all_columns`).
+    pub column_sync: ColumnSync,
 }
 
 /// How a node ended up.
@@ -212,8 +214,8 @@ impl Materializing<'_> {
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
                 let strategy = run.settings.strategy;
                 let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
-                let (cursor, add_columns) = (None, false);
-                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor, add_columns }
+                let (cursor, column_sync) = (None, ColumnSync::default());
+                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor, column_sync }
             }
             Mode::Incremental(_) => self.increment(sql, run).await?,
         };
@@ -257,10 +259,14 @@ impl Materializing<'_> {
             incremental::fit_to_current(&sql, &node.name, &run.settings, (&current_schema, &planned))
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
         let (increment, ledger) = self.staged(&sql, &self.places.run_dir.path.join("increments")).await?;
+        let retyped: Vec<String> = match run.settings.on_schema_change {
+            OnSchemaChange::SyncAllColumns => schema_change.retyped.iter().map(|(c, _, _)| c.clone()).collect(),
+            _ => Vec::new(),
+        };
         let with_ledger = |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
         let merged = incremental::merged_sql(
             engine,
-            (&node.name, &current_schema),
+            (&node.name, &current_schema, &retyped),
             &increment,
             (strategy, &node.config.unique_key),
         )
@@ -273,9 +279,18 @@ impl Materializing<'_> {
             engine_node::stage_plan(engine, manifest, id, plan, &next_parent, options).await.map_err(with_ledger)?;
         self.register(&next).await.map_err(with_ledger)?;
         let increment = Some(increment);
-        let add_columns =
-            run.settings.on_schema_change == OnSchemaChange::AppendNewColumns && !schema_change.added.is_empty();
-        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor, add_columns })
+        let column_sync = match run.settings.on_schema_change {
+            OnSchemaChange::AppendNewColumns => {
+                ColumnSync { add: !schema_change.added.is_empty(), ..ColumnSync::default() }
+            }
+            OnSchemaChange::SyncAllColumns => ColumnSync {
+                add: !schema_change.added.is_empty(),
+                drop: schema_change.removed.clone(),
+                retype: retyped,
+            },
+            OnSchemaChange::Ignore | OnSchemaChange::Fail => ColumnSync::default(),
+        };
+        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor, column_sync })
     }
 
     /// A snapshot's SQL around its query: every row as a first version, or

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Which;
 use super::incremental::CursorRun;
 use super::materialize::Materialized;
-use crate::backend::LoadReport;
+use crate::backend::{ColumnSync, LoadReport};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
@@ -68,8 +68,8 @@ pub struct IncrementalReport {
     /// advanced (once the model's load and reconciliation succeeded).
     pub cursor: Option<CursorRun>,
     pub advanced: bool,
-    /// Whether its table gets the increment's new columns.
-    pub add_columns: bool,
+    /// How its table's columns follow the increment's.
+    pub column_sync: ColumnSync,
 }
 
 /// What a run did.
@@ -162,7 +162,7 @@ impl NodeReport {
                 committed: false,
                 cursor: i.cursor.clone(),
                 advanced: false,
-                add_columns: i.add_columns,
+                column_sync: i.column_sync.clone(),
             }),
             _ => None,
         };

@@ -106,7 +106,8 @@ pub struct IncrementalRecord {
     /// Where the increment is staged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increment: Option<StageRef>,
-    /// Differences from the current columns that `on_schema_change: ignore` ignored.
+    /// How the model's columns differ from its current data's (what
+    /// `on_schema_change` acted on, or ignored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<String>,
     /// Whether the model's stage now holds the run's result (an

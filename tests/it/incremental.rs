@@ -357,16 +357,42 @@ async fn postgres_a_run_killed_mid_load_leaves_the_previous_state() {
 
 /// `on_schema_change: append_new_columns`: a new column is added to the
 /// stage and the table (NULL in earlier rows), a column the model stops
-/// returning stays, NULL in new rows; `build` reconciles each run.
+/// returning stays, NULL in new rows. `sync_all_columns`: a new column is
+/// added, a column gone is dropped, and a changed type changes, in the
+/// stage and the table. `build` reconciles each run.
 async fn new_columns_are_added(mut db: Db, p: TestProject) {
-    let p = p.model(
-        "wide.sql",
-        "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
-         on_schema_change='append_new_columns') }}\nselect {{ var('cols', \"1 as id, 'a' as name\") }}",
-    );
+    let p = p
+        .model(
+            "wide.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
+             on_schema_change='append_new_columns') }}\nselect {{ var('cols', \"1 as id, 'a' as name\") }}",
+        )
+        .model(
+            "synced.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', \
+             on_schema_change='sync_all_columns') }}\nselect {{ var('sync', \"1 as id, 'a' as name, 10 as amount\") }}",
+        );
     ok(&p.run(["build"]));
-    ok(&p.run(["build", "--vars", "{cols: \"2 as id, 'b' as name, 20 as extra\"}"]));
-    ok(&p.run(["build", "--vars", "{cols: '3 as id, 30 as extra'}"]));
+    let sync = "sync: \"2 as id, 20.5 as amount, 'x' as note\"";
+    ok(&p.run(["build", "--vars", &format!("{{cols: \"2 as id, 'b' as name, 20 as extra\", {sync}}}")]));
+    let r = record(&p, "synced");
+    assert_eq!(
+        r["schema_changes"],
+        serde_json::json!(["`note` is new", "`name` is gone", "`amount` was Int64, now Float64"]),
+        "{r}"
+    );
+    ok(&p.run(["build", "--vars", &format!("{{cols: '3 as id, 30 as extra', {sync}}}")]));
+    let staged = p.query_stages(&["synced"], "select id, amount, note from synced").await;
+    assert_eq!(staged, ["| 1  | 10.0   |      |", "| 2  | 20.5   | x    |"]);
+    let stage: serde_json::Value =
+        serde_json::from_str(&p.read(".ferry/stage/synced/_ferry_stage.json")).expect("JSON");
+    let columns: Vec<&str> =
+        stage["columns"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(columns, ["id", "amount", "note"]);
+    let rows = db.rows("synced").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.contains("note") && !r.contains("name")), "the table's columns follow: {rows:?}");
+    assert!(rows[1].contains("20.5"), "the column holds the new type: {rows:?}");
     let staged = p.query_stages(&["wide"], "select id, name, extra from wide").await;
     assert_eq!(staged, ["| 1  | a    |       |", "| 2  | b    | 20    |", "| 3  |      | 30    |"]);
     let rows = db.rows("wide").await;

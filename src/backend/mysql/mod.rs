@@ -315,11 +315,17 @@ impl Mysql {
     async fn preflight(&mut self, job: &LoadJob) -> Result<(bool, Vec<String>), BackendError> {
         let existing = self.existing(&job.table).await?;
         preflight::check_existing(job, existing.as_deref(), family, true)?;
-        let add = preflight::columns_to_add(job, existing.as_deref(), true)
+        let t = qualified(&job.table);
+        let mut alter: Vec<String> = preflight::columns_to_add(job, existing.as_deref(), true)
             .into_iter()
-            .map(|c| format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(&job.table), q(&c.name), sql_type(c)))
+            .map(|c| format!("ALTER TABLE {t} ADD COLUMN {} {}", q(&c.name), sql_type(c)))
             .collect();
-        Ok((existing.is_some(), add))
+        let (drop, retype) = preflight::columns_to_sync(job, existing.as_deref(), true);
+        alter.extend(drop.into_iter().map(|c| format!("ALTER TABLE {t} DROP COLUMN {}", q(&c.name))));
+        alter.extend(
+            retype.into_iter().map(|c| format!("ALTER TABLE {t} MODIFY COLUMN {} {}", q(&c.name), sql_type(c))),
+        );
+        Ok((existing.is_some(), alter))
     }
 
     pub async fn dry_run(&mut self, job: &LoadJob) -> Result<Vec<String>, BackendError> {

@@ -161,6 +161,14 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
     for c in preflight::columns_to_add(job, existing, false) {
         before.push(format!("ALTER TABLE {} ADD COLUMN {} {}", qualified(t), q(&c.name), sql_type(&c.data_type)));
     }
+    let (drop, retype) = preflight::columns_to_sync(job, existing, false);
+    for c in drop {
+        before.push(format!("ALTER TABLE {} DROP COLUMN {}", qualified(t), q(&c.name)));
+    }
+    for c in retype {
+        let (name, new) = (q(&c.name), sql_type(&c.data_type));
+        before.push(format!("ALTER TABLE {} ALTER COLUMN {name} TYPE {new} USING {name}::{new}", qualified(t)));
+    }
     let temp = TableName { schema: "pg_temp".into(), name: "ferry_load".into() };
     let temp_create = || {
         format!(

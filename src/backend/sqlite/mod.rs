@@ -179,11 +179,15 @@ fn existing(conn: &Connection, table: &TableName) -> Result<Option<Vec<TargetCol
 fn preflight(conn: &Connection, job: &LoadJob) -> Result<(bool, Vec<String>), BackendError> {
     let existing = existing(conn, &job.table)?;
     preflight::check_existing(job, existing.as_deref(), |_| Family::Other, true)?;
-    let add = preflight::columns_to_add(job, existing.as_deref(), true)
+    let t = q(&job.table.name);
+    let mut alter: Vec<String> = preflight::columns_to_add(job, existing.as_deref(), true)
         .into_iter()
-        .map(|c| format!("ALTER TABLE {} ADD COLUMN {} {}", q(&job.table.name), q(&c.name), sql_type(&c.data_type)))
+        .map(|c| format!("ALTER TABLE {t} ADD COLUMN {} {}", q(&c.name), sql_type(&c.data_type)))
         .collect();
-    Ok((existing.is_some(), add))
+    // A changed type needs nothing: SQLite types values, not columns.
+    let (drop, _) = preflight::columns_to_sync(job, existing.as_deref(), true);
+    alter.extend(drop.into_iter().map(|c| format!("ALTER TABLE {t} DROP COLUMN {}", q(&c.name))));
+    Ok((existing.is_some(), alter))
 }
 
 fn create(table: &str, columns: &[LoadColumn], if_not_exists: bool) -> String {
