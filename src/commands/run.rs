@@ -116,6 +116,9 @@ fn node_detail(r: &NodeReport) -> String {
         let total = r.staged.as_ref().map_or(0, |s| s.manifest.row_count);
         let what = match &inc.full {
             Some(why) => format!("built in full ({why}): {} rows", group(n)),
+            None if r.kind == "snapshot" => {
+                format!("{} versions added or closed, {} in all,", group(n), group(total))
+            }
             None => {
                 let how = match inc.strategy {
                     Strategy::Append => "appended",

@@ -125,7 +125,7 @@ impl NodeConfig {
             strategy: Strategy::Merge,
             full_refresh: Some(false),
             on_schema_change: OnSchemaChange::AppendNewColumns,
-            cursor: None,
+            cursor: snapshot.as_ref().ok().and_then(|s| s.cursor.clone()),
         }));
         let mut keyed = node.clone();
         keyed.raw_config.insert("unique_key".into(), Json::String(scd_id));
@@ -397,6 +397,12 @@ pub struct Snapshot {
     /// current rows (`None`: NULL).
     pub valid_to_current: Option<String>,
     pub names: MetaColumns,
+    /// `cursor:` (with `lookback:`), a ferry extension: a later run reads
+    /// only the query's rows at or after the cursor's high-water mark less
+    /// the lookback (and those whose cursor is NULL), instead of all of
+    /// them as dbt does. Only with `hard_deletes: ignore`, since a record
+    /// missing from such a read is not gone.
+    pub cursor: Option<Cursor>,
 }
 
 /// How a snapshot tells that a record changed.
@@ -527,10 +533,38 @@ impl Snapshot {
                 return Err(bad(format!("`snapshot_meta_column_names` must be a mapping, not `{other}`"), names_help));
             }
         }
-        Ok(Snapshot { key, strategy, hard_deletes, valid_to_current: text("dbt_valid_to_current")?, names })
+        let cursor = match text("cursor")? {
+            None if config.contains_key("lookback") => {
+                return Err(bad("`lookback` needs a `cursor`".into(), SNAPSHOT_CURSOR_HELP));
+            }
+            None => None,
+            Some(_) if hard_deletes != HardDeletes::Ignore => {
+                return Err(bad(
+                    "a `cursor` reads only the rows changed since the last run, so records gone from the source cannot be told; it needs `hard_deletes: ignore`".into(),
+                    "drop the `cursor` to read every row on each run, or set `hard_deletes: ignore`",
+                ));
+            }
+            Some(_) if config.contains_key("null_cursor") => {
+                return Err(bad(
+                    "`null_cursor` is not a snapshot setting: rows whose cursor is NULL are read on every run".into(),
+                    SNAPSHOT_CURSOR_HELP,
+                ));
+            }
+            Some(column) => {
+                let lookback = match config.get("lookback") {
+                    None | Some(Json::Null) => None,
+                    Some(Json::Number(n)) => Some(n.to_string()),
+                    Some(_) => text("lookback")?,
+                };
+                Some(Cursor { column, lookback, include_nulls: true })
+            }
+        };
+        let valid_to_current = text("dbt_valid_to_current")?;
+        Ok(Snapshot { key, strategy, hard_deletes, valid_to_current, names, cursor })
     }
 }
 
+const SNAPSHOT_CURSOR_HELP: &str = "write `cursor: updated_at`, with `lookback: '2 hours'` if wanted";
 const CURSOR_HELP: &str = "write `cursor: updated_at`, with `lookback: '2 hours'` and `null_cursor: include` if wanted";
 const STRATEGY_HELP: &str = "write `incremental_strategy: merge` (or `append`, `delete+insert`)";
 

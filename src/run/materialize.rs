@@ -238,7 +238,9 @@ impl Materializing<'_> {
         let internal = |e: &datafusion::error::DataFusionError| vec![engine_node::internal(e, node, Code::Execution)];
         let this = incremental::current_table(&node.name);
         let strategy = run.settings.strategy;
-        let mut sql = self.snapshot_sql(sql, Some(&this)).await?;
+        // The cursor narrows the model's SQL, or a snapshot's query (its
+        // history is then compared with the rows read only).
+        let mut query = sql.to_owned();
         let mut cursor = None;
         if let Some(c) = &run.settings.cursor {
             let mark = match &run.watermark {
@@ -246,10 +248,11 @@ impl Materializing<'_> {
                 None => incremental::cursor_max(engine, &this, &c.column).await.map_err(|e| internal(&e))?,
             };
             if let Some((value, data_type)) = &mark {
-                sql = incremental::after_cursor(&sql, c, (value, data_type), strategy);
+                query = incremental::after_cursor(&query, c, (value, data_type), strategy);
             }
             cursor = Some(CursorRun { column: c.column.clone(), from: mark.map(|m| m.0), high: None });
         }
+        let sql = self.snapshot_sql(&query, Some(&this)).await?;
         let planned = engine_node::plan(engine, manifest, id, &sql).await?;
         let planned: SchemaRef = Arc::new(planned.schema().as_arrow().clone());
         let current_plan =

@@ -270,6 +270,7 @@ fn kind_of(node: &Node) -> &'static str {
     match &node.resource {
         Resource::Seed(_) => "seed",
         Resource::Test(_) => "test",
+        Resource::Model { .. } if node.is_snapshot() => "snapshot",
         Resource::Model { materialized, .. } => match materialized {
             Materialization::View => "view",
             Materialization::Table => "table",

@@ -43,6 +43,9 @@ pub fn check_source(name: &str, s: &Snapshot, source: &Schema) -> Result<(), Box
         }
         SnapshotStrategy::Check { columns: None } => {}
     }
+    if let Some(c) = &s.cursor {
+        wanted.push((c.column.as_str(), "cursor"));
+    }
     let columns = || source.fields().iter().map(|f| format!("`{}`", f.name())).collect::<Vec<_>>().join(", ");
     if let Some((column, key)) = wanted.into_iter().find(|(c, _)| !has(c)) {
         return Err(Box::new(
@@ -190,7 +193,8 @@ pub fn changes_sql(query: &str, s: &Snapshot, now: &str, this: &str, (source, cu
     parts.push(new_version("changed AS src", "src.__ferry_updated"));
     parts.push(closed(
         "changed.__ferry_updated",
-        &format!("cur JOIN changed ON cur.{} = changed.__ferry_old_scd", q(&n.scd_id)),
+        // The changed records first: a hash join builds on its left side.
+        &format!("changed JOIN cur ON cur.{} = changed.__ferry_old_scd", q(&n.scd_id)),
     ));
     if s.hard_deletes != HardDeletes::Ignore {
         let gone = format!(

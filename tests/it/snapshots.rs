@@ -313,3 +313,69 @@ fn a_snapshot_without_its_settings_says_what_it_lacks() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("its `unique_key` `key` is not a column of its query"), "{}", ran.stderr);
 }
+
+/// A snapshot with a `cursor` reads only the rows at or after its mark less
+/// the lookback: a changed row and a new one are versioned, a late row
+/// inside the lookback too, one before it is not read (as documented), a
+/// deleted record stays current (`hard_deletes: ignore`, overriding the project's `invalidate`), and the mark
+/// advances to the newest `updated_at` seen.
+#[tokio::test]
+async fn a_snapshot_with_a_cursor_reads_only_the_rows_after_its_mark() {
+    let p = TestProject::fixture("snapshots").file(
+        "snapshots/customers_recent.sql",
+        "{% snapshot customers_recent %}\n\
+         {{ config(unique_key='id', strategy='timestamp', updated_at='updated_at', cursor='updated_at', lookback='12 hours', hard_deletes='ignore') }}\n\
+         select id, name, tier, updated_at from {{ source('raw', 'customers') }} where id is not null\n\
+         {% endsnapshot %}\n",
+    );
+    let db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    let mut runs = Runs(Vec::new());
+    let snapshot = |runs: &mut Runs, rows: &str| {
+        export(&p, rows);
+        runs.0.push(chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+        ok(&p.run(["snapshot", "-s", "customers_recent"]));
+    };
+    snapshot(&mut runs, RUN1);
+    assert_eq!(record(&p, "customers_recent")["cursor"]["high"], "2024-01-01T12:00:00");
+    // 2 changed, 3 deleted, 4 new; 7 late but inside the lookback (at or
+    // after 01-01 00:00, the mark less 12 hours), 6 late before it.
+    let run2 = "1,ann,gold,2024-01-01 10:00:00\n\
+                2,bob,gold,2024-01-02 09:00:00\n\
+                4,dee,silver,2024-01-02 10:00:00\n\
+                6,eve,silver,2023-12-31 00:00:00\n\
+                7,gus,gold,2024-01-01 06:00:00\n";
+    snapshot(&mut runs, run2);
+    let r = record(&p, "customers_recent");
+    assert_eq!(r["cursor"]["from"], "2024-01-01T12:00:00", "{r}");
+    assert_eq!(r["cursor"]["high"], "2024-01-02T10:00:00", "{r}");
+    assert_eq!(r["rows"], 4, "2's new and closed versions, 4 and 7: {r}");
+    let ts = ("dbt_valid_from", "dbt_valid_to");
+    assert_eq!(
+        runs.versions(&p, "customers_recent", ts, "").await,
+        [
+            "1 ann gold 2024-01-01T10:00:00 null",
+            "2 bob gold 2024-01-02T09:00:00 null",
+            "2 bob silver 2024-01-01T11:00:00 2024-01-02T09:00:00",
+            "3 cid bronze 2024-01-01T12:00:00 null",
+            "4 dee silver 2024-01-02T10:00:00 null",
+            "7 gus gold 2024-01-01T06:00:00 null",
+        ]
+    );
+    // The same export again: the rows at the mark are read again, and
+    // none of them changed.
+    snapshot(&mut runs, run2);
+    let r = record(&p, "customers_recent");
+    assert_eq!((r["cursor"]["from"].as_str(), r["rows"].as_u64()), (Some("2024-01-02T10:00:00"), Some(0)), "{r}");
+
+    // A cursor cannot tell deleted records: it needs `hard_deletes: ignore`.
+    let bad = TestProject::new().file(
+        "snapshots/s.sql",
+        "{% snapshot s %}\n{{ config(unique_key='id', strategy='timestamp', updated_at='at', cursor='at', hard_deletes='invalidate') }}\n\
+         select 1 as id, now() as at\n{% endsnapshot %}\n",
+    );
+    let ran = bad.run(["snapshot", "--no-load"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("snapshot `s`: a `cursor` reads only the rows changed"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("s.sql"), "the file is named: {}", ran.stderr);
+}
