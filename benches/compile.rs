@@ -74,6 +74,7 @@ fn globals() -> Globals {
         run_started_at: chrono::Utc::now(),
         which: "compile".into(),
         full_refresh: false,
+        event_time: Default::default(),
         docs: Arc::default(),
     }
 }

@@ -189,6 +189,19 @@ pub struct RunArgs {
     /// `full_refresh: false`), replacing their stages and target tables.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Build microbatch models' batches from this time on (UTC; a date or
+    /// a date and time) instead of their lookback window: a backfill.
+    #[arg(long, value_name = "TIME", value_parser = utc_time)]
+    pub event_time_start: Option<chrono::NaiveDateTime>,
+    /// With `--event-time-start`: build the batches before this time (UTC);
+    /// the current time if unset.
+    #[arg(long, value_name = "TIME", value_parser = utc_time, requires = "event_time_start")]
+    pub event_time_end: Option<chrono::NaiveDateTime>,
+}
+
+fn utc_time(text: &str) -> Result<chrono::NaiveDateTime, String> {
+    crate::values::parse_utc(text)
+        .ok_or_else(|| format!("`{text}` is not a date (2024-01-31) or a date and time (2024-01-31 10:00:00), in UTC"))
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +223,8 @@ impl From<&TestArgs> for RunArgs {
             no_load: true,
             store_failures: t.store_failures,
             full_refresh: false,
+            event_time_start: None,
+            event_time_end: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 use crate::backend::profiles;
 use crate::cli::GlobalArgs;
 use crate::project;
+pub use crate::values::EventTimes;
 
 /// Everything a command needs to find and load a project.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct Settings {
     /// `--full-refresh`: incremental models are rebuilt (templates see it
     /// as `flags.FULL_REFRESH`).
     pub full_refresh: bool,
+    /// `--event-time-start` and `--event-time-end`: the window microbatch
+    /// models build (UTC).
+    pub event_time: EventTimes,
 }
 
 impl Settings {
@@ -40,6 +44,7 @@ impl Settings {
             target: args.target.clone(),
             vars,
             full_refresh: false,
+            event_time: EventTimes::default(),
         })
     }
 

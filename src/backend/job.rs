@@ -44,6 +44,18 @@ pub struct LoadJob {
     /// How the existing table's columns follow the stage's (an
     /// incremental model's `on_schema_change`).
     pub column_sync: ColumnSync,
+    /// For an `append`: the rows of the table it replaces (a microbatch
+    /// model's window), deleted in the load's transaction.
+    pub window: Option<ReplacedWindow>,
+}
+
+/// The rows of a table whose `column` is from `start` up to (not
+/// including) `end`, in UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplacedWindow {
+    pub column: String,
+    pub start: chrono::NaiveDateTime,
+    pub end: chrono::NaiveDateTime,
 }
 
 /// How a load brings an existing table's columns in line with a stage
@@ -125,7 +137,24 @@ impl LoadJob {
             columns,
             read_columns: None,
             column_sync: ColumnSync::default(),
+            window: None,
         })
+    }
+
+    /// The predicate of the rows an `append` replaces (see
+    /// [`LoadJob::window`]), with `q` quoting the column: the bounds are
+    /// text in the form the backends write the column's values in, with
+    /// `zone` after the time of a zoned timestamp.
+    pub fn window_predicate(&self, q: impl Fn(&str) -> String, zone: &str) -> Option<String> {
+        let w = self.window.as_ref().filter(|_| self.mode == LoadMode::Append)?;
+        let column = self.columns.iter().find(|c| c.name == w.column)?;
+        let bound = |t: &chrono::NaiveDateTime| match &column.data_type {
+            DataType::Date32 | DataType::Date64 => format!("'{}'", t.format("%Y-%m-%d")),
+            DataType::Timestamp(_, Some(_)) => format!("'{}{zone}'", t.format("%Y-%m-%d %H:%M:%S")),
+            _ => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S")),
+        };
+        let c = q(&w.column);
+        Some(format!("{c} >= {} AND {c} < {}", bound(&w.start), bound(&w.end)))
     }
 
     /// Rows the stage holds.
@@ -144,6 +173,7 @@ impl LoadJob {
             columns: keys.iter().map(|&i| LoadColumn { key: false, ..self.columns[i].clone() }).collect(),
             read_columns: Some(keys),
             column_sync: ColumnSync::default(),
+            window: None,
             ..self.clone()
         }
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 pub use error::BackendError;
-pub use job::{ColumnSync, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX};
+pub use job::{ColumnSync, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX, ReplacedWindow};
 
 use crate::values::TableName;
 use checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};

@@ -14,11 +14,17 @@ use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, NodeId};
 use crate::printer::{Printer, Progress};
 use crate::run::{self as pipeline, NodeEvent, NodeReport, Observer, RunEvent, RunOptions, RunReport, Which};
-use crate::settings::Settings;
+use crate::settings::{EventTimes, Settings};
 use crate::state::run_results::Status;
 
 pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, printer: &Printer) -> Result<ExitStatus> {
-    let settings = &Settings { full_refresh: args.full_refresh, ..settings.clone() };
+    let event_time = EventTimes { start: args.event_time_start, end: args.event_time_end };
+    if let (Some(start), Some(end)) = (event_time.start, event_time.end)
+        && start >= end
+    {
+        anyhow::bail!("--event-time-start ({start}) must be before --event-time-end ({end})");
+    }
+    let settings = &Settings { full_refresh: args.full_refresh, event_time, ..settings.clone() };
     let Some(prepared) = super::prepare_or_report(settings, which.name(), printer)? else {
         return Ok(ExitStatus::Failure);
     };
@@ -114,18 +120,20 @@ fn node_detail(r: &NodeReport) -> String {
     });
     if let (Status::Success, Some(n), Some(inc)) = (r.status, r.rows, &r.incremental) {
         let total = r.staged.as_ref().map_or(0, |s| s.manifest.row_count);
+        let batches = inc.window.as_ref().map(|w| format!(" in {}", w.describe())).unwrap_or_default();
         let what = match &inc.full {
-            Some(why) => format!("built in full ({why}): {} rows", group(n)),
+            Some(why) => format!("built in full ({why}): {} rows{batches}", group(n)),
             None if r.kind == "snapshot" => {
-                format!("{} versions added or closed, {} in all,", group(n), group(total))
+                format!("{} versions added or closed, {} in all", group(n), group(total))
             }
             None => {
                 let how = match inc.strategy {
                     Strategy::Append => "appended",
                     Strategy::Merge => "merged",
                     Strategy::DeleteInsert => "delete+inserted",
+                    Strategy::Microbatch => "replacing their window",
                 };
-                format!("{} new rows {how}, {} in all,", group(n), group(total))
+                format!("{} new rows{batches} {how}, {} in all", group(n), group(total))
             }
         };
         let aside = set_aside.map(|a| format!(", {a}")).unwrap_or_default();

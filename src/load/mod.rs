@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::backend::profiles::Target;
-use crate::backend::{BackendError, ColumnSync, Connection, LoadJob, LoadReport};
+use crate::backend::{BackendError, ColumnSync, Connection, LoadJob, LoadReport, ReplacedWindow};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::LoadConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
@@ -76,6 +76,8 @@ pub struct Pending {
     pub mode: LoadMode,
     /// How the table's columns follow the rows' (see [`ColumnSync`]).
     pub column_sync: ColumnSync,
+    /// The rows of the table they replace (see [`LoadJob::window`]).
+    pub window: Option<ReplacedWindow>,
 }
 
 impl Stages {
@@ -89,12 +91,12 @@ impl Stages {
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
-    let (dir, mode, column_sync) = match stages.pending.get(&id) {
-        Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone()),
-        None => (stages.root.join(&node.name), config.mode, ColumnSync::default()),
+    let (dir, mode, column_sync, window) = match stages.pending.get(&id) {
+        Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone(), p.window.clone()),
+        None => (stages.root.join(&node.name), config.mode, ColumnSync::default(), None),
     };
     let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)?;
-    Ok(LoadJob { column_sync, ..job })
+    Ok(LoadJob { column_sync, window, ..job })
 }
 
 /// Why a node's load cannot start (a bad `load` config, a stage that

@@ -126,6 +126,7 @@ impl NodeConfig {
             full_refresh: Some(false),
             on_schema_change: OnSchemaChange::AppendNewColumns,
             cursor: snapshot.as_ref().ok().and_then(|s| s.cursor.clone()),
+            microbatch: None,
         }));
         let mut keyed = node.clone();
         keyed.raw_config.insert("unique_key".into(), Json::String(scd_id));
@@ -217,6 +218,9 @@ pub enum Strategy {
     Merge,
     /// Delete the rows whose `unique_key` is staged, then insert the new rows.
     DeleteInsert,
+    /// Replace the rows of a window of time batches by the model's rows
+    /// in that window (see [`Microbatch`]).
+    Microbatch,
 }
 
 impl Strategy {
@@ -225,6 +229,7 @@ impl Strategy {
             Strategy::Append => "append",
             Strategy::Merge => "merge",
             Strategy::DeleteInsert => "delete+insert",
+            Strategy::Microbatch => "microbatch",
         }
     }
 
@@ -234,6 +239,8 @@ impl Strategy {
             Strategy::Append => LoadMode::Append,
             Strategy::Merge => LoadMode::Upsert,
             Strategy::DeleteInsert => LoadMode::DeleteInsert,
+            // The window's rows are deleted first (see `LoadJob::window`).
+            Strategy::Microbatch => LoadMode::Append,
         }
     }
 }
@@ -272,6 +279,45 @@ pub struct Incremental {
     pub on_schema_change: OnSchemaChange,
     /// `cursor:`, the column whose high-water mark ferry keeps.
     pub cursor: Option<Cursor>,
+    /// The settings of `incremental_strategy: microbatch`.
+    pub microbatch: Option<Microbatch>,
+}
+
+/// A `microbatch` model's settings (dbt 1.9): its rows are cut into
+/// batches of time by `event_time`, and a run replaces the batches of its
+/// window (the `lookback` batches before the current one, and the current
+/// one; from `begin` on a first run or a full refresh; or those between
+/// `--event-time-start` and `--event-time-end`), all in UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Microbatch {
+    /// The column of the model's rows that says which batch a row is in.
+    pub event_time: String,
+    /// Where a first run (or a full refresh) starts.
+    pub begin: Option<chrono::NaiveDateTime>,
+    pub batch_size: BatchSize,
+    /// How many batches before the current one an incremental run
+    /// builds again (1 unless set).
+    pub lookback: u32,
+}
+
+/// The length of a microbatch model's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl BatchSize {
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchSize::Hour => "hour",
+            BatchSize::Day => "day",
+            BatchSize::Month => "month",
+            BatchSize::Year => "year",
+        }
+    }
 }
 
 /// A declared cursor: `cursor: updated_at`, `lookback: '2 hours'`,
@@ -325,10 +371,12 @@ impl Incremental {
             Some("merge") if keyed => Strategy::Merge,
             Some("delete+insert" | "delete_insert") if keyed => Strategy::DeleteInsert,
             Some("merge" | "delete+insert" | "delete_insert") => Strategy::Append,
-            Some(s @ ("microbatch" | "insert_overwrite")) => {
+            Some("microbatch") => Strategy::Microbatch,
+            Some("insert_overwrite") => {
                 return Err(bad(
-                    format!("incremental strategy `{s}` is not supported by ferry yet"),
-                    "use `append`, `merge` or `delete+insert` (with a `unique_key`)",
+                    "incremental strategy `insert_overwrite` replaces partitions, and no target ferry loads has them"
+                        .into(),
+                    "use `microbatch` (with `event_time` and `batch_size`) to replace windows of time, or `merge` or `delete+insert` with a `unique_key`",
                 ));
             }
             Some(s) => return Err(bad(format!("unknown incremental strategy `{s}`"), STRATEGY_HELP)),
@@ -361,6 +409,22 @@ impl Incremental {
             Some(Json::Number(n)) if key == "lookback" => Ok(Some(n.to_string())),
             Some(other) => Err(bad(format!("`{key}` must be a name, not `{other}`"), CURSOR_HELP)),
         };
+        if strategy == Strategy::Microbatch {
+            if let Some(key) = ["cursor", "null_cursor"].into_iter().find(|k| config.contains_key(*k)) {
+                return Err(bad(
+                    format!("a `microbatch` model has no `{key}`: it replaces windows of time by its `event_time`"),
+                    MICROBATCH_HELP,
+                ));
+            }
+            let microbatch = Microbatch::read(config).map_err(|m| bad(m, MICROBATCH_HELP))?;
+            return Ok(Some(Incremental {
+                strategy,
+                full_refresh,
+                on_schema_change,
+                cursor: None,
+                microbatch: Some(microbatch),
+            }));
+        }
         let cursor = match text("cursor")? {
             None => {
                 if let Some(key) = ["lookback", "null_cursor"].into_iter().find(|k| config.contains_key(*k)) {
@@ -382,7 +446,39 @@ impl Incremental {
                 Some(Cursor { column, lookback: text("lookback")?, include_nulls })
             }
         };
-        Ok(Some(Incremental { strategy, full_refresh, on_schema_change, cursor }))
+        Ok(Some(Incremental { strategy, full_refresh, on_schema_change, cursor, microbatch: None }))
+    }
+}
+
+impl Microbatch {
+    fn read(config: &Map<String, Json>) -> Result<Microbatch, String> {
+        let text = |key: &str| match config.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            Some(other) => Err(format!("`{key}` must be text, not `{other}`")),
+        };
+        let event_time = text("event_time")?.ok_or("a `microbatch` model needs `event_time`")?;
+        let batch_size = match text("batch_size")?.map(|s| s.to_ascii_lowercase()).as_deref() {
+            Some("hour") => BatchSize::Hour,
+            Some("day") => BatchSize::Day,
+            Some("month") => BatchSize::Month,
+            Some("year") => BatchSize::Year,
+            Some(other) => return Err(format!("`batch_size` is `hour`, `day`, `month` or `year`, not `{other}`")),
+            None => return Err("a `microbatch` model needs `batch_size`".into()),
+        };
+        let begin = match text("begin")? {
+            None => None,
+            Some(b) => Some(crate::values::parse_utc(&b).ok_or_else(|| format!("`begin: {b}` is not a date or time"))?),
+        };
+        let lookback = match config.get("lookback") {
+            None | Some(Json::Null) => 1,
+            Some(Json::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("`lookback` is a number of batches, not `{n}`"))?,
+            Some(other) => return Err(format!("`lookback` is a number of batches, not `{other}`")),
+        };
+        Ok(Microbatch { event_time, begin, batch_size, lookback })
     }
 }
 
@@ -566,7 +662,8 @@ impl Snapshot {
 
 const SNAPSHOT_CURSOR_HELP: &str = "write `cursor: updated_at`, with `lookback: '2 hours'` if wanted";
 const CURSOR_HELP: &str = "write `cursor: updated_at`, with `lookback: '2 hours'` and `null_cursor: include` if wanted";
-const STRATEGY_HELP: &str = "write `incremental_strategy: merge` (or `append`, `delete+insert`)";
+const STRATEGY_HELP: &str = "write `incremental_strategy: merge` (or `append`, `delete+insert`, `microbatch`)";
+const MICROBATCH_HELP: &str = "write `incremental_strategy: microbatch` with `event_time: <column>`, `batch_size: day` (or `hour`, `month`, `year`), `begin: '2024-01-01'` and, if wanted, `lookback: 2`";
 
 /// A model's `load` config, resolved.
 #[derive(Debug, Clone, PartialEq)]

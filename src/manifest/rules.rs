@@ -123,8 +123,9 @@ pub enum Literal {
 /// The `not_null` rules an incremental model gets without declaring them
 /// (column, rule name, why): each `unique_key` column, since a NULL key
 /// matches no row and would add a row on every run (dbt's silent
-/// duplicates); and its `cursor` unless `null_cursor: include`, since such a
-/// row has no place before or after the high-water mark.
+/// duplicates); its `cursor` unless `null_cursor: include`, since such a
+/// row has no place before or after the high-water mark; and a microbatch
+/// model's `event_time`, since such a row is in no batch.
 pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
     if let Ok(Some(snapshot)) = &config.snapshot {
         let mut out: Vec<(String, String, String)> = snapshot
@@ -159,6 +160,11 @@ pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
         let k = &c.column;
         let why = format!("`{k}` is the model's `cursor`; set `null_cursor: include` to take such rows on every run");
         out.push((k.clone(), format!("cursor_not_null_{k}"), why));
+    }
+    if let Some(m) = &inc.microbatch {
+        let k = &m.event_time;
+        let why = format!("`{k}` is the model's `event_time`; a row without it is in no batch");
+        out.push((k.clone(), format!("event_time_not_null_{k}"), why));
     }
     out
 }

@@ -29,6 +29,7 @@ fn build(files: &[(&str, &str)]) -> Built {
         run_started_at: chrono::Utc::now(),
         which: "compile".into(),
         full_refresh: false,
+        event_time: Default::default(),
         docs: Arc::default(),
     };
     Manifest::build(project, globals, "main")

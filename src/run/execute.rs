@@ -23,9 +23,9 @@ use super::incremental::{self, IncrementalRun};
 use super::materialize::{self, Places};
 use super::node::{self, Done, Failed, Outcome, TestPlaces};
 use super::plan::{self, PlanOutcome};
-use super::report::{NodeReport, RunReport};
+use super::report::{IncrementalReport, NodeReport, RunReport};
 use super::{Prepared, Which, artifacts};
-use crate::backend::ColumnSync;
+use crate::backend::{ColumnSync, ReplacedWindow};
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
@@ -346,21 +346,34 @@ fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
     let mut stages = load::Stages::at(&prepared.layout.stage_root());
     for (&i, r) in &report.nodes {
         let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
-        let keyed = !prepared.manifest[i].config.unique_key.is_empty();
+        // A microbatch model's rows are matched by its window, not its key.
+        let appends = matches!(inc.strategy, Strategy::Append | Strategy::Microbatch);
+        let keyed = !prepared.manifest[i].config.unique_key.is_empty() && inc.strategy != Strategy::Microbatch;
         let pending = match &inc.increment {
-            Some(increment) if !inc.committed || keyed || inc.strategy != Strategy::Append => load::Pending {
+            Some(increment) if !inc.committed || keyed || !appends => load::Pending {
                 dir: increment.dir.clone(),
                 mode: inc.strategy.load_mode(),
                 column_sync: inc.column_sync.clone(),
+                window: replaced_window(prepared, i, inc),
             },
-            None if !inc.committed => {
-                load::Pending { dir: next.dir.clone(), mode: LoadMode::Replace, column_sync: ColumnSync::default() }
-            }
+            None if !inc.committed => load::Pending {
+                dir: next.dir.clone(),
+                mode: LoadMode::Replace,
+                column_sync: ColumnSync::default(),
+                window: None,
+            },
             _ => continue,
         };
         stages.pending.insert(i, pending);
     }
     stages
+}
+
+/// The rows of a microbatch model's table that its increment replaces.
+fn replaced_window(prepared: &Prepared, i: NodeId, inc: &IncrementalReport) -> Option<ReplacedWindow> {
+    let settings = prepared.manifest[i].config.incremental.as_ref().ok()?.as_ref()?.microbatch.as_ref()?;
+    let window = inc.window.as_ref()?;
+    Some(ReplacedWindow { column: settings.event_time.clone(), start: window.start, end: window.end })
 }
 
 /// Moves each incremental model's next version into its stage once nothing
@@ -448,9 +461,18 @@ async fn reconcile_loaded(
     let started = Instant::now();
     let loaded: BTreeSet<NodeId> =
         report.nodes.iter().filter(|(_, r)| matches!(r.load, Some(Ok(_)))).map(|(&i, _)| i).collect();
-    let ledgers: HashMap<NodeId, _> =
-        report.nodes.iter().filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l))).collect();
     let stages = pending_stages(prepared, report);
+    // A ledger counts the rows a run staged: an increment compared as part
+    // of the whole stage has none of the stage's own.
+    let whole = |i: &NodeId, r: &NodeReport| {
+        r.incremental.as_ref().is_some_and(|inc| inc.increment.is_some()) && !stages.pending.contains_key(i)
+    };
+    let ledgers: HashMap<NodeId, _> = report
+        .nodes
+        .iter()
+        .filter(|(i, r)| !whole(i, r))
+        .filter_map(|(&i, r)| r.ledger.clone().map(|l| (i, l)))
+        .collect();
     let done =
         reconcile::reconcile_nodes(&prepared.target, &prepared.manifest, &loaded, &stages, (&ledgers, None), &|e| {
             observer.event(RunEvent::Reconcile(e))

@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
 
 use super::Prepared;
+use super::microbatch::Window;
 use crate::backend::Connection;
 use crate::backend::profiles::Target;
 use crate::diagnostic::{Code, Diagnostic};
@@ -54,6 +55,8 @@ pub struct IncrementalRun {
     pub mode: Mode,
     /// The kept high-water mark of its cursor, for an incremental run.
     pub watermark: Option<Watermark>,
+    /// The batches a `microbatch` model builds.
+    pub window: Option<Window>,
 }
 
 /// What a run did with a model's cursor.
@@ -134,7 +137,22 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
             }
             _ => None,
         };
-        out.runs.insert(i, IncrementalRun { settings, mode, watermark });
+        let window = match &settings.microbatch {
+            None => None,
+            Some(m) => {
+                let incremental = matches!(mode, Mode::Incremental(_));
+                let now = manifest.globals.run_started_at.naive_utc();
+                match Window::of_run(m, incremental, manifest.globals.event_time, now) {
+                    Ok(w) => Some(w),
+                    Err(why) => {
+                        let message = format!("microbatch model `{}` has no batches to build: {why}", node.name);
+                        out.fail(i, Diagnostic::error(Code::ModelConfig, message).in_file(node.path()));
+                        continue;
+                    }
+                }
+            }
+        };
+        out.runs.insert(i, IncrementalRun { settings, mode, watermark, window });
     }
     let incremental: Vec<NodeId> =
         out.runs.iter().filter(|(_, r)| matches!(r.mode, Mode::Incremental(_))).map(|(&i, _)| i).collect();
@@ -355,10 +373,34 @@ pub fn after_cursor(sql: &str, cursor: &Cursor, (value, data_type): (&str, &str)
     format!("SELECT * FROM ({sql}) AS __ferry_cursor WHERE {c} {op} {bound} OR {c} IS NULL")
 }
 
+/// The predicate that tells a microbatch model's rows in `window`, over
+/// `alias.column` of `data_type`: the bounds are literals of the column's
+/// own type. `Err` when the column holds no dates or times, or holds dates
+/// and the batches are hours.
+pub fn in_window(alias: &str, column: &str, data_type: &DataType, window: &Window) -> Result<String, String> {
+    let format = match data_type {
+        DataType::Date32 | DataType::Date64 if window.batch_size == "hour" => {
+            return Err(format!("its `event_time` column `{column}` holds dates, which `hour` batches cannot cut"));
+        }
+        DataType::Date32 | DataType::Date64 => "%Y-%m-%d",
+        DataType::Timestamp(..) => "%Y-%m-%dT%H:%M:%S",
+        other => {
+            return Err(format!("its `event_time` column `{column}` is a {other}, not a date or a timestamp"));
+        }
+    };
+    let bound = |t: &chrono::NaiveDateTime| {
+        format!("arrow_cast('{}', '{}')", t.format(format), data_type.to_string().replace('\'', "''"))
+    };
+    let c = format!("{alias}.{}", quote_ident(column));
+    Ok(format!("({c} >= {} AND {c} < {})", bound(&window.start), bound(&window.end)))
+}
+
 /// Registers the increment for the merge to read, and returns the query
 /// of the model's next version: the current rows the increment does not
 /// replace, then the increment. Without a key (or with `append`) every
 /// current row stays.
+/// A `microbatch` increment replaces the current rows of its window
+/// (`window`: the predicate that tells them).
 /// Columns the current data lacks (added by `append_new_columns`) are NULL
 /// in its rows; those `retyped` (by `sync_all_columns`) are cast to the
 /// increment's type.
@@ -366,7 +408,7 @@ pub async fn merged_sql(
     engine: &Engine,
     (model, current_schema, retyped): (&str, &SchemaRef, &[String]),
     increment: &StagedTable,
-    (strategy, key): (Strategy, &[String]),
+    (strategy, key, window): (Strategy, &[String], Option<&str>),
 ) -> Result<String, datafusion::error::DataFusionError> {
     let inc = increment_table(model);
     engine_node::register_staged(engine, TableReference::bare(inc.as_str()), increment).await?;
@@ -386,7 +428,9 @@ pub async fn merged_sql(
         })
         .collect();
     let (columns, kept_columns) = (columns.join(", "), kept_columns.join(", "));
-    let kept = if strategy == Strategy::Append || key.is_empty() {
+    let kept = if let Some(window) = window {
+        format!("SELECT {kept_columns} FROM {current} AS __ferry_batch WHERE NOT coalesce({window}, false)")
+    } else if strategy == Strategy::Append || key.is_empty() {
         format!("SELECT {kept_columns} FROM {current}")
     } else {
         let matches: Vec<String> =
@@ -413,7 +457,7 @@ mod tests {
     }
 
     fn settings(on_schema_change: OnSchemaChange) -> Incremental {
-        Incremental { strategy: Strategy::Merge, full_refresh: None, on_schema_change, cursor: None }
+        Incremental { strategy: Strategy::Merge, full_refresh: None, on_schema_change, cursor: None, microbatch: None }
     }
 
     #[test]

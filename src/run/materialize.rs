@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
+use super::microbatch::Window;
 use super::snapshot;
 use crate::backend::ColumnSync;
 use crate::diagnostic::{Code, Diagnostic};
@@ -66,6 +67,8 @@ pub struct IncrementalStaged {
     /// How its table's columns follow the new ones (`append_new_columns`,
     /// `sync_all_columns`).
     pub column_sync: ColumnSync,
+    /// The batches a `microbatch` model built, whose rows its increment replaces.
+    pub window: Option<Window>,
 }
 
 /// How a node ended up.
@@ -208,14 +211,26 @@ impl Materializing<'_> {
         let mut staged = match &run.mode {
             Mode::Full(why) => {
                 let sql = self.snapshot_sql(sql, None).await?;
+                let sql = self.batched(&sql, run).await?;
                 let (next, ledger) = self.staged(&sql, &self.places.run_dir.path.join("next")).await?;
                 self.register(&next)
                     .await
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
                 let strategy = run.settings.strategy;
                 let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
-                let (cursor, column_sync) = (None, ColumnSync::default());
-                IncrementalStaged { next, increment: None, ledger, strategy, full, schema_change, cursor, column_sync }
+                let (cursor, column_sync, window) = (None, ColumnSync::default(), run.window.clone());
+                let increment = None;
+                IncrementalStaged {
+                    next,
+                    increment,
+                    ledger,
+                    strategy,
+                    full,
+                    schema_change,
+                    cursor,
+                    column_sync,
+                    window,
+                }
             }
             Mode::Incremental(_) => self.increment(sql, run).await?,
         };
@@ -253,6 +268,7 @@ impl Materializing<'_> {
             cursor = Some(CursorRun { column: c.column.clone(), from: mark.map(|m| m.0), high: None });
         }
         let sql = self.snapshot_sql(&query, Some(&this)).await?;
+        let sql = self.batched(&sql, run).await?;
         let planned = engine_node::plan(engine, manifest, id, &sql).await?;
         let planned: SchemaRef = Arc::new(planned.schema().as_arrow().clone());
         let current_plan =
@@ -267,11 +283,21 @@ impl Materializing<'_> {
             _ => Vec::new(),
         };
         let with_ledger = |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
+        let replaced = match (&run.window, &run.settings.microbatch) {
+            (Some(window), Some(m)) => {
+                let column =
+                    current_schema.field_with_name(&m.event_time).map_err(|e| with_ledger(internal(&e.into())))?;
+                let predicate = incremental::in_window("__ferry_batch", &m.event_time, column.data_type(), window)
+                    .map_err(|why| with_ledger(vec![self.microbatch_error(&why)]))?;
+                Some(predicate)
+            }
+            _ => None,
+        };
         let merged = incremental::merged_sql(
             engine,
             (&node.name, &current_schema, &retyped),
             &increment,
-            (strategy, &node.config.unique_key),
+            (strategy, &node.config.unique_key, replaced.as_deref()),
         )
         .await
         .map_err(|e| with_ledger(internal(&e)))?;
@@ -293,7 +319,41 @@ impl Materializing<'_> {
             },
             OnSchemaChange::Ignore | OnSchemaChange::Fail => ColumnSync::default(),
         };
-        Ok(IncrementalStaged { next, increment, ledger, strategy, full: None, schema_change, cursor, column_sync })
+        let window = run.window.clone();
+        Ok(IncrementalStaged {
+            next,
+            increment,
+            ledger,
+            strategy,
+            full: None,
+            schema_change,
+            cursor,
+            column_sync,
+            window,
+        })
+    }
+
+    /// A `microbatch` model's SQL narrowed to the rows of its window, and
+    /// those without an `event_time` (which its implicit rule
+    /// quarantines); other models' SQL as it is.
+    async fn batched(&self, sql: &str, run: &IncrementalRun) -> Result<String, NotMaterialized> {
+        let (Some(window), Some(m)) = (&run.window, &run.settings.microbatch) else { return Ok(sql.to_owned()) };
+        let plan = engine_node::plan(self.engine, self.manifest, self.id, sql).await?;
+        let Ok(field) = plan.schema().as_arrow().field_with_name(&m.event_time).cloned() else {
+            let why = format!("its `event_time` column `{}` is not among its columns", m.event_time);
+            return Err(vec![self.microbatch_error(&why)].into());
+        };
+        let predicate = incremental::in_window("__ferry_batch", &m.event_time, field.data_type(), window)
+            .map_err(|why| vec![self.microbatch_error(&why)])?;
+        let c = format!("__ferry_batch.{}", quote_ident(&m.event_time));
+        Ok(format!("SELECT * FROM ({sql}) AS __ferry_batch WHERE {predicate} OR {c} IS NULL"))
+    }
+
+    fn microbatch_error(&self, why: &str) -> Diagnostic {
+        let node = self.node();
+        Diagnostic::error(Code::ModelConfig, format!("microbatch model `{}`: {why}", node.name))
+            .in_file(node.path())
+            .with_help("set `event_time` to a date or timestamp column of the model's rows")
     }
 
     /// A snapshot's SQL around its query: every row as a first version, or

@@ -17,6 +17,7 @@ mod execute;
 mod gating;
 mod incremental;
 mod materialize;
+mod microbatch;
 mod node;
 pub mod plan;
 mod prepare;

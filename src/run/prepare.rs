@@ -61,6 +61,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
         run_started_at: chrono::Utc::now(),
         which: which.to_owned(),
         full_refresh: settings.full_refresh,
+        event_time: settings.event_time,
         docs: Default::default(),
     };
     let schema = target.schema().to_owned();

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Which;
 use super::incremental::CursorRun;
 use super::materialize::Materialized;
+use super::microbatch::Window;
 use crate::backend::{ColumnSync, LoadReport};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::Strategy;
@@ -18,8 +19,8 @@ use crate::reconcile::{self, Reconciled};
 use crate::stage::StagedTable;
 use crate::state::Ledger;
 use crate::state::run_results::{
-    AdapterResponse, Args, CursorRecord, IncrementalRecord, LoadRecord, LoadResult, Metadata, NodeResult,
-    ReconcileVerdict, RunResults, StageRef, Status, Timing,
+    AdapterResponse, Args, BatchesRecord, CursorRecord, IncrementalRecord, LoadRecord, LoadResult, Metadata,
+    NodeResult, ReconcileVerdict, RunResults, StageRef, Status, Timing,
 };
 use crate::validate::{TestOutcome, Verdict};
 
@@ -70,6 +71,8 @@ pub struct IncrementalReport {
     pub advanced: bool,
     /// How its table's columns follow the increment's.
     pub column_sync: ColumnSync,
+    /// The batches a `microbatch` model built.
+    pub window: Option<Window>,
 }
 
 /// What a run did.
@@ -163,6 +166,7 @@ impl NodeReport {
                 cursor: i.cursor.clone(),
                 advanced: false,
                 column_sync: i.column_sync.clone(),
+                window: i.window.clone(),
             }),
             _ => None,
         };
@@ -255,6 +259,12 @@ impl NodeReport {
                     from: c.from.clone(),
                     high: c.high.as_ref().map(|h| h.0.clone()),
                     advanced: i.advanced,
+                }),
+                batches: i.window.as_ref().map(|w| BatchesRecord {
+                    batch_size: w.batch_size.to_owned(),
+                    count: w.batches,
+                    start: w.start.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    end: w.end.format("%Y-%m-%d %H:%M:%S").to_string(),
                 }),
             }),
         }

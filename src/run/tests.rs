@@ -26,6 +26,7 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
         target: None,
         vars: Default::default(),
         full_refresh: false,
+        event_time: Default::default(),
     };
     (dir, settings)
 }

@@ -115,6 +115,20 @@ pub struct IncrementalRecord {
     pub committed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<CursorRecord>,
+    /// The batches a `microbatch` model built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchesRecord>,
+}
+
+/// The window of time batches a microbatch model built (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchesRecord {
+    /// `hour`, `day`, `month` or `year`.
+    pub batch_size: String,
+    pub count: u64,
+    pub start: String,
+    /// The end of the last batch, not included.
+    pub end: String,
 }
 
 /// What a run did with an incremental model's cursor.

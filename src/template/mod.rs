@@ -34,6 +34,8 @@ pub struct Globals {
     /// The command being run (`compile`, `run`), for `flags.WHICH`.
     pub which: String,
     pub full_refresh: bool,
+    /// `--event-time-start` and `--event-time-end` (microbatch models).
+    pub event_time: crate::values::EventTimes,
     /// `{% docs %}` blocks, for `doc('name')`.
     pub docs: Arc<BTreeMap<String, String>>,
 }
@@ -542,6 +544,7 @@ mod tests {
             run_started_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             which: "compile".into(),
             full_refresh: false,
+            event_time: Default::default(),
             docs: Arc::new(BTreeMap::from([("orders".to_owned(), "One row per order.".to_owned())])),
         }
     }

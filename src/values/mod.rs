@@ -58,6 +58,26 @@ impl LoadMode {
     }
 }
 
+/// A point in time as config and the command line write it, in UTC: a
+/// date (`2024-01-31`), or a date and time (`2024-01-31 10:00:00`,
+/// `2024-01-31T10:00`, with an optional `Z` or `+00:00`).
+pub fn parse_utc(text: &str) -> Option<chrono::NaiveDateTime> {
+    let t = text.trim();
+    let t = t.strip_suffix('Z').or_else(|| t.strip_suffix("+00:00")).unwrap_or(t);
+    let formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"];
+    formats
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+        .or_else(|| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+}
+
+/// `--event-time-start` and `--event-time-end`, in UTC.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EventTimes {
+    pub start: Option<chrono::NaiveDateTime>,
+    pub end: Option<chrono::NaiveDateTime>,
+}
+
 /// A table in the target: schema (database, for MySQL) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableName {

@@ -11,6 +11,7 @@ mod incremental;
 mod init;
 mod load;
 mod ls;
+mod microbatch;
 mod object_stores;
 mod private_mariadb;
 mod profiles;

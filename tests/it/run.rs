@@ -385,18 +385,6 @@ fn memory_limits_are_checked_and_a_join_over_the_limit_is_explained() {
     assert!(!ran.stderr.contains("(across reservations) as:"), "{}", ran.stderr);
 }
 
-#[test]
-fn incremental_strategies_ferry_lacks_are_refused_clearly() {
-    let p = TestProject::new().model(
-        "inc.sql",
-        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='at') }}\nselect 1 as id",
-    );
-    let ran = p.run(["run"]);
-    assert_eq!(ran.code, Some(1));
-    assert!(ran.stderr.contains("incremental strategy `microbatch` is not supported by ferry yet"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("models/inc.sql"), "{}", ran.stderr);
-}
-
 /// A contract mismatch is found while planning: nothing is staged.
 #[test]
 fn a_broken_contract_stages_nothing() {

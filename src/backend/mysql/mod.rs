@@ -182,6 +182,8 @@ fn plan(job: &LoadJob, exists: bool, add: Vec<String>) -> Plan {
     let mut ddl_before =
         vec![format!("CREATE DATABASE IF NOT EXISTS {}", q(&t.schema)), format!("USE {}", q(&t.schema))];
     ddl_before.extend(add);
+    // A microbatch increment: the window's rows out, the new ones in.
+    let window = job.window_predicate(q, "");
     match job.mode {
         LoadMode::Replace => {
             let shadow = t.sibling(NEW_SUFFIX, MAX_IDENT);
@@ -208,14 +210,14 @@ fn plan(job: &LoadJob, exists: bool, add: Vec<String>) -> Plan {
                 cleanup: Some(format!("DROP TABLE IF EXISTS {}", qualified(&shadow))),
             }
         }
-        LoadMode::Append => {
+        LoadMode::Append if window.is_none() => {
             let cleanup = (!exists).then(|| format!("DROP TABLE IF EXISTS {}", qualified(t)));
             if !exists {
                 ddl_before.push(create(t, job, false));
             }
             Plan { ddl_before, rows_into: qualified(t), dml_after: Vec::new(), ddl_after: Vec::new(), cleanup }
         }
-        LoadMode::Upsert | LoadMode::DeleteInsert => {
+        LoadMode::Append | LoadMode::Upsert | LoadMode::DeleteInsert => {
             let cleanup = (!exists).then(|| format!("DROP TABLE IF EXISTS {}", qualified(t)));
             if !exists {
                 ddl_before.push(create(t, job, false));
@@ -224,7 +226,12 @@ fn plan(job: &LoadJob, exists: bool, add: Vec<String>) -> Plan {
             let temp_name = qualified(&temp);
             ddl_before.push(format!("DROP TEMPORARY TABLE IF EXISTS {temp_name}"));
             ddl_before.push(create(&temp, job, true));
-            let dml_after = if job.mode == LoadMode::Upsert {
+            let dml_after = if let Some(window) = &window {
+                vec![
+                    format!("DELETE FROM {} WHERE {window}", qualified(t)),
+                    format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {temp_name}", qualified(t)),
+                ]
+            } else if job.mode == LoadMode::Upsert {
                 let updates: Vec<String> =
                     job.columns.iter().filter(|c| !c.key).map(|c| format!("{0} = VALUES({0})", q(&c.name))).collect();
                 let action =

@@ -181,6 +181,11 @@ fn plan(job: &LoadJob, existing: Option<&[TargetColumn]>) -> Plan {
                 .join(", ")
         )
     };
+    if let (Some(window), Some(_)) = (job.window_predicate(q, "+00"), existing) {
+        // A microbatch increment: the window's rows go, in the load's
+        // transaction, before the new ones are appended.
+        before.push(format!("DELETE FROM {} WHERE {window}", qualified(t)));
+    }
     match job.mode {
         LoadMode::Replace => {
             let shadow = t.sibling(NEW_SUFFIX, MAX_IDENT);

@@ -213,6 +213,11 @@ fn statements(job: &LoadJob, (exists, add): (bool, Vec<String>)) -> (Vec<String>
     let mut before = add;
     let mut after = Vec::new();
     let insert_into = |table: &str| format!("INSERT INTO {} ({cols}) VALUES ({marks})", q(table));
+    if let (Some(window), true) = (job.window_predicate(q, ""), exists) {
+        // A microbatch increment: the window's rows go, in the load's
+        // transaction, before the new ones are appended.
+        before.push(format!("DELETE FROM {} WHERE {window}", q(t)));
+    }
     match job.mode {
         LoadMode::Replace => {
             let shadow = job.table.sibling(NEW_SUFFIX, MAX_IDENT).name;
