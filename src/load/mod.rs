@@ -208,7 +208,7 @@ async fn load_one(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
-            r = &mut work => return Some(r),
+            r = &mut work => return Some(r.map(|report| with_window(report, job))),
             _ = &mut ctrl_c => return None,
             _ = tick.tick() => {
                 let n = rows.load(Ordering::Relaxed);
@@ -217,6 +217,15 @@ async fn load_one(
             }
         }
     }
+}
+
+/// A microbatch load's report says that its rows replaced a window.
+fn with_window(mut report: LoadReport, job: &LoadJob) -> LoadReport {
+    if let Some(w) = job.window.as_ref().filter(|_| job.mode == LoadMode::Append) {
+        report.strategy =
+            format!("the rows of `{}` from {} to {} deleted, then {}", w.column, w.start, w.end, report.strategy);
+    }
+    report
 }
 
 /// The statements each load of `nodes` would run, after the same preflight

@@ -4,7 +4,8 @@
 //! its default window (the day before today, and today). After each run the
 //! table must hold exactly the expected rows (written independently, as an
 //! export of their own loaded the same way), the stage the same, and the
-//! run's batches must be recorded.
+//! run's batches must be recorded; a load the target refuses leaves table
+//! and stage as the run before left them.
 
 use crate::common::{TestProject, node_result};
 use crate::load::{Db, ok, project_for};
@@ -80,7 +81,7 @@ async fn assert_holds(db: &mut Db, p: &TestProject, run: &str) {
     assert_eq!(staged, expected, "{run}: the stage");
 }
 
-async fn three_runs(mut db: Db, p: TestProject) {
+async fn three_runs(mut db: Db, p: TestProject, (refuse, allow): (&str, &str)) {
     let p = p
         .file("models/sources.yml", SOURCES)
         .file("models/events_daily.sql", MODEL)
@@ -101,7 +102,10 @@ async fn three_runs(mut db: Db, p: TestProject) {
 
     write(&p, "events.csv", RUN2);
     write(&p, "expected.csv", EXPECTED2);
-    ok(&p.run(["build", "--event-time-start", "2024-01-02", "--event-time-end", "2024-01-02 23:00"]));
+    let ran = p.run(["build", "--event-time-start", "2024-01-02", "--event-time-end", "2024-01-02 23:00"]);
+    ok(&ran);
+    let said = "the rows of `updated_at` from 2024-01-02 00:00:00 to 2024-01-03 00:00:00 deleted, then";
+    assert!(ran.stderr.contains(said), "the load says what it replaced:\n{}", ran.stderr);
     let r = record(&p);
     assert_eq!(r["run"], "incremental", "{r}");
     assert_eq!(
@@ -118,6 +122,18 @@ async fn three_runs(mut db: Db, p: TestProject) {
     let now_row = format!("8,east,80,{today} 00:30:00\n");
     write(&p, "events.csv", &format!("{RUN2}{now_row}"));
     write(&p, "expected.csv", &format!("{EXPECTED2}{now_row}"));
+    // A backfill of 2024-01-02 whose new row the target refuses: the
+    // day's rows, deleted in the same transaction, are back, and the stage
+    // is as it was.
+    let (table, stage) = (db.rows("events_daily").await, p.read(".ferry/stage/events_daily/_ferry_stage.json"));
+    write(&p, "events.csv", &format!("{RUN2}9,north,90,2024-01-02 20:00:00\n"));
+    db.execute(refuse).await;
+    let ran = p.run(["build", "--event-time-start", "2024-01-02", "--event-time-end", "2024-01-03"]);
+    assert_eq!(ran.code, Some(1), "the refused load fails the run:\n{}", ran.stderr);
+    assert_eq!(db.rows("events_daily").await, table, "the table is as run 2 left it");
+    assert_eq!(p.read(".ferry/stage/events_daily/_ferry_stage.json"), stage, "the stage is as run 2 left it");
+    db.execute(allow).await;
+    write(&p, "events.csv", &format!("{RUN2}{now_row}"));
     ok(&p.run(["build"]));
     let r = record(&p);
     assert_eq!((r["run"].as_str(), r["rows"].as_u64()), (Some("incremental"), Some(1)), "{r}");
@@ -129,18 +145,26 @@ async fn three_runs(mut db: Db, p: TestProject) {
     db.drop_schema().await;
 }
 
+/// On a server: a CHECK constraint (quoted with `q`) refuses run 3's row.
+async fn on_server(db: Db, p: TestProject, q: char) {
+    let t = format!("{q}{}{q}.{q}events_daily{q}", db.schema());
+    let refuse = format!("ALTER TABLE {t} ADD CONSTRAINT small CHECK (amount < 75)");
+    let allow = format!("ALTER TABLE {t} DROP CONSTRAINT small");
+    three_runs(db, p, (&refuse, &allow)).await;
+}
+
 #[tokio::test]
 async fn postgres_microbatch_replaces_its_window() {
     let Some(db) = Db::pg("mbatch").await else { return };
     let p = project_for(&db, None, "");
-    three_runs(db, p).await;
+    on_server(db, p, '"').await;
 }
 
 #[tokio::test]
 async fn mysql_microbatch_replaces_its_window() {
     let Some(db) = Db::mysql("mbatch").await else { return };
     let p = project_for(&db, None, "");
-    three_runs(db, p).await;
+    on_server(db, p, '`').await;
 }
 
 #[tokio::test]
@@ -148,7 +172,9 @@ async fn sqlite_microbatch_replaces_its_window() {
     let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n");
     let db = Db::sqlite(&p);
     let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
-    three_runs(db, p).await;
+    let refuse = "CREATE TRIGGER small BEFORE INSERT ON events_daily WHEN NEW.amount >= 75 \
+                  BEGIN SELECT RAISE(ABORT, 'amount too large'); END;";
+    three_runs(db, p, (refuse, "DROP TRIGGER small;")).await;
 }
 
 #[test]
