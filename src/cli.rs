@@ -40,6 +40,10 @@ pub struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// When another ferry run is working on the project, wait for it to
+    /// end instead of stopping at once.
+    #[arg(long, global = true)]
+    pub wait: bool,
 }
 
 /// Diagnostic formats.

@@ -25,11 +25,20 @@ use crate::manifest::{Manifest, NodeId};
 use crate::printer::Printer;
 use crate::run::{self as pipeline, Prepared, Which};
 use crate::settings::Settings;
+use crate::state::lock::{Holder, LockError, ProjectLock};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitStatus> {
     let printer = Printer::new(cli.global.format, cli.global.quiet, cli.global.verbose);
     let settings = || Settings::from_args(&cli.global);
+    // Held until the command returns.
+    let _lock = match changes_project(&cli.command) {
+        Some(name) => match lock_project(&settings()?, name, cli.global.wait, &printer).await? {
+            Ok(lock) => Some(lock),
+            Err(status) => return Ok(status),
+        },
+        None => None,
+    };
     match &cli.command {
         Command::Init(args) => init::init(args, &printer),
         Command::Compile(args) => compile::compile(&settings()?, args, &printer).await,
@@ -45,6 +54,56 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Show(args) => show::show(&settings()?, args, &printer).await,
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,
+    }
+}
+
+/// The name of a command that changes stages, state or the target, which
+/// takes the project's lock (one run at a time).
+fn changes_project(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Run(_) => "run",
+        Command::Seed(_) => "seed",
+        Command::Test(_) => "test",
+        Command::Build(_) => "build",
+        Command::Snapshot(_) => "snapshot",
+        Command::Load(_) => "load",
+        Command::Reconcile(_) => "reconcile",
+        Command::Rollback(_) => "rollback",
+        _ => return None,
+    })
+}
+
+/// Takes the project's lock for `command`: at once, or (`wait`) once the
+/// run that holds it ends. `Err`: the status to end with, when another run
+/// holds it and ferry does not wait (after saying who), or Ctrl-C stopped
+/// the wait.
+async fn lock_project(
+    settings: &Settings,
+    command: &str,
+    wait: bool,
+    printer: &Printer,
+) -> Result<Result<ProjectLock, ExitStatus>> {
+    let layout = settings.layout();
+    if !wait {
+        return match ProjectLock::try_acquire(&layout, command) {
+            Ok(lock) => Ok(Ok(lock)),
+            Err(LockError::Held { holder }) => {
+                printer.error_summary(&format!(
+                    "another ferry run is working on this project: {holder}; \
+                     wait for it to end, or run again with `--wait` to wait for it"
+                ));
+                Ok(Err(ExitStatus::Failure))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let tell = |holder: &Holder| printer.status(&format!("waiting for {holder} to end (Ctrl-C to stop)"));
+    tokio::select! {
+        lock = ProjectLock::acquire(&layout, command, tell) => Ok(Ok(lock?)),
+        _ = tokio::signal::ctrl_c() => {
+            printer.error_summary("interrupted while waiting for the project's lock; nothing was changed");
+            Ok(Err(ExitStatus::Interrupted))
+        }
     }
 }
 

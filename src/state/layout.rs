@@ -58,6 +58,11 @@ impl Layout {
         self.root.join(FERRY_DIR).join(rel)
     }
 
+    /// The lock one run at a time holds: `.ferry/run.lock`.
+    pub fn lock_file(&self) -> Utf8PathBuf {
+        self.path("run.lock")
+    }
+
     /// Where staged tables and seeds live: `.ferry/stage`.
     pub fn stage_root(&self) -> Utf8PathBuf {
         self.path("stage")

@@ -3,7 +3,8 @@
 //! run's results ([`run_results`]), the last compile's nodes
 //! ([`manifest_file`]), the row ledger ([`Ledger`]) and the error log's
 //! format ([`error_log`]), and incremental models' high-water marks
-//! ([`watermarks`]). Run history belongs here too.
+//! ([`watermarks`]), and the lock that keeps to one run at a time
+//! ([`lock`]). Run history belongs here too.
 //!
 //! Every file is written whole or not at all (see [`files`]). This module
 //! is on the ground floor: it records plain data that the run builds, and
@@ -13,6 +14,7 @@ pub mod error_log;
 pub mod files;
 mod layout;
 mod ledger;
+pub mod lock;
 pub mod manifest_file;
 pub mod run_results;
 pub mod watermarks;

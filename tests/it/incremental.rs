@@ -6,7 +6,7 @@
 //! the next run converges.
 
 use crate::common::{TestProject, node_result};
-use crate::load::{Db, ok, project_for};
+use crate::load::{Db, ok, project_for, until_a_load_waits};
 
 const HEADER: &str = "id,region,amount,updated_at\n";
 
@@ -325,20 +325,7 @@ async fn postgres_a_run_killed_mid_load_leaves_the_previous_state() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("ferry starts");
-    let waiting =
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
-    let started = std::time::Instant::now();
-    loop {
-        // The locker's transaction would see one snapshot of the activity.
-        locker.batch_execute("SELECT pg_stat_clear_snapshot()").await.expect("a fresh view");
-        let n: i64 = locker.query_one(waiting, &[]).await.expect("pg_stat_activity").get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(child.try_wait().expect("the run").is_none(), "the run ended before its load waited");
-        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the run never reached its load");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_a_load_waits(&locker, &mut child).await;
     child.kill().expect("kill the run");
     child.wait().expect("the run is gone");
     locker.batch_execute("ROLLBACK").await.expect("release the tables");

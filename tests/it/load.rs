@@ -220,6 +220,24 @@ fn filters() -> insta::Settings {
     s
 }
 
+/// Waits until a session of the database waits on a lock (a run's load
+/// that `locker` holds up), while `child` runs.
+pub(crate) async fn until_a_load_waits(locker: &tokio_postgres::Client, child: &mut std::process::Child) {
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    let started = std::time::Instant::now();
+    loop {
+        locker.batch_execute("SELECT pg_stat_clear_snapshot()").await.expect("a fresh view");
+        let n: i64 = locker.query_one(waiting, &[]).await.expect("pg_stat_activity").get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(child.try_wait().expect("the run").is_none(), "the run ended before its load waited");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the run never reached its load");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) fn ok(ran: &crate::common::Ran) {
     assert_eq!(ran.code, Some(0), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
 }

@@ -10,6 +10,7 @@ mod fuzz_regressions;
 mod incremental;
 mod init;
 mod load;
+mod lock;
 mod ls;
 mod microbatch;
 mod object_stores;
