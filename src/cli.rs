@@ -81,6 +81,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Query the error log of past runs: broken rules and dropped duplicates, by rule.
     Errors(ErrorsArgs),
+    /// Volumes, error rates and rule failures per run, from the run history.
+    History(HistoryArgs),
     /// Preview the rows of one model (or of `--inline` SQL) as a table.
     Show(ShowArgs),
     /// List the selected nodes.
@@ -289,6 +291,16 @@ pub struct ReconcileArgs {
     pub side: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this model (or seed, or test): its name or unique id.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only the last N runs.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 mod compile;
 mod debug;
 mod errors;
+mod history;
 mod init;
 mod load;
 mod ls;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Reconcile(args) => reconcile::reconcile(&settings()?, args, &printer).await,
         Command::Rollback(args) => load::rollback(&settings()?, args, &printer).await,
         Command::Errors(args) => errors::errors(&settings()?, args, &printer).await,
+        Command::History(args) => history::history(&settings()?, args, &printer).await,
         Command::Show(args) => show::show(&settings()?, args, &printer).await,
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,

@@ -37,10 +37,20 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
         memory_limit: args.exec.memory_limit.map(|b| b.as_u64()),
         no_load: args.no_load,
         store_failures: args.store_failures,
+        selection: selection_text(&args.select),
     };
     let terminal = Terminal::new(printer, &prepared.manifest);
     let report = pipeline::execute(&prepared, &selected, &options, &terminal).await?;
     let status = summarize(&report, &prepared.manifest, printer)?;
+    if let (Some(keep), false) = (prepared.keep_runs, report.pruned.is_empty()) {
+        let n = report.pruned.len();
+        printer.status(&format!(
+            "history.keep_runs is {keep}: removed the quarantine and error files of {n} older run{} ({}); \
+             the history keeps their records",
+            if n == 1 { "" } else { "s" },
+            report.pruned.join(", ")
+        ));
+    }
     match &report.reconciled {
         Some((done, started)) if !done.reports.is_empty() || !done.diagnostics.is_empty() => {
             let shown = prepared.layout.run(&report.run_id).join("reconcile.json").shown;
@@ -103,6 +113,18 @@ impl<'a> Terminal<'a> {
         };
         node_line(done, total, word, r.kind, &name, &node_detail(r))
     }
+}
+
+/// The selection as the history records it: `--select a b --exclude c`.
+fn selection_text(args: &crate::cli::SelectArgs) -> String {
+    let mut parts = Vec::new();
+    if !args.select.is_empty() {
+        parts.push(format!("--select {}", args.select.join(" ")));
+    }
+    if !args.exclude.is_empty() {
+        parts.push(format!("--exclude {}", args.exclude.join(" ")));
+    }
+    parts.join(" ")
 }
 
 /// What a node line says after the node's name.

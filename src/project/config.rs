@@ -42,6 +42,7 @@ const PROJECT_KEYS: &[&str] = &[
     "snapshots",
     "sources",
     "vars",
+    "history",
     "on-run-start",
     "on-run-end",
     "dispatch",
@@ -149,6 +150,16 @@ pub struct ProjectFile {
     pub tests: Node,
     /// The `snapshots:` config tree.
     pub snapshots: Node,
+    /// `history: {keep_runs: N}`: the runs whose quarantine and error files
+    /// are kept (all when unset).
+    pub keep_runs: Option<usize>,
+}
+
+/// The project file's `history:`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryConfig {
+    keep_runs: Option<usize>,
 }
 
 impl ProjectFile {
@@ -195,7 +206,22 @@ impl ProjectFile {
             None => docs_default,
             Some(_) => paths("docs-paths", &[])?,
         };
+        let keep_runs = match root.get("history") {
+            Some(n) if !n.is_null() => {
+                let history: HistoryConfig = n.deserialize_into(&file, "`history`")?;
+                if history.keep_runs == Some(0) {
+                    return Err(Box::new(
+                        Diagnostic::error(Code::ProjectFile, "`history.keep_runs` is 0, which would keep no run")
+                            .in_file(&file.path)
+                            .with_help("keep 1 run or more, or leave `keep_runs` out to keep every run"),
+                    ));
+                }
+                history.keep_runs
+            }
+            _ => None,
+        };
         Ok(ProjectFile {
+            keep_runs,
             name,
             profile: root.get("profile").and_then(Node::as_str).map(str::to_owned),
             model_paths,

@@ -34,7 +34,8 @@ use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, NodeId};
 use crate::reconcile::{self, Reconciled};
 use crate::stage::{self, StageOptions};
-use crate::state::run_results::Status;
+use crate::state::history;
+use crate::state::run_results::{RunResults, Status};
 use crate::values::LoadMode;
 
 /// How to run.
@@ -49,6 +50,8 @@ pub struct RunOptions {
     pub no_load: bool,
     /// Keep every test's failing rows.
     pub store_failures: bool,
+    /// The selection as given (`--select`, `--exclude`), for the run history.
+    pub selection: String,
 }
 
 /// Runs `selected` (the nodes of it that `options.which` executes) and
@@ -85,6 +88,7 @@ pub async fn execute(
         started,
         elapsed: 0.0,
         reconciled: None,
+        pruned: Vec::new(),
     };
     if !(report.interrupted || options.no_load) {
         let loads = load_staged(prepared, &report, observer).await;
@@ -96,12 +100,46 @@ pub async fn execute(
     }
     advance_watermarks(prepared, &mut report);
     report.elapsed = started.elapsed().as_secs_f64();
-    report.results(manifest).write(&prepared.layout)?;
+    let results = report.results(manifest);
+    results.write(&prepared.layout)?;
+    report.pruned = record_history(prepared, options, &report, &results)?;
     artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
     if let Some((reconciled, _)) = &report.reconciled {
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
     }
     Ok(report)
+}
+
+/// Appends the run to the project's history (see [`history`]), and
+/// removes the files of the runs `history.keep_runs` does not keep
+/// (their ids).
+fn record_history(
+    prepared: &Prepared,
+    options: &RunOptions,
+    report: &RunReport,
+    results: &RunResults,
+) -> Result<Vec<String>> {
+    let manifest = &prepared.manifest;
+    let reconcile_seconds = report
+        .reconciled
+        .iter()
+        .flat_map(|(r, _)| r.reports.iter())
+        .map(|(&i, r)| (manifest[i].unique_id.clone(), r.seconds))
+        .collect();
+    let info = history::RunInfo {
+        run_id: report.run_id.clone(),
+        started_at: manifest.globals.run_started_at,
+        ended_at: chrono::Utc::now(),
+        command: options.which.name().to_owned(),
+        selection: options.selection.clone(),
+        git_commit: history::git_commit(prepared.layout.root()),
+        reconcile_seconds,
+    };
+    history::append(&prepared.layout, &info, results)?;
+    match prepared.keep_runs {
+        Some(keep) => history::prune_runs(&prepared.layout, keep, &report.run_id),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The project as this run runs it: its incremental models resolved (see
@@ -121,7 +159,8 @@ async fn with_incremental(
     let mut diagnostics = prepared.diagnostics.clone();
     diagnostics.extend(resolved.diagnostics);
     let layout = prepared.layout.clone();
-    (Prepared { layout, target: prepared.target.clone(), manifest, failed, diagnostics }, resolved.runs)
+    let (target, keep_runs) = (prepared.target.clone(), prepared.keep_runs);
+    (Prepared { layout, target, manifest, failed, diagnostics, keep_runs }, resolved.runs)
 }
 
 /// What running the nodes did.

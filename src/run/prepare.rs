@@ -28,6 +28,8 @@ pub struct Prepared {
     pub failed: BTreeSet<NodeId>,
     /// Warnings, and the errors of the nodes in `failed`.
     pub diagnostics: Vec<Diagnostic>,
+    /// The project's `history.keep_runs`.
+    pub keep_runs: Option<usize>,
 }
 
 /// Loads project, target and manifest for the command `which` (as
@@ -65,12 +67,14 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
         docs: Default::default(),
     };
     let schema = target.schema().to_owned();
+    let keep_runs = project.file.keep_runs;
     let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
     let Some(mut manifest) = manifest else { return Ok(Err(diagnostics)) };
     manifest.connections = source_connections(settings, &manifest, &profile_name);
-    Ok(Ok(Prepared { layout: settings.layout(), target, manifest: Arc::new(manifest), failed, diagnostics }))
+    let layout = settings.layout();
+    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs }))
 }
 
 /// The profile's name, and whether the project (or `--profile`) names it

@@ -94,6 +94,8 @@ pub struct RunReport {
     pub elapsed: f64,
     /// `build`'s reconciliation of what it loaded, and when it started.
     pub reconciled: Option<(Reconciled, Instant)>,
+    /// Old runs whose files `history.keep_runs` removed.
+    pub pruned: Vec<String>,
 }
 
 impl RunReport {

@@ -32,7 +32,14 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
 }
 
 fn options(which: Which) -> RunOptions {
-    RunOptions { which, threads: 2, memory_limit: None, no_load: false, store_failures: false }
+    RunOptions {
+        which,
+        threads: 2,
+        memory_limit: None,
+        no_load: false,
+        store_failures: false,
+        selection: String::new(),
+    }
 }
 
 /// Runs everything `which` runs and reports by node name.

@@ -4,7 +4,7 @@
 //! ([`manifest_file`]), the row ledger ([`Ledger`]) and the error log's
 //! format ([`error_log`]), and incremental models' high-water marks
 //! ([`watermarks`]), and the lock that keeps to one run at a time
-//! ([`lock`]). Run history belongs here too.
+//! ([`lock`]), and the run history ([`history`]).
 //!
 //! Every file is written whole or not at all (see [`files`]). This module
 //! is on the ground floor: it records plain data that the run builds, and
@@ -12,6 +12,7 @@
 
 pub mod error_log;
 pub mod files;
+pub mod history;
 mod layout;
 mod ledger;
 pub mod lock;

@@ -7,6 +7,7 @@ mod data_tests;
 mod diagnostics;
 mod extract;
 mod fuzz_regressions;
+mod history;
 mod incremental;
 mod init;
 mod load;
