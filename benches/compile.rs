@@ -101,7 +101,7 @@ fn compile(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("plan", n), &manifest, |b, m| {
             b.iter(|| {
                 let engine = Engine::new(&EngineOptions::default()).expect("engine");
-                let outcome = rt.block_on(plan::plan(&engine, m, &all, &BTreeSet::new()));
+                let outcome = rt.block_on(plan::plan(&engine, m, (&all, &BTreeSet::new()), None));
                 assert!(outcome.failed.is_empty());
             });
         });
@@ -109,7 +109,7 @@ fn compile(c: &mut Criterion) {
             b.iter(|| {
                 let m = build(root);
                 let engine = Engine::new(&EngineOptions::default()).expect("engine");
-                rt.block_on(plan::plan(&engine, &m, &all, &BTreeSet::new()))
+                rt.block_on(plan::plan(&engine, &m, (&all, &BTreeSet::new()), None))
             });
         });
     }

@@ -26,7 +26,7 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
         return Ok(ExitStatus::Failure);
     };
     let engine = Engine::new(&EngineOptions::default())?;
-    let mut outcome = plan::plan(&engine, manifest, &selected, &prepared.failed).await;
+    let mut outcome = plan::plan(&engine, manifest, (&selected, &prepared.failed), None).await;
     tracing::debug!(elapsed = ?started.elapsed(), planned = outcome.planned.len(), "planned");
     pipeline::write_compiled(&prepared.layout, manifest, &selected)?;
     tracing::trace!(elapsed = ?started.elapsed(), "wrote compiled SQL");

@@ -81,6 +81,7 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "cursor",
     "null_cursor",
     "on_schema_change",
+    "on_schema_drift",
     "contract",
     "constraints",
     "grants",

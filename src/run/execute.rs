@@ -34,8 +34,8 @@ use crate::manifest::config::Strategy;
 use crate::manifest::{Manifest, NodeId};
 use crate::reconcile::{self, Reconciled};
 use crate::stage::{self, StageOptions};
-use crate::state::history;
 use crate::state::run_results::{RunResults, Status};
+use crate::state::{history, source_schemas};
 use crate::values::LoadMode;
 
 /// How to run.
@@ -69,7 +69,8 @@ pub async fn execute(
     let engine = super::engine(&prepared.layout, options.memory_limit)?;
     let (prepared, incremental) = &with_incremental(prepared, &engine, &wanted, options).await;
     let manifest = &prepared.manifest;
-    let outcome = plan::plan(&engine, manifest, &wanted, &prepared.failed).await;
+    let recorded = source_schemas::read(&prepared.layout);
+    let outcome = plan::plan(&engine, manifest, (&wanted, &prepared.failed), Some(&recorded)).await;
     artifacts::write_compiled(&prepared.layout, manifest, &wanted)?;
     let mut planned = prepared.diagnostics.clone();
     planned.extend(outcome.diagnostics.iter().cloned());
@@ -102,12 +103,31 @@ pub async fn execute(
     report.elapsed = started.elapsed().as_secs_f64();
     let results = report.results(manifest);
     results.write(&prepared.layout)?;
+    if report.failed() == 0 && !report.planning_failed && !report.interrupted && !report.load_interrupted {
+        record_source_schemas(prepared, &outcome)?;
+    }
     report.pruned = record_history(prepared, options, &report, &results)?;
     artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
     if let Some((reconciled, _)) = &report.reconciled {
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
     }
     Ok(report)
+}
+
+/// Records the columns of the sources this run read, which the next run's
+/// are compared with (schema drift).
+fn record_source_schemas(prepared: &Prepared, outcome: &PlanOutcome) -> Result<()> {
+    let manifest = &prepared.manifest;
+    let schemas: source_schemas::SourceSchemas = outcome
+        .schemas
+        .iter()
+        .filter(|(i, _)| matches!(manifest[**i].resource, crate::manifest::Resource::Source(_)))
+        .map(|(&i, schema)| (manifest[i].unique_id.clone(), super::drift::columns_of(schema)))
+        .collect();
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    source_schemas::write(&prepared.layout, &schemas)
 }
 
 /// Appends the run to the project's history (see [`history`]), and

@@ -20,7 +20,8 @@ use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::state::Layout;
 use crate::validate::rules::{self, checked_sql};
 
-use super::snapshot;
+use super::{drift, snapshot};
+use crate::state::source_schemas::SourceSchemas;
 
 /// What planning found.
 #[derive(Debug, Default)]
@@ -36,12 +37,14 @@ pub struct PlanOutcome {
 }
 
 /// Plans the `wanted` nodes and every ancestor they need, skipping nodes
-/// already `failed` (while rendering) and their descendants.
+/// already `failed` (while rendering) and their descendants. With the
+/// source schemas of the last successful run (`drift`), each source is
+/// checked for schema drift (see [`drift`]).
 pub async fn plan(
     engine: &Engine,
     manifest: &Manifest,
-    wanted: &BTreeSet<NodeId>,
-    failed: &BTreeSet<NodeId>,
+    (wanted, failed): (&BTreeSet<NodeId>, &BTreeSet<NodeId>),
+    drift: Option<&SourceSchemas>,
 ) -> PlanOutcome {
     let needed = manifest.graph.with_ancestors(wanted.iter().copied());
     let mut out = PlanOutcome { failed: failed.clone(), ..PlanOutcome::default() };
@@ -49,7 +52,16 @@ pub async fn plan(
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
         let node = &manifest[i];
         let result = match &node.resource {
-            Resource::Source(s) => sources::register_source(engine, manifest, s).await,
+            Resource::Source(s) => match (sources::register_source(engine, manifest, s).await, drift) {
+                (Ok(Some(schema)), Some(previous)) => match drift::check(&node.unique_id, s, &schema, previous) {
+                    Ok(warnings) => {
+                        out.diagnostics.extend(warnings);
+                        Ok(Some(schema))
+                    }
+                    Err(errors) => Err(errors),
+                },
+                (registered, _) => registered,
+            },
             Resource::Seed(_) => sources::register_seed(engine, manifest, node).await,
             _ => continue,
         };

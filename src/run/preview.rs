@@ -62,7 +62,7 @@ impl Preview {
 /// Plans what `preview` reads, then runs it for its first `limit` rows.
 pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, limit: usize) -> Previewed {
     let manifest = &prepared.manifest;
-    let outcome = plan::plan(engine, manifest, &preview.parents, &prepared.failed).await;
+    let outcome = plan::plan(engine, manifest, (&preview.parents, &prepared.failed), None).await;
     if outcome.diagnostics.iter().any(Diagnostic::is_error) {
         return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
     }

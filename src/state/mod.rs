@@ -18,6 +18,7 @@ mod ledger;
 pub mod lock;
 pub mod manifest_file;
 pub mod run_results;
+pub mod source_schemas;
 pub mod watermarks;
 
 pub use layout::{FERRY_DIR, Layout, RunDir};

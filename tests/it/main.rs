@@ -5,6 +5,7 @@ mod common;
 mod compile;
 mod data_tests;
 mod diagnostics;
+mod drift;
 mod extract;
 mod fuzz_regressions;
 mod history;
