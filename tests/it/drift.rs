@@ -73,3 +73,26 @@ fn fail_stops_the_readers_until_the_source_is_fixed_and_evolve_takes_it() {
     let rows = p.run(["show", "-s", "people", "--format", "json"]);
     assert!(rows.stdout.contains("\"amount\":\"ten\""), "{}", rows.stdout);
 }
+
+/// A column contract: declared `data_type`s keep the source's columns as
+/// they are, and with `on_error: quarantine` a value that no longer fits
+/// sets its row aside (dlt's `discard_row`) instead of failing the run or
+/// drifting the schema.
+#[test]
+fn declared_types_with_on_error_quarantine_discard_rows_that_no_longer_fit() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\n").file(
+        "models/sources.yml",
+        "sources:\n  - name: raw\n    tables:\n      - name: people\n        path: data/people.csv\n        \
+         on_error: quarantine\n        columns:\n          - {name: id, data_type: bigint}\n          \
+         - {name: name, data_type: varchar}\n          - {name: amount, data_type: bigint}\n",
+    );
+    let p = p.model("people.sql", "{{ config(materialized='table') }}\nselect * from {{ source('raw', 'people') }}");
+    export(&p, "id,name,amount\n1,ann,10\n2,bob,20\n");
+    ok(&p.run(["build"]));
+    export(&p, "id,name,amount\n1,ann,ten\n2,bob,20\n");
+    let ran = p.run(["build"]);
+    ok(&ran);
+    assert!(!ran.stderr.contains("changed since"), "the declared columns did not drift: {}", ran.stderr);
+    assert!(ran.stderr.contains("1 record(s) quarantined"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("1 rows staged"), "{}", ran.stderr);
+}
