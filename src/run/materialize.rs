@@ -69,6 +69,8 @@ pub struct IncrementalStaged {
     pub column_sync: ColumnSync,
     /// The batches a `microbatch` model built, whose rows its increment replaces.
     pub window: Option<Window>,
+    /// Rows of its current data before this run (`None`: built in full).
+    pub previous_rows: Option<u64>,
 }
 
 /// How a node ended up.
@@ -219,7 +221,7 @@ impl Materializing<'_> {
                 let strategy = run.settings.strategy;
                 let (full, schema_change) = (Some(why.clone()), SchemaChange::default());
                 let (cursor, column_sync, window) = (None, ColumnSync::default(), run.window.clone());
-                let increment = None;
+                let (increment, previous_rows) = (None, None);
                 IncrementalStaged {
                     next,
                     increment,
@@ -230,6 +232,7 @@ impl Materializing<'_> {
                     cursor,
                     column_sync,
                     window,
+                    previous_rows,
                 }
             }
             Mode::Incremental(_) => self.increment(sql, run).await?,
@@ -320,7 +323,12 @@ impl Materializing<'_> {
             OnSchemaChange::Ignore | OnSchemaChange::Fail => ColumnSync::default(),
         };
         let window = run.window.clone();
+        let previous_rows = match &run.mode {
+            Mode::Incremental(current) => Some(current.manifest.row_count),
+            Mode::Full(_) => None,
+        };
         Ok(IncrementalStaged {
+            previous_rows,
             next,
             increment,
             ledger,

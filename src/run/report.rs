@@ -73,6 +73,8 @@ pub struct IncrementalReport {
     pub column_sync: ColumnSync,
     /// The batches a `microbatch` model built.
     pub window: Option<Window>,
+    /// Rows of its current data before this run (`None`: built in full).
+    pub previous_rows: Option<u64>,
 }
 
 /// What a run did.
@@ -169,6 +171,7 @@ impl NodeReport {
                 advanced: false,
                 column_sync: i.column_sync.clone(),
                 window: i.window.clone(),
+                previous_rows: i.previous_rows,
             }),
             _ => None,
         };
@@ -253,6 +256,7 @@ impl NodeReport {
                 reason: i.full.clone(),
                 rows: self.rows.unwrap_or(0),
                 total_rows: self.staged.as_ref().map_or(0, |s| s.manifest.row_count),
+                previous_rows: i.previous_rows,
                 increment: i.increment.as_ref().map(stage_ref),
                 schema_changes: i.schema_change.clone(),
                 committed: i.committed,

@@ -153,17 +153,37 @@ fn node_batch(info: &RunInfo, results: &RunResults) -> Result<RecordBatch> {
         counts(&|r| r.ledger.as_ref().map(|l| l.duplicates_dropped)),
         counts(&|r| r.ledger.as_ref().map(|l| l.warned)),
         counts(&|r| loaded(r).map(|l| l.rows)),
-        // A replacing or appending load inserts every row it loads; the
-        // keyed modes do not tell inserts from updates.
-        counts(&|r| loaded(r).filter(|l| l.mode == "replace" || l.mode == "append").map(|l| l.rows)),
-        counts(&|_| None),
-        counts(&|_| None),
+        counts(&|r| changes(r).0),
+        counts(&|r| changes(r).1),
+        counts(&|r| changes(r).2),
         texts(&|r| r.reconcile.map(|v| verdict_name(v).to_owned())),
         secs(&|r| Some(r.execution_time)),
         secs(&|r| loaded(r).map(|l| l.seconds)),
         secs(&|r| info.reconcile_seconds.get(&r.unique_id).copied()),
     ];
     Ok(RecordBatch::try_new(Arc::new(node_schema()), columns)?)
+}
+
+/// The rows a node's load inserted, updated and deleted, where they can
+/// be told: an incremental run's from its data's rows before and after
+/// (a key merged again is an update; a microbatch window's rows are
+/// deleted, then its rows inserted); a replacing or appending load inserts
+/// every row it loads.
+fn changes(r: &super::run_results::NodeResult) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let Some(load) = loaded(r) else { return (None, None, None) };
+    let incremental = r.incremental.as_ref().and_then(|i| i.previous_rows.map(|p| (i, p)));
+    match incremental {
+        Some((i, previous)) => match i.strategy.as_str() {
+            "append" => (Some(i.rows), Some(0), Some(0)),
+            "microbatch" => (Some(i.rows), Some(0), Some((previous + i.rows).saturating_sub(i.total_rows))),
+            _ => {
+                let inserted = i.total_rows.saturating_sub(previous);
+                (Some(inserted), Some(i.rows.saturating_sub(inserted)), Some(0))
+            }
+        },
+        None if load.mode == "replace" || load.mode == "append" => (Some(load.rows), None, None),
+        None => (None, None, None),
+    }
 }
 
 /// The load of a node that loaded.
@@ -298,7 +318,8 @@ pub async fn read(layout: &Layout, query: &Query) -> Result<(Vec<RecordBatch>, V
     let started = "to_char(started_at, '%Y-%m-%d %H:%M:%S')";
     let nodes = format!(
         "SELECT left(run_id, 8) AS run, {started} AS started, command, node, status, produced, staged, \
-         quarantined, round(100.0 * quarantined / nullif(produced, 0), 2) AS error_pct, loaded, reconcile, \
+         quarantined, round(100.0 * quarantined / nullif(produced, 0), 2) AS error_pct, loaded, inserted, updated, \
+         deleted, reconcile, \
          CAST(staged AS BIGINT) - lag(CAST(staged AS BIGINT)) OVER (PARTITION BY node ORDER BY started_at) \
          AS staged_change, run_id AS __run_id, started_at AS __at FROM nodes {node_filter}"
     );

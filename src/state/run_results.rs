@@ -103,6 +103,9 @@ pub struct IncrementalRecord {
     pub rows: u64,
     /// Rows of the model's data after the run.
     pub total_rows: u64,
+    /// Rows of the model's data before the run (none: built in full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rows: Option<u64>,
     /// Where the increment is staged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increment: Option<StageRef>,

@@ -89,6 +89,11 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     assert_eq!(record(&p, "events_merge")["total_rows"], 5);
     assert_eq!(record(&p, "events_log")["rows"], 4);
     assert_in_step(&mut db, "run 2").await;
+    // The history tells the merged keys from the new ones.
+    let history = p.run(["history", "--model", "events_merge", "--last", "1", "--format", "json"]);
+    ok(&history);
+    let last: serde_json::Value = serde_json::from_str(history.stdout.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!((last["inserted"].as_u64(), last["updated"].as_u64()), (Some(2), Some(1)), "{last}");
     // 4 rows from run 1 (no key, so the keyless one too), 4 newer ones now.
     assert_eq!(db.rows("events_log").await.len(), 8, "the log keeps every version");
 

@@ -115,6 +115,11 @@ async fn three_runs(mut db: Db, p: TestProject, (refuse, allow): (&str, &str)) {
     );
     assert_eq!(r["rows"], 2, "the backfilled day's rows: {r}");
     assert_holds(&mut db, &p, "run 2, a backfill").await;
+    // The history: the day's two rows deleted, its two rows inserted.
+    let history = p.run(["history", "--model", "events_daily", "--last", "1", "--format", "json"]);
+    ok(&history);
+    let last: serde_json::Value = serde_json::from_str(history.stdout.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!((last["inserted"].as_u64(), last["deleted"].as_u64()), (Some(2), Some(2)), "{last}");
 
     // Run 3 on the default window: yesterday and today. An event of today
     // is new; the 2024 changes are outside the window and stay as they were.
