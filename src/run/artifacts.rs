@@ -64,16 +64,7 @@ pub fn manifest_file<'a>(manifest: &'a Manifest, outcome: &'a PlanOutcome) -> Ma
             },
             description: Cow::Borrowed(n.description()),
             columns: Cow::Borrowed(n.columns()),
-            output_schema: outcome.schemas.get(&i).map(|s| {
-                s.fields()
-                    .iter()
-                    .map(|f| OutputColumn {
-                        name: f.name().clone(),
-                        data_type: f.data_type().to_string(),
-                        nullable: f.is_nullable(),
-                    })
-                    .collect()
-            }),
+            output_schema: outcome.schemas.get(&i).map(|s| OutputColumn::of(s)),
             status: Cow::Borrowed(status),
             materialized: match &n.resource {
                 Resource::Model { materialized, .. } => Some(Cow::Borrowed(materialized.name())),

@@ -11,27 +11,15 @@ use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::project::nodes::SourceTable;
-use crate::state::source_schemas::{ColumnRecord, SourceSchemas};
-
-/// A source's columns as they are recorded.
-pub fn columns_of(schema: &Schema) -> Vec<ColumnRecord> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| ColumnRecord {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        })
-        .collect()
-}
+use crate::state::manifest_file::OutputColumn;
+use crate::state::source_schemas::SourceSchemas;
 
 /// How `now` differs from `before`, one line per difference.
-pub fn compare(before: &[ColumnRecord], now: &[ColumnRecord]) -> Vec<String> {
-    let find = |cols: &[ColumnRecord], name: &str| cols.iter().position(|c| c.name == name);
-    let mut removed: Vec<(usize, &ColumnRecord)> =
+pub fn compare(before: &[OutputColumn], now: &[OutputColumn]) -> Vec<String> {
+    let find = |cols: &[OutputColumn], name: &str| cols.iter().position(|c| c.name == name);
+    let mut removed: Vec<(usize, &OutputColumn)> =
         before.iter().enumerate().filter(|(_, c)| find(now, &c.name).is_none()).collect();
-    let mut added: Vec<(usize, &ColumnRecord)> =
+    let mut added: Vec<(usize, &OutputColumn)> =
         now.iter().enumerate().filter(|(_, c)| find(before, &c.name).is_none()).collect();
     let mut out = Vec::new();
     // A column gone and one new at the same position with the same type:
@@ -58,7 +46,7 @@ pub fn compare(before: &[ColumnRecord], now: &[ColumnRecord]) -> Vec<String> {
             out.push(format!("`{}` {now}", c.name));
         }
     }
-    let order = |cols: &[ColumnRecord]| -> Vec<String> {
+    let order = |cols: &[OutputColumn]| -> Vec<String> {
         cols.iter()
             .filter(|c| find(before, &c.name).is_some() && find(now, &c.name).is_some())
             .map(|c| c.name.clone())
@@ -93,7 +81,7 @@ pub fn check(
         }
     };
     let Some(before) = previous.get(unique_id) else { return Ok(Vec::new()) };
-    let changes = compare(before, &columns_of(schema));
+    let changes = compare(before, &OutputColumn::of(schema));
     if changes.is_empty() {
         return Ok(Vec::new());
     }
@@ -121,8 +109,8 @@ pub fn check(
 mod tests {
     use super::*;
 
-    fn cols(spec: &[(&str, &str)]) -> Vec<ColumnRecord> {
-        spec.iter().map(|(n, t)| ColumnRecord { name: (*n).into(), data_type: (*t).into(), nullable: true }).collect()
+    fn cols(spec: &[(&str, &str)]) -> Vec<OutputColumn> {
+        spec.iter().map(|(n, t)| OutputColumn { name: (*n).into(), data_type: (*t).into(), nullable: true }).collect()
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn record_source_schemas(prepared: &Prepared, outcome: &PlanOutcome) -> Result<(
         .schemas
         .iter()
         .filter(|(i, _)| matches!(manifest[**i].resource, crate::manifest::Resource::Source(_)))
-        .map(|(&i, schema)| (manifest[i].unique_id.clone(), super::drift::columns_of(schema)))
+        .map(|(&i, schema)| (manifest[i].unique_id.clone(), crate::state::manifest_file::OutputColumn::of(schema)))
         .collect();
     if schemas.is_empty() {
         return Ok(());

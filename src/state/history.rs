@@ -18,7 +18,9 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 
-use super::run_results::{ReconcileVerdict, RunResults, Status};
+use serde::Serialize;
+
+use super::run_results::{RunResults, Status};
 use super::{Layout, files};
 
 /// The version of the records' schema.
@@ -145,7 +147,7 @@ fn node_batch(info: &RunInfo, results: &RunResults) -> Result<RecordBatch> {
         same_text(&info.command),
         same_text(&info.selection),
         texts(&|r| Some(r.unique_id.clone())),
-        texts(&|r| Some(status_name(r.status).to_owned())),
+        texts(&|r| serde_name(r.status)),
         texts(&|r| Some(r.materialized.clone())),
         counts(&|r| r.ledger.as_ref().map(|l| l.produced).or(r.rows)),
         counts(&|r| r.ledger.as_ref().map(|l| l.staged).or(r.rows)),
@@ -156,7 +158,7 @@ fn node_batch(info: &RunInfo, results: &RunResults) -> Result<RecordBatch> {
         counts(&|r| changes(r).0),
         counts(&|r| changes(r).1),
         counts(&|r| changes(r).2),
-        texts(&|r| r.reconcile.map(|v| verdict_name(v).to_owned())),
+        texts(&|r| r.reconcile.and_then(serde_name)),
         secs(&|r| Some(r.execution_time)),
         secs(&|r| loaded(r).map(|l| l.seconds)),
         secs(&|r| info.reconcile_seconds.get(&r.unique_id).copied()),
@@ -214,24 +216,10 @@ fn rule_batch(info: &RunInfo, results: &RunResults) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(rule_schema()), columns)?)
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Success => "success",
-        Status::Error => "error",
-        Status::Skipped => "skipped",
-        Status::Pass => "pass",
-        Status::Warn => "warn",
-        Status::Fail => "fail",
-    }
-}
-
-fn verdict_name(v: ReconcileVerdict) -> &'static str {
-    match v {
-        ReconcileVerdict::Pass => "pass",
-        ReconcileVerdict::Fail => "fail",
-        ReconcileVerdict::Skipped => "skipped",
-        ReconcileVerdict::Error => "error",
-    }
+/// The name serde gives a unit variant (`success`, `pass`): the one
+/// `run_results.json` writes.
+fn serde_name(value: impl Serialize) -> Option<String> {
+    serde_json::to_value(value).ok()?.as_str().map(str::to_owned)
 }
 
 /// Removes the directories of all but the `keep` newest runs under
@@ -310,7 +298,7 @@ pub async fn read(layout: &Layout, query: &Query) -> Result<(Vec<RecordBatch>, V
     // The runs shown: the last N that recorded one of the nodes asked for.
     let runs = match query.last {
         Some(n) => format!(
-            "WHERE run_id IN (SELECT run_id FROM (SELECT run_id, max(started_at) AS at FROM nodes {node_filter} \
+            "WHERE __run_id IN (SELECT run_id FROM (SELECT run_id, max(started_at) AS at FROM nodes {node_filter} \
              GROUP BY run_id ORDER BY at DESC LIMIT {n}))"
         ),
         None => String::new(),
@@ -323,10 +311,7 @@ pub async fn read(layout: &Layout, query: &Query) -> Result<(Vec<RecordBatch>, V
          CAST(staged AS BIGINT) - lag(CAST(staged AS BIGINT)) OVER (PARTITION BY node ORDER BY started_at) \
          AS staged_change, run_id AS __run_id, started_at AS __at FROM nodes {node_filter}"
     );
-    let nodes = format!(
-        "SELECT * EXCEPT (__run_id, __at) FROM ({nodes}) AS h {} ORDER BY __at, node",
-        runs.replace("WHERE run_id", "WHERE __run_id")
-    );
+    let nodes = format!("SELECT * EXCEPT (__run_id, __at) FROM ({nodes}) AS h {runs} ORDER BY __at, node");
     let nodes = ctx.sql(&nodes).await?.collect().await?;
     if !has_files("rules") {
         return Ok((nodes, Vec::new()));
@@ -341,8 +326,7 @@ pub async fn read(layout: &Layout, query: &Query) -> Result<(Vec<RecordBatch>, V
         "SELECT run, started, node, rule, failures, previous, \
          CASE WHEN previous > 0 AND failures >= 2 * previous THEN 'doubled' \
          WHEN previous = 0 AND failures > 0 THEN 'new' END AS flag \
-         FROM ({rules}) AS h {} ORDER BY __at, node, rule",
-        runs.replace("WHERE run_id", "WHERE __run_id")
+         FROM ({rules}) AS h {runs} ORDER BY __at, node, rule"
     );
     let rules = ctx.sql(&rules).await?.collect().await?;
     Ok((nodes, rules))

@@ -60,11 +60,28 @@ pub struct DependsOn<'a> {
     pub nodes: Vec<Cow<'a, str>>,
 }
 
+/// A column of a planned schema: name, Arrow type and nullability (also
+/// what `source_schemas` records of a source).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputColumn {
     pub name: String,
     pub data_type: String,
     pub nullable: bool,
+}
+
+impl OutputColumn {
+    /// The columns of `schema`, in order.
+    pub fn of(schema: &datafusion::arrow::datatypes::Schema) -> Vec<OutputColumn> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| OutputColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
 }
 
 impl ManifestFile<'_> {

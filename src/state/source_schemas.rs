@@ -4,21 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
-
+use super::manifest_file::OutputColumn;
 use super::{Layout, files};
-
-/// A source column as recorded: name, Arrow type and nullability, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnRecord {
-    pub name: String,
-    pub data_type: String,
-    pub nullable: bool,
-}
+use anyhow::{Context as _, Result};
 
 /// Source tables' columns by unique id (`source.shop.raw.orders`).
-pub type SourceSchemas = BTreeMap<String, Vec<ColumnRecord>>;
+pub type SourceSchemas = BTreeMap<String, Vec<OutputColumn>>;
 
 fn path(layout: &Layout) -> camino::Utf8PathBuf {
     layout.state().join("source_schemas.json")

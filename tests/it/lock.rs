@@ -17,10 +17,9 @@ async fn postgres_a_second_run_stops_or_waits_while_the_first_holds_the_project(
     // Another session holds the table: the next run's load waits for it,
     // holding the project.
     let locker = db.pg_session().await;
-    locker
-        .batch_execute(&format!("BEGIN; LOCK TABLE \"{s}\".numbers IN ACCESS EXCLUSIVE MODE"))
-        .await
-        .expect("lock the table");
+    let hold_sql = format!("BEGIN; LOCK TABLE \"{s}\".numbers IN ACCESS EXCLUSIVE MODE");
+    let hold = || locker.batch_execute(&hold_sql);
+    hold().await.expect("lock the table");
     let mut first = p.ferry(["build"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("ferry starts");
     until_a_load_waits(&locker, &mut first).await;
 
@@ -44,10 +43,7 @@ async fn postgres_a_second_run_stops_or_waits_while_the_first_holds_the_project(
     assert_eq!(db.rows("numbers").await, ["{\"n\":1}"]);
 
     // A run killed while it holds the project leaves no lock behind.
-    locker
-        .batch_execute(&format!("BEGIN; LOCK TABLE \"{s}\".numbers IN ACCESS EXCLUSIVE MODE"))
-        .await
-        .expect("lock the table again");
+    hold().await.expect("lock the table again");
     let mut killed = p.ferry(["build"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("ferry starts");
     until_a_load_waits(&locker, &mut killed).await;
     killed.kill().expect("kill the run");
