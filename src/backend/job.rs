@@ -47,6 +47,38 @@ pub struct LoadJob {
     /// For an `append`: the rows of the table it replaces (a microbatch
     /// model's window), deleted in the load's transaction.
     pub window: Option<ReplacedWindow>,
+    /// Records gone from a change-detected model's extract, deleted or
+    /// flagged in the load's transaction.
+    pub deletes: Option<KeyDeletes>,
+}
+
+/// The keys of records to delete (or flag) in a load's transaction.
+#[derive(Debug, Clone)]
+pub struct KeyDeletes {
+    /// A stage of the unique key's columns alone.
+    pub keys: StagedTable,
+    /// `None`: the rows are deleted; else they are kept, flagged.
+    pub soft: Option<SoftDelete>,
+}
+
+/// How a soft delete marks a row: `flag` true, `at` the run's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftDelete {
+    pub flag: String,
+    pub at: String,
+    pub time: chrono::NaiveDateTime,
+}
+
+impl SoftDelete {
+    /// The statement's SET list, with `q` quoting names.
+    pub fn set_list(&self, q: impl Fn(&str) -> String, prefix: &str) -> String {
+        format!(
+            "{prefix}{} = TRUE, {prefix}{} = '{}'",
+            q(&self.flag),
+            q(&self.at),
+            self.time.format("%Y-%m-%d %H:%M:%S%.6f")
+        )
+    }
 }
 
 /// The rows of a table whose `column` is from `start` up to (not
@@ -138,6 +170,7 @@ impl LoadJob {
             read_columns: None,
             column_sync: ColumnSync::default(),
             window: None,
+            deletes: None,
         })
     }
 
@@ -157,6 +190,14 @@ impl LoadJob {
         Some(format!("{c} >= {} AND {c} < {}", bound(&w.start), bound(&w.end)))
     }
 
+    /// The keys a hard delete removes, as a job that loads them into
+    /// `table`: a reconciliation scoped to the staged keys checks that
+    /// these are gone too. `None` without hard deletes.
+    pub fn hard_deleted_keys(&self, table: TableName) -> Option<LoadJob> {
+        self.deletes.as_ref().filter(|d| d.soft.is_none())?;
+        self.deleted_keys(table)
+    }
+
     /// Rows the stage holds.
     pub fn rows(&self) -> u64 {
         self.stage.manifest.row_count
@@ -174,8 +215,33 @@ impl LoadJob {
             read_columns: Some(keys),
             column_sync: ColumnSync::default(),
             window: None,
+            deletes: None,
             ..self.clone()
         }
+    }
+
+    /// The keys to delete, as a job that loads them into `table` (`None`
+    /// without deletes).
+    pub fn deleted_keys(&self, table: TableName) -> Option<LoadJob> {
+        let d = self.deletes.as_ref().filter(|d| d.keys.manifest.row_count > 0)?;
+        let columns: Vec<LoadColumn> =
+            self.columns.iter().filter(|c| c.key).map(|c| LoadColumn { key: false, ..c.clone() }).collect();
+        let read: Vec<usize> = columns
+            .iter()
+            .map(|c| d.keys.manifest.columns.iter().position(|k| k.name == c.name).unwrap_or(0))
+            .collect();
+        Some(LoadJob {
+            table,
+            mode: LoadMode::Append,
+            unique_key: Vec::new(),
+            stage: d.keys.clone(),
+            columns,
+            read_columns: Some(read),
+            column_sync: ColumnSync::default(),
+            window: None,
+            deletes: None,
+            ..self.clone()
+        })
     }
 
     /// Starts reading the stage's batches (the job's columns), on a thread

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 pub use error::BackendError;
-pub use job::{ColumnSync, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX, ReplacedWindow};
+pub use job::{
+    ColumnSync, KeyDeletes, LoadColumn, LoadJob, LoadReport, NEW_SUFFIX, PREV_SUFFIX, ReplacedWindow, SoftDelete,
+};
 
 use crate::values::TableName;
 use checksum::{FetchedRow, Profile, RowSink, SegmentSums, Side, SideChoice, Spec};

@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::render::{LoadLines, group, node_line, reconcile_event};
 use crate::cli::RunArgs;
 use crate::error::ExitStatus;
-use crate::manifest::config::Strategy;
+use crate::manifest::config::{Deletes, Strategy};
 use crate::manifest::{Manifest, NodeId};
 use crate::printer::{Printer, Progress};
 use crate::run::{self as pipeline, NodeEvent, NodeReport, Observer, RunEvent, RunOptions, RunReport, Which};
@@ -140,6 +140,28 @@ fn node_detail(r: &NodeReport) -> String {
         }
         parts.join(", ")
     });
+    if let (Status::Success, Some(n), Some(c)) = (r.status, r.rows, &r.change) {
+        let aside = set_aside.map(|a| format!(", {a}")).unwrap_or_default();
+        let counts = &c.counts;
+        let what = match &c.full {
+            Some(why) => format!("built in full ({why}): {} rows", group(n)),
+            None => {
+                let deletes = match c.deletes {
+                    Deletes::Hard => "deleted",
+                    Deletes::Soft { .. } => "flagged deleted",
+                    Deletes::Ignore => "gone (left in the target)",
+                };
+                format!(
+                    "{} inserted, {} updated, {} unchanged, {} {deletes}",
+                    group(counts.inserted),
+                    group(counts.updated),
+                    group(counts.unchanged),
+                    group(counts.deleted)
+                )
+            }
+        };
+        return format!("{what}{aside} in {secs:.2}s");
+    }
     if let (Status::Success, Some(n), Some(inc)) = (r.status, r.rows, &r.incremental) {
         let total = r.staged.as_ref().map_or(0, |s| s.manifest.row_count);
         let batches = inc.window.as_ref().map(|w| format!(" in {}", w.describe())).unwrap_or_default();

@@ -10,6 +10,11 @@
 //! functions: the function, NULL where it fails on a row instead of failing
 //! the query (as `try_cast` is to `cast`). Models that quarantine
 //! conversion errors call them in place of the originals.
+//!
+//! `ferry_row_hash(a, b, ...)`: a 128-bit hash (xxh3) of the values, as
+//! 16 bytes, for change detection. Values are hashed in Arrow's row
+//! encoding after their types are made canonical, so a column read as a
+//! string view and one read as a string hash alike; NULL is a value.
 
 use std::sync::Arc;
 
@@ -26,7 +31,7 @@ use datafusion::logical_expr::{
 
 /// Every function to register.
 pub fn all() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(Parses::new())]
+    vec![ScalarUDF::from(Parses::new()), ScalarUDF::from(RowHash::new())]
 }
 
 /// DataFusion's functions that convert a value and fail the query on one
@@ -194,6 +199,61 @@ impl ScalarUDFImpl for Parses {
         let out: BooleanArray =
             (0..text.len()).map(|i| (!text.is_null(i)).then(|| parses(text.value(i), kind, &format))).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RowHash {
+    signature: Signature,
+}
+
+impl RowHash {
+    fn new() -> Self {
+        RowHash { signature: Signature::new(TypeSignature::VariadicAny, Volatility::Immutable) }
+    }
+}
+
+/// The type a value is hashed as: one per kind of value, whatever type
+/// the reader chose for it.
+pub fn hashed_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, v) => hashed_type(v),
+        t => crate::values::cells::canonical(t).unwrap_or_else(|| t.clone()),
+    }
+}
+
+impl ScalarUDFImpl for RowHash {
+    fn name(&self) -> &str {
+        "ferry_row_hash"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::FixedSizeBinary(16))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::FixedSizeBinaryBuilder;
+        use datafusion::arrow::row::{RowConverter, SortField};
+        let n = args.number_rows;
+        let mut arrays = Vec::with_capacity(args.args.len());
+        for a in &args.args {
+            let a = a.to_array(n)?;
+            let t = hashed_type(a.data_type());
+            arrays.push(if &t == a.data_type() { a } else { cast(&a, &t)? });
+        }
+        let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+        let rows = converter.convert_columns(&arrays)?;
+        let mut out = FixedSizeBinaryBuilder::with_capacity(n, 16);
+        for row in rows.iter() {
+            out.append_value(xxhash_rust::xxh3::xxh3_128(row.as_ref()).to_le_bytes())?;
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::backend::profiles::Target;
-use crate::backend::{BackendError, ColumnSync, Connection, LoadJob, LoadReport, ReplacedWindow};
+use crate::backend::{BackendError, ColumnSync, Connection, KeyDeletes, LoadJob, LoadReport, ReplacedWindow};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::LoadConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
@@ -78,6 +78,8 @@ pub struct Pending {
     pub column_sync: ColumnSync,
     /// The rows of the table they replace (see [`LoadJob::window`]).
     pub window: Option<ReplacedWindow>,
+    /// Records to delete or flag with them (see [`LoadJob::deletes`]).
+    pub deletes: Option<KeyDeletes>,
 }
 
 impl Stages {
@@ -91,12 +93,12 @@ impl Stages {
 /// resolves the columns.
 pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
-    let (dir, mode, column_sync, window) = match stages.pending.get(&id) {
-        Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone(), p.window.clone()),
-        None => (stages.root.join(&node.name), config.mode, ColumnSync::default(), None),
+    let (dir, mode, column_sync, window, deletes) = match stages.pending.get(&id) {
+        Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone(), p.window.clone(), p.deletes.clone()),
+        None => (stages.root.join(&node.name), config.mode, ColumnSync::default(), None, None),
     };
     let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)?;
-    Ok(LoadJob { column_sync, window, ..job })
+    Ok(LoadJob { column_sync, window, deletes, ..job })
 }
 
 /// Why a node's load cannot start (a bad `load` config, a stage that

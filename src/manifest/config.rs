@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub incremental: Setting<Option<Incremental>>,
     /// A snapshot's strategy and settings (`None` for every other node).
     pub snapshot: Setting<Option<Snapshot>>,
+    /// `change_detection:` of a `table` model (`None` for every other node).
+    pub change_detection: Setting<Option<ChangeDetection>>,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +71,7 @@ impl Default for NodeConfig {
             column_types: Vec::new(),
             incremental: Ok(None),
             snapshot: Ok(None),
+            change_detection: Ok(None),
         }
     }
 }
@@ -89,7 +92,17 @@ impl NodeConfig {
         if node.is_snapshot() {
             return Self::read_snapshot(node);
         }
+        let change_detection = ChangeDetection::read(node);
+        if let Ok(Some(cd)) = &change_detection
+            && config.get("unique_key").is_none()
+        {
+            // Its key names its records in the target, as a `unique_key` does.
+            let mut keyed = node.clone();
+            keyed.raw_config.insert("unique_key".into(), Json::from(cd.key.clone()));
+            return NodeConfig { change_detection, ..NodeConfig::read(&keyed) };
+        }
         NodeConfig {
+            change_detection,
             tags: tags(config),
             unique_key: config.get("unique_key").and_then(|v| column_list(v, "unique_key").ok()).unwrap_or_default(),
             contract_enforced: config
@@ -479,6 +492,99 @@ impl Microbatch {
             Some(other) => return Err(format!("`lookback` is a number of batches, not `{other}`")),
         };
         Ok(Microbatch { event_time, begin, batch_size, lookback })
+    }
+}
+
+/// `change_detection:` of a `table` model whose SQL reads a full extract
+/// each run: ferry keeps each record's row hash from the last run that
+/// loaded and reconciled, and stages and loads only the records that are
+/// new or changed, applying deletes as `deletes` says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeDetection {
+    /// The columns that name a record.
+    pub key: Vec<String>,
+    /// The columns whose values are compared (`None`: all but the key).
+    pub columns: Option<Vec<String>>,
+    pub deletes: Deletes,
+}
+
+/// What change detection does with a record gone from the extract.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deletes {
+    /// Deleted from the target.
+    Hard,
+    /// Kept in the target with `flag` set true and `at` set to the run's
+    /// time; staged rows carry `flag` false and `at` NULL.
+    Soft { flag: String, at: String },
+    /// Left in the target as it is.
+    Ignore,
+}
+
+const CHANGE_HELP: &str = "write `change_detection: {strategy: hash, key: [id], columns: [a, b], deletes: hard}` (`deletes`: hard, soft or ignore; soft names its columns with `deleted_flag` and `deleted_at`)";
+
+impl ChangeDetection {
+    fn read(node: &Node) -> Setting<Option<ChangeDetection>> {
+        let Some(value) = node.raw_config.get("change_detection").filter(|v| !v.is_null()) else { return Ok(None) };
+        let bad = |msg: String| {
+            Box::new(
+                Diagnostic::error(Code::ModelConfig, format!("`{}`: {msg}", node.name))
+                    .in_file(node.path())
+                    .with_help(CHANGE_HELP),
+            )
+        };
+        if !matches!(&node.resource, Resource::Model { materialized: super::Materialization::Table, .. }) {
+            return Err(bad("`change_detection` needs `materialized: table`: its rows are a full extract".into()));
+        }
+        let Json::Object(m) = value else {
+            return Err(bad(format!("`change_detection` must be a mapping, not `{value}`")));
+        };
+        let known = ["strategy", "key", "columns", "deletes", "deleted_flag", "deleted_at"];
+        if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(bad(format!("unknown `change_detection` key `{k}`")));
+        }
+        let text = |k: &str, default: &str| match m.get(k) {
+            None | Some(Json::Null) => Ok(default.to_owned()),
+            Some(Json::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            Some(other) => Err(bad(format!("`change_detection.{k}` must be a name, not `{other}`"))),
+        };
+        let strategy = text("strategy", "hash")?;
+        if strategy != "hash" {
+            return Err(bad(format!("unknown change detection strategy `{strategy}`; ferry has `hash`")));
+        }
+        let key = match m.get("key") {
+            Some(v) => column_list(v, "change_detection.key").map_err(bad)?,
+            None => node
+                .raw_config
+                .get("unique_key")
+                .map(|v| column_list(v, "unique_key"))
+                .transpose()
+                .map_err(bad)?
+                .unwrap_or_default(),
+        };
+        if key.is_empty() {
+            return Err(bad("`change_detection` needs a `key`: the columns that name a record".into()));
+        }
+        let columns = match m.get("columns") {
+            None | Some(Json::Null) => None,
+            Some(v) => Some(column_list(v, "change_detection.columns").map_err(bad)?),
+        };
+        let deletes = match text("deletes", "hard")?.to_ascii_lowercase().as_str() {
+            "hard" => Deletes::Hard,
+            "ignore" => Deletes::Ignore,
+            "soft" => Deletes::Soft {
+                flag: text("deleted_flag", "_ferry_deleted")?,
+                at: text("deleted_at", "_ferry_deleted_at")?,
+            },
+            other => {
+                return Err(bad(format!("`change_detection.deletes` must be hard, soft or ignore, not `{other}`")));
+            }
+        };
+        if let Some(mode) = node.raw_config.get("load").and_then(|l| l.get("mode")) {
+            return Err(bad(format!(
+                "`load.mode: {mode}` cannot be set with `change_detection`: changed records are upserted, and a first run replaces the table"
+            )));
+        }
+        Ok(Some(ChangeDetection { key, columns, deletes }))
     }
 }
 

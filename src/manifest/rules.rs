@@ -145,6 +145,18 @@ pub fn implicit_not_null(config: &NodeConfig) -> Vec<(String, String, String)> {
         }
         return out;
     }
+    if let Ok(Some(cd)) = &config.change_detection {
+        return cd
+            .key
+            .iter()
+            .map(|k| {
+                let why = format!(
+                    "`{k}` is part of the model's change detection `key`; a row without it cannot be matched with the rows loaded before"
+                );
+                (k.clone(), format!("key_not_null_{k}"), why)
+            })
+            .collect();
+    }
     let Ok(Some(inc)) = &config.incremental else { return Vec::new() };
     let mut out: Vec<(String, String, String)> = config
         .unique_key

@@ -78,6 +78,7 @@ pub const MODEL_CONFIG_KEYS: &[&str] = &[
     "on_configuration_change",
     "unique_key",
     "incremental_strategy",
+    "change_detection",
     "cursor",
     "null_cursor",
     "on_schema_change",

@@ -25,12 +25,12 @@ use super::node::{self, Done, Failed, Outcome, TestPlaces};
 use super::plan::{self, PlanOutcome};
 use super::report::{IncrementalReport, NodeReport, RunReport};
 use super::{Prepared, Which, artifacts};
-use crate::backend::{ColumnSync, ReplacedWindow};
+use crate::backend::{ColumnSync, KeyDeletes, ReplacedWindow, SoftDelete};
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
 use crate::load::{self, Loads};
-use crate::manifest::config::Strategy;
+use crate::manifest::config::{Deletes, Strategy};
 use crate::manifest::{Manifest, NodeId};
 use crate::reconcile::{self, Reconciled};
 use crate::stage::{self, StageOptions};
@@ -91,15 +91,19 @@ pub async fn execute(
         reconciled: None,
         pruned: Vec::new(),
     };
+    kill_point("staged");
     if !(report.interrupted || options.no_load) {
         let loads = load_staged(prepared, &report, observer).await;
         record_loads(&mut report, loads);
     }
+    kill_point("loaded");
     commit_incremental(prepared, &mut report).await;
     if options.which == Which::Build && !report.interrupted && !report.load_interrupted {
         report.reconciled = Some(reconcile_loaded(prepared, &mut report, observer).await);
     }
+    kill_point("reconciled");
     advance_watermarks(prepared, &mut report);
+    keep_row_hashes(prepared, &mut report).await;
     report.elapsed = started.elapsed().as_secs_f64();
     let results = report.results(manifest);
     results.write(&prepared.layout)?;
@@ -234,6 +238,7 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
         run_dir: prepared.layout.run(&run_id),
         run_id,
         incremental: HashMap::new(),
+        state_root: prepared.layout.state(),
     }
 }
 
@@ -404,6 +409,30 @@ async fn load_staged(prepared: &Prepared, report: &RunReport, observer: &dyn Obs
 fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
     let mut stages = load::Stages::at(&prepared.layout.stage_root());
     for (&i, r) in &report.nodes {
+        // A change-detected model's changes are upserted, its deletes
+        // applied with them; built in full, its stage replaces the table.
+        if let (Some(change), Some(staged)) = (&r.change, &r.staged)
+            && change.full.is_none()
+        {
+            let soft = match &change.deletes {
+                Deletes::Ignore => None,
+                Deletes::Hard => Some(None),
+                Deletes::Soft { flag, at } => Some(Some(SoftDelete {
+                    flag: flag.clone(),
+                    at: at.clone(),
+                    time: prepared.manifest.globals.run_started_at.naive_utc(),
+                })),
+            };
+            let deletes = match (soft, &change.gone) {
+                (Some(soft), Some(keys)) => Some(KeyDeletes { keys: keys.clone(), soft }),
+                _ => None,
+            };
+            let column_sync = ColumnSync { add: true, ..ColumnSync::default() };
+            let pending =
+                load::Pending { dir: staged.dir.clone(), mode: LoadMode::Upsert, column_sync, window: None, deletes };
+            stages.pending.insert(i, pending);
+            continue;
+        }
         let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
         // A microbatch model's rows are matched by its window, not its key.
         let appends = matches!(inc.strategy, Strategy::Append | Strategy::Microbatch);
@@ -414,12 +443,14 @@ fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
                 mode: inc.strategy.load_mode(),
                 column_sync: inc.column_sync.clone(),
                 window: replaced_window(prepared, i, inc),
+                deletes: None,
             },
             None if !inc.committed => load::Pending {
                 dir: next.dir.clone(),
                 mode: LoadMode::Replace,
                 column_sync: ColumnSync::default(),
                 window: None,
+                deletes: None,
             },
             _ => continue,
         };
@@ -506,6 +537,48 @@ fn advance_watermarks(prepared: &Prepared, report: &mut RunReport) {
                     format!("the high-water mark of `{model}` could not be kept: {e:#}"),
                 )
                 .with_note("the next run reads from the previous mark again"),
+            ),
+        }
+    }
+}
+
+/// Ends the process at once, as a kill would, when the environment names
+/// `phase` in `FERRY_TEST_KILL_AT`: how tests prove that a run killed
+/// between its phases leaves nothing the next run cannot put right.
+fn kill_point(phase: &str) {
+    if std::env::var("FERRY_TEST_KILL_AT").is_ok_and(|at| at == phase) {
+        eprintln!("FERRY_TEST_KILL_AT={phase}: ending the process here");
+        std::process::abort();
+    }
+}
+
+/// Keeps each change-detected model's next row hashes once its run cannot
+/// be undone: staged, loaded (when it loads) and not failing its
+/// reconciliation. Otherwise the kept hashes stay, and the next run finds
+/// the same changes again.
+async fn keep_row_hashes(prepared: &Prepared, report: &mut RunReport) {
+    let state = prepared.layout.state();
+    for (&i, r) in &mut report.nodes {
+        let Some(change) = r.change.as_mut() else { continue };
+        let loads = matches!(load::config_for(&prepared.manifest, i), Ok(Some(_)) | Err(_));
+        let loaded = match &r.load {
+            Some(Ok(_)) => true,
+            Some(Err(_)) => false,
+            None => !loads,
+        };
+        let reconciled = !matches!(r.reconcile, Some(reconcile::Status::Fail | reconcile::Status::Error));
+        if r.status != Status::Success || !loaded || !reconciled {
+            continue;
+        }
+        let model = &prepared.manifest[i].name;
+        match super::change::keep(&state, &change.hashes, model).await {
+            Ok(_) => change.kept = true,
+            Err(e) => report.diagnostics.push(
+                Diagnostic::warning(
+                    crate::diagnostic::Code::Execution,
+                    format!("the row hashes of `{model}` could not be kept: {e}"),
+                )
+                .with_note("the next run compares with the previous hashes and loads the same changes again"),
             ),
         }
     }

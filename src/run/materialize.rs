@@ -15,13 +15,14 @@ use camino::{Utf8Path, Utf8PathBuf};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
+use super::change;
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
 use super::microbatch::Window;
 use super::snapshot;
 use crate::backend::ColumnSync;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, node as engine_node};
-use crate::manifest::config::{OnConversionError, OnSchemaChange, Strategy};
+use crate::manifest::config::{ChangeDetection, Deletes, OnConversionError, OnSchemaChange, Strategy};
 use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::project::nodes::Origin;
@@ -47,6 +48,8 @@ pub struct Places {
     pub run_dir: RunDir,
     /// How each incremental model runs.
     pub incremental: HashMap<NodeId, IncrementalRun>,
+    /// `.ferry/state`: the kept row hashes of change-detected models.
+    pub state_root: Utf8PathBuf,
 }
 
 /// An incremental model's run, staged: its next version (what its readers
@@ -86,6 +89,32 @@ pub enum Materialized {
     Staged(StagedTable, Option<Ledger>),
     /// An incremental model.
     Incremental(Box<IncrementalStaged>),
+    /// A change-detected model: its new and changed rows, staged.
+    Detected(Box<Detected>),
+}
+
+/// A change-detected model's run (see [`change`]).
+#[derive(Debug, Clone)]
+pub struct Detected {
+    /// Its new and changed rows (all its rows when built in full).
+    pub staged: StagedTable,
+    pub ledger: Option<Ledger>,
+    pub change: ChangeRun,
+}
+
+/// What change detection found and left to be kept.
+#[derive(Debug, Clone)]
+pub struct ChangeRun {
+    pub counts: change::Counts,
+    /// Why every row was staged, when it was (a first run, `--full-refresh`).
+    pub full: Option<String>,
+    /// The next row hashes, kept once the load and reconciliation succeed.
+    pub hashes: StagedTable,
+    /// The keys gone from the extract (none when built in full).
+    pub gone: Option<StagedTable>,
+    pub deletes: Deletes,
+    /// Whether the hashes were kept (after the run's load and reconciliation).
+    pub kept: bool,
 }
 
 impl Materialized {
@@ -95,6 +124,7 @@ impl Materialized {
             Materialized::View | Materialized::Ephemeral => None,
             Materialized::ComputedOnce(t) | Materialized::Staged(t, _) => Some(t.manifest.row_count),
             Materialized::Incremental(i) => Some(i.increment.as_ref().unwrap_or(&i.next).manifest.row_count),
+            Materialized::Detected(d) => Some(d.staged.manifest.row_count),
         }
     }
 }
@@ -142,6 +172,13 @@ pub async fn materialize(
                 }
                 Materialization::View | Materialization::Ephemeral => {
                     Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
+                }
+                Materialization::Table if matches!(node.config.change_detection, Ok(Some(_)) | Err(_)) => {
+                    match &node.config.change_detection {
+                        Ok(Some(cd)) => run.detected(sql, cd).await,
+                        Err(d) => Err(vec![(**d).clone()].into()),
+                        Ok(None) => unreachable!("matched above"),
+                    }
                 }
                 Materialization::Table => {
                     let (staged, ledger) = run.staged(sql, &places.stage_root).await?;
@@ -199,6 +236,114 @@ impl Materializing<'_> {
         let plan = engine_node::plan(engine, manifest, id, sql).await?;
         let options = self.places.stage_options.clone();
         Ok((engine_node::stage_plan(engine, manifest, id, plan, parent, options).await?, None))
+    }
+
+    /// A change-detected model: its extract joined with its kept row
+    /// hashes in one pass, its new and changed rows staged through its
+    /// rules; every row, on a first run or a full refresh (see [`change`]).
+    async fn detected(&self, sql: &str, cd: &ChangeDetection) -> Result<Materialized, NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let internal = |e: &datafusion::error::DataFusionError| vec![engine_node::internal(e, node, Code::Execution)];
+        let sql = match &cd.deletes {
+            Deletes::Soft { flag, at } => format!(
+                "SELECT __ferry_cd.*, false AS {}, CAST(NULL AS TIMESTAMP) AS {} FROM ({sql}) AS __ferry_cd",
+                quote_ident(flag),
+                quote_ident(at)
+            ),
+            _ => sql.to_owned(),
+        };
+        let planned = engine_node::plan(engine, manifest, id, &sql).await?;
+        let schema = planned.schema().as_arrow().clone();
+        let columns = change::compared_columns(cd, &schema).map_err(|why| {
+            vec![Diagnostic::error(Code::ModelConfig, format!("`{}`: {why}", node.name)).in_file(node.path())]
+        })?;
+        let types = change::Meta::types_in(&schema, &cd.key, &columns);
+        let meta = change::Meta { key: cd.key.clone(), columns, types, run_id: self.places.run_id.clone() };
+        let kept = change::read_kept(&self.places.state_root, &node.name);
+        let full = match &kept {
+            _ if manifest.globals.full_refresh => Some("--full-refresh"),
+            None => Some("it has no row hashes yet"),
+            Some(k) if !k.meta.comparable(&meta) => {
+                Some("its key or compared columns (or their types) changed since the hashes were kept")
+            }
+            Some(_) => None,
+        };
+        let run_dir = &self.places.run_dir.path;
+        let quiet = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
+        let (staged, ledger, mut hashes, gone, counts) = match (full, kept) {
+            (Some(_), _) | (None, None) => {
+                let (staged, ledger) = self.staged(&sql, &self.places.stage_root).await?;
+                let with_ledger =
+                    |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
+                self.register(&staged).await.map_err(with_ledger)?;
+                let hashes_sql = change::hashes_sql(&node.name, &meta.key, &meta.columns);
+                let plan = engine.plan(&hashes_sql).await.map_err(|e| with_ledger(internal(&e)))?;
+                let hashes = engine_node::stage_plan(engine, manifest, id, plan, &run_dir.join("hashes"), quiet)
+                    .await
+                    .map_err(with_ledger)?;
+                let counts = change::Counts { inserted: staged.manifest.row_count, ..Default::default() };
+                (staged, ledger, hashes, None, counts)
+            }
+            (None, Some(kept)) => {
+                let kept_table = format!("{}__ferry_kept_hashes", node.name);
+                engine_node::register_staged(engine, TableReference::bare(kept_table.as_str()), &kept.table)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let joined = change::joined_sql(&sql, &kept_table, &meta.key, &meta.columns);
+                let plan = engine_node::plan(engine, manifest, id, &joined).await?;
+                let stream = engine.execute(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
+                let parents = [run_dir.join("changes"), run_dir.join("hashes"), run_dir.join("gone")];
+                let width = schema.fields().len();
+                let options = self.places.stage_options.clone();
+                let split = match change::split(
+                    stream,
+                    (width, &meta.key),
+                    [&parents[0], &parents[1], &parents[2]],
+                    &node.name,
+                    options,
+                )
+                .await
+                {
+                    Ok(split) => split,
+                    Err(e) => return Err(engine_node::stage_error(engine, manifest, id, e).await.into()),
+                };
+                let changes_table = format!("{}__ferry_changes", node.name);
+                engine_node::register_staged(engine, TableReference::bare(changes_table.as_str()), &split.changes)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let (staged, ledger) = self
+                    .staged(&format!("SELECT * FROM {}", quote_ident(&changes_table)), &self.places.stage_root)
+                    .await?;
+                let with_ledger =
+                    |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
+                self.register(&staged).await.map_err(with_ledger)?;
+                let mut hashes = split.hashes;
+                if staged.manifest.row_count < split.changes.manifest.row_count {
+                    // Changed rows quarantined or dropped keep their kept
+                    // hash, so that the next run finds them again.
+                    let next_table = format!("{}__ferry_next_hashes", node.name);
+                    engine_node::register_staged(engine, TableReference::bare(next_table.as_str()), &hashes)
+                        .await
+                        .map_err(|e| with_ledger(internal(&e)))?;
+                    let tables = (changes_table.as_str(), node.name.as_str(), kept_table.as_str());
+                    let sql = change::corrected_sql(&next_table, tables, &meta.key);
+                    let plan = engine.plan(&sql).await.map_err(|e| with_ledger(internal(&e)))?;
+                    let parent = run_dir.join("hashes-corrected");
+                    hashes = engine_node::stage_plan(engine, manifest, id, plan, &parent, quiet)
+                        .await
+                        .map_err(with_ledger)?;
+                }
+                (staged, ledger, hashes, Some(split.gone), split.counts)
+            }
+        };
+        if let Err(e) = change::write_meta(&hashes, &meta) {
+            let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
+            return Err(NotMaterialized { diagnostics: vec![Diagnostic::error(Code::Execution, message)], ledger });
+        }
+        hashes.manifest = stage::read_manifest(&hashes.dir).unwrap_or(hashes.manifest);
+        let change =
+            ChangeRun { counts, full: full.map(str::to_owned), hashes, gone, deletes: cd.deletes.clone(), kept: false };
+        Ok(Materialized::Detected(Box::new(Detected { staged, ledger, change })))
     }
 
     /// An incremental model: built in full into its next version, or its

@@ -12,6 +12,7 @@
 //! `crate::load`'s and `crate::reconcile`'s library calls.
 
 mod artifacts;
+mod change;
 mod drift;
 mod events;
 mod execute;

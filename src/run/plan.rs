@@ -319,7 +319,10 @@ fn check_config(node: &Node, schema: &SchemaRef) -> Result<(), Vec<Diagnostic>> 
         });
     }
     diags.extend(
-        [config.load.as_ref().err(), config.reconcile.as_ref().err()].into_iter().flatten().map(|d| *d.clone()),
+        [config.load.as_ref().err(), config.reconcile.as_ref().err(), config.change_detection.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .map(|d| *d.clone()),
     );
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut named = |key: &str, what: &str, names: &[String]| {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::Which;
 use super::incremental::CursorRun;
-use super::materialize::Materialized;
+use super::materialize::{ChangeRun, Materialized};
 use super::microbatch::Window;
 use crate::backend::{ColumnSync, LoadReport};
 use crate::diagnostic::Diagnostic;
@@ -19,8 +19,8 @@ use crate::reconcile::{self, Reconciled};
 use crate::stage::StagedTable;
 use crate::state::Ledger;
 use crate::state::run_results::{
-    AdapterResponse, Args, BatchesRecord, CursorRecord, IncrementalRecord, LoadRecord, LoadResult, Metadata,
-    NodeResult, ReconcileVerdict, RunResults, StageRef, Status, Timing,
+    AdapterResponse, Args, BatchesRecord, ChangesRecord, CursorRecord, IncrementalRecord, LoadRecord, LoadResult,
+    Metadata, NodeResult, ReconcileVerdict, RunResults, StageRef, Status, Timing,
 };
 use crate::validate::{TestOutcome, Verdict};
 
@@ -49,6 +49,8 @@ pub struct NodeReport {
     pub reconcile: Option<reconcile::Status>,
     /// An incremental model's run.
     pub incremental: Option<IncrementalReport>,
+    /// A change-detected model's run.
+    pub change: Option<ChangeRun>,
 }
 
 /// What an incremental model's run did; its next version is the report's
@@ -150,6 +152,7 @@ impl NodeReport {
             load: None,
             reconcile: None,
             incremental: None,
+            change: None,
         }
     }
 
@@ -158,6 +161,7 @@ impl NodeReport {
         let (staged, ledger) = match m {
             Materialized::Staged(t, ledger) => (Some(t.clone()), ledger.clone()),
             Materialized::Incremental(i) => (Some(i.next.clone()), i.ledger.clone()),
+            Materialized::Detected(d) => (Some(d.staged.clone()), d.ledger.clone()),
             _ => (None, None),
         };
         let incremental = match m {
@@ -184,6 +188,10 @@ impl NodeReport {
             ledger,
             readers: matches!(m, Materialized::ComputedOnce(_)).then_some(readers),
             incremental,
+            change: match m {
+                Materialized::Detected(d) => Some(d.change.clone()),
+                _ => None,
+            },
             message: None,
             ..NodeReport::not_run(node, Status::Success, String::new())
         }
@@ -250,6 +258,21 @@ impl NodeReport {
                 Err(m) => LoadResult { status: Status::Error, report: None, message: Some(m.clone()) },
             }),
             reconcile: self.reconcile.map(verdict),
+            changes: self.change.as_ref().map(|c| ChangesRecord {
+                run: if c.full.is_some() { "full" } else { "changes" }.to_owned(),
+                reason: c.full.clone(),
+                inserted: c.counts.inserted,
+                updated: c.counts.updated,
+                unchanged: c.counts.unchanged,
+                deleted: c.counts.deleted,
+                deletes: match c.deletes {
+                    crate::manifest::config::Deletes::Hard => "hard",
+                    crate::manifest::config::Deletes::Soft { .. } => "soft",
+                    crate::manifest::config::Deletes::Ignore => "ignore",
+                }
+                .to_owned(),
+                hashes_kept: c.kept,
+            }),
             incremental: self.incremental.as_ref().map(|i| IncrementalRecord {
                 run: if i.full.is_some() { "full" } else { "incremental" }.to_owned(),
                 strategy: i.strategy.name().to_owned(),

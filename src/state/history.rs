@@ -167,12 +167,17 @@ fn node_batch(info: &RunInfo, results: &RunResults) -> Result<RecordBatch> {
 }
 
 /// The rows a node's load inserted, updated and deleted, where they can
-/// be told: an incremental run's from its data's rows before and after
+/// be told: a change-detected run's as it classified them (a soft delete
+/// counts as a delete); an incremental run's from its data's rows before and after
 /// (a key merged again is an update; a microbatch window's rows are
 /// deleted, then its rows inserted); a replacing or appending load inserts
 /// every row it loads.
 fn changes(r: &super::run_results::NodeResult) -> (Option<u64>, Option<u64>, Option<u64>) {
     let Some(load) = loaded(r) else { return (None, None, None) };
+    if let Some(c) = r.changes.as_ref().filter(|c| c.run == "changes") {
+        let deleted = if c.deletes == "ignore" { 0 } else { c.deleted };
+        return (Some(c.inserted), Some(c.updated), Some(deleted));
+    }
     let incremental = r.incremental.as_ref().and_then(|i| i.previous_rows.map(|p| (i, p)));
     match incremental {
         Some((i, previous)) => match i.strategy.as_str() {

@@ -89,6 +89,28 @@ pub struct NodeResult {
     /// For incremental models: how this run went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalRecord>,
+    /// For change-detected models: what changed since the kept hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesRecord>,
+}
+
+/// What change detection found in a run of a model (`change_detection:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangesRecord {
+    /// `changes`, or `full` (every row staged; with `reason`).
+    pub run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Keys gone from the extract.
+    pub deleted: u64,
+    /// What was done with them: `hard`, `soft` or `ignore`.
+    pub deletes: String,
+    /// Whether this run's row hashes are now the kept ones (after its
+    /// load and reconciliation succeeded).
+    pub hashes_kept: bool,
 }
 
 /// What a run of an incremental model did.
@@ -230,6 +252,7 @@ mod tests {
             load,
             reconcile: Some(ReconcileVerdict::Pass),
             incremental: None,
+            changes: None,
         }
     }
 

@@ -380,8 +380,38 @@ impl Mysql {
             self.execute(t, sql).await?;
         }
         let step = Instant::now();
-        self.conn.query_drop("START TRANSACTION").await.map_err(|e| db_error(t, "starting a transaction", &e))?;
         let mut notes = Vec::new();
+        let deleted = job.deleted_keys(TableName { schema: t.schema.clone(), name: "ferry_deleted".into() });
+        if let Some(keys) = &deleted {
+            let into = qualified(&keys.table);
+            self.execute(t, &format!("DROP TEMPORARY TABLE IF EXISTS {into}")).await?;
+            self.execute(t, &create(&keys.table, keys, true)).await?;
+        }
+        self.conn.query_drop("START TRANSACTION").await.map_err(|e| db_error(t, "starting a transaction", &e))?;
+        if let Some(keys) = &deleted {
+            // Records gone from a change-detected extract: out (or
+            // flagged) in this transaction.
+            let into = qualified(&keys.table);
+            self.load_keys(keys, &into).await?;
+            let on: Vec<String> = job.unique_key.iter().map(|k| format!("t.{0} = d.{0}", q(k))).collect();
+            let (sql, done) = match job.deletes.as_ref().and_then(|d| d.soft.as_ref()) {
+                None => {
+                    (format!("DELETE t FROM {} AS t JOIN {into} AS d ON {}", qualified(t), on.join(" AND ")), "deleted")
+                }
+                Some(soft) => (
+                    format!(
+                        "UPDATE {} AS t JOIN {into} AS d ON {} SET {}",
+                        qualified(t),
+                        on.join(" AND "),
+                        soft.set_list(q, "t.")
+                    ),
+                    "flagged deleted",
+                ),
+            };
+            self.execute(t, &sql).await?;
+            notes.push(format!("{} rows {done}", self.conn.affected_rows()));
+            self.execute(t, &format!("DROP TEMPORARY TABLE IF EXISTS {into}")).await?;
+        }
         let mut strategy = "LOAD DATA LOCAL INFILE".to_owned();
         let loaded = if self.local_infile {
             match self.load_data(job, &p.rows_into, rows).await {

@@ -143,13 +143,22 @@ impl Mysql {
         let into = qualified(&keys.table);
         self.execute(t, &format!("DROP TEMPORARY TABLE IF EXISTS {into}")).await?;
         self.execute(t, &create(&keys.table, &keys, true)).await?;
+        let mut loaded = self.load_keys(&keys, &into).await?;
+        if let Some(gone) = job.hard_deleted_keys(keys.table.clone()) {
+            loaded += self.load_keys(&gone, &into).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Loads a job of keys into `into`, by LOAD DATA where the server allows.
+    pub(super) async fn load_keys(&mut self, keys: &LoadJob, into: &str) -> Result<u64, BackendError> {
         let rows = Arc::new(AtomicU64::new(0));
         if !self.local_infile {
-            return self.insert_rows(&keys, &into, &rows).await;
+            return self.insert_rows(keys, into, &rows).await;
         }
-        match self.load_data(&keys, &into, &rows).await {
-            Err(e) if refused(&e) => self.insert_rows(&keys, &into, &rows).await,
-            Err(e) => Err(db_error(t, "loading the staged keys (LOAD DATA)", &e)),
+        match self.load_data(keys, into, &rows).await {
+            Err(e) if refused(&e) => self.insert_rows(keys, into, &rows).await,
+            Err(e) => Err(db_error(&keys.table, "loading keys (LOAD DATA)", &e)),
             Ok(n) => Ok(n),
         }
     }

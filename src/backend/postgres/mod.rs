@@ -358,6 +358,12 @@ impl Postgres {
         let t = &job.table;
         let tx = self.client.transaction().await.map_err(|e| db_error(t, "starting a transaction", &e))?;
         run_all(&tx, t, &before).await?;
+        let mut notes = Vec::new();
+        if let (Some(keys), Some(_)) =
+            (job.deleted_keys(TableName { schema: "pg_temp".into(), name: DELETED.into() }), &existing)
+        {
+            notes.push(delete_keys(&tx, job, &keys).await?);
+        }
         let step = Instant::now();
         let loaded = copy_in(&tx, job, &copy_into, freeze, rows).await?;
         tracing::debug!(elapsed = ?step.elapsed(), rows = loaded, "COPY into {copy_into}");
@@ -374,7 +380,7 @@ impl Postgres {
             rows: loaded,
             strategy: strategy.to_owned(),
             seconds: started.elapsed().as_secs_f64(),
-            notes: Vec::new(),
+            notes,
         })
     }
 
@@ -423,6 +429,35 @@ impl Postgres {
 }
 
 /// Runs statements in order inside `tx`, logging each one's time.
+/// The temporary table of the keys a load deletes.
+const DELETED: &str = "ferry_deleted";
+
+/// Deletes (or flags) the rows whose keys `keys` loads, in `tx`; what it did.
+async fn delete_keys(tx: &Transaction<'_>, job: &LoadJob, keys: &LoadJob) -> Result<String, BackendError> {
+    let t = &job.table;
+    let create = create_table(&keys.table, &keys.columns, false, None);
+    run_all(tx, t, &[format!("{create} ON COMMIT DROP")]).await?;
+    copy_in(tx, keys, &keys.table, false, &AtomicU64::new(0)).await?;
+    let on: Vec<String> = job.unique_key.iter().map(|k| format!("t.{0} = d.{0}", q(k))).collect();
+    let (sql, done) = match job.deletes.as_ref().and_then(|d| d.soft.as_ref()) {
+        None => (
+            format!("DELETE FROM {} AS t USING pg_temp.{DELETED} AS d WHERE {}", qualified(t), on.join(" AND ")),
+            "deleted",
+        ),
+        Some(soft) => (
+            format!(
+                "UPDATE {} AS t SET {} FROM pg_temp.{DELETED} AS d WHERE {}",
+                qualified(t),
+                soft.set_list(q, ""),
+                on.join(" AND ")
+            ),
+            "flagged deleted",
+        ),
+    };
+    let n = tx.execute(&sql, &[]).await.map_err(|e| db_error(t, "deleting the keys gone from the extract", &e))?;
+    Ok(format!("{n} rows {done}"))
+}
+
 async fn run_all(tx: &Transaction<'_>, t: &TableName, statements: &[String]) -> Result<(), BackendError> {
     for sql in statements {
         let step = Instant::now();

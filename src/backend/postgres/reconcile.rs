@@ -166,7 +166,10 @@ impl Postgres {
         tx.batch_execute(&format!("DROP TABLE IF EXISTS pg_temp.{KEYS}; {create}"))
             .await
             .map_err(|e| db_error(t, "creating the table of staged keys", &e))?;
-        let copied = copy_in(&tx, &keys, &keys.table, false, &AtomicU64::new(0)).await?;
+        let mut copied = copy_in(&tx, &keys, &keys.table, false, &AtomicU64::new(0)).await?;
+        if let Some(gone) = job.hard_deleted_keys(keys.table.clone()) {
+            copied += copy_in(&tx, &gone, &keys.table, false, &AtomicU64::new(0)).await?;
+        }
         tx.batch_execute(&format!("ANALYZE pg_temp.{KEYS}"))
             .await
             .map_err(|e| db_error(t, "analyzing the staged keys", &e))?;

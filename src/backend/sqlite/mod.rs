@@ -297,33 +297,31 @@ fn load_blocking(
     for sql in &before {
         tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
     }
-    let mut loaded = 0u64;
-    {
-        let mut stmt = tx.prepare(&insert).map_err(|e| db_error(t, "preparing the insert", &e))?;
-        let mut batches = job.read();
-        while let Some(batch) = batches.blocking_recv() {
-            if cancelled.load(Ordering::Relaxed) {
-                return Err(BackendError::Database {
-                    table: t.name.clone(),
-                    doing: "loading".into(),
-                    message: "interrupted".into(),
-                });
-            }
-            let batch = batch?;
-            let mut cols = cells::columns(&batch)
-                .map_err(|e| BackendError::Read { model: job.model.clone(), message: e.to_string() })?;
-            for row in 0..batch.num_rows() {
-                for (k, col) in cols.iter_mut().enumerate() {
-                    bind(&mut stmt, k + 1, col.cell(row), &job.columns[k].data_type)
-                        .map_err(|e| db_error(t, "binding a value", &e))?;
-                }
-                stmt.raw_execute()
-                    .map_err(|e| db_error(t, &format!("inserting staged row {}", loaded + row as u64 + 1), &e))?;
-            }
-            loaded += batch.num_rows() as u64;
-            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        }
+    if let Some(keys) = job.deleted_keys(TableName { schema: "temp".into(), name: "ferry_deleted".into() }) {
+        // Records gone from a change-detected extract: out (or flagged)
+        // in this transaction.
+        let key_list = job.unique_key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+        let setup =
+            format!("DROP TABLE IF EXISTS temp.ferry_deleted; {}", create("ferry_deleted", &keys.columns, false))
+                .replacen("CREATE TABLE", "CREATE TEMP TABLE", 1);
+        tx.execute_batch(&setup).map_err(|e| db_error(t, "creating the table of deleted keys", &e))?;
+        let marks = vec!["?"; keys.columns.len()].join(", ");
+        insert_all(
+            &tx,
+            &keys,
+            &format!("INSERT INTO temp.ferry_deleted ({key_list}) VALUES ({marks})"),
+            None,
+            cancelled,
+        )?;
+        let matched = format!("({key_list}) IN (SELECT {key_list} FROM temp.ferry_deleted)");
+        let sql = match &keys_soft(job) {
+            None => format!("DELETE FROM {} WHERE {matched}", q(&t.name)),
+            Some(soft) => format!("UPDATE {} SET {} WHERE {matched}", q(&t.name), soft.set_list(q, "")),
+        };
+        tx.execute_batch(&format!("{sql}; DROP TABLE temp.ferry_deleted"))
+            .map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
     }
+    let loaded = insert_all(&tx, job, &insert, Some(rows), cancelled)?;
     if loaded != job.rows() {
         return Err(BackendError::RowCount { table: t.name.clone(), expected: job.rows(), loaded });
     }
@@ -338,6 +336,49 @@ fn load_blocking(
         tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
     }
     tx.commit().map_err(|e| db_error(t, "committing", &e))?;
+    Ok(loaded)
+}
+
+fn keys_soft(job: &LoadJob) -> Option<crate::backend::job::SoftDelete> {
+    job.deletes.as_ref().and_then(|d| d.soft.clone())
+}
+
+/// Runs `insert` once per staged row of `job`, counting into `rows`.
+fn insert_all(
+    tx: &rusqlite::Transaction<'_>,
+    job: &LoadJob,
+    insert: &str,
+    rows: Option<&AtomicU64>,
+    cancelled: &AtomicBool,
+) -> Result<u64, BackendError> {
+    let t = &job.table;
+    let mut loaded = 0u64;
+    let mut stmt = tx.prepare(insert).map_err(|e| db_error(t, "preparing the insert", &e))?;
+    let mut batches = job.read();
+    while let Some(batch) = batches.blocking_recv() {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(BackendError::Database {
+                table: t.name.clone(),
+                doing: "loading".into(),
+                message: "interrupted".into(),
+            });
+        }
+        let batch = batch?;
+        let mut cols = cells::columns(&batch)
+            .map_err(|e| BackendError::Read { model: job.model.clone(), message: e.to_string() })?;
+        for row in 0..batch.num_rows() {
+            for (k, col) in cols.iter_mut().enumerate() {
+                bind(&mut stmt, k + 1, col.cell(row), &job.columns[k].data_type)
+                    .map_err(|e| db_error(t, "binding a value", &e))?;
+            }
+            stmt.raw_execute()
+                .map_err(|e| db_error(t, &format!("inserting staged row {}", loaded + row as u64 + 1), &e))?;
+        }
+        loaded += batch.num_rows() as u64;
+        if let Some(rows) = rows {
+            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+    }
     Ok(loaded)
 }
 

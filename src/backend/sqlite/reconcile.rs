@@ -111,9 +111,13 @@ impl Sqlite {
             message: format!("the scratch path {} is not UTF-8", p.display()),
         })?;
         let keys = job.keys_only(TableName { schema: "main".into(), name: KEYS.into() });
-        let loaded = Sqlite::new(path).load(&keys, &Arc::new(AtomicU64::new(0))).await?;
+        let scratch = Sqlite::new(path);
+        let mut loaded = scratch.load(&keys, &Arc::new(AtomicU64::new(0))).await?.rows;
+        if let Some(gone) = job.hard_deleted_keys(keys.table.clone()) {
+            loaded += scratch.load(&gone, &Arc::new(AtomicU64::new(0))).await?.rows;
+        }
         self.reconcile_keys = Some(Arc::new(dir));
-        Ok(loaded.rows)
+        Ok(loaded)
     }
 
     /// Feeds every row of the table (of the rows whose key was staged, for

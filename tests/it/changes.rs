@@ -1,0 +1,250 @@
+//! Change detection by row hash: a full extract with no timestamp, run
+//! again and again as it changes (inserts, updates, deletes, an unchanged
+//! run, a new and a removed column), on PostgreSQL, MariaDB and SQLite.
+//! After every run the change-detected table equals a full rebuild of the
+//! same extract (`people_full`), the run results and history count each
+//! class, and a load the target refuses leaves the kept hashes as they
+//! were, so the next run loads the same changes and converges.
+
+use crate::common::{TestProject, node_result};
+use crate::load::{Db, ok, project_for};
+
+const SOURCES: &str = "sources:\n  - name: raw\n    tables:\n      - name: people\n        path: data/people.csv\n";
+
+fn with_models(p: TestProject) -> TestProject {
+    let from = "select * from {{ source('raw', 'people') }}";
+    p.file("models/sources.yml", SOURCES)
+        .model("people_full.sql", &format!("{{{{ config(materialized='table', unique_key='id') }}}}\n{from}"))
+        .model(
+            "people_sync.sql",
+            &format!("{{{{ config(materialized='table', change_detection={{'key': ['id']}}) }}}}\n{from}"),
+        )
+        .model(
+            "people_soft.sql",
+            &format!(
+                "{{{{ config(materialized='table', change_detection={{'strategy': 'hash', 'key': 'id', \
+                 'deletes': 'soft', 'deleted_flag': 'is_deleted', 'deleted_at': 'deleted_at'}}) }}}}\n{from}"
+            ),
+        )
+}
+
+fn export(p: &TestProject, text: &str) {
+    fs_err::create_dir_all(p.path().join("data")).expect("data/");
+    fs_err::write(p.path().join("data/people.csv"), text).expect("write the export");
+}
+
+/// The `changes` record of `model` in the last run's results.
+fn changes(p: &TestProject, model: &str) -> serde_json::Value {
+    let results = p.run_results();
+    node_result(&results, &format!("model.shop.{model}")).unwrap_or_else(|| panic!("{model} ran"))["changes"].clone()
+}
+
+/// (inserted, updated, unchanged, deleted) of `model`'s last run.
+fn counts(p: &TestProject, model: &str) -> (u64, u64, u64, u64) {
+    let c = changes(p, model);
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+    (n("inserted"), n("updated"), n("unchanged"), n("deleted"))
+}
+
+async fn assert_in_step(db: &mut Db, run: &str) {
+    let full = db.rows("people_full").await;
+    assert_eq!(db.rows("people_sync").await, full, "{run}: people_sync differs from a full rebuild");
+}
+
+/// Rows of `people_soft` flagged deleted, and all its rows.
+async fn soft_rows(db: &mut Db) -> (usize, usize) {
+    let rows = db.rows("people_soft").await;
+    let flagged = rows
+        .iter()
+        .filter(|r| {
+            r.contains("\"is_deleted\":true") || r.contains("is_deleted='1'") || r.contains("is_deleted=Ok(Integer(1))")
+        })
+        .count();
+    (flagged, rows.len())
+}
+
+async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str)) {
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,rome\n3,cy,oslo\n4,dee,lima\n");
+    let first = p.run(["build"]);
+    ok(&first);
+    assert_eq!(changes(&p, "people_sync")["run"], "full");
+    assert_eq!(changes(&p, "people_sync")["reason"], "it has no row hashes yet");
+    assert_eq!(changes(&p, "people_sync")["hashes_kept"], true);
+    assert_in_step(&mut db, "run 1").await;
+
+    // An insert, an update, a delete, two unchanged.
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,milan\n4,dee,lima\n5,eve,nice\n");
+    let second = p.run(["build"]);
+    ok(&second);
+    assert!(second.stderr.contains("1 inserted, 1 updated, 2 unchanged, 1 deleted"), "{}", second.stderr);
+    assert_eq!(counts(&p, "people_sync"), (1, 1, 2, 1));
+    assert_eq!(p.run_results()["results"].as_array().map(|r| r.len()), Some(3));
+    assert_in_step(&mut db, "run 2").await;
+    assert_eq!(
+        soft_rows(&mut db).await,
+        (1, 5),
+        "the deleted record is kept, flagged: {:?}",
+        db.rows("people_soft").await
+    );
+    let history = p.run(["history", "--model", "people_sync", "--last", "1", "--format", "json"]);
+    ok(&history);
+    let last: serde_json::Value = serde_json::from_str(history.stdout.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!(
+        (last["inserted"].as_u64(), last["updated"].as_u64(), last["deleted"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{last}"
+    );
+
+    // Nothing changed: nothing is staged or loaded but the hashes.
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (0, 0, 4, 0));
+    assert_in_step(&mut db, "run 3").await;
+
+    // Killed after staging, after the load committed, and after its
+    // reconciliation, before the hashes are kept: each time the next run
+    // finds the same change, and the table converges.
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,milan\n4,dee,lima\n5,eve,nice-killed\n");
+    for phase in ["staged", "loaded", "reconciled"] {
+        let killed = p.ferry(["build"]).env("FERRY_TEST_KILL_AT", phase).output().expect("ferry runs");
+        assert!(!killed.status.success(), "{phase}: {}", String::from_utf8_lossy(&killed.stderr));
+    }
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (0, 1, 3, 0), "the change is found again after the kills");
+    assert_in_step(&mut db, "after the kills").await;
+
+    // A load the target refuses: the kept hashes stay, and the next run
+    // loads the same change.
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,milan\n4,dee,lima-refused\n5,eve,nice-killed\n");
+    db.execute(refuse).await;
+    let refused = p.run(["build"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert_eq!(changes(&p, "people_sync")["hashes_kept"], false);
+    db.execute(allow).await;
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (0, 1, 3, 0), "the refused change is found again");
+    assert_in_step(&mut db, "after the refused load").await;
+
+    // A record that comes back after a soft delete is current again.
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,milan\n3,cy,oslo\n4,dee,lima-refused\n5,eve,nice-killed\n");
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (1, 0, 4, 0));
+    assert_eq!(soft_rows(&mut db).await, (0, 5), "the record that came back is not flagged");
+    assert_in_step(&mut db, "a record back").await;
+
+    // A new column, then a removed one: the compared columns changed, so
+    // every row is staged again and replaces the table.
+    export(&p, "id,name,city,email\n1,ann,paris,a@x\n2,bob,milan,b@x\n3,cy,oslo,c@x\n5,eve,nice-killed,e@x\n");
+    ok(&p.run(["build"]));
+    assert_eq!(changes(&p, "people_sync")["run"], "full");
+    assert_in_step(&mut db, "a new column").await;
+    export(&p, "id,name,email\n1,ann,a@x\n2,bob,b@x\n3,cy,c@x\n5,eve,e@y\n");
+    ok(&p.run(["build"]));
+    assert_eq!(changes(&p, "people_sync")["run"], "full");
+    assert_in_step(&mut db, "a removed column").await;
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (0, 0, 4, 0));
+    // A retyped column: its values hash differently, so every row is
+    // staged again and replaces the table.
+    export(&p, "id,name,email\n1,ann,11\n2,bob,12\n3,cy,13\n5,eve,15\n");
+    let retyped = p.run(["build"]);
+    ok(&retyped);
+    assert_eq!(changes(&p, "people_sync")["run"], "full");
+    assert!(
+        changes(&p, "people_sync")["reason"].as_str().is_some_and(|r| r.contains("(or their types) changed")),
+        "{}",
+        retyped.stderr
+    );
+    assert_in_step(&mut db, "a retyped column").await;
+    // A full refresh rebuilds from scratch.
+    ok(&p.run(["build", "--full-refresh"]));
+    assert_eq!(changes(&p, "people_sync")["reason"], "--full-refresh");
+    assert_in_step(&mut db, "full refresh").await;
+    db.drop_schema().await;
+}
+
+/// On a server: a CHECK constraint on `people_sync` (quoted with `q`)
+/// refuses the changed row.
+async fn on_server(db: Db, q: char) {
+    let t = format!("{q}{}{q}.{q}people_sync{q}", db.schema());
+    let refuse = format!("ALTER TABLE {t} ADD CONSTRAINT no_refused CHECK (city <> 'lima-refused')");
+    let allow = format!("ALTER TABLE {t} DROP CONSTRAINT no_refused");
+    let p = with_models(project_for(&db, None, ""));
+    runs_in_step(db, p, (&refuse, &allow)).await;
+}
+
+#[tokio::test]
+async fn postgres_change_detection_keeps_the_table_in_step() {
+    let Some(db) = Db::pg("changes").await else { return };
+    on_server(db, '"').await;
+}
+
+#[tokio::test]
+async fn mysql_change_detection_keeps_the_table_in_step() {
+    let Some(db) = Db::mysql("changes").await else { return };
+    on_server(db, '`').await;
+}
+
+#[tokio::test]
+async fn sqlite_change_detection_keeps_the_table_in_step() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n");
+    let db = Db::sqlite(&p);
+    let p = with_models(p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop")));
+    let refuse = "CREATE TRIGGER no_refused BEFORE UPDATE ON people_sync WHEN NEW.city = 'lima-refused' \
+                  BEGIN SELECT RAISE(ABORT, 'refused'); END;";
+    runs_in_step(db, p, (refuse, "DROP TRIGGER no_refused")).await;
+}
+
+#[test]
+fn change_detection_is_refused_where_it_cannot_work() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\n")
+        .file("models/sources.yml", SOURCES)
+        .model(
+            "people_view.sql",
+            "{{ config(materialized='view', change_detection={'key': 'id'}) }}\nselect * from {{ source('raw', 'people') }}",
+        )
+        .model(
+            "people_nokey.sql",
+            "{{ config(materialized='table', change_detection={'deletes': 'sometimes'}) }}\nselect * from {{ source('raw', 'people') }}",
+        );
+    export(&p, "id,name,city\n1,ann,paris\n");
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    for said in ["`change_detection` needs `materialized: table`", "`change_detection` needs a `key`"] {
+        assert!(ran.stderr.contains(said), "{said}:\n{}", ran.stderr);
+    }
+}
+
+/// A changed row that breaks a rule is quarantined, and keeps its kept
+/// hash: the table keeps the previous version, and once the source is
+/// fixed the next run finds the change again.
+#[test]
+fn a_quarantined_change_is_found_again_once_fixed() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\n")
+        .file("models/sources.yml", SOURCES)
+        .file(
+            "models/schema.yml",
+            "version: 2\nmodels:\n  - name: people_sync\n    columns:\n      - name: city\n        rules:\n          - not_null\n",
+        )
+        .model(
+            "people_sync.sql",
+            "{{ config(materialized='table', change_detection={'key': 'id'}) }}\nselect * from {{ source('raw', 'people') }}",
+        );
+    export(&p, "id,name,city\n1,ann,paris\n2,bob,rome\n");
+    ok(&p.run(["build"]));
+    export(&p, "id,name,city\n1,ann,\n2,bob,milan\n3,cy,\n");
+    let ran = p.run(["build"]);
+    ok(&ran);
+    assert!(ran.stderr.contains("2 quarantined"), "{}", ran.stderr);
+    assert_eq!(counts(&p, "people_sync"), (1, 2, 0, 0));
+    // Unchanged source: the quarantined update and insert are found again.
+    let again = p.run(["build"]);
+    ok(&again);
+    assert_eq!(counts(&p, "people_sync"), (1, 1, 1, 0), "{}", again.stderr);
+    export(&p, "id,name,city\n1,ann,lyon\n2,bob,milan\n3,cy,oslo\n");
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (1, 1, 1, 0));
+    ok(&p.run(["build"]));
+    assert_eq!(counts(&p, "people_sync"), (0, 0, 3, 0));
+}
