@@ -289,11 +289,14 @@ impl Materializing<'_> {
                 engine_node::register_staged(engine, TableReference::bare(kept_table.as_str()), &kept.table)
                     .await
                     .map_err(|e| internal(&e))?;
-                let joined = change::joined_sql(&sql, &kept_table, &meta.key, &meta.columns);
+                // Conversions that fail on a row are found in the joined
+                // pass and quarantined with the changes.
+                let (extract, conversions) = self.converted(&sql).await?;
+                let width = engine_node::plan(engine, manifest, id, &extract).await?.schema().fields().len();
+                let joined = change::joined_sql(&extract, &kept_table, &meta.key, &meta.columns);
                 let plan = engine_node::plan(engine, manifest, id, &joined).await?;
                 let stream = engine.execute(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
                 let parents = [run_dir.join("changes"), run_dir.join("hashes"), run_dir.join("gone")];
-                let width = schema.fields().len();
                 let options = self.places.stage_options.clone();
                 let split = match change::split(
                     stream,
@@ -311,9 +314,14 @@ impl Materializing<'_> {
                 engine_node::register_staged(engine, TableReference::bare(changes_table.as_str()), &split.changes)
                     .await
                     .map_err(|e| internal(&e))?;
-                let (staged, ledger) = self
-                    .staged(&format!("SELECT * FROM {}", quote_ident(&changes_table)), &self.places.stage_root)
-                    .await?;
+                let changed = format!("SELECT * FROM {}", quote_ident(&changes_table));
+                let (staged, ledger) = if self.node().is_checked() || !conversions.is_empty() {
+                    let parent = &self.places.stage_root;
+                    let (staged, ledger) = self.checked_converted(&changed, &conversions, parent).await?;
+                    (staged, Some(ledger))
+                } else {
+                    self.staged(&changed, &self.places.stage_root).await?
+                };
                 let with_ledger =
                     |diagnostics: Vec<Diagnostic>| NotMaterialized { diagnostics, ledger: ledger.clone() };
                 self.register(&staged).await.map_err(with_ledger)?;
@@ -535,17 +543,35 @@ impl Materializing<'_> {
     /// Stages a table through its rules, dedup and quarantined
     /// conversions under `parent`.
     async fn checked(&self, sql: &str, parent: &Utf8Path) -> Result<(StagedTable, Ledger), NotMaterialized> {
-        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
-        let mut checks = rules::checks(&node.config.rules);
-        let mut body = sql.to_owned();
-        if node.config.on_conversion_error == OnConversionError::Quarantine
+        let (body, conversions) = self.converted(sql).await?;
+        self.checked_converted(&body, &conversions, parent).await
+    }
+
+    /// The model's SQL with its conversions made row errors when it
+    /// quarantines them (a query of the rewritten view), and their
+    /// `conversion` rules; else the SQL as it is.
+    async fn converted(&self, sql: &str) -> Result<(String, Vec<Rule>), Vec<Diagnostic>> {
+        if self.node().config.on_conversion_error == OnConversionError::Quarantine
             && let Some((from, conversions)) = self.converting(sql).await?
         {
-            body = format!("SELECT * FROM {}", quote_ident(&from));
-            checks.extend(conversions.iter().enumerate().map(|(k, r)| rules::check(node.config.rules.len() + k, r)));
+            return Ok((format!("SELECT * FROM {}", quote_ident(&from)), conversions));
         }
+        Ok((sql.to_owned(), Vec::new()))
+    }
+
+    /// Stages `body` (the model's rows, with a site column per conversion
+    /// of `conversions`) through its rules, dedup and conversion rules.
+    async fn checked_converted(
+        &self,
+        body: &str,
+        conversions: &[Rule],
+        parent: &Utf8Path,
+    ) -> Result<(StagedTable, Ledger), NotMaterialized> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let mut checks = rules::checks(&node.config.rules);
+        checks.extend(conversions.iter().enumerate().map(|(k, r)| rules::check(node.config.rules.len() + k, r)));
         let checks = Arc::new(checks);
-        let checked = rules::checked_sql(&body, &checks, node.config.dedupe.as_ref());
+        let checked = rules::checked_sql(body, &checks, node.config.dedupe.as_ref());
         let plan = engine_node::plan(engine, manifest, id, &checked).await?;
         let places = self.places;
         let run = CheckedRun {

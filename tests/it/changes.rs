@@ -248,3 +248,40 @@ fn a_quarantined_change_is_found_again_once_fixed() {
     ok(&p.run(["build"]));
     assert_eq!(counts(&p, "people_sync"), (0, 0, 3, 0));
 }
+
+/// A value in a changed row that does not convert is quarantined with the
+/// row, not the model: the other changes load, and the row is tried again.
+#[test]
+fn a_conversion_that_fails_in_a_changed_row_quarantines_the_row() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\n").file(
+        "models/sources.yml",
+        "sources:\n  - name: raw\n    tables:\n      - name: scores\n        path: data/scores.csv\n        \
+         columns:\n          - {name: id, data_type: bigint}\n          - {name: score, data_type: varchar}\n",
+    );
+    let p = p.model(
+        "scores_sync.sql",
+        "{{ config(materialized='table', change_detection={'key': 'id'}) }}\n\
+         select id, cast(score as int) as score from {{ source('raw', 'scores') }}",
+    );
+    let export = |text: &str| {
+        fs_err::create_dir_all(p.path().join("data")).expect("data/");
+        fs_err::write(p.path().join("data/scores.csv"), text).expect("write the export");
+    };
+    let counts = |p: &TestProject| counts(p, "scores_sync");
+    export("id,score\n1,10\n2,20\n");
+    ok(&p.run(["build"]));
+    export("id,score\n1,ten\n2,21\n");
+    let ran = p.run(["build"]);
+    ok(&ran);
+    assert!(ran.stderr.contains("1 quarantined"), "{}", ran.stderr);
+    assert_eq!(counts(&p), (0, 2, 0, 0));
+    let again = p.run(["build"]);
+    ok(&again);
+    assert_eq!(counts(&p), (0, 1, 1, 0), "the bad row is found again: {}", again.stderr);
+    // The target keeps the row's last good version.
+    let db = rusqlite::Connection::open(p.path().join(".ferry/ferry.db").as_std_path()).expect("open the target");
+    let mut stmt = db.prepare("SELECT id, score FROM scores_sync ORDER BY id").expect("prepare");
+    let rows: Vec<(i64, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").map(|r| r.expect("row")).collect();
+    assert_eq!(rows, [(1, 10), (2, 21)]);
+}
