@@ -302,6 +302,15 @@ fn print_ledgers(report: &RunReport, manifest: &Manifest, printer: &Printer) {
         if l.warned > 0 && l.balances() {
             line.push_str(&format!("; {} staged rows warned", group(l.warned)));
         }
+        if let Some(c) = &l.changes {
+            line.push_str(&format!(
+                "; the extract: {} inserted, {} updated, {} unchanged, {} gone",
+                group(c.inserted),
+                group(c.updated),
+                group(c.unchanged),
+                group(c.deleted)
+            ));
+        }
         if let Some(log) = &l.error_log {
             line.push_str(&format!("; log: {log}"));
         }

@@ -100,13 +100,7 @@ pub async fn keep(state_root: &Utf8Path, next: &StagedTable, model: &str) -> Res
 }
 
 /// What a change-detected run found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Counts {
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub deleted: u64,
-}
+pub use crate::state::ChangeCounts as Counts;
 
 /// The columns of a model's rows that are compared: `columns` as
 /// configured, else all but the key and the soft-delete columns.

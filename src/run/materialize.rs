@@ -270,7 +270,7 @@ impl Materializing<'_> {
         };
         let run_dir = &self.places.run_dir.path;
         let quiet = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
-        let (staged, ledger, mut hashes, gone, counts) = match (full, kept) {
+        let (staged, mut ledger, mut hashes, gone, counts) = match (full, kept) {
             (Some(_), _) | (None, None) => {
                 let (staged, ledger) = self.staged(&sql, &self.places.stage_root).await?;
                 let with_ledger =
@@ -344,6 +344,9 @@ impl Materializing<'_> {
                 (staged, ledger, hashes, Some(split.gone), split.counts)
             }
         };
+        if let Some(l) = ledger.as_mut() {
+            l.changes = Some(counts);
+        }
         if let Err(e) = change::write_meta(&hashes, &meta) {
             let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
             return Err(NotMaterialized { diagnostics: vec![Diagnostic::error(Code::Execution, message)], ledger });

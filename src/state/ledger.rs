@@ -24,6 +24,20 @@ pub struct Ledger {
     pub quarantine_file: Option<Utf8PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_log: Option<Utf8PathBuf>,
+    /// For a change-detected model, how the extract's rows were classified
+    /// (only the inserted and updated ones are produced above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeCounts>,
+}
+
+/// How change detection classified an extract's records.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Kept keys gone from the extract.
+    pub deleted: u64,
 }
 
 impl Ledger {

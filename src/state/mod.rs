@@ -22,4 +22,4 @@ pub mod source_schemas;
 pub mod watermarks;
 
 pub use layout::{FERRY_DIR, Layout, RunDir};
-pub use ledger::Ledger;
+pub use ledger::{ChangeCounts, Ledger};

@@ -313,6 +313,7 @@ impl Written {
             ),
             quarantine_file: show(quarantine),
             error_log: show(log),
+            changes: None,
         })
     }
 }

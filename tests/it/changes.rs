@@ -78,6 +78,14 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     ok(&second);
     assert!(second.stderr.contains("1 inserted, 1 updated, 2 unchanged, 1 deleted"), "{}", second.stderr);
     assert_eq!(counts(&p, "people_sync"), (1, 1, 2, 1));
+    assert!(
+        second.stderr.contains("the extract: 1 inserted, 1 updated, 2 unchanged, 1 gone"),
+        "the ledger says it too: {}",
+        second.stderr
+    );
+    let results = p.run_results();
+    let ledger = &node_result(&results, "model.shop.people_sync").expect("people_sync ran")["ledger"];
+    assert_eq!((ledger["produced"].as_u64(), ledger["changes"]["unchanged"].as_u64()), (Some(2), Some(2)), "{ledger}");
     assert_eq!(p.run_results()["results"].as_array().map(|r| r.len()), Some(3));
     assert_in_step(&mut db, "run 2").await;
     assert_eq!(
