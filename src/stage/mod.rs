@@ -8,6 +8,11 @@
 //! checks the files against the manifest before anything trusts them. This
 //! module writes, verifies and reads back stages ([`read`]); it does not
 //! plan or execute models, and where the stages live is `state::Layout`'s.
+//!
+//! Every column is written with a Parquet logical type, so that other
+//! readers (DuckDB, pyarrow, Spark) read the stage as ferry does: Arrow
+//! types Parquet has no such type for are widened first (seconds to
+//! milliseconds for timestamps and times, `Date64` to `Date32`).
 
 pub mod read;
 
@@ -160,7 +165,7 @@ async fn write_files(
     options: StageOptions,
 ) -> Result<StageManifest, StageError> {
     let schema = match partitions.first() {
-        Some(p) => p.schema(),
+        Some(p) => parquet_native(&p.schema()),
         None => Arc::new(datafusion::arrow::datatypes::Schema::empty()),
     };
     // Spawned, so partitions encode Parquet on different threads; a
@@ -219,11 +224,17 @@ async fn write_partition(
     mut rows: SendableRecordBatchStream,
     options: StageOptions,
 ) -> Result<Vec<StagedFile>, StageError> {
-    let schema = rows.schema();
+    let schema = parquet_native(&rows.schema());
+    let widen = schema != rows.schema();
     let mut files = Vec::new();
     let mut current: Option<(Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64)> = None;
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(|source| StageError::Execute { model: model.to_owned(), source })?;
+        let batch = if widen {
+            widened(&batch, &schema).map_err(|e| StageError::Execute { model: model.to_owned(), source: e.into() })?
+        } else {
+            batch
+        };
         let mut offset = 0;
         while offset < batch.num_rows() {
             let (path, writer, written) = match current.as_mut() {
@@ -350,6 +361,47 @@ pub fn read_manifest(dir: &Utf8Path) -> Result<StageManifest, StageError> {
         }
     }
     Ok(manifest)
+}
+
+/// `schema` with each type that Parquet has no logical type for widened to
+/// one it has.
+fn parquet_native(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType as D, Field, Schema, TimeUnit};
+    let native = |t: &D| match t {
+        D::Timestamp(TimeUnit::Second, tz) => Some(D::Timestamp(TimeUnit::Millisecond, tz.clone())),
+        D::Time32(TimeUnit::Second) => Some(D::Time32(TimeUnit::Millisecond)),
+        D::Date64 => Some(D::Date32),
+        _ => None,
+    };
+    if !schema.fields().iter().any(|f| native(f.data_type()).is_some()) {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match native(f.data_type()) {
+            Some(t) => f.as_ref().clone().with_data_type(t),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` cast to `schema` (from [`parquet_native`]).
+fn widened(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 fn columns(schema: &SchemaRef) -> Vec<StagedColumn> {

@@ -513,3 +513,54 @@ async fn the_example_migration_builds() {
     assert_eq!(dups.iter().map(|l| l.trim_matches(['|', ' '])).collect::<Vec<_>>(), vec!["0"], "one row per customer");
     assert!(customers["row_count"].as_u64().unwrap() > 0);
 }
+
+/// Every date and time column is staged with a Parquet logical type, so
+/// that other readers (DuckDB, pyarrow) read the stage as ferry does:
+/// Arrow's second-precision timestamps and times and `Date64`, which
+/// Parquet has no type for, are widened (never a bare INT64).
+#[tokio::test]
+async fn every_staged_time_type_has_a_parquet_logical_type() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let sql = "{{ config(materialized='table') }}\nselect 1 as id, \
+        arrow_cast(timestamp '2024-01-02 03:04:05', 'Timestamp(Second, None)') as ts_s, \
+        arrow_cast(timestamp '2024-01-02 03:04:05', 'Timestamp(Millisecond, None)') as ts_ms, \
+        timestamp '2024-01-02 03:04:05' as ts_ns, \
+        arrow_cast(timestamp '2024-01-02 03:04:05', 'Timestamp(Second, Some(\"UTC\"))') as tstz_s, \
+        arrow_cast(date '2024-01-02', 'Date64') as d64, date '2024-01-02' as d32, \
+        arrow_cast(arrow_cast(time '03:04:05', 'Time64(Microsecond)'), 'Time32(Second)') as t_s, \
+        time '03:04:05' as t_us";
+    let p = TestProject::new().model("times.sql", sql);
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let dir = p.path().join(".ferry/stage/times");
+    let file = fs_err::read_dir(&dir)
+        .expect("the stage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a Parquet file");
+    let reader = SerializedFileReader::new(fs_err::File::open(&file).expect("open").into_parts().0).expect("Parquet");
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    for column in schema.columns().iter().filter(|c| c.name() != "id") {
+        assert!(column.logical_type_ref().is_some(), "`{}` has no logical type: {:?}", column.name(), column);
+    }
+    let rows = p.query_stages(&["times"], "select ts_s, tstz_s, d64, t_s from times").await;
+    assert_eq!(rows, ["| 2024-01-02T03:04:05 | 2024-01-02T03:04:05Z | 2024-01-02 | 03:04:05 |"]);
+}
+
+/// `ferry show -s <seed>` shows the seed's rows, before it is seeded (from
+/// its CSV) and after (from its stage).
+#[test]
+fn show_previews_a_seed() {
+    let p = TestProject::new()
+        .file("seeds/events.csv", "id,at\n1,2024-01-01 10:00:00\n2,2024-01-02 11:00:00\n")
+        .model("ev.sql", "select * from {{ ref('events') }}");
+    for step in ["before", "after"] {
+        if step == "after" {
+            assert_eq!(p.run(["seed"]).code, Some(0));
+        }
+        let shown = p.run(["show", "-s", "events", "--format", "json"]);
+        assert_eq!(shown.code, Some(0), "{step}: {}", shown.stderr);
+        assert!(shown.stdout.contains("\"at\":\"2024-01-02T11:00:00\""), "{step}: {}", shown.stdout);
+    }
+}
