@@ -48,7 +48,12 @@ impl Preview {
                 node.relation.as_ref().map_or_else(|| node.name.clone(), |r| r.rendered.clone())
             ),
         };
-        Preview { name: node.display_name(), sql, parents: manifest.graph.parents(id).iter().copied().collect() }
+        // A seed is read as its readers read it: from its stage, else its CSV.
+        let parents = match &node.resource {
+            Resource::Seed(_) => BTreeSet::from([id]),
+            _ => manifest.graph.parents(id).iter().copied().collect(),
+        };
+        Preview { name: node.display_name(), sql, parents }
     }
 
     /// The rows of `--inline` SQL, which may use `ref()` and `source()`.
