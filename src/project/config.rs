@@ -21,7 +21,9 @@ const PROJECT_KEYS: &[&str] = &[
     "config-version",
     "profile",
     "model-paths",
+    "source-paths",
     "seed-paths",
+    "data-paths",
     "test-paths",
     "analysis-paths",
     "macro-paths",
@@ -198,8 +200,13 @@ impl ProjectFile {
             Some(v) if !v.is_null() => v.deserialize_into(&file, "`vars`")?,
             _ => Map::new(),
         };
-        let model_paths = paths("model-paths", &["models"])?;
-        let seed_paths = paths("seed-paths", &["seeds"])?;
+        // dbt before 1.0 named them `source-paths` and `data-paths`.
+        let either = |key: &str, legacy: &str, default: &[&str]| match root.get(key) {
+            None if root.get(legacy).is_some() => paths(legacy, default),
+            _ => paths(key, default),
+        };
+        let model_paths = either("model-paths", "source-paths", &["models"])?;
+        let seed_paths = either("seed-paths", "data-paths", &["seeds"])?;
         let macro_paths = paths("macro-paths", &["macros"])?;
         let mut docs_default: Vec<Utf8PathBuf> = model_paths.clone();
         docs_default.extend(seed_paths.iter().cloned());
@@ -423,6 +430,15 @@ mod tests {
         assert_eq!(warnings[0].help.as_deref(), Some("did you mean `materialized`?"));
         assert_eq!(warnings[1].code, Code::UnusedConfigPath);
         assert_eq!(warnings[1].help.as_deref(), Some("did you mean `staging`?"));
+    }
+
+    #[test]
+    fn legacy_path_keys_are_read_when_the_current_ones_are_absent() {
+        let (p, warnings) = project("name: shop\nsource-paths: [src]\ndata-paths: [data]\n");
+        assert_eq!((p.model_paths, p.seed_paths), (vec![Utf8PathBuf::from("src")], vec![Utf8PathBuf::from("data")]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (p, _) = project("name: shop\nmodel-paths: [m]\nsource-paths: [src]\n");
+        assert_eq!(p.model_paths, vec![Utf8PathBuf::from("m")]);
     }
 
     #[test]
