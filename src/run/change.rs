@@ -211,7 +211,7 @@ pub async fn split(
     let (hashes_tx, hashes_rx) = mpsc::channel(4);
     let (gone_tx, gone_rx) = mpsc::channel(4);
     let writers = async {
-        let opts = StageOptions { rows_written: None, ..options.clone() };
+        let opts = StageOptions { rows_written: None, fast_codec: true, ..options.clone() };
         tokio::try_join!(
             stage::write_stage(parents[0], model, vec![receiver(&changes_schema, changes_rx)], options.clone()),
             stage::write_stage(parents[1], model, vec![receiver(&hashes_schema, hashes_rx)], opts.clone()),

@@ -269,7 +269,7 @@ impl Materializing<'_> {
             Some(_) => None,
         };
         let run_dir = &self.places.run_dir.path;
-        let quiet = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
+        let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
         let (staged, mut ledger, mut hashes, gone, counts) = match (full, kept) {
             (Some(_), _) | (None, None) => {
                 let (staged, ledger) = self.staged(&sql, &self.places.stage_root).await?;
@@ -295,6 +295,9 @@ impl Materializing<'_> {
                 let width = engine_node::plan(engine, manifest, id, &extract).await?.schema().fields().len();
                 let joined = change::joined_sql(&extract, &kept_table, &meta.key, &meta.columns);
                 let plan = engine_node::plan(engine, manifest, id, &joined).await?;
+                // Partitioned: each thread builds half the kept hashes. (A
+                // table built once and shared, collect-left, measured slower:
+                // one thread builds it while the others wait.)
                 let stream = engine.execute(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
                 let parents = [run_dir.join("changes"), run_dir.join("hashes"), run_dir.join("gone")];
                 let options = self.places.stage_options.clone();

@@ -101,11 +101,14 @@ pub struct StageOptions {
     pub max_rows_per_file: u64,
     /// Counts rows as they are written, for progress displays.
     pub rows_written: Option<Arc<AtomicU64>>,
+    /// Compress with LZ4 rather than ZSTD: faster to write, larger, for
+    /// data that hardly compresses (row hashes).
+    pub fast_codec: bool,
 }
 
 impl Default for StageOptions {
     fn default() -> Self {
-        StageOptions { max_rows_per_file: 4_000_000, rows_written: None }
+        StageOptions { max_rows_per_file: 4_000_000, rows_written: None, fast_codec: false }
     }
 }
 
@@ -196,7 +199,7 @@ async fn write_files(
     // An empty result still gets one (empty) file, so its schema is kept.
     if files.is_empty() {
         let path = dir.join("part-00000.parquet");
-        let writer = open_writer(&path, model, &schema).await?;
+        let writer = open_writer(&path, model, &schema, &options).await?;
         files.push(finish_file((path, writer, 0), model).await?);
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -241,7 +244,7 @@ async fn write_partition(
                 Some(open) => open,
                 None => {
                     let path = dir.join(format!("part-{partition:03}-{:03}.parquet", files.len()));
-                    let writer = open_writer(&path, model, &schema).await?;
+                    let writer = open_writer(&path, model, &schema, &options).await?;
                     current.insert((path, writer, 0))
                 }
             };
@@ -275,11 +278,12 @@ async fn open_writer(
     path: &Utf8Path,
     model: &str,
     schema: &SchemaRef,
+    options: &StageOptions,
 ) -> Result<AsyncArrowWriter<tokio::fs::File>, StageError> {
+    use datafusion::parquet::basic::Compression;
     let file = tokio::fs::File::create(path).await.map_err(|e| io("create", path, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(datafusion::parquet::basic::Compression::ZSTD(Default::default()))
-        .build();
+    let codec = if options.fast_codec { Compression::LZ4_RAW } else { Compression::ZSTD(Default::default()) };
+    let props = WriterProperties::builder().set_compression(codec).build();
     AsyncArrowWriter::try_new(file, Arc::clone(schema), Some(props)).map_err(|source| StageError::Write {
         model: model.to_owned(),
         path: path.to_owned(),
