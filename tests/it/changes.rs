@@ -77,6 +77,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     let second = p.run(["build"]);
     ok(&second);
     assert!(second.stderr.contains("1 inserted, 1 updated, 2 unchanged, 1 deleted"), "{}", second.stderr);
+    assert!(second.stderr.contains("1 rows deleted"), "the load says what it deleted: {}", second.stderr);
     assert_eq!(counts(&p, "people_sync"), (1, 1, 2, 1));
     assert!(
         second.stderr.contains("the extract: 1 inserted, 1 updated, 2 unchanged, 1 gone"),
@@ -141,12 +142,17 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
 
     // A new column, then a removed one: the compared columns changed, so
     // every row is staged again and replaces the table.
+    // Each is reported as source drift too (`warn`, the default).
     export(&p, "id,name,city,email\n1,ann,paris,a@x\n2,bob,milan,b@x\n3,cy,oslo,c@x\n5,eve,nice-killed,e@x\n");
-    ok(&p.run(["build"]));
+    let added = p.run(["build"]);
+    ok(&added);
+    assert!(added.stderr.contains("`email` (Utf8) is new, column 4"), "{}", added.stderr);
     assert_eq!(changes(&p, "people_sync")["run"], "full");
     assert_in_step(&mut db, "a new column").await;
     export(&p, "id,name,email\n1,ann,a@x\n2,bob,b@x\n3,cy,c@x\n5,eve,e@y\n");
-    ok(&p.run(["build"]));
+    let removed = p.run(["build"]);
+    ok(&removed);
+    assert!(removed.stderr.contains("`city` is gone"), "{}", removed.stderr);
     assert_eq!(changes(&p, "people_sync")["run"], "full");
     assert_in_step(&mut db, "a removed column").await;
     ok(&p.run(["build"]));
@@ -156,6 +162,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     export(&p, "id,name,email\n1,ann,11\n2,bob,12\n3,cy,13\n5,eve,15\n");
     let retyped = p.run(["build"]);
     ok(&retyped);
+    assert!(retyped.stderr.contains("`email` was Utf8, now Int64"), "{}", retyped.stderr);
     assert_eq!(changes(&p, "people_sync")["run"], "full");
     assert!(
         changes(&p, "people_sync")["reason"].as_str().is_some_and(|r| r.contains("(or their types) changed")),

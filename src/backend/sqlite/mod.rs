@@ -100,7 +100,7 @@ impl Sqlite {
         // (Ctrl-C), the flag tells it to stop, and its transaction rolls back.
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let (job_, rows, cancelled) = (job.clone(), Arc::clone(rows), Arc::clone(&cancel.0));
-        let loaded = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows, &cancelled))
+        let (loaded, notes) = tokio::task::spawn_blocking(move || load_blocking(conn, &job_, &rows, &cancelled))
             .await
             .map_err(|e| BackendError::Database {
                 table: job.table.name.clone(),
@@ -113,7 +113,7 @@ impl Sqlite {
             rows: loaded,
             strategy: "prepared INSERTs in one transaction".into(),
             seconds: started.elapsed().as_secs_f64(),
-            notes: Vec::new(),
+            notes,
         })
     }
 
@@ -288,8 +288,9 @@ fn load_blocking(
     job: &LoadJob,
     rows: &AtomicU64,
     cancelled: &AtomicBool,
-) -> Result<u64, BackendError> {
+) -> Result<(u64, Vec<String>), BackendError> {
     let t = &job.table;
+    let mut notes = Vec::new();
     let (before, insert, after) = statements(job, preflight(&conn, job)?);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -318,8 +319,10 @@ fn load_blocking(
             None => format!("DELETE FROM {} WHERE {matched}", q(&t.name)),
             Some(soft) => format!("UPDATE {} SET {} WHERE {matched}", q(&t.name), soft.set_list(q, "")),
         };
-        tx.execute_batch(&format!("{sql}; DROP TABLE temp.ferry_deleted"))
-            .map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+        let n = tx.execute(&sql, []).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
+        tx.execute_batch("DROP TABLE temp.ferry_deleted").map_err(|e| db_error(t, "dropping the deleted keys", &e))?;
+        let done = if keys_soft(job).is_some() { "flagged deleted" } else { "deleted" };
+        notes.push(format!("{n} rows {done}"));
     }
     let loaded = insert_all(&tx, job, &insert, Some(rows), cancelled)?;
     if loaded != job.rows() {
@@ -336,7 +339,7 @@ fn load_blocking(
         tx.execute_batch(sql).map_err(|e| db_error(t, &format!("running `{sql}`"), &e))?;
     }
     tx.commit().map_err(|e| db_error(t, "committing", &e))?;
-    Ok(loaded)
+    Ok((loaded, notes))
 }
 
 fn keys_soft(job: &LoadJob) -> Option<crate::backend::job::SoftDelete> {
