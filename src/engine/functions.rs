@@ -213,17 +213,6 @@ impl RowHash {
     }
 }
 
-/// The type a value is hashed as: one per kind of value, whatever type
-/// the reader chose for it.
-pub fn hashed_type(t: &DataType) -> DataType {
-    match t {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        DataType::Dictionary(_, v) => hashed_type(v),
-        t => crate::values::cells::canonical(t).unwrap_or_else(|| t.clone()),
-    }
-}
-
 impl ScalarUDFImpl for RowHash {
     fn name(&self) -> &str {
         "ferry_row_hash"
@@ -244,7 +233,7 @@ impl ScalarUDFImpl for RowHash {
         let mut arrays = Vec::with_capacity(args.args.len());
         for a in &args.args {
             let a = a.to_array(n)?;
-            let t = hashed_type(a.data_type());
+            let t = crate::values::cells::value_type(a.data_type());
             arrays.push(if &t == a.data_type() { a } else { cast(&a, &t)? });
         }
         let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;

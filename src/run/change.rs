@@ -30,10 +30,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::engine::functions::hashed_type;
 use crate::manifest::config::{ChangeDetection, Deletes};
 use crate::stage::{self, StageError, StageOptions, StagedTable};
 use crate::template::functions::quote_ident;
+use crate::values::cells;
 
 /// The column of a record's hash in the kept hashes.
 pub const HASH: &str = "__ferry_hash";
@@ -62,7 +62,9 @@ impl Meta {
     pub fn types_in(schema: &Schema, key: &[String], columns: &[String]) -> Vec<String> {
         key.iter()
             .chain(columns)
-            .map(|c| schema.field_with_name(c).map(|f| hashed_type(f.data_type()).to_string()).unwrap_or_default())
+            .map(|c| {
+                schema.field_with_name(c).map(|f| cells::value_type(f.data_type()).to_string()).unwrap_or_default()
+            })
             .collect()
     }
 }
@@ -74,14 +76,14 @@ pub struct Kept {
     pub meta: Meta,
 }
 
-/// Where a model's hashes are kept: `<state>/hashes/<model>/`.
-pub fn kept_dir(state_root: &Utf8Path, model: &str) -> Utf8PathBuf {
-    state_root.join("hashes").join(model)
+/// Where models' hashes are kept: `<state>/hashes/`, one directory each.
+fn hashes_root(state_root: &Utf8Path) -> Utf8PathBuf {
+    state_root.join("hashes")
 }
 
 /// The model's kept hashes, when there are any that check.
 pub fn read_kept(state_root: &Utf8Path, model: &str) -> Option<Kept> {
-    let dir = kept_dir(state_root, model);
+    let dir = hashes_root(state_root).join(model);
     let manifest = stage::read_manifest(&dir).ok()?;
     let meta: Meta = serde_json::from_slice(&fs_err::read(dir.join(META_FILE)).ok()?).ok()?;
     Some(Kept { table: StagedTable { dir, manifest }, meta })
@@ -93,10 +95,9 @@ pub fn write_meta(hashes: &StagedTable, meta: &Meta) -> std::io::Result<()> {
     fs_err::write(hashes.dir.join(META_FILE), json)
 }
 
-/// Replaces the model's kept hashes with a run's next ones (dropping the
-/// previous-hash column they carry).
+/// Replaces the model's kept hashes with a run's next ones.
 pub async fn keep(state_root: &Utf8Path, next: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
-    stage::commit(&state_root.join("hashes"), next, model).await
+    stage::commit(&hashes_root(state_root), next, model).await
 }
 
 /// What a change-detected run found.

@@ -234,14 +234,7 @@ pub struct SchemaChange {
 impl SchemaChange {
     pub fn between(current: &SchemaRef, planned: &SchemaRef) -> SchemaChange {
         // Types that hold the same values and load alike are one type here.
-        let canonical = |t: &DataType| {
-            let t = match t {
-                DataType::Utf8View | DataType::LargeUtf8 => &DataType::Utf8,
-                DataType::BinaryView | DataType::LargeBinary => &DataType::Binary,
-                t => t,
-            };
-            cells::canonical(t).unwrap_or_else(|| t.clone())
-        };
+        let canonical = cells::value_type;
         let mut change = SchemaChange::default();
         for f in planned.fields() {
             match current.field_with_name(f.name()) {

@@ -270,7 +270,7 @@ impl Materializing<'_> {
         };
         let run_dir = &self.places.run_dir.path;
         let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
-        let (staged, mut ledger, mut hashes, gone, counts) = match (full, kept) {
+        let (staged, mut ledger, hashes, gone, counts) = match (full, kept) {
             (Some(_), _) | (None, None) => {
                 let (staged, ledger) = self.staged(&sql, &self.places.stage_root).await?;
                 let with_ledger =
@@ -354,7 +354,6 @@ impl Materializing<'_> {
             let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
             return Err(NotMaterialized { diagnostics: vec![Diagnostic::error(Code::Execution, message)], ledger });
         }
-        hashes.manifest = stage::read_manifest(&hashes.dir).unwrap_or(hashes.manifest);
         let change =
             ChangeRun { counts, full: full.map(str::to_owned), hashes, gone, deletes: cd.deletes.clone(), kept: false };
         Ok(Materialized::Detected(Box::new(Detected { staged, ledger, change })))

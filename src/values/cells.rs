@@ -39,6 +39,19 @@ pub fn canonical(dt: &DataType) -> Option<DataType> {
     })
 }
 
+/// The one type of values that several Arrow types hold alike: the
+/// [`canonical`] type, with string and binary views and large forms as
+/// plain strings and binaries (what a reader happened to choose does not
+/// make a column another column).
+pub fn value_type(dt: &DataType) -> DataType {
+    let t = canonical(dt).unwrap_or_else(|| dt.clone());
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        t => t,
+    }
+}
+
 /// Whether values of `dt` are written as JSON text.
 pub fn is_nested(dt: &DataType) -> bool {
     use DataType as D;
