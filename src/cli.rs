@@ -61,6 +61,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Create a new project in DIR that compiles.
     Init(InitArgs),
+    /// Install the dbt packages that `packages.yml` lists into `dbt_packages/`, pinned in `package-lock.yml`.
+    Deps(DepsArgs),
     /// Render every selected model and plan it on DataFusion, writing SQL to `.ferry/compiled/`.
     Compile(SelectArgs),
     /// Run the selected models: tables are staged as Parquet under `.ferry/stage/`.
@@ -99,6 +101,13 @@ pub struct InitArgs {
     /// Project name (default: the directory name).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// Resolve every package anew (git revisions to their newest commits) instead of the lock file's pins.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// dbt's node selection.

@@ -22,7 +22,8 @@
 //!                         (`backend/<db>/`); readers of files and databases
 //! values project template the ground floor: shared value types, files on
 //! dag diagnostic state    disk, Jinja, the graph, diagnostics, and the
-//!                         `.ferry/` layout with what runs keep there
+//! package                 `.ferry/` layout with what runs keep there; dbt
+//!                         packages installed (`ferry deps`)
 //! ```
 
 pub mod backend;
@@ -35,6 +36,7 @@ pub mod error;
 pub mod load;
 pub mod logging;
 pub mod manifest;
+pub mod package;
 pub mod printer;
 pub mod project;
 pub mod reconcile;

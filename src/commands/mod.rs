@@ -5,6 +5,7 @@
 
 mod compile;
 mod debug;
+mod deps;
 mod errors;
 mod history;
 mod init;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
     };
     match &cli.command {
         Command::Init(args) => init::init(args, &printer),
+        Command::Deps(args) => deps::deps(&settings()?, args, &printer),
         Command::Compile(args) => compile::compile(&settings()?, args, &printer).await,
         Command::Run(args) => run::run(&settings()?, args, Which::Run, &printer).await,
         Command::Seed(args) => run::run(&settings()?, args, Which::Seed, &printer).await,
@@ -71,6 +73,7 @@ fn changes_project(command: &Command) -> Option<&'static str> {
         Command::Load(_) => "load",
         Command::Reconcile(_) => "reconcile",
         Command::Rollback(_) => "rollback",
+        Command::Deps(_) => "deps",
         _ => return None,
     })
 }

@@ -18,7 +18,7 @@ use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
 use crate::project::nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
 use crate::template::functions::{Relation, Resolver, quote_ident};
-use crate::template::{Globals, NodeContext, Rendered, Templater, merge_config};
+use crate::template::{Globals, MacroSources, NodeContext, Rendered, Templater, merge_config};
 
 impl Manifest {
     /// Builds the manifest: renders every model and singular test, resolves
@@ -108,7 +108,12 @@ impl Builder {
             .collect();
         let mut globals = globals.clone();
         globals.docs = Arc::new(parts.docs);
-        let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &parts.macro_files);
+        let macros = MacroSources {
+            project: parts.macro_files,
+            packages: parts.packages.into_iter().map(|p| (p.name, p.macro_files)).collect(),
+            dispatch: parts.file.dispatch.clone(),
+        };
+        let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &macros);
         self.diags.extend(macro_diags);
         let first_model = nodes.len();
         for (m, rel) in models {
@@ -261,7 +266,7 @@ impl Builder {
             .filter(|(i, _)| !failed.contains(i))
             .filter_map(|(i, n)| {
                 let Resource::Test(Test {
-                    kind: TestKind::Generic { test_name, attached_to, column, args, origin, .. },
+                    kind: TestKind::Generic { test_name, package, attached_to, column, args, origin },
                     ..
                 }) = &n.resource
                 else {
@@ -270,7 +275,11 @@ impl Builder {
                 let result = match relation_of(attached_to) {
                     Some(rel) => {
                         let column = args.get("column_name").and_then(Json::as_str).or(column.as_deref());
-                        templater.render_generic_test(test_name, narrowed(&rel, &n.raw_config), column, args)
+                        let qualified = match package {
+                            Some(p) => format!("{p}.{test_name}"),
+                            None => test_name.clone(),
+                        };
+                        templater.render_generic_test(&qualified, narrowed(&rel, &n.raw_config), column, args)
                     }
                     None => Err(Box::new(Diagnostic::error(
                         Code::UnknownRef,

@@ -157,6 +157,18 @@ pub struct ProjectFile {
     /// `history: {keep_runs: N}`: the runs whose quarantine and error files
     /// are kept (all when unset).
     pub keep_runs: Option<usize>,
+    /// `dispatch:`: per macro namespace, the namespaces searched in order.
+    pub dispatch: Vec<(String, Vec<String>)>,
+    /// `packages-install-path` (dbt's default `dbt_packages`).
+    pub packages_install_path: Utf8PathBuf,
+}
+
+/// One `dispatch:` entry of the project file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DispatchEntry {
+    macro_namespace: String,
+    search_order: Vec<String>,
 }
 
 /// The project file's `history:`.
@@ -229,8 +241,22 @@ impl ProjectFile {
             }
             _ => None,
         };
+        let dispatch = match root.get("dispatch") {
+            Some(n) if !n.is_null() => n
+                .deserialize_into::<Vec<DispatchEntry>>(&file, "`dispatch`")?
+                .into_iter()
+                .map(|d| (d.macro_namespace, d.search_order))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let packages_install_path = match root.get("packages-install-path") {
+            Some(n) if !n.is_null() => n.deserialize_into(&file, "`packages-install-path`")?,
+            _ => Utf8PathBuf::from("dbt_packages"),
+        };
         Ok(ProjectFile {
             keep_runs,
+            dispatch,
+            packages_install_path,
             name,
             profile: root.get("profile").and_then(Node::as_str).map(str::to_owned),
             model_paths,

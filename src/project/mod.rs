@@ -48,8 +48,25 @@ pub struct Project {
     pub sources: Vec<SourceTable>,
     pub tests: Vec<Test>,
     pub macro_files: Vec<Arc<SourceFile>>,
+    /// The packages installed under `packages-install-path` (`ferry deps`).
+    pub packages: Vec<Package>,
     /// `{% docs name %}` blocks by name.
     pub docs: BTreeMap<String, String>,
+}
+
+/// An installed package: its name (from its project file) and its macros.
+#[derive(Debug)]
+pub struct Package {
+    pub name: String,
+    /// The project-relative directory it is installed in.
+    pub dir: Utf8PathBuf,
+    pub macro_files: Vec<Arc<SourceFile>>,
+}
+
+/// Whether a file under `test-paths` is in a `generic/` folder at its top,
+/// where dbt keeps generic tests (macro files).
+fn is_generic_test_file(test_paths: &[Utf8PathBuf], path: &Utf8Path) -> bool {
+    test_paths.iter().any(|dir| path.strip_prefix(dir).is_ok_and(|rest| rest.starts_with("generic")))
 }
 
 /// Finds the project root: the nearest directory at or above `start` that
@@ -184,6 +201,13 @@ impl Loader {
         for path in self.files(&file.macro_paths, &["sql"]) {
             macro_files.push(self.source_file(&path)?);
         }
+        // dbt reads `tests/generic/` as macros: generic tests, not singular ones.
+        for path in self.files(&file.test_paths, &["sql"]) {
+            if is_generic_test_file(&file.test_paths, &path) {
+                macro_files.push(self.source_file(&path)?);
+            }
+        }
+        let packages = self.packages(&file)?;
 
         let mut model_patches = HashMap::new();
         let mut seed_patches = HashMap::new();
@@ -225,7 +249,55 @@ impl Loader {
         }
         self.check_name_clashes(&models, &seeds);
         let tests = self.tests(&file, decls)?;
-        Ok(Project { root: self.root.clone(), file, models, seeds, sources, tests, macro_files, docs })
+        Ok(Project { root: self.root.clone(), file, models, seeds, sources, tests, macro_files, packages, docs })
+    }
+
+    /// The packages installed under `packages-install-path`, each a
+    /// directory with a `dbt_project.yml`, in name order. Their project
+    /// files' unknown keys are the package author's business, not warned of.
+    fn packages(&mut self, file: &ProjectFile) -> Result<Vec<Package>, ProjectError> {
+        let install = &file.packages_install_path;
+        let Ok(entries) = fs_err::read_dir(self.root.join(install)) else { return Ok(Vec::new()) };
+        let mut names: Vec<String> =
+            entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| !n.starts_with('.')).collect();
+        names.sort();
+        let mut packages: Vec<Package> = Vec::new();
+        for dir_name in names {
+            let dir = install.join(&dir_name);
+            let project_file = dir.join("dbt_project.yml");
+            if !self.root.join(&project_file).is_file() {
+                continue;
+            }
+            let source = self.source_file(&project_file)?;
+            let parsed = match ProjectFile::parse(source, &mut Vec::new()) {
+                Ok(p) => p,
+                Err(d) => {
+                    self.diags.push(*d);
+                    continue;
+                }
+            };
+            if parsed.name == file.name || packages.iter().any(|p| p.name == parsed.name) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::DuplicateName,
+                        format!(
+                            "package `{}` in `{dir}` has the name of another package or of this project",
+                            parsed.name
+                        ),
+                    )
+                    .in_file(&parsed.file.path)
+                    .with_help("run `ferry deps` again to reinstall the packages that `packages.yml` lists"),
+                );
+                continue;
+            }
+            let macro_dirs: Vec<Utf8PathBuf> = parsed.macro_paths.iter().map(|p| dir.join(p)).collect();
+            let mut macro_files = Vec::new();
+            for path in self.files(&macro_dirs, &["sql"]) {
+                macro_files.push(self.source_file(&path)?);
+            }
+            packages.push(Package { name: parsed.name, dir, macro_files });
+        }
+        Ok(packages)
     }
 
     fn insert_patch(&mut self, map: &mut HashMap<String, schema::Patch>, p: schema::Patch, kind: &str) {
@@ -386,10 +458,14 @@ impl Loader {
                 NodeRef::Model(n) | NodeRef::Seed(n) => n.clone(),
                 NodeRef::Source(s, t) => format!("source_{s}_{t}"),
             };
-            let name = d
-                .custom_name
-                .clone()
-                .unwrap_or_else(|| nodes::generic_test_name(&d.test_name, &target_name, d.column.as_deref(), &d.args));
+            let name = d.custom_name.clone().unwrap_or_else(|| {
+                // dbt prefixes a package's test with the package: `dbt_utils_expression_is_true_..`.
+                let test = match &d.package {
+                    Some(p) => format!("{p}_{}", d.test_name),
+                    None => d.test_name.clone(),
+                };
+                nodes::generic_test_name(&test, &target_name, d.column.as_deref(), &d.args)
+            });
             let folder: Vec<String> =
                 d.origin.file.path.parent().map(|p| p.iter().skip(1).map(str::to_owned).collect()).unwrap_or_default();
             let mut fqn = vec![file.name.clone()];
@@ -414,6 +490,9 @@ impl Loader {
             });
         }
         for path in self.files(&file.test_paths, &["sql"]) {
+            if is_generic_test_file(&file.test_paths, &path) {
+                continue;
+            }
             let fqn = fqn_for(&file.name, &file.test_paths, &path);
             let config = tree.resolve(&fqn);
             tests.push(Test {

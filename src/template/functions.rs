@@ -102,6 +102,8 @@ impl Object for Relation {
             "schema" => &self.schema,
             "identifier" | "name" | "table" => &self.identifier,
             "render" => &self.rendered,
+            // dbt-utils' `_is_relation` checks `metadata.type` ends in `Relation`.
+            "metadata" => return Some(to_value(serde_json::json!({ "type": "FerryRelation" }))),
             _ => return None,
         } as &str))
     }
@@ -345,9 +347,11 @@ impl Object for Timestamp {
     }
 }
 
-/// `adapter`: `adapter.quote(name)` and `adapter.dispatch('macro')`.
+/// `adapter`: `adapter.quote(name)` and `adapter.dispatch('macro', 'namespace')`.
 #[derive(Debug)]
-pub struct Adapter;
+pub struct Adapter {
+    pub dispatch: Arc<super::dispatch::Dispatch>,
+}
 
 impl Object for Adapter {
     fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
@@ -357,10 +361,22 @@ impl Object for Adapter {
                 Ok(Value::from(quote_ident(&name)))
             }
             "dispatch" => {
-                let (name, _ns): (String, Option<Value>) = minijinja::value::from_args(args)?;
-                state.lookup(&name).filter(|v| !v.is_undefined()).ok_or_else(|| {
-                    Error::new(ErrorKind::UnknownFunction, format!("no macro named `{name}` to dispatch to"))
-                })
+                let (name, namespace, kwargs): (String, Option<String>, minijinja::value::Kwargs) =
+                    minijinja::value::from_args(args)?;
+                let namespace = match namespace {
+                    Some(ns) => Some(ns),
+                    None => kwargs.get::<Option<String>>("macro_namespace")?,
+                };
+                if kwargs.has("packages") {
+                    let _: Value = kwargs.get("packages")?;
+                    capture(state).warnings.push(format!(
+                        "adapter.dispatch('{name}', packages=...) is dbt's old form; ferry ignores `packages` and searches `macro_namespace`"
+                    ));
+                }
+                kwargs.assert_all_used()?;
+                self.dispatch
+                    .find(&name, namespace.as_deref())
+                    .map_err(|msg| fail(ErrorKind::UnknownFunction, TemplateFailure::CompilerError(msg)))
             }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }

@@ -6,6 +6,7 @@
 //! `ref`/`source`/`config` calls actually made (see [`functions::Capture`]).
 //! This module knows nothing about DataFusion or the DAG.
 
+pub mod dispatch;
 pub mod functions;
 pub mod scan;
 pub mod source_map;
@@ -60,10 +61,21 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// A macro file as registered: its original text and how offsets in the
+/// The macro files of one invocation, by namespace.
+#[derive(Debug, Default, Clone)]
+pub struct MacroSources {
+    /// The root project's macro files (its namespace is the project's name).
+    pub project: Vec<Arc<SourceFile>>,
+    /// Installed packages' macro files, by package name.
+    pub packages: Vec<(String, Vec<Arc<SourceFile>>)>,
+    /// The project's `dispatch:` entries: namespace and search order.
+    pub dispatch: Vec<(String, Vec<String>)>,
+}
+
+/// A registered template file: its original text and how offsets in the
 /// rewritten text map back to it.
 #[derive(Debug, Clone)]
-struct MacroFile {
+struct TemplateFile {
     file: Arc<SourceFile>,
     /// (rewritten offset, original offset) at the start of each unchanged run.
     anchors: Vec<(usize, usize)>,
@@ -73,23 +85,27 @@ struct MacroFile {
 #[derive(Clone)]
 pub struct Templater {
     env: Environment<'static>,
-    files: HashMap<String, Arc<SourceFile>>,
-    macro_files: HashMap<String, MacroFile>,
-    /// Macro name -> file that defines it.
+    files: HashMap<String, TemplateFile>,
+    /// Macro name -> file that defines it, for the macros callable unqualified.
     pub macros: BTreeMap<String, String>,
+    /// Namespace -> macro name -> (file, callable).
+    namespaces: BTreeMap<String, BTreeMap<String, (String, Value)>>,
 }
 
 const MACRO_PREFIX: &str = "__ferry_macro_";
 
-/// ferry's built-in generic tests (`unique`, `not_null`, `accepted_values`,
-/// `relationships`), as Jinja a project can override.
-const BUILTIN_TESTS: &str = include_str!("builtin/generic_tests.sql");
-const BUILTIN_TESTS_PATH: &str = "<ferry>/generic_tests.sql";
+/// ferry's built-in macros, in dbt's namespace: the generic tests (`unique`,
+/// `not_null`, `accepted_values`, `relationships`) and dbt's cross-database
+/// macros, as Jinja a project can override.
+const BUILTIN_FILES: [(&str, &str); 2] = [
+    ("<ferry>/generic_tests.sql", include_str!("builtin/generic_tests.sql")),
+    ("<ferry>/cross_db.sql", include_str!("builtin/cross_db.sql")),
+];
 
 impl Templater {
     /// Builds the environment with dbt's context functions and every macro.
     /// Macro files that do not parse become diagnostics.
-    pub fn new(globals: &Globals, resolver: Arc<Resolver>, macro_files: &[Arc<SourceFile>]) -> (Self, Vec<Diagnostic>) {
+    pub fn new(globals: &Globals, resolver: Arc<Resolver>, sources: &MacroSources) -> (Self, Vec<Diagnostic>) {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -105,7 +121,8 @@ impl Templater {
         env.add_function("doc", functions::doc_fn(Arc::clone(&globals.docs)));
         env.add_function("fromjson", functions::fromjson);
         env.add_global("exceptions", Value::from_object(functions::Exceptions));
-        env.add_global("adapter", Value::from_object(functions::Adapter));
+        env.add_function("__ferry_mutable", dispatch::mutable);
+        env.add_function("should_store_failures", || false);
         env.add_global("run_started_at", Value::from_object(functions::Timestamp(globals.run_started_at)));
         env.add_global("invocation_id", globals.invocation_id.clone());
         env.add_global("target", functions::to_value(&globals.target));
@@ -115,46 +132,64 @@ impl Templater {
             "flags",
             functions::to_value(serde_json::json!({ "FULL_REFRESH": globals.full_refresh, "WHICH": globals.which })),
         );
-        let mut this = Templater { env, files: HashMap::new(), macro_files: HashMap::new(), macros: BTreeMap::new() };
+        let mut this = Templater { env, files: HashMap::new(), macros: BTreeMap::new(), namespaces: BTreeMap::new() };
         let mut diags = Vec::new();
-        for file in macro_files {
-            if let Err(d) = this.add_macro_file(file, false) {
-                diags.push(*d);
+        // Unqualified names go to the first definer: the project, then the
+        // packages, then the built-ins (which a project may so override).
+        let project = (globals.project_name.clone(), sources.project.clone());
+        let builtin: Vec<Arc<SourceFile>> =
+            BUILTIN_FILES.iter().map(|(path, text)| SourceFile::new(*path, *text)).collect();
+        let builtin = (dispatch::BUILTIN.to_owned(), builtin);
+        for (namespace, files) in std::iter::once(&project).chain(&sources.packages).chain(std::iter::once(&builtin)) {
+            for file in files {
+                if let Err(d) = this.add_macro_file(file, namespace) {
+                    diags.push(*d);
+                }
             }
         }
-        let builtin = Arc::new(SourceFile::new(BUILTIN_TESTS_PATH, BUILTIN_TESTS));
-        if let Err(d) = this.add_macro_file(&builtin, true) {
-            diags.push(*d);
+        let mut dispatch = dispatch::Dispatch {
+            root: globals.project_name.clone(),
+            search_orders: sources.dispatch.iter().cloned().collect(),
+            namespaces: BTreeMap::new(),
+        };
+        for (namespace, macros) in &this.namespaces {
+            let macros: Arc<dispatch::Macros> =
+                Arc::new(macros.iter().map(|(name, (_, caller))| (name.clone(), caller.clone())).collect());
+            if !this.macros.contains_key(namespace) {
+                let ns = dispatch::Namespace { name: namespace.clone(), macros: Arc::clone(&macros) };
+                this.env.add_global(namespace.clone(), Value::from_object(ns));
+            }
+            dispatch.namespaces.insert(namespace.clone(), macros);
         }
+        this.env.add_global("adapter", Value::from_object(functions::Adapter { dispatch: Arc::new(dispatch) }));
         (this, diags)
     }
 
-    /// Registers a macro file. A built-in file's macros yield to the
-    /// project's own macros of the same name (as dbt's do).
-    fn add_macro_file(&mut self, file: &Arc<SourceFile>, builtin: bool) -> Result<(), Box<Diagnostic>> {
-        let (rewritten, names, anchors) = rewrite_macro_file(&file.text);
+    /// Registers a macro file in `namespace`. A macro is callable
+    /// unqualified unless an earlier namespace took its name.
+    fn add_macro_file(&mut self, file: &Arc<SourceFile>, namespace: &str) -> Result<(), Box<Diagnostic>> {
+        let (rewritten, names, anchors) = rewrite(&file.text, true);
         let name = file.path.to_string();
-        self.macro_files.insert(name.clone(), MacroFile { file: Arc::clone(file), anchors });
+        self.files.insert(name.clone(), TemplateFile { file: Arc::clone(file), anchors });
         self.env.add_template_owned(name.clone(), rewritten).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
         for macro_name in names {
-            if builtin && self.macros.contains_key(&macro_name) {
-                continue;
-            }
-            if let Some(other) = self.macros.get(&macro_name) {
+            let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+            if let Some((other, _)) = ns.get(&macro_name) {
                 return Err(Box::new(
                     Diagnostic::error(Code::DuplicateName, format!("macro `{macro_name}` is defined twice"))
                         .in_file(&file.path)
                         .with_note(format!("also defined in `{other}`")),
                 ));
             }
-            self.env.add_global(
-                macro_name.clone(),
-                Value::from_object(MacroCaller {
-                    template: name.clone(),
-                    inner: format!("{MACRO_PREFIX}{macro_name}"),
-                }),
-            );
-            self.macros.insert(macro_name, name.clone());
+            let caller = Value::from_object(MacroCaller {
+                template: name.clone(),
+                inner: format!("{MACRO_PREFIX}{macro_name}"),
+            });
+            ns.insert(macro_name.clone(), (name.clone(), caller.clone()));
+            if !self.macros.contains_key(&macro_name) {
+                self.env.add_global(macro_name.clone(), caller);
+                self.macros.insert(macro_name, name.clone());
+            }
         }
         Ok(())
     }
@@ -162,8 +197,21 @@ impl Templater {
     /// Registers a model, test or analysis template; a syntax error is a diagnostic.
     pub fn add_template(&mut self, file: &Arc<SourceFile>) -> Result<(), Box<Diagnostic>> {
         let name = file.path.to_string();
-        self.files.insert(name.clone(), Arc::clone(file));
-        self.env.add_template_owned(name, file.text.to_string()).map_err(|e| Box::new(self.diagnostic(&e, None)))
+        let (rewritten, _, anchors) = rewrite(&file.text, false);
+        self.files.insert(name.clone(), TemplateFile { file: Arc::clone(file), anchors });
+        self.env.add_template_owned(name, rewritten).map_err(|e| Box::new(self.diagnostic(&e, None)))
+    }
+
+    /// The generic test macro `name` names (`unique`, or a package's
+    /// `dbt_utils.expression_is_true`), as the expression that calls it.
+    fn generic_test_macro(&self, test_name: &str) -> Option<String> {
+        match test_name.split_once('.') {
+            Some((ns, bare)) => {
+                let found = self.namespaces.get(ns).is_some_and(|m| m.contains_key(&format!("test_{bare}")));
+                found.then(|| format!("{ns}.test_{bare}"))
+            }
+            None => self.macros.contains_key(&format!("test_{test_name}")).then(|| format!("test_{test_name}")),
+        }
     }
 
     /// Renders a registered template for one node.
@@ -196,8 +244,7 @@ impl Templater {
         column_name: Option<&str>,
         args: &Map<String, Json>,
     ) -> Result<Rendered, Box<Diagnostic>> {
-        let macro_name = format!("test_{test_name}");
-        if !self.macros.contains_key(&macro_name) {
+        let Some(macro_name) = self.generic_test_macro(test_name) else {
             let known = self.macros.keys().filter_map(|m| m.strip_prefix("test_"));
             let mut d = Diagnostic::error(Code::UnknownTest, format!("no generic test named `{test_name}`"))
                 .with_note("define it in `macros/` with `{% test name(model, column_name) %}`");
@@ -205,7 +252,7 @@ impl Templater {
                 d = d.with_help(help);
             }
             return Err(Box::new(d));
-        }
+        };
         let mut args = args.clone();
         if let Some(c) = column_name {
             args.insert("column_name".to_owned(), Json::from(c));
@@ -277,6 +324,11 @@ impl Templater {
 
     /// Builds the source map for a model whose plain render gave `plain`.
     pub fn source_map(&self, file: &SourceFile, node: &NodeContext, plain: &str) -> Option<source_map::SourceMap> {
+        // A template whose literals were made mutable renders from other
+        // text than the file's; its output is not mapped.
+        if self.files.get(file.path.as_str()).is_some_and(|t| t.anchors.len() > 1) {
+            return None;
+        }
         let marked = source_map::mark(&file.text);
         let out = self.env.render_named_str(file.path.as_str(), &marked.source, node_context(node)).ok()?;
         marked.source_map(&out, plain, &file.text)
@@ -327,17 +379,11 @@ impl Templater {
 
     fn locate(&self, err: &Error) -> (Option<Arc<SourceFile>>, Option<Range<usize>>) {
         let Some(name) = err.name() else { return (None, None) };
-        let (file, map): (Arc<SourceFile>, Option<&MacroFile>) = if let Some(f) = self.files.get(name) {
-            (Arc::clone(f), None)
-        } else if let Some(m) = self.macro_files.get(name) {
-            (Arc::clone(&m.file), Some(m))
-        } else {
-            return (None, None);
-        };
-        let range = match (err.range(), map) {
-            (Some(r), None) => Some(r),
-            (Some(r), Some(m)) => Some(m.to_original(r.start)..m.to_original(r.end)),
-            (None, _) => err.line().and_then(|line| line_range(&file, line)),
+        let Some(m) = self.files.get(name) else { return (None, None) };
+        let file = Arc::clone(&m.file);
+        let range = match err.range() {
+            Some(r) => Some(m.to_original(r.start)..m.to_original(r.end)),
+            None => err.line().and_then(|line| line_range(&file, line)),
         };
         let range = range.filter(|r| r.end <= file.text.len());
         (Some(file), range)
@@ -372,10 +418,8 @@ fn mutation_help(err: &Error) -> Option<String> {
         .into_iter()
         .find(|m| detail.ends_with(&format!("has no method named {m}")))?;
     Some(match method {
-        "update" => "dicts cannot change in place; build a new one: `{% set d = dict(d, key=value) %}`".to_owned(),
-        _ => {
-            format!("lists cannot change in place (`{method}`); build a new one: `{{% set items = items + [value] %}}`")
-        }
+        "update" => "only a dict that `{% set %}` assigns as a literal changes in place (`{% set d = {} %}`); or build a new one: `{% set d = dict(d, key=value) %}`".to_owned(),
+        _ => "only a list that `{% set %}` assigns as a literal changes in place (`{% set items = [] %}`); or build a new one: `{% set items = items + [value] %}`".to_owned(),
     })
 }
 
@@ -387,7 +431,7 @@ fn line_range(file: &SourceFile, line: usize) -> Option<Range<usize>> {
     Some(start + lead..end)
 }
 
-impl MacroFile {
+impl TemplateFile {
     fn to_original(&self, offset: usize) -> usize {
         let idx = self.anchors.partition_point(|(rw, _)| *rw <= offset);
         match idx.checked_sub(1).and_then(|i| self.anchors.get(i)) {
@@ -477,28 +521,38 @@ fn state_lookup(state: &State<'_, '_>, name: &str) -> Value {
     state.lookup(name).unwrap_or_default()
 }
 
-/// Rewrites a macro file so its macros are reached through [`MacroCaller`]:
-/// `{% macro m(..) %}` becomes `{% macro __ferry_macro_m(..) %}`, dbt's
-/// `{% test t(..) %}` becomes the macro `test_t`, and `{% docs %}` and
-/// `{% materialization %}` blocks are skipped. Returns the new text, the
-/// macro names, and offset anchors back to the original.
-fn rewrite_macro_file(src: &str) -> (String, Vec<String>, Vec<(usize, usize)>) {
+/// Rewrites a template for dbt's Jinja. In every template, a list or dict
+/// literal assigned by `{% set %}` becomes changeable in place
+/// (`{% do items.append(x) %}`), as in dbt. In a macro file (`macros`), its
+/// macros are reached through [`MacroCaller`]: `{% macro m(..) %}` becomes
+/// `{% macro __ferry_macro_m(..) %}`, dbt's `{% test t(..) %}` becomes the
+/// macro `test_t`, and `{% docs %}` and `{% materialization %}` blocks are
+/// skipped. Returns the new text, the macro names, and offset anchors back
+/// to the original.
+fn rewrite(src: &str, macros: bool) -> (String, Vec<String>, Vec<(usize, usize)>) {
     let mut out = String::with_capacity(src.len() + 64);
     let mut names = Vec::new();
     let mut anchors = vec![(0, 0)];
     let mut copied = 0;
     for seg in scan::segments(src) {
         let Some((keyword, rest)) = seg.statement(src) else { continue };
+        let (open, close) = (&src[seg.range.start..seg.inner.start], &src[seg.inner.end..seg.range.end]);
         let replacement = match keyword {
+            "set" => match mutable_literal(rest) {
+                Some((name, literal)) => format!("{open} set {name} = __ferry_mutable({literal}) {close}"),
+                None => continue,
+            },
+            _ if !macros => continue,
             "macro" | "test" => {
                 let name_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
                 let name = &rest[..name_len];
                 let full = if keyword == "test" { format!("test_{name}") } else { name.to_owned() };
                 let tail = &rest[name_len..];
                 names.push(full.clone());
-                format!("{{% macro {MACRO_PREFIX}{full}{tail} %}}")
+                // The delimiters stay as written: `-%}` trims the body's start.
+                format!("{open} macro {MACRO_PREFIX}{full}{tail} {close}")
             }
-            "endtest" => "{% endmacro %}".to_owned(),
+            "endtest" => format!("{open} endmacro {close}"),
             "docs" | "materialization" => "{% if false %}{% raw %}".to_owned(),
             "enddocs" | "endmaterialization" => "{% endraw %}{% endif %}".to_owned(),
             _ => continue,
@@ -510,6 +564,46 @@ fn rewrite_macro_file(src: &str) -> (String, Vec<String>, Vec<(usize, usize)>) {
     }
     out.push_str(&src[copied..]);
     (out, names, anchors)
+}
+
+/// `name = [...]` or `name = {...}` (the rest of a `set` statement whose
+/// value is one list or dict literal), as its name and literal.
+fn mutable_literal(rest: &str) -> Option<(&str, &str)> {
+    let (name, value) = rest.split_once('=')?;
+    let (name, value) = (name.trim(), value.trim());
+    let ident = name.chars().all(|c| c.is_alphanumeric() || c == '_') && !name.is_empty();
+    let close = match value.chars().next()? {
+        '[' => ']',
+        '{' => '}',
+        _ => return None,
+    };
+    if !ident || !value.ends_with(close) || value.starts_with("==") {
+        return None;
+    }
+    // The opening bracket must close at the very end: `[1] + x` is no literal.
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '[' | '{' | '(' => depth += 1,
+                ']' | '}' | ')' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 && i + c.len_utf8() < value.len() {
+                        return None;
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    (depth == 0).then_some((name, value))
 }
 
 /// `{% docs name %}...{% enddocs %}` blocks in a Markdown file.
@@ -565,7 +659,8 @@ mod tests {
         }
         resolver.sources.insert(("raw".into(), "orders".into()), rel("raw_orders"));
         let files: Vec<_> = macros.iter().map(|(p, t)| SourceFile::new(*p, *t)).collect();
-        let (t, diags) = Templater::new(&globals(), Arc::new(resolver), &files);
+        let sources = MacroSources { project: files, ..Default::default() };
+        let (t, diags) = Templater::new(&globals(), Arc::new(resolver), &sources);
         assert!(diags.is_empty(), "{diags:?}");
         t
     }
@@ -667,10 +762,12 @@ mod tests {
     #[test]
     fn list_mutation_gets_a_rewrite_hint_and_dbt_idioms_work() {
         let mut t = templater(&[]);
-        let d = render(&mut t, "{% set xs = [] %}{% do xs.append(1) %}").unwrap_err();
+        let d = render(&mut t, "{% set xs = 'a,b'.split(',') %}{% do xs.append(1) %}").unwrap_err();
         assert_eq!(
             d.help.as_deref(),
-            Some("lists cannot change in place (`append`); build a new one: `{% set items = items + [value] %}`")
+            Some(
+                "only a list that `{% set %}` assigns as a literal changes in place (`{% set items = [] %}`); or build a new one: `{% set items = items + [value] %}`"
+            )
         );
         let r = render(
             &mut t,
@@ -678,6 +775,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.sql, "A,B 2 HI 2023");
+    }
+
+    #[test]
+    fn set_literals_change_in_place_as_in_dbt() {
+        let mut t = templater(&[(
+            "macros/keys.sql",
+            "{% macro keys(cols) %}{%- set out = [] -%}{%- for c in cols -%}{%- do out.append(c ~ '_key') -%}{%- endfor -%}{{ return(out) }}{% endmacro %}",
+        )]);
+        let r = render(
+            &mut t,
+            "{%- set xs = [] %}{% for i in range(3) %}{% do xs.append(i) %}{% endfor %}{% do xs.extend([7, 8]) %}{% do xs.insert(0, -1) %}{{ xs.pop() }} {{ xs | join(',') }} {{ xs | length }} {{ (xs + [9]) | join(',') }} {{ xs[-1] }}",
+        )
+        .unwrap();
+        assert_eq!(r.sql, "8 -1,0,1,2,7 5 -1,0,1,2,7,9 7");
+        let r = render(
+            &mut t,
+            "{% set d = {'a': 1} %}{% do d.update({'b': 2}) %}{% do d.update(c=3) %}{{ d.pop('a') }} {{ d.b }} {{ d['c'] }} {% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.setdefault('e', 5) }} {{ 'e' in d }}",
+        )
+        .unwrap();
+        assert_eq!(r.sql, "1 2 3 b=2;c=3; 5 True");
+        assert_eq!(render(&mut t, "{{ keys(['a', 'b']) | join(' ') }}").unwrap().sql, "a_key b_key");
+        // Only whole literals are rewritten; a set that is no literal is left alone.
+        assert_eq!(render(&mut t, "{% set xs = [1] + [2] %}{{ xs | join(',') }}").unwrap().sql, "1,2");
+        assert_eq!(mutable_literal("xs = [1, ']'] "), Some(("xs", "[1, ']']")));
+        assert_eq!(mutable_literal("a, b = [1, 2]"), None);
+        assert_eq!(mutable_literal("xs = [1][0]"), None);
+    }
+
+    #[test]
+    fn namespaced_macros_and_dispatch_reach_the_right_variant() {
+        let mut t = templater(&[(
+            "macros/over.sql",
+            "{% macro default__type_string() %}{{ return('text') }}{% endmacro %}{% macro shout(x) %}{{ return(adapter.dispatch('shout')(x)) }}{% endmacro %}{% macro postgres__shout(x) %}{{ x | upper }}!{% endmacro %}",
+        )]);
+        // The project's own default__type_string wins over dbt's, as in dbt.
+        let r = render(&mut t, "{{ dbt.type_string() }} {{ type_int() }} {{ shout('hi') }} {{ shop.shout('yo') }}")
+            .unwrap();
+        assert_eq!(r.sql, "text integer HI! YO!");
+        let r =
+            render(&mut t, "{{ dbt.hash(dbt.concat(['a', \"'-'\", 'b'])) }} {{ dbt.dateadd('day', 1, 'd') }}").unwrap();
+        assert_eq!(
+            r.sql,
+            "md5(cast(a || '-' || b as varchar)) (cast(d as timestamp) + cast(cast(1 as varchar) || ' day' as interval))"
+        );
+        let d = render(&mut t, "{{ adapter.dispatch('nope', 'dbt')() }}").unwrap_err();
+        assert!(d.message.contains("'shop.ferry__nope'") && d.message.contains("'dbt.default__nope'"), "{}", d.message);
+        let d = render(&mut t, "{{ nosuch.star() }}").unwrap_err();
+        assert!(d.message.contains("nosuch"), "{}", d.message);
     }
 
     #[test]

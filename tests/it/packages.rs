@@ -1,0 +1,285 @@
+//! dbt packages and macros: `ferry deps` with local and git packages,
+//! namespaced macros, `adapter.dispatch` with a project override, package
+//! generic tests, and dbt's cross-database macros against PostgreSQL.
+
+use std::process::Command;
+
+use crate::common::TestProject;
+use crate::load::Db;
+
+fn git(dir: &camino::Utf8Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A git repository holding a package `tools` in `pkg/` (a subdirectory):
+/// a dispatched macro and a generic test. Returns the repo and the commit.
+fn tools_repo(dir: &camino::Utf8Path, greeting: &str) -> String {
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(pkg.join("macros")).unwrap();
+    std::fs::write(pkg.join("dbt_project.yml"), "name: tools\nversion: '1.0'\nconfig-version: 2\n").unwrap();
+    std::fs::write(
+        pkg.join("macros/tools.sql"),
+        format!(
+            "{{% macro greet(x) %}}{{{{ return(adapter.dispatch('greet', 'tools')(x)) }}}}{{% endmacro %}}\n\
+             {{% macro default__greet(x) %}}'{greeting} ' || {{{{ x }}}}{{% endmacro %}}\n\
+             {{% macro shout(x) %}}{{{{ return(adapter.dispatch('shout', 'tools')(x)) }}}}{{% endmacro %}}\n\
+             {{% macro default__shout(x) %}}upper({{{{ x }}}}){{% endmacro %}}\n\
+             {{% test is_positive(model, column_name) %}}select * from {{{{ model }}}} where {{{{ column_name }}}} <= 0{{% endtest %}}\n"
+        ),
+    )
+    .unwrap();
+    if !dir.join(".git").exists() {
+        git(dir, &["init", "--quiet", "--initial-branch=main"]);
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "--quiet", "-m", greeting]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+#[test]
+fn deps_installs_git_and_local_packages_and_models_call_them() {
+    let repo_dir = tempfile::tempdir().unwrap();
+    let repo = camino::Utf8Path::from_path(repo_dir.path()).unwrap().to_owned();
+    let first = tools_repo(&repo, "hello");
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = camino::Utf8Path::from_path(local_dir.path()).unwrap();
+    std::fs::create_dir_all(local.join("macros")).unwrap();
+    std::fs::write(local.join("dbt_project.yml"), "name: helpers\n").unwrap();
+    std::fs::write(local.join("macros/h.sql"), "{% macro twice(x) %}({{ x }} * 2){% endmacro %}\n").unwrap();
+
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\ndispatch:\n  - macro_namespace: tools\n    search_order: [shop, tools]\n")
+        .file(
+            "packages.yml",
+            &format!(
+                "packages:\n  - git: \"{{{{ env_var('FERRY_TEST_TOOLS_REPO') }}}}\"\n    revision: main\n    subdirectory: pkg\n  - local: {local}\n"
+            ),
+        )
+        // The project overrides one of the package's dispatched macros.
+        .file("macros/over.sql", "{% macro ferry__shout(x) %}lower({{ x }}){% endmacro %}\n")
+        .model(
+            "greetings.sql",
+            "{{ config(materialized='table') }}\nselect id, {{ tools.greet('name') }} as greeting, {{ tools.shout('name') }} as quiet, {{ helpers.twice('id') }} as doubled\nfrom (values (1, 'Ada'), (2, 'Bo')) as t(id, name)\n",
+        )
+        .file(
+            "models/schema.yml",
+            "models:\n  - name: greetings\n    columns:\n      - name: id\n        data_tests: [tools.is_positive]\n      - name: doubled\n        data_tests: [is_positive]\n",
+        );
+
+    // Before `ferry deps`, the namespace is unknown.
+    let before = p.run(["compile"]);
+    assert_eq!(before.code, Some(1), "{}", before.stderr);
+
+    let deps = p.ferry(["deps"]).env("FERRY_TEST_TOOLS_REPO", repo.as_str()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&deps.stderr);
+    assert_eq!(deps.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("installed tools from {repo} at {}", &first[..10])), "{stderr}");
+    assert!(stderr.contains("installed helpers from"), "{stderr}");
+    let lock = p.read("package-lock.yml");
+    assert!(lock.contains(&first), "{lock}");
+    assert!(p.path().join("dbt_packages/tools/macros/tools.sql").is_file());
+    assert!(p.path().join("dbt_packages/helpers/macros/h.sql").is_file());
+
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let rows = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(p.query_stages(&["greetings"], "select id, greeting, quiet, doubled from greetings"));
+    assert_eq!(
+        rows,
+        vec!["| 1  | hello Ada | ada   | 2       |".to_owned(), "| 2  | hello Bo  | bo    | 4       |".to_owned()]
+    );
+    let results = p.run_results().to_string();
+    for test in ["test.shop.tools_is_positive_greetings_id", "test.shop.is_positive_greetings_doubled"] {
+        let r = crate::common::node_result(&p.run_results(), test).cloned();
+        assert_eq!(r.as_ref().and_then(|r| r["status"].as_str()), Some("pass"), "{test}: {results}");
+    }
+
+    // A new commit on the branch: the lock keeps the pinned commit until --upgrade.
+    let second = tools_repo(&repo, "hi");
+    let again = p.ferry(["deps"]).env("FERRY_TEST_TOOLS_REPO", repo.as_str()).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(p.read("package-lock.yml").contains(&first));
+    let upgraded = p.ferry(["deps", "--upgrade"]).env("FERRY_TEST_TOOLS_REPO", repo.as_str()).output().unwrap();
+    assert_eq!(upgraded.status.code(), Some(0), "{}", String::from_utf8_lossy(&upgraded.stderr));
+    assert!(p.read("package-lock.yml").contains(&second));
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let rows = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(p.query_stages(&["greetings"], "select greeting from greetings"));
+    assert_eq!(rows, vec!["| hi Ada   |".to_owned(), "| hi Bo    |".to_owned()]);
+
+    // A package source ferry cannot install is a clear error, and the
+    // installed packages stay as they were.
+    let p = p.file("packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n");
+    let refused = p.run(["deps"]);
+    assert_eq!(refused.code, Some(1));
+    assert!(refused.stderr.contains("cannot install dbt Hub (`package:`) packages yet"), "{}", refused.stderr);
+    assert!(p.path().join("dbt_packages/tools/macros/tools.sql").is_file());
+}
+
+#[test]
+fn dispatch_names_every_macro_it_searched() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\n")
+        .file("macros/m.sql", "{% macro pick() %}{{ return(adapter.dispatch('pick', 'shop')()) }}{% endmacro %}\n")
+        .model("m.sql", "select {{ pick() }} as x\n");
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("'shop.ferry__pick', 'shop.postgres__pick', 'shop.default__pick'"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("macros/m.sql"), "{}", ran.stderr);
+}
+
+/// Each of dbt's cross-database macros, rendered by ferry and run on
+/// DataFusion, against the SQL that dbt's PostgreSQL variant renders, run
+/// on PostgreSQL: the same value.
+#[tokio::test]
+async fn cross_database_macros_give_what_dbt_gives_on_postgres() {
+    let Some(Db::Pg { client, .. }) = Db::pg("xdb").await else { return };
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "dateadd_day",
+            "{{ dbt.dateadd('day', 3, \"cast('2024-01-30' as date)\") }}",
+            "cast('2024-01-30' as date) + ((interval '1 day') * (3))",
+        ),
+        (
+            "dateadd_month",
+            "{{ dbt.dateadd('month', -1, \"cast('2024-03-31 10:00:00' as timestamp)\") }}",
+            "cast('2024-03-31 10:00:00' as timestamp) + ((interval '1 month') * (-1))",
+        ),
+        (
+            "dateadd_hour",
+            "{{ dateadd('hour', 30, \"cast('2024-01-01' as date)\") }}",
+            "cast('2024-01-01' as date) + ((interval '1 hour') * (30))",
+        ),
+        (
+            "datediff_day",
+            "{{ dbt.datediff(\"'2024-01-30'\", \"'2024-03-02'\", 'day') }}",
+            "(('2024-03-02')::date - ('2024-01-30')::date)",
+        ),
+        (
+            "datediff_month",
+            "{{ dbt.datediff(\"'2023-11-30'\", \"'2024-02-01'\", 'month') }}",
+            "((date_part('year', ('2024-02-01')::date) - date_part('year', ('2023-11-30')::date)) * 12 + date_part('month', ('2024-02-01')::date) - date_part('month', ('2023-11-30')::date))",
+        ),
+        (
+            "datediff_year",
+            "{{ dbt.datediff(\"'2020-12-31'\", \"'2024-01-01'\", 'year') }}",
+            "(date_part('year', ('2024-01-01')::date) - date_part('year', ('2020-12-31')::date))",
+        ),
+        (
+            "datediff_week",
+            "{{ dbt.datediff(\"cast('2024-01-03' as date)\", \"cast('2024-01-29' as date)\", 'week') }}",
+            "((('2024-01-29')::date - ('2024-01-03')::date) / 7 + case when date_part('dow', ('2024-01-03')::timestamp) <= date_part('dow', ('2024-01-29')::timestamp) then case when '2024-01-03'::date <= '2024-01-29'::date then 0 else -1 end else case when '2024-01-03'::date <= '2024-01-29'::date then 1 else 0 end end)",
+        ),
+        (
+            "datediff_hour",
+            "{{ dbt.datediff(\"cast('2024-01-01 22:00:00' as timestamp)\", \"cast('2024-01-03 01:30:00' as timestamp)\", 'hour') }}",
+            "((('2024-01-03 01:30:00')::date - ('2024-01-01 22:00:00')::date) * 24 + date_part('hour', ('2024-01-03 01:30:00')::timestamp) - date_part('hour', ('2024-01-01 22:00:00')::timestamp))",
+        ),
+        (
+            "datediff_second",
+            "{{ dbt.datediff(\"cast('2024-01-01 23:59:50' as timestamp)\", \"cast('2024-01-02 00:00:05' as timestamp)\", 'second') }}",
+            "(((('2024-01-02 00:00:05')::date - ('2024-01-01 23:59:50')::date) * 24 + date_part('hour', ('2024-01-02 00:00:05')::timestamp) - date_part('hour', ('2024-01-01 23:59:50')::timestamp)) * 60 + date_part('minute', ('2024-01-02 00:00:05')::timestamp) - date_part('minute', ('2024-01-01 23:59:50')::timestamp)) * 60 + floor(date_part('second', ('2024-01-02 00:00:05')::timestamp)) - floor(date_part('second', ('2024-01-01 23:59:50')::timestamp))",
+        ),
+        (
+            "date_trunc",
+            "{{ dbt.date_trunc('month', \"cast('2024-02-17 13:14:15' as timestamp)\") }}",
+            "date_trunc('month', cast('2024-02-17 13:14:15' as timestamp))",
+        ),
+        (
+            "last_day",
+            "{{ dbt.last_day(\"cast('2024-02-10' as date)\", 'month') }}",
+            "cast(date_trunc('month', cast('2024-02-10' as date)) + ((interval '1 month') * (1)) + ((interval '1 day') * (-1)) as date)",
+        ),
+        ("safe_cast", "{{ dbt.safe_cast(\"'42'\", dbt.type_int()) }}", "cast('42' as integer)"),
+        ("hash", "{{ dbt.hash(\"'ferry'\") }}", "md5(cast('ferry' as varchar))"),
+        ("concat", "{{ dbt.concat([\"'a'\", \"'-'\", \"'b'\"]) }}", "'a' || '-' || 'b'"),
+        ("concat_null", "{{ dbt.concat([\"'a'\", 'cast(null as varchar)']) }}", "'a' || cast(null as varchar)"),
+        ("split_part", "{{ dbt.split_part(\"'a,b,c'\", \"','\", 2) }}", "split_part('a,b,c', ',', 2)"),
+        ("split_part_negative", "{{ dbt.split_part(\"'a,b,c'\", \"','\", -1) }}", "split_part('a,b,c', ',', -1)"),
+        (
+            "listagg",
+            "(select {{ dbt.listagg('x', \"'-'\", 'order by o') }} from (values ('a', 2), ('b', 1), ('c', 3)) as t(x, o))",
+            "(select string_agg(x, '-' order by o) from (values ('a', 2), ('b', 1), ('c', 3)) as t(x, o))",
+        ),
+        (
+            "listagg_limit",
+            "(select {{ dbt.listagg('x', \"'-'\", 'order by o', 2) }} from (values ('a', 2), ('b', 1), ('c', 3)) as t(x, o))",
+            "(select array_to_string((array_agg(x order by o))[1:2], '-') from (values ('a', 2), ('b', 1), ('c', 3)) as t(x, o))",
+        ),
+        (
+            "any_value",
+            "(select {{ dbt.any_value('x') }} from (values (3), (3)) as t(x))",
+            "(select min(x) from (values (3), (3)) as t(x))",
+        ),
+        (
+            "bool_or",
+            "(select {{ dbt.bool_or('x > 2') }} from (values (1), (3)) as t(x))",
+            "(select bool_or(x > 2) from (values (1), (3)) as t(x))",
+        ),
+        ("cast_bool_to_text", "{{ dbt.cast_bool_to_text('1 < 2') }}", "cast(1 < 2 as varchar)"),
+        ("escape_single_quotes", "'{{ dbt.escape_single_quotes(\"it's\") }}'", "'it''s'"),
+        ("string_literal", "{{ dbt.string_literal('ferry') }}", "'ferry'"),
+        ("replace", "{{ dbt.replace(\"'banana'\", \"'an'\", \"'AN'\") }}", "replace('banana', 'an', 'AN')"),
+        ("length", "{{ dbt.length(\"'ferry'\") }}", "length('ferry')"),
+        ("position", "{{ dbt.position(\"'rr'\", \"'ferry'\") }}", "position('rr' in 'ferry')"),
+        ("right", "{{ dbt.right(\"'ferry'\", 3) }}", "right('ferry', 3)"),
+        ("date", "{{ dbt.date(2024, 2, 29) }}", "to_date('2024-2-29', 'YYYY-MM-DD')"),
+        ("type_numeric", "cast(1.5 as {{ dbt.type_numeric() }})", "cast(1.5 as numeric(28,6))"),
+        ("type_float", "cast(0.1 as {{ dbt.type_float() }}) * 3", "cast(0.1 as float) * 3"),
+        (
+            "array_concat",
+            "array_to_string({{ dbt.array_concat(dbt.array_construct([1, 2]), dbt.array_append(dbt.array_construct([3]), 4)) }}, ',')",
+            "array_to_string(array_cat(array[1, 2]::integer[], array_append(array[3]::integer[], 4)), ',')",
+        ),
+    ];
+    let model: Vec<String> =
+        cases.iter().map(|(name, ferry, _)| format!("select '{name}' as k, cast({ferry} as varchar) as v")).collect();
+    let p = TestProject::new()
+        .file("ferry.yml", "name: xdb\n")
+        .model("xdb.sql", &format!("{{{{ config(materialized='table') }}}}\n{}\n", model.join("\nunion all\n")));
+    let ran = p.run(["run"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let rows = p.query_stages(&["xdb"], "select k, v from xdb").await;
+    let ferry: std::collections::BTreeMap<String, String> = rows
+        .iter()
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].to_owned(), cells.get(1).copied().unwrap_or("").to_owned())
+        })
+        .collect();
+    let mut differ = Vec::new();
+    for (name, _, pg) in cases {
+        let row =
+            client.query_one(&format!("select ({pg})::text"), &[]).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want: Option<String> = row.get(0);
+        let got = ferry.get(*name).cloned().unwrap_or_default();
+        if !same_value(&got, want.as_deref().unwrap_or("")) {
+            differ.push(format!("{name}: ferry {got:?}, PostgreSQL {want:?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// The same value as text from either engine: numbers by value, times with
+/// either separator, with or without zero fractions.
+fn same_value(ferry: &str, pg: &str) -> bool {
+    if let (Ok(a), Ok(b)) = (ferry.parse::<f64>(), pg.parse::<f64>()) {
+        return (a - b).abs() < 1e-9;
+    }
+    let norm = |s: &str| s.replace('T', " ").trim_end_matches(".000000").to_owned();
+    norm(ferry) == norm(pg)
+}
