@@ -114,7 +114,7 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Node, Box<Diagnostic>> {
     if file.text.trim().is_empty() {
         return Ok(Node::null());
     }
-    // YAML 1.2 booleans: only `true`/`false`, so `Y`, `N`, `yes`, `no` stay strings.
+    // `true`/`false` here; PyYAML's `yes`/`no`/`on`/`off` in `into_node`; `Y`, `N` stay strings.
     let options = serde_saphyr::options! { strict_booleans: true };
     let raw: Spanned<RawValue> = serde_saphyr::from_str_with_options(&file.text, options).map_err(|e| {
         let (message, help) = error_message(&e);
@@ -222,7 +222,12 @@ fn into_node(file: &SourceFile, raw: Spanned<RawValue>) -> Node {
         RawValue::Bool(b) => Value::Bool(b),
         RawValue::Int(i) => Value::Int(i),
         RawValue::Float(f) => Value::Float(f),
-        RawValue::String(s) => Value::String(s),
+        RawValue::String(s) => match yaml11_bool(&s) {
+            // dbt reads YAML with PyYAML (YAML 1.1): a plain `yes`, `no`,
+            // `on` or `off` is a boolean there, and so here; quoted, a string.
+            Some(b) if !file.text[span.clone()].starts_with(['\'', '"']) => Value::Bool(b),
+            _ => Value::String(s),
+        },
         RawValue::Seq(items) => Value::Seq(items.into_iter().map(|i| into_node(file, i)).collect()),
         RawValue::Map(entries) => Value::Map(
             entries
@@ -235,6 +240,15 @@ fn into_node(file: &SourceFile, raw: Spanned<RawValue>) -> Node {
         ),
     };
     Node { value, span }
+}
+
+/// PyYAML's YAML 1.1 booleans beyond `true` and `false` (not `y` or `n`).
+fn yaml11_bool(s: &str) -> Option<bool> {
+    match s {
+        "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+        "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
 }
 
 /// A dynamic value as serde-saphyr hands it over, before spans become offsets.
@@ -365,10 +379,16 @@ mod tests {
     }
 
     #[test]
-    fn yes_no_and_single_letters_stay_strings() {
-        let file = SourceFile::new("x.yml", "{n: 3, values: [Y, N, yes], flag: true}");
+    fn booleans_are_pyyamls_as_in_dbt() {
+        let file = SourceFile::new(
+            "x.yml",
+            "{n: 3, values: [Y, N, yes, 'yes', \"no\", Off, ON, True, nope], flag: true, quote: no}",
+        );
         let v = parse(&file).unwrap().to_json();
-        assert_eq!(v, serde_json::json!({"n": 3, "values": ["Y", "N", "yes"], "flag": true}));
+        assert_eq!(
+            v,
+            serde_json::json!({"n": 3, "values": ["Y", "N", true, "yes", "no", false, true, true, "nope"], "flag": true, "quote": false})
+        );
     }
 
     #[test]
