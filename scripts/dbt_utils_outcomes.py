@@ -40,6 +40,8 @@ def reason(msg):
         (r"Error parsing timestamp", "a seed timestamp without seconds ('2021-01-01 00:00') does not parse"),
         (r"has no method named append", "list built by a filter, not a {% set %} literal, cannot change in place"),
         (r"is required for", "the macro reads its arguments through **kwargs, which minijinja macros do not take"),
+        (r"information_schema", "needs the warehouse's information_schema (relations by pattern or prefix), which ferry's catalog does not offer"),
+        (r"^Got \d+ results?", "the test's verdict differs from dbt's on PostgreSQL (not examined yet)"),
     ]
     for pat, text in rules:
         if re.search(pat, msg): return text

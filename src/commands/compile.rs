@@ -27,6 +27,7 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
     };
     let engine = Engine::new(&EngineOptions::default())?;
     let mut outcome = plan::plan(&engine, manifest, (&selected, &prepared.failed), None).await;
+    let manifest = &plan::apply_renders(manifest, &outcome);
     tracing::debug!(elapsed = ?started.elapsed(), planned = outcome.planned.len(), "planned");
     pipeline::write_compiled(&prepared.layout, manifest, &selected)?;
     tracing::trace!(elapsed = ?started.elapsed(), "wrote compiled SQL");

@@ -18,6 +18,7 @@ use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
 use crate::project::nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
 use crate::template::functions::{Relation, Resolver, quote_ident};
+use crate::template::introspect::Introspector;
 use crate::template::{Globals, MacroSources, NodeContext, Rendered, Templater, merge_config};
 
 impl Manifest {
@@ -264,42 +265,7 @@ impl Builder {
             .par_iter()
             .enumerate()
             .filter(|(i, _)| !failed.contains(i))
-            .filter_map(|(i, n)| {
-                let Resource::Test(Test {
-                    kind: TestKind::Generic { test_name, package, attached_to, column, args, origin },
-                    ..
-                }) = &n.resource
-                else {
-                    return None;
-                };
-                let result = match relation_of(attached_to) {
-                    Some(rel) => {
-                        let column = args.get("column_name").and_then(Json::as_str).or(column.as_deref());
-                        let qualified = match package {
-                            Some(p) => format!("{p}.{test_name}"),
-                            None => test_name.clone(),
-                        };
-                        templater.render_generic_test(&qualified, narrowed(&rel, &n.raw_config), column, args)
-                    }
-                    None => Err(Box::new(Diagnostic::error(
-                        Code::UnknownRef,
-                        format!(
-                            "test `{}` is attached to `{}`, which is not in the project",
-                            n.name,
-                            describe(attached_to)
-                        ),
-                    ))),
-                };
-                Some((
-                    i,
-                    result.map_err(|mut d| {
-                        d.message = format!("in test `{}`: {}", n.name, d.message);
-                        d.file = Some(origin.file.path.clone());
-                        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
-                        d
-                    }),
-                ))
-            })
+            .filter_map(|(i, n)| Some((i, render_generic(n, &relation_of, templater, None)?)))
             .collect();
         for (i, result) in results {
             match result {
@@ -415,6 +381,42 @@ impl Lookup<'_> {
             graph.add_edge(NodeId::from_index(parent), NodeId::from_index(child));
         }
     }
+}
+
+/// Renders generic test `n` (`None` for any other node) by calling its
+/// `test_<name>` macro with the relation it is attached to.
+fn render_generic(
+    n: &Node,
+    relation_of: &(dyn Fn(&NodeRef) -> Option<Arc<Relation>> + Sync),
+    templater: &Templater,
+    introspector: Option<&Arc<dyn Introspector>>,
+) -> Option<Result<Rendered, Box<Diagnostic>>> {
+    let Resource::Test(Test {
+        kind: TestKind::Generic { test_name, package, attached_to, column, args, origin }, ..
+    }) = &n.resource
+    else {
+        return None;
+    };
+    let result = match relation_of(attached_to) {
+        Some(rel) => {
+            let column = args.get("column_name").and_then(Json::as_str).or(column.as_deref());
+            let qualified = match package {
+                Some(p) => format!("{p}.{test_name}"),
+                None => test_name.clone(),
+            };
+            templater.render_generic_test(&qualified, narrowed(&rel, &n.raw_config), column, args, introspector)
+        }
+        None => Err(Box::new(Diagnostic::error(
+            Code::UnknownRef,
+            format!("test `{}` is attached to `{}`, which is not in the project", n.name, describe(attached_to)),
+        ))),
+    };
+    Some(result.map_err(|mut d| {
+        d.message = format!("in test `{}`: {}", n.name, d.message);
+        d.file = Some(origin.file.path.clone());
+        d.primary = Some(Label::new(&origin.file, origin.span.clone()));
+        d
+    }))
 }
 
 /// A node per source table; `source()` renders each as `source.table`.
@@ -545,27 +547,53 @@ impl Manifest {
         context.is_incremental = true;
         context.this = Arc::new(Relation { rendered: quote_ident(current), ..(*context.this).clone() });
         let rendered = self.templater.render(&file, &context)?;
+        self.no_new_calls(id, &rendered, "only inside `is_incremental()`")?;
+        self.nodes[id.index()].rendered = Some(rendered);
+        Ok(())
+    }
+
+    /// Renders node `id` again with `execute` true and `introspector`
+    /// answering its questions about relations' columns: a node whose
+    /// first render was [`Rendered::deferred`], now that its parents are
+    /// planned. The result is for the caller to keep.
+    pub fn render_planned(&self, id: NodeId, introspector: Arc<dyn Introspector>) -> Result<Rendered, Box<Diagnostic>> {
+        let node = &self[id];
+        let rendered = match node.template() {
+            Some(file) => {
+                let before = node.rendered.as_ref().and_then(|r| r.context.clone());
+                let mut context = before.unwrap_or_else(|| context_for(node));
+                context.introspector = Some(introspector);
+                self.templater.render(file, &context)?
+            }
+            None => {
+                let lookup = Lookup { project: &self.project_name, by_id: &self.by_id };
+                let relation_of = |r: &NodeRef| lookup.node(r).and_then(|i| self.nodes[i].relation.clone());
+                render_generic(node, &relation_of, &self.templater, Some(&introspector)).unwrap_or_else(|| {
+                    Err(Box::new(Diagnostic::error(Code::SqlPlan, format!("`{}` has no template", node.name))))
+                })?
+            }
+        };
+        self.no_new_calls(id, &rendered, "only once `execute` is true")?;
+        Ok(rendered)
+    }
+
+    /// A `ref` or `source` that a later render of `id` calls and its first
+    /// did not is an error, as in dbt: the DAG was sorted without it.
+    fn no_new_calls(&self, id: NodeId, rendered: &Rendered, when: &str) -> Result<(), Box<Diagnostic>> {
+        let node = &self.nodes[id.index()];
         let before = node.rendered.as_ref();
         let known = |name: &str| before.is_some_and(|r| r.refs.iter().any(|c| c.name == name));
         let known_source = |s: &(String, String)| before.is_some_and(|r| r.sources.contains(s));
         let new_ref = rendered.refs.iter().find(|c| !known(&c.name)).map(|c| format!("ref('{}')", c.name));
         let new_source =
             || rendered.sources.iter().find(|s| !known_source(s)).map(|(s, t)| format!("source('{s}', '{t}')"));
-        let extra = new_ref.or_else(new_source);
-        if let Some(call) = extra {
-            return Err(Box::new(
-                Diagnostic::error(
-                    Code::ModelConfig,
-                    format!("`{}` calls `{call}` only inside `is_incremental()`", node.name),
-                )
-                .in_file(&file.path)
-                .with_help(format!(
-                    "add `-- depends_on: {{{{ {call} }}}}` to the model, outside the `if`, as dbt asks"
-                )),
-            ));
+        let Some(call) = new_ref.or_else(new_source) else { return Ok(()) };
+        let mut d = Diagnostic::error(Code::ModelConfig, format!("`{}` calls `{call}` {when}", node.name))
+            .with_help(format!("add `-- depends_on: {{{{ {call} }}}}` to the model, outside the `if`, as dbt asks"));
+        if let Some(path) = node.template().map(|f| &f.path) {
+            d = d.in_file(path);
         }
-        self.nodes[id.index()].rendered = Some(rendered);
-        Ok(())
+        Err(Box::new(d))
     }
 }
 
@@ -587,6 +615,7 @@ pub fn context_for(n: &Node) -> NodeContext {
             "path": path, "original_file_path": path, "package_name": n.fqn.first(),
         }),
         is_incremental: false,
+        introspector: None,
     }
 }
 

@@ -71,6 +71,8 @@ pub async fn execute(
     let manifest = &prepared.manifest;
     let recorded = source_schemas::read(&prepared.layout);
     let outcome = plan::plan(&engine, manifest, (&wanted, &prepared.failed), Some(&recorded)).await;
+    let prepared = &Prepared { manifest: plan::apply_renders(manifest, &outcome), ..prepared.clone() };
+    let manifest = &prepared.manifest;
     artifacts::write_compiled(&prepared.layout, manifest, &wanted)?;
     let mut planned = prepared.diagnostics.clone();
     planned.extend(outcome.diagnostics.iter().cloned());

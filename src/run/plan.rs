@@ -14,10 +14,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::LogicalPlan;
 
+use crate::backend::postgres;
+use crate::dag::Id as _;
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
 use crate::engine::{Engine, Registered, diagnose, node as engine_node, sources};
 use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::state::Layout;
+use crate::template::Rendered;
+use crate::template::functions::Relation;
+use crate::template::introspect::{ColumnInfo, Introspector, QueryResult};
 use crate::validate::rules::{self, checked_sql};
 
 use super::{drift, snapshot};
@@ -34,6 +39,10 @@ pub struct PlanOutcome {
     /// Nodes not planned because an ancestor failed, with that ancestor.
     pub skipped: BTreeMap<NodeId, NodeId>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Nodes rendered again once their parents were planned (their first
+    /// render asked about a relation's columns): the SQL that was planned,
+    /// which the run must use (see [`apply_renders`]).
+    pub rendered: HashMap<NodeId, Rendered>,
 }
 
 /// Plans the `wanted` nodes and every ancestor they need, skipping nodes
@@ -77,7 +86,10 @@ pub async fn plan(
         .copied()
         .filter(|&i| needed.contains(&i) && is_plannable(&manifest[i]) && !out.failed.contains(&i))
         .collect();
-    for (i, result) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
+    for (i, result, rendered) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
+        if let Some(r) = rendered {
+            out.rendered.insert(i, r);
+        }
         out.record(i, result);
     }
     let done: std::collections::HashSet<NodeId> = out.planned.iter().copied().collect();
@@ -124,12 +136,7 @@ fn on_planners<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Plans `nodes` on the planning pool, each once every parent among `nodes` has
 /// planned successfully; a node whose parent failed is never started.
 /// Returns results in completion order.
-fn plan_when_ready(
-    engine: &Engine,
-    manifest: &Manifest,
-    nodes: &[NodeId],
-    failed: &BTreeSet<NodeId>,
-) -> Vec<(NodeId, Registered)> {
+fn plan_when_ready(engine: &Engine, manifest: &Manifest, nodes: &[NodeId], failed: &BTreeSet<NodeId>) -> Vec<Planned> {
     let position: HashMap<NodeId, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let waiting: Vec<AtomicUsize> = nodes
         .iter()
@@ -141,7 +148,9 @@ fn plan_when_ready(
         })
         .collect();
     let results = Mutex::new(Vec::with_capacity(nodes.len()));
-    let ctx = Scheduler { engine, manifest, position: &position, waiting: &waiting, results: &results };
+    let handle = tokio::runtime::Handle::current();
+    let ctx =
+        Scheduler { engine, manifest, position: &position, waiting: &waiting, results: &results, handle: &handle };
     on_planners(|| {
         rayon::scope(|scope| {
             for (k, &i) in nodes.iter().enumerate() {
@@ -160,17 +169,26 @@ struct Scheduler<'a> {
     manifest: &'a Manifest,
     position: &'a HashMap<NodeId, usize>,
     waiting: &'a [AtomicUsize],
-    results: &'a Mutex<Vec<(NodeId, Registered)>>,
+    results: &'a Mutex<Vec<Planned>>,
+    handle: &'a tokio::runtime::Handle,
 }
+
+/// A node's planning result, with its render if it was rendered again.
+type Planned = (NodeId, Registered, Option<Rendered>);
 
 impl<'a> Scheduler<'a> {
     fn run<'s>(self, i: NodeId, scope: &rayon::Scope<'s>)
     where
         'a: 's,
     {
-        let result = futures::executor::block_on(plan_sql(self.engine, self.manifest, i));
+        let (result, rendered) = match render_planned(self.engine, self.manifest, i, self.handle) {
+            Ok(rendered) => {
+                (futures::executor::block_on(plan_sql(self.engine, self.manifest, i, rendered.as_ref())), rendered)
+            }
+            Err(d) => (Err(vec![*d]), None),
+        };
         let ok = result.is_ok();
-        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, result));
+        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, result, rendered));
         if !ok {
             return;
         }
@@ -199,9 +217,155 @@ impl PlanOutcome {
     }
 }
 
-async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId) -> Registered {
+/// Renders node `i` again if its first render was deferred (it asked about
+/// a relation's columns or ran a query), now that its parents' schemas are
+/// registered.
+pub(super) fn render_planned(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: NodeId,
+    handle: &tokio::runtime::Handle,
+) -> Result<Option<Rendered>, Box<Diagnostic>> {
+    if !manifest[i].rendered.as_ref().is_some_and(|r| r.deferred) {
+        return Ok(None);
+    }
+    let relations = manifest.nodes.iter().filter_map(|n| n.relation.clone()).collect();
+    let introspector = Arc::new(PlanTime { engine: engine.clone(), handle: handle.clone(), relations });
+    manifest.render_planned(i, introspector).map(Some)
+}
+
+/// Answers a render's questions while models are planned: a relation's
+/// columns from the schemas registered in the engine (a parent's planned
+/// columns, with the types PostgreSQL would give them: ferry's dispatch
+/// family), and queries over what holds data already (seeds, sources,
+/// constants).
+struct PlanTime {
+    engine: Engine,
+    handle: tokio::runtime::Handle,
+    relations: Vec<Arc<Relation>>,
+}
+
+/// The most rows a query while rendering may return.
+const MAX_QUERY_ROWS: usize = 100_000;
+
+impl std::fmt::Debug for PlanTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlanTime")
+    }
+}
+
+impl Introspector for PlanTime {
+    fn columns(&self, relation: &str) -> Option<Vec<ColumnInfo>> {
+        use futures::FutureExt;
+        let table = TableReference::parse_str(relation.trim());
+        // Registered tables are in memory catalogs: the lookup is ready at once.
+        let schema = self.engine.table_schema(table).now_or_never().flatten()?;
+        Some(column_infos(&schema))
+    }
+
+    fn relation(&self, schema: Option<&str>, identifier: &str) -> Option<Arc<Relation>> {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        self.relations
+            .iter()
+            .find(|r| same(&r.identifier, identifier) && schema.is_none_or(|s| same(&r.schema, s)))
+            .cloned()
+    }
+
+    fn query(&self, sql: &str) -> Result<QueryResult, String> {
+        let (engine, sql) = (self.engine.clone(), sql.to_owned());
+        let run = async move {
+            let plan = engine.plan(&sql).await.map_err(|e| format!("the query failed to plan: {}", first_line(&e)))?;
+            if let Some(table) = unbuilt_table(&plan) {
+                return Err(format!(
+                    "the query reads `{table}`, which this run builds: a query while rendering (run_query, statement) may read seeds, sources and constants, whose rows exist before any model runs"
+                ));
+            }
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let mut stream = engine.execute(plan).await.map_err(|e| format!("the query failed: {}", first_line(&e)))?;
+            let mut batches = Vec::new();
+            let mut rows = 0;
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                let batch = batch.map_err(|e| format!("the query failed: {}", first_line(&e)))?;
+                rows += batch.num_rows();
+                if rows > MAX_QUERY_ROWS {
+                    return Err(format!("the query returned more than {MAX_QUERY_ROWS} rows"));
+                }
+                batches.push(batch);
+            }
+            Ok(QueryResult { columns: column_infos(&schema), rows: json_rows(&schema, &batches)? })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(run)),
+            Err(_) => self.handle.block_on(run),
+        }
+    }
+}
+
+fn column_infos(schema: &SchemaRef) -> Vec<ColumnInfo> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo { name: f.name().clone(), data_type: postgres::sql_type(f.data_type()) })
+        .collect()
+}
+
+fn first_line(e: &datafusion::error::DataFusionError) -> String {
+    e.find_root().strip_backtrace().lines().next().unwrap_or_default().to_owned()
+}
+
+/// A table the plan scans that has only a schema so far (a model not yet built).
+fn unbuilt_table(plan: &LogicalPlan) -> Option<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && provider.is::<datafusion::datasource::empty::EmptyTable>()
+        {
+            found = Some(scan.table_name.to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Every row as JSON values, in column order.
+fn json_rows(
+    schema: &SchemaRef,
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> Result<Vec<Vec<serde_json::Value>>, String> {
+    let mut out = Vec::new();
+    let mut writer =
+        arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::JsonArray>(&mut out);
+    writer.write_batches(&batches.iter().collect::<Vec<_>>()).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    Ok(objects
+        .into_iter()
+        .map(|mut o| schema.fields().iter().map(|f| o.remove(f.name()).unwrap_or_default()).collect())
+        .collect())
+}
+
+/// The manifest with the renders that planning made in place of the first.
+pub fn apply_renders(manifest: &Arc<Manifest>, outcome: &PlanOutcome) -> Arc<Manifest> {
+    if outcome.rendered.is_empty() {
+        return Arc::clone(manifest);
+    }
+    let mut m = (**manifest).clone();
+    for (&i, rendered) in &outcome.rendered {
+        m.nodes[i.index()].rendered = Some(rendered.clone());
+    }
+    Arc::new(m)
+}
+
+async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId, again: Option<&Rendered>) -> Registered {
     let node = &manifest[i];
-    let (Some(compiled), Some(rendered)) = (node.compiled_name(), node.rendered.as_ref()) else {
+    let (Some(compiled), Some(rendered)) = (node.compiled_name(), again.or(node.rendered.as_ref())) else {
         return Err(vec![Diagnostic::error(
             Code::SqlPlan,
             format!("`{}` has no rendered SQL; this is a bug, please report it with `-vv` output", node.name),

@@ -20,6 +20,7 @@ use crate::state::Layout;
 use crate::template::Globals;
 
 /// A project loaded as far as its manifest, with what went wrong on the way.
+#[derive(Clone)]
 pub struct Prepared {
     pub layout: Layout,
     pub target: Target,

@@ -19,6 +19,9 @@ pub struct Preview {
     pub name: String,
     pub sql: String,
     pub parents: BTreeSet<NodeId>,
+    /// The model previewed, whose SQL is rendered again once its parents
+    /// are planned if its first render was deferred.
+    pub model: Option<NodeId>,
 }
 
 /// What previewing found: the parents' planning diagnostics (warnings
@@ -53,14 +56,15 @@ impl Preview {
             Resource::Seed(_) => BTreeSet::from([id]),
             _ => manifest.graph.parents(id).iter().copied().collect(),
         };
-        Preview { name: node.display_name(), sql, parents }
+        let model = matches!(node.resource, Resource::Model { .. }).then_some(id);
+        Preview { name: node.display_name(), sql, parents, model }
     }
 
     /// The rows of `--inline` SQL, which may use `ref()` and `source()`.
     pub fn inline(manifest: &Manifest, text: &str) -> Result<Preview, Box<Diagnostic>> {
         let rendered = manifest.templater.render_inline(&SourceFile::new("--inline", text))?;
         let parents = manifest.nodes_called(&rendered);
-        Ok(Preview { name: "--inline".to_owned(), sql: rendered.sql, parents })
+        Ok(Preview { name: "--inline".to_owned(), sql: rendered.sql, parents, model: None })
     }
 }
 
@@ -71,11 +75,17 @@ pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, li
     if outcome.diagnostics.iter().any(Diagnostic::is_error) {
         return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
     }
+    let sql = match preview.model.map(|i| plan::render_planned(engine, manifest, i, &tokio::runtime::Handle::current()))
+    {
+        Some(Err(d)) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(d) },
+        Some(Ok(Some(again))) => again.sql,
+        _ => preview.sql.clone(),
+    };
     materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
-    let plan = match engine.plan(&preview.sql).await {
+    let plan = match engine.plan(&sql).await {
         Ok(plan) => plan,
         Err(e) => {
-            let file = Arc::new(SourceFile::new(preview.name.as_str(), preview.sql.as_str()));
+            let file = Arc::new(SourceFile::new(preview.name.as_str(), sql.as_str()));
             let d = crate::engine::diagnose::inline_diagnostic(&e, manifest, &file);
             return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(Box::new(d)) };
         }

@@ -122,6 +122,17 @@ pub fn mutable(value: Value) -> Result<Value, minijinja::Error> {
     }
 }
 
+/// A plain list or dict stored into a changeable one is changeable too, as
+/// every list and dict is in Python (`d.update({k: []})` then
+/// `d[k].append(x)`); one that already is keeps its identity.
+fn owned(value: Value) -> Result<Value, minijinja::Error> {
+    // Only plain lists and dicts (minijinja's own: a map is an IndexMap with
+    // `preserve_order`); objects such as a Column or a Relation stay as they are.
+    let plain = value.downcast_object_ref::<Vec<Value>>().is_some()
+        || value.downcast_object_ref::<indexmap::IndexMap<Value, Value>>().is_some();
+    if plain { mutable(value) } else { Ok(value) }
+}
+
 fn index(len: usize, at: i64) -> Option<usize> {
     let i = if at < 0 { len as i64 + at } else { at };
     usize::try_from(i).ok().filter(|i| *i < len)
@@ -153,7 +164,7 @@ impl Object for MutableList {
         match method {
             "append" => {
                 let (v,): (Value,) = from_args(args)?;
-                items.push(v);
+                items.push(owned(v)?);
             }
             "extend" => {
                 let (v,): (Value,) = from_args(args)?;
@@ -163,7 +174,7 @@ impl Object for MutableList {
                 let (at, v): (i64, Value) = from_args(args)?;
                 let len = items.len() as i64;
                 let at = if at < 0 { (len + at).max(0) } else { at.min(len) };
-                items.insert(at as usize, v);
+                items.insert(at as usize, owned(v)?);
             }
             "pop" => {
                 let (at,): (Option<i64>,) = from_args(args)?;
@@ -219,12 +230,12 @@ impl Object for MutableMap {
                 if let Some(other) = other {
                     for key in other.try_iter()? {
                         let v = other.get_item(&key)?;
-                        set(&mut map, key, v);
+                        set(&mut map, key, owned(v)?);
                     }
                 }
                 for key in kwargs.args() {
                     let v: Value = kwargs.get(key)?;
-                    set(&mut map, Value::from(key), v);
+                    set(&mut map, Value::from(key), owned(v)?);
                 }
                 Ok(Value::from(()))
             }
@@ -244,7 +255,7 @@ impl Object for MutableMap {
                 if let Some((_, v)) = map.iter().find(|(k, _)| *k == key) {
                     return Ok(v.clone());
                 }
-                let v = default.unwrap_or_default();
+                let v = owned(default.unwrap_or_default())?;
                 map.push((key, v.clone()));
                 Ok(v)
             }

@@ -34,6 +34,8 @@ pub struct Capture {
     pub returned: Option<Value>,
     pub macro_depth: usize,
     pub is_incremental: bool,
+    /// What `{% call statement(name, fetch_result=True) %}` fetched, for `load_result(name)`.
+    pub results: std::collections::BTreeMap<String, Value>,
 }
 
 /// A `log()` call: `info=True` lines are shown to the user, others only
@@ -57,6 +59,10 @@ pub enum TemplateFailure {
     /// Not a failure: carries `return()` out of a macro.
     #[error("return() called outside a macro")]
     Return,
+    /// The render asked about a relation's columns before any was planned;
+    /// it is rendered again once they are (see [`super::introspect`]).
+    #[error("relation introspection is answered only once the parents are planned")]
+    NeedsIntrospection,
 }
 
 pub(crate) fn fail(kind: ErrorKind, failure: TemplateFailure) -> Error {
@@ -96,6 +102,11 @@ pub struct Relation {
 }
 
 impl Object for Relation {
+    /// Two relations compare (and key a dict) by the table they name.
+    fn custom_cmp(self: &Arc<Self>, other: &minijinja::value::DynObject) -> Option<std::cmp::Ordering> {
+        Some(self.rendered.cmp(&other.downcast_ref::<Self>()?.rendered))
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         Some(Value::from(match key.as_str()? {
             "database" => &self.database,
@@ -378,9 +389,31 @@ impl Object for Adapter {
                     .find(&name, namespace.as_deref())
                     .map_err(|msg| fail(ErrorKind::UnknownFunction, TemplateFailure::CompilerError(msg)))
             }
+            "get_columns_in_relation" => super::introspect::get_columns_in_relation(state, args),
+            "get_relation" => super::introspect::get_relation(state, args),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }
+}
+
+/// dbt's `set(iterable)`: the distinct values, sorted, so that two sets
+/// compare equal when Python's would.
+pub fn set_fn(values: Option<Value>) -> Result<Value, Error> {
+    let mut items: Vec<Value> = match values {
+        Some(v) if !v.is_none() && !v.is_undefined() => v.try_iter()?.collect(),
+        _ => Vec::new(),
+    };
+    items.sort();
+    items.dedup();
+    Ok(Value::from(items))
+}
+
+/// dbt's `zip(a, b, ...)`: tuples of the items at each position, as long
+/// as the shortest argument.
+pub fn zip(args: Rest<Value>) -> Result<Value, Error> {
+    let lists: Vec<Vec<Value>> = args.iter().map(|v| v.try_iter().map(Iterator::collect)).collect::<Result<_, _>>()?;
+    let len = lists.iter().map(Vec::len).min().unwrap_or(0);
+    Ok(Value::from_iter((0..len).map(|i| Value::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>()))))
 }
 
 /// `doc('name')`: the text of a `{% docs name %}` block.

@@ -8,6 +8,7 @@
 
 pub mod dispatch;
 pub mod functions;
+pub mod introspect;
 pub mod modules;
 pub mod scan;
 pub mod source_map;
@@ -49,6 +50,9 @@ pub struct NodeContext {
     /// `model` in dbt: name, unique_id, resource_type, path.
     pub model: Json,
     pub is_incremental: bool,
+    /// What answers `adapter.get_columns_in_relation`; none while the DAG
+    /// is being found (see [`introspect`]).
+    pub introspector: Option<Arc<dyn introspect::Introspector>>,
 }
 
 /// A rendered template and everything it called.
@@ -60,6 +64,12 @@ pub struct Rendered {
     pub config: Map<String, Json>,
     pub logs: Vec<functions::LogLine>,
     pub warnings: Vec<String>,
+    /// Rendered with `execute` false because it asked about a relation's
+    /// columns: to be rendered again, with [`Rendered::context`], once its
+    /// parents are planned.
+    pub deferred: bool,
+    /// The context a model or singular test was rendered with.
+    pub context: Option<NodeContext>,
 }
 
 /// The macro files of one invocation, by namespace.
@@ -121,6 +131,12 @@ impl Templater {
         env.add_function("tojson", functions::tojson);
         env.add_function("doc", functions::doc_fn(Arc::clone(&globals.docs)));
         env.add_function("fromjson", functions::fromjson);
+        env.add_function("set", functions::set_fn);
+        env.add_function("run_query", introspect::run_query);
+        env.add_function("statement", introspect::statement);
+        env.add_function("load_result", introspect::load_result);
+        env.add_function("load_relation", introspect::load_relation);
+        env.add_function("zip", functions::zip);
         env.add_global("exceptions", Value::from_object(functions::Exceptions));
         env.add_function("__ferry_mutable", dispatch::mutable);
         env.add_function("should_store_failures", || false);
@@ -217,11 +233,14 @@ impl Templater {
     }
 
     /// Renders a registered template for one node.
+    /// A render that asks about a relation's columns with no introspector
+    /// is done with `execute` false and comes back [`Rendered::deferred`].
     pub fn render(&self, file: &SourceFile, node: &NodeContext) -> Result<Rendered, Box<Diagnostic>> {
         let tmpl = self.env.get_template(file.path.as_str()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
-        let captured =
-            tmpl.render_captured(node_context(node)).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
-        Ok(rendered(captured))
+        let mut out = deferring(node.introspector.as_ref(), |phase| tmpl.render_captured(node_context(node, phase)))
+            .map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
+        out.context = Some(node.clone());
+        Ok(out)
     }
 
     /// Renders a one-off template (a description) with the globals.
@@ -245,6 +264,7 @@ impl Templater {
         model: Arc<functions::Relation>,
         column_name: Option<&str>,
         args: &Map<String, Json>,
+        introspector: Option<&Arc<dyn introspect::Introspector>>,
     ) -> Result<Rendered, Box<Diagnostic>> {
         let Some(macro_name) = self.generic_test_macro(test_name) else {
             let known = self.macros.keys().filter_map(|m| m.strip_prefix("test_"));
@@ -259,13 +279,13 @@ impl Templater {
         if let Some(c) = column_name {
             args.insert("column_name".to_owned(), Json::from(c));
         }
-        self.call_macro(&macro_name, Some(model), &args)
+        self.call_macro(&macro_name, Some(model), &args, introspector)
     }
 
     /// Renders a call of macro `name` with `args` as keyword arguments
     /// (`config` left out), returning its text.
     pub fn render_macro(&self, name: &str, args: &Map<String, Json>) -> Result<String, Box<Diagnostic>> {
-        Ok(self.call_macro(name, None, args)?.sql)
+        Ok(self.call_macro(name, None, args, None)?.sql)
     }
 
     fn call_macro(
@@ -273,6 +293,7 @@ impl Templater {
         macro_name: &str,
         model: Option<Arc<functions::Relation>>,
         args: &Map<String, Json>,
+        introspector: Option<&Arc<dyn introspect::Introspector>>,
     ) -> Result<Rendered, Box<Diagnostic>> {
         let mut call = Vec::new();
         let mut context = BTreeMap::new();
@@ -302,7 +323,14 @@ impl Templater {
             }
         }
         let source = format!("{{{{ {macro_name}({}) }}}}", call.join(", "));
-        self.render_one_off(&source, None, minijinja::context! { __ferry_call => context })
+        let tmpl = self.env.template_from_str(&source).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        deferring(introspector, |phase| {
+            let (execute, introspector) = phase.values();
+            tmpl.render_captured(minijinja::context! {
+                __ferry_call => &context, execute => execute, __ferry_introspect => introspector,
+            })
+        })
+        .map_err(|e| Box::new(self.diagnostic(&e, None)))
     }
 
     /// Renders SQL that is not a project file (`ferry show --inline`),
@@ -332,7 +360,8 @@ impl Templater {
             return None;
         }
         let marked = source_map::mark(&file.text);
-        let out = self.env.render_named_str(file.path.as_str(), &marked.source, node_context(node)).ok()?;
+        let phase = Phase::Execute(node.introspector.clone());
+        let out = self.env.render_named_str(file.path.as_str(), &marked.source, node_context(node, phase)).ok()?;
         marked.source_map(&out, plain, &file.text)
     }
 
@@ -352,6 +381,11 @@ impl Templater {
             ),
             Some(TemplateFailure::CompilerError(msg)) => (Code::JinjaRender, msg.clone(), None),
             Some(TemplateFailure::Return) => (Code::JinjaRender, "`return()` called outside a macro".to_owned(), None),
+            Some(TemplateFailure::NeedsIntrospection) => (
+                Code::JinjaRender,
+                "`adapter.get_columns_in_relation` is answered only in the SQL of a model or test".to_owned(),
+                None,
+            ),
             None if err.kind() == ErrorKind::SyntaxError => {
                 (Code::JinjaSyntax, format!("Jinja syntax error: {}", err.detail().unwrap_or("invalid syntax")), None)
             }
@@ -403,6 +437,7 @@ fn rendered(mut captured: minijinja::Captured<'_>) -> Rendered {
         config: capture.config,
         logs: capture.logs,
         warnings: capture.warnings,
+        ..Rendered::default()
     }
 }
 
@@ -443,11 +478,54 @@ impl TemplateFile {
     }
 }
 
-fn node_context(node: &NodeContext) -> Value {
+/// How a render answers introspection: with `execute` true and the given
+/// introspector (or none, which defers), or with `execute` false while
+/// parsing.
+#[derive(Clone)]
+enum Phase {
+    Execute(Option<Arc<dyn introspect::Introspector>>),
+    Parse,
+}
+
+impl Phase {
+    fn values(&self) -> (bool, Value) {
+        match self {
+            Phase::Execute(None) => (true, Value::UNDEFINED),
+            Phase::Execute(Some(i)) => (true, Value::from_object(introspect::Handle(Arc::clone(i)))),
+            Phase::Parse => (false, Value::from_object(introspect::Handle(Arc::new(introspect::Parsing)))),
+        }
+    }
+}
+
+/// Renders with `execute` true; when that needs introspection that
+/// `introspector` cannot give, renders again as dbt parses (`execute`
+/// false, no columns) and marks the result deferred.
+fn deferring<'a>(
+    introspector: Option<&Arc<dyn introspect::Introspector>>,
+    render: impl Fn(Phase) -> Result<minijinja::Captured<'a>, Error>,
+) -> Result<Rendered, Error> {
+    match render(Phase::Execute(introspector.cloned())) {
+        Ok(c) => Ok(rendered(c)),
+        Err(e)
+            if introspector.is_none()
+                && matches!(functions::failure_of(&e), Some(TemplateFailure::NeedsIntrospection)) =>
+        {
+            let mut out = rendered(render(Phase::Parse)?);
+            out.deferred = true;
+            Ok(out)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn node_context(node: &NodeContext, phase: Phase) -> Value {
+    let (execute, introspector) = phase.values();
     minijinja::context! {
         this => Value::from_dyn_object(Arc::clone(&node.this)),
         model => functions::to_value(&node.model),
         __ferry_is_incremental => node.is_incremental,
+        execute => execute,
+        __ferry_introspect => introspector,
     }
 }
 
@@ -505,11 +583,13 @@ impl Object for MacroCaller {
 }
 
 fn take_capture(state: &mut State<'_, '_>) -> Capture {
-    if state.get_extension::<Capture>().is_none() {
+    if state.get_extension::<Capture>().is_none_or(|c| c.context.is_undefined()) {
         let context = minijinja::context! {
             this => state_lookup(state, "this"),
             model => state_lookup(state, "model"),
             __ferry_is_incremental => state_lookup(state, "__ferry_is_incremental"),
+            execute => state_lookup(state, "execute"),
+            __ferry_introspect => state_lookup(state, introspect::KEY),
         };
         let is_incremental = state_lookup(state, "__ferry_is_incremental").is_true();
         let cap = functions::capture(state);
@@ -670,7 +750,15 @@ mod tests {
     fn render(t: &mut Templater, text: &str) -> Result<Rendered, Box<Diagnostic>> {
         let file = SourceFile::new("models/m.sql", text);
         t.add_template(&file)?;
-        t.render(&file, &NodeContext { this: rel("m"), model: serde_json::json!({"name": "m"}), is_incremental: false })
+        t.render(
+            &file,
+            &NodeContext {
+                this: rel("m"),
+                model: serde_json::json!({"name": "m"}),
+                is_incremental: false,
+                introspector: None,
+            },
+        )
     }
 
     #[test]
@@ -709,14 +797,14 @@ mod tests {
         let t = templater(&[]);
         let args: Map<String, Json> =
             serde_json::from_str(r#"{"values": ["it's", "ok"], "config": {"severity": "warn"}}"#).unwrap();
-        let r = t.render_generic_test("accepted_values", rel("orders"), Some("status"), &args).unwrap();
+        let r = t.render_generic_test("accepted_values", rel("orders"), Some("status"), &args, None).unwrap();
         assert!(r.sql.contains("'it''s',"), "a quote in a value is escaped: {}", r.sql);
         assert!(r.sql.contains("from \"orders\""), "{}", r.sql);
         let args: Map<String, Json> = serde_json::from_str(r#"{"to": "ref('stg_orders')", "field": "id"}"#).unwrap();
-        let r = t.render_generic_test("relationships", rel("payments"), Some("order_id"), &args).unwrap();
+        let r = t.render_generic_test("relationships", rel("payments"), Some("order_id"), &args, None).unwrap();
         assert_eq!(r.refs, vec![RefCall { package: None, name: "stg_orders".into() }], "`to:` is evaluated");
         assert!(r.sql.contains("select id as to_field from \"stg_orders\""), "{}", r.sql);
-        let e = t.render_generic_test("uniqe", rel("orders"), Some("id"), &Map::new()).unwrap_err();
+        let e = t.render_generic_test("uniqe", rel("orders"), Some("id"), &Map::new(), None).unwrap_err();
         assert_eq!(e.message, "no generic test named `uniqe`");
         assert_eq!(e.help.as_deref(), Some("did you mean `unique`?"));
     }
@@ -777,6 +865,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.sql, "A,B 2 HI 2023");
+        // A list stored into a changeable dict changes in place too (dbt-utils' union_relations).
+        let r = render(
+            &mut t,
+            "{% set d = {} %}{% do d.update({'k': []}) %}{% do d['k'].append(1) %}{% do d.setdefault('j', []).append(2) %}{% do d.update({'r': this}) %}{{ d['k'] }}{{ d['j'] }}{{ d['r'] }}",
+        )
+        .unwrap();
+        assert_eq!(r.sql, "[1][2]\"m\"");
     }
 
     #[test]

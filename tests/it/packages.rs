@@ -283,3 +283,93 @@ fn same_value(ferry: &str, pg: &str) -> bool {
     let norm = |s: &str| s.replace('T', " ").trim_end_matches(".000000").to_owned();
     norm(ferry) == norm(pg)
 }
+
+/// `adapter.get_columns_in_relation` is answered from the planned schema
+/// of the relation's model or seed (no row moves first), in models, in
+/// generic tests and in `ferry show`; `execute` is false in the first
+/// render, as in dbt's parse.
+#[test]
+fn columns_of_a_relation_come_from_its_planned_schema() {
+    let p = TestProject::new()
+        .file("seeds/people.csv", "id,name,amount\n1,Ada,2.5\n2,Bo,4\n")
+        .file(
+            "macros/cols.sql",
+            "{% macro cols_except(rel, except) %}\n\
+             {%- set cols = [] -%}\n\
+             {%- for c in adapter.get_columns_in_relation(rel) if c.name not in except -%}{% do cols.append(c.quoted) %}{%- endfor -%}\n\
+             {%- if not execute %}{{ return('*') }}{% endif -%}\n\
+             {{ return(cols | join(', ')) }}\n\
+             {% endmacro %}\n\
+             {% test has_n_columns(model, n) %}\n\
+             select 1 as failure where {{ adapter.get_columns_in_relation(model) | length }} != {{ n }}\n\
+             {% endtest %}\n",
+        )
+        .model(
+            "base.sql",
+            "{{ config(materialized='table') }}\nselect id, name, amount, 'x' as \"Dropped\" from {{ ref('people') }}\n",
+        )
+        .model(
+            "narrow.sql",
+            "{{ config(materialized='table') }}\nselect {{ cols_except(ref('base'), ['Dropped']) }} from {{ ref('base') }}\n",
+        )
+        .model(
+            "types.sql",
+            "select '{% for c in adapter.get_columns_in_relation(ref('base')) %}{{ c.name }} {{ c.data_type }} {{ c.is_string() }};{% endfor %}' as t\n",
+        )
+        .file(
+            "models/schema.yml",
+            "models:\n  - name: narrow\n    data_tests:\n      - has_n_columns: {n: 3}\n  - name: base\n    data_tests:\n      - has_n_columns: {n: 4}\n",
+        );
+
+    let compiled = p.run(["compile"]);
+    assert_eq!(compiled.code, Some(0), "{}", compiled.stderr);
+    let sql = p.read(".ferry/compiled/models/narrow.sql");
+    assert!(sql.contains("select \"id\", \"name\", \"amount\" from \"base\""), "{sql}");
+
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let results = p.run_results();
+    for test in ["test.shop.has_n_columns_narrow__3", "test.shop.has_n_columns_base__4"] {
+        let r = crate::common::node_result(&results, test);
+        assert_eq!(r.and_then(|r| r["status"].as_str()), Some("pass"), "{test}: {results}");
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(p.query_stages(&["narrow"], "select * from narrow order by id"));
+    assert_eq!(rows, vec!["| 1  | Ada  | 2.5    |".to_owned(), "| 2  | Bo   | 4.0    |".to_owned()]);
+
+    let shown = p.run(["show", "-s", "types", "--format", "json"]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("id bigint False;name text True;amount double precision False;Dropped text True;"),
+        "{}",
+        shown.stdout
+    );
+}
+
+/// `run_query` and `{% call statement(fetch_result=True) %}` with
+/// `load_result` run while the model is planned, over a seed; a query over
+/// a model that the run builds is a clear error, never an empty answer.
+#[test]
+fn queries_while_rendering_read_seeds_and_refuse_unbuilt_models() {
+    let p = TestProject::new().file("seeds/people.csv", "id,name\n1,Ada\n2,Bo\n3,Cy\n").model(
+        "names.sql",
+        "{% set q %}select name from {{ ref('people') }} where id < 3 order by id{% endset %}\n\
+             {% set names = run_query(q).columns[0].values() if execute else [] %}\n\
+             {% call statement('top', fetch_result=True) %}select max(id) as m from {{ ref('people') }}{% endcall %}\n\
+             {% set top = load_result('top')['data'][0][0] if execute else 0 %}\n\
+             select '{{ names | join(',') }}' as names, {{ top }} as top\n",
+    );
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let sql = p.read(".ferry/compiled/models/names.sql");
+    assert!(sql.contains("select 'Ada,Bo' as names, 3 as top"), "{sql}");
+
+    let p = p.model("later.sql", "select 1 as x\n").model(
+        "reads_model.sql",
+        "{% set n = run_query('select count(*) from ' ~ ref('later')).rows[0][0] if execute else 0 %}select {{ n }} as n\n",
+    );
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("the query reads `later`, which this run builds"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("models/reads_model.sql"), "{}", ran.stderr);
+}
