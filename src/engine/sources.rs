@@ -34,6 +34,12 @@ pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTab
     }
     let declared = declared_schema(engine, &s.columns, &s.origin.file.path).await?;
     let Some(path) = s.location.get("path").and_then(Json::as_str) else {
+        match register_in_warehouse(engine, manifest, s, (table.clone(), &name, &here)).await {
+            Some(Ok(schema)) => return Ok(schema),
+            Some(Err(d)) if s.columns.is_empty() => return Err(d),
+            // Declared columns plan the models without the warehouse's table.
+            _ => {}
+        }
         if let Some(schema) = declared.filter(|_| !s.columns.is_empty()) {
             engine
                 .register_schema_only(table, Arc::clone(&schema))
@@ -293,7 +299,69 @@ async fn register_database(
             }
         }
     };
-    let spec = source::database::DatabaseSpec::of(name, url, &s.location).map_err(|e| fail(e.to_string(), None))?;
+    register_table_at(engine, s, (table, name, &here), url, &s.location).await
+}
+
+/// Registers source `s` (neither `path` nor `connection`) as the table
+/// `schema.identifier` of the target database, as dbt reads its sources
+/// (on SQLite, one schema per file, the `identifier` alone). `None` when
+/// the target is not known (`ferry ls`, tests of the manifest).
+async fn register_in_warehouse(
+    engine: &Engine,
+    manifest: &Manifest,
+    s: &SourceTable,
+    (table, name, here): (TableReference, &str, &Label),
+) -> Option<Registered> {
+    let warehouse = match manifest.warehouse.as_ref()? {
+        Ok(w) => w,
+        Err(why) => {
+            let message =
+                format!("source `{name}` has no `path:`, so it is read from the target, which cannot be read: {why}");
+            return Some(Err(vec![Diagnostic::error(Code::SourceSchema, message).with_label(here.clone())]));
+        }
+    };
+    let qualified = if warehouse.sqlite { s.identifier.clone() } else { format!("{}.{}", s.schema, s.identifier) };
+    // Connecting would create an SQLite file that is not there yet.
+    if let Some(file) = warehouse.url.strip_prefix("sqlite://").filter(|f| !std::path::Path::new(f).exists()) {
+        let message = format!(
+            "source `{name}` has no `path:`, so it is read from the target `{}`, whose database `{file}` does not exist yet",
+            warehouse.name
+        );
+        let help = "load the table first (`ferry seed`), or give the source a `path:` to read";
+        return Some(Err(vec![
+            Diagnostic::error(Code::SourceSchema, message).with_label(here.clone()).with_help(help),
+        ]));
+    }
+    let location: serde_json::Map<String, Json> =
+        [("table".to_owned(), Json::from(qualified.clone()))].into_iter().collect();
+    let result = register_table_at(engine, s, (table, name, here), warehouse.url.clone(), &location).await;
+    Some(result.map_err(|mut diags| {
+        for d in &mut diags {
+            *d = std::mem::replace(d, Diagnostic::error(Code::SourceSchema, String::new()))
+                .with_note(format!("a source with no `path:` or `connection:` is read from the target `{}`, as table `{qualified}`", warehouse.name))
+                .with_help("load the table first (`ferry seed`, or an ingestion tool), give the source's `schema:` and the table's `identifier:`, or a `path:` to read");
+        }
+        diags
+    }))
+}
+
+/// Registers source `s` as the database table or query `location` names
+/// at `url`, with the declared `data_type`s over the database's types.
+async fn register_table_at(
+    engine: &Engine,
+    s: &SourceTable,
+    (table, name, here): (TableReference, &str, &Label),
+    url: String,
+    location: &serde_json::Map<String, Json>,
+) -> Registered {
+    let fail = |message: String, help: Option<&str>| {
+        let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
+        vec![match help {
+            Some(h) => d.with_help(h),
+            None => d,
+        }]
+    };
+    let spec = source::database::DatabaseSpec::of(name, url, location).map_err(|e| fail(e.to_string(), None))?;
     let spec = Arc::new(spec);
     let reading = Arc::clone(&spec);
     let schema = tokio::task::spawn_blocking(move || reading.schema())

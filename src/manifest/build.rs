@@ -48,6 +48,7 @@ impl Manifest {
             templater,
             globals,
             connections: BTreeMap::new(),
+            warehouse: None,
             by_id,
         };
         Built { manifest: Some(manifest), failed, diagnostics: b.diags }

@@ -13,7 +13,7 @@ use crate::backend::profiles::{self, Target};
 use crate::dag::select::{self, Selection};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::{Engine, EngineOptions};
-use crate::manifest::{Built, Manifest, NodeId, Resource};
+use crate::manifest::{Built, Manifest, NodeId, Resource, Warehouse};
 use crate::project::Project;
 use crate::settings::Settings;
 use crate::state::Layout;
@@ -74,6 +74,11 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     diagnostics.extend(built_diags);
     let Some(mut manifest) = manifest else { return Ok(Err(diagnostics)) };
     manifest.connections = source_connections(settings, &manifest, &profile_name);
+    manifest.warehouse = Some(target.url().map(|url| Warehouse {
+        url,
+        name: target.name.clone(),
+        sqlite: target.kind == crate::backend::DatabaseKind::Sqlite,
+    }));
     let layout = settings.layout();
     Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs }))
 }

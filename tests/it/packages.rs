@@ -373,3 +373,44 @@ fn queries_while_rendering_read_seeds_and_refuse_unbuilt_models() {
     assert!(ran.stderr.contains("the query reads `later`, which this run builds"), "{}", ran.stderr);
     assert!(ran.stderr.contains("models/reads_model.sql"), "{}", ran.stderr);
 }
+
+/// A source with neither `path:` nor `connection:` is a table in the
+/// warehouse, as in dbt: ferry reads `schema.identifier` from the target
+/// (the identifier alone on SQLite); a missing one is an error naming the
+/// target and the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_without_a_path_are_read_from_the_target() {
+    let Some(mut pg) = Db::pg("warehouse").await else { return };
+    crate::extract::seed(&mut pg).await;
+    let on_pg = TestProject::new().file("profiles.yml", &pg.profiles("").replace("PROFILE", "shop"));
+    check_warehouse_source(on_pg, pg.schema()).await;
+
+    let lite = TestProject::new();
+    let mut db = Db::sqlite(&lite);
+    crate::extract::seed(&mut db).await;
+    let lite = lite.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    check_warehouse_source(lite, "legacy").await;
+}
+
+async fn check_warehouse_source(p: TestProject, schema: &str) {
+    let p = p
+        .file(
+            "models/sources.yml",
+            &format!("sources:\n  - name: legacy\n    schema: {schema}\n    tables:\n      - name: src\n      - name: orders\n        identifier: nope\n"),
+        )
+        .model(
+            "totals.sql",
+            "{{ config(materialized='table') }}\nselect count(*) as n, sum(id) as s from {{ source('legacy', 'src') }}\n",
+        );
+    let ran = p.run(["build", "--no-load", "-s", "totals"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let rows = p.query_stages(&["totals"], "select n, s from totals").await;
+    assert_eq!(rows, vec!["| 1000 | 500500 |".to_owned()]);
+
+    let p = p.model("missing.sql", "select * from {{ source('legacy', 'orders') }}\n");
+    let ran = p.run(["compile", "-s", "missing"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("is read from the target `t`, as table `"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("nope`"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("models/sources.yml"), "{}", ran.stderr);
+}
