@@ -256,6 +256,15 @@ async fn download(engine: &Engine, url: &str) -> Result<(tempfile::TempDir, Utf8
     Ok((dir, file))
 }
 
+/// A source's failure, as one diagnostic at its declaration.
+fn source_failure(name: &str, here: &Label, message: String, help: Option<&str>) -> Vec<Diagnostic> {
+    let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
+    vec![match help {
+        Some(h) => d.with_help(h),
+        None => d,
+    }]
+}
+
 /// A source read from a live database through connectorx. Column types
 /// come from the database.
 async fn register_database(
@@ -266,13 +275,7 @@ async fn register_database(
     name: &str,
     here: Label,
 ) -> Registered {
-    let fail = |message: String, help: Option<&str>| {
-        let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
-        vec![match help {
-            Some(h) => d.with_help(h),
-            None => d,
-        }]
-    };
+    let fail = |message: String, help: Option<&str>| source_failure(name, &here, message, help);
     let connection = s.location.get("connection").and_then(Json::as_str).unwrap_or_default();
     let url = if let Some(var) = connection.strip_prefix("env:") {
         std::env::var(var).map_err(|_| {
@@ -320,9 +323,13 @@ async fn register_in_warehouse(
             return Some(Err(vec![Diagnostic::error(Code::SourceSchema, message).with_label(here.clone())]));
         }
     };
-    let qualified = if warehouse.sqlite { s.identifier.clone() } else { format!("{}.{}", s.schema, s.identifier) };
+    let sqlite_file = warehouse.url.strip_prefix("sqlite://");
+    let qualified = match sqlite_file {
+        Some(_) => s.identifier.clone(),
+        None => format!("{}.{}", s.schema, s.identifier),
+    };
     // Connecting would create an SQLite file that is not there yet.
-    if let Some(file) = warehouse.url.strip_prefix("sqlite://").filter(|f| !std::path::Path::new(f).exists()) {
+    if let Some(file) = sqlite_file.filter(|f| !std::path::Path::new(f).exists()) {
         let message = format!(
             "source `{name}` has no `path:`, so it is read from the target `{}`, whose database `{file}` does not exist yet",
             warehouse.name
@@ -335,14 +342,12 @@ async fn register_in_warehouse(
     let location: serde_json::Map<String, Json> =
         [("table".to_owned(), Json::from(qualified.clone()))].into_iter().collect();
     let result = register_table_at(engine, s, (table, name, here), warehouse.url.clone(), &location).await;
-    Some(result.map_err(|mut diags| {
-        for d in &mut diags {
-            *d = std::mem::replace(d, Diagnostic::error(Code::SourceSchema, String::new()))
-                .with_note(format!("a source with no `path:` or `connection:` is read from the target `{}`, as table `{qualified}`", warehouse.name))
-                .with_help("load the table first (`ferry seed`, or an ingestion tool), give the source's `schema:` and the table's `identifier:`, or a `path:` to read");
-        }
-        diags
-    }))
+    let note = format!(
+        "a source with no `path:` or `connection:` is read from the target `{}`, as table `{qualified}`",
+        warehouse.name
+    );
+    let help = "load the table first (`ferry seed`, or an ingestion tool), give the source's `schema:` and the table's `identifier:`, or a `path:` to read";
+    Some(result.map_err(|diags| diags.into_iter().map(|d| d.with_note(note.clone()).with_help(help)).collect()))
 }
 
 /// Registers source `s` as the database table or query `location` names
@@ -354,13 +359,7 @@ async fn register_table_at(
     url: String,
     location: &serde_json::Map<String, Json>,
 ) -> Registered {
-    let fail = |message: String, help: Option<&str>| {
-        let d = Diagnostic::error(Code::SourceSchema, format!("source `{name}`: {message}")).with_label(here.clone());
-        vec![match help {
-            Some(h) => d.with_help(h),
-            None => d,
-        }]
-    };
+    let fail = |message: String, help: Option<&str>| source_failure(name, here, message, help);
     let spec = source::database::DatabaseSpec::of(name, url, location).map_err(|e| fail(e.to_string(), None))?;
     let spec = Arc::new(spec);
     let reading = Arc::clone(&spec);
@@ -903,7 +902,7 @@ fn source_error(name: &str, e: &DataFusionError, label: Label) -> Diagnostic {
 /// An error's first line, without DataFusion's backtrace, and with the
 /// causes the message leaves out (an object store says "error sending
 /// request"; the reason, such as an untrusted certificate, is below it).
-fn first_line(e: &DataFusionError) -> String {
+pub(crate) fn first_line(e: &DataFusionError) -> String {
     let root = e.find_root();
     let line = root.strip_backtrace().lines().next().unwrap_or_default().to_owned();
     crate::error::with_causes(line, root)

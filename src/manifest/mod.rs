@@ -218,7 +218,7 @@ pub struct Manifest {
     /// Connection URLs of the profile targets that database sources name
     /// (`connection: legacy_pg`), or why a name did not resolve.
     pub connections: BTreeMap<String, Result<String, String>>,
-    /// The target's connection URL and kind, which sources with neither a
+    /// The target's connection URL, which sources with neither a
     /// `path` nor a `connection` are read from (dbt's sources in the
     /// warehouse), or why it has none.
     pub warehouse: Option<Result<Warehouse, String>>,
@@ -232,8 +232,6 @@ pub struct Warehouse {
     pub url: String,
     /// The target's name in `profiles.yml`, for messages.
     pub name: String,
-    /// SQLite keeps one schema per file: its tables are named alone.
-    pub sqlite: bool,
 }
 
 /// The result of building a manifest: it may be partial (nodes that failed

@@ -17,6 +17,7 @@ use datafusion::logical_expr::LogicalPlan;
 use crate::backend::postgres;
 use crate::dag::Id as _;
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::engine::sources::first_line;
 use crate::engine::{Engine, Registered, diagnose, node as engine_node, sources};
 use crate::manifest::{Manifest, Node, NodeId, Resource};
 use crate::state::Layout;
@@ -307,10 +308,6 @@ fn column_infos(schema: &SchemaRef) -> Vec<ColumnInfo> {
         .iter()
         .map(|f| ColumnInfo { name: f.name().clone(), data_type: postgres::sql_type(f.data_type()) })
         .collect()
-}
-
-fn first_line(e: &datafusion::error::DataFusionError) -> String {
-    e.find_root().strip_backtrace().lines().next().unwrap_or_default().to_owned()
 }
 
 /// A table the plan scans that has only a schema so far (a model not yet built).

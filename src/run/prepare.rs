@@ -74,11 +74,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     diagnostics.extend(built_diags);
     let Some(mut manifest) = manifest else { return Ok(Err(diagnostics)) };
     manifest.connections = source_connections(settings, &manifest, &profile_name);
-    manifest.warehouse = Some(target.url().map(|url| Warehouse {
-        url,
-        name: target.name.clone(),
-        sqlite: target.kind == crate::backend::DatabaseKind::Sqlite,
-    }));
+    manifest.warehouse = Some(target.url().map(|url| Warehouse { url, name: target.name.clone() }));
     let layout = settings.layout();
     Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs }))
 }

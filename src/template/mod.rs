@@ -64,8 +64,8 @@ pub struct Rendered {
     pub config: Map<String, Json>,
     pub logs: Vec<functions::LogLine>,
     pub warnings: Vec<String>,
-    /// Rendered with `execute` false because it asked about a relation's
-    /// columns: to be rendered again, with [`Rendered::context`], once its
+    /// Rendered with `execute` false because it asked about the data (a
+    /// relation's columns, a query): to be rendered again, with [`Rendered::context`], once its
     /// parents are planned.
     pub deferred: bool,
     /// The context a model or singular test was rendered with.
@@ -233,7 +233,7 @@ impl Templater {
     }
 
     /// Renders a registered template for one node.
-    /// A render that asks about a relation's columns with no introspector
+    /// A render that asks about the data with no introspector
     /// is done with `execute` false and comes back [`Rendered::deferred`].
     pub fn render(&self, file: &SourceFile, node: &NodeContext) -> Result<Rendered, Box<Diagnostic>> {
         let tmpl = self.env.get_template(file.path.as_str()).map_err(|e| Box::new(self.diagnostic(&e, Some(file))))?;
@@ -383,7 +383,7 @@ impl Templater {
             Some(TemplateFailure::Return) => (Code::JinjaRender, "`return()` called outside a macro".to_owned(), None),
             Some(TemplateFailure::NeedsIntrospection) => (
                 Code::JinjaRender,
-                "`adapter.get_columns_in_relation` is answered only in the SQL of a model or test".to_owned(),
+                "questions about the data (`adapter.get_columns_in_relation`, `run_query`, `statement`) are answered only in the SQL of a model or test".to_owned(),
                 None,
             ),
             None if err.kind() == ErrorKind::SyntaxError => {
