@@ -349,6 +349,121 @@ impl Object for Column {
     }
 }
 
+/// `api`: the adapter's classes that macros build values with, as in dbt:
+/// `api.Column(name, dtype, char_size=, numeric_precision=, numeric_scale=)`,
+/// `api.Column.create(name, dtype)`, `api.Column.string_type(size)`,
+/// `api.Column.numeric_type(dtype, precision, scale)`, and
+/// `api.Relation.create(database=, schema=, identifier=)`.
+#[derive(Debug)]
+pub struct Api;
+
+impl Object for Api {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "Column" => Some(Value::from_object(ColumnClass)),
+            "Relation" => Some(Value::from_object(RelationClass)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ColumnClass;
+
+impl ColumnClass {
+    fn build(args: &[Value]) -> Result<Value, Error> {
+        let (name, dtype, kwargs): (String, String, Kwargs) = minijinja::value::from_args(args)?;
+        let size: Option<u32> = kwargs.get("char_size")?;
+        let precision: Option<u32> = kwargs.get("numeric_precision")?;
+        let scale: Option<u32> = kwargs.get("numeric_scale")?;
+        kwargs.assert_all_used()?;
+        let data_type = match (size, precision, scale) {
+            (Some(n), _, _) => string_type(Some(n)),
+            (None, Some(p), s) => numeric_type(&dtype, Some(p), s),
+            _ => dtype,
+        };
+        Ok(Value::from_object(Column(ColumnInfo { name, data_type })))
+    }
+}
+
+/// dbt's Postgres `string_type`.
+fn string_type(size: Option<u32>) -> String {
+    match size {
+        Some(n) => format!("character varying({n})"),
+        None => "character varying".to_owned(),
+    }
+}
+
+/// dbt's `numeric_type`: the type with its precision and scale, if given.
+fn numeric_type(dtype: &str, precision: Option<u32>, scale: Option<u32>) -> String {
+    match (precision, scale) {
+        (Some(p), Some(s)) => format!("{dtype}({p},{s})"),
+        (Some(p), None) => format!("{dtype}({p})"),
+        _ => dtype.to_owned(),
+    }
+}
+
+impl Object for ColumnClass {
+    fn call(self: &Arc<Self>, _: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        Self::build(args)
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            "create" => Self::build(args),
+            "string_type" => {
+                let (size,): (Option<u32>,) = minijinja::value::from_args(args)?;
+                Ok(Value::from(string_type(size)))
+            }
+            "numeric_type" => {
+                let (dtype, precision, scale): (String, Option<u32>, Option<u32>) = minijinja::value::from_args(args)?;
+                Ok(Value::from(numeric_type(&dtype, precision, scale)))
+            }
+            "translate_type" => {
+                let (dtype,): (String,) = minijinja::value::from_args(args)?;
+                Ok(Value::from(dtype))
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RelationClass;
+
+impl Object for RelationClass {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        if method != "create" {
+            return Err(Error::from(ErrorKind::UnknownMethod));
+        }
+        let (kwargs,): (Kwargs,) = minijinja::value::from_args(args)?;
+        let database: Option<String> = kwargs.get("database")?;
+        let schema: Option<String> = kwargs.get("schema")?;
+        let identifier: Option<String> = kwargs.get("identifier")?;
+        let _: Option<Value> = kwargs.get("type")?;
+        let _: Option<Value> = kwargs.get("quote_policy")?;
+        kwargs.assert_all_used()?;
+        let Some(identifier) = identifier else {
+            return Err(Error::new(ErrorKind::MissingArgument, "api.Relation.create() needs an identifier"));
+        };
+        // A relation of the project renders as the engine's table of it.
+        let known = state
+            .lookup(KEY)
+            .as_ref()
+            .and_then(|v| v.downcast_object_ref::<Handle>().map(|h| Arc::clone(&h.0)))
+            .and_then(|i| i.relation(schema.as_deref(), &identifier));
+        if let Some(rel) = known {
+            return Ok(Value::from_dyn_object(rel));
+        }
+        Ok(Value::from_object(Relation {
+            rendered: quote_ident(&identifier),
+            database: database.unwrap_or_default(),
+            schema: schema.unwrap_or_default(),
+            identifier,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +479,20 @@ mod tests {
         assert_eq!(get("numeric_scale").as_deref(), Some("2"));
         assert_eq!(get("char_size").as_deref(), Some("None"));
         assert!(c.is_numeric() && !c.is_string() && !c.is_integer());
+    }
+
+    #[test]
+    fn api_builds_columns_and_relations_as_dbt_does() {
+        let mut env = minijinja::Environment::new();
+        env.add_global("api", Value::from_object(Api));
+        let out = env
+            .render_str(
+                "{% set c = api.Column('code', 'varchar', char_size=3) %}{{ c.data_type }}|{{ c.is_string() }}|\
+                 {{ api.Column.create('n', 'integer').is_integer() }}|{{ api.Column.numeric_type('numeric', 12, 2) }}|\
+                 {{ api.Relation.create(schema='raw', identifier='orders') }}|{{ api.Relation.create(identifier='o').schema }}",
+                (),
+            )
+            .unwrap();
+        assert_eq!(out, "character varying(3)|True|True|numeric(12,2)|\"orders\"|");
     }
 }

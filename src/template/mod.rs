@@ -141,6 +141,7 @@ impl Templater {
         env.add_function("__ferry_mutable", dispatch::mutable);
         env.add_function("should_store_failures", || false);
         env.add_global("modules", Value::from_object(modules::Modules));
+        env.add_global("api", Value::from_object(introspect::Api));
         env.add_global("run_started_at", Value::from_object(functions::Timestamp(globals.run_started_at)));
         env.add_global("invocation_id", globals.invocation_id.clone());
         env.add_global("target", functions::to_value(&globals.target));
