@@ -34,6 +34,13 @@ pub async fn register_source(engine: &Engine, manifest: &Manifest, s: &SourceTab
     }
     let declared = declared_schema(engine, &s.columns, &s.origin.file.path).await?;
     let Some(path) = s.location.get("path").and_then(Json::as_str) else {
+        if let Some(seed) = manifest.seed_read_by(s) {
+            let sql = format!("select * from {}", quote_ident(&manifest[seed].name));
+            let plan = engine.plan(&sql).await.map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+            let schema = Arc::clone(plan.schema().inner());
+            engine.register_view(table, plan).map_err(|e| vec![source_error(&name, &e, here.clone())])?;
+            return Ok(Some(schema));
+        }
         match register_in_warehouse(engine, manifest, s, (table.clone(), &name, &here)).await {
             Some(Ok(schema)) => return Ok(schema),
             Some(Err(d)) if s.columns.is_empty() => return Err(d),

@@ -17,6 +17,7 @@ use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
 use crate::project::nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
+use crate::template::config_values::ConfigValues;
 use crate::template::functions::{Relation, Resolver, quote_ident};
 use crate::template::introspect::Introspector;
 use crate::template::{Globals, MacroSources, NodeContext, Rendered, Templater, merge_config};
@@ -25,9 +26,15 @@ impl Manifest {
     /// Builds the manifest: renders every model and singular test, resolves
     /// test arguments, and sorts the DAG.
     pub fn build(project: Project, globals: Globals, target_schema: &str) -> Built {
-        let mut b = Builder { diags: Vec::new(), failed: BTreeSet::new(), disabled: Default::default() };
-        let root = project.root.clone();
         let project_name = project.file.name.clone();
+        let namespaces = std::iter::once(project_name.clone()).chain(project.packages.iter().map(|p| p.name.clone()));
+        let mut b = Builder {
+            diags: Vec::new(),
+            failed: BTreeSet::new(),
+            disabled: Default::default(),
+            namespaces: namespaces.collect(),
+        };
+        let root = project.root.clone();
         let (nodes, templater) = b.nodes(project, &globals, target_schema);
         let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
         let graph = b.edges(&nodes, &by_id);
@@ -50,6 +57,7 @@ impl Manifest {
             connections: BTreeMap::new(),
             warehouse: None,
             by_id,
+            namespaces: b.namespaces,
         };
         Built { manifest: Some(manifest), failed, diagnostics: b.diags }
     }
@@ -60,6 +68,8 @@ struct Builder {
     failed: BTreeSet<usize>,
     /// Models disabled by their own template's `config(enabled=false)`.
     disabled: std::collections::HashSet<String>,
+    /// The project's name, then its packages' (see [`Manifest`]).
+    namespaces: Vec<String>,
 }
 
 /// dbt's default `generate_schema_name`: a custom schema is appended to the target's.
@@ -93,9 +103,11 @@ impl Node {
 }
 
 impl Builder {
-    fn nodes(&mut self, parts: Project, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
+    fn nodes(&mut self, mut parts: Project, globals: &Globals, target_schema: &str) -> (Vec<Node>, Templater) {
         let project = parts.file.name.clone();
-        let mut resolver = Resolver { project: project.clone(), ..Default::default() };
+        self.render_config_values(&mut parts, globals);
+        let mut resolver =
+            Resolver { project: project.clone(), packages: self.namespaces[1..].to_vec(), ..Default::default() };
         let mut nodes = source_nodes(&project, parts.sources, &mut resolver);
         nodes.extend(seed_nodes(&project, parts.seeds, &mut resolver, target_schema));
         let models: Vec<(Model, Arc<Relation>)> = parts
@@ -105,6 +117,7 @@ impl Builder {
             .map(|m| {
                 let rel = model_relation(&m.name, &m.config, target_schema);
                 resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
+                resolver.owners.insert(m.name.clone(), m.fqn.first().cloned().unwrap_or_default());
                 (m, rel)
             })
             .collect();
@@ -124,8 +137,9 @@ impl Builder {
                 self.failed.insert(nodes.len());
             }
             let kind = if m.snapshot { "snapshot" } else { "model" };
+            let ns = m.fqn.first().unwrap_or(&project);
             let (id, name, fqn, config) =
-                (format!("{kind}.{project}.{}", m.name), m.name.clone(), m.fqn.clone(), m.config.clone());
+                (format!("{kind}.{ns}.{}", m.name), m.name.clone(), m.fqn.clone(), m.config.clone());
             let resource = Resource::Model { materialized: Materialization::View, model: m };
             nodes.push(Node::declared(id, (&name, fqn), config, Some(rel), resource));
         }
@@ -136,8 +150,9 @@ impl Builder {
                 self.diags.push(*d);
                 self.failed.insert(nodes.len());
             }
+            let ns = t.fqn.first().unwrap_or(&project);
             let (id, name, fqn, config) =
-                (format!("test.{project}.{}", t.name), t.name.clone(), t.fqn.clone(), t.config.clone());
+                (format!("test.{ns}.{}", t.name), t.name.clone(), t.fqn.clone(), t.config.clone());
             nodes.push(Node::declared(id, (&name, fqn), config, None, Resource::Test(t)));
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater, target_schema);
@@ -148,6 +163,41 @@ impl Builder {
             self.render_descriptions(node, &templater);
         }
         (nodes, templater)
+    }
+
+    /// Renders the Jinja in config values from the project and schema files
+    /// (`+enabled: "{{ var('x') }}"`) and in sources' names, as dbt does
+    /// before it parses a model.
+    fn render_config_values(&mut self, parts: &mut Project, globals: &Globals) {
+        let values = ConfigValues::new(globals);
+        let mut failed = |what: String, path: &camino::Utf8Path, e: String| {
+            self.diags.push(Diagnostic::error(Code::ModelConfig, format!("{what}: {e}")).in_file(path).with_note(
+                "config values in `dbt_project.yml` and schema files render with `var`, `env_var` and `target`",
+            ));
+        };
+        for m in &mut parts.models {
+            if let Err(e) = values.render(&mut m.config) {
+                failed(format!("`{}`", m.name), &m.file.path, e);
+            }
+        }
+        for s in &mut parts.seeds {
+            if let Err(e) = values.render(&mut s.config) {
+                failed(format!("seed `{}`", s.name), &s.path, e);
+            }
+        }
+        for t in &mut parts.tests {
+            if let Err(e) = values.render(&mut t.config) {
+                failed(format!("test `{}`", t.name), t.path(), e);
+            }
+        }
+        for s in &mut parts.sources {
+            let what = format!("source `{}.{}`", s.source, s.name);
+            let mut names = [&mut s.schema, &mut s.identifier].into_iter().chain(s.database.as_mut());
+            let result = values.render(&mut s.config).and_then(|()| names.try_for_each(|n| values.render_text(n)));
+            if let Err(e) = result {
+                failed(what, &s.origin.file.path, e);
+            }
+        }
     }
 
     /// Drops models that a template's own `config(enabled=false)` disabled
@@ -257,9 +307,8 @@ impl Builder {
     /// the relation it is attached to; a test macro's own `config()` fills
     /// in what the schema files left unset.
     fn render_generic_tests(&mut self, nodes: &mut [Node], templater: &Templater) {
-        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
         let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
-        let lookup = Lookup { project: &project, by_id: &by_id };
+        let lookup = Lookup { namespaces: &self.namespaces, by_id: &by_id };
         let relation_of = |r: &NodeRef| lookup.node(r).and_then(|i| nodes[i].relation.clone());
         let failed = &self.failed;
         let results: Vec<(usize, Result<Rendered, Box<Diagnostic>>)> = nodes
@@ -321,8 +370,7 @@ impl Builder {
     /// Adds edges for every `ref`/`source` call and for test attachments.
     fn edges(&mut self, nodes: &[Node], by_id: &HashMap<String, usize>) -> Graph<NodeId> {
         let mut graph = Graph::new(nodes.len());
-        let project = nodes.iter().find_map(|n| n.fqn.first().cloned()).unwrap_or_default();
-        let lookup = Lookup { project: &project, by_id };
+        let lookup = Lookup { namespaces: &self.namespaces, by_id };
         for (i, node) in nodes.iter().enumerate() {
             for calls in node.config.rules.iter().filter_map(|r| r.calls.as_ref()) {
                 lookup.add_calls(&mut graph, calls, i);
@@ -341,6 +389,11 @@ impl Builder {
                     self.failed.insert(i);
                 }
             }
+            if let Resource::Source(s) = &node.resource
+                && let Some(seed) = super::seed_named_by(nodes, s)
+            {
+                graph.add_edge(NodeId::from_index(seed), NodeId::from_index(i));
+            }
             let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &node.resource else {
                 continue;
             };
@@ -356,22 +409,23 @@ impl Builder {
 
 /// Finds nodes by what `ref()`, `source()` and schema files call them.
 pub(super) struct Lookup<'a> {
-    pub(super) project: &'a str,
+    /// The project's name, then its packages': names are unique across
+    /// them, so the first namespace that has one is the one.
+    pub(super) namespaces: &'a [String],
     pub(super) by_id: &'a HashMap<String, usize>,
 }
 
 impl Lookup<'_> {
     pub(super) fn node(&self, r: &NodeRef) -> Option<usize> {
-        let project = self.project;
-        match r {
+        self.namespaces.iter().find_map(|ns| match r {
             NodeRef::Model(n) | NodeRef::Seed(n) => self
                 .by_id
-                .get(&format!("model.{project}.{n}"))
-                .or_else(|| self.by_id.get(&format!("snapshot.{project}.{n}")))
-                .or_else(|| self.by_id.get(&format!("seed.{project}.{n}")))
+                .get(&format!("model.{ns}.{n}"))
+                .or_else(|| self.by_id.get(&format!("snapshot.{ns}.{n}")))
+                .or_else(|| self.by_id.get(&format!("seed.{ns}.{n}")))
                 .copied(),
-            NodeRef::Source(s, t) => self.by_id.get(&format!("source.{project}.{s}.{t}")).copied(),
-        }
+            NodeRef::Source(s, t) => self.by_id.get(&format!("source.{ns}.{s}.{t}")).copied(),
+        })
     }
 
     /// Adds an edge from every node a render's `ref`/`source` calls named to `child`.
@@ -431,8 +485,9 @@ fn source_nodes(project: &str, sources: Vec<SourceTable>, resolver: &mut Resolve
             identifier: s.identifier.clone(),
         });
         resolver.sources.insert((s.source.clone(), s.name.clone()), Arc::clone(&rel));
-        let id = format!("source.{project}.{}.{}", s.source, s.name);
-        let fqn = vec![project.to_owned(), s.source.clone(), s.name.clone()];
+        let ns = s.package.as_deref().unwrap_or(project);
+        let id = format!("source.{ns}.{}.{}", s.source, s.name);
+        let fqn = vec![ns.to_owned(), s.source.clone(), s.name.clone()];
         let (name, config) = (s.name.clone(), s.config.clone());
         nodes.push(Node::declared(id, (&name, fqn), config, Some(rel), Resource::Source(s)));
     }
@@ -445,7 +500,9 @@ fn seed_nodes(project: &str, seeds: Vec<Seed>, resolver: &mut Resolver, target_s
     for s in seeds.into_iter().filter(|s| config::enabled(&s.config)) {
         let rel = model_relation(&s.name, &s.config, target_schema);
         resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
-        let (id, name, config) = (format!("seed.{project}.{}", s.name), s.name.clone(), s.config.clone());
+        resolver.owners.insert(s.name.clone(), s.fqn.first().cloned().unwrap_or_default());
+        let ns = s.fqn.first().map_or(project, String::as_str);
+        let (id, name, config) = (format!("seed.{ns}.{}", s.name), s.name.clone(), s.config.clone());
         nodes.push(Node::declared(id, (&name, s.fqn.clone()), config, Some(rel), Resource::Seed(s)));
     }
     nodes
@@ -567,7 +624,7 @@ impl Manifest {
                 self.templater.render(file, &context)?
             }
             None => {
-                let lookup = Lookup { project: &self.project_name, by_id: &self.by_id };
+                let lookup = Lookup { namespaces: &self.namespaces, by_id: &self.by_id };
                 let relation_of = |r: &NodeRef| lookup.node(r).and_then(|i| self.nodes[i].relation.clone());
                 render_generic(node, &relation_of, &self.templater, Some(&introspector)).unwrap_or_else(|| {
                     Err(Box::new(Diagnostic::error(Code::SqlPlan, format!("`{}` has no template", node.name))))

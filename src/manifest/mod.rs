@@ -204,6 +204,22 @@ impl Node {
     }
 }
 
+/// The seed whose table a source in the warehouse (neither `path` nor
+/// `connection`) names by schema and identifier: the source reads that
+/// seed, so a project whose seeds land in `raw` and whose sources read
+/// `raw.*` runs in one invocation as `dbt seed` then `dbt run` would.
+pub(crate) fn seed_named_by(nodes: &[Node], s: &SourceTable) -> Option<usize> {
+    if s.location.contains_key("path") || s.location.contains_key("connection") {
+        return None;
+    }
+    nodes.iter().position(|n| {
+        matches!(n.resource, Resource::Seed(_))
+            && n.relation.as_ref().is_some_and(|r| {
+                r.schema.eq_ignore_ascii_case(&s.schema) && r.identifier.eq_ignore_ascii_case(&s.identifier)
+            })
+    })
+}
+
 /// All nodes, their DAG and the environment that rendered them.
 #[derive(Clone)]
 pub struct Manifest {
@@ -223,6 +239,9 @@ pub struct Manifest {
     /// warehouse), or why it has none.
     pub warehouse: Option<Result<Warehouse, String>>,
     by_id: HashMap<String, usize>,
+    /// The project's name, then its installed packages': the namespaces of
+    /// node ids (`model.dbt_utils.x`), searched in this order by name.
+    namespaces: Vec<String>,
 }
 
 /// The target database, as sources in the warehouse read it.
@@ -268,10 +287,15 @@ impl Manifest {
 
     /// The nodes a render's `ref`/`source` calls name.
     pub fn nodes_called(&self, rendered: &Rendered) -> BTreeSet<NodeId> {
-        let lookup = Lookup { project: &self.project_name, by_id: &self.by_id };
+        let lookup = Lookup { namespaces: &self.namespaces, by_id: &self.by_id };
         let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
         let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
         refs.chain(sources).filter_map(|r| lookup.node(&r)).map(NodeId::from_index).collect()
+    }
+
+    /// The seed a source in the warehouse names (see [`seed_named_by`]).
+    pub fn seed_read_by(&self, s: &SourceTable) -> Option<NodeId> {
+        seed_named_by(&self.nodes, s).map(NodeId::from_index)
     }
 
     /// The node a generic test is attached to.
@@ -279,7 +303,7 @@ impl Manifest {
         let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &self[test].resource else {
             return None;
         };
-        Lookup { project: &self.project_name, by_id: &self.by_id }.node(attached_to).map(NodeId::from_index)
+        Lookup { namespaces: &self.namespaces, by_id: &self.by_id }.node(attached_to).map(NodeId::from_index)
     }
 
     /// Facts for selection, one per node.
@@ -293,7 +317,7 @@ impl Manifest {
                 path: n.path().to_string(),
                 tags: n.tags(),
                 config: n.raw_config.clone(),
-                package: self.project_name.clone(),
+                package: n.fqn.first().cloned().unwrap_or_else(|| self.project_name.clone()),
                 source: match &n.resource {
                     Resource::Source(s) => Some((s.source.clone(), s.name.clone())),
                     _ => None,

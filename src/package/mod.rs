@@ -4,7 +4,10 @@
 //!
 //! A `local:` package is linked (a symbolic link to its directory, as dbt
 //! does); a `git:` package is cloned with the `git` command, checked out at
-//! its `revision` (or the lock file's pin), and cut to its `subdirectory`.
+//! its `revision` (or the lock file's pin), and cut to its `subdirectory`;
+//! a `tarball:` package and a dbt Hub package are downloaded and unpacked
+//! (`fetch`), a Hub package at the highest version its range allows,
+//! pinned in the lock to that version.
 //! Packages that the installed packages list are installed too. Everything
 //! is installed beside the old install and swapped in at the end, so a
 //! failed `ferry deps` leaves the previous packages as they were. Loading
@@ -19,6 +22,8 @@ use serde_json::Value as Json;
 
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::project::yaml;
+
+mod fetch;
 
 /// The files that list a project's packages, in the order dbt reads them.
 pub const SPEC_FILES: [&str; 2] = ["packages.yml", "dependencies.yml"];
@@ -375,16 +380,48 @@ impl Installer {
             };
             return Ok((dir, pinned, format!("{url} at {short}")));
         }
-        let what = if spec.tarball.is_some() { "`tarball:`" } else { "dbt Hub (`package:`)" };
-        Err(Box::new(
-            Diagnostic::error(Code::ProjectFile, format!("ferry deps cannot install {what} packages yet"))
-                .with_help("name the package's git repository and tag instead: `- git: https://github.com/dbt-labs/dbt-utils.git` with `revision: 1.3.0`"),
-        ))
+        if let Some(url) = &spec.tarball {
+            let dir = self
+                .unpacked(url, n)
+                .map_err(|e| Box::new(Diagnostic::error(Code::ProjectFile, format!("tarball package `{url}`: {e}"))))?;
+            fs_err::rename(&dir, &tmp).map_err(|e| Box::new(io_diag(&dir, &e)))?;
+            let _ = fs_err::remove_dir_all(self.staging.join(format!(".unpack-{n}")));
+            let pinned = Spec { tarball: Some(url.clone()), name: spec.name.clone(), ..Default::default() };
+            return Ok((tmp, pinned, format!("{url} (tarball)")));
+        }
+        let package = spec.package.clone().unwrap_or_default();
+        let hub = fetch::hub_url();
+        // The lock's exact version holds until `--upgrade`.
+        let pin = self.pins.iter().find(|p| p.package.as_deref() == Some(&package)).and_then(|p| p.version.clone());
+        let wanted = pin.as_ref().or(spec.version.as_ref());
+        let (version, url) =
+            fetch::resolve_hub(&hub, &package, wanted, spec.install_prerelease == Some(true)).map_err(|e| {
+                Box::new(
+                    Diagnostic::error(Code::ProjectFile, format!("hub package `{package}`: {e}"))
+                        .with_help("check the name and `version:`; without network access, name the package's git repository and tag instead (`git:` with `revision:`)"),
+                )
+            })?;
+        let dir = self.unpacked(&url, n).map_err(|e| {
+            Box::new(Diagnostic::error(Code::ProjectFile, format!("hub package `{package}` {version}: {e}")))
+        })?;
+        fs_err::rename(&dir, &tmp).map_err(|e| Box::new(io_diag(&dir, &e)))?;
+        let _ = fs_err::remove_dir_all(self.staging.join(format!(".unpack-{n}")));
+        let pinned =
+            Spec { package: Some(package.clone()), version: Some(Json::from(version.clone())), ..Default::default() };
+        Ok((tmp, pinned, format!("{package} {version} (hub)")))
+    }
+
+    /// Downloads and unpacks a `.tar.gz`; returns the package's directory.
+    fn unpacked(&self, url: &str, n: usize) -> Result<Utf8PathBuf, String> {
+        let archive = fetch::get(url)?;
+        fetch::unpack(&archive, &self.staging.join(format!(".unpack-{n}")))
     }
 }
 
 fn same_source(a: &Spec, b: &Spec) -> bool {
     (a.local.is_some() && a.local == b.local)
+        || (a.tarball.is_some() && a.tarball == b.tarball)
+        || (a.package.is_some() && a.package == b.package && a.version == b.version)
         || (a.git.is_some() && a.git == b.git && a.revision == b.revision && a.subdirectory == b.subdirectory)
 }
 

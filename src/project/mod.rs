@@ -132,6 +132,60 @@ struct Loader {
     diags: Vec<Diagnostic>,
 }
 
+/// The root project, or an installed package, whose resources are read.
+struct Scope<'a> {
+    file: &'a ProjectFile,
+    /// The project-relative directory the package is installed in (empty
+    /// for the root project).
+    base: Utf8PathBuf,
+    package: bool,
+}
+
+impl Scope<'_> {
+    /// The scope's resource directories, relative to the root project.
+    fn dirs(&self, dirs: &[Utf8PathBuf]) -> Vec<Utf8PathBuf> {
+        dirs.iter().map(|d| self.base.join(d)).collect()
+    }
+}
+
+/// A project file's config trees, one per resource type.
+struct Trees<'a> {
+    models: ConfigTree<'a>,
+    seeds: ConfigTree<'a>,
+    snapshots: ConfigTree<'a>,
+    tests: ConfigTree<'a>,
+}
+
+impl<'a> Trees<'a> {
+    fn new(file: &'a ProjectFile) -> Self {
+        Trees {
+            models: ConfigTree::new(&file.file, &file.models),
+            seeds: ConfigTree::new(&file.file, &file.seeds),
+            snapshots: ConfigTree::new(&file.file, &file.snapshots),
+            tests: ConfigTree::new(&file.file, &file.tests),
+        }
+    }
+
+    /// Unknown `+keys` and config paths that matched nothing (model
+    /// folders named in `folders`).
+    fn warnings(&self, folders: &[String]) -> Vec<Diagnostic> {
+        let mut out = self.models.warnings("models", folders);
+        out.extend(self.snapshots.warnings("snapshots", &[]));
+        out.extend(self.seeds.warnings("seeds", &[]));
+        out
+    }
+}
+
+/// What one project or package declares.
+struct Resources {
+    models: Vec<Model>,
+    seeds: Vec<Seed>,
+    sources: Vec<SourceTable>,
+    tests: Vec<Test>,
+    docs: BTreeMap<String, String>,
+    folders: Vec<String>,
+}
+
 impl Loader {
     /// Reads a project file. One that is not UTF-8 is a diagnostic at its
     /// first bad byte (and is read with that byte replaced, so the rest of
@@ -181,22 +235,11 @@ impl Loader {
         out
     }
 
-    fn assemble(&mut self, file: ProjectFile) -> Result<Project, ProjectError> {
-        let mut schemas = Vec::new();
-        let schema_dirs: Vec<Utf8PathBuf> =
-            file.model_paths.iter().chain(&file.seed_paths).chain(&file.snapshot_paths).cloned().collect();
-        for path in self.files(&schema_dirs, &["yml", "yaml"]) {
-            let f = self.source_file(&path)?;
-            match schema::parse(&f, &mut self.diags) {
-                Ok(s) => schemas.push(s),
-                Err(d) => self.diags.push(*d),
-            }
-        }
-        let mut docs = BTreeMap::new();
-        for path in self.files(&file.docs_paths, &["md"]) {
-            let f = self.source_file(&path)?;
-            docs.extend(crate::template::docs_blocks(&f));
-        }
+    fn assemble(&mut self, mut file: ProjectFile) -> Result<Project, ProjectError> {
+        let packages = self.packages(&file)?;
+        let root_trees = Trees::new(&file);
+        let root = Scope { file: &file, base: Utf8PathBuf::new(), package: false };
+        let mut all = self.resources(&root, &root_trees, None)?;
         let mut macro_files = Vec::new();
         for path in self.files(&file.macro_paths, &["sql"]) {
             macro_files.push(self.source_file(&path)?);
@@ -207,7 +250,57 @@ impl Loader {
                 macro_files.push(self.source_file(&path)?);
             }
         }
-        let packages = self.packages(&file)?;
+        let mut package_vars = Map::new();
+        for (package, pkg_file) in &packages {
+            let trees = Trees::new(pkg_file);
+            let scope = Scope { file: pkg_file, base: package.dir.clone(), package: true };
+            let r = self.resources(&scope, &trees, Some(&root_trees))?;
+            all.models.extend(r.models);
+            all.seeds.extend(r.seeds);
+            all.sources.extend(r.sources);
+            all.tests.extend(r.tests);
+            for (name, text) in r.docs {
+                all.docs.entry(name).or_insert(text);
+            }
+            // A package's own `vars` are its defaults; the project's win.
+            for (k, v) in &pkg_file.vars {
+                package_vars.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        self.diags.extend(root_trees.warnings(&all.folders));
+        drop(root_trees);
+        for (k, v) in package_vars {
+            file.vars.entry(k).or_insert(v);
+        }
+        self.check_duplicate_sources(&all.sources);
+        self.check_name_clashes(&all.models, &all.seeds);
+        let Resources { models, seeds, sources, tests, docs, .. } = all;
+        let packages = packages.into_iter().map(|(p, _)| p).collect();
+        Ok(Project { root: self.root.clone(), file, models, seeds, sources, tests, macro_files, packages, docs })
+    }
+
+    /// The models, snapshots, seeds, sources, tests and docs of the root
+    /// project or of one installed package. A package's resources take the
+    /// package's own project-file config, then the root project's over it
+    /// (`models: {dbt_utils: {+enabled: false}}`), as in dbt.
+    fn resources(&mut self, scope: &Scope, trees: &Trees, root: Option<&Trees>) -> Result<Resources, ProjectError> {
+        let file = scope.file;
+        let mut schemas = Vec::new();
+        let schema_dirs: Vec<Utf8PathBuf> = scope.dirs(
+            &file.model_paths.iter().chain(&file.seed_paths).chain(&file.snapshot_paths).cloned().collect::<Vec<_>>(),
+        );
+        for path in self.files(&schema_dirs, &["yml", "yaml"]) {
+            let f = self.source_file(&path)?;
+            match schema::parse(&f, &mut self.diags) {
+                Ok(s) => schemas.push(s),
+                Err(d) => self.diags.push(*d),
+            }
+        }
+        let mut docs = BTreeMap::new();
+        for path in self.files(&scope.dirs(&file.docs_paths), &["md"]) {
+            let f = self.source_file(&path)?;
+            docs.extend(crate::template::docs_blocks(&f));
+        }
 
         let mut model_patches = HashMap::new();
         let mut seed_patches = HashMap::new();
@@ -227,41 +320,56 @@ impl Loader {
                 decls.extend(p.tests.iter().map(|t| (NodeRef::Model(p.name.clone()), t.clone())));
                 self.insert_patch(&mut snapshot_patches, p, "snapshot");
             }
-            for src in s.sources {
+            for mut src in s.sources {
                 let r = NodeRef::Source(src.table.source.clone(), src.table.name.clone());
                 decls.extend(src.tests.into_iter().map(|t| (r.clone(), t)));
+                src.table.package = scope.package.then(|| file.name.clone());
                 sources.push(src.table);
             }
         }
-        self.check_duplicate_sources(&sources);
-
-        let mut models = self.models(&file, &mut model_patches)?;
-        models.extend(self.snapshots(&file, &mut snapshot_patches)?);
-        let seeds = self.seeds(&file, &mut seed_patches);
+        let resolve = |own: &ConfigTree, over: Option<&ConfigTree>, fqn: &[String]| {
+            let mut config = own.resolve(fqn);
+            for (k, v) in over.map(|t| t.resolve(fqn)).unwrap_or_default() {
+                merge_config(&mut config, &k, v);
+            }
+            config
+        };
+        let (mut models, folders) =
+            self.models(scope, &mut model_patches, &|fqn| resolve(&trees.models, root.map(|r| &r.models), fqn))?;
+        models.extend(self.snapshots(scope, &mut snapshot_patches, &|fqn| {
+            resolve(&trees.snapshots, root.map(|r| &r.snapshots), fqn)
+        })?);
+        let seeds = self.seeds(scope, &mut seed_patches, &|fqn| resolve(&trees.seeds, root.map(|r| &r.seeds), fqn));
         for (kind, patches) in [("model", model_patches), ("seed", seed_patches), ("snapshot", snapshot_patches)] {
             for p in patches.into_values() {
                 decls.retain(|(r, _)| !matches!(r, NodeRef::Model(n) | NodeRef::Seed(n) if *n == p.name));
-                self.diags.push(
-                    Diagnostic::warning(Code::UnusedConfigPath, format!("schema entry `{}` matches no {kind}", p.name))
+                // A package's loose ends are its author's business.
+                if !scope.package {
+                    self.diags.push(
+                        Diagnostic::warning(
+                            Code::UnusedConfigPath,
+                            format!("schema entry `{}` matches no {kind}", p.name),
+                        )
                         .with_label(Label::new(&p.origin.file, p.origin.span.clone())),
-                );
+                    );
+                }
             }
         }
-        self.check_name_clashes(&models, &seeds);
-        let tests = self.tests(&file, decls)?;
-        Ok(Project { root: self.root.clone(), file, models, seeds, sources, tests, macro_files, packages, docs })
+        let tests = self.tests(scope, decls, &|fqn| resolve(&trees.tests, root.map(|r| &r.tests), fqn))?;
+        Ok(Resources { models, seeds, sources, tests, docs, folders })
     }
 
     /// The packages installed under `packages-install-path`, each a
-    /// directory with a `dbt_project.yml`, in name order. Their project
-    /// files' unknown keys are the package author's business, not warned of.
-    fn packages(&mut self, file: &ProjectFile) -> Result<Vec<Package>, ProjectError> {
+    /// directory with a `dbt_project.yml`, in name order, with its parsed
+    /// project file. Their project files' unknown keys are the package
+    /// author's business, not warned of.
+    fn packages(&mut self, file: &ProjectFile) -> Result<Vec<(Package, ProjectFile)>, ProjectError> {
         let install = &file.packages_install_path;
         let Ok(entries) = fs_err::read_dir(self.root.join(install)) else { return Ok(Vec::new()) };
         let mut names: Vec<String> =
             entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| !n.starts_with('.')).collect();
         names.sort();
-        let mut packages: Vec<Package> = Vec::new();
+        let mut packages: Vec<(Package, ProjectFile)> = Vec::new();
         for dir_name in names {
             let dir = install.join(&dir_name);
             let project_file = dir.join("dbt_project.yml");
@@ -276,7 +384,7 @@ impl Loader {
                     continue;
                 }
             };
-            if parsed.name == file.name || packages.iter().any(|p| p.name == parsed.name) {
+            if parsed.name == file.name || packages.iter().any(|(p, _)| p.name == parsed.name) {
                 self.diags.push(
                     Diagnostic::error(
                         Code::DuplicateName,
@@ -291,11 +399,17 @@ impl Loader {
                 continue;
             }
             let macro_dirs: Vec<Utf8PathBuf> = parsed.macro_paths.iter().map(|p| dir.join(p)).collect();
+            let test_dirs: Vec<Utf8PathBuf> = parsed.test_paths.iter().map(|p| dir.join(p)).collect();
             let mut macro_files = Vec::new();
             for path in self.files(&macro_dirs, &["sql"]) {
                 macro_files.push(self.source_file(&path)?);
             }
-            packages.push(Package { name: parsed.name, dir, macro_files });
+            for path in self.files(&test_dirs, &["sql"]) {
+                if is_generic_test_file(&test_dirs, &path) {
+                    macro_files.push(self.source_file(&path)?);
+                }
+            }
+            packages.push((Package { name: parsed.name.clone(), dir, macro_files }, parsed));
         }
         Ok(packages)
     }
@@ -333,18 +447,22 @@ impl Loader {
         }
     }
 
+    /// The models, and the names of the folders they are in (for the
+    /// project file's unused-path warnings).
     fn models(
         &mut self,
-        file: &ProjectFile,
+        scope: &Scope,
         patches: &mut HashMap<String, schema::Patch>,
-    ) -> Result<Vec<Model>, ProjectError> {
-        let tree = ConfigTree::new(&file.file, &file.models);
+        config_for: &dyn Fn(&[String]) -> Map<String, Json>,
+    ) -> Result<(Vec<Model>, Vec<String>), ProjectError> {
+        let file = scope.file;
+        let roots = scope.dirs(&file.model_paths);
         let mut models = Vec::new();
         let mut folders = Vec::new();
-        for path in self.files(&file.model_paths, &["sql"]) {
-            let fqn = fqn_for(&file.name, &file.model_paths, &path);
+        for path in self.files(&roots, &["sql"]) {
+            let fqn = fqn_for(&file.name, &roots, &path);
             folders.extend(fqn[1..fqn.len() - 1].iter().cloned());
-            let config = tree.resolve(&fqn);
+            let config = config_for(&fqn);
             let name = fqn.last().cloned().unwrap_or_default();
             let patch = patches.remove(&name);
             let source = self.source_file(&path)?;
@@ -352,8 +470,7 @@ impl Loader {
         }
         folders.sort();
         folders.dedup();
-        self.diags.extend(tree.warnings("models", &folders));
-        Ok(models)
+        Ok((models, folders))
     }
 
     /// The snapshots: a `{% snapshot name %}` block in a SQL file under
@@ -363,14 +480,16 @@ impl Loader {
     /// diagnostics point into the file.
     fn snapshots(
         &mut self,
-        file: &ProjectFile,
+        scope: &Scope,
         patches: &mut HashMap<String, schema::Patch>,
+        config_for: &dyn Fn(&[String]) -> Map<String, Json>,
     ) -> Result<Vec<Model>, ProjectError> {
-        let tree = ConfigTree::new(&file.file, &file.snapshots);
+        let file = scope.file;
+        let roots = scope.dirs(&file.snapshot_paths);
         let mut found: Vec<(String, Vec<String>, Arc<SourceFile>)> = Vec::new();
-        for path in self.files(&file.snapshot_paths, &["sql"]) {
+        for path in self.files(&roots, &["sql"]) {
             let source = self.source_file(&path)?;
-            let mut fqn = fqn_for(&file.name, &file.snapshot_paths, &path);
+            let mut fqn = fqn_for(&file.name, &roots, &path);
             match snapshot_block(&source) {
                 Ok(Some((name, text))) => {
                     fqn.pop();
@@ -387,26 +506,30 @@ impl Loader {
             let (Some(relation), Some(dir)) = (&p.relation, p.origin.file.path.parent()) else { continue };
             let text = format!("select * from {{{{ {relation} }}}}\n");
             let path = dir.join(format!("{name}.sql"));
-            let fqn = fqn_for(&file.name, &file.snapshot_paths, &path);
+            let fqn = fqn_for(&file.name, &roots, &path);
             found.push((name, fqn, SourceFile::new(path, text)));
         }
         let mut snapshots = Vec::new();
         for (name, fqn, source) in found {
-            let config = tree.resolve(&fqn);
+            let config = config_for(&fqn);
             let patch = patches.remove(&name);
             snapshots.push(patched_model(name, (fqn, source, config), patch, true));
         }
-        self.diags.extend(tree.warnings("snapshots", &[]));
         Ok(snapshots)
     }
 
-    fn seeds(&mut self, file: &ProjectFile, patches: &mut HashMap<String, schema::Patch>) -> Vec<Seed> {
-        let tree = ConfigTree::new(&file.file, &file.seeds);
+    fn seeds(
+        &mut self,
+        scope: &Scope,
+        patches: &mut HashMap<String, schema::Patch>,
+        config_for: &dyn Fn(&[String]) -> Map<String, Json>,
+    ) -> Vec<Seed> {
+        let roots = scope.dirs(&scope.file.seed_paths);
         let mut seeds = Vec::new();
-        for path in self.files(&file.seed_paths, &["csv"]) {
-            let fqn = fqn_for(&file.name, &file.seed_paths, &path);
+        for path in self.files(&roots, &["csv"]) {
+            let fqn = fqn_for(&scope.file.name, &roots, &path);
             let name = fqn.last().cloned().unwrap_or_default();
-            let mut config = tree.resolve(&fqn);
+            let mut config = config_for(&fqn);
             let patch = patches.remove(&name);
             if let Some(p) = &patch {
                 for (k, v) in &p.config {
@@ -422,7 +545,6 @@ impl Loader {
                 columns: patch.map(|p| p.columns).unwrap_or_default(),
             });
         }
-        self.diags.extend(tree.warnings("seeds", &[]));
         seeds
     }
 
@@ -448,10 +570,11 @@ impl Loader {
 
     fn tests(
         &mut self,
-        file: &ProjectFile,
+        scope: &Scope,
         decls: Vec<(NodeRef, schema::TestDecl)>,
+        config_for: &dyn Fn(&[String]) -> Map<String, Json>,
     ) -> Result<Vec<Test>, ProjectError> {
-        let tree = ConfigTree::new(&file.file, &file.tests);
+        let file = scope.file;
         let mut tests = Vec::new();
         for (target, d) in decls {
             let target_name = match &target {
@@ -466,12 +589,13 @@ impl Loader {
                 };
                 nodes::generic_test_name(&test, &target_name, d.column.as_deref(), &d.args)
             });
+            let path = d.origin.file.path.strip_prefix(&scope.base).unwrap_or(&d.origin.file.path);
             let folder: Vec<String> =
-                d.origin.file.path.parent().map(|p| p.iter().skip(1).map(str::to_owned).collect()).unwrap_or_default();
+                path.parent().map(|p| p.iter().skip(1).map(str::to_owned).collect()).unwrap_or_default();
             let mut fqn = vec![file.name.clone()];
             fqn.extend(folder);
             fqn.push(name.clone());
-            let mut config = tree.resolve(&fqn);
+            let mut config = config_for(&fqn);
             for (k, v) in d.config {
                 merge_config(&mut config, &k, v);
             }
@@ -489,12 +613,13 @@ impl Loader {
                 },
             });
         }
-        for path in self.files(&file.test_paths, &["sql"]) {
-            if is_generic_test_file(&file.test_paths, &path) {
+        let roots = scope.dirs(&file.test_paths);
+        for path in self.files(&roots, &["sql"]) {
+            if is_generic_test_file(&roots, &path) {
                 continue;
             }
-            let fqn = fqn_for(&file.name, &file.test_paths, &path);
-            let config = tree.resolve(&fqn);
+            let fqn = fqn_for(&file.name, &roots, &path);
+            let config = config_for(&fqn);
             tests.push(Test {
                 name: fqn.last().cloned().unwrap_or_default(),
                 fqn,

@@ -77,6 +77,8 @@ pub struct Seed {
 /// One table of a declared source.
 #[derive(Debug, Clone)]
 pub struct SourceTable {
+    /// The installed package that declares it (`None`: the root project).
+    pub package: Option<String>,
     pub source: String,
     pub name: String,
     /// The table's name in the source system (`identifier:`, default `name`).

@@ -422,6 +422,7 @@ impl Parser<'_> {
             tests.extend(column_tests);
             out.push(SourceDecl {
                 table: SourceTable {
+                    package: None,
                     source: source.clone(),
                     identifier: table
                         .get("identifier")

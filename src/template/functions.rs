@@ -141,19 +141,31 @@ pub fn quote_ident(name: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Resolver {
     pub project: String,
+    /// The installed packages' names.
+    pub packages: Vec<String>,
     pub refs: HashMap<String, Arc<Relation>>,
+    /// The package (or project) each name in `refs` belongs to.
+    pub owners: HashMap<String, String>,
     pub sources: HashMap<(String, String), Arc<Relation>>,
 }
 
 impl Resolver {
     fn resolve_ref(&self, call: &RefCall) -> Result<Value, Error> {
-        if let Some(pkg) = &call.package
-            && pkg != &self.project
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("package `{pkg}` is not part of this project (packages are not supported yet)"),
-            ));
+        if let Some(pkg) = &call.package {
+            if pkg != &self.project && !self.packages.contains(pkg) {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("package `{pkg}` is not installed (run `ferry deps` if `packages.yml` lists it)"),
+                ));
+            }
+            if let Some(owner) = self.owners.get(&call.name)
+                && owner != pkg
+            {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("`{}` is in `{owner}`, not in package `{pkg}`", call.name),
+                ));
+            }
         }
         match self.refs.get(&call.name) {
             Some(rel) => Ok(Value::from_dyn_object(Arc::clone(rel))),

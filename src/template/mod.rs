@@ -6,6 +6,7 @@
 //! `ref`/`source`/`config` calls actually made (see [`functions::Capture`]).
 //! This module knows nothing about DataFusion or the DAG.
 
+pub mod config_values;
 pub mod dispatch;
 pub mod functions;
 pub mod introspect;

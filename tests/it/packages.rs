@@ -121,12 +121,18 @@ fn deps_installs_git_and_local_packages_and_models_call_them() {
         .block_on(p.query_stages(&["greetings"], "select greeting from greetings"));
     assert_eq!(rows, vec!["| hi Ada   |".to_owned(), "| hi Bo    |".to_owned()]);
 
-    // A package source ferry cannot install is a clear error, and the
-    // installed packages stay as they were.
+    // A package ferry cannot fetch is a clear error, and the installed
+    // packages stay as they were.
     let p = p.file("packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n");
-    let refused = p.run(["deps"]);
-    assert_eq!(refused.code, Some(1));
-    assert!(refused.stderr.contains("cannot install dbt Hub (`package:`) packages yet"), "{}", refused.stderr);
+    let refused = p.ferry(["deps"]).env("DBT_PACKAGE_HUB_URL", "http://127.0.0.1:9").output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "hub package `dbt-labs/dbt_utils`: package `dbt-labs/dbt_utils` is not on the hub at http://127.0.0.1:9"
+        ),
+        "{stderr}"
+    );
     assert!(p.path().join("dbt_packages/tools/macros/tools.sql").is_file());
 }
 
@@ -413,4 +419,191 @@ async fn check_warehouse_source(p: TestProject, schema: &str) {
     assert!(ran.stderr.contains("is read from the target `t`, as table `"), "{}", ran.stderr);
     assert!(ran.stderr.contains("nope`"), "{}", ran.stderr);
     assert!(ran.stderr.contains("models/sources.yml"), "{}", ran.stderr);
+}
+
+/// A local package with models, a seed, a schema file and a generic test,
+/// configured by its own project file and by the root's; a root model
+/// refs it with `ref('crm', ...)`; a config value renders a var; a source
+/// in the warehouse names a seed that lands in `<target>_raw`.
+#[test]
+fn package_models_and_seeds_build_with_the_project() {
+    let pkg_dir = tempfile::tempdir().unwrap();
+    let pkg = camino::Utf8Path::from_path(pkg_dir.path()).unwrap();
+    for (rel, text) in [
+        ("dbt_project.yml", "name: crm\nvars:\n  crm_min: 1\nmodels:\n  crm:\n    +materialized: table\n"),
+        ("seeds/crm_people.csv", "id,name\n1,Ada\n2,Bo\n3,Cy\n"),
+        (
+            "models/crm_customers.sql",
+            "select id, upper(name) as name from {{ ref('crm_people') }} where id > {{ var('crm_min') }}\n",
+        ),
+        ("models/extra/crm_extra.sql", "select 1 as x\n"),
+        (
+            "models/schema.yml",
+            "models:\n  - name: crm_customers\n    columns:\n      - name: id\n        data_tests: [not_null, unique]\n",
+        ),
+    ] {
+        std::fs::create_dir_all(pkg.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(pkg.join(rel), text).unwrap();
+    }
+    let p = TestProject::new()
+        .file(
+            "ferry.yml",
+            "name: shop\nvars:\n  use_extra: false\nmodels:\n  crm:\n    extra:\n      +enabled: \"{{ var('use_extra') }}\"\nseeds:\n  shop:\n    +schema: raw\n",
+        )
+        .file("packages.yml", &format!("packages:\n  - local: {pkg}\n"))
+        .file("seeds/raw_orders.csv", "id,amount\n1,10\n2,32\n")
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: raw\n    schema: \"{{ target.schema }}_raw\"\n    tables:\n      - name: raw_orders\n",
+        )
+        .model(
+            "report.sql",
+            "{{ config(materialized='table') }}\nselect (select count(*) from {{ ref('crm', 'crm_customers') }}) as customers, (select sum(amount) from {{ source('raw', 'raw_orders') }}) as amount\n",
+        );
+    let deps = p.run(["deps"]);
+    assert_eq!(deps.code, Some(0), "{}", deps.stderr);
+
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let results = p.run_results();
+    for id in
+        ["model.crm.crm_customers", "seed.crm.crm_people", "test.crm.unique_crm_customers_id", "model.shop.report"]
+    {
+        let r = crate::common::node_result(&results, id);
+        assert!(r.and_then(|r| r["status"].as_str()).is_some_and(|s| s == "success" || s == "pass"), "{id}: {results}");
+    }
+    assert!(crate::common::node_result(&results, "model.crm.crm_extra").is_none(), "{results}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(p.query_stages(&["crm_customers"], "select id, name from crm_customers order by id"));
+    assert_eq!(rows, vec!["| 2  | BO   |".to_owned(), "| 3  | CY   |".to_owned()]);
+    let rows = rt.block_on(p.query_stages(&["report"], "select customers, amount from report"));
+    assert_eq!(rows, vec!["| 2         | 42     |".to_owned()]);
+
+    // The var turns the package's folder on; a ref to the wrong package is an error.
+    let listed = p.run(["ls", "--vars", "{use_extra: true}"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(listed.stdout.contains("crm_extra"), "{}", listed.stdout);
+    let p = p.model("wrong.sql", "select * from {{ ref('shop', 'crm_customers') }}\n");
+    let wrong = p.run(["compile", "-s", "wrong"]);
+    assert_eq!(wrong.code, Some(1), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("`crm_customers` is in `crm`, not in package `shop`"), "{}", wrong.stderr);
+}
+
+/// Serves the files under `root` over HTTP on a loopback port until the
+/// test ends; returns the base URL.
+fn serve(root: camino::Utf8PathBuf) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
+            let response = match std::fs::read(root.join(&path)) {
+                Ok(body) => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sat, 05 Dec 2026 06:00:00 GMT\r\nETag: \"{}\"\r\nConnection: close\r\n\r\n",
+                        body.len(),
+                        body.len()
+                    );
+                    [head.into_bytes(), body].concat()
+                }
+                Err(_) => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    base
+}
+
+/// A `.tar.gz` of a package `name` whose macro `hi()` says `says`, under
+/// one folder as GitHub's archives are.
+fn package_archive(path: &camino::Utf8Path, name: &str, says: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (rel, text) in [
+        ("dbt_project.yml".to_owned(), format!("name: {name}\n")),
+        ("macros/hi.sql".to_owned(), format!("{{% macro hi() %}}'{says}'{{% endmacro %}}\n")),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{name}-pkg/{rel}"), text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn deps_installs_tarball_and_hub_packages() {
+    let site_dir = tempfile::tempdir().unwrap();
+    let site = camino::Utf8Path::from_path(site_dir.path()).unwrap().to_owned();
+    std::fs::create_dir_all(site.join("archives")).unwrap();
+    std::fs::create_dir_all(site.join("api/v1/acme")).unwrap();
+    let base = serve(site.clone());
+    for v in ["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc1"] {
+        package_archive(&site.join(format!("archives/hello-{v}.tar.gz")), "hello", &format!("hello {v}"));
+    }
+    package_archive(&site.join("archives/other.tar.gz"), "other", "other");
+    let versions: serde_json::Map<String, serde_json::Value> = ["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc1"]
+        .iter()
+        .map(|v| {
+            let entry = serde_json::json!({"name": "hello", "version": v,
+                "downloads": {"tarball": format!("{base}/archives/hello-{v}.tar.gz")}});
+            ((*v).to_owned(), entry)
+        })
+        .collect();
+    let index = serde_json::json!({"name": "hello", "namespace": "acme", "latest": "2.0.0", "versions": versions});
+    std::fs::write(site.join("api/v1/acme/hello.json"), index.to_string()).unwrap();
+
+    let p = TestProject::new()
+        .file(
+            "packages.yml",
+            &format!(
+                "packages:\n  - package: acme/hello\n    version: [\">=1.0.0\", \"<2.0.0\"]\n  - tarball: {base}/archives/other.tar.gz\n    name: other\n"
+            ),
+        )
+        .model("greet.sql", "{{ config(materialized='table') }}\nselect {{ hello.hi() }} as a, {{ other.hi() }} as b\n");
+    let deps = p.ferry(["deps"]).env("DBT_PACKAGE_HUB_URL", &base).output().unwrap();
+    let stderr = String::from_utf8_lossy(&deps.stderr);
+    assert_eq!(deps.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("acme/hello 1.1.0 (hub)"), "{stderr}");
+    let lock = p.read("package-lock.yml");
+    assert!(lock.contains("package: acme/hello") && lock.contains("1.1.0"), "{lock}");
+    assert!(lock.contains("other.tar.gz"), "{lock}");
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let rows = tokio::runtime::Runtime::new().unwrap().block_on(p.query_stages(&["greet"], "select a, b from greet"));
+    assert_eq!(rows, vec!["| hello 1.1.0 | other |".to_owned()]);
+
+    // A wider range takes the newest release, never the release candidate.
+    let mut p = p.file("packages.yml", "packages:\n  - package: acme/hello\n    version: \">=1.0.0\"\n");
+    let deps = p.ferry(["deps"]).env("DBT_PACKAGE_HUB_URL", &base).output().unwrap();
+    let stderr = String::from_utf8_lossy(&deps.stderr);
+    assert!(stderr.contains("acme/hello 2.0.0 (hub)"), "{stderr}");
+
+    // A package the hub does not have, and a range nothing matches: clear
+    // errors, and the installed packages stay.
+    for (entry, says) in [
+        ("package: acme/nope\n    version: 1.0.0", "package `acme/nope` is not on the hub at"),
+        ("package: acme/hello\n    version: \">=3.0.0\"", "no version of `acme/hello` matches"),
+    ] {
+        p = p.file("packages.yml", &format!("packages:\n  - {entry}\n"));
+        let deps = p.ferry(["deps"]).env("DBT_PACKAGE_HUB_URL", &base).output().unwrap();
+        let stderr = String::from_utf8_lossy(&deps.stderr);
+        assert_eq!(deps.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(p.path().join("dbt_packages/hello/macros/hi.sql").is_file());
+    }
 }
