@@ -151,12 +151,16 @@ impl Builder {
                 self.failed.insert(nodes.len());
             }
             let ns = t.fqn.first().unwrap_or(&project);
-            let (id, name, fqn, config) =
-                (format!("test.{ns}.{}", t.name), t.name.clone(), t.fqn.clone(), t.config.clone());
+            let id = match &t.kind {
+                TestKind::Unit { model, .. } => format!("unit_test.{ns}.{model}.{}", t.name),
+                _ => format!("test.{ns}.{}", t.name),
+            };
+            let (name, fqn, config) = (t.name.clone(), t.fqn.clone(), t.config.clone());
             nodes.push(Node::declared(id, (&name, fqn), config, None, Resource::Test(t)));
         }
         self.render_all(&mut nodes[first_model..], first_model, &templater, target_schema);
         self.render_generic_tests(&mut nodes, &templater);
+        self.render_unit_tests(&mut nodes, &templater);
         self.resolve_configs(&mut nodes, &templater);
         let mut nodes = self.drop_disabled(nodes);
         for node in &mut nodes {
@@ -216,6 +220,7 @@ impl Builder {
             Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) => {
                 !matches!(attached_to, NodeRef::Model(m) if disabled.contains(m))
             }
+            Resource::Test(Test { kind: TestKind::Unit { model, .. }, .. }) => !disabled.contains(model),
             _ => true,
         };
         let mut kept = Vec::with_capacity(nodes.len());
@@ -332,6 +337,99 @@ impl Builder {
                     self.failed.insert(i);
                 }
             }
+        }
+    }
+
+    /// Finds what each unit test reads: its `given` inputs (`ref('x')`,
+    /// `source('s', 't')`, evaluated as Jinja) and its model. Every input
+    /// must be a parent of the model, and every parent must be given, as dbt
+    /// requires; the calls are the test's edges.
+    fn render_unit_tests(&mut self, nodes: &mut [Node], templater: &Templater) {
+        let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.unique_id.clone(), i)).collect();
+        let lookup = Lookup { namespaces: &self.namespaces, by_id: &by_id };
+        for i in 0..nodes.len() {
+            let Resource::Test(Test { kind: TestKind::Unit { model, given, origin, .. }, .. }) = &nodes[i].resource
+            else {
+                continue;
+            };
+            let fail = |message: String, help: Option<String>| {
+                let mut d = Diagnostic::error(Code::UnknownRef, format!("unit test `{}`: {message}", nodes[i].name))
+                    .with_label(Label::new(&origin.file, origin.span.clone()));
+                if let Some(help) = help {
+                    d = d.with_help(help);
+                }
+                d
+            };
+            let Some(m) = lookup.node(&NodeRef::Model(model.clone())) else {
+                self.diags.push(fail(format!("model `{model}` is not in the project"), None));
+                self.failed.insert(i);
+                continue;
+            };
+            let parents: BTreeSet<usize> = nodes[m].rendered.as_ref().map_or_else(BTreeSet::new, |r| {
+                let refs = r.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
+                let sources = r.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
+                refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
+            });
+            let mut calls = Rendered::default();
+            let mut inputs = BTreeSet::new();
+            let mut problem = None;
+            for (expr, _) in given {
+                let input = match templater.render_expression(expr) {
+                    Ok(r) => r,
+                    Err(d) => {
+                        problem = Some(fail(format!("input `{expr}`: {}", d.message), None));
+                        break;
+                    }
+                };
+                let named: Vec<usize> = {
+                    let refs = input.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
+                    let sources = input.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
+                    refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
+                };
+                match named.as_slice() {
+                    [p] if parents.contains(p) => {
+                        inputs.insert(*p);
+                    }
+                    [p] => {
+                        problem = Some(fail(
+                            format!("input `{expr}` is not read by `{model}`"),
+                            Some(format!(
+                                "give only what `{model}` reads: `{}` is not among its parents",
+                                nodes[*p].name
+                            )),
+                        ));
+                        break;
+                    }
+                    _ => {
+                        problem = Some(fail(
+                            format!("input `{expr}` must name one relation: `ref('x')` or `source('s', 't')`"),
+                            None,
+                        ));
+                        break;
+                    }
+                }
+                calls.refs.extend(input.refs);
+                calls.sources.extend(input.sources);
+            }
+            if problem.is_none()
+                && let Some(missing) = parents.iter().find(|p| !inputs.contains(p))
+            {
+                let written = match &nodes[*missing].resource {
+                    Resource::Source(s) => format!("source('{}', '{}')", s.source, s.name),
+                    _ => format!("ref('{}')", nodes[*missing].name),
+                };
+                problem = Some(fail(
+                    format!("no rows are given for `{written}`, which `{model}` reads"),
+                    Some(format!("add `- input: {written}` to `given:` (with `rows: []` for none)")),
+                ));
+            }
+            if let Some(d) = problem {
+                self.diags.push(d);
+                self.failed.insert(i);
+                continue;
+            }
+            calls.refs.push(crate::template::functions::RefCall { package: None, name: model.clone() });
+            nodes[i].rendered = Some(calls);
         }
     }
 

@@ -300,8 +300,10 @@ impl Manifest {
 
     /// The node a generic test is attached to.
     pub fn attached_to(&self, test: NodeId) -> Option<NodeId> {
-        let Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) = &self[test].resource else {
-            return None;
+        let attached_to = match &self[test].resource {
+            Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) => attached_to,
+            Resource::Test(Test { kind: TestKind::Unit { model, .. }, .. }) => &NodeRef::Model(model.clone()),
+            _ => return None,
         };
         Lookup { namespaces: &self.namespaces, by_id: &self.by_id }.node(attached_to).map(NodeId::from_index)
     }
@@ -329,6 +331,7 @@ impl Manifest {
                     Resource::Test(Test { kind: TestKind::Singular { .. }, name, .. }) => {
                         Some(("singular", name.clone()))
                     }
+                    Resource::Test(Test { kind: TestKind::Unit { .. }, name, .. }) => Some(("unit", name.clone())),
                     _ => None,
                 },
             })

@@ -307,7 +307,9 @@ impl Loader {
         let mut snapshot_patches = HashMap::new();
         let mut sources = Vec::new();
         let mut decls = Vec::new();
-        for s in schemas {
+        let mut unit_tests = Vec::new();
+        for mut s in schemas {
+            unit_tests.append(&mut s.unit_tests);
             for p in s.models {
                 decls.extend(p.tests.iter().map(|t| (NodeRef::Model(p.name.clone()), t.clone())));
                 self.insert_patch(&mut model_patches, p, "model");
@@ -355,7 +357,21 @@ impl Loader {
                 }
             }
         }
-        let tests = self.tests(scope, decls, &|fqn| resolve(&trees.tests, root.map(|r| &r.tests), fqn))?;
+        let mut tests = self.tests(scope, decls, &|fqn| resolve(&trees.tests, root.map(|r| &r.tests), fqn))?;
+        for u in unit_tests {
+            let mut fqn = vec![file.name.clone(), u.model.clone(), u.name.clone()];
+            let mut config = resolve(&trees.tests, root.map(|r| &r.tests), &fqn);
+            for (k, v) in u.config {
+                merge_config(&mut config, &k, v);
+            }
+            fqn.truncate(3);
+            tests.push(Test {
+                name: u.name,
+                fqn,
+                config,
+                kind: TestKind::Unit { model: u.model, given: u.given, expect: u.expect, origin: u.origin },
+            });
+        }
         Ok(Resources { models, seeds, sources, tests, docs, folders })
     }
 

@@ -111,6 +111,15 @@ pub enum TestKind {
     },
     /// A `.sql` file under `tests/` that returns failing rows.
     Singular { file: Arc<SourceFile> },
+    /// A `unit_tests:` entry: `model` run on the `given` rows of its
+    /// parents (`ref('x')` or `source('s', 't')` as written), its output
+    /// compared with the `expect`ed rows.
+    Unit {
+        model: String,
+        given: Vec<(String, crate::project::schema::Fixture)>,
+        expect: crate::project::schema::Fixture,
+        origin: Origin,
+    },
 }
 
 /// A data test.
@@ -134,7 +143,7 @@ impl Test {
     /// The file that defines the test.
     pub fn path(&self) -> &camino::Utf8Path {
         match &self.kind {
-            TestKind::Generic { origin, .. } => &origin.file.path,
+            TestKind::Generic { origin, .. } | TestKind::Unit { origin, .. } => &origin.file.path,
             TestKind::Singular { file } => &file.path,
         }
     }

@@ -186,6 +186,32 @@ pub struct SchemaFile {
     pub snapshots: Vec<Patch>,
     pub seeds: Vec<Patch>,
     pub sources: Vec<SourceDecl>,
+    pub unit_tests: Vec<UnitTestDecl>,
+}
+
+/// A `unit_tests:` entry (dbt 1.8): a model run on given rows of its
+/// parents, its output compared with the expected rows.
+#[derive(Debug, Clone)]
+pub struct UnitTestDecl {
+    pub name: String,
+    pub model: String,
+    pub description: String,
+    /// Each input: `ref('x')` or `source('s', 't')` as written, and its rows.
+    pub given: Vec<(String, Fixture)>,
+    pub expect: Fixture,
+    pub config: Map<String, Json>,
+    pub origin: Origin,
+}
+
+/// Rows written in a unit test, in one of dbt's formats.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fixture {
+    /// `format: dict` (the default): a list of mappings, column to value.
+    Rows(Vec<Map<String, Json>>),
+    /// `format: csv`: a header line, then rows.
+    Csv(String),
+    /// `format: sql`: a query that returns the rows.
+    Sql(String),
 }
 
 /// Parses one schema file; problems that do not stop parsing become warnings.
@@ -210,7 +236,85 @@ pub fn parse(file: &Arc<SourceFile>, warnings: &mut Vec<Diagnostic>) -> Result<S
     for source in p.list(&root, "sources")? {
         p.source(source, &mut out.sources)?;
     }
+    for entry in p.list(&root, "unit_tests")? {
+        out.unit_tests.push(p.unit_test(entry)?);
+    }
     Ok(out)
+}
+
+const UNIT_TEST_KEYS: &[&str] = &["name", "model", "description", "given", "expect", "overrides", "config", "versions"];
+
+impl Parser<'_> {
+    fn unit_test(&mut self, node: &Node) -> Result<UnitTestDecl, Box<Diagnostic>> {
+        let name = self.name(node, "a unit test")?;
+        self.check_keys(node, UNIT_TEST_KEYS, "unit test key");
+        let model = match node.get("model").and_then(Node::as_str) {
+            Some(m) if !m.is_empty() => m.to_owned(),
+            _ => return Err(self.shape(node, format!("unit test `{name}` names no `model`"))),
+        };
+        if let Some(o) = node.get("overrides").filter(|o| !o.is_null()) {
+            return Err(self.shape(
+                o,
+                format!("unit test `{name}`: ferry does not apply `overrides` (macros, vars, env_vars) yet"),
+            ));
+        }
+        let mut given = Vec::new();
+        for input in self.list(node, "given")? {
+            self.expect_map(input, "a `given` entry")?;
+            let Some(expr) = input.get("input").and_then(Node::as_str) else {
+                return Err(self.shape(input, format!("unit test `{name}`: a `given` entry has no `input`")));
+            };
+            given.push((expr.trim().to_owned(), self.fixture(input, &name)?));
+        }
+        let Some(expect) = node.get("expect").filter(|e| !e.is_null()) else {
+            return Err(self.shape(node, format!("unit test `{name}` has no `expect`")));
+        };
+        self.expect_map(expect, "`expect`")?;
+        let expect = self.fixture(expect, &name)?;
+        let config = match node.get("config") {
+            Some(c) if !c.is_null() => c.deserialize_into(self.file, "`config`")?,
+            _ => Map::new(),
+        };
+        Ok(UnitTestDecl {
+            name,
+            model,
+            description: Self::text(node, "description"),
+            given,
+            expect,
+            config,
+            origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
+        })
+    }
+
+    /// The `rows` (and `format`) of a `given` entry or of `expect`.
+    fn fixture(&self, node: &Node, test: &str) -> Result<Fixture, Box<Diagnostic>> {
+        let format = node.get("format").and_then(Node::as_str).unwrap_or("dict");
+        let rows = node.get("rows");
+        let text = || rows.and_then(Node::as_str).map(str::to_owned);
+        match format {
+            "dict" => match rows.map(Node::to_json) {
+                None | Some(Json::Null) => Ok(Fixture::Rows(Vec::new())),
+                Some(Json::Array(items)) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Json::Object(m) => Ok(m),
+                        _ => Err(self.shape(node, format!("unit test `{test}`: each of `rows` must be a mapping"))),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(Fixture::Rows),
+                Some(_) => Err(self.shape(node, format!("unit test `{test}`: `rows` must be a list of mappings"))),
+            },
+            "csv" => text()
+                .map(Fixture::Csv)
+                .ok_or_else(|| self.shape(node, format!("unit test `{test}`: csv `rows` must be text"))),
+            "sql" => text()
+                .map(Fixture::Sql)
+                .ok_or_else(|| self.shape(node, format!("unit test `{test}`: sql `rows` must be text"))),
+            other => {
+                Err(self.shape(node, format!("unit test `{test}`: `format: {other}` is not one of dict, csv, sql")))
+            }
+        }
+    }
 }
 
 struct Parser<'a> {

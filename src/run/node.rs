@@ -9,9 +9,10 @@ use super::materialize::{self, Materialized, Places};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::Engine;
 use crate::manifest::{Manifest, NodeId, Resource};
+use crate::project::nodes::{Test, TestKind};
 use crate::state::{Layout, Ledger, RunDir};
-use crate::validate::data_test;
 use crate::validate::{TestOutcome, Verdict};
+use crate::validate::{data_test, unit_test};
 
 /// What running a test needs.
 pub struct TestPlaces {
@@ -81,7 +82,12 @@ async fn run_test(
     let mut config = node.config.test.clone().map_err(|d| Box::new((vec![*d], None)))?;
     config.store_failures |= tests.store_failures;
     let compiled: Option<Utf8PathBuf> = node.compiled_name().map(|c| Layout::compiled(&c));
-    match data_test::run(engine, &node.name, sql, config, &tests.failures.path).await {
+    let result = if matches!(&node.resource, Resource::Test(Test { kind: TestKind::Unit { .. }, .. })) {
+        unit_test::run(engine, manifest, id, config, &tests.failures.path).await
+    } else {
+        data_test::run(engine, &node.name, sql, config, &tests.failures.path).await.map_err(|e| e.to_string())
+    };
+    match result {
         Ok(mut outcome) => {
             if let Some(dir) = &mut outcome.stored {
                 *dir = tests.failures.shown.join(&node.name);

@@ -20,6 +20,7 @@ use crate::diagnostic::{Code, Diagnostic, SourceFile};
 use crate::engine::sources::first_line;
 use crate::engine::{Engine, Registered, diagnose, node as engine_node, sources};
 use crate::manifest::{Manifest, Node, NodeId, Resource};
+use crate::project::nodes::{Test, TestKind};
 use crate::state::Layout;
 use crate::template::Rendered;
 use crate::template::functions::Relation;
@@ -96,20 +97,37 @@ pub async fn plan(
     let done: std::collections::HashSet<NodeId> = out.planned.iter().copied().collect();
     for &i in &plannable {
         if !out.failed.contains(&i) && !done.contains(&i) {
-            let root = manifest
-                .graph
-                .parents(i)
-                .iter()
-                .find_map(|p| if out.failed.contains(p) { Some(*p) } else { out.skipped.get(p).copied() });
+            let root = out.blocker(manifest, i);
             out.skipped.insert(i, root.unwrap_or(i));
+        }
+    }
+    // A unit test needs its inputs' and its model's planned schemas.
+    for &i in manifest.order.iter().filter(|&&i| needed.contains(&i) && is_unit_test(&manifest[i])) {
+        if let Some(root) = out.blocker(manifest, i) {
+            out.skipped.insert(i, root);
         }
     }
     out
 }
 
+impl PlanOutcome {
+    /// The failed node that keeps `i` from planning: a parent that failed,
+    /// or the one that a skipped parent waits on.
+    fn blocker(&self, manifest: &Manifest, i: NodeId) -> Option<NodeId> {
+        let parents = manifest.graph.parents(i);
+        parents.iter().find_map(|p| if self.failed.contains(p) { Some(*p) } else { self.skipped.get(p).copied() })
+    }
+}
+
+fn is_unit_test(node: &Node) -> bool {
+    matches!(&node.resource, Resource::Test(Test { kind: TestKind::Unit { .. }, .. }))
+}
+
 fn is_plannable(node: &Node) -> bool {
     match &node.resource {
         Resource::Model { .. } => true,
+        // A unit test plans nothing of its own: it runs its model's SQL.
+        Resource::Test(Test { kind: TestKind::Unit { .. }, .. }) => false,
         Resource::Test(_) => node.rendered.is_some(),
         _ => false,
     }

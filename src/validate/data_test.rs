@@ -143,7 +143,9 @@ pub fn outcome_diagnostic(node: &Node, outcome: &TestOutcome, compiled: Option<&
         _ => Diagnostic::error(Code::TestFailed, message),
     };
     d = match &node.resource {
-        Resource::Test(Test { kind: TestKind::Generic { origin, .. }, .. }) => d.with_label(origin.name_label()),
+        Resource::Test(Test { kind: TestKind::Generic { origin, .. } | TestKind::Unit { origin, .. }, .. }) => {
+            d.with_label(origin.name_label())
+        }
         _ => d.in_file(node.path()),
     };
     if let Some(sample) = &outcome.sample {

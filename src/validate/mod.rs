@@ -4,7 +4,8 @@
 //! stages a model (`checked`), whose broken rows are quarantined and logged
 //! as they stream (`quarantine`) and counted in the row ledger; and dedup
 //! (`dedupe`), which keeps one row per key. The error logs of past runs
-//! are read back here too (`error_log`).
+//! are read back here too (`error_log`). dbt's unit tests run a model on
+//! given rows (`unit_test`).
 
 pub mod checked;
 pub mod conversions;
@@ -13,5 +14,6 @@ pub mod dedupe;
 pub mod error_log;
 pub mod quarantine;
 pub mod rules;
+pub mod unit_test;
 
 pub use data_test::{TestOutcome, Verdict};

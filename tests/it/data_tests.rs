@@ -175,3 +175,88 @@ fn a_project_test_overrides_a_builtin() {
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(ran.stderr.contains("PASS  test      unique_orders_id"), "{}", ran.stderr);
 }
+
+const UNIT_MODELS: &str = "\
+models:
+  - name: dim_customers
+unit_tests:
+  - name: known_tlds
+    model: dim_customers
+    given:
+      - input: ref('stg_customers')
+        rows:
+          - {id: 1, email: A@X.COM}
+          - {id: 2, email: b@y.org}
+      - input: ref('domains')
+        format: csv
+        rows: |
+          tld
+          COM
+    expect:
+      rows:
+        - {id: 1, email: a@x.com, known_tld: true}
+        - {id: 2, email: b@y.org, known_tld: false}
+  - name: wrong_expectation
+    model: dim_customers
+    given:
+      - input: ref('stg_customers')
+        rows:
+          - {id: 1, email: A@X.COM}
+          - {id: 2}
+      - input: ref('domains')
+        rows: []
+    expect:
+      rows:
+        - {id: 1, known_tld: true}
+";
+
+/// dbt's unit tests: the model's SQL on given rows (dict and csv), compared
+/// with the expected rows over the columns `expect` names; a failing one
+/// shows the difference and keeps its model out of the target.
+#[test]
+fn unit_tests_run_a_model_on_given_rows() {
+    let p = TestProject::new()
+        .file("seeds/raw_customers.csv", "id,email\n7,z@z.com\n")
+        .file("seeds/domains.csv", "tld\nnet\n")
+        .model("stg_customers.sql", "{{ config(materialized='table') }}\nselect id, email from {{ ref('raw_customers') }}\n")
+        .model(
+            "dim_customers.sql",
+            "{{ config(materialized='table') }}\nselect c.id, lower(c.email) as email, d.tld is not null as known_tld\nfrom {{ ref('stg_customers') }} c left join {{ ref('domains') }} d on c.email like concat('%.', d.tld)\n",
+        )
+        .file("models/unit.yml", UNIT_MODELS);
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    let results = p.run_results();
+    assert_eq!(result(&results, "unit_test.shop.dim_customers.known_tlds")["status"], "pass", "{results}");
+    let wrong = result(&results, "unit_test.shop.dim_customers.wrong_expectation");
+    assert_eq!(wrong["status"], "fail", "{results}");
+    // id 1 is not a known TLD without domains (+ false, - true); id 2 is
+    // returned but not expected.
+    assert_eq!(wrong["failures"], 3, "{results}");
+    assert!(ran.stderr.contains("test `wrong_expectation` failed: 3 results"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("| -    | 1  | true      |"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("| +    | 1  | false     |"), "{}", ran.stderr);
+    // The model itself ran on its real parents, but stays out of the target.
+    assert_eq!(result(&results, "model.shop.dim_customers")["status"], "success", "{results}");
+    assert!(ran.stderr.contains("dim_customers"), "{}", ran.stderr);
+
+    // Every parent must be given, and only parents.
+    let p = p.file(
+        "models/unit.yml",
+        "unit_tests:\n  - name: partial\n    model: dim_customers\n    given:\n      - input: ref('stg_customers')\n        rows: []\n    expect:\n      rows: []\n",
+    );
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("no rows are given for `ref('domains')`, which `dim_customers` reads"),
+        "{}",
+        ran.stderr
+    );
+    let p = p.file(
+        "models/unit.yml",
+        "unit_tests:\n  - name: stray\n    model: stg_customers\n    given:\n      - input: ref('domains')\n        rows: []\n    expect:\n      rows: [{id: 1}]\n",
+    );
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("input `ref('domains')` is not read by `stg_customers`"), "{}", ran.stderr);
+}
