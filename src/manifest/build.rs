@@ -16,7 +16,7 @@ use crate::dag::{Graph, Id as _};
 use crate::diagnostic::{Code, Diagnostic, Label};
 use crate::project::Project;
 use crate::project::config::MODEL_CONFIG_KEYS;
-use crate::project::nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
+use crate::project::nodes::{Model, NodeRef, Origin, SourceTable, Test, TestKind};
 use crate::template::config_values::ConfigValues;
 use crate::template::functions::{Relation, Resolver, quote_ident};
 use crate::template::introspect::Introspector;
@@ -33,6 +33,7 @@ impl Manifest {
             failed: BTreeSet::new(),
             disabled: Default::default(),
             namespaces: namespaces.collect(),
+            schemas: SchemaNames::default(),
         };
         let root = project.root.clone();
         let (nodes, templater) = b.nodes(project, &globals, target_schema);
@@ -70,6 +71,7 @@ struct Builder {
     disabled: std::collections::HashSet<String>,
     /// The project's name, then its packages' (see [`Manifest`]).
     namespaces: Vec<String>,
+    schemas: SchemaNames,
 }
 
 /// dbt's default `generate_schema_name`: a custom schema is appended to the target's.
@@ -108,19 +110,6 @@ impl Builder {
         self.render_config_values(&mut parts, globals);
         let mut resolver =
             Resolver { project: project.clone(), packages: self.namespaces[1..].to_vec(), ..Default::default() };
-        let mut nodes = source_nodes(&project, parts.sources, &mut resolver);
-        nodes.extend(seed_nodes(&project, parts.seeds, &mut resolver, target_schema));
-        let models: Vec<(Model, Arc<Relation>)> = parts
-            .models
-            .into_iter()
-            .filter(|m| config::enabled(&m.config))
-            .map(|m| {
-                let rel = model_relation(&m.name, &m.config, target_schema);
-                resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
-                resolver.owners.insert(m.name.clone(), m.fqn.first().cloned().unwrap_or_default());
-                (m, rel)
-            })
-            .collect();
         let mut globals = globals.clone();
         globals.docs = Arc::new(parts.docs);
         let macros = MacroSources {
@@ -128,6 +117,23 @@ impl Builder {
             packages: parts.packages.into_iter().map(|p| (p.name, p.macro_files)).collect(),
             dispatch: parts.file.dispatch.clone(),
         };
+        self.schemas = SchemaNames::new(&globals, &macros, target_schema);
+        let mut nodes = source_nodes(&project, parts.sources, &mut resolver);
+        for s in parts.seeds.into_iter().filter(|s| config::enabled(&s.config)) {
+            let rel = self.relation_of(&s.name, &s.config, ("seed", &s.fqn));
+            resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
+            resolver.owners.insert(s.name.clone(), s.fqn.first().cloned().unwrap_or_default());
+            let ns = s.fqn.first().unwrap_or(&project);
+            let (id, name, config) = (format!("seed.{ns}.{}", s.name), s.name.clone(), s.config.clone());
+            nodes.push(Node::declared(id, (&name, s.fqn.clone()), config, Some(rel), Resource::Seed(s)));
+        }
+        let mut models: Vec<(Model, Arc<Relation>)> = Vec::new();
+        for m in parts.models.into_iter().filter(|m| config::enabled(&m.config)) {
+            let rel = self.relation_of(&m.name, &m.config, ("model", &m.fqn));
+            resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
+            resolver.owners.insert(m.name.clone(), m.fqn.first().cloned().unwrap_or_default());
+            models.push((m, rel));
+        }
         let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &macros);
         self.diags.extend(macro_diags);
         let first_model = nodes.len();
@@ -158,7 +164,7 @@ impl Builder {
             let (name, fqn, config) = (t.name.clone(), t.fqn.clone(), t.config.clone());
             nodes.push(Node::declared(id, (&name, fqn), config, None, Resource::Test(t)));
         }
-        self.render_all(&mut nodes[first_model..], first_model, &templater, target_schema);
+        self.render_all(&mut nodes[first_model..], first_model, &templater);
         self.render_generic_tests(&mut nodes, &templater);
         self.render_unit_tests(&mut nodes, &templater);
         self.resolve_configs(&mut nodes, &templater);
@@ -271,7 +277,7 @@ impl Builder {
     /// Renders models and singular tests in parallel, then applies each
     /// model's `config()` (a `schema` or `alias` there names the relation the
     /// model is loaded into, as in YAML) and checks its materialization.
-    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater, target_schema: &str) {
+    fn render_all(&mut self, nodes: &mut [Node], offset: usize, templater: &Templater) {
         let failed = &self.failed;
         let results: Vec<Option<Result<Rendered, Box<Diagnostic>>>> = nodes
             .par_iter()
@@ -291,12 +297,27 @@ impl Builder {
                     self.diags.push(*d);
                     self.failed.insert(offset + i);
                 }
-                Some(Ok(rendered)) => {
+                Some(Ok(mut rendered)) => {
                     self.apply_rendered_config(node, &rendered);
-                    if node.relation.is_some()
+                    if let Some(before) = node.relation.clone()
                         && (rendered.config.contains_key("schema") || rendered.config.contains_key("alias"))
                     {
-                        node.relation = Some(model_relation(&node.name, &node.raw_config, target_schema));
+                        let after = self.relation_of(&node.name, &node.raw_config, ("model", &node.fqn));
+                        let moved = before.schema != after.schema || before.identifier != after.identifier;
+                        node.relation = Some(after);
+                        // `{{ this }}` named the relation before the model's
+                        // own config moved it: render again, as dbt's compile
+                        // sees the config its parse found.
+                        if moved && let Some(file) = node.template().cloned() {
+                            match templater.render(&file, &context_for(node)) {
+                                Ok(again) => rendered = again,
+                                Err(d) => {
+                                    self.diags.push(*d);
+                                    self.failed.insert(offset + i);
+                                    continue;
+                                }
+                            }
+                        }
                     }
                     if let Err(d) = set_materialization(node) {
                         self.diags.push(*d);
@@ -592,20 +613,6 @@ fn source_nodes(project: &str, sources: Vec<SourceTable>, resolver: &mut Resolve
     nodes
 }
 
-/// A node per enabled seed; `ref()` renders each as its table.
-fn seed_nodes(project: &str, seeds: Vec<Seed>, resolver: &mut Resolver, target_schema: &str) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for s in seeds.into_iter().filter(|s| config::enabled(&s.config)) {
-        let rel = model_relation(&s.name, &s.config, target_schema);
-        resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
-        resolver.owners.insert(s.name.clone(), s.fqn.first().cloned().unwrap_or_default());
-        let ns = s.fqn.first().map_or(project, String::as_str);
-        let (id, name, config) = (format!("seed.{ns}.{}", s.name), s.name.clone(), s.config.clone());
-        nodes.push(Node::declared(id, (&name, s.fqn.clone()), config, Some(rel), Resource::Seed(s)));
-    }
-    nodes
-}
-
 /// A model's `dedupe`, `rules:` and `on_conversion_error`, into its
 /// config: they act on rows as the model is staged, so the model must be a
 /// `table`.
@@ -775,16 +782,73 @@ pub fn context_for(n: &Node) -> NodeContext {
     }
 }
 
-/// The relation `ref()` renders for a model or seed: its DataFusion table
-/// name, with dbt's schema and alias as attributes.
-fn model_relation(name: &str, config: &Map<String, Json>, target_schema: &str) -> Arc<Relation> {
-    let (schema, alias) = config::schema_and_alias(config);
-    Arc::new(Relation {
-        rendered: quote_ident(name),
-        database: String::new(),
-        schema: schema_for(schema, target_schema),
-        identifier: alias.unwrap_or(name).to_owned(),
-    })
+impl Builder {
+    /// The relation `ref()` renders for a model or seed: its DataFusion
+    /// table name, with dbt's schema and alias as attributes (the schema
+    /// as the project's `generate_schema_name` makes it, if it has one).
+    fn relation_of(&mut self, name: &str, config: &Map<String, Json>, (kind, fqn): (&str, &[String])) -> Arc<Relation> {
+        let (custom, alias) = config::schema_and_alias(config);
+        let schema = match self.schemas.generate(custom, name, kind, fqn) {
+            Ok(s) => s,
+            Err(d) => {
+                self.diags.push(*d);
+                schema_for(custom, &self.schemas.target)
+            }
+        };
+        Arc::new(Relation {
+            rendered: quote_ident(name),
+            database: String::new(),
+            schema,
+            identifier: alias.unwrap_or(name).to_owned(),
+        })
+    }
+}
+
+/// How a node's custom `schema` becomes its schema: dbt's default
+/// `generate_schema_name` (the target's schema, `_custom` appended), or
+/// the root project's own macro of that name, called as dbt calls it.
+#[derive(Default)]
+struct SchemaNames {
+    target: String,
+    /// Templates with the project's macros, when it overrides the macro.
+    overridden: Option<Templater>,
+}
+
+impl SchemaNames {
+    fn new(globals: &Globals, macros: &MacroSources, target: &str) -> Self {
+        static DEFINES: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"\{%-?\s*macro\s+generate_schema_name\s*\(").expect("valid regex")
+        });
+        let overridden = macros.project.iter().any(|f| DEFINES.is_match(&f.text)).then(|| {
+            // Only macros: the names ref() renders are not known yet.
+            Templater::new(globals, Arc::new(Resolver::default()), macros).0
+        });
+        SchemaNames { target: target.to_owned(), overridden }
+    }
+
+    fn generate(
+        &self,
+        custom: Option<&str>,
+        name: &str,
+        kind: &str,
+        fqn: &[String],
+    ) -> Result<String, Box<Diagnostic>> {
+        let Some(templater) = &self.overridden else { return Ok(schema_for(custom, &self.target)) };
+        let package = fqn.first().cloned().unwrap_or_default();
+        let node = serde_json::json!({
+            "name": name, "resource_type": kind, "fqn": fqn, "package_name": package,
+            "unique_id": format!("{kind}.{package}.{name}"), "config": {"schema": custom},
+        });
+        let args = Map::from_iter([
+            ("custom_schema_name".to_owned(), custom.map_or(Json::Null, Json::from)),
+            ("node".to_owned(), node),
+        ]);
+        let schema = templater.render_macro("generate_schema_name", &args).map_err(|mut d| {
+            d.message = format!("`generate_schema_name` for `{name}`: {}", d.message);
+            d
+        })?;
+        Ok(schema.trim().to_owned())
+    }
 }
 
 fn set_materialization(node: &mut Node) -> Result<(), Box<Diagnostic>> {

@@ -607,3 +607,29 @@ fn deps_installs_tarball_and_hub_packages() {
         assert!(p.path().join("dbt_packages/hello/macros/hi.sql").is_file());
     }
 }
+
+/// A project's own `generate_schema_name` names the schemas, as in dbt: a
+/// seed folder's `+schema: raw` is `raw` itself, which a source then reads.
+#[test]
+fn a_project_generate_schema_name_names_the_schemas() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nseeds:\n  shop:\n    +schema: raw\n")
+        .file(
+            "macros/schemas.sql",
+            "{% macro generate_schema_name(custom_schema_name, node) -%}\n{%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}_{{ node.resource_type }}{%- endif -%}\n{%- endmacro %}\n",
+        )
+        .file("seeds/orders.csv", "id,amount\n1,10\n2,32\n")
+        .file("models/sources.yml", "sources:\n  - name: raw\n    schema: raw_seed\n    tables:\n      - name: orders\n")
+        .model(
+            "report.sql",
+            "{{ config(materialized='table', schema='mart') }}\nselect '{{ this.schema }}' as here, (select sum(amount) from {{ source('raw', 'orders') }}) as amount\n",
+        )
+        .model("plain.sql", "{{ config(materialized='table') }}\nselect '{{ this.schema }}' as here\n");
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(p.query_stages(&["report"], "select here, amount from report"));
+    assert_eq!(rows, vec!["| mart_model | 42     |".to_owned()]);
+    let rows = rt.block_on(p.query_stages(&["plain"], "select here from plain"));
+    assert_eq!(rows, vec!["| main |".to_owned()]);
+}
