@@ -122,6 +122,20 @@ pub fn mutable(value: Value) -> Result<Value, minijinja::Error> {
     }
 }
 
+/// `__ferry_mutable_list(value)`: a list that `{% set a = b %}` names and
+/// the template then changes (`a.append(x)`), made changeable; one that
+/// already is keeps its identity, as Python's lists do. Anything else is
+/// left as it is.
+pub fn mutable_list(value: Value) -> Result<Value, minijinja::Error> {
+    use minijinja::value::ValueKind;
+    if matches!(value.kind(), ValueKind::Seq | ValueKind::Iterable)
+        && value.downcast_object_ref::<MutableList>().is_none()
+    {
+        return Ok(Value::from_object(MutableList(std::sync::Mutex::new(value.try_iter()?.collect()))));
+    }
+    Ok(value)
+}
+
 /// A plain list or dict stored into a changeable one is changeable too, as
 /// every list and dict is in Python (`d.update({k: []})` then
 /// `d[k].append(x)`); one that already is keeps its identity.

@@ -102,6 +102,12 @@ pub struct Relation {
 }
 
 impl Object for Relation {
+    /// A relation is true in a condition (`{% if not relation %}`), as in
+    /// dbt; minijinja's default would take a map with no keys as false.
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
+    }
+
     /// Two relations compare (and key a dict) by the table they name.
     fn custom_cmp(self: &Arc<Self>, other: &minijinja::value::DynObject) -> Option<std::cmp::Ordering> {
         Some(self.rendered.cmp(&other.downcast_ref::<Self>()?.rendered))

@@ -314,6 +314,10 @@ impl Column {
 }
 
 impl Object for Column {
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
+    }
+
     fn custom_cmp(self: &Arc<Self>, other: &minijinja::value::DynObject) -> Option<std::cmp::Ordering> {
         Some(self.0.name.cmp(&other.downcast_ref::<Self>()?.0.name))
     }

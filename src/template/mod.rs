@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
-use minijinja::value::{Object, Value};
+use minijinja::value::{Kwargs, Object, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State};
 use serde_json::{Map, Value as Json};
 
@@ -140,6 +140,7 @@ impl Templater {
         env.add_function("zip", functions::zip);
         env.add_global("exceptions", Value::from_object(functions::Exceptions));
         env.add_function("__ferry_mutable", dispatch::mutable);
+        env.add_function("__ferry_mutable_list", dispatch::mutable_list);
         env.add_function("should_store_failures", || false);
         env.add_global("modules", Value::from_object(modules::Modules));
         env.add_global("api", Value::from_object(introspect::Api));
@@ -567,7 +568,10 @@ impl Object for MacroCaller {
             st.get_or_insert_extension(Capture::default());
             *functions::capture(st) = cap;
             let result = match st.lookup(&self.inner) {
-                Some(m) if !m.is_undefined() => m.call(st, args),
+                Some(m) if !m.is_undefined() => match gather_kwargs(&m, args) {
+                    Some(args) => m.call(st, &args),
+                    None => m.call(st, args),
+                },
                 _ => Err(Error::new(ErrorKind::UnknownFunction, format!("macro `{}` went missing", self.inner))),
             };
             (result, std::mem::take(functions::capture(st)))
@@ -582,6 +586,39 @@ impl Object for MacroCaller {
             other => other,
         }
     }
+}
+
+/// For a macro that reads `kwargs` (given a `kwargs` parameter by
+/// [`rewrite`]): the call's arguments with the keywords it does not name
+/// gathered into `kwargs`, as Jinja2 gathers them. `None` for any other.
+fn gather_kwargs(m: &Value, args: &[Value]) -> Option<Vec<Value>> {
+    let names: Vec<String> =
+        m.get_attr("arguments").ok()?.try_iter().ok()?.filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    if !names.iter().any(|n| n == "kwargs") {
+        return None;
+    }
+    let (last, positional) = args.split_last()?;
+    if !last.is_kwargs() {
+        return None;
+    }
+    let (given,): (Kwargs,) = minijinja::value::from_args(std::slice::from_ref(last)).ok()?;
+    let mut named = Vec::new();
+    let mut extra = Vec::new();
+    for key in given.args() {
+        let value: Value = given.peek(key).ok()?;
+        if names.iter().any(|n| n == key) || key == "caller" {
+            named.push((key.to_owned(), value));
+        } else {
+            extra.push((key.to_owned(), value));
+        }
+    }
+    if extra.is_empty() {
+        return None;
+    }
+    named.push(("kwargs".to_owned(), Value::from(extra.into_iter().collect::<BTreeMap<String, Value>>())));
+    let mut out = positional.to_vec();
+    out.push(Value::from(Kwargs::from_iter(named)));
+    Some(out)
 }
 
 fn take_capture(state: &mut State<'_, '_>) -> Capture {
@@ -622,16 +659,17 @@ fn rewrite(src: &str, macros: bool) -> (String, Vec<String>, Vec<(usize, usize)>
         let Some((keyword, rest)) = seg.statement(src) else { continue };
         let (open, close) = (&src[seg.range.start..seg.inner.start], &src[seg.inner.end..seg.range.end]);
         let replacement = match keyword {
-            "set" => match mutable_literal(rest) {
-                Some((name, literal)) => format!("{open} set {name} = __ferry_mutable({literal}) {close}"),
-                None => continue,
+            "set" => match (mutable_literal(rest), changed_alias(rest, src)) {
+                (Some((name, literal)), _) => format!("{open} set {name} = __ferry_mutable({literal}) {close}"),
+                (None, Some((name, value))) => format!("{open} set {name} = __ferry_mutable_list({value}) {close}"),
+                _ => continue,
             },
             _ if !macros => continue,
             "macro" | "test" => {
                 let name_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
                 let name = &rest[..name_len];
                 let full = if keyword == "test" { format!("test_{name}") } else { name.to_owned() };
-                let tail = &rest[name_len..];
+                let tail = with_kwargs(&rest[name_len..], &src[seg.range.end..]);
                 names.push(full.clone());
                 // The delimiters stay as written: `-%}` trims the body's start.
                 format!("{open} macro {MACRO_PREFIX}{full}{tail} {close}")
@@ -648,6 +686,37 @@ fn rewrite(src: &str, macros: bool) -> (String, Vec<String>, Vec<(usize, usize)>
     }
     out.push_str(&src[copied..]);
     (out, names, anchors)
+}
+
+/// `name = other` (a `set` of one variable to another), where the
+/// template later changes `name` in place (`name.append(..)`, `.extend`,
+/// `.insert`, `.pop`, `.remove`): as its name and the other variable.
+fn changed_alias<'a>(rest: &'a str, src: &str) -> Option<(&'a str, &'a str)> {
+    let (name, value) = rest.split_once('=')?;
+    let (name, value) = (name.trim(), value.trim());
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if !ident(name) || !ident(value) || value.starts_with('=') {
+        return None;
+    }
+    let changed = ["append", "extend", "insert", "pop", "remove"].iter().any(|m| src.contains(&format!("{name}.{m}(")));
+    changed.then_some((name, value))
+}
+
+/// A macro's parameter list (`(a, b=1) `), with a `kwargs` parameter added
+/// when its body (up to the next `endmacro`/`endtest`) reads `kwargs`, as
+/// Jinja2 macros gather extra keyword arguments there.
+fn with_kwargs(params: &str, after: &str) -> String {
+    static WORD: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\bkwargs\b").expect("valid regex"));
+    static END: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\{%-?\s*end(macro|test)\b").expect("valid regex"));
+    let body = &after[..END.find(after).map_or(after.len(), |m| m.start())];
+    let (Some(open), Some(close)) = (params.find('('), params.rfind(')')) else { return params.to_owned() };
+    if !WORD.is_match(body) || WORD.is_match(&params[open..close]) {
+        return params.to_owned();
+    }
+    let sep = if params[open + 1..close].trim().is_empty() { "" } else { ", " };
+    format!("{}{sep}kwargs={{}}{}", &params[..close], &params[close..])
 }
 
 /// `name = [...]` or `name = {...}` (the rest of a `set` statement whose
@@ -874,6 +943,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.sql, "[1][2]\"m\"");
+    }
+
+    #[test]
+    fn macros_gather_extra_keywords_in_kwargs_and_objects_are_true() {
+        let mut t = templater(&[(
+            "macros/k.sql",
+            "{% macro outer(model, n=1) %}{{ return(inner(model, n, **kwargs)) }}{% endmacro %}\n\
+             {% macro inner(model, n) %}{{ model }}:{{ n }}:{{ kwargs.get('at_least', 'none') }}:{{ kwargs | length }}{% endmacro %}\n\
+             {% macro plain(a) %}{{ a }}{% endmacro %}",
+        )]);
+        let r = render(&mut t, "{{ outer(this, n=2, at_least=0.5, arg=3) }} {{ outer(this) }} {{ not this }}").unwrap();
+        assert_eq!(r.sql, "\"m\":2:0.5:2 \"m\":1:none:0 False");
+        // A macro that does not read kwargs still refuses an unknown keyword.
+        let d = render(&mut t, "{{ plain(a=1, b=2) }}").unwrap_err();
+        assert!(d.message.contains("unknown keyword argument `b`"), "{}", d.message);
+        // A list set from another, then changed, is a changed copy.
+        let r = render(
+            &mut t,
+            "{% set base = ['a'] + [] %}{% set cols = base %}{% do cols.append('b') %}{{ cols | join(',') }}",
+        )
+        .unwrap();
+        assert_eq!(r.sql, "a,b");
     }
 
     #[test]
