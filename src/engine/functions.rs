@@ -11,6 +11,10 @@
 //! the query (as `try_cast` is to `cast`). Models that quarantine
 //! conversion errors call them in place of the originals.
 //!
+//! `mod(a, b)`: the remainder of `a / b`, as PostgreSQL's `mod` (and the
+//! `%` operator) gives it, with the sign of `a`; for integers an integer,
+//! else a double. dbt's packages call it (dbt-utils' `width_bucket`).
+//!
 //! `ferry_row_hash(a, b, ...)`: a 128-bit hash (xxh3) of the values, as
 //! 16 bytes, for change detection. Values are hashed in Arrow's row
 //! encoding after their types are made canonical, so a column read as a
@@ -31,7 +35,7 @@ use datafusion::logical_expr::{
 
 /// Every function to register.
 pub fn all() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(Parses::new()), ScalarUDF::from(RowHash::new())]
+    vec![ScalarUDF::from(Parses::new()), ScalarUDF::from(RowHash::new()), ScalarUDF::from(Mod::new())]
 }
 
 /// DataFusion's functions that convert a value and fail the query on one
@@ -246,6 +250,57 @@ impl ScalarUDFImpl for RowHash {
     }
 }
 
+/// `mod(a, b)`: see the module's documentation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Mod { signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Int64))
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let integer = |t: &DataType| t.is_integer() || t.is_null();
+        let number = |t: &DataType| t.is_numeric() || t.is_null();
+        match args {
+            [a, b] if integer(a) && integer(b) => Ok(vec![DataType::Int64, DataType::Int64]),
+            [a, b] if number(a) && number(b) => Ok(vec![DataType::Float64, DataType::Float64]),
+            [_, _] => plan_err!(
+                "mod() takes two numbers, not {}",
+                args.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" and ")
+            ),
+            _ => plan_err!("mod() takes two arguments, not {}", args.len()),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [a, b] = arrays.as_slice() else { return exec_err!("mod() takes two arguments") };
+        let rem = datafusion::arrow::compute::kernels::numeric::rem(a, b)?;
+        if all_scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&rem, 0)?));
+        }
+        Ok(ColumnarValue::Array(rem))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +318,19 @@ mod tests {
         assert!(!parses("12,5", ParseKind::Number, ""));
         assert!(parses("-7", ParseKind::Integer, ""));
         assert!(!parses("7.0", ParseKind::Integer, ""));
+    }
+
+    #[tokio::test]
+    async fn mod_gives_postgres_remainders() {
+        use futures::TryStreamExt as _;
+        let engine = crate::engine::Engine::new(&Default::default()).unwrap();
+        let plan = engine
+            .plan("select mod(7, 3) as a, mod(-7, 3) as b, mod(7.5, 2) as c, mod(x, 4) as d from (values (10), (11)) t(x)")
+            .await
+            .unwrap();
+        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
+        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(table.contains("| 1 | -1 | 1.5 | 2 |") && table.contains("| 1 | -1 | 1.5 | 3 |"), "{table}");
+        assert!(engine.plan("select mod('a', 2)").await.unwrap_err().to_string().contains("mod() takes two numbers"));
     }
 }
