@@ -386,11 +386,8 @@ impl Builder {
                 self.failed.insert(i);
                 continue;
             };
-            let parents: BTreeSet<usize> = nodes[m].rendered.as_ref().map_or_else(BTreeSet::new, |r| {
-                let refs = r.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
-                let sources = r.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
-                refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
-            });
+            let parents: BTreeSet<usize> =
+                nodes[m].rendered.as_ref().map_or_else(BTreeSet::new, |r| lookup.called(r).collect());
             let mut calls = Rendered::default();
             let mut inputs = BTreeSet::new();
             let mut problem = None;
@@ -402,11 +399,7 @@ impl Builder {
                         break;
                     }
                 };
-                let named: Vec<usize> = {
-                    let refs = input.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
-                    let sources = input.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
-                    refs.chain(sources).filter_map(|r| lookup.node(&r)).collect()
-                };
+                let named: Vec<usize> = lookup.called(&input).collect();
                 match named.as_slice() {
                     [p] if parents.contains(p) => {
                         inputs.insert(*p);
@@ -547,11 +540,16 @@ impl Lookup<'_> {
         })
     }
 
-    /// Adds an edge from every node a render's `ref`/`source` calls named to `child`.
-    fn add_calls(&self, graph: &mut Graph<NodeId>, rendered: &Rendered, child: usize) {
+    /// The nodes a render's `ref`/`source` calls named.
+    pub(super) fn called<'r>(&'r self, rendered: &'r Rendered) -> impl Iterator<Item = usize> + 'r {
         let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
         let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
-        for parent in refs.chain(sources).filter_map(|r| self.node(&r)) {
+        refs.chain(sources).filter_map(|r| self.node(&r))
+    }
+
+    /// Adds an edge from every node a render's `ref`/`source` calls named to `child`.
+    fn add_calls(&self, graph: &mut Graph<NodeId>, rendered: &Rendered, child: usize) {
+        for parent in self.called(rendered) {
             graph.add_edge(NodeId::from_index(parent), NodeId::from_index(child));
         }
     }

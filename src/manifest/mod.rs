@@ -288,9 +288,7 @@ impl Manifest {
     /// The nodes a render's `ref`/`source` calls name.
     pub fn nodes_called(&self, rendered: &Rendered) -> BTreeSet<NodeId> {
         let lookup = Lookup { namespaces: &self.namespaces, by_id: &self.by_id };
-        let refs = rendered.refs.iter().map(|c| NodeRef::Model(c.name.clone()));
-        let sources = rendered.sources.iter().map(|(s, t)| NodeRef::Source(s.clone(), t.clone()));
-        refs.chain(sources).filter_map(|r| lookup.node(&r)).map(NodeId::from_index).collect()
+        lookup.called(rendered).map(NodeId::from_index).collect()
     }
 
     /// The seed a source in the warehouse names (see [`seed_named_by`]).

@@ -451,11 +451,7 @@ impl Object for RelationClass {
             return Err(Error::new(ErrorKind::MissingArgument, "api.Relation.create() needs an identifier"));
         };
         // A relation of the project renders as the engine's table of it.
-        let known = state
-            .lookup(KEY)
-            .as_ref()
-            .and_then(|v| v.downcast_object_ref::<Handle>().map(|h| Arc::clone(&h.0)))
-            .and_then(|i| i.relation(schema.as_deref(), &identifier));
+        let known = introspector(state).ok().and_then(|i| i.relation(schema.as_deref(), &identifier));
         if let Some(rel) = known {
             return Ok(Value::from_dyn_object(rel));
         }

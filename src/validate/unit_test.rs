@@ -15,6 +15,7 @@ use datafusion::common::TableReference;
 use serde_json::{Map, Value as Json};
 
 use super::data_test::{self, TestOutcome};
+use crate::engine::sources::first_line;
 use crate::engine::{Engine, EngineOptions};
 use crate::manifest::config::TestConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
@@ -94,10 +95,6 @@ pub async fn run(
          select '-' as diff, * from (select {cols} from __ferry_expected except all select {cols} from __ferry_actual) e"
     );
     data_test::run(&fx, &node.name, &diff, config, failures_dir).await.map_err(|e| e.to_string())
-}
-
-fn first_line(e: &datafusion::error::DataFusionError) -> String {
-    crate::engine::sources::first_line(e)
 }
 
 /// The columns a fixture's rows name, in the order they first appear.
