@@ -99,14 +99,24 @@ pub(super) fn relation(spec: &Spec) -> String {
     format!("(SELECT * FROM {t} WHERE ({keys}) IN (SELECT {keys} FROM pg_temp.{KEYS})) AS touched")
 }
 
-/// [`relation`] for a `touched_only` spec over a table with a unique index
-/// on the key: the staged keys (then one each) joined to the table, which
-/// the planner can do as one index lookup per key rather than a scan of
-/// the whole table (120,952 keys of 6M rows: 0.5 s against 2.2 s).
-fn looked_up(spec: &Spec) -> String {
+/// The temporary table that holds the touched rows of a table with a unique
+/// index on the key, looked up once for both summary queries.
+const TOUCHED: &str = "ferry_reconcile_touched";
+
+/// For a `touched_only` spec over a table with a unique index on the key:
+/// copies the rows of the staged keys into [`TOUCHED`], the staged keys
+/// (then one each) joined to the table, which the planner does as one index
+/// lookup per key rather than a scan of the whole table (120,952 keys of 6M
+/// rows: 0.5 s against 2.2 s). Looked up once rather than by each of the
+/// segment and profile queries, which then scan the copy: 120,448 keys,
+/// 1.67 s for the two queries before.
+fn copy_touched(spec: &Spec) -> String {
     let t = qualified(&spec.table);
     let keys = spec.key.iter().map(|&k| q(&spec.columns[k].name)).collect::<Vec<_>>().join(", ");
-    format!("(SELECT t.* FROM pg_temp.{KEYS} AS k JOIN {t} AS t USING ({keys})) AS touched")
+    format!(
+        "DROP TABLE IF EXISTS pg_temp.{TOUCHED}; \
+         CREATE TEMP TABLE {TOUCHED} AS SELECT t.* FROM pg_temp.{KEYS} AS k JOIN {t} AS t USING ({keys})"
+    )
 }
 
 fn sum_wrapping(text: &str) -> u64 {
@@ -181,7 +191,15 @@ impl Postgres {
     pub async fn reconcile_summary(&self, spec: &Spec) -> Result<(SegmentSums, Profile), BackendError> {
         self.reconcile_session(spec).await?;
         let unique = self.unique_on_key(spec).await?;
-        let relation = if spec.touched_only && unique { looked_up(spec) } else { relation(spec) };
+        let relation = if spec.touched_only && unique {
+            self.client
+                .batch_execute(&copy_touched(spec))
+                .await
+                .map_err(|e| db_error(&spec.table, "reading the touched rows", &e))?;
+            format!("pg_temp.{TOUCHED} AS touched")
+        } else {
+            relation(spec)
+        };
         let sql = format!(
             "SELECT seg, count(*), sum(h)::text FROM (SELECT {} AS seg, {} AS h FROM {relation}) x GROUP BY seg",
             segment_of(spec),
