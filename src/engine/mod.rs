@@ -2,13 +2,15 @@
 //! pool, object stores), seeds and file and database sources as tables
 //! (`sources`), what the engine does with one node (`node`: plan its SQL,
 //! stage a plan, register a stage), planning errors as diagnostics
-//! (`diagnose`), and ferry's own SQL functions (`functions`).
+//! (`diagnose`), ferry's own SQL functions (`functions`), and what is
+//! settled in a statement before it is planned (`depth`, `dialect`).
 //!
 //! Which nodes run when, and what a rule or a test concludes, are not this
 //! module's business (see `run/` and `validate/`).
 
 pub mod depth;
 pub mod diagnose;
+pub mod dialect;
 pub mod functions;
 pub mod node;
 pub mod session;

@@ -226,6 +226,7 @@ impl Engine {
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect)?;
         super::depth::settle(&mut statement)?;
+        super::dialect::as_postgres(&mut statement);
         let plan = state.statement_to_plan(statement).await?;
         state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})
     }

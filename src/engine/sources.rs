@@ -702,8 +702,74 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
     }
     let declared = Arc::new(Schema::new(types.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>()));
     let schema = overlay(&inferred, Some(&declared));
-    engine.register_file(TableReference::bare(node.name.as_str()), &file, &schema).await.map_err(|e| err(&e))?;
+    let table = TableReference::bare(node.name.as_str());
+    let lenient = LenientTimestamps::of(&declared);
+    if lenient.columns.is_empty() {
+        engine.register_file(table, &file, &schema).await.map_err(|e| err(&e))?;
+    } else {
+        let raw = TableReference::bare(format!("__ferry_raw_{}", node.name));
+        engine.register_file(raw.clone(), &file, &lenient.raw_schema(&schema)).await.map_err(|e| err(&e))?;
+        let plan = engine.plan(&lenient.view_sql(&schema, &raw)).await.map_err(|e| err(&e))?;
+        engine.register_view(table, plan).map_err(|e| err(&e))?;
+    }
     Ok(Some(schema))
+}
+
+/// A seed's columns declared `timestamp` (`column_types`), read as
+/// PostgreSQL's `COPY` reads them (which `dbt seed` loads through): what the
+/// CSV reader parses, and also times without seconds (`2021-01-01 00:00`),
+/// which it refuses. They are read as text and parsed in a view; a value
+/// that neither way parses still fails the seed, naming the value.
+struct LenientTimestamps {
+    columns: Vec<String>,
+}
+
+/// The spellings tried after the reader's own, as chrono formats.
+const TIMES_WITHOUT_SECONDS: [&str; 2] = ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"];
+
+impl LenientTimestamps {
+    fn of(declared: &SchemaRef) -> Self {
+        let columns = declared
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Timestamp(_, None)))
+            .map(|f| f.name().clone())
+            .collect();
+        LenientTimestamps { columns }
+    }
+
+    fn raw_schema(&self, schema: &SchemaRef) -> SchemaRef {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match self.columns.contains(f.name()) {
+                true => Field::new(f.name(), DataType::Utf8, true),
+                false => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference) -> String {
+        let formats: Vec<String> = TIMES_WITHOUT_SECONDS.iter().map(|f| format!("'{f}'")).collect();
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let col = quote_ident(f.name());
+                if !self.columns.contains(f.name()) {
+                    return col;
+                }
+                let ty = sql_type_of(f.data_type());
+                format!(
+                    "CAST(CASE WHEN {col} IS NULL THEN NULL \
+                     ELSE coalesce(try_cast({col} AS {ty}), to_timestamp({col}, {})) END AS {ty}) AS {col}",
+                    formats.join(", ")
+                )
+            })
+            .collect();
+        format!("SELECT {} FROM {}", columns.join(", "), raw.to_quoted_string())
+    }
 }
 
 /// After a CSV parse error in model `id`, finds which source or seed file of
@@ -726,10 +792,17 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId, me
                 };
                 (file, table)
             }
-            Resource::Seed(seed) => (
-                FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv),
-                TableReference::bare(node.name.as_str()),
-            ),
+            Resource::Seed(seed) => {
+                // A seed whose timestamps are parsed in a view is read
+                // from its raw table, as the file holds them.
+                let raw = TableReference::bare(format!("__ferry_raw_{}", node.name));
+                let table = if engine.table_schema(raw.clone()).await.is_some() {
+                    raw
+                } else {
+                    TableReference::bare(node.name.as_str())
+                };
+                (FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv), table)
+            }
             _ => continue,
         };
         if malformed_record {

@@ -210,19 +210,25 @@ impl Builder {
         }
     }
 
-    /// Drops models that a template's own `config(enabled=false)` disabled
-    /// (known only after rendering), with the generic tests attached to them.
+    /// Drops models and singular tests that a template's own
+    /// `config(enabled=false)` disabled (known only after rendering), and
+    /// the generic tests attached to such models.
     fn drop_disabled(&mut self, nodes: Vec<Node>) -> Vec<Node> {
         let disabled: std::collections::HashSet<String> = nodes
             .iter()
             .filter(|n| matches!(n.resource, Resource::Model { .. }) && !config::enabled(&n.raw_config))
             .map(|n| n.name.clone())
             .collect();
-        if disabled.is_empty() {
+        let singular_off = |n: &Node| {
+            matches!(&n.resource, Resource::Test(Test { kind: TestKind::Singular { .. }, .. }))
+                && !config::enabled(&n.raw_config)
+        };
+        if disabled.is_empty() && !nodes.iter().any(singular_off) {
             return nodes;
         }
         let keep = |n: &Node| match &n.resource {
             Resource::Model { .. } => !disabled.contains(&n.name),
+            Resource::Test(Test { kind: TestKind::Singular { .. }, .. }) => !singular_off(n),
             Resource::Test(Test { kind: TestKind::Generic { attached_to, .. }, .. }) => {
                 !matches!(attached_to, NodeRef::Model(m) if disabled.contains(m))
             }

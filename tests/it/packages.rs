@@ -245,7 +245,9 @@ async fn cross_database_macros_give_what_dbt_gives_on_postgres() {
         ("right", "{{ dbt.right(\"'ferry'\", 3) }}", "right('ferry', 3)"),
         ("date", "{{ dbt.date(2024, 2, 29) }}", "to_date('2024-2-29', 'YYYY-MM-DD')"),
         ("type_numeric", "cast(1.5 as {{ dbt.type_numeric() }})", "cast(1.5 as numeric(28,6))"),
-        ("type_float", "cast(0.1 as {{ dbt.type_float() }}) * 3", "cast(0.1 as float) * 3"),
+        // PostgreSQL's `float` is a double: a 32-bit float would keep
+        // about seven digits of this.
+        ("type_float", "cast(62.3888186 as {{ dbt.type_float() }}) * 3", "cast(62.3888186 as float) * 3"),
         (
             "array_concat",
             "array_to_string({{ dbt.array_concat(dbt.array_construct([1, 2]), dbt.array_append(dbt.array_construct([3]), 4)) }}, ',')",

@@ -421,17 +421,52 @@ fn a_view_read_twice_is_computed_once_and_ephemerals_inline() {
     assert_eq!(stage_manifest(&p, "right_side")["row_count"], 1);
 }
 
-/// `config(enabled=false)` inside a template removes the model.
+/// `config(enabled=false)` inside a template removes the model, or the
+/// singular test (dbt-utils disables a flaky one this way).
 #[test]
 fn a_template_can_disable_its_model() {
     let p = TestProject::new()
         .model("off.sql", "{{ config(enabled=false) }}\nselect 1 as id")
-        .model("on.sql", "{{ config(materialized='table') }}\nselect 1 as id");
-    let ran = p.run(["run"]);
+        .model("on.sql", "{{ config(materialized='table') }}\nselect 1 as id")
+        .file("tests/never_fails.sql", "{{ config(enabled=false) }}\nselect * from {{ ref('on') }}")
+        .file("tests/none_bad.sql", "select * from {{ ref('on') }} where id <> 1");
+    let ran = p.run(["build", "--no-load"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(!ran.stderr.contains("off"), "{}", ran.stderr);
     let ls = p.run(["ls"]);
-    assert!(!ls.stdout.contains("off"), "{}", ls.stdout);
+    assert!(!ls.stdout.contains("off") && !ls.stdout.contains("never_fails"), "{}", ls.stdout);
+    assert!(ls.stdout.contains("none_bad"), "{}", ls.stdout);
+}
+
+/// A seed's declared timestamps read as PostgreSQL's COPY reads them (what
+/// `dbt seed` loads through): times without seconds too; a value that is
+/// no time still fails the seed, naming the value; `float` is a double.
+#[tokio::test]
+async fn seed_timestamps_without_seconds_and_floats_read_as_in_postgres() {
+    let p = TestProject::new()
+        .file("seeds/ticks.csv", "at,x\n2021-01-01 00:00,62.3888186\n2021-01-01T01:30,1\n2021-01-01 02:00:05.5,2\n,3\n")
+        .file(
+            "seeds/schema.yml",
+            "seeds:\n  - name: ticks\n    config:\n      column_types: {at: timestamp, x: float}\n",
+        );
+    let ran = p.run(["seed"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let columns = &stage_manifest(&p, "ticks")["columns"];
+    assert_eq!(columns[1]["data_type"], "Float64");
+    let rows = p.query_stages(&["ticks"], "select cast(at as varchar) as at, cast(x as varchar) as x from ticks").await;
+    assert_eq!(
+        rows,
+        vec![
+            "|                         | 3.0        |",
+            "| 2021-01-01T00:00:00     | 62.3888186 |",
+            "| 2021-01-01T01:30:00     | 1.0        |",
+            "| 2021-01-01T02:00:05.500 | 2.0        |",
+        ]
+    );
+    let p = p.file("seeds/ticks.csv", "at,x\n2021-01-01 00:00,1\nsoon,2\n");
+    let ran = p.run(["seed"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("ticks") && ran.stderr.contains("soon"), "{}", ran.stderr);
 }
 
 /// Seeds with `column_types`, staged by `ferry seed`; `run` reads them.
