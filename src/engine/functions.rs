@@ -15,6 +15,13 @@
 //! `%` operator) gives it, with the sign of `a`; for integers an integer,
 //! else a double. dbt's packages call it (dbt-utils' `width_bucket`).
 //!
+//! `coalesce`, `greatest` and `least` resolve their arguments' type as
+//! PostgreSQL does where DataFusion finds none: text beside a date or a time
+//! is read as that type (`coalesce(valid_to, '2099-01-01')`, as dbt-utils'
+//! `mutually_exclusive_ranges` and many slowly changing dimensions write
+//! it); DataFusion alone refuses a date and text. Otherwise they are
+//! DataFusion's own.
+//!
 //! `ferry_row_hash(a, b, ...)`: a 128-bit hash (xxh3) of the values, as
 //! 16 bytes, for change detection. Values are hashed in Arrow's row
 //! encoding after their types are made canonical, so a column read as a
@@ -29,8 +36,10 @@ use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 /// Every function to register.
@@ -132,6 +141,74 @@ impl ScalarUDFImpl for TryForm {
             Err(_) if all_scalar => Ok(ColumnarValue::Scalar(ScalarValue::try_from(args.return_type())?)),
             Err(_) => Ok(ColumnarValue::Array(self.rows(&args, 0, args.number_rows)?)),
         }
+    }
+}
+
+/// The functions whose arguments [`one_type`] resolves to one type.
+pub const ONE_TYPE: &[&str] = &["coalesce", "greatest", "least"];
+
+/// `inner` (one of [`ONE_TYPE`]), with text beside a date or a time
+/// coerced to that type.
+pub fn one_type(inner: Arc<ScalarUDF>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(OneType { inner })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct OneType {
+    inner: Arc<ScalarUDF>,
+}
+
+impl ScalarUDFImpl for OneType {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let is_text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+        match arg_types.iter().find(|t| t.is_temporal()) {
+            Some(time) if arg_types.iter().any(is_text) => {
+                let read: Vec<DataType> =
+                    arg_types.iter().map(|t| if is_text(t) { time.clone() } else { t.clone() }).collect();
+                self.inner.coerce_types(&read)
+            }
+            _ => self.inner.coerce_types(arg_types),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.inner.invoke_with_args(args)
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.inner.simplify(args, info)
+    }
+
+    fn short_circuits(&self) -> bool {
+        self.inner.short_circuits()
+    }
+
+    fn conditional_arguments<'a>(&self, args: &'a [Expr]) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.inner.conditional_arguments(args)
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.documentation()
     }
 }
 
@@ -332,5 +409,27 @@ mod tests {
         let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         assert!(table.contains("| 1 | -1 | 1.5 | 2 |") && table.contains("| 1 | -1 | 1.5 | 3 |"), "{table}");
         assert!(engine.plan("select mod('a', 2)").await.unwrap_err().to_string().contains("mod() takes two numbers"));
+    }
+
+    #[tokio::test]
+    async fn text_beside_a_date_or_time_takes_its_type_as_in_postgres() {
+        use futures::TryStreamExt as _;
+        let engine = crate::engine::Engine::new(&Default::default()).unwrap();
+        let sql = "select coalesce(d, '2099-01-01') as a, greatest(t, '2020-01-01 10:00:00') as b, \
+                   least(d, '2000-01-01') as c, coalesce(null, 'x') as e, coalesce(1, 2.5) as f \
+                   from (values (cast(null as date), cast('2019-01-01' as timestamp))) v(d, t)";
+        let plan = engine.plan(sql).await.unwrap();
+        let types: Vec<String> = plan.schema().fields().iter().map(|f| f.data_type().to_string()).collect();
+        assert_eq!(types, ["Date32", "Timestamp(ns)", "Date32", "Utf8", "Float64"]);
+        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
+        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(table.contains("| 2099-01-01 | 2020-01-01T10:00:00 | 2000-01-01 | x | 1.0 |"), "{table}");
+        // Text that is no date still fails, naming the value.
+        let plan = engine.plan("select coalesce(cast(null as date), 'soon')").await.unwrap();
+        let err = match engine.execute(plan).await {
+            Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("'soon'"), "{err}");
     }
 }

@@ -129,6 +129,11 @@ impl Engine {
         for f in super::functions::all() {
             ctx.register_udf(f);
         }
+        for name in super::functions::ONE_TYPE {
+            if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
+                ctx.register_udf(super::functions::one_type(inner));
+            }
+        }
         for name in super::functions::TRY_WRAPPED {
             if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
                 ctx.register_udf(super::functions::try_form(inner));
