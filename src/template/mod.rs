@@ -191,8 +191,21 @@ impl Templater {
     fn add_macro_file(&mut self, file: &Arc<SourceFile>, namespace: &str) -> Result<(), Box<Diagnostic>> {
         let (rewritten, names, anchors) = rewrite(&file.text, true);
         let name = file.path.to_string();
-        self.files.insert(name.clone(), TemplateFile { file: Arc::clone(file), anchors });
-        self.env.add_template_owned(name.clone(), rewritten).map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        self.files.insert(name.clone(), TemplateFile { file: Arc::clone(file), anchors: anchors.clone() });
+        // The whole file is compiled once, so a syntax error anywhere in it
+        // is reported against it; each macro is then a template of its own.
+        self.env
+            .add_template_owned(name.clone(), rewritten.clone())
+            .map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+        let mut blocks: HashMap<String, String> = HashMap::new();
+        for (macro_name, range) in macro_blocks(&rewritten) {
+            let block = format!("{name}#{macro_name}");
+            self.files.insert(block.clone(), TemplateFile { file: Arc::clone(file), anchors: anchors.clone() });
+            self.env
+                .add_template_owned(block.clone(), isolated(&rewritten, range))
+                .map_err(|e| Box::new(self.diagnostic(&e, None)))?;
+            blocks.insert(macro_name, block);
+        }
         for macro_name in names {
             let ns = self.namespaces.entry(namespace.to_owned()).or_default();
             if let Some((other, _)) = ns.get(&macro_name) {
@@ -203,7 +216,7 @@ impl Templater {
                 ));
             }
             let caller = Value::from_object(MacroCaller {
-                template: name.clone(),
+                template: blocks.get(&macro_name).cloned().unwrap_or_else(|| name.clone()),
                 inner: format!("{MACRO_PREFIX}{macro_name}"),
             });
             ns.insert(macro_name.clone(), (name.clone(), caller.clone()));
@@ -530,6 +543,58 @@ fn node_context(node: &NodeContext, phase: Phase) -> Value {
         execute => execute,
         __ferry_introspect => introspector,
     }
+}
+
+/// The top-level macro blocks of a rewritten macro file: each macro's name
+/// (without [`MACRO_PREFIX`]) and the bytes from its `{% macro %}` to its
+/// `{% endmacro %}`.
+fn macro_blocks(src: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, usize)> = None;
+    let mut depth = 0usize;
+    for seg in scan::segments(src) {
+        match seg.statement(src) {
+            Some(("macro", rest)) => {
+                if depth == 0 {
+                    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                    let name = rest[..end].strip_prefix(MACRO_PREFIX).unwrap_or(&rest[..end]);
+                    open = Some((name.to_owned(), seg.range.start));
+                }
+                depth += 1;
+            }
+            Some(("endmacro", _)) if depth > 0 => {
+                depth -= 1;
+                if depth == 0
+                    && let Some((name, start)) = open.take()
+                {
+                    blocks.push((name, start..seg.range.end));
+                }
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// `src` with everything outside `keep` blanked: the same length and the
+/// same line breaks, so that positions in errors stay those of the file,
+/// with the blank stretches made comments (they render to nothing).
+fn isolated(src: &str, keep: std::ops::Range<usize>) -> String {
+    let blank = |part: &str| -> Vec<u8> {
+        let mut out: Vec<u8> = part.bytes().map(|b| if b == b'\n' { b'\n' } else { b' ' }).collect();
+        let pairs: Vec<usize> = (1..out.len()).filter(|&i| out[i - 1] == b' ' && out[i] == b' ').collect();
+        if let (Some(&first), Some(&last)) = (pairs.first(), pairs.last())
+            && last > first + 1
+        {
+            out[first - 1..=first].copy_from_slice(b"{#");
+            out[last - 1..=last].copy_from_slice(b"#}");
+        }
+        out
+    };
+    let mut out = blank(&src[..keep.start]);
+    out.extend_from_slice(&src.as_bytes()[keep.clone()]);
+    out.extend(blank(&src[keep.end..]));
+    String::from_utf8(out).expect("blanked text is ASCII around a slice of UTF-8 at tag boundaries")
 }
 
 /// Calls a macro defined in another template, carrying the render's capture
@@ -878,6 +943,23 @@ mod tests {
         let e = t.render_generic_test("uniqe", rel("orders"), Some("id"), &Map::new(), None).unwrap_err();
         assert_eq!(e.message, "no generic test named `uniqe`");
         assert_eq!(e.help.as_deref(), Some("did you mean `unique`?"));
+    }
+
+    #[test]
+    fn each_macro_renders_alone_and_its_errors_point_into_its_file() {
+        let text = "{# helpers #}\n{% set unused = 1 %}\n{% macro a() %}A{{ b() }}{% endmacro %}\n\n{% macro b() -%}\n  B{{ 1 + none_such.x }}\n{%- endmacro %}\n";
+        let blocks = macro_blocks(&rewrite(text, true).0);
+        assert_eq!(blocks.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let (rewritten, _, _) = rewrite(text, true);
+        let alone = isolated(&rewritten, blocks[1].1.clone());
+        assert_eq!(alone.len(), rewritten.len());
+        assert_eq!(alone.lines().count(), rewritten.lines().count());
+        assert!(alone.starts_with("{#") && !alone.contains("set unused"), "{alone}");
+        let mut t = templater(&[("macros/ab.sql", text)]);
+        let d = render(&mut t, "select '{{ a() }}'").unwrap_err();
+        let label = d.primary.as_ref().expect("a label");
+        assert_eq!(label.file.path.as_str(), "macros/ab.sql");
+        assert_eq!(label.file.line_col(label.range.start).0, 6, "{d:?}");
     }
 
     #[test]
