@@ -264,6 +264,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers `provider` as `catalog.schema.table`, in a catalog other
+    /// than the engine's own (a warehouse's `information_schema`, say),
+    /// replacing any table of that name.
+    pub fn register_in_catalog(
+        &self,
+        (catalog, schema, table): (&str, &str, &str),
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<()> {
+        use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+        let cat: Arc<dyn CatalogProvider> = match self.ctx.catalog(catalog) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(MemoryCatalogProvider::new());
+                self.ctx.register_catalog(catalog, c.clone());
+                c
+            }
+        };
+        let holder = match cat.schema(schema) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(MemorySchemaProvider::new());
+                cat.register_schema(schema, s.clone())?;
+                s
+            }
+        };
+        holder.deregister_table(table)?;
+        holder.register_table(table.to_owned(), provider)?;
+        Ok(())
+    }
+
+    /// The provider of a registered table, if there is one.
+    pub async fn table_provider(&self, table: TableReference) -> Option<Arc<dyn TableProvider>> {
+        self.ctx.table_provider(table).await.ok()
+    }
+
     /// Registers a file (or directory, or glob) as a lazily read table with a
     /// known schema; projections and filters reach the reader.
     pub async fn register_file(&self, table: TableReference, file: &FileSource, schema: &SchemaRef) -> Result<()> {

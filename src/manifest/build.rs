@@ -118,7 +118,7 @@ impl Builder {
             dispatch: parts.file.dispatch.clone(),
         };
         self.schemas = SchemaNames::new(&globals, &macros, target_schema);
-        let mut nodes = source_nodes(&project, parts.sources, &mut resolver);
+        let mut nodes = source_nodes((&project, &self.schemas.database), parts.sources, &mut resolver);
         for s in parts.seeds.into_iter().filter(|s| config::enabled(&s.config)) {
             let rel = self.relation_of(&s.name, &s.config, ("seed", &s.fqn));
             resolver.refs.insert(s.name.clone(), Arc::clone(&rel));
@@ -598,12 +598,12 @@ fn render_generic(
 }
 
 /// A node per source table; `source()` renders each as `source.table`.
-fn source_nodes(project: &str, sources: Vec<SourceTable>, resolver: &mut Resolver) -> Vec<Node> {
+fn source_nodes((project, database): (&str, &str), sources: Vec<SourceTable>, resolver: &mut Resolver) -> Vec<Node> {
     let mut nodes = Vec::with_capacity(sources.len());
     for s in sources {
         let rel = Arc::new(Relation {
             rendered: format!("{}.{}", quote_ident(&s.source), quote_ident(&s.name)),
-            database: s.database.clone().unwrap_or_default(),
+            database: s.database.clone().unwrap_or_else(|| database.to_owned()),
             schema: s.schema.clone(),
             identifier: s.identifier.clone(),
         });
@@ -801,7 +801,7 @@ impl Builder {
         };
         Arc::new(Relation {
             rendered: quote_ident(name),
-            database: String::new(),
+            database: self.schemas.database.clone(),
             schema,
             identifier: alias.unwrap_or(name).to_owned(),
         })
@@ -814,6 +814,8 @@ impl Builder {
 #[derive(Default)]
 struct SchemaNames {
     target: String,
+    /// The target's database, which relations name as dbt's do.
+    database: String,
     /// Templates with the project's macros, when it overrides the macro.
     overridden: Option<Templater>,
 }
@@ -827,7 +829,8 @@ impl SchemaNames {
             // Only macros: the names ref() renders are not known yet.
             Templater::new(globals, Arc::new(Resolver::default()), macros).0
         });
-        SchemaNames { target: target.to_owned(), overridden }
+        let database = globals.target.get("database").and_then(Json::as_str).unwrap_or_default().to_owned();
+        SchemaNames { target: target.to_owned(), database, overridden }
     }
 
     fn generate(

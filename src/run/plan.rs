@@ -292,7 +292,13 @@ impl Introspector for PlanTime {
 
     fn query(&self, sql: &str) -> Result<QueryResult, String> {
         let (engine, sql) = (self.engine.clone(), sql.to_owned());
+        let relations = self.relations.clone();
         let run = async move {
+            if sql.to_ascii_lowercase().contains("information_schema") {
+                register_information_schema(&engine, &relations)
+                    .await
+                    .map_err(|e| format!("cannot list the relations: {}", first_line(&e)))?;
+            }
             let plan = engine.plan(&sql).await.map_err(|e| format!("the query failed to plan: {}", first_line(&e)))?;
             if let Some(table) = unbuilt_table(&plan) {
                 return Err(format!(
@@ -318,6 +324,39 @@ impl Introspector for PlanTime {
             Err(_) => self.handle.block_on(run),
         }
     }
+}
+
+/// `<database>.information_schema.tables` as the warehouse would answer it,
+/// for the packages that find relations by pattern (dbt-utils'
+/// `get_relations_by_pattern` and `get_relations_by_prefix`): one row per
+/// relation of the project (model, seed, snapshot or source) that the engine
+/// holds now, named as dbt names it (its database, schema and identifier),
+/// with `table_type` `BASE TABLE` or `VIEW`. Queried while a model renders,
+/// it lists what exists at that point, as a warehouse does mid-run.
+async fn register_information_schema(
+    engine: &Engine,
+    relations: &[Arc<Relation>],
+) -> Result<(), datafusion::error::DataFusionError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::datasource::TableType;
+    let mut by_database: BTreeMap<&str, Vec<[&str; 4]>> = BTreeMap::new();
+    for r in relations {
+        let Some(provider) = engine.table_provider(TableReference::parse_str(&r.rendered)).await else { continue };
+        let kind = if provider.table_type() == TableType::View { "VIEW" } else { "BASE TABLE" };
+        by_database.entry(&r.database).or_default().push([&r.database, &r.schema, &r.identifier, kind]);
+    }
+    let names = ["table_catalog", "table_schema", "table_name", "table_type"];
+    let schema = Arc::new(Schema::new(names.map(|n| Field::new(n, DataType::Utf8, false)).to_vec()));
+    for (database, rows) in by_database {
+        let columns =
+            (0..4).map(|c| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[c]))) as _).collect::<Vec<_>>();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        let table = datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![vec![batch]])?;
+        engine.register_in_catalog((database, "information_schema", "tables"), Arc::new(table))?;
+    }
+    Ok(())
 }
 
 fn column_infos(schema: &SchemaRef) -> Vec<ColumnInfo> {

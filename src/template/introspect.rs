@@ -344,6 +344,20 @@ impl Object for Column {
             "is_float" => self.is_float(),
             "is_numeric" => self.is_numeric(),
             "is_number" => self.is_integer() || self.is_float() || self.is_numeric(),
+            // As dbt's `Column.string_size()`: `text`, or a size not given, is 256.
+            "string_size" if self.is_string() => {
+                let size = match self.args().first() {
+                    Some(&n) if self.dtype() != "text" => n,
+                    _ => 256,
+                };
+                return Ok(Value::from(size));
+            }
+            "string_size" => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("string_size() called on column `{}`, which is not a string", self.0.name),
+                ));
+            }
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
         }))
     }

@@ -382,6 +382,35 @@ fn queries_while_rendering_read_seeds_and_refuse_unbuilt_models() {
     assert!(ran.stderr.contains("models/reads_model.sql"), "{}", ran.stderr);
 }
 
+/// `<target database>.information_schema.tables` lists the project's
+/// relations that exist while the model renders (seeds here), named as dbt
+/// names them, for the packages that find relations by pattern; relations
+/// carry the target's database, as dbt's do.
+#[test]
+fn information_schema_lists_the_relations_that_exist() {
+    let p = TestProject::new()
+        .file("seeds/events_a.csv", "id\n1\n")
+        .file("seeds/events_b.csv", "id\n2\n")
+        .file("seeds/other.csv", "id\n3\n")
+        .model(
+            "listed.sql",
+            "-- depends_on: {{ ref('events_a') }}, {{ ref('events_b') }}\n\
+             {% set q %}select table_catalog, table_schema, table_name, table_type from {{ target.database }}.information_schema.tables \
+             where table_name ilike 'events%' order by table_name{% endset %}\n\
+             {% set rows = run_query(q).rows if execute else [] %}\n\
+             select '{% for r in rows %}{{ r[0] }}.{{ r[1] }}.{{ r[2] }}:{{ r[3] }};{% endfor %}' as listed, \
+             '{{ this.database }}|{{ target.database }}|{{ target.schema }}' as names\n",
+        );
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let sql = p.read(".ferry/compiled/models/listed.sql");
+    let names = sql.split("' as names").next().unwrap().rsplit('\'').next().unwrap();
+    let [db, target_db, schema] = names.split('|').collect::<Vec<_>>()[..] else { panic!("{sql}") };
+    assert!(!db.is_empty() && db == target_db, "{sql}");
+    let want = format!("'{db}.{schema}.events_a:BASE TABLE;{db}.{schema}.events_b:BASE TABLE;' as listed");
+    assert!(sql.contains(&want), "{want}\n{sql}");
+}
+
 /// A source with neither `path:` nor `connection:` is a table in the
 /// warehouse, as in dbt: ferry reads `schema.identifier` from the target
 /// (the identifier alone on SQLite); a missing one is an error naming the
