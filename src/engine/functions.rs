@@ -22,6 +22,13 @@
 //! it); DataFusion alone refuses a date and text. Otherwise they are
 //! DataFusion's own.
 //!
+//! `round(x, n)` is DataFusion's, with `n` taken as the integer it is
+//! written as: DataFusion's own casts a literal `n` to a 32-bit integer
+//! while planning, after which it no longer sees the literal and plans
+//! `round(decimal(28,6), 0)` as `decimal(29,6)` while computing
+//! `decimal(28,0)`; a query over such a column (a view) then fails with
+//! "Invalid comparison operation". Here planned and computed types agree.
+//!
 //! `ferry_row_hash(a, b, ...)`: a 128-bit hash (xxh3) of the values, as
 //! 16 bytes, for change detection. Values are hashed in Arrow's row
 //! encoding after their types are made canonical, so a column read as a
@@ -205,6 +212,77 @@ impl ScalarUDFImpl for OneType {
 
     fn conditional_arguments<'a>(&self, args: &'a [Expr]) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
         self.inner.conditional_arguments(args)
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// DataFusion's `round` (`inner`), its decimal places left as written.
+pub fn round(inner: Arc<ScalarUDF>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Round { inner, signature: Signature::user_defined(Volatility::Immutable) })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Round {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Round {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        use datafusion::arrow::datatypes::Field;
+        let fields: Vec<FieldRef> = arg_types.iter().map(|t| Arc::new(Field::new("", t.clone(), true))).collect();
+        let mut types: Vec<DataType> =
+            datafusion::logical_expr::type_coercion::functions::fields_with_udf(&fields, self.inner.as_ref())?
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+        if let (Some(given), Some(places)) = (arg_types.get(1), types.get_mut(1))
+            && given.is_integer()
+        {
+            *places = given.clone();
+        }
+        Ok(types)
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(places) = args.args.get_mut(1)
+            && places.data_type() != DataType::Int32
+        {
+            *places = places.cast_to(&DataType::Int32, None)?;
+            let field = args.arg_fields[1].as_ref().clone().with_data_type(DataType::Int32);
+            args.arg_fields[1] = Arc::new(field);
+        }
+        self.inner.invoke_with_args(args)
+    }
+
+    fn is_strict(&self) -> bool {
+        self.inner.is_strict()
+    }
+
+    fn output_ordering(
+        &self,
+        inputs: &[datafusion::logical_expr::sort_properties::ExprProperties],
+    ) -> Result<datafusion::logical_expr::sort_properties::SortProperties> {
+        self.inner.output_ordering(inputs)
     }
 
     fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
@@ -409,6 +487,25 @@ mod tests {
         let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         assert!(table.contains("| 1 | -1 | 1.5 | 2 |") && table.contains("| 1 | -1 | 1.5 | 3 |"), "{table}");
         assert!(engine.plan("select mod('a', 2)").await.unwrap_err().to_string().contains("mod() takes two numbers"));
+    }
+
+    /// A view over `round(decimal, 0)`, compared with an integer, as
+    /// dbt-utils' haversine tests do: the planned and computed types agree.
+    #[tokio::test]
+    async fn round_plans_the_type_it_computes() {
+        use datafusion::common::TableReference;
+        use futures::TryStreamExt as _;
+        let engine = crate::engine::Engine::new(&Default::default()).unwrap();
+        let view = engine
+            .plan("select round(cast(x as decimal(28,6)), 0) as r, round(x, n) as s from (values (430.4, 1)) v(x, n)")
+            .await
+            .unwrap();
+        assert_eq!(view.schema().field(0).data_type(), &DataType::Decimal128(28, 0));
+        engine.register_view(TableReference::bare("rounded"), view).unwrap();
+        let plan = engine.plan("select r, s from rounded where r = cast(430 as bigint)").await.unwrap();
+        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
+        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(table.contains("| 430 | 430.4 |"), "{table}");
     }
 
     #[tokio::test]

@@ -134,6 +134,9 @@ impl Engine {
                 ctx.register_udf(super::functions::one_type(inner));
             }
         }
+        if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, "round") {
+            ctx.register_udf(super::functions::round(inner));
+        }
         for name in super::functions::TRY_WRAPPED {
             if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
                 ctx.register_udf(super::functions::try_form(inner));
