@@ -21,6 +21,7 @@ use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::template::merge_config;
 use config::{ConfigTree, PROJECT_FILES, ProjectFile};
 use nodes::{Model, NodeRef, Origin, Seed, SourceTable, Test, TestKind};
+use schema::Fixture;
 
 /// Failure to find or read a project at all.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,12 @@ pub struct Package {
     /// The project-relative directory it is installed in.
     pub dir: Utf8PathBuf,
     pub macro_files: Vec<Arc<SourceFile>>,
+}
+
+/// Whether a file under `test-paths` is a unit test's fixture (in a
+/// `fixtures` folder): rows, not a singular test, as in dbt.
+fn is_fixture_file(path: &Utf8Path) -> bool {
+    path.parent().is_some_and(|d| d.components().any(|c| c.as_str() == "fixtures"))
 }
 
 /// Whether a file under `test-paths` is in a `generic/` folder at its top,
@@ -358,7 +365,14 @@ impl Loader {
             }
         }
         let mut tests = self.tests(scope, decls, &|fqn| resolve(&trees.tests, root.map(|r| &r.tests), fqn))?;
-        for u in unit_tests {
+        let test_dirs = scope.dirs(&file.test_paths);
+        for mut u in unit_tests {
+            let fixtures = u.given.iter_mut().map(|(_, f)| f).chain(std::iter::once(&mut u.expect));
+            if let Err(d) = fixtures.into_iter().try_for_each(|f| self.read_fixture(f, &test_dirs, &u.name, &u.origin))
+            {
+                self.diags.push(*d);
+                continue;
+            }
             let mut fqn = vec![file.name.clone(), u.model.clone(), u.name.clone()];
             let mut config = resolve(&trees.tests, root.map(|r| &r.tests), &fqn);
             for (k, v) in u.config {
@@ -373,6 +387,44 @@ impl Loader {
             });
         }
         Ok(Resources { models, seeds, sources, tests, docs, folders })
+    }
+
+    /// Reads a unit test's `fixture:` file into its rows: `<name>.csv` (or
+    /// `.sql`) in a `fixtures` folder anywhere under the `test-paths`.
+    fn read_fixture(
+        &mut self,
+        fixture: &mut Fixture,
+        test_dirs: &[Utf8PathBuf],
+        test: &str,
+        origin: &Origin,
+    ) -> Result<(), Box<Diagnostic>> {
+        let Fixture::File { name, sql } = fixture else { return Ok(()) };
+        let ext = if *sql { "sql" } else { "csv" };
+        let wanted = format!("{name}.{ext}");
+        let found = self
+            .files(test_dirs, &[ext])
+            .into_iter()
+            .find(|p| p.file_name() == Some(wanted.as_str()) && is_fixture_file(p));
+        let at = || Label::new(&origin.file, origin.span.clone());
+        let Some(path) = found else {
+            let dirs: Vec<String> = test_dirs.iter().map(|d| format!("`{d}`")).collect();
+            return Err(Box::new(
+                Diagnostic::error(Code::YamlShape, format!("unit test `{test}`: fixture `{name}` not found"))
+                    .with_label(at())
+                    .with_help(format!("put `{wanted}` in a `fixtures` folder under {}", dirs.join(", "))),
+            ));
+        };
+        let text = match self.source_file(&path) {
+            Ok(f) => f.text.to_string(),
+            Err(e) => {
+                return Err(Box::new(
+                    Diagnostic::error(Code::YamlShape, format!("unit test `{test}`: fixture `{path}`: {e}"))
+                        .with_label(at()),
+                ));
+            }
+        };
+        *fixture = if *sql { Fixture::Sql(text) } else { Fixture::Csv(text) };
+        Ok(())
     }
 
     /// The packages installed under `packages-install-path`, each a
@@ -631,7 +683,7 @@ impl Loader {
         }
         let roots = scope.dirs(&file.test_paths);
         for path in self.files(&roots, &["sql"]) {
-            if is_generic_test_file(&roots, &path) {
+            if is_generic_test_file(&roots, &path) || is_fixture_file(&path) {
                 continue;
             }
             let fqn = fqn_for(&file.name, &roots, &path);

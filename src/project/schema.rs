@@ -212,6 +212,10 @@ pub enum Fixture {
     Csv(String),
     /// `format: sql`: a query that returns the rows.
     Sql(String),
+    /// `fixture: name` (with `format: csv` or `sql`): the rows are in the
+    /// file `name.csv` (or `.sql`) in a `fixtures` folder under the
+    /// `test-paths`, as in dbt; the project loader reads it in.
+    File { name: String, sql: bool },
 }
 
 /// Parses one schema file; problems that do not stop parsing become warnings.
@@ -289,6 +293,21 @@ impl Parser<'_> {
     /// The `rows` (and `format`) of a `given` entry or of `expect`.
     fn fixture(&self, node: &Node, test: &str) -> Result<Fixture, Box<Diagnostic>> {
         let format = node.get("format").and_then(Node::as_str).unwrap_or("dict");
+        if let Some(fixture) = node.get("fixture").filter(|f| !f.is_null()) {
+            let Some(name) = fixture.as_str().filter(|n| !n.is_empty()) else {
+                return Err(self.shape(fixture, format!("unit test `{test}`: `fixture` must name a file")));
+            };
+            if node.get("rows").is_some_and(|r| !r.is_null()) {
+                return Err(self.shape(node, format!("unit test `{test}`: give `rows` or a `fixture`, not both")));
+            }
+            return match format {
+                "csv" | "sql" => Ok(Fixture::File { name: name.to_owned(), sql: format == "sql" }),
+                other => Err(self.shape(
+                    node,
+                    format!("unit test `{test}`: a `fixture` file is csv or sql (`format: csv`), not `{other}`"),
+                )),
+            };
+        }
         let rows = node.get("rows");
         let text = || rows.and_then(Node::as_str).map(str::to_owned);
         match format {

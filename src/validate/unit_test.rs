@@ -135,6 +135,7 @@ fn rows_of(fixture: &Fixture, what: &str) -> Result<Vec<Map<String, Json>>, Stri
             Ok(rows)
         }
         Fixture::Sql(_) => Err(format!("{what}: sql rows have no columns to read")),
+        Fixture::File { name, .. } => Err(format!("{what}: fixture `{name}` was not read")),
     }
 }
 

@@ -176,6 +176,38 @@ fn a_project_test_overrides_a_builtin() {
     assert!(ran.stderr.contains("PASS  test      unique_orders_id"), "{}", ran.stderr);
 }
 
+/// A unit test's rows may live in fixture files (`fixture:` with `format:
+/// csv` or `sql`), found in a `fixtures` folder under the test paths, as in
+/// dbt; a missing one is an error naming the test and the file.
+#[test]
+fn unit_test_rows_may_come_from_fixture_files() {
+    let unit = "unit_tests:\n  - name: from_files\n    model: dim_customers\n    given:\n      - input: ref('stg_customers')\n        format: csv\n        fixture: customers\n      - input: ref('domains')\n        format: sql\n        fixture: no_domains\n    expect:\n      format: csv\n      fixture: expected_customers\n";
+    let p = TestProject::new()
+        .file("seeds/raw_customers.csv", "id,email\n7,z@z.com\n")
+        .file("seeds/domains.csv", "tld\nnet\n")
+        .model("stg_customers.sql", "select id, email from {{ ref('raw_customers') }}\n")
+        .model(
+            "dim_customers.sql",
+            "select c.id, lower(c.email) as email, d.tld is not null as known_tld\nfrom {{ ref('stg_customers') }} c left join {{ ref('domains') }} d on c.email like concat('%.', d.tld)\n",
+        )
+        .file("tests/fixtures/customers.csv", "id,email\n1,A@X.COM\n")
+        .file("tests/unit/fixtures/no_domains.sql", "select 'x' as tld where false")
+        .file("tests/fixtures/expected_customers.csv", "id,email,known_tld\n1,a@x.com,false\n")
+        .file("models/unit.yml", unit);
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let results = p.run_results();
+    assert_eq!(result(&results, "unit_test.shop.dim_customers.from_files")["status"], "pass", "{results}");
+    let ls = p.run(["ls"]);
+    assert!(!ls.stdout.contains("no_domains"), "a fixture is no singular test: {}", ls.stdout);
+
+    let p = p.file("models/unit.yml", &unit.replace("fixture: customers", "fixture: clients"));
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("unit test `from_files`: fixture `clients` not found"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("put `clients.csv` in a `fixtures` folder under `tests`"), "{}", ran.stderr);
+}
+
 const UNIT_MODELS: &str = "\
 models:
   - name: dim_customers
