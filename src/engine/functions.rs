@@ -475,16 +475,21 @@ mod tests {
         assert!(!parses("7.0", ParseKind::Integer, ""));
     }
 
+    /// Runs `plan` and prints its rows as a table.
+    async fn table_of(engine: &crate::engine::Engine, plan: datafusion::logical_expr::LogicalPlan) -> String {
+        use futures::TryStreamExt as _;
+        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+    }
+
     #[tokio::test]
     async fn mod_gives_postgres_remainders() {
-        use futures::TryStreamExt as _;
         let engine = crate::engine::Engine::new(&Default::default()).unwrap();
         let plan = engine
             .plan("select mod(7, 3) as a, mod(-7, 3) as b, mod(7.5, 2) as c, mod(x, 4) as d from (values (10), (11)) t(x)")
             .await
             .unwrap();
-        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
-        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let table = table_of(&engine, plan).await;
         assert!(table.contains("| 1 | -1 | 1.5 | 2 |") && table.contains("| 1 | -1 | 1.5 | 3 |"), "{table}");
         assert!(engine.plan("select mod('a', 2)").await.unwrap_err().to_string().contains("mod() takes two numbers"));
     }
@@ -494,7 +499,6 @@ mod tests {
     #[tokio::test]
     async fn round_plans_the_type_it_computes() {
         use datafusion::common::TableReference;
-        use futures::TryStreamExt as _;
         let engine = crate::engine::Engine::new(&Default::default()).unwrap();
         let view = engine
             .plan("select round(cast(x as decimal(28,6)), 0) as r, round(x, n) as s from (values (430.4, 1)) v(x, n)")
@@ -503,8 +507,7 @@ mod tests {
         assert_eq!(view.schema().field(0).data_type(), &DataType::Decimal128(28, 0));
         engine.register_view(TableReference::bare("rounded"), view).unwrap();
         let plan = engine.plan("select r, s from rounded where r = cast(430 as bigint)").await.unwrap();
-        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
-        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let table = table_of(&engine, plan).await;
         assert!(table.contains("| 430 | 430.4 |"), "{table}");
     }
 
@@ -518,8 +521,7 @@ mod tests {
         let plan = engine.plan(sql).await.unwrap();
         let types: Vec<String> = plan.schema().fields().iter().map(|f| f.data_type().to_string()).collect();
         assert_eq!(types, ["Date32", "Timestamp(ns)", "Date32", "Utf8", "Float64"]);
-        let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
-        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let table = table_of(&engine, plan).await;
         assert!(table.contains("| 2099-01-01 | 2020-01-01T10:00:00 | 2000-01-01 | x | 1.0 |"), "{table}");
         // Text that is no date still fails, naming the value.
         let plan = engine.plan("select coalesce(cast(null as date), 'soon')").await.unwrap();

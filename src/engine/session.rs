@@ -129,17 +129,18 @@ impl Engine {
         for f in super::functions::all() {
             ctx.register_udf(f);
         }
-        for name in super::functions::ONE_TYPE {
-            if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
-                ctx.register_udf(super::functions::one_type(inner));
-            }
-        }
-        if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, "round") {
-            ctx.register_udf(super::functions::round(inner));
-        }
-        for name in super::functions::TRY_WRAPPED {
-            if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
-                ctx.register_udf(super::functions::try_form(inner));
+        // DataFusion's functions that ferry wraps, and how.
+        type Wrap = fn(Arc<datafusion::logical_expr::ScalarUDF>) -> datafusion::logical_expr::ScalarUDF;
+        let wrapped: [(&[&str], Wrap); 3] = [
+            (super::functions::ONE_TYPE, super::functions::one_type),
+            (&["round"], super::functions::round),
+            (super::functions::TRY_WRAPPED, super::functions::try_form),
+        ];
+        for (names, wrap) in wrapped {
+            for name in names {
+                if let Ok(inner) = datafusion::execution::FunctionRegistry::udf(&ctx, name) {
+                    ctx.register_udf(wrap(inner));
+                }
             }
         }
         let planning = Arc::new(ctx.state());
@@ -241,14 +242,27 @@ impl Engine {
 
     /// Makes sure a schema (namespace) exists for a source.
     pub fn ensure_schema(&self, name: &str) -> Result<()> {
-        let catalog = self
-            .ctx
-            .catalog(CATALOG)
-            .ok_or_else(|| DataFusionError::Internal(format!("catalog `{CATALOG}` is missing")))?;
-        if catalog.schema(name).is_none() {
-            catalog.register_schema(name, Arc::new(MemorySchemaProvider::new()))?;
+        self.schema_in(CATALOG, name).map(|_| ())
+    }
+
+    /// Schema `schema` of catalog `catalog`, each made (empty, in memory)
+    /// if it does not exist yet.
+    fn schema_in(&self, catalog: &str, schema: &str) -> Result<Arc<dyn datafusion::catalog::SchemaProvider>> {
+        use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+        let cat: Arc<dyn CatalogProvider> = match self.ctx.catalog(catalog) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(MemoryCatalogProvider::new());
+                self.ctx.register_catalog(catalog, c.clone());
+                c
+            }
+        };
+        if let Some(s) = cat.schema(schema) {
+            return Ok(s);
         }
-        Ok(())
+        let s = Arc::new(MemorySchemaProvider::new());
+        cat.register_schema(schema, s.clone())?;
+        Ok(s)
     }
 
     /// Registers a table that has a schema and no rows: enough to plan
@@ -275,23 +289,7 @@ impl Engine {
         (catalog, schema, table): (&str, &str, &str),
         provider: Arc<dyn TableProvider>,
     ) -> Result<()> {
-        use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
-        let cat: Arc<dyn CatalogProvider> = match self.ctx.catalog(catalog) {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(MemoryCatalogProvider::new());
-                self.ctx.register_catalog(catalog, c.clone());
-                c
-            }
-        };
-        let holder = match cat.schema(schema) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(MemorySchemaProvider::new());
-                cat.register_schema(schema, s.clone())?;
-                s
-            }
-        };
+        let holder = self.schema_in(catalog, schema)?;
         holder.deregister_table(table)?;
         holder.register_table(table.to_owned(), provider)?;
         Ok(())

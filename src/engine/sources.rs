@@ -206,7 +206,7 @@ impl FileSourceTable<'_> {
             return raw.register(engine, table, schema).await.map_err(|e| self.failed(&e));
         }
         let raw_schema = formats.raw_schema(schema);
-        let raw_table = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+        let raw_table = TableReference::partial(s.source.as_str(), raw_name(&s.name));
         raw.register(engine, raw_table.clone(), &raw_schema).await.map_err(|e| self.failed(&e))?;
         let sql = formats.view_sql(schema, &raw_table, null_regex);
         let plan = engine.plan(&sql).await.map_err(|e| self.failed(&e))?;
@@ -461,6 +461,22 @@ pub fn read_error_diagnostic(e: &source::ReadError) -> Diagnostic {
     }
 }
 
+/// `schema` with the fields `text` picks read as text: the schema of a
+/// raw table under a view that parses those columns itself.
+fn read_as_text(schema: &SchemaRef, text: impl Fn(&Field) -> bool) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| if text(f) { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The name of the raw table under the view of source or seed `name`.
+fn raw_name(name: &str) -> String {
+    format!("__ferry_raw_{name}")
+}
+
 /// `date_format` / `timestamp_format` of a source table (chrono patterns).
 struct TextFormats {
     date: Option<String>,
@@ -486,15 +502,7 @@ impl TextFormats {
     }
 
     fn raw_schema(&self, schema: &SchemaRef) -> SchemaRef {
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| match self.format_for(f.data_type()) {
-                Some(_) => Field::new(f.name(), DataType::Utf8, true),
-                None => f.as_ref().clone(),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
+        read_as_text(schema, |f| self.format_for(f.data_type()).is_some())
     }
 
     /// `null_regex` is applied here too: the reader leaves text columns alone.
@@ -707,7 +715,7 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
     if lenient.columns.is_empty() {
         engine.register_file(table, &file, &schema).await.map_err(|e| err(&e))?;
     } else {
-        let raw = TableReference::bare(format!("__ferry_raw_{}", node.name));
+        let raw = TableReference::bare(raw_name(&node.name));
         engine.register_file(raw.clone(), &file, &lenient.raw_schema(&schema)).await.map_err(|e| err(&e))?;
         let plan = engine.plan(&lenient.view_sql(&schema, &raw)).await.map_err(|e| err(&e))?;
         engine.register_view(table, plan).map_err(|e| err(&e))?;
@@ -739,15 +747,7 @@ impl LenientTimestamps {
     }
 
     fn raw_schema(&self, schema: &SchemaRef) -> SchemaRef {
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| match self.columns.contains(f.name()) {
-                true => Field::new(f.name(), DataType::Utf8, true),
-                false => f.as_ref().clone(),
-            })
-            .collect();
-        Arc::new(Schema::new(fields))
+        read_as_text(schema, |f| self.columns.contains(f.name()))
     }
 
     fn view_sql(&self, schema: &SchemaRef, raw: &TableReference) -> String {
@@ -784,7 +784,7 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId, me
             Resource::Source(s) => {
                 let path = s.location.get("path").and_then(Json::as_str)?;
                 let file = file_source(&manifest.root, path, &s.location).ok()?;
-                let raw = TableReference::partial(s.source.as_str(), format!("__ferry_raw_{}", s.name));
+                let raw = TableReference::partial(s.source.as_str(), raw_name(&s.name));
                 let table = if engine.table_schema(raw.clone()).await.is_some() {
                     raw
                 } else {
@@ -795,7 +795,7 @@ pub async fn locate_bad_row(engine: &Engine, manifest: &Manifest, id: NodeId, me
             Resource::Seed(seed) => {
                 // A seed whose timestamps are parsed in a view is read
                 // from its raw table, as the file holds them.
-                let raw = TableReference::bare(format!("__ferry_raw_{}", node.name));
+                let raw = TableReference::bare(raw_name(&node.name));
                 let table = if engine.table_schema(raw.clone()).await.is_some() {
                     raw
                 } else {

@@ -366,10 +366,18 @@ impl Loader {
         }
         let mut tests = self.tests(scope, decls, &|fqn| resolve(&trees.tests, root.map(|r| &r.tests), fqn))?;
         let test_dirs = scope.dirs(&file.test_paths);
+        // The fixture files under the test paths, found once for every unit test.
+        let names_a_file = |u: &schema::UnitTestDecl| {
+            u.given.iter().map(|(_, f)| f).chain([&u.expect]).any(|f| matches!(f, Fixture::File { .. }))
+        };
+        let fixture_files: Vec<Utf8PathBuf> = match unit_tests.iter().any(names_a_file) {
+            true => self.files(&test_dirs, &["csv", "sql"]).into_iter().filter(|p| is_fixture_file(p)).collect(),
+            false => Vec::new(),
+        };
         for mut u in unit_tests {
             let fixtures = u.given.iter_mut().map(|(_, f)| f).chain(std::iter::once(&mut u.expect));
-            if let Err(d) = fixtures.into_iter().try_for_each(|f| self.read_fixture(f, &test_dirs, &u.name, &u.origin))
-            {
+            let places = (test_dirs.as_slice(), fixture_files.as_slice());
+            if let Err(d) = fixtures.into_iter().try_for_each(|f| self.read_fixture(f, places, &u.name, &u.origin)) {
                 self.diags.push(*d);
                 continue;
             }
@@ -390,21 +398,18 @@ impl Loader {
     }
 
     /// Reads a unit test's `fixture:` file into its rows: `<name>.csv` (or
-    /// `.sql`) in a `fixtures` folder anywhere under the `test-paths`.
+    /// `.sql`) among `fixture_files`, those in a `fixtures` folder anywhere
+    /// under the `test_dirs`.
     fn read_fixture(
         &mut self,
         fixture: &mut Fixture,
-        test_dirs: &[Utf8PathBuf],
+        (test_dirs, fixture_files): (&[Utf8PathBuf], &[Utf8PathBuf]),
         test: &str,
         origin: &Origin,
     ) -> Result<(), Box<Diagnostic>> {
         let Fixture::File { name, sql } = fixture else { return Ok(()) };
-        let ext = if *sql { "sql" } else { "csv" };
-        let wanted = format!("{name}.{ext}");
-        let found = self
-            .files(test_dirs, &[ext])
-            .into_iter()
-            .find(|p| p.file_name() == Some(wanted.as_str()) && is_fixture_file(p));
+        let wanted = format!("{name}.{}", if *sql { "sql" } else { "csv" });
+        let found = fixture_files.iter().find(|p| p.file_name() == Some(wanted.as_str())).cloned();
         let at = || Label::new(&origin.file, origin.span.clone());
         let Some(path) = found else {
             let dirs: Vec<String> = test_dirs.iter().map(|d| format!("`{d}`")).collect();
