@@ -1,8 +1,9 @@
 //! Where ferry's SQL reads types as PostgreSQL does rather than as
-//! DataFusion's planner does by default. dbt projects (and dbt's own
-//! `type_float()`) write `float` meaning PostgreSQL's `float`, a double
-//! (`float8`); DataFusion plans it as a 32-bit float, which keeps about seven
-//! significant digits and silently rounds `62.3888186` to `62.38882`. So,
+//! DataFusion's planner does by default. dbt projects (their SQL, seeds'
+//! `column_types`, and dbt's own `type_float()`) write `float` meaning
+//! PostgreSQL's `float`, a double (`float8`); DataFusion plans it as a
+//! 32-bit float, which keeps about seven significant digits and silently
+//! rounds `62.3888186` to `62.38882`. So,
 //! before planning, `float` and `float(p)` with `p` over 24 become `double
 //! precision`, and `float(p)` with `p` up to 24 becomes `real`, as in
 //! PostgreSQL; `real`, `float4`, `float8` and `double` keep their meaning.

@@ -93,8 +93,8 @@
 {% macro default__type_timestamp() %}{{ return('timestamp') }}{% endmacro %}
 
 {% macro type_float() %}{{ return(adapter.dispatch('type_float', 'dbt')()) }}{% endmacro %}
-{#- PostgreSQL's `float` is double precision; DataFusion's is single. -#}
-{% macro ferry__type_float() %}{{ return('double') }}{% endmacro %}
+{#- `float` is double precision, as in PostgreSQL (src/engine/dialect.rs). -#}
+{% macro default__type_float() %}{{ return('float') }}{% endmacro %}
 
 {% macro type_numeric() %}{{ return(adapter.dispatch('type_numeric', 'dbt')()) }}{% endmacro %}
 {% macro default__type_numeric() %}{{ return('numeric(28,6)') }}{% endmacro %}
