@@ -38,6 +38,13 @@ pub(crate) async fn compile(settings: &Settings, args: &SelectArgs, printer: &Pr
     diags.extend(template_messages(manifest, &selected, printer));
     diags.append(&mut outcome.diagnostics);
     let had_errors = super::report(printer, &diags);
+    for (&i, late) in outcome.late.iter().filter(|(i, l)| l.root == **i && selected.contains(i)) {
+        printer.status(&format!(
+            "`{}` is compiled when it runs: while rendering, it queries the rows of `{}`, which a run builds first",
+            manifest[i].display_name(),
+            late.reads
+        ));
+    }
     let summary = Summary::new(manifest, &selected, &outcome);
     let elapsed = started.elapsed().as_secs_f64();
     if summary.failed == 0 && !had_errors {
@@ -104,7 +111,7 @@ impl Summary {
             } else if let Some(&root) = outcome.skipped.get(&i) {
                 s.skipped += 1;
                 s.skipped_because.insert(root);
-            } else if planned.contains(&i) {
+            } else if planned.contains(&i) || outcome.late.contains_key(&i) {
                 if is_model { s.ok += 1 } else { s.tests += 1 }
             }
         }

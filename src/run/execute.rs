@@ -26,6 +26,7 @@ use super::plan::{self, PlanOutcome};
 use super::report::{IncrementalReport, NodeReport, RunReport};
 use super::{Prepared, Which, artifacts};
 use crate::backend::{ColumnSync, KeyDeletes, ReplacedWindow, SoftDelete};
+use crate::dag::Id as _;
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
@@ -80,6 +81,8 @@ pub async fn execute(
     let planning_failed = planned.iter().any(Diagnostic::is_error);
 
     let run = run_nodes(prepared, &engine, (&wanted, &outcome, incremental.clone()), options, observer).await;
+    let prepared = &with_late_renders(prepared, &run.renders, &wanted)?;
+    let manifest = &prepared.manifest;
     let mut report = RunReport {
         which: options.which,
         run_id: manifest.globals.invocation_id.clone(),
@@ -118,6 +121,26 @@ pub async fn execute(
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
     }
     Ok(report)
+}
+
+/// The manifest with the renders of the nodes planned as they ran (see
+/// [`PlanOutcome::late`]), whose compiled SQL is written again.
+fn with_late_renders(
+    prepared: &Prepared,
+    renders: &HashMap<NodeId, crate::template::Rendered>,
+    wanted: &BTreeSet<NodeId>,
+) -> Result<Prepared> {
+    if renders.is_empty() {
+        return Ok(prepared.clone());
+    }
+    let mut manifest = (*prepared.manifest).clone();
+    for (&i, rendered) in renders {
+        manifest.nodes[i.index()].rendered = Some(rendered.clone());
+    }
+    let prepared = Prepared { manifest: Arc::new(manifest), ..prepared.clone() };
+    let again: BTreeSet<NodeId> = renders.keys().copied().filter(|i| wanted.contains(i)).collect();
+    artifacts::write_compiled(&prepared.layout, &prepared.manifest, &again)?;
+    Ok(prepared)
 }
 
 /// Records the columns of the sources this run read, which the next run's
@@ -194,6 +217,8 @@ struct NodesRun {
     nodes: BTreeMap<NodeId, NodeReport>,
     diagnostics: Vec<Diagnostic>,
     interrupted: bool,
+    /// The renders of late nodes (see [`PlanOutcome::late`]).
+    renders: HashMap<NodeId, crate::template::Rendered>,
 }
 
 /// Materializes and tests the planned nodes of `wanted`, in DAG order.
@@ -219,14 +244,15 @@ async fn run_nodes(
         collect.skip(i, because);
     }
     let tests = TestPlaces { failures: places.run_dir.join("test_failures"), store_failures: options.store_failures };
-    let work = (engine, manifest, Arc::clone(&places), Arc::new(tests));
+    let late: BTreeSet<NodeId> = outcome.late.keys().copied().collect();
+    let work = (engine, manifest, (Arc::clone(&places), Arc::new(tests)), &late);
     let interrupted = schedule_nodes(&gated, work, options.threads, &mut collect, &rows).await;
     observer.event(RunEvent::Executed);
     let _ = fs_err::remove_dir_all(&places.scratch_root);
     if let Some(parent) = places.scratch_root.parent() {
         let _ = fs_err::remove_dir(parent); // only if no other run is using it
     }
-    NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted }
+    NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted, renders: collect.renders }
 }
 
 /// Where this run's nodes are materialized; `rows` counts the rows staged.
@@ -244,11 +270,15 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
     }
 }
 
+/// What every node's run shares: where it materializes, and where tests
+/// keep failures.
+type Shared = (Arc<Places>, Arc<TestPlaces>);
+
 /// Runs the gated nodes, `threads` at a time, until they end or Ctrl-C
 /// (then `true`: the running nodes are dropped, their stages discarded).
 async fn schedule_nodes(
     gated: &Gated,
-    (engine, manifest, places, tests): (&Engine, &Arc<Manifest>, Arc<Places>, Arc<TestPlaces>),
+    (engine, manifest, (places, tests), late): (&Engine, &Arc<Manifest>, Shared, &BTreeSet<NodeId>),
     threads: usize,
     collect: &mut Collector<'_>,
     rows: &AtomicU64,
@@ -260,9 +290,10 @@ async fn schedule_nodes(
         |i| {
             let (engine, manifest, places, tests) =
                 (engine.clone(), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
-            let span = tracing::info_span!("node", model = %manifest[i].name);
+            let late = late.contains(&i);
+            let span = tracing::info_span!("node", model = %manifest[i].name, late);
             async move {
-                let result = node::run_node(&engine, &manifest, i, &places, &tests).await;
+                let result = node::run_node(&engine, &manifest, i, (&places, &tests), late).await;
                 tracing::debug!(ok = result.is_ok(), "finished");
                 result
             }
@@ -305,6 +336,7 @@ struct Collector<'a> {
     running: BTreeMap<NodeId, Instant>,
     nodes: BTreeMap<NodeId, NodeReport>,
     diagnostics: Vec<Diagnostic>,
+    renders: HashMap<NodeId, crate::template::Rendered>,
 }
 
 impl<'a> Collector<'a> {
@@ -318,6 +350,7 @@ impl<'a> Collector<'a> {
             running: BTreeMap::new(),
             nodes: BTreeMap::new(),
             diagnostics: Vec::new(),
+            renders: HashMap::new(),
         };
         for &i in order {
             if outcome.failed.contains(&i) {
@@ -345,6 +378,9 @@ impl<'a> Collector<'a> {
                 let report = match result {
                     Ok(done) => {
                         self.diagnostics.extend(done.diagnostics);
+                        if let Some(rendered) = done.rendered {
+                            self.renders.insert(i, rendered);
+                        }
                         let readers = self.manifest.graph.children(i).len();
                         match &done.outcome {
                             Outcome::Materialized(m) => {

@@ -142,11 +142,13 @@ impl From<Vec<Diagnostic>> for NotMaterialized {
     }
 }
 
-/// Materializes model or seed `id`. Its parents must have been materialized.
+/// Materializes model or seed `id` (a model from its rendered `sql`). Its
+/// parents must have been materialized.
 pub async fn materialize(
     engine: &Engine,
     manifest: &Manifest,
     id: NodeId,
+    sql: &str,
     places: &Places,
 ) -> Result<Materialized, NotMaterialized> {
     let node = &manifest[id];
@@ -158,37 +160,30 @@ pub async fn materialize(
             let sql = format!("SELECT * FROM {}", quote_ident(&node.name));
             Ok(Materialized::Staged(run.stage(&sql, &places.stage_root).await?, None))
         }
-        Resource::Model { materialized, .. } => {
-            let sql = node.rendered.as_ref().map(|r| r.sql.as_str()).unwrap_or_default();
-            match materialized {
-                Materialization::Incremental => run.incremental(sql).await,
-                Materialization::View | Materialization::Ephemeral if !places.compute_once.contains(&id) => {
-                    run.view(sql).await?;
-                    Ok(if *materialized == Materialization::View {
-                        Materialized::View
-                    } else {
-                        Materialized::Ephemeral
-                    })
-                }
-                Materialization::View | Materialization::Ephemeral => {
-                    Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
-                }
-                Materialization::Table if matches!(node.config.change_detection, Ok(Some(_)) | Err(_)) => {
-                    match &node.config.change_detection {
-                        Ok(Some(cd)) => run.detected(sql, cd).await,
-                        Err(d) => Err(vec![(**d).clone()].into()),
-                        Ok(None) => unreachable!("matched above"),
-                    }
-                }
-                Materialization::Table => {
-                    let (staged, ledger) = run.staged(sql, &places.stage_root).await?;
-                    run.register(&staged)
-                        .await
-                        .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
-                    Ok(Materialized::Staged(staged, ledger))
+        Resource::Model { materialized, .. } => match materialized {
+            Materialization::Incremental => run.incremental(sql).await,
+            Materialization::View | Materialization::Ephemeral if !places.compute_once.contains(&id) => {
+                run.view(sql).await?;
+                Ok(if *materialized == Materialization::View { Materialized::View } else { Materialized::Ephemeral })
+            }
+            Materialization::View | Materialization::Ephemeral => {
+                Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
+            }
+            Materialization::Table if matches!(node.config.change_detection, Ok(Some(_)) | Err(_)) => {
+                match &node.config.change_detection {
+                    Ok(Some(cd)) => run.detected(sql, cd).await,
+                    Err(d) => Err(vec![(**d).clone()].into()),
+                    Ok(None) => unreachable!("matched above"),
                 }
             }
-        }
+            Materialization::Table => {
+                let (staged, ledger) = run.staged(sql, &places.stage_root).await?;
+                run.register(&staged)
+                    .await
+                    .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
+                Ok(Materialized::Staged(staged, ledger))
+            }
+        },
         _ => Ok(Materialized::View),
     }
 }

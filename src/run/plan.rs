@@ -45,6 +45,21 @@ pub struct PlanOutcome {
     /// render asked about a relation's columns): the SQL that was planned,
     /// which the run must use (see [`apply_renders`]).
     pub rendered: HashMap<NodeId, Rendered>,
+    /// Nodes planned only when they run: a model whose SQL queries, while
+    /// rendering, the rows of a model this run builds (`run_query`,
+    /// `statement`, `dbt_utils.get_column_values(ref(...))`), and every
+    /// node downstream of it. See [`plan_late`].
+    pub late: BTreeMap<NodeId, Late>,
+}
+
+/// Why a node is planned when it runs, not before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Late {
+    /// The node whose render queries a model's rows (this node, or an
+    /// ancestor).
+    pub root: NodeId,
+    /// The model it queries.
+    pub reads: String,
 }
 
 /// Plans the `wanted` nodes and every ancestor they need, skipping nodes
@@ -88,23 +103,52 @@ pub async fn plan(
         .copied()
         .filter(|&i| needed.contains(&i) && is_plannable(&manifest[i]) && !out.failed.contains(&i))
         .collect();
-    for (i, result, rendered) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
-        if let Some(r) = rendered {
-            out.rendered.insert(i, r);
+    for (i, step) in plan_when_ready(engine, manifest, &plannable, &out.failed) {
+        match step {
+            Step::Planned(result, rendered) => {
+                if let Some(r) = rendered {
+                    out.rendered.insert(i, *r);
+                }
+                out.record(i, result);
+            }
+            Step::Late(reads) => {
+                out.late.insert(i, Late { root: i, reads });
+            }
         }
-        out.record(i, result);
     }
     let done: std::collections::HashSet<NodeId> = out.planned.iter().copied().collect();
+    // In DAG order, so that a node's parents are settled before it.
     for &i in &plannable {
-        if !out.failed.contains(&i) && !done.contains(&i) {
-            let root = out.blocker(manifest, i);
-            out.skipped.insert(i, root.unwrap_or(i));
+        if out.failed.contains(&i) || done.contains(&i) || out.late.contains_key(&i) {
+            continue;
+        }
+        match (out.blocker(manifest, i), out.late_parent(manifest, i)) {
+            (None, Some(late)) => {
+                out.late.insert(i, late);
+            }
+            (root, _) => {
+                out.skipped.insert(i, root.unwrap_or(i));
+            }
         }
     }
     // A unit test needs its inputs' and its model's planned schemas.
     for &i in manifest.order.iter().filter(|&&i| needed.contains(&i) && is_unit_test(&manifest[i])) {
         if let Some(root) = out.blocker(manifest, i) {
             out.skipped.insert(i, root);
+        } else if let Some(late) = out.late_parent(manifest, i) {
+            let (node, model) = (&manifest[i], &manifest[late.root]);
+            out.diagnostics.push(
+                Diagnostic::error(
+                    Code::SqlPlan,
+                    format!(
+                        "unit test `{}` cannot run: `{}` queries the rows of `{}` while rendering, which exist only once this run builds them",
+                        node.name, model.name, late.reads
+                    ),
+                )
+                .in_file(node.path())
+                .with_help("give the unit test `overrides:` for the macro that runs the query, as dbt asks"),
+            );
+            out.failed.insert(i);
         }
     }
     out
@@ -116,6 +160,11 @@ impl PlanOutcome {
     fn blocker(&self, manifest: &Manifest, i: NodeId) -> Option<NodeId> {
         let parents = manifest.graph.parents(i);
         parents.iter().find_map(|p| if self.failed.contains(p) { Some(*p) } else { self.skipped.get(p).copied() })
+    }
+
+    /// The late parent `i` waits on, if any (see [`PlanOutcome::late`]).
+    fn late_parent(&self, manifest: &Manifest, i: NodeId) -> Option<Late> {
+        manifest.graph.parents(i).iter().find_map(|p| self.late.get(p).cloned())
     }
 }
 
@@ -155,7 +204,12 @@ fn on_planners<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Plans `nodes` on the planning pool, each once every parent among `nodes` has
 /// planned successfully; a node whose parent failed is never started.
 /// Returns results in completion order.
-fn plan_when_ready(engine: &Engine, manifest: &Manifest, nodes: &[NodeId], failed: &BTreeSet<NodeId>) -> Vec<Planned> {
+fn plan_when_ready(
+    engine: &Engine,
+    manifest: &Manifest,
+    nodes: &[NodeId],
+    failed: &BTreeSet<NodeId>,
+) -> Vec<(NodeId, Step)> {
     let position: HashMap<NodeId, usize> = nodes.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     let waiting: Vec<AtomicUsize> = nodes
         .iter()
@@ -188,26 +242,34 @@ struct Scheduler<'a> {
     manifest: &'a Manifest,
     position: &'a HashMap<NodeId, usize>,
     waiting: &'a [AtomicUsize],
-    results: &'a Mutex<Vec<Planned>>,
+    results: &'a Mutex<Vec<(NodeId, Step)>>,
     handle: &'a tokio::runtime::Handle,
 }
 
-/// A node's planning result, with its render if it was rendered again.
-type Planned = (NodeId, Registered, Option<Rendered>);
+/// What planning made of one node.
+enum Step {
+    /// Its planning result, with its render if it was rendered again.
+    Planned(Registered, Option<Box<Rendered>>),
+    /// Its render queries the rows of this model, which the run builds:
+    /// it is planned when it runs.
+    Late(String),
+}
 
 impl<'a> Scheduler<'a> {
     fn run<'s>(self, i: NodeId, scope: &rayon::Scope<'s>)
     where
         'a: 's,
     {
-        let (result, rendered) = match render_planned(self.engine, self.manifest, i, self.handle) {
-            Ok(rendered) => {
-                (futures::executor::block_on(plan_sql(self.engine, self.manifest, i, rendered.as_ref())), rendered)
-            }
-            Err(d) => (Err(vec![*d]), None),
+        let step = match render_again(self.engine, self.manifest, i, self.handle, When::Planning) {
+            Ok(rendered) => Step::Planned(
+                futures::executor::block_on(plan_sql(self.engine, self.manifest, i, rendered.as_ref())),
+                rendered.map(Box::new),
+            ),
+            Err(Unrendered::Failed(d)) => Step::Planned(Err(vec![*d]), None),
+            Err(Unrendered::Late(reads)) => Step::Late(reads),
         };
-        let ok = result.is_ok();
-        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, result, rendered));
+        let ok = matches!(step, Step::Planned(Ok(_), _));
+        self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, step));
         if !ok {
             return;
         }
@@ -245,23 +307,85 @@ pub(super) fn render_planned(
     i: NodeId,
     handle: &tokio::runtime::Handle,
 ) -> Result<Option<Rendered>, Box<Diagnostic>> {
+    render_again(engine, manifest, i, handle, When::Running).map_err(Unrendered::into_diagnostic)
+}
+
+/// When a node is rendered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Before any row moves: a query may read only what holds rows already.
+    Planning,
+    /// As the node runs, its parents built.
+    Running,
+}
+
+/// Why a node was not rendered again.
+enum Unrendered {
+    Failed(Box<Diagnostic>),
+    /// While planning, its render queried the rows of this model.
+    Late(String),
+}
+
+impl Unrendered {
+    fn into_diagnostic(self) -> Box<Diagnostic> {
+        match self {
+            Unrendered::Failed(d) => d,
+            // Only planning defers a node; once running, the query's error says why.
+            Unrendered::Late(reads) => {
+                Box::new(Diagnostic::error(Code::SqlPlan, format!("the query reads `{reads}`, which has no rows yet")))
+            }
+        }
+    }
+}
+
+fn render_again(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: NodeId,
+    handle: &tokio::runtime::Handle,
+    when: When,
+) -> Result<Option<Rendered>, Unrendered> {
     if !manifest[i].rendered.as_ref().is_some_and(|r| r.deferred) {
         return Ok(None);
     }
     let relations = manifest.nodes.iter().filter_map(|n| n.relation.clone()).collect();
-    let introspector = Arc::new(PlanTime { engine: engine.clone(), handle: handle.clone(), relations });
-    manifest.render_planned(i, introspector).map(Some)
+    let introspector =
+        Arc::new(PlanTime { engine: engine.clone(), handle: handle.clone(), relations, unbuilt: Mutex::default() });
+    let result = manifest.render_planned(i, Arc::clone(&introspector) as Arc<dyn Introspector>);
+    let unbuilt = introspector.unbuilt.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    match (result, unbuilt) {
+        (Ok(rendered), _) => Ok(Some(rendered)),
+        (Err(_), Some(reads)) if when == When::Planning => Err(Unrendered::Late(reads)),
+        (Err(d), _) => Err(Unrendered::Failed(d)),
+    }
 }
 
-/// Answers a render's questions while models are planned: a relation's
-/// columns from the schemas registered in the engine (a parent's planned
-/// columns, with the types PostgreSQL would give them: ferry's dispatch
-/// family), and queries over what holds data already (seeds, sources,
-/// constants).
+/// Plans late node `i` (see [`PlanOutcome::late`]) as it runs, its
+/// parents built: renders it again if it asks about the data, then plans
+/// and checks it as [`plan`] does. Its new render, if any, is the SQL the
+/// run uses. Call it off the async runtime's threads (its queries block).
+pub fn plan_late(
+    engine: &Engine,
+    manifest: &Manifest,
+    i: NodeId,
+    handle: &tokio::runtime::Handle,
+) -> Result<Option<Rendered>, Vec<Diagnostic>> {
+    let rendered = render_again(engine, manifest, i, handle, When::Running).map_err(|e| vec![*e.into_diagnostic()])?;
+    handle.block_on(plan_sql(engine, manifest, i, rendered.as_ref()))?;
+    Ok(rendered)
+}
+
+/// Answers a render's questions: a relation's columns from the schemas
+/// registered in the engine (while planning, a parent's planned columns,
+/// with the types PostgreSQL would give them: ferry's dispatch family),
+/// and queries over what holds rows (while planning: seeds, sources,
+/// constants; once running, the node's built parents too).
 struct PlanTime {
     engine: Engine,
     handle: tokio::runtime::Handle,
     relations: Vec<Arc<Relation>>,
+    /// The model without rows that a query read, if one did.
+    unbuilt: Mutex<Option<String>>,
 }
 
 /// The most rows a query while rendering may return.
@@ -292,7 +416,7 @@ impl Introspector for PlanTime {
 
     fn query(&self, sql: &str) -> Result<QueryResult, String> {
         let (engine, sql) = (self.engine.clone(), sql.to_owned());
-        let relations = self.relations.clone();
+        let (relations, unbuilt) = (self.relations.clone(), &self.unbuilt);
         let run = async move {
             if sql.to_ascii_lowercase().contains("information_schema") {
                 register_information_schema(&engine, &relations)
@@ -301,9 +425,11 @@ impl Introspector for PlanTime {
             }
             let plan = engine.plan(&sql).await.map_err(|e| format!("the query failed to plan: {}", first_line(&e)))?;
             if let Some(table) = unbuilt_table(&plan) {
-                return Err(format!(
-                    "the query reads `{table}`, which this run builds: a query while rendering (run_query, statement) may read seeds, sources and constants, whose rows exist before any model runs"
-                ));
+                let why = format!(
+                    "the query reads `{table}`, which is not built yet: a model queried while rendering must be an ancestor (add `-- depends_on: {{{{ ref('{table}') }}}}`)"
+                );
+                *unbuilt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(table);
+                return Err(why);
             }
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let mut stream = engine.execute(plan).await.map_err(|e| format!("the query failed: {}", first_line(&e)))?;

@@ -75,13 +75,14 @@ pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, li
     if outcome.diagnostics.iter().any(Diagnostic::is_error) {
         return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
     }
+    // Its parents' rows first: its render may query them.
+    materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
     let sql = match preview.model.map(|i| plan::render_planned(engine, manifest, i, &tokio::runtime::Handle::current()))
     {
         Some(Err(d)) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(d) },
         Some(Ok(Some(again))) => again.sql,
         _ => preview.sql.clone(),
     };
-    materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
     let plan = match engine.plan(&sql).await {
         Ok(plan) => plan,
         Err(e) => {

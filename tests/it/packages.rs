@@ -355,10 +355,9 @@ fn columns_of_a_relation_come_from_its_planned_schema() {
 }
 
 /// `run_query` and `{% call statement(fetch_result=True) %}` with
-/// `load_result` run while the model is planned, over a seed; a query over
-/// a model that the run builds is a clear error, never an empty answer.
+/// `load_result` run while the model is planned, over a seed.
 #[test]
-fn queries_while_rendering_read_seeds_and_refuse_unbuilt_models() {
+fn queries_while_rendering_read_seeds() {
     let p = TestProject::new().file("seeds/people.csv", "id,name\n1,Ada\n2,Bo\n3,Cy\n").model(
         "names.sql",
         "{% set q %}select name from {{ ref('people') }} where id < 3 order by id{% endset %}\n\
@@ -371,15 +370,73 @@ fn queries_while_rendering_read_seeds_and_refuse_unbuilt_models() {
     assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
     let sql = p.read(".ferry/compiled/models/names.sql");
     assert!(sql.contains("select 'Ada,Bo' as names, 3 as top"), "{sql}");
+}
 
-    let p = p.model("later.sql", "select 1 as x\n").model(
-        "reads_model.sql",
-        "{% set n = run_query('select count(*) from ' ~ ref('later')).rows[0][0] if execute else 0 %}select {{ n }} as n\n",
+/// A model whose render queries the rows of a model the same run builds
+/// (the pivot over `get_column_values(ref(...))` of many dbt projects) is
+/// planned as it runs, once that model is built, and so is everything
+/// downstream of it (a model asking its columns, its tests); `compile`
+/// says which ones. A unit test of such a model is a clear error.
+#[test]
+fn queries_while_rendering_read_models_built_in_the_same_run() {
+    let p = TestProject::new()
+        .file("seeds/payments.csv", "id,method,amount\n1,card,10\n2,cash,5\n3,card,7\n4,gift,1\n")
+        .model("stg_payments.sql", "{{ config(materialized='view') }}\nselect * from {{ ref('payments') }} where amount > 1\n")
+        .model("methods.sql", "{{ config(materialized='table') }}\nselect distinct method from {{ ref('stg_payments') }}\n")
+        .model(
+            "pivoted.sql",
+            "{{ config(materialized='table') }}\n-- depends_on: {{ ref('methods') }}\n\
+             {% set methods = run_query('select method from ' ~ ref('methods') ~ ' order by method').columns[0].values() if execute else [] %}\n\
+             select {% for m in methods %}sum(case when method = '{{ m }}' then amount else 0 end) as {{ m }}_amount{% if not loop.last %}, {% endif %}{% endfor %}\n\
+             from {{ ref('stg_payments') }}\n",
+        )
+        .model(
+            "columns_of.sql",
+            "{% set pivoted = ref('pivoted') %}{% set cols = adapter.get_columns_in_relation(pivoted) if execute else [] %}\n\
+             select '{{ cols | map(attribute='name') | join(',') }}' as cols\n",
+        )
+        .model("after.sql", "{{ config(materialized='table') }}\nselect card_amount + cash_amount as total from {{ ref('pivoted') }}\n")
+        .file(
+            "models/schema.yml",
+            "models:\n  - name: pivoted\n    columns:\n      - name: cash_amount\n        tests: [not_null]\n",
+        );
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let sql = p.read(".ferry/compiled/models/pivoted.sql");
+    assert!(
+        sql.contains("as card_amount, sum(case when method = 'cash' then amount else 0 end) as cash_amount"),
+        "{sql}"
     );
-    let ran = p.run(["compile"]);
+    let sql = p.read(".ferry/compiled/models/columns_of.sql");
+    assert!(sql.contains("select 'card_amount,cash_amount' as cols"), "{sql}");
+    let results = p.run_results();
+    let r = crate::common::node_result(&results, "test.shop.not_null_pivoted_cash_amount");
+    assert_eq!(r.and_then(|r| r["status"].as_str()), Some("pass"), "{results}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt
+        .block_on(p.query_stages(&["pivoted", "after"], "select card_amount, cash_amount, total from pivoted, after"));
+    assert_eq!(rows, vec!["| 17          | 5           | 22    |".to_owned()]);
+
+    let compiled = p.run(["compile"]);
+    assert_eq!(compiled.code, Some(0), "{}", compiled.stderr);
+    let said = format!("{}{}", compiled.stdout, compiled.stderr);
+    assert!(
+        said.contains("`pivoted` is compiled when it runs: while rendering, it queries the rows of `methods`"),
+        "{said}"
+    );
+
+    let p = p.file(
+        "models/unit.yml",
+        "unit_tests:\n  - name: pivot_unit\n    model: pivoted\n    given:\n      - input: ref('stg_payments')\n        rows: [{method: card, amount: 1}]\n      - input: ref('methods')\n        rows: [{method: card}]\n    expect:\n      rows: [{card_amount: 1}]\n",
+    );
+    let ran = p.run(["build", "--no-load"]);
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    assert!(ran.stderr.contains("the query reads `later`, which this run builds"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("models/reads_model.sql"), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("unit test `pivot_unit` cannot run: `pivoted` queries the rows of `methods` while rendering"),
+        "{}",
+        ran.stderr
+    );
 }
 
 /// `<target database>.information_schema.tables` lists the project's
