@@ -712,15 +712,39 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
     let schema = overlay(&inferred, Some(&declared));
     let table = TableReference::bare(node.name.as_str());
     let lenient = LenientTimestamps::of(&declared);
-    if lenient.columns.is_empty() {
+    // `quote_columns: false`: the header's names as PostgreSQL folds them
+    // unquoted (dbt's default quotes them, keeping their case).
+    let fold = node.raw_config.get("quote_columns").and_then(Json::as_bool) == Some(false)
+        && schema.fields().iter().any(|f| f.name().chars().any(char::is_uppercase));
+    if lenient.columns.is_empty() && !fold {
         engine.register_file(table, &file, &schema).await.map_err(|e| err(&e))?;
-    } else {
-        let raw = TableReference::bare(raw_name(&node.name));
-        engine.register_file(raw.clone(), &file, &lenient.raw_schema(&schema)).await.map_err(|e| err(&e))?;
-        let plan = engine.plan(&lenient.view_sql(&schema, &raw)).await.map_err(|e| err(&e))?;
-        engine.register_view(table, plan).map_err(|e| err(&e))?;
+        return Ok(Some(schema));
     }
-    Ok(Some(schema))
+    if fold {
+        let mut seen = std::collections::HashMap::new();
+        for f in schema.fields() {
+            if let Some(first) = seen.insert(f.name().to_lowercase(), f.name()) {
+                return Err(vec![
+                    Diagnostic::error(
+                        Code::DuplicateName,
+                        format!(
+                            "seed `{}` has columns `{first}` and `{}`, one column once `quote_columns: false` folds their case",
+                            seed.name,
+                            f.name()
+                        ),
+                    )
+                    .in_file(&seed.path)
+                    .with_help("rename one in the CSV header, or leave `quote_columns` true"),
+                ]);
+            }
+        }
+    }
+    let raw = TableReference::bare(raw_name(&node.name));
+    engine.register_file(raw.clone(), &file, &lenient.raw_schema(&schema)).await.map_err(|e| err(&e))?;
+    let plan = engine.plan(&lenient.view_sql(&schema, &raw, fold)).await.map_err(|e| err(&e))?;
+    let viewed = Arc::new(plan.schema().as_arrow().clone());
+    engine.register_view(table, plan).map_err(|e| err(&e))?;
+    Ok(Some(viewed))
 }
 
 /// A seed's columns declared `timestamp` (`column_types`), read as
@@ -750,20 +774,23 @@ impl LenientTimestamps {
         read_as_text(schema, |f| self.columns.contains(f.name()))
     }
 
-    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference) -> String {
+    /// The view over the raw table; with `fold`, each column named in
+    /// lower case.
+    fn view_sql(&self, schema: &SchemaRef, raw: &TableReference, fold: bool) -> String {
         let formats: Vec<String> = TIMES_WITHOUT_SECONDS.iter().map(|f| format!("'{f}'")).collect();
         let columns: Vec<String> = schema
             .fields()
             .iter()
             .map(|f| {
                 let col = quote_ident(f.name());
+                let name = if fold { quote_ident(&f.name().to_lowercase()) } else { col.clone() };
                 if !self.columns.contains(f.name()) {
-                    return col;
+                    return format!("{col} AS {name}");
                 }
                 let ty = sql_type_of(f.data_type());
                 format!(
                     "CAST(CASE WHEN {col} IS NULL THEN NULL \
-                     ELSE coalesce(try_cast({col} AS {ty}), to_timestamp({col}, {})) END AS {ty}) AS {col}",
+                     ELSE coalesce(try_cast({col} AS {ty}), to_timestamp({col}, {})) END AS {ty}) AS {name}",
                     formats.join(", ")
                 )
             })

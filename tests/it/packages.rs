@@ -721,3 +721,38 @@ fn a_project_generate_schema_name_names_the_schemas() {
     let rows = rt.block_on(p.query_stages(&["plain"], "select here from plain"));
     assert_eq!(rows, vec!["| main |".to_owned()]);
 }
+
+/// A seed's `quote_columns: false` names its columns as PostgreSQL folds
+/// them unquoted (lower case), as `dbt seed` creates them then; by
+/// default they keep the header's case. Two headers that fold to one name
+/// are an error naming both.
+#[test]
+fn seed_quote_columns_false_folds_the_header_case() {
+    let p = TestProject::new()
+        .file("ferry.yml", "name: shop\nseeds:\n  shop:\n    folded:\n      +quote_columns: false\n")
+        .file("seeds/folded/people.csv", "Id,FullName,Joined\n1,Ada,2021-01-01 00:00\n")
+        .file("seeds/kept.csv", "Id,FullName\n2,Bo\n")
+        .file("models/schema.yml", "seeds:\n  - name: people\n    config:\n      column_types: {Joined: timestamp}\n")
+        .model(
+            "both.sql",
+            "{{ config(materialized='table') }}\nselect id, fullname, joined from {{ ref('people') }}\n\
+             union all select \"Id\", \"FullName\", null from {{ ref('kept') }}\n",
+        );
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt
+        .block_on(p.query_stages(&["both"], "select id, fullname, cast(joined as varchar) as j from both order by id"));
+    assert_eq!(
+        rows,
+        vec![
+            "| 1  | Ada      | 2021-01-01T00:00:00 |".to_owned(),
+            "| 2  | Bo       |                     |".to_owned()
+        ]
+    );
+
+    let p = p.file("seeds/folded/people.csv", "Id,id\n1,2\n").file("models/schema.yml", "seeds: []\n");
+    let ran = p.run(["seed"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("seed `people` has columns `Id` and `id`"), "{}", ran.stderr);
+}
