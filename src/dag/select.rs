@@ -25,6 +25,9 @@ pub struct NodeFacts {
     pub source: Option<(String, String)>,
     /// `generic` or `singular` for tests, and the generic test's name.
     pub test: Option<(&'static str, String)>,
+    /// For a version of a versioned model, the model's name (which
+    /// selects every version, as in dbt).
+    pub versioned: Option<String>,
 }
 
 /// A selector that could not be parsed.
@@ -254,7 +257,7 @@ fn fqn_matches(selector: &str, node: &NodeFacts) -> bool {
     if node.resource_type == "source" {
         return false;
     }
-    if wildcard(selector, &node.name) {
+    if wildcard(selector, &node.name) || node.versioned.as_ref().is_some_and(|m| wildcard(selector, m)) {
         return true;
     }
     let fqn: Vec<&str> = node.fqn.iter().flat_map(|p| p.split('.')).collect();
@@ -324,6 +327,7 @@ mod tests {
             package: "shop".into(),
             source: None,
             test: None,
+            versioned: None,
         }
     }
 

@@ -132,6 +132,13 @@ impl Builder {
             let rel = self.relation_of(&m.name, &m.config, ("model", &m.fqn));
             resolver.refs.insert(m.name.clone(), Arc::clone(&rel));
             resolver.owners.insert(m.name.clone(), m.fqn.first().cloned().unwrap_or_default());
+            if let Some(v) = &m.version {
+                let versions = resolver.versions.entry(v.model.clone()).or_default();
+                versions.models.insert(v.v.clone(), m.name.clone());
+                if v.latest {
+                    versions.latest.clone_from(&v.v);
+                }
+            }
             models.push((m, rel));
         }
         let (mut templater, macro_diags) = Templater::new(&globals, Arc::new(resolver), &macros);
@@ -398,6 +405,10 @@ impl Builder {
             let mut inputs = BTreeSet::new();
             let mut problem = None;
             for (expr, _) in given {
+                // The model's own rows (`is_incremental` overridden true).
+                if expr == "this" {
+                    continue;
+                }
                 let input = match templater.render_expression(expr) {
                     Ok(r) => r,
                     Err(d) => {
@@ -744,6 +755,26 @@ impl Manifest {
         Ok(rendered)
     }
 
+    /// Renders model `id` again for a unit test with its `overrides` (see
+    /// [`crate::template::Overrides`]), in the context of its last render
+    /// (answering questions about the data as that did).
+    pub fn render_overridden(
+        &self,
+        id: NodeId,
+        overrides: &Arc<crate::template::Overrides>,
+    ) -> Result<Rendered, Box<Diagnostic>> {
+        let node = &self[id];
+        let Some(file) = node.template() else {
+            return Err(Box::new(Diagnostic::error(Code::SqlPlan, format!("`{}` has no template", node.name))));
+        };
+        let mut context = node.rendered.as_ref().and_then(|r| r.context.clone()).unwrap_or_else(|| context_for(node));
+        if let Some(flag) = overrides.macros.get("is_incremental") {
+            context.is_incremental = flag.as_bool().unwrap_or(false);
+        }
+        context.overrides = Some(Arc::clone(overrides));
+        self.templater.render(file, &context)
+    }
+
     /// A `ref` or `source` that a later render of `id` calls and its first
     /// did not is an error, as in dbt: the DAG was sorted without it.
     fn no_new_calls(&self, id: NodeId, rendered: &Rendered, when: &str) -> Result<(), Box<Diagnostic>> {
@@ -783,6 +814,7 @@ pub fn context_for(n: &Node) -> NodeContext {
         }),
         is_incremental: false,
         introspector: None,
+        overrides: None,
     }
 }
 

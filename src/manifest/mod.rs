@@ -318,6 +318,10 @@ impl Manifest {
                 tags: n.tags(),
                 config: n.raw_config.clone(),
                 package: n.fqn.first().cloned().unwrap_or_else(|| self.project_name.clone()),
+                versioned: match &n.resource {
+                    Resource::Model { model, .. } => model.version.as_ref().map(|v| v.model.clone()),
+                    _ => None,
+                },
                 source: match &n.resource {
                     Resource::Source(s) => Some((s.source.clone(), s.name.clone())),
                     _ => None,

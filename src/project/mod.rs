@@ -391,7 +391,13 @@ impl Loader {
                 name: u.name,
                 fqn,
                 config,
-                kind: TestKind::Unit { model: u.model, given: u.given, expect: u.expect, origin: u.origin },
+                kind: TestKind::Unit {
+                    model: u.model,
+                    given: u.given,
+                    expect: u.expect,
+                    overrides: u.overrides.map(Arc::new),
+                    origin: u.origin,
+                },
             });
         }
         Ok(Resources { models, seeds, sources, tests, docs, folders })
@@ -781,6 +787,7 @@ fn patched_model(
         description: patch.as_ref().map(|p| p.description.clone()).unwrap_or_default(),
         columns: patch.as_ref().map(|p| p.columns.clone()).unwrap_or_default(),
         rules: patch.as_ref().map(|p| p.rules.clone()).unwrap_or_default(),
+        version: patch.as_ref().and_then(|p| p.version.clone()),
         patch: patch.map(|p| p.origin),
         snapshot,
     }

@@ -61,6 +61,18 @@ pub struct Model {
     /// A snapshot (`{% snapshot %}` block or `snapshots:` entry with a
     /// `relation`), run as dbt runs snapshots.
     pub snapshot: bool,
+    /// The version of a versioned model this model is.
+    pub version: Option<Version>,
+}
+
+/// One version of a versioned model (dbt 1.5 `versions:`): `ref(model)`
+/// reads the latest, `ref(model, v=v)` this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The versioned model's name, as `ref()` names it.
+    pub model: String,
+    pub v: String,
+    pub latest: bool,
 }
 
 /// A CSV seed (`seeds/**/*.csv`).
@@ -118,6 +130,9 @@ pub enum TestKind {
         model: String,
         given: Vec<(String, crate::project::schema::Fixture)>,
         expect: crate::project::schema::Fixture,
+        /// What the model's render sees in place of macros, vars and
+        /// environment variables.
+        overrides: Option<Arc<crate::template::Overrides>>,
         origin: Origin,
     },
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 
 use super::config::{MODEL_CONFIG_KEYS, unknown_key};
-use super::nodes::{ColumnSpec, Origin, SourceTable};
-use super::yaml::{self, Node, Value};
+use super::nodes::{ColumnSpec, Origin, SourceTable, Version};
+use super::yaml::{self, Key, Node, Value};
 use crate::diagnostic::{Code, Diagnostic, Label, SourceFile};
 use crate::template::merge_config;
 
@@ -168,6 +168,8 @@ pub struct Patch {
     pub rules: Vec<TestDecl>,
     /// A snapshot's `relation: ref('x')` or `source('s', 't')`, as written.
     pub relation: Option<String>,
+    /// The version of a versioned model this entry describes.
+    pub version: Option<Version>,
     pub origin: Origin,
 }
 
@@ -200,6 +202,7 @@ pub struct UnitTestDecl {
     pub given: Vec<(String, Fixture)>,
     pub expect: Fixture,
     pub config: Map<String, Json>,
+    pub overrides: Option<crate::template::Overrides>,
     pub origin: Origin,
 }
 
@@ -229,7 +232,11 @@ pub fn parse(file: &Arc<SourceFile>, warnings: &mut Vec<Diagnostic>) -> Result<S
     p.check_keys(&root, ROOT_KEYS, "schema file key");
     let mut out = SchemaFile::default();
     for entry in p.list(&root, "models")? {
-        out.models.push(p.patch(entry, "model")?);
+        if entry.get("versions").is_some_and(|v| !v.is_null()) {
+            out.models.extend(p.versioned(entry)?);
+        } else {
+            out.models.push(p.patch(entry, "model")?);
+        }
     }
     for entry in p.list(&root, "seeds")? {
         out.seeds.push(p.patch(entry, "seed")?);
@@ -256,12 +263,10 @@ impl Parser<'_> {
             Some(m) if !m.is_empty() => m.to_owned(),
             _ => return Err(self.shape(node, format!("unit test `{name}` names no `model`"))),
         };
-        if let Some(o) = node.get("overrides").filter(|o| !o.is_null()) {
-            return Err(self.shape(
-                o,
-                format!("unit test `{name}`: ferry does not apply `overrides` (macros, vars, env_vars) yet"),
-            ));
-        }
+        let overrides = match node.get("overrides").filter(|o| !o.is_null()) {
+            Some(o) => Some(self.overrides(o, &name)?),
+            None => None,
+        };
         let mut given = Vec::new();
         for input in self.list(node, "given")? {
             self.expect_map(input, "a `given` entry")?;
@@ -286,8 +291,187 @@ impl Parser<'_> {
             given,
             expect,
             config,
+            overrides,
             origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
         })
+    }
+
+    /// A model entry with `versions:`: one patch per version, each as if
+    /// written on its own (dbt's rules): the entry's properties, with the
+    /// version's `config` merged over the entry's, the version's `tests`
+    /// added, and its `columns` in place of the entry's: those its
+    /// `include` (`all` or `*` or a list, default all) and `exclude` keep,
+    /// with the version's own column entries replacing or adding to them.
+    fn versioned(&mut self, entry: &Node) -> Result<Vec<Patch>, Box<Diagnostic>> {
+        let name = self.name(entry, "model")?;
+        let mut versions = Vec::new();
+        let mut patches = Vec::new();
+        for version in self.list(entry, "versions")? {
+            self.expect_map(version, "a version")?;
+            let known = [
+                "v",
+                "defined_in",
+                "columns",
+                "config",
+                "tests",
+                "data_tests",
+                "description",
+                "docs",
+                "constraints",
+                "deprecation_date",
+                "meta",
+                "access",
+                "group",
+            ];
+            self.check_keys(version, &known, "version property");
+            let v = match version.get("v").map(|v| &v.value) {
+                Some(Value::Int(i)) => i.to_string(),
+                Some(Value::Float(f)) => f.to_string(),
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+                _ => return Err(self.shape(version, format!("a version of model `{name}` has no `v`"))),
+            };
+            if versions.iter().any(|(seen, _)| seen == &v) {
+                return Err(self.shape(version, format!("model `{name}` lists version `{v}` twice")));
+            }
+            let defined_in = version.get("defined_in").and_then(Node::as_str).map(str::to_owned);
+            let model = defined_in.clone().unwrap_or_else(|| format!("{name}_v{v}"));
+            let node =
+                self.version_node(entry, version, &model, defined_in.is_some().then(|| format!("{name}_v{v}")))?;
+            let mut patch = self.patch(&node, "model")?;
+            patch.origin = Origin { file: Arc::clone(self.file), span: version.span.clone() };
+            patches.push(patch);
+            versions.push((v, model));
+        }
+        let latest = match entry.get("latest_version").filter(|l| !l.is_null()) {
+            Some(l) => {
+                let given = match &l.value {
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    Value::String(s) => s.trim().to_owned(),
+                    _ => String::new(),
+                };
+                if !versions.iter().any(|(v, _)| v == &given) {
+                    return Err(
+                        self.shape(l, format!("`latest_version` of model `{name}` is not one of its `versions`"))
+                    );
+                }
+                given
+            }
+            None => {
+                let number = |v: &str| v.parse::<f64>().ok();
+                let greatest = versions.iter().map(|(v, _)| v).max_by(|a, b| match (number(a), number(b)) {
+                    (Some(x), Some(y)) => x.total_cmp(&y),
+                    _ => a.cmp(b),
+                });
+                match greatest {
+                    Some(v) => v.clone(),
+                    None => return Err(self.shape(entry, format!("model `{name}` lists no `versions`"))),
+                }
+            }
+        };
+        for (patch, (v, _)) in patches.iter_mut().zip(&versions) {
+            patch.version = Some(Version { model: name.clone(), v: v.clone(), latest: v == &latest });
+        }
+        Ok(patches)
+    }
+
+    /// The model entry that version `version` of `entry` amounts to,
+    /// named `model` (with `alias` set to `<name>_v<v>` when the version
+    /// is `defined_in` a file of another name, as dbt names its relation).
+    fn version_node(
+        &self,
+        entry: &Node,
+        version: &Node,
+        model: &str,
+        alias: Option<String>,
+    ) -> Result<Node, Box<Diagnostic>> {
+        let key = |name: &str, span: &std::ops::Range<usize>| Key { name: name.to_owned(), span: span.clone() };
+        let text =
+            |t: &str, span: &std::ops::Range<usize>| Node { value: Value::String(t.to_owned()), span: span.clone() };
+        let mut entries: Vec<(Key, Node)> = Vec::new();
+        for (k, v) in entry.entries() {
+            match k.name.as_str() {
+                "versions" | "latest_version" | "columns" | "config" => {}
+                "name" => entries.push((k.clone(), text(model, &v.span))),
+                "description" if version.get("description").is_some() => {}
+                _ => entries.push((k.clone(), v.clone())),
+            }
+        }
+        // Columns: the entry's, narrowed by include / exclude, then the version's.
+        let mut include: Option<Vec<String>> = None;
+        let mut exclude: Vec<String> = Vec::new();
+        let mut own: Vec<Node> = Vec::new();
+        for col in self.list(version, "columns")? {
+            if let Some(inc) = col.get("include") {
+                include = match &inc.value {
+                    Value::String(s) if s == "all" || s == "*" => None,
+                    Value::Seq(items) => Some(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
+                    _ => return Err(self.shape(inc, "`include` is `all`, `*` or a list of column names".to_owned())),
+                };
+                exclude = col
+                    .get("exclude")
+                    .map(|e| e.items().iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+            } else {
+                own.push(col.clone());
+            }
+        }
+        let own_name = |c: &Node| c.get("name").and_then(Node::as_str).map(str::to_owned);
+        let mut columns: Vec<Node> = self
+            .list(entry, "columns")?
+            .iter()
+            .filter(|c| {
+                let Some(n) = own_name(c) else { return true };
+                include.as_ref().is_none_or(|i| i.contains(&n))
+                    && !exclude.contains(&n)
+                    && !own.iter().any(|o| own_name(o).as_ref() == Some(&n))
+            })
+            .cloned()
+            .collect();
+        columns.extend(own);
+        let span = version.span.clone();
+        entries.push((key("columns", &span), Node { value: Value::Seq(columns), span: span.clone() }));
+        // Config: the entry's, the version's over it.
+        let mut config: Vec<(Key, Node)> = entry.get("config").map(|c| c.entries().to_vec()).unwrap_or_default();
+        for (k, v) in version.get("config").map(Node::entries).unwrap_or_default() {
+            config.retain(|(c, _)| c.name.trim_start_matches('+') != k.name.trim_start_matches('+'));
+            config.push((k.clone(), v.clone()));
+        }
+        if let Some(alias) = alias.filter(|_| !config.iter().any(|(k, _)| k.name.trim_start_matches('+') == "alias")) {
+            config.push((key("alias", &span), text(&alias, &span)));
+        }
+        entries.push((key("config", &span), Node { value: Value::Map(config), span: span.clone() }));
+        // Tests: the entry's and the version's.
+        for k in ["tests", "data_tests", "description"] {
+            if let Some(v) = version.get(k) {
+                match (entries.iter_mut().find(|(e, _)| e.name == k), &v.value) {
+                    (Some((_, Node { value: Value::Seq(items), .. })), Value::Seq(more)) => {
+                        items.extend(more.iter().cloned())
+                    }
+                    _ => entries.push((key(k, &v.span), v.clone())),
+                }
+            }
+        }
+        Ok(Node { value: Value::Map(entries), span: entry.span.clone() })
+    }
+
+    /// A unit test's `overrides`: `macros`, `vars` and `env_vars`, each a
+    /// mapping.
+    fn overrides(&mut self, node: &Node, test: &str) -> Result<crate::template::Overrides, Box<Diagnostic>> {
+        self.expect_map(node, "`overrides`")?;
+        self.check_keys(node, &["macros", "vars", "env_vars"], "`overrides` key");
+        let mut out = crate::template::Overrides::default();
+        for (key, slot) in [("macros", &mut out.macros), ("vars", &mut out.vars), ("env_vars", &mut out.env_vars)] {
+            match node.get(key).map(Node::to_json) {
+                None | Some(Json::Null) => {}
+                Some(Json::Object(m)) => *slot = m,
+                Some(_) => {
+                    let at = node.get(key).unwrap_or(node);
+                    return Err(self.shape(at, format!("unit test `{test}`: `overrides.{key}` must be a mapping")));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The `rows` (and `format`) of a `given` entry or of `expect`.
@@ -434,6 +618,7 @@ impl Parser<'_> {
             tests,
             rules,
             relation,
+            version: None,
             origin: Origin { file: Arc::clone(self.file), span: node.span.clone() },
         })
     }

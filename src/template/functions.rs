@@ -5,7 +5,7 @@
 //! extension, which follows the render into macro calls), so a model's
 //! dependencies are exactly the `ref`/`source` calls its template made.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -153,9 +153,45 @@ pub struct Resolver {
     /// The package (or project) each name in `refs` belongs to.
     pub owners: HashMap<String, String>,
     pub sources: HashMap<(String, String), Arc<Relation>>,
+    /// Versioned models (dbt 1.5): each version and the model holding it,
+    /// and the latest version, by the name `ref()` calls them by.
+    pub versions: HashMap<String, ModelVersions>,
+}
+
+/// The versions of one versioned model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelVersions {
+    /// Version to the name of the model holding it.
+    pub models: BTreeMap<String, String>,
+    pub latest: String,
 }
 
 impl Resolver {
+    /// The model `ref(name, v=version)` reads: a version's own model (the
+    /// latest without `v`), or `name` itself for a model without versions.
+    fn versioned_name(&self, name: &str, version: Option<&Value>) -> Result<String, Error> {
+        let Some(versions) = self.versions.get(name) else {
+            return match version {
+                Some(v) if !v.is_none() && !v.is_undefined() => Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("ref('{name}', v={v}): `{name}` has no `versions`"),
+                )),
+                _ => Ok(name.to_owned()),
+            };
+        };
+        let wanted = match version.filter(|v| !v.is_none() && !v.is_undefined()) {
+            Some(v) => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            None => versions.latest.clone(),
+        };
+        versions.models.get(&wanted).cloned().ok_or_else(|| {
+            let known: Vec<&str> = versions.models.keys().map(String::as_str).collect();
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("ref('{name}', v={wanted}): `{name}` has versions {}", known.join(", ")),
+            )
+        })
+    }
+
     fn resolve_ref(&self, call: &RefCall) -> Result<Value, Error> {
         if let Some(pkg) = &call.package {
             if pkg != &self.project && !self.packages.contains(pkg) {
@@ -200,14 +236,20 @@ impl Resolver {
     }
 }
 
-/// `ref('model')`, `ref('package', 'model')`; `version=` is accepted and ignored.
+/// `ref('model')`, `ref('package', 'model')`; a versioned model's latest
+/// version, or the one `v=` (or `version=`) names.
 pub fn ref_fn(resolver: Arc<Resolver>) -> impl Fn(&mut State<'_, '_>, Rest<String>, Kwargs) -> Result<Value, Error> {
     move |state, args, kwargs| {
-        let _ = kwargs.get::<Option<Value>>("version").or_else(|_| kwargs.get::<Option<Value>>("v"));
+        let version = match kwargs.get::<Option<Value>>("v")? {
+            Some(v) => Some(v),
+            None => kwargs.get::<Option<Value>>("version")?,
+        };
         kwargs.assert_all_used()?;
         let call = match args.as_slice() {
-            [name] => RefCall { package: None, name: name.clone() },
-            [pkg, name] => RefCall { package: Some(pkg.clone()), name: name.clone() },
+            [name] => RefCall { package: None, name: resolver.versioned_name(name, version.as_ref())? },
+            [pkg, name] => {
+                RefCall { package: Some(pkg.clone()), name: resolver.versioned_name(name, version.as_ref())? }
+            }
             _ => {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
@@ -274,12 +316,14 @@ impl Object for ConfigObject {
     }
 }
 
-/// `var('name', default)`: project vars, overridden by `--vars`.
-pub fn var_fn(vars: Arc<Map<String, Json>>) -> impl Fn(String, Option<Value>) -> Result<Value, Error> {
-    move |name, default| match (vars.get(&name), default) {
-        (Some(v), _) => Ok(to_value(v)),
-        (None, Some(d)) => Ok(d),
-        (None, None) => Err(fail(
+/// `var('name', default)`: project vars, overridden by `--vars` (and by
+/// a unit test's `overrides`).
+pub fn var_fn(vars: Arc<Map<String, Json>>) -> impl Fn(&State<'_, '_>, String, Option<Value>) -> Result<Value, Error> {
+    move |state, name, default| match (super::overridden(state, "vars", &name), vars.get(&name), default) {
+        (Some(v), _, _) => Ok(v),
+        (None, Some(v), _) => Ok(to_value(v)),
+        (None, None, Some(d)) => Ok(d),
+        (None, None, None) => Err(fail(
             ErrorKind::UndefinedError,
             TemplateFailure::CompilerError(format!(
                 "required var `{name}` not found in the project's `vars` or `--vars`"
@@ -288,8 +332,11 @@ pub fn var_fn(vars: Arc<Map<String, Json>>) -> impl Fn(String, Option<Value>) ->
     }
 }
 
-/// `env_var('NAME', default)`.
-pub fn env_var(name: String, default: Option<String>) -> Result<String, Error> {
+/// `env_var('NAME', default)` (or a unit test's `overrides`).
+pub fn env_var(state: &State<'_, '_>, name: String, default: Option<String>) -> Result<String, Error> {
+    if let Some(v) = super::overridden(state, "env_vars", &name) {
+        return Ok(v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    }
     match (std::env::var(&name), default) {
         (Ok(v), _) => Ok(v),
         (Err(_), Some(d)) => Ok(d),
@@ -319,6 +366,9 @@ pub fn return_fn(state: &mut State<'_, '_>, value: Value) -> Result<Value, Error
 
 /// `is_incremental()`.
 pub fn is_incremental(state: &mut State<'_, '_>) -> bool {
+    if let Some(v) = super::overridden(state, "macros", "is_incremental") {
+        return v.is_true();
+    }
     let rendering = state.lookup("__ferry_is_incremental").is_some_and(|v| v.is_true());
     rendering || capture(state).is_incremental
 }

@@ -54,6 +54,29 @@ pub struct NodeContext {
     /// What answers `adapter.get_columns_in_relation`; none while the DAG
     /// is being found (see [`introspect`]).
     pub introspector: Option<Arc<dyn introspect::Introspector>>,
+    /// A unit test's `overrides`, when rendered for one.
+    pub overrides: Option<Arc<Overrides>>,
+}
+
+/// A unit test's `overrides` (dbt 1.8): what a render sees in place of
+/// macros (`is_incremental`, `dbt_utils.current_timestamp`: the value is
+/// the macro's result), vars and environment variables, in the model and
+/// in every macro it calls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub macros: Map<String, Json>,
+    pub vars: Map<String, Json>,
+    pub env_vars: Map<String, Json>,
+}
+
+/// The render context key that carries [`Overrides`].
+const OVERRIDES: &str = "__ferry_overrides";
+
+/// The override of `key` in `kind` (`macros`, `vars`, `env_vars`) that
+/// the render of `state` was given, if any.
+pub(crate) fn overridden(state: &State<'_, '_>, kind: &str, key: &str) -> Option<Value> {
+    let overrides = state.lookup(OVERRIDES).filter(|o| !o.is_undefined() && !o.is_none())?;
+    overrides.get_attr(kind).ok()?.get_item(&Value::from(key)).ok().filter(|v| !v.is_undefined())
 }
 
 /// A rendered template and everything it called.
@@ -218,6 +241,7 @@ impl Templater {
             let caller = Value::from_object(MacroCaller {
                 template: blocks.get(&macro_name).cloned().unwrap_or_else(|| name.clone()),
                 inner: format!("{MACRO_PREFIX}{macro_name}"),
+                qualified: format!("{namespace}.{macro_name}"),
             });
             ns.insert(macro_name.clone(), (name.clone(), caller.clone()));
             if !self.macros.contains_key(&macro_name) {
@@ -542,6 +566,9 @@ fn node_context(node: &NodeContext, phase: Phase) -> Value {
         __ferry_is_incremental => node.is_incremental,
         execute => execute,
         __ferry_introspect => introspector,
+        __ferry_overrides => node.overrides.as_ref().map(|o| functions::to_value(serde_json::json!({
+            "macros": o.macros, "vars": o.vars, "env_vars": o.env_vars,
+        }))),
     }
 }
 
@@ -603,12 +630,19 @@ fn isolated(src: &str, keep: std::ops::Range<usize>) -> String {
 struct MacroCaller {
     template: String,
     inner: String,
+    /// `namespace.name`, as a unit test's `overrides` may name it.
+    qualified: String,
 }
 
 const MAX_MACRO_DEPTH: usize = 64;
 
 impl Object for MacroCaller {
     fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
+        let name = self.inner.strip_prefix(MACRO_PREFIX).unwrap_or(&self.inner);
+        if let Some(value) = overridden(state, "macros", &self.qualified).or_else(|| overridden(state, "macros", name))
+        {
+            return Ok(value);
+        }
         let mut cap = take_capture(state);
         if cap.macro_depth >= MAX_MACRO_DEPTH {
             // The caller takes its capture back from this state.
@@ -694,6 +728,7 @@ fn take_capture(state: &mut State<'_, '_>) -> Capture {
             __ferry_is_incremental => state_lookup(state, "__ferry_is_incremental"),
             execute => state_lookup(state, "execute"),
             __ferry_introspect => state_lookup(state, introspect::KEY),
+            __ferry_overrides => state_lookup(state, OVERRIDES),
         };
         let is_incremental = state_lookup(state, "__ferry_is_incremental").is_true();
         let cap = functions::capture(state);
@@ -893,6 +928,7 @@ mod tests {
                 model: serde_json::json!({"name": "m"}),
                 is_incremental: false,
                 introspector: None,
+                overrides: None,
             },
         )
     }

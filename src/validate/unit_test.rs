@@ -32,17 +32,32 @@ pub async fn run(
     failures_dir: &camino::Utf8Path,
 ) -> Result<TestOutcome, String> {
     let node = &manifest[id];
-    let Resource::Test(Test { kind: TestKind::Unit { model, given, expect, .. }, .. }) = &node.resource else {
+    let Resource::Test(Test { kind: TestKind::Unit { model, given, expect, overrides, .. }, .. }) = &node.resource
+    else {
         return Err("not a unit test".to_owned());
     };
     let model_id = manifest.attached_to(id).ok_or_else(|| format!("model `{model}` is not in the project"))?;
-    let sql = manifest[model_id].rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default();
+    let sql = match overrides {
+        Some(overrides) => {
+            manifest
+                .render_overridden(model_id, overrides)
+                .map_err(|d| format!("`{model}` does not render with the test's `overrides`: {}", d.message))?
+                .sql
+        }
+        None => manifest[model_id].rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default(),
+    };
     let fx = Engine::new(&EngineOptions { target_partitions: 1, memory_limit: None, spill_dir: None })
         .map_err(|e| e.to_string())?;
     for (expr, rows) in given {
-        let rendered = manifest.templater.render_expression(expr).map_err(|d| d.message)?;
-        let Some(&parent) = manifest.nodes_called(&rendered).iter().next() else {
-            return Err(format!("input `{expr}` names no node"));
+        // `this`: the model's own current rows, as an incremental run reads them.
+        let parent = if expr == "this" {
+            model_id
+        } else {
+            let rendered = manifest.templater.render_expression(expr).map_err(|d| d.message)?;
+            let Some(&parent) = manifest.nodes_called(&rendered).iter().next() else {
+                return Err(format!("input `{expr}` names no node"));
+            };
+            parent
         };
         let table = match &manifest[parent].resource {
             Resource::Source(s) => TableReference::partial(s.source.as_str(), s.name.as_str()),

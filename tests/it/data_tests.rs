@@ -292,3 +292,50 @@ fn unit_tests_run_a_model_on_given_rows() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("input `ref('domains')` is not read by `stg_customers`"), "{}", ran.stderr);
 }
+
+/// A unit test's `overrides` (dbt 1.8): `macros` (`is_incremental`, a
+/// project macro by name or as `namespace.name`), `vars` and `env_vars`
+/// are what the model's render sees; with `is_incremental` true, `input:
+/// this` gives the model's current rows.
+#[test]
+fn unit_test_overrides_reach_the_models_render() {
+    let p = TestProject::new()
+        .file("seeds/raw_events.csv", "id,ts\n1,1\n2,5\n3,9\n")
+        .file("macros/stamp.sql", "{% macro stamp() %}'real'{% endmacro %}\n")
+        .model(
+            "events_inc.sql",
+            "{{ config(materialized='incremental', unique_key='id') }}\n\
+             select id, ts, '{{ var(\"region\", \"eu\") }}' as region, '{{ env_var(\"FERRY_UT_SITE\", \"none\") }}' as site, {{ stamp() }} as stamped\n\
+             from {{ ref('raw_events') }}\n\
+             {% if is_incremental() %}where ts > (select max(ts) from {{ this }}){% endif %}\n",
+        )
+        .file(
+            "models/unit.yml",
+            "unit_tests:\n\
+             \x20 - name: only_new_rows\n    model: events_inc\n\
+             \x20   overrides:\n      macros: {is_incremental: true, shop.stamp: \"'fixed'\"}\n      vars: {region: us}\n      env_vars: {FERRY_UT_SITE: lab}\n\
+             \x20   given:\n      - input: ref('raw_events')\n        rows: [{id: 1, ts: 1}, {id: 2, ts: 5}, {id: 3, ts: 9}]\n      - input: this\n        rows: [{id: 1, ts: 4}]\n\
+             \x20   expect:\n      rows: [{id: 2, region: us, site: lab, stamped: fixed}, {id: 3, region: us, site: lab, stamped: fixed}]\n\
+             \x20 - name: full_refresh\n    model: events_inc\n\
+             \x20   overrides: {macros: {is_incremental: false, stamp: \"'other'\"}}\n\
+             \x20   given:\n      - input: ref('raw_events')\n        rows: [{id: 1, ts: 1}]\n\
+             \x20   expect:\n      rows: [{id: 1, region: eu, site: none, stamped: other}]\n",
+        );
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let results = p.run_results();
+    assert_eq!(result(&results, "unit_test.shop.events_inc.only_new_rows")["status"], "pass", "{results}");
+    assert_eq!(result(&results, "unit_test.shop.events_inc.full_refresh")["status"], "pass", "{results}");
+    // The model itself rendered as always.
+    let sql = p.read(".ferry/compiled/models/events_inc.sql");
+    assert!(sql.contains("'eu' as region, 'none' as site, 'real' as stamped"), "{sql}");
+
+    let p = p.file(
+        "models/unit.yml",
+        "unit_tests:\n  - name: bad\n    model: events_inc\n    overrides: {vars: [region]}\n    given: []\n    expect:\n      rows: []\n",
+    );
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("unit test `bad`: `overrides.vars` must be a mapping"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("models/unit.yml"), "{}", ran.stderr);
+}

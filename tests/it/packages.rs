@@ -722,6 +722,79 @@ fn a_project_generate_schema_name_names_the_schemas() {
     assert_eq!(rows, vec!["| main |".to_owned()]);
 }
 
+/// Versioned models (dbt 1.5 `versions:`): each version is the model
+/// `<name>_v<v>` (or the file `defined_in` names, with dbt's relation
+/// name as its alias) with the entry's properties, narrowed by `include` /
+/// `exclude` and extended by the version's own; `ref(name)` reads the
+/// latest version (`latest_version`, else the greatest), `ref(name, v=)`
+/// a given one, and selecting the name selects every version.
+#[test]
+fn versioned_models_resolve_as_in_dbt() {
+    let schema = |latest: &str| {
+        format!(
+            "models:\n  - name: dim_customers\n    config: {{materialized: table}}\n{latest}\
+             \x20   columns:\n      - name: id\n        tests: [unique]\n      - name: name\n        tests: [not_null]\n\
+             \x20   versions:\n\
+             \x20     - v: 1\n        columns:\n          - include: all\n            exclude: [name]\n\
+             \x20     - v: 2\n        config: {{materialized: view}}\n        columns:\n          - include: '*'\n          - name: extra\n            tests: [not_null]\n\
+             \x20     - v: 3\n        defined_in: dim_next\n        columns:\n          - include: [id]\n"
+        )
+    };
+    let p = TestProject::new()
+        .file("seeds/raw_people.csv", "id,name\n1,ada\n2,bo\n")
+        .model("dim_customers_v1.sql", "select id, name from {{ ref('raw_people') }}\n")
+        .model("dim_customers_v2.sql", "select id, upper(name) as name, 'x' as extra from {{ ref('raw_people') }}\n")
+        .model("dim_next.sql", "select id from {{ ref('raw_people') }}\n")
+        .model(
+            "report.sql",
+            "select (select count(*) from {{ ref('dim_customers') }}) as latest_rows, \
+             (select max(name) from {{ ref('dim_customers', v=1) }}) as v1_name, \
+             (select count(*) from {{ ref('dim_customers', version=3) }}) as v3_rows\n",
+        )
+        .file("models/schema.yml", &schema("    latest_version: 2\n"));
+    let ran = p.run(["build", "--no-load"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let sql = p.read(".ferry/compiled/models/report.sql");
+    for relation in
+        ["from \"dim_customers_v2\") as latest_rows", "from \"dim_customers_v1\") as v1_name", "from \"dim_next\")"]
+    {
+        assert!(sql.contains(relation), "{relation}\n{sql}");
+    }
+    let results = p.run_results();
+    for (test, status) in [
+        ("test.shop.unique_dim_customers_v1_id", Some("pass")),
+        ("test.shop.unique_dim_customers_v2_id", Some("pass")),
+        ("test.shop.not_null_dim_customers_v2_name", Some("pass")),
+        ("test.shop.not_null_dim_customers_v2_extra", Some("pass")),
+        // Version 1 excludes `name`, and only version 2 adds `extra`.
+        ("test.shop.not_null_dim_customers_v1_name", None),
+        ("test.shop.not_null_dim_customers_v1_extra", None),
+    ] {
+        let r = crate::common::node_result(&results, test);
+        assert_eq!(r.and_then(|r| r["status"].as_str()), status, "{test}: {results}");
+    }
+    let ls = p.run(["ls", "-s", "dim_customers", "--resource-type", "model", "--output", "name"]);
+    assert_eq!(
+        ls.stdout.lines().collect::<Vec<_>>(),
+        ["dim_customers_v1", "dim_customers_v2", "dim_next"],
+        "{}",
+        ls.stderr
+    );
+
+    // Without `latest_version`, the greatest version is the latest.
+    let p = p.file("models/schema.yml", &schema(""));
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let sql = p.read(".ferry/compiled/models/report.sql");
+    assert!(sql.contains("from \"dim_next\") as latest_rows"), "{sql}");
+
+    let p = p.model("bad.sql", "select * from {{ ref('dim_customers', v=7) }}\n");
+    let ran = p.run(["compile"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("ref('dim_customers', v=7): `dim_customers` has versions 1, 2, 3"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("models/bad.sql"), "{}", ran.stderr);
+}
+
 /// A seed's `quote_columns: false` names its columns as PostgreSQL folds
 /// them unquoted (lower case), as `dbt seed` creates them then; by
 /// default they keep the header's case. Two headers that fold to one name
