@@ -87,6 +87,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Preview the rows of one model (or of `--inline` SQL) as a table.
     Show(ShowArgs),
+    /// Profile the sources and seeds: the types, formats and shapes their columns hold, nulls, duplicates, candidate keys.
+    Audit(AuditArgs),
     /// List the selected nodes.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -242,6 +244,15 @@ impl From<&TestArgs> for RunArgs {
             event_time_end: None,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Sources and seeds to profile (default: every one), e.g. `-s source:raw`.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Debug, Args)]

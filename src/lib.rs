@@ -26,6 +26,7 @@
 //!                         packages installed (`ferry deps`)
 //! ```
 
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod commands;

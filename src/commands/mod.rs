@@ -3,6 +3,7 @@
 //! the events and reports that come back (`render`), and picks the exit
 //! status; the pipeline itself lives below `commands/`.
 
+mod audit;
 mod compile;
 mod debug;
 mod deps;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Errors(args) => errors::errors(&settings()?, args, &printer).await,
         Command::History(args) => history::history(&settings()?, args, &printer).await,
         Command::Show(args) => show::show(&settings()?, args, &printer).await,
+        Command::Audit(args) => audit::audit(&settings()?, args, &printer).await,
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,
     }

@@ -747,6 +747,28 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
     Ok(Some(viewed))
 }
 
+/// Registers a CSV source's or seed's file with every column read as text
+/// (as `__ferry_text_<name>`), for an audit of what the file holds before
+/// any type is applied; `None` for a table of another kind (read as
+/// registered).
+pub async fn register_as_text(engine: &Engine, manifest: &Manifest, node: &Node) -> Option<TableReference> {
+    let file = match &node.resource {
+        Resource::Seed(seed) => FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv),
+        Resource::Source(s) if !s.location.contains_key("connection") => {
+            let path = s.location.get("path").and_then(Json::as_str)?;
+            file_source(&manifest.root, path, &s.location).ok()?
+        }
+        _ => return None,
+    };
+    if file.format != FileFormat::Csv {
+        return None;
+    }
+    let inferred = engine.infer_schema(&file).await.ok()?;
+    let table = TableReference::bare(format!("__ferry_text_{}", node.unique_id.replace('.', "_")));
+    engine.register_file(table.clone(), &file, &read_as_text(&inferred, |_| true)).await.ok()?;
+    Some(table)
+}
+
 /// A seed's columns declared `timestamp` (`column_types`), read as
 /// PostgreSQL's `COPY` reads them (which `dbt seed` loads through): what the
 /// CSV reader parses, and also times without seconds (`2021-01-01 00:00`),

@@ -12,6 +12,7 @@
 //! `crate::load`'s and `crate::reconcile`'s library calls.
 
 mod artifacts;
+mod audit;
 mod change;
 mod drift;
 mod events;
@@ -28,6 +29,7 @@ mod report;
 mod snapshot;
 
 pub use artifacts::{manifest_file, write_compiled};
+pub use audit::{Audit, audit};
 pub use events::{NodeEvent, Observer, RunEvent};
 pub use execute::{RunOptions, execute};
 pub use materialize::read_parents_lazily;

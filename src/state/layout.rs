@@ -83,6 +83,11 @@ impl Layout {
         self.runs().join(run_id)
     }
 
+    /// One source audit's directory: `.ferry/audit/<run id>`.
+    pub fn audit(&self, run_id: &str) -> RunDir {
+        RunDir { path: self.path("audit"), shown: Utf8Path::new(FERRY_DIR).join("audit") }.join(run_id)
+    }
+
     /// Where the rendered SQL of a template is written, relative to the
     /// project root (`.ferry/compiled/models/x.sql`).
     pub fn compiled(template: &Utf8Path) -> Utf8PathBuf {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module drives the `ferry` binary
 //! (or the library) against a project in a temporary directory.
 
+mod audit;
 mod changes;
 mod common;
 mod compile;

@@ -1,0 +1,428 @@
+//! One column's profile: its values classified one by one, as text.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{Array, StringArray};
+use serde::Serialize;
+
+use super::DISTINCT_BOUND;
+
+/// How many top values and patterns a profile lists.
+const TOP: usize = 10;
+/// How many examples of a value that cannot be what it looks like.
+const EXAMPLES: usize = 5;
+/// The share of values that must look alike for the column to be named so.
+const LOOKS_ALIKE: f64 = 0.9;
+
+/// What a column's values are, taken together: the narrowest type that
+/// every value (NULLs and blanks aside) parses as, else what nine in ten
+/// look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Only NULLs and blanks.
+    Empty,
+    Integer,
+    Decimal,
+    Boolean,
+    Date,
+    Timestamp,
+    Uuid,
+    Email,
+    Phone,
+    Money,
+    FreeText,
+    Text,
+}
+
+/// Values read as dates, by format. `DD/MM/YYYY` and `MM/DD/YYYY` are told
+/// apart only where one of them is no date (`25/12/2024`); a value that is
+/// a date both ways and a different one (`03/04/2024`) is ambiguous.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DateFormats {
+    /// `YYYY-MM-DD`.
+    pub iso: u64,
+    /// `DD/MM/YYYY`, and no date as `MM/DD/YYYY`.
+    pub day_first: u64,
+    /// `MM/DD/YYYY`, and no date as `DD/MM/YYYY`.
+    pub month_first: u64,
+    /// A date both ways, different ones.
+    pub ambiguous: u64,
+    /// The same date both ways (`04/04/2024`).
+    pub either: u64,
+    /// The shape of a date and no real date (`31/02/2024`, `2023-02-29`).
+    pub impossible: u64,
+    /// `YYYY-MM-DD HH:MM:SS` (or with `T`, with fractions).
+    pub timestamps: u64,
+}
+
+/// What a column holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnProfile {
+    pub name: String,
+    /// The type the source declares (or its reader inferred).
+    pub declared: String,
+    pub kind: Kind,
+    /// Likely personal data (an email, a phone, a name by its column's
+    /// name): for masking.
+    pub personal: bool,
+    pub nulls: u64,
+    /// Values that are empty or only whitespace.
+    pub blanks: u64,
+    /// Values neither NULL nor blank: what the counts below are out of.
+    pub present: u64,
+    /// Distinct values (NULL aside): exact when `distinct_exact`, else at
+    /// least this many.
+    pub distinct: u64,
+    pub distinct_exact: bool,
+    pub min: Option<String>,
+    pub max: Option<String>,
+    /// Shortest and longest value, in characters.
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub integer: u64,
+    /// Values that parse as a decimal number (integers included).
+    pub decimal: u64,
+    /// The `numeric(precision, scale)` that holds every decimal value.
+    pub decimal_precision: u64,
+    pub decimal_scale: u64,
+    pub boolean: u64,
+    pub dates: DateFormats,
+    /// First values that have a date's shape but are no date.
+    pub impossible_examples: Vec<String>,
+    /// Digits-only values with a leading zero (`007`), lost if read as a number.
+    pub leading_zeros: u64,
+    /// Values with whitespace around them or doubled inside.
+    pub stray_whitespace: u64,
+    /// Most frequent values, with their counts.
+    pub top: Vec<(String, u64)>,
+    /// Most frequent shapes (`A` upper case, `a` lower case, `9` digit,
+    /// other characters as they are), with their counts.
+    pub patterns: Vec<(String, u64)>,
+    /// Spellings of one value that differ only in case or punctuation
+    /// (`USA`, `usa`, `U.S.A.`).
+    pub spellings: Vec<Vec<String>>,
+    /// Values looking like an email, a phone number, a UUID, money.
+    pub looks: BTreeMap<&'static str, u64>,
+}
+
+/// Collects one column's profile, batch by batch.
+pub(super) struct Accumulator {
+    p: ColumnProfile,
+    numeric: bool,
+    values: HashMap<String, u64>,
+    patterns: HashMap<String, u64>,
+}
+
+impl Accumulator {
+    pub(super) fn new(name: &str, declared: String) -> Self {
+        let numeric = declared.starts_with("Int")
+            || declared.starts_with("UInt")
+            || declared.starts_with("Float")
+            || declared.starts_with("Decimal");
+        Accumulator {
+            p: ColumnProfile {
+                name: name.to_owned(),
+                declared,
+                kind: Kind::Empty,
+                personal: false,
+                nulls: 0,
+                blanks: 0,
+                present: 0,
+                distinct: 0,
+                distinct_exact: true,
+                min: None,
+                max: None,
+                min_length: None,
+                max_length: None,
+                integer: 0,
+                decimal: 0,
+                decimal_precision: 0,
+                decimal_scale: 0,
+                boolean: 0,
+                dates: DateFormats::default(),
+                impossible_examples: Vec::new(),
+                leading_zeros: 0,
+                stray_whitespace: 0,
+                top: Vec::new(),
+                patterns: Vec::new(),
+                spellings: Vec::new(),
+                looks: BTreeMap::new(),
+            },
+            numeric,
+            values: HashMap::new(),
+            patterns: HashMap::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, text: &StringArray) {
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                self.p.nulls += 1;
+            } else {
+                self.value(text.value(i));
+            }
+        }
+    }
+
+    fn value(&mut self, v: &str) {
+        let p = &mut self.p;
+        let len = v.chars().count() as u64;
+        p.min_length = Some(p.min_length.map_or(len, |m| m.min(len)));
+        p.max_length = Some(p.max_length.map_or(len, |m| m.max(len)));
+        let room = self.values.len() < DISTINCT_BOUND;
+        match self.values.get_mut(v) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.values.insert(v.to_owned(), 1);
+            }
+            None => p.distinct_exact = false,
+        }
+        let t = v.trim();
+        if t.is_empty() {
+            p.blanks += 1;
+            return;
+        }
+        p.present += 1;
+        let numeric = self.numeric;
+        if p.min.as_deref().is_none_or(|m| before(t, m, numeric)) {
+            p.min = Some(t.to_owned());
+        }
+        if p.max.as_deref().is_none_or(|m| before(m, t, numeric)) {
+            p.max = Some(t.to_owned());
+        }
+        if t.len() != v.len() || t.contains("  ") {
+            p.stray_whitespace += 1;
+        }
+        if let Some((int_digits, scale)) = decimal_digits(t) {
+            p.decimal += 1;
+            p.integer += u64::from(!t.contains('.'));
+            // Precision: the most integer digits and the most fraction digits seen.
+            let int_max = p.decimal_precision.saturating_sub(p.decimal_scale).max(int_digits);
+            p.decimal_scale = p.decimal_scale.max(scale);
+            p.decimal_precision = int_max + p.decimal_scale;
+            if t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit()) {
+                p.leading_zeros += 1;
+            }
+        }
+        if matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "t" | "f" | "yes" | "no" | "y" | "n") {
+            p.boolean += 1;
+        }
+        if let Some(example) = date(t, &mut p.dates)
+            && p.impossible_examples.len() < EXAMPLES
+        {
+            p.impossible_examples.push(example.to_owned());
+        }
+        for (look, matched) in
+            [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
+        {
+            if matched {
+                *p.looks.entry(look).or_insert(0) += 1;
+            }
+        }
+        let shape = pattern(t);
+        if self.patterns.len() < DISTINCT_BOUND || self.patterns.contains_key(&shape) {
+            *self.patterns.entry(shape).or_insert(0) += 1;
+        }
+    }
+
+    pub(super) fn finish(mut self) -> ColumnProfile {
+        let p = &mut self.p;
+        p.distinct = self.values.len() as u64;
+        p.top = most(&self.values);
+        p.patterns = most(&self.patterns);
+        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for v in self.values.keys() {
+            let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+            if !key.is_empty() {
+                by_key.entry(key).or_default().push(v.clone());
+            }
+        }
+        p.spellings = by_key
+            .into_values()
+            .filter(|s| s.len() > 1)
+            .map(|mut s| {
+                s.sort();
+                s
+            })
+            .collect();
+        p.kind = kind(p);
+        let name = p.name.to_ascii_lowercase();
+        p.personal = matches!(p.kind, Kind::Email | Kind::Phone) || personal_name(&name);
+        self.p
+    }
+}
+
+/// Whether `a` sorts before `b`: as numbers in a numeric column.
+fn before(a: &str, b: &str, numeric: bool) -> bool {
+    match (numeric, a.parse::<f64>(), b.parse::<f64>()) {
+        (true, Ok(x), Ok(y)) => x < y,
+        _ => a < b,
+    }
+}
+
+/// `[+-]digits[.digits]` (or `.digits`): its integer digits (leading
+/// zeros aside) and its scale.
+fn decimal_digits(t: &str) -> Option<(u64, u64)> {
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return None;
+    }
+    Some((int.trim_start_matches('0').len() as u64, frac.len() as u64))
+}
+
+/// Counts `t` among the date formats; returns it if it has a date's shape
+/// and is no date.
+fn date<'a>(t: &'a str, dates: &mut DateFormats) -> Option<&'a str> {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10) {
+        if NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok() {
+            dates.iso += 1;
+            return None;
+        }
+        dates.impossible += 1;
+        return Some(t);
+    }
+    if b.len() > 10 && (b[10] == b' ' || b[10] == b'T') {
+        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+            if NaiveDateTime::parse_from_str(t, format).is_ok() {
+                dates.timestamps += 1;
+                return None;
+            }
+        }
+        return None;
+    }
+    let parts: Vec<&str> = t.split('/').collect();
+    let [a, m, y] = parts[..] else { return None };
+    let number = |s: &str, width: std::ops::RangeInclusive<usize>| {
+        (width.contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse::<u32>().ok()).flatten()
+    };
+    let (Some(a), Some(m), Some(y)) = (number(a, 1..=2), number(m, 1..=2), number(y, 4..=4)) else { return None };
+    let y = y as i32;
+    match (NaiveDate::from_ymd_opt(y, m, a).is_some(), NaiveDate::from_ymd_opt(y, a, m).is_some()) {
+        (true, true) if a == m => dates.either += 1,
+        (true, true) => dates.ambiguous += 1,
+        (true, false) => dates.day_first += 1,
+        (false, true) => dates.month_first += 1,
+        (false, false) => {
+            dates.impossible += 1;
+            return Some(t);
+        }
+    }
+    None
+}
+
+fn is_email(t: &str) -> bool {
+    let Some((local, domain)) = t.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|p| !p.is_empty())
+        && !t.contains(char::is_whitespace)
+}
+
+fn is_phone(t: &str) -> bool {
+    let digits = t.bytes().filter(u8::is_ascii_digit).count();
+    (7..=15).contains(&digits)
+        && t.bytes().all(|b| b.is_ascii_digit() || b" +-().".contains(&b))
+        && t.bytes().any(|b| !b.is_ascii_digit())
+}
+
+fn is_uuid(t: &str) -> bool {
+    t.len() == 36
+        && t.bytes()
+            .enumerate()
+            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
+}
+
+fn is_money(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix(['$', '€', '£', '¥']).or_else(|| t.strip_suffix(['€'])) else { return false };
+    decimal_digits(&rest.trim().replace(',', "")).is_some()
+}
+
+/// The shape of a value: `A` an upper-case letter, `a` a lower-case one,
+/// `9` a digit, anything else as it is; long values are cut at 40.
+fn pattern(t: &str) -> String {
+    let mut out: String = t
+        .chars()
+        .take(40)
+        .map(|c| match c {
+            c if c.is_ascii_digit() => '9',
+            c if c.is_uppercase() => 'A',
+            c if c.is_lowercase() => 'a',
+            c => c,
+        })
+        .collect();
+    if t.chars().nth(40).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The `TOP` most frequent entries, most first (then by value).
+fn most(counts: &HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut all: Vec<(&String, &u64)> = counts.iter().collect();
+    all.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    all.into_iter().take(TOP).map(|(v, n)| (v.clone(), *n)).collect()
+}
+
+fn kind(p: &ColumnProfile) -> Kind {
+    let total = p.present;
+    if total == 0 {
+        return Kind::Empty;
+    }
+    let d = &p.dates;
+    let all = |count: u64| count == total;
+    if all(p.integer) {
+        return Kind::Integer;
+    }
+    if all(p.decimal) {
+        return Kind::Decimal;
+    }
+    if all(p.boolean) {
+        return Kind::Boolean;
+    }
+    if all(d.iso + d.day_first + d.month_first + d.ambiguous + d.either) {
+        return Kind::Date;
+    }
+    if all(d.timestamps) {
+        return Kind::Timestamp;
+    }
+    let alike = |look: &str| p.looks.get(look).is_some_and(|&c| c as f64 >= LOOKS_ALIKE * total as f64);
+    for (look, kind) in [("uuid", Kind::Uuid), ("email", Kind::Email), ("phone", Kind::Phone), ("money", Kind::Money)] {
+        if alike(look) {
+            return kind;
+        }
+    }
+    if p.max_length.is_some_and(|l| l > 40) {
+        return Kind::FreeText;
+    }
+    Kind::Text
+}
+
+/// Column names that usually hold a person's details.
+fn personal_name(name: &str) -> bool {
+    const PARTS: [&str; 16] = [
+        "first_name",
+        "last_name",
+        "firstname",
+        "lastname",
+        "surname",
+        "full_name",
+        "fullname",
+        "given_name",
+        "birth",
+        "dob",
+        "ssn",
+        "passport",
+        "national_id",
+        "address",
+        "email",
+        "phone",
+    ];
+    name == "name" || PARTS.iter().any(|p| name.contains(p))
+}

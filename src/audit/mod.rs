@@ -1,0 +1,208 @@
+//! The source audit that a migration starts with: what each column of a
+//! source actually holds, against what it is declared to hold.
+//!
+//! A table is profiled in one streaming pass over its record batches
+//! ([`TableProfiler::add`]): every value is read as text (as the source
+//! file holds it) and classified by Rust accumulators, so memory is bounded
+//! by the distinct values kept per column ([`DISTINCT_BOUND`]), never by
+//! the table. Past that bound a column's distinct count, top values and
+//! spellings are reported as lower bounds, labelled so.
+
+mod column;
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+pub use column::{ColumnProfile, DateFormats, Kind};
+
+/// The most distinct values kept per column (and distinct rows per table).
+pub const DISTINCT_BOUND: usize = 100_000;
+
+/// What a table holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableProfile {
+    /// The source or seed, as `ref`/`source` name it.
+    pub name: String,
+    pub rows: u64,
+    /// Rows equal, in every column, to an earlier row (`None`: more
+    /// distinct rows than [`DISTINCT_BOUND`], not counted).
+    pub duplicate_rows: Option<u64>,
+    /// Columns whose values are never NULL or blank and never repeat.
+    pub candidate_keys: Vec<String>,
+    pub columns: Vec<ColumnProfile>,
+}
+
+/// Profiles one table from its batches.
+pub struct TableProfiler {
+    name: String,
+    rows: u64,
+    columns: Vec<column::Accumulator>,
+    /// Each distinct row (its values joined), while under the bound.
+    distinct_rows: Option<HashMap<Vec<Option<String>>, u64>>,
+}
+
+impl TableProfiler {
+    /// A profiler for a table read as `schema`, whose columns are declared
+    /// (or inferred by their reader) as in `declared`.
+    pub fn new(name: &str, schema: &SchemaRef, declared: &SchemaRef) -> Self {
+        let declared_type = |f: &datafusion::arrow::datatypes::Field| {
+            declared.field_with_name(f.name()).map_or_else(|_| f.data_type().to_string(), |d| d.data_type().to_string())
+        };
+        let columns = schema.fields().iter().map(|f| column::Accumulator::new(f.name(), declared_type(f))).collect();
+        TableProfiler { name: name.to_owned(), rows: 0, columns, distinct_rows: Some(HashMap::new()) }
+    }
+
+    /// Adds a batch's rows.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<(), datafusion::arrow::error::ArrowError> {
+        let texts: Vec<ArrayRef> = batch.columns().iter().map(as_text).collect::<Result<_, _>>()?;
+        let texts: Vec<&StringArray> =
+            texts.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
+        for (acc, text) in self.columns.iter_mut().zip(&texts) {
+            acc.add(text);
+        }
+        if let Some(rows) = &mut self.distinct_rows {
+            for r in 0..batch.num_rows() {
+                let key: Vec<Option<String>> =
+                    texts.iter().map(|t| (!t.is_null(r)).then(|| t.value(r).to_owned())).collect();
+                *rows.entry(key).or_insert(0) += 1;
+                if rows.len() > DISTINCT_BOUND {
+                    self.distinct_rows = None;
+                    break;
+                }
+            }
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> TableProfile {
+        let duplicate_rows = self.distinct_rows.map(|rows| rows.values().map(|&n| n - 1).sum());
+        let columns: Vec<ColumnProfile> = self.columns.into_iter().map(column::Accumulator::finish).collect();
+        let candidate_keys = columns
+            .iter()
+            .filter(|c| self.rows > 0 && c.nulls == 0 && c.blanks == 0 && c.distinct_exact && c.distinct == self.rows)
+            .map(|c| c.name.clone())
+            .collect();
+        TableProfile { name: self.name, rows: self.rows, duplicate_rows, candidate_keys, columns }
+    }
+}
+
+/// A column's values as text, as a file holds them.
+fn as_text(array: &ArrayRef) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+    match array.data_type() {
+        DataType::Utf8 => Ok(std::sync::Arc::clone(array)),
+        _ => cast(array, &DataType::Utf8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn profile(columns: Vec<(&str, ArrayRef)>) -> TableProfile {
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+        let mut p = TableProfiler::new("t", &schema, &schema);
+        // Two batches: the accumulators carry over.
+        p.add(&batch.slice(0, 2)).unwrap();
+        p.add(&batch.slice(2, batch.num_rows() - 2)).unwrap();
+        p.finish()
+    }
+
+    fn text(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn counts_types_formats_and_keys_exactly() {
+        let t = profile(vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5, 6])) as ArrayRef),
+            ("amount", text(&[Some("12"), Some("3.50"), Some("-0.125"), Some("x"), None, Some(" ")])),
+            (
+                "day",
+                text(&[
+                    Some("2024-02-29"),
+                    Some("31/02/2024"),
+                    Some("25/12/2024"),
+                    Some("12/25/2024"),
+                    Some("03/04/2024"),
+                    Some("2023-02-29"),
+                ]),
+            ),
+            ("code", text(&[Some("007"), Some("AB-12"), Some("AB-34"), Some("ab-56 "), Some("USA"), Some("usa")])),
+        ]);
+        assert_eq!(t.rows, 6);
+        assert_eq!(t.duplicate_rows, Some(0));
+        assert_eq!(t.candidate_keys, ["id", "day", "code"]);
+        let col = |n: &str| t.columns.iter().find(|c| c.name == n).unwrap();
+
+        let id = col("id");
+        assert_eq!((id.declared.as_str(), id.integer, id.distinct, id.distinct_exact), ("Int64", 6, 6, true));
+        assert_eq!((id.min.as_deref(), id.max.as_deref()), (Some("1"), Some("6")));
+
+        let amount = col("amount");
+        assert_eq!((amount.nulls, amount.blanks, amount.integer, amount.decimal), (1, 1, 1, 3));
+        assert_eq!((amount.decimal_precision, amount.decimal_scale), (5, 3));
+        assert_eq!(amount.kind, Kind::Text, "one value in four is no number");
+
+        let day = col("day");
+        let d = &day.dates;
+        assert_eq!((d.iso, d.day_first, d.month_first, d.ambiguous, d.impossible), (1, 1, 1, 1, 2));
+        assert_eq!(day.impossible_examples, ["31/02/2024", "2023-02-29"]);
+
+        let code = col("code");
+        assert_eq!((code.leading_zeros, code.stray_whitespace), (1, 1));
+        assert_eq!(code.patterns[0], ("AA-99".to_owned(), 2));
+        assert_eq!(code.spellings, [vec!["USA".to_owned(), "usa".to_owned()]]);
+        assert_eq!((code.min_length, code.max_length), (Some(3), Some(6)));
+    }
+
+    #[test]
+    fn recognises_what_a_column_looks_like() {
+        let t = profile(vec![
+            ("contact", text(&[Some("ada@example.com"), Some("bo@x.org"), Some("cy@y.net"), Some("dee@z.io")])),
+            ("phone", text(&[Some("+44 20 7946 0958"), Some("(555) 010-9999"), Some("555-0100"), None])),
+            (
+                "uid",
+                text(&[
+                    Some("123e4567-e89b-12d3-a456-426614174000"),
+                    Some("00000000-0000-0000-0000-000000000000"),
+                    Some("123e4567-e89b-12d3-a456-426614174001"),
+                    Some("123e4567-e89b-12d3-a456-426614174002"),
+                ]),
+            ),
+            ("flag", text(&[Some("yes"), Some("No"), Some("true"), Some("F")])),
+            ("last_name", text(&[Some("Lovelace"), Some("Bo"), Some("Cy"), Some("Dee")])),
+        ]);
+        let col = |n: &str| t.columns.iter().find(|c| c.name == n).unwrap();
+        assert_eq!((col("contact").kind, col("contact").personal), (Kind::Email, true));
+        assert_eq!((col("phone").kind, col("phone").personal), (Kind::Phone, true));
+        assert_eq!((col("uid").kind, col("uid").personal), (Kind::Uuid, false));
+        assert_eq!((col("flag").kind, col("flag").boolean), (Kind::Boolean, 4));
+        assert!(col("last_name").personal, "named like a person's name");
+    }
+
+    #[test]
+    fn duplicates_are_counted_and_rule_out_keys() {
+        let t = profile(vec![
+            ("a", text(&[Some("1"), Some("1"), Some("2"), Some("1")])),
+            ("b", text(&[Some("x"), Some("x"), Some("y"), Some("z")])),
+        ]);
+        assert_eq!(t.duplicate_rows, Some(1));
+        assert!(t.candidate_keys.is_empty());
+        let a = &t.columns[0];
+        assert_eq!(a.top[0], ("1".to_owned(), 3));
+    }
+}

@@ -1,0 +1,85 @@
+//! `ferry audit`: what the columns of sources and seeds hold, read from
+//! the files as text, on a fixture with known defects.
+
+use crate::common::TestProject;
+
+const CUSTOMERS: &str = "id,email,joined,country,code,amount\n\
+1,ada@example.com,25/12/2024,USA,007,12.50\n\
+2,bo@x.org,12/25/2024,usa,010,3\n\
+3,,31/02/2024,U.S.A.,011,x\n\
+3, cy@y.net,03/04/2024,Germany,12,-0.125\n";
+
+#[test]
+fn audit_profiles_sources_and_seeds_as_their_files_hold_them() {
+    let p = TestProject::new()
+        .file("data/customers.csv", CUSTOMERS)
+        .file(
+            "models/sources.yml",
+            "sources:\n  - name: crm\n    tables:\n      - name: customers\n        path: data/customers.csv\n",
+        )
+        .file("seeds/countries.csv", "code,name\nDE,Germany\nUS,USA\nUS,USA\n");
+    let ran = p.run(["audit"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("crm.customers: 4 rows, duplicate rows: 0, candidate keys: joined, country, code, amount\n"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("countries: 3 rows, duplicate rows: 1, candidate keys: none\n"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("1 value spelled several ways (U.S.A. / USA / usa)"), "{}", ran.stdout);
+    assert!(ran.stderr.contains("the full audit is in `.ferry/audit/"), "{}", ran.stderr);
+
+    let json = p.run(["audit", "-s", "source:crm", "--format", "json"]);
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let audit: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one JSON document");
+    let tables = audit["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "{audit}");
+    let col = |name: &str| tables[0]["columns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+
+    // The reader infers `code` as a number; the file holds leading zeros.
+    let code = col("code");
+    assert_eq!((code["declared"].as_str(), code["leading_zeros"].as_u64()), (Some("Int64"), Some(3)), "{code}");
+    assert_eq!(
+        (code["kind"].as_str(), code["min"].as_str(), code["max"].as_str()),
+        (Some("integer"), Some("007"), Some("12")),
+        "{code}"
+    );
+
+    let email = col("email");
+    assert_eq!(
+        (email["nulls"].as_u64(), email["kind"].as_str(), email["personal"].as_bool()),
+        (Some(1), Some("email"), Some(true)),
+        "{email}"
+    );
+    assert_eq!(email["stray_whitespace"], 1, "{email}");
+
+    let joined = col("joined");
+    let d = &joined["dates"];
+    assert_eq!([&d["day_first"], &d["month_first"], &d["ambiguous"], &d["impossible"]], [1, 1, 1, 1], "{joined}");
+    assert_eq!(joined["impossible_examples"], serde_json::json!(["31/02/2024"]), "{joined}");
+
+    let country = col("country");
+    assert_eq!(country["spellings"], serde_json::json!([["U.S.A.", "USA", "usa"]]), "{country}");
+    assert_eq!(country["patterns"][0], serde_json::json!(["A.A.A.", 1]), "{country}");
+
+    let amount = col("amount");
+    assert_eq!(
+        (amount["decimal"].as_u64(), amount["integer"].as_u64(), amount["present"].as_u64()),
+        (Some(3), Some(1), Some(4)),
+        "{amount}"
+    );
+    assert_eq!(
+        (amount["decimal_precision"].as_u64(), amount["decimal_scale"].as_u64()),
+        (Some(5), Some(3)),
+        "{amount}"
+    );
+
+    let id = col("id");
+    assert_eq!((id["distinct"].as_u64(), id["top"][0].clone()), (Some(3), serde_json::json!(["3", 2])), "{id}");
+
+    // The file the JSON came from is the audit's.
+    let run = audit["run_id"].as_str().unwrap();
+    let file: serde_json::Value = serde_json::from_str(&p.read(&format!(".ferry/audit/{run}/audit.json"))).unwrap();
+    assert_eq!(file["tables"], audit["tables"]);
+}
