@@ -113,6 +113,18 @@ pub(super) struct Accumulator {
     numeric: bool,
     values: HashMap<String, u64>,
     patterns: HashMap<String, u64>,
+    /// The pattern of the value at hand (reused).
+    shape: String,
+}
+
+/// Spellings of a boolean.
+const BOOLEANS: [&str; 8] = ["true", "false", "t", "f", "yes", "no", "y", "n"];
+
+/// Whether a value has a date's shape, and is one.
+enum Dated {
+    No,
+    Yes,
+    Impossible,
 }
 
 impl Accumulator {
@@ -153,6 +165,7 @@ impl Accumulator {
             numeric,
             values: HashMap::new(),
             patterns: HashMap::new(),
+            shape: String::new(),
         }
     }
 
@@ -206,24 +219,35 @@ impl Accumulator {
                 p.leading_zeros += 1;
             }
         }
-        if matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "t" | "f" | "yes" | "no" | "y" | "n") {
+        if BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b)) {
             p.boolean += 1;
         }
-        if let Some(example) = date(t, &mut p.dates)
-            && p.impossible_examples.len() < EXAMPLES
-        {
-            p.impossible_examples.push(example.to_owned());
-        }
-        for (look, matched) in
-            [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
-        {
-            if matched {
-                *p.looks.entry(look).or_insert(0) += 1;
+        match date(t, &mut p.dates) {
+            Dated::No => {
+                for (look, matched) in
+                    [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
+                {
+                    if matched {
+                        *p.looks.entry(look).or_insert(0) += 1;
+                    }
+                }
             }
+            Dated::Impossible
+                if p.impossible_examples.len() < EXAMPLES && !p.impossible_examples.iter().any(|e| e == t) =>
+            {
+                p.impossible_examples.push(t.to_owned());
+            }
+            Dated::Yes | Dated::Impossible => {}
         }
-        let shape = pattern(t);
-        if self.patterns.len() < DISTINCT_BOUND || self.patterns.contains_key(&shape) {
-            *self.patterns.entry(shape).or_insert(0) += 1;
+        self.shape.clear();
+        pattern(t, &mut self.shape);
+        let room = self.patterns.len() < DISTINCT_BOUND;
+        match self.patterns.get_mut(self.shape.as_str()) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.patterns.insert(self.shape.clone(), 1);
+            }
+            None => {}
         }
     }
 
@@ -235,7 +259,7 @@ impl Accumulator {
         let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for v in self.values.keys() {
             let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-            if !key.is_empty() {
+            if key.chars().any(char::is_alphabetic) {
                 by_key.entry(key).or_default().push(v.clone());
             }
         }
@@ -248,6 +272,9 @@ impl Accumulator {
             })
             .collect();
         p.kind = kind(p);
+        if p.kind == Kind::FreeText {
+            p.spellings.clear();
+        }
         let name = p.name.to_ascii_lowercase();
         p.personal = matches!(p.kind, Kind::Email | Kind::Phone) || personal_name(&name);
         self.p
@@ -274,34 +301,37 @@ fn decimal_digits(t: &str) -> Option<(u64, u64)> {
     Some((int.trim_start_matches('0').len() as u64, frac.len() as u64))
 }
 
-/// Counts `t` among the date formats; returns it if it has a date's shape
-/// and is no date.
-fn date<'a>(t: &'a str, dates: &mut DateFormats) -> Option<&'a str> {
+/// Counts `t` among the date formats.
+fn date(t: &str, dates: &mut DateFormats) -> Dated {
     let b = t.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() == 10 && b[4] == b'-' && b[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10) {
         if NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok() {
             dates.iso += 1;
-            return None;
+            return Dated::Yes;
         }
         dates.impossible += 1;
-        return Some(t);
+        return Dated::Impossible;
     }
     if b.len() > 10 && (b[10] == b' ' || b[10] == b'T') {
         for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
             if NaiveDateTime::parse_from_str(t, format).is_ok() {
                 dates.timestamps += 1;
-                return None;
+                return Dated::Yes;
             }
         }
-        return None;
+        return Dated::No;
     }
-    let parts: Vec<&str> = t.split('/').collect();
-    let [a, m, y] = parts[..] else { return None };
+    let mut parts = t.split('/');
+    let (Some(a), Some(m), Some(y), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Dated::No;
+    };
     let number = |s: &str, width: std::ops::RangeInclusive<usize>| {
         (width.contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse::<u32>().ok()).flatten()
     };
-    let (Some(a), Some(m), Some(y)) = (number(a, 1..=2), number(m, 1..=2), number(y, 4..=4)) else { return None };
+    let (Some(a), Some(m), Some(y)) = (number(a, 1..=2), number(m, 1..=2), number(y, 4..=4)) else {
+        return Dated::No;
+    };
     let y = y as i32;
     match (NaiveDate::from_ymd_opt(y, m, a).is_some(), NaiveDate::from_ymd_opt(y, a, m).is_some()) {
         (true, true) if a == m => dates.either += 1,
@@ -310,10 +340,10 @@ fn date<'a>(t: &'a str, dates: &mut DateFormats) -> Option<&'a str> {
         (false, true) => dates.month_first += 1,
         (false, false) => {
             dates.impossible += 1;
-            return Some(t);
+            return Dated::Impossible;
         }
     }
-    None
+    Dated::Yes
 }
 
 fn is_email(t: &str) -> bool {
@@ -344,23 +374,22 @@ fn is_money(t: &str) -> bool {
     decimal_digits(&rest.trim().replace(',', "")).is_some()
 }
 
-/// The shape of a value: `A` an upper-case letter, `a` a lower-case one,
-/// `9` a digit, anything else as it is; long values are cut at 40.
-fn pattern(t: &str) -> String {
-    let mut out: String = t
-        .chars()
-        .take(40)
-        .map(|c| match c {
+/// The shape of a value, into `out`: `A` an upper-case letter, `a` a
+/// lower-case one, `9` a digit, anything else as it is; long values are
+/// cut at 40 characters.
+fn pattern(t: &str, out: &mut String) {
+    for (k, c) in t.chars().enumerate() {
+        if k == 40 {
+            out.push('…');
+            break;
+        }
+        out.push(match c {
             c if c.is_ascii_digit() => '9',
             c if c.is_uppercase() => 'A',
             c if c.is_lowercase() => 'a',
             c => c,
-        })
-        .collect();
-    if t.chars().nth(40).is_some() {
-        out.push('…');
+        });
     }
-    out
 }
 
 /// The `TOP` most frequent entries, most first (then by value).
@@ -392,7 +421,12 @@ fn kind(p: &ColumnProfile) -> Kind {
     if all(d.timestamps) {
         return Kind::Timestamp;
     }
-    let alike = |look: &str| p.looks.get(look).is_some_and(|&c| c as f64 >= LOOKS_ALIKE * total as f64);
+    let most = |count: u64| count as f64 >= LOOKS_ALIKE * total as f64;
+    // Mostly dates, and some that cannot be: dates, the others counted apart.
+    if most(d.iso + d.day_first + d.month_first + d.ambiguous + d.either + d.impossible) {
+        return Kind::Date;
+    }
+    let alike = |look: &str| p.looks.get(look).is_some_and(|&c| most(c));
     for (look, kind) in [("uuid", Kind::Uuid), ("email", Kind::Email), ("phone", Kind::Phone), ("money", Kind::Money)] {
         if alike(look) {
             return kind;

@@ -194,6 +194,23 @@ mod tests {
         assert!(col("last_name").personal, "named like a person's name");
     }
 
+    /// Dates with a few impossible ones are dates (never phone numbers),
+    /// each impossible value is an example once, and numbers are never
+    /// spellings of each other.
+    #[test]
+    fn mostly_dates_are_dates_and_numbers_have_no_spellings() {
+        let mut days: Vec<Option<&str>> = vec![Some("1996-03-13"); 18];
+        days.extend([Some("1996-02-30"), Some("1996-02-30")]);
+        let mut numbers: Vec<Option<&str>> = vec![Some("1"); 18];
+        numbers.extend([Some("-1"), Some("+1")]);
+        let t = profile(vec![("shipped", text(&days)), ("qty", text(&numbers))]);
+        let shipped = &t.columns[0];
+        assert_eq!((shipped.kind, shipped.personal, shipped.dates.impossible), (Kind::Date, false, 2));
+        assert_eq!(shipped.impossible_examples, ["1996-02-30"]);
+        assert!(shipped.looks.is_empty(), "{:?}", shipped.looks);
+        assert!(t.columns[1].spellings.is_empty());
+    }
+
     #[test]
     fn duplicates_are_counted_and_rule_out_keys() {
         let t = profile(vec![
