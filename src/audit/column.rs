@@ -251,6 +251,52 @@ impl Accumulator {
         }
     }
 
+    /// Adds what `other` (the same column, later rows) collected.
+    pub(super) fn merge(&mut self, other: Accumulator) {
+        let (p, o) = (&mut self.p, other.p);
+        for (mine, theirs) in [
+            (&mut p.nulls, o.nulls),
+            (&mut p.blanks, o.blanks),
+            (&mut p.present, o.present),
+            (&mut p.integer, o.integer),
+            (&mut p.decimal, o.decimal),
+            (&mut p.boolean, o.boolean),
+            (&mut p.leading_zeros, o.leading_zeros),
+            (&mut p.stray_whitespace, o.stray_whitespace),
+            (&mut p.dates.iso, o.dates.iso),
+            (&mut p.dates.day_first, o.dates.day_first),
+            (&mut p.dates.month_first, o.dates.month_first),
+            (&mut p.dates.ambiguous, o.dates.ambiguous),
+            (&mut p.dates.either, o.dates.either),
+            (&mut p.dates.impossible, o.dates.impossible),
+            (&mut p.dates.timestamps, o.dates.timestamps),
+        ] {
+            *mine += theirs;
+        }
+        let int_max = (p.decimal_precision - p.decimal_scale).max(o.decimal_precision - o.decimal_scale);
+        p.decimal_scale = p.decimal_scale.max(o.decimal_scale);
+        p.decimal_precision = int_max + p.decimal_scale;
+        if let Some(m) = o.min.filter(|m| p.min.as_deref().is_none_or(|mine| before(m, mine, self.numeric))) {
+            p.min = Some(m);
+        }
+        if let Some(m) = o.max.filter(|m| p.max.as_deref().is_none_or(|mine| before(mine, m, self.numeric))) {
+            p.max = Some(m);
+        }
+        p.min_length = p.min_length.into_iter().chain(o.min_length).min();
+        p.max_length = p.max_length.into_iter().chain(o.max_length).max();
+        for example in o.impossible_examples {
+            if p.impossible_examples.len() < EXAMPLES && !p.impossible_examples.contains(&example) {
+                p.impossible_examples.push(example);
+            }
+        }
+        for (look, n) in o.looks {
+            *p.looks.entry(look).or_insert(0) += n;
+        }
+        p.distinct_exact &= o.distinct_exact;
+        p.distinct_exact &= merge_bounded(&mut self.values, other.values);
+        merge_bounded(&mut self.patterns, other.patterns);
+    }
+
     pub(super) fn finish(mut self) -> ColumnProfile {
         let p = &mut self.p;
         p.distinct = self.values.len() as u64;
@@ -390,6 +436,23 @@ fn pattern(t: &str, out: &mut String) {
             c => c,
         });
     }
+}
+
+/// Adds `other`'s counts to `counts`, taking new entries while there is
+/// room under [`DISTINCT_BOUND`]; whether every entry found room.
+fn merge_bounded(counts: &mut HashMap<String, u64>, other: HashMap<String, u64>) -> bool {
+    let mut all = true;
+    for (k, n) in other {
+        let room = counts.len() < DISTINCT_BOUND;
+        match counts.get_mut(&k) {
+            Some(c) => *c += n,
+            None if room => {
+                counts.insert(k, n);
+            }
+            None => all = false,
+        }
+    }
+    all
 }
 
 /// The `TOP` most frequent entries, most first (then by value).

@@ -80,6 +80,24 @@ impl TableProfiler {
         Ok(())
     }
 
+    /// Adds what `other` (a profiler of the same table's later rows)
+    /// collected: partitions profiled apart, merged in file order.
+    pub fn merge(&mut self, other: TableProfiler) {
+        self.rows += other.rows;
+        for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
+            mine.merge(theirs);
+        }
+        self.distinct_rows = match (self.distinct_rows.take(), other.distinct_rows) {
+            (Some(mut rows), Some(more)) => {
+                for (k, n) in more {
+                    *rows.entry(k).or_insert(0) += n;
+                }
+                (rows.len() <= DISTINCT_BOUND).then_some(rows)
+            }
+            _ => None,
+        };
+    }
+
     pub fn finish(self) -> TableProfile {
         let duplicate_rows = self.distinct_rows.map(|rows| rows.values().map(|&n| n - 1).sum());
         let columns: Vec<ColumnProfile> = self.columns.into_iter().map(column::Accumulator::finish).collect();
@@ -114,10 +132,15 @@ mod tests {
             columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+        // Three batches: two into one profiler (the accumulators carry
+        // over), the last into another, merged as partitions are.
         let mut p = TableProfiler::new("t", &schema, &schema);
-        // Two batches: the accumulators carry over.
-        p.add(&batch.slice(0, 2)).unwrap();
-        p.add(&batch.slice(2, batch.num_rows() - 2)).unwrap();
+        let rest = batch.num_rows() - 2;
+        p.add(&batch.slice(0, 1)).unwrap();
+        p.add(&batch.slice(1, 1)).unwrap();
+        let mut later = TableProfiler::new("t", &schema, &schema);
+        later.add(&batch.slice(2, rest)).unwrap();
+        p.merge(later);
         p.finish()
     }
 

@@ -83,10 +83,23 @@ async fn profile(
 ) -> Result<TableProfile, datafusion::error::DataFusionError> {
     let plan = engine.plan(&format!("SELECT * FROM {}", table.to_quoted_string())).await?;
     let schema: SchemaRef = std::sync::Arc::new(plan.schema().as_arrow().clone());
-    let mut profiler = TableProfiler::new(name, &schema, declared.unwrap_or(&schema));
-    let mut stream = engine.execute(plan).await?;
-    while let Some(batch) = stream.next().await {
-        profiler.add(&batch?)?;
+    let declared = declared.unwrap_or(&schema);
+    // Each partition (a byte range of a file) is read and profiled on a
+    // task of its own; the profiles merge in partition order.
+    let mut tasks = Vec::new();
+    for mut stream in engine.execute_partitioned(plan).await? {
+        let mut profiler = TableProfiler::new(name, &schema, declared);
+        tasks.push(tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                profiler.add(&batch?)?;
+            }
+            Ok::<_, datafusion::error::DataFusionError>(profiler)
+        }));
     }
-    Ok(profiler.finish())
+    let mut merged = TableProfiler::new(name, &schema, declared);
+    for task in tasks {
+        let profiler = task.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        merged.merge(profiler);
+    }
+    Ok(merged.finish())
 }
