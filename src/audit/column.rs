@@ -1,6 +1,8 @@
 //! One column's profile: its values classified one by one, as text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, StringArray};
@@ -163,8 +165,8 @@ impl Accumulator {
                 looks: BTreeMap::new(),
             },
             numeric,
-            values: HashMap::new(),
-            patterns: HashMap::new(),
+            values: HashMap::default(),
+            patterns: HashMap::default(),
             shape: String::new(),
         }
     }
@@ -352,7 +354,8 @@ fn date(t: &str, dates: &mut DateFormats) -> Dated {
     let b = t.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() == 10 && b[4] == b'-' && b[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10) {
-        if NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok() {
+        let part = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        if NaiveDate::from_ymd_opt(part(0..4) as i32, part(5..7), part(8..10)).is_some() {
             dates.iso += 1;
             return Dated::Yes;
         }

@@ -10,12 +10,11 @@
 
 mod column;
 
-use std::collections::HashMap;
-
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use foldhash::HashMap;
 use serde::Serialize;
 
 pub use column::{ColumnProfile, DateFormats, Kind};
@@ -54,7 +53,7 @@ impl TableProfiler {
             declared.field_with_name(f.name()).map_or_else(|_| f.data_type().to_string(), |d| d.data_type().to_string())
         };
         let columns = schema.fields().iter().map(|f| column::Accumulator::new(f.name(), declared_type(f))).collect();
-        TableProfiler { name: name.to_owned(), rows: 0, columns, distinct_rows: Some(HashMap::new()) }
+        TableProfiler { name: name.to_owned(), rows: 0, columns, distinct_rows: Some(HashMap::default()) }
     }
 
     /// Adds a batch's rows.
