@@ -747,6 +747,14 @@ pub async fn register_seed(engine: &Engine, manifest: &Manifest, node: &Node) ->
     Ok(Some(viewed))
 }
 
+/// The table a source or seed is registered as (a model's is its name).
+pub fn table_of(node: &Node) -> TableReference {
+    match &node.resource {
+        Resource::Source(s) => TableReference::partial(s.source.as_str(), s.name.as_str()),
+        _ => TableReference::bare(node.name.as_str()),
+    }
+}
+
 /// Registers a CSV source's or seed's file with every column read as text
 /// (as `__ferry_text_<name>`), for an audit of what the file holds before
 /// any type is applied; `None` for a table of another kind (read as

@@ -768,9 +768,6 @@ impl Manifest {
             return Err(Box::new(Diagnostic::error(Code::SqlPlan, format!("`{}` has no template", node.name))));
         };
         let mut context = node.rendered.as_ref().and_then(|r| r.context.clone()).unwrap_or_else(|| context_for(node));
-        if let Some(flag) = overrides.macros.get("is_incremental") {
-            context.is_incremental = flag.as_bool().unwrap_or(false);
-        }
         context.overrides = Some(Arc::clone(overrides));
         self.templater.render(file, &context)
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{Prepared, plan};
 use crate::audit::{TableProfile, TableProfiler};
 use crate::diagnostic::{Code, Diagnostic};
-use crate::engine::Engine;
+use crate::engine::{Engine, sources};
 use crate::manifest::{NodeId, Resource};
 use crate::state::RunDir;
 
@@ -50,17 +50,16 @@ pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<Nod
     for &i in manifest.order.iter().filter(|i| wanted.contains(i) && !outcome.failed.contains(i)) {
         let node = &manifest[i];
         // A CSV is read as text: the audit is of what the file holds.
-        let table = match (crate::engine::sources::register_as_text(engine, manifest, node).await, &node.resource) {
-            (Some(text), _) => text,
-            (None, Resource::Source(s)) => TableReference::partial(s.source.as_str(), s.name.as_str()),
-            (None, _) => TableReference::bare(node.name.as_str()),
+        let table = match sources::register_as_text(engine, manifest, node).await {
+            Some(text) => text,
+            None => sources::table_of(node),
         };
         match profile(engine, &node.display_name(), table, outcome.schemas.get(&i)).await {
             Ok(p) => audit.tables.push(p),
             Err(e) => audit.diagnostics.push(
                 Diagnostic::error(
                     Code::Execution,
-                    format!("`{}` could not be read: {}", node.display_name(), crate::engine::sources::first_line(&e)),
+                    format!("`{}` could not be read: {}", node.display_name(), sources::first_line(&e)),
                 )
                 .in_file(node.path()),
             ),

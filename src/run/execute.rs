@@ -26,7 +26,6 @@ use super::plan::{self, PlanOutcome};
 use super::report::{IncrementalReport, NodeReport, RunReport};
 use super::{Prepared, Which, artifacts};
 use crate::backend::{ColumnSync, KeyDeletes, ReplacedWindow, SoftDelete};
-use crate::dag::Id as _;
 use crate::dag::schedule::{self, Event};
 use crate::diagnostic::Diagnostic;
 use crate::engine::Engine;
@@ -133,11 +132,7 @@ fn with_late_renders(
     if renders.is_empty() {
         return Ok(prepared.clone());
     }
-    let mut manifest = (*prepared.manifest).clone();
-    for (&i, rendered) in renders {
-        manifest.nodes[i.index()].rendered = Some(rendered.clone());
-    }
-    let prepared = Prepared { manifest: Arc::new(manifest), ..prepared.clone() };
+    let prepared = Prepared { manifest: plan::with_renders(&prepared.manifest, renders), ..prepared.clone() };
     let again: BTreeSet<NodeId> = renders.keys().copied().filter(|i| wanted.contains(i)).collect();
     artifacts::write_compiled(&prepared.layout, &prepared.manifest, &again)?;
     Ok(prepared)

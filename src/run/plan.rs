@@ -533,11 +533,16 @@ fn json_rows(
 
 /// The manifest with the renders that planning made in place of the first.
 pub fn apply_renders(manifest: &Arc<Manifest>, outcome: &PlanOutcome) -> Arc<Manifest> {
-    if outcome.rendered.is_empty() {
+    with_renders(manifest, &outcome.rendered)
+}
+
+/// The manifest with `renders` in place of those nodes' renders.
+pub fn with_renders(manifest: &Arc<Manifest>, renders: &HashMap<NodeId, Rendered>) -> Arc<Manifest> {
+    if renders.is_empty() {
         return Arc::clone(manifest);
     }
     let mut m = (**manifest).clone();
-    for (&i, rendered) in &outcome.rendered {
+    for (&i, rendered) in renders {
         m.nodes[i.index()].rendered = Some(rendered.clone());
     }
     Arc::new(m)

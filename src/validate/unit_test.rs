@@ -59,10 +59,7 @@ pub async fn run(
             };
             parent
         };
-        let table = match &manifest[parent].resource {
-            Resource::Source(s) => TableReference::partial(s.source.as_str(), s.name.as_str()),
-            _ => TableReference::bare(manifest[parent].name.as_str()),
-        };
+        let table = crate::engine::sources::table_of(&manifest[parent]);
         let schema = engine
             .table_schema(table.clone())
             .await
