@@ -89,6 +89,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Profile the sources and seeds: the types, formats and shapes their columns hold, nulls, duplicates, candidate keys.
     Audit(AuditArgs),
+    /// Write a run's sign-off report: one self-contained HTML file under `.ferry/runs/<run>/report.html`.
+    Report(ReportArgs),
     /// List the selected nodes.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -214,6 +216,9 @@ pub struct RunArgs {
     /// the current time if unset.
     #[arg(long, value_name = "TIME", value_parser = utc_time, requires = "event_time_start")]
     pub event_time_end: Option<chrono::NaiveDateTime>,
+    /// Write the run's sign-off report (`.ferry/runs/<run>/report.html`) when it ends.
+    #[arg(long)]
+    pub report: bool,
 }
 
 fn utc_time(text: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -242,6 +247,7 @@ impl From<&TestArgs> for RunArgs {
             full_refresh: false,
             event_time_start: None,
             event_time_end: None,
+            report: false,
         }
     }
 }
@@ -311,6 +317,13 @@ pub struct ReconcileArgs {
     pub side: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `last` (the latest recorded run) or a run id, or the start of one.
+    #[arg(long, default_value = "last")]
+    pub run: String,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub mod package;
 pub mod printer;
 pub mod project;
 pub mod reconcile;
+pub mod report;
 pub mod run;
 pub mod settings;
 pub mod source;

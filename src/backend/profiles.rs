@@ -171,6 +171,17 @@ impl Target {
         }
     }
 
+    /// Where the target is, for people and reports, without secrets:
+    /// `sqlite .ferry/target.db`, `postgres app@db:5432/crm (schema public)`.
+    pub fn shown(&self) -> String {
+        match &self.address {
+            Address::File { path, .. } => format!("{} {path}", self.type_name()),
+            Address::Server(s) => {
+                format!("{} {}@{}:{}/{} (schema {})", self.type_name(), s.user, s.host, s.port, s.dbname, s.schema)
+            }
+        }
+    }
+
     /// The schema models load into.
     pub fn schema(&self) -> &str {
         match &self.address {

@@ -14,6 +14,7 @@ mod load;
 mod ls;
 mod reconcile;
 mod render;
+mod report;
 mod run;
 mod show;
 
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::History(args) => history::history(&settings()?, args, &printer).await,
         Command::Show(args) => show::show(&settings()?, args, &printer).await,
         Command::Audit(args) => audit::audit(&settings()?, args, &printer).await,
+        Command::Report(args) => report::report(&settings()?, args, &printer).await,
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,
     }

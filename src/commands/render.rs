@@ -14,18 +14,7 @@ pub(crate) fn node_line(done: usize, total: usize, word: &str, kind: &str, name:
     format!("{done:>width$} of {total} {word:<5} {kind:<9} {name:<28} {detail}")
 }
 
-/// `1234567` as `1,234,567`.
-pub(crate) fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (k, c) in digits.chars().enumerate() {
-        if k > 0 && (digits.len() - k).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub(crate) use crate::values::grouped as group;
 
 /// Shows a load's progress: a bar while it works, a line per table.
 pub(crate) struct LoadLines<'a> {

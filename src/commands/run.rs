@@ -51,14 +51,22 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
             report.pruned.join(", ")
         ));
     }
-    match &report.reconciled {
+    let status = match &report.reconciled {
         Some((done, started)) if !done.reports.is_empty() || !done.diagnostics.is_empty() => {
             let shown = prepared.layout.run(&report.run_id).join("reconcile.json").shown;
             let reconciled = super::reconcile::finish(done, &shown, printer, started.elapsed().as_secs_f64())?;
-            Ok(if status == ExitStatus::Success { reconciled } else { status })
+            if status == ExitStatus::Success { reconciled } else { status }
         }
-        _ => Ok(status),
+        _ => status,
+    };
+    if args.report {
+        let which = crate::report::Which::Id(report.run_id.clone());
+        let written = super::report::write_and_say(&prepared.layout, &which, printer).await?;
+        if status == ExitStatus::Success {
+            return Ok(written);
+        }
     }
+    Ok(status)
 }
 
 /// Shows a run's events as they come.

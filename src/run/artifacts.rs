@@ -1,6 +1,7 @@
 //! The files a command leaves for people and tools: the rendered SQL of
-//! each selected model and test under `.ferry/compiled/`, and
-//! `.ferry/manifest.json` (written through `state::manifest_file`).
+//! each selected model and test under `.ferry/compiled/`,
+//! `.ferry/manifest.json` (written through `state::manifest_file`), and
+//! each run's own record (`state::run_record`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,8 +10,12 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::plan::PlanOutcome;
+use crate::backend::profiles::Target;
 use crate::manifest::{Manifest, NodeId, Resource};
+use crate::state::history::RunInfo;
 use crate::state::manifest_file::{DependsOn, ManifestFile, ManifestNode, Metadata, OutputColumn};
+use crate::state::run_record::{self, LineageNode, RunRecord};
+use crate::state::run_results::RunResults;
 use crate::state::{Layout, files};
 
 /// Writes the rendered SQL of every selected model and singular test.
@@ -82,4 +87,44 @@ pub fn manifest_file<'a>(manifest: &'a Manifest, outcome: &'a PlanOutcome) -> Ma
         }
     }
     file
+}
+
+/// The run's own record (see [`RunRecord`]): `info`'s facts, the results,
+/// and the lineage of the nodes that ran (tests aside) with every node
+/// upstream of them.
+pub fn run_record(manifest: &Manifest, info: &RunInfo, target: &Target, results: &RunResults) -> RunRecord {
+    let ran = results.results.iter().filter_map(|r| manifest.find(&r.unique_id));
+    let ran = ran.filter(|&i| !matches!(manifest[i].resource, Resource::Test(_)));
+    let lineage = manifest
+        .graph
+        .with_ancestors(ran)
+        .into_iter()
+        .filter(|&i| !matches!(manifest[i].resource, Resource::Test(_)))
+        .map(|i| {
+            let n = &manifest[i];
+            LineageNode {
+                unique_id: n.unique_id.clone(),
+                name: n.name.clone(),
+                resource_type: n.resource_type().to_owned(),
+                materialized: match &n.resource {
+                    Resource::Model { materialized, .. } => Some(materialized.name().to_owned()),
+                    _ => None,
+                },
+                depends_on: manifest.graph.parents(i).iter().map(|&p| manifest[p].unique_id.clone()).collect(),
+            }
+        })
+        .collect();
+    RunRecord {
+        schema_version: run_record::SCHEMA_VERSION,
+        run_id: info.run_id.clone(),
+        project_name: manifest.project_name.clone(),
+        command: info.command.clone(),
+        selection: info.selection.clone(),
+        started_at: info.started_at.to_rfc3339(),
+        ended_at: info.ended_at.to_rfc3339(),
+        git_commit: info.git_commit.clone(),
+        target: target.shown(),
+        results: results.clone(),
+        lineage,
+    }
 }

@@ -114,7 +114,9 @@ pub async fn execute(
     if report.failed() == 0 && !report.planning_failed && !report.interrupted && !report.load_interrupted {
         record_source_schemas(prepared, &outcome)?;
     }
-    report.pruned = record_history(prepared, options, &report, &results)?;
+    let info = run_info(prepared, options, &report);
+    report.pruned = record_history(prepared, &info, &results)?;
+    artifacts::run_record(manifest, &info, &prepared.target, &results).write(&prepared.layout.run(&report.run_id))?;
     artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
     if let Some((reconciled, _)) = &report.reconciled {
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;
@@ -154,15 +156,9 @@ fn record_source_schemas(prepared: &Prepared, outcome: &PlanOutcome) -> Result<(
     source_schemas::write(&prepared.layout, &schemas)
 }
 
-/// Appends the run to the project's history (see [`history`]), and
-/// removes the files of the runs `history.keep_runs` does not keep
-/// (their ids).
-fn record_history(
-    prepared: &Prepared,
-    options: &RunOptions,
-    report: &RunReport,
-    results: &RunResults,
-) -> Result<Vec<String>> {
+/// What the history and the run's record say of the run besides its
+/// nodes' results.
+fn run_info(prepared: &Prepared, options: &RunOptions, report: &RunReport) -> history::RunInfo {
     let manifest = &prepared.manifest;
     let reconcile_seconds = report
         .reconciled
@@ -170,7 +166,7 @@ fn record_history(
         .flat_map(|(r, _)| r.reports.iter())
         .map(|(&i, r)| (manifest[i].unique_id.clone(), r.seconds))
         .collect();
-    let info = history::RunInfo {
+    history::RunInfo {
         run_id: report.run_id.clone(),
         started_at: manifest.globals.run_started_at,
         ended_at: chrono::Utc::now(),
@@ -178,10 +174,16 @@ fn record_history(
         selection: options.selection.clone(),
         git_commit: history::git_commit(prepared.layout.root()),
         reconcile_seconds,
-    };
-    history::append(&prepared.layout, &info, results)?;
+    }
+}
+
+/// Appends the run to the project's history (see [`history`]), and
+/// removes the files of the runs `history.keep_runs` does not keep
+/// (their ids).
+fn record_history(prepared: &Prepared, info: &history::RunInfo, results: &RunResults) -> Result<Vec<String>> {
+    history::append(&prepared.layout, info, results)?;
     match prepared.keep_runs {
-        Some(keep) => history::prune_runs(&prepared.layout, keep, &report.run_id),
+        Some(keep) => history::prune_runs(&prepared.layout, keep, &info.run_id),
         None => Ok(Vec::new()),
     }
 }

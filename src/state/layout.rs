@@ -83,9 +83,14 @@ impl Layout {
         self.runs().join(run_id)
     }
 
+    /// The source audits' directory: `.ferry/audit`.
+    pub fn audits(&self) -> RunDir {
+        RunDir { path: self.path("audit"), shown: Utf8Path::new(FERRY_DIR).join("audit") }
+    }
+
     /// One source audit's directory: `.ferry/audit/<run id>`.
     pub fn audit(&self, run_id: &str) -> RunDir {
-        RunDir { path: self.path("audit"), shown: Utf8Path::new(FERRY_DIR).join("audit") }.join(run_id)
+        self.audits().join(run_id)
     }
 
     /// Where the rendered SQL of a template is written, relative to the

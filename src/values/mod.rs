@@ -1,7 +1,7 @@
 //! Values and names that every layer shares, on the ground floor: staged
 //! Arrow values read cell by cell ([`cells`]), the families they fall in
 //! ([`Family`]), a table in a target ([`TableName`]) and how a load changes
-//! it ([`LoadMode`]).
+//! it ([`LoadMode`]), and a count as people read it ([`grouped`]).
 //!
 //! Nothing here knows a database, a project or a run: the backends, the
 //! load and reconcile policies and the config parser all speak these words,
@@ -11,6 +11,19 @@ pub mod cells;
 
 use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
+
+/// `1234567` as `1,234,567`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, c) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// How a load changes the target table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -23,6 +23,7 @@ mod packages;
 mod private_mariadb;
 mod profiles;
 mod reconcile;
+mod report;
 mod rules;
 mod run;
 mod snapshots;

@@ -1,0 +1,90 @@
+//! A run's own record, `.ferry/runs/<run id>/run.json`: what ran (command,
+//! selection, times, ferry version, git commit), every node's result as
+//! `run_results.json` has it, and the lineage of the nodes it ran (each
+//! node with what it reads and the target table it was loaded into), so
+//! that the run can be reported on later (`ferry report --run ID`) even
+//! after other runs have replaced `run_results.json` and `manifest.json`.
+
+use anyhow::{Context as _, Result};
+use camino::Utf8PathBuf;
+use serde::{Deserialize, Serialize};
+
+use super::RunDir;
+use super::files;
+use super::run_results::RunResults;
+
+/// The version of `run.json`'s shape; a later one only adds fields.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The file's name in a run's directory.
+pub const FILE: &str = "run.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub project_name: String,
+    /// `build`, `run`, `seed`, `test` or `snapshot`.
+    pub command: String,
+    /// The selection as given (empty: everything).
+    pub selection: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub ended_at: String,
+    pub git_commit: Option<String>,
+    /// Where the run loaded (`sqlite: .ferry/target.db`, `postgres: ...`),
+    /// without secrets.
+    pub target: String,
+    pub results: RunResults,
+    /// The nodes the run ran and the sources, seeds and models they read.
+    pub lineage: Vec<LineageNode>,
+}
+
+/// One node of the lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageNode {
+    pub unique_id: String,
+    pub name: String,
+    /// `source`, `seed`, `model`, `snapshot`.
+    pub resource_type: String,
+    pub materialized: Option<String>,
+    /// Unique ids of the lineage nodes it reads.
+    pub depends_on: Vec<String>,
+}
+
+impl RunRecord {
+    /// Writes the record into its run's directory (atomically); the path.
+    pub fn write(&self, run: &RunDir) -> Result<Utf8PathBuf> {
+        let file = run.join(FILE);
+        files::write_atomic(&file.path, &serde_json::to_vec_pretty(self)?, true)
+            .with_context(|| format!("failed to write `{}`", file.path))?;
+        Ok(file.shown)
+    }
+
+    /// Reads a run's record; `None` if the run left none.
+    pub fn read(run: &RunDir) -> Result<Option<RunRecord>> {
+        let file = run.join(FILE);
+        let text = match fs_err::read_to_string(&file.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let record = serde_json::from_str(&text).with_context(|| format!("`{}` is not a run record", file.shown))?;
+        Ok(Some(record))
+    }
+}
+
+/// The ids of the runs under `runs` that left a record, newest first (by
+/// when the record was written).
+pub fn recorded_runs(runs: &RunDir) -> Vec<String> {
+    let Ok(entries) = fs_err::read_dir(&runs.path) else { return Vec::new() };
+    let mut found: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let modified = fs_err::metadata(e.path().join(FILE)).ok()?.modified().ok()?;
+            Some((modified, e.file_name().to_str()?.to_owned()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    found.into_iter().map(|(_, id)| id).collect()
+}
