@@ -93,6 +93,12 @@ pub struct ColumnProfile {
     pub dates: DateFormats,
     /// First values that have a date's shape but are no date.
     pub impossible_examples: Vec<String>,
+    /// Values (blanks aside) that do not parse as the declared type: an
+    /// integer column's `12.5` or `n/a`, a date column's `31/12/2024`.
+    pub type_breaks: u64,
+    /// The first of them, each with the line of the file it is on where
+    /// the file is a local CSV (found by [`super::lines`]).
+    pub break_examples: Vec<Located>,
     /// Digits-only values with a leading zero (`007`), lost if read as a number.
     pub leading_zeros: u64,
     /// Values with whitespace around them or doubled inside.
@@ -109,9 +115,48 @@ pub struct ColumnProfile {
     pub looks: BTreeMap<&'static str, u64>,
 }
 
+/// A value, and the line of its file (1-based, the header being line 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Located {
+    pub value: String,
+    pub line: Option<u64>,
+}
+
+/// What the declared type asks of a value as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Integer,
+    Number,
+    Boolean,
+    /// An ISO date (`2024-01-31`).
+    Date,
+    /// An ISO date, or a date and time.
+    Timestamp,
+    Anything,
+}
+
+impl Expect {
+    fn of(declared: &str) -> Expect {
+        if declared.starts_with("Int") || declared.starts_with("UInt") {
+            Expect::Integer
+        } else if declared.starts_with("Float") || declared.starts_with("Decimal") {
+            Expect::Number
+        } else if declared == "Boolean" {
+            Expect::Boolean
+        } else if declared.starts_with("Date") {
+            Expect::Date
+        } else if declared.starts_with("Timestamp") {
+            Expect::Timestamp
+        } else {
+            Expect::Anything
+        }
+    }
+}
+
 /// Collects one column's profile, batch by batch.
 pub(super) struct Accumulator {
     p: ColumnProfile,
+    expect: Expect,
     numeric: bool,
     values: HashMap<String, u64>,
     patterns: HashMap<String, u64>,
@@ -131,11 +176,10 @@ enum Dated {
 
 impl Accumulator {
     pub(super) fn new(name: &str, declared: String) -> Self {
-        let numeric = declared.starts_with("Int")
-            || declared.starts_with("UInt")
-            || declared.starts_with("Float")
-            || declared.starts_with("Decimal");
+        let expect = Expect::of(&declared);
+        let numeric = matches!(expect, Expect::Integer | Expect::Number);
         Accumulator {
+            expect,
             p: ColumnProfile {
                 name: name.to_owned(),
                 declared,
@@ -157,6 +201,8 @@ impl Accumulator {
                 boolean: 0,
                 dates: DateFormats::default(),
                 impossible_examples: Vec::new(),
+                type_breaks: 0,
+                break_examples: Vec::new(),
                 leading_zeros: 0,
                 stray_whitespace: 0,
                 top: Vec::new(),
@@ -210,7 +256,8 @@ impl Accumulator {
         if t.len() != v.len() || t.contains("  ") {
             p.stray_whitespace += 1;
         }
-        if let Some((int_digits, scale)) = decimal_digits(t) {
+        let digits = decimal_digits(t);
+        if let Some((int_digits, scale)) = digits {
             p.decimal += 1;
             p.integer += u64::from(!t.contains('.'));
             // Precision: the most integer digits and the most fraction digits seen.
@@ -221,10 +268,25 @@ impl Accumulator {
                 p.leading_zeros += 1;
             }
         }
-        if BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b)) {
-            p.boolean += 1;
+        let boolean = BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b));
+        p.boolean += u64::from(boolean);
+        let (iso, timestamps) = (p.dates.iso, p.dates.timestamps);
+        let dated = date(t, &mut p.dates);
+        let fits = match self.expect {
+            Expect::Integer => digits.is_some() && !t.contains('.'),
+            Expect::Number => digits.is_some(),
+            Expect::Boolean => boolean,
+            Expect::Date => p.dates.iso > iso,
+            Expect::Timestamp => p.dates.iso > iso || p.dates.timestamps > timestamps,
+            Expect::Anything => true,
+        };
+        if !fits {
+            p.type_breaks += 1;
+            if p.break_examples.len() < EXAMPLES && !p.break_examples.iter().any(|e| e.value == v) {
+                p.break_examples.push(Located { value: v.to_owned(), line: None });
+            }
         }
-        match date(t, &mut p.dates) {
+        match dated {
             Dated::No => {
                 for (look, matched) in
                     [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
@@ -286,6 +348,12 @@ impl Accumulator {
         }
         p.min_length = p.min_length.into_iter().chain(o.min_length).min();
         p.max_length = p.max_length.into_iter().chain(o.max_length).max();
+        p.type_breaks += o.type_breaks;
+        for example in o.break_examples {
+            if p.break_examples.len() < EXAMPLES && !p.break_examples.contains(&example) {
+                p.break_examples.push(example);
+            }
+        }
         for example in o.impossible_examples {
             if p.impossible_examples.len() < EXAMPLES && !p.impossible_examples.contains(&example) {
                 p.impossible_examples.push(example);

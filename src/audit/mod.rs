@@ -9,6 +9,7 @@
 //! spellings are reported as lower bounds, labelled so.
 
 mod column;
+mod lines;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
@@ -17,7 +18,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use foldhash::HashMap;
 use serde::Serialize;
 
-pub use column::{ColumnProfile, DateFormats, Kind};
+pub use column::{ColumnProfile, DateFormats, Kind, Located};
+pub use lines::locate;
 
 /// The most distinct values kept per column (and distinct rows per table).
 pub const DISTINCT_BOUND: usize = 100_000;
@@ -33,7 +35,42 @@ pub struct TableProfile {
     pub duplicate_rows: Option<u64>,
     /// Columns whose values are never NULL or blank and never repeat.
     pub candidate_keys: Vec<String>,
+    /// Pairs of columns that are together, where no column alone is (see
+    /// `run::audit` for the pairs tried).
+    pub candidate_key_pairs: Vec<[String; 2]>,
+    /// The file the examples' lines are in, where it is one local CSV.
+    pub file: Option<String>,
+    /// Each key the project declares unique (a `unique` or
+    /// `unique_combination_of_columns` test), and the keys that repeat.
+    pub declared_keys: Vec<KeyCheck>,
+    /// Each declared relationship (a `relationships` test) to another
+    /// source or seed, and the values with no match there.
+    pub relationships: Vec<Orphans>,
     pub columns: Vec<ColumnProfile>,
+}
+
+/// A declared key's duplicates.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyCheck {
+    pub columns: Vec<String>,
+    /// Key values held by more than one row.
+    pub duplicate_keys: u64,
+    /// Rows beyond the first of each such key.
+    pub duplicate_rows: u64,
+    /// The most repeated key values (columns joined by `, `), with their rows.
+    pub examples: Vec<(String, u64)>,
+}
+
+/// A declared relationship's orphans.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphans {
+    pub column: String,
+    /// The table and column it must match (`customers.id`).
+    pub to: String,
+    /// Rows whose value (not NULL) has no match.
+    pub orphan_rows: u64,
+    /// The most frequent of those values, with their rows.
+    pub examples: Vec<(String, u64)>,
 }
 
 /// Profiles one table from its batches.
@@ -105,8 +142,49 @@ impl TableProfiler {
             .filter(|c| self.rows > 0 && c.nulls == 0 && c.blanks == 0 && c.distinct_exact && c.distinct == self.rows)
             .map(|c| c.name.clone())
             .collect();
-        TableProfile { name: self.name, rows: self.rows, duplicate_rows, candidate_keys, columns }
+        TableProfile {
+            name: self.name,
+            rows: self.rows,
+            duplicate_rows,
+            candidate_keys,
+            candidate_key_pairs: Vec::new(),
+            file: None,
+            declared_keys: Vec::new(),
+            relationships: Vec::new(),
+            columns,
+        }
     }
+}
+
+/// Pairs of columns worth trying as a key of `t` (by their indexes), at
+/// most `max`: only where no column alone is a key and no row repeats
+/// whole (then nothing is), among columns never NULL or blank whose kind
+/// keys have (integers, codes, dates, UUIDs, emails), whose distinct
+/// counts could multiply to the row count, nearest the table's start
+/// first, since keys usually lead.
+pub fn key_pairs_to_try(t: &TableProfile, max: usize) -> Vec<[usize; 2]> {
+    if !t.candidate_keys.is_empty() || t.duplicate_rows.is_some_and(|d| d > 0) || t.rows < 2 {
+        return Vec::new();
+    }
+    let keyish = |c: &ColumnProfile| {
+        c.nulls == 0
+            && c.blanks == 0
+            && matches!(c.kind, Kind::Integer | Kind::Text | Kind::Date | Kind::Uuid | Kind::Email)
+    };
+    let columns: Vec<usize> = (0..t.columns.len()).filter(|&i| keyish(&t.columns[i])).collect();
+    let mut pairs = Vec::new();
+    for (k, &a) in columns.iter().enumerate() {
+        for &b in &columns[k + 1..] {
+            let (ca, cb) = (&t.columns[a], &t.columns[b]);
+            let enough = !ca.distinct_exact || !cb.distinct_exact || ca.distinct.saturating_mul(cb.distinct) >= t.rows;
+            if enough {
+                pairs.push([a, b]);
+            }
+        }
+    }
+    pairs.sort_by_key(|&[a, b]| (a + b, a));
+    pairs.truncate(max);
+    pairs
 }
 
 /// A column's values as text, as a file holds them.
@@ -243,5 +321,20 @@ mod tests {
         assert!(t.candidate_keys.is_empty());
         let a = &t.columns[0];
         assert_eq!(a.top[0], ("1".to_owned(), 3));
+        assert!(key_pairs_to_try(&t, 3).is_empty(), "a repeated row rules out every key");
+    }
+
+    #[test]
+    fn key_pairs_are_tried_where_no_column_is_a_key() {
+        let t = profile(vec![
+            ("order", text(&[Some("1"), Some("1"), Some("2"), Some("2")])),
+            ("line", text(&[Some("1"), Some("2"), Some("1"), Some("2")])),
+            ("note", text(&[Some("a"), None, Some("b"), Some("c")])),
+            ("qty", text(&[Some("5"), Some("5"), Some("5"), Some("5")])),
+            ("day", text(&[Some("2024-01-01"), Some("2024-01-02"), Some("2024-01-03"), Some("2024-01-01")])),
+        ]);
+        // `note` has a NULL; `qty` pairs could not hold 4 distinct values.
+        assert_eq!(key_pairs_to_try(&t, 3), [[0, 1], [0, 4], [1, 4]]);
+        assert_eq!(key_pairs_to_try(&t, 1), [[0, 1]]);
     }
 }

@@ -42,9 +42,31 @@ pub(crate) async fn audit(settings: &Settings, args: &AuditArgs, printer: &Print
 fn describe(t: &TableProfile) -> Result<String> {
     let dups = t.duplicate_rows.map_or_else(|| "not counted (too many distinct rows)".to_owned(), |d| d.to_string());
     let keys = if t.candidate_keys.is_empty() { "none".to_owned() } else { t.candidate_keys.join(", ") };
-    let head = format!("{}: {} rows, duplicate rows: {dups}, candidate keys: {keys}", t.name, t.rows);
+    let mut head = format!("{}: {} rows, duplicate rows: {dups}, candidate keys: {keys}", t.name, t.rows);
+    if !t.candidate_key_pairs.is_empty() {
+        let pairs: Vec<String> = t.candidate_key_pairs.iter().map(|[a, b]| format!("({a}, {b})")).collect();
+        head.push_str(&format!(", candidate key pairs: {}", pairs.join(", ")));
+    }
+    for k in &t.declared_keys {
+        head.push_str(&format!(
+            "\n  declared unique ({}): {} keys repeat, {} extra rows{}",
+            k.columns.join(", "),
+            k.duplicate_keys,
+            k.duplicate_rows,
+            examples(&k.examples)
+        ));
+    }
+    for r in &t.relationships {
+        head.push_str(&format!(
+            "\n  relationship {} -> {}: {} orphan rows{}",
+            r.column,
+            r.to,
+            r.orphan_rows,
+            examples(&r.examples)
+        ));
+    }
     let headers = ["column", "declared", "holds", "nulls", "blanks", "distinct", "min", "max", "notes"];
-    let rows: Vec<[String; 9]> = t.columns.iter().map(|c| row(c, t.rows)).collect();
+    let rows: Vec<[String; 9]> = t.columns.iter().map(|c| row(c, t.rows, t.file.as_deref())).collect();
     let schema = Arc::new(Schema::new(headers.map(|h| Field::new(h, DataType::Utf8, false)).to_vec()));
     let columns: Vec<ArrayRef> =
         (0..headers.len()).map(|k| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[k]))) as _).collect();
@@ -52,7 +74,16 @@ fn describe(t: &TableProfile) -> Result<String> {
     Ok(format!("{head}\n{}", datafusion::arrow::util::pretty::pretty_format_batches(&[batch])?))
 }
 
-fn row(c: &ColumnProfile, rows: u64) -> [String; 9] {
+/// ` (e.g. 7 x3, 9 x2)`, or nothing.
+fn examples(values: &[(String, u64)]) -> String {
+    if values.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = values.iter().map(|(v, n)| format!("{v} x{n}")).collect();
+    format!(" (e.g. {})", shown.join(", "))
+}
+
+fn row(c: &ColumnProfile, rows: u64, file: Option<&str>) -> [String; 9] {
     let share =
         |n: u64| if rows == 0 { "0".to_owned() } else { format!("{n} ({:.1}%)", n as f64 * 100.0 / rows as f64) };
     let mut notes = Vec::new();
@@ -68,6 +99,18 @@ fn row(c: &ColumnProfile, rows: u64) -> [String; 9] {
     }
     if c.kind == crate::audit::Kind::Text && c.decimal > 0 {
         notes.push(format!("{} of {} are numbers", c.decimal, c.present));
+    }
+    if c.type_breaks > 0 {
+        let file = file.map(|f| format!("{f}:")).unwrap_or_default();
+        let shown: Vec<String> = c
+            .break_examples
+            .iter()
+            .map(|e| match e.line {
+                Some(line) => format!("`{}` at {file}{line}", e.value),
+                None => format!("`{}`", e.value),
+            })
+            .collect();
+        notes.push(format!("{} not {} (e.g. {})", c.type_breaks, c.declared, shown.join(", ")));
     }
     if c.leading_zeros > 0 {
         notes.push(format!("{} leading zeros", c.leading_zeros));

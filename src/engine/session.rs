@@ -558,6 +558,24 @@ impl FileSource {
         }
     }
 
+    /// A reader of the CSV file `path` record by record, with the
+    /// source's dialect and header; `None` when it is compressed or cannot
+    /// be opened.
+    pub fn csv_records(&self, path: &Utf8Path) -> Option<csv::Reader<std::fs::File>> {
+        if self.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        let c = &self.csv;
+        csv::ReaderBuilder::new()
+            .has_headers(c.header)
+            .flexible(true)
+            .delimiter(c.delimiter)
+            .quote(c.quote)
+            .escape(c.escape)
+            .from_path(path)
+            .ok()
+    }
+
     fn csv_reader(&self, path: &Utf8Path) -> Option<csv::Reader<std::fs::File>> {
         let c = &self.csv;
         csv::ReaderBuilder::new()

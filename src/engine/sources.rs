@@ -755,11 +755,22 @@ pub fn table_of(node: &Node) -> TableReference {
     }
 }
 
+/// The table a source's or seed's file is registered as when read as
+/// text ([`register_as_text`]); `None` for other nodes.
+pub fn text_table_of(node: &Node) -> Option<TableReference> {
+    matches!(node.resource, Resource::Source(_) | Resource::Seed(_))
+        .then(|| TableReference::bare(format!("__ferry_text_{}", node.unique_id.replace('.', "_"))))
+}
+
 /// Registers a CSV source's or seed's file with every column read as text
 /// (as `__ferry_text_<name>`), for an audit of what the file holds before
 /// any type is applied; `None` for a table of another kind (read as
-/// registered).
-pub async fn register_as_text(engine: &Engine, manifest: &Manifest, node: &Node) -> Option<TableReference> {
+/// registered). With the table, the file it reads.
+pub async fn register_as_text(
+    engine: &Engine,
+    manifest: &Manifest,
+    node: &Node,
+) -> Option<(TableReference, FileSource)> {
     let file = match &node.resource {
         Resource::Seed(seed) => FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv),
         Resource::Source(s) if !s.location.contains_key("connection") => {
@@ -772,9 +783,9 @@ pub async fn register_as_text(engine: &Engine, manifest: &Manifest, node: &Node)
         return None;
     }
     let inferred = engine.infer_schema(&file).await.ok()?;
-    let table = TableReference::bare(format!("__ferry_text_{}", node.unique_id.replace('.', "_")));
+    let table = text_table_of(node)?;
     engine.register_file(table.clone(), &file, &read_as_text(&inferred, |_| true)).await.ok()?;
-    Some(table)
+    Some((table, file))
 }
 
 /// A seed's columns declared `timestamp` (`column_types`), read as

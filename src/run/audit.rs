@@ -11,10 +11,12 @@ use futures::StreamExt as _;
 use serde::Serialize;
 
 use super::{Prepared, plan};
-use crate::audit::{TableProfile, TableProfiler};
+use crate::audit::{KeyCheck, Orphans, TableProfile, TableProfiler};
 use crate::diagnostic::{Code, Diagnostic};
+use crate::engine::session::FileSource;
 use crate::engine::{Engine, sources};
-use crate::manifest::{NodeId, Resource};
+use crate::manifest::{Manifest, NodeId, Resource};
+use crate::project::nodes::{Test, TestKind};
 use crate::state::RunDir;
 
 /// What an audit found, and where it wrote it.
@@ -38,7 +40,14 @@ pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<Nod
     if wanted.is_empty() {
         wanted = manifest.order.iter().copied().filter(readable).collect();
     }
-    let outcome = plan::plan(engine, manifest, (&wanted, &prepared.failed), None).await;
+    let declared = declared_checks(manifest, &wanted);
+    // The tables that declared relationships point to are read too.
+    let mut planned = wanted.clone();
+    planned.extend(declared.iter().filter_map(|d| match d {
+        Declared::Relationship { to, .. } => Some(to.0),
+        Declared::Key { .. } => None,
+    }));
+    let outcome = plan::plan(engine, manifest, (&planned, &prepared.failed), None).await;
     let run_id = manifest.globals.invocation_id.clone();
     let mut audit = Audit {
         run_id: run_id.clone(),
@@ -50,12 +59,31 @@ pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<Nod
     for &i in manifest.order.iter().filter(|i| wanted.contains(i) && !outcome.failed.contains(i)) {
         let node = &manifest[i];
         // A CSV is read as text: the audit is of what the file holds.
-        let table = match sources::register_as_text(engine, manifest, node).await {
-            Some(text) => text,
-            None => sources::table_of(node),
+        let (table, file) = match sources::register_as_text(engine, manifest, node).await {
+            Some((text, file)) => (text, Some(file)),
+            None => (sources::table_of(node), None),
         };
-        match profile(engine, &node.display_name(), table, outcome.schemas.get(&i)).await {
-            Ok(p) => audit.tables.push(p),
+        match profile(engine, &node.display_name(), table.clone(), outcome.schemas.get(&i)).await {
+            Ok(mut p) => {
+                if let Some(file) = file {
+                    p.file = locate_examples(&mut p, file, manifest.root.as_path()).await;
+                }
+                let checks = declared.iter().filter(|d| d.table() == i);
+                if let Err(e) = table_checks(engine, manifest, (&table, &mut p), checks).await {
+                    audit.diagnostics.push(
+                        Diagnostic::warning(
+                            Code::Execution,
+                            format!(
+                                "`{}`: a key or relationship check failed: {}",
+                                node.display_name(),
+                                sources::first_line(&e)
+                            ),
+                        )
+                        .in_file(node.path()),
+                    );
+                }
+                audit.tables.push(p)
+            }
             Err(e) => audit.diagnostics.push(
                 Diagnostic::error(
                     Code::Execution,
@@ -101,4 +129,185 @@ async fn profile(
         merged.merge(profiler);
     }
     Ok(merged.finish())
+}
+
+/// A check the project declares on a source or seed: a unique key (a
+/// `unique` or `unique_combination_of_columns` test), or a relationship
+/// (a `relationships` test) to another source or seed.
+enum Declared {
+    Key { table: NodeId, columns: Vec<String> },
+    Relationship { table: NodeId, column: String, to: (NodeId, String) },
+}
+
+impl Declared {
+    fn table(&self) -> NodeId {
+        match self {
+            Declared::Key { table, .. } | Declared::Relationship { table, .. } => *table,
+        }
+    }
+}
+
+/// The declared checks on the tables of `wanted`.
+fn declared_checks(manifest: &Manifest, wanted: &BTreeSet<NodeId>) -> Vec<Declared> {
+    let is_table = |i: NodeId| matches!(manifest[i].resource, Resource::Source(_) | Resource::Seed(_));
+    let mut out = Vec::new();
+    for (t, node) in manifest.iter() {
+        let Resource::Test(Test { kind: TestKind::Generic { test_name, column, args, .. }, .. }) = &node.resource
+        else {
+            continue;
+        };
+        let Some(table) = manifest.attached_to(t).filter(|a| wanted.contains(a)) else { continue };
+        let text = |k: &str| args.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match test_name.as_str() {
+            "unique" => out.extend(column.clone().map(|c| Declared::Key { table, columns: vec![c] })),
+            "unique_combination_of_columns" => {
+                let columns: Vec<String> = args
+                    .get("combination_of_columns")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                if !columns.is_empty() {
+                    out.push(Declared::Key { table, columns });
+                }
+            }
+            "relationships" => {
+                let parent = manifest.graph.parents(t).iter().copied().find(|&p| p != table && is_table(p));
+                if let (Some(column), Some(parent), Some(field)) = (column, parent, text("field")) {
+                    out.push(Declared::Relationship { table, column: column.clone(), to: (parent, field) });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Finds the lines of a profile's examples in its file, when that is one
+/// local CSV; the file as shown (relative to the project).
+async fn locate_examples(p: &mut TableProfile, file: FileSource, root: &camino::Utf8Path) -> Option<String> {
+    let [path] = file.local_files().try_into().ok()?;
+    if !p.columns.iter().any(|c| !c.break_examples.is_empty()) {
+        return Some(path.strip_prefix(root).unwrap_or(&path).to_string());
+    }
+    let reader = file.csv_records(&path)?;
+    let mut located = p.clone();
+    let located = tokio::task::spawn_blocking(move || {
+        crate::audit::locate(reader, &mut located).ok()?;
+        Some(located)
+    })
+    .await
+    .ok()??;
+    *p = located;
+    Some(path.strip_prefix(root).unwrap_or(&path).to_string())
+}
+
+/// Pairs of columns tried as a key where no column alone is one: at most
+/// this many, those nearest the table's start first (keys lead).
+const KEY_PAIRS_TRIED: usize = 3;
+
+/// Runs the declared checks on `table`, and looks for a key pair.
+async fn table_checks(
+    engine: &Engine,
+    manifest: &Manifest,
+    (table, p): (&TableReference, &mut TableProfile),
+    declared: impl Iterator<Item = &Declared>,
+) -> Result<(), datafusion::error::DataFusionError> {
+    let t = table.to_quoted_string();
+    for pair in crate::audit::key_pairs_to_try(p, KEY_PAIRS_TRIED) {
+        let [a, b] = pair.map(|c| quoted(&p.columns[c].name));
+        let sql = format!("SELECT count(*) AS n FROM (SELECT {a}, {b} FROM {t} GROUP BY {a}, {b} HAVING count(*) > 1)");
+        if count(engine, &sql).await? == 0 {
+            p.candidate_key_pairs.push(pair.map(|c| p.columns[c].name.clone()));
+        }
+    }
+    for d in declared {
+        match d {
+            Declared::Key { columns, .. } => {
+                let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
+                let (list, present) = (cols.join(", "), not_null(&cols));
+                let key = format!(
+                    "concat_ws(', ', {})",
+                    cols.iter().map(|c| format!("CAST({c} AS VARCHAR)")).collect::<Vec<_>>().join(", ")
+                );
+                let groups = format!(
+                    "SELECT {key} AS k, count(*) AS n FROM {t} WHERE {present} GROUP BY {list} HAVING count(*) > 1"
+                );
+                let totals = format!("SELECT count(*) AS a, coalesce(sum(n - 1), 0) AS b FROM ({groups})");
+                let (duplicate_keys, duplicate_rows) = counts(engine, &totals).await?;
+                let examples = top(engine, &format!("SELECT k, n FROM ({groups}) ORDER BY n DESC, k LIMIT 5")).await?;
+                p.declared_keys.push(KeyCheck { columns: columns.clone(), duplicate_keys, duplicate_rows, examples });
+            }
+            Declared::Relationship { column, to: (parent, field), .. } => {
+                let parent_table = match sources::text_table_of(&manifest[*parent]) {
+                    Some(text) if engine.table_schema(text.clone()).await.is_some() => text,
+                    _ => sources::table_of(&manifest[*parent]),
+                };
+                let (c, f) = (quoted(column), quoted(field));
+                let orphans = format!(
+                    "SELECT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND trim(CAST({c} AS VARCHAR)) <> '' \
+                     AND CAST({c} AS VARCHAR) NOT IN (SELECT CAST({f} AS VARCHAR) FROM {} WHERE {f} IS NOT NULL)",
+                    parent_table.to_quoted_string()
+                );
+                let orphan_rows = count(engine, &format!("SELECT count(*) AS n FROM ({orphans})")).await?;
+                let examples = top(
+                    engine,
+                    &format!("SELECT v, count(*) AS n FROM ({orphans}) GROUP BY v ORDER BY n DESC, v LIMIT 5"),
+                )
+                .await?;
+                let to = format!("{}.{field}", manifest[*parent].display_name());
+                p.relationships.push(Orphans { column: column.clone(), to, orphan_rows, examples });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn quoted(column: &str) -> String {
+    format!("\"{}\"", column.replace('"', "\"\""))
+}
+
+fn not_null(columns: &[String]) -> String {
+    columns.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ")
+}
+
+/// A query's rows, each column as text.
+async fn rows(engine: &Engine, sql: &str) -> Result<Vec<Vec<Option<String>>>, datafusion::error::DataFusionError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::DataType;
+    let mut stream = engine.execute(engine.plan(sql).await?).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..batch.num_rows() {
+            out.push(
+                columns.iter().map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r).to_owned())).collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn number(cell: Option<&Option<String>>) -> u64 {
+    cell.and_then(|c| c.as_deref()).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A query's single count.
+async fn count(engine: &Engine, sql: &str) -> Result<u64, datafusion::error::DataFusionError> {
+    Ok(rows(engine, sql).await?.first().map_or(0, |r| number(r.first())))
+}
+
+/// A query's two counts.
+async fn counts(engine: &Engine, sql: &str) -> Result<(u64, u64), datafusion::error::DataFusionError> {
+    Ok(rows(engine, sql).await?.first().map_or((0, 0), |r| (number(r.first()), number(r.get(1)))))
+}
+
+/// A query's (value, count) rows.
+async fn top(engine: &Engine, sql: &str) -> Result<Vec<(String, u64)>, datafusion::error::DataFusionError> {
+    let rows = rows(engine, sql).await?;
+    Ok(rows.iter().map(|r| (r.first().cloned().flatten().unwrap_or_default(), number(r.get(1)))).collect())
 }

@@ -83,3 +83,78 @@ fn audit_profiles_sources_and_seeds_as_their_files_hold_them() {
     let file: serde_json::Value = serde_json::from_str(&p.read(&format!(".ferry/audit/{run}/audit.json"))).unwrap();
     assert_eq!(file["tables"], audit["tables"]);
 }
+
+/// Values that break a column's declared type are counted, with the first
+/// of them and their lines; declared keys' duplicates and declared
+/// relationships' orphans are counted with examples; where no column alone
+/// is a key, a pair that is one is found.
+#[test]
+fn audit_checks_declared_types_keys_and_relationships() {
+    let people =
+        "id,name,joined\n1,Ada,2024-01-02\n2,Bo,2024-01-03\n3,Cy,31/01/2024\n2,Dee,2024-01-05\nx7,Eve,2024-01-06\n";
+    let orders = "order_id,line_no,person_id\n10,1,1\n10,2,2\n11,1,9\n11,2,9\n12,1,8\n12,2,\n";
+    let sources = r#"sources:
+  - name: crm
+    tables:
+      - name: people
+        path: data/people.csv
+        columns:
+          - name: id
+            data_type: bigint
+            data_tests: [unique]
+          - name: joined
+            data_type: date
+      - name: orders
+        path: data/orders.csv
+        columns:
+          - name: person_id
+            data_tests:
+              - relationships:
+                  to: source('crm', 'people')
+                  field: id
+"#;
+    let p = TestProject::new()
+        .file("data/people.csv", people)
+        .file("data/orders.csv", orders)
+        .file("models/sources.yml", sources);
+    let ran = p.run(["audit", "--format", "json"]);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let audit: serde_json::Value = serde_json::from_str(ran.stdout.trim()).expect("one JSON document");
+    let table = |name: &str| audit["tables"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+    let people = table("crm.people");
+    let col = |t: &serde_json::Value, n: &str| {
+        t["columns"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone()
+    };
+    assert_eq!(people["file"], "data/people.csv", "{people}");
+    let id = col(&people, "id");
+    assert_eq!(id["type_breaks"], 1, "{id}");
+    assert_eq!(id["break_examples"], serde_json::json!([{"value": "x7", "line": 6}]), "{id}");
+    let joined = col(&people, "joined");
+    assert_eq!(joined["type_breaks"], 1, "{joined}");
+    assert_eq!(joined["break_examples"], serde_json::json!([{"value": "31/01/2024", "line": 4}]), "{joined}");
+    assert_eq!(col(&people, "name")["type_breaks"], 0);
+    assert_eq!(
+        people["declared_keys"],
+        serde_json::json!([{"columns": ["id"], "duplicate_keys": 1, "duplicate_rows": 1, "examples": [["2", 2]]}]),
+        "{people}"
+    );
+
+    let orders = table("crm.orders");
+    assert_eq!(orders["candidate_keys"], serde_json::json!([]), "{orders}");
+    assert_eq!(orders["candidate_key_pairs"], serde_json::json!([["order_id", "line_no"]]), "{orders}");
+    assert_eq!(
+        orders["relationships"],
+        serde_json::json!([{"column": "person_id", "to": "crm.people.id", "orphan_rows": 3, "examples": [["9", 2], ["8", 1]]}]),
+        "{orders}"
+    );
+
+    let text = p.run(["audit"]);
+    assert!(text.stdout.contains("1 not Int64 (e.g. `x7` at data/people.csv:6)"), "{}", text.stdout);
+    assert!(text.stdout.contains("declared unique (id): 1 keys repeat, 1 extra rows (e.g. 2 x2)"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("relationship person_id -> crm.people.id: 3 orphan rows (e.g. 9 x2, 8 x1)"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("candidate key pairs: (order_id, line_no)"), "{}", text.stdout);
+}

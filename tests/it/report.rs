@@ -116,6 +116,7 @@ async fn the_report_of_a_build_reads_in_a_browser() {
     let p = example_with_bad_rows();
     let first = p.run(["build"]);
     assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(p.run(["audit"]).code, Some(0));
     rewrite_an_order_on_load(&p);
     let ran = p.run(["build", "--report"]);
     assert_eq!(ran.code, Some(1), "the rewritten row fails reconciliation: {}{}", ran.stdout, ran.stderr);
@@ -182,6 +183,10 @@ async fn the_report_of_a_build_reads_in_a_browser() {
     ] {
         assert!(ids.iter().any(|i| i == id || i.ends_with(id.trim_start_matches("table:"))), "{id} in {ids:?}");
     }
+
+    // The latest source audit is shown.
+    let audit = text("#audit").await;
+    assert!(audit.contains("legacy.customers") && audit.contains("PERSONAL"), "{audit}");
 
     // The error log: all 5 lines, then only the `not_null` rule's 2 after a click.
     assert!(text("#log-count").await.starts_with("5 matching lines"), "{}", text("#log-count").await);

@@ -1,0 +1,39 @@
+//! The lines of a CSV file that the audit's examples are on: after the
+//! profiling pass (which reads the file in parallel byte ranges, where line
+//! numbers are not known), the file is read again record by record, and
+//! only until every example has been found; its examples are the first
+//! values of their kind, so this usually stops early.
+
+use std::collections::HashMap;
+
+use super::TableProfile;
+
+/// Fills in the line of each value in `table`'s examples of type breaks,
+/// reading `reader` (the table's file, with its dialect). A column is
+/// matched by its header name, or by position when the file has none.
+pub fn locate<R: std::io::Read>(mut reader: csv::Reader<R>, table: &mut TableProfile) -> Result<(), csv::Error> {
+    let headers: Option<HashMap<String, usize>> = if reader.has_headers() {
+        Some(reader.headers()?.iter().enumerate().map(|(i, h)| (h.to_owned(), i)).collect())
+    } else {
+        None
+    };
+    // (field index, column, example) still to find.
+    let mut wanted: Vec<(usize, usize, usize)> = Vec::new();
+    for (c, column) in table.columns.iter().enumerate() {
+        let Some(field) = headers.as_ref().map_or(Some(c), |h| h.get(&column.name).copied()) else { continue };
+        wanted.extend((0..column.break_examples.len()).map(|e| (field, c, e)));
+    }
+    let mut record = csv::StringRecord::new();
+    while !wanted.is_empty() && reader.read_record(&mut record)? {
+        let line = record.position().map(csv::Position::line);
+        wanted.retain(|&(field, c, e)| {
+            let example = &mut table.columns[c].break_examples[e];
+            if record.get(field) == Some(example.value.as_str()) {
+                example.line = line;
+                return false;
+            }
+            true
+        });
+    }
+    Ok(())
+}
