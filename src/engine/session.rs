@@ -565,27 +565,19 @@ impl FileSource {
         if self.compression != FileCompressionType::UNCOMPRESSED {
             return None;
         }
-        let c = &self.csv;
-        csv::ReaderBuilder::new()
-            .has_headers(c.header)
-            .flexible(true)
-            .delimiter(c.delimiter)
-            .quote(c.quote)
-            .escape(c.escape)
-            .from_path(path)
-            .ok()
+        self.csv_builder(self.csv.header).from_path(path).ok()
     }
 
+    /// A reader of the CSV file `path` that takes its header as a record.
     fn csv_reader(&self, path: &Utf8Path) -> Option<csv::Reader<std::fs::File>> {
+        self.csv_builder(false).from_path(path).ok()
+    }
+
+    fn csv_builder(&self, header: bool) -> csv::ReaderBuilder {
         let c = &self.csv;
-        csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(c.delimiter)
-            .quote(c.quote)
-            .escape(c.escape)
-            .from_path(path)
-            .ok()
+        let mut b = csv::ReaderBuilder::new();
+        b.has_headers(header).flexible(true).delimiter(c.delimiter).quote(c.quote).escape(c.escape);
+        b
     }
 
     /// The line on which record `record` (0-based, the header row counted)
