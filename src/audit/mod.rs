@@ -157,13 +157,15 @@ impl TableProfiler {
 }
 
 /// Pairs of columns worth trying as a key of `t` (by their indexes), at
-/// most `max`: only where no column alone is a key and no row repeats
-/// whole (then nothing is), among columns never NULL or blank whose kind
+/// most `max`: only where no column alone is a key and no row is known to
+/// repeat whole (then nothing is a key; past [`DISTINCT_BOUND`] distinct
+/// rows that is not known, and the pairs, each a grouping of the whole
+/// table, are not tried), among columns never NULL or blank whose kind
 /// keys have (integers, codes, dates, UUIDs, emails), whose distinct
 /// counts could multiply to the row count, nearest the table's start
 /// first, since keys usually lead.
 pub fn key_pairs_to_try(t: &TableProfile, max: usize) -> Vec<[usize; 2]> {
-    if !t.candidate_keys.is_empty() || t.duplicate_rows.is_some_and(|d| d > 0) || t.rows < 2 {
+    if !t.candidate_keys.is_empty() || t.duplicate_rows != Some(0) || t.rows < 2 {
         return Vec::new();
     }
     let keyish = |c: &ColumnProfile| {
