@@ -257,6 +257,10 @@ pub struct AuditArgs {
     /// Sources and seeds to profile (default: every one), e.g. `-s source:raw`.
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Say what changed since an earlier audit: `last` (the one before this)
+    /// or its id (or the start of one), as named under `.ferry/audit/`.
+    #[arg(long, value_name = "AUDIT")]
+    pub compare_to: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
 }

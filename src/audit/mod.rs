@@ -9,6 +9,7 @@
 //! spellings are reported as lower bounds, labelled so.
 
 mod column;
+pub mod compare;
 mod lines;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};

@@ -23,13 +23,25 @@ pub(crate) async fn audit(settings: &Settings, args: &AuditArgs, printer: &Print
         return Ok(ExitStatus::Failure);
     };
     let engine = super::engine_for(&prepared, &args.exec)?;
-    let audit = pipeline::audit(&prepared, &engine, &selected).await?;
+    let audit = pipeline::audit(&prepared, &engine, &selected, args.compare_to.as_deref()).await?;
     let failed = super::report(printer, &audit.diagnostics);
     if printer.is_json() {
         printer.data(&serde_json::to_string(&audit)?)?;
     } else {
         for table in &audit.tables {
             printer.data(&describe(table)?)?;
+        }
+        if let Some(c) = &audit.compared_to {
+            printer.data(&format!("Since audit {} ({}):", c.run_id, c.created_at))?;
+            if c.tables.is_empty() {
+                printer.data("  nothing changed")?;
+            }
+            for t in &c.tables {
+                printer.data(&format!("  {}:", t.table))?;
+                for change in &t.changes {
+                    printer.data(&format!("    {change}"))?;
+                }
+            }
         }
     }
     if let Some(file) = &audit.file {

@@ -11,6 +11,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 
 use super::{Prepared, plan};
+use crate::audit::compare::TableChanges;
 use crate::audit::{KeyCheck, Orphans, TableProfile, TableProfiler};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::engine::session::FileSource;
@@ -25,15 +26,32 @@ pub struct Audit {
     pub run_id: String,
     pub created_at: String,
     pub tables: Vec<TableProfile>,
+    /// What changed since the audit `--compare-to` names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_to: Option<Compared>,
     #[serde(skip)]
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
     pub file: Option<RunDir>,
 }
 
+/// The changes since an earlier audit.
+#[derive(Debug, Serialize)]
+pub struct Compared {
+    pub run_id: String,
+    pub created_at: String,
+    pub tables: Vec<TableChanges>,
+}
+
 /// Profiles the sources and seeds among `selected` (all of them when it
-/// holds none).
-pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<NodeId>) -> Result<Audit> {
+/// holds none), and compares the result with the earlier audit
+/// `compare_to` names (`last`, an id, or the start of one).
+pub async fn audit(
+    prepared: &Prepared,
+    engine: &Engine,
+    selected: &BTreeSet<NodeId>,
+    compare_to: Option<&str>,
+) -> Result<Audit> {
     let manifest = &prepared.manifest;
     let readable = |i: &NodeId| matches!(manifest[*i].resource, Resource::Source(_) | Resource::Seed(_));
     let mut wanted: BTreeSet<NodeId> = selected.iter().copied().filter(readable).collect();
@@ -53,6 +71,7 @@ pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<Nod
         run_id: run_id.clone(),
         created_at: chrono::Utc::now().to_rfc3339(),
         tables: Vec::new(),
+        compared_to: None,
         diagnostics: outcome.diagnostics,
         file: None,
     };
@@ -91,6 +110,16 @@ pub async fn audit(prepared: &Prepared, engine: &Engine, selected: &BTreeSet<Nod
                 )
                 .in_file(node.path()),
             ),
+        }
+    }
+    if let Some(earlier) = compare_to {
+        match earlier_audit(&prepared.layout, earlier, &run_id)? {
+            Ok((id, doc)) => {
+                let tables = crate::audit::compare::compare(&doc, &serde_json::to_value(&audit)?);
+                let created_at = doc["created_at"].as_str().unwrap_or_default().to_owned();
+                audit.compared_to = Some(Compared { run_id: id, created_at, tables });
+            }
+            Err(message) => audit.diagnostics.push(Diagnostic::error(Code::Selector, message)),
         }
     }
     let file = prepared.layout.audit(&run_id).join("audit.json");
@@ -310,4 +339,40 @@ async fn counts(engine: &Engine, sql: &str) -> Result<(u64, u64), datafusion::er
 async fn top(engine: &Engine, sql: &str) -> Result<Vec<(String, u64)>, datafusion::error::DataFusionError> {
     let rows = rows(engine, sql).await?;
     Ok(rows.iter().map(|r| (r.first().cloned().flatten().unwrap_or_default(), number(r.get(1)))).collect())
+}
+
+/// The audit `wanted` names (`last`: the newest before `current`; else an
+/// id or the start of one) and its document; `Err` with words for the
+/// user when there is none or more than one.
+fn earlier_audit(
+    layout: &crate::state::Layout,
+    wanted: &str,
+    current: &str,
+) -> Result<Result<(String, serde_json::Value), String>> {
+    let audits = layout.audits();
+    let mut found: Vec<(std::time::SystemTime, String)> = fs_err::read_dir(&audits.path)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let modified = fs_err::metadata(e.path().join("audit.json")).ok()?.modified().ok()?;
+                    Some((modified, e.file_name().to_str()?.to_owned()))
+                })
+                .filter(|(_, id)| id != current)
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by(|a, b| b.cmp(a));
+    let ids: Vec<&String> = match wanted {
+        "last" => found.iter().map(|(_, id)| id).take(1).collect(),
+        prefix => found.iter().map(|(_, id)| id).filter(|id| id.starts_with(prefix)).collect(),
+    };
+    let id = match ids.as_slice() {
+        [one] => (*one).clone(),
+        [] => return Ok(Err(format!("--compare-to: no earlier audit `{wanted}` under `{}/`", audits.shown))),
+        _ => return Ok(Err(format!("--compare-to: `{wanted}` starts more than one audit id; give more of it"))),
+    };
+    let file = audits.join(&id).join("audit.json");
+    let text = fs_err::read_to_string(&file.path)?;
+    let doc = serde_json::from_str(&text).with_context(|| format!("`{}` is not an audit", file.shown))?;
+    Ok(Ok((id, doc)))
 }

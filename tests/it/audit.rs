@@ -158,3 +158,27 @@ fn audit_checks_declared_types_keys_and_relationships() {
     );
     assert!(text.stdout.contains("candidate key pairs: (order_id, line_no)"), "{}", text.stdout);
 }
+
+/// `--compare-to` says what changed in the sources since an earlier audit;
+/// an audit it cannot find is the user's error.
+#[test]
+fn audit_compares_with_an_earlier_audit() {
+    let sources = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n";
+    let p = TestProject::new().file("data/people.csv", "id,name\n1,Ada\n2,Bo\n").file("models/sources.yml", sources);
+    assert_eq!(p.run(["audit"]).code, Some(0));
+    let p = p.file("data/people.csv", "id,name,email\n1,Ada,a@x.org\n2,,b@x.org\n3,Cy,c@x.org\n");
+    let ran = p.run(["audit", "--compare-to", "last"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let since = &ran.stdout[ran.stdout.find("Since audit").expect("a comparison")..];
+    assert!(since.contains("  crm.people:\n    rows: 2 -> 3 (+1)\n"), "{since}");
+    assert!(since.contains("    `name` NULL or blank values: 0 -> 1 (+1)\n"), "{since}");
+    assert!(since.contains("    new column `email` (Utf8)\n"), "{since}");
+
+    let json = p.run(["audit", "--compare-to", "last", "--format", "json"]);
+    let audit: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one JSON document");
+    assert_eq!(audit["compared_to"]["tables"], serde_json::json!([]), "nothing changed since: {audit}");
+
+    let missing = p.run(["audit", "--compare-to", "nosuchaudit"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(missing.stderr.contains("--compare-to: no earlier audit `nosuchaudit`"), "{}", missing.stderr);
+}
