@@ -6,12 +6,12 @@
 
 use std::collections::HashMap;
 
-use super::TableProfile;
+use super::ColumnProfile;
 
-/// Fills in the line of each value in `table`'s examples of type breaks,
+/// Fills in the line of each value in `columns`' examples of type breaks,
 /// reading `reader` (the table's file, with its dialect). A column is
 /// matched by its header name, or by position when the file has none.
-pub fn locate<R: std::io::Read>(mut reader: csv::Reader<R>, table: &mut TableProfile) -> Result<(), csv::Error> {
+pub fn locate<R: std::io::Read>(mut reader: csv::Reader<R>, columns: &mut [ColumnProfile]) -> Result<(), csv::Error> {
     let headers: Option<HashMap<String, usize>> = if reader.has_headers() {
         Some(reader.headers()?.iter().enumerate().map(|(i, h)| (h.to_owned(), i)).collect())
     } else {
@@ -19,7 +19,7 @@ pub fn locate<R: std::io::Read>(mut reader: csv::Reader<R>, table: &mut TablePro
     };
     // (field index, column, example) still to find.
     let mut wanted: Vec<(usize, usize, usize)> = Vec::new();
-    for (c, column) in table.columns.iter().enumerate() {
+    for (c, column) in columns.iter().enumerate() {
         let Some(field) = headers.as_ref().map_or(Some(c), |h| h.get(&column.name).copied()) else { continue };
         wanted.extend((0..column.break_examples.len()).map(|e| (field, c, e)));
     }
@@ -27,7 +27,7 @@ pub fn locate<R: std::io::Read>(mut reader: csv::Reader<R>, table: &mut TablePro
     while !wanted.is_empty() && reader.read_record(&mut record)? {
         let line = record.position().map(csv::Position::line);
         wanted.retain(|&(field, c, e)| {
-            let example = &mut table.columns[c].break_examples[e];
+            let example = &mut columns[c].break_examples[e];
             if record.get(field) == Some(example.value.as_str()) {
                 example.line = line;
                 return false;

@@ -11,7 +11,7 @@ use crate::settings::Settings;
 use crate::state::Layout;
 
 pub(crate) async fn report(settings: &Settings, args: &ReportArgs, printer: &Printer) -> Result<ExitStatus> {
-    write_and_say(&settings.layout(), &Which::parse(Some(&args.run)), printer).await
+    write_and_say(&settings.layout(), &Which::parse(&args.run), printer).await
 }
 
 /// Writes the report of run `which` and prints its path; a run that is

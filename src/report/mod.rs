@@ -23,8 +23,6 @@ use camino::Utf8PathBuf;
 use crate::state::run_record::{self, RunRecord};
 use crate::state::{Layout, RunDir, files};
 
-pub use errors::LINES_SHOWN;
-
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -57,10 +55,10 @@ pub enum Which {
 
 impl Which {
     /// `last` or an id.
-    pub fn parse(text: Option<&str>) -> Which {
+    pub fn parse(text: &str) -> Which {
         match text {
-            None | Some("last") => Which::Last,
-            Some(id) => Which::Id(id.to_owned()),
+            "last" => Which::Last,
+            id => Which::Id(id.to_owned()),
         }
     }
 }
@@ -86,7 +84,7 @@ pub async fn write(layout: &Layout, which: &Which) -> Result<Written, ReportErro
 /// The run's directory and record.
 fn find(layout: &Layout, which: &Which) -> Result<(RunDir, RunRecord), ReportError> {
     let runs = layout.runs();
-    let recorded = run_record::recorded_runs(&runs);
+    let recorded = runs.newest_holding(run_record::FILE);
     let id = match which {
         Which::Last => recorded.first().cloned().ok_or_else(|| ReportError::NoRuns(runs.shown.clone()))?,
         Which::Id(id) => {

@@ -517,16 +517,7 @@ fn not_checked(record: &RunRecord, reconcile: &[ReconcileView], log: &ErrorLog, 
 /// The latest `audit.json` under `.ferry/audit/`, if any.
 fn latest_audit(layout: &Layout) -> Result<Option<AuditView>, ReportError> {
     let audits = layout.audits();
-    let Ok(entries) = fs_err::read_dir(&audits.path) else { return Ok(None) };
-    let newest = entries
-        .flatten()
-        .filter_map(|e| {
-            let file = e.path().join("audit.json");
-            let modified = fs_err::metadata(&file).ok()?.modified().ok()?;
-            Some((modified, e.file_name().to_str()?.to_owned()))
-        })
-        .max();
-    let Some((_, id)) = newest else { return Ok(None) };
+    let Some(id) = audits.newest_holding("audit.json").into_iter().next() else { return Ok(None) };
     let file = audits.join(&id).join("audit.json");
     let text = fs_err::read_to_string(&file.path)
         .map_err(|e| ReportError::Read { path: file.shown.clone(), message: e.to_string() })?;

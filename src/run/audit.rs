@@ -215,19 +215,17 @@ fn declared_checks(manifest: &Manifest, wanted: &BTreeSet<NodeId>) -> Vec<Declar
 /// local CSV; the file as shown (relative to the project).
 async fn locate_examples(p: &mut TableProfile, file: FileSource, root: &camino::Utf8Path) -> Option<String> {
     let [path] = file.local_files().try_into().ok()?;
-    if !p.columns.iter().any(|c| !c.break_examples.is_empty()) {
-        return Some(path.strip_prefix(root).unwrap_or(&path).to_string());
+    let shown = path.strip_prefix(root).unwrap_or(&path).to_string();
+    if p.columns.iter().any(|c| !c.break_examples.is_empty())
+        && let Some(reader) = file.csv_records(&path)
+    {
+        let mut columns = p.columns.clone();
+        let located = tokio::task::spawn_blocking(move || crate::audit::locate(reader, &mut columns).map(|()| columns));
+        if let Ok(Ok(columns)) = located.await {
+            p.columns = columns;
+        }
     }
-    let reader = file.csv_records(&path)?;
-    let mut located = p.clone();
-    let located = tokio::task::spawn_blocking(move || {
-        crate::audit::locate(reader, &mut located).ok()?;
-        Some(located)
-    })
-    .await
-    .ok()??;
-    *p = located;
-    Some(path.strip_prefix(root).unwrap_or(&path).to_string())
+    Some(shown)
 }
 
 /// Pairs of columns tried as a key where no column alone is one: at most
@@ -350,21 +348,10 @@ fn earlier_audit(
     current: &str,
 ) -> Result<Result<(String, serde_json::Value), String>> {
     let audits = layout.audits();
-    let mut found: Vec<(std::time::SystemTime, String)> = fs_err::read_dir(&audits.path)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let modified = fs_err::metadata(e.path().join("audit.json")).ok()?.modified().ok()?;
-                    Some((modified, e.file_name().to_str()?.to_owned()))
-                })
-                .filter(|(_, id)| id != current)
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort_by(|a, b| b.cmp(a));
+    let found: Vec<String> = audits.newest_holding("audit.json").into_iter().filter(|id| id != current).collect();
     let ids: Vec<&String> = match wanted {
-        "last" => found.iter().map(|(_, id)| id).take(1).collect(),
-        prefix => found.iter().map(|(_, id)| id).filter(|id| id.starts_with(prefix)).collect(),
+        "last" => found.iter().take(1).collect(),
+        prefix => found.iter().filter(|id| id.starts_with(prefix)).collect(),
     };
     let id = match ids.as_slice() {
         [one] => (*one).clone(),

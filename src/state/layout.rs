@@ -42,6 +42,22 @@ impl RunDir {
     pub fn join(&self, rel: impl AsRef<Utf8Path>) -> RunDir {
         RunDir { path: self.path.join(rel.as_ref()), shown: self.shown.join(rel.as_ref()) }
     }
+
+    /// The names of the directories in this one that hold `file` (a run's
+    /// `run.json`, an audit's `audit.json`), newest first by when that file
+    /// was written.
+    pub fn newest_holding(&self, file: &str) -> Vec<String> {
+        let Ok(entries) = fs_err::read_dir(&self.path) else { return Vec::new() };
+        let mut found: Vec<(std::time::SystemTime, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let modified = fs_err::metadata(e.path().join(file)).ok()?.modified().ok()?;
+                Some((modified, e.file_name().to_str()?.to_owned()))
+            })
+            .collect();
+        found.sort_by(|a, b| b.cmp(a));
+        found.into_iter().map(|(_, name)| name).collect()
+    }
 }
 
 impl Layout {

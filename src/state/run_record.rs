@@ -73,18 +73,3 @@ impl RunRecord {
         Ok(Some(record))
     }
 }
-
-/// The ids of the runs under `runs` that left a record, newest first (by
-/// when the record was written).
-pub fn recorded_runs(runs: &RunDir) -> Vec<String> {
-    let Ok(entries) = fs_err::read_dir(&runs.path) else { return Vec::new() };
-    let mut found: Vec<(std::time::SystemTime, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let modified = fs_err::metadata(e.path().join(FILE)).ok()?.modified().ok()?;
-            Some((modified, e.file_name().to_str()?.to_owned()))
-        })
-        .collect();
-    found.sort_by(|a, b| b.cmp(a));
-    found.into_iter().map(|(_, id)| id).collect()
-}
