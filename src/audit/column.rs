@@ -113,6 +113,29 @@ pub struct ColumnProfile {
     pub spellings: Vec<Vec<String>>,
     /// Values looking like an email, a phone number, a UUID, money.
     pub looks: BTreeMap<&'static str, u64>,
+    /// Values holding a character beyond ASCII (an accent, another script).
+    pub non_ascii: u64,
+    /// Values holding U+FFFD, the replacement character: bytes that were
+    /// no text in the file's encoding (replaced when read), or were lost so
+    /// before the file was written.
+    pub replaced: u64,
+    pub replaced_examples: Vec<Located>,
+    /// Values that read as UTF-8 bytes taken for windows-1252 (`JosÃ©` for
+    /// `José`): text decoded twice, or in the wrong encoding.
+    pub mojibake: u64,
+    pub mojibake_examples: Vec<Located>,
+}
+
+impl ColumnProfile {
+    /// The examples whose lines [`super::locate`] finds.
+    pub fn examples_mut(&mut self) -> [&mut Vec<Located>; 3] {
+        [&mut self.break_examples, &mut self.replaced_examples, &mut self.mojibake_examples]
+    }
+
+    /// Whether any example waits for its line.
+    pub fn has_examples(&self) -> bool {
+        !(self.break_examples.is_empty() && self.replaced_examples.is_empty() && self.mojibake_examples.is_empty())
+    }
 }
 
 /// A value, and the line of its file (1-based, the header being line 1).
@@ -209,6 +232,11 @@ impl Accumulator {
                 patterns: Vec::new(),
                 spellings: Vec::new(),
                 looks: BTreeMap::new(),
+                non_ascii: 0,
+                replaced: 0,
+                replaced_examples: Vec::new(),
+                mojibake: 0,
+                mojibake_examples: Vec::new(),
             },
             numeric,
             values: HashMap::default(),
@@ -229,6 +257,16 @@ impl Accumulator {
 
     fn value(&mut self, v: &str) {
         let p = &mut self.p;
+        if !v.is_ascii() {
+            p.non_ascii += 1;
+            if v.contains(char::REPLACEMENT_CHARACTER) {
+                p.replaced += 1;
+                add_example(&mut p.replaced_examples, v);
+            } else if is_mojibake(v) {
+                p.mojibake += 1;
+                add_example(&mut p.mojibake_examples, v);
+            }
+        }
         let len = v.chars().count() as u64;
         p.min_length = Some(p.min_length.map_or(len, |m| m.min(len)));
         p.max_length = Some(p.max_length.map_or(len, |m| m.max(len)));
@@ -282,9 +320,7 @@ impl Accumulator {
         };
         if !fits {
             p.type_breaks += 1;
-            if p.break_examples.len() < EXAMPLES && !p.break_examples.iter().any(|e| e.value == v) {
-                p.break_examples.push(Located { value: v.to_owned(), line: None });
-            }
+            add_example(&mut p.break_examples, v);
         }
         match dated {
             Dated::No => {
@@ -334,6 +370,10 @@ impl Accumulator {
             (&mut p.dates.either, o.dates.either),
             (&mut p.dates.impossible, o.dates.impossible),
             (&mut p.dates.timestamps, o.dates.timestamps),
+            (&mut p.type_breaks, o.type_breaks),
+            (&mut p.non_ascii, o.non_ascii),
+            (&mut p.replaced, o.replaced),
+            (&mut p.mojibake, o.mojibake),
         ] {
             *mine += theirs;
         }
@@ -348,10 +388,13 @@ impl Accumulator {
         }
         p.min_length = p.min_length.into_iter().chain(o.min_length).min();
         p.max_length = p.max_length.into_iter().chain(o.max_length).max();
-        p.type_breaks += o.type_breaks;
-        for example in o.break_examples {
-            if p.break_examples.len() < EXAMPLES && !p.break_examples.contains(&example) {
-                p.break_examples.push(example);
+        for (mine, theirs) in [
+            (&mut p.break_examples, o.break_examples),
+            (&mut p.replaced_examples, o.replaced_examples),
+            (&mut p.mojibake_examples, o.mojibake_examples),
+        ] {
+            for example in theirs {
+                add_example(mine, &example.value);
             }
         }
         for example in o.impossible_examples {
@@ -395,6 +438,29 @@ impl Accumulator {
         p.personal = matches!(p.kind, Kind::Email | Kind::Phone) || personal_name(&name);
         self.p
     }
+}
+
+/// Keeps `v` among the first [`EXAMPLES`] distinct examples.
+fn add_example(examples: &mut Vec<Located>, v: &str) {
+    if examples.len() < EXAMPLES && !examples.iter().any(|e| e.value == v) {
+        examples.push(Located { value: v.to_owned(), line: None });
+    }
+}
+
+/// Whether `v` holds UTF-8 text read as windows-1252: characters whose
+/// windows-1252 bytes are a UTF-8 sequence of more than one byte (`Ã©` is
+/// the bytes `C3 A9`, which are `é`). Legitimate text almost never does.
+fn is_mojibake(v: &str) -> bool {
+    let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(v);
+    (0..bytes.len()).any(|i| {
+        let len = match bytes[i] {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return false,
+        };
+        bytes.get(i..i + len).is_some_and(|seq| std::str::from_utf8(seq).is_ok())
+    })
 }
 
 /// Whether `a` sorts before `b`: as numbers in a numeric column.
@@ -593,4 +659,19 @@ fn personal_name(name: &str) -> bool {
         "phone",
     ];
     name == "name" || PARTS.iter().any(|p| name.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_mojibake;
+
+    #[test]
+    fn double_encoded_text_is_told_from_accents() {
+        for v in ["JosÃ© García", "Ã¼ber", "â‚¬ 5", "Â£10", "naÃ¯ve"] {
+            assert!(is_mojibake(v), "{v}");
+        }
+        for v in ["José García", "Zoë Brontë", "Señor", "Ångström", "€ 5", "£10", "日本", "Ã", "ÃX"] {
+            assert!(!is_mojibake(v), "{v}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 mod column;
 pub mod compare;
 mod lines;
+mod text;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 pub use column::{ColumnProfile, DateFormats, Kind, Located};
 pub use lines::locate;
+pub use text::TextCheck;
 
 /// The most distinct values kept per column (and distinct rows per table).
 pub const DISTINCT_BOUND: usize = 100_000;
@@ -41,6 +43,8 @@ pub struct TableProfile {
     pub candidate_key_pairs: Vec<[String; 2]>,
     /// The file the examples' lines are in, where it is one local CSV.
     pub file: Option<String>,
+    /// How its bytes became text, where it is a local CSV.
+    pub text: Option<TextCheck>,
     /// Each key the project declares unique (a `unique` or
     /// `unique_combination_of_columns` test), and the keys that repeat.
     pub declared_keys: Vec<KeyCheck>,
@@ -150,6 +154,7 @@ impl TableProfiler {
             candidate_keys,
             candidate_key_pairs: Vec::new(),
             file: None,
+            text: None,
             declared_keys: Vec::new(),
             relationships: Vec::new(),
             columns,

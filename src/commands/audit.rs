@@ -44,8 +44,13 @@ pub(crate) async fn audit(settings: &Settings, args: &AuditArgs, printer: &Print
             }
         }
     }
-    if let Some(file) = &audit.file {
-        printer.status(&format!("audited {} tables; the full audit is in `{}`", audit.tables.len(), file.shown));
+    if let (Some(file), Some(page)) = (&audit.file, &audit.page) {
+        printer.status(&format!(
+            "audited {} tables; the full audit is in `{}`, to read in a browser in `{}`",
+            audit.tables.len(),
+            file.shown,
+            page.shown
+        ));
     }
     Ok(if failed { ExitStatus::Failure } else { ExitStatus::Success })
 }
@@ -76,6 +81,16 @@ fn describe(t: &TableProfile) -> Result<String> {
             r.orphan_rows,
             examples(&r.examples)
         ));
+    }
+    if let Some(text) = &t.text {
+        let mut line = format!("\n  read as {}", text.encoding);
+        if text.read_with_replacement {
+            line.push_str(", bytes that are no text in it replaced with U+FFFD");
+        }
+        if let Some(advice) = text.advice() {
+            line.push_str(&format!(": {advice}"));
+        }
+        head.push_str(&line);
     }
     let headers = ["column", "declared", "holds", "nulls", "blanks", "distinct", "min", "max", "notes"];
     let rows: Vec<[String; 9]> = t.columns.iter().map(|c| row(c, t.rows, t.file.as_deref())).collect();
@@ -112,17 +127,25 @@ fn row(c: &ColumnProfile, rows: u64, file: Option<&str>) -> [String; 9] {
     if c.kind == crate::audit::Kind::Text && c.decimal > 0 {
         notes.push(format!("{} of {} are numbers", c.decimal, c.present));
     }
-    if c.type_breaks > 0 {
+    let located = |examples: &[crate::audit::Located]| {
         let file = file.map(|f| format!("{f}:")).unwrap_or_default();
-        let shown: Vec<String> = c
-            .break_examples
+        let shown: Vec<String> = examples
             .iter()
             .map(|e| match e.line {
                 Some(line) => format!("`{}` at {file}{line}", e.value),
                 None => format!("`{}`", e.value),
             })
             .collect();
-        notes.push(format!("{} not {} (e.g. {})", c.type_breaks, c.declared, shown.join(", ")));
+        shown.join(", ")
+    };
+    if c.type_breaks > 0 {
+        notes.push(format!("{} not {} (e.g. {})", c.type_breaks, c.declared, located(&c.break_examples)));
+    }
+    if c.replaced > 0 {
+        notes.push(format!("{} with bytes replaced (e.g. {})", c.replaced, located(&c.replaced_examples)));
+    }
+    if c.mojibake > 0 {
+        notes.push(format!("{} double-encoded (e.g. {})", c.mojibake, located(&c.mojibake_examples)));
     }
     if c.leading_zeros > 0 {
         notes.push(format!("{} leading zeros", c.leading_zeros));

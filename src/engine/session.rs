@@ -573,7 +573,7 @@ impl FileSource {
         self.csv_builder(false).from_path(path).ok()
     }
 
-    fn csv_builder(&self, header: bool) -> csv::ReaderBuilder {
+    pub fn csv_builder(&self, header: bool) -> csv::ReaderBuilder {
         let c = &self.csv;
         let mut b = csv::ReaderBuilder::new();
         b.has_headers(header).flexible(true).delimiter(c.delimiter).quote(c.quote).escape(c.escape);

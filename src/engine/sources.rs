@@ -409,7 +409,7 @@ impl Raw {
 /// When DataFusion's reader failed on invalid UTF-8, the diagnostic naming
 /// where it is.
 fn invalid_text(name: &str, root: &Utf8Path, file: &FileSource, e: &DataFusionError) -> Option<Diagnostic> {
-    if !e.to_string().contains("UTF-8") {
+    if !is_invalid_utf8(e) {
         return None;
     }
     source::find_invalid_utf8(name, root, &file.local_files(), file.compression).map(|e| read_error_diagnostic(&e))
@@ -762,30 +762,92 @@ pub fn text_table_of(node: &Node) -> Option<TableReference> {
         .then(|| TableReference::bare(format!("__ferry_text_{}", node.unique_id.replace('.', "_"))))
 }
 
+/// A source's or seed's CSV file registered with every column as text.
+pub struct TextTable {
+    pub table: TableReference,
+    pub file: FileSource,
+    /// How its bytes became text: its declared encoding (UTF-8 unless
+    /// declared), bad bytes replaced when `replacing`.
+    pub text: source::TextOptions,
+    pub replacing: bool,
+}
+
+impl TextTable {
+    /// A reader of the CSV file `path` record by record, decoded as the
+    /// table reads it; `None` when it is compressed or cannot be opened.
+    pub fn records(&self, path: &Utf8Path) -> Option<csv::Reader<Box<dyn io::BufRead + Send>>> {
+        if self.file.compression != FileCompressionType::UNCOMPRESSED {
+            return None;
+        }
+        let file = std::fs::File::open(path).ok()?;
+        let text = self.text.open(file, Arc::default());
+        Some(self.file.csv_builder(self.file.csv.header).from_reader(text))
+    }
+
+    /// The raw bytes of its first file, decompressed.
+    pub fn bytes(&self) -> Option<Box<dyn io::Read>> {
+        let path = self.file.local_files().into_iter().next()?;
+        let file = std::fs::File::open(path).ok()?;
+        Some(Box::new(self.file.compression.convert_read(file).ok()?))
+    }
+}
+
 /// Registers a CSV source's or seed's file with every column read as text
 /// (as `__ferry_text_<name>`), for an audit of what the file holds before
 /// any type is applied; `None` for a table of another kind (read as
-/// registered). With the table, the file it reads.
-pub async fn register_as_text(
-    engine: &Engine,
-    manifest: &Manifest,
-    node: &Node,
-) -> Option<(TableReference, FileSource)> {
-    let file = match &node.resource {
-        Resource::Seed(seed) => FileSource::local(&manifest.root.join(&seed.path), FileFormat::Csv),
+/// registered). A file in UTF-8 is read by DataFusion's reader unless
+/// `replacing`; one in another declared encoding, or `replacing`, by
+/// ferry's, with bytes that are no text replaced by U+FFFD.
+pub async fn register_as_text(engine: &Engine, manifest: &Manifest, node: &Node, replacing: bool) -> Option<TextTable> {
+    let empty = serde_json::Map::new();
+    let (path, location) = match &node.resource {
+        Resource::Seed(seed) => (seed.path.as_str(), &empty),
         Resource::Source(s) if !s.location.contains_key("connection") => {
-            let path = s.location.get("path").and_then(Json::as_str)?;
-            file_source(&manifest.root, path, &s.location).ok()?
+            (s.location.get("path").and_then(Json::as_str)?, &s.location)
         }
         _ => return None,
     };
-    if file.format != FileFormat::Csv {
+    let file = match &node.resource {
+        Resource::Seed(_) => FileSource::local(&manifest.root.join(path), FileFormat::Csv),
+        _ => file_source(&manifest.root, path, location).ok()?,
+    };
+    if file.format != FileFormat::Csv || path.contains("://") {
         return None;
     }
-    let inferred = engine.infer_schema(&file).await.ok()?;
+    let mut text = source::TextOptions::of(location).ok()?;
+    let replacing = replacing || !text.is_default();
     let table = text_table_of(node)?;
-    engine.register_file(table.clone(), &file, &read_as_text(&inferred, |_| true)).await.ok()?;
-    Some((table, file))
+    if replacing {
+        text.replace_invalid = true;
+        let mut location = location.clone();
+        location.insert("on_invalid".into(), Json::from("replace"));
+        location.remove("on_error");
+        let request = source::Request {
+            table: &node.display_name(),
+            root: &manifest.root,
+            path,
+            format: Some("csv"),
+            location: &location,
+            columns: &[],
+            csv: &file.csv,
+            compression: file.compression,
+            run: (&manifest.globals.invocation_id, manifest.layout().run(&manifest.globals.invocation_id), false),
+            url_first_byte: None,
+        };
+        let spec = Arc::new(source::Spec::of(&request).ok()??);
+        let reading = Arc::clone(&spec);
+        let inferred = tokio::task::spawn_blocking(move || reading.infer()).await.ok()?.ok()?;
+        engine.register(table.clone(), spec.provider(read_as_text(&inferred, |_| true)).ok()?).ok()?;
+    } else {
+        let inferred = engine.infer_schema(&file).await.ok()?;
+        engine.register_file(table.clone(), &file, &read_as_text(&inferred, |_| true)).await.ok()?;
+    }
+    Some(TextTable { table, file, text, replacing })
+}
+
+/// Whether `e` is a reader's refusal of bytes that are not UTF-8.
+pub fn is_invalid_utf8(e: &DataFusionError) -> bool {
+    e.to_string().contains("UTF-8")
 }
 
 /// A seed's columns declared `timestamp` (`column_types`), read as

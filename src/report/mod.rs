@@ -32,6 +32,8 @@ pub enum ReportError {
     UnknownRun { id: String, dir: Utf8PathBuf, known: String },
     #[error("failed to read `{path}`: {message}")]
     Read { path: Utf8PathBuf, message: String },
+    #[error("failed to write `{path}`: {message}")]
+    Write { path: Utf8PathBuf, message: String },
     #[error(transparent)]
     State(#[from] anyhow::Error),
     #[error("failed to query the run's files: {0}")]
@@ -77,8 +79,18 @@ pub async fn write(layout: &Layout, which: &Which) -> Result<Written, ReportErro
     let html = page::render(layout, &run, &record).await?;
     let file = run.join("report.html");
     files::write_atomic(&file.path, html.as_bytes(), true)
-        .map_err(|e| ReportError::Read { path: file.path.clone(), message: e.to_string() })?;
+        .map_err(|e| ReportError::Write { path: file.shown.clone(), message: e.to_string() })?;
     Ok(Written { run_id: record.run_id, file })
+}
+
+/// Writes audit `id`'s page, `audit.html`, beside its `audit.json`;
+/// `project` names it.
+pub fn write_audit(layout: &Layout, project: &str, id: &str) -> Result<RunDir, ReportError> {
+    let html = page::render_audit(layout, project, id)?;
+    let file = layout.audits().join(id).join("audit.html");
+    files::write_atomic(&file.path, html.as_bytes(), true)
+        .map_err(|e| ReportError::Write { path: file.shown.clone(), message: e.to_string() })?;
+    Ok(file)
 }
 
 /// The run's directory and record.

@@ -136,6 +136,17 @@ struct AuditView {
     created_at: String,
     file: String,
     tables: Vec<Value>,
+    /// What changed since an earlier audit (`--compare-to`).
+    compared_to: Option<Value>,
+}
+
+/// The audit's own page.
+#[derive(Serialize)]
+struct AuditPage {
+    project: String,
+    generated_at: String,
+    ferry_version: &'static str,
+    audit: AuditView,
 }
 
 #[derive(Serialize)]
@@ -170,7 +181,7 @@ pub async fn render(layout: &Layout, run: &RunDir, record: &RunRecord) -> Result
     let history = history_charts(layout, record).await?;
     let page = Page {
         project: record.project_name.clone(),
-        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        generated_at: now(),
         ferry_version: env!("CARGO_PKG_VERSION"),
         verdict: verdict(record, &reconcile),
         not_checked: not_checked(record, &reconcile, &log, audit.is_some()),
@@ -184,10 +195,33 @@ pub async fn render(layout: &Layout, run: &RunDir, record: &RunRecord) -> Result
         audit,
         history,
     };
+    Ok(environment()?.get_template("page.html")?.render(minijinja::value::Serde(&page))?)
+}
+
+/// The page of audit `id` (under `.ferry/audit/`) of project `project`.
+pub fn render_audit(layout: &Layout, project: &str, id: &str) -> Result<String, ReportError> {
+    let page = AuditPage {
+        project: project.to_owned(),
+        generated_at: now(),
+        ferry_version: env!("CARGO_PKG_VERSION"),
+        audit: read_audit(layout, id)?,
+    };
+    Ok(environment()?.get_template("audit_page.html")?.render(minijinja::value::Serde(&page))?)
+}
+
+/// The templates, their shared styles and the audit's tables.
+fn environment() -> Result<minijinja::Environment<'static>, ReportError> {
     let mut env = minijinja::Environment::new();
     env.add_filter("num", num);
+    env.add_template("style.css", include_str!("style.css"))?;
+    env.add_template("audit.html", include_str!("audit.html"))?;
     env.add_template("page.html", include_str!("page.html"))?;
-    Ok(env.get_template("page.html")?.render(minijinja::value::Serde(&page))?)
+    env.add_template("audit_page.html", include_str!("audit_page.html"))?;
+    Ok(env)
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 fn status_word(s: Status) -> &'static str {
@@ -518,25 +552,32 @@ fn not_checked(record: &RunRecord, reconcile: &[ReconcileView], log: &ErrorLog, 
 fn latest_audit(layout: &Layout) -> Result<Option<AuditView>, ReportError> {
     let audits = layout.audits();
     let Some(id) = audits.newest_holding("audit.json").into_iter().next() else { return Ok(None) };
-    let file = audits.join(&id).join("audit.json");
+    read_audit(layout, &id).map(Some)
+}
+
+/// Audit `id`'s `audit.json`.
+fn read_audit(layout: &Layout, id: &str) -> Result<AuditView, ReportError> {
+    let file = layout.audits().join(id).join("audit.json");
     let text = fs_err::read_to_string(&file.path)
         .map_err(|e| ReportError::Read { path: file.shown.clone(), message: e.to_string() })?;
-    let doc: Value = serde_json::from_str(&text)?;
-    Ok(Some(AuditView {
-        run_id: id,
-        created_at: doc
-            .get("created_at")
-            .and_then(Value::as_str)
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t).map_or_else(
-                    |_| t.to_owned(),
-                    |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-                )
-            })
-            .unwrap_or_default(),
+    let mut doc: Value = serde_json::from_str(&text)?;
+    let shown_time = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t).map_or_else(
+            |_| t.to_owned(),
+            |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    let mut compared_to = doc.get_mut("compared_to").map(Value::take).filter(|c| !c.is_null());
+    if let Some(at) = compared_to.as_mut().and_then(|c| c.get_mut("created_at")) {
+        *at = Value::from(shown_time(at.as_str().unwrap_or_default()));
+    }
+    Ok(AuditView {
+        run_id: id.to_owned(),
+        created_at: doc.get("created_at").and_then(Value::as_str).map(shown_time).unwrap_or_default(),
         file: file.shown.to_string(),
-        tables: doc.get("tables").and_then(Value::as_array).cloned().unwrap_or_default(),
-    }))
+        tables: doc.get_mut("tables").map(Value::take).and_then(|t| t.as_array().cloned()).unwrap_or_default(),
+        compared_to,
+    })
 }
 
 /// Error rates over the last runs of each model this run checked, where

@@ -12,9 +12,8 @@ use serde::Serialize;
 
 use super::{Prepared, plan};
 use crate::audit::compare::TableChanges;
-use crate::audit::{KeyCheck, Orphans, TableProfile, TableProfiler};
+use crate::audit::{KeyCheck, Orphans, TableProfile, TableProfiler, TextCheck};
 use crate::diagnostic::{Code, Diagnostic};
-use crate::engine::session::FileSource;
 use crate::engine::{Engine, sources};
 use crate::manifest::{Manifest, NodeId, Resource};
 use crate::project::nodes::{Test, TestKind};
@@ -33,6 +32,9 @@ pub struct Audit {
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
     pub file: Option<RunDir>,
+    /// Its page, `audit.html`, beside it.
+    #[serde(skip)]
+    pub page: Option<RunDir>,
 }
 
 /// The changes since an earlier audit.
@@ -74,18 +76,54 @@ pub async fn audit(
         compared_to: None,
         diagnostics: outcome.diagnostics,
         file: None,
+        page: None,
     };
-    for &i in manifest.order.iter().filter(|i| wanted.contains(i) && !outcome.failed.contains(i)) {
+    // A source that could not be read for its bytes or records (a row
+    // error) is still audited, read as text with bad bytes replaced: what
+    // stopped it is a finding of the audit, a warning.
+    let unreadable = |i: &NodeId| {
+        outcome.failures.get(i).is_some_and(|r| audit.diagnostics[r.clone()].iter().all(|d| d.code == Code::SourceRow))
+    };
+    let audited: Vec<NodeId> = manifest
+        .order
+        .iter()
+        .copied()
+        .filter(|i| wanted.contains(i) && (!outcome.failed.contains(i) || unreadable(i)))
+        .collect();
+    for i in audited {
         let node = &manifest[i];
-        // A CSV is read as text: the audit is of what the file holds.
-        let (table, file) = match sources::register_as_text(engine, manifest, node).await {
-            Some((text, file)) => (text, Some(file)),
-            None => (sources::table_of(node), None),
-        };
-        match profile(engine, &node.display_name(), table.clone(), outcome.schemas.get(&i)).await {
+        let failed = outcome.failed.contains(&i);
+        // A CSV is read as text: the audit is of what the file holds. Bytes
+        // that are no UTF-8 fail DataFusion's reader; the file is then read
+        // again by ferry's, which replaces them, to count them.
+        let mut text = sources::register_as_text(engine, manifest, node, failed).await;
+        let mut table = text.as_ref().map_or_else(|| sources::table_of(node), |t| t.table.clone());
+        if failed && text.is_none() {
+            continue;
+        }
+        let mut profiled = profile(engine, &node.display_name(), table.clone(), outcome.schemas.get(&i)).await;
+        if matches!(&profiled, Err(e) if sources::is_invalid_utf8(e))
+            && text.as_ref().is_some_and(|t| !t.replacing)
+            && let Some(again) = sources::register_as_text(engine, manifest, node, true).await
+        {
+            table = again.table.clone();
+            text = Some(again);
+            profiled = profile(engine, &node.display_name(), table.clone(), outcome.schemas.get(&i)).await;
+        }
+        if failed && profiled.is_ok() {
+            for d in &mut audit.diagnostics[outcome.failures[&i].clone()] {
+                d.severity = crate::diagnostic::Severity::Warning;
+                d.message.push_str("; the audit read it as text instead, any bytes that are no text replaced");
+            }
+        }
+        match profiled {
             Ok(mut p) => {
-                if let Some(file) = file {
-                    p.file = locate_examples(&mut p, file, manifest.root.as_path()).await;
+                if let Some(text) = text {
+                    p.file = locate_examples(&mut p, &text, manifest.root.as_path()).await;
+                    let check = tokio::task::block_in_place(|| {
+                        TextCheck::of(&p, text.text.encoding, text.replacing, || text.bytes())
+                    });
+                    p.text = Some(check);
                 }
                 let checks = declared.iter().filter(|d| d.table() == i);
                 if let Err(e) = table_checks(engine, manifest, (&table, &mut p), checks).await {
@@ -127,6 +165,7 @@ pub async fn audit(
     crate::state::files::write_atomic(&file.path, &json, true)
         .with_context(|| format!("cannot write `{}`", file.shown))?;
     audit.file = Some(file);
+    audit.page = Some(crate::report::write_audit(&prepared.layout, &manifest.project_name, &run_id)?);
     Ok(audit)
 }
 
@@ -213,11 +252,11 @@ fn declared_checks(manifest: &Manifest, wanted: &BTreeSet<NodeId>) -> Vec<Declar
 
 /// Finds the lines of a profile's examples in its file, when that is one
 /// local CSV; the file as shown (relative to the project).
-async fn locate_examples(p: &mut TableProfile, file: FileSource, root: &camino::Utf8Path) -> Option<String> {
-    let [path] = file.local_files().try_into().ok()?;
+async fn locate_examples(p: &mut TableProfile, text: &sources::TextTable, root: &camino::Utf8Path) -> Option<String> {
+    let [path] = text.file.local_files().try_into().ok()?;
     let shown = path.strip_prefix(root).unwrap_or(&path).to_string();
-    if p.columns.iter().any(|c| !c.break_examples.is_empty())
-        && let Some(reader) = file.csv_records(&path)
+    if p.columns.iter().any(crate::audit::ColumnProfile::has_examples)
+        && let Some(reader) = text.records(&path)
     {
         let mut columns = p.columns.clone();
         let located = tokio::task::spawn_blocking(move || crate::audit::locate(reader, &mut columns).map(|()| columns));

@@ -38,6 +38,8 @@ pub struct PlanOutcome {
     /// Nodes that were planned (in DAG order).
     pub planned: Vec<NodeId>,
     pub failed: BTreeSet<NodeId>,
+    /// Where in `diagnostics` each failed node's are.
+    pub failures: HashMap<NodeId, std::ops::Range<usize>>,
     /// Nodes not planned because an ancestor failed, with that ancestor.
     pub skipped: BTreeMap<NodeId, NodeId>,
     pub diagnostics: Vec<Diagnostic>,
@@ -291,7 +293,9 @@ impl PlanOutcome {
             }
             Ok(None) => self.planned.push(i),
             Err(diags) => {
+                let start = self.diagnostics.len();
                 self.diagnostics.extend(diags);
+                self.failures.insert(i, start..self.diagnostics.len());
                 self.failed.insert(i);
             }
         }

@@ -173,6 +173,12 @@ fn audit_compares_with_an_earlier_audit() {
     assert!(since.contains("  crm.people:\n    rows: 2 -> 3 (+1)\n"), "{since}");
     assert!(since.contains("    `name` NULL or blank values: 0 -> 1 (+1)\n"), "{since}");
     assert!(since.contains("    new column `email` (Utf8)\n"), "{since}");
+    // The audit's page says the same.
+    let page = ran.stderr.split("in a browser in `").nth(1).and_then(|r| r.split('`').next()).expect("a page");
+    let html = fs_err::read_to_string(p.path().join(page)).unwrap();
+    let changes = &html[html.find("id=\"audit-changes\"").expect("the changes on the page")..];
+    assert!(changes.contains("<code>crm.people</code>: rows: 2 -&gt; 3 (+1); "), "{changes}");
+    assert!(changes.contains("new column `email` (Utf8)"), "{changes}");
 
     let json = p.run(["audit", "--compare-to", "last", "--format", "json"]);
     let audit: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one JSON document");
@@ -181,4 +187,93 @@ fn audit_compares_with_an_earlier_audit() {
     let missing = p.run(["audit", "--compare-to", "nosuchaudit"]);
     assert_eq!(missing.code, Some(1), "{}", missing.stderr);
     assert!(missing.stderr.contains("--compare-to: no earlier audit `nosuchaudit`"), "{}", missing.stderr);
+}
+
+/// A file in windows-1252 read as UTF-8 (its encoding undeclared) is still
+/// audited: the values whose bytes are no UTF-8 are counted per column,
+/// with examples at their lines, and the bytes are named for what they
+/// look like. Declared, the same file reads clean. Text decoded twice
+/// before it reached a file (`JosÃ©`) is counted apart.
+#[test]
+fn audit_names_encodings_replaced_bytes_and_double_encoded_text() {
+    let people = "id,name,city\n1,Zoë Brontë,Köln\n2,Ada,Paris\n3,José Peña,Málaga\n4,Bo,Oslo\n\
+                  5,Ångström Müller,Malmö\n6,Cy,Rome\n7,Françoise Noël,Besançon\n8,Grüße Straße,Düsseldorf\n";
+    let (latin, _, _) = encoding_rs::WINDOWS_1252.encode(people);
+    let sources = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n\
+                   \x20     - name: mixed\n        path: data/mixed.csv\n";
+    let p = TestProject::new()
+        .file("models/sources.yml", sources)
+        .file("data/mixed.csv", "id,name\n1,Ada\n2,JosÃ© García\n3,Zoë\n");
+    fs_err::write(p.path().join("data/people.csv"), &latin).unwrap();
+
+    let ran = p.run(["audit", "--format", "json"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    // The reader's refusal is a warning line first; the audit comes last.
+    let (warning, audit) = ran.stdout.trim().split_once('\n').expect("a warning, then the audit");
+    assert!(
+        warning.contains(r#""severity":"warning","message":"cannot read `crm.people`: invalid UTF-8"#),
+        "{warning}"
+    );
+    let audit: serde_json::Value = serde_json::from_str(audit).expect("one JSON document");
+    let table = |name: &str| audit["tables"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+    let col = |t: &serde_json::Value, name: &str| {
+        t["columns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
+    };
+    let people_t = table("crm.people");
+    assert_eq!(people_t["rows"], 8, "{people_t}");
+    let text = &people_t["text"];
+    assert_eq!(
+        (&text["encoding"], &text["read_with_replacement"], &text["replaced_values"], &text["guessed"]),
+        (&"UTF-8".into(), &true.into(), &(5 + 5).into(), &"windows-1252".into()),
+        "{text}"
+    );
+    let name = col(&people_t, "name");
+    assert_eq!((&name["replaced"], &name["non_ascii"]), (&5.into(), &5.into()), "{name}");
+    assert_eq!(
+        name["replaced_examples"][0],
+        serde_json::json!({"value": "Zo\u{FFFD} Bront\u{FFFD}", "line": 2}),
+        "{name}"
+    );
+    assert_eq!(name["replaced_examples"][1]["line"], 4, "{name}");
+    assert_eq!(col(&people_t, "city")["replaced"], 5);
+
+    let mixed = table("crm.mixed");
+    let name = col(&mixed, "name");
+    assert_eq!((&name["mojibake"], &name["non_ascii"], &name["replaced"]), (&1.into(), &2.into(), &0.into()));
+    assert_eq!(name["mojibake_examples"], serde_json::json!([{"value": "JosÃ© García", "line": 3}]));
+    assert_eq!(
+        (&mixed["text"]["read_with_replacement"], &mixed["text"]["mojibake_values"]),
+        (&false.into(), &1.into())
+    );
+
+    let shown = p.run(["audit", "-s", "source:crm.people"]);
+    assert!(
+        shown.stdout.contains("the bytes look like windows-1252: declare `encoding: windows-1252` on the source"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("5 with bytes replaced (e.g. `Zo\u{FFFD} Bront\u{FFFD}` at data/people.csv:2"));
+    let page = shown.stderr.split("in a browser in `").nth(1).and_then(|r| r.split('`').next()).expect("a page");
+    let html = fs_err::read_to_string(p.path().join(page)).unwrap();
+    assert!(html.contains("declare <code>encoding: windows-1252</code> on the source"), "{html}");
+    assert!(html.contains("5 with replaced bytes"), "{html}");
+
+    // Declared, the file reads clean: no byte replaced, nothing to advise.
+    let declared =
+        sources.replace("path: data/people.csv\n", "path: data/people.csv\n        encoding: windows-1252\n");
+    let p = p.file("models/sources.yml", &declared);
+    let ran = p.run(["audit", "-s", "source:crm.people", "--format", "json"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let audit: serde_json::Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    let t = &audit["tables"][0];
+    assert_eq!(
+        (&t["text"]["encoding"], &t["text"]["replaced_values"], &t["text"]["guessed"]),
+        (&"windows-1252".into(), &0.into(), &"windows-1252".into()),
+        "{t}"
+    );
+    let name = col(t, "name");
+    assert_eq!(
+        (&name["replaced"], &name["non_ascii"], &name["max"]),
+        (&0.into(), &5.into(), &"Ångström Müller".into())
+    );
 }
