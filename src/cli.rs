@@ -31,6 +31,16 @@ pub struct GlobalArgs {
     /// Variables for `var()`, as YAML: `--vars '{start_date: 2024-01-01}'`.
     #[arg(long, global = true)]
     pub vars: Option<String>,
+    /// Mask personal data as the columns' `mask:` policies say (as a
+    /// profile's `masking: true` does); the key is read from
+    /// `FERRY_MASKING_KEY` (or the profile's `masking_key_env`).
+    #[arg(long, global = true)]
+    pub mask: bool,
+    /// In a masked run, a column that looks personal (by its name, or as
+    /// the latest `ferry audit` found) but has no `mask:` policy is an
+    /// error, not a warning.
+    #[arg(long, global = true)]
+    pub require_masking: bool,
     /// How to print diagnostics.
     #[arg(long, global = true, value_enum, env = "FERRY_FORMAT")]
     pub format: Option<OutputFormat>,

@@ -37,6 +37,7 @@ pub mod error;
 pub mod load;
 pub mod logging;
 pub mod manifest;
+pub mod mask;
 pub mod package;
 pub mod printer;
 pub mod project;

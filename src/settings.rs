@@ -26,6 +26,10 @@ pub struct Settings {
     /// `--event-time-start` and `--event-time-end`: the window microbatch
     /// models build (UTC).
     pub event_time: EventTimes,
+    /// `--mask`: mask personal data whatever the target says.
+    pub mask: bool,
+    /// `--require-masking`.
+    pub require_masking: bool,
 }
 
 impl Settings {
@@ -45,6 +49,8 @@ impl Settings {
             vars,
             full_refresh: false,
             event_time: EventTimes::default(),
+            mask: args.mask,
+            require_masking: args.require_masking,
         })
     }
 

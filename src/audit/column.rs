@@ -127,6 +127,21 @@ pub struct ColumnProfile {
 }
 
 impl ColumnProfile {
+    /// Drops every value the profile holds (top values, min and max,
+    /// examples, spellings, patterns), keeping the counts: for a masked
+    /// column in a masked run, whose clear values must not be written.
+    pub fn withhold_values(&mut self) {
+        self.min = None;
+        self.max = None;
+        self.top.clear();
+        self.patterns.clear();
+        self.spellings.clear();
+        self.impossible_examples.clear();
+        for examples in self.examples_mut() {
+            examples.clear();
+        }
+    }
+
     /// The examples whose lines [`super::locate`] finds.
     pub fn examples_mut(&mut self) -> [&mut Vec<Located>; 3] {
         [&mut self.break_examples, &mut self.replaced_examples, &mut self.mojibake_examples]
@@ -638,8 +653,8 @@ fn kind(p: &ColumnProfile) -> Kind {
     Kind::Text
 }
 
-/// Column names that usually hold a person's details.
-fn personal_name(name: &str) -> bool {
+/// Column names (lower case) that usually hold a person's details.
+pub fn personal_name(name: &str) -> bool {
     const PARTS: [&str; 16] = [
         "first_name",
         "last_name",

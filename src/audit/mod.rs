@@ -20,7 +20,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use foldhash::HashMap;
 use serde::Serialize;
 
-pub use column::{ColumnProfile, DateFormats, Kind, Located};
+pub use column::{ColumnProfile, DateFormats, Kind, Located, personal_name};
 pub use lines::locate;
 pub use text::TextCheck;
 

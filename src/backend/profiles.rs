@@ -140,6 +140,13 @@ pub struct Target {
     pub kind: DatabaseKind,
     #[serde(flatten)]
     pub address: Address,
+    /// Personal data is masked in runs into this target (`masking: true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub masking: bool,
+    /// The environment variable holding the masking key
+    /// (`masking_key_env:`, default `FERRY_MASKING_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masking_key_env: Option<String>,
 }
 
 fn serialize_kind<S: serde::Serializer>(kind: &DatabaseKind, s: S) -> Result<S::Ok, S::Error> {
@@ -155,6 +162,8 @@ impl Target {
             threads: None,
             kind: DatabaseKind::Sqlite,
             address: Address::File { path: Layout::new(project_dir).embedded_database(), schema: "main".to_owned() },
+            masking: false,
+            masking_key_env: None,
         }
     }
 
@@ -358,6 +367,8 @@ const FIELDS: &[&str] = &[
     "application_name",
     "extensions",
     "local_infile",
+    "masking",
+    "masking_key_env",
 ];
 
 fn parse_output(
@@ -399,7 +410,24 @@ fn parse_output(
             return Err(diag.into());
         }
     };
-    Ok(Target { name: name.to_owned(), profile: Some(profile.to_owned()), threads, kind, address })
+    let masking = match output.field(&["masking"])? {
+        Some((m, n)) => match m.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad_value(file, n, "masking", "`true` or `false`")),
+        },
+        None => false,
+    };
+    let masking_key_env = output.field(&["masking_key_env"])?.map(|(v, _)| v);
+    Ok(Target {
+        name: name.to_owned(),
+        profile: Some(profile.to_owned()),
+        threads,
+        kind,
+        address,
+        masking,
+        masking_key_env,
+    })
 }
 
 /// One output of a profile, read field by field.

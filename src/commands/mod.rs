@@ -156,7 +156,7 @@ pub(crate) fn report(printer: &Printer, diags: &[Diagnostic]) -> bool {
 
 /// The engine for commands that execute, with `--memory-limit`.
 pub(crate) fn engine_for(prepared: &Prepared, exec: &ExecArgs) -> Result<crate::engine::Engine> {
-    pipeline::engine(&prepared.layout, exec.memory_limit.map(|b| b.as_u64()))
+    pipeline::engine(&prepared.layout, exec.memory_limit.map(|b| b.as_u64()), prepared.masking.as_ref())
 }
 
 /// Prints rows as JSON, one object per line (`--format json`).

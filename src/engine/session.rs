@@ -67,6 +67,9 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     /// Where spill files go (default: the OS temporary directory).
     pub spill_dir: Option<Utf8PathBuf>,
+    /// The key of a masked run: the masking functions are registered, and
+    /// sources, seeds and models are masked as their columns say.
+    pub masking: Option<crate::mask::Key>,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +78,7 @@ impl Default for EngineOptions {
             target_partitions: std::thread::available_parallelism().map_or(2, usize::from),
             memory_limit: None,
             spill_dir: None,
+            masking: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Engine {
     /// function registry, and the snapshot shares the catalog, so it sees
     /// tables registered later.
     planning: Arc<SessionState>,
+    /// Whether the run masks personal data.
+    masked: bool,
 }
 
 impl Engine {
@@ -143,8 +149,13 @@ impl Engine {
                 }
             }
         }
+        if let Some(key) = &options.masking {
+            for f in crate::mask::udfs(key) {
+                ctx.register_udf(f);
+            }
+        }
         let planning = Arc::new(ctx.state());
-        Ok(Engine { ctx, planning })
+        Ok(Engine { ctx, planning, masked: options.masking.is_some() })
     }
 
     /// Makes `url`'s object store (`s3://`, `gs://`, `az://`, `http(s)://`)
@@ -217,6 +228,35 @@ impl Engine {
         let physical = state.create_physical_plan(&plan).await?;
         log_plan(&physical);
         datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+    }
+
+    /// Whether the run masks personal data (see [`crate::mask`]).
+    pub fn masked(&self) -> bool {
+        self.masked
+    }
+
+    /// Puts a view that masks `columns` (name and policy) in place of
+    /// `table`, which moves to `__ferry_clear_<name>` beside it: every plan
+    /// that reads `table` reads masked values. Nothing when the run is not
+    /// masked or no column has a policy; `Err` with a message naming the
+    /// column a policy cannot mask.
+    pub async fn mask_table(&self, table: &TableReference, columns: &[(String, crate::mask::Policy)]) -> Result<()> {
+        if !self.masked || columns.is_empty() {
+            return Ok(());
+        }
+        let provider = self.ctx.table_provider(table.clone()).await?;
+        let schema = provider.schema();
+        let fields: Vec<(String, DataType)> =
+            schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let list = crate::mask::select_list(&fields, columns).map_err(DataFusionError::Plan)?;
+        let clear_name = format!("__ferry_clear_{}", table.table());
+        let clear = match table.schema() {
+            Some(schema) => TableReference::partial(schema, clear_name.as_str()),
+            None => TableReference::bare(clear_name.as_str()),
+        };
+        self.register(clear.clone(), provider)?;
+        let plan = self.plan(&format!("SELECT {list} FROM {}", clear.to_quoted_string())).await?;
+        self.register_view(table.clone(), plan)
     }
 
     /// Registers a planned query as a view: inlined into every plan that reads it.

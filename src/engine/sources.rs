@@ -137,6 +137,7 @@ impl FileSourceTable<'_> {
                 matches!(manifest.globals.which.as_str(), "run" | "build"),
             ),
             url_first_byte,
+            masked: engine.masked(),
         };
         match source::Spec::of(&request) {
             Err(source::SpecError::NotLocal(format)) if !self.one_object() => Err(vec![
@@ -833,6 +834,7 @@ pub async fn register_as_text(engine: &Engine, manifest: &Manifest, node: &Node,
             compression: file.compression,
             run: (&manifest.globals.invocation_id, manifest.layout().run(&manifest.globals.invocation_id), false),
             url_first_byte: None,
+            masked: engine.masked(),
         };
         let spec = Arc::new(source::Spec::of(&request).ok()??);
         let reading = Arc::clone(&spec);

@@ -22,6 +22,9 @@ pub struct ColumnSpec {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub meta: Map<String, Json>,
+    /// How the column is masked in masked runs (`mask:`).
+    #[serde(skip)]
+    pub mask: Option<crate::mask::Policy>,
 }
 
 /// Where a schema-file entry came from, for diagnostics.

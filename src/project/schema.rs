@@ -47,6 +47,7 @@ const MODEL_KEYS: &[&str] = &[
 ];
 const COLUMN_KEYS: &[&str] = &[
     "name",
+    "mask",
     "description",
     "data_type",
     "tests",
@@ -634,7 +635,23 @@ impl Parser<'_> {
                 Some(m) if !m.is_null() => m.deserialize_into(self.file, "`meta`")?,
                 _ => Map::new(),
             };
+            let mask = match col.get("mask") {
+                Some(m) if m.is_null() => {
+                    return Err(self.shape(
+                        m,
+                        format!(
+                            "column `{name}`: `mask:` is empty; write `mask: \"null\"` for the policy that empties it"
+                        ),
+                    ));
+                }
+                Some(m) => Some(
+                    crate::mask::Policy::parse(&m.to_json())
+                        .map_err(|e| self.shape(m, format!("column `{name}`: {e}")))?,
+                ),
+                None => None,
+            };
             columns.push(ColumnSpec {
+                mask,
                 description: Self::text(col, "description"),
                 data_type: col.get("data_type").and_then(Node::as_str).map(str::to_owned),
                 path: col.get("path").and_then(Node::as_str).map(str::to_owned),

@@ -139,6 +139,9 @@ pub async fn audit(
                         .in_file(node.path()),
                     );
                 }
+                if prepared.masking.is_some() {
+                    withhold_masked(node, &mut p);
+                }
                 audit.tables.push(p)
             }
             Err(e) => audit.diagnostics.push(
@@ -167,6 +170,26 @@ pub async fn audit(
     audit.file = Some(file);
     audit.page = Some(crate::report::write_audit(&prepared.layout, &manifest.project_name, &run_id)?);
     Ok(audit)
+}
+
+/// In a masked run, the values of `node`'s masked columns dropped from its
+/// profile (the counts stay): the audit reads the file, in clear.
+fn withhold_masked(node: &crate::manifest::Node, p: &mut TableProfile) {
+    let columns = match &node.resource {
+        Resource::Source(s) => &s.columns,
+        Resource::Seed(s) => &s.columns,
+        _ => return,
+    };
+    let masked = |name: &str| columns.iter().any(|c| c.name == name && c.mask.is_some());
+    for c in p.columns.iter_mut().filter(|c| masked(&c.name)) {
+        c.withhold_values();
+    }
+    for k in p.declared_keys.iter_mut().filter(|k| k.columns.iter().any(|c| masked(c))) {
+        k.examples.clear();
+    }
+    for r in p.relationships.iter_mut().filter(|r| masked(&r.column)) {
+        r.examples.clear();
+    }
 }
 
 /// One table's profile, its rows streamed.

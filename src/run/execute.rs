@@ -66,7 +66,7 @@ pub async fn execute(
     let started = Instant::now();
     let manifest = &prepared.manifest;
     let wanted: BTreeSet<NodeId> = selected.iter().copied().filter(|&i| options.which.wants(manifest, i)).collect();
-    let engine = super::engine(&prepared.layout, options.memory_limit)?;
+    let engine = super::engine(&prepared.layout, options.memory_limit, prepared.masking.as_ref())?;
     let (prepared, incremental) = &with_incremental(prepared, &engine, &wanted, options).await;
     let manifest = &prepared.manifest;
     let recorded = source_schemas::read(&prepared.layout);
@@ -205,8 +205,8 @@ async fn with_incremental(
     let mut diagnostics = prepared.diagnostics.clone();
     diagnostics.extend(resolved.diagnostics);
     let layout = prepared.layout.clone();
-    let (target, keep_runs) = (prepared.target.clone(), prepared.keep_runs);
-    (Prepared { layout, target, manifest, failed, diagnostics, keep_runs }, resolved.runs)
+    let (target, keep_runs, masking) = (prepared.target.clone(), prepared.keep_runs, prepared.masking.clone());
+    (Prepared { layout, target, manifest, failed, diagnostics, keep_runs, masking }, resolved.runs)
 }
 
 /// What running the nodes did.

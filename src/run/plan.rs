@@ -93,6 +93,10 @@ pub async fn plan(
             Resource::Seed(_) => sources::register_seed(engine, manifest, node).await,
             _ => continue,
         };
+        let result = match result {
+            Ok(Some(_)) if engine.masked() => mask(engine, node).await,
+            other => other,
+        };
         if !out.failed.contains(&i) {
             out.record(i, result);
         }
@@ -300,6 +304,28 @@ impl PlanOutcome {
             }
         }
     }
+}
+
+/// Masks source or seed `node`'s registered table as its columns'
+/// `mask:` policies say (in a masked run); the schema its readers see.
+async fn mask(engine: &Engine, node: &Node) -> Registered {
+    let columns = match &node.resource {
+        Resource::Source(s) => &s.columns,
+        Resource::Seed(s) => &s.columns,
+        _ => return Ok(None),
+    };
+    let policies: Vec<(String, crate::mask::Policy)> =
+        columns.iter().filter_map(|c| c.mask.clone().map(|p| (c.name.clone(), p))).collect();
+    let table = sources::table_of(node);
+    let failed = |e: &dyn std::fmt::Display| {
+        let d = Diagnostic::error(Code::SourceSchema, format!("cannot mask `{}`: {e}", node.display_name()));
+        vec![match &node.resource {
+            Resource::Source(s) => d.with_label(crate::diagnostic::Label::new(&s.origin.file, s.origin.span.clone())),
+            _ => d.in_file(node.path()),
+        }]
+    };
+    engine.mask_table(&table, &policies).await.map_err(|e| failed(&e.strip_backtrace()))?;
+    Ok(engine.table_schema(table).await)
 }
 
 /// Renders node `i` again if its first render was deferred (it asked about
@@ -581,7 +607,17 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId, again: Option
         schema = Arc::new(plan.schema().as_arrow().clone());
         sql = std::borrow::Cow::Owned(first);
     }
-    if let Resource::Model { .. } = node.resource {
+    if let Resource::Model { model, .. } = &node.resource {
+        if let Some(c) = model.columns.iter().find(|c| c.mask.is_some()).filter(|_| engine.masked()) {
+            return Err(vec![
+                Diagnostic::error(
+                    Code::SqlPlan,
+                    format!("`{}`: `mask:` on a model's column (`{}`) is not supported yet", node.name, c.name),
+                )
+                .in_file(node.path())
+                .with_help("mask the column where it enters, on the source or seed it comes from: every model reading it then sees masked values"),
+            ]);
+        }
         check_contract(engine, node, &schema).await?;
         check_config(node, &schema)?;
         check_rules(engine, node, &sql).await?;

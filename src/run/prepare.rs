@@ -31,6 +31,8 @@ pub struct Prepared {
     pub diagnostics: Vec<Diagnostic>,
     /// The project's `history.keep_runs`.
     pub keep_runs: Option<usize>,
+    /// The key of a masked run (`--mask`, or the target's `masking: true`).
+    pub masking: Option<crate::mask::Key>,
 }
 
 /// Loads project, target and manifest for the command `which` (as
@@ -56,6 +58,13 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
             return Ok(Err(diagnostics));
         }
     };
+    let masking = match masking_key(settings, &target) {
+        Ok(key) => key,
+        Err(e) => {
+            diagnostics.push(Diagnostic::error(crate::diagnostic::Code::Profile, e.to_string()));
+            return Ok(Err(diagnostics));
+        }
+    };
     let globals = Globals {
         project_name: project.file.name.clone(),
         vars: project.file.vars.clone(),
@@ -76,7 +85,73 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     manifest.connections = source_connections(settings, &manifest, &profile_name);
     manifest.warehouse = Some(target.url().map(|url| Warehouse { url, name: target.name.clone() }));
     let layout = settings.layout();
-    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs }))
+    if masking.is_some() {
+        diagnostics.extend(unmasked_personal(&manifest, &layout, settings.require_masking));
+    }
+    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs, masking }))
+}
+
+/// In a masked run, the columns of sources and seeds that look personal
+/// (by name, or as the latest audit found them) and have no `mask:`
+/// policy: warnings, or errors with `--require-masking`.
+fn unmasked_personal(manifest: &Manifest, layout: &Layout, required: bool) -> Vec<Diagnostic> {
+    let audit: Json = layout
+        .audits()
+        .newest_holding("audit.json")
+        .first()
+        .and_then(|id| fs_err::read_to_string(layout.audits().join(id).join("audit.json").path).ok())
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (_, node) in manifest.iter() {
+        let columns = match &node.resource {
+            crate::manifest::Resource::Source(s) => &s.columns,
+            crate::manifest::Resource::Seed(s) => &s.columns,
+            _ => continue,
+        };
+        let name = node.display_name();
+        let audited = audit["tables"].as_array().into_iter().flatten().find(|t| t["name"] == name.as_str());
+        let mut personal: Vec<String> = columns
+            .iter()
+            .filter(|c| crate::audit::personal_name(&c.name.to_lowercase()))
+            .map(|c| c.name.clone())
+            .collect();
+        for c in audited.and_then(|t| t["columns"].as_array()).into_iter().flatten() {
+            if c["personal"] == true
+                && let Some(n) = c["name"].as_str()
+                && !personal.iter().any(|p| p == n)
+            {
+                personal.push(n.to_owned());
+            }
+        }
+        for column in personal {
+            if columns.iter().any(|c| c.name == column && c.mask.is_some()) {
+                continue;
+            }
+            let message = format!("`{name}.{column}` looks like personal data and has no `mask:` policy");
+            let d = if required {
+                Diagnostic::error(crate::diagnostic::Code::Profile, message)
+            } else {
+                Diagnostic::warning(crate::diagnostic::Code::Profile, message)
+            };
+            out.push(d.in_file(node.path()).with_help(format!(
+                "give `{column}` a `mask:` policy (such as `hash`, `email` or `redact`) in the schema file"
+            )));
+        }
+    }
+    out
+}
+
+/// The masking key, when the run is masked: `--mask`, or the target's
+/// `masking: true`.
+fn masking_key(settings: &Settings, target: &Target) -> Result<Option<crate::mask::Key>, crate::mask::KeyError> {
+    if !settings.mask && !target.masking {
+        return Ok(None);
+    }
+    let why =
+        if settings.mask { "`--mask`".to_owned() } else { format!("target `{}` says `masking: true`", target.name) };
+    let var = target.masking_key_env.as_deref().unwrap_or(crate::mask::KEY_VAR);
+    crate::mask::Key::from_env(var, &why).map(Some)
 }
 
 /// The profile's name, and whether the project (or `--profile`) names it
@@ -197,12 +272,16 @@ pub fn select(
 
 /// The engine for commands that execute: a memory limit (half the RAM by
 /// default) and the spill directory under `.ferry/`.
-pub fn engine(layout: &Layout, memory_limit: Option<u64>) -> Result<Engine> {
+pub fn engine(layout: &Layout, memory_limit: Option<u64>, masking: Option<&crate::mask::Key>) -> Result<Engine> {
     let limit = match memory_limit {
         Some(b) => usize::try_from(b).unwrap_or(usize::MAX),
         None => crate::engine::session::default_memory_limit(),
     };
-    let options =
-        EngineOptions { memory_limit: Some(limit), spill_dir: Some(layout.spill()), ..EngineOptions::default() };
+    let options = EngineOptions {
+        memory_limit: Some(limit),
+        spill_dir: Some(layout.spill()),
+        masking: masking.cloned(),
+        ..EngineOptions::default()
+    };
     Engine::new(&options).context("failed to start the query engine")
 }

@@ -27,6 +27,8 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
         vars: Default::default(),
         full_refresh: false,
         event_time: Default::default(),
+        mask: false,
+        require_masking: false,
     };
     (dir, settings)
 }

@@ -249,6 +249,8 @@ pub struct Request<'a> {
     /// (see [`first_significant_byte`]), which tells an array from
     /// newline-delimited JSON; local files are read for it here.
     pub url_first_byte: Option<u8>,
+    /// A masked run: records set aside keep no raw text.
+    pub masked: bool,
 }
 
 impl Spec {
@@ -294,7 +296,12 @@ impl Spec {
         };
         let quarantine = quarantine.then(|| {
             let (run_id, dir, persist) = &r.run;
-            quarantine::Quarantine::new(format!("source.{}", r.table), (*run_id).to_owned(), dir.clone(), *persist)
+            quarantine::Quarantine::new(
+                format!("source.{}", r.table),
+                (*run_id).to_owned(),
+                dir.clone(),
+                (*persist, r.masked),
+            )
         });
         if r.path.contains("://") {
             return Err(SpecError::NotLocal(format.name()));

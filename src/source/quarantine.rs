@@ -39,15 +39,26 @@ pub struct Quarantine {
     /// Whether this command keeps run artifacts (`run` and `build` do;
     /// `show` previews, and sets records aside without a trace).
     persist: bool,
+    /// A masked run: a record's raw text and value, which may hold
+    /// personal data in clear, are not kept.
+    withhold: bool,
     entries: Mutex<Vec<Entry>>,
 }
 
 impl Quarantine {
-    pub fn new(name: String, run_id: String, dir: RunDir, persist: bool) -> Arc<Self> {
-        Arc::new(Quarantine { name, run_id, dir, persist, entries: Mutex::new(Vec::new()) })
+    pub fn new(name: String, run_id: String, dir: RunDir, (persist, withhold): (bool, bool)) -> Arc<Self> {
+        Arc::new(Quarantine { name, run_id, dir, persist, withhold, entries: Mutex::new(Vec::new()) })
     }
 
-    pub fn add(&self, entry: Entry) {
+    pub fn add(&self, mut entry: Entry) {
+        if self.withhold {
+            entry.raw = format!("(withheld in a masked run: {} bytes)", entry.raw.len());
+            entry.value = None;
+            entry.message = match &entry.column {
+                Some(c) => format!("{}: a value of `{c}` (withheld in a masked run)", entry.rule),
+                None => format!("{} (withheld in a masked run)", entry.rule),
+            };
+        }
         self.entries.lock().expect("quarantine lock").push(entry);
     }
 

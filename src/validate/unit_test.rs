@@ -46,8 +46,8 @@ pub async fn run(
         }
         None => manifest[model_id].rendered.as_ref().map(|r| r.sql.clone()).unwrap_or_default(),
     };
-    let fx = Engine::new(&EngineOptions { target_partitions: 1, memory_limit: None, spill_dir: None })
-        .map_err(|e| e.to_string())?;
+    let fx =
+        Engine::new(&EngineOptions { target_partitions: 1, ..EngineOptions::default() }).map_err(|e| e.to_string())?;
     for (expr, rows) in given {
         // `this`: the model's own current rows, as an incremental run reads them.
         let parent = if expr == "this" {

@@ -17,6 +17,7 @@ mod init;
 mod load;
 mod lock;
 mod ls;
+mod masking;
 mod microbatch;
 mod object_stores;
 mod packages;

@@ -1,0 +1,307 @@
+//! The keyed SQL functions the policies call: `ferry_mask_hash(x)`,
+//! `ferry_mask_email(x)`, `ferry_mask_phone(x)`, `ferry_mask_partial(x,
+//! first, last)` and `ferry_mask_date_shift(x, days)`, each bound to the
+//! run's key. NULL stays NULL.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Date32Type, Date64Type, Int64Type, TimeUnit};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::Key;
+
+/// Every function, bound to `key`.
+pub fn udfs(key: &Key) -> Vec<ScalarUDF> {
+    [Kind::Hash, Kind::Email, Kind::Phone, Kind::Partial, Kind::DateShift]
+        .into_iter()
+        .map(|kind| {
+            ScalarUDF::new_from_impl(MaskFn {
+                kind,
+                key: key.clone(),
+                signature: Signature::user_defined(Volatility::Immutable),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Hash,
+    Email,
+    Phone,
+    Partial,
+    DateShift,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Hash => "ferry_mask_hash",
+            Kind::Email => "ferry_mask_email",
+            Kind::Phone => "ferry_mask_phone",
+            Kind::Partial => "ferry_mask_partial",
+            Kind::DateShift => "ferry_mask_date_shift",
+        }
+    }
+
+    /// Keeps the policies' hashes apart: a value hashed for `email` tells
+    /// nothing of its `hash`.
+    fn tag(self) -> &'static [u8] {
+        self.name().as_bytes()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MaskFn {
+    kind: Kind,
+    key: Key,
+    signature: Signature,
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+}
+
+impl ScalarUDFImpl for MaskFn {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let (arity, first_ok) = match self.kind {
+            Kind::Hash => (1, is_text(&args[0]) || args[0].is_integer()),
+            Kind::Email | Kind::Phone => (1, is_text(&args[0])),
+            Kind::Partial => (3, is_text(&args[0])),
+            Kind::DateShift => {
+                (2, matches!(args[0], DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Null))
+            }
+        };
+        if args.len() != arity || !first_ok {
+            return plan_err!("{} cannot take ({args:?})", self.name());
+        }
+        let mut out = args.to_vec();
+        if is_text(&args[0]) {
+            out[0] = DataType::Utf8;
+        }
+        for t in out.iter_mut().skip(1) {
+            *t = DataType::Int64;
+        }
+        Ok(out)
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match self.kind {
+            Kind::Hash if args[0].is_integer() => args[0].clone(),
+            Kind::DateShift => args[0].clone(),
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let value = args.args[0].to_array(n)?;
+        let option = |i: usize| -> Result<i64> {
+            match args.args.get(i) {
+                Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(v)))) => Ok(*v),
+                _ => exec_err!("{}: argument {} must be a whole number", self.name(), i + 1),
+            }
+        };
+        let out: ArrayRef = match self.kind {
+            Kind::Hash if value.data_type().is_integer() => {
+                let bits = value.data_type().primitive_width().unwrap_or(8) as u32 * 8;
+                let signed = value.data_type().is_signed_integer();
+                // The largest value of the type (of i64 for u64) that the hash is cut to.
+                let top = if signed || bits == 64 { (1u64 << (bits - 1)) - 1 } else { (1u64 << bits) - 1 };
+                let ints = cast(&value, &DataType::Int64)?;
+                let hashed: Int64Array = ints.as_primitive::<Int64Type>().unary_opt(|v| {
+                    let d = self.key.digest(self.kind.tag(), 0, v.to_string().as_bytes());
+                    Some((u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & top) as i64)
+                });
+                cast(&hashed, value.data_type())?
+            }
+            Kind::Hash => self.text(&value, |_, stream| hex(&stream.block(0)[..16]))?,
+            Kind::Email => self.text(&value, fake_email)?,
+            Kind::Phone => self.text(&value, |s, stream| s.chars().map(|c| stream.like(c)).collect())?,
+            Kind::Partial => {
+                let (first, last) = (option(1)?.max(0) as usize, option(2)?.max(0) as usize);
+                self.text(&value, |s, _| partial(s, first, last))?
+            }
+            Kind::DateShift => self.shift(&value, option(1)?.max(1))?,
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+impl MaskFn {
+    /// Each text value through `f`, with the key's stream for it.
+    fn text(&self, value: &ArrayRef, f: impl Fn(&str, &mut Stream<'_>) -> String) -> Result<ArrayRef> {
+        let value = cast(value, &DataType::Utf8)?;
+        let strings = value.as_string::<i32>();
+        let out: StringArray = strings
+            .iter()
+            .map(|v| v.map(|s| f(s, &mut Stream::new(&self.key, self.kind.tag(), s.as_bytes()))))
+            .collect();
+        Ok(Arc::new(out))
+    }
+
+    /// Dates and times moved by whole days, up to `days` either way.
+    fn shift(&self, value: &ArrayRef, days: i64) -> Result<ArrayRef> {
+        let offset = |raw: i64| {
+            let d = self.key.digest(self.kind.tag(), 0, &raw.to_le_bytes());
+            let k = u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) % (2 * days as u64);
+            // -days..=-1 and 1..=days: never 0, so no value stays.
+            let k = k as i64 - days;
+            if k >= 0 { k + 1 } else { k }
+        };
+        fn moved<T: ArrowPrimitiveType>(a: &ArrayRef, per_day: i64, offset: impl Fn(i64) -> i64) -> ArrayRef
+        where
+            T::Native: Into<i64> + TryFrom<i64>,
+        {
+            let a: &PrimitiveArray<T> = a.as_primitive::<T>();
+            let out: PrimitiveArray<T> = a.unary_opt(|v| {
+                let raw: i64 = v.into();
+                T::Native::try_from(raw + offset(raw) * per_day).ok()
+            });
+            Arc::new(out.with_data_type(a.data_type().clone()))
+        }
+        Ok(match value.data_type() {
+            DataType::Date32 => moved::<Date32Type>(value, 1, offset),
+            DataType::Date64 => moved::<Date64Type>(value, 86_400_000, offset),
+            DataType::Timestamp(unit, _) => {
+                let per_day = 86_400
+                    * match unit {
+                        TimeUnit::Second => 1,
+                        TimeUnit::Millisecond => 1_000,
+                        TimeUnit::Microsecond => 1_000_000,
+                        TimeUnit::Nanosecond => 1_000_000_000,
+                    };
+                let raw = cast(value, &DataType::Int64)?;
+                let shifted = moved::<Int64Type>(&raw, per_day, offset);
+                cast(&shifted, value.data_type())?
+            }
+            DataType::Null => Arc::clone(value),
+            other => return exec_err!("{}: cannot shift {other}", self.name()),
+        })
+    }
+}
+
+impl Key {
+    /// HMAC-SHA256 of `tag`, `block` and `value` under the key.
+    fn digest(&self, tag: &[u8], block: u32, value: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(tag);
+        mac.update(&[0]);
+        mac.update(&block.to_le_bytes());
+        mac.update(value);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Keyed bytes derived from one value, as many as asked for.
+struct Stream<'a> {
+    key: &'a Key,
+    tag: &'static [u8],
+    value: &'a [u8],
+    block: u32,
+    bytes: [u8; 32],
+    used: usize,
+}
+
+impl<'a> Stream<'a> {
+    fn new(key: &'a Key, tag: &'static [u8], value: &'a [u8]) -> Self {
+        Stream { key, tag, value, block: 0, bytes: key.digest(tag, 0, value), used: 0 }
+    }
+
+    fn block(&self, i: u32) -> [u8; 32] {
+        self.key.digest(self.tag, i, self.value)
+    }
+
+    fn byte(&mut self) -> u8 {
+        if self.used == self.bytes.len() {
+            self.block += 1;
+            self.bytes = self.block(self.block);
+            self.used = 0;
+        }
+        self.used += 1;
+        self.bytes[self.used - 1]
+    }
+
+    /// A character like `c`: a digit for a digit, a letter of its case for
+    /// a letter, anything else as it is.
+    fn like(&mut self, c: char) -> char {
+        match c {
+            '0'..='9' => char::from(b'0' + self.byte() % 10),
+            'a'..='z' => char::from(b'a' + self.byte() % 26),
+            'A'..='Z' => char::from(b'A' + self.byte() % 26),
+            c if c.is_alphanumeric() => char::from(b'a' + self.byte() % 26),
+            c => c,
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An address of the same shape: the name and every part of the domain
+/// but its last (`com`) replaced.
+fn fake_email(s: &str, stream: &mut Stream<'_>) -> String {
+    let Some((local, domain)) = s.rsplit_once('@') else { return s.chars().map(|c| stream.like(c)).collect() };
+    let mut out: String = local.chars().map(|c| stream.like(c)).collect();
+    out.push('@');
+    let (host, top) = domain.rsplit_once('.').unwrap_or((domain, ""));
+    out.extend(host.chars().map(|c| stream.like(c)));
+    if !top.is_empty() {
+        out.push('.');
+        out.push_str(top);
+    }
+    out
+}
+
+/// The first `first` and last `last` characters, the rest `*`; all `*`
+/// when that would show the whole value.
+fn partial(s: &str, first: usize, last: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= first + last {
+        return "*".repeat(chars.len());
+    }
+    let mut out: String = chars[..first].iter().collect();
+    out.push_str(&"*".repeat(chars.len() - first - last));
+    out.extend(&chars[chars.len() - last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_values_keep_their_shape_and_follow_the_key() {
+        let key = Key::of(b"0123456789abcdef");
+        let stream = |v: &'static str| Stream::new(&key, Kind::Email.tag(), v.as_bytes());
+        let a = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
+        let b = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
+        assert_eq!(a, b, "the same input, the same fake");
+        assert_eq!(a.len(), "ada.lovelace@example.co.uk".len());
+        assert!(a.ends_with(".uk") && a.contains('@') && !a.contains("lovelace"), "{a}");
+        let other = Key::of(b"fedcba9876543210");
+        let c = fake_email(
+            "ada.lovelace@example.co.uk",
+            &mut Stream::new(&other, Kind::Email.tag(), b"ada.lovelace@example.co.uk"),
+        );
+        assert_ne!(a, c, "another key, another fake");
+        assert_eq!(partial("4111111111111111", 0, 4), "************1111");
+        assert_eq!(partial("Bo", 1, 2), "**");
+    }
+}
