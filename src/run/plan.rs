@@ -266,7 +266,11 @@ impl<'a> Scheduler<'a> {
     where
         'a: 's,
     {
-        let step = match render_again(self.engine, self.manifest, i, self.handle, When::Planning) {
+        let rendered = render_again(self.engine, self.manifest, i, self.handle, When::Planning).map(|r| {
+            futures::executor::block_on(masked_render(self.engine, &self.manifest[i], r))
+                .map_err(|d| Unrendered::Failed(Box::new(d)))
+        });
+        let step = match rendered.and_then(|r| r) {
             Ok(rendered) => Step::Planned(
                 futures::executor::block_on(plan_sql(self.engine, self.manifest, i, rendered.as_ref())),
                 rendered.map(Box::new),
@@ -401,8 +405,37 @@ pub fn plan_late(
     handle: &tokio::runtime::Handle,
 ) -> Result<Option<Rendered>, Vec<Diagnostic>> {
     let rendered = render_again(engine, manifest, i, handle, When::Running).map_err(|e| vec![*e.into_diagnostic()])?;
+    let rendered = handle.block_on(masked_render(engine, &manifest[i], rendered)).map_err(|d| vec![d])?;
     handle.block_on(plan_sql(engine, manifest, i, rendered.as_ref()))?;
     Ok(rendered)
+}
+
+/// In a masked run, model `node`'s render (`rendered`, else its own) with
+/// its SQL wrapped in a query that masks its `mask:` columns, as a source's
+/// are masked where they enter; once: a masked render is left as it is.
+/// A query that does not plan is left for [`plan_sql`] to report.
+pub(super) async fn masked_render(
+    engine: &Engine,
+    node: &Node,
+    rendered: Option<Rendered>,
+) -> Result<Option<Rendered>, Diagnostic> {
+    let Resource::Model { model, .. } = &node.resource else { return Ok(rendered) };
+    let policies: Vec<(String, crate::mask::Policy)> =
+        model.columns.iter().filter_map(|c| c.mask.clone().map(|p| (c.name.clone(), p))).collect();
+    if !engine.masked() || policies.is_empty() {
+        return Ok(rendered);
+    }
+    let Some(mut r) = rendered.or_else(|| node.rendered.clone()).filter(|r| !r.masked) else { return Ok(None) };
+    let Ok(plan) = engine.plan(&r.sql).await else { return Ok(Some(r)) };
+    let fields: Vec<(String, datafusion::arrow::datatypes::DataType)> =
+        plan.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let list = crate::mask::select_list(&fields, &policies).map_err(|e| {
+        Diagnostic::error(Code::SqlPlan, format!("cannot mask `{}`: {e}", node.name)).in_file(node.path())
+    })?;
+    let query = r.sql.trim_end().trim_end_matches(';');
+    r.sql = format!("SELECT {list} FROM (\n{query}\n) AS __ferry_masked");
+    r.masked = true;
+    Ok(Some(r))
 }
 
 /// Answers a render's questions: a relation's columns from the schemas
@@ -607,17 +640,7 @@ async fn plan_sql(engine: &Engine, manifest: &Manifest, i: NodeId, again: Option
         schema = Arc::new(plan.schema().as_arrow().clone());
         sql = std::borrow::Cow::Owned(first);
     }
-    if let Resource::Model { model, .. } = &node.resource {
-        if let Some(c) = model.columns.iter().find(|c| c.mask.is_some()).filter(|_| engine.masked()) {
-            return Err(vec![
-                Diagnostic::error(
-                    Code::SqlPlan,
-                    format!("`{}`: `mask:` on a model's column (`{}`) is not supported yet", node.name, c.name),
-                )
-                .in_file(node.path())
-                .with_help("mask the column where it enters, on the source or seed it comes from: every model reading it then sees masked values"),
-            ]);
-        }
+    if let Resource::Model { .. } = node.resource {
         check_contract(engine, node, &schema).await?;
         check_config(node, &schema)?;
         check_rules(engine, node, &sql).await?;

@@ -77,11 +77,20 @@ pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, li
     }
     // Its parents' rows first: its render may query them.
     materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
-    let sql = match preview.model.map(|i| plan::render_planned(engine, manifest, i, &tokio::runtime::Handle::current()))
-    {
-        Some(Err(d)) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(d) },
-        Some(Ok(Some(again))) => again.sql,
-        _ => preview.sql.clone(),
+    let again =
+        match preview.model.map(|i| plan::render_planned(engine, manifest, i, &tokio::runtime::Handle::current())) {
+            Some(Err(d)) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(d) },
+            Some(Ok(again)) => again,
+            None => None,
+        };
+    // A masked run previews what it would stage: the model's own masks too.
+    let sql = match preview.model.map(|i| plan::masked_render(engine, &manifest[i], again.clone())) {
+        Some(masking) => match masking.await {
+            Ok(Some(r)) => r.sql,
+            Ok(None) => preview.sql.clone(),
+            Err(d) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(Box::new(d)) },
+        },
+        None => again.map_or_else(|| preview.sql.clone(), |r| r.sql),
     };
     let plan = match engine.plan(&sql).await {
         Ok(plan) => plan,

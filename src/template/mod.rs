@@ -94,6 +94,9 @@ pub struct Rendered {
     pub deferred: bool,
     /// The context a model or singular test was rendered with.
     pub context: Option<NodeContext>,
+    /// Its SQL is wrapped in the query that masks its `mask:` columns (a
+    /// masked run), which must happen once.
+    pub masked: bool,
 }
 
 /// The macro files of one invocation, by namespace.

@@ -34,13 +34,14 @@ const SCHEMA: &str = "sources:\n  - name: crm\n    tables:\n      - name: custom
 \x20         - name: birth_date\n            data_type: date\n            mask: {policy: date_shift, days: 20}\n\
 seeds:\n  - name: orders\n    columns:\n      - name: customer_email\n        mask: email\n\
 models:\n  - name: customer_orders\n    columns:\n      - name: phone\n        rules:\n\
-\x20         - length: {min: 10}\n";
+\x20         - length: {min: 10}\n\
+\x20     - name: surname_ref\n        mask: hash\n";
 
 const MODEL: &str = "{{ config(materialized='table') }}\n\
 select c.id, c.first_name, c.email, c.phone, c.ssn, c.birth_date, c.city,\n\
-       count(o.order_id) as orders, sum(o.amount) as total\n\
+       'Love' || 'lace-' || c.city as surname_ref, count(o.order_id) as orders, sum(o.amount) as total\n\
 from {{ source('crm', 'customers') }} c left join {{ ref('orders') }} o on o.customer_email = c.email\n\
-group by 1, 2, 3, 4, 5, 6, 7";
+group by 1, 2, 3, 4, 5, 6, 7, 8";
 
 /// Every clear value of a masked column.
 const CLEAR: [&str; 23] = [
@@ -203,8 +204,8 @@ async fn masking_keeps_clear_values_out_of_sqlite_and_every_file() {
     assert!(found.iter().any(|f| f.contains("ferry.db: `123-45-6789`")), "{found:?}");
 }
 
-/// The policies that need no key, and the refusals: a policy on a type it
-/// cannot mask, a model column's policy.
+/// The policies that need no key, on a source's columns and a model's, and
+/// the refusal of a policy on a type it cannot mask.
 #[test]
 fn every_policy_masks_as_written() {
     let schema = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n        columns:\n\
@@ -212,17 +213,21 @@ fn every_policy_masks_as_written() {
 \x20         - name: email\n            mask: {policy: redact, value: \"(removed)\"}\n\
 \x20         - name: phone\n            mask: \"null\"\n\
 \x20         - name: ssn\n            mask: {policy: partial, keep_first: 0, keep_last: 4}\n\
-\x20         - name: born\n            data_type: date\n            mask: {policy: generalize, to: month}\n";
+\x20         - name: born\n            data_type: date\n            mask: {policy: generalize, to: month}\n\
+models:\n  - name: people\n    columns:\n      - name: full_name\n        mask: {policy: partial, keep_first: 2, keep_last: 0}\n";
     let p = TestProject::new()
         .file("data/people.csv", "name,email,phone,ssn,born\nAdaline,ada@x.org,555-0100,123-45-6789,1985-12-10\n")
         .file("models/schema.yml", schema)
-        .model("people.sql", "select * from {{ source('crm', 'people') }}");
+        .model("people.sql", "select *, 'Adaline Lovelace' as full_name from {{ source('crm', 'people') }};");
     let shown = ferry(&p, &["show", "-s", "people", "--mask", "--format", "json"], Some(KEY));
     assert_eq!(shown.status.code(), Some(0), "{}", text(&shown));
     let row: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("one JSON row");
     assert_eq!(
         row,
-        serde_json::json!({"name": "A.", "email": "(removed)", "ssn": "*******6789", "born": "1985-12-01"}),
+        serde_json::json!({
+            "name": "A.", "email": "(removed)", "ssn": "*******6789", "born": "1985-12-01",
+            "full_name": "Ad**************"
+        }),
         "phone is NULL, so absent"
     );
 
