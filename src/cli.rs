@@ -101,6 +101,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Write a run's sign-off report: one self-contained HTML file under `.ferry/runs/<run>/report.html`.
     Report(ReportArgs),
+    /// Remove old runs' files: their quarantine, error logs, test failures and reports, and old audits (`--runs older-than 7d`); the run history keeps their counts.
+    Clean(CleanArgs),
     /// List the selected nodes.
     #[command(alias = "list")]
     Ls(LsArgs),
@@ -338,6 +340,28 @@ pub struct ReportArgs {
     /// `last` (the latest recorded run) or a run id, or the start of one.
     #[arg(long, default_value = "last")]
     pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// `older-than AGE`: the runs and audits to remove, by age (`7d`, `12h`, `2w`).
+    #[arg(long, num_args = 2, value_names = ["older-than", "AGE"], required = true)]
+    pub runs: Vec<String>,
+}
+
+impl CleanArgs {
+    /// The age `--runs older-than AGE` gives.
+    pub fn older_than(&self) -> Result<std::time::Duration, String> {
+        match self.runs.as_slice() {
+            [word, age] if word == "older-than" => {
+                humantime::parse_duration(age).map_err(|e| format!("`{age}` is no age such as `7d` or `12h` ({e})"))
+            }
+            _ => Err(format!(
+                "write `--runs older-than AGE`, such as `--runs older-than 7d`, not `{}`",
+                self.runs.join(" ")
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

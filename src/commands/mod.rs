@@ -4,6 +4,7 @@
 //! status; the pipeline itself lives below `commands/`.
 
 mod audit;
+mod clean;
 mod compile;
 mod debug;
 mod deps;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Audit(args) => audit::audit(&settings()?, args, &printer).await,
         Command::Report(args) => report::report(&settings()?, args, &printer).await,
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
+        Command::Clean(args) => clean::clean(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,
     }
 }
@@ -78,6 +80,7 @@ fn changes_project(command: &Command) -> Option<&'static str> {
         Command::Reconcile(_) => "reconcile",
         Command::Rollback(_) => "rollback",
         Command::Deps(_) => "deps",
+        Command::Clean(_) => "clean",
         _ => return None,
     })
 }

@@ -254,6 +254,40 @@ pub fn prune_runs(layout: &Layout, keep: usize, current: &str) -> Result<Vec<Str
     Ok(removed)
 }
 
+/// What [`clean`] removed: run and audit ids.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub runs: Vec<String>,
+    pub audits: Vec<String>,
+}
+
+/// Removes the directories of the runs under `.ferry/runs/` (their
+/// quarantine, error logs, test failures and reports) and the audits under
+/// `.ferry/audit/` last written more than `age` ago; never the history's
+/// records, which keep every run's counts. Run under the project's lock.
+pub fn clean(layout: &Layout, age: std::time::Duration) -> Result<Cleaned> {
+    let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    let old = |root: &camino::Utf8Path| -> Result<Vec<String>> {
+        let Ok(entries) = fs_err::read_dir(root) else { return Ok(Vec::new()) };
+        let mut removed = Vec::new();
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            let (Ok(modified), Some(id)) =
+                (e.metadata().and_then(|m| m.modified()), e.file_name().to_str().map(str::to_owned))
+            else {
+                continue;
+            };
+            if modified < cutoff {
+                let dir = root.join(&id);
+                fs_err::remove_dir_all(&dir).with_context(|| format!("failed to remove `{dir}`"))?;
+                removed.push(id);
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    };
+    Ok(Cleaned { runs: old(&layout.runs().path)?, audits: old(&layout.audits().path)? })
+}
+
 /// The commit checked out in `root`'s git repository, if it is in one.
 pub fn git_commit(root: &camino::Utf8Path) -> Option<String> {
     let out = std::process::Command::new("git")

@@ -93,3 +93,50 @@ fn keep_runs_of_zero_is_refused() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("`history.keep_runs` is 0"), "{}", ran.stderr);
 }
+
+/// `ferry clean --runs older-than 7d` removes the runs and audits last
+/// written more than a week ago and says which; the history keeps their
+/// records; an age it cannot read is refused.
+#[test]
+fn clean_removes_old_runs_and_audits_but_not_their_history() {
+    let p = TestProject::new()
+        .file("models/schema.yml", SCHEMA)
+        .model("people.sql", "{{ config(materialized='table') }}\nselect id, email from {{ source('raw', 'people') }}");
+    export(&p, "1,a@x\n2,\n");
+    ok(&p.run(["build"]));
+    ok(&p.run(["audit"]));
+    ok(&p.run(["build"]));
+    let ids = |dir: &str| -> Vec<String> {
+        let mut ids: Vec<String> = fs_err::read_dir(p.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (runs, audits) = (ids(".ferry/runs"), ids(".ferry/audit"));
+    assert_eq!((runs.len(), audits.len()), (2, 1));
+    // The earlier run and the audit, ten days old.
+    let latest = p.run_results()["metadata"]["invocation_id"].as_str().unwrap().to_owned();
+    let old = runs.iter().find(|r| **r != latest).unwrap().clone();
+    for dir in [format!(".ferry/runs/{old}"), format!(".ferry/audit/{}", audits[0])] {
+        let touched = std::process::Command::new("touch").args(["-d", "10 days ago"]).arg(p.path().join(dir)).status();
+        assert!(touched.unwrap().success());
+    }
+
+    let ran = p.run(["clean", "--runs", "older-than", "7d"]);
+    ok(&ran);
+    assert!(ran.stderr.contains(&format!("removed 1 run older than 7d from `.ferry/runs/`: {old}")), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&format!("removed 1 audit older than 7d from `.ferry/audit/`: {}", audits[0])));
+    assert_eq!(ids(".ferry/runs"), [latest]);
+    assert!(ids(".ferry/audit").is_empty());
+    let nodes = history(&p, &[]).into_iter().filter(|l| l.get("staged").is_some()).count();
+    assert_eq!(nodes, 2, "the history keeps both runs");
+
+    let again = p.run(["clean", "--runs", "older-than", "7d"]);
+    ok(&again);
+    assert!(again.stderr.contains("no run under `.ferry/runs/` is older than 7d"), "{}", again.stderr);
+    let refused = p.run(["clean", "--runs", "newer-than", "7d"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("write `--runs older-than AGE`"), "{}", refused.stderr);
+}
