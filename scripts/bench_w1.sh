@@ -4,7 +4,9 @@
 # one model with declared rules and `dedupe`) beside the DuckDB peer, in one
 # run on the same file. `RULES=0` measures the same model without its rules
 # and dedup, `RULES=10` with ten rules and no dedup (the overhead goal: ten
-# rules add at most 30% over none).
+# rules add at most 30% over none). `MASK=1` runs it masked (`--mask`,
+# benches/w1/variants/masked.yml: the model's text columns masked; the
+# goal: at most 15% over the unmasked run), the unmasked run beside it.
 #
 #   scripts/bench_w1.sh [RUNS]      (default 3)
 #
@@ -34,6 +36,11 @@ ferry=$PWD/target/release/ferry
 mkdir -p benches/w1/data
 ln -sf "$csv" benches/w1/data/lineitem_dirty.csv
 proj=benches/w1
+if [ "${MASK:-0}" = 1 ]; then
+  mkdir -p "$work/w1" && cp -r benches/w1/ferry.yml benches/w1/models benches/w1/data "$work/w1/"
+  cp benches/w1/variants/masked.yml "$work/w1/models/schema.yml"
+  export FERRY_MASKING_KEY=${FERRY_MASKING_KEY:-a-benchmark-key-not-a-secret}
+fi
 case "${RULES:-1}" in
   0|10) # the same model without its rules and dedup, or with ten rules
     mkdir -p "$work/w1" && cp -r benches/w1/ferry.yml benches/w1/models benches/w1/data "$work/w1/"
@@ -57,6 +64,9 @@ if [ -n "${MEMORY_LIMIT:-}" ]; then
   peer=("$python" scripts/duckdb_limited.py "$MEMORY_LIMIT" "$shared/bench/peers/duckdb_transform.py")
 fi
 {
+  if [ "${MASK:-0}" = 1 ]; then
+    measure ferry-masked "$ferry" build --project-dir "$work/w1" -q --no-load --mask "${limit[@]}"
+  fi
   measure ferry "$ferry" build --project-dir "$proj" -q --no-load "${limit[@]}"
   measure duckdb "${peer[@]}" "$csv" "$work/staged.parquet" "$work/rejects.parquet"
 } | tee "$work/times"
@@ -75,8 +85,14 @@ mkdir -p benches/results
   echo "| tool | seconds | peak RSS |"
   echo "|---|---|---|"
   echo "| ferry $(git describe --always --dirty), RULES=${RULES:-1} (1: W1's rules and dedup; 0: none; 10: ten rules) | $f | ${fm} MiB |"
+  if [ "${MASK:-0}" = 1 ]; then
+    echo "| ferry, masked (variants/masked.yml, --mask) | $(median ferry-masked) | $(( $(peak ferry-masked) / 1024 )) MiB |"
+  fi
   echo "| DuckDB peer (peers/duckdb_transform.py) | $d | ${dm} MiB |"
   echo
   echo "ferry/DuckDB time ratio: $(python3 -c "print(f'{$f/$d:.2f}')"); ferry staged $staged rows, rejected $rejects."
+  if [ "${MASK:-0}" = 1 ]; then
+    echo "masked/unmasked time ratio: $(python3 -c "print(f'{$(median ferry-masked)/$f:.2f}')") (goal: at most 1.15)"
+  fi
   echo
 } | tee -a "$out"

@@ -24,6 +24,7 @@ pub fn udfs(key: &Key) -> Vec<ScalarUDF> {
             ScalarUDF::new_from_impl(MaskFn {
                 kind,
                 key: key.clone(),
+                keyed: Keyed::new(key, kind.tag()),
                 signature: Signature::user_defined(Volatility::Immutable),
             })
         })
@@ -57,11 +58,27 @@ impl Kind {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct MaskFn {
     kind: Kind,
     key: Key,
+    /// The HMAC keyed and fed the function's tag, cloned for each value.
+    keyed: Keyed,
     signature: Signature,
+}
+
+impl PartialEq for MaskFn {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, &self.key) == (other.kind, &other.key)
+    }
+}
+
+impl Eq for MaskFn {}
+
+impl std::hash::Hash for MaskFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.kind, &self.key).hash(state);
+    }
 }
 
 fn is_text(t: &DataType) -> bool {
@@ -124,12 +141,12 @@ impl ScalarUDFImpl for MaskFn {
                 let top = if signed || bits == 64 { (1u64 << (bits - 1)) - 1 } else { (1u64 << bits) - 1 };
                 let ints = cast(&value, &DataType::Int64)?;
                 let hashed: Int64Array = ints.as_primitive::<Int64Type>().unary_opt(|v| {
-                    let d = self.key.digest(self.kind.tag(), 0, v.to_string().as_bytes());
+                    let d = self.keyed.digest(0, v.to_string().as_bytes());
                     Some((u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & top) as i64)
                 });
                 cast(&hashed, value.data_type())?
             }
-            Kind::Hash => self.text(&value, |_, stream| hex(&stream.block(0)[..16]))?,
+            Kind::Hash => self.text(&value, |_, stream| hex(&stream.bytes[..16]))?,
             Kind::Email => self.text(&value, fake_email)?,
             Kind::Phone => self.text(&value, |s, stream| s.chars().map(|c| stream.like(c)).collect())?,
             Kind::Partial => {
@@ -147,17 +164,15 @@ impl MaskFn {
     fn text(&self, value: &ArrayRef, f: impl Fn(&str, &mut Stream<'_>) -> String) -> Result<ArrayRef> {
         let value = cast(value, &DataType::Utf8)?;
         let strings = value.as_string::<i32>();
-        let out: StringArray = strings
-            .iter()
-            .map(|v| v.map(|s| f(s, &mut Stream::new(&self.key, self.kind.tag(), s.as_bytes()))))
-            .collect();
+        let out: StringArray =
+            strings.iter().map(|v| v.map(|s| f(s, &mut Stream::new(&self.keyed, s.as_bytes())))).collect();
         Ok(Arc::new(out))
     }
 
     /// Dates and times moved by whole days, up to `days` either way.
     fn shift(&self, value: &ArrayRef, days: i64) -> Result<ArrayRef> {
         let offset = |raw: i64| {
-            let d = self.key.digest(self.kind.tag(), 0, &raw.to_le_bytes());
+            let d = self.keyed.digest(0, &raw.to_le_bytes());
             let k = u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) % (2 * days as u64);
             // -days..=-1 and 1..=days: never 0, so no value stays.
             let k = k as i64 - days;
@@ -195,12 +210,28 @@ impl MaskFn {
     }
 }
 
-impl Key {
-    /// HMAC-SHA256 of `tag`, `block` and `value` under the key.
-    fn digest(&self, tag: &[u8], block: u32, value: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+/// HMAC-SHA256 under the key, already fed a function's tag: what is left
+/// per value is the value itself.
+#[derive(Clone)]
+struct Keyed(Hmac<Sha256>);
+
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keyed(..)")
+    }
+}
+
+impl Keyed {
+    fn new(key: &Key, tag: &[u8]) -> Self {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0).expect("HMAC takes a key of any length");
         mac.update(tag);
         mac.update(&[0]);
+        Keyed(mac)
+    }
+
+    /// HMAC-SHA256 of the tag, `block` and `value`.
+    fn digest(&self, block: u32, value: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
         mac.update(&block.to_le_bytes());
         mac.update(value);
         mac.finalize().into_bytes().into()
@@ -209,8 +240,7 @@ impl Key {
 
 /// Keyed bytes derived from one value, as many as asked for.
 struct Stream<'a> {
-    key: &'a Key,
-    tag: &'static [u8],
+    keyed: &'a Keyed,
     value: &'a [u8],
     block: u32,
     bytes: [u8; 32],
@@ -218,12 +248,12 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    fn new(key: &'a Key, tag: &'static [u8], value: &'a [u8]) -> Self {
-        Stream { key, tag, value, block: 0, bytes: key.digest(tag, 0, value), used: 0 }
+    fn new(keyed: &'a Keyed, value: &'a [u8]) -> Self {
+        Stream { keyed, value, block: 0, bytes: keyed.digest(0, value), used: 0 }
     }
 
     fn block(&self, i: u32) -> [u8; 32] {
-        self.key.digest(self.tag, i, self.value)
+        self.keyed.digest(i, self.value)
     }
 
     fn byte(&mut self) -> u8 {
@@ -288,18 +318,15 @@ mod tests {
 
     #[test]
     fn masked_values_keep_their_shape_and_follow_the_key() {
-        let key = Key::of(b"0123456789abcdef");
-        let stream = |v: &'static str| Stream::new(&key, Kind::Email.tag(), v.as_bytes());
+        let keyed = Keyed::new(&Key::of(b"0123456789abcdef"), Kind::Email.tag());
+        let stream = |v: &'static str| Stream::new(&keyed, v.as_bytes());
         let a = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
         let b = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
         assert_eq!(a, b, "the same input, the same fake");
         assert_eq!(a.len(), "ada.lovelace@example.co.uk".len());
         assert!(a.ends_with(".uk") && a.contains('@') && !a.contains("lovelace"), "{a}");
-        let other = Key::of(b"fedcba9876543210");
-        let c = fake_email(
-            "ada.lovelace@example.co.uk",
-            &mut Stream::new(&other, Kind::Email.tag(), b"ada.lovelace@example.co.uk"),
-        );
+        let other = Keyed::new(&Key::of(b"fedcba9876543210"), Kind::Email.tag());
+        let c = fake_email("ada.lovelace@example.co.uk", &mut Stream::new(&other, b"ada.lovelace@example.co.uk"));
         assert_ne!(a, c, "another key, another fake");
         assert_eq!(partial("4111111111111111", 0, 4), "************1111");
         assert_eq!(partial("Bo", 1, 2), "**");
