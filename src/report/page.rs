@@ -138,6 +138,12 @@ struct AuditView {
     tables: Vec<Value>,
     /// What changed since an earlier audit (`--compare-to`).
     compared_to: Option<Value>,
+    /// An audit made without masking, in a masked run's report: its values
+    /// are not shown.
+    withheld: bool,
+    /// Made in a masked run.
+    #[serde(skip)]
+    masked_run: bool,
 }
 
 /// The audit's own page.
@@ -177,7 +183,12 @@ pub async fn render(layout: &Layout, run: &RunDir, record: &RunRecord) -> Result
             message: r.message.clone(),
         })
         .collect();
-    let audit = latest_audit(layout)?;
+    let audit = latest_audit(layout)?.map(|mut a| {
+        if record.masked && !a.masked_run {
+            (a.tables, a.compared_to, a.withheld) = (Vec::new(), None, true);
+        }
+        a
+    });
     let history = history_charts(layout, record).await?;
     let page = Page {
         project: record.project_name.clone(),
@@ -577,6 +588,8 @@ fn read_audit(layout: &Layout, id: &str) -> Result<AuditView, ReportError> {
         file: file.shown.to_string(),
         tables: doc.get_mut("tables").map(Value::take).and_then(|t| t.as_array().cloned()).unwrap_or_default(),
         compared_to,
+        withheld: false,
+        masked_run: doc.get("masked").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 

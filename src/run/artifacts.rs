@@ -92,7 +92,12 @@ pub fn manifest_file<'a>(manifest: &'a Manifest, outcome: &'a PlanOutcome) -> Ma
 /// The run's own record (see [`RunRecord`]): `info`'s facts, the results,
 /// and the lineage of the nodes that ran (tests aside) with every node
 /// upstream of them.
-pub fn run_record(manifest: &Manifest, info: &RunInfo, target: &Target, results: &RunResults) -> RunRecord {
+pub fn run_record(
+    manifest: &Manifest,
+    info: &RunInfo,
+    (target, masked): (&Target, bool),
+    results: &RunResults,
+) -> RunRecord {
     let ran = results.results.iter().filter_map(|r| manifest.find(&r.unique_id));
     let ran = ran.filter(|&i| !matches!(manifest[i].resource, Resource::Test(_)));
     let lineage = manifest
@@ -126,5 +131,6 @@ pub fn run_record(manifest: &Manifest, info: &RunInfo, target: &Target, results:
         target: target.shown(),
         results: results.clone(),
         lineage,
+        masked,
     }
 }

@@ -25,6 +25,8 @@ pub struct Audit {
     pub run_id: String,
     pub created_at: String,
     pub tables: Vec<TableProfile>,
+    /// Made in a masked run: masked columns' values are left out.
+    pub masked: bool,
     /// What changed since the audit `--compare-to` names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared_to: Option<Compared>,
@@ -73,6 +75,7 @@ pub async fn audit(
         run_id: run_id.clone(),
         created_at: chrono::Utc::now().to_rfc3339(),
         tables: Vec::new(),
+        masked: prepared.masking.is_some(),
         compared_to: None,
         diagnostics: outcome.diagnostics,
         file: None,

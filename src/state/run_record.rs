@@ -38,6 +38,9 @@ pub struct RunRecord {
     pub results: RunResults,
     /// The nodes the run ran and the sources, seeds and models they read.
     pub lineage: Vec<LineageNode>,
+    /// Whether the run masked personal data (`--mask`, `masking: true`).
+    #[serde(default)]
+    pub masked: bool,
 }
 
 /// One node of the lineage.

@@ -237,3 +237,36 @@ models:\n  - name: people\n    columns:\n      - name: full_name\n        mask: 
     assert!(text(&refused).contains("cannot mask `crm.people`"), "{}", text(&refused));
     assert!(text(&refused).contains("column `born`: `mask: email` masks text columns, and the column is Date32"));
 }
+
+/// In a masked run, a column that looks personal and has no policy is a
+/// warning (an error with `--require-masking`), and an audit made in clear
+/// is not shown in the masked run's report.
+#[test]
+fn unmasked_personal_columns_are_named_and_clear_audits_kept_out_of_reports() {
+    let schema = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n        columns:\n\
+\x20         - name: email\n            mask: email\n";
+    let p = TestProject::new()
+        .file("data/people.csv", "id,email,phone\n1,ada@example.org,555-0100\n2,bo@example.org,555-0199\n")
+        .file("models/schema.yml", schema)
+        .model("people.sql", "{{ config(materialized='table') }}\nselect id, email from {{ source('crm', 'people') }}");
+    let audit = ferry(&p, &["audit"], None);
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+
+    let ran = ferry(&p, &["build", "--mask", "--report"], Some(KEY));
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+    assert!(
+        text(&ran).contains("warning[F0006]: `crm.people.phone` looks like personal data and has no `mask:` policy"),
+        "{}",
+        text(&ran)
+    );
+    let page = text(&ran).split("to .ferry/runs/").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+    let html = fs_err::read_to_string(p.path().join(".ferry/runs").join(page.expect("a report"))).unwrap();
+    assert!(html.contains("id=\"audit-withheld\""), "the clear audit is withheld");
+    for clear in ["ada@example.org", "555-0100"] {
+        assert!(!html.contains(clear), "{clear} in the report");
+    }
+
+    let refused = ferry(&p, &["build", "--mask", "--require-masking"], Some(KEY));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("error[F0006]: `crm.people.phone` looks like personal data"), "{}", text(&refused));
+}
