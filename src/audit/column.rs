@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
+use indexmap::IndexMap;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, StringArray};
@@ -196,10 +197,20 @@ pub(super) struct Accumulator {
     p: ColumnProfile,
     expect: Expect,
     numeric: bool,
-    values: HashMap<String, u64>,
+    /// Each distinct value while under [`DISTINCT_BOUND`], in the order
+    /// first seen.
+    values: IndexMap<String, Seen, foldhash::fast::RandomState>,
     patterns: HashMap<String, u64>,
     /// The pattern of the value at hand (reused).
     shape: String,
+}
+
+/// A distinct value's rows, and how many of them are not classified yet
+/// (see [`Accumulator::flush`]).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    rows: u64,
+    pending: u64,
 }
 
 /// Spellings of a boolean.
@@ -254,7 +265,7 @@ impl Accumulator {
                 mojibake_examples: Vec::new(),
             },
             numeric,
-            values: HashMap::default(),
+            values: IndexMap::default(),
             patterns: HashMap::default(),
             shape: String::new(),
         }
@@ -270,35 +281,55 @@ impl Accumulator {
         }
     }
 
+    /// Counts `v`. What a value is (its type, format, shape, looks) is
+    /// worked out once per distinct value, weighted by its rows, when the
+    /// profile merges or finishes ([`Accumulator::flush`]); a value past
+    /// the bound on distinct values, at once.
     fn value(&mut self, v: &str) {
+        if let Some(seen) = self.values.get_mut(v) {
+            seen.rows += 1;
+            seen.pending += 1;
+        } else if self.values.len() < DISTINCT_BOUND {
+            self.values.insert(v.to_owned(), Seen { rows: 1, pending: 1 });
+        } else {
+            self.p.distinct_exact = false;
+            self.classify(v, 1);
+        }
+    }
+
+    /// Classifies the rows of the distinct values not classified yet, in
+    /// the order the values were first seen (so examples stay the first).
+    fn flush(&mut self) {
+        let mut values = std::mem::take(&mut self.values);
+        for (v, seen) in values.iter_mut().filter(|(_, s)| s.pending > 0) {
+            self.classify(v, seen.pending);
+            seen.pending = 0;
+        }
+        self.values = values;
+    }
+
+    /// Adds `n` rows holding `v` to the counts.
+    fn classify(&mut self, v: &str, n: u64) {
         let p = &mut self.p;
         if !v.is_ascii() {
-            p.non_ascii += 1;
+            p.non_ascii += n;
             if v.contains(char::REPLACEMENT_CHARACTER) {
-                p.replaced += 1;
+                p.replaced += n;
                 add_example(&mut p.replaced_examples, v);
             } else if is_mojibake(v) {
-                p.mojibake += 1;
+                p.mojibake += n;
                 add_example(&mut p.mojibake_examples, v);
             }
         }
         let len = v.chars().count() as u64;
         p.min_length = Some(p.min_length.map_or(len, |m| m.min(len)));
         p.max_length = Some(p.max_length.map_or(len, |m| m.max(len)));
-        let room = self.values.len() < DISTINCT_BOUND;
-        match self.values.get_mut(v) {
-            Some(n) => *n += 1,
-            None if room => {
-                self.values.insert(v.to_owned(), 1);
-            }
-            None => p.distinct_exact = false,
-        }
         let t = v.trim();
         if t.is_empty() {
-            p.blanks += 1;
+            p.blanks += n;
             return;
         }
-        p.present += 1;
+        p.present += n;
         let numeric = self.numeric;
         if p.min.as_deref().is_none_or(|m| before(t, m, numeric)) {
             p.min = Some(t.to_owned());
@@ -307,24 +338,24 @@ impl Accumulator {
             p.max = Some(t.to_owned());
         }
         if t.len() != v.len() || t.contains("  ") {
-            p.stray_whitespace += 1;
+            p.stray_whitespace += n;
         }
         let digits = decimal_digits(t);
         if let Some((int_digits, scale)) = digits {
-            p.decimal += 1;
-            p.integer += u64::from(!t.contains('.'));
+            p.decimal += n;
+            p.integer += n * u64::from(!t.contains('.'));
             // Precision: the most integer digits and the most fraction digits seen.
             let int_max = p.decimal_precision.saturating_sub(p.decimal_scale).max(int_digits);
             p.decimal_scale = p.decimal_scale.max(scale);
             p.decimal_precision = int_max + p.decimal_scale;
             if t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit()) {
-                p.leading_zeros += 1;
+                p.leading_zeros += n;
             }
         }
         let boolean = BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b));
-        p.boolean += u64::from(boolean);
+        p.boolean += n * u64::from(boolean);
         let (iso, timestamps) = (p.dates.iso, p.dates.timestamps);
-        let dated = date(t, &mut p.dates);
+        let dated = date(t, &mut p.dates, n);
         let fits = match self.expect {
             Expect::Integer => digits.is_some() && !t.contains('.'),
             Expect::Number => digits.is_some(),
@@ -334,7 +365,7 @@ impl Accumulator {
             Expect::Anything => true,
         };
         if !fits {
-            p.type_breaks += 1;
+            p.type_breaks += n;
             add_example(&mut p.break_examples, v);
         }
         match dated {
@@ -343,7 +374,7 @@ impl Accumulator {
                     [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
                 {
                     if matched {
-                        *p.looks.entry(look).or_insert(0) += 1;
+                        *p.looks.entry(look).or_insert(0) += n;
                     }
                 }
             }
@@ -358,16 +389,18 @@ impl Accumulator {
         pattern(t, &mut self.shape);
         let room = self.patterns.len() < DISTINCT_BOUND;
         match self.patterns.get_mut(self.shape.as_str()) {
-            Some(n) => *n += 1,
+            Some(c) => *c += n,
             None if room => {
-                self.patterns.insert(self.shape.clone(), 1);
+                self.patterns.insert(self.shape.clone(), n);
             }
             None => {}
         }
     }
 
     /// Adds what `other` (the same column, later rows) collected.
-    pub(super) fn merge(&mut self, other: Accumulator) {
+    pub(super) fn merge(&mut self, mut other: Accumulator) {
+        self.flush();
+        other.flush();
         let (p, o) = (&mut self.p, other.p);
         for (mine, theirs) in [
             (&mut p.nulls, o.nulls),
@@ -421,15 +454,26 @@ impl Accumulator {
             *p.looks.entry(look).or_insert(0) += n;
         }
         p.distinct_exact &= o.distinct_exact;
-        p.distinct_exact &= merge_bounded(&mut self.values, other.values);
+        // Both are classified: a value that finds no room is only not kept.
+        for (v, seen) in other.values {
+            let room = self.values.len() < DISTINCT_BOUND;
+            match self.values.get_mut(&v) {
+                Some(mine) => mine.rows += seen.rows,
+                None if room => {
+                    self.values.insert(v, seen);
+                }
+                None => p.distinct_exact = false,
+            }
+        }
         merge_bounded(&mut self.patterns, other.patterns);
     }
 
     pub(super) fn finish(mut self) -> ColumnProfile {
+        self.flush();
         let p = &mut self.p;
         p.distinct = self.values.len() as u64;
-        p.top = most(&self.values);
-        p.patterns = most(&self.patterns);
+        p.top = most(self.values.iter().map(|(v, s)| (v, s.rows)));
+        p.patterns = most(self.patterns.iter().map(|(v, n)| (v, *n)));
         let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for v in self.values.keys() {
             let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
@@ -499,22 +543,22 @@ fn decimal_digits(t: &str) -> Option<(u64, u64)> {
 }
 
 /// Counts `t` among the date formats.
-fn date(t: &str, dates: &mut DateFormats) -> Dated {
+fn date(t: &str, dates: &mut DateFormats, n: u64) -> Dated {
     let b = t.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() == 10 && b[4] == b'-' && b[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10) {
         let part = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
         if NaiveDate::from_ymd_opt(part(0..4) as i32, part(5..7), part(8..10)).is_some() {
-            dates.iso += 1;
+            dates.iso += n;
             return Dated::Yes;
         }
-        dates.impossible += 1;
+        dates.impossible += n;
         return Dated::Impossible;
     }
     if b.len() > 10 && (b[10] == b' ' || b[10] == b'T') {
         for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
             if NaiveDateTime::parse_from_str(t, format).is_ok() {
-                dates.timestamps += 1;
+                dates.timestamps += n;
                 return Dated::Yes;
             }
         }
@@ -532,12 +576,12 @@ fn date(t: &str, dates: &mut DateFormats) -> Dated {
     };
     let y = y as i32;
     match (NaiveDate::from_ymd_opt(y, m, a).is_some(), NaiveDate::from_ymd_opt(y, a, m).is_some()) {
-        (true, true) if a == m => dates.either += 1,
-        (true, true) => dates.ambiguous += 1,
-        (true, false) => dates.day_first += 1,
-        (false, true) => dates.month_first += 1,
+        (true, true) if a == m => dates.either += n,
+        (true, true) => dates.ambiguous += n,
+        (true, false) => dates.day_first += n,
+        (false, true) => dates.month_first += n,
         (false, false) => {
-            dates.impossible += 1;
+            dates.impossible += n;
             return Dated::Impossible;
         }
     }
@@ -608,10 +652,10 @@ fn merge_bounded(counts: &mut HashMap<String, u64>, other: HashMap<String, u64>)
 }
 
 /// The `TOP` most frequent entries, most first (then by value).
-fn most(counts: &HashMap<String, u64>) -> Vec<(String, u64)> {
-    let mut all: Vec<(&String, &u64)> = counts.iter().collect();
-    all.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    all.into_iter().take(TOP).map(|(v, n)| (v.clone(), *n)).collect()
+fn most<'a>(counts: impl Iterator<Item = (&'a String, u64)>) -> Vec<(String, u64)> {
+    let mut all: Vec<(&String, u64)> = counts.collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    all.into_iter().take(TOP).map(|(v, n)| (v.clone(), n)).collect()
 }
 
 fn kind(p: &ColumnProfile) -> Kind {
