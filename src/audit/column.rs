@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
-use indexmap::IndexMap;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, StringArray};
@@ -197,9 +196,12 @@ pub(super) struct Accumulator {
     p: ColumnProfile,
     expect: Expect,
     numeric: bool,
-    /// Each distinct value while under [`DISTINCT_BOUND`], in the order
-    /// first seen.
-    values: IndexMap<String, Seen, foldhash::fast::RandomState>,
+    /// The min's and max's values as numbers, in a numeric column.
+    min_number: Option<f64>,
+    max_number: Option<f64>,
+    /// Each distinct value while under [`DISTINCT_BOUND`], numbered in
+    /// the order first seen.
+    values: HashMap<String, Seen>,
     patterns: HashMap<String, u64>,
     /// The pattern of the value at hand (reused).
     shape: String,
@@ -211,6 +213,8 @@ pub(super) struct Accumulator {
 struct Seen {
     rows: u64,
     pending: u64,
+    /// When it was first seen: values are classified in this order.
+    order: u64,
 }
 
 /// Spellings of a boolean.
@@ -265,7 +269,9 @@ impl Accumulator {
                 mojibake_examples: Vec::new(),
             },
             numeric,
-            values: IndexMap::default(),
+            min_number: None,
+            max_number: None,
+            values: HashMap::default(),
             patterns: HashMap::default(),
             shape: String::new(),
         }
@@ -290,7 +296,8 @@ impl Accumulator {
             seen.rows += 1;
             seen.pending += 1;
         } else if self.values.len() < DISTINCT_BOUND {
-            self.values.insert(v.to_owned(), Seen { rows: 1, pending: 1 });
+            let order = self.values.len() as u64;
+            self.values.insert(v.to_owned(), Seen { rows: 1, pending: 1, order });
         } else {
             self.p.distinct_exact = false;
             self.classify(v, 1);
@@ -301,7 +308,10 @@ impl Accumulator {
     /// the order the values were first seen (so examples stay the first).
     fn flush(&mut self) {
         let mut values = std::mem::take(&mut self.values);
-        for (v, seen) in values.iter_mut().filter(|(_, s)| s.pending > 0) {
+        let mut pending: Vec<(u64, &String, &mut Seen)> =
+            values.iter_mut().filter(|(_, s)| s.pending > 0).map(|(v, s)| (s.order, v, s)).collect();
+        pending.sort_unstable_by_key(|(order, ..)| *order);
+        for (_, v, seen) in pending {
             self.classify(v, seen.pending);
             seen.pending = 0;
         }
@@ -330,12 +340,23 @@ impl Accumulator {
             return;
         }
         p.present += n;
-        let numeric = self.numeric;
-        if p.min.as_deref().is_none_or(|m| before(t, m, numeric)) {
+        // A numeric column's value is parsed once; its min and max keep theirs.
+        let number = if self.numeric { t.parse::<f64>().ok() } else { None };
+        let below = |m: &str, m_number: Option<f64>| match (number, m_number) {
+            (Some(x), Some(y)) => x < y,
+            _ => t < m,
+        };
+        if p.min.as_deref().is_none_or(|m| below(m, self.min_number)) {
             p.min = Some(t.to_owned());
+            self.min_number = number;
         }
-        if p.max.as_deref().is_none_or(|m| before(m, t, numeric)) {
+        let above = |m: &str, m_number: Option<f64>| match (number, m_number) {
+            (Some(x), Some(y)) => y < x,
+            _ => m < t,
+        };
+        if p.max.as_deref().is_none_or(|m| above(m, self.max_number)) {
             p.max = Some(t.to_owned());
+            self.max_number = number;
         }
         if t.len() != v.len() || t.contains("  ") {
             p.stray_whitespace += n;
@@ -430,9 +451,11 @@ impl Accumulator {
         p.decimal_precision = int_max + p.decimal_scale;
         if let Some(m) = o.min.filter(|m| p.min.as_deref().is_none_or(|mine| before(m, mine, self.numeric))) {
             p.min = Some(m);
+            self.min_number = other.min_number;
         }
         if let Some(m) = o.max.filter(|m| p.max.as_deref().is_none_or(|mine| before(mine, m, self.numeric))) {
             p.max = Some(m);
+            self.max_number = other.max_number;
         }
         p.min_length = p.min_length.into_iter().chain(o.min_length).min();
         p.max_length = p.max_length.into_iter().chain(o.max_length).max();
@@ -455,12 +478,16 @@ impl Accumulator {
         }
         p.distinct_exact &= o.distinct_exact;
         // Both are classified: a value that finds no room is only not kept.
-        for (v, seen) in other.values {
+        // The other's values come after this one's, in their order.
+        let mut theirs: Vec<(String, Seen)> = other.values.into_iter().collect();
+        theirs.sort_unstable_by_key(|(_, s)| s.order);
+        for (v, seen) in theirs {
             let room = self.values.len() < DISTINCT_BOUND;
             match self.values.get_mut(&v) {
                 Some(mine) => mine.rows += seen.rows,
                 None if room => {
-                    self.values.insert(v, seen);
+                    let order = self.values.len() as u64;
+                    self.values.insert(v, Seen { order, ..seen });
                 }
                 None => p.distinct_exact = false,
             }
@@ -524,8 +551,11 @@ fn is_mojibake(v: &str) -> bool {
 
 /// Whether `a` sorts before `b`: as numbers in a numeric column.
 fn before(a: &str, b: &str, numeric: bool) -> bool {
-    match (numeric, a.parse::<f64>(), b.parse::<f64>()) {
-        (true, Ok(x), Ok(y)) => x < y,
+    if !numeric {
+        return a < b;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x < y,
         _ => a < b,
     }
 }

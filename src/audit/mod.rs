@@ -83,8 +83,11 @@ pub struct TableProfiler {
     name: String,
     rows: u64,
     columns: Vec<column::Accumulator>,
-    /// Each distinct row (its values joined), while under the bound.
-    distinct_rows: Option<HashMap<Vec<Option<String>>, u64>>,
+    /// Each distinct row (a 128-bit hash of its values), while under the
+    /// bound.
+    distinct_rows: Option<HashMap<u128, u64>>,
+    /// A row's values laid end to end (reused), for its hash.
+    row: Vec<u8>,
 }
 
 impl TableProfiler {
@@ -95,7 +98,13 @@ impl TableProfiler {
             declared.field_with_name(f.name()).map_or_else(|_| f.data_type().to_string(), |d| d.data_type().to_string())
         };
         let columns = schema.fields().iter().map(|f| column::Accumulator::new(f.name(), declared_type(f))).collect();
-        TableProfiler { name: name.to_owned(), rows: 0, columns, distinct_rows: Some(HashMap::default()) }
+        TableProfiler {
+            name: name.to_owned(),
+            rows: 0,
+            columns,
+            distinct_rows: Some(HashMap::default()),
+            row: Vec::new(),
+        }
     }
 
     /// Adds a batch's rows.
@@ -108,9 +117,19 @@ impl TableProfiler {
         }
         if let Some(rows) = &mut self.distinct_rows {
             for r in 0..batch.num_rows() {
-                let key: Vec<Option<String>> =
-                    texts.iter().map(|t| (!t.is_null(r)).then(|| t.value(r).to_owned())).collect();
-                *rows.entry(key).or_insert(0) += 1;
+                // Each value's length before it (NULL: no length), so no two
+                // rows lay out alike.
+                self.row.clear();
+                for t in &texts {
+                    if t.is_null(r) {
+                        self.row.extend_from_slice(&u64::MAX.to_le_bytes());
+                    } else {
+                        let v = t.value(r).as_bytes();
+                        self.row.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                        self.row.extend_from_slice(v);
+                    }
+                }
+                *rows.entry(xxhash_rust::xxh3::xxh3_128(&self.row)).or_insert(0) += 1;
                 if rows.len() > DISTINCT_BOUND {
                     self.distinct_rows = None;
                     break;
