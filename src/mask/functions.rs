@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Date32Type, Date64Type, Int64Type, TimeUnit};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
@@ -146,12 +146,12 @@ impl ScalarUDFImpl for MaskFn {
                 });
                 cast(&hashed, value.data_type())?
             }
-            Kind::Hash => self.text(&value, |_, stream| hex(&stream.bytes[..16]))?,
+            Kind::Hash => self.text(&value, |_, stream, out| hex(&stream.first()[..16], out))?,
             Kind::Email => self.text(&value, fake_email)?,
-            Kind::Phone => self.text(&value, |s, stream| s.chars().map(|c| stream.like(c)).collect())?,
+            Kind::Phone => self.text(&value, |s, stream, out| out.extend(s.chars().map(|c| stream.like(c))))?,
             Kind::Partial => {
                 let (first, last) = (option(1)?.max(0) as usize, option(2)?.max(0) as usize);
-                self.text(&value, |s, _| partial(s, first, last))?
+                self.text(&value, |s, _, out| partial(s, first, last, out))?
             }
             Kind::DateShift => self.shift(&value, option(1)?.max(1))?,
         };
@@ -161,12 +161,33 @@ impl ScalarUDFImpl for MaskFn {
 
 impl MaskFn {
     /// Each text value through `f`, with the key's stream for it.
-    fn text(&self, value: &ArrayRef, f: impl Fn(&str, &mut Stream<'_>) -> String) -> Result<ArrayRef> {
+    /// A column of few distinct values (a status, a country) is masked
+    /// once per value and batch: up to this many are remembered.
+    const REMEMBERED: usize = 1024;
+
+    fn text(&self, value: &ArrayRef, f: impl Fn(&str, &mut Stream<'_>, &mut String)) -> Result<ArrayRef> {
         let value = cast(value, &DataType::Utf8)?;
         let strings = value.as_string::<i32>();
-        let out: StringArray =
-            strings.iter().map(|v| v.map(|s| f(s, &mut Stream::new(&self.keyed, s.as_bytes())))).collect();
-        Ok(Arc::new(out))
+        let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+        let mut masked = String::new();
+        let mut remembered: foldhash::HashMap<&str, String> = foldhash::HashMap::default();
+        for v in strings.iter() {
+            let Some(s) = v else {
+                out.append_null();
+                continue;
+            };
+            if let Some(m) = remembered.get(s) {
+                out.append_value(m);
+                continue;
+            }
+            masked.clear();
+            f(s, &mut Stream::new(&self.keyed, s.as_bytes()), &mut masked);
+            out.append_value(&masked);
+            if remembered.len() < Self::REMEMBERED {
+                remembered.insert(s, masked.clone());
+            }
+        }
+        Ok(Arc::new(out.finish()))
     }
 
     /// Dates and times moved by whole days, up to `days` either way.
@@ -238,10 +259,12 @@ impl Keyed {
     }
 }
 
-/// Keyed bytes derived from one value, as many as asked for.
+/// Keyed bytes derived from one value, as many as asked for, computed
+/// when first asked for.
 struct Stream<'a> {
     keyed: &'a Keyed,
     value: &'a [u8],
+    /// The next block to compute.
     block: u32,
     bytes: [u8; 32],
     used: usize,
@@ -249,17 +272,18 @@ struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     fn new(keyed: &'a Keyed, value: &'a [u8]) -> Self {
-        Stream { keyed, value, block: 0, bytes: keyed.digest(0, value), used: 0 }
+        Stream { keyed, value, block: 0, bytes: [0; 32], used: 32 }
     }
 
-    fn block(&self, i: u32) -> [u8; 32] {
-        self.keyed.digest(i, self.value)
+    /// The first block.
+    fn first(&self) -> [u8; 32] {
+        self.keyed.digest(0, self.value)
     }
 
     fn byte(&mut self) -> u8 {
         if self.used == self.bytes.len() {
+            self.bytes = self.keyed.digest(self.block, self.value);
             self.block += 1;
-            self.bytes = self.block(self.block);
             self.used = 0;
         }
         self.used += 1;
@@ -280,15 +304,22 @@ impl<'a> Stream<'a> {
 }
 
 /// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 /// An address of the same shape: the name and every part of the domain
 /// but its last (`com`) replaced.
-fn fake_email(s: &str, stream: &mut Stream<'_>) -> String {
-    let Some((local, domain)) = s.rsplit_once('@') else { return s.chars().map(|c| stream.like(c)).collect() };
-    let mut out: String = local.chars().map(|c| stream.like(c)).collect();
+fn fake_email(s: &str, stream: &mut Stream<'_>, out: &mut String) {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        out.extend(s.chars().map(|c| stream.like(c)));
+        return;
+    };
+    out.extend(local.chars().map(|c| stream.like(c)));
     out.push('@');
     let (host, top) = domain.rsplit_once('.').unwrap_or((domain, ""));
     out.extend(host.chars().map(|c| stream.like(c)));
@@ -296,20 +327,19 @@ fn fake_email(s: &str, stream: &mut Stream<'_>) -> String {
         out.push('.');
         out.push_str(top);
     }
-    out
 }
 
 /// The first `first` and last `last` characters, the rest `*`; all `*`
 /// when that would show the whole value.
-fn partial(s: &str, first: usize, last: usize) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() <= first + last {
-        return "*".repeat(chars.len());
+fn partial(s: &str, first: usize, last: usize, out: &mut String) {
+    let n = s.chars().count();
+    if n <= first + last {
+        out.extend(std::iter::repeat_n('*', n));
+        return;
     }
-    let mut out: String = chars[..first].iter().collect();
-    out.push_str(&"*".repeat(chars.len() - first - last));
-    out.extend(&chars[chars.len() - last..]);
-    out
+    for (k, c) in s.chars().enumerate() {
+        out.push(if k < first || k >= n - last { c } else { '*' });
+    }
 }
 
 #[cfg(test)]
@@ -320,15 +350,29 @@ mod tests {
     fn masked_values_keep_their_shape_and_follow_the_key() {
         let keyed = Keyed::new(&Key::of(b"0123456789abcdef"), Kind::Email.tag());
         let stream = |v: &'static str| Stream::new(&keyed, v.as_bytes());
-        let a = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
-        let b = fake_email("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
+        let fake = |v: &'static str, stream: &mut Stream<'_>| {
+            let mut out = String::new();
+            fake_email(v, stream, &mut out);
+            out
+        };
+        let a = fake("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
+        let b = fake("ada.lovelace@example.co.uk", &mut stream("ada.lovelace@example.co.uk"));
         assert_eq!(a, b, "the same input, the same fake");
         assert_eq!(a.len(), "ada.lovelace@example.co.uk".len());
         assert!(a.ends_with(".uk") && a.contains('@') && !a.contains("lovelace"), "{a}");
         let other = Keyed::new(&Key::of(b"fedcba9876543210"), Kind::Email.tag());
-        let c = fake_email("ada.lovelace@example.co.uk", &mut Stream::new(&other, b"ada.lovelace@example.co.uk"));
+        let c = fake("ada.lovelace@example.co.uk", &mut Stream::new(&other, b"ada.lovelace@example.co.uk"));
         assert_ne!(a, c, "another key, another fake");
-        assert_eq!(partial("4111111111111111", 0, 4), "************1111");
-        assert_eq!(partial("Bo", 1, 2), "**");
+        let shown = |v: &str, first, last| {
+            let mut out = String::new();
+            partial(v, first, last, &mut out);
+            out
+        };
+        assert_eq!(shown("4111111111111111", 0, 4), "************1111");
+        assert_eq!(shown("Bo", 1, 2), "**");
+        assert_eq!(shown("Zoë Brontë", 1, 1), "Z********ë");
+        let mut hexed = String::new();
+        hex(&[0x00, 0x9f, 0xff], &mut hexed);
+        assert_eq!(hexed, "009fff");
     }
 }
