@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringBuilder, StringViewBuilder,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Date32Type, Date64Type, Int64Type, TimeUnit};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
@@ -107,7 +109,7 @@ impl ScalarUDFImpl for MaskFn {
             return plan_err!("{} cannot take ({args:?})", self.name());
         }
         let mut out = args.to_vec();
-        if is_text(&args[0]) {
+        if is_text(&args[0]) && args[0] != DataType::Utf8View {
             out[0] = DataType::Utf8;
         }
         for t in out.iter_mut().skip(1) {
@@ -120,6 +122,7 @@ impl ScalarUDFImpl for MaskFn {
         Ok(match self.kind {
             Kind::Hash if args[0].is_integer() => args[0].clone(),
             Kind::DateShift => args[0].clone(),
+            _ if args[0] == DataType::Utf8View => DataType::Utf8View,
             _ => DataType::Utf8,
         })
     }
@@ -165,29 +168,53 @@ impl MaskFn {
     /// once per value and batch: up to this many are remembered.
     const REMEMBERED: usize = 1024;
 
+    /// Each text value through `f`; a string view column stays one (no
+    /// copy either way).
     fn text(&self, value: &ArrayRef, f: impl Fn(&str, &mut Stream<'_>, &mut String)) -> Result<ArrayRef> {
+        if value.data_type() == &DataType::Utf8View {
+            let strings = value.as_string_view();
+            let mut out = StringViewBuilder::with_capacity(strings.len());
+            self.each(strings.iter(), &f, |v| match v {
+                Some(v) => out.append_value(v),
+                None => out.append_null(),
+            });
+            return Ok(Arc::new(out.finish()));
+        }
         let value = cast(value, &DataType::Utf8)?;
         let strings = value.as_string::<i32>();
         let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+        self.each(strings.iter(), &f, |v| match v {
+            Some(v) => out.append_value(v),
+            None => out.append_null(),
+        });
+        Ok(Arc::new(out.finish()))
+    }
+
+    /// Masks `values` in order into `emit`, a batch's repeated values once.
+    fn each<'v>(
+        &self,
+        values: impl Iterator<Item = Option<&'v str>>,
+        f: &impl Fn(&str, &mut Stream<'_>, &mut String),
+        mut emit: impl FnMut(Option<&str>),
+    ) {
         let mut masked = String::new();
         let mut remembered: foldhash::HashMap<&str, String> = foldhash::HashMap::default();
-        for v in strings.iter() {
+        for v in values {
             let Some(s) = v else {
-                out.append_null();
+                emit(None);
                 continue;
             };
             if let Some(m) = remembered.get(s) {
-                out.append_value(m);
+                emit(Some(m));
                 continue;
             }
             masked.clear();
             f(s, &mut Stream::new(&self.keyed, s.as_bytes()), &mut masked);
-            out.append_value(&masked);
+            emit(Some(&masked));
             if remembered.len() < Self::REMEMBERED {
                 remembered.insert(s, masked.clone());
             }
         }
-        Ok(Arc::new(out.finish()))
     }
 
     /// Dates and times moved by whole days, up to `days` either way.
