@@ -189,6 +189,11 @@ impl Node {
         }
     }
 
+    /// The `mask:` policies of its declared columns, by column name.
+    pub fn mask_policies(&self) -> Vec<(String, crate::mask::Policy)> {
+        self.columns().iter().filter_map(|c| c.mask.clone().map(|p| (c.name.clone(), p))).collect()
+    }
+
     /// The node's own text for a display: `model.shop.orders` -> `orders`,
     /// sources as `source.table`.
     /// Whether the node is a snapshot.

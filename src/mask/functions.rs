@@ -331,12 +331,12 @@ impl<'a> Stream<'a> {
 }
 
 /// Lower-case hex of `bytes`.
+/// Lower-case hex of `bytes` (a digest: at most 32), into `out`.
 fn hex(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
+    let mut digits = [0u8; 64];
+    let digits = &mut digits[..bytes.len() * 2];
+    hex::encode_to_slice(bytes, digits).expect("two digits a byte");
+    out.push_str(std::str::from_utf8(digits).expect("hex digits are ASCII"));
 }
 
 /// An address of the same shape: the name and every part of the domain

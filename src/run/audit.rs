@@ -178,11 +178,7 @@ pub async fn audit(
 /// In a masked run, the values of `node`'s masked columns dropped from its
 /// profile (the counts stay): the audit reads the file, in clear.
 fn withhold_masked(node: &crate::manifest::Node, p: &mut TableProfile) {
-    let columns = match &node.resource {
-        Resource::Source(s) => &s.columns,
-        Resource::Seed(s) => &s.columns,
-        _ => return,
-    };
+    let columns = node.columns();
     let masked = |name: &str| columns.iter().any(|c| c.name == name && c.mask.is_some());
     for c in p.columns.iter_mut().filter(|c| masked(&c.name)) {
         c.withhold_values();

@@ -313,13 +313,7 @@ impl PlanOutcome {
 /// Masks source or seed `node`'s registered table as its columns'
 /// `mask:` policies say (in a masked run); the schema its readers see.
 async fn mask(engine: &Engine, node: &Node) -> Registered {
-    let columns = match &node.resource {
-        Resource::Source(s) => &s.columns,
-        Resource::Seed(s) => &s.columns,
-        _ => return Ok(None),
-    };
-    let policies: Vec<(String, crate::mask::Policy)> =
-        columns.iter().filter_map(|c| c.mask.clone().map(|p| (c.name.clone(), p))).collect();
+    let policies = node.mask_policies();
     let table = sources::table_of(node);
     let failed = |e: &dyn std::fmt::Display| {
         let d = Diagnostic::error(Code::SourceSchema, format!("cannot mask `{}`: {e}", node.display_name()));
@@ -419,9 +413,10 @@ pub(super) async fn masked_render(
     node: &Node,
     rendered: Option<Rendered>,
 ) -> Result<Option<Rendered>, Diagnostic> {
-    let Resource::Model { model, .. } = &node.resource else { return Ok(rendered) };
-    let policies: Vec<(String, crate::mask::Policy)> =
-        model.columns.iter().filter_map(|c| c.mask.clone().map(|p| (c.name.clone(), p))).collect();
+    if !matches!(node.resource, Resource::Model { .. }) {
+        return Ok(rendered);
+    }
+    let policies = node.mask_policies();
     if !engine.masked() || policies.is_empty() {
         return Ok(rendered);
     }

@@ -104,11 +104,10 @@ fn unmasked_personal(manifest: &Manifest, layout: &Layout, required: bool) -> Ve
         .unwrap_or_default();
     let mut out = Vec::new();
     for (_, node) in manifest.iter() {
-        let columns = match &node.resource {
-            crate::manifest::Resource::Source(s) => &s.columns,
-            crate::manifest::Resource::Seed(s) => &s.columns,
-            _ => continue,
-        };
+        if !matches!(node.resource, crate::manifest::Resource::Source(_) | crate::manifest::Resource::Seed(_)) {
+            continue;
+        }
+        let columns = node.columns();
         let name = node.display_name();
         let audited = audit["tables"].as_array().into_iter().flatten().find(|t| t["name"] == name.as_str());
         let mut personal: Vec<String> = columns
