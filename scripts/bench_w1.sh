@@ -16,6 +16,12 @@
 # `tpchgen-cli csv -s 10` and make_dirty_lineitem.py in a directory of its
 # own (W1=that/dir MEMORY_LIMIT=4GB scripts/bench_w1.sh 1).
 #
+# CLUSTER=N also runs the model on a Ballista cluster of N executors on
+# this machine (`ferry cluster scheduler` and N `ferry cluster executor`
+# processes, the cores shared out between them, and MEMORY_LIMIT too): the
+# overhead of the distributed path against the local run on the same cores
+# (goal: at most 1.5x), with each process's peak RSS.
+#
 # Needs: lineitem_dirty.csv (W1=/path/to/dir holding it, default
 # bench-data/), made as ../shared/bench/README.md says; a python with duckdb
 # (PYTHON=..., default python3); GNU time for peak memory. Prints the
@@ -31,7 +37,11 @@ csv=$(realpath "$data/lineitem_dirty.csv")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release --quiet
+if [ -n "${CLUSTER:-}" ]; then
+  cargo build --release --quiet --features cluster
+else
+  cargo build --release --quiet
+fi
 ferry=$PWD/target/release/ferry
 mkdir -p benches/w1/data
 ln -sf "$csv" benches/w1/data/lineitem_dirty.csv
@@ -63,7 +73,36 @@ if [ -n "${MEMORY_LIMIT:-}" ]; then
   limit=(--memory-limit "$MEMORY_LIMIT")
   peer=("$python" scripts/duckdb_limited.py "$MEMORY_LIMIT" "$shared/bench/peers/duckdb_transform.py")
 fi
+
+pids=()
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
+if [ -n "${CLUSTER:-}" ]; then
+  sched=$(free_port)
+  "$ferry" cluster scheduler --bind "127.0.0.1:$sched" >"$work/scheduler.log" 2>&1 &
+  pids+=($!); wait_port "$sched"
+  tasks=$(( $(nproc) / CLUSTER )); [ "$tasks" -ge 1 ] || tasks=1
+  exec_limit=()
+  if [ -n "${MEMORY_LIMIT:-}" ]; then
+    bytes=$(python3 -c "import re,sys;m=re.match(r'(\d+)\s*([KMGT]?)B?$','$MEMORY_LIMIT'.upper());print(int(m[1])*1000**' KMGT'.index(m[2] or ' ')//$CLUSTER)")
+    exec_limit=(--memory-limit "$bytes")
+  fi
+  for i in $(seq "$CLUSTER"); do
+    flight=$(free_port); grpc=$(free_port)
+    "$ferry" cluster executor --scheduler "127.0.0.1:$sched" --bind "127.0.0.1:$flight" --grpc-port "$grpc" \
+      --concurrent-tasks "$tasks" --work-dir "$work/executor-$i" "${exec_limit[@]}" >"$work/executor-$i.log" 2>&1 &
+    pids+=($!); wait_port "$flight"
+  done
+fi
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work"' EXIT
 {
+  if [ -n "${CLUSTER:-}" ]; then
+    measure ferry-cluster "$ferry" build --project-dir "$proj" -q --no-load --cluster "df://127.0.0.1:$sched" "${limit[@]}"
+    for i in $(seq "$CLUSTER"); do
+      echo "executor-$i 0 $(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status")"
+    done
+    echo "scheduler 0 $(awk '/VmHWM/ {print $2}' "/proc/${pids[0]}/status")"
+  fi
   if [ "${MASK:-0}" = 1 ]; then
     measure ferry-masked "$ferry" build --project-dir "$work/w1" -q --no-load --mask "${limit[@]}"
   fi
@@ -88,11 +127,21 @@ mkdir -p benches/results
   if [ "${MASK:-0}" = 1 ]; then
     echo "| ferry, masked (variants/masked.yml, --mask) | $(median ferry-masked) | $(( $(peak ferry-masked) / 1024 )) MiB |"
   fi
+  if [ -n "${CLUSTER:-}" ]; then
+    echo "| ferry on a local Ballista cluster of $CLUSTER executors ($tasks tasks each; the client's RSS) | $(median ferry-cluster) | $(( $(peak ferry-cluster) / 1024 )) MiB |"
+    for i in $(seq "$CLUSTER"); do
+      echo "| - executor $i (peak RSS over all runs) | | $(( $(peak "executor-$i") / 1024 )) MiB |"
+    done
+    echo "| - scheduler | | $(( $(peak scheduler) / 1024 )) MiB |"
+  fi
   echo "| DuckDB peer (peers/duckdb_transform.py) | $d | ${dm} MiB |"
   echo
   echo "ferry/DuckDB time ratio: $(python3 -c "print(f'{$f/$d:.2f}')"); ferry staged $staged rows, rejected $rejects."
   if [ "${MASK:-0}" = 1 ]; then
     echo "masked/unmasked time ratio: $(python3 -c "print(f'{$(median ferry-masked)/$f:.2f}')") (goal: at most 1.15)"
+  fi
+  if [ -n "${CLUSTER:-}" ]; then
+    echo "cluster/local time ratio: $(python3 -c "print(f'{$(median ferry-cluster)/$f:.2f}')") (goal: at most 1.5)"
   fi
   echo
 } | tee -a "$out"

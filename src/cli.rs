@@ -50,6 +50,11 @@ pub struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Run the models on this Apache DataFusion Ballista cluster
+    /// (`df://host:port`) instead of in this process; overrides the
+    /// project's `executor:`.
+    #[arg(long, global = true, env = "FERRY_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
     /// When another ferry run is working on the project, wait for it to
     /// end instead of stopping at once.
     #[arg(long, global = true)]
@@ -108,6 +113,56 @@ pub enum Command {
     Ls(LsArgs),
     /// Show the project and target ferry would use, and check the profile.
     Debug,
+    /// Run a Ballista scheduler or executor with ferry's SQL functions: a cluster that `--cluster df://HOST:PORT` runs models on.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub role: ClusterRole,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterRole {
+    /// Run the scheduler, which clients and executors connect to.
+    Scheduler {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+        /// The host name others reach this machine by (default: its host name).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// An executor silent this long is taken for lost and its tasks run
+        /// again on the others (`30s`, `3m`).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        executor_timeout: std::time::Duration,
+    },
+    /// Run an executor, which takes tasks from the scheduler.
+    Executor {
+        /// The scheduler: `HOST:PORT` or `df://HOST:PORT`.
+        #[arg(long)]
+        scheduler: String,
+        /// Address and port to serve results on (Arrow Flight).
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        bind: std::net::SocketAddr,
+        /// Port for the scheduler's calls (gRPC).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// The host name others reach this machine by (default: its host name).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Tasks to run at once (default: the machine's cores).
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+        /// Where to keep shuffle files (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<Utf8PathBuf>,
+        /// Memory its tasks may use together before they spill, such as
+        /// `4GB` (default: Ballista's, a share of the machine's RAM).
+        #[arg(long, value_parser = memory_limit)]
+        memory_limit: Option<bytesize::ByteSize>,
+    },
 }
 
 #[derive(Debug, Args)]

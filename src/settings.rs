@@ -30,6 +30,8 @@ pub struct Settings {
     pub mask: bool,
     /// `--require-masking`.
     pub require_masking: bool,
+    /// `--cluster`: the Ballista cluster to run on.
+    pub cluster: Option<String>,
 }
 
 impl Settings {
@@ -51,6 +53,7 @@ impl Settings {
             event_time: EventTimes::default(),
             mask: args.mask,
             require_masking: args.require_masking,
+            cluster: args.cluster.clone(),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod audit;
 mod clean;
+mod cluster;
 mod compile;
 mod debug;
 mod deps;
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Ls(args) => ls::ls(&settings()?, args, &printer),
         Command::Clean(args) => clean::clean(&settings()?, args, &printer),
         Command::Debug => debug::debug(&settings()?, &printer).await,
+        Command::Cluster(args) => cluster::cluster(args, &printer).await,
     }
 }
 
@@ -159,7 +161,7 @@ pub(crate) fn report(printer: &Printer, diags: &[Diagnostic]) -> bool {
 
 /// The engine for commands that execute, with `--memory-limit`.
 pub(crate) fn engine_for(prepared: &Prepared, exec: &ExecArgs) -> Result<crate::engine::Engine> {
-    pipeline::engine(&prepared.layout, exec.memory_limit.map(|b| b.as_u64()), prepared.masking.as_ref())
+    pipeline::engine(prepared, exec.memory_limit.map(|b| b.as_u64()))
 }
 
 /// Prints rows as JSON, one object per line (`--format json`).

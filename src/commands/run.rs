@@ -41,6 +41,17 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     };
     let terminal = Terminal::new(printer, &prepared.manifest);
     let report = pipeline::execute(&prepared, &selected, &options, &terminal).await?;
+    if let Some((url, read_here)) = &report.cluster {
+        let mut line = format!("the models ran on the cluster {url}");
+        if !read_here.is_empty() {
+            let names: Vec<String> = read_here.iter().map(|n| format!("`{n}`")).collect();
+            line.push_str(&format!(
+                "; read here and staged for it, as the cluster cannot read them itself: {}",
+                names.join(", ")
+            ));
+        }
+        printer.status(&line);
+    }
     let status = summarize(&report, &prepared.manifest, printer)?;
     if let (Some(keep), false) = (prepared.keep_runs, report.pruned.is_empty()) {
         let n = report.pruned.len();

@@ -1,13 +1,16 @@
 //! The embedded DataFusion engine: the session (`session`: runtime, memory
-//! pool, object stores), seeds and file and database sources as tables
+//! pool; object stores by URL, `stores`), seeds and file and database sources as tables
 //! (`sources`), what the engine does with one node (`node`: plan its SQL,
 //! stage a plan, register a stage), planning errors as diagnostics
 //! (`diagnose`), ferry's own SQL functions (`functions`), and what is
-//! settled in a statement before it is planned (`depth`, `dialect`).
+//! settled in a statement before it is planned (`depth`, `dialect`); and
+//! the same queries run on a Ballista cluster (`cluster`, a cargo feature).
 //!
 //! Which nodes run when, and what a rule or a test concludes, are not this
 //! module's business (see `run/` and `validate/`).
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod depth;
 pub mod diagnose;
 pub mod dialect;
@@ -15,6 +18,7 @@ pub mod functions;
 pub mod node;
 pub mod session;
 pub mod sources;
+pub mod stores;
 
 use datafusion::arrow::datatypes::SchemaRef;
 

@@ -70,6 +70,10 @@ pub struct EngineOptions {
     /// The key of a masked run: the masking functions are registered, and
     /// sources, seeds and models are masked as their columns say.
     pub masking: Option<crate::mask::Key>,
+    /// Run queries on this Ballista cluster (`df://host:port`) instead of
+    /// in this process, with tables only ferry reads written under the
+    /// directory given (see [`super::cluster`]).
+    pub cluster: Option<(String, Utf8PathBuf)>,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +83,7 @@ impl Default for EngineOptions {
             memory_limit: None,
             spill_dir: None,
             masking: None,
+            cluster: None,
         }
     }
 }
@@ -102,6 +107,9 @@ pub struct Engine {
     planning: Arc<SessionState>,
     /// Whether the run masks personal data.
     masked: bool,
+    /// The cluster that runs the queries, if not this process.
+    #[cfg(feature = "cluster")]
+    remote: Option<Arc<super::cluster::Remote>>,
 }
 
 impl Engine {
@@ -116,7 +124,8 @@ impl Engine {
         // A directory source reads its subdirectories too, and a glob may
         // cross directories (`data/*/orders.csv`), as `local_files` lists.
         config.options_mut().execution.listing_table_ignore_subdirectory = false;
-        let mut runtime = RuntimeEnvBuilder::new();
+        let mut runtime =
+            RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(super::stores::FromEnv::default()));
         if let Some(limit) = options.memory_limit {
             // Fair between spilling operators; the tracker names the biggest
             // consumers when the limit is hit.
@@ -155,43 +164,39 @@ impl Engine {
             }
         }
         let planning = Arc::new(ctx.state());
-        Ok(Engine { ctx, planning, masked: options.masking.is_some() })
+        #[cfg(feature = "cluster")]
+        let remote = match &options.cluster {
+            Some((url, scratch)) => {
+                let address =
+                    super::cluster::Address::parse(url).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Some(Arc::new(super::cluster::Remote::connect(&ctx, &address, scratch)?))
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "cluster"))]
+        if let Some((url, _)) = &options.cluster {
+            return Err(DataFusionError::Configuration(format!(
+                "this ferry was built without the `cluster` feature, so it cannot run on `{url}` \
+                 (build it with `cargo build --release --features cluster`)"
+            )));
+        }
+        Ok(Engine {
+            ctx,
+            planning,
+            masked: options.masking.is_some(),
+            #[cfg(feature = "cluster")]
+            remote,
+        })
     }
 
     /// Makes `url`'s object store (`s3://`, `gs://`, `az://`, `http(s)://`)
     /// known to the session, configured from the environment as each
-    /// cloud's own tools are (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    /// cloud's own tools are (`AWS_*`, `GOOGLE_*`, `AZURE_*`); see
+    /// [`super::stores`].
     pub fn register_object_store(&self, url: &str) -> Result<()> {
         let parsed =
             url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
-        let bucket = parsed.host_str().unwrap_or_default();
-        let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
-            "s3" | "s3a" => Arc::new(object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build()?),
-            "gs" => {
-                Arc::new(object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).build()?)
-            }
-            "az" | "abfs" | "abfss" => {
-                Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket).build()?)
-            }
-            // object_store refuses plain `http://` unless told: the URL
-            // says it.
-            "http" | "https" => Arc::new(
-                object_store::http::HttpBuilder::new()
-                    .with_url(parsed.origin().ascii_serialization())
-                    .with_client_options(object_store::ClientOptions::new().with_allow_http(parsed.scheme() == "http"))
-                    .build()?,
-            ),
-            "file" => return Ok(()),
-            other => {
-                return Err(DataFusionError::Plan(format!(
-                    "ferry cannot read `{other}://` URLs; use a local path or s3://, gs://, az://, http(s)://"
-                )));
-            }
-        };
-        let base = url::Url::parse(&format!("{}://{}", parsed.scheme(), parsed.authority()))
-            .map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
-        self.ctx.runtime_env().register_object_store(&base, store);
-        Ok(())
+        self.ctx.runtime_env().object_store_registry.get_store(&parsed).map(|_| ())
     }
 
     /// The object store holding `url`'s object (registered as
@@ -211,10 +216,41 @@ impl Engine {
     /// Plans `plan` physically and starts it, one stream per output
     /// partition, so a consumer can drain partitions in parallel.
     pub async fn execute_partitioned(&self, plan: LogicalPlan) -> Result<Vec<SendableRecordBatchStream>> {
-        let state = self.ctx.state();
+        let (state, plan) = self.executing(plan).await?;
         let physical = state.create_physical_plan(&plan).await?;
         log_plan(&physical);
         datafusion::physical_plan::execute_stream_partitioned(physical, state.task_ctx())
+    }
+
+    /// The session that runs `plan`, and the plan as it runs there: on a
+    /// cluster, with the tables only this process reads staged for it.
+    async fn executing(&self, plan: LogicalPlan) -> Result<(SessionState, LogicalPlan)> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            let plan = remote.rewrite(&self.ctx, plan).await?;
+            return Ok((remote.state(), plan));
+        }
+        Ok((self.ctx.state(), plan))
+    }
+
+    /// The cluster the queries run on (`df://host:port`), if not here.
+    pub fn cluster(&self) -> Option<String> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return Some(remote.address().to_string());
+        }
+        None
+    }
+
+    /// The tables this process read and staged for the cluster, because
+    /// the cluster cannot read them itself (a database table, a file of
+    /// ferry's own reader).
+    pub fn read_for_cluster(&self) -> Vec<String> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return remote.read_here();
+        }
+        Vec::new()
     }
 
     /// The runtime: memory pool and spill files, for operators of ferry's own.
@@ -224,7 +260,7 @@ impl Engine {
 
     /// Plans `plan` physically and starts it as one stream.
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
-        let state = self.ctx.state();
+        let (state, plan) = self.executing(plan).await?;
         let physical = state.create_physical_plan(&plan).await?;
         log_plan(&physical);
         datafusion::physical_plan::execute_stream(physical, state.task_ctx())

@@ -45,6 +45,7 @@ const PROJECT_KEYS: &[&str] = &[
     "sources",
     "vars",
     "history",
+    "executor",
     "on-run-start",
     "on-run-end",
     "dispatch",
@@ -157,6 +158,9 @@ pub struct ProjectFile {
     /// `history: {keep_runs: N}`: the runs whose quarantine and error files
     /// are kept (all when unset).
     pub keep_runs: Option<usize>,
+    /// `executor: df://host:port`: the Ballista cluster that runs the
+    /// models (`local`, the default: this process).
+    pub executor: Option<String>,
     /// `dispatch:`: per macro namespace, the namespaces searched in order.
     pub dispatch: Vec<(String, Vec<String>)>,
     /// `packages-install-path` (dbt's default `dbt_packages`).
@@ -253,8 +257,16 @@ impl ProjectFile {
             Some(n) if !n.is_null() => n.deserialize_into(&file, "`packages-install-path`")?,
             _ => Utf8PathBuf::from("dbt_packages"),
         };
+        let executor = match root.get("executor") {
+            Some(n) if !n.is_null() => match n.deserialize_into::<String>(&file, "`executor`")? {
+                local if local == "local" => None,
+                url => Some(url),
+            },
+            _ => None,
+        };
         Ok(ProjectFile {
             keep_runs,
+            executor,
             dispatch,
             packages_install_path,
             name,

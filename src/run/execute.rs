@@ -66,7 +66,7 @@ pub async fn execute(
     let started = Instant::now();
     let manifest = &prepared.manifest;
     let wanted: BTreeSet<NodeId> = selected.iter().copied().filter(|&i| options.which.wants(manifest, i)).collect();
-    let engine = super::engine(&prepared.layout, options.memory_limit, prepared.masking.as_ref())?;
+    let engine = super::engine(prepared, options.memory_limit)?;
     let (prepared, incremental) = &with_incremental(prepared, &engine, &wanted, options).await;
     let manifest = &prepared.manifest;
     let recorded = source_schemas::read(&prepared.layout);
@@ -94,6 +94,7 @@ pub async fn execute(
         elapsed: 0.0,
         reconciled: None,
         pruned: Vec::new(),
+        cluster: engine.cluster().map(|url| (url, engine.read_for_cluster())),
     };
     kill_point("staged");
     if !(report.interrupted || options.no_load) {
@@ -205,9 +206,7 @@ async fn with_incremental(
     failed.extend(resolved.failed.iter().copied());
     let mut diagnostics = prepared.diagnostics.clone();
     diagnostics.extend(resolved.diagnostics);
-    let layout = prepared.layout.clone();
-    let (target, keep_runs, masking) = (prepared.target.clone(), prepared.keep_runs, prepared.masking.clone());
-    (Prepared { layout, target, manifest, failed, diagnostics, keep_runs, masking }, resolved.runs)
+    (Prepared { manifest, failed, diagnostics, ..prepared.clone() }, resolved.runs)
 }
 
 /// What running the nodes did.

@@ -33,6 +33,9 @@ pub struct Prepared {
     pub keep_runs: Option<usize>,
     /// The key of a masked run (`--mask`, or the target's `masking: true`).
     pub masking: Option<crate::mask::Key>,
+    /// The Ballista cluster that runs the models (`--cluster`, or the
+    /// project's `executor:`); `None`: this process.
+    pub cluster: Option<String>,
 }
 
 /// Loads project, target and manifest for the command `which` (as
@@ -78,6 +81,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     };
     let schema = target.schema().to_owned();
     let keep_runs = project.file.keep_runs;
+    let cluster = settings.cluster.clone().filter(|c| c != "local").or_else(|| project.file.executor.clone());
     let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
@@ -88,7 +92,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     if masking.is_some() {
         diagnostics.extend(unmasked_personal(&manifest, &layout, settings.require_masking));
     }
-    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs, masking }))
+    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs, masking, cluster }))
 }
 
 /// In a masked run, the columns of sources and seeds that look personal
@@ -270,8 +274,10 @@ pub fn select(
 }
 
 /// The engine for commands that execute: a memory limit (half the RAM by
-/// default) and the spill directory under `.ferry/`.
-pub fn engine(layout: &Layout, memory_limit: Option<u64>, masking: Option<&crate::mask::Key>) -> Result<Engine> {
+/// default), the spill directory under `.ferry/`, the masking key, and the
+/// cluster, if the run has one.
+pub fn engine(prepared: &Prepared, memory_limit: Option<u64>) -> Result<Engine> {
+    let layout = &prepared.layout;
     let limit = match memory_limit {
         Some(b) => usize::try_from(b).unwrap_or(usize::MAX),
         None => crate::engine::session::default_memory_limit(),
@@ -279,8 +285,12 @@ pub fn engine(layout: &Layout, memory_limit: Option<u64>, masking: Option<&crate
     let options = EngineOptions {
         memory_limit: Some(limit),
         spill_dir: Some(layout.spill()),
-        masking: masking.cloned(),
+        masking: prepared.masking.clone(),
+        cluster: prepared.cluster.clone().map(|url| (url, layout.tmp())),
         ..EngineOptions::default()
     };
-    Engine::new(&options).context("failed to start the query engine")
+    match &prepared.cluster {
+        Some(url) => Engine::new(&options).with_context(|| format!("failed to connect to the cluster `{url}`")),
+        None => Engine::new(&options).context("failed to start the query engine"),
+    }
 }

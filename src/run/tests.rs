@@ -29,6 +29,7 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Settings) {
         event_time: Default::default(),
         mask: false,
         require_masking: false,
+        cluster: None,
     };
     (dir, settings)
 }

@@ -25,6 +25,17 @@ impl TestProject {
         p
     }
 
+    /// A copy of the bundled example migration (the repository root).
+    pub fn example() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let p = TestProject::new();
+        for dir in ["models", "macros", "seeds", "data", "data_tests"] {
+            copy_dir(&root.join(dir), &p.path().join(dir).into_std_path_buf());
+        }
+        fs_err::copy(root.join("ferry.yml"), p.path().join("ferry.yml")).expect("copy ferry.yml");
+        p
+    }
+
     /// Writes a file (parents created).
     pub fn file(self, rel: &str, text: &str) -> Self {
         let path = self.dir.path().join(rel);

@@ -3,6 +3,8 @@
 
 mod audit;
 mod changes;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod common;
 mod compile;
 mod data_tests;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::TestProject;
 
-fn tools() -> Option<PathBuf> {
+pub(crate) fn tools() -> Option<PathBuf> {
     let dir = std::env::var_os("FERRY_TEST_TOOLS")
         .map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools"), PathBuf::from);
     if dir.join("venv/bin/moto_server").exists() && dir.join("node_modules/.bin/azurite-blob").exists() {
@@ -29,7 +29,7 @@ fn tools() -> Option<PathBuf> {
 }
 
 /// A server the test started, stopped when dropped.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -38,11 +38,11 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start(command: &mut Command, port: u16) -> Server {
+pub(crate) fn start(command: &mut Command, port: u16) -> Server {
     let server = Server(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("the stand-in starts"));
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -83,7 +83,7 @@ fn http_server(dir: &std::path::Path, etag: bool, tls: Option<(&std::path::Path,
 }
 
 /// Runs a Python snippet with the tools' venv (boto3, azure-storage-blob).
-fn python(tools: &std::path::Path, code: &str) {
+pub(crate) fn python(tools: &std::path::Path, code: &str) {
     let out = Command::new(tools.join("venv/bin/python")).args(["-c", code]).output().expect("python runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

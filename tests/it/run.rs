@@ -534,12 +534,7 @@ fn show_prints_columns_of_no_rows_points_at_inline_errors_and_warns_of_unchecked
 /// The bundled example migration (the repository root) builds.
 #[tokio::test]
 async fn the_example_migration_builds() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = TestProject::new();
-    for dir in ["models", "macros", "seeds", "data", "data_tests"] {
-        crate::common::copy_dir(&root.join(dir), &p.path().join(dir).into_std_path_buf());
-    }
-    fs_err::copy(root.join("ferry.yml"), p.path().join("ferry.yml")).unwrap();
+    let p = TestProject::example();
     let ran = p.run(["build"]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let customers = stage_manifest(&p, "customers");

@@ -1,0 +1,330 @@
+//! The same projects on a Ballista cluster (a scheduler and two executors
+//! in this test process, over loopback) as in one process: every stage,
+//! ledger, error log and data-test result alike.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use crate::common::TestProject;
+
+/// A scheduler and 2 executors of 2 tasks each, in this process, with the
+/// runtime that serves them.
+fn cluster() -> (tokio::runtime::Runtime, ferry::engine::cluster::LocalCluster) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let cluster = runtime.block_on(ferry::engine::cluster::LocalCluster::start(2, 2)).expect("the cluster starts");
+    (runtime, cluster)
+}
+
+/// The stages under `.ferry/stage/`, by name.
+fn stages(p: &TestProject) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(p.path().join(".ferry/stage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a run concluded per node: status, ledger, rows loaded, failures
+/// of tests; not its timings.
+fn outcomes(p: &TestProject) -> Vec<(String, Json, Json, Json, Json)> {
+    let results = p.run_results();
+    let mut rows: Vec<_> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id = r["unique_id"].as_str().unwrap().to_owned();
+            // The files' paths name the run.
+            let mut ledger = r["ledger"].clone();
+            if let Some(l) = ledger.as_object_mut() {
+                l.remove("error_log");
+                l.remove("quarantine_file");
+            }
+            (id, r["status"].clone(), ledger, r["load"]["rows"].clone(), r["failures"].clone())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The rows of every Parquet file under `dir` (an error log, a
+/// quarantine), sorted.
+async fn rows_under(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    if !dir.exists() {
+        return all;
+    }
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_some_and(|e| e == "parquet") {
+            let ctx = datafusion::prelude::SessionContext::new();
+            let df = ctx.read_parquet(entry.path().to_str().unwrap(), Default::default()).await.unwrap();
+            let batches = df.collect().await.unwrap();
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+            let name = entry.path().strip_prefix(dir).unwrap().display().to_string();
+            let mut lines: Vec<String> =
+                text.lines().filter(|l| l.starts_with('|')).map(|l| format!("{name} {l}")).collect();
+            lines.sort();
+            all.extend(lines);
+        }
+    }
+    all
+}
+
+/// Builds `make()` locally and on `url`, and checks the two alike.
+async fn alike_on_the_cluster(make: impl Fn() -> TestProject, url: &str) {
+    let local = make();
+    let ran = local.run(["build"]);
+    assert_eq!(ran.code, Some(0), "local: {}\n{}", ran.stdout, ran.stderr);
+    let remote = make();
+    let ran = remote.run(["build", "--cluster", url]);
+    assert_eq!(ran.code, Some(0), "cluster: {}\n{}", ran.stdout, ran.stderr);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
+    assert_eq!(outcomes(&local), outcomes(&remote));
+    assert_eq!(stages(&local), stages(&remote));
+    for stage in stages(&local) {
+        let sql = format!("select * from \"{stage}\"");
+        let here = local.query_stages(&[&stage], &sql).await;
+        assert_eq!(here, remote.query_stages(&[&stage], &sql).await, "stage `{stage}`");
+    }
+    let run_dir = |p: &TestProject| {
+        let runs: Vec<_> = fs_err::read_dir(p.path().join(".ferry/runs")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        runs[0].clone()
+    };
+    for sub in ["errors", "quarantine"] {
+        // Each row names its run.
+        let rows = |dir: std::path::PathBuf| async move {
+            let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+            rows_under(&dir.join(sub)).await.into_iter().map(|l| l.replace(&id, "<run>")).collect::<Vec<_>>()
+        };
+        assert_eq!(rows(run_dir(&local)).await, rows(run_dir(&remote)).await, "{sub}");
+    }
+}
+
+#[test]
+fn the_example_jaffle_shop_and_w1_build_alike_on_a_cluster() {
+    let (runtime, cluster) = cluster();
+    let url = cluster.address.to_string();
+    let w1 = || {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let p = TestProject::new();
+        crate::common::copy_dir(&root.join("benches/w1"), p.path().as_std_path());
+        fs_err::create_dir_all(p.path().join("data")).unwrap();
+        fs_err::copy(root.join("tests/fixtures/data/lineitem_dirty.csv"), p.path().join("data/lineitem_dirty.csv"))
+            .unwrap();
+        p
+    };
+    runtime.block_on(async {
+        alike_on_the_cluster(TestProject::example, &url).await;
+        alike_on_the_cluster(|| TestProject::fixture("jaffle_shop"), &url).await;
+        alike_on_the_cluster(w1, &url).await;
+    });
+    drop(cluster);
+}
+
+#[test]
+fn an_unreachable_cluster_is_named() {
+    let p = TestProject::example();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ran = p.run(["build", "--cluster", &format!("df://127.0.0.1:{port}")]);
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("cannot be reached"), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&format!("df://127.0.0.1:{port}")), "{}", ran.stderr);
+    let ran = p.run(["build", "--cluster", "http://127.0.0.1:1"]);
+    assert!(ran.stderr.contains("not `df://`"), "{}", ran.stderr);
+}
+
+/// Sources the cluster cannot read itself (ferry's own readers: an Excel
+/// sheet, a JSON array with nested paths) are read by ferry, staged for the
+/// cluster, and named; the stages equal the local run's.
+#[test]
+fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
+    let (runtime, cluster) = cluster();
+    let url = cluster.address.to_string();
+    let make = || {
+        let yml = "sources:\n  - name: legacy\n    tables:\n\
+            \x20     - name: xlsx\n        path: data/customers.xlsx\n        sheet: Customers\n        header_row: 3\n\
+            \x20     - name: nested\n        path: data/customers.json\n        columns:\n\
+            \x20         - name: city\n            path: address.city\n";
+        let p = TestProject::new()
+            .file("models/sources.yml", yml)
+            .model("from_excel.sql", "{{ config(materialized='table') }}\nselect * from {{ source('legacy', 'xlsx') }}")
+            .model(
+                "cities.sql",
+                "{{ config(materialized='table') }}\nselect city, count(*) as n from {{ source('legacy', 'nested') }} group by city",
+            );
+        crate::common::copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy"),
+            p.path().join("data").as_std_path(),
+        );
+        p
+    };
+    runtime.block_on(alike_on_the_cluster(make, &url));
+    let p = make();
+    let ran = p.run(["run", "--cluster", &url]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(said.contains("read here and staged for it"), "{said}");
+    assert!(said.contains("`legacy.xlsx`") && said.contains("`legacy.nested`"), "{said}");
+    // What was staged for the cluster goes with the run.
+    let left: Vec<_> = walkdir::WalkDir::new(p.path().join(".ferry/tmp"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(cluster);
+}
+
+/// The stage manifests of `p`, by stage (what a run committed).
+fn stage_manifests(p: &TestProject) -> Vec<(String, Json)> {
+    stages(p)
+        .into_iter()
+        .map(|s| {
+            let text = p.read(&format!(".ferry/stage/{s}/_ferry_stage.json"));
+            (s, serde_json::from_str(&text).unwrap())
+        })
+        .collect()
+}
+
+/// `ferry cluster scheduler` and two `ferry cluster executor` processes on
+/// loopback ports, reading an `s3://` source (moto's S3 server) themselves:
+/// a run equals the local run; a run that loses an executor midway either
+/// finishes with the same stages or fails, naming the cause, and leaves
+/// every earlier stage as it was; the next run, on the executor left,
+/// equals the local run again.
+#[test]
+fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
+    use crate::object_stores::{Server, free_port, python, start, tools};
+    use std::process::{Command, Stdio};
+    let Some(tools) = tools() else { return };
+    let s3 = free_port();
+    let _moto =
+        start(Command::new(tools.join("venv/bin/moto_server")).args(["-H", "127.0.0.1", "-p", &s3.to_string()]), s3);
+    // Four files of 50,000 rows: tasks enough to spread over both executors.
+    python(
+        &tools,
+        &format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s')\n\
+             s3.create_bucket(Bucket='lake')\n\
+             for part in range(4):\n\
+             \x20   rows = ''.join(f'{{i}},{{i % 97}},{{(i * 7919) % 10007}}\\n' for i in range(part * 50000, (part + 1) * 50000))\n\
+             \x20   s3.put_object(Bucket='lake', Key=f'orders/part-{{part}}.csv', Body=('id,customer,amount\\n' + rows).encode())\n"
+        ),
+    );
+    let env = [
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{s3}")),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "k".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "s".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ];
+    let process = |args: &[String], port: u16| {
+        let mut command = crate::common::ferry_command();
+        command.args(args).envs(env.clone()).stdout(Stdio::null()).stderr(Stdio::null());
+        start(&mut command, port)
+    };
+    let scheduler = free_port();
+    let _scheduler = process(
+        &["cluster", "scheduler", "--bind", &format!("127.0.0.1:{scheduler}"), "--executor-timeout", "10s"]
+            .map(str::to_owned),
+        scheduler,
+    );
+    let mut executors: Vec<Server> = (0..2)
+        .map(|_| {
+            let (flight, grpc) = (free_port(), free_port());
+            let args = [
+                "cluster".to_owned(),
+                "executor".to_owned(),
+                "--scheduler".to_owned(),
+                format!("127.0.0.1:{scheduler}"),
+                "--bind".to_owned(),
+                format!("127.0.0.1:{flight}"),
+                "--grpc-port".to_owned(),
+                grpc.to_string(),
+                "--concurrent-tasks".to_owned(),
+                "1".to_owned(),
+            ];
+            process(&args, flight)
+        })
+        .collect();
+    let url = format!("df://127.0.0.1:{scheduler}");
+    let project = || {
+        TestProject::new()
+            .file(
+                "models/sources.yml",
+                "sources:\n  - name: lake\n    tables:\n      - name: orders\n        path: s3://lake/orders/\n        format: csv\n",
+            )
+            .model(
+                "by_customer.sql",
+                "{{ config(materialized='table') }}\nselect customer, count(*) as n, sum(amount) as total from {{ source('lake', 'orders') }} group by customer",
+            )
+            .model(
+                "ranked.sql",
+                "{{ config(materialized='table') }}\nselect o.id, o.customer, o.amount, rank() over (partition by o.customer order by o.amount desc, o.id) as r, c.total \
+                 from {{ source('lake', 'orders') }} o join {{ ref('by_customer') }} c on c.customer = o.customer",
+            )
+    };
+    async fn rows(p: &TestProject) -> Vec<String> {
+        let mut all = Vec::new();
+        for stage in ["by_customer", "ranked"] {
+            all.extend(p.query_stages(&[stage], &format!("select * from {stage}")).await);
+        }
+        all
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = project();
+    let ran = local.ferry(["run"]).envs(env.clone()).output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let expected = runtime.block_on(rows(&local));
+    assert_eq!(expected.len(), 97 + 200_000);
+
+    let p = project();
+    let ran = p.ferry(["run", "--cluster", &url]).envs(env.clone()).output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(runtime.block_on(rows(&p)), expected);
+    let committed = stage_manifests(&p);
+
+    // Lose an executor while the run goes on.
+    let mut command = p.ferry(["run", "--cluster", &url]);
+    let child = command.envs(env.clone()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    drop(executors.remove(0));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("the run that lost an executor: {}\n{err}", out.status);
+    if out.status.success() {
+        assert_eq!(runtime.block_on(rows(&p)), expected, "a run that finished has the right rows");
+    } else {
+        // Each model that finished committed its stage, with the right
+        // rows; the one that failed says why, and kept its earlier stage.
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("failed while running") && err.contains("executor"), "{err}");
+        let results = p.run_results();
+        let now = stage_manifests(&p);
+        for (stage, manifest) in &committed {
+            let status =
+                crate::common::node_result(&results, &format!("model.shop.{stage}")).unwrap()["status"].clone();
+            let kept = now.iter().find(|(s, _)| s == stage).map(|(_, m)| m);
+            if status == "success" {
+                let sql = format!("select * from {stage}");
+                let here = runtime.block_on(p.query_stages(&[stage], &sql));
+                assert_eq!(here, runtime.block_on(local.query_stages(&[stage], &sql)), "{stage}");
+            } else {
+                assert_eq!(kept, Some(manifest), "`{stage}` ({status}) kept its stage: {err}");
+            }
+        }
+    }
+
+    // The executor left runs the next one.
+    let ran = p.ferry(["run", "--cluster", &url]).envs(env).output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(runtime.block_on(rows(&p)), expected);
+    drop(executors);
+}
