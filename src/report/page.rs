@@ -48,6 +48,9 @@ struct RunView {
     seconds: f64,
     git_commit: Option<String>,
     target: String,
+    /// The cluster the models ran on, and the tables read on ferry's host
+    /// for it.
+    cluster: Option<crate::state::run_record::ClusterRun>,
     interrupted: bool,
     /// Nodes per status.
     counts: BTreeMap<String, usize>,
@@ -337,6 +340,7 @@ fn run_view(record: &RunRecord) -> RunView {
         seconds: record.results.elapsed_time,
         git_commit: record.git_commit.clone(),
         target: record.target.clone(),
+        cluster: record.cluster.clone(),
         interrupted: record.results.args.interrupted,
         counts,
     }

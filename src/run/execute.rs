@@ -118,7 +118,8 @@ pub async fn execute(
     let info = run_info(prepared, options, &report);
     report.pruned = record_history(prepared, &info, &results)?;
     let target = (&prepared.target, prepared.masking.is_some());
-    artifacts::run_record(manifest, &info, target, &results).write(&prepared.layout.run(&report.run_id))?;
+    artifacts::run_record(manifest, &info, target, &results, report.cluster.as_ref())
+        .write(&prepared.layout.run(&report.run_id))?;
     artifacts::manifest_file(manifest, &outcome).write(&prepared.layout)?;
     if let Some((reconciled, _)) = &report.reconciled {
         reconcile::write_report(reconciled, &prepared.layout.run(&report.run_id))?;

@@ -41,6 +41,19 @@ pub struct RunRecord {
     /// Whether the run masked personal data (`--mask`, `masking: true`).
     #[serde(default)]
     pub masked: bool,
+    /// The Ballista cluster the models ran on, if not ferry's own process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterRun>,
+}
+
+/// Where a run's queries ran, when on a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRun {
+    /// `df://host:port`.
+    pub scheduler: String,
+    /// The tables ferry read on its own host and staged for the cluster,
+    /// which cannot read them itself.
+    pub read_here: Vec<String>,
 }
 
 /// One node of the lineage.

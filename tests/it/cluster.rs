@@ -171,6 +171,14 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
     let said = format!("{}{}", ran.stdout, ran.stderr);
     assert!(said.contains("read here and staged for it"), "{said}");
     assert!(said.contains("`legacy.xlsx`") && said.contains("`legacy.nested`"), "{said}");
+    // The sign-off report says where the run ran, and what ferry read.
+    let reported = p.run(["report"]);
+    assert_eq!(reported.code, Some(0), "{}", reported.stderr);
+    let runs: Vec<_> = fs_err::read_dir(p.path().join(".ferry/runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let html = fs_err::read_to_string(runs[0].join("report.html")).unwrap();
+    let shown = url.replace('/', "&#x2f;");
+    assert!(html.contains(&format!("the Ballista cluster {shown}")), "{html}");
+    assert!(html.contains("<code>legacy.xlsx</code>") && html.contains("<code>legacy.nested</code>"));
     // What was staged for the cluster goes with the run.
     let left: Vec<_> = walkdir::WalkDir::new(p.path().join(".ferry/tmp"))
         .into_iter()
