@@ -41,10 +41,10 @@ pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, print
     };
     let terminal = Terminal::new(printer, &prepared.manifest);
     let report = pipeline::execute(&prepared, &selected, &options, &terminal).await?;
-    if let Some((url, read_here)) = &report.cluster {
-        let mut line = format!("the models ran on the cluster {url}");
-        if !read_here.is_empty() {
-            let names: Vec<String> = read_here.iter().map(|n| format!("`{n}`")).collect();
+    if let Some(cluster) = &report.cluster {
+        let mut line = format!("the models ran on the cluster {}", cluster.scheduler);
+        if !cluster.read_here.is_empty() {
+            let names: Vec<String> = cluster.read_here.iter().map(|n| format!("`{n}`")).collect();
             line.push_str(&format!(
                 "; read here and staged for it, as the cluster cannot read them itself: {}",
                 names.join(", ")

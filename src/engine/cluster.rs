@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::extension::SessionStateExt;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
@@ -36,6 +36,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Filter, LogicalPlan, TableScanBuilder};
@@ -106,13 +107,23 @@ impl std::fmt::Display for Address {
     }
 }
 
-/// The session of a scheduler or an executor: ferry's SQL functions (and
-/// the masking functions, when the key is in the environment) over
-/// `config`.
-fn ferry_state(config: SessionConfig) -> Result<SessionState> {
+/// The session of a scheduler or an executor, made once: ferry's SQL
+/// functions (and the masking functions, when the key is in the
+/// environment), and object stores made from URLs.
+fn ferry_state() -> Result<SessionState> {
     let masking = crate::mask::Key::from_env(crate::mask::KEY_VAR, "a masked run").ok();
-    let engine = Engine::new(&EngineOptions { masking, ..EngineOptions::default() })?;
-    Ok(SessionStateBuilder::new_from_existing(engine.state()).with_config(config).build())
+    Ok(Engine::new(&EngineOptions { masking, ..EngineOptions::default() })?.state())
+}
+
+/// A runtime with `base`'s object stores and empty caches, spilling to
+/// `spill` (default: the OS temporary directory).
+fn fresh_runtime(base: &SessionState, spill: Option<&str>) -> Result<Arc<RuntimeEnv>> {
+    let mut runtime =
+        RuntimeEnvBuilder::new().with_object_store_registry(Arc::clone(&base.runtime_env().object_store_registry));
+    if let Some(dir) = spill {
+        runtime = runtime.with_temp_file_path(dir);
+    }
+    runtime.build_arc()
 }
 
 /// How a scheduler presents itself and when it gives an executor up.
@@ -138,7 +149,18 @@ pub async fn scheduler(listener: tokio::net::TcpListener, settings: &SchedulerSe
         no_executors_grace_period_seconds: timeout,
         ..SchedulerConfig::default()
     }
-    .with_override_session_builder(Arc::new(ferry_state));
+    .with_override_session_builder({
+        let base = ferry_state()?;
+        // Each session (each client run) gets a runtime of its own: the
+        // runtime caches file listings and Parquet footers, and a stage a
+        // later run rewrites must not be read through an earlier run's.
+        Arc::new(move |config| {
+            Ok(SessionStateBuilder::new_from_existing(base.clone())
+                .with_config(config)
+                .with_runtime_env(fresh_runtime(&base, None)?)
+                .build())
+        })
+    });
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ClusterError::Scheduler)?;
     let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
         .await
@@ -167,30 +189,21 @@ pub struct ExecutorSettings {
 
 /// Runs an executor until the process ends (or the scheduler stops it).
 pub async fn executor(settings: ExecutorSettings) -> Result<(), ClusterError> {
-    let state = ferry_state(SessionConfig::new_with_ballista())?;
-    // Shuffle and spill files go to the work directory; object stores are
-    // made from URLs as on the client, so the executor reads `s3://`
-    // sources itself.
-    let temporary = match &settings.work_dir {
-        Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("ferry-executor-").tempdir().map_err(DataFusionError::from)?),
+    let state = ferry_state()?;
+    // Shuffle and spill files go to the work directory (a temporary one,
+    // removed when the executor stops, unless given); object stores are
+    // those of ferry's session, made from URLs as on the client, so the
+    // executor reads `s3://` sources itself.
+    let (work_dir, _temporary) = match &settings.work_dir {
+        Some(dir) => (dir.to_string(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("ferry-executor-").tempdir().map_err(DataFusionError::from)?;
+            (t.path().to_string_lossy().into_owned(), Some(t))
+        }
     };
-    let work_dir = match (&settings.work_dir, &temporary) {
-        (Some(dir), _) => dir.to_string(),
-        (None, Some(t)) => t.path().to_string_lossy().into_owned(),
-        (None, None) => unreachable!("a temporary directory is made when none is given"),
-    };
-    let stores: Arc<super::stores::FromEnv> = Arc::default();
     let spill = work_dir.clone();
-    let runtime: ballista_core::RuntimeProducer = Arc::new(move |_: &SessionConfig| {
-        let registry: Arc<dyn datafusion::execution::object_store::ObjectStoreRegistry> = stores.clone();
-        Ok(Arc::new(
-            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_object_store_registry(registry)
-                .with_temp_file_path(spill.clone())
-                .build()?,
-        ))
-    });
+    let base = state.clone();
+    let runtime: ballista_core::RuntimeProducer = Arc::new(move |_: &SessionConfig| fresh_runtime(&base, Some(&spill)));
     let config = ExecutorProcessConfig {
         bind_host: settings.bind.ip().to_string(),
         port: settings.bind.port(),
@@ -209,9 +222,7 @@ pub async fn executor(settings: ExecutorSettings) -> Result<(), ClusterError> {
         override_function_registry: Some(Arc::new((&state).into())),
         ..ExecutorProcessConfig::default()
     };
-    let served = start_executor_process(Arc::new(config)).await.map_err(ClusterError::Executor);
-    drop(temporary);
-    served
+    start_executor_process(Arc::new(config)).await.map_err(ClusterError::Executor)
 }
 
 /// A scheduler and executors running in this process, on loopback ports

@@ -194,23 +194,16 @@ impl Engine {
     /// cloud's own tools are (`AWS_*`, `GOOGLE_*`, `AZURE_*`); see
     /// [`super::stores`].
     pub fn register_object_store(&self, url: &str) -> Result<()> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
-        self.ctx.runtime_env().object_store_registry.get_store(&parsed).map(|_| ())
+        self.object_store(url).map(|_| ())
     }
 
-    /// The object store holding `url`'s object (registered as
-    /// [`Engine::register_object_store`] does), and the object's path in it.
+    /// The object store holding `url`'s object (made as
+    /// [`Engine::register_object_store`] says), and the object's path in it.
     pub fn object_store(&self, url: &str) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path)> {
-        self.register_object_store(url)?;
         let parsed =
             url::Url::parse(url).map_err(|e| DataFusionError::Plan(format!("`{url}` is not a valid URL: {e}")))?;
-        let base = datafusion::execution::object_store::ObjectStoreUrl::parse(format!(
-            "{}://{}",
-            parsed.scheme(),
-            parsed.authority()
-        ))?;
-        Ok((self.ctx.runtime_env().object_store(base)?, object_store::path::Path::from_url_path(parsed.path())?))
+        let store = self.ctx.runtime_env().object_store_registry.get_store(&parsed)?;
+        Ok((store, object_store::path::Path::from_url_path(parsed.path())?))
     }
 
     /// Plans `plan` physically and starts it, one stream per output

@@ -97,7 +97,7 @@ pub fn run_record(
     info: &RunInfo,
     (target, masked): (&Target, bool),
     results: &RunResults,
-    cluster: Option<&(String, Vec<String>)>,
+    cluster: Option<&run_record::ClusterRun>,
 ) -> RunRecord {
     let ran = results.results.iter().filter_map(|r| manifest.find(&r.unique_id));
     let ran = ran.filter(|&i| !matches!(manifest[i].resource, Resource::Test(_)));
@@ -133,9 +133,6 @@ pub fn run_record(
         results: results.clone(),
         lineage,
         masked,
-        cluster: cluster.map(|(scheduler, read_here)| run_record::ClusterRun {
-            scheduler: scheduler.clone(),
-            read_here: read_here.clone(),
-        }),
+        cluster: cluster.cloned(),
     }
 }

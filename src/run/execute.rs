@@ -94,7 +94,9 @@ pub async fn execute(
         elapsed: 0.0,
         reconciled: None,
         pruned: Vec::new(),
-        cluster: engine.cluster().map(|url| (url, engine.read_for_cluster())),
+        cluster: engine
+            .cluster()
+            .map(|scheduler| crate::state::run_record::ClusterRun { scheduler, read_here: engine.read_for_cluster() }),
     };
     kill_point("staged");
     if !(report.interrupted || options.no_load) {

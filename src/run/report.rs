@@ -100,9 +100,9 @@ pub struct RunReport {
     pub reconciled: Option<(Reconciled, Instant)>,
     /// Old runs whose files `history.keep_runs` removed.
     pub pruned: Vec<String>,
-    /// The cluster the models ran on (`df://host:port`), and the tables
-    /// ferry read here and staged for it, which the cluster cannot read.
-    pub cluster: Option<(String, Vec<String>)>,
+    /// The cluster the models ran on, and the tables ferry read here and
+    /// staged for it, which the cluster cannot read.
+    pub cluster: Option<crate::state::run_record::ClusterRun>,
 }
 
 impl RunReport {

@@ -226,13 +226,7 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
              \x20   s3.put_object(Bucket='lake', Key=f'orders/part-{{part}}.csv', Body=('id,customer,amount\\n' + rows).encode())\n"
         ),
     );
-    let env = [
-        ("AWS_ENDPOINT", format!("http://127.0.0.1:{s3}")),
-        ("AWS_ALLOW_HTTP", "true".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "k".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "s".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ];
+    let env = crate::object_stores::s3_env(s3);
     let process = |args: &[String], port: u16| {
         let mut command = crate::common::ferry_command();
         command.args(args).envs(env.clone()).stdout(Stdio::null()).stderr(Stdio::null());

@@ -88,6 +88,17 @@ pub(crate) fn python(tools: &std::path::Path, code: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The environment that points object_store's S3 client at moto on `port`.
+pub(crate) fn s3_env(port: u16) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "k".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "s".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+}
+
 /// A project whose `lake` source reads `orders.csv` and `events.json` under
 /// `base`, and a table model summing them.
 fn project(base: &str) -> TestProject {
@@ -126,13 +137,7 @@ async fn s3_sources_are_read_from_an_s3_server() {
         ),
     );
     let p = project("s3://lake/crm");
-    let env = [
-        ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
-        ("AWS_ALLOW_HTTP", "true".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "k".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "s".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ];
+    let env = s3_env(port);
     let ran = p.ferry(["run"]).envs(env.clone()).output().expect("run");
     assert_eq!(ran.status.code(), Some(0), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(p.query_stages(&["totals"], "select n, total, events from totals").await, ["| 2 | 30    | 4      |"]);
