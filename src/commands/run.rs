@@ -15,6 +15,7 @@ use crate::manifest::{Manifest, NodeId};
 use crate::printer::{Printer, Progress};
 use crate::run::{self as pipeline, NodeEvent, NodeReport, Observer, RunEvent, RunOptions, RunReport, Which};
 use crate::settings::{EventTimes, Settings};
+use crate::state::run_record::ClusterJob;
 use crate::state::run_results::Status;
 
 pub(crate) async fn run(settings: &Settings, args: &RunArgs, which: Which, printer: &Printer) -> Result<ExitStatus> {
@@ -122,7 +123,7 @@ impl<'a> Terminal<'a> {
                 Status::Pass => format!("in {secs:.2}s"),
                 _ => format!("{} failing in {secs:.2}s", group(failures)),
             };
-            return node_line(done, total, word, "test", &name, &detail);
+            return node_line(done, total, word, "test", &name, &(detail + &cluster_detail(&r.cluster)));
         }
         let word = match r.status {
             Status::Success | Status::Pass => "OK",
@@ -130,7 +131,29 @@ impl<'a> Terminal<'a> {
             Status::Error | Status::Fail => "ERROR",
             Status::Skipped => "SKIP",
         };
-        node_line(done, total, word, r.kind, &name, &node_detail(r))
+        node_line(done, total, word, r.kind, &name, &(node_detail(r) + &cluster_detail(&r.cluster)))
+    }
+}
+
+/// ` · on the cluster: 2 stages of 2 and 1 tasks, the result from
+/// 127.0.0.1:4001 (1)`: where a node's queries ran, when on a cluster.
+fn cluster_detail(jobs: &[ClusterJob]) -> String {
+    match jobs {
+        [] => String::new(),
+        [one] => format!(" · on the cluster: {}", one.describe()),
+        many => {
+            let stages: usize = many.iter().map(|j| j.stages.len()).sum();
+            let tasks: u32 = many.iter().map(ClusterJob::tasks).sum();
+            let mut from: Vec<&str> =
+                many.iter().flat_map(|j| j.executors.iter().map(|e| e.address.as_str())).collect();
+            from.sort_unstable();
+            from.dedup();
+            format!(
+                " · on the cluster: {} jobs of {stages} stages and {tasks} tasks, the results from {}",
+                many.len(),
+                from.join(" and ")
+            )
+        }
     }
 }
 

@@ -22,7 +22,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::extension::SessionStateExt;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{
+    GetJobMetricsParams, GetJobStatusParams, OperatorWithMetrics, job_status, operator_metric,
+};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
@@ -37,13 +42,17 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Filter, LogicalPlan, TableScanBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use futures::StreamExt;
 
 use super::{Engine, EngineOptions};
+use crate::state::run_record::{ClusterExecutor, ClusterJob, ClusterStage};
 
 /// Ballista's own port for a scheduler, when the URL names none.
 pub const DEFAULT_PORT: u16 = 50050;
@@ -311,6 +320,8 @@ pub(super) struct Remote {
     staged: tokio::sync::Mutex<HashMap<usize, Arc<dyn TableProvider>>>,
     /// The tables read by the client, for the run's output.
     read_here: Mutex<Vec<String>>,
+    /// The jobs the queries ran as, as the scheduler reported them.
+    jobs: Mutex<Vec<ClusterJob>>,
 }
 
 impl Remote {
@@ -336,7 +347,89 @@ impl Remote {
             dir,
             staged: tokio::sync::Mutex::new(HashMap::new()),
             read_here: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The jobs the queries ran as so far, in the order they ended.
+    pub(super) fn jobs(&self) -> Vec<ClusterJob> {
+        self.jobs.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// `stream`, the output of `plan`; when it ends, the job it ran as on
+    /// the cluster is asked of the scheduler and kept as `node`'s.
+    pub(super) fn watched(
+        self: &Arc<Self>,
+        node: Option<Arc<str>>,
+        plan: Arc<dyn ExecutionPlan>,
+        stream: SendableRecordBatchStream,
+    ) -> SendableRecordBatchStream {
+        let remote = Arc::clone(self);
+        let schema = stream.schema();
+        let noted = futures::stream::once(async move { remote.note_job(node.as_deref(), plan.as_ref()).await })
+            .filter_map(|()| futures::future::ready(None));
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream.chain(noted)))
+    }
+
+    async fn note_job(&self, node: Option<&str>, plan: &dyn ExecutionPlan) {
+        let query = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>();
+        let Some(job_id) = query.and_then(DistributedQueryExec::job_id) else { return };
+        match self.job(node, job_id.to_string()).await {
+            Ok(job) => {
+                tracing::info!(job = %job.job_id, "ran on the cluster: {}", job.describe());
+                if let Ok(mut jobs) = self.jobs.lock() {
+                    jobs.push(job);
+                }
+            }
+            Err(e) => tracing::warn!("cannot ask the scheduler {} about job {job_id}: {e}", self.address),
+        }
+    }
+
+    /// What the scheduler knows of a finished job: its stages and tasks
+    /// (`GetJobMetrics`), and where its result partitions are (`GetJobStatus`).
+    async fn job(
+        &self,
+        node: Option<&str>,
+        job_id: String,
+    ) -> Result<ClusterJob, Box<dyn std::error::Error + Send + Sync>> {
+        let endpoint = ballista_core::utils::create_grpc_client_endpoint(self.address.endpoint(), None)?;
+        let mut scheduler = SchedulerGrpcClient::new(endpoint.connect().await?);
+        let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.clone() }).await?.into_inner();
+        let metrics = scheduler.get_job_metrics(GetJobMetricsParams { job_id: job_id.clone() }).await?.into_inner();
+        let (millis, locations) = match status.status.and_then(|s| s.status) {
+            Some(job_status::Status::Successful(done)) => {
+                (done.ended_at.saturating_sub(done.started_at), done.partition_location)
+            }
+            _ => (0, Vec::new()),
+        };
+        let mut executors: Vec<ClusterExecutor> = Vec::new();
+        for location in locations {
+            let Some(meta) = location.executor_meta else { continue };
+            let stats = location.partition_stats.unwrap_or_default();
+            let (rows, bytes) = (stats.num_rows.max(0) as u64, stats.num_bytes.max(0) as u64);
+            match executors.iter_mut().find(|e| e.id == meta.id) {
+                Some(e) => {
+                    e.tasks += 1;
+                    e.rows += rows;
+                    e.bytes += bytes;
+                }
+                None => executors.push(ClusterExecutor {
+                    address: format!("{}:{}", meta.host, meta.port),
+                    id: meta.id,
+                    tasks: 1,
+                    rows,
+                    bytes,
+                }),
+            }
+        }
+        executors.sort_by(|a, b| a.address.cmp(&b.address));
+        let mut stages: Vec<ClusterStage> = metrics
+            .stages
+            .into_iter()
+            .map(|s| ClusterStage { stage_id: s.stage_id, tasks: s.partitions, rows: stage_rows(&s.operators) })
+            .collect();
+        stages.sort_by_key(|s| s.stage_id);
+        Ok(ClusterJob { node: node.map(str::to_owned), job_id, millis, stages, executors })
     }
 
     pub(super) fn address(&self) -> &Address {
@@ -427,6 +520,17 @@ impl Remote {
         }
         Ok(copy)
     }
+}
+
+/// The rows a stage's top operator (its shuffle writer) put out, summed
+/// over its tasks.
+fn stage_rows(operators: &[OperatorWithMetrics]) -> Option<u64> {
+    let top = operators.iter().find(|o| o.depth == 0)?;
+    let rows = top.metrics.iter().filter_map(|m| match m.metric {
+        Some(operator_metric::Metric::OutputRows(n)) => Some(n),
+        _ => None,
+    });
+    rows.reduce(|a, b| a + b)
 }
 
 /// Whether the cluster reads `provider` itself: DataFusion's file tables.

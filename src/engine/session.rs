@@ -19,6 +19,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions};
 use std::num::NonZeroUsize;
 
@@ -110,6 +111,9 @@ pub struct Engine {
     /// The cluster that runs the queries, if not this process.
     #[cfg(feature = "cluster")]
     remote: Option<Arc<super::cluster::Remote>>,
+    /// The node whose queries this engine runs, for the cluster's jobs.
+    #[cfg(feature = "cluster")]
+    node: Option<Arc<str>>,
 }
 
 impl Engine {
@@ -186,7 +190,65 @@ impl Engine {
             masked: options.masking.is_some(),
             #[cfg(feature = "cluster")]
             remote,
+            #[cfg(feature = "cluster")]
+            node: None,
         })
+    }
+
+    /// The same engine, running `node`'s queries: on a cluster, the jobs
+    /// they run as are kept as that node's ([`Engine::cluster_jobs`]).
+    pub fn for_node(&self, node: &str) -> Engine {
+        #[cfg(feature = "cluster")]
+        if self.remote.is_some() {
+            return Engine { node: Some(Arc::from(node)), ..self.clone() };
+        }
+        let _ = node;
+        self.clone()
+    }
+
+    /// The jobs the queries ran as on the cluster, in the order they ended
+    /// (none when they ran here).
+    pub fn cluster_jobs(&self) -> Vec<crate::state::run_record::ClusterJob> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return remote.jobs();
+        }
+        Vec::new()
+    }
+
+    /// `physical`, whose result a cluster sends as one stream, spread
+    /// round-robin over this process's partitions, so that what the caller
+    /// does with the rows (the quarantine split, dedup, writing Parquet)
+    /// runs on every core here; elsewhere `physical` as it is.
+    fn fanned_out(&self, physical: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        #[cfg(feature = "cluster")]
+        if self.remote.is_some() {
+            use datafusion::physical_plan::repartition::RepartitionExec;
+            use datafusion::physical_plan::{ExecutionPlanProperties as _, Partitioning};
+            let here = self.ctx.state().config().target_partitions();
+            if here > 1 && physical.output_partitioning().partition_count() == 1 {
+                return Ok(Arc::new(RepartitionExec::try_new(
+                    Arc::clone(physical),
+                    Partitioning::RoundRobinBatch(here),
+                )?));
+            }
+        }
+        Ok(Arc::clone(physical))
+    }
+
+    /// `stream`, the output of `physical`: on a cluster, its job is kept
+    /// once it ends.
+    fn watched(
+        &self,
+        physical: Arc<dyn ExecutionPlan>,
+        stream: SendableRecordBatchStream,
+    ) -> SendableRecordBatchStream {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return remote.watched(self.node.clone(), physical, stream);
+        }
+        let _ = physical;
+        stream
     }
 
     /// Makes `url`'s object store (`s3://`, `gs://`, `az://`, `http(s)://`)
@@ -212,7 +274,14 @@ impl Engine {
         let (state, plan) = self.executing(plan).await?;
         let physical = state.create_physical_plan(&plan).await?;
         log_plan(&physical);
-        datafusion::physical_plan::execute_stream_partitioned(physical, state.task_ctx())
+        let fanned = self.fanned_out(&physical)?;
+        let mut streams = datafusion::physical_plan::execute_stream_partitioned(fanned, state.task_ctx())?;
+        // A cluster's query is one job, whichever stream ends first.
+        if !streams.is_empty() {
+            let first = streams.remove(0);
+            streams.insert(0, self.watched(physical, first));
+        }
+        Ok(streams)
     }
 
     /// The session that runs `plan`, and the plan as it runs there: on a
@@ -256,7 +325,8 @@ impl Engine {
         let (state, plan) = self.executing(plan).await?;
         let physical = state.create_physical_plan(&plan).await?;
         log_plan(&physical);
-        datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+        let stream = datafusion::physical_plan::execute_stream(Arc::clone(&physical), state.task_ctx())?;
+        Ok(self.watched(physical, stream))
     }
 
     /// Whether the run masks personal data (see [`crate::mask`]).

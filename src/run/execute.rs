@@ -94,9 +94,11 @@ pub async fn execute(
         elapsed: 0.0,
         reconciled: None,
         pruned: Vec::new(),
-        cluster: engine
-            .cluster()
-            .map(|scheduler| crate::state::run_record::ClusterRun { scheduler, read_here: engine.read_for_cluster() }),
+        cluster: engine.cluster().map(|scheduler| crate::state::run_record::ClusterRun {
+            scheduler,
+            read_here: engine.read_for_cluster(),
+            jobs: engine.cluster_jobs(),
+        }),
     };
     kill_point("staged");
     if !(report.interrupted || options.no_load) {
@@ -238,7 +240,7 @@ async fn run_nodes(
     let rows = Arc::new(AtomicU64::new(0));
     let places = Arc::new(Places { incremental, ..places(prepared, &runnable, &rows) });
     observer.event(RunEvent::Started { total: order.len() });
-    let mut collect = Collector::new(manifest, &order, outcome, observer);
+    let mut collect = Collector::new((manifest, engine), &order, outcome, observer);
     let gated = gating::gate(manifest, options.which, &order, runnable, &outcome.failed);
     for (&i, &because) in &gated.held {
         collect.skip(i, because);
@@ -289,7 +291,7 @@ async fn schedule_nodes(
         threads,
         |i| {
             let (engine, manifest, places, tests) =
-                (engine.clone(), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
+                (engine.for_node(&manifest[i].name), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
             let late = late.contains(&i);
             let span = tracing::info_span!("node", model = %manifest[i].name, late);
             async move {
@@ -330,6 +332,8 @@ async fn read_unselected_parents(
 /// on to the observer.
 struct Collector<'a> {
     manifest: &'a Manifest,
+    /// The engine the nodes ran on, for the cluster's jobs of each.
+    engine: &'a Engine,
     observer: &'a dyn Observer,
     total: usize,
     done: usize,
@@ -341,9 +345,15 @@ struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     /// Starts with the nodes planning failed or skipped.
-    fn new(manifest: &'a Manifest, order: &[NodeId], outcome: &PlanOutcome, observer: &'a dyn Observer) -> Self {
+    fn new(
+        (manifest, engine): (&'a Manifest, &'a Engine),
+        order: &[NodeId],
+        outcome: &PlanOutcome,
+        observer: &'a dyn Observer,
+    ) -> Self {
         let mut c = Collector {
             manifest,
+            engine,
             observer,
             total: order.len(),
             done: 0,
@@ -375,7 +385,7 @@ impl<'a> Collector<'a> {
             Event::Finished(i, result) => {
                 let secs = self.running.remove(&i).map_or(0.0, |t| t.elapsed().as_secs_f64());
                 let node = &self.manifest[i];
-                let report = match result {
+                let mut report = match result {
                     Ok(done) => {
                         self.diagnostics.extend(done.diagnostics);
                         if let Some(rendered) = done.rendered {
@@ -399,6 +409,8 @@ impl<'a> Collector<'a> {
                         }
                     }
                 };
+                report.cluster =
+                    self.engine.cluster_jobs().into_iter().filter(|j| j.node.as_deref() == Some(&node.name)).collect();
                 self.finish(i, report);
             }
             Event::Skipped { node, because } => self.skip(node, because),

@@ -51,6 +51,8 @@ pub struct NodeReport {
     pub incremental: Option<IncrementalReport>,
     /// A change-detected model's run.
     pub change: Option<ChangeRun>,
+    /// The jobs its queries ran as, when the run was on a cluster.
+    pub cluster: Vec<crate::state::run_record::ClusterJob>,
 }
 
 /// What an incremental model's run did; its next version is the report's
@@ -156,6 +158,7 @@ impl NodeReport {
             reconcile: None,
             incremental: None,
             change: None,
+            cluster: Vec::new(),
         }
     }
 

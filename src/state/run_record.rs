@@ -54,6 +54,78 @@ pub struct ClusterRun {
     /// The tables ferry read on its own host and staged for the cluster,
     /// which cannot read them itself.
     pub read_here: Vec<String>,
+    /// The cluster's jobs, one per query, in the order they finished.
+    #[serde(default)]
+    pub jobs: Vec<ClusterJob>,
+}
+
+/// One query run on the cluster, as its scheduler reports it: a Ballista
+/// job, split into stages of tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterJob {
+    /// The node whose query it was (`None`: a query of the run itself).
+    pub node: Option<String>,
+    pub job_id: String,
+    /// Milliseconds from the job's start to its end on the cluster, as the
+    /// scheduler measured them.
+    pub millis: u64,
+    /// Its stages, in the order they ran (the last one produced the result).
+    pub stages: Vec<ClusterStage>,
+    /// The executors that ran the last stage, and so hold the result the
+    /// client fetched.
+    pub executors: Vec<ClusterExecutor>,
+}
+
+/// One stage of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStage {
+    pub stage_id: u32,
+    /// One task per partition.
+    pub tasks: u32,
+    /// Rows the stage wrote for the next (or for the client), when known.
+    pub rows: Option<u64>,
+}
+
+/// An executor's share of a job's last stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterExecutor {
+    /// The executor's id, as the scheduler knows it.
+    pub id: String,
+    /// `host:port` of its data service.
+    pub address: String,
+    /// The result partitions it computed.
+    pub tasks: u32,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl ClusterJob {
+    /// The job's tasks, over all its stages.
+    pub fn tasks(&self) -> u32 {
+        self.stages.iter().map(|s| s.tasks).sum()
+    }
+
+    /// `2 stages of 4 and 2 tasks, the result from 127.0.0.1:4001 (2) and 127.0.0.1:4003 (2)`.
+    pub fn describe(&self) -> String {
+        let stages = match self.stages.as_slice() {
+            [] => "no stage reported".to_owned(),
+            [one] => format!("1 stage of {} task{}", one.tasks, plural(one.tasks)),
+            many => {
+                let counts: Vec<String> = many.iter().map(|s| s.tasks.to_string()).collect();
+                let (last, rest) = counts.split_last().expect("more than one");
+                format!("{} stages of {} and {last} tasks", many.len(), rest.join(", "))
+            }
+        };
+        if self.executors.is_empty() {
+            return stages;
+        }
+        let from: Vec<String> = self.executors.iter().map(|e| format!("{} ({})", e.address, e.tasks)).collect();
+        format!("{stages}, the result from {}", from.join(" and "))
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// One node of the lineage.

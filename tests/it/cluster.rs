@@ -171,6 +171,21 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
     let said = format!("{}{}", ran.stdout, ran.stderr);
     assert!(said.contains("read here and staged for it"), "{said}");
     assert!(said.contains("`legacy.xlsx`") && said.contains("`legacy.nested`"), "{said}");
+    // Each model's line says how its query ran there, and the run's record
+    // keeps its jobs: stages, tasks, and the executors that hold the result.
+    for model in ["from_excel", "cities"] {
+        let line = said.lines().find(|l| l.contains(&format!(" {model} "))).unwrap_or_else(|| panic!("{said}"));
+        assert!(line.contains("on the cluster: ") && line.contains("the result from 127.0.0.1:"), "{line}");
+    }
+    let jobs = cluster_jobs(&p);
+    let staged_rows = |m: &str| {
+        let manifest: Json = serde_json::from_str(&p.read(&format!(".ferry/stage/{m}/_ferry_stage.json"))).unwrap();
+        manifest["row_count"].as_u64().unwrap()
+    };
+    let loopback = |a: &str| a.starts_with("127.0.0.1:");
+    jobs_of(&jobs, "from_excel", Some(staged_rows("from_excel")), loopback);
+    let cities = jobs_of(&jobs, "cities", Some(staged_rows("cities")), loopback);
+    assert!(cities[0]["stages"].as_array().unwrap().len() >= 2, "a grouping shuffles: {:#}", cities[0]);
     // The sign-off report says where the run ran, and what ferry read.
     let reported = p.run(["report"]);
     assert_eq!(reported.code, Some(0), "{}", reported.stderr);
@@ -179,6 +194,10 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
     let shown = url.replace('/', "&#x2f;");
     assert!(html.contains(&format!("the Ballista cluster {shown}")), "{html}");
     assert!(html.contains("<code>legacy.xlsx</code>") && html.contains("<code>legacy.nested</code>"));
+    let table = html.split("id=\"cluster-jobs\"").nth(1).unwrap_or_else(|| panic!("no jobs table: {html}"));
+    let table = table.split("</table>").next().unwrap();
+    assert!(table.contains("<code>from_excel</code>") && table.contains("<code>cities</code>"), "{table}");
+    assert!(table.contains(&format!("<code>{}</code>", jobs[0]["job_id"].as_str().unwrap())), "{table}");
     // What was staged for the cluster goes with the run.
     let left: Vec<_> = walkdir::WalkDir::new(p.path().join(".ferry/tmp"))
         .into_iter()
@@ -188,6 +207,37 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     drop(cluster);
+}
+
+/// The cluster's jobs that `p`'s only run recorded in its `run.json`.
+fn cluster_jobs(p: &TestProject) -> Vec<Json> {
+    let runs: Vec<_> = fs_err::read_dir(p.path().join(".ferry/runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let record: Json = serde_json::from_str(&fs_err::read_to_string(runs[0].join("run.json")).unwrap()).unwrap();
+    record["cluster"]["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The jobs of `node` among `jobs`, each checked whole: stages with tasks,
+/// and executors (their addresses passing `at`) holding as many result rows
+/// as the node staged, when `rows` is given.
+fn jobs_of<'j>(jobs: &'j [Json], node: &str, rows: Option<u64>, at: impl Fn(&str) -> bool) -> Vec<&'j Json> {
+    let mine: Vec<&Json> = jobs.iter().filter(|j| j["node"] == node).collect();
+    assert!(!mine.is_empty(), "no job of `{node}` in {jobs:#?}");
+    for job in &mine {
+        let stages = job["stages"].as_array().unwrap();
+        assert!(!stages.is_empty() && stages.iter().all(|s| s["tasks"].as_u64().unwrap() >= 1), "{job:#}");
+        let executors = job["executors"].as_array().unwrap();
+        assert!(!executors.is_empty(), "{job:#}");
+        for e in executors {
+            assert!(at(e["address"].as_str().unwrap()), "{job:#}");
+        }
+    }
+    if let Some(rows) = rows {
+        let fetched: u64 =
+            mine.iter().flat_map(|j| j["executors"].as_array().unwrap()).map(|e| e["rows"].as_u64().unwrap()).sum();
+        assert_eq!(fetched, rows, "`{node}`'s result rows on the executors: {mine:#?}");
+    }
+    mine
 }
 
 /// The stage manifests of `p`, by stage (what a run committed).
@@ -238,9 +288,11 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
             .map(str::to_owned),
         scheduler,
     );
-    let mut executors: Vec<Server> = (0..2)
-        .map(|_| {
-            let (flight, grpc) = (free_port(), free_port());
+    let flights = [free_port(), free_port()];
+    let mut executors: Vec<Server> = flights
+        .iter()
+        .map(|&flight| {
+            let grpc = free_port();
             let args = [
                 "cluster".to_owned(),
                 "executor".to_owned(),
@@ -292,6 +344,13 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(runtime.block_on(rows(&p)), expected);
     let committed = stage_manifests(&p);
+    // Each model's job ran as stages of tasks, its result on these executors.
+    let ours = |a: &str| flights.iter().any(|f| a == format!("127.0.0.1:{f}"));
+    let jobs = cluster_jobs(&p);
+    let by_customer = jobs_of(&jobs, "by_customer", Some(97), ours);
+    let tasks: u64 = by_customer[0]["stages"].as_array().unwrap().iter().map(|s| s["tasks"].as_u64().unwrap()).sum();
+    assert!(tasks >= 3, "a scan and a grouping stage, one of them in parallel: {:#}", by_customer[0]);
+    jobs_of(&jobs, "ranked", Some(200_000), ours);
 
     // Lose an executor while the run goes on.
     let mut command = p.ferry(["run", "--cluster", &url]);
