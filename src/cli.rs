@@ -51,8 +51,9 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Run the models on this Apache DataFusion Ballista cluster
-    /// (`df://host:port`) instead of in this process; overrides the
-    /// project's `executor:`.
+    /// (`df://host:port`, `?partitions=N` to split each shuffle N ways)
+    /// instead of in this process; overrides the project's `executor:`
+    /// (`local`: in this process).
     #[arg(long, global = true, env = "FERRY_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
     /// When another ferry run is working on the project, wait for it to

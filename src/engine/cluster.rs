@@ -74,11 +74,15 @@ pub enum ClusterError {
     Engine(#[from] DataFusionError),
 }
 
-/// A scheduler's address, from `df://host:port` (or `host:port`).
+/// A scheduler's address, from `df://host:port` (or `host:port`), with
+/// the partitions a query is split into there (`?partitions=32`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     pub host: String,
     pub port: u16,
+    /// Partitions per shuffle on the cluster, best the task slots of all
+    /// its executors (default: the client's cores).
+    pub partitions: Option<usize>,
 }
 
 impl Address {
@@ -89,6 +93,17 @@ impl Address {
             Some((scheme, _)) => return Err(bad(&format!("the scheme is `{scheme}://`, not `df://`"))),
             None => url,
         };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut partitions = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("partitions", n)) => match n.parse::<usize>() {
+                    Ok(n) if n > 0 => partitions = Some(n),
+                    _ => return Err(bad(&format!("`partitions={n}` is not a positive whole number"))),
+                },
+                _ => return Err(bad(&format!("`{pair}` is not a setting it takes (only `partitions=N`)"))),
+            }
+        }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad(&format!("`{p}` is not a port")))?),
@@ -97,7 +112,7 @@ impl Address {
         if host.is_empty() || host.contains('/') {
             return Err(bad("it names no host"));
         }
-        Ok(Address { host: host.trim_matches(['[', ']']).to_owned(), port })
+        Ok(Address { host: host.trim_matches(['[', ']']).to_owned(), port, partitions })
     }
 
     /// The scheduler's gRPC endpoint, as Ballista's client takes it.
@@ -112,7 +127,11 @@ impl Address {
 
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "df://{}:{}", self.host, self.port)
+        write!(f, "df://{}:{}", self.host, self.port)?;
+        match self.partitions {
+            Some(n) => write!(f, "?partitions={n}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -249,7 +268,7 @@ impl LocalCluster {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = tokio::net::TcpListener::bind(any).await.map_err(|e| ClusterError::Bind(any, e))?;
         let port = listener.local_addr().map_err(|e| ClusterError::Bind(any, e))?.port();
-        let address = Address { host: "127.0.0.1".to_owned(), port };
+        let address = Address { host: "127.0.0.1".to_owned(), port, partitions: None };
         let settings = SchedulerSettings {
             external_host: "127.0.0.1".to_owned(),
             executor_timeout: std::time::Duration::from_secs(20),
@@ -336,7 +355,10 @@ impl Remote {
         if let Err(e) = reached {
             return Err(DataFusionError::External(Box::new(ClusterError::Unreachable(address.to_string(), e))));
         }
-        let state = local.state().upgrade_for_ballista(address.endpoint())?;
+        let mut state = local.state().upgrade_for_ballista(address.endpoint())?;
+        if let Some(n) = address.partitions {
+            state.config_mut().options_mut().execution.target_partitions = n;
+        }
         let ctx = SessionContext::new_with_state(state);
         fs_err::create_dir_all(scratch)
             .map_err(|e| DataFusionError::IoError(e).context(format!("creating `{scratch}`")))?;
@@ -555,5 +577,10 @@ mod tests {
         assert!(Address::parse("http://h:1").unwrap_err().to_string().contains("not `df://`"));
         assert!(Address::parse("df://h:port").unwrap_err().to_string().contains("`port` is not a port"));
         assert!(Address::parse("df://").is_err());
+        let a = Address::parse("df://h:1?partitions=32").unwrap();
+        assert_eq!((a.port, a.partitions), (1, Some(32)));
+        assert_eq!(a.to_string(), "df://h:1?partitions=32");
+        assert!(Address::parse("df://h:1?partitions=0").unwrap_err().to_string().contains("`partitions=0`"));
+        assert!(Address::parse("df://h?tasks=3").unwrap_err().to_string().contains("only `partitions=N`"));
     }
 }

@@ -81,7 +81,12 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     };
     let schema = target.schema().to_owned();
     let keep_runs = project.file.keep_runs;
-    let cluster = settings.cluster.clone().filter(|c| c != "local").or_else(|| project.file.executor.clone());
+    // `--cluster local` runs here whatever `executor:` says.
+    let cluster = match settings.cluster.as_deref() {
+        Some("local") => None,
+        Some(url) => Some(url.to_owned()),
+        None => project.file.executor.clone(),
+    };
     let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);

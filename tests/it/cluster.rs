@@ -137,6 +137,16 @@ fn an_unreachable_cluster_is_named() {
     assert!(ran.stderr.contains(&format!("df://127.0.0.1:{port}")), "{}", ran.stderr);
     let ran = p.run(["build", "--cluster", "http://127.0.0.1:1"]);
     assert!(ran.stderr.contains("not `df://`"), "{}", ran.stderr);
+    // `executor:` in ferry.yml names the cluster; `--cluster local` runs here all the same.
+    let yml = p.path().join("ferry.yml");
+    let text = fs_err::read_to_string(&yml).unwrap();
+    fs_err::write(&yml, format!("{text}\nexecutor: df://127.0.0.1:{port}\n")).unwrap();
+    let ran = p.run(["build"]);
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&format!("df://127.0.0.1:{port}")), "{}", ran.stderr);
+    let ran = p.run(["build", "--cluster", "local"]);
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(!ran.stdout.contains("ran on the cluster") && !ran.stderr.contains("ran on the cluster"));
 }
 
 /// Sources the cluster cannot read itself (ferry's own readers: an Excel
@@ -165,10 +175,13 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
         p
     };
     runtime.block_on(alike_on_the_cluster(make, &url));
+    // This time each shuffle on the cluster has 3 partitions.
+    let url = format!("{url}?partitions=3");
     let p = make();
     let ran = p.run(["run", "--cluster", &url]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
     assert!(said.contains("read here and staged for it"), "{said}");
     assert!(said.contains("`legacy.xlsx`") && said.contains("`legacy.nested`"), "{said}");
     // Each model's line says how its query ran there, and the run's record
@@ -185,7 +198,9 @@ fn sources_only_ferry_reads_are_staged_for_the_cluster_and_named() {
     let loopback = |a: &str| a.starts_with("127.0.0.1:");
     jobs_of(&jobs, "from_excel", Some(staged_rows("from_excel")), loopback);
     let cities = jobs_of(&jobs, "cities", Some(staged_rows("cities")), loopback);
-    assert!(cities[0]["stages"].as_array().unwrap().len() >= 2, "a grouping shuffles: {:#}", cities[0]);
+    let stages = cities[0]["stages"].as_array().unwrap();
+    assert!(stages.len() >= 2, "a grouping shuffles: {:#}", cities[0]);
+    assert!(stages.iter().any(|s| s["tasks"] == 3), "into 3 partitions: {:#}", cities[0]);
     // The sign-off report says where the run ran, and what ferry read.
     let reported = p.run(["report"]);
     assert_eq!(reported.code, Some(0), "{}", reported.stderr);
