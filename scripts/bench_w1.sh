@@ -20,7 +20,9 @@
 # this machine (`ferry cluster scheduler` and N `ferry cluster executor`
 # processes, the cores shared out between them, and MEMORY_LIMIT too): the
 # overhead of the distributed path against the local run on the same cores
-# (goal: at most 1.5x), with each process's peak RSS.
+# (goal: at most 1.5x), with each process's peak RSS, and the jobs of the
+# last cluster run as its scheduler reported them. CLUSTER_SETTINGS is
+# added to the cluster's URL (`?partitions=4`).
 #
 # Needs: lineitem_dirty.csv (W1=/path/to/dir holding it, default
 # bench-data/), made as ../shared/bench/README.md says; a python with duckdb
@@ -97,7 +99,18 @@ fi
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$work"' EXIT
 {
   if [ -n "${CLUSTER:-}" ]; then
-    measure ferry-cluster "$ferry" build --project-dir "$proj" -q --no-load --cluster "df://127.0.0.1:$sched" "${limit[@]}"
+    measure ferry-cluster "$ferry" build --project-dir "$proj" -q --no-load --cluster "df://127.0.0.1:$sched${CLUSTER_SETTINGS:-}" "${limit[@]}"
+    # The last cluster run's jobs, as its scheduler reported them.
+    python3 - "$(ls -t "$proj"/.ferry/runs/*/run.json | head -1)" >"$work/jobs" <<'PY'
+import json, sys
+record = json.load(open(sys.argv[1]))
+took = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in record["results"]["results"]}
+for j in record["cluster"]["jobs"]:
+    node = f" of the node's {took[j['node']]:.2f} s" if j["node"] in took else ""
+    stages = ", ".join(f"stage {s['stage_id']}: {s['tasks']} tasks, {s['rows'] or 0:,} rows" for s in j["stages"])
+    result = ", ".join(f"{e['address']}: {e['tasks']} tasks, {e['rows']:,} rows, {e['bytes']:,} bytes" for e in j["executors"])
+    print(f"- `{j['node'] or 'the run'}`: {j['millis'] / 1000:.2f} s on the cluster{node}; {stages}; the result from {result}")
+PY
     for i in $(seq "$CLUSTER"); do
       echo "executor-$i 0 $(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status")"
     done
@@ -128,7 +141,7 @@ mkdir -p benches/results
     echo "| ferry, masked (variants/masked.yml, --mask) | $(median ferry-masked) | $(( $(peak ferry-masked) / 1024 )) MiB |"
   fi
   if [ -n "${CLUSTER:-}" ]; then
-    echo "| ferry on a local Ballista cluster of $CLUSTER executors ($tasks tasks each; the client's RSS) | $(median ferry-cluster) | $(( $(peak ferry-cluster) / 1024 )) MiB |"
+    echo "| ferry on a local Ballista cluster of $CLUSTER executors ($tasks tasks each${CLUSTER_SETTINGS:+, $CLUSTER_SETTINGS}; the client's RSS) | $(median ferry-cluster) | $(( $(peak ferry-cluster) / 1024 )) MiB |"
     for i in $(seq "$CLUSTER"); do
       echo "| - executor $i (peak RSS over all runs) | | $(( $(peak "executor-$i") / 1024 )) MiB |"
     done
@@ -142,6 +155,10 @@ mkdir -p benches/results
   fi
   if [ -n "${CLUSTER:-}" ]; then
     echo "cluster/local time ratio: $(python3 -c "print(f'{$(median ferry-cluster)/$f:.2f}')") (goal: at most 1.5)"
+    echo
+    echo "The last cluster run's jobs, as the scheduler reported them (the seconds are the job's on the cluster; the rest of the run is ferry's, on its host):"
+    echo
+    cat "$work/jobs"
   fi
   echo
 } | tee -a "$out"

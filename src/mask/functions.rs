@@ -167,6 +167,10 @@ impl MaskFn {
     /// A column of few distinct values (a status, a country) is masked
     /// once per value and batch: up to this many are remembered.
     const REMEMBERED: usize = 1024;
+    /// After this many values of a batch, a column more than half of whose
+    /// values were new (a name, a comment) is remembered no longer: it
+    /// would only cost a lookup and a copy per value.
+    const SAMPLE: usize = 64;
 
     /// Each text value through `f`; a string view column stays one (no
     /// copy either way).
@@ -190,7 +194,8 @@ impl MaskFn {
         Ok(Arc::new(out.finish()))
     }
 
-    /// Masks `values` in order into `emit`, a batch's repeated values once.
+    /// Masks `values` in order into `emit`, a batch's repeated values once
+    /// (unless they hardly repeat).
     fn each<'v>(
         &self,
         values: impl Iterator<Item = Option<&'v str>>,
@@ -199,19 +204,26 @@ impl MaskFn {
     ) {
         let mut masked = String::new();
         let mut remembered: foldhash::HashMap<&str, String> = foldhash::HashMap::default();
-        for v in values {
+        let mut remembering = true;
+        for (k, v) in values.enumerate() {
             let Some(s) = v else {
                 emit(None);
                 continue;
             };
-            if let Some(m) = remembered.get(s) {
+            if remembering && let Some(m) = remembered.get(s) {
                 emit(Some(m));
                 continue;
             }
             masked.clear();
             f(s, &mut Stream::new(&self.keyed, s.as_bytes()), &mut masked);
             emit(Some(&masked));
-            if remembered.len() < Self::REMEMBERED {
+            if !remembering {
+                continue;
+            }
+            if k >= Self::SAMPLE && remembered.len() * 2 > k {
+                remembering = false;
+                remembered = foldhash::HashMap::default();
+            } else if remembered.len() < Self::REMEMBERED {
                 remembered.insert(s, masked.clone());
             }
         }
@@ -401,5 +413,38 @@ mod tests {
         let mut hexed = String::new();
         hex(&[0x00, 0x9f, 0xff], &mut hexed);
         assert_eq!(hexed, "009fff");
+    }
+
+    /// Values remembered within a batch, or not (a column that hardly
+    /// repeats is remembered no longer), mask as each value alone does.
+    #[test]
+    fn remembering_never_changes_a_masked_value() {
+        use datafusion::arrow::array::{StringArray, StringViewArray};
+        let key = Key::of(b"0123456789abcdef");
+        let f = MaskFn {
+            kind: Kind::Hash,
+            key: key.clone(),
+            keyed: Keyed::new(&key, Kind::Hash.tag()),
+            signature: Signature::user_defined(Volatility::Immutable),
+        };
+        let alone = |v: &str| {
+            let mut out = String::new();
+            hex(&Stream::new(&f.keyed, v.as_bytes()).first()[..16], &mut out);
+            out
+        };
+        let hash = |_: &str, stream: &mut Stream<'_>, out: &mut String| hex(&stream.first()[..16], out);
+        // Mostly distinct, then repeating; repeating from the start.
+        let distinct_first: Vec<String> =
+            (0..300).map(|i| format!("comment {i}")).chain((0..300).map(|i| format!("status {}", i % 3))).collect();
+        let repeating: Vec<String> = (0..600).map(|i| format!("status {}", i % 5)).collect();
+        for values in [distinct_first, repeating] {
+            let view: ArrayRef = Arc::new(StringViewArray::from_iter_values(values.iter()));
+            let plain: ArrayRef = Arc::new(StringArray::from_iter_values(values.iter()));
+            let (view, plain) = (f.text(&view, hash).unwrap(), f.text(&plain, hash).unwrap());
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(view.as_string_view().value(i), alone(v), "row {i}");
+                assert_eq!(plain.as_string::<i32>().value(i), alone(v), "row {i}");
+            }
+        }
     }
 }
