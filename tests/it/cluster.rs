@@ -255,6 +255,44 @@ fn jobs_of<'j>(jobs: &'j [Json], node: &str, rows: Option<u64>, at: impl Fn(&str
     mine
 }
 
+/// Runs `command` to its end, or fails the test after two minutes with
+/// what it logged: a run on the cluster must end, whatever the cluster does.
+fn within_two_minutes(command: &mut std::process::Command) -> std::process::Output {
+    within_two_minutes_doing(command, || {})
+}
+
+/// [`within_two_minutes`], doing `meanwhile` once the command has started.
+fn within_two_minutes_doing(command: &mut std::process::Command, meanwhile: impl FnOnce()) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            all
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    meanwhile();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            let tail: Vec<&str> = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!("the run did not end in two minutes; it logged, last:\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
 /// The stage manifests of `p`, by stage (what a run committed).
 fn stage_manifests(p: &TestProject) -> Vec<(String, Json)> {
     stages(p)
@@ -355,7 +393,7 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     assert_eq!(expected.len(), 97 + 200_000);
 
     let p = project();
-    let ran = p.ferry(["run", "--cluster", &url]).envs(env.clone()).output().unwrap();
+    let ran = within_two_minutes(p.ferry(["run", "--cluster", &url]).envs(env.clone()).env("RUST_LOG", "info"));
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(runtime.block_on(rows(&p)), expected);
     let committed = stage_manifests(&p);
@@ -369,10 +407,11 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
 
     // Lose an executor while the run goes on.
     let mut command = p.ferry(["run", "--cluster", &url]);
-    let child = command.envs(env.clone()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    drop(executors.remove(0));
-    let out = child.wait_with_output().unwrap();
+    command.envs(env.clone()).env("RUST_LOG", "info");
+    let out = within_two_minutes_doing(&mut command, || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        drop(executors.remove(0));
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("the run that lost an executor: {}\n{err}", out.status);
     if out.status.success() {
@@ -398,8 +437,11 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
         }
     }
 
-    // The executor left runs the next one.
-    let ran = p.ferry(["run", "--cluster", &url]).envs(env).output().unwrap();
+    // The executor left runs the next one, once the scheduler has taken
+    // the other for lost (`--executor-timeout 10s`, checked every 15 s):
+    // a job submitted before that can wait on the lost executor.
+    std::thread::sleep(std::time::Duration::from_secs(26));
+    let ran = within_two_minutes(p.ferry(["run", "--cluster", &url]).envs(env).env("RUST_LOG", "info"));
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(runtime.block_on(rows(&p)), expected);
     drop(executors);
