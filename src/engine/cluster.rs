@@ -378,6 +378,12 @@ impl Remote {
         self.jobs.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// The jobs of `node`'s queries so far.
+    pub(super) fn jobs_of(&self, node: &str) -> Vec<ClusterJob> {
+        let Ok(jobs) = self.jobs.lock() else { return Vec::new() };
+        jobs.iter().filter(|j| j.node.as_deref() == Some(node)).cloned().collect()
+    }
+
     /// `stream`, the output of `plan`; when it ends, the job it ran as on
     /// the cluster is asked of the scheduler and kept as `node`'s.
     pub(super) fn watched(

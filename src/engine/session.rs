@@ -216,6 +216,16 @@ impl Engine {
         Vec::new()
     }
 
+    /// The jobs of `node`'s queries on the cluster (none when they ran here).
+    pub fn cluster_jobs_of(&self, node: &str) -> Vec<crate::state::run_record::ClusterJob> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return remote.jobs_of(node);
+        }
+        let _ = node;
+        Vec::new()
+    }
+
     /// `physical`, whose result a cluster sends as one stream, spread
     /// round-robin over this process's partitions, so that what the caller
     /// does with the rows (the quarantine split, dedup, writing Parquet)

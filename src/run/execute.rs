@@ -409,8 +409,7 @@ impl<'a> Collector<'a> {
                         }
                     }
                 };
-                report.cluster =
-                    self.engine.cluster_jobs().into_iter().filter(|j| j.node.as_deref() == Some(&node.name)).collect();
+                report.cluster = self.engine.cluster_jobs_of(&node.name);
                 self.finish(i, report);
             }
             Event::Skipped { node, because } => self.skip(node, because),
