@@ -258,24 +258,34 @@ fn jobs_of<'j>(jobs: &'j [Json], node: &str, rows: Option<u64>, at: impl Fn(&str
 /// Runs `command` to its end, or fails the test after two minutes with
 /// what it logged: a run on the cluster must end, whatever the cluster does.
 fn within_two_minutes(command: &mut std::process::Command) -> std::process::Output {
-    within_two_minutes_doing(command, || {})
+    within_two_minutes_doing(command, |_| {})
 }
 
-/// [`within_two_minutes`], doing `meanwhile` once the command has started.
-fn within_two_minutes_doing(command: &mut std::process::Command, meanwhile: impl FnOnce()) -> std::process::Output {
+/// [`within_two_minutes`], doing `meanwhile` once the command has started,
+/// with a look at what it has logged so far.
+fn within_two_minutes_doing(
+    command: &mut std::process::Command,
+    meanwhile: impl FnOnce(&dyn Fn() -> String),
+) -> std::process::Output {
     use std::io::Read;
     use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = pipe.read_to_end(&mut all);
-            all
-        })
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let filled = Arc::clone(&all);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                filled.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (all, reader)
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    meanwhile();
+    let (stdout, out_reader) = drain(Box::new(child.stdout.take().unwrap()));
+    let (stderr, err_reader) = drain(Box::new(child.stderr.take().unwrap()));
+    let logged = || String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+    meanwhile(&logged);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -284,13 +294,15 @@ fn within_two_minutes_doing(command: &mut std::process::Command, meanwhile: impl
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let err = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            let err = logged();
             let tail: Vec<&str> = err.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
             panic!("the run did not end in two minutes; it logged, last:\n{}", tail.join("\n"));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+    let _ = (out_reader.join(), err_reader.join());
+    let take = |v: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *v.lock().unwrap());
+    std::process::Output { status, stdout: take(stdout), stderr: take(stderr) }
 }
 
 /// The stage manifests of `p`, by stage (what a run committed).
@@ -408,8 +420,13 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     // Lose an executor while the run goes on.
     let mut command = p.ferry(["run", "--cluster", &url]);
     command.envs(env.clone()).env("RUST_LOG", "info");
-    let out = within_two_minutes_doing(&mut command, || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
+    // Once a job is running: an executor lost while the client submits a
+    // job can leave the submission waiting (seen here; Ballista's).
+    let out = within_two_minutes_doing(&mut command, |logged| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !logged().contains("is running") && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         drop(executors.remove(0));
     });
     let err = String::from_utf8_lossy(&out.stderr);
