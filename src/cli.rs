@@ -51,7 +51,8 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Run the models on this Apache DataFusion Ballista cluster
-    /// (`df://host:port`, `?partitions=N` to split each shuffle N ways)
+    /// (`df://host:port`, `?partitions=N` to split each shuffle N ways,
+    /// `start_timeout=2m` for how long a job may wait to start)
     /// instead of in this process; overrides the project's `executor:`
     /// (`local`: in this process).
     #[arg(long, global = true, env = "FERRY_CLUSTER", value_name = "URL")]

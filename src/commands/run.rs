@@ -102,7 +102,14 @@ impl<'a> Terminal<'a> {
                 progress.line(&self.node_line(id, report, done, total));
                 progress.advance();
             }
-            NodeEvent::Progress { rows, running } => {
+            NodeEvent::Progress { rows, running, cluster } => {
+                let running: Vec<String> = running
+                    .iter()
+                    .map(|&name| match cluster.iter().find(|(node, _)| &**node == name) {
+                        Some((_, job)) => format!("{name} ({})", job_progress(job)),
+                        None => name.to_owned(),
+                    })
+                    .collect();
                 progress.message(format!("{} rows · running {}", group(rows), running.join(", ")));
             }
         }
@@ -388,4 +395,19 @@ fn success_line(report: &RunReport, ok: usize, test_note: &str) -> String {
         if ok == 1 { "" } else { "s" },
         group(rows)
     )
+}
+
+/// `cluster job 5yYp…: 2 stages done (7 tasks)`, or `queued`.
+fn job_progress(job: &crate::engine::JobProgress) -> String {
+    let id: String = job.job_id.chars().take(7).collect();
+    match (job.started, job.stages_done) {
+        (false, _) => format!("cluster job {id}: queued"),
+        (true, 0) => format!("cluster job {id}: running"),
+        (true, n) => format!(
+            "cluster job {id}: {n} stage{} done ({} task{})",
+            if n == 1 { "" } else { "s" },
+            job.tasks_done,
+            if job.tasks_done == 1 { "" } else { "s" }
+        ),
+    }
 }

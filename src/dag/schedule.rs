@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
@@ -23,14 +24,17 @@ pub enum Event<T, E, N = usize> {
         node: N,
         because: N,
     },
+    /// Time passed while nodes run (every `tick`, when one is given).
+    Tick,
 }
 
 /// Runs `nodes` (any order) over `graph`. `start` makes the future for one
-/// node; `on_event` hears of every start, finish and skip, in order.
+/// node; `on_event` hears of every start, finish and skip, in order, and
+/// of each `tick` that passes while nodes run.
 pub async fn run<N, T, E, F, Fut>(
     graph: &Graph<N>,
     nodes: &[N],
-    limit: usize,
+    (limit, tick): (usize, Option<Duration>),
     mut start: F,
     mut on_event: impl FnMut(Event<T, E, N>),
 ) where
@@ -47,6 +51,11 @@ pub async fn run<N, T, E, F, Fut>(
     let mut running: JoinSet<(N, Result<T, E>)> = JoinSet::new();
     let mut blocked_by: HashMap<N, N> = HashMap::new();
     let limit = limit.max(1);
+    let mut ticks = tick.map(|every| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
         while running.len() < limit {
             let Some(i) = ready.pop_front() else { break };
@@ -54,7 +63,19 @@ pub async fn run<N, T, E, F, Fut>(
             let work = start(i);
             running.spawn(async move { (i, work.await) });
         }
-        let Some(joined) = running.join_next().await else { break };
+        let joined = loop {
+            let tick = async {
+                match ticks.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = running.join_next() => break joined,
+                _ = tick => on_event(Event::Tick),
+            }
+        };
+        let Some(joined) = joined else { break };
         let (i, result) = match joined {
             Ok(done) => done,
             // A panicking node is a bug; re-raise it rather than guess.
@@ -127,13 +148,14 @@ mod tests {
         run(
             graph,
             nodes,
-            limit,
+            (limit, None),
             |i| async move { if fail.contains(&i) { Err(()) } else { Ok(()) } },
             |e: Event<(), ()>| {
                 log.push(match e {
                     Event::Started(i) => format!("start {i}"),
                     Event::Finished(i, r) => format!("{} {i}", if r.is_ok() { "ok" } else { "fail" }),
                     Event::Skipped { node, because } => format!("skip {node} ({because})"),
+                    Event::Tick => "tick".to_owned(),
                 })
             },
         )
@@ -174,7 +196,7 @@ mod tests {
         run(
             &g,
             &[0, 1, 2, 3, 4, 5],
-            2,
+            (2, None),
             |_| {
                 let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
                 async move {
@@ -189,5 +211,30 @@ mod tests {
         )
         .await;
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn ticks_pass_while_a_node_runs_and_stop_with_it() {
+        let g = Graph::new(1);
+        let mut log = Vec::new();
+        run(
+            &g,
+            &[0],
+            (1, Some(Duration::from_millis(10))),
+            |_| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<(), ()>(())
+            },
+            |e| {
+                log.push(match e {
+                    Event::Tick => "tick",
+                    Event::Finished(..) => "ok",
+                    _ => "other",
+                })
+            },
+        )
+        .await;
+        assert_eq!(log.last(), Some(&"ok"), "{log:?}");
+        assert!(log.iter().filter(|&&l| l == "tick").count() >= 2, "{log:?}");
     }
 }

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::extension::SessionStateExt;
@@ -51,7 +52,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::StreamExt;
 
-use super::{Engine, EngineOptions};
+use super::{Engine, EngineOptions, JobProgress};
 use crate::state::run_record::{ClusterExecutor, ClusterJob, ClusterStage};
 
 /// Ballista's own port for a scheduler, when the URL names none.
@@ -70,12 +71,23 @@ pub enum ClusterError {
     Executor(ballista_core::error::BallistaError),
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error(
+        "{what} within {}: the scheduler may be waiting on an executor it lost, or have none free \
+         (the cluster URL's `start_timeout` sets the wait)",
+        humantime::format_duration(*limit)
+    )]
+    NotStarted { what: String, limit: Duration },
     #[error(transparent)]
     Engine(#[from] DataFusionError),
 }
 
+/// How long a job may take to start running on the cluster (accepted by
+/// the scheduler, then out of its queue) before its query fails.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A scheduler's address, from `df://host:port` (or `host:port`), with
-/// the partitions a query is split into there (`?partitions=32`).
+/// the partitions a query is split into there (`?partitions=32`) and how
+/// long a job may take to start (`?start_timeout=5m`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     pub host: String,
@@ -83,6 +95,8 @@ pub struct Address {
     /// Partitions per shuffle on the cluster, best the task slots of all
     /// its executors (default: the client's cores).
     pub partitions: Option<usize>,
+    /// How long a job may take to start (default [`DEFAULT_START_TIMEOUT`]).
+    pub start_timeout: Option<Duration>,
 }
 
 impl Address {
@@ -94,14 +108,22 @@ impl Address {
             None => url,
         };
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut partitions = None;
+        let (mut partitions, mut start_timeout) = (None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("partitions", n)) => match n.parse::<usize>() {
                     Ok(n) if n > 0 => partitions = Some(n),
                     _ => return Err(bad(&format!("`partitions={n}` is not a positive whole number"))),
                 },
-                _ => return Err(bad(&format!("`{pair}` is not a setting it takes (only `partitions=N`)"))),
+                Some(("start_timeout", t)) => match humantime::parse_duration(t) {
+                    Ok(t) if !t.is_zero() => start_timeout = Some(t),
+                    _ => return Err(bad(&format!("`start_timeout={t}` is not a time such as `90s` or `5m`"))),
+                },
+                _ => {
+                    return Err(bad(&format!(
+                        "`{pair}` is not a setting it takes (only `partitions=N` and `start_timeout=TIME`)"
+                    )));
+                }
             }
         }
         let rest = rest.trim_end_matches('/');
@@ -112,7 +134,12 @@ impl Address {
         if host.is_empty() || host.contains('/') {
             return Err(bad("it names no host"));
         }
-        Ok(Address { host: host.trim_matches(['[', ']']).to_owned(), port, partitions })
+        Ok(Address { host: host.trim_matches(['[', ']']).to_owned(), port, partitions, start_timeout })
+    }
+
+    /// How long a job may take to start running on the cluster.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
     }
 
     /// The scheduler's gRPC endpoint, as Ballista's client takes it.
@@ -128,9 +155,19 @@ impl Address {
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "df://{}:{}", self.host, self.port)?;
-        match self.partitions {
-            Some(n) => write!(f, "?partitions={n}"),
-            None => Ok(()),
+        let mut settings = Vec::new();
+        if let Some(n) = self.partitions {
+            settings.push(format!("partitions={n}"));
+        }
+        if let Some(t) = self.start_timeout {
+            settings.push(match t.subsec_millis() {
+                0 => format!("start_timeout={}s", t.as_secs()),
+                _ => format!("start_timeout={}ms", t.as_millis()),
+            });
+        }
+        match settings.is_empty() {
+            true => Ok(()),
+            false => write!(f, "?{}", settings.join("&")),
         }
     }
 }
@@ -268,7 +305,7 @@ impl LocalCluster {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = tokio::net::TcpListener::bind(any).await.map_err(|e| ClusterError::Bind(any, e))?;
         let port = listener.local_addr().map_err(|e| ClusterError::Bind(any, e))?.port();
-        let address = Address { host: "127.0.0.1".to_owned(), port, partitions: None };
+        let address = Address { host: "127.0.0.1".to_owned(), port, partitions: None, start_timeout: None };
         let settings = SchedulerSettings {
             external_host: "127.0.0.1".to_owned(),
             executor_timeout: std::time::Duration::from_secs(20),
@@ -341,6 +378,8 @@ pub(super) struct Remote {
     read_here: Mutex<Vec<String>>,
     /// The jobs the queries ran as, as the scheduler reported them.
     jobs: Mutex<Vec<ClusterJob>>,
+    /// Where the jobs running now stand, by node.
+    live: Mutex<HashMap<Arc<str>, JobProgress>>,
 }
 
 impl Remote {
@@ -370,6 +409,7 @@ impl Remote {
             staged: tokio::sync::Mutex::new(HashMap::new()),
             read_here: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
         })
     }
 
@@ -384,19 +424,94 @@ impl Remote {
         jobs.iter().filter(|j| j.node.as_deref() == Some(node)).cloned().collect()
     }
 
-    /// `stream`, the output of `plan`; when it ends, the job it ran as on
-    /// the cluster is asked of the scheduler and kept as `node`'s.
+    /// Where the jobs of the nodes running now stand.
+    pub(super) fn live(&self) -> Vec<(Arc<str>, JobProgress)> {
+        let Ok(live) = self.live.lock() else { return Vec::new() };
+        live.iter().map(|(node, p)| (Arc::clone(node), p.clone())).collect()
+    }
+
+    /// `stream`, the output of `plan`, watched while its job runs: a job
+    /// the scheduler has not started within the address's start timeout
+    /// fails the query, and where the job stands is kept as `node`'s; when
+    /// the stream ends, the job is asked of the scheduler and kept.
     pub(super) fn watched(
         self: &Arc<Self>,
         node: Option<Arc<str>>,
         plan: Arc<dyn ExecutionPlan>,
         stream: SendableRecordBatchStream,
     ) -> SendableRecordBatchStream {
-        let remote = Arc::clone(self);
         let schema = stream.schema();
+        let guard = Box::pin(Arc::clone(self).watch(node.clone(), Arc::clone(&plan)));
+        let watched =
+            Watched { inner: stream, guard, failed: false, live: node.clone().map(|n| (Arc::clone(self), n)) };
+        let remote = Arc::clone(self);
         let noted = futures::stream::once(async move { remote.note_job(node.as_deref(), plan.as_ref()).await })
             .filter_map(|()| futures::future::ready(None));
-        Box::pin(RecordBatchStreamAdapter::new(schema, stream.chain(noted)))
+        Box::pin(RecordBatchStreamAdapter::new(schema, watched.chain(noted)))
+    }
+
+    /// Watches `plan`'s job until the query's stream is dropped: fails
+    /// (returns) once the job has taken longer than the start timeout to be
+    /// accepted and leave the scheduler's queue (Ballista's client would
+    /// wait for ever), else keeps where it stands as `node`'s, every second.
+    async fn watch(self: Arc<Self>, node: Option<Arc<str>>, plan: Arc<dyn ExecutionPlan>) -> DataFusionError {
+        let Some(query) = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() else {
+            return futures::future::pending().await;
+        };
+        let (limit, began) = (self.address.start_timeout(), Instant::now());
+        let late = |what| DataFusionError::External(Box::new(ClusterError::NotStarted { what, limit }));
+        let job_id = loop {
+            if let Some(id) = query.job_id() {
+                break id.to_string();
+            }
+            if began.elapsed() >= limit {
+                return late(format!("the scheduler at {} had not started its job", self.address));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut scheduler = None;
+        let (mut started, mut last_done) = (false, 0);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if scheduler.is_none() {
+                scheduler = self.scheduler().await.ok();
+            }
+            let asked = match scheduler.as_mut() {
+                Some(s) => tokio::time::timeout(Duration::from_secs(5), progress(s, &job_id)).await,
+                None => continue,
+            };
+            match asked {
+                Ok(Ok(now)) => {
+                    if now.started && (!started || now.stages_done > last_done) {
+                        tracing::info!(job = %job_id, "{} stage(s) of the job done ({} tasks)", now.stages_done, now.tasks_done);
+                    }
+                    started |= now.started;
+                    last_done = now.stages_done;
+                    if let (Some(node), Ok(mut live)) = (&node, self.live.lock()) {
+                        live.insert(Arc::clone(node), now);
+                    }
+                }
+                // The scheduler answers Ballista's client, which fails the
+                // query if it is gone; ask again on a new connection.
+                Ok(Err(e)) => {
+                    tracing::debug!(job = %job_id, "cannot ask the scheduler {} where the job stands: {e}", self.address);
+                    scheduler = None;
+                }
+                Err(_) => scheduler = None,
+            }
+            if !started && began.elapsed() >= limit {
+                return late(format!("its job {job_id} was still queued at the scheduler at {}", self.address));
+            }
+        }
+    }
+
+    /// A client of the scheduler's gRPC service.
+    async fn scheduler(
+        &self,
+    ) -> Result<SchedulerGrpcClient<tonic::transport::Channel>, Box<dyn std::error::Error + Send + Sync>> {
+        let endpoint = ballista_core::utils::create_grpc_client_endpoint(self.address.endpoint(), None)?;
+        let channel = tokio::time::timeout(Duration::from_secs(5), endpoint.connect()).await??;
+        Ok(SchedulerGrpcClient::new(channel))
     }
 
     async fn note_job(&self, node: Option<&str>, plan: &dyn ExecutionPlan) {
@@ -420,8 +535,7 @@ impl Remote {
         node: Option<&str>,
         job_id: String,
     ) -> Result<ClusterJob, Box<dyn std::error::Error + Send + Sync>> {
-        let endpoint = ballista_core::utils::create_grpc_client_endpoint(self.address.endpoint(), None)?;
-        let mut scheduler = SchedulerGrpcClient::new(endpoint.connect().await?);
+        let mut scheduler = self.scheduler().await?;
         let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.clone() }).await?.into_inner();
         let metrics = scheduler.get_job_metrics(GetJobMetricsParams { job_id: job_id.clone() }).await?.into_inner();
         let (millis, locations) = match status.status.and_then(|s| s.status) {
@@ -550,6 +664,66 @@ impl Remote {
     }
 }
 
+/// Where job `job_id` stands: started or not, and its stages done.
+async fn progress(
+    scheduler: &mut SchedulerGrpcClient<tonic::transport::Channel>,
+    job_id: &str,
+) -> Result<JobProgress, tonic::Status> {
+    let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.to_owned() }).await?.into_inner();
+    let started = match status.status.and_then(|s| s.status) {
+        None | Some(job_status::Status::Queued(_)) => false,
+        Some(_) => true,
+    };
+    let (mut stages_done, mut tasks_done) = (0, 0);
+    if started {
+        // Only the stages done are reported, and none before the plan is.
+        if let Ok(metrics) = scheduler.get_job_metrics(GetJobMetricsParams { job_id: job_id.to_owned() }).await {
+            let stages = metrics.into_inner().stages;
+            stages_done = stages.len();
+            tasks_done = stages.iter().map(|s| s.partitions).sum();
+        }
+    }
+    Ok(JobProgress { job_id: job_id.to_owned(), started, stages_done, tasks_done })
+}
+
+/// A query's stream, and the watch over its job ([`Remote::watch`]),
+/// which ends the stream with its error when it gives up on the job.
+struct Watched {
+    inner: SendableRecordBatchStream,
+    guard: std::pin::Pin<Box<dyn std::future::Future<Output = DataFusionError> + Send>>,
+    failed: bool,
+    /// The node whose job this is, forgotten from the live jobs on drop.
+    live: Option<(Arc<Remote>, Arc<str>)>,
+}
+
+impl futures::Stream for Watched {
+    type Item = Result<datafusion::arrow::record_batch::RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.failed {
+            return std::task::Poll::Ready(None);
+        }
+        if let std::task::Poll::Ready(e) = self.guard.as_mut().poll(cx) {
+            self.failed = true;
+            return std::task::Poll::Ready(Some(Err(e)));
+        }
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some((remote, node)) = &self.live
+            && let Ok(mut live) = remote.live.lock()
+        {
+            live.remove(node);
+        }
+    }
+}
+
 /// The rows a stage's top operator (its shuffle writer) put out, summed
 /// over its tasks.
 fn stage_rows(operators: &[OperatorWithMetrics]) -> Option<u64> {
@@ -588,5 +762,31 @@ mod tests {
         assert_eq!(a.to_string(), "df://h:1?partitions=32");
         assert!(Address::parse("df://h:1?partitions=0").unwrap_err().to_string().contains("`partitions=0`"));
         assert!(Address::parse("df://h?tasks=3").unwrap_err().to_string().contains("only `partitions=N`"));
+        let a = Address::parse("df://h:1?start_timeout=90s&partitions=4").unwrap();
+        assert_eq!((a.partitions, a.start_timeout()), (Some(4), Duration::from_secs(90)));
+        assert_eq!(a.to_string(), "df://h:1?partitions=4&start_timeout=90s");
+        assert_eq!(Address::parse("df://h:1").unwrap().start_timeout(), DEFAULT_START_TIMEOUT);
+        assert!(Address::parse("df://h?start_timeout=soon").unwrap_err().to_string().contains("`start_timeout=soon`"));
+    }
+
+    /// What the scheduler says of a job that ran: started, and every stage
+    /// done with its tasks; the client it is asked through is the run's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finished_job_stands_started_with_its_stages_done() {
+        let cluster = LocalCluster::start(1, 2).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let scratch = Utf8Path::from_path(scratch.path()).unwrap();
+        let remote = Remote::connect(&SessionContext::new(), &cluster.address, scratch).unwrap();
+        let sql = "select v % 7 as k, count(*) as n from (select unnest(range(1000)) as v) group by v % 7";
+        let plan = remote.ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let batches =
+            datafusion::physical_plan::collect(Arc::clone(&plan), remote.ctx.state().task_ctx()).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 7);
+        let query = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>().expect("the cluster ran it");
+        let job_id = query.job_id().expect("the job was named").to_string();
+        let now = progress(&mut remote.scheduler().await.unwrap(), &job_id).await.unwrap();
+        assert!(now.started, "{now:?}");
+        assert!(now.stages_done >= 2 && now.tasks_done as usize >= now.stages_done, "{now:?}");
+        assert_eq!(now.job_id, job_id);
     }
 }

@@ -26,6 +26,17 @@ use crate::diagnostic::Diagnostic;
 
 pub use session::{Engine, EngineOptions};
 
+/// Where a query's job on a cluster stands, as its scheduler last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    pub job_id: String,
+    /// Out of the scheduler's queue, its tasks handed to executors.
+    pub started: bool,
+    /// Stages done so far, and their tasks.
+    pub stages_done: usize,
+    pub tasks_done: u32,
+}
+
 /// A node registered with the engine (a source or a seed) or planned (a
 /// model): its output schema, or why it cannot be.
 pub type Registered = Result<Option<SchemaRef>, Vec<Diagnostic>>;

@@ -98,7 +98,11 @@ pub fn execution_error(node: &Node, e: &DataFusionError) -> Diagnostic {
     if let DataFusionError::ResourcesExhausted(text) = e.find_root() {
         return out_of_memory(node, text);
     }
-    let root = e.find_root().strip_backtrace();
+    let root = match e.find_root() {
+        // Ours (a cluster's job not started), said as it is.
+        DataFusionError::External(inner) => inner.to_string(),
+        root => root.strip_backtrace(),
+    };
     let first = root.lines().next().unwrap_or_default();
     Diagnostic::error(Code::Execution, format!("`{}` failed while running: {first}", node.name)).in_file(node.path())
 }

@@ -216,6 +216,16 @@ impl Engine {
         Vec::new()
     }
 
+    /// Where the cluster jobs of the nodes running now stand, by node (none
+    /// when they run here).
+    pub fn cluster_progress(&self) -> Vec<(Arc<str>, super::JobProgress)> {
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            return remote.live();
+        }
+        Vec::new()
+    }
+
     /// The jobs of `node`'s queries on the cluster (none when they ran here).
     pub fn cluster_jobs_of(&self, node: &str) -> Vec<crate::state::run_record::ClusterJob> {
         #[cfg(feature = "cluster")]

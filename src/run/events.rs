@@ -2,7 +2,10 @@
 //! things happen, for the commands to render (progress bars, one line per
 //! node, notes). The final word is the [`super::RunReport`].
 
+use std::sync::Arc;
+
 use crate::diagnostic::Diagnostic;
+use crate::engine::JobProgress;
 use crate::load::LoadEvent;
 use crate::manifest::NodeId;
 use crate::reconcile::ReconcileEvent;
@@ -42,8 +45,9 @@ pub enum RunEvent<'a> {
 pub enum NodeEvent<'a> {
     /// A node ended, the `done`th of `total`: ran, failed or skipped.
     Finished { id: NodeId, report: &'a NodeReport, done: usize, total: usize },
-    /// Rows written so far and the nodes running now.
-    Progress { rows: u64, running: Vec<&'a str> },
+    /// Rows written so far and the nodes running now (every second while
+    /// they run), with where their jobs stand when they run on a cluster.
+    Progress { rows: u64, running: Vec<&'a str>, cluster: Vec<(Arc<str>, JobProgress)> },
 }
 
 /// Hears a run's events as they happen (from the run's own task).

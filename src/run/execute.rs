@@ -288,7 +288,7 @@ async fn schedule_nodes(
     let work = schedule::run(
         &gated.graph,
         &gated.runnable,
-        threads,
+        (threads, Some(std::time::Duration::from_secs(1))),
         |i| {
             let (engine, manifest, places, tests) =
                 (engine.for_node(&manifest[i].name), Arc::clone(manifest), Arc::clone(&places), Arc::clone(&tests));
@@ -413,10 +413,12 @@ impl<'a> Collector<'a> {
                 self.finish(i, report);
             }
             Event::Skipped { node, because } => self.skip(node, because),
+            Event::Tick => {}
         }
         let running: Vec<&str> = self.running.keys().map(|&i| self.manifest[i].name.as_str()).collect();
         let rows = rows.load(Ordering::Relaxed);
-        self.observer.event(RunEvent::Node(NodeEvent::Progress { rows, running }));
+        let cluster = self.engine.cluster_progress();
+        self.observer.event(RunEvent::Node(NodeEvent::Progress { rows, running, cluster }));
     }
 
     fn skip(&mut self, i: NodeId, because: NodeId) {
