@@ -236,24 +236,16 @@ impl Engine {
         Vec::new()
     }
 
-    /// `physical`, whose result a cluster sends as one stream, spread
-    /// round-robin over this process's partitions, so that what the caller
-    /// does with the rows (the quarantine split, dedup, writing Parquet)
-    /// runs on every core here; elsewhere `physical` as it is.
-    fn fanned_out(&self, physical: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    /// The physical plan of `plan` in `state`: on a cluster, one that
+    /// fetches the job's result into this process's partitions at once, so
+    /// that what the caller does with the rows (the quarantine split,
+    /// dedup, writing Parquet) runs on every core here.
+    async fn physical(&self, state: &SessionState, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
         #[cfg(feature = "cluster")]
-        if self.remote.is_some() {
-            use datafusion::physical_plan::repartition::RepartitionExec;
-            use datafusion::physical_plan::{ExecutionPlanProperties as _, Partitioning};
-            let here = self.ctx.state().config().target_partitions();
-            if here > 1 && physical.output_partitioning().partition_count() == 1 {
-                return Ok(Arc::new(RepartitionExec::try_new(
-                    Arc::clone(physical),
-                    Partitioning::RoundRobinBatch(here),
-                )?));
-            }
+        if let Some(remote) = &self.remote {
+            return remote.plan(plan).await;
         }
-        Ok(Arc::clone(physical))
+        state.create_physical_plan(plan).await
     }
 
     /// `stream`, the output of `physical`: on a cluster, its job is kept
@@ -292,10 +284,10 @@ impl Engine {
     /// partition, so a consumer can drain partitions in parallel.
     pub async fn execute_partitioned(&self, plan: LogicalPlan) -> Result<Vec<SendableRecordBatchStream>> {
         let (state, plan) = self.executing(plan).await?;
-        let physical = state.create_physical_plan(&plan).await?;
+        let physical = self.physical(&state, &plan).await?;
         log_plan(&physical);
-        let fanned = self.fanned_out(&physical)?;
-        let mut streams = datafusion::physical_plan::execute_stream_partitioned(fanned, state.task_ctx())?;
+        let mut streams =
+            datafusion::physical_plan::execute_stream_partitioned(Arc::clone(&physical), state.task_ctx())?;
         // A cluster's query is one job, whichever stream ends first.
         if !streams.is_empty() {
             let first = streams.remove(0);
@@ -343,7 +335,7 @@ impl Engine {
     /// Plans `plan` physically and starts it as one stream.
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
         let (state, plan) = self.executing(plan).await?;
-        let physical = state.create_physical_plan(&plan).await?;
+        let physical = self.physical(&state, &plan).await?;
         log_plan(&physical);
         let stream = datafusion::physical_plan::execute_stream(Arc::clone(&physical), state.task_ctx())?;
         Ok(self.watched(physical, stream))

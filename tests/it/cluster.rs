@@ -149,27 +149,32 @@ fn an_unreachable_cluster_is_named() {
     assert!(!ran.stdout.contains("ran on the cluster") && !ran.stderr.contains("ran on the cluster"));
 }
 
-/// A job the cluster does not start (here: a scheduler without
-/// executors, where Ballista's client would wait for ever) fails its
-/// model after the URL's `start_timeout`, saying so; its children are
-/// skipped and no stage is committed.
+/// A scheduler that takes connections but answers nothing (as Ballista's
+/// can, stuck, when it loses an executor just as a job comes in): each
+/// model fails after the URL's `start_timeout`, saying so, its children are
+/// skipped, and no model's stage is committed.
 #[test]
-fn a_job_the_cluster_does_not_start_fails_after_the_start_timeout() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let cluster = runtime.block_on(ferry::engine::cluster::LocalCluster::start(0, 1)).expect("the scheduler starts");
+fn a_job_the_scheduler_does_not_take_fails_after_the_start_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
     let p = TestProject::example();
-    let url = format!("{}?start_timeout=3s", cluster.address);
+    let url = format!("df://127.0.0.1:{port}?start_timeout=3s");
     let began = std::time::Instant::now();
     let ran = p.run(["build", "--cluster", &url]);
     assert_eq!(ran.code, Some(1), "{}\n{}", ran.stdout, ran.stderr);
     assert!(began.elapsed() < std::time::Duration::from_secs(90), "the run waited {:?}", began.elapsed());
     let said = format!("{}{}", ran.stdout, ran.stderr);
-    assert!(said.contains(&format!("the scheduler at {url} had not started its job within 3s")), "{said}");
+    assert!(said.contains(&format!("the scheduler at {url} had not taken its job within 3s")), "{said}");
     assert!(said.contains("`start_timeout`") && said.contains("skipped"), "{said}");
     let committed = p.path().join(".ferry/stage");
     let stages = if committed.exists() { stages(&p) } else { Vec::new() };
     assert!(stages.iter().all(|s| s.starts_with("raw_") || s.starts_with("seed")), "{stages:?}");
-    drop(cluster);
 }
 
 /// Sources the cluster cannot read itself (ferry's own readers: an Excel
@@ -310,8 +315,10 @@ fn within_two_minutes_doing(
     let logged = || String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
     meanwhile(&logged);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let began = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
+            eprintln!("ferry ran for {:?}", began.elapsed());
             break status;
         }
         if std::time::Instant::now() > deadline {
@@ -448,7 +455,7 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     command.envs(env.clone()).env("RUST_LOG", "info");
     let out = within_two_minutes_doing(&mut command, |logged| {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !logged().contains("Connecting to Ballista scheduler") && std::time::Instant::now() < until {
+        while !logged().contains("submitted to the cluster") && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         drop(executors.remove(0));

@@ -3,8 +3,10 @@
 //! The client (a `ferry build` with `--cluster df://host:port`) plans every
 //! query as it does locally; its session's query planner then hands the
 //! logical plan to the cluster's scheduler, which splits it into stages that
-//! the executors run, and the result streams back to the client, which
-//! stages it as Parquet, loads and reconciles as it always does.
+//! the executors run; the client then fetches the result from the
+//! executors ([`query`]), stages it as Parquet, loads and reconciles as it
+//! always does. While a job runs, where it stands is asked of the
+//! scheduler ([`Remote::watched`]).
 //!
 //! The scheduler and the executors run ferry's SQL functions (this module
 //! builds their sessions from the same [`Engine`] a local run uses), so a
@@ -53,6 +55,8 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::StreamExt;
 
 use super::{Engine, EngineOptions, JobProgress};
+
+mod query;
 use crate::state::run_record::{ClusterExecutor, ClusterJob, ClusterStage};
 
 /// Ballista's own port for a scheduler, when the URL names none.
@@ -72,8 +76,8 @@ pub enum ClusterError {
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error(
-        "{what} within {}: the scheduler may be waiting on an executor it lost, or have none free \
-         (the cluster URL's `start_timeout` sets the wait)",
+        "{what} within {}: the scheduler may be stuck (as it can be when it loses an executor just as a job \
+         comes in), or have no executor free (the cluster URL's `start_timeout` sets the wait)",
         humantime::format_duration(*limit)
     )]
     NotStarted { what: String, limit: Duration },
@@ -380,6 +384,8 @@ pub(super) struct Remote {
     jobs: Mutex<Vec<ClusterJob>>,
     /// Where the jobs running now stand, by node.
     live: Mutex<HashMap<Arc<str>, JobProgress>>,
+    /// The partitions a job's result is fetched into: this process's.
+    here_partitions: usize,
 }
 
 impl Remote {
@@ -410,6 +416,7 @@ impl Remote {
             read_here: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
+            here_partitions: local.state().config().target_partitions(),
         })
     }
 
@@ -422,6 +429,23 @@ impl Remote {
     pub(super) fn jobs_of(&self, node: &str) -> Vec<ClusterJob> {
         let Ok(jobs) = self.jobs.lock() else { return Vec::new() };
         jobs.iter().filter(|j| j.node.as_deref() == Some(node)).cloned().collect()
+    }
+
+    /// The physical plan of `plan` in this session: Ballista's, with its
+    /// client replaced by ferry's, which fetches the job's result into
+    /// this process's partitions at once ([`query`]).
+    pub(super) async fn plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        let state = self.ctx.state();
+        // As `SessionState::create_physical_plan` does, keeping the plan
+        // that Ballista's planner was given.
+        let optimized = state.optimize(plan)?;
+        let planned = state.query_planner().create_physical_plan(&optimized, &state).await?;
+        Ok(query::ClusterQueryExec::replacing(
+            planned,
+            &optimized,
+            (&self.address, state.session_id()),
+            self.here_partitions,
+        ))
     }
 
     /// Where the jobs of the nodes running now stand.
@@ -455,17 +479,17 @@ impl Remote {
     /// accepted and leave the scheduler's queue (Ballista's client would
     /// wait for ever), else keeps where it stands as `node`'s, every second.
     async fn watch(self: Arc<Self>, node: Option<Arc<str>>, plan: Arc<dyn ExecutionPlan>) -> DataFusionError {
-        let Some(query) = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() else {
+        if job_id_of(plan.as_ref()).is_none() && !is_job(plan.as_ref()) {
             return futures::future::pending().await;
-        };
+        }
         let (limit, began) = (self.address.start_timeout(), Instant::now());
         let late = |what| DataFusionError::External(Box::new(ClusterError::NotStarted { what, limit }));
         let job_id = loop {
-            if let Some(id) = query.job_id() {
-                break id.to_string();
+            if let Some(id) = job_id_of(plan.as_ref()) {
+                break id;
             }
             if began.elapsed() >= limit {
-                return late(format!("the scheduler at {} had not started its job", self.address));
+                return late(format!("the scheduler at {} had not taken its job", self.address));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -515,9 +539,8 @@ impl Remote {
     }
 
     async fn note_job(&self, node: Option<&str>, plan: &dyn ExecutionPlan) {
-        let query = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>();
-        let Some(job_id) = query.and_then(DistributedQueryExec::job_id) else { return };
-        match self.job(node, job_id.to_string()).await {
+        let Some(job_id) = job_id_of(plan) else { return };
+        match self.job(node, job_id.clone()).await {
             Ok(job) => {
                 tracing::info!(job = %job.job_id, "ran on the cluster: {}", job.describe());
                 if let Ok(mut jobs) = self.jobs.lock() {
@@ -664,6 +687,20 @@ impl Remote {
     }
 }
 
+/// Whether `plan` runs as a job on the cluster.
+fn is_job(plan: &dyn ExecutionPlan) -> bool {
+    plan.downcast_ref::<query::ClusterQueryExec>().is_some()
+        || plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>().is_some()
+}
+
+/// The id of the job `plan` ran as, once the scheduler has taken it.
+fn job_id_of(plan: &dyn ExecutionPlan) -> Option<String> {
+    if let Some(query) = plan.downcast_ref::<query::ClusterQueryExec>() {
+        return query.job_id();
+    }
+    plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>().and_then(|q| q.job_id()).map(|id| id.to_string())
+}
+
 /// Where job `job_id` stands: started or not, and its stages done.
 async fn progress(
     scheduler: &mut SchedulerGrpcClient<tonic::transport::Channel>,
@@ -778,12 +815,13 @@ mod tests {
         let scratch = Utf8Path::from_path(scratch.path()).unwrap();
         let remote = Remote::connect(&SessionContext::new(), &cluster.address, scratch).unwrap();
         let sql = "select v % 7 as k, count(*) as n from (select unnest(range(1000)) as v) group by v % 7";
-        let plan = remote.ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let logical = remote.ctx.sql(sql).await.unwrap().into_unoptimized_plan();
+        let plan = remote.plan(&logical).await.unwrap();
+        assert_eq!(plan.name(), "ClusterQueryExec");
         let batches =
             datafusion::physical_plan::collect(Arc::clone(&plan), remote.ctx.state().task_ctx()).await.unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 7);
-        let query = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>().expect("the cluster ran it");
-        let job_id = query.job_id().expect("the job was named").to_string();
+        let job_id = job_id_of(plan.as_ref()).expect("the job was named");
         let now = progress(&mut remote.scheduler().await.unwrap(), &job_id).await.unwrap();
         assert!(now.started, "{now:?}");
         assert!(now.stages_done >= 2 && now.tasks_done as usize >= now.stages_done, "{now:?}");
