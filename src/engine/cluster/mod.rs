@@ -806,17 +806,25 @@ mod tests {
         assert!(Address::parse("df://h?start_timeout=soon").unwrap_err().to_string().contains("`start_timeout=soon`"));
     }
 
+    /// A cluster of `executors` (2 tasks each) in this process, the run's
+    /// client of it (with its scratch directory), and a query of 7 rows
+    /// planned to run there.
+    async fn a_query_on(executors: usize) -> (LocalCluster, tempfile::TempDir, Remote, Arc<dyn ExecutionPlan>) {
+        let cluster = LocalCluster::start(executors, 2).await.unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(scratch.path()).unwrap();
+        let remote = Remote::connect(&SessionContext::new(), &cluster.address, dir).unwrap();
+        let sql = "select v % 7 as k, count(*) as n from (select unnest(range(1000)) as v) group by v % 7";
+        let logical = remote.ctx.sql(sql).await.unwrap().into_unoptimized_plan();
+        let plan = remote.plan(&logical).await.unwrap();
+        (cluster, scratch, remote, plan)
+    }
+
     /// What the scheduler says of a job that ran: started, and every stage
     /// done with its tasks; the client it is asked through is the run's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_finished_job_stands_started_with_its_stages_done() {
-        let cluster = LocalCluster::start(1, 2).await.unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let scratch = Utf8Path::from_path(scratch.path()).unwrap();
-        let remote = Remote::connect(&SessionContext::new(), &cluster.address, scratch).unwrap();
-        let sql = "select v % 7 as k, count(*) as n from (select unnest(range(1000)) as v) group by v % 7";
-        let logical = remote.ctx.sql(sql).await.unwrap().into_unoptimized_plan();
-        let plan = remote.plan(&logical).await.unwrap();
+        let (_cluster, _scratch, remote, plan) = a_query_on(1).await;
         assert_eq!(plan.name(), "ClusterQueryExec");
         let batches =
             datafusion::physical_plan::collect(Arc::clone(&plan), remote.ctx.state().task_ctx()).await.unwrap();
@@ -826,5 +834,37 @@ mod tests {
         assert!(now.started, "{now:?}");
         assert!(now.stages_done >= 2 && now.tasks_done as usize >= now.stages_done, "{now:?}");
         assert_eq!(now.job_id, job_id);
+    }
+
+    /// A query given up before its job ends cancels the job. With no
+    /// executor the job never ends on its own; once its stream is
+    /// dropped, the scheduler holds it failed as cancelled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_given_up_cancels_its_job() {
+        use futures::StreamExt;
+        let (_cluster, _scratch, remote, plan) = a_query_on(0).await;
+        let mut rows = plan.execute(0, remote.ctx.state().task_ctx()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let job_id = loop {
+            if let Ok(next) = tokio::time::timeout(Duration::from_millis(50), rows.next()).await {
+                panic!("a job with no executor gave {:?}", next.map(|b| b.map(|b| b.num_rows())));
+            }
+            if let Some(id) = job_id_of(plan.as_ref()) {
+                break id;
+            }
+            assert!(std::time::Instant::now() < deadline, "the scheduler never took the job");
+        };
+        drop(rows);
+        let mut scheduler = remote.scheduler().await.unwrap();
+        loop {
+            let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.clone() }).await.unwrap();
+            let status = status.into_inner().status.and_then(|s| s.status);
+            if let Some(job_status::Status::Failed(f)) = &status {
+                assert!(f.error.contains("Cancelled"), "{}", f.error);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {job_id} still stands: {status:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

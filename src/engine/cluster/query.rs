@@ -21,7 +21,8 @@ use ballista_core::serde::BallistaLogicalExtensionCodec;
 use ballista_core::serde::protobuf::execute_query_params::Query;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{
-    ExecuteQueryParams, GetJobStatusParams, KeyValuePair, PartitionLocation, execute_query_result, job_status,
+    CancelJobParams, ExecuteQueryParams, GetJobStatusParams, KeyValuePair, PartitionLocation, execute_query_result,
+    job_status,
 };
 use ballista_core::utils::GrpcClientConfig;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -210,6 +211,9 @@ async fn submit_and_wait(
         *handle = Some(id.clone());
     }
     tracing::info!(job = %id, "submitted to the cluster");
+    // Until the job has ended, giving up on it (its query dropped: Ctrl-C,
+    // another node failed; or not started in time) cancels it.
+    let mut unfinished = CancelOnDrop { scheduler: Some(scheduler.clone()), job_id: id.clone() };
     loop {
         let status = scheduler
             .get_job_status(GetJobStatusParams { job_id: id.clone() })
@@ -221,14 +225,72 @@ async fn submit_and_wait(
                 return Err(not_started(format!("its job {id} was still queued at the scheduler at {address}")));
             }
             None | Some(job_status::Status::Queued(_)) | Some(job_status::Status::Running(_)) => {}
-            Some(job_status::Status::Failed(f)) => return Err(failed(&format!("job {id} failed: {}", f.error))),
+            Some(job_status::Status::Failed(f)) => {
+                unfinished.ended();
+                return Err(failed(&format!("job {id} failed: {}", f.error)));
+            }
             Some(job_status::Status::Successful(done)) => {
+                unfinished.ended();
                 tracing::info!(job = %id, "done on the cluster in {} ms", done.ended_at.saturating_sub(done.started_at));
                 return Ok(done.partition_location);
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Cancels a job on the cluster when dropped before [`CancelOnDrop::ended`]:
+/// the scheduler is told in the background, and a failure to tell it is
+/// only logged (the job's query is gone either way).
+struct CancelOnDrop {
+    scheduler: Option<SchedulerGrpcClient<tonic::transport::Channel>>,
+    job_id: String,
+}
+
+impl CancelOnDrop {
+    /// The job ended on its own: nothing to cancel.
+    fn ended(&mut self) {
+        self.scheduler = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(scheduler) = self.scheduler.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(cancel(scheduler, std::mem::take(&mut self.job_id)));
+    }
+}
+
+/// Asks the scheduler to cancel `job_id` until it holds the job ended. A
+/// job cancelled while the scheduler is still planning it can be taken up
+/// again once planned (Ballista's), so the request is repeated, every half
+/// second for up to 10 s.
+async fn cancel(mut scheduler: SchedulerGrpcClient<tonic::transport::Channel>, job_id: String) {
+    for _ in 0..20 {
+        let asked = scheduler.cancel_job(CancelJobParams { job_id: job_id.clone() });
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 5 s")))
+        {
+            tracing::warn!(job = %job_id, "the scheduler did not cancel the job: {}", e.message());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.clone() }).await;
+        match status.map(|s| s.into_inner().status.and_then(|s| s.status)) {
+            Ok(Some(job_status::Status::Failed(_) | job_status::Status::Successful(_))) | Ok(None) => {
+                tracing::info!(job = %job_id, "cancelled on the cluster");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job = %job_id, "the scheduler did not say whether it cancelled the job: {}", e.message());
+                return;
+            }
+        }
+    }
+    tracing::warn!(job = %job_id, "the scheduler still runs the job after 20 requests to cancel it");
 }
 
 /// One result partition, by block transport from the executor holding it.
