@@ -3,7 +3,6 @@
 //! [`LoadReport`] says what the load did. Which nodes are loaded, in which
 //! order, is the load policy's business (`load/`), not the backends'.
 
-use camino::Utf8PathBuf;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
@@ -119,17 +118,17 @@ pub struct LoadReport {
 }
 
 impl LoadJob {
-    /// The job for the stage in `stage_dir`, read as `model`: reads and
-    /// checks the stage's manifest and resolves its columns' canonical
-    /// types. Every `unique_key` column must be staged.
+    /// The job for `stage` (its manifest checked, see `stage::verify`),
+    /// read as `model`: resolves its columns' canonical types. Every
+    /// `unique_key` column must be staged.
     pub fn from_stage(
         model: &str,
         table: TableName,
         mode: LoadMode,
         unique_key: Vec<String>,
-        stage_dir: Utf8PathBuf,
+        stage: StagedTable,
     ) -> Result<LoadJob, BackendError> {
-        let manifest = stage::read_manifest(&stage_dir)?;
+        let manifest = &stage.manifest;
         let mut columns = Vec::with_capacity(manifest.columns.len());
         for c in &manifest.columns {
             let parsed: DataType = c.data_type.parse().map_err(|e| BackendError::Read {
@@ -165,7 +164,7 @@ impl LoadJob {
             table,
             mode,
             unique_key,
-            stage: StagedTable { dir: stage_dir, manifest },
+            stage,
             columns,
             read_columns: None,
             column_sync: ColumnSync::default(),

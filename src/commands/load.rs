@@ -23,7 +23,6 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
     let Some(selected) = super::selected_or_report(manifest, &args.select, printer) else {
         return Ok(ExitStatus::Failure);
     };
-    let stage_root = prepared.layout.stage_root();
     let loadable = load::loadable(manifest, selected);
     if loadable.is_empty() {
         printer.status("nothing to load: no selected table model or seed has a stage to load");
@@ -33,9 +32,10 @@ pub(crate) async fn load(settings: &Settings, args: &LoadArgs, printer: &Printer
         return dry_run(&prepared, &loadable, printer).await;
     }
     let lines = LoadLines::new(printer);
-    let loads =
-        load::load_nodes(&prepared.target, manifest, &loadable, &load::Stages::at(&stage_root), &|e| lines.event(e))
-            .await;
+    let loads = load::load_nodes(&prepared.target, manifest, &loadable, &load::Stages::at(&prepared.stages), &|e| {
+        lines.event(e)
+    })
+    .await;
     summarize(&loads, printer, started)
 }
 
@@ -72,7 +72,7 @@ async fn dry_run(
     nodes: &std::collections::BTreeSet<crate::manifest::NodeId>,
     printer: &Printer,
 ) -> Result<ExitStatus> {
-    let plans = match load::dry_run(&prepared.target, &prepared.manifest, nodes, &prepared.layout.stage_root()).await {
+    let plans = match load::dry_run(&prepared.target, &prepared.manifest, nodes, &prepared.stages).await {
         Ok(plans) => plans,
         Err(d) => {
             super::report(printer, &[*d]);

@@ -40,15 +40,14 @@ pub(crate) async fn reconcile(settings: &Settings, args: &ReconcileArgs, printer
         printer.status("nothing to reconcile: no selected table model or seed is loaded");
         return Ok(ExitStatus::Success);
     }
-    let ledgers = rec::ledgers_of_last_run(&prepared.layout, manifest);
+    let ledgers = rec::ledgers_of_last_run(&prepared.layout, &prepared.stages, manifest).await;
     let side = args.side.as_deref().and_then(SideChoice::parse);
     let on = |e: rec::ReconcileEvent<'_>| reconcile_event(printer, e);
-    let stage_root = prepared.layout.stage_root();
     let done = rec::reconcile_nodes(
         &prepared.target,
         manifest,
         &loaded,
-        &crate::load::Stages::at(&stage_root),
+        &crate::load::Stages::at(&prepared.stages),
         (&ledgers, side),
         &on,
     )

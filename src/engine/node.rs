@@ -32,7 +32,11 @@ pub async fn register_staged(
     table: TableReference,
     staged: &StagedTable,
 ) -> Result<(), DataFusionError> {
-    let file = FileSource::local(&staged.dir, FileFormat::Parquet);
+    let location = staged.location();
+    let file = FileSource {
+        extension: ".parquet".to_owned(),
+        ..FileSource::local(Utf8Path::new(&location), FileFormat::Parquet)
+    };
     let schema = engine.infer_schema(&file).await?;
     engine.register_file(table, &file, &schema).await
 }
@@ -43,7 +47,7 @@ pub async fn stage_plan(
     manifest: &Manifest,
     id: NodeId,
     plan: LogicalPlan,
-    parent: &Utf8Path,
+    parent: impl Into<stage::Root>,
     options: StageOptions,
 ) -> Result<StagedTable, Vec<Diagnostic>> {
     let node = &manifest[id];

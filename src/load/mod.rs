@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use camino::{Utf8Path, Utf8PathBuf};
-
 use crate::backend::profiles::Target;
 use crate::backend::{BackendError, ColumnSync, Connection, KeyDeletes, LoadJob, LoadReport, ReplacedWindow};
 use crate::diagnostic::Diagnostic;
 use crate::manifest::config::LoadConfig;
 use crate::manifest::{Manifest, NodeId, Resource};
 use crate::project::nodes::{NodeRef, TestKind};
+use crate::stage::{Dir, Root};
 use crate::values::{LoadMode, TableName};
 
 /// What loading a set of nodes did, per node.
@@ -63,16 +62,16 @@ pub fn loadable(manifest: &Manifest, selected: BTreeSet<NodeId>) -> BTreeSet<Nod
 /// Where the stages to load are: `<root>/<node>/`, except the rows a run
 /// staged elsewhere to be loaded its own way (an incremental model's
 /// increment, or its first build before it replaces the stage).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Stages {
-    pub root: Utf8PathBuf,
+    pub root: Root,
     pub pending: BTreeMap<NodeId, Pending>,
 }
 
 /// Rows staged apart from the node's stage, and the mode they load with.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub dir: Utf8PathBuf,
+    pub dir: Dir,
     pub mode: LoadMode,
     /// How the table's columns follow the rows' (see [`ColumnSync`]).
     pub column_sync: ColumnSync,
@@ -84,20 +83,27 @@ pub struct Pending {
 
 impl Stages {
     /// Every node's stage under `root`.
-    pub fn at(root: &Utf8Path) -> Self {
-        Stages { root: root.to_owned(), pending: BTreeMap::new() }
+    pub fn at(root: &Root) -> Self {
+        Stages { root: root.clone(), pending: BTreeMap::new() }
     }
 }
 
 /// A job for a staged node: reads and checks its stage manifest and
 /// resolves the columns.
-pub fn job_for(manifest: &Manifest, id: NodeId, config: LoadConfig, stages: &Stages) -> Result<LoadJob, BackendError> {
+pub async fn job_for(
+    manifest: &Manifest,
+    id: NodeId,
+    config: LoadConfig,
+    stages: &Stages,
+) -> Result<LoadJob, BackendError> {
     let node = &manifest[id];
     let (dir, mode, column_sync, window, deletes) = match stages.pending.get(&id) {
         Some(p) => (p.dir.clone(), p.mode, p.column_sync.clone(), p.window.clone(), p.deletes.clone()),
-        None => (stages.root.join(&node.name), config.mode, ColumnSync::default(), None, None),
+        None => (stages.root.dir(&node.name), config.mode, ColumnSync::default(), None, None),
     };
-    let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, dir)?;
+    let manifest = crate::stage::verify(&dir).await?;
+    let stage = crate::stage::StagedTable { dir, manifest };
+    let job = LoadJob::from_stage(&node.name, config.table, mode, config.unique_key, stage)?;
     Ok(LoadJob { column_sync, window, deletes, ..job })
 }
 
@@ -110,7 +116,7 @@ pub struct NotLoadable {
 }
 
 /// The jobs for `nodes` that load, in load order, or why each cannot.
-pub fn jobs_for(
+pub async fn jobs_for(
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
     stages: &Stages,
@@ -119,7 +125,7 @@ pub fn jobs_for(
     for i in load_order(manifest, nodes) {
         let job = match config_for(manifest, i) {
             Ok(None) => continue,
-            Ok(Some(config)) => job_for(manifest, i, config, stages).map_err(|e| NotLoadable {
+            Ok(Some(config)) => job_for(manifest, i, config, stages).await.map_err(|e| NotLoadable {
                 message: e.to_string(),
                 diagnostic: Box::new(e.to_diagnostic(&manifest[i].name)),
             }),
@@ -142,7 +148,7 @@ pub async fn load_nodes(
 ) -> Loads {
     let mut loads = Loads::default();
     let mut jobs = Vec::new();
-    for (i, job) in jobs_for(manifest, nodes, stages) {
+    for (i, job) in jobs_for(manifest, nodes, stages).await {
         match job {
             Ok(job) => jobs.push((i, job)),
             Err(e) => {
@@ -237,11 +243,11 @@ pub async fn dry_run(
     target: &Target,
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stage_root: &Root,
 ) -> Result<Vec<Result<(LoadJob, Vec<String>), Box<Diagnostic>>>, Box<Diagnostic>> {
     let mut conn = connect(target).await?;
     let mut plans = Vec::new();
-    for (i, job) in jobs_for(manifest, nodes, &Stages::at(stage_root)) {
+    for (i, job) in jobs_for(manifest, nodes, &Stages::at(stage_root)).await {
         let name = &manifest[i].name;
         let plan = match job {
             Ok(job) => conn.dry_run(&job).await.map(|sql| (job, sql)).map_err(|e| Box::new(e.to_diagnostic(name))),

@@ -46,6 +46,7 @@ const PROJECT_KEYS: &[&str] = &[
     "vars",
     "history",
     "executor",
+    "stage_dir",
     "on-run-start",
     "on-run-end",
     "dispatch",
@@ -161,6 +162,10 @@ pub struct ProjectFile {
     /// `executor: df://host:port`: the Ballista cluster that runs the
     /// models (`local`, the default: this process).
     pub executor: Option<String>,
+    /// `stage_dir:`: where the stages live, a directory (relative to the
+    /// project) or an object-store URL (`s3://bucket/prefix`); unset:
+    /// `.ferry/stage`.
+    pub stage_dir: Option<String>,
     /// `dispatch:`: per macro namespace, the namespaces searched in order.
     pub dispatch: Vec<(String, Vec<String>)>,
     /// `packages-install-path` (dbt's default `dbt_packages`).
@@ -264,9 +269,14 @@ impl ProjectFile {
             },
             _ => None,
         };
+        let stage_dir = match root.get("stage_dir") {
+            Some(n) if !n.is_null() => Some(n.deserialize_into::<String>(&file, "`stage_dir`")?),
+            _ => None,
+        };
         Ok(ProjectFile {
             keep_runs,
             executor,
+            stage_dir,
             dispatch,
             packages_install_path,
             name,

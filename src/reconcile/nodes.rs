@@ -17,7 +17,7 @@ use crate::engine::{Engine, node as engine_node, sources};
 use crate::load;
 use crate::manifest::config::ReconcileConfig as Config;
 use crate::manifest::{Manifest, NodeId, Resource};
-use crate::stage::{self, StageOptions, StagedTable};
+use crate::stage::{self, Root, StageOptions, StagedTable};
 use crate::state::run_results::RunResults;
 use crate::state::{Layout, Ledger, RunDir, files};
 use crate::values::{LoadMode, TableName};
@@ -71,7 +71,7 @@ pub async fn reconcile_nodes(
     on: &(dyn Fn(ReconcileEvent<'_>) + Sync),
 ) -> Reconciled {
     let mut done = Reconciled::default();
-    let jobs = jobs(manifest, nodes, stages, side, &mut done.diagnostics);
+    let jobs = jobs(manifest, nodes, stages, side, &mut done.diagnostics).await;
     if jobs.is_empty() {
         return done;
     }
@@ -94,7 +94,7 @@ pub async fn reconcile_nodes(
 /// The tables of `nodes` to reconcile, in load order, with their config;
 /// what keeps one out (a bad config, a stage that cannot be read) goes to
 /// `diagnostics`.
-fn jobs(
+async fn jobs(
     manifest: &Manifest,
     nodes: &BTreeSet<NodeId>,
     stages: &load::Stages,
@@ -116,7 +116,7 @@ fn jobs(
         }
         match load::config_for(manifest, i) {
             Ok(None) => {}
-            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stages) {
+            Ok(Some(load_config)) => match load::job_for(manifest, i, load_config, stages).await {
                 Ok(job) => jobs.push((i, job, config)),
                 Err(e) => diagnostics.push(e.to_diagnostic(&node.name)),
             },
@@ -151,7 +151,7 @@ pub async fn reconcile_source(
         Ok(s) => s,
         Err(diagnostics) => return Ok(Err(diagnostics)),
     };
-    let job = match LoadJob::from_stage(&name, table, LoadMode::Replace, key, staged.dir) {
+    let job = match LoadJob::from_stage(&name, table, LoadMode::Replace, key, staged) {
         Ok(j) => j,
         Err(e) => return Ok(Err(vec![e.to_diagnostic(&name)])),
     };
@@ -190,14 +190,14 @@ async fn stage_source(
 
 /// The ledgers the last run's `run_results.json` recorded, for stages that
 /// have not changed since (their checksum still matches).
-pub fn ledgers_of_last_run(layout: &Layout, manifest: &Manifest) -> HashMap<NodeId, Ledger> {
+pub async fn ledgers_of_last_run(layout: &Layout, stages: &Root, manifest: &Manifest) -> HashMap<NodeId, Ledger> {
     let Some(results) = RunResults::read(layout) else { return HashMap::new() };
     let mut out = HashMap::new();
     for r in &results.results {
         let (Some(i), Some(ledger), Some(recorded)) = (manifest.find(&r.unique_id), &r.ledger, &r.stage) else {
             continue;
         };
-        let stage = stage::read_manifest(&layout.stage_dir(&manifest[i].name));
+        let stage = stage::verify(&stages.dir(&manifest[i].name)).await;
         if stage.is_ok_and(|s| s.checksum == recorded.checksum) {
             out.insert(i, ledger.clone());
         }

@@ -86,13 +86,14 @@ pub fn read_kept(state_root: &Utf8Path, model: &str) -> Option<Kept> {
     let dir = hashes_root(state_root).join(model);
     let manifest = stage::read_manifest(&dir).ok()?;
     let meta: Meta = serde_json::from_slice(&fs_err::read(dir.join(META_FILE)).ok()?).ok()?;
-    Some(Kept { table: StagedTable { dir, manifest }, meta })
+    Some(Kept { table: StagedTable { dir: stage::Dir::Local(dir), manifest }, meta })
 }
 
 /// Writes what `hashes` were computed over beside them.
 pub fn write_meta(hashes: &StagedTable, meta: &Meta) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
-    fs_err::write(hashes.dir.join(META_FILE), json)
+    let dir = hashes.dir.local().ok_or_else(|| std::io::Error::other("kept hashes live on this machine"))?;
+    fs_err::write(dir.join(META_FILE), json)
 }
 
 /// Replaces the model's kept hashes with a run's next ones.

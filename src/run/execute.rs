@@ -232,7 +232,9 @@ async fn run_nodes(
     observer: &dyn Observer,
 ) -> NodesRun {
     let manifest = &prepared.manifest;
-    stage::sweep_leftovers(&prepared.layout.stage_root());
+    if let Some(root) = prepared.stages.local() {
+        stage::sweep_leftovers(root);
+    }
     let order: Vec<NodeId> = manifest.order.iter().copied().filter(|i| wanted.contains(i)).collect();
     let runnable: Vec<NodeId> =
         order.iter().copied().filter(|i| !outcome.failed.contains(i) && !outcome.skipped.contains_key(i)).collect();
@@ -261,7 +263,7 @@ async fn run_nodes(
 fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Places {
     let run_id = prepared.manifest.globals.invocation_id.clone();
     Places {
-        stage_root: prepared.layout.stage_root(),
+        stage_root: prepared.stages.clone(),
         scratch_root: prepared.layout.scratch(&run_id),
         stage_options: StageOptions { rows_written: Some(Arc::clone(rows)), ..StageOptions::default() },
         compute_once: materialize::views_read_more_than_once(&prepared.manifest, runnable),
@@ -322,8 +324,7 @@ async fn read_unselected_parents(
     let needed = manifest.graph.with_ancestors(wanted.iter().copied());
     let parents: BTreeSet<NodeId> =
         needed.into_iter().filter(|i| !wanted.contains(i) && !outcome.failed.contains(i)).collect();
-    let stage_root = prepared.layout.stage_root();
-    for name in materialize::read_parents_lazily(engine, manifest, &parents, &stage_root).await {
+    for name in materialize::read_parents_lazily(engine, manifest, &parents, &prepared.stages).await {
         observer.event(RunEvent::UnstagedParent { name: &name });
     }
 }
@@ -458,7 +459,7 @@ async fn load_staged(prepared: &Prepared, report: &RunReport, observer: &dyn Obs
 /// strategy's mode) and a full build not yet moved into its stage. Once
 /// moved, a full build, and an `append` without a key, are compared whole.
 fn pending_stages(prepared: &Prepared, report: &RunReport) -> load::Stages {
-    let mut stages = load::Stages::at(&prepared.layout.stage_root());
+    let mut stages = load::Stages::at(&prepared.stages);
     for (&i, r) in &report.nodes {
         // A change-detected model's changes are upserted, its deletes
         // applied with them; built in full, its stage replaces the table.
@@ -522,7 +523,8 @@ fn replaced_window(prepared: &Prepared, i: NodeId, inc: &IncrementalReport) -> O
 /// by a test, failed to load, or not loaded in this run, it stays where it
 /// is and the model's stage keeps the previous version, as its table does.
 async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
-    let stage_root = prepared.layout.stage_root();
+    // Incremental models keep their stages on this machine (see `prepare`).
+    let Some(stage_root) = prepared.stages.local() else { return };
     for (&i, r) in &mut report.nodes {
         let (Some(inc), Some(next)) = (r.incremental.as_mut(), r.staged.as_ref()) else { continue };
         let loads = matches!(load::config_for(&prepared.manifest, i), Ok(Some(_)) | Err(_));
@@ -535,7 +537,7 @@ async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
             continue;
         }
         let name = &prepared.manifest[i].name;
-        match stage::commit(&stage_root, next, name).await {
+        match stage::commit(stage_root, next, name).await {
             Ok(committed) => {
                 r.staged = Some(committed);
                 inc.committed = true;

@@ -99,7 +99,8 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
     let manifest = &prepared.manifest;
     let mut out = Resolved::default();
     let mut target: LazyTarget = None;
-    let stage_root = prepared.layout.stage_root();
+    // Stages in an object store hold no incremental model (see `prepare`).
+    let stage_root = prepared.stages.local().map_or_else(|| prepared.layout.stage_root(), ToOwned::to_owned);
     for &i in wanted.iter().filter(|i| !prepared.failed.contains(i)) {
         let node = &manifest[i];
         let Resource::Model { materialized: Materialization::Incremental, .. } = &node.resource else { continue };
@@ -183,7 +184,7 @@ async fn current_mode(
 ) -> Result<Mode, Diagnostic> {
     let dir = stage_root.join(&node.name);
     let Ok(manifest) = stage::read_manifest(&dir) else { return Ok(Mode::Full("it has no stage yet".into())) };
-    let current = Mode::Incremental(StagedTable { dir, manifest });
+    let current = Mode::Incremental(StagedTable { dir: stage::Dir::Local(dir), manifest });
     let (Some((target, conn)), Ok(Some(load))) = (target, &node.config.load) else { return Ok(current) };
     let conn = match conn.get_or_insert(crate::load::connect(target).await) {
         Ok(conn) => conn,

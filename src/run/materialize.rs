@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
@@ -26,7 +26,7 @@ use crate::manifest::config::{ChangeDetection, Deletes, OnConversionError, OnSch
 use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::project::nodes::Origin;
-use crate::stage::{self, StageOptions, StagedTable};
+use crate::stage::{self, Root, StageOptions, StagedTable};
 use crate::state::{Ledger, RunDir};
 use crate::template::functions::quote_ident;
 use crate::validate::checked::{CheckedRun, stage_checked};
@@ -35,8 +35,8 @@ use crate::validate::{conversions, rules};
 /// Where a run's nodes are materialized.
 #[derive(Debug, Clone)]
 pub struct Places {
-    /// `.ferry/stage`: staged tables and seeds.
-    pub stage_root: Utf8PathBuf,
+    /// `.ferry/stage`, or the project's `stage_dir`: staged tables and seeds.
+    pub stage_root: Root,
     /// Scratch space for views computed once, removed after the run.
     pub scratch_root: Utf8PathBuf,
     pub stage_options: StageOptions,
@@ -167,7 +167,7 @@ pub async fn materialize(
                 Ok(if *materialized == Materialization::View { Materialized::View } else { Materialized::Ephemeral })
             }
             Materialization::View | Materialization::Ephemeral => {
-                Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
+                Ok(Materialized::ComputedOnce(run.stage(sql, &Root::Local(places.scratch_root.clone())).await?))
             }
             Materialization::Table if matches!(node.config.change_detection, Ok(Some(_)) | Err(_)) => {
                 match &node.config.change_detection {
@@ -211,7 +211,7 @@ impl Materializing<'_> {
     }
 
     /// Runs the node's SQL into a stage under `parent`, and registers it.
-    async fn stage(&self, sql: &str, parent: &Utf8Path) -> Result<StagedTable, Vec<Diagnostic>> {
+    async fn stage(&self, sql: &str, parent: &Root) -> Result<StagedTable, Vec<Diagnostic>> {
         let (engine, manifest, id) = (self.engine, self.manifest, self.id);
         let plan = engine_node::plan(engine, manifest, id, sql).await?;
         let options = self.places.stage_options.clone();
@@ -222,7 +222,7 @@ impl Materializing<'_> {
 
     /// Stages the node's rows under `parent`, through its rules when it
     /// has any, without registering them; the ledger of a checked model.
-    async fn staged(&self, sql: &str, parent: &Utf8Path) -> Result<(StagedTable, Option<Ledger>), NotMaterialized> {
+    async fn staged(&self, sql: &str, parent: &Root) -> Result<(StagedTable, Option<Ledger>), NotMaterialized> {
         if self.node().is_checked() {
             let (staged, ledger) = self.checked(sql, parent).await?;
             return Ok((staged, Some(ledger)));
@@ -367,7 +367,7 @@ impl Materializing<'_> {
             Mode::Full(why) => {
                 let sql = self.snapshot_sql(sql, None).await?;
                 let sql = self.batched(&sql, run).await?;
-                let (next, ledger) = self.staged(&sql, &self.places.run_dir.path.join("next")).await?;
+                let (next, ledger) = self.staged(&sql, &Root::Local(self.places.run_dir.path.join("next"))).await?;
                 self.register(&next)
                     .await
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
@@ -433,7 +433,7 @@ impl Materializing<'_> {
         let (sql, schema_change) =
             incremental::fit_to_current(&sql, &node.name, &run.settings, (&current_schema, &planned))
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
-        let (increment, ledger) = self.staged(&sql, &self.places.run_dir.path.join("increments")).await?;
+        let (increment, ledger) = self.staged(&sql, &Root::Local(self.places.run_dir.path.join("increments"))).await?;
         let retyped: Vec<String> = match run.settings.on_schema_change {
             OnSchemaChange::SyncAllColumns => schema_change.retyped.iter().map(|(c, _, _)| c.clone()).collect(),
             _ => Vec::new(),
@@ -542,7 +542,7 @@ impl Materializing<'_> {
 
     /// Stages a table through its rules, dedup and quarantined
     /// conversions under `parent`.
-    async fn checked(&self, sql: &str, parent: &Utf8Path) -> Result<(StagedTable, Ledger), NotMaterialized> {
+    async fn checked(&self, sql: &str, parent: &Root) -> Result<(StagedTable, Ledger), NotMaterialized> {
         let (body, conversions) = self.converted(sql).await?;
         self.checked_converted(&body, &conversions, parent).await
     }
@@ -565,7 +565,7 @@ impl Materializing<'_> {
         &self,
         body: &str,
         conversions: &[Rule],
-        parent: &Utf8Path,
+        parent: &Root,
     ) -> Result<(StagedTable, Ledger), NotMaterialized> {
         let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
         let mut checks = rules::checks(&node.config.rules);
@@ -620,7 +620,7 @@ pub async fn read_parents_lazily(
     engine: &Engine,
     manifest: &Manifest,
     parents: &BTreeSet<NodeId>,
-    stage_root: &Utf8Path,
+    stage_root: &Root,
 ) -> Vec<String> {
     let needed = manifest.graph.with_ancestors(parents.iter().copied());
     let mut unstaged = Vec::new();
@@ -628,16 +628,16 @@ pub async fn read_parents_lazily(
         let node = &manifest[i];
         let table = TableReference::bare(node.name.as_str());
         if let Resource::Seed(_) = &node.resource {
-            let dir = stage_root.join(&node.name);
-            if let Ok(m) = stage::read_manifest(&dir) {
+            let dir = stage_root.dir(&node.name);
+            if let Ok(m) = stage::verify(&dir).await {
                 let _ = engine_node::register_staged(engine, table, &StagedTable { dir, manifest: m }).await;
             }
             continue;
         }
         let Resource::Model { materialized, .. } = &node.resource else { continue };
         if matches!(materialized, Materialization::Table | Materialization::Incremental) {
-            let dir = stage_root.join(&node.name);
-            if let Ok(m) = stage::read_manifest(&dir)
+            let dir = stage_root.dir(&node.name);
+            if let Ok(m) = stage::verify(&dir).await
                 && engine_node::register_staged(engine, table.clone(), &StagedTable { dir, manifest: m }).await.is_ok()
             {
                 continue;

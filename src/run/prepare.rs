@@ -36,6 +36,8 @@ pub struct Prepared {
     /// The Ballista cluster that runs the models (`--cluster`, or the
     /// project's `executor:`); `None`: this process.
     pub cluster: Option<String>,
+    /// Where the stages live: `.ferry/stage`, or the project's `stage_dir`.
+    pub stages: crate::stage::Root,
 }
 
 /// Loads project, target and manifest for the command `which` (as
@@ -87,17 +89,104 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
         Some(url) => Some(url.to_owned()),
         None => project.file.executor.clone(),
     };
-    let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
+    let layout = settings.layout();
+    let stages = match stage_root(project.file.stage_dir.as_deref(), &settings.root, &layout) {
+        Ok(stages) => stages,
+        Err(d) => {
+            diagnostics.push(*d);
+            return Ok(Err(diagnostics));
+        }
+    };
+    let Built { manifest, mut failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
     let Some(mut manifest) = manifest else { return Ok(Err(diagnostics)) };
     manifest.connections = source_connections(settings, &manifest, &profile_name);
     manifest.warehouse = Some(target.url().map(|url| Warehouse { url, name: target.name.clone() }));
-    let layout = settings.layout();
+    if let crate::stage::Root::Stored(root) = &stages {
+        for (id, d) in kept_on_this_machine(&manifest, root) {
+            failed.insert(id);
+            diagnostics.push(d);
+        }
+    }
     if masking.is_some() {
         diagnostics.extend(unmasked_personal(&manifest, &layout, settings.require_masking));
     }
-    Ok(Ok(Prepared { layout, target, manifest: Arc::new(manifest), failed, diagnostics, keep_runs, masking, cluster }))
+    Ok(Ok(Prepared {
+        layout,
+        target,
+        manifest: Arc::new(manifest),
+        failed,
+        diagnostics,
+        keep_runs,
+        masking,
+        cluster,
+        stages,
+    }))
+}
+
+/// Where the stages live: the project's `stage_dir` (a directory,
+/// relative to the project, or an object-store URL), else `.ferry/stage`.
+fn stage_root(
+    stage_dir: Option<&str>,
+    root: &camino::Utf8Path,
+    layout: &Layout,
+) -> Result<crate::stage::Root, Box<Diagnostic>> {
+    let Some(text) = stage_dir.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(crate::stage::Root::Local(layout.stage_root()));
+    };
+    let bad = |why: String| {
+        Box::new(
+            Diagnostic::error(Code::ProjectFile, format!("`stage_dir: {text}` cannot hold the stages: {why}"))
+                .in_file(project_file(root)),
+        )
+    };
+    if !text.contains("://") {
+        return Ok(crate::stage::Root::Local(root.join(text)));
+    }
+    let url = url::Url::parse(text).map_err(|e| bad(e.to_string()))?;
+    if url.scheme() == "file" {
+        let path = url.to_file_path().map_err(|()| bad("it is not a local path".into()))?;
+        let path = camino::Utf8PathBuf::from_path_buf(path).map_err(|_| bad("the path is not UTF-8".into()))?;
+        return Ok(crate::stage::Root::Local(path));
+    }
+    let store = crate::engine::stores::store_for(&url).map_err(|e| bad(e.strip_backtrace()))?;
+    let stored = crate::stage::Stored::new(&url, store).map_err(|e| bad(e.to_string()))?;
+    Ok(crate::stage::Root::Stored(stored))
+}
+
+/// The project file under `root` (`ferry.yml`, else `dbt_project.yml`).
+fn project_file(root: &camino::Utf8Path) -> camino::Utf8PathBuf {
+    let files = crate::project::config::PROJECT_FILES;
+    let name = files.iter().find(|f| root.join(f).is_file()).unwrap_or(&files[0]);
+    root.join(name)
+}
+
+/// With the stages in an object store: the nodes whose stages are still
+/// kept on this machine's file system only (incremental models and
+/// snapshots, whose new version replaces the stage by a rename once
+/// loaded, and change-detected models, with their kept row hashes), each
+/// with its error. They fail; the rest of the project runs.
+fn kept_on_this_machine(manifest: &Manifest, root: &crate::stage::Stored) -> Vec<(NodeId, Diagnostic)> {
+    let mut out = Vec::new();
+    for (id, node) in manifest.iter() {
+        let what = match &node.resource {
+            Resource::Model { .. } if node.is_snapshot() => "a snapshot",
+            Resource::Model { materialized: crate::manifest::Materialization::Incremental, .. } => {
+                "an incremental model"
+            }
+            Resource::Model { .. } if matches!(node.config.change_detection, Ok(Some(_))) => "a change-detected model",
+            _ => continue,
+        };
+        let d = Diagnostic::error(
+            Code::ProjectFile,
+            format!("`{}` is {what}, whose stage ferry keeps on this machine only, not at `stage_dir: {root}`", node.name),
+        )
+        .in_file(node.path())
+        .with_help("run it with the stages on this machine (no `stage_dir`, or a directory) until its versions can live in an object store");
+        out.push((id, d));
+    }
+    out
 }
 
 /// In a masked run, the columns of sources and seeds that look personal

@@ -76,7 +76,7 @@ pub async fn preview(prepared: &Prepared, engine: &Engine, preview: &Preview, li
         return Previewed { diagnostics: outcome.diagnostics, rows: Rows::ParentsFailed };
     }
     // Its parents' rows first: its render may query them.
-    materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.layout.stage_root()).await;
+    materialize::read_parents_lazily(engine, manifest, &preview.parents, &prepared.stages).await;
     let again =
         match preview.model.map(|i| plan::render_planned(engine, manifest, i, &tokio::runtime::Handle::current())) {
             Some(Err(d)) => return Previewed { diagnostics: outcome.diagnostics, rows: Rows::Failed(d) },

@@ -9,12 +9,20 @@
 //! module writes, verifies and reads back stages ([`read`]); it does not
 //! plan or execute models, and where the stages live is `state::Layout`'s.
 //!
+//! A stage root may also be a prefix of an object store (`stage_dir:
+//! s3://bucket/prefix`, see [`store`]), which has no rename: there the
+//! files go under a new version prefix and the manifest, written last in
+//! one PUT, names the version.
+//!
 //! Every column is written with a Parquet logical type, so that other
 //! readers (DuckDB, pyarrow, Spark) read the stage as ferry does: Arrow
 //! types Parquet has no such type for are widened first (seconds to
 //! milliseconds for timestamps and times, `Date64` to `Date32`).
 
 pub mod read;
+pub mod store;
+
+pub use store::Stored;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +33,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::async_writer::AsyncFileWriter;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
@@ -85,13 +94,106 @@ pub struct StageManifest {
     pub files: Vec<StagedFile>,
     /// xxh3-64 over the files' bytes in order, as 16 hex digits.
     pub checksum: String,
+    /// In an object store, the prefix under the stage's that holds its
+    /// files (see [`store`]); on a file system, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
-/// A stage that has been written and renamed into place.
+/// Where the stages live: a directory, or a prefix of an object store.
+#[derive(Debug, Clone)]
+pub enum Root {
+    Local(Utf8PathBuf),
+    Stored(Stored),
+}
+
+impl Root {
+    /// Where the stage of `model` is (or would be).
+    pub fn dir(&self, model: &str) -> Dir {
+        match self {
+            Root::Local(path) => Dir::Local(path.join(model)),
+            Root::Stored(root) => Dir::Stored(Box::new(root.child(model))),
+        }
+    }
+
+    /// The directory, for a root on this machine.
+    pub fn local(&self) -> Option<&Utf8Path> {
+        match self {
+            Root::Local(path) => Some(path),
+            Root::Stored(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Root::Local(path) => path.fmt(f),
+            Root::Stored(root) => root.fmt(f),
+        }
+    }
+}
+
+impl From<&Utf8Path> for Root {
+    fn from(path: &Utf8Path) -> Root {
+        Root::Local(path.to_owned())
+    }
+}
+
+impl From<&Utf8PathBuf> for Root {
+    fn from(path: &Utf8PathBuf) -> Root {
+        Root::Local(path.clone())
+    }
+}
+
+impl From<&Root> for Root {
+    fn from(root: &Root) -> Root {
+        root.clone()
+    }
+}
+
+/// Where one model's stage is: `<root>/<model>/`.
+#[derive(Debug, Clone)]
+pub enum Dir {
+    Local(Utf8PathBuf),
+    Stored(Box<Stored>),
+}
+
+impl Dir {
+    /// The directory, for a stage on this machine.
+    pub fn local(&self) -> Option<&Utf8Path> {
+        match self {
+            Dir::Local(path) => Some(path),
+            Dir::Stored(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Dir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dir::Local(path) => path.fmt(f),
+            Dir::Stored(dir) => dir.fmt(f),
+        }
+    }
+}
+
+/// A stage that has been written and put in place.
 #[derive(Debug, Clone)]
 pub struct StagedTable {
-    pub dir: Utf8PathBuf,
+    pub dir: Dir,
     pub manifest: StageManifest,
+}
+
+impl StagedTable {
+    /// The directory or URL that holds the stage's Parquet files and no
+    /// others, as a reader of the files names it.
+    pub fn location(&self) -> String {
+        match (&self.dir, &self.manifest.version) {
+            (Dir::Stored(dir), Some(version)) => dir.child(version).url().to_string(),
+            (dir, _) => dir.to_string(),
+        }
+    }
 }
 
 /// How to cut a stage into files.
@@ -117,17 +219,34 @@ impl Default for StageOptions {
 /// On any error, or if the future is dropped (Ctrl-C), the previous stage,
 /// if there was one, is left as it was and the temporary directory is removed.
 pub async fn write_stage(
-    parent: &Utf8Path,
+    parent: impl Into<Root>,
     model: &str,
     partitions: Vec<SendableRecordBatchStream>,
     options: StageOptions,
 ) -> Result<StagedTable, StageError> {
+    let parent = match parent.into() {
+        Root::Local(parent) => parent,
+        Root::Stored(root) => return store::write_stage(&root, model, partitions, options).await,
+    };
     let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
     create_dir(&tmp.0).await?;
-    let manifest = write_files(&tmp.0, model, partitions, options).await?;
-    let dir = swap_into_place(parent, &tmp.0, model).await?;
+    let manifest = write_files(&Files::Local(tmp.0.clone()), model, partitions, options).await?;
+    let path = tmp.0.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
+    write_synced(&path, &json).await?;
+    sync_dir(&tmp.0).await?;
+    let dir = swap_into_place(&parent, &tmp.0, model).await?;
     std::mem::forget(tmp);
-    Ok(StagedTable { dir, manifest })
+    Ok(StagedTable { dir: Dir::Local(dir), manifest })
+}
+
+/// Reads a stage's manifest, wherever the stage is, and checks its files
+/// as [`read_manifest`] does.
+pub async fn verify(dir: &Dir) -> Result<StageManifest, StageError> {
+    match dir {
+        Dir::Local(path) => read_manifest(path),
+        Dir::Stored(dir) => store::read_manifest(dir).await,
+    }
 }
 
 /// Moves a finished stage, written by [`write_stage`] under another parent
@@ -135,10 +254,14 @@ pub async fn write_stage(
 /// there as [`write_stage`] does (the previous one is removed only once the
 /// new one is in place).
 pub async fn commit(parent: &Utf8Path, staged: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
-    read_manifest(&staged.dir)?;
+    let Some(from) = staged.dir.local() else {
+        let e = std::io::Error::other("a stage in an object store is not moved on this machine's file system");
+        return Err(io("move", parent, e));
+    };
+    read_manifest(from)?;
     tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
-    let dir = swap_into_place(parent, &staged.dir, model).await?;
-    Ok(StagedTable { dir, manifest: staged.manifest.clone() })
+    let dir = swap_into_place(parent, from, model).await?;
+    Ok(StagedTable { dir: Dir::Local(dir), manifest: staged.manifest.clone() })
 }
 
 /// Removes a temporary stage directory unless it was moved into place.
@@ -161,8 +284,56 @@ pub fn sweep_leftovers(parent: &Utf8Path) {
     }
 }
 
+/// Where a stage's files are being written: a temporary directory, or a
+/// new version's prefix in an object store.
+#[derive(Debug, Clone)]
+enum Files {
+    Local(Utf8PathBuf),
+    Stored(Stored),
+}
+
+impl Files {
+    /// File `name`, as messages show it.
+    fn shown(&self, name: &str) -> Utf8PathBuf {
+        match self {
+            Files::Local(dir) => dir.join(name),
+            Files::Stored(dir) => dir.shown(name),
+        }
+    }
+
+    async fn create(&self, name: &str) -> Result<Box<dyn AsyncFileWriter>, StageError> {
+        Ok(match self {
+            Files::Local(dir) => {
+                let path = dir.join(name);
+                Box::new(tokio::fs::File::create(&path).await.map_err(|e| io("create", &path, e))?)
+            }
+            Files::Stored(dir) => {
+                Box::new(object_store::buffered::BufWriter::new(Arc::clone(dir.store()), dir.object(name)))
+            }
+        })
+    }
+
+    /// The size of a file written and closed, made durable first (fsync)
+    /// on a file system; in an object store, as the store holds it.
+    async fn finished(&self, name: &str) -> Result<u64, StageError> {
+        match self {
+            Files::Local(dir) => {
+                let path = dir.join(name);
+                let file = tokio::fs::File::open(&path).await.map_err(|e| io("open", &path, e))?;
+                file.sync_all().await.map_err(|e| io("sync", &path, e))?;
+                Ok(file.metadata().await.map_err(|e| io("stat", &path, e))?.len())
+            }
+            Files::Stored(dir) => {
+                use object_store::ObjectStoreExt;
+                let meta = dir.store().head(&dir.object(name)).await;
+                Ok(meta.map_err(|e| store::io("inspect", &dir.shown(name), e))?.size)
+            }
+        }
+    }
+}
+
 async fn write_files(
-    dir: &Utf8Path,
+    dir: &Files,
     model: &str,
     partitions: Vec<SendableRecordBatchStream>,
     options: StageOptions,
@@ -189,7 +360,7 @@ async fn write_files(
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                first_error.get_or_insert(io("write", dir, std::io::Error::other(e)));
+                first_error.get_or_insert(io("write", &dir.shown(""), std::io::Error::other(e)));
             }
         }
     }
@@ -198,30 +369,26 @@ async fn write_files(
     }
     // An empty result still gets one (empty) file, so its schema is kept.
     if files.is_empty() {
-        let path = dir.join("part-00000.parquet");
-        let writer = open_writer(&path, model, &schema, &options).await?;
-        files.push(finish_file((path, writer, 0), model).await?);
+        let name = "part-00000.parquet".to_owned();
+        let writer = open_writer(dir, &name, model, &schema, &options).await?;
+        files.push(finish_file(dir, (name, writer, 0), model).await?);
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let checksum = checksum(dir, &files).await?;
-    let manifest = StageManifest {
+    Ok(StageManifest {
         model: model.to_owned(),
         row_count: files.iter().map(|f| f.rows).sum(),
         columns: columns(&schema),
         files,
         checksum,
-    };
-    let path = dir.join(MANIFEST_FILE);
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
-    write_synced(&path, &json).await?;
-    sync_dir(dir).await?;
-    Ok(manifest)
+        version: None,
+    })
 }
 
 /// Writes one partition's rows, starting a new file every
 /// `max_rows_per_file` rows; an empty partition writes no file.
 async fn write_partition(
-    dir: &Utf8Path,
+    dir: &Files,
     model: &str,
     partition: usize,
     mut rows: SendableRecordBatchStream,
@@ -230,7 +397,7 @@ async fn write_partition(
     let schema = parquet_native(&rows.schema());
     let widen = schema != rows.schema();
     let mut files = Vec::new();
-    let mut current: Option<(Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64)> = None;
+    let mut current: Option<OpenFile> = None;
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(|source| StageError::Execute { model: model.to_owned(), source })?;
         let batch = if widen {
@@ -240,12 +407,12 @@ async fn write_partition(
         };
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let (path, writer, written) = match current.as_mut() {
+            let (name, writer, written) = match current.as_mut() {
                 Some(open) => open,
                 None => {
-                    let path = dir.join(format!("part-{partition:03}-{:03}.parquet", files.len()));
-                    let writer = open_writer(&path, model, &schema, &options).await?;
-                    current.insert((path, writer, 0))
+                    let name = format!("part-{partition:03}-{:03}.parquet", files.len());
+                    let writer = open_writer(dir, &name, model, &schema, &options).await?;
+                    current.insert((name, writer, 0))
                 }
             };
             let room = usize::try_from(options.max_rows_per_file.saturating_sub(*written)).unwrap_or(usize::MAX).max(1);
@@ -253,7 +420,7 @@ async fn write_partition(
             let slice: RecordBatch = batch.slice(offset, take);
             writer.write(&slice).await.map_err(|source| StageError::Write {
                 model: model.to_owned(),
-                path: path.clone(),
+                path: dir.shown(name),
                 source,
             })?;
             *written += take as u64;
@@ -264,47 +431,65 @@ async fn write_partition(
             if *written >= options.max_rows_per_file
                 && let Some(done) = current.take()
             {
-                files.push(finish_file(done, model).await?);
+                files.push(finish_file(dir, done, model).await?);
             }
         }
     }
     if let Some(done) = current.take() {
-        files.push(finish_file(done, model).await?);
+        files.push(finish_file(dir, done, model).await?);
     }
     Ok(files)
 }
 
 async fn open_writer(
-    path: &Utf8Path,
+    dir: &Files,
+    name: &str,
     model: &str,
     schema: &SchemaRef,
     options: &StageOptions,
-) -> Result<AsyncArrowWriter<tokio::fs::File>, StageError> {
+) -> Result<AsyncArrowWriter<Box<dyn AsyncFileWriter>>, StageError> {
     use datafusion::parquet::basic::Compression;
-    let file = tokio::fs::File::create(path).await.map_err(|e| io("create", path, e))?;
+    let file = dir.create(name).await?;
     let codec = if options.fast_codec { Compression::LZ4_RAW } else { Compression::ZSTD(Default::default()) };
     let props = WriterProperties::builder().set_compression(codec).build();
     AsyncArrowWriter::try_new(file, Arc::clone(schema), Some(props)).map_err(|source| StageError::Write {
         model: model.to_owned(),
-        path: path.to_owned(),
+        path: dir.shown(name),
         source,
     })
 }
 
-async fn finish_file(
-    (path, writer, rows): (Utf8PathBuf, AsyncArrowWriter<tokio::fs::File>, u64),
-    model: &str,
-) -> Result<StagedFile, StageError> {
-    writer.close().await.map_err(|source| StageError::Write { model: model.to_owned(), path: path.clone(), source })?;
-    let file = tokio::fs::File::open(&path).await.map_err(|e| io("open", &path, e))?;
-    file.sync_all().await.map_err(|e| io("sync", &path, e))?;
-    let bytes = file.metadata().await.map_err(|e| io("stat", &path, e))?.len();
-    let name = path.file_name().unwrap_or_default().to_owned();
+/// A file being written: its name, its writer and the rows written so far.
+type OpenFile = (String, AsyncArrowWriter<Box<dyn AsyncFileWriter>>, u64);
+
+async fn finish_file(dir: &Files, (name, writer, rows): OpenFile, model: &str) -> Result<StagedFile, StageError> {
+    writer.close().await.map_err(|source| StageError::Write {
+        model: model.to_owned(),
+        path: dir.shown(&name),
+        source,
+    })?;
+    let bytes = dir.finished(&name).await?;
     Ok(StagedFile { name, bytes, rows })
 }
 
-/// xxh3-64 over the files' contents, in manifest order.
-async fn checksum(dir: &Utf8Path, files: &[StagedFile]) -> Result<String, StageError> {
+/// xxh3-64 over the files' contents, in manifest order (read back, so
+/// that the checksum is of what the files hold).
+async fn checksum(dir: &Files, files: &[StagedFile]) -> Result<String, StageError> {
+    let dir = match dir {
+        Files::Local(dir) => dir,
+        Files::Stored(dir) => {
+            use object_store::ObjectStoreExt;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            for f in files {
+                let got = dir.store().get(&dir.object(&f.name)).await;
+                let mut bytes = got.map_err(|e| store::io("read", &dir.shown(&f.name), e))?.into_stream();
+                while let Some(chunk) = bytes.next().await {
+                    hasher.update(&chunk.map_err(|e| store::io("read", &dir.shown(&f.name), e))?);
+                }
+            }
+            return Ok(format!("{:016x}", hasher.digest()));
+        }
+    };
     let paths: Vec<Utf8PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
@@ -496,11 +681,11 @@ mod tests {
         assert_eq!(m.files.iter().map(|f| f.rows).collect::<Vec<_>>(), vec![250, 250, 100]);
         assert_eq!(m.columns[0], StagedColumn { name: "id".into(), data_type: "Int64".into(), nullable: false });
         assert_eq!(m.checksum.len(), 16);
-        assert_eq!(read_manifest(&staged.dir).unwrap(), *m);
+        assert_eq!(read_manifest(staged.dir.local().unwrap()).unwrap(), *m);
         assert_eq!(leftovers(&root), vec!["orders"]);
 
         let ctx = SessionContext::new();
-        let df = ctx.read_parquet(staged.dir.as_str(), Default::default()).await.unwrap();
+        let df = ctx.read_parquet(&staged.location(), Default::default()).await.unwrap();
         let counted = df
             .aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::count(datafusion::prelude::lit(1))])
             .unwrap();
@@ -540,7 +725,7 @@ mod tests {
         let err =
             write_stage(&root.join(".ferry/stage"), "m", vec![failing], StageOptions::default()).await.unwrap_err();
         assert!(matches!(err, StageError::Execute { .. }), "{err}");
-        assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
+        assert_eq!(read_manifest(good.dir.local().unwrap()).unwrap(), good.manifest);
         assert_eq!(leftovers(&root), vec!["m"]);
     }
 
@@ -557,11 +742,11 @@ mod tests {
         .unwrap();
         assert_eq!(staged.manifest.row_count, 0);
         assert_eq!(staged.manifest.files.len(), 1);
-        fs_err::write(staged.dir.join(&staged.manifest.files[0].name), b"half").unwrap();
-        let err = read_manifest(&staged.dir).unwrap_err();
+        fs_err::write(staged.dir.local().unwrap().join(&staged.manifest.files[0].name), b"half").unwrap();
+        let err = read_manifest(staged.dir.local().unwrap()).unwrap_err();
         assert!(err.to_string().contains("has 4 bytes"), "{err}");
-        fs_err::remove_file(staged.dir.join(MANIFEST_FILE)).unwrap();
-        assert!(read_manifest(&staged.dir).unwrap_err().to_string().contains("is missing"));
+        fs_err::remove_file(staged.dir.local().unwrap().join(MANIFEST_FILE)).unwrap();
+        assert!(read_manifest(staged.dir.local().unwrap()).unwrap_err().to_string().contains("is missing"));
     }
 
     /// Ctrl-C drops the run's futures: a stage cut off mid-write leaves no
@@ -581,6 +766,6 @@ mod tests {
         .await;
         assert!(cut.is_err(), "the write never finishes on its own");
         assert_eq!(leftovers(&root), vec!["m"]);
-        assert_eq!(read_manifest(&good.dir).unwrap(), good.manifest);
+        assert_eq!(read_manifest(good.dir.local().unwrap()).unwrap(), good.manifest);
     }
 }

@@ -1,16 +1,20 @@
 //! Reading a stage's Parquet files back as canonical batches (see
 //! [`cells::normalize`]), on a thread of their own, so decoding overlaps
 //! with what the reader does with them (sending rows to a target, hashing
-//! them for a reconciliation).
+//! them for a reconciliation). A stage in an object store is read through
+//! the store, on the same thread.
 
-use camino::Utf8PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{DefaultParquetFileReaderFactory, ParquetFileReaderFactory};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::StagedTable;
+use super::{Dir, StagedTable};
 use crate::values::cells;
 
 /// A stage whose files could not be read back.
@@ -47,25 +51,31 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
     mut each: impl FnMut(RecordBatch) -> Result<T, E> + Send + 'static,
 ) -> mpsc::Receiver<Result<T, E>> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let files: Vec<Utf8PathBuf> = stage.manifest.files.iter().map(|f| stage.dir.join(&f.name)).collect();
+    let stage = stage.clone();
     let model = model.to_owned();
+    // A stored stage is read through its store, on the runtime that calls.
+    let runtime = tokio::runtime::Handle::try_current();
     std::thread::spawn(move || {
         let fail = |message: String| E::from(ReadError { model: model.clone(), message });
-        for path in files {
-            let reader = std::fs::File::open(&path).map_err(|e| fail(format!("`{path}`: {e}"))).and_then(|f| {
-                ParquetRecordBatchReaderBuilder::try_new(f)
-                    .and_then(|b| {
-                        let b = match &projection {
-                            Some(p) => {
-                                let mask = ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
-                                b.with_projection(mask)
-                            }
-                            None => b,
-                        };
-                        b.with_batch_size(BATCH_ROWS).build()
-                    })
-                    .map_err(|e| fail(format!("`{path}`: {e}")))
-            });
+        for f in &stage.manifest.files {
+            let reader = match (&stage.dir, &stage.manifest.version, &runtime) {
+                (Dir::Local(dir), _, _) => {
+                    let path = dir.join(&f.name);
+                    local_batches(&path, projection.as_deref()).map_err(|e| fail(format!("`{path}`: {e}")))
+                }
+                (Dir::Stored(dir), Some(version), Ok(runtime)) => {
+                    let name = format!("{version}/{}", f.name);
+                    let file = PartitionedFile::new(dir.object(&name).to_string(), f.bytes);
+                    let factory = DefaultParquetFileReaderFactory::new(std::sync::Arc::clone(dir.store()));
+                    factory
+                        .create_reader(0, file, None, &Default::default())
+                        .map_err(|e| e.to_string())
+                        .and_then(|reader| stored_batches(runtime.clone(), reader, projection.as_deref()))
+                        .map_err(|e| fail(format!("`{}`: {e}", dir.shown(&name))))
+                }
+                (Dir::Stored(dir), None, _) => Err(fail(format!("the stage at {dir} names no version"))),
+                (Dir::Stored(dir), _, Err(_)) => Err(fail(format!("the stage at {dir} is read outside a runtime"))),
+            };
             let reader = match reader {
                 Ok(r) => r,
                 Err(e) => {
@@ -75,7 +85,7 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
             };
             for batch in reader {
                 let batch = batch
-                    .map_err(|e| fail(format!("`{path}`: {e}")))
+                    .map_err(|e| fail(format!("`{}`: {e}", f.name)))
                     .and_then(|b| cells::normalize(b).map_err(|e| fail(e.to_string())))
                     .and_then(&mut each);
                 let failed = batch.is_err();
@@ -88,12 +98,57 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
     rx
 }
 
+/// The batches of a Parquet file on this machine.
+fn local_batches(
+    path: &camino::Utf8Path,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, String>>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let b = match projection {
+        Some(p) => {
+            let mask = ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
+            b.with_projection(mask)
+        }
+        None => b,
+    };
+    let reader = b.with_batch_size(BATCH_ROWS).build().map_err(|e| e.to_string())?;
+    Ok(Box::new(reader.map(|b| b.map_err(|e| e.to_string()))))
+}
+
+/// The batches of a Parquet object, fetched through `runtime` (from a
+/// thread of the reader's own, which may block on it).
+fn stored_batches(
+    runtime: tokio::runtime::Handle,
+    reader: Box<dyn AsyncFileReader + Send>,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, String>>>, String> {
+    let mut stream = runtime
+        .block_on(async {
+            // Parquet reads through a boxed reader without `Send`.
+            let reader: Box<dyn AsyncFileReader> = reader;
+            let b = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let b = match projection {
+                Some(p) => {
+                    let mask = ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
+                    b.with_projection(mask)
+                }
+                None => b,
+            };
+            b.with_batch_size(BATCH_ROWS).build()
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(std::iter::from_fn(move || runtime.block_on(stream.next()).map(|b| b.map_err(|e| e.to_string())))))
+}
+
 /// NULLs of each of `columns` in a stage, from the Parquet statistics
 /// (`None` where a file has no statistics for the column).
 pub fn null_counts(stage: &StagedTable, columns: &[&str]) -> Vec<Option<u64>> {
     let mut counts: Vec<Option<u64>> = vec![Some(0); columns.len()];
+    // Only a stage on this machine is read here, where nothing may wait.
+    let Some(dir) = stage.dir.local() else { return vec![None; columns.len()] };
     for f in &stage.manifest.files {
-        let path = stage.dir.join(&f.name);
+        let path = dir.join(&f.name);
         let Ok(file) = std::fs::File::open(&path) else { return vec![None; columns.len()] };
         let Ok(reader) = SerializedFileReader::new(file) else { return vec![None; columns.len()] };
         let meta = reader.metadata();

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use camino::Utf8Path;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 
@@ -21,7 +20,7 @@ use crate::state::{Ledger, RunDir};
 
 /// Where a checked model's stage, quarantine and error log go.
 pub struct CheckedRun<'a> {
-    pub stage_root: &'a Utf8Path,
+    pub stage_root: &'a stage::Root,
     pub run_id: &'a str,
     pub run_dir: &'a RunDir,
     pub options: StageOptions,

@@ -104,7 +104,7 @@ pub async fn run(
         let plan = engine.plan(&failing_rows_sql(&outcome.config, sql)).await?;
         let partitions = engine.execute_partitioned(plan).await?;
         let staged = stage::write_stage(failures_dir, name, partitions, StageOptions::default()).await?;
-        outcome.stored = Some(staged.dir);
+        outcome.stored = staged.dir.local().map(ToOwned::to_owned);
     }
     Ok(outcome)
 }

@@ -27,29 +27,6 @@ fn stages(p: &TestProject) -> Vec<String> {
     names
 }
 
-/// What a run concluded per node: status, ledger, rows loaded, failures
-/// of tests; not its timings.
-fn outcomes(p: &TestProject) -> Vec<(String, Json, Json, Json, Json)> {
-    let results = p.run_results();
-    let mut rows: Vec<_> = results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let id = r["unique_id"].as_str().unwrap().to_owned();
-            // The files' paths name the run.
-            let mut ledger = r["ledger"].clone();
-            if let Some(l) = ledger.as_object_mut() {
-                l.remove("error_log");
-                l.remove("quarantine_file");
-            }
-            (id, r["status"].clone(), ledger, r["load"]["rows"].clone(), r["failures"].clone())
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    rows
-}
-
 /// The rows of every Parquet file under `dir` (an error log, a
 /// quarantine), sorted.
 async fn rows_under(dir: &Path) -> Vec<String> {
@@ -84,7 +61,7 @@ async fn alike_on_the_cluster(make: impl Fn() -> TestProject, url: &str) {
     assert_eq!(ran.code, Some(0), "cluster: {}\n{}", ran.stdout, ran.stderr);
     let said = format!("{}{}", ran.stdout, ran.stderr);
     assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
-    assert_eq!(outcomes(&local), outcomes(&remote));
+    assert_eq!(crate::common::outcomes(&local), crate::common::outcomes(&remote));
     assert_eq!(stages(&local), stages(&remote));
     for stage in stages(&local) {
         let sql = format!("select * from \"{stage}\"");
@@ -354,22 +331,16 @@ fn stage_manifests(p: &TestProject) -> Vec<(String, Json)> {
 /// equals the local run again.
 #[test]
 fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
-    use crate::object_stores::{Server, free_port, python, start, tools};
-    use std::process::{Command, Stdio};
+    use crate::object_stores::{Server, free_port, moto, start, tools};
+    use std::process::Stdio;
     let Some(tools) = tools() else { return };
-    let s3 = free_port();
-    let _moto =
-        start(Command::new(tools.join("venv/bin/moto_server")).args(["-H", "127.0.0.1", "-p", &s3.to_string()]), s3);
     // Four files of 50,000 rows: tasks enough to spread over both executors.
-    python(
+    let (_moto, s3) = moto(
         &tools,
-        &format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s')\n\
-             s3.create_bucket(Bucket='lake')\n\
-             for part in range(4):\n\
-             \x20   rows = ''.join(f'{{i}},{{i % 97}},{{(i * 7919) % 10007}}\\n' for i in range(part * 50000, (part + 1) * 50000))\n\
-             \x20   s3.put_object(Bucket='lake', Key=f'orders/part-{{part}}.csv', Body=('id,customer,amount\\n' + rows).encode())\n"
-        ),
+        "s3.create_bucket(Bucket='lake')\n\
+         for part in range(4):\n\
+         \x20   rows = ''.join(f'{i},{i % 97},{(i * 7919) % 10007}\\n' for i in range(part * 50000, (part + 1) * 50000))\n\
+         \x20   s3.put_object(Bucket='lake', Key=f'orders/part-{part}.csv', Body=('id,customer,amount\\n' + rows).encode())\n",
     );
     let env = crate::object_stores::s3_env(s3);
     let process = |args: &[String], port: u16| {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use camino::Utf8PathBuf;
+use serde_json::Value as Json;
 
 /// A ferry project in a temporary directory.
 pub struct TestProject {
@@ -174,6 +175,32 @@ impl TestProject {
         lines.sort();
         lines
     }
+}
+
+/// A node's id, status, ledger, rows loaded and test failures.
+pub type Outcome = (String, Json, Json, Json, Json);
+
+/// What a run concluded per node: status, ledger, rows loaded, failures
+/// of tests; not its timings.
+pub fn outcomes(p: &TestProject) -> Vec<Outcome> {
+    let results = p.run_results();
+    let mut rows: Vec<_> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id = r["unique_id"].as_str().unwrap().to_owned();
+            // The files' paths name the run.
+            let mut ledger = r["ledger"].clone();
+            if let Some(l) = ledger.as_object_mut() {
+                l.remove("error_log");
+                l.remove("quarantine_file");
+            }
+            (id, r["status"].clone(), ledger, r["load"]["rows"].clone(), r["failures"].clone())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }
 
 /// A self-signed certificate for `cn` (also its DNS name) and its key, as PEM.

@@ -88,6 +88,23 @@ pub(crate) fn python(tools: &std::path::Path, code: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// moto's S3 server on a free port, with `script` run first (Python, with
+/// `s3` a boto3 client of it); the server, stopped when dropped, and its port.
+pub(crate) fn moto(tools: &std::path::Path, script: &str) -> (Server, u16) {
+    let port = free_port();
+    let server = start(
+        Command::new(tools.join("venv/bin/moto_server")).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+        port,
+    );
+    python(
+        tools,
+        &format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s')\n{script}"
+        ),
+    );
+    (server, port)
+}
+
 /// The environment that points object_store's S3 client at moto on `port`.
 pub(crate) fn s3_env(port: u16) -> [(&'static str, String); 5] {
     [
@@ -121,16 +138,10 @@ const EVENTS: &str = "{\"id\": 1}\\n{\"id\": 2}\\n";
 #[tokio::test]
 async fn s3_sources_are_read_from_an_s3_server() {
     let Some(tools) = tools() else { return };
-    let port = free_port();
-    let _server = start(
-        Command::new(tools.join("venv/bin/moto_server")).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-        port,
-    );
-    python(
+    let (_server, port) = moto(
         &tools,
         &format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s')\n\
-             s3.create_bucket(Bucket='lake')\n\
+            "s3.create_bucket(Bucket='lake')\n\
              s3.put_object(Bucket='lake', Key='crm/orders.csv', Body=b'{ORDERS}')\n\
              s3.put_object(Bucket='lake', Key='crm/events/part-0.json', Body=b'{EVENTS}')\n\
              s3.put_object(Bucket='lake', Key='crm/events/part-1.json', Body=b'{EVENTS}')\n"
@@ -337,4 +348,116 @@ async fn legacy_formats_at_a_url_are_fetched_and_read() {
         "{}",
         several.stderr
     );
+}
+
+/// The moto bucket `stages` on `port`.
+fn bucket(port: u16) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_allow_http(true)
+        .with_bucket_name("stages")
+        .with_access_key_id("k")
+        .with_secret_access_key("s")
+        .with_region("us-east-1")
+        .build()
+        .unwrap()
+}
+
+/// The stage manifest of `model` in the moto bucket `stages` under `crm/`.
+async fn stored_manifest(port: u16, model: &str) -> Option<serde_json::Value> {
+    use object_store::ObjectStoreExt;
+    let store = bucket(port);
+    let path = object_store::path::Path::from(format!("crm/{model}/_ferry_stage.json"));
+    let bytes = store.get(&path).await.ok()?.bytes().await.unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The objects under `crm/<model>/` in the moto bucket `stages`.
+async fn stored_objects(port: u16, model: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let store = bucket(port);
+    let prefix = object_store::path::Path::from(format!("crm/{model}"));
+    let listed: Vec<object_store::ObjectMeta> =
+        object_store::ObjectStore::list(&store, Some(&prefix)).try_collect().await.unwrap();
+    let mut names: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}
+
+/// The project's stages in an S3 bucket (`stage_dir: s3://...`, moto):
+/// the bundled example builds, loads and reconciles from them as from
+/// stages on this machine, byte for byte; a model that fails leaves its
+/// stage as it was; an incremental model, whose stage ferry keeps on this
+/// machine only, fails with that said and the rest runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
+    let Some(tools) = tools() else { return };
+    let (_server, port) = moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let env = s3_env(port);
+    let local = TestProject::example().model("marts/later.sql", "select customer_id from {{ ref('customers') }}");
+    let ran = local.run(["build"]);
+    assert_eq!(ran.code, Some(0), "local: {}\n{}", ran.stdout, ran.stderr);
+    let remote = TestProject::example().model("marts/later.sql", "select customer_id from {{ ref('customers') }}");
+    let ferry_yml = remote.read("ferry.yml");
+    let remote = remote.file("ferry.yml", &format!("{ferry_yml}\nstage_dir: s3://stages/crm\n"));
+    let ran = remote.ferry(["build"]).envs(env.clone()).output().expect("build");
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(0), "stages in S3: {said}");
+    assert!(!remote.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
+
+    // Every stage alike, to the byte (the checksum is over the files).
+    let mut staged: Vec<String> = fs_err::read_dir(local.path().join(".ferry/stage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    staged.sort();
+    assert!(staged.len() >= 4, "{staged:?}");
+    for model in &staged {
+        let here: serde_json::Value =
+            serde_json::from_str(&local.read(&format!(".ferry/stage/{model}/_ferry_stage.json"))).unwrap();
+        let there = stored_manifest(port, model).await.unwrap_or_else(|| panic!("`{model}` is staged in the bucket"));
+        for field in ["row_count", "checksum", "files", "columns"] {
+            assert_eq!(here[field], there[field], "`{model}`: {field}");
+        }
+        let version = there["version"].as_str().expect("a version");
+        let mut expected: Vec<String> = here["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| format!("crm/{model}/{version}/{}", f["name"].as_str().unwrap()))
+            .collect();
+        expected.push(format!("crm/{model}/_ferry_stage.json"));
+        expected.sort();
+        assert_eq!(stored_objects(port, model).await, expected, "`{model}`: nothing but its version");
+    }
+    // Loaded and reconciled alike: each node's status and rows loaded.
+    assert_eq!(crate::common::outcomes(&local), crate::common::outcomes(&remote));
+    let ran = remote.ferry(["reconcile"]).envs(env.clone()).output().expect("reconcile");
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(0), "reconciled from the bucket: {said}");
+
+    // A model that fails while its rows are written keeps the stage it had.
+    let before = stored_manifest(port, "later").await.unwrap();
+    let objects = stored_objects(port, "later").await;
+    let remote = remote.model(
+        "marts/later.sql",
+        "select cast(concat('x', customer_id) as int) as customer_id from {{ ref('customers') }}",
+    );
+    let ran = remote.ferry(["run", "-s", "later"]).envs(env.clone()).output().expect("run");
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(1), "{said}");
+    assert!(said.contains("`later`"), "{said}");
+    assert_eq!(stored_manifest(port, "later").await.unwrap(), before);
+    assert_eq!(stored_objects(port, "later").await, objects, "no half-written version is left");
+
+    // An incremental model is refused; the others run.
+    let remote = remote
+        .model("marts/later.sql", "select customer_id from {{ ref('customers') }}")
+        .model("marts/grown.sql", "{{ config(materialized='incremental') }}\nselect 1 as x");
+    let ran = remote.ferry(["run", "-s", "later", "grown"]).envs(env).output().expect("run");
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(1), "{said}");
+    assert!(said.contains("`grown` is an incremental model, whose stage ferry keeps on this machine only"), "{said}");
+    assert_ne!(stored_manifest(port, "later").await.unwrap()["version"], before["version"], "`later` ran again");
 }

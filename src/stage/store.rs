@@ -1,0 +1,212 @@
+//! Stages in an object store (`stage_dir: s3://bucket/prefix`), so that
+//! the ferry host and every machine of a cluster read the same stages.
+//!
+//! An object store has no rename, so a stage there is versioned: its files
+//! go under `<root>/<model>/<version>/`, and the manifest, written last at
+//! `<root>/<model>/_ferry_stage.json` in one PUT (which every store makes
+//! visible whole or not at all), names the version. A reader trusts only
+//! the version the manifest names, with each file's size checked against
+//! it ([`read_manifest`]). Once a new manifest is in place, every other
+//! version under the model's prefix is removed: the one it replaced, and
+//! any left by a write that never reached its manifest (a failure, Ctrl-C,
+//! a killed process).
+
+use std::sync::Arc;
+
+use camino::Utf8PathBuf;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use super::{Dir, MANIFEST_FILE, StageError, StageManifest, StageOptions, StagedTable};
+
+/// A prefix of an object store: a stage root, or one model's stage in it.
+#[derive(Clone)]
+pub struct Stored {
+    store: Arc<dyn ObjectStore>,
+    /// The prefix's URL, ending in `/`.
+    url: Url,
+    prefix: Path,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Stored").field(&self.url.as_str()).finish()
+    }
+}
+
+impl std::fmt::Display for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.url.as_str())
+    }
+}
+
+impl Stored {
+    /// The prefix at `url` (`s3://bucket/some/prefix`) in `store`, the
+    /// store that holds that URL's objects.
+    pub fn new(url: &Url, store: Arc<dyn ObjectStore>) -> Result<Stored, object_store::path::Error> {
+        let mut url = url.clone();
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let prefix = Path::from_url_path(url.path())?;
+        Ok(Stored { store, url, prefix })
+    }
+
+    /// The prefix `name/` under this one.
+    pub fn child(&self, name: &str) -> Stored {
+        let url = self.url.join(&format!("{}/", urlencoding(name))).unwrap_or_else(|_| self.url.clone());
+        Stored { store: Arc::clone(&self.store), url, prefix: self.prefix.clone().join(name) }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object `name` under this prefix.
+    pub(super) fn object(&self, name: &str) -> Path {
+        name.split('/').fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+
+    /// `name` under this prefix, as a path for messages.
+    pub(super) fn shown(&self, name: &str) -> Utf8PathBuf {
+        Utf8PathBuf::from(format!("{}{name}", self.url))
+    }
+}
+
+/// A model name as one segment of a URL path.
+fn urlencoding(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// Streams `partitions` into a new version of `model`'s stage under
+/// `root`, then writes the manifest that makes it the stage.
+pub(super) async fn write_stage(
+    root: &Stored,
+    model: &str,
+    partitions: Vec<SendableRecordBatchStream>,
+    options: StageOptions,
+) -> Result<StagedTable, StageError> {
+    let dir = root.child(model);
+    let version = format!("v-{}", uuid::Uuid::new_v4().simple());
+    let written = dir.child(&version);
+    // Dropped (Ctrl-C) before its manifest is written, the version is
+    // removed in the background; failed, it is removed here.
+    let unfinished = Unfinished { dir: Some(written.clone()) };
+    let put = async {
+        let mut manifest =
+            super::write_files(&super::Files::Stored(written.clone()), model, partitions, options).await?;
+        manifest.version = Some(version.clone());
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &dir.shown(MANIFEST_FILE), e))?;
+        let path = dir.object(MANIFEST_FILE);
+        dir.store.put(&path, PutPayload::from(json)).await.map_err(|e| io("write", &dir.shown(MANIFEST_FILE), e))?;
+        Ok(manifest)
+    };
+    let manifest = put.await;
+    unfinished.kept();
+    let manifest = match manifest {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            remove_all(&written.store, &written.prefix).await;
+            return Err(e);
+        }
+    };
+    remove_versions_but(&dir, &version).await;
+    Ok(StagedTable { dir: Dir::Stored(Box::new(dir)), manifest })
+}
+
+/// Reads a stored stage's manifest and checks that the version it names
+/// has all its files, with the recorded sizes.
+pub(super) async fn read_manifest(dir: &Stored) -> Result<StageManifest, StageError> {
+    let model = dir.prefix.filename().unwrap_or_default().to_owned();
+    let corrupt =
+        |reason: String| StageError::Corrupt { model: model.clone(), path: Utf8PathBuf::from(dir.to_string()), reason };
+    let text = match dir.store.get(&dir.object(MANIFEST_FILE)).await {
+        Ok(got) => got.bytes().await.map_err(|e| io("read", &dir.shown(MANIFEST_FILE), e))?,
+        Err(object_store::Error::NotFound { .. }) => return Err(corrupt(format!("`{MANIFEST_FILE}` is missing"))),
+        Err(e) => return Err(io("read", &dir.shown(MANIFEST_FILE), e)),
+    };
+    let manifest: StageManifest =
+        serde_json::from_slice(&text).map_err(|e| corrupt(format!("`{MANIFEST_FILE}` is invalid: {e}")))?;
+    let Some(version) = manifest.version.clone() else {
+        return Err(corrupt(format!("`{MANIFEST_FILE}` names no version of the stage")));
+    };
+    let heads = futures::stream::iter(manifest.files.iter().map(|f| {
+        let name = format!("{version}/{}", f.name);
+        async move { (dir.store.head(&dir.object(&name)).await, name, f.bytes) }
+    }))
+    .buffered(8)
+    .collect::<Vec<_>>()
+    .await;
+    for (head, name, bytes) in heads {
+        match head {
+            Ok(meta) if meta.size == bytes => {}
+            Ok(meta) => return Err(corrupt(format!("`{name}` has {} bytes, the manifest says {bytes}", meta.size))),
+            Err(object_store::Error::NotFound { .. }) => return Err(corrupt(format!("`{name}` is missing"))),
+            Err(e) => return Err(io("inspect", &dir.shown(&name), e)),
+        }
+    }
+    Ok(manifest)
+}
+
+/// Removes every version of the stage in `dir` but `keep` (failures are
+/// logged: what is left is removed by the next write of the stage).
+async fn remove_versions_but(dir: &Stored, keep: &str) {
+    let listed = match dir.store.list_with_delimiter(Some(&dir.prefix)).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!("cannot list the old versions of the stage at {dir}: {e}");
+            return;
+        }
+    };
+    for version in listed.common_prefixes {
+        if version.filename() != Some(keep) {
+            remove_all(&dir.store, &version).await;
+        }
+    }
+}
+
+/// Removes every object under `prefix`, logging what could not be.
+async fn remove_all(store: &Arc<dyn ObjectStore>, prefix: &Path) {
+    let objects = store.list(Some(prefix)).map_ok(|meta| meta.location).boxed();
+    let mut removed = store.delete_stream(objects);
+    while let Some(done) = removed.next().await {
+        if let Err(e) = done {
+            tracing::warn!("cannot remove `{prefix}` from the stage store: {e}");
+        }
+    }
+}
+
+/// The version being written: removed in the background if dropped before
+/// [`Unfinished::kept`] (the write's future dropped, as by Ctrl-C).
+struct Unfinished {
+    dir: Option<Stored>,
+}
+
+impl Unfinished {
+    fn kept(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move { remove_all(&dir.store, &dir.prefix).await });
+    }
+}
+
+pub(super) fn io(
+    action: &'static str,
+    path: &Utf8PathBuf,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StageError {
+    StageError::Io { action, path: path.clone(), source: std::io::Error::other(e) }
+}
