@@ -312,26 +312,17 @@ fn within_two_minutes_doing(
     std::process::Output { status, stdout: take(stdout), stderr: take(stderr) }
 }
 
-/// The stage manifests of `p`, by stage (what a run committed).
-fn stage_manifests(p: &TestProject) -> Vec<(String, Json)> {
-    stages(p)
-        .into_iter()
-        .map(|s| {
-            let text = p.read(&format!(".ferry/stage/{s}/_ferry_stage.json"));
-            (s, serde_json::from_str(&text).unwrap())
-        })
-        .collect()
-}
-
 /// `ferry cluster scheduler` and two `ferry cluster executor` processes on
-/// loopback ports, reading an `s3://` source (moto's S3 server) themselves:
-/// a run equals the local run; a run that loses an executor midway either
+/// loopback ports, reading an `s3://` source (moto's S3 server) themselves,
+/// with the stages in the same store (`stage_dir: s3://lake/stages`, read
+/// by the executors for the model that joins the other): a run equals the
+/// local run; a run that loses an executor midway either
 /// finishes with the same stages or fails, naming the cause, and leaves
 /// every earlier stage as it was; the next run, on the executor left,
 /// equals the local run again.
 #[test]
 fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
-    use crate::object_stores::{Server, free_port, moto, start, tools};
+    use crate::object_stores::{Server, free_port, moto, query_stored, start, stored_manifest, tools};
     use std::process::Stdio;
     let Some(tools) = tools() else { return };
     // Four files of 50,000 rows: tasks enough to spread over both executors.
@@ -391,25 +382,43 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
                  from {{ source('lake', 'orders') }} o join {{ ref('by_customer') }} c on c.customer = o.customer",
             )
     };
-    async fn rows(p: &TestProject) -> Vec<String> {
+    const STAGES: [&str; 2] = ["by_customer", "ranked"];
+    async fn local_rows(p: &TestProject) -> Vec<String> {
         let mut all = Vec::new();
-        for stage in ["by_customer", "ranked"] {
+        for stage in STAGES {
             all.extend(p.query_stages(&[stage], &format!("select * from {stage}")).await);
         }
         all
     }
+    let at = (s3, "lake", "stages");
+    let rows = || async move {
+        let mut all = Vec::new();
+        for stage in STAGES {
+            all.extend(query_stored(at, &[stage], &format!("select * from {stage}")).await);
+        }
+        all
+    };
+    // What a run committed, by stage.
+    let stage_manifests = || async move {
+        let mut all = Vec::new();
+        for stage in STAGES {
+            all.push((stage.to_owned(), stored_manifest(at, stage).await.expect("a stored stage")));
+        }
+        all
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let local = project();
     let ran = local.ferry(["run"]).envs(env.clone()).output().unwrap();
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
-    let expected = runtime.block_on(rows(&local));
+    let expected = runtime.block_on(local_rows(&local));
     assert_eq!(expected.len(), 97 + 200_000);
 
-    let p = project();
+    let p = project().file("ferry.yml", "name: shop\nstage_dir: s3://lake/stages\n");
     let ran = within_two_minutes(p.ferry(["run", "--cluster", &url]).envs(env.clone()).env("RUST_LOG", "info"));
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(runtime.block_on(rows(&p)), expected);
-    let committed = stage_manifests(&p);
+    assert_eq!(runtime.block_on(rows()), expected);
+    assert!(!p.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
+    let committed = runtime.block_on(stage_manifests());
     // Each model's job ran as stages of tasks, its result on these executors.
     let ours = |a: &str| flights.iter().any(|f| a == format!("127.0.0.1:{f}"));
     let jobs = cluster_jobs(&p);
@@ -434,21 +443,21 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("the run that lost an executor: {}\n{err}", out.status);
     if out.status.success() {
-        assert_eq!(runtime.block_on(rows(&p)), expected, "a run that finished has the right rows");
+        assert_eq!(runtime.block_on(rows()), expected, "a run that finished has the right rows");
     } else {
         // Each model that finished committed its stage, with the right
         // rows; the one that failed says why, and kept its earlier stage.
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("failed while running") && err.contains("executor"), "{err}");
         let results = p.run_results();
-        let now = stage_manifests(&p);
+        let now = runtime.block_on(stage_manifests());
         for (stage, manifest) in &committed {
             let status =
                 crate::common::node_result(&results, &format!("model.shop.{stage}")).unwrap()["status"].clone();
             let kept = now.iter().find(|(s, _)| s == stage).map(|(_, m)| m);
             if status == "success" {
                 let sql = format!("select * from {stage}");
-                let here = runtime.block_on(p.query_stages(&[stage], &sql));
+                let here = runtime.block_on(query_stored(at, &[stage], &sql));
                 assert_eq!(here, runtime.block_on(local.query_stages(&[stage], &sql)), "{stage}");
             } else {
                 assert_eq!(kept, Some(manifest), "`{stage}` ({status}) kept its stage: {err}");
@@ -462,6 +471,6 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     std::thread::sleep(std::time::Duration::from_secs(26));
     let ran = within_two_minutes(p.ferry(["run", "--cluster", &url]).envs(env).env("RUST_LOG", "info"));
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(runtime.block_on(rows(&p)), expected);
+    assert_eq!(runtime.block_on(rows()), expected);
     drop(executors);
 }

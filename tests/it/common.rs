@@ -169,12 +169,17 @@ impl TestProject {
             let dir = self.path().join(".ferry/stage").join(m);
             ctx.register_parquet(*m, dir.as_str(), Default::default()).await.expect("stage readable");
         }
-        let batches = ctx.sql(sql).await.expect("query plans").collect().await.expect("query runs");
-        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
-        let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with('|')).skip(1).map(str::to_owned).collect();
-        lines.sort();
-        lines
+        sorted_rows(&ctx, sql).await
     }
+}
+
+/// The rows of `sql` in `ctx`, one line per row, sorted.
+pub async fn sorted_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.expect("query plans").collect().await.expect("query runs");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
+    let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with('|')).skip(1).map(str::to_owned).collect();
+    lines.sort();
+    lines
 }
 
 /// A node's id, status, ledger, rows loaded and test failures.

@@ -350,12 +350,12 @@ async fn legacy_formats_at_a_url_are_fetched_and_read() {
     );
 }
 
-/// The moto bucket `stages` on `port`.
-fn bucket(port: u16) -> object_store::aws::AmazonS3 {
+/// The moto bucket `name` on `port`.
+fn bucket(port: u16, name: &str) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
         .with_endpoint(format!("http://127.0.0.1:{port}"))
         .with_allow_http(true)
-        .with_bucket_name("stages")
+        .with_bucket_name(name)
         .with_access_key_id("k")
         .with_secret_access_key("s")
         .with_region("us-east-1")
@@ -363,19 +363,38 @@ fn bucket(port: u16) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
-/// The stage manifest of `model` in the moto bucket `stages` under `crm/`.
-async fn stored_manifest(port: u16, model: &str) -> Option<serde_json::Value> {
+/// Where stages are in moto on a port: `(port, bucket, prefix)`.
+pub(crate) type StageDir<'a> = (u16, &'a str, &'a str);
+
+/// The stage manifest of `model` at `at`.
+pub(crate) async fn stored_manifest((port, name, prefix): StageDir<'_>, model: &str) -> Option<serde_json::Value> {
     use object_store::ObjectStoreExt;
-    let store = bucket(port);
-    let path = object_store::path::Path::from(format!("crm/{model}/_ferry_stage.json"));
+    let store = bucket(port, name);
+    let path = object_store::path::Path::from(format!("{prefix}/{model}/_ferry_stage.json"));
     let bytes = store.get(&path).await.ok()?.bytes().await.unwrap();
     Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Rows of `sql` over the stages at `at` of `models` (each registered
+/// under its name), sorted, as `TestProject::query_stages` gives them.
+pub(crate) async fn query_stored(at: StageDir<'_>, models: &[&str], sql: &str) -> Vec<String> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let (port, name, prefix) = at;
+    let url = url::Url::parse(&format!("s3://{name}")).unwrap();
+    ctx.register_object_store(&url, std::sync::Arc::new(bucket(port, name)));
+    for m in models {
+        let manifest = stored_manifest(at, m).await.expect("a stored stage");
+        let version = manifest["version"].as_str().expect("a version");
+        let files = format!("s3://{name}/{prefix}/{m}/{version}/");
+        ctx.register_parquet(*m, &files, Default::default()).await.expect("stage readable");
+    }
+    crate::common::sorted_rows(&ctx, sql).await
 }
 
 /// The objects under `crm/<model>/` in the moto bucket `stages`.
 async fn stored_objects(port: u16, model: &str) -> Vec<String> {
     use futures::TryStreamExt;
-    let store = bucket(port);
+    let store = bucket(port, "stages");
     let prefix = object_store::path::Path::from(format!("crm/{model}"));
     let listed: Vec<object_store::ObjectMeta> =
         object_store::ObjectStore::list(&store, Some(&prefix)).try_collect().await.unwrap();
@@ -416,7 +435,9 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     for model in &staged {
         let here: serde_json::Value =
             serde_json::from_str(&local.read(&format!(".ferry/stage/{model}/_ferry_stage.json"))).unwrap();
-        let there = stored_manifest(port, model).await.unwrap_or_else(|| panic!("`{model}` is staged in the bucket"));
+        let there = stored_manifest((port, "stages", "crm"), model)
+            .await
+            .unwrap_or_else(|| panic!("`{model}` is staged in the bucket"));
         for field in ["row_count", "checksum", "files", "columns"] {
             assert_eq!(here[field], there[field], "`{model}`: {field}");
         }
@@ -438,7 +459,7 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     assert_eq!(ran.status.code(), Some(0), "reconciled from the bucket: {said}");
 
     // A model that fails while its rows are written keeps the stage it had.
-    let before = stored_manifest(port, "later").await.unwrap();
+    let before = stored_manifest((port, "stages", "crm"), "later").await.unwrap();
     let objects = stored_objects(port, "later").await;
     let remote = remote.model(
         "marts/later.sql",
@@ -448,7 +469,7 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
     assert_eq!(ran.status.code(), Some(1), "{said}");
     assert!(said.contains("`later`"), "{said}");
-    assert_eq!(stored_manifest(port, "later").await.unwrap(), before);
+    assert_eq!(stored_manifest((port, "stages", "crm"), "later").await.unwrap(), before);
     assert_eq!(stored_objects(port, "later").await, objects, "no half-written version is left");
 
     // An incremental model is refused; the others run.
@@ -459,5 +480,9 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
     assert_eq!(ran.status.code(), Some(1), "{said}");
     assert!(said.contains("`grown` is an incremental model, whose stage ferry keeps on this machine only"), "{said}");
-    assert_ne!(stored_manifest(port, "later").await.unwrap()["version"], before["version"], "`later` ran again");
+    assert_ne!(
+        stored_manifest((port, "stages", "crm"), "later").await.unwrap()["version"],
+        before["version"],
+        "`later` ran again"
+    );
 }
