@@ -73,8 +73,8 @@ pub struct EngineOptions {
     pub masking: Option<crate::mask::Key>,
     /// Run queries on this Ballista cluster (`df://host:port`) instead of
     /// in this process, with tables only ferry reads written under the
-    /// directory given (see [`super::cluster`]).
-    pub cluster: Option<(String, Utf8PathBuf)>,
+    /// directory or object-store prefix given (see [`super::cluster`]).
+    pub cluster: Option<(String, crate::stage::Root)>,
 }
 
 impl Default for EngineOptions {

@@ -252,9 +252,14 @@ async fn run_nodes(
     let work = (engine, manifest, (Arc::clone(&places), Arc::new(tests)), &late);
     let interrupted = schedule_nodes(&gated, work, options.threads, &mut collect, &rows).await;
     observer.event(RunEvent::Executed);
-    let _ = fs_err::remove_dir_all(&places.scratch_root);
-    if let Some(parent) = places.scratch_root.parent() {
-        let _ = fs_err::remove_dir(parent); // only if no other run is using it
+    match &places.scratch_root {
+        stage::Root::Local(scratch) => {
+            let _ = fs_err::remove_dir_all(scratch);
+            if let Some(parent) = scratch.parent() {
+                let _ = fs_err::remove_dir(parent); // only if no other run is using it
+            }
+        }
+        stage::Root::Stored(scratch) => stage::store::remove(scratch).await,
     }
     NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted, renders: collect.renders }
 }
@@ -264,7 +269,11 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
     let run_id = prepared.manifest.globals.invocation_id.clone();
     Places {
         stage_root: prepared.stages.clone(),
-        scratch_root: prepared.layout.scratch(&run_id),
+        scratch_root: match &prepared.stages {
+            // Where a cluster's executors read the stages, they read these.
+            stage::Root::Stored(stages) => stage::Root::Stored(stages.child(stage::SCRATCH).child(&run_id)),
+            stage::Root::Local(_) => stage::Root::Local(prepared.layout.scratch(&run_id)),
+        },
         stage_options: StageOptions { rows_written: Some(Arc::clone(rows)), ..StageOptions::default() },
         compute_once: materialize::views_read_more_than_once(&prepared.manifest, runnable),
         run_dir: prepared.layout.run(&run_id),

@@ -37,8 +37,9 @@ use crate::validate::{conversions, rules};
 pub struct Places {
     /// `.ferry/stage`, or the project's `stage_dir`: staged tables and seeds.
     pub stage_root: Root,
-    /// Scratch space for views computed once, removed after the run.
-    pub scratch_root: Utf8PathBuf,
+    /// Scratch space for views computed once, removed after the run: under
+    /// `.ferry/tmp/`, or beside the stages in an object store.
+    pub scratch_root: Root,
     pub stage_options: StageOptions,
     /// Views read by more than one model in this run.
     pub compute_once: HashSet<NodeId>,
@@ -167,7 +168,7 @@ pub async fn materialize(
                 Ok(if *materialized == Materialization::View { Materialized::View } else { Materialized::Ephemeral })
             }
             Materialization::View | Materialization::Ephemeral => {
-                Ok(Materialized::ComputedOnce(run.stage(sql, &Root::Local(places.scratch_root.clone())).await?))
+                Ok(Materialized::ComputedOnce(run.stage(sql, &places.scratch_root).await?))
             }
             Materialization::Table if matches!(node.config.change_detection, Ok(Some(_)) | Err(_)) => {
                 match &node.config.change_detection {

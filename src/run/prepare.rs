@@ -125,6 +125,16 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     }))
 }
 
+/// Where the copies of tables a cluster cannot read itself go: beside the
+/// stages when they are in an object store (which every machine reads),
+/// else under `.ferry/tmp/`.
+fn cluster_scratch(prepared: &Prepared) -> crate::stage::Root {
+    match &prepared.stages {
+        crate::stage::Root::Stored(stages) => crate::stage::Root::Stored(stages.child(crate::stage::SCRATCH)),
+        crate::stage::Root::Local(_) => crate::stage::Root::Local(prepared.layout.tmp()),
+    }
+}
+
 /// Where the stages live: the project's `stage_dir` (a directory,
 /// relative to the project, or an object-store URL), else `.ferry/stage`.
 fn stage_root(
@@ -380,7 +390,7 @@ pub fn engine(prepared: &Prepared, memory_limit: Option<u64>) -> Result<Engine> 
         memory_limit: Some(limit),
         spill_dir: Some(layout.spill()),
         masking: prepared.masking.clone(),
-        cluster: prepared.cluster.clone().map(|url| (url, layout.tmp())),
+        cluster: prepared.cluster.clone().map(|url| (url, cluster_scratch(prepared))),
         ..EngineOptions::default()
     };
     match &prepared.cluster {

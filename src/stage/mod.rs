@@ -100,6 +100,11 @@ pub struct StageManifest {
     pub version: Option<String>,
 }
 
+/// The prefix, beside the stages in an object store, of what a run writes
+/// for itself only (views computed once, tables copied for a cluster),
+/// removed as the run ends.
+pub const SCRATCH: &str = "_ferry_scratch";
+
 /// Where the stages live: a directory, or a prefix of an object store.
 #[derive(Debug, Clone)]
 pub enum Root {

@@ -172,6 +172,12 @@ async fn remove_versions_but(dir: &Stored, keep: &str) {
     }
 }
 
+/// Removes everything under `dir` (a run's scratch), logging what could
+/// not be removed.
+pub async fn remove(dir: &Stored) {
+    remove_all(&dir.store, &dir.prefix).await;
+}
+
 /// Removes every object under `prefix`, logging what could not be.
 async fn remove_all(store: &Arc<dyn ObjectStore>, prefix: &Path) {
     let objects = store.list(Some(prefix)).map_ok(|meta| meta.location).boxed();

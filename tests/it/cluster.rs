@@ -322,7 +322,7 @@ fn within_two_minutes_doing(
 /// equals the local run again.
 #[test]
 fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
-    use crate::object_stores::{Server, free_port, moto, query_stored, start, stored_manifest, tools};
+    use crate::object_stores::{Server, free_port, moto, query_stored, start, stored_manifest, stored_objects, tools};
     use std::process::Stdio;
     let Some(tools) = tools() else { return };
     // Four files of 50,000 rows: tasks enough to spread over both executors.
@@ -366,11 +366,18 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
         })
         .collect();
     let url = format!("df://127.0.0.1:{scheduler}");
+    // And a JSON file of nested records, which ferry reads for the cluster.
     let project = || {
-        TestProject::new()
+        let p = TestProject::new()
             .file(
                 "models/sources.yml",
-                "sources:\n  - name: lake\n    tables:\n      - name: orders\n        path: s3://lake/orders/\n        format: csv\n",
+                "sources:\n  - name: lake\n    tables:\n      - name: orders\n        path: s3://lake/orders/\n        format: csv\n\
+                 \x20 - name: legacy\n    tables:\n      - name: nested\n        path: data/customers.json\n        columns:\n\
+                 \x20         - name: city\n            path: address.city\n",
+            )
+            .model(
+                "cities.sql",
+                "{{ config(materialized='table') }}\nselect city, count(*) as n from {{ source('legacy', 'nested') }} group by city",
             )
             .model(
                 "by_customer.sql",
@@ -380,7 +387,11 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
                 "ranked.sql",
                 "{{ config(materialized='table') }}\nselect o.id, o.customer, o.amount, rank() over (partition by o.customer order by o.amount desc, o.id) as r, c.total \
                  from {{ source('lake', 'orders') }} o join {{ ref('by_customer') }} c on c.customer = o.customer",
-            )
+            );
+        let legacy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/customers.json");
+        fs_err::create_dir_all(p.path().join("data")).unwrap();
+        fs_err::copy(legacy, p.path().join("data/customers.json")).unwrap();
+        p
     };
     const STAGES: [&str; 2] = ["by_customer", "ranked"];
     async fn local_rows(p: &TestProject) -> Vec<String> {
@@ -418,6 +429,14 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(runtime.block_on(rows()), expected);
     assert!(!p.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
+    // The nested JSON was read here and copied beside the stages for the
+    // cluster, the copy removed with the run.
+    let said = String::from_utf8_lossy(&ran.stderr);
+    assert!(said.contains("`legacy.nested` is read by ferry on this machine and staged for the cluster"), "{said}");
+    let sql = "select * from cities";
+    let cities = runtime.block_on(query_stored(at, &["cities"], sql));
+    assert_eq!(cities, runtime.block_on(local.query_stages(&["cities"], sql)));
+    assert_eq!(runtime.block_on(stored_objects(at, "_ferry_scratch")), Vec::<String>::new());
     let committed = runtime.block_on(stage_manifests());
     // Each model's job ran as stages of tasks, its result on these executors.
     let ours = |a: &str| flights.iter().any(|f| a == format!("127.0.0.1:{f}"));

@@ -391,11 +391,11 @@ pub(crate) async fn query_stored(at: StageDir<'_>, models: &[&str], sql: &str) -
     crate::common::sorted_rows(&ctx, sql).await
 }
 
-/// The objects under `crm/<model>/` in the moto bucket `stages`.
-async fn stored_objects(port: u16, model: &str) -> Vec<String> {
+/// The objects under `<model>/` at `at`.
+pub(crate) async fn stored_objects((port, name, prefix): StageDir<'_>, model: &str) -> Vec<String> {
     use futures::TryStreamExt;
-    let store = bucket(port, "stages");
-    let prefix = object_store::path::Path::from(format!("crm/{model}"));
+    let store = bucket(port, name);
+    let prefix = object_store::path::Path::from(format!("{prefix}/{model}"));
     let listed: Vec<object_store::ObjectMeta> =
         object_store::ObjectStore::list(&store, Some(&prefix)).try_collect().await.unwrap();
     let mut names: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
@@ -450,17 +450,29 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
             .collect();
         expected.push(format!("crm/{model}/_ferry_stage.json"));
         expected.sort();
-        assert_eq!(stored_objects(port, model).await, expected, "`{model}`: nothing but its version");
+        assert_eq!(
+            stored_objects((port, "stages", "crm"), model).await,
+            expected,
+            "`{model}`: nothing but its version"
+        );
     }
+    let sql = "select * from customers";
+    assert_eq!(
+        query_stored((port, "stages", "crm"), &["customers"], sql).await,
+        local.query_stages(&["customers"], sql).await
+    );
     // Loaded and reconciled alike: each node's status and rows loaded.
     assert_eq!(crate::common::outcomes(&local), crate::common::outcomes(&remote));
+    // `stg_orders` and `stg_accounts`, views both marts read, were computed
+    // once into the run's scratch beside the stages, removed as it ended.
+    assert_eq!(stored_objects((port, "stages", "crm"), "_ferry_scratch").await, Vec::<String>::new());
     let ran = remote.ferry(["reconcile"]).envs(env.clone()).output().expect("reconcile");
     let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
     assert_eq!(ran.status.code(), Some(0), "reconciled from the bucket: {said}");
 
     // A model that fails while its rows are written keeps the stage it had.
     let before = stored_manifest((port, "stages", "crm"), "later").await.unwrap();
-    let objects = stored_objects(port, "later").await;
+    let objects = stored_objects((port, "stages", "crm"), "later").await;
     let remote = remote.model(
         "marts/later.sql",
         "select cast(concat('x', customer_id) as int) as customer_id from {{ ref('customers') }}",
@@ -470,7 +482,7 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     assert_eq!(ran.status.code(), Some(1), "{said}");
     assert!(said.contains("`later`"), "{said}");
     assert_eq!(stored_manifest((port, "stages", "crm"), "later").await.unwrap(), before);
-    assert_eq!(stored_objects(port, "later").await, objects, "no half-written version is left");
+    assert_eq!(stored_objects((port, "stages", "crm"), "later").await, objects, "no half-written version is left");
 
     // An incremental model is refused; the others run.
     let remote = remote

@@ -35,7 +35,7 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
@@ -375,7 +375,7 @@ pub(super) struct Remote {
     address: Address,
     /// Where tables the client reads for the cluster are written, removed
     /// with the engine.
-    dir: tempfile::TempDir,
+    dir: Scratch,
     /// Staged copies, by the provider they copy.
     staged: tokio::sync::Mutex<HashMap<usize, Arc<dyn TableProvider>>>,
     /// The tables read by the client, for the run's output.
@@ -391,7 +391,7 @@ pub(super) struct Remote {
 impl Remote {
     /// Connects `local`'s catalog and functions to the scheduler at
     /// `address`; tables the client must read are written under `scratch`.
-    pub(super) fn connect(local: &SessionContext, address: &Address, scratch: &Utf8Path) -> Result<Remote> {
+    pub(super) fn connect(local: &SessionContext, address: &Address, scratch: &crate::stage::Root) -> Result<Remote> {
         let target = (address.host.as_str(), address.port);
         let reached = std::net::ToSocketAddrs::to_socket_addrs(&target).and_then(|mut addrs| {
             let addr = addrs.next().ok_or_else(|| std::io::Error::other("the host name has no address"))?;
@@ -405,9 +405,16 @@ impl Remote {
             state.config_mut().options_mut().execution.target_partitions = n;
         }
         let ctx = SessionContext::new_with_state(state);
-        fs_err::create_dir_all(scratch)
-            .map_err(|e| DataFusionError::IoError(e).context(format!("creating `{scratch}`")))?;
-        let dir = tempfile::Builder::new().prefix("cluster-").tempdir_in(scratch)?;
+        let dir = match scratch {
+            crate::stage::Root::Local(scratch) => {
+                fs_err::create_dir_all(scratch)
+                    .map_err(|e| DataFusionError::IoError(e).context(format!("creating `{scratch}`")))?;
+                Scratch::Local(tempfile::Builder::new().prefix("cluster-").tempdir_in(scratch)?)
+            }
+            crate::stage::Root::Stored(scratch) => {
+                Scratch::Stored(scratch.child(&format!("cluster-{}", uuid::Uuid::new_v4().simple())))
+            }
+        };
         Ok(Remote {
             ctx,
             address: address.clone(),
@@ -668,10 +675,16 @@ impl Remote {
         }
         let file_name: String =
             name.to_string().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-        let dir = self.dir.path().join(format!("{file_name}-{}", staged.len()));
-        fs_err::create_dir_all(&dir)?;
-        let dir = dir.to_str().ok_or_else(|| DataFusionError::Plan("the cluster directory is not UTF-8".into()))?;
-        let url = format!("{dir}/");
+        let url = match &self.dir {
+            Scratch::Local(dir) => {
+                let dir = dir.path().join(format!("{file_name}-{}", staged.len()));
+                fs_err::create_dir_all(&dir)?;
+                let dir =
+                    dir.to_str().ok_or_else(|| DataFusionError::Plan("the cluster directory is not UTF-8".into()))?;
+                format!("{dir}/")
+            }
+            Scratch::Stored(dir) => dir.child(&format!("{file_name}-{}", staged.len())).url().to_string(),
+        };
         local.read_table(Arc::clone(provider))?.write_parquet(&url, DataFrameWriteOptions::new(), None).await?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new(ListingTableUrl::parse(&url)?)
@@ -684,6 +697,30 @@ impl Remote {
             names.push(name.to_string());
         }
         Ok(copy)
+    }
+}
+
+/// Where the copies of tables a cluster cannot read itself go: a temporary
+/// directory, or a prefix of the object store the stages are in; removed
+/// when dropped.
+enum Scratch {
+    Local(tempfile::TempDir),
+    Stored(crate::stage::Stored),
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Scratch::Stored(dir) = self else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let dir = dir.clone();
+        // Waited for where the runtime allows it, so that the process does
+        // not end before the copies are gone.
+        match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| runtime.block_on(crate::stage::store::remove(&dir)));
+            }
+            _ => drop(runtime.spawn(async move { crate::stage::store::remove(&dir).await })),
+        }
     }
 }
 
@@ -812,8 +849,10 @@ mod tests {
     async fn a_query_on(executors: usize) -> (LocalCluster, tempfile::TempDir, Remote, Arc<dyn ExecutionPlan>) {
         let cluster = LocalCluster::start(executors, 2).await.unwrap();
         let scratch = tempfile::tempdir().unwrap();
-        let dir = Utf8Path::from_path(scratch.path()).unwrap();
-        let remote = Remote::connect(&SessionContext::new(), &cluster.address, dir).unwrap();
+        let dir = camino::Utf8Path::from_path(scratch.path()).unwrap();
+        let remote =
+            Remote::connect(&SessionContext::new(), &cluster.address, &crate::stage::Root::Local(dir.to_owned()))
+                .unwrap();
         let sql = "select v % 7 as k, count(*) as n from (select unnest(range(1000)) as v) group by v % 7";
         let logical = remote.ctx.sql(sql).await.unwrap().into_unoptimized_plan();
         let plan = remote.plan(&logical).await.unwrap();
