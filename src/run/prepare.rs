@@ -160,7 +160,10 @@ fn stage_root(
         let path = camino::Utf8PathBuf::from_path_buf(path).map_err(|_| bad("the path is not UTF-8".into()))?;
         return Ok(crate::stage::Root::Local(path));
     }
-    let store = crate::engine::stores::store_for(&url).map_err(|e| bad(e.strip_backtrace()))?;
+    let store = crate::engine::stores::store_for(&url).map_err(|e| match e {
+        datafusion::error::DataFusionError::Plan(why) => bad(why),
+        e => bad(e.strip_backtrace()),
+    })?;
     let stored = crate::stage::Stored::new(&url, store).map_err(|e| bad(e.to_string()))?;
     Ok(crate::stage::Root::Stored(stored))
 }
