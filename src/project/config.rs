@@ -164,8 +164,8 @@ pub struct ProjectFile {
     pub executor: Option<String>,
     /// `stage_dir:`: where the stages live, a directory (relative to the
     /// project) or an object-store URL (`s3://bucket/prefix`); unset:
-    /// `.ferry/stage`.
-    pub stage_dir: Option<String>,
+    /// `.ferry/stage`. With where it is written, for errors.
+    pub stage_dir: Option<(String, Label)>,
     /// `dispatch:`: per macro namespace, the namespaces searched in order.
     pub dispatch: Vec<(String, Vec<String>)>,
     /// `packages-install-path` (dbt's default `dbt_packages`).
@@ -270,7 +270,9 @@ impl ProjectFile {
             _ => None,
         };
         let stage_dir = match root.get("stage_dir") {
-            Some(n) if !n.is_null() => Some(n.deserialize_into::<String>(&file, "`stage_dir`")?),
+            Some(n) if !n.is_null() => {
+                Some((n.deserialize_into::<String>(&file, "`stage_dir`")?, Label::new(&file, n.span.clone())))
+            }
             _ => None,
         };
         Ok(ProjectFile {

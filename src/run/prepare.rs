@@ -90,7 +90,7 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
         None => project.file.executor.clone(),
     };
     let layout = settings.layout();
-    let stages = match stage_root(project.file.stage_dir.as_deref(), &settings.root, &layout) {
+    let stages = match stage_root(project.file.stage_dir.as_ref(), &settings.root, &layout) {
         Ok(stages) => stages,
         Err(d) => {
             diagnostics.push(*d);
@@ -138,17 +138,17 @@ fn cluster_scratch(prepared: &Prepared) -> crate::stage::Root {
 /// Where the stages live: the project's `stage_dir` (a directory,
 /// relative to the project, or an object-store URL), else `.ferry/stage`.
 fn stage_root(
-    stage_dir: Option<&str>,
+    stage_dir: Option<&(String, crate::diagnostic::Label)>,
     root: &camino::Utf8Path,
     layout: &Layout,
 ) -> Result<crate::stage::Root, Box<Diagnostic>> {
-    let Some(text) = stage_dir.map(str::trim).filter(|t| !t.is_empty()) else {
+    let Some((text, at)) = stage_dir.map(|(t, at)| (t.trim(), at)).filter(|(t, _)| !t.is_empty()) else {
         return Ok(crate::stage::Root::Local(layout.stage_root()));
     };
     let bad = |why: String| {
         Box::new(
             Diagnostic::error(Code::ProjectFile, format!("`stage_dir: {text}` cannot hold the stages: {why}"))
-                .in_file(project_file(root)),
+                .with_label(at.clone()),
         )
     };
     if !text.contains("://") {
@@ -166,13 +166,6 @@ fn stage_root(
     })?;
     let stored = crate::stage::Stored::new(&url, store).map_err(|e| bad(e.to_string()))?;
     Ok(crate::stage::Root::Stored(stored))
-}
-
-/// The project file under `root` (`ferry.yml`, else `dbt_project.yml`).
-fn project_file(root: &camino::Utf8Path) -> camino::Utf8PathBuf {
-    let files = crate::project::config::PROJECT_FILES;
-    let name = files.iter().find(|f| root.join(f).is_file()).unwrap_or(&files[0]);
-    root.join(name)
 }
 
 /// With the stages in an object store: the nodes whose stages are still

@@ -235,7 +235,7 @@ pub async fn write_stage(
     };
     let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
     create_dir(&tmp.0).await?;
-    let manifest = write_files(&Files::Local(tmp.0.clone()), model, partitions, options).await?;
+    let manifest = write_files(&Dir::Local(tmp.0.clone()), model, partitions, options).await?;
     let path = tmp.0.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
     write_synced(&path, &json).await?;
@@ -289,30 +289,24 @@ pub fn sweep_leftovers(parent: &Utf8Path) {
     }
 }
 
-/// Where a stage's files are being written: a temporary directory, or a
-/// new version's prefix in an object store.
-#[derive(Debug, Clone)]
-enum Files {
-    Local(Utf8PathBuf),
-    Stored(Stored),
-}
-
-impl Files {
+/// Writing a stage's files into a directory: a temporary one, or a new
+/// version's prefix in an object store.
+impl Dir {
     /// File `name`, as messages show it.
     fn shown(&self, name: &str) -> Utf8PathBuf {
         match self {
-            Files::Local(dir) => dir.join(name),
-            Files::Stored(dir) => dir.shown(name),
+            Dir::Local(dir) => dir.join(name),
+            Dir::Stored(dir) => dir.shown(name),
         }
     }
 
     async fn create(&self, name: &str) -> Result<Box<dyn AsyncFileWriter>, StageError> {
         Ok(match self {
-            Files::Local(dir) => {
+            Dir::Local(dir) => {
                 let path = dir.join(name);
                 Box::new(tokio::fs::File::create(&path).await.map_err(|e| io("create", &path, e))?)
             }
-            Files::Stored(dir) => {
+            Dir::Stored(dir) => {
                 Box::new(object_store::buffered::BufWriter::new(Arc::clone(dir.store()), dir.object(name)))
             }
         })
@@ -322,13 +316,13 @@ impl Files {
     /// on a file system; in an object store, as the store holds it.
     async fn finished(&self, name: &str) -> Result<u64, StageError> {
         match self {
-            Files::Local(dir) => {
+            Dir::Local(dir) => {
                 let path = dir.join(name);
                 let file = tokio::fs::File::open(&path).await.map_err(|e| io("open", &path, e))?;
                 file.sync_all().await.map_err(|e| io("sync", &path, e))?;
                 Ok(file.metadata().await.map_err(|e| io("stat", &path, e))?.len())
             }
-            Files::Stored(dir) => {
+            Dir::Stored(dir) => {
                 use object_store::ObjectStoreExt;
                 let meta = dir.store().head(&dir.object(name)).await;
                 Ok(meta.map_err(|e| store::io("inspect", &dir.shown(name), e))?.size)
@@ -338,7 +332,7 @@ impl Files {
 }
 
 async fn write_files(
-    dir: &Files,
+    dir: &Dir,
     model: &str,
     partitions: Vec<SendableRecordBatchStream>,
     options: StageOptions,
@@ -393,7 +387,7 @@ async fn write_files(
 /// Writes one partition's rows, starting a new file every
 /// `max_rows_per_file` rows; an empty partition writes no file.
 async fn write_partition(
-    dir: &Files,
+    dir: &Dir,
     model: &str,
     partition: usize,
     mut rows: SendableRecordBatchStream,
@@ -447,7 +441,7 @@ async fn write_partition(
 }
 
 async fn open_writer(
-    dir: &Files,
+    dir: &Dir,
     name: &str,
     model: &str,
     schema: &SchemaRef,
@@ -467,7 +461,7 @@ async fn open_writer(
 /// A file being written: its name, its writer and the rows written so far.
 type OpenFile = (String, AsyncArrowWriter<Box<dyn AsyncFileWriter>>, u64);
 
-async fn finish_file(dir: &Files, (name, writer, rows): OpenFile, model: &str) -> Result<StagedFile, StageError> {
+async fn finish_file(dir: &Dir, (name, writer, rows): OpenFile, model: &str) -> Result<StagedFile, StageError> {
     writer.close().await.map_err(|source| StageError::Write {
         model: model.to_owned(),
         path: dir.shown(&name),
@@ -479,10 +473,10 @@ async fn finish_file(dir: &Files, (name, writer, rows): OpenFile, model: &str) -
 
 /// xxh3-64 over the files' contents, in manifest order (read back, so
 /// that the checksum is of what the files hold).
-async fn checksum(dir: &Files, files: &[StagedFile]) -> Result<String, StageError> {
+async fn checksum(dir: &Dir, files: &[StagedFile]) -> Result<String, StageError> {
     let dir = match dir {
-        Files::Local(dir) => dir,
-        Files::Stored(dir) => {
+        Dir::Local(dir) => dir,
+        Dir::Stored(dir) => {
             use object_store::ObjectStoreExt;
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             for f in files {

@@ -57,24 +57,27 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
     let runtime = tokio::runtime::Handle::try_current();
     std::thread::spawn(move || {
         let fail = |message: String| E::from(ReadError { model: model.clone(), message });
+        let factory = match &stage.dir {
+            Dir::Stored(dir) => Some(DefaultParquetFileReaderFactory::new(std::sync::Arc::clone(dir.store()))),
+            Dir::Local(_) => None,
+        };
         for f in &stage.manifest.files {
-            let reader = match (&stage.dir, &stage.manifest.version, &runtime) {
-                (Dir::Local(dir), _, _) => {
+            let reader = match (&stage.dir, &stage.manifest.version, &runtime, &factory) {
+                (Dir::Local(dir), ..) => {
                     let path = dir.join(&f.name);
                     local_batches(&path, projection.as_deref()).map_err(|e| fail(format!("`{path}`: {e}")))
                 }
-                (Dir::Stored(dir), Some(version), Ok(runtime)) => {
+                (Dir::Stored(dir), Some(version), Ok(runtime), Some(factory)) => {
                     let name = format!("{version}/{}", f.name);
                     let file = PartitionedFile::new(dir.object(&name).to_string(), f.bytes);
-                    let factory = DefaultParquetFileReaderFactory::new(std::sync::Arc::clone(dir.store()));
                     factory
                         .create_reader(0, file, None, &Default::default())
                         .map_err(|e| e.to_string())
                         .and_then(|reader| stored_batches(runtime.clone(), reader, projection.as_deref()))
                         .map_err(|e| fail(format!("`{}`: {e}", dir.shown(&name))))
                 }
-                (Dir::Stored(dir), None, _) => Err(fail(format!("the stage at {dir} names no version"))),
-                (Dir::Stored(dir), _, Err(_)) => Err(fail(format!("the stage at {dir} is read outside a runtime"))),
+                (Dir::Stored(dir), None, ..) => Err(fail(format!("the stage at {dir} names no version"))),
+                (Dir::Stored(dir), ..) => Err(fail(format!("the stage at {dir} is read outside a runtime"))),
             };
             let reader = match reader {
                 Ok(r) => r,

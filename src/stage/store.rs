@@ -101,7 +101,7 @@ pub(super) async fn write_stage(
     let unfinished = Unfinished { dir: Some(written.clone()) };
     let put = async {
         let mut manifest =
-            super::write_files(&super::Files::Stored(written.clone()), model, partitions, options).await?;
+            super::write_files(&Dir::Stored(Box::new(written.clone())), model, partitions, options).await?;
         manifest.version = Some(version.clone());
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &dir.shown(MANIFEST_FILE), e))?;
         let path = dir.object(MANIFEST_FILE);

@@ -16,17 +16,6 @@ fn cluster() -> (tokio::runtime::Runtime, ferry::engine::cluster::LocalCluster) 
     (runtime, cluster)
 }
 
-/// The stages under `.ferry/stage/`, by name.
-fn stages(p: &TestProject) -> Vec<String> {
-    let mut names: Vec<String> = fs_err::read_dir(p.path().join(".ferry/stage"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-}
-
 /// The rows of every Parquet file under `dir` (an error log, a
 /// quarantine), sorted.
 async fn rows_under(dir: &Path) -> Vec<String> {
@@ -62,8 +51,8 @@ async fn alike_on_the_cluster(make: impl Fn() -> TestProject, url: &str) {
     let said = format!("{}{}", ran.stdout, ran.stderr);
     assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
     assert_eq!(crate::common::outcomes(&local), crate::common::outcomes(&remote));
-    assert_eq!(stages(&local), stages(&remote));
-    for stage in stages(&local) {
+    assert_eq!(crate::common::stages(&local), crate::common::stages(&remote));
+    for stage in crate::common::stages(&local) {
         let sql = format!("select * from \"{stage}\"");
         let here = local.query_stages(&[&stage], &sql).await;
         assert_eq!(here, remote.query_stages(&[&stage], &sql).await, "stage `{stage}`");
@@ -150,7 +139,7 @@ fn a_job_the_scheduler_does_not_take_fails_after_the_start_timeout() {
     assert!(said.contains(&format!("the scheduler at {url} had not taken its job within 3s")), "{said}");
     assert!(said.contains("`start_timeout`") && said.contains("skipped"), "{said}");
     let committed = p.path().join(".ferry/stage");
-    let stages = if committed.exists() { stages(&p) } else { Vec::new() };
+    let stages = if committed.exists() { crate::common::stages(&p) } else { Vec::new() };
     assert!(stages.iter().all(|s| s.starts_with("raw_") || s.starts_with("seed")), "{stages:?}");
 }
 

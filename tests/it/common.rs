@@ -182,6 +182,17 @@ pub async fn sorted_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -
     lines
 }
 
+/// The stages under `.ferry/stage/`, by name.
+pub fn stages(p: &TestProject) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(p.path().join(".ferry/stage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
 /// A node's id, status, ledger, rows loaded and test failures.
 pub type Outcome = (String, Json, Json, Json, Json);
 

@@ -426,12 +426,7 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
 
     // Every stage alike: its schema and rows (a model whose rows come in no
     // set order may write them in another order, so not its bytes).
-    let mut staged: Vec<String> = fs_err::read_dir(local.path().join(".ferry/stage"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    staged.sort();
+    let staged = crate::common::stages(&local);
     assert!(staged.len() >= 4, "{staged:?}");
     for model in &staged {
         let here: serde_json::Value =

@@ -269,12 +269,16 @@ impl Drop for CancelOnDrop {
 async fn cancel(mut scheduler: SchedulerGrpcClient<tonic::transport::Channel>, job_id: String) {
     for _ in 0..20 {
         let asked = scheduler.cancel_job(CancelJobParams { job_id: job_id.clone() });
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), asked)
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 5 s")))
-        {
-            tracing::warn!(job = %job_id, "the scheduler did not cancel the job: {}", e.message());
-            return;
+        match tokio::time::timeout(Duration::from_secs(5), asked).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(job = %job_id, "the scheduler did not cancel the job: {}", e.message());
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(job = %job_id, "the scheduler did not answer the job's cancellation within 5 s");
+                return;
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let status = scheduler.get_job_status(GetJobStatusParams { job_id: job_id.clone() }).await;
