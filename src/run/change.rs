@@ -98,7 +98,7 @@ pub fn write_meta(hashes: &StagedTable, meta: &Meta) -> std::io::Result<()> {
 
 /// Replaces the model's kept hashes with a run's next ones.
 pub async fn keep(state_root: &Utf8Path, next: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
-    stage::commit(&hashes_root(state_root), next, model).await
+    stage::commit(&stage::Root::Local(hashes_root(state_root)), next, model).await
 }
 
 /// What a change-detected run found.

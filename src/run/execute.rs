@@ -113,6 +113,7 @@ pub async fn execute(
     kill_point("reconciled");
     advance_watermarks(prepared, &mut report);
     keep_row_hashes(prepared, &mut report).await;
+    discard_stored_apart(prepared, &report).await;
     report.elapsed = started.elapsed().as_secs_f64();
     let results = report.results(manifest);
     results.write(&prepared.layout)?;
@@ -259,7 +260,7 @@ async fn run_nodes(
                 let _ = fs_err::remove_dir(parent); // only if no other run is using it
             }
         }
-        stage::Root::Stored(scratch) => stage::store::remove(scratch).await,
+        stage::Root::Stored(scratch) | stage::Root::Pending(scratch) => stage::store::remove(scratch).await,
     }
     NodesRun { nodes: collect.nodes, diagnostics: collect.diagnostics, interrupted, renders: collect.renders }
 }
@@ -271,7 +272,9 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
         stage_root: prepared.stages.clone(),
         scratch_root: match &prepared.stages {
             // Where a cluster's executors read the stages, they read these.
-            stage::Root::Stored(stages) => stage::Root::Stored(stages.child(stage::SCRATCH).child(&run_id)),
+            stage::Root::Stored(stages) | stage::Root::Pending(stages) => {
+                stage::Root::Stored(stages.child(stage::SCRATCH).child(&run_id))
+            }
             stage::Root::Local(_) => stage::Root::Local(prepared.layout.scratch(&run_id)),
         },
         stage_options: StageOptions { rows_written: Some(Arc::clone(rows)), ..StageOptions::default() },
@@ -532,8 +535,6 @@ fn replaced_window(prepared: &Prepared, i: NodeId, inc: &IncrementalReport) -> O
 /// by a test, failed to load, or not loaded in this run, it stays where it
 /// is and the model's stage keeps the previous version, as its table does.
 async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
-    // Incremental models keep their stages on this machine (see `prepare`).
-    let Some(stage_root) = prepared.stages.local() else { return };
     for (&i, r) in &mut report.nodes {
         let (Some(inc), Some(next)) = (r.incremental.as_mut(), r.staged.as_ref()) else { continue };
         let loads = matches!(load::config_for(&prepared.manifest, i), Ok(Some(_)) | Err(_));
@@ -546,7 +547,7 @@ async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
             continue;
         }
         let name = &prepared.manifest[i].name;
-        match stage::commit(stage_root, next, name).await {
+        match stage::commit(&prepared.stages, next, name).await {
             Ok(committed) => {
                 r.staged = Some(committed);
                 inc.committed = true;
@@ -559,6 +560,21 @@ async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
                 .with_note(format!("its table was loaded; `{}` holds the data it was loaded from", next.dir))
                 .with_help("run the model again with `--full-refresh` to bring its stage and table back in step"),
             ),
+        }
+    }
+}
+
+/// With the stages in an object store: removes this run's increments, and
+/// each incremental model's next version that did not become its stage and
+/// was not loaded (one loaded whose stage could not be replaced stays, as
+/// its error says).
+async fn discard_stored_apart(prepared: &Prepared, report: &RunReport) {
+    let stage::Root::Stored(root) = &prepared.stages else { return };
+    stage::store::remove(&materialize::stored_increments(root, &report.run_id)).await;
+    for r in report.nodes.values() {
+        let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
+        if !inc.committed && !matches!(r.load, Some(Ok(_))) {
+            stage::store::discard(next).await;
         }
     }
 }

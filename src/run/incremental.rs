@@ -99,8 +99,6 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
     let manifest = &prepared.manifest;
     let mut out = Resolved::default();
     let mut target: LazyTarget = None;
-    // Stages in an object store hold no incremental model (see `prepare`).
-    let stage_root = prepared.stages.local().map_or_else(|| prepared.layout.stage_root(), ToOwned::to_owned);
     for &i in wanted.iter().filter(|i| !prepared.failed.contains(i)) {
         let node = &manifest[i];
         let Resource::Model { materialized: Materialization::Incremental, .. } = &node.resource else { continue };
@@ -123,7 +121,7 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
             Some(why) => Mode::Full(why),
             None => {
                 let target = if ask_target { Some((&prepared.target, &mut target)) } else { None };
-                match current_mode(node, &stage_root, target).await {
+                match current_mode(node, &prepared.stages, target).await {
                     Ok(mode) => mode,
                     Err(d) => {
                         out.fail(i, d);
@@ -179,12 +177,21 @@ type LazyTarget = Option<Result<Connection, Box<Diagnostic>>>;
 /// in the target. The target is connected once, on first need, into `target.1`.
 async fn current_mode(
     node: &crate::manifest::Node,
-    stage_root: &camino::Utf8Path,
+    stages: &stage::Root,
     target: Option<(&Target, &mut LazyTarget)>,
 ) -> Result<Mode, Diagnostic> {
-    let dir = stage_root.join(&node.name);
-    let Ok(manifest) = stage::read_manifest(&dir) else { return Ok(Mode::Full("it has no stage yet".into())) };
-    let current = Mode::Incremental(StagedTable { dir: stage::Dir::Local(dir), manifest });
+    let dir = stages.dir(&node.name);
+    let manifest = match stage::verify(&dir).await {
+        Ok(manifest) => manifest,
+        Err(stage::StageError::Corrupt { .. }) => return Ok(Mode::Full("it has no stage yet".into())),
+        // A store that cannot be read says nothing of the stage: building
+        // the model in full would replace its table.
+        Err(e) => {
+            let message = format!("cannot tell whether incremental model `{}` has a stage: {e}", node.name);
+            return Err(Diagnostic::error(Code::Execution, message).in_file(node.path()));
+        }
+    };
+    let current = Mode::Incremental(StagedTable { dir, manifest });
     let (Some((target, conn)), Ok(Some(load))) = (target, &node.config.load) else { return Ok(current) };
     let conn = match conn.get_or_insert(crate::load::connect(target).await) {
         Ok(conn) => conn,

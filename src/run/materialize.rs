@@ -53,6 +53,36 @@ pub struct Places {
     pub state_root: Utf8PathBuf,
 }
 
+impl Places {
+    /// Where an incremental model's next version is staged apart from its
+    /// stage until its load commits: under the run's directory, or, with
+    /// the stages in an object store, as a version of its stage pending,
+    /// which every machine reads.
+    pub fn next_root(&self) -> Root {
+        match &self.stage_root {
+            Root::Stored(root) | Root::Pending(root) => Root::Pending(root.clone()),
+            Root::Local(_) => Root::Local(self.run_dir.path.join("next")),
+        }
+    }
+
+    /// Where an incremental model's increment is staged: under the run's
+    /// directory, or beside the stages in an object store (see
+    /// [`stored_increments`]).
+    pub fn increments_root(&self) -> Root {
+        match &self.stage_root {
+            Root::Stored(root) | Root::Pending(root) => Root::Stored(stored_increments(root, &self.run_id)),
+            Root::Local(_) => Root::Local(self.run_dir.path.join("increments")),
+        }
+    }
+}
+
+/// With the stages in an object store at `root`, where run `run_id` stages
+/// its increments, loaded and reconciled from there and removed as the run
+/// ends.
+pub fn stored_increments(root: &crate::stage::Stored, run_id: &str) -> crate::stage::Stored {
+    root.child(crate::stage::SCRATCH).child(&format!("{run_id}-increments"))
+}
+
 /// An incremental model's run, staged: its next version (what its readers
 /// read now; it replaces the stage once loaded) and, unless it was built in
 /// full, this run's increment.
@@ -368,7 +398,7 @@ impl Materializing<'_> {
             Mode::Full(why) => {
                 let sql = self.snapshot_sql(sql, None).await?;
                 let sql = self.batched(&sql, run).await?;
-                let (next, ledger) = self.staged(&sql, &Root::Local(self.places.run_dir.path.join("next"))).await?;
+                let (next, ledger) = self.staged(&sql, &self.places.next_root()).await?;
                 self.register(&next)
                     .await
                     .map_err(|diagnostics| NotMaterialized { diagnostics, ledger: ledger.clone() })?;
@@ -434,7 +464,7 @@ impl Materializing<'_> {
         let (sql, schema_change) =
             incremental::fit_to_current(&sql, &node.name, &run.settings, (&current_schema, &planned))
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
-        let (increment, ledger) = self.staged(&sql, &Root::Local(self.places.run_dir.path.join("increments"))).await?;
+        let (increment, ledger) = self.staged(&sql, &self.places.increments_root()).await?;
         let retyped: Vec<String> = match run.settings.on_schema_change {
             OnSchemaChange::SyncAllColumns => schema_change.retyped.iter().map(|(c, _, _)| c.clone()).collect(),
             _ => Vec::new(),
@@ -460,9 +490,9 @@ impl Materializing<'_> {
         .map_err(|e| with_ledger(internal(&e)))?;
         let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
         let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
-        let next_parent = self.places.run_dir.path.join("next");
-        let next =
-            engine_node::stage_plan(engine, manifest, id, plan, &next_parent, options).await.map_err(with_ledger)?;
+        let next = engine_node::stage_plan(engine, manifest, id, plan, self.places.next_root(), options)
+            .await
+            .map_err(with_ledger)?;
         self.register(&next).await.map_err(with_ledger)?;
         let increment = Some(increment);
         let column_sync = match run.settings.on_schema_change {

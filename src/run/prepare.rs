@@ -130,7 +130,9 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
 /// else under `.ferry/tmp/`.
 fn cluster_scratch(prepared: &Prepared) -> crate::stage::Root {
     match &prepared.stages {
-        crate::stage::Root::Stored(stages) => crate::stage::Root::Stored(stages.child(crate::stage::SCRATCH)),
+        crate::stage::Root::Stored(stages) | crate::stage::Root::Pending(stages) => {
+            crate::stage::Root::Stored(stages.child(crate::stage::SCRATCH))
+        }
         crate::stage::Root::Local(_) => crate::stage::Root::Local(prepared.layout.tmp()),
     }
 }
@@ -168,28 +170,25 @@ fn stage_root(
     Ok(crate::stage::Root::Stored(stored))
 }
 
-/// With the stages in an object store: the nodes whose stages are still
-/// kept on this machine's file system only (incremental models and
-/// snapshots, whose new version replaces the stage by a rename once
-/// loaded, and change-detected models, with their kept row hashes), each
-/// with its error. They fail; the rest of the project runs.
+/// With the stages in an object store: the nodes whose state is still
+/// kept on this machine's file system only (change-detected models, with
+/// their kept row hashes), each with its error. They fail; the rest of the
+/// project runs.
 fn kept_on_this_machine(manifest: &Manifest, root: &crate::stage::Stored) -> Vec<(NodeId, Diagnostic)> {
     let mut out = Vec::new();
     for (id, node) in manifest.iter() {
-        let what = match &node.resource {
-            Resource::Model { .. } if node.is_snapshot() => "a snapshot",
-            Resource::Model { materialized: crate::manifest::Materialization::Incremental, .. } => {
-                "an incremental model"
-            }
-            Resource::Model { .. } if matches!(node.config.change_detection, Ok(Some(_))) => "a change-detected model",
-            _ => continue,
-        };
+        if !matches!(node.resource, Resource::Model { .. }) || !matches!(node.config.change_detection, Ok(Some(_))) {
+            continue;
+        }
         let d = Diagnostic::error(
             Code::ProjectFile,
-            format!("`{}` is {what}, whose stage ferry keeps on this machine only, not at `stage_dir: {root}`", node.name),
+            format!(
+                "`{}` is a change-detected model, whose row hashes ferry keeps on this machine only, not at `stage_dir: {root}`",
+                node.name
+            ),
         )
         .in_file(node.path())
-        .with_help("run it with the stages on this machine (no `stage_dir`, or a directory) until its versions can live in an object store");
+        .with_help("run it with the stages on this machine (no `stage_dir`, or a directory) until its row hashes can live in an object store");
         out.push((id, d));
     }
     out

@@ -110,6 +110,10 @@ pub const SCRATCH: &str = "_ferry_scratch";
 pub enum Root {
     Local(Utf8PathBuf),
     Stored(Stored),
+    /// The stages under a prefix of an object store, written to as new
+    /// versions pending: [`write_stage`] leaves the stage as it was until
+    /// [`commit`] makes the version written the stage (see [`store`]).
+    Pending(Stored),
 }
 
 impl Root {
@@ -117,7 +121,7 @@ impl Root {
     pub fn dir(&self, model: &str) -> Dir {
         match self {
             Root::Local(path) => Dir::Local(path.join(model)),
-            Root::Stored(root) => Dir::Stored(Box::new(root.child(model))),
+            Root::Stored(root) | Root::Pending(root) => Dir::Stored(Box::new(root.child(model))),
         }
     }
 
@@ -125,7 +129,7 @@ impl Root {
     pub fn local(&self) -> Option<&Utf8Path> {
         match self {
             Root::Local(path) => Some(path),
-            Root::Stored(_) => None,
+            Root::Stored(_) | Root::Pending(_) => None,
         }
     }
 }
@@ -134,7 +138,7 @@ impl std::fmt::Display for Root {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Root::Local(path) => path.fmt(f),
-            Root::Stored(root) => root.fmt(f),
+            Root::Stored(root) | Root::Pending(root) => root.fmt(f),
         }
     }
 }
@@ -232,6 +236,7 @@ pub async fn write_stage(
     let parent = match parent.into() {
         Root::Local(parent) => parent,
         Root::Stored(root) => return store::write_stage(&root, model, partitions, options).await,
+        Root::Pending(root) => return store::write_version(&root, model, partitions, options).await,
     };
     let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
     create_dir(&tmp.0).await?;
@@ -254,14 +259,20 @@ pub async fn verify(dir: &Dir) -> Result<StageManifest, StageError> {
     }
 }
 
-/// Moves a finished stage, written by [`write_stage`] under another parent
-/// on the same file system, into `<parent>/<model>/`, replacing the stage
-/// there as [`write_stage`] does (the previous one is removed only once the
-/// new one is in place).
-pub async fn commit(parent: &Utf8Path, staged: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
-    let Some(from) = staged.dir.local() else {
-        let e = std::io::Error::other("a stage in an object store is not moved on this machine's file system");
-        return Err(io("move", parent, e));
+/// Makes a finished stage written apart the stage of `model` under
+/// `parent`, replacing the stage there as [`write_stage`] does (the
+/// previous one is removed only once the new one is in place): on a file
+/// system, a stage written under another parent on the same file system is
+/// moved; in an object store, a version written pending under the stage
+/// (to [`Root::Pending`]) is made the stage by its manifest.
+pub async fn commit(parent: &Root, staged: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
+    let (parent, from) = match (parent, &staged.dir) {
+        (Root::Local(parent), Dir::Local(from)) => (parent, from),
+        (Root::Stored(root) | Root::Pending(root), Dir::Stored(_)) => return store::commit(root, staged, model).await,
+        (parent, dir) => {
+            let e = std::io::Error::other(format!("`{dir}` cannot be moved to `{parent}`"));
+            return Err(io("move", Utf8Path::new(&parent.to_string()), e));
+        }
     };
     read_manifest(from)?;
     tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
@@ -746,6 +757,51 @@ mod tests {
         assert!(err.to_string().contains("has 4 bytes"), "{err}");
         fs_err::remove_file(staged.dir.local().unwrap().join(MANIFEST_FILE)).unwrap();
         assert!(read_manifest(staged.dir.local().unwrap()).unwrap_err().to_string().contains("is missing"));
+    }
+
+    /// In an object store, a version written pending leaves the stage as it
+    /// was, reads as it is, and becomes the stage once committed, the other
+    /// versions removed; one discarded leaves nothing behind.
+    #[tokio::test]
+    async fn a_pending_version_becomes_the_stage_only_once_committed() {
+        use object_store::{ObjectStore, memory::InMemory};
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let url = url::Url::parse("memory://stages/crm").unwrap();
+        let root = Stored::new(&url, Arc::clone(&memory)).unwrap();
+        let objects = || async {
+            use futures::TryStreamExt;
+            let listed: Vec<_> = memory.list(None).try_collect().await.unwrap();
+            let mut names: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+            names.sort();
+            names
+        };
+        let first =
+            write_stage(Root::Stored(root.clone()), "m", vec![stream(vec![Ok(batch(0, 10))])], Default::default())
+                .await
+                .unwrap();
+        let pending = Root::Pending(root.clone());
+        let next =
+            write_stage(pending.clone(), "m", vec![stream(vec![Ok(batch(0, 30))])], Default::default()).await.unwrap();
+        assert_eq!(
+            verify(&Root::Stored(root.clone()).dir("m")).await.unwrap(),
+            first.manifest,
+            "the stage is as it was"
+        );
+        assert_eq!(verify(&next.dir).await.unwrap().row_count, 30, "the pending version checks as it is");
+        assert!(next.location().starts_with("memory://stages/crm/m/v-"), "{}", next.location());
+        let committed = commit(&Root::Stored(root.clone()), &next, "m").await.unwrap();
+        assert_eq!(verify(&committed.dir).await.unwrap(), committed.manifest);
+        assert_eq!(committed.manifest.row_count, 30);
+        let version = committed.manifest.version.clone().unwrap();
+        let kept: Vec<String> =
+            committed.manifest.files.iter().map(|f| format!("crm/m/{version}/{}", f.name)).collect();
+        assert_eq!(objects().await, [vec!["crm/m/_ferry_stage.json".to_owned()], kept.clone()].concat());
+
+        let dropped = write_stage(pending, "m", vec![stream(vec![Ok(batch(0, 5))])], Default::default()).await.unwrap();
+        assert!(commit(&Root::Stored(root.child("other")), &dropped, "m").await.is_err(), "not a version of its stage");
+        store::discard(&dropped).await;
+        store::discard(&committed).await;
+        assert_eq!(objects().await, [vec!["crm/m/_ferry_stage.json".to_owned()], kept].concat());
     }
 
     /// Ctrl-C drops the run's futures: a stage cut off mid-write leaves no

@@ -67,8 +67,8 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
                     let path = dir.join(&f.name);
                     local_batches(&path, projection.as_deref()).map_err(|e| fail(format!("`{path}`: {e}")))
                 }
-                (Dir::Stored(dir), Some(version), Ok(runtime), Some(factory)) => {
-                    let name = format!("{version}/{}", f.name);
+                (Dir::Stored(dir), version, Ok(runtime), Some(factory)) => {
+                    let name = super::store::file_name(version.as_deref(), &f.name);
                     let file = PartitionedFile::new(dir.object(&name).to_string(), f.bytes);
                     factory
                         .create_reader(0, file, None, &Default::default())
@@ -76,7 +76,6 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
                         .and_then(|reader| stored_batches(runtime.clone(), reader, projection.as_deref()))
                         .map_err(|e| fail(format!("`{}`: {e}", dir.shown(&name))))
                 }
-                (Dir::Stored(dir), None, ..) => Err(fail(format!("the stage at {dir} names no version"))),
                 (Dir::Stored(dir), ..) => Err(fail(format!("the stage at {dir} is read outside a runtime"))),
             };
             let reader = match reader {

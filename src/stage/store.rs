@@ -10,6 +10,12 @@
 //! version under the model's prefix is removed: the one it replaced, and
 //! any left by a write that never reached its manifest (a failure, Ctrl-C,
 //! a killed process).
+//!
+//! A version may also be written pending ([`write_version`]: an
+//! incremental model's next data, read by this run's models and loaded,
+//! but made the stage only once its load committed). Its manifest is inside
+//! it, naming no version, and [`commit`] puts that manifest, naming the
+//! version, in place of the stage's.
 
 use std::sync::Arc;
 
@@ -74,9 +80,23 @@ impl Stored {
         name.split('/').fold(self.prefix.clone(), |p, part| p.join(part))
     }
 
+    /// The last segment of the prefix: a version's name.
+    fn version_name(&self) -> String {
+        self.prefix.filename().unwrap_or_default().to_owned()
+    }
+
     /// `name` under this prefix, as a path for messages.
     pub(super) fn shown(&self, name: &str) -> Utf8PathBuf {
         Utf8PathBuf::from(format!("{}{name}", self.url))
+    }
+}
+
+/// The object, under a stage's prefix, of its file `name`: under the
+/// version its manifest names, or (a version pending) beside the manifest.
+pub(super) fn file_name(version: Option<&str>, name: &str) -> String {
+    match version {
+        Some(version) => format!("{version}/{name}"),
+        None => name.to_owned(),
     }
 }
 
@@ -94,35 +114,102 @@ pub(super) async fn write_stage(
     options: StageOptions,
 ) -> Result<StagedTable, StageError> {
     let dir = root.child(model);
-    let version = format!("v-{}", uuid::Uuid::new_v4().simple());
-    let written = dir.child(&version);
-    // Dropped (Ctrl-C) before its manifest is written, the version is
-    // removed in the background; failed, it is removed here.
-    let unfinished = Unfinished { dir: Some(written.clone()) };
-    let put = async {
-        let mut manifest =
-            super::write_files(&Dir::Stored(Box::new(written.clone())), model, partitions, options).await?;
-        manifest.version = Some(version.clone());
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &dir.shown(MANIFEST_FILE), e))?;
-        let path = dir.object(MANIFEST_FILE);
-        dir.store.put(&path, PutPayload::from(json)).await.map_err(|e| io("write", &dir.shown(MANIFEST_FILE), e))?;
-        Ok(manifest)
-    };
-    let manifest = put.await;
-    unfinished.kept();
-    let manifest = match manifest {
-        Ok(manifest) => manifest,
-        Err(e) => {
-            remove_all(&written.store, &written.prefix).await;
-            return Err(e);
-        }
-    };
+    let (written, mut manifest) = write_version_files(&dir, model, partitions, options).await?;
+    let version = written.version_name();
+    manifest.version = Some(version.clone());
+    if let Err(e) = put_manifest(&dir, &manifest).await {
+        remove_all(&written.store, &written.prefix).await;
+        return Err(e);
+    }
     remove_versions_but(&dir, &version).await;
     Ok(StagedTable { dir: Dir::Stored(Box::new(dir)), manifest })
 }
 
+/// Streams `partitions` into a new version of `model`'s stage under
+/// `root` that no manifest of the stage names yet: a version pending, with
+/// its own manifest inside it, which readers may read as it is and
+/// [`commit`] makes the stage. Until then the stage is as it was; the next
+/// version of the stage put in place removes a pending one never committed.
+pub(super) async fn write_version(
+    root: &Stored,
+    model: &str,
+    partitions: Vec<SendableRecordBatchStream>,
+    options: StageOptions,
+) -> Result<StagedTable, StageError> {
+    let (written, manifest) = write_version_files(&root.child(model), model, partitions, options).await?;
+    if let Err(e) = put_manifest(&written, &manifest).await {
+        remove_all(&written.store, &written.prefix).await;
+        return Err(e);
+    }
+    Ok(StagedTable { dir: Dir::Stored(Box::new(written)), manifest })
+}
+
+/// Makes a version pending under `<root>/<model>/` (from [`write_version`])
+/// the stage: its manifest, naming it, replaces the stage's in one PUT,
+/// then every other version is removed.
+pub(super) async fn commit(root: &Stored, staged: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
+    let dir = root.child(model);
+    let pending = match &staged.dir {
+        Dir::Stored(pending) if dir.prefix.clone().join(pending.version_name()) == pending.prefix => pending,
+        other => {
+            let why = format!("`{other}` is not a version of the stage at {dir}");
+            return Err(io("commit", &dir.shown(""), std::io::Error::other(why)));
+        }
+    };
+    let mut manifest = read_manifest(pending).await?;
+    let version = pending.version_name();
+    manifest.version = Some(version.clone());
+    put_manifest(&dir, &manifest).await?;
+    if let Err(e) = dir.store.delete(&pending.object(MANIFEST_FILE)).await {
+        tracing::warn!("cannot remove the manifest of the pending version {pending}: {e}");
+    }
+    remove_versions_but(&dir, &version).await;
+    Ok(StagedTable { dir: Dir::Stored(Box::new(dir)), manifest })
+}
+
+/// Removes a version pending (from [`write_version`]) that will not be
+/// committed.
+pub async fn discard(staged: &StagedTable) {
+    if let (Dir::Stored(pending), None) = (&staged.dir, &staged.manifest.version) {
+        remove_all(&pending.store, &pending.prefix).await;
+    }
+}
+
+/// Writes the files of a new version under `dir` (a stage's prefix), and
+/// returns its prefix and their manifest, which names no version. Dropped
+/// (Ctrl-C) before it returns, the version is removed in the background;
+/// failed, it is removed here.
+async fn write_version_files(
+    dir: &Stored,
+    model: &str,
+    partitions: Vec<SendableRecordBatchStream>,
+    options: StageOptions,
+) -> Result<(Stored, StageManifest), StageError> {
+    let written = dir.child(&format!("v-{}", uuid::Uuid::new_v4().simple()));
+    let unfinished = Unfinished { dir: Some(written.clone()) };
+    let manifest = super::write_files(&Dir::Stored(Box::new(written.clone())), model, partitions, options).await;
+    unfinished.kept();
+    match manifest {
+        Ok(manifest) => Ok((written, manifest)),
+        Err(e) => {
+            remove_all(&written.store, &written.prefix).await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes `manifest` as the manifest of the stage (or pending version) in
+/// `dir`, in one PUT.
+async fn put_manifest(dir: &Stored, manifest: &StageManifest) -> Result<(), StageError> {
+    let shown = dir.shown(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| io("serialize", &shown, e))?;
+    dir.store.put(&dir.object(MANIFEST_FILE), PutPayload::from(json)).await.map_err(|e| io("write", &shown, e))?;
+    Ok(())
+}
+
 /// Reads a stored stage's manifest and checks that the version it names
-/// has all its files, with the recorded sizes.
+/// (or, for a version pending, the version itself) has all its files,
+/// with the recorded sizes.
 pub(super) async fn read_manifest(dir: &Stored) -> Result<StageManifest, StageError> {
     let model = dir.prefix.filename().unwrap_or_default().to_owned();
     let corrupt =
@@ -134,11 +221,8 @@ pub(super) async fn read_manifest(dir: &Stored) -> Result<StageManifest, StageEr
     };
     let manifest: StageManifest =
         serde_json::from_slice(&text).map_err(|e| corrupt(format!("`{MANIFEST_FILE}` is invalid: {e}")))?;
-    let Some(version) = manifest.version.clone() else {
-        return Err(corrupt(format!("`{MANIFEST_FILE}` names no version of the stage")));
-    };
     let heads = futures::stream::iter(manifest.files.iter().map(|f| {
-        let name = format!("{version}/{}", f.name);
+        let name = file_name(manifest.version.as_deref(), &f.name);
         async move { (dir.store.head(&dir.object(&name)).await, name, f.bytes) }
     }))
     .buffered(8)

@@ -376,6 +376,11 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
                 "ranked.sql",
                 "{{ config(materialized='table') }}\nselect o.id, o.customer, o.amount, rank() over (partition by o.customer order by o.amount desc, o.id) as r, c.total \
                  from {{ source('lake', 'orders') }} o join {{ ref('by_customer') }} c on c.customer = o.customer",
+            )
+            .model(
+                "grown.sql",
+                "{{ config(materialized='incremental', unique_key='customer') }}\nselect customer, n, total from {{ ref('by_customer') }}\n\
+                 {% if is_incremental() %}where total >= (select avg(total) from {{ this }}){% endif %}",
             );
         let legacy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/customers.json");
         fs_err::create_dir_all(p.path().join("data")).unwrap();
@@ -413,7 +418,7 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     let expected = runtime.block_on(local_rows(&local));
     assert_eq!(expected.len(), 97 + 200_000);
 
-    let p = project().file("ferry.yml", "name: shop\nstage_dir: s3://lake/stages\n");
+    let p = project().stages_in_moto(s3, "lake", "stages");
     let ran = within_two_minutes(p.ferry(["run", "--cluster", &url]).envs(env.clone()).env("RUST_LOG", "info"));
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(runtime.block_on(rows()), expected);
@@ -434,6 +439,24 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     let tasks: u64 = by_customer[0]["stages"].as_array().unwrap().iter().map(|s| s["tasks"].as_u64().unwrap()).sum();
     assert!(tasks >= 3, "a scan and a grouping stage, one of them in parallel: {:#}", by_customer[0]);
     jobs_of(&jobs, "ranked", Some(200_000), ours);
+
+    // An incremental model run again merges its increment on the cluster
+    // into a version of its stage pending in the store, which becomes the
+    // stage: the rows of the local full build, and nothing else kept.
+    let grown = "select * from grown";
+    let built = runtime.block_on(local.query_stages(&["grown"], grown));
+    assert_eq!(built.len(), 97);
+    assert_eq!(runtime.block_on(query_stored(at, &["grown"], grown)), built);
+    let ran = within_two_minutes(p.ferry(["run", "-s", "grown", "--cluster", &url]).envs(env.clone()));
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert!(ran.status.success(), "{said}");
+    assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
+    let results = p.run_results();
+    let record = &crate::common::node_result(&results, "model.shop.grown").expect("grown ran")["incremental"];
+    assert_eq!((record["run"].as_str(), record["committed"].as_bool()), (Some("incremental"), Some(true)), "{record}");
+    assert!(record["rows"].as_u64().is_some_and(|n| n > 0 && n < 97), "an increment of some rows: {record}");
+    assert_eq!(runtime.block_on(query_stored(at, &["grown"], grown)), built);
+    runtime.block_on(p.assert_stored_stages_whole(&["by_customer", "ranked", "grown"]));
 
     // Lose an executor while the client submits the first job: Ballista's
     // scheduler can then leave the job unstarted (seen here, 5 runs in 12),

@@ -10,18 +10,23 @@ use serde_json::Value as Json;
 /// A ferry project in a temporary directory.
 pub struct TestProject {
     dir: tempfile::TempDir,
+    /// Set for every `ferry` command it runs.
+    env: Vec<(String, String)>,
+    /// Where its stages are when not under `.ferry/stage`: moto's port,
+    /// the bucket and the prefix (see [`TestProject::stages_in_moto`]).
+    stored: Option<(u16, String, String)>,
 }
 
 impl TestProject {
     /// An empty project named `shop`.
     pub fn new() -> Self {
-        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir") };
+        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir"), env: Vec::new(), stored: None };
         p.file("ferry.yml", "name: shop\n")
     }
 
     /// A copy of `tests/fixtures/projects/<name>`.
     pub fn fixture(name: &str) -> Self {
-        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir") };
+        let p = TestProject { dir: tempfile::tempdir().expect("a temp dir"), env: Vec::new(), stored: None };
         copy_dir(&fixtures().join(name), p.dir.path());
         p
     }
@@ -43,6 +48,18 @@ impl TestProject {
         fs_err::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
         fs_err::write(path, text).expect("write");
         self
+    }
+
+    /// The project with its stages in moto on `port`, under `prefix` of
+    /// `bucket` (`stage_dir: s3://bucket/prefix` in `ferry.yml`, and
+    /// object_store's S3 client pointed at moto), where
+    /// [`TestProject::query_stages`] and [`TestProject::stage_manifest`]
+    /// read them.
+    pub fn stages_in_moto(mut self, port: u16, bucket: &str, prefix: &str) -> Self {
+        let ferry_yml = self.read("ferry.yml");
+        self.env = crate::object_stores::s3_env(port).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.stored = Some((port, bucket.to_owned(), prefix.to_owned()));
+        self.file("ferry.yml", &format!("{ferry_yml}\nstage_dir: s3://{bucket}/{prefix}\n"))
     }
 
     /// Writes `models/<name>`.
@@ -76,7 +93,7 @@ impl TestProject {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = ferry_command();
-        cmd.current_dir(self.dir.path()).args(args).env("HOME", self.dir.path());
+        cmd.current_dir(self.dir.path()).args(args).env("HOME", self.dir.path()).envs(self.env.iter().cloned());
         cmd
     }
 }
@@ -164,12 +181,51 @@ impl TestProject {
     /// name), one line per row, sorted: order-independent comparisons.
     pub async fn query_stages(&self, models: &[&str], sql: &str) -> Vec<String> {
         use datafusion::prelude::SessionContext;
+        if let Some((port, bucket, prefix)) = &self.stored {
+            return crate::object_stores::query_stored((*port, bucket, prefix), models, sql).await;
+        }
         let ctx = SessionContext::new();
         for m in models {
             let dir = self.path().join(".ferry/stage").join(m);
             ctx.register_parquet(*m, dir.as_str(), Default::default()).await.expect("stage readable");
         }
         sorted_rows(&ctx, sql).await
+    }
+}
+
+impl TestProject {
+    /// The stage manifest of `model`, if it has a stage.
+    pub async fn stage_manifest(&self, model: &str) -> Option<Json> {
+        if let Some((port, bucket, prefix)) = &self.stored {
+            return crate::object_stores::stored_manifest((*port, bucket, prefix), model).await;
+        }
+        let text = fs_err::read_to_string(self.path().join(".ferry/stage").join(model).join("_ferry_stage.json"));
+        Some(serde_json::from_str(&text.ok()?).expect("a stage manifest is JSON"))
+    }
+
+    /// With the stages in moto: that nothing is staged on this machine,
+    /// that the stage of each of `models` holds its manifest and the one
+    /// version it names, nothing else, and that no run left scratch.
+    pub async fn assert_stored_stages_whole(&self, models: &[&str]) {
+        let Some((port, bucket, prefix)) = &self.stored else { return };
+        let at = (*port, bucket.as_str(), prefix.as_str());
+        assert!(!self.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
+        for model in models {
+            let manifest = self.stage_manifest(model).await.unwrap_or_else(|| panic!("`{model}` has a stage"));
+            let version = manifest["version"].as_str().expect("a version");
+            let mut expected: Vec<String> = manifest["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .map(|f| format!("{prefix}/{model}/{version}/{}", f["name"].as_str().expect("a name")))
+                .collect();
+            expected.push(format!("{prefix}/{model}/_ferry_stage.json"));
+            expected.sort();
+            let objects = crate::object_stores::stored_objects(at, model).await;
+            assert_eq!(objects, expected, "`{model}`: nothing but its version");
+        }
+        let scratch = crate::object_stores::stored_objects(at, "_ferry_scratch").await;
+        assert_eq!(scratch, Vec::<String>::new(), "no scratch is left");
     }
 }
 

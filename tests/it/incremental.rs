@@ -40,6 +40,9 @@ const RUN4: &str = "1,north,15,2024-01-04 08:00:00\n\
                     5,south,5000,2024-01-05 10:00:00\n\
                     6,north,60,2024-01-04 10:00:00\n";
 
+/// The fixture's incremental models.
+const INCREMENTAL: &[&str] = &["events_merge", "events_by_key", "events_log"];
+
 fn export(p: &TestProject, rows: &str) {
     fs_err::write(p.path().join("data/events.csv"), format!("{HEADER}{rows}")).expect("write the export");
 }
@@ -70,6 +73,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
         assert_eq!(r["committed"], true, "{model}: {r}");
     }
     assert_in_step(&mut db, "run 1").await;
+    p.assert_stored_stages_whole(INCREMENTAL).await;
     assert_eq!(db.rows("events_full").await.len(), 3);
     let results = p.run_results();
     let merge = node_result(&results, "model.shop.events_merge").expect("events_merge ran");
@@ -89,6 +93,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     assert_eq!(record(&p, "events_merge")["total_rows"], 5);
     assert_eq!(record(&p, "events_log")["rows"], 4);
     assert_in_step(&mut db, "run 2").await;
+    p.assert_stored_stages_whole(INCREMENTAL).await;
     // The history tells the merged keys from the new ones.
     let history = p.run(["history", "--model", "events_merge", "--last", "1", "--format", "json"]);
     ok(&history);
@@ -113,7 +118,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
 
     // Run 4's load is refused: stage and table stay as run 3 left them.
     let before_merge = db.rows("events_merge").await;
-    let stage = p.read(".ferry/stage/events_merge/_ferry_stage.json");
+    let stage = p.stage_manifest("events_merge").await;
     db.execute(refuse).await;
     export(&p, RUN4);
     let ran = p.run(["build"]);
@@ -121,7 +126,8 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     let r = record(&p, "events_merge");
     assert_eq!(r["committed"], false, "{r}");
     assert_eq!(db.rows("events_merge").await, before_merge, "the table is as run 3 left it");
-    assert_eq!(p.read(".ferry/stage/events_merge/_ferry_stage.json"), stage, "the stage is as run 3 left it");
+    assert_eq!(p.stage_manifest("events_merge").await, stage, "the stage is as run 3 left it");
+    p.assert_stored_stages_whole(INCREMENTAL).await;
 
     // Once the target takes it, the next run loads what run 4 could not.
     db.execute(allow).await;
@@ -138,6 +144,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     ok(&p.run(["build", "--full-refresh"]));
     assert_eq!(record(&p, "events_merge")["reason"], "--full-refresh");
     assert_in_step(&mut db, "full refresh").await;
+    p.assert_stored_stages_whole(INCREMENTAL).await;
     db.drop_schema().await;
 }
 
@@ -163,18 +170,32 @@ async fn mysql_incremental_models_stay_in_step_over_runs() {
     on_server(db, '`').await;
 }
 
-#[tokio::test]
-async fn sqlite_incremental_models_stay_in_step_over_runs() {
-    let p = TestProject::fixture("incremental");
+/// On SQLite, which cannot add a CHECK to a table: a trigger refuses run
+/// 4's row.
+async fn on_sqlite(p: TestProject) {
     let db = Db::sqlite(&p);
     let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
-    // SQLite cannot add a CHECK to a table: a trigger refuses the row.
     let refuse = "CREATE TRIGGER small BEFORE UPDATE ON events_merge WHEN NEW.amount >= 1000 \
                   BEGIN SELECT RAISE(ABORT, 'amount too large'); END; \
                   CREATE TRIGGER small_insert BEFORE INSERT ON events_merge WHEN NEW.amount >= 1000 \
                   BEGIN SELECT RAISE(ABORT, 'amount too large'); END;";
     let allow = "DROP TRIGGER small; DROP TRIGGER small_insert;";
     runs_in_step(db, p, (refuse, allow)).await;
+}
+
+#[tokio::test]
+async fn sqlite_incremental_models_stay_in_step_over_runs() {
+    on_sqlite(TestProject::fixture("incremental")).await;
+}
+
+/// The same runs with the stages in an S3 bucket (moto): each model's next
+/// version is written there pending and becomes its stage once loaded; a
+/// refused load leaves the stage as it was and no version behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_models_stay_in_step_with_their_stages_in_s3() {
+    let Some(tools) = crate::object_stores::tools() else { return };
+    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    on_sqlite(TestProject::fixture("incremental").stages_in_moto(port, "stages", "shop")).await;
 }
 
 /// A `ref` that only the incremental branch calls is an error on the first

@@ -406,23 +406,21 @@ pub(crate) async fn stored_objects((port, name, prefix): StageDir<'_>, model: &s
 /// The project's stages in an S3 bucket (`stage_dir: s3://...`, moto):
 /// the bundled example builds, loads and reconciles from them as from
 /// stages on this machine, byte for byte; a model that fails leaves its
-/// stage as it was; an incremental model, whose stage ferry keeps on this
-/// machine only, fails with that said and the rest runs.
+/// stage as it was; an incremental model grows its stage there; a
+/// change-detected model, whose row hashes ferry keeps on this machine
+/// only, fails with that said and the rest runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
     let Some(tools) = tools() else { return };
     let (_server, port) = moto(&tools, "s3.create_bucket(Bucket='stages')\n");
-    let env = s3_env(port);
     let local = TestProject::example().model("marts/later.sql", "select customer_id from {{ ref('customers') }}");
     let ran = local.run(["build"]);
     assert_eq!(ran.code, Some(0), "local: {}\n{}", ran.stdout, ran.stderr);
-    let remote = TestProject::example().model("marts/later.sql", "select customer_id from {{ ref('customers') }}");
-    let ferry_yml = remote.read("ferry.yml");
-    let remote = remote.file("ferry.yml", &format!("{ferry_yml}\nstage_dir: s3://stages/crm\n"));
-    let ran = remote.ferry(["build"]).envs(env.clone()).output().expect("build");
-    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(ran.status.code(), Some(0), "stages in S3: {said}");
-    assert!(!remote.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
+    let remote = TestProject::example()
+        .model("marts/later.sql", "select customer_id from {{ ref('customers') }}")
+        .stages_in_moto(port, "stages", "crm");
+    let ran = remote.run(["build"]);
+    assert_eq!(ran.code, Some(0), "stages in S3: {}\n{}", ran.stdout, ran.stderr);
 
     // Every stage alike: its schema and rows (a model whose rows come in no
     // set order may write them in another order, so not its bytes).
@@ -440,29 +438,16 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
         let sql = format!("select * from \"{model}\"");
         let rows = query_stored((port, "stages", "crm"), &[model], &sql).await;
         assert_eq!(rows, local.query_stages(&[model], &sql).await, "`{model}`");
-        let version = there["version"].as_str().expect("a version");
-        let mut expected: Vec<String> = there["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| format!("crm/{model}/{version}/{}", f["name"].as_str().unwrap()))
-            .collect();
-        expected.push(format!("crm/{model}/_ferry_stage.json"));
-        expected.sort();
-        assert_eq!(
-            stored_objects((port, "stages", "crm"), model).await,
-            expected,
-            "`{model}`: nothing but its version"
-        );
     }
+    remote.assert_stored_stages_whole(&staged.iter().map(String::as_str).collect::<Vec<_>>()).await;
     // Loaded and reconciled alike: each node's status and rows loaded.
     assert_eq!(crate::common::outcomes(&local), crate::common::outcomes(&remote));
     // `stg_orders` and `stg_accounts`, views both marts read, were computed
     // once into the run's scratch beside the stages, removed as it ended.
     assert_eq!(stored_objects((port, "stages", "crm"), "_ferry_scratch").await, Vec::<String>::new());
-    let ran = remote.ferry(["reconcile"]).envs(env.clone()).output().expect("reconcile");
-    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(ran.status.code(), Some(0), "reconciled from the bucket: {said}");
+    let ran = remote.run(["reconcile"]);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "reconciled from the bucket: {said}");
 
     // A model that fails while its rows are written keeps the stage it had.
     let before = stored_manifest((port, "stages", "crm"), "later").await.unwrap();
@@ -471,21 +456,25 @@ async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
         "marts/later.sql",
         "select cast(concat('x', customer_id) as int) as customer_id from {{ ref('customers') }}",
     );
-    let ran = remote.ferry(["run", "-s", "later"]).envs(env.clone()).output().expect("run");
-    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(ran.status.code(), Some(1), "{said}");
+    let ran = remote.run(["run", "-s", "later"]);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(1), "{said}");
     assert!(said.contains("`later`"), "{said}");
     assert_eq!(stored_manifest((port, "stages", "crm"), "later").await.unwrap(), before);
     assert_eq!(stored_objects((port, "stages", "crm"), "later").await, objects, "no half-written version is left");
 
-    // An incremental model is refused; the others run.
-    let remote = remote
-        .model("marts/later.sql", "select customer_id from {{ ref('customers') }}")
-        .model("marts/grown.sql", "{{ config(materialized='incremental') }}\nselect 1 as x");
-    let ran = remote.ferry(["run", "-s", "later", "grown"]).envs(env).output().expect("run");
-    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
-    assert_eq!(ran.status.code(), Some(1), "{said}");
-    assert!(said.contains("`grown` is an incremental model, whose stage ferry keeps on this machine only"), "{said}");
+    // A change-detected model is refused; the others run.
+    let remote = remote.model("marts/later.sql", "select customer_id from {{ ref('customers') }}").model(
+        "marts/changed.sql",
+        "{{ config(materialized='table', change_detection={'key': ['x']}) }}\nselect 1 as x",
+    );
+    let ran = remote.run(["run", "-s", "later", "changed"]);
+    let said = format!("{}{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(1), "{said}");
+    assert!(
+        said.contains("`changed` is a change-detected model, whose row hashes ferry keeps on this machine only"),
+        "{said}"
+    );
     assert_ne!(
         stored_manifest((port, "stages", "crm"), "later").await.unwrap()["version"],
         before["version"],

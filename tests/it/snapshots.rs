@@ -250,6 +250,7 @@ async fn snapshots_over_runs(mut db: Db, p: TestProject) {
     for (table, versions) in [("customers_ts", 10), ("customers_check", 10), ("customers_yaml", 8)] {
         assert_eq!(db.rows(table).await.len(), versions, "{table} in the target");
     }
+    p.assert_stored_stages_whole(&["customers_ts", "customers_check", "customers_yaml"]).await;
     db.drop_schema().await;
 }
 
@@ -267,12 +268,23 @@ async fn mysql_snapshots_keep_every_version_over_runs() {
     snapshots_over_runs(db, p).await;
 }
 
-#[tokio::test]
-async fn sqlite_snapshots_keep_every_version_over_runs() {
-    let p = TestProject::fixture("snapshots");
+async fn on_sqlite(p: TestProject) {
     let db = Db::sqlite(&p);
     let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
     snapshots_over_runs(db, p).await;
+}
+
+#[tokio::test]
+async fn sqlite_snapshots_keep_every_version_over_runs() {
+    on_sqlite(TestProject::fixture("snapshots")).await;
+}
+
+/// The same runs with the stages in an S3 bucket (moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_keep_every_version_with_their_stages_in_s3() {
+    let Some(tools) = crate::object_stores::tools() else { return };
+    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    on_sqlite(TestProject::fixture("snapshots").stages_in_moto(port, "stages", "shop")).await;
 }
 
 /// `ferry snapshot` runs the snapshots alone, `ferry run` never does, and

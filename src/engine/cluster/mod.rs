@@ -411,7 +411,7 @@ impl Remote {
                     .map_err(|e| DataFusionError::IoError(e).context(format!("creating `{scratch}`")))?;
                 Scratch::Local(tempfile::Builder::new().prefix("cluster-").tempdir_in(scratch)?)
             }
-            crate::stage::Root::Stored(scratch) => {
+            crate::stage::Root::Stored(scratch) | crate::stage::Root::Pending(scratch) => {
                 Scratch::Stored(scratch.child(&format!("cluster-{}", uuid::Uuid::new_v4().simple())))
             }
         };
