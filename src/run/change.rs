@@ -3,8 +3,9 @@
 //!
 //! ferry keeps, per record key, the hash of the compared columns as of the
 //! last run whose load and reconciliation succeeded
-//! (`.ferry/state/hashes/<model>/`, Parquet: the key columns and
-//! `__ferry_hash`, beside `detection.json` naming the key and columns).
+//! (`.ferry/state/hashes/<model>/`, or beside stages in an object store;
+//! Parquet: the key columns and `__ferry_hash`, beside `detection.json`
+//! naming the key and columns).
 //! A run joins the extract with those hashes in one pass and splits the
 //! result three ways: the records that are new or changed (staged, through
 //! the model's rules, as the model's stage, and upserted), the keys gone
@@ -19,7 +20,7 @@
 
 use std::sync::Arc;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::distinct, not};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::manifest::config::{ChangeDetection, Deletes};
-use crate::stage::{self, StageError, StageOptions, StagedTable};
+use crate::stage::{self, Root, StageError, StageOptions, StagedTable};
 use crate::template::functions::quote_ident;
 use crate::values::cells;
 
@@ -76,29 +77,37 @@ pub struct Kept {
     pub meta: Meta,
 }
 
-/// Where models' hashes are kept: `<state>/hashes/`, one directory each.
-fn hashes_root(state_root: &Utf8Path) -> Utf8PathBuf {
-    state_root.join("hashes")
+/// Where models' hashes are kept, one stage each: `<state>/hashes/`, or,
+/// with the stages in an object store, beside them under `_ferry_hashes/`,
+/// where a cluster's executors read them.
+pub fn hashes_root(stages: &Root, state_root: &Utf8Path) -> Root {
+    match stages {
+        Root::Stored(root) | Root::Pending(root) => Root::Stored(root.child(HASHES)),
+        Root::Local(_) => Root::Local(state_root.join("hashes")),
+    }
 }
 
-/// The model's kept hashes, when there are any that check.
-pub fn read_kept(state_root: &Utf8Path, model: &str) -> Option<Kept> {
-    let dir = hashes_root(state_root).join(model);
-    let manifest = stage::read_manifest(&dir).ok()?;
-    let meta: Meta = serde_json::from_slice(&fs_err::read(dir.join(META_FILE)).ok()?).ok()?;
-    Some(Kept { table: StagedTable { dir: stage::Dir::Local(dir), manifest }, meta })
+/// The prefix, beside the stages in an object store, of the kept hashes.
+pub const HASHES: &str = "_ferry_hashes";
+
+/// The model's kept hashes under `root`, when there are any that check.
+pub async fn read_kept(root: &Root, model: &str) -> Option<Kept> {
+    let dir = root.dir(model);
+    let manifest = stage::verify(&dir).await.ok()?;
+    let table = StagedTable { dir, manifest };
+    let meta: Meta = serde_json::from_slice(&stage::read_beside(&table, META_FILE).await?).ok()?;
+    Some(Kept { table, meta })
 }
 
 /// Writes what `hashes` were computed over beside them.
-pub fn write_meta(hashes: &StagedTable, meta: &Meta) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
-    let dir = hashes.dir.local().ok_or_else(|| std::io::Error::other("kept hashes live on this machine"))?;
-    fs_err::write(dir.join(META_FILE), json)
+pub async fn write_meta(hashes: &StagedTable, meta: &Meta) -> Result<(), StageError> {
+    let json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+    stage::write_beside(hashes, META_FILE, json).await
 }
 
-/// Replaces the model's kept hashes with a run's next ones.
-pub async fn keep(state_root: &Utf8Path, next: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
-    stage::commit(&stage::Root::Local(hashes_root(state_root)), next, model).await
+/// Replaces the model's kept hashes under `root` with a run's next ones.
+pub async fn keep(root: &Root, next: &StagedTable, model: &str) -> Result<StagedTable, StageError> {
+    stage::commit(root, next, model).await
 }
 
 /// What a change-detected run found.
@@ -192,7 +201,7 @@ pub struct Split {
 pub async fn split(
     joined: SendableRecordBatchStream,
     (width, key): (usize, &[String]),
-    parents: [&Utf8Path; 3],
+    parents: [Root; 3],
     model: &str,
     options: StageOptions,
 ) -> Result<Split, StageError> {
@@ -215,9 +224,9 @@ pub async fn split(
     let writers = async {
         let opts = StageOptions { rows_written: None, fast_codec: true, ..options.clone() };
         tokio::try_join!(
-            stage::write_stage(parents[0], model, vec![receiver(&changes_schema, changes_rx)], options.clone()),
-            stage::write_stage(parents[1], model, vec![receiver(&hashes_schema, hashes_rx)], opts.clone()),
-            stage::write_stage(parents[2], model, vec![receiver(&gone_schema, gone_rx)], opts),
+            stage::write_stage(parents[0].clone(), model, vec![receiver(&changes_schema, changes_rx)], options.clone()),
+            stage::write_stage(parents[1].clone(), model, vec![receiver(&hashes_schema, hashes_rx)], opts.clone()),
+            stage::write_stage(parents[2].clone(), model, vec![receiver(&gone_schema, gone_rx)], opts),
         )
     };
     let splitting = async move {

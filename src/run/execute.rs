@@ -233,8 +233,9 @@ async fn run_nodes(
     observer: &dyn Observer,
 ) -> NodesRun {
     let manifest = &prepared.manifest;
-    if let Some(root) = prepared.stages.local() {
-        stage::sweep_leftovers(root);
+    match &prepared.stages {
+        stage::Root::Local(root) => stage::sweep_leftovers(root),
+        stage::Root::Stored(root) | stage::Root::Pending(root) => materialize::sweep_stored_apart(root).await,
     }
     let order: Vec<NodeId> = manifest.order.iter().copied().filter(|i| wanted.contains(i)).collect();
     let runnable: Vec<NodeId> =
@@ -282,7 +283,7 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
         run_dir: prepared.layout.run(&run_id),
         run_id,
         incremental: HashMap::new(),
-        state_root: prepared.layout.state(),
+        hashes_root: super::change::hashes_root(&prepared.stages, &prepared.layout.state()),
     }
 }
 
@@ -564,17 +565,23 @@ async fn commit_incremental(prepared: &Prepared, report: &mut RunReport) {
     }
 }
 
-/// With the stages in an object store: removes this run's increments, and
-/// each incremental model's next version that did not become its stage and
-/// was not loaded (one loaded whose stage could not be replaced stays, as
-/// its error says).
+/// With the stages in an object store: removes what this run staged apart
+/// (increments, changes, keys gone), each incremental model's next version
+/// that did not become its stage and was not loaded (one loaded whose stage
+/// could not be replaced stays, as its error says), and each
+/// change-detected model's next row hashes that were not kept.
 async fn discard_stored_apart(prepared: &Prepared, report: &RunReport) {
     let stage::Root::Stored(root) = &prepared.stages else { return };
-    stage::store::remove(&materialize::stored_increments(root, &report.run_id)).await;
+    stage::store::remove(&materialize::stored_apart(root, &report.run_id)).await;
     for r in report.nodes.values() {
-        let (Some(inc), Some(next)) = (&r.incremental, &r.staged) else { continue };
-        if !inc.committed && !matches!(r.load, Some(Ok(_))) {
+        if let (Some(inc), Some(next)) = (&r.incremental, &r.staged)
+            && !inc.committed
+            && !matches!(r.load, Some(Ok(_)))
+        {
             stage::store::discard(next).await;
+        }
+        if let Some(change) = r.change.as_ref().filter(|c| !c.kept) {
+            stage::store::discard(&change.hashes).await;
         }
     }
 }
@@ -635,7 +642,7 @@ fn kill_point(phase: &str) {
 /// reconciliation. Otherwise the kept hashes stay, and the next run finds
 /// the same changes again.
 async fn keep_row_hashes(prepared: &Prepared, report: &mut RunReport) {
-    let state = prepared.layout.state();
+    let root = super::change::hashes_root(&prepared.stages, &prepared.layout.state());
     for (&i, r) in &mut report.nodes {
         let Some(change) = r.change.as_mut() else { continue };
         let loads = matches!(load::config_for(&prepared.manifest, i), Ok(Some(_)) | Err(_));
@@ -649,7 +656,7 @@ async fn keep_row_hashes(prepared: &Prepared, report: &mut RunReport) {
             continue;
         }
         let model = &prepared.manifest[i].name;
-        match super::change::keep(&state, &change.hashes, model).await {
+        match super::change::keep(&root, &change.hashes, model).await {
             Ok(_) => change.kept = true,
             Err(e) => report.diagnostics.push(
                 Diagnostic::warning(

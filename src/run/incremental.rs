@@ -13,7 +13,9 @@
 //! Materializing one then stages the model's rows as the run's increment
 //! (`.ferry/runs/<run>/increments/<model>/`) and merges current data and
 //! increment, by the strategy, into the model's next version
-//! (`.ferry/runs/<run>/next/<model>/`), which its readers read in this run.
+//! (`.ferry/runs/<run>/next/<model>/`; with the stages in an object store,
+//! the increment under the run's scratch there and the next version as a
+//! version of the stage pending), which its readers read in this run.
 //! A full build stages straight into the next version. The increment is
 //! loaded with the strategy's mode, a full build replaces the table, and
 //! the next version replaces the stage only once that load has committed

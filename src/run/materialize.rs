@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use camino::Utf8PathBuf;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 
@@ -49,8 +48,9 @@ pub struct Places {
     pub run_dir: RunDir,
     /// How each incremental model runs.
     pub incremental: HashMap<NodeId, IncrementalRun>,
-    /// `.ferry/state`: the kept row hashes of change-detected models.
-    pub state_root: Utf8PathBuf,
+    /// Where change-detected models' row hashes are kept (see
+    /// [`change::hashes_root`]).
+    pub hashes_root: Root,
 }
 
 impl Places {
@@ -65,22 +65,43 @@ impl Places {
         }
     }
 
-    /// Where an incremental model's increment is staged: under the run's
+    /// Where this run stages `what` apart from the stages, to be loaded or
+    /// read by a model of the run (an incremental model's increment, a
+    /// change-detected model's changes and keys gone): under the run's
     /// directory, or beside the stages in an object store (see
-    /// [`stored_increments`]).
-    pub fn increments_root(&self) -> Root {
+    /// [`stored_apart`]).
+    pub fn apart(&self, what: &str) -> Root {
         match &self.stage_root {
-            Root::Stored(root) | Root::Pending(root) => Root::Stored(stored_increments(root, &self.run_id)),
-            Root::Local(_) => Root::Local(self.run_dir.path.join("increments")),
+            Root::Stored(root) | Root::Pending(root) => Root::Stored(stored_apart(root, &self.run_id).child(what)),
+            Root::Local(_) => Root::Local(self.run_dir.path.join(what)),
+        }
+    }
+
+    /// Where a change-detected model's next row hashes (`what`: as split,
+    /// or as corrected) are staged until they are kept: under the run's
+    /// directory, or as a version of its kept hashes pending.
+    pub fn next_hashes(&self, what: &str) -> Root {
+        match &self.hashes_root {
+            Root::Stored(root) | Root::Pending(root) => Root::Pending(root.clone()),
+            Root::Local(_) => Root::Local(self.run_dir.path.join(what)),
         }
     }
 }
 
 /// With the stages in an object store at `root`, where run `run_id` stages
-/// its increments, loaded and reconciled from there and removed as the run
-/// ends.
-pub fn stored_increments(root: &crate::stage::Stored, run_id: &str) -> crate::stage::Stored {
-    root.child(crate::stage::SCRATCH).child(&format!("{run_id}-increments"))
+/// what it keeps apart from the stages (see [`Places::apart`]), loaded and
+/// reconciled from there and removed as the run ends.
+pub fn stored_apart(root: &crate::stage::Stored, run_id: &str) -> crate::stage::Stored {
+    root.child(crate::stage::SCRATCH).child(&format!("{run_id}{APART}"))
+}
+
+/// The end of the name of what a run stages apart in an object store.
+const APART: &str = "-apart";
+
+/// Removes what killed runs staged apart in an object store at `root`
+/// (one run at a time holds the project, so none is in use).
+pub async fn sweep_stored_apart(root: &crate::stage::Stored) {
+    crate::stage::store::sweep(&root.child(crate::stage::SCRATCH), |name| name.ends_with(APART)).await;
 }
 
 /// An incremental model's run, staged: its next version (what its readers
@@ -285,7 +306,7 @@ impl Materializing<'_> {
         })?;
         let types = change::Meta::types_in(&schema, &cd.key, &columns);
         let meta = change::Meta { key: cd.key.clone(), columns, types, run_id: self.places.run_id.clone() };
-        let kept = change::read_kept(&self.places.state_root, &node.name);
+        let kept = change::read_kept(&self.places.hashes_root, &node.name).await;
         let full = match &kept {
             _ if manifest.globals.full_refresh => Some("--full-refresh"),
             None => Some("it has no row hashes yet"),
@@ -294,7 +315,6 @@ impl Materializing<'_> {
             }
             Some(_) => None,
         };
-        let run_dir = &self.places.run_dir.path;
         let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
         let (staged, mut ledger, hashes, gone, counts) = match (full, kept) {
             (Some(_), _) | (None, None) => {
@@ -304,9 +324,10 @@ impl Materializing<'_> {
                 self.register(&staged).await.map_err(with_ledger)?;
                 let hashes_sql = change::hashes_sql(&node.name, &meta.key, &meta.columns);
                 let plan = engine.plan(&hashes_sql).await.map_err(|e| with_ledger(internal(&e)))?;
-                let hashes = engine_node::stage_plan(engine, manifest, id, plan, &run_dir.join("hashes"), quiet)
-                    .await
-                    .map_err(with_ledger)?;
+                let hashes =
+                    engine_node::stage_plan(engine, manifest, id, plan, self.places.next_hashes("hashes"), quiet)
+                        .await
+                        .map_err(with_ledger)?;
                 let counts = change::Counts { inserted: staged.manifest.row_count, ..Default::default() };
                 (staged, ledger, hashes, None, counts)
             }
@@ -325,17 +346,10 @@ impl Materializing<'_> {
                 // table built once and shared, collect-left, measured slower:
                 // one thread builds it while the others wait.)
                 let stream = engine.execute(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
-                let parents = [run_dir.join("changes"), run_dir.join("hashes"), run_dir.join("gone")];
+                let parents =
+                    [self.places.apart("changes"), self.places.next_hashes("hashes"), self.places.apart("gone")];
                 let options = self.places.stage_options.clone();
-                let split = match change::split(
-                    stream,
-                    (width, &meta.key),
-                    [&parents[0], &parents[1], &parents[2]],
-                    &node.name,
-                    options,
-                )
-                .await
-                {
+                let split = match change::split(stream, (width, &meta.key), parents, &node.name, options).await {
                     Ok(split) => split,
                     Err(e) => return Err(engine_node::stage_error(engine, manifest, id, e).await.into()),
                 };
@@ -365,10 +379,12 @@ impl Materializing<'_> {
                     let tables = (changes_table.as_str(), node.name.as_str(), kept_table.as_str());
                     let sql = change::corrected_sql(&next_table, tables, &meta.key);
                     let plan = engine.plan(&sql).await.map_err(|e| with_ledger(internal(&e)))?;
-                    let parent = run_dir.join("hashes-corrected");
-                    hashes = engine_node::stage_plan(engine, manifest, id, plan, &parent, quiet)
+                    let parent = self.places.next_hashes("hashes-corrected");
+                    let corrected = engine_node::stage_plan(engine, manifest, id, plan, parent, quiet)
                         .await
                         .map_err(with_ledger)?;
+                    crate::stage::store::discard(&hashes).await;
+                    hashes = corrected;
                 }
                 (staged, ledger, hashes, Some(split.gone), split.counts)
             }
@@ -376,7 +392,7 @@ impl Materializing<'_> {
         if let Some(l) = ledger.as_mut() {
             l.changes = Some(counts);
         }
-        if let Err(e) = change::write_meta(&hashes, &meta) {
+        if let Err(e) = change::write_meta(&hashes, &meta).await {
             let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
             return Err(NotMaterialized { diagnostics: vec![Diagnostic::error(Code::Execution, message)], ledger });
         }
@@ -464,7 +480,7 @@ impl Materializing<'_> {
         let (sql, schema_change) =
             incremental::fit_to_current(&sql, &node.name, &run.settings, (&current_schema, &planned))
                 .map_err(|d| vec![(*d).in_file(node.path())])?;
-        let (increment, ledger) = self.staged(&sql, &self.places.increments_root()).await?;
+        let (increment, ledger) = self.staged(&sql, &self.places.apart("increments")).await?;
         let retyped: Vec<String> = match run.settings.on_schema_change {
             OnSchemaChange::SyncAllColumns => schema_change.retyped.iter().map(|(c, _, _)| c.clone()).collect(),
             _ => Vec::new(),

@@ -97,18 +97,12 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
             return Ok(Err(diagnostics));
         }
     };
-    let Built { manifest, mut failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
+    let Built { manifest, failed, diagnostics: built_diags } = Manifest::build(project, globals, &schema);
     tracing::debug!(elapsed = ?started.elapsed(), "rendered every template");
     diagnostics.extend(built_diags);
     let Some(mut manifest) = manifest else { return Ok(Err(diagnostics)) };
     manifest.connections = source_connections(settings, &manifest, &profile_name);
     manifest.warehouse = Some(target.url().map(|url| Warehouse { url, name: target.name.clone() }));
-    if let crate::stage::Root::Stored(root) = &stages {
-        for (id, d) in kept_on_this_machine(&manifest, root) {
-            failed.insert(id);
-            diagnostics.push(d);
-        }
-    }
     if masking.is_some() {
         diagnostics.extend(unmasked_personal(&manifest, &layout, settings.require_masking));
     }
@@ -168,30 +162,6 @@ fn stage_root(
     })?;
     let stored = crate::stage::Stored::new(&url, store).map_err(|e| bad(e.to_string()))?;
     Ok(crate::stage::Root::Stored(stored))
-}
-
-/// With the stages in an object store: the nodes whose state is still
-/// kept on this machine's file system only (change-detected models, with
-/// their kept row hashes), each with its error. They fail; the rest of the
-/// project runs.
-fn kept_on_this_machine(manifest: &Manifest, root: &crate::stage::Stored) -> Vec<(NodeId, Diagnostic)> {
-    let mut out = Vec::new();
-    for (id, node) in manifest.iter() {
-        if !matches!(node.resource, Resource::Model { .. }) || !matches!(node.config.change_detection, Ok(Some(_))) {
-            continue;
-        }
-        let d = Diagnostic::error(
-            Code::ProjectFile,
-            format!(
-                "`{}` is a change-detected model, whose row hashes ferry keeps on this machine only, not at `stage_dir: {root}`",
-                node.name
-            ),
-        )
-        .in_file(node.path())
-        .with_help("run it with the stages on this machine (no `stage_dir`, or a directory) until its row hashes can live in an object store");
-        out.push((id, d));
-    }
-    out
 }
 
 /// In a masked run, the columns of sources and seeds that look personal

@@ -205,6 +205,33 @@ impl StagedTable {
     }
 }
 
+/// Writes a small file `name` (what the files were computed over) beside a
+/// stage's files, so that it goes where they go.
+pub async fn write_beside(staged: &StagedTable, name: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+    match &staged.dir {
+        Dir::Local(dir) => write_synced(&dir.join(name), &bytes).await,
+        Dir::Stored(dir) => {
+            use object_store::ObjectStoreExt;
+            let object = dir.object(&store::file_name(staged.manifest.version.as_deref(), name));
+            let put = dir.store().put(&object, object_store::PutPayload::from(bytes)).await;
+            put.map(|_| ()).map_err(|e| store::io("write", &dir.shown(name), e))
+        }
+    }
+}
+
+/// The file `name` beside a stage's files (see [`write_beside`]), if it
+/// can be read.
+pub async fn read_beside(staged: &StagedTable, name: &str) -> Option<Vec<u8>> {
+    match &staged.dir {
+        Dir::Local(dir) => fs_err::read(dir.join(name)).ok(),
+        Dir::Stored(dir) => {
+            use object_store::ObjectStoreExt;
+            let object = dir.object(&store::file_name(staged.manifest.version.as_deref(), name));
+            Some(dir.store().get(&object).await.ok()?.bytes().await.ok()?.to_vec())
+        }
+    }
+}
+
 /// How to cut a stage into files.
 #[derive(Debug, Clone)]
 pub struct StageOptions {

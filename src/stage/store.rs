@@ -221,9 +221,20 @@ pub(super) async fn read_manifest(dir: &Stored) -> Result<StageManifest, StageEr
     };
     let manifest: StageManifest =
         serde_json::from_slice(&text).map_err(|e| corrupt(format!("`{MANIFEST_FILE}` is invalid: {e}")))?;
-    let heads = futures::stream::iter(manifest.files.iter().map(|f| {
-        let name = file_name(manifest.version.as_deref(), &f.name);
-        async move { (dir.store.head(&dir.object(&name)).await, name, f.bytes) }
+    // Owned, so that the future is Send for any lifetime (it runs inside
+    // a node's future).
+    let wanted: Vec<(String, Path, u64)> = manifest
+        .files
+        .iter()
+        .map(|f| {
+            let name = file_name(manifest.version.as_deref(), &f.name);
+            let object = dir.object(&name);
+            (name, object, f.bytes)
+        })
+        .collect();
+    let heads = futures::stream::iter(wanted.into_iter().map(|(name, object, bytes)| {
+        let store = Arc::clone(&dir.store);
+        async move { (store.head(&object).await, name, bytes) }
     }))
     .buffered(8)
     .collect::<Vec<_>>()
@@ -242,16 +253,23 @@ pub(super) async fn read_manifest(dir: &Stored) -> Result<StageManifest, StageEr
 /// Removes every version of the stage in `dir` but `keep` (failures are
 /// logged: what is left is removed by the next write of the stage).
 async fn remove_versions_but(dir: &Stored, keep: &str) {
+    sweep(dir, |version| version != keep).await;
+}
+
+/// Removes each prefix directly under `dir` whose name `leftover` holds
+/// (what earlier writes or killed runs left), logging what could not be
+/// removed.
+pub async fn sweep(dir: &Stored, leftover: impl Fn(&str) -> bool) {
     let listed = match dir.store.list_with_delimiter(Some(&dir.prefix)).await {
         Ok(listed) => listed,
         Err(e) => {
-            tracing::warn!("cannot list the old versions of the stage at {dir}: {e}");
+            tracing::warn!("cannot list {dir} for what earlier writes left: {e}");
             return;
         }
     };
-    for version in listed.common_prefixes {
-        if version.filename() != Some(keep) {
-            remove_all(&dir.store, &version).await;
+    for prefix in listed.common_prefixes {
+        if prefix.filename().is_some_and(&leftover) {
+            remove_all(&dir.store, &prefix).await;
         }
     }
 }

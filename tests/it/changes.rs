@@ -174,6 +174,7 @@ async fn runs_in_step(mut db: Db, p: TestProject, (refuse, allow): (&str, &str))
     ok(&p.run(["build", "--full-refresh"]));
     assert_eq!(changes(&p, "people_sync")["reason"], "--full-refresh");
     assert_in_step(&mut db, "full refresh").await;
+    p.assert_stored_stages_whole(&["people_sync", "people_soft"]).await;
     db.drop_schema().await;
 }
 
@@ -201,7 +202,30 @@ async fn mysql_change_detection_keeps_the_table_in_step() {
 
 #[tokio::test]
 async fn sqlite_change_detection_keeps_the_table_in_step() {
-    let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n");
+    on_sqlite(TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n")).await;
+}
+
+/// The same runs with the stages in an S3 bucket (moto), and so the kept
+/// row hashes beside them: in the end the model's stage and its kept hashes
+/// are each one version, and nothing a run staged apart is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_detection_keeps_the_table_in_step_with_the_stages_in_s3() {
+    let Some(tools) = crate::object_stores::tools() else { return };
+    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n").stages_in_moto(port, "stages", "shop");
+    let kept = (port, "stages", "shop/_ferry_hashes");
+    on_sqlite(p).await;
+    assert_kept_hashes_whole(kept).await;
+}
+
+/// The kept row hashes of `people_sync` in moto: their manifest, and the one
+/// version it names, with the files it lists and what they were computed
+/// over.
+async fn assert_kept_hashes_whole(kept: crate::object_stores::StageDir<'_>) {
+    crate::object_stores::assert_one_version(kept, "people_sync", &["detection.json"]).await;
+}
+
+async fn on_sqlite(p: TestProject) {
     let db = Db::sqlite(&p);
     let p = with_models(p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop")));
     let refuse = "CREATE TRIGGER no_refused BEFORE UPDATE ON people_sync WHEN NEW.city = 'lima-refused' \
@@ -235,8 +259,23 @@ fn change_detection_is_refused_where_it_cannot_work() {
 /// fixed the next run finds the change again.
 #[test]
 fn a_quarantined_change_is_found_again_once_fixed() {
-    let p = TestProject::new()
-        .file("ferry.yml", "name: shop\n")
+    quarantined_changes_found_again(TestProject::new().file("ferry.yml", "name: shop\n"));
+}
+
+/// The same with the stages, and so the kept row hashes, in an S3 bucket
+/// (moto): the hashes corrected for the quarantined rows are kept there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_change_is_found_again_with_the_hashes_in_s3() {
+    let Some(tools) = crate::object_stores::tools() else { return };
+    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let p = TestProject::new().file("ferry.yml", "name: shop\n").stages_in_moto(port, "stages", "shop");
+    let p = tokio::task::spawn_blocking(move || quarantined_changes_found_again(p)).await.unwrap();
+    p.assert_stored_stages_whole(&["people_sync"]).await;
+    assert_kept_hashes_whole((port, "stages", "shop/_ferry_hashes")).await;
+}
+
+fn quarantined_changes_found_again(p: TestProject) -> TestProject {
+    let p = p
         .file("models/sources.yml", SOURCES)
         .file(
             "models/schema.yml",
@@ -262,6 +301,7 @@ fn a_quarantined_change_is_found_again_once_fixed() {
     assert_eq!(counts(&p, "people_sync"), (1, 1, 1, 0));
     ok(&p.run(["build"]));
     assert_eq!(counts(&p, "people_sync"), (0, 0, 3, 0));
+    p
 }
 
 /// A value in a changed row that does not convert is quarantined with the

@@ -381,6 +381,10 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
                 "grown.sql",
                 "{{ config(materialized='incremental', unique_key='customer') }}\nselect customer, n, total from {{ ref('by_customer') }}\n\
                  {% if is_incremental() %}where total >= (select avg(total) from {{ this }}){% endif %}",
+            )
+            .model(
+                "tracked.sql",
+                "{{ config(materialized='table', change_detection={'key': ['customer']}) }}\nselect customer, n from {{ ref('by_customer') }}",
             );
         let legacy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/customers.json");
         fs_err::create_dir_all(p.path().join("data")).unwrap();
@@ -442,12 +446,14 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
 
     // An incremental model run again merges its increment on the cluster
     // into a version of its stage pending in the store, which becomes the
-    // stage: the rows of the local full build, and nothing else kept.
+    // stage: the rows of the local full build, and nothing else kept. A
+    // change-detected model run again joins its extract on the cluster with
+    // the row hashes kept in the store, and finds nothing changed.
     let grown = "select * from grown";
     let built = runtime.block_on(local.query_stages(&["grown"], grown));
     assert_eq!(built.len(), 97);
     assert_eq!(runtime.block_on(query_stored(at, &["grown"], grown)), built);
-    let ran = within_two_minutes(p.ferry(["run", "-s", "grown", "--cluster", &url]).envs(env.clone()));
+    let ran = within_two_minutes(p.ferry(["run", "-s", "grown", "tracked", "--cluster", &url]).envs(env.clone()));
     let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
     assert!(ran.status.success(), "{said}");
     assert!(said.contains(&format!("the models ran on the cluster {url}")), "{said}");
@@ -457,6 +463,10 @@ fn ferry_cluster_processes_read_s3_and_a_lost_executor_loses_no_stage() {
     assert!(record["rows"].as_u64().is_some_and(|n| n > 0 && n < 97), "an increment of some rows: {record}");
     assert_eq!(runtime.block_on(query_stored(at, &["grown"], grown)), built);
     runtime.block_on(p.assert_stored_stages_whole(&["by_customer", "ranked", "grown"]));
+    let tracked = &crate::common::node_result(&results, "model.shop.tracked").expect("tracked ran")["changes"];
+    assert_eq!((tracked["run"].as_str(), tracked["unchanged"].as_u64()), (Some("changes"), Some(97)), "{tracked}");
+    assert!(runtime.block_on(stored_manifest((s3, "lake", "stages/_ferry_hashes"), "tracked")).is_some());
+    assert!(!p.path().join(".ferry/state/hashes").exists(), "no row hashes are kept on this machine");
 
     // Lose an executor while the client submits the first job: Ballista's
     // scheduler can then leave the job unstarted (seen here, 5 runs in 12),

@@ -211,18 +211,7 @@ impl TestProject {
         let at = (*port, bucket.as_str(), prefix.as_str());
         assert!(!self.path().join(".ferry/stage").exists(), "nothing is staged on this machine");
         for model in models {
-            let manifest = self.stage_manifest(model).await.unwrap_or_else(|| panic!("`{model}` has a stage"));
-            let version = manifest["version"].as_str().expect("a version");
-            let mut expected: Vec<String> = manifest["files"]
-                .as_array()
-                .expect("files")
-                .iter()
-                .map(|f| format!("{prefix}/{model}/{version}/{}", f["name"].as_str().expect("a name")))
-                .collect();
-            expected.push(format!("{prefix}/{model}/_ferry_stage.json"));
-            expected.sort();
-            let objects = crate::object_stores::stored_objects(at, model).await;
-            assert_eq!(objects, expected, "`{model}`: nothing but its version");
+            crate::object_stores::assert_one_version(at, model, &[]).await;
         }
         let scratch = crate::object_stores::stored_objects(at, "_ferry_scratch").await;
         assert_eq!(scratch, Vec::<String>::new(), "no scratch is left");
