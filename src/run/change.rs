@@ -90,13 +90,19 @@ pub fn hashes_root(stages: &Root, state_root: &Utf8Path) -> Root {
 /// The prefix, beside the stages in an object store, of the kept hashes.
 pub const HASHES: &str = "_ferry_hashes";
 
-/// The model's kept hashes under `root`, when there are any that check.
-pub async fn read_kept(root: &Root, model: &str) -> Option<Kept> {
+/// The model's kept hashes under `root`, when there are any that check;
+/// an error when the store that keeps them cannot be read (which says
+/// nothing of them: building the model in full would replace its table).
+pub async fn read_kept(root: &Root, model: &str) -> Result<Option<Kept>, StageError> {
     let dir = root.dir(model);
-    let manifest = stage::verify(&dir).await.ok()?;
+    let manifest = match stage::verify(&dir).await {
+        Ok(manifest) => manifest,
+        Err(StageError::Corrupt { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let table = StagedTable { dir, manifest };
-    let meta: Meta = serde_json::from_slice(&stage::read_beside(&table, META_FILE).await?).ok()?;
-    Some(Kept { table, meta })
+    let meta = stage::read_beside(&table, META_FILE).await.and_then(|json| serde_json::from_slice(&json).ok());
+    Ok(meta.map(|meta| Kept { table, meta }))
 }
 
 /// Writes what `hashes` were computed over beside them.

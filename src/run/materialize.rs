@@ -306,7 +306,10 @@ impl Materializing<'_> {
         })?;
         let types = change::Meta::types_in(&schema, &cd.key, &columns);
         let meta = change::Meta { key: cd.key.clone(), columns, types, run_id: self.places.run_id.clone() };
-        let kept = change::read_kept(&self.places.hashes_root, &node.name).await;
+        let kept = change::read_kept(&self.places.hashes_root, &node.name).await.map_err(|e| {
+            let message = format!("cannot tell whether change-detected model `{}` has row hashes: {e}", node.name);
+            vec![Diagnostic::error(Code::Execution, message).in_file(node.path())]
+        })?;
         let full = match &kept {
             _ if manifest.globals.full_refresh => Some("--full-refresh"),
             None => Some("it has no row hashes yet"),
