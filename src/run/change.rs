@@ -81,9 +81,9 @@ pub struct Kept {
 /// with the stages in an object store, beside them under `_ferry_hashes/`,
 /// where a cluster's executors read them.
 pub fn hashes_root(stages: &Root, state_root: &Utf8Path) -> Root {
-    match stages {
-        Root::Stored(root) | Root::Pending(root) => Root::Stored(root.child(HASHES)),
-        Root::Local(_) => Root::Local(state_root.join("hashes")),
+    match stages.stored() {
+        Some(root) => Root::Stored(root.child(HASHES)),
+        None => Root::Local(state_root.join("hashes")),
     }
 }
 
@@ -95,11 +95,7 @@ pub const HASHES: &str = "_ferry_hashes";
 /// nothing of them: building the model in full would replace its table).
 pub async fn read_kept(root: &Root, model: &str) -> Result<Option<Kept>, StageError> {
     let dir = root.dir(model);
-    let manifest = match stage::verify(&dir).await {
-        Ok(manifest) => manifest,
-        Err(StageError::Corrupt { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    let Some(manifest) = stage::existing(&dir).await? else { return Ok(None) };
     let table = StagedTable { dir, manifest };
     let meta = stage::read_beside(&table, META_FILE).await.and_then(|json| serde_json::from_slice(&json).ok());
     Ok(meta.map(|meta| Kept { table, meta }))

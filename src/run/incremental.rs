@@ -183,11 +183,11 @@ async fn current_mode(
     target: Option<(&Target, &mut LazyTarget)>,
 ) -> Result<Mode, Diagnostic> {
     let dir = stages.dir(&node.name);
-    let manifest = match stage::verify(&dir).await {
-        Ok(manifest) => manifest,
-        Err(stage::StageError::Corrupt { .. }) => return Ok(Mode::Full("it has no stage yet".into())),
-        // A store that cannot be read says nothing of the stage: building
-        // the model in full would replace its table.
+    // A store that cannot be read says nothing of the stage: building the
+    // model in full would replace its table.
+    let manifest = match stage::existing(&dir).await {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return Ok(Mode::Full("it has no stage yet".into())),
         Err(e) => {
             let message = format!("cannot tell whether incremental model `{}` has a stage: {e}", node.name);
             return Err(Diagnostic::error(Code::Execution, message).in_file(node.path()));

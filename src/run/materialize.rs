@@ -59,9 +59,9 @@ impl Places {
     /// the stages in an object store, as a version of its stage pending,
     /// which every machine reads.
     pub fn next_root(&self) -> Root {
-        match &self.stage_root {
-            Root::Stored(root) | Root::Pending(root) => Root::Pending(root.clone()),
-            Root::Local(_) => Root::Local(self.run_dir.path.join("next")),
+        match self.stage_root.stored() {
+            Some(root) => Root::Pending(root.clone()),
+            None => Root::Local(self.run_dir.path.join("next")),
         }
     }
 
@@ -71,9 +71,9 @@ impl Places {
     /// directory, or beside the stages in an object store (see
     /// [`stored_apart`]).
     pub fn apart(&self, what: &str) -> Root {
-        match &self.stage_root {
-            Root::Stored(root) | Root::Pending(root) => Root::Stored(stored_apart(root, &self.run_id).child(what)),
-            Root::Local(_) => Root::Local(self.run_dir.path.join(what)),
+        match self.stage_root.stored() {
+            Some(root) => Root::Stored(stored_apart(root, &self.run_id).child(what)),
+            None => Root::Local(self.run_dir.path.join(what)),
         }
     }
 
@@ -81,9 +81,9 @@ impl Places {
     /// or as corrected) are staged until they are kept: under the run's
     /// directory, or as a version of its kept hashes pending.
     pub fn next_hashes(&self, what: &str) -> Root {
-        match &self.hashes_root {
-            Root::Stored(root) | Root::Pending(root) => Root::Pending(root.clone()),
-            Root::Local(_) => Root::Local(self.run_dir.path.join(what)),
+        match self.hashes_root.stored() {
+            Some(root) => Root::Pending(root.clone()),
+            None => Root::Local(self.run_dir.path.join(what)),
         }
     }
 }

@@ -132,6 +132,14 @@ impl Root {
             Root::Stored(_) | Root::Pending(_) => None,
         }
     }
+
+    /// The prefix, for a root in an object store.
+    pub fn stored(&self) -> Option<&Stored> {
+        match self {
+            Root::Local(_) => None,
+            Root::Stored(root) | Root::Pending(root) => Some(root),
+        }
+    }
 }
 
 impl std::fmt::Display for Root {
@@ -283,6 +291,17 @@ pub async fn verify(dir: &Dir) -> Result<StageManifest, StageError> {
     match dir {
         Dir::Local(path) => read_manifest(path),
         Dir::Stored(dir) => store::read_manifest(dir).await,
+    }
+}
+
+/// The manifest of the stage in `dir` when it has one that checks; none
+/// when it has none (or one that does not check); an error when its store
+/// cannot be read, which says nothing of the stage.
+pub async fn existing(dir: &Dir) -> Result<Option<StageManifest>, StageError> {
+    match verify(dir).await {
+        Ok(manifest) => Ok(Some(manifest)),
+        Err(StageError::Corrupt { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

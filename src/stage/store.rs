@@ -117,10 +117,7 @@ pub(super) async fn write_stage(
     let (written, mut manifest) = write_version_files(&dir, model, partitions, options).await?;
     let version = written.version_name();
     manifest.version = Some(version.clone());
-    if let Err(e) = put_manifest(&dir, &manifest).await {
-        remove_all(&written.store, &written.prefix).await;
-        return Err(e);
-    }
+    put_manifest_or_remove(&dir, &manifest, &written).await?;
     remove_versions_but(&dir, &version).await;
     Ok(StagedTable { dir: Dir::Stored(Box::new(dir)), manifest })
 }
@@ -137,10 +134,7 @@ pub(super) async fn write_version(
     options: StageOptions,
 ) -> Result<StagedTable, StageError> {
     let (written, manifest) = write_version_files(&root.child(model), model, partitions, options).await?;
-    if let Err(e) = put_manifest(&written, &manifest).await {
-        remove_all(&written.store, &written.prefix).await;
-        return Err(e);
-    }
+    put_manifest_or_remove(&written, &manifest, &written).await?;
     Ok(StagedTable { dir: Dir::Stored(Box::new(written)), manifest })
 }
 
@@ -196,6 +190,15 @@ async fn write_version_files(
             Err(e)
         }
     }
+}
+
+/// [`put_manifest`], removing the version `written` if it fails.
+async fn put_manifest_or_remove(dir: &Stored, manifest: &StageManifest, written: &Stored) -> Result<(), StageError> {
+    let put = put_manifest(dir, manifest).await;
+    if put.is_err() {
+        remove_all(&written.store, &written.prefix).await;
+    }
+    put
 }
 
 /// Writes `manifest` as the manifest of the stage (or pending version) in

@@ -210,8 +210,7 @@ async fn sqlite_change_detection_keeps_the_table_in_step() {
 /// are each one version, and nothing a run staged apart is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_detection_keeps_the_table_in_step_with_the_stages_in_s3() {
-    let Some(tools) = crate::object_stores::tools() else { return };
-    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let Some((_server, port)) = crate::object_stores::stages_bucket() else { return };
     let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n").stages_in_moto(port, "stages", "shop");
     let kept = (port, "stages", "shop/_ferry_hashes");
     on_sqlite(p).await;
@@ -266,8 +265,7 @@ fn a_quarantined_change_is_found_again_once_fixed() {
 /// (moto): the hashes corrected for the quarantined rows are kept there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_change_is_found_again_with_the_hashes_in_s3() {
-    let Some(tools) = crate::object_stores::tools() else { return };
-    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let Some((_server, port)) = crate::object_stores::stages_bucket() else { return };
     let p = TestProject::new().file("ferry.yml", "name: shop\n").stages_in_moto(port, "stages", "shop");
     let p = tokio::task::spawn_blocking(move || quarantined_changes_found_again(p)).await.unwrap();
     p.assert_stored_stages_whole(&["people_sync"]).await;

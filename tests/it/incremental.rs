@@ -193,8 +193,7 @@ async fn sqlite_incremental_models_stay_in_step_over_runs() {
 /// refused load leaves the stage as it was and no version behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_models_stay_in_step_with_their_stages_in_s3() {
-    let Some(tools) = crate::object_stores::tools() else { return };
-    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let Some((_server, port)) = crate::object_stores::stages_bucket() else { return };
     on_sqlite(TestProject::fixture("incremental").stages_in_moto(port, "stages", "shop")).await;
 }
 

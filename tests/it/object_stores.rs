@@ -105,6 +105,12 @@ pub(crate) fn moto(tools: &std::path::Path, script: &str) -> (Server, u16) {
     (server, port)
 }
 
+/// moto with an empty bucket `stages`, and its port; none where the test
+/// tools are missing (see [`tools`]).
+pub(crate) fn stages_bucket() -> Option<(Server, u16)> {
+    Some(moto(&tools()?, "s3.create_bucket(Bucket='stages')\n"))
+}
+
 /// The environment that points object_store's S3 client at moto on `port`.
 pub(crate) fn s3_env(port: u16) -> [(&'static str, String); 5] {
     [
@@ -424,8 +430,7 @@ pub(crate) async fn stored_objects((port, name, prefix): StageDir<'_>, model: &s
 /// stage as it was; a change-detected model keeps its row hashes there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_in_an_s3_bucket_build_load_and_reconcile_as_local_ones() {
-    let Some(tools) = tools() else { return };
-    let (_server, port) = moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let Some((_server, port)) = stages_bucket() else { return };
     let local = TestProject::example().model("marts/later.sql", "select customer_id from {{ ref('customers') }}");
     let ran = local.run(["build"]);
     assert_eq!(ran.code, Some(0), "local: {}\n{}", ran.stdout, ran.stderr);

@@ -282,8 +282,7 @@ async fn sqlite_snapshots_keep_every_version_over_runs() {
 /// The same runs with the stages in an S3 bucket (moto).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_keep_every_version_with_their_stages_in_s3() {
-    let Some(tools) = crate::object_stores::tools() else { return };
-    let (_server, port) = crate::object_stores::moto(&tools, "s3.create_bucket(Bucket='stages')\n");
+    let Some((_server, port)) = crate::object_stores::stages_bucket() else { return };
     on_sqlite(TestProject::fixture("snapshots").stages_in_moto(port, "stages", "shop")).await;
 }
 
