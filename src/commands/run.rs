@@ -252,8 +252,8 @@ impl Observer for Terminal<'_> {
             RunEvent::Planned { diagnostics } => {
                 super::report(self.printer, diagnostics);
             }
-            RunEvent::UnstagedParent { name } => {
-                self.printer.status(&format!("note: `{name}` has no stage yet; reading it from its SQL"));
+            RunEvent::UnstagedParent { name, why } => {
+                self.printer.status(&format!("note: `{name}` {why}; reading it from its SQL"));
             }
             RunEvent::Started { total } => {
                 *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =

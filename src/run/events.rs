@@ -20,9 +20,11 @@ pub enum RunEvent<'a> {
     Planned {
         diagnostics: &'a [Diagnostic],
     },
-    /// A parent outside the selection has no stage and is read from its SQL.
+    /// A parent outside the selection has no stage this run reads (`why`)
+    /// and is read from its SQL.
     UnstagedParent {
         name: &'a str,
+        why: super::materialize::Unstaged,
     },
     /// The selected nodes start running (and report as they end).
     Started {

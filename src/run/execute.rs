@@ -278,7 +278,11 @@ fn places(prepared: &Prepared, runnable: &[NodeId], rows: &Arc<AtomicU64>) -> Pl
             }
             stage::Root::Local(_) => stage::Root::Local(prepared.layout.scratch(&run_id)),
         },
-        stage_options: StageOptions { rows_written: Some(Arc::clone(rows)), ..StageOptions::default() },
+        stage_options: StageOptions {
+            rows_written: Some(Arc::clone(rows)),
+            masked: prepared.masking.is_some(),
+            ..StageOptions::default()
+        },
         compute_once: materialize::views_read_more_than_once(&prepared.manifest, runnable),
         run_dir: prepared.layout.run(&run_id),
         run_id,
@@ -337,8 +341,8 @@ async fn read_unselected_parents(
     let needed = manifest.graph.with_ancestors(wanted.iter().copied());
     let parents: BTreeSet<NodeId> =
         needed.into_iter().filter(|i| !wanted.contains(i) && !outcome.failed.contains(i)).collect();
-    for name in materialize::read_parents_lazily(engine, manifest, &parents, &prepared.stages).await {
-        observer.event(RunEvent::UnstagedParent { name: &name });
+    for (name, why) in materialize::read_parents_lazily(engine, manifest, &parents, &prepared.stages).await {
+        observer.event(RunEvent::UnstagedParent { name: &name, why });
     }
 }
 

@@ -123,7 +123,7 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
             Some(why) => Mode::Full(why),
             None => {
                 let target = if ask_target { Some((&prepared.target, &mut target)) } else { None };
-                match current_mode(node, &prepared.stages, target).await {
+                match current_mode(node, &prepared.stages, prepared.masking.is_some(), target).await {
                     Ok(mode) => mode,
                     Err(d) => {
                         out.fail(i, d);
@@ -175,11 +175,13 @@ pub async fn resolve(prepared: &Prepared, wanted: &BTreeSet<NodeId>, ask_target:
 type LazyTarget = Option<Result<Connection, Box<Diagnostic>>>;
 
 /// How `node` runs when no full refresh is asked: incrementally over its
-/// stage, unless it has none, or (when `target` is given) its table is not
-/// in the target. The target is connected once, on first need, into `target.1`.
+/// stage, unless it has none, a run masking otherwise than this one
+/// (`masked`) made it, or (when `target` is given) its table is not in the
+/// target. The target is connected once, on first need, into `target.1`.
 async fn current_mode(
     node: &crate::manifest::Node,
     stages: &stage::Root,
+    masked: bool,
     target: Option<(&Target, &mut LazyTarget)>,
 ) -> Result<Mode, Diagnostic> {
     let dir = stages.dir(&node.name);
@@ -193,6 +195,13 @@ async fn current_mode(
             return Err(Diagnostic::error(Code::Execution, message).in_file(node.path()));
         }
     };
+    // Its rows are what this run builds on: never clear ones in a masked
+    // run, nor masked ones in a run in clear.
+    if !manifest.readable(masked) {
+        let how =
+            if manifest.masked { "with masking, and this run is in clear" } else { "in clear, and this run masks" };
+        return Ok(Mode::Full(format!("its stage was made {how}")));
+    }
     let current = Mode::Incremental(StagedTable { dir, manifest });
     let (Some((target, conn)), Ok(Some(load))) = (target, &node.config.load) else { return Ok(current) };
     let conn = match conn.get_or_insert(crate::load::connect(target).await) {

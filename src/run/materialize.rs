@@ -17,6 +17,7 @@ use datafusion::common::TableReference;
 use super::change;
 use super::incremental::{self, CursorRun, IncrementalRun, Mode, SchemaChange};
 use super::microbatch::Window;
+use super::plan;
 use super::snapshot;
 use crate::backend::ColumnSync;
 use crate::diagnostic::{Code, Diagnostic};
@@ -664,43 +665,82 @@ impl Materializing<'_> {
 
 /// Makes `parents` (and their own ancestors) readable without running them:
 /// a `table` or seed with a stage is read from it (a seed without one from
-/// its CSV); other models are read from their SQL, as views. Returns the
-/// tables that had no stage.
+/// its CSV); other models are read from their SQL, as views, masked in a
+/// masked run. A stage made by a run that masked otherwise is not read.
+/// Returns the tables read from their SQL, each with why.
 pub async fn read_parents_lazily(
     engine: &Engine,
     manifest: &Manifest,
     parents: &BTreeSet<NodeId>,
     stage_root: &Root,
-) -> Vec<String> {
+) -> Vec<(String, Unstaged)> {
     let needed = manifest.graph.with_ancestors(parents.iter().copied());
     let mut unstaged = Vec::new();
+    // A stage is read only where this run would have written it alike: a
+    // masked run never reads one made in clear.
+    let stage = async |name: &str| {
+        let dir = stage_root.dir(name);
+        match stage::verify(&dir).await {
+            Ok(m) if m.readable(engine.masked()) => Ok(StagedTable { dir, manifest: m }),
+            Ok(m) if m.masked => Err(Unstaged::Masked),
+            Ok(_) => Err(Unstaged::Clear),
+            Err(_) => Err(Unstaged::None),
+        }
+    };
     for &i in manifest.order.iter().filter(|i| needed.contains(i)) {
         let node = &manifest[i];
         let table = TableReference::bare(node.name.as_str());
         if let Resource::Seed(_) = &node.resource {
-            let dir = stage_root.dir(&node.name);
-            if let Ok(m) = stage::verify(&dir).await {
-                let _ = engine_node::register_staged(engine, table, &StagedTable { dir, manifest: m }).await;
+            if let Ok(staged) = stage(&node.name).await {
+                let _ = engine_node::register_staged(engine, table, &staged).await;
             }
             continue;
         }
         let Resource::Model { materialized, .. } = &node.resource else { continue };
         if matches!(materialized, Materialization::Table | Materialization::Incremental) {
-            let dir = stage_root.dir(&node.name);
-            if let Ok(m) = stage::verify(&dir).await
-                && engine_node::register_staged(engine, table.clone(), &StagedTable { dir, manifest: m }).await.is_ok()
-            {
-                continue;
-            }
-            unstaged.push(node.name.clone());
+            let why = match stage(&node.name).await {
+                Ok(staged) => match engine_node::register_staged(engine, table.clone(), &staged).await {
+                    Ok(()) => continue,
+                    Err(_) => Unstaged::None,
+                },
+                Err(why) => why,
+            };
+            unstaged.push((node.name.clone(), why));
         }
-        if let Some(r) = &node.rendered
-            && let Ok(plan) = engine.plan(&r.sql).await
-        {
+        // Its SQL as this run would stage it: masked in a masked run. A
+        // model whose masks cannot apply is left unread, not read in clear.
+        let Some(rendered) = &node.rendered else { continue };
+        let sql = match plan::masked_render(engine, node, Some(rendered.clone())).await {
+            Ok(Some(masked)) => masked.sql,
+            Ok(None) => rendered.sql.clone(),
+            Err(_) => continue,
+        };
+        if let Ok(plan) = engine.plan(&sql).await {
             let _ = engine.register_view(table, plan);
         }
     }
     unstaged
+}
+
+/// Why [`read_parents_lazily`] read a table from its SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unstaged {
+    /// It has no stage (or none that can be read).
+    None,
+    /// Its stage was made in clear, and this run masks.
+    Clear,
+    /// Its stage was made masked, and this run does not mask.
+    Masked,
+}
+
+impl std::fmt::Display for Unstaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unstaged::None => "has no stage yet",
+            Unstaged::Clear => "has a stage made in clear, which a masked run does not read",
+            Unstaged::Masked => "has a masked stage, which a run in clear does not read",
+        })
+    }
 }
 
 /// Views and ephemerals among `nodes` that more than one node of `nodes` reads.

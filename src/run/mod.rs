@@ -32,7 +32,7 @@ pub use artifacts::{manifest_file, write_compiled};
 pub use audit::{Audit, audit};
 pub use events::{NodeEvent, Observer, RunEvent};
 pub use execute::{RunOptions, execute};
-pub use materialize::read_parents_lazily;
+pub use materialize::{Unstaged, read_parents_lazily};
 pub use plan::PlanOutcome;
 pub use prepare::{Prepared, Selected, engine, prepare, select};
 pub use preview::{Preview, Previewed, Rows, preview};

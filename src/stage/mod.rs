@@ -98,6 +98,20 @@ pub struct StageManifest {
     /// files (see [`store`]); on a file system, none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Written by a masked run: its personal columns hold masked values
+    /// only. A masked run reads no stage without it (see
+    /// [`StageManifest::readable`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
+}
+
+impl StageManifest {
+    /// Whether a run that masks (`masked`) or not may read this stage as
+    /// its data: a masked run never reads what a run in clear staged, nor
+    /// builds on masked values in a run in clear.
+    pub fn readable(&self, masked: bool) -> bool {
+        self.masked == masked
+    }
 }
 
 /// The prefix, beside the stages in an object store, of what a run writes
@@ -250,11 +264,13 @@ pub struct StageOptions {
     /// Compress with LZ4 rather than ZSTD: faster to write, larger, for
     /// data that hardly compresses (row hashes).
     pub fast_codec: bool,
+    /// The run masks personal data: recorded in the manifest.
+    pub masked: bool,
 }
 
 impl Default for StageOptions {
     fn default() -> Self {
-        StageOptions { max_rows_per_file: 4_000_000, rows_written: None, fast_codec: false }
+        StageOptions { max_rows_per_file: 4_000_000, rows_written: None, fast_codec: false, masked: false }
     }
 }
 
@@ -438,6 +454,7 @@ async fn write_files(
         files,
         checksum,
         version: None,
+        masked: options.masked,
     })
 }
 

@@ -270,3 +270,54 @@ fn unmasked_personal_columns_are_named_and_clear_audits_kept_out_of_reports() {
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(text(&refused).contains("error[F0006]: `crm.people.phone` looks like personal data"), "{}", text(&refused));
 }
+
+/// A masked run reads nothing a run in clear staged, and no model's SQL in
+/// clear: a parent with no stage, or with a stage made in clear, is read
+/// from its SQL with its masks; an incremental model staged in clear is
+/// built again in full; and a run in clear does not build on masked rows.
+#[test]
+fn a_masked_run_reads_no_stage_made_in_clear() {
+    let schema = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n        columns:\n\
+\x20         - name: email\n            mask: email\n\
+models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: hash\n";
+    let p = TestProject::new()
+        .file("data/people.csv", "id,email\n1,adaline.lovelace@example.com\n2,bart.simpson@springfield.org\n")
+        .file("models/schema.yml", schema)
+        .model(
+            "people.sql",
+            "{{ config(materialized='table') }}\nselect id, email, 'Lovelace' || id as nickname from {{ source('crm', 'people') }}",
+        )
+        .model(
+            "contacts.sql",
+            "{{ config(materialized='incremental', unique_key='id') }}\nselect id, email, nickname from {{ ref('people') }}",
+        );
+    let inline = ["show", "--mask", "--inline", "select email, nickname from {{ ref('people') }}"];
+    let masked_rows = |what: &str, out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", text(out));
+        assert!(leaks(what, &text(out)).is_empty(), "{what}: {}", text(out));
+        assert_eq!(text(out).matches("@").count(), 2, "{what}: both rows, masked: {}", text(out));
+    };
+    masked_rows("a preview before any stage", &ferry(&p, &inline, Some(KEY)));
+
+    let clear = ferry(&p, &["build"], None);
+    assert_eq!(clear.status.code(), Some(0), "{}", text(&clear));
+    assert!(!scan(&p.path().join(".ferry/stage")).is_empty(), "the run in clear staged clear values");
+    masked_rows("a preview over a stage made in clear", &ferry(&p, &inline, Some(KEY)));
+
+    let masked = ferry(&p, &["build", "--mask", "-s", "contacts"], Some(KEY));
+    assert_eq!(masked.status.code(), Some(0), "{}", text(&masked));
+    assert!(
+        text(&masked).contains("`people` has a stage made in clear, which a masked run does not read"),
+        "{}",
+        text(&masked)
+    );
+    assert!(text(&masked).contains("its stage was made in clear, and this run masks"), "{}", text(&masked));
+    let found = scan(&p.path().join(".ferry/stage/contacts"));
+    assert!(found.is_empty(), "the masked run's stage of `contacts`: {found:?}");
+    let manifest = fs_err::read_to_string(p.path().join(".ferry/stage/contacts/_ferry_stage.json")).unwrap();
+    assert!(manifest.contains("\"masked\": true"), "{manifest}");
+
+    let again = ferry(&p, &["build", "-s", "contacts"], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("its stage was made with masking, and this run is in clear"), "{}", text(&again));
+}
