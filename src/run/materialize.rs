@@ -314,6 +314,12 @@ impl Materializing<'_> {
         let full = match &kept {
             _ if manifest.globals.full_refresh => Some("--full-refresh"),
             None => Some("it has no row hashes yet"),
+            // A masked run compares no clear rows (nor the other way round).
+            Some(k) if !k.table.manifest.readable(engine.masked()) => Some(if engine.masked() {
+                "its row hashes were kept in clear, and this run masks"
+            } else {
+                "its row hashes were kept masked, and this run is in clear"
+            }),
             Some(k) if !k.meta.comparable(&meta) => {
                 Some("its key or compared columns (or their types) changed since the hashes were kept")
             }

@@ -290,6 +290,10 @@ models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: h
         .model(
             "contacts.sql",
             "{{ config(materialized='incremental', unique_key='id') }}\nselect id, email, nickname from {{ ref('people') }}",
+        )
+        .model(
+            "tracked.sql",
+            "{{ config(materialized='table', change_detection={'key': ['id']}) }}\nselect id, email from {{ source('crm', 'people') }}",
         );
     let inline = ["show", "--mask", "--inline", "select email, nickname from {{ ref('people') }}"];
     let masked_rows = |what: &str, out: &Output| {
@@ -304,7 +308,7 @@ models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: h
     assert!(!scan(&p.path().join(".ferry/stage")).is_empty(), "the run in clear staged clear values");
     masked_rows("a preview over a stage made in clear", &ferry(&p, &inline, Some(KEY)));
 
-    let masked = ferry(&p, &["build", "--mask", "-s", "contacts"], Some(KEY));
+    let masked = ferry(&p, &["build", "--mask", "-s", "contacts", "tracked"], Some(KEY));
     assert_eq!(masked.status.code(), Some(0), "{}", text(&masked));
     assert!(
         text(&masked).contains("`people` has a stage made in clear, which a masked run does not read"),
@@ -312,12 +316,16 @@ models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: h
         text(&masked)
     );
     assert!(text(&masked).contains("its stage was made in clear, and this run masks"), "{}", text(&masked));
-    let found = scan(&p.path().join(".ferry/stage/contacts"));
-    assert!(found.is_empty(), "the masked run's stage of `contacts`: {found:?}");
+    assert!(text(&masked).contains("its row hashes were kept in clear, and this run masks"), "{}", text(&masked));
+    for staged in ["contacts", "tracked"] {
+        let found = scan(&p.path().join(".ferry/stage").join(staged));
+        assert!(found.is_empty(), "the masked run's stage of `{staged}`: {found:?}");
+    }
     let manifest = fs_err::read_to_string(p.path().join(".ferry/stage/contacts/_ferry_stage.json")).unwrap();
     assert!(manifest.contains("\"masked\": true"), "{manifest}");
 
-    let again = ferry(&p, &["build", "-s", "contacts"], None);
+    let again = ferry(&p, &["build", "-s", "contacts", "tracked"], None);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert!(text(&again).contains("its stage was made with masking, and this run is in clear"), "{}", text(&again));
+    assert!(text(&again).contains("its row hashes were kept masked, and this run is in clear"), "{}", text(&again));
 }
