@@ -19,6 +19,7 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
         rules: args.rule.clone(),
         severity: args.severity.clone(),
         limit: args.limit,
+        masked_only: crate::run::masks(settings),
     };
     let (runs, summary, lines) = match error_log::read(&runs, &query).await? {
         Logs::NoRuns => {
@@ -28,11 +29,20 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
             });
             return Ok(ExitStatus::Success);
         }
+        Logs::Withheld(n) => {
+            printer.status(&withheld(n));
+            return Ok(ExitStatus::Success);
+        }
         Logs::NoLines => {
             printer.status("no error log lines match");
             return Ok(ExitStatus::Success);
         }
-        Logs::Found { runs, summary, lines } => (runs, summary, lines),
+        Logs::Found { runs, withheld: n, summary, lines } => {
+            if n > 0 {
+                printer.status(&withheld(n));
+            }
+            (runs, summary, lines)
+        }
     };
     if printer.is_json() {
         super::print_json_lines(printer, &lines)?;
@@ -48,4 +58,10 @@ pub(crate) async fn errors(settings: &Settings, args: &ErrorsArgs, printer: &Pri
     printer.data(&format!("First {} lines:", args.limit))?;
     printer.data(&datafusion::arrow::util::pretty::pretty_format_batches(&lines)?.to_string())?;
     Ok(ExitStatus::Success)
+}
+
+/// What a masked `ferry errors` says of the `n` runs made in clear it left out.
+fn withheld(n: usize) -> String {
+    let runs = if n == 1 { "1 run".to_owned() } else { format!("{n} runs") };
+    format!("note: masking is on, so the error logs of {runs} made in clear (which hold clear values) are left out")
 }

@@ -34,7 +34,7 @@ pub use events::{NodeEvent, Observer, RunEvent};
 pub use execute::{RunOptions, execute};
 pub use materialize::{Unstaged, read_parents_lazily};
 pub use plan::PlanOutcome;
-pub use prepare::{Prepared, Selected, engine, prepare, select};
+pub use prepare::{Prepared, Selected, engine, masks, prepare, select};
 pub use preview::{Preview, Previewed, Rows, preview};
 pub use report::{NodeReport, RunReport};
 

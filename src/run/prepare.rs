@@ -214,6 +214,22 @@ fn unmasked_personal(manifest: &Manifest, layout: &Layout, required: bool) -> Ve
     out
 }
 
+/// Whether a command on the project runs masked: `--mask`, or the target's
+/// `masking: true` (only `--mask` when the project or its profile cannot be
+/// read), for commands that read what runs left rather than run.
+pub fn masks(settings: &Settings) -> bool {
+    if settings.mask {
+        return true;
+    }
+    let Some(project) = Project::load(&settings.root, &settings.vars).ok().and_then(|l| l.project) else {
+        return false;
+    };
+    let (name, named) = profile_name(settings, &project);
+    let dirs = &settings.profiles_dirs;
+    profiles::resolve_target(dirs, (&name, named), settings.target.as_deref(), &settings.root, &mut Vec::new())
+        .is_ok_and(|t| t.masking)
+}
+
 /// The masking key, when the run is masked: `--mask`, or the target's
 /// `masking: true`.
 fn masking_key(settings: &Settings, target: &Target) -> Result<Option<crate::mask::Key>, crate::mask::KeyError> {

@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt as _;
 
 use crate::engine::{Engine, EngineOptions};
+use crate::state::run_record::RunRecord;
 use crate::state::{RunDir, error_log};
 
 /// Which lines to read.
@@ -26,17 +27,23 @@ pub struct LogQuery {
     pub severity: Option<String>,
     /// Lines to return after the counts.
     pub limit: usize,
+    /// Only runs that masked (a masked `ferry errors`): the logs of runs
+    /// made in clear hold clear values.
+    pub masked_only: bool,
 }
 
 /// What the error logs hold for a query.
 pub enum Logs {
     /// No run (or not the one asked for) logged anything.
     NoRuns,
+    /// Runs logged, but only runs made in clear, which a masked query
+    /// leaves out (how many).
+    Withheld(usize),
     /// Runs logged, but none of the lines asked for.
     NoLines,
     /// `runs` runs matched: the count by model, rule and severity, and the
-    /// first lines.
-    Found { runs: usize, summary: Vec<RecordBatch>, lines: Vec<RecordBatch> },
+    /// first lines; `withheld` runs made in clear were left out.
+    Found { runs: usize, withheld: usize, summary: Vec<RecordBatch>, lines: Vec<RecordBatch> },
 }
 
 /// Reads the error logs under `runs` that `q` asks for.
@@ -49,6 +56,12 @@ pub async fn read(runs: &RunDir, q: &LogQuery) -> Result<Logs> {
     };
     if chosen.is_empty() {
         return Ok(Logs::NoRuns);
+    }
+    let before = chosen.len();
+    let chosen: Vec<_> = chosen.into_iter().filter(|(dir, _)| !q.masked_only || made_masked(runs, dir)).collect();
+    let withheld = before - chosen.len();
+    if chosen.is_empty() {
+        return Ok(Logs::Withheld(withheld));
     }
     let files: Vec<String> = chosen
         .iter()
@@ -79,7 +92,14 @@ pub async fn read(runs: &RunDir, q: &LogQuery) -> Result<Logs> {
         ),
     )
     .await?;
-    Ok(Logs::Found { runs: chosen.len(), summary, lines })
+    Ok(Logs::Found { runs: chosen.len(), withheld, summary, lines })
+}
+
+/// Whether the run in `dir` (under `runs`) recorded that it masked; a run
+/// that left no readable record counts as made in clear.
+fn made_masked(runs: &RunDir, dir: &Utf8PathBuf) -> bool {
+    let Some(id) = dir.file_name() else { return false };
+    matches!(RunRecord::read(&runs.join(id)), Ok(Some(record)) if record.masked)
 }
 
 fn where_clause(q: &LogQuery) -> String {

@@ -329,3 +329,33 @@ models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: h
     assert!(text(&again).contains("its stage was made with masking, and this run is in clear"), "{}", text(&again));
     assert!(text(&again).contains("its row hashes were kept masked, and this run is in clear"), "{}", text(&again));
 }
+
+/// A masked `ferry errors` (`--mask`, or a target's `masking: true`) shows
+/// the logs of masked runs only: a run made in clear logged clear values.
+#[test]
+fn a_masked_ferry_errors_leaves_out_the_logs_of_runs_made_in_clear() {
+    let schema = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n        columns:\n\
+\x20         - name: email\n            mask: email\n\
+models:\n  - name: people\n    columns:\n      - name: email\n        rules:\n          - length: {max: 10}\n";
+    let p = TestProject::new()
+        .file("data/people.csv", "id,email\n1,adaline.lovelace@example.com\n2,bart.simpson@springfield.org\n")
+        .file("models/schema.yml", schema)
+        .model("people.sql", "{{ config(materialized='table') }}\nselect id, email from {{ source('crm', 'people') }}");
+    let clear = ferry(&p, &["build"], None);
+    assert_eq!(clear.status.code(), Some(0), "{}", text(&clear));
+    let shown = ferry(&p, &["errors"], None);
+    assert!(text(&shown).contains("adaline.lovelace@example.com"), "in clear, the clear log: {}", text(&shown));
+
+    let withheld = ferry(&p, &["errors", "--mask"], None);
+    assert_eq!(withheld.status.code(), Some(0), "{}", text(&withheld));
+    assert!(leaks("a masked `ferry errors`", &text(&withheld)).is_empty(), "{}", text(&withheld));
+    assert!(text(&withheld).contains("the error logs of 1 run made in clear"), "{}", text(&withheld));
+
+    let masked = ferry(&p, &["build", "--mask"], Some(KEY));
+    assert_eq!(masked.status.code(), Some(0), "{}", text(&masked));
+    let shown = ferry(&p, &["errors", "--mask"], None);
+    assert!(leaks("a masked `ferry errors`", &text(&shown)).is_empty(), "{}", text(&shown));
+    assert!(text(&shown).contains("By rule, over 1 run:"), "the masked run's log: {}", text(&shown));
+    let lines = text(&shown).lines().filter(|l| l.contains('@')).count();
+    assert_eq!(lines, 2, "its two lines, with masked addresses: {}", text(&shown));
+}
