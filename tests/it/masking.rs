@@ -279,9 +279,11 @@ fn unmasked_personal_columns_are_named_and_clear_audits_kept_out_of_reports() {
 fn a_masked_run_reads_no_stage_made_in_clear() {
     let schema = "sources:\n  - name: crm\n    tables:\n      - name: people\n        path: data/people.csv\n        columns:\n\
 \x20         - name: email\n            mask: email\n\
+seeds:\n  - name: orders\n    columns:\n      - name: customer_email\n        mask: email\n\
 models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: hash\n";
     let p = TestProject::new()
         .file("data/people.csv", "id,email\n1,adaline.lovelace@example.com\n2,bart.simpson@springfield.org\n")
+        .file("seeds/orders.csv", "order_id,customer_email\n100,adaline.lovelace@example.com\n101,bart.simpson@springfield.org\n")
         .file("models/schema.yml", schema)
         .model(
             "people.sql",
@@ -307,6 +309,8 @@ models:\n  - name: people\n    columns:\n      - name: nickname\n        mask: h
     assert_eq!(clear.status.code(), Some(0), "{}", text(&clear));
     assert!(!scan(&p.path().join(".ferry/stage")).is_empty(), "the run in clear staged clear values");
     masked_rows("a preview over a stage made in clear", &ferry(&p, &inline, Some(KEY)));
+    let seed = ["show", "--mask", "--inline", "select customer_email from {{ ref('orders') }}"];
+    masked_rows("a preview over a seed staged in clear", &ferry(&p, &seed, Some(KEY)));
 
     let masked = ferry(&p, &["build", "--mask", "-s", "contacts", "tracked"], Some(KEY));
     assert_eq!(masked.status.code(), Some(0), "{}", text(&masked));
