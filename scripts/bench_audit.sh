@@ -41,7 +41,7 @@ PY
 out=benches/results/audit-$(date +%Y-%m-%d).md
 mkdir -p benches/results
 {
-  echo "# audit of lineitem_dirty.csv ($rows rows, $(du -h "$csv" | cut -f1)), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ferry $(git describe --always --dirty), duckdb $("$py" -c 'import duckdb; print(duckdb.__version__)')"
+  echo "# audit of lineitem_dirty.csv ($rows rows, $(du -hL "$csv" | cut -f1)), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ferry $(git describe --always --dirty), duckdb $("$py" -c 'import duckdb; print(duckdb.__version__)')"
   echo
 } >>"$out"
 hyperfine --warmup 1 --runs 3 --export-markdown "$work/time.md" \
