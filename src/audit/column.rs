@@ -199,9 +199,13 @@ pub(super) struct Accumulator {
     /// The min's and max's values as numbers, in a numeric column.
     min_number: Option<f64>,
     max_number: Option<f64>,
-    /// Each distinct value while under [`DISTINCT_BOUND`], numbered in
-    /// the order first seen.
-    values: HashMap<String, Seen>,
+    /// Each distinct value while under [`DISTINCT_BOUND`], by its 128-bit
+    /// hash: a value seen again is counted without reading the one kept
+    /// (which, spread over the heap, cost a cache miss per row). Two values
+    /// share a hash with a chance of about 2^-128 per pair.
+    values: HashMap<u128, Seen>,
+    /// The distinct values, in the order first seen ([`Seen::order`]).
+    texts: Vec<String>,
     patterns: HashMap<String, u64>,
     /// The pattern of the value at hand (reused).
     shape: String,
@@ -213,7 +217,8 @@ pub(super) struct Accumulator {
 struct Seen {
     rows: u64,
     pending: u64,
-    /// When it was first seen: values are classified in this order.
+    /// When it was first seen: values are classified in this order; its
+    /// index in [`Accumulator::texts`].
     order: u64,
 }
 
@@ -272,6 +277,7 @@ impl Accumulator {
             min_number: None,
             max_number: None,
             values: HashMap::default(),
+            texts: Vec::new(),
             patterns: HashMap::default(),
             shape: String::new(),
         }
@@ -292,12 +298,14 @@ impl Accumulator {
     /// profile merges or finishes ([`Accumulator::flush`]); a value past
     /// the bound on distinct values, at once.
     fn value(&mut self, v: &str) {
-        if let Some(seen) = self.values.get_mut(v) {
+        let hash = xxhash_rust::xxh3::xxh3_128(v.as_bytes());
+        if let Some(seen) = self.values.get_mut(&hash) {
             seen.rows += 1;
             seen.pending += 1;
         } else if self.values.len() < DISTINCT_BOUND {
-            let order = self.values.len() as u64;
-            self.values.insert(v.to_owned(), Seen { rows: 1, pending: 1, order });
+            let order = self.texts.len() as u64;
+            self.texts.push(v.to_owned());
+            self.values.insert(hash, Seen { rows: 1, pending: 1, order });
         } else {
             self.p.distinct_exact = false;
             self.classify(v, 1);
@@ -308,14 +316,15 @@ impl Accumulator {
     /// the order the values were first seen (so examples stay the first).
     fn flush(&mut self) {
         let mut values = std::mem::take(&mut self.values);
-        let mut pending: Vec<(u64, &String, &mut Seen)> =
-            values.iter_mut().filter(|(_, s)| s.pending > 0).map(|(v, s)| (s.order, v, s)).collect();
-        pending.sort_unstable_by_key(|(order, ..)| *order);
-        for (_, v, seen) in pending {
-            self.classify(v, seen.pending);
+        let texts = std::mem::take(&mut self.texts);
+        let mut pending: Vec<&mut Seen> = values.values_mut().filter(|s| s.pending > 0).collect();
+        pending.sort_unstable_by_key(|s| s.order);
+        for seen in pending {
+            self.classify(&texts[seen.order as usize], seen.pending);
             seen.pending = 0;
         }
         self.values = values;
+        self.texts = texts;
     }
 
     /// Adds `n` rows holding `v` to the counts.
@@ -479,15 +488,17 @@ impl Accumulator {
         p.distinct_exact &= o.distinct_exact;
         // Both are classified: a value that finds no room is only not kept.
         // The other's values come after this one's, in their order.
-        let mut theirs: Vec<(String, Seen)> = other.values.into_iter().collect();
+        let mut theirs: Vec<(u128, Seen)> = other.values.into_iter().collect();
         theirs.sort_unstable_by_key(|(_, s)| s.order);
-        for (v, seen) in theirs {
+        let mut texts = other.texts;
+        for (hash, seen) in theirs {
             let room = self.values.len() < DISTINCT_BOUND;
-            match self.values.get_mut(&v) {
+            match self.values.get_mut(&hash) {
                 Some(mine) => mine.rows += seen.rows,
                 None if room => {
-                    let order = self.values.len() as u64;
-                    self.values.insert(v, Seen { order, ..seen });
+                    let order = self.texts.len() as u64;
+                    self.texts.push(std::mem::take(&mut texts[seen.order as usize]));
+                    self.values.insert(hash, Seen { order, ..seen });
                 }
                 None => p.distinct_exact = false,
             }
@@ -499,10 +510,10 @@ impl Accumulator {
         self.flush();
         let p = &mut self.p;
         p.distinct = self.values.len() as u64;
-        p.top = most(self.values.iter().map(|(v, s)| (v, s.rows)));
+        p.top = most(self.values.values().map(|s| (&self.texts[s.order as usize], s.rows)));
         p.patterns = most(self.patterns.iter().map(|(v, n)| (v, *n)));
         let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for v in self.values.keys() {
+        for v in &self.texts {
             let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
             if key.chars().any(char::is_alphabetic) {
                 by_key.entry(key).or_default().push(v.clone());
