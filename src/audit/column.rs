@@ -333,11 +333,9 @@ impl Accumulator {
     /// the bound on distinct values, at once.
     fn value(&mut self, v: &str) {
         let hash = xxhash_rust::xxh3::xxh3_128(v.as_bytes());
-        let unknown = self.full.as_ref().is_some_and(|filter| !filter.may_hold(hash));
-        if unknown {
-            self.p.distinct_exact = false;
-            self.classify(v, 1);
-        } else if let Some(seen) = self.values.get_mut(&hash) {
+        // A full map has no room: a value its filter rules out is past the bound.
+        let maybe_kept = self.full.as_ref().is_none_or(|filter| filter.may_hold(hash));
+        if maybe_kept && let Some(seen) = self.values.get_mut(&hash) {
             seen.rows += 1;
             seen.pending += 1;
         } else if self.values.len() < DISTINCT_BOUND {

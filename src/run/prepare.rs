@@ -49,14 +49,8 @@ pub fn prepare(settings: &Settings, which: &str) -> Result<Result<Prepared, Vec<
     tracing::debug!(elapsed = ?started.elapsed(), "read the project files");
     let mut diagnostics = loaded.diagnostics;
     let Some(project) = loaded.project else { return Ok(Err(diagnostics)) };
-    let (profile_name, named) = profile_name(settings, &project);
-    let target = match profiles::resolve_target(
-        &settings.profiles_dirs,
-        (&profile_name, named),
-        settings.target.as_deref(),
-        &settings.root,
-        &mut diagnostics,
-    ) {
+    let (profile_name, _) = profile_name(settings, &project);
+    let target = match target(settings, &project, &mut diagnostics) {
         Ok(t) => t,
         Err(d) => {
             diagnostics.push(*d);
@@ -224,10 +218,14 @@ pub fn masks(settings: &Settings) -> bool {
     let Some(project) = Project::load(&settings.root, &settings.vars).ok().and_then(|l| l.project) else {
         return false;
     };
-    let (name, named) = profile_name(settings, &project);
-    let dirs = &settings.profiles_dirs;
-    profiles::resolve_target(dirs, (&name, named), settings.target.as_deref(), &settings.root, &mut Vec::new())
-        .is_ok_and(|t| t.masking)
+    target(settings, &project, &mut Vec::new()).is_ok_and(|t| t.masking)
+}
+
+/// The target the project's profile (or `--profile`, `--target`) names.
+fn target(settings: &Settings, project: &Project, warnings: &mut Vec<Diagnostic>) -> Result<Target, Box<Diagnostic>> {
+    let (profile, named) = profile_name(settings, project);
+    let (dirs, chosen) = (&settings.profiles_dirs, settings.target.as_deref());
+    profiles::resolve_target(dirs, (&profile, named), chosen, &settings.root, warnings)
 }
 
 /// The masking key, when the run is masked: `--mask`, or the target's
