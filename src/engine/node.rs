@@ -38,7 +38,7 @@ pub async fn register_staged(
         ..FileSource::local(Utf8Path::new(&location), FileFormat::Parquet)
     };
     let schema = engine.infer_schema(&file).await?;
-    engine.register_file(table, &file, &schema).await
+    engine.register_stage(table, &file.path, &schema).await
 }
 
 /// Executes `plan` for node `id` and streams it into a stage under `parent`.

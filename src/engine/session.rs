@@ -468,6 +468,27 @@ impl Engine {
         }
     }
 
+    /// Registers a stage's Parquet files (at `path`, of `schema`) as a
+    /// table whose scans apply their filters while decoding: the columns a
+    /// filter reads are decoded first, and the others only for the rows it
+    /// keeps. Joins push their keys into the scan of their probe side as
+    /// such a filter, so merging a few changed rows into a model's current
+    /// stage, or a snapshot's history, decodes the whole of the rows it
+    /// matches only.
+    pub async fn register_stage(&self, table: TableReference, path: &str, schema: &SchemaRef) -> Result<()> {
+        use datafusion::datasource::file_format::options::ReadOptions as _;
+        if let Some(s) = table.schema() {
+            self.ensure_schema(s)?;
+        }
+        self.ctx.deregister_table(table.clone())?;
+        let mut table_options = self.ctx.copied_table_options();
+        table_options.parquet.global.pushdown_filters = true;
+        table_options.parquet.global.reorder_filters = true;
+        let read = ParquetReadOptions::default().schema(schema);
+        let listing = read.to_listing_options(&self.ctx.copied_config(), table_options);
+        self.ctx.register_listing_table(table, path, listing, Some(Arc::clone(schema)), None).await
+    }
+
     /// Registers Parquet files (of one schema) as one table.
     pub async fn register_parquet_files(&self, table: &str, files: Vec<String>) -> Result<()> {
         let frame = self.ctx.read_parquet(files, ParquetReadOptions::default()).await?;
