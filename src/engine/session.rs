@@ -424,11 +424,18 @@ impl Engine {
 
     /// Registers (or replaces) a table provider.
     pub fn register(&self, table: TableReference, provider: Arc<dyn TableProvider>) -> Result<()> {
+        self.make_room(&table)?;
+        self.ctx.register_table(table, provider)?;
+        Ok(())
+    }
+
+    /// Readies `table`'s name to be registered: its schema exists, and no
+    /// table of that name is left.
+    fn make_room(&self, table: &TableReference) -> Result<()> {
         if let Some(schema) = table.schema() {
             self.ensure_schema(schema)?;
         }
         self.ctx.deregister_table(table.clone())?;
-        self.ctx.register_table(table, provider)?;
         Ok(())
     }
 
@@ -454,10 +461,7 @@ impl Engine {
     /// Registers a file (or directory, or glob) as a lazily read table with a
     /// known schema; projections and filters reach the reader.
     pub async fn register_file(&self, table: TableReference, file: &FileSource, schema: &SchemaRef) -> Result<()> {
-        if let Some(s) = table.schema() {
-            self.ensure_schema(s)?;
-        }
-        self.ctx.deregister_table(table.clone())?;
+        self.make_room(&table)?;
         let p = file.path.as_str();
         match file.format {
             FileFormat::Csv => self.ctx.register_csv(table, p, file.csv_options().schema(schema)).await,
@@ -477,10 +481,7 @@ impl Engine {
     /// matches only.
     pub async fn register_stage(&self, table: TableReference, path: &str, schema: &SchemaRef) -> Result<()> {
         use datafusion::datasource::file_format::options::ReadOptions as _;
-        if let Some(s) = table.schema() {
-            self.ensure_schema(s)?;
-        }
-        self.ctx.deregister_table(table.clone())?;
+        self.make_room(&table)?;
         let mut table_options = self.ctx.copied_table_options();
         table_options.parquet.global.pushdown_filters = true;
         table_options.parquet.global.reorder_filters = true;
