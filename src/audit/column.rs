@@ -1,6 +1,7 @@
 //! One column's profile: its values classified one by one, as text.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 
 use foldhash::HashMap;
 
@@ -12,6 +13,10 @@ use super::DISTINCT_BOUND;
 
 /// How many top values and patterns a profile lists.
 const TOP: usize = 10;
+/// The most distinct patterns counted per column: a column with more (free
+/// text) counts those it saw first. Kept well under [`DISTINCT_BOUND`], so
+/// that the patterns' map stays in cache.
+const PATTERN_BOUND: usize = 10_000;
 /// How many examples of a value that cannot be what it looks like.
 const EXAMPLES: usize = 5;
 /// The share of values that must look alike for the column to be named so.
@@ -106,7 +111,8 @@ pub struct ColumnProfile {
     /// Most frequent values, with their counts.
     pub top: Vec<(String, u64)>,
     /// Most frequent shapes (`A` upper case, `a` lower case, `9` digit,
-    /// other characters as they are), with their counts.
+    /// other characters as they are), with their counts, among the first
+    /// 10,000 shapes seen (`PATTERN_BOUND`).
     pub patterns: Vec<(String, u64)>,
     /// Spellings of one value that differ only in case or punctuation
     /// (`USA`, `usa`, `U.S.A.`).
@@ -199,20 +205,78 @@ pub(super) struct Accumulator {
     /// The min's and max's values as numbers, in a numeric column.
     min_number: Option<f64>,
     max_number: Option<f64>,
-    /// Each distinct value while under [`DISTINCT_BOUND`], by its 128-bit
-    /// hash: a value seen again is counted without reading the one kept
-    /// (which, spread over the heap, cost a cache miss per row). Two values
-    /// share a hash with a chance of about 2^-128 per pair.
-    values: HashMap<u128, Seen>,
-    /// The distinct values, in the order first seen ([`Seen::order`]).
-    texts: Vec<String>,
-    /// Once `values` is full (and so no longer grows): which hashes it may
-    /// hold, so that a value past the bound, in a column of many distinct
-    /// values, is classified without probing the map.
-    full: Option<Filter>,
-    patterns: HashMap<String, u64>,
+    /// Each distinct value while under [`DISTINCT_BOUND`], and its rows.
+    values: Tally,
+    /// Each distinct pattern, and its rows (never classified: its
+    /// [`Seen::pending`] is unused).
+    patterns: Tally,
     /// The pattern of the value at hand (reused).
     shape: String,
+}
+
+/// Distinct strings, each with its rows, up to a bound, keyed by their
+/// 128-bit hash: a string seen again is counted without reading the one
+/// kept (which, spread over the heap, cost a cache miss per row). Two
+/// strings share a hash with a chance of about 2^-128 per pair.
+struct Tally {
+    /// The most strings held.
+    bound: usize,
+    seen: HashMap<u128, Seen>,
+    /// The strings, in the order first seen ([`Seen::order`]).
+    texts: Vec<String>,
+    /// Once `seen` is full (and so no longer grows): which hashes it may
+    /// hold, so that a string past the bound, in a column of many distinct
+    /// values, is turned away without probing the map.
+    full: Option<Filter>,
+}
+
+impl Tally {
+    fn new(bound: usize) -> Tally {
+        Tally { bound, seen: HashMap::default(), texts: Vec::new(), full: None }
+    }
+
+    /// The entry of the string hashed `hash` (made by `text` when it is
+    /// new, with no rows yet); `None` when it is new and there is no room.
+    fn entry(&mut self, hash: u128, text: impl FnOnce() -> String) -> Option<&mut Seen> {
+        if self.full.is_none() && self.seen.len() == self.bound {
+            self.full = Some(Filter::of(self.seen.keys().copied()));
+        }
+        if let Some(filter) = &self.full {
+            return if filter.may_hold(hash) { self.seen.get_mut(&hash) } else { None };
+        }
+        match self.seen.entry(hash) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                let order = self.texts.len() as u64;
+                self.texts.push(text());
+                Some(e.insert(Seen { rows: 0, pending: 0, order }))
+            }
+        }
+    }
+
+    /// Adds the rows of `other` (later rows, nothing pending), its strings
+    /// after this one's in their order; whether every one found room.
+    fn merge(&mut self, other: Tally) -> bool {
+        let mut theirs: Vec<(u128, Seen)> = other.seen.into_iter().collect();
+        theirs.sort_unstable_by_key(|(_, s)| s.order);
+        let mut texts = other.texts;
+        let mut all = true;
+        for (hash, seen) in theirs {
+            match self.entry(hash, || std::mem::take(&mut texts[seen.order as usize])) {
+                Some(mine) => mine.rows += seen.rows,
+                None => all = false,
+            }
+        }
+        all
+    }
+
+    /// The [`TOP`] most frequent strings, most first (then by value).
+    fn most(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<(&String, u64)> =
+            self.seen.values().map(|s| (&self.texts[s.order as usize], s.rows)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.into_iter().take(TOP).map(|(v, n)| (v.clone(), n)).collect()
+    }
 }
 
 /// A Bloom filter over a full map's 128-bit hashes: 2^20 bits (128 KiB,
@@ -309,10 +373,8 @@ impl Accumulator {
             numeric,
             min_number: None,
             max_number: None,
-            values: HashMap::default(),
-            texts: Vec::new(),
-            full: None,
-            patterns: HashMap::default(),
+            values: Tally::new(DISTINCT_BOUND),
+            patterns: Tally::new(PATTERN_BOUND),
             shape: String::new(),
         }
     }
@@ -333,18 +395,9 @@ impl Accumulator {
     /// the bound on distinct values, at once.
     fn value(&mut self, v: &str) {
         let hash = xxhash_rust::xxh3::xxh3_128(v.as_bytes());
-        // A full map has no room: a value its filter rules out is past the bound.
-        let maybe_kept = self.full.as_ref().is_none_or(|filter| filter.may_hold(hash));
-        if maybe_kept && let Some(seen) = self.values.get_mut(&hash) {
+        if let Some(seen) = self.values.entry(hash, || v.to_owned()) {
             seen.rows += 1;
             seen.pending += 1;
-        } else if self.values.len() < DISTINCT_BOUND {
-            let order = self.texts.len() as u64;
-            self.texts.push(v.to_owned());
-            self.values.insert(hash, Seen { rows: 1, pending: 1, order });
-            if self.values.len() == DISTINCT_BOUND {
-                self.full = Some(Filter::of(self.values.keys().copied()));
-            }
         } else {
             self.p.distinct_exact = false;
             self.classify(v, 1);
@@ -354,22 +407,23 @@ impl Accumulator {
     /// Classifies the rows of the distinct values not classified yet, in
     /// the order the values were first seen (so examples stay the first).
     fn flush(&mut self) {
-        let mut values = std::mem::take(&mut self.values);
-        let texts = std::mem::take(&mut self.texts);
-        let mut pending: Vec<&mut Seen> = values.values_mut().filter(|s| s.pending > 0).collect();
-        pending.sort_unstable_by_key(|s| s.order);
-        for seen in pending {
-            self.classify(&texts[seen.order as usize], seen.pending);
-            seen.pending = 0;
+        let mut pending: Vec<(u64, u64)> = (self.values.seen.values_mut())
+            .filter(|s| s.pending > 0)
+            .map(|s| (s.order, std::mem::take(&mut s.pending)))
+            .collect();
+        pending.sort_unstable();
+        let texts = std::mem::take(&mut self.values.texts);
+        for (order, n) in pending {
+            self.classify(&texts[order as usize], n);
         }
-        self.values = values;
-        self.texts = texts;
+        self.values.texts = texts;
     }
 
     /// Adds `n` rows holding `v` to the counts.
     fn classify(&mut self, v: &str, n: u64) {
         let p = &mut self.p;
-        if !v.is_ascii() {
+        let ascii = v.is_ascii();
+        if !ascii {
             p.non_ascii += n;
             if v.contains(char::REPLACEMENT_CHARACTER) {
                 p.replaced += n;
@@ -379,7 +433,7 @@ impl Accumulator {
                 add_example(&mut p.mojibake_examples, v);
             }
         }
-        let len = v.chars().count() as u64;
+        let len = if ascii { v.len() } else { v.chars().count() } as u64;
         p.min_length = Some(p.min_length.map_or(len, |m| m.min(len)));
         p.max_length = Some(p.max_length.map_or(len, |m| m.max(len)));
         let t = v.trim();
@@ -406,27 +460,30 @@ impl Accumulator {
             p.max = Some(t.to_owned());
             self.max_number = number;
         }
-        if t.len() != v.len() || t.contains("  ") {
+        self.shape.clear();
+        let c = census(t, &mut self.shape);
+        if t.len() != v.len() || c.double_space {
             p.stray_whitespace += n;
         }
-        let digits = decimal_digits(t);
+        let digits = if c.digits > 0 && c.digits + c.dots + c.signs == t.len() { decimal_digits(t) } else { None };
         if let Some((int_digits, scale)) = digits {
             p.decimal += n;
-            p.integer += n * u64::from(!t.contains('.'));
+            p.integer += n * u64::from(c.dots == 0);
             // Precision: the most integer digits and the most fraction digits seen.
             let int_max = p.decimal_precision.saturating_sub(p.decimal_scale).max(int_digits);
             p.decimal_scale = p.decimal_scale.max(scale);
             p.decimal_precision = int_max + p.decimal_scale;
-            if t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit()) {
+            if t.len() > 1 && t.starts_with('0') && c.digits == t.len() {
                 p.leading_zeros += n;
             }
         }
-        let boolean = BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b));
+        let boolean = t.len() <= 5 && BOOLEANS.iter().any(|b| t.eq_ignore_ascii_case(b));
         p.boolean += n * u64::from(boolean);
         let (iso, timestamps) = (p.dates.iso, p.dates.timestamps);
-        let dated = date(t, &mut p.dates, n);
+        // Every date has six digits or more (`1/2/2024`).
+        let dated = if c.digits >= 6 { date(t, &mut p.dates, n) } else { Dated::No };
         let fits = match self.expect {
-            Expect::Integer => digits.is_some() && !t.contains('.'),
+            Expect::Integer => digits.is_some() && c.dots == 0,
             Expect::Number => digits.is_some(),
             Expect::Boolean => boolean,
             Expect::Date => p.dates.iso > iso,
@@ -439,9 +496,12 @@ impl Accumulator {
         }
         match dated {
             Dated::No => {
-                for (look, matched) in
-                    [("email", is_email(t)), ("phone", is_phone(t)), ("uuid", is_uuid(t)), ("money", is_money(t))]
-                {
+                for (look, matched) in [
+                    ("email", c.ats == 1 && is_email(t)),
+                    ("phone", (7..=15).contains(&c.digits) && is_phone(t)),
+                    ("uuid", t.len() == 36 && is_uuid(t)),
+                    ("money", is_money(t)),
+                ] {
                     if matched {
                         *p.looks.entry(look).or_insert(0) += n;
                     }
@@ -454,15 +514,9 @@ impl Accumulator {
             }
             Dated::Yes | Dated::Impossible => {}
         }
-        self.shape.clear();
-        pattern(t, &mut self.shape);
-        let room = self.patterns.len() < DISTINCT_BOUND;
-        match self.patterns.get_mut(self.shape.as_str()) {
-            Some(c) => *c += n,
-            None if room => {
-                self.patterns.insert(self.shape.clone(), n);
-            }
-            None => {}
+        let shape = &self.shape;
+        if let Some(seen) = self.patterns.entry(xxhash_rust::xxh3::xxh3_128(shape.as_bytes()), || shape.clone()) {
+            seen.rows += n;
         }
     }
 
@@ -526,33 +580,18 @@ impl Accumulator {
         }
         p.distinct_exact &= o.distinct_exact;
         // Both are classified: a value that finds no room is only not kept.
-        // The other's values come after this one's, in their order.
-        let mut theirs: Vec<(u128, Seen)> = other.values.into_iter().collect();
-        theirs.sort_unstable_by_key(|(_, s)| s.order);
-        let mut texts = other.texts;
-        for (hash, seen) in theirs {
-            let room = self.values.len() < DISTINCT_BOUND;
-            match self.values.get_mut(&hash) {
-                Some(mine) => mine.rows += seen.rows,
-                None if room => {
-                    let order = self.texts.len() as u64;
-                    self.texts.push(std::mem::take(&mut texts[seen.order as usize]));
-                    self.values.insert(hash, Seen { order, ..seen });
-                }
-                None => p.distinct_exact = false,
-            }
-        }
-        merge_bounded(&mut self.patterns, other.patterns);
+        p.distinct_exact &= self.values.merge(other.values);
+        self.patterns.merge(other.patterns);
     }
 
     pub(super) fn finish(mut self) -> ColumnProfile {
         self.flush();
         let p = &mut self.p;
-        p.distinct = self.values.len() as u64;
-        p.top = most(self.values.values().map(|s| (&self.texts[s.order as usize], s.rows)));
-        p.patterns = most(self.patterns.iter().map(|(v, n)| (v, *n)));
+        p.distinct = self.values.seen.len() as u64;
+        p.top = self.values.most();
+        p.patterns = self.patterns.most();
         let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for v in &self.texts {
+        for v in &self.values.texts {
             let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
             if key.chars().any(char::is_alphabetic) {
                 by_key.entry(key).or_default().push(v.clone());
@@ -696,12 +735,63 @@ fn is_money(t: &str) -> bool {
     decimal_digits(&rest.trim().replace(',', "")).is_some()
 }
 
+/// Counts of a value's bytes by kind, from one pass, for the checks that
+/// follow to pass over values that cannot pass them.
+struct Census {
+    digits: usize,
+    dots: usize,
+    /// `+` and `-`.
+    signs: usize,
+    /// The other marks of a phone number: spaces and parentheses.
+    phone_marks: usize,
+    ats: usize,
+    /// Two spaces in a row.
+    double_space: bool,
+}
+
+/// `t`'s census, and its [`pattern`] into `shape`, in one pass over its
+/// bytes (where it is ASCII, as most values are).
+fn census(t: &str, shape: &mut String) -> Census {
+    let mut c = Census { digits: 0, dots: 0, signs: 0, phone_marks: 0, ats: 0, double_space: false };
+    let ascii = t.is_ascii();
+    let mut previous = 0;
+    for (k, &b) in t.as_bytes().iter().enumerate() {
+        match b {
+            b'0'..=b'9' => c.digits += 1,
+            b'.' => c.dots += 1,
+            b'+' | b'-' => c.signs += 1,
+            b' ' | b'(' | b')' => c.phone_marks += 1,
+            b'@' => c.ats += 1,
+            _ => {}
+        }
+        c.double_space |= b == b' ' && previous == b' ';
+        previous = b;
+        if ascii && k < PATTERN_LENGTH {
+            shape.push(char::from(match b {
+                b'0'..=b'9' => b'9',
+                b'A'..=b'Z' => b'A',
+                b'a'..=b'z' => b'a',
+                _ => b,
+            }));
+        }
+    }
+    if !ascii {
+        pattern(t, shape);
+    } else if t.len() > PATTERN_LENGTH {
+        shape.push('…');
+    }
+    c
+}
+
+/// The characters of a value that its pattern shows; a longer one's ends in `…`.
+const PATTERN_LENGTH: usize = 40;
+
 /// The shape of a value, into `out`: `A` an upper-case letter, `a` a
 /// lower-case one, `9` a digit, anything else as it is; long values are
 /// cut at 40 characters.
 fn pattern(t: &str, out: &mut String) {
     for (k, c) in t.chars().enumerate() {
-        if k == 40 {
+        if k == PATTERN_LENGTH {
             out.push('…');
             break;
         }
@@ -712,30 +802,6 @@ fn pattern(t: &str, out: &mut String) {
             c => c,
         });
     }
-}
-
-/// Adds `other`'s counts to `counts`, taking new entries while there is
-/// room under [`DISTINCT_BOUND`]; whether every entry found room.
-fn merge_bounded(counts: &mut HashMap<String, u64>, other: HashMap<String, u64>) -> bool {
-    let mut all = true;
-    for (k, n) in other {
-        let room = counts.len() < DISTINCT_BOUND;
-        match counts.get_mut(&k) {
-            Some(c) => *c += n,
-            None if room => {
-                counts.insert(k, n);
-            }
-            None => all = false,
-        }
-    }
-    all
-}
-
-/// The `TOP` most frequent entries, most first (then by value).
-fn most<'a>(counts: impl Iterator<Item = (&'a String, u64)>) -> Vec<(String, u64)> {
-    let mut all: Vec<(&String, u64)> = counts.collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    all.into_iter().take(TOP).map(|(v, n)| (v.clone(), n)).collect()
 }
 
 fn kind(p: &ColumnProfile) -> Kind {
@@ -802,7 +868,88 @@ pub fn personal_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{DISTINCT_BOUND, Filter, is_mojibake};
+    use datafusion::arrow::array::StringArray;
+
+    use super::{
+        Accumulator, DISTINCT_BOUND, DateFormats, Dated, Filter, PATTERN_BOUND, census, date, decimal_digits, is_email,
+        is_mojibake, is_phone, pattern,
+    };
+
+    /// The census lets by every value that the checks it guards would pass,
+    /// and its pattern is [`pattern`]'s.
+    #[test]
+    fn the_census_passes_every_value_its_checks_would() {
+        let long = "Carefully final deposits, sleep quickly: 42 x";
+        for t in [
+            "12",
+            "-0.125",
+            "+7",
+            ".5",
+            "5.",
+            "1.2.3",
+            "-",
+            "+",
+            "007",
+            "1-2",
+            "+44 20 7946 0958",
+            "(555) 010-9999",
+            "555-0100",
+            "5550100",
+            "1.555.010.9999",
+            "a@b.co",
+            "a@@b.co",
+            "x@y",
+            "2024-02-29",
+            "2023-02-29",
+            "2024-01-31 10:00:00",
+            "2024-01-31T10:00:00.5",
+            "1/2/2024",
+            "31/02/2024",
+            "AB-12",
+            "a  b",
+            "José 7",
+            "日本 12",
+            long,
+        ] {
+            let mut shape = String::new();
+            let c = census(t, &mut shape);
+            let mut expected = String::new();
+            pattern(t, &mut expected);
+            assert_eq!(shape, expected, "{t}");
+            if decimal_digits(t).is_some() {
+                assert!(c.digits > 0 && c.digits + c.dots + c.signs == t.len(), "{t}");
+            }
+            if is_phone(t) {
+                assert!((7..=15).contains(&c.digits), "{t}");
+            }
+            if is_email(t) {
+                assert_eq!(c.ats, 1, "{t}");
+            }
+            if !matches!(date(t, &mut DateFormats::default(), 1), Dated::No) {
+                assert!(c.digits >= 6, "{t}");
+            }
+            assert_eq!(c.double_space, t.contains("  "), "{t}");
+        }
+    }
+
+    /// A column's patterns past the bound are not counted; those it holds
+    /// are, every row.
+    #[test]
+    fn patterns_past_the_bound_are_not_counted() {
+        // Each number's bits as upper and lower case letters: a pattern each.
+        let shapes: Vec<String> = (0..PATTERN_BOUND + 10)
+            .map(|i| (0..16).map(|b| if i >> b & 1 == 1 { 'A' } else { 'a' }).collect())
+            .collect();
+        let mut values: Vec<&str> = shapes.iter().map(String::as_str).collect();
+        values.extend([shapes[0].as_str(); 20]);
+        values.extend([shapes[PATTERN_BOUND].as_str(); 30]);
+        let mut acc = Accumulator::new("c", "Utf8".to_owned());
+        acc.add(&StringArray::from(values));
+        let p = acc.finish();
+        assert_eq!(p.patterns[0], (shapes[0].clone(), 21));
+        assert!(!p.patterns.iter().any(|(s, _)| *s == shapes[PATTERN_BOUND]), "{:?}", p.patterns);
+        assert_eq!(p.distinct, PATTERN_BOUND as u64 + 10, "values are counted apart from patterns");
+    }
 
     /// The filter holds every hash it was built from, and lets few others by.
     #[test]
