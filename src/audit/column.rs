@@ -308,14 +308,14 @@ impl Filter {
     }
 }
 
-/// A distinct value's rows, and how many of them are not classified yet
+/// A distinct string's rows, and how many of them are not classified yet
 /// (see [`Accumulator::flush`]).
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     rows: u64,
     pending: u64,
     /// When it was first seen: values are classified in this order; its
-    /// index in [`Accumulator::texts`].
+    /// index in [`Tally::texts`].
     order: u64,
 }
 
