@@ -274,8 +274,14 @@ impl Tally {
     fn most(&self) -> Vec<(String, u64)> {
         let mut all: Vec<(&String, u64)> =
             self.seen.values().map(|s| (&self.texts[s.order as usize], s.rows)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        all.into_iter().take(TOP).map(|(v, n)| (v.clone(), n)).collect()
+        let order = |a: &(&String, u64), b: &(&String, u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
+        // The first TOP picked out (in linear time), then sorted.
+        if all.len() > TOP {
+            all.select_nth_unstable_by(TOP - 1, order);
+            all.truncate(TOP);
+        }
+        all.sort_by(order);
+        all.into_iter().map(|(v, n)| (v.clone(), n)).collect()
     }
 }
 
@@ -406,7 +412,7 @@ impl Accumulator {
 
     /// Classifies the rows of the distinct values not classified yet, in
     /// the order the values were first seen (so examples stay the first).
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         let mut pending: Vec<(u64, u64)> = (self.values.seen.values_mut())
             .filter(|s| s.pending > 0)
             .map(|s| (s.order, std::mem::take(&mut s.pending)))
@@ -590,24 +596,22 @@ impl Accumulator {
         p.distinct = self.values.seen.len() as u64;
         p.top = self.values.most();
         p.patterns = self.patterns.most();
-        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for v in &self.values.texts {
-            let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
-            if key.chars().any(char::is_alphabetic) {
+        p.kind = kind(p);
+        // Free text has no spellings worth naming.
+        if p.kind != Kind::FreeText {
+            let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for v in self.values.texts.iter().filter(|v| v.chars().any(char::is_alphabetic)) {
+                let key: String = v.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
                 by_key.entry(key).or_default().push(v.clone());
             }
-        }
-        p.spellings = by_key
-            .into_values()
-            .filter(|s| s.len() > 1)
-            .map(|mut s| {
-                s.sort();
-                s
-            })
-            .collect();
-        p.kind = kind(p);
-        if p.kind == Kind::FreeText {
-            p.spellings.clear();
+            p.spellings = by_key
+                .into_values()
+                .filter(|s| s.len() > 1)
+                .map(|mut s| {
+                    s.sort();
+                    s
+                })
+                .collect();
         }
         let name = p.name.to_ascii_lowercase();
         p.personal = matches!(p.kind, Kind::Email | Kind::Phone) || personal_name(&name);
@@ -871,8 +875,8 @@ mod tests {
     use datafusion::arrow::array::StringArray;
 
     use super::{
-        Accumulator, DISTINCT_BOUND, DateFormats, Dated, Filter, PATTERN_BOUND, census, date, decimal_digits, is_email,
-        is_mojibake, is_phone, pattern,
+        Accumulator, DISTINCT_BOUND, DateFormats, Dated, Filter, PATTERN_BOUND, TOP, Tally, census, date,
+        decimal_digits, is_email, is_mojibake, is_phone, pattern,
     };
 
     /// The census lets by every value that the checks it guards would pass,
@@ -930,6 +934,22 @@ mod tests {
             }
             assert_eq!(c.double_space, t.contains("  "), "{t}");
         }
+    }
+
+    /// The most frequent strings are picked out as a full sort would:
+    /// most rows first, ties by value.
+    #[test]
+    fn the_most_frequent_are_those_a_full_sort_puts_first() {
+        let mut tally = Tally::new(DISTINCT_BOUND);
+        let mut expected: Vec<(String, u64)> = Vec::new();
+        for i in 0..40u64 {
+            let (text, rows) = (format!("v{:02}", (i * 17) % 40), 1 + i % 7);
+            tally.entry(xxhash_rust::xxh3::xxh3_128(text.as_bytes()), || text.clone()).unwrap().rows += rows;
+            expected.push((text, rows));
+        }
+        expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        expected.truncate(TOP);
+        assert_eq!(tally.most(), expected);
     }
 
     /// A column's patterns past the bound are not counted; those it holds

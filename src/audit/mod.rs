@@ -140,6 +140,16 @@ impl TableProfiler {
         Ok(())
     }
 
+    /// Classifies the distinct values counted and not classified yet (which
+    /// [`TableProfiler::merge`] and [`TableProfiler::finish`] otherwise do):
+    /// for each partition's profiler to do on its own thread, before the
+    /// profilers merge on one.
+    pub fn classify_pending(&mut self) {
+        for acc in &mut self.columns {
+            acc.flush();
+        }
+    }
+
     /// Adds what `other` (a profiler of the same table's later rows)
     /// collected: partitions profiled apart, merged in file order.
     pub fn merge(&mut self, other: TableProfiler) {

@@ -210,15 +210,24 @@ async fn profile(
             while let Some(batch) = stream.next().await {
                 profiler.add(&batch?)?;
             }
+            profiler.classify_pending();
             Ok::<_, datafusion::error::DataFusionError>(profiler)
         }));
     }
-    let mut merged = TableProfiler::new(name, &schema, declared);
+    let started = std::time::Instant::now();
+    let mut partitions = Vec::new();
     for task in tasks {
-        let profiler = task.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        partitions.push(task.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??);
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "read and profiled `{name}`");
+    let started = std::time::Instant::now();
+    let mut merged = TableProfiler::new(name, &schema, declared);
+    for profiler in partitions {
         merged.merge(profiler);
     }
-    Ok(merged.finish())
+    let profile = merged.finish();
+    tracing::debug!(elapsed = ?started.elapsed(), "merged `{name}`'s partitions' profiles");
+    Ok(profile)
 }
 
 /// A check the project declares on a source or seed: a unique key (a
