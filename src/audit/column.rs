@@ -315,7 +315,7 @@ impl Filter {
 }
 
 /// A distinct string's rows, and how many of them are not classified yet
-/// (see [`Accumulator::flush`]).
+/// (see [`Accumulator::classify_pending`]).
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     rows: u64,
@@ -397,7 +397,7 @@ impl Accumulator {
 
     /// Counts `v`. What a value is (its type, format, shape, looks) is
     /// worked out once per distinct value, weighted by its rows, when the
-    /// profile merges or finishes ([`Accumulator::flush`]); a value past
+    /// profile merges or finishes ([`Accumulator::classify_pending`]); a value past
     /// the bound on distinct values, at once.
     fn value(&mut self, v: &str) {
         let hash = xxhash_rust::xxh3::xxh3_128(v.as_bytes());
@@ -412,7 +412,7 @@ impl Accumulator {
 
     /// Classifies the rows of the distinct values not classified yet, in
     /// the order the values were first seen (so examples stay the first).
-    pub(super) fn flush(&mut self) {
+    pub(super) fn classify_pending(&mut self) {
         let mut pending: Vec<(u64, u64)> = (self.values.seen.values_mut())
             .filter(|s| s.pending > 0)
             .map(|s| (s.order, std::mem::take(&mut s.pending)))
@@ -528,8 +528,8 @@ impl Accumulator {
 
     /// Adds what `other` (the same column, later rows) collected.
     pub(super) fn merge(&mut self, mut other: Accumulator) {
-        self.flush();
-        other.flush();
+        self.classify_pending();
+        other.classify_pending();
         let (p, o) = (&mut self.p, other.p);
         for (mine, theirs) in [
             (&mut p.nulls, o.nulls),
@@ -591,7 +591,7 @@ impl Accumulator {
     }
 
     pub(super) fn finish(mut self) -> ColumnProfile {
-        self.flush();
+        self.classify_pending();
         let p = &mut self.p;
         p.distinct = self.values.seen.len() as u64;
         p.top = self.values.most();
@@ -771,12 +771,7 @@ fn census(t: &str, shape: &mut String) -> Census {
         c.double_space |= b == b' ' && previous == b' ';
         previous = b;
         if ascii && k < PATTERN_LENGTH {
-            shape.push(char::from(match b {
-                b'0'..=b'9' => b'9',
-                b'A'..=b'Z' => b'A',
-                b'a'..=b'z' => b'a',
-                _ => b,
-            }));
+            shape.push(shape_of(char::from(b)));
         }
     }
     if !ascii {
@@ -799,12 +794,17 @@ fn pattern(t: &str, out: &mut String) {
             out.push('…');
             break;
         }
-        out.push(match c {
-            c if c.is_ascii_digit() => '9',
-            c if c.is_uppercase() => 'A',
-            c if c.is_lowercase() => 'a',
-            c => c,
-        });
+        out.push(shape_of(c));
+    }
+}
+
+/// A character as a pattern shows it.
+fn shape_of(c: char) -> char {
+    match c {
+        c if c.is_ascii_digit() => '9',
+        c if c.is_uppercase() => 'A',
+        c if c.is_lowercase() => 'a',
+        c => c,
     }
 }
 

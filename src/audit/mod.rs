@@ -146,7 +146,7 @@ impl TableProfiler {
     /// profilers merge on one.
     pub fn classify_pending(&mut self) {
         for acc in &mut self.columns {
-            acc.flush();
+            acc.classify_pending();
         }
     }
 

@@ -203,6 +203,7 @@ async fn profile(
     let declared = declared.unwrap_or(&schema);
     // Each partition (a byte range of a file) is read and profiled on a
     // task of its own; the profiles merge in partition order.
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for mut stream in engine.execute_partitioned(plan).await? {
         let mut profiler = TableProfiler::new(name, &schema, declared);
@@ -214,19 +215,15 @@ async fn profile(
             Ok::<_, datafusion::error::DataFusionError>(profiler)
         }));
     }
-    let started = std::time::Instant::now();
-    let mut partitions = Vec::new();
-    for task in tasks {
-        partitions.push(task.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??);
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), "read and profiled `{name}`");
-    let started = std::time::Instant::now();
     let mut merged = TableProfiler::new(name, &schema, declared);
-    for profiler in partitions {
+    for task in tasks {
+        let profiler = task.await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
         merged.merge(profiler);
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "read, profiled and merged `{name}`");
+    let started = std::time::Instant::now();
     let profile = merged.finish();
-    tracing::debug!(elapsed = ?started.elapsed(), "merged `{name}`'s partitions' profiles");
+    tracing::debug!(elapsed = ?started.elapsed(), "finished `{name}`'s profile");
     Ok(profile)
 }
 
