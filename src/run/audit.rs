@@ -205,13 +205,15 @@ async fn profile(
     // task of its own; the profiles merge in partition order.
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
-    for mut stream in engine.execute_partitioned(plan).await? {
+    for (partition, mut stream) in engine.execute_partitioned(plan).await?.into_iter().enumerate() {
         let mut profiler = TableProfiler::new(name, &schema, declared);
+        let name = name.to_owned();
         tasks.push(tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
                 profiler.add(&batch?)?;
             }
             profiler.classify_pending();
+            tracing::debug!(elapsed = ?started.elapsed(), "read and profiled partition {partition} of `{name}`");
             Ok::<_, datafusion::error::DataFusionError>(profiler)
         }));
     }
