@@ -5,12 +5,14 @@
 //! ([`TableProfiler::add`]): every value is read as text (as the source
 //! file holds it) and classified by Rust accumulators, so memory is bounded
 //! by the distinct values kept per column ([`DISTINCT_BOUND`]), never by
-//! the table. Past that bound a column's distinct count, top values and
-//! spellings are reported as lower bounds, labelled so.
+//! the table. Past that bound a column's distinct count is estimated (by a
+//! sketch of every value, [`sketch`]) and labelled so, and its top values
+//! and spellings are those among the values kept.
 
 mod column;
 pub mod compare;
 mod lines;
+mod sketch;
 mod text;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};

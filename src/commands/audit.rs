@@ -159,7 +159,7 @@ fn row(c: &ColumnProfile, rows: u64, file: Option<&str>) -> [String; 9] {
         notes.push(format!("{values} spelled several ways ({})", spellings.join(" / ")));
     }
     let kind = serde_json::to_value(c.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let distinct = if c.distinct_exact { c.distinct.to_string() } else { format!("≥ {}", c.distinct) };
+    let distinct = if c.distinct_exact { c.distinct.to_string() } else { format!("≈ {}", c.distinct) };
     [
         c.name.clone(),
         c.declared.clone(),
