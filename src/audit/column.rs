@@ -219,8 +219,8 @@ pub(super) struct Accumulator {
     /// Each distinct pattern, and its rows (never classified: its
     /// [`Tally::classified`] is unused).
     patterns: Tally,
-    /// The pattern of the value at hand (reused).
-    shape: String,
+    /// The pattern of the value at hand, as UTF-8 (reused).
+    shape: Vec<u8>,
 }
 
 /// Distinct strings, each with its rows, up to a bound, keyed by their
@@ -404,7 +404,7 @@ impl Accumulator {
             sketch: None,
             turned_away: Vec::new(),
             patterns: Tally::new(PATTERN_BOUND),
-            shape: String::new(),
+            shape: Vec::new(),
         }
     }
 
@@ -562,7 +562,8 @@ impl Accumulator {
             Dated::Yes | Dated::Impossible => {}
         }
         let shape = &self.shape;
-        if let Some(seen) = self.patterns.entry(xxhash_rust::xxh3::xxh3_128(shape.as_bytes()), || shape.clone()) {
+        let text = || String::from_utf8(shape.clone()).expect("a pattern is text");
+        if let Some(seen) = self.patterns.entry(xxhash_rust::xxh3::xxh3_128(shape), text) {
             seen.rows += n;
         }
     }
@@ -810,35 +811,61 @@ struct Census {
     double_space: bool,
 }
 
-/// `t`'s census, and its [`pattern`] into `shape`, in one pass over its
-/// bytes (where it is ASCII, as most values are).
-fn census(t: &str, shape: &mut String) -> Census {
+/// `t`'s census, and its [`pattern`] into `shape` (as UTF-8), from a pass
+/// over its bytes and, where it is ASCII (as most values are), a lookup of
+/// each of its first [`PATTERN_LENGTH`] bytes' shape.
+fn census(t: &str, shape: &mut Vec<u8>) -> Census {
     let mut c = Census { digits: 0, dots: 0, signs: 0, slashes: 0, phone_marks: 0, ats: 0, double_space: false };
-    let ascii = t.is_ascii();
     let mut previous = 0;
-    for (k, &b) in t.as_bytes().iter().enumerate() {
-        match b {
-            b'0'..=b'9' => c.digits += 1,
-            b'.' => c.dots += 1,
-            b'+' | b'-' => c.signs += 1,
-            b'/' => c.slashes += 1,
-            b' ' | b'(' | b')' => c.phone_marks += 1,
-            b'@' => c.ats += 1,
-            _ => {}
+    for &b in t.as_bytes() {
+        c.digits += usize::from(b.is_ascii_digit());
+        // Letters and digits, most of most values, pass by without a branch.
+        if !b.is_ascii_alphanumeric() {
+            match b {
+                b'.' => c.dots += 1,
+                b'+' | b'-' => c.signs += 1,
+                b'/' => c.slashes += 1,
+                b' ' | b'(' | b')' => c.phone_marks += 1,
+                b'@' => c.ats += 1,
+                _ => {}
+            }
+            c.double_space |= b == b' ' && previous == b' ';
         }
-        c.double_space |= b == b' ' && previous == b' ';
         previous = b;
-        if ascii && k < PATTERN_LENGTH {
-            shape.push(shape_of(char::from(b)));
-        }
     }
-    if !ascii {
-        pattern(t, shape);
-    } else if t.len() > PATTERN_LENGTH {
-        shape.push('…');
+    if t.is_ascii() {
+        let mut out = [0u8; PATTERN_LENGTH];
+        let head = &t.as_bytes()[..t.len().min(PATTERN_LENGTH)];
+        for (o, &b) in out.iter_mut().zip(head) {
+            *o = ASCII_SHAPES[usize::from(b)];
+        }
+        shape.extend_from_slice(&out[..head.len()]);
+        if t.len() > PATTERN_LENGTH {
+            shape.extend_from_slice("…".as_bytes());
+        }
+    } else {
+        let mut text = String::new();
+        pattern(t, &mut text);
+        shape.extend_from_slice(text.as_bytes());
     }
     c
 }
+
+/// [`shape_of`] each ASCII character, as a byte.
+const ASCII_SHAPES: [u8; 128] = {
+    let mut shapes = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        shapes[b as usize] = match b {
+            b'0'..=b'9' => b'9',
+            b'A'..=b'Z' => b'A',
+            b'a'..=b'z' => b'a',
+            _ => b,
+        };
+        b += 1;
+    }
+    shapes
+};
 
 /// The characters of a value that its pattern shows; a longer one's ends in `…`.
 const PATTERN_LENGTH: usize = 40;
@@ -933,8 +960,8 @@ mod tests {
     use datafusion::arrow::array::StringArray;
 
     use super::{
-        Accumulator, DISTINCT_BOUND, DateFormats, Dated, Filter, PATTERN_BOUND, TOP, Tally, census, date,
-        decimal_digits, is_email, is_mojibake, is_phone, pattern,
+        ASCII_SHAPES, Accumulator, DISTINCT_BOUND, DateFormats, Dated, Filter, PATTERN_BOUND, TOP, Tally, census, date,
+        decimal_digits, is_email, is_mojibake, is_phone, pattern, shape_of,
     };
 
     /// The census lets by every value that the checks it guards would pass,
@@ -976,11 +1003,11 @@ mod tests {
             "日本 12",
             long,
         ] {
-            let mut shape = String::new();
+            let mut shape = Vec::new();
             let c = census(t, &mut shape);
             let mut expected = String::new();
             pattern(t, &mut expected);
-            assert_eq!(shape, expected, "{t}");
+            assert_eq!(shape, expected.as_bytes(), "{t}");
             if decimal_digits(t).is_some() {
                 assert!(c.digits > 0 && c.digits + c.dots + c.signs == t.len(), "{t}");
             }
@@ -994,6 +1021,14 @@ mod tests {
                 assert!(c.digits >= 6 && (c.signs == 2 || c.slashes == 2), "{t}");
             }
             assert_eq!(c.double_space, t.contains("  "), "{t}");
+        }
+    }
+
+    /// The table of ASCII shapes is [`shape_of`]'s.
+    #[test]
+    fn ascii_shapes_are_those_of_shape_of() {
+        for b in 0..128u8 {
+            assert_eq!(char::from(ASCII_SHAPES[usize::from(b)]), shape_of(char::from(b)), "{b}");
         }
     }
 
