@@ -128,6 +128,12 @@ impl Engine {
         // A directory source reads its subdirectories too, and a glob may
         // cross directories (`data/*/orders.csv`), as `local_files` lists.
         config.options_mut().execution.listing_table_ignore_subdirectory = false;
+        // Partition k reads file group k (a file's k-th byte range), never a
+        // sibling's: what comes first is the files' order (the audit's first
+        // examples and the values it holds, the order of a stage's rows),
+        // the same on every run. DataFusion's work stealing, on by default,
+        // hands whichever partition starts first the first range.
+        config.options_mut().execution.enable_file_stream_work_stealing = false;
         let mut runtime =
             RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(super::stores::FromEnv::default()));
         if let Some(limit) = options.memory_limit {
@@ -842,5 +848,33 @@ mod tests {
         e.register_schema_only(TableReference::partial("crm", "customers"), schema).unwrap();
         let plan = e.plan("select id + 1 as next_id from \"crm\".\"customers\"").await.unwrap();
         assert_eq!(plan.schema().field(0).name(), "next_id");
+    }
+
+    /// Each partition reads its own byte range of a file, whichever is
+    /// polled first: the first rows of partition k come after those of
+    /// partition k - 1, as in the file, on every run.
+    #[tokio::test]
+    async fn partitions_read_their_own_ranges_of_a_file() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("n.csv")).unwrap();
+        let text: String = std::iter::once("n\n".to_owned()).chain((0..200_000).map(|i| format!("{i}\n"))).collect();
+        fs_err::write(&path, text).unwrap();
+        let e = Engine::new(&EngineOptions { target_partitions: 4, ..EngineOptions::default() }).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        e.register_file(TableReference::bare("n"), &FileSource::local(&path, FileFormat::Csv), &schema).await.unwrap();
+        let mut streams = e.execute_partitioned(e.plan("select n from n").await.unwrap()).await.unwrap();
+        assert_eq!(streams.len(), 4);
+        // The last partition is polled first.
+        let mut firsts = Vec::new();
+        for stream in streams.iter_mut().rev() {
+            let batch = stream.next().await.unwrap().unwrap();
+            firsts.push(batch.column(0).as_primitive::<Int64Type>().value(0));
+        }
+        firsts.reverse();
+        assert_eq!(firsts[0], 0, "{firsts:?}");
+        assert!(firsts.is_sorted(), "{firsts:?}");
     }
 }
