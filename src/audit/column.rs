@@ -409,19 +409,27 @@ impl Accumulator {
     }
 
     pub(super) fn add(&mut self, text: &StringArray) {
-        // A run of rows holding one value (a sorted or clustered column's)
-        // is counted once, weighted by its rows.
-        let mut i = 0;
-        while i < text.len() {
+        // A run of rows holding one value (a sorted or clustered column's),
+        // told by its hash, is counted once, weighted by its rows: the
+        // hash, its first row, its rows.
+        let mut run: Option<(u128, usize, u64)> = None;
+        for i in 0..text.len() {
             if text.is_null(i) {
                 self.p.nulls += 1;
-                i += 1;
                 continue;
             }
-            let v = text.value(i);
-            let end = (i + 1..text.len()).find(|&j| text.is_null(j) || text.value(j) != v).unwrap_or(text.len());
-            self.value(v, (end - i) as u64);
-            i = end;
+            let hash = xxhash_rust::xxh3::xxh3_128(text.value(i).as_bytes());
+            match &mut run {
+                Some((same, _, rows)) if *same == hash => *rows += 1,
+                _ => {
+                    if let Some((hash, first, rows)) = run.replace((hash, i, 1)) {
+                        self.value(text.value(first), hash, rows);
+                    }
+                }
+            }
+        }
+        if let Some((hash, first, rows)) = run {
+            self.value(text.value(first), hash, rows);
         }
         if !self.turned_away.is_empty() {
             let values = &self.values;
@@ -430,12 +438,11 @@ impl Accumulator {
         }
     }
 
-    /// Counts `rows` rows holding `v`. What a value is (its type, format, shape, looks) is
+    /// Counts `rows` rows holding `v`, hashed `hash`. What a value is (its type, format, shape, looks) is
     /// worked out once per distinct value, weighted by its rows, when the
     /// profile merges or finishes ([`Accumulator::classify_pending`]); a value past
     /// the bound on distinct values, at once.
-    fn value(&mut self, v: &str, rows: u64) {
-        let hash = xxhash_rust::xxh3::xxh3_128(v.as_bytes());
+    fn value(&mut self, v: &str, hash: u128, rows: u64) {
         if let Some(seen) = self.values.entry(hash, || v.to_owned()) {
             seen.rows += rows;
         } else {
@@ -1105,6 +1112,26 @@ mod tests {
         let p = a.finish();
         assert!(p.distinct_exact);
         assert_eq!(p.distinct, 90_000);
+    }
+
+    /// A run of rows holding one value counts each of its rows, NULLs
+    /// between runs aside, whether the value is held or past the bound.
+    #[test]
+    fn runs_of_one_value_count_every_row() {
+        let mut acc = Accumulator::new("c", "Utf8".to_owned());
+        acc.add(&StringArray::from(vec![Some("a"), Some("a"), None, Some("a"), Some("b"), Some("b"), Some("a")]));
+        let p = acc.finish();
+        assert_eq!((p.nulls, p.present), (1, 6));
+        assert_eq!(p.top, vec![("a".to_owned(), 4), ("b".to_owned(), 2)]);
+        let mut acc = Accumulator::new("c", "Utf8".to_owned());
+        let held: Vec<String> = (0..DISTINCT_BOUND).map(|i| i.to_string()).collect();
+        acc.add(&StringArray::from_iter_values(&held));
+        acc.add(&StringArray::from(vec!["x-1", "x-1", "x-1", "7", "7"]));
+        let p = acc.finish();
+        assert!(!p.distinct_exact);
+        assert_eq!((p.present, p.integer), (DISTINCT_BOUND as u64 + 5, DISTINCT_BOUND as u64 + 2));
+        assert!(p.patterns.contains(&("a-9".to_owned(), 3)), "{:?}", p.patterns);
+        assert_eq!(p.top[0], ("7".to_owned(), 3));
     }
 
     /// The filter holds every hash it was built from, and lets few others by.
