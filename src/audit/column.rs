@@ -438,10 +438,11 @@ impl Accumulator {
         }
     }
 
-    /// Counts `rows` rows holding `v`, hashed `hash`. What a value is (its type, format, shape, looks) is
-    /// worked out once per distinct value, weighted by its rows, when the
-    /// profile merges or finishes ([`Accumulator::classify_pending`]); a value past
-    /// the bound on distinct values, at once.
+    /// Counts `rows` rows holding `v`, hashed `hash`. What a value is (its
+    /// type, format, shape, looks) is worked out once per distinct value,
+    /// weighted by its rows, when the profile merges or finishes
+    /// ([`Accumulator::classify_pending`]); a value past the bound on
+    /// distinct values, at once.
     fn value(&mut self, v: &str, hash: u128, rows: u64) {
         if let Some(seen) = self.values.entry(hash, || v.to_owned()) {
             seen.rows += rows;
