@@ -812,8 +812,6 @@ struct Census {
     /// `+` and `-`.
     signs: usize,
     slashes: usize,
-    /// The other marks of a phone number: spaces and parentheses.
-    phone_marks: usize,
     ats: usize,
     /// Two spaces in a row.
     double_space: bool,
@@ -823,7 +821,7 @@ struct Census {
 /// over its bytes and, where it is ASCII (as most values are), a lookup of
 /// each of its first [`PATTERN_LENGTH`] bytes' shape.
 fn census(t: &str, shape: &mut Vec<u8>) -> Census {
-    let mut c = Census { digits: 0, dots: 0, signs: 0, slashes: 0, phone_marks: 0, ats: 0, double_space: false };
+    let mut c = Census { digits: 0, dots: 0, signs: 0, slashes: 0, ats: 0, double_space: false };
     let mut previous = 0;
     for &b in t.as_bytes() {
         c.digits += usize::from(b.is_ascii_digit());
@@ -833,7 +831,6 @@ fn census(t: &str, shape: &mut Vec<u8>) -> Census {
                 b'.' => c.dots += 1,
                 b'+' | b'-' => c.signs += 1,
                 b'/' => c.slashes += 1,
-                b' ' | b'(' | b')' => c.phone_marks += 1,
                 b'@' => c.ats += 1,
                 _ => {}
             }
@@ -852,9 +849,7 @@ fn census(t: &str, shape: &mut Vec<u8>) -> Census {
             shape.extend_from_slice("…".as_bytes());
         }
     } else {
-        let mut text = String::new();
-        pattern(t, &mut text);
-        shape.extend_from_slice(text.as_bytes());
+        pattern(t, shape);
     }
     c
 }
@@ -878,16 +873,17 @@ const ASCII_SHAPES: [u8; 128] = {
 /// The characters of a value that its pattern shows; a longer one's ends in `…`.
 const PATTERN_LENGTH: usize = 40;
 
-/// The shape of a value, into `out`: `A` an upper-case letter, `a` a
-/// lower-case one, `9` a digit, anything else as it is; long values are
-/// cut at 40 characters.
-fn pattern(t: &str, out: &mut String) {
-    for (k, c) in t.chars().enumerate() {
-        if k == PATTERN_LENGTH {
-            out.push('…');
-            break;
-        }
-        out.push(shape_of(c));
+/// The shape of a value, into `out` as UTF-8: `A` an upper-case letter,
+/// `a` a lower-case one, `9` a digit, anything else as it is; long values
+/// are cut at 40 characters.
+fn pattern(t: &str, out: &mut Vec<u8>) {
+    let mut push = |c: char| out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    let mut chars = t.chars();
+    for c in chars.by_ref().take(PATTERN_LENGTH) {
+        push(shape_of(c));
+    }
+    if chars.next().is_some() {
+        push('…');
     }
 }
 
@@ -1013,9 +1009,9 @@ mod tests {
         ] {
             let mut shape = Vec::new();
             let c = census(t, &mut shape);
-            let mut expected = String::new();
+            let mut expected = Vec::new();
             pattern(t, &mut expected);
-            assert_eq!(shape, expected.as_bytes(), "{t}");
+            assert_eq!(shape, expected, "{t}");
             if decimal_digits(t).is_some() {
                 assert!(c.digits > 0 && c.digits + c.dots + c.signs == t.len(), "{t}");
             }
