@@ -8,6 +8,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::DISTINCT_BOUND;
+
 /// The changes of one table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableChanges {
@@ -78,11 +80,13 @@ fn table_changes(o: &Value, t: &Value) -> Vec<String> {
         for (label, before, after) in [
             ("NULL or blank values", empty(b), empty(c)),
             ("values breaking its type", n(&b["type_breaks"]), n(&c["type_breaks"])),
-            ("distinct values", n(&b["distinct"]), n(&c["distinct"])),
         ] {
             if before != after {
                 out.push(format!("`{name}` {label}: {}", moved(before, after)));
             }
+        }
+        if let Some(change) = distinct_change(&Distinct::of(b), &Distinct::of(c)) {
+            out.push(format!("`{name}` distinct values: {change}"));
         }
     }
     for b in &old {
@@ -92,6 +96,67 @@ fn table_changes(o: &Value, t: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// A column's distinct count as an audit gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Distinct {
+    Exact(u64),
+    /// Past the bound, by a HyperLogLog sketch (standard error about 0.8%).
+    Estimated(u64),
+    /// Past the bound, in an audit made before the counts were estimated:
+    /// the bound itself, a lower bound.
+    AtLeast(u64),
+}
+
+impl Distinct {
+    fn of(column: &Value) -> Distinct {
+        let count = n(&column["distinct"]);
+        match column["distinct_exact"].as_bool() {
+            Some(false) if count == DISTINCT_BOUND as u64 => Distinct::AtLeast(count),
+            Some(false) => Distinct::Estimated(count),
+            _ => Distinct::Exact(count),
+        }
+    }
+
+    fn count(self) -> u64 {
+        match self {
+            Distinct::Exact(c) | Distinct::Estimated(c) | Distinct::AtLeast(c) => c,
+        }
+    }
+
+    fn shown(self) -> String {
+        match self {
+            Distinct::Exact(c) => c.to_string(),
+            Distinct::Estimated(c) => format!("≈{c}"),
+            Distinct::AtLeast(c) => format!("{c} or more"),
+        }
+    }
+}
+
+/// Estimates that differ by less than this share of the larger are within
+/// the sketches' error (about 0.8% each), and not said to have changed.
+const ESTIMATE_TOLERANCE: f64 = 0.02;
+
+/// How a column's distinct count moved, when it can be said to have: exact
+/// counts that differ; estimates (on either side) further apart than
+/// [`ESTIMATE_TOLERANCE`]; a lower bound only against a count below it (a
+/// lower bound says nothing of a count above it).
+fn distinct_change(before: &Distinct, after: &Distinct) -> Option<String> {
+    let (b, a) = (before.count(), after.count());
+    let changed = match (before, after) {
+        (Distinct::Exact(_), Distinct::Exact(_)) => b != a,
+        (Distinct::AtLeast(_), _) => a < b,
+        (_, Distinct::AtLeast(_)) => b < a,
+        _ => b.abs_diff(a) as f64 > ESTIMATE_TOLERANCE * b.max(a) as f64,
+    };
+    if !changed {
+        return None;
+    }
+    match (before, after) {
+        (Distinct::Exact(_), Distinct::Exact(_)) => Some(moved(b, a)),
+        _ => Some(format!("{} -> {}", before.shown(), after.shown())),
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +204,28 @@ mod tests {
                 TableChanges { table: "crm.old".into(), changes: vec!["not audited this time".into()] },
             ]
         );
+    }
+
+    #[test]
+    fn estimated_distinct_counts_change_only_past_their_error_and_a_lower_bound_only_downwards() {
+        let col = |distinct: u64, exact: bool| json!({"name": "c", "distinct": distinct, "distinct_exact": exact});
+        let doc = |c: Value| json!({"tables": [{"name": "t", "rows": 1, "columns": [c]}]});
+        let said = |before: Value, after: Value| -> Vec<String> {
+            compare(&doc(before), &doc(after)).into_iter().flat_map(|t| t.changes).collect()
+        };
+        // Two estimates 1% apart: within the sketches' error.
+        assert!(said(col(1_500_000, false), col(1_515_000, false)).is_empty());
+        assert_eq!(said(col(1_500_000, false), col(1_600_000, false)), ["`c` distinct values: ≈1500000 -> ≈1600000"]);
+        // An exact count against an estimate, either way.
+        assert!(said(col(99_000, true), col(100_500, false)).is_empty());
+        assert_eq!(said(col(90_000, true), col(150_000, false)), ["`c` distinct values: 90000 -> ≈150000"]);
+        assert_eq!(said(col(150_000, false), col(60, true)), ["`c` distinct values: ≈150000 -> 60"]);
+        // An earlier ferry's lower bound says nothing of a count above it.
+        let bound = DISTINCT_BOUND as u64;
+        assert!(said(col(bound, false), col(1_520_996, false)).is_empty());
+        assert_eq!(said(col(bound, false), col(5, true)), ["`c` distinct values: 100000 or more -> 5"]);
+        assert!(said(col(1_520_996, false), col(bound, false)).is_empty());
+        // Exact counts: any change.
+        assert_eq!(said(col(10, true), col(11, true)), ["`c` distinct values: 10 -> 11 (+1)"]);
     }
 }
