@@ -85,7 +85,7 @@ fn table_changes(o: &Value, t: &Value) -> Vec<String> {
                 out.push(format!("`{name}` {label}: {}", moved(before, after)));
             }
         }
-        if let Some(change) = distinct_change(&Distinct::of(b), &Distinct::of(c)) {
+        if let Some(change) = distinct_change(Distinct::of(b), Distinct::of(c)) {
             out.push(format!("`{name}` distinct values: {change}"));
         }
     }
@@ -113,6 +113,8 @@ impl Distinct {
     fn of(column: &Value) -> Distinct {
         let count = n(&column["distinct"]);
         match column["distinct_exact"].as_bool() {
+            // An estimate is never the bound: it is at least one more than
+            // the values held (see `Accumulator::finish`).
             Some(false) if count == DISTINCT_BOUND as u64 => Distinct::AtLeast(count),
             Some(false) => Distinct::Estimated(count),
             _ => Distinct::Exact(count),
@@ -142,21 +144,15 @@ const ESTIMATE_TOLERANCE: f64 = 0.02;
 /// counts that differ; estimates (on either side) further apart than
 /// [`ESTIMATE_TOLERANCE`]; a lower bound only against a count below it (a
 /// lower bound says nothing of a count above it).
-fn distinct_change(before: &Distinct, after: &Distinct) -> Option<String> {
+fn distinct_change(before: Distinct, after: Distinct) -> Option<String> {
     let (b, a) = (before.count(), after.count());
     let changed = match (before, after) {
-        (Distinct::Exact(_), Distinct::Exact(_)) => b != a,
+        (Distinct::Exact(_), Distinct::Exact(_)) => return (b != a).then(|| moved(b, a)),
         (Distinct::AtLeast(_), _) => a < b,
         (_, Distinct::AtLeast(_)) => b < a,
         _ => b.abs_diff(a) as f64 > ESTIMATE_TOLERANCE * b.max(a) as f64,
     };
-    if !changed {
-        return None;
-    }
-    match (before, after) {
-        (Distinct::Exact(_), Distinct::Exact(_)) => Some(moved(b, a)),
-        _ => Some(format!("{} -> {}", before.shown(), after.shown())),
-    }
+    changed.then(|| format!("{} -> {}", before.shown(), after.shown()))
 }
 
 #[cfg(test)]
