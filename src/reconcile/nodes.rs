@@ -189,7 +189,9 @@ async fn stage_source(
 }
 
 /// The ledgers the last run's `run_results.json` recorded, for stages that
-/// have not changed since (their checksum still matches).
+/// have not changed since (their checksum still matches). An incremental
+/// run's ledger counts its increment, not the stage it merged it into, so
+/// it has none to check.
 pub async fn ledgers_of_last_run(layout: &Layout, stages: &Root, manifest: &Manifest) -> HashMap<NodeId, Ledger> {
     let Some(results) = RunResults::read(layout) else { return HashMap::new() };
     let mut out = HashMap::new();
@@ -197,6 +199,9 @@ pub async fn ledgers_of_last_run(layout: &Layout, stages: &Root, manifest: &Mani
         let (Some(i), Some(ledger), Some(recorded)) = (manifest.find(&r.unique_id), &r.ledger, &r.stage) else {
             continue;
         };
+        if r.incremental.as_ref().is_some_and(|inc| inc.run == "incremental") {
+            continue;
+        }
         let stage = stage::verify(&stages.dir(&manifest[i].name)).await;
         if stage.is_ok_and(|s| s.checksum == recorded.checksum) {
             out.insert(i, ledger.clone());
