@@ -26,7 +26,9 @@ pub async fn plan(engine: &Engine, manifest: &Manifest, id: NodeId, sql: &str) -
     })
 }
 
-/// Registers a stage's Parquet files as the table downstream models read.
+/// Registers a stage's Parquet files as the table downstream models read:
+/// a listing table of its directory, or, where rows of its files are
+/// deleted, a table that skips them (see [`stage::layer`]).
 pub async fn register_staged(
     engine: &Engine,
     table: TableReference,
@@ -38,6 +40,9 @@ pub async fn register_staged(
         ..FileSource::local(Utf8Path::new(&location), FileFormat::Parquet)
     };
     let schema = engine.infer_schema(&file).await?;
+    if staged.manifest.has_deletes() {
+        return engine.register(table, std::sync::Arc::new(stage::table::StageTable::new(staged, schema)?));
+    }
     engine.register_stage(table, &file.path, &schema).await
 }
 

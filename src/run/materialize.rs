@@ -506,19 +506,28 @@ impl Materializing<'_> {
             }
             _ => None,
         };
-        let merged = incremental::merged_sql(
-            engine,
-            (&node.name, &current_schema, &retyped),
-            &increment,
-            (strategy, &node.config.unique_key, replaced.as_deref()),
-        )
-        .await
-        .map_err(|e| with_ledger(internal(&e)))?;
-        let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
-        let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
-        let next = engine_node::stage_plan(engine, manifest, id, plan, self.places.next_root(), options)
-            .await
-            .map_err(with_ledger)?;
+        let layered = match self.layered(run, &increment, replaced.is_some()).await {
+            Ok(layered) => layered,
+            Err(e) => return Err(with_ledger(engine_node::stage_error(engine, manifest, id, e).await)),
+        };
+        let next = match layered {
+            Some(next) => next,
+            None => {
+                let merged = incremental::merged_sql(
+                    engine,
+                    (&node.name, &current_schema, &retyped),
+                    &increment,
+                    (strategy, &node.config.unique_key, replaced.as_deref()),
+                )
+                .await
+                .map_err(|e| with_ledger(internal(&e)))?;
+                let plan = engine.plan(&merged).await.map_err(|e| with_ledger(internal(&e)))?;
+                let options = StageOptions { rows_written: None, ..self.places.stage_options.clone() };
+                engine_node::stage_plan(engine, manifest, id, plan, self.places.next_root(), options)
+                    .await
+                    .map_err(with_ledger)?
+            }
+        };
         self.register(&next).await.map_err(with_ledger)?;
         let increment = Some(increment);
         let column_sync = match run.settings.on_schema_change {
@@ -549,6 +558,44 @@ impl Materializing<'_> {
             column_sync,
             window,
         })
+    }
+
+    /// The next version of an incremental model's stage on this machine,
+    /// layered (see [`stage::layer`]): its current files and the
+    /// increment's, with the rows the increment replaces deleted. `None`
+    /// where it is rewritten instead: a window of batches is replaced
+    /// (`window`), the columns changed, a cluster runs the models (it reads
+    /// the stages' files, not their deletion files), or `layer` declines.
+    async fn layered(
+        &self,
+        run: &IncrementalRun,
+        increment: &StagedTable,
+        window: bool,
+    ) -> Result<Option<StagedTable>, stage::StageError> {
+        let (Mode::Incremental(current), Root::Local(parent)) = (&run.mode, self.places.next_root()) else {
+            return Ok(None);
+        };
+        if window || run.settings.strategy == Strategy::Microbatch || self.engine.cluster().is_some() {
+            return Ok(None);
+        }
+        let node = self.node();
+        let key: &[String] = match run.settings.strategy {
+            Strategy::Append => &[],
+            _ => &node.config.unique_key,
+        };
+        let layered = stage::layer::layer(&parent, &node.name, current, increment, key).await?;
+        match &layered {
+            Some(next) => {
+                let deleted: u64 = next.manifest.files.iter().filter_map(|f| f.deleted.as_ref()).map(|d| d.rows).sum();
+                tracing::info!(
+                    "`{}`: next version layered on the current one: {} files, {deleted} of their rows deleted",
+                    node.name,
+                    next.manifest.files.len()
+                );
+            }
+            None => tracing::info!("`{}`: next version rewritten whole", node.name),
+        }
+        Ok(layered)
     }
 
     /// A `microbatch` model's SQL narrowed to the rows of its window, and

@@ -17,10 +17,15 @@
 //! Every column is written with a Parquet logical type, so that other
 //! readers (DuckDB, pyarrow, Spark) read the stage as ferry does: Arrow
 //! types Parquet has no such type for are widened first (seconds to
-//! milliseconds for timestamps and times, `Date64` to `Date32`).
+//! milliseconds for timestamps and times, `Date64` to `Date32`). The one
+//! exception is an incremental model's stage layered by [`layer`]: rows of
+//! its files may be deleted by deletion files, which only ferry's readers
+//! ([`read`], [`table`]) apply.
 
+pub mod layer;
 pub mod read;
 pub mod store;
+pub mod table;
 
 pub use store::Stored;
 
@@ -33,6 +38,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::parquet::arrow::async_writer::AsyncFileWriter;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -74,7 +80,63 @@ pub enum StageError {
 pub struct StagedFile {
     pub name: String,
     pub bytes: u64,
+    /// The rows in the file, those deleted included.
     pub rows: u64,
+    /// The file's rows that a later version replaced (see [`layer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deleted>,
+}
+
+/// A deletion file beside a stage's Parquet file: the positions (from 0)
+/// of the file's rows that are no longer the stage's, as a Roaring bitmap
+/// in its portable serialization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub name: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+impl StageManifest {
+    /// Whether some file has rows deleted, which a reader of the Parquet
+    /// files alone would see (see [`layer`]).
+    pub fn has_deletes(&self) -> bool {
+        self.files.iter().any(|f| f.deleted.is_some())
+    }
+}
+
+/// The rows of a file that are the stage's: all but those its deletion
+/// file lists, read from `dir`.
+pub fn kept_rows(dir: &Utf8Path, file: &StagedFile) -> Result<Option<RowSelection>, String> {
+    let Some(deleted) = &file.deleted else { return Ok(None) };
+    let bitmap = read_deleted(dir, deleted)?;
+    Ok(Some(selection(&bitmap, file.rows)))
+}
+
+/// A file's deletion bitmap.
+fn read_deleted(dir: &Utf8Path, deleted: &Deleted) -> Result<roaring::RoaringBitmap, String> {
+    let path = dir.join(&deleted.name);
+    let bytes = fs_err::read(&path).map_err(|e| e.to_string())?;
+    roaring::RoaringBitmap::deserialize_from(&bytes[..]).map_err(|e| format!("`{path}` is not a deletion file: {e}"))
+}
+
+/// The rows of `rows` not in `deleted`, as Parquet's reader selects them.
+fn selection(deleted: &roaring::RoaringBitmap, rows: u64) -> RowSelection {
+    use datafusion::parquet::arrow::arrow_reader::RowSelector;
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for position in deleted.iter().map(u64::from).filter(|&p| p < rows) {
+        if position > at {
+            selectors.push(RowSelector::select((position - at) as usize));
+        }
+        selectors.push(RowSelector::skip(1));
+        at = position + 1;
+    }
+    if at < rows {
+        selectors.push(RowSelector::select((rows - at) as usize));
+    }
+    // Adjacent skips are merged.
+    selectors.into()
 }
 
 /// One column of a staged schema.
@@ -542,11 +604,12 @@ async fn finish_file(dir: &Dir, (name, writer, rows): OpenFile, model: &str) -> 
         source,
     })?;
     let bytes = dir.finished(&name).await?;
-    Ok(StagedFile { name, bytes, rows })
+    Ok(StagedFile { name, bytes, rows, deleted: None })
 }
 
-/// xxh3-64 over the files' contents, in manifest order (read back, so
-/// that the checksum is of what the files hold).
+/// xxh3-64 over the files' contents, in manifest order, each file's
+/// deletion file after it (read back, so that the checksum is of what the
+/// files hold).
 async fn checksum(dir: &Dir, files: &[StagedFile]) -> Result<String, StageError> {
     let dir = match dir {
         Dir::Local(dir) => dir,
@@ -563,7 +626,11 @@ async fn checksum(dir: &Dir, files: &[StagedFile]) -> Result<String, StageError>
             return Ok(format!("{:016x}", hasher.digest()));
         }
     };
-    let paths: Vec<Utf8PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
+    let paths: Vec<Utf8PathBuf> = files
+        .iter()
+        .flat_map(|f| std::iter::once(&f.name).chain(f.deleted.as_ref().map(|d| &d.name)))
+        .map(|name| dir.join(name))
+        .collect();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -620,6 +687,12 @@ pub fn read_manifest(dir: &Utf8Path) -> Result<StageManifest, StageError> {
         let meta = fs_err::metadata(dir.join(&f.name)).map_err(|_| corrupt(format!("`{}` is missing", f.name)))?;
         if meta.len() != f.bytes {
             return Err(corrupt(format!("`{}` has {} bytes, the manifest says {}", f.name, meta.len(), f.bytes)));
+        }
+        if let Some(d) = &f.deleted {
+            let meta = fs_err::metadata(dir.join(&d.name)).map_err(|_| corrupt(format!("`{}` is missing", d.name)))?;
+            if meta.len() != d.bytes {
+                return Err(corrupt(format!("`{}` has {} bytes, the manifest says {}", d.name, meta.len(), d.bytes)));
+            }
         }
     }
     Ok(manifest)

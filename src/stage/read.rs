@@ -7,7 +7,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{DefaultParquetFileReaderFactory, ParquetFileReaderFactory};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
@@ -65,7 +65,9 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
             let reader = match (&stage.dir, &stage.manifest.version, &runtime, &factory) {
                 (Dir::Local(dir), ..) => {
                     let path = dir.join(&f.name);
-                    local_batches(&path, projection.as_deref()).map_err(|e| fail(format!("`{path}`: {e}")))
+                    super::kept_rows(dir, f)
+                        .and_then(|kept| local_batches(&path, projection.as_deref(), kept))
+                        .map_err(|e| fail(format!("`{path}`: {e}")))
                 }
                 (Dir::Stored(dir), version, Ok(runtime), Some(factory)) => {
                     let name = super::store::file_name(version.as_deref(), &f.name);
@@ -100,10 +102,12 @@ pub fn spawn_with<T: Send + 'static, E: From<ReadError> + Send + 'static>(
     rx
 }
 
-/// The batches of a Parquet file on this machine.
+/// The batches of a Parquet file on this machine: its rows that `kept`
+/// selects (all without it).
 fn local_batches(
     path: &camino::Utf8Path,
     projection: Option<&[usize]>,
+    kept: Option<RowSelection>,
 ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, String>>>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
@@ -112,6 +116,10 @@ fn local_batches(
             let mask = ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
             b.with_projection(mask)
         }
+        None => b,
+    };
+    let b = match kept {
+        Some(kept) => b.with_row_selection(kept),
         None => b,
     };
     let reader = b.with_batch_size(BATCH_ROWS).build().map_err(|e| e.to_string())?;
@@ -144,7 +152,8 @@ fn stored_batches(
 }
 
 /// NULLs of each of `columns` in a stage, from the Parquet statistics
-/// (`None` where a file has no statistics for the column).
+/// (`None` where a file has no statistics for the column, or has NULLs
+/// that may be in its deleted rows).
 pub fn null_counts(stage: &StagedTable, columns: &[&str]) -> Vec<Option<u64>> {
     let mut counts: Vec<Option<u64>> = vec![Some(0); columns.len()];
     // Only a stage on this machine is read here, where nothing may wait.
@@ -160,6 +169,7 @@ pub fn null_counts(stage: &StagedTable, columns: &[&str]) -> Vec<Option<u64>> {
             let leaf = (0..schema.num_columns()).find(|&l| schema.column(l).path().string() == *column);
             for rg in meta.row_groups() {
                 let n = leaf.and_then(|l| rg.column(l).statistics()).and_then(|s| s.null_count_opt());
+                let n = n.filter(|&n| n == 0 || f.deleted.is_none());
                 counts[k] = match (counts[k], n) {
                     (Some(a), Some(b)) => Some(a + b),
                     _ => None,

@@ -187,13 +187,28 @@ impl TestProject {
         let ctx = SessionContext::new();
         for m in models {
             let dir = self.path().join(".ferry/stage").join(m);
-            ctx.register_parquet(*m, dir.as_str(), Default::default()).await.expect("stage readable");
+            let manifest = ferry::stage::read_manifest(&dir).expect("stage whole");
+            if manifest.has_deletes() {
+                // Read as ferry reads it: its deletion files applied.
+                let schema =
+                    ctx.read_parquet(dir.as_str(), Default::default()).await.unwrap().schema().as_arrow().clone();
+                let staged = ferry::stage::StagedTable { dir: ferry::stage::Dir::Local(dir.clone()), manifest };
+                let table = ferry::stage::table::StageTable::new(&staged, std::sync::Arc::new(schema)).unwrap();
+                ctx.register_table(*m, std::sync::Arc::new(table)).expect("stage readable");
+            } else {
+                ctx.register_parquet(*m, dir.as_str(), Default::default()).await.expect("stage readable");
+            }
         }
         sorted_rows(&ctx, sql).await
     }
 }
 
 impl TestProject {
+    /// Whether its stages are in an object store (moto).
+    pub fn stages_stored(&self) -> bool {
+        self.stored.is_some()
+    }
+
     /// The stage manifest of `model`, if it has a stage.
     pub async fn stage_manifest(&self, model: &str) -> Option<Json> {
         if let Some((port, bucket, prefix)) = &self.stored {
