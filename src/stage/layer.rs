@@ -33,8 +33,8 @@ pub const MAX_FILES: usize = 64;
 /// The next version of `current` with `increment` merged on `key` (none:
 /// appended), layered under `parent` as [`super::write_stage`] puts a
 /// stage in place; `None` when it should be rewritten instead (see the
-/// module doc): the stages are not both on this machine, their columns
-/// differ, a file has more rows than a deletion file can number, or the
+/// module doc): the stages are not both on this machine, their columns'
+/// names or types differ, a file has more rows than a deletion file can number, or the
 /// version would hold too many replaced rows or files.
 pub async fn layer(
     parent: &Utf8Path,
@@ -45,7 +45,11 @@ pub async fn layer(
 ) -> Result<Option<StagedTable>, StageError> {
     let (Dir::Local(current_dir), Dir::Local(increment_dir)) = (&current.dir, &increment.dir) else { return Ok(None) };
     let (cur, inc) = (&current.manifest, &increment.manifest);
-    if cur.columns != inc.columns
+    // Types equal to the layout: DataFusion cannot read files that differ
+    // (`Utf8` and `Utf8View`) as one table.
+    let same_types = |a: &super::StagedColumn, b: &super::StagedColumn| a.name == b.name && a.data_type == b.data_type;
+    if cur.columns.len() != inc.columns.len()
+        || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| same_types(a, b))
         || cur.masked != inc.masked
         || cur.files.len() + inc.files.len() > MAX_FILES
         || key.iter().any(|k| !cur.columns.iter().any(|c| &c.name == k))
@@ -106,7 +110,13 @@ pub async fn layer(
     let manifest = StageManifest {
         model: model.to_owned(),
         row_count: physical - deleted,
-        columns: cur.columns.clone(),
+        // A column may hold NULLs if either side's may.
+        columns: cur
+            .columns
+            .iter()
+            .zip(&inc.columns)
+            .map(|(c, i)| super::StagedColumn { nullable: c.nullable || i.nullable, ..c.clone() })
+            .collect(),
         files,
         checksum,
         version: None,
@@ -119,6 +129,18 @@ pub async fn layer(
     let dir = super::swap_into_place(parent, &tmp.0, model).await?;
     std::mem::forget(tmp);
     Ok(Some(StagedTable { dir: Dir::Local(dir), manifest }))
+}
+
+/// `column` with strings and bytes in one layout, so that keys read from
+/// files with either layout encode alike.
+fn canonical(column: &ArrayRef) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::datatypes::DataType;
+    match column.data_type() {
+        DataType::Utf8View | DataType::LargeUtf8 => datafusion::arrow::compute::cast(column, &DataType::Utf8),
+        DataType::BinaryView | DataType::LargeBinary => datafusion::arrow::compute::cast(column, &DataType::Binary),
+        DataType::Dictionary(_, value) => canonical(&datafusion::arrow::compute::cast(column, value)?),
+        _ => Ok(Arc::clone(column)),
+    }
 }
 
 /// Links `to` to the file `from` (a copy where the two are on different
@@ -192,7 +214,8 @@ fn keys(
     let mut position: u32 = 0;
     for batch in reader {
         let batch = batch.map_err(|e| fail(&e))?;
-        let columns: &[ArrayRef] = batch.columns();
+        let columns: Vec<ArrayRef> =
+            batch.columns().iter().map(canonical).collect::<Result<_, _>>().map_err(|e| fail(&e))?;
         let converter = match converter {
             Some(c) => c,
             None => converter.insert(
@@ -200,7 +223,7 @@ fn keys(
                     .map_err(|e| fail(&e))?,
             ),
         };
-        let rows = converter.convert_columns(columns).map_err(|e| fail(&e))?;
+        let rows = converter.convert_columns(&columns).map_err(|e| fail(&e))?;
         let nulls = columns.iter().any(|c| c.null_count() > 0);
         for i in 0..batch.num_rows() {
             if !(nulls && columns.iter().any(|c| c.is_null(i))) {

@@ -390,3 +390,88 @@ async fn a_snapshot_with_a_cursor_reads_only_the_rows_after_its_mark() {
     assert!(ran.stderr.contains("snapshot `s`: a `cursor` reads only the rows changed"), "{}", ran.stderr);
     assert!(ran.stderr.contains("s.sql"), "the file is named: {}", ran.stderr);
 }
+
+/// 40 customers, of which `changed` have a new tier (and a newer
+/// `updated_at`) and `gone` are not in the export.
+fn customers(changed: &[(u32, &str, &str)], gone: &[u32]) -> String {
+    (1..=40)
+        .filter(|id| !gone.contains(id))
+        .map(|id| match changed.iter().find(|c| c.0 == id) {
+            Some((_, tier, at)) => format!("{id},c{id},{tier},{at}\n"),
+            None => format!("{id},c{id},bronze,2024-01-01 10:00:00\n"),
+        })
+        .collect()
+}
+
+/// The values of `sql`'s one column over `snapshot`'s stage, sorted.
+async fn values(p: &TestProject, snapshot: &str, sql: &str) -> Vec<String> {
+    let rows = p.query_stages(&[snapshot], sql).await;
+    let mut values: Vec<String> =
+        rows.iter().map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned()).collect();
+    values.sort();
+    values
+}
+
+/// Snapshots whose changes replace few of their versions are layered on
+/// their history (deletion files beside its files, see `stage::layer`),
+/// and over three runs of changes and a deletion hold the versions
+/// computed here: one per change, each closed where the next begins, the
+/// current ones equal to the export; the target holds them all.
+#[tokio::test]
+async fn a_layered_history_keeps_every_version() {
+    let p = TestProject::fixture("snapshots");
+    let mut db = Db::sqlite(&p);
+    let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
+    let mut runs = Runs(Vec::new());
+    let exports = [
+        customers(&[], &[]),
+        customers(&[(2, "silver", "2024-01-02 09:00:00")], &[]),
+        customers(&[(2, "gold", "2024-01-03 09:00:00"), (4, "gold", "2024-01-03 10:00:00")], &[7]),
+    ];
+    // Ids with more than one version after each run: 2 changes twice, 4
+    // once, 7 is closed and has a deletion record (`hard_deletes:
+    // new_record`).
+    let expected: [&[(u32, usize)]; 3] = [&[], &[(2, 2)], &[(2, 3), (4, 2), (7, 2)]];
+    for (run, (rows, more)) in exports.iter().zip(expected).enumerate() {
+        let run = run + 1;
+        runs.build(&p, rows);
+        let counts = values(
+            &p,
+            "customers_ts",
+            "select concat_ws(' ', cast(id as varchar), cast(count(*) as varchar)) from customers_ts \
+             group by id having count(*) > 1",
+        )
+        .await;
+        let mut want: Vec<String> = more.iter().map(|(id, n)| format!("{id} {n}")).collect();
+        want.sort();
+        assert_eq!(counts, want, "run {run}: versions per id");
+        let current = values(
+            &p,
+            "customers_ts",
+            "select concat_ws(',', cast(id as varchar), name, tier, cast(updated_at as varchar)) from customers_ts \
+             where dbt_valid_to is null and dbt_is_deleted = 'False'",
+        )
+        .await;
+        let mut export: Vec<String> = rows.lines().map(|l| l.replace(' ', "T")).collect();
+        export.sort();
+        assert_eq!(current, export, "run {run}: the current versions are the export");
+        assert_chained(&p, "customers_ts", "7").await;
+        let versions = 40 + more.iter().map(|(_, n)| n - 1).sum::<usize>();
+        assert_eq!(db.rows("customers_ts").await.len(), versions, "run {run}: the target holds every version");
+        // Run 2 rewrites: the first run staged `dbt_is_deleted` as `Utf8`,
+        // its increment as `Utf8View`, which one table cannot hold.
+        if run > 2 {
+            let stage = p.stage_manifest("customers_ts").await.expect("a stage");
+            let files = stage["files"].as_array().expect("files");
+            assert!(files.iter().any(|f| f["deleted"]["rows"].as_u64() > Some(0)), "run {run}: layered: {stage}");
+        }
+    }
+    let deleted = values(
+        &p,
+        "customers_ts",
+        "select concat_ws(' ', cast(id as varchar), cast(dbt_valid_to is null as varchar)) from customers_ts \
+         where dbt_is_deleted = 'True'",
+    )
+    .await;
+    assert_eq!(deleted, ["7 true"]);
+}
