@@ -22,7 +22,7 @@ use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringBitmap;
 
-use super::{Deleted, Dir, MANIFEST_FILE, StageError, StageManifest, StagedFile, StagedTable, TempDir, io};
+use super::{Deleted, Dir, StageError, StageManifest, StagedFile, StagedTable, TempDir, io};
 
 /// Past this share of a version's rows deleted, the next version is
 /// rewritten whole.
@@ -122,13 +122,7 @@ pub async fn layer(
         version: None,
         masked: cur.masked,
     };
-    let path = tmp.0.join(MANIFEST_FILE);
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
-    super::write_synced(&path, &json).await?;
-    super::sync_dir(&tmp.0).await?;
-    let dir = super::swap_into_place(parent, &tmp.0, model).await?;
-    std::mem::forget(tmp);
-    Ok(Some(StagedTable { dir: Dir::Local(dir), manifest }))
+    super::put_in_place(parent, tmp, model, manifest).await.map(Some)
 }
 
 /// `column` with strings and bytes in one layout, so that keys read from
@@ -181,14 +175,14 @@ fn replaced(
                 Some(d) => super::read_deleted(current_dir, d)?,
                 None => RoaringBitmap::new(),
             };
-            let mut deleted = before.clone();
+            let (mut deleted, mut more) = (before, false);
             let mut converter = None;
             keys(&current_dir.join(&f.name), key, &mut converter, |position, row| {
                 if staged.contains(row) {
-                    deleted.insert(position);
+                    more |= deleted.insert(position);
                 }
             })?;
-            Ok((deleted.len() > before.len()).then_some(deleted))
+            Ok(more.then_some(deleted))
         })
         .collect()
 }

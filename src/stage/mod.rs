@@ -354,11 +354,22 @@ pub async fn write_stage(
     let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
     create_dir(&tmp.0).await?;
     let manifest = write_files(&Dir::Local(tmp.0.clone()), model, partitions, options).await?;
+    put_in_place(&parent, tmp, model, manifest).await
+}
+
+/// Writes `manifest` last into the finished temporary stage `tmp`, and
+/// moves it into place as `<parent>/<model>`.
+async fn put_in_place(
+    parent: &Utf8Path,
+    tmp: TempDir,
+    model: &str,
+    manifest: StageManifest,
+) -> Result<StagedTable, StageError> {
     let path = tmp.0.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io("serialize", &path, std::io::Error::other(e)))?;
     write_synced(&path, &json).await?;
     sync_dir(&tmp.0).await?;
-    let dir = swap_into_place(&parent, &tmp.0, model).await?;
+    let dir = swap_into_place(parent, &tmp.0, model).await?;
     std::mem::forget(tmp);
     Ok(StagedTable { dir: Dir::Local(dir), manifest })
 }
