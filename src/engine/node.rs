@@ -39,11 +39,29 @@ pub async fn register_staged(
         extension: ".parquet".to_owned(),
         ..FileSource::local(Utf8Path::new(&location), FileFormat::Parquet)
     };
-    let schema = engine.infer_schema(&file).await?;
+    let schema = match engine.infer_schema(&file).await {
+        Ok(schema) => schema,
+        Err(e) => layered_schema(engine, staged).await.ok_or(e)?,
+    };
     if staged.manifest.has_deletes() {
         return engine.register(table, std::sync::Arc::new(stage::table::StageTable::new(staged, schema)?));
     }
     engine.register_stage(table, &file.path, &schema).await
+}
+
+/// The columns of a layered version whose files hold strings in different
+/// layouts (`Utf8` in its first files, `Utf8View` in an increment's), which
+/// DataFusion reads alike but cannot infer as one: each file's, merged.
+/// `None` when the stage is not on this machine or its files' columns
+/// differ in more than that.
+async fn layered_schema(engine: &Engine, staged: &StagedTable) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+    let dir = staged.dir.local()?;
+    let mut schemas = Vec::with_capacity(staged.manifest.files.len());
+    for f in &staged.manifest.files {
+        let file = FileSource::local(&dir.join(&f.name), FileFormat::Parquet);
+        schemas.push(engine.infer_schema(&file).await.ok()?.as_ref().clone());
+    }
+    datafusion::arrow::datatypes::Schema::try_merge(schemas).ok().map(std::sync::Arc::new)
 }
 
 /// Executes `plan` for node `id` and streams it into a stage under `parent`.

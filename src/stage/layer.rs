@@ -34,8 +34,9 @@ pub const MAX_FILES: usize = 64;
 /// appended), layered under `parent` as [`super::write_stage`] puts a
 /// stage in place; `None` when it should be rewritten instead (see the
 /// module doc): the stages are not both on this machine, their columns'
-/// names or types differ, a file has more rows than a deletion file can number, or the
-/// version would hold too many replaced rows or files.
+/// names or types differ (but for the layout of strings and bytes), a
+/// file has more rows than a deletion file can number, or the version
+/// would hold too many replaced rows or files.
 pub async fn layer(
     parent: &Utf8Path,
     model: &str,
@@ -45,9 +46,13 @@ pub async fn layer(
 ) -> Result<Option<StagedTable>, StageError> {
     let (Dir::Local(current_dir), Dir::Local(increment_dir)) = (&current.dir, &increment.dir) else { return Ok(None) };
     let (cur, inc) = (&current.manifest, &increment.manifest);
-    // Types equal to the layout: DataFusion cannot read files that differ
-    // (`Utf8` and `Utf8View`) as one table.
-    let same_types = |a: &super::StagedColumn, b: &super::StagedColumn| a.name == b.name && a.data_type == b.data_type;
+    // Types equal but for the layout of strings and bytes: a first run
+    // stages a database's text as `Utf8`, its increments (fitted to the
+    // current data as DataFusion reads it) as `Utf8View`, and readers read
+    // both alike.
+    let same_types = |a: &super::StagedColumn, b: &super::StagedColumn| {
+        a.name == b.name && one_layout(&a.data_type) == one_layout(&b.data_type)
+    };
     if cur.columns.len() != inc.columns.len()
         || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| same_types(a, b))
         || cur.masked != inc.masked
@@ -115,7 +120,7 @@ pub async fn layer(
             .columns
             .iter()
             .zip(&inc.columns)
-            .map(|(c, i)| super::StagedColumn { nullable: c.nullable || i.nullable, ..c.clone() })
+            .map(|(c, i)| super::StagedColumn { nullable: c.nullable || i.nullable, ..i.clone() })
             .collect(),
         files,
         checksum,
@@ -123,6 +128,16 @@ pub async fn layer(
         masked: cur.masked,
     };
     super::put_in_place(parent, tmp, model, manifest).await.map(Some)
+}
+
+/// The name of a type with strings and bytes in one layout (`Utf8View`
+/// and `LargeUtf8` as `Utf8`), as a manifest names it.
+fn one_layout(data_type: &str) -> &str {
+    match data_type {
+        "Utf8View" | "LargeUtf8" => "Utf8",
+        "BinaryView" | "LargeBinary" => "Binary",
+        other => other,
+    }
 }
 
 /// `column` with strings and bytes in one layout, so that keys read from
@@ -248,10 +263,20 @@ mod tests {
 
     /// A stage of `rows` (id, name) under `parent`, 250 rows a file.
     async fn staged(parent: &Utf8Path, model: &str, rows: &[(i64, Option<&str>)]) -> StagedTable {
+        staged_as(parent, model, rows, DataType::Utf8).await
+    }
+
+    /// [`staged`], with its names of type `names`.
+    async fn staged_as(parent: &Utf8Path, model: &str, rows: &[(i64, Option<&str>)], names: DataType) -> StagedTable {
         let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
-        let names = StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
-        let batch = RecordBatch::try_new(schema(), vec![Arc::new(ids), Arc::new(names)]).unwrap();
-        let stream = Box::pin(RecordBatchStreamAdapter::new(schema(), futures::stream::iter([Ok(batch)])));
+        let strings = StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>());
+        let names = datafusion::arrow::compute::cast(&strings, &names).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", names.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(ids), names]).unwrap();
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter([Ok(batch)])));
         let options = StageOptions { max_rows_per_file: 250, ..StageOptions::default() };
         write_stage(parent, model, vec![stream], options).await.unwrap()
     }
@@ -348,5 +373,24 @@ mod tests {
         let declined = layer(&root.join("next3"), "m", &current, &most, &key).await.unwrap();
         assert!(declined.is_none(), "30 of 131 rows deleted is past the share");
         assert!(!root.join("next3/m").exists());
+    }
+
+    #[tokio::test]
+    async fn strings_of_either_layout_layer_and_other_types_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let current = staged(&root.join("stage"), "m", &named(0..100, "old")).await;
+        let key = ["id".to_owned()];
+        let views = staged_as(&root.join("inc1"), "m", &named(95..105, "new"), DataType::Utf8View).await;
+        let next = layer(&root.join("next"), "m", &current, &views, &key).await.unwrap().expect("layered");
+        assert_eq!(next.manifest.columns[1].data_type, "Utf8View", "the increment's layout");
+        let rows = read_back(&next).await;
+        assert_eq!((rows.len(), rows[&97].clone()), (105, vec![Some("new".to_owned())]));
+        let counted = query(&next, "SELECT count(*) AS n, count(*) FILTER (WHERE name = 'new') AS new FROM t").await;
+        assert!(counted.contains("| 105 | 10  |"), "{counted}");
+
+        let bytes = staged_as(&root.join("inc2"), "m", &named(95..105, "new"), DataType::Binary).await;
+        let declined = layer(&root.join("next2"), "m", &current, &bytes, &key).await.unwrap();
+        assert!(declined.is_none(), "bytes are not strings");
     }
 }

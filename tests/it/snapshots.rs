@@ -458,9 +458,9 @@ async fn a_layered_history_keeps_every_version() {
         assert_chained(&p, "customers_ts", "7").await;
         let versions = 40 + more.iter().map(|(_, n)| n - 1).sum::<usize>();
         assert_eq!(db.rows("customers_ts").await.len(), versions, "run {run}: the target holds every version");
-        // Run 2 rewrites: the first run staged `dbt_is_deleted` as `Utf8`,
-        // its increment as `Utf8View`, which one table cannot hold.
-        if run > 2 {
+        // Layered from the first incremental run, though the first run
+        // staged `dbt_is_deleted` as `Utf8`, its increments as `Utf8View`.
+        if run > 1 {
             let stage = p.stage_manifest("customers_ts").await.expect("a stage");
             let files = stage["files"].as_array().expect("files");
             assert!(files.iter().any(|f| f["deleted"]["rows"].as_u64() > Some(0)), "run {run}: layered: {stage}");
