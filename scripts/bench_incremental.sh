@@ -9,13 +9,15 @@
 # target checked against the source after each. A snapshot of the same
 # table (`strategy: timestamp` on `updated_at`, with `cursor: updated_at` so
 # that a later run reads only the rows after the mark) is run beside it: its
-# first run, and its run over the same change.
+# first run, and its run over the same change. A second change of another
+# 1% follows, with both run again over it (versions layered on layered
+# ones).
 #
 #   scripts/bench_incremental.sh [RUNS] [SF]      (defaults 3 and 1)
 #
 # Each of RUNS rounds is a full build and a first snapshot, then the
-# change, then an incremental build and a snapshot; the medians are
-# reported. Needs tpchgen-cli (TPCHGEN=..., or on PATH; the
+# change, then an incremental build and a snapshot, then the second change
+# and both again; the medians are reported. Needs tpchgen-cli (TPCHGEN=..., or on PATH; the
 # generated CSV is kept in DATA=/work/bench-sf1 by default), psql, and
 # PostgreSQL as in README (PGHOST/PGUSER/PGDATABASE). Appends the figures
 # to benches/results/incremental-<date>.md.
@@ -91,8 +93,9 @@ select * from {{ source('src', 'lineitem') }}
 {% endsnapshot %}
 SQL
 
-# One build of NODE, timed: "total model load reconcile rows_read rss run"
-# (seconds, rows, MiB).
+# One build of NODE, timed: "total model load reconcile rows_read rss run
+# stage" (seconds, rows, MiB; full or incremental; its stage written or
+# layered).
 build() { # node
   /usr/bin/time -f "%e %M" -o "$work/time" "$ferry" build -q -s "$1" --project-dir "$proj" --profiles-dir "$proj" \
     >"$work/out" 2>&1 || { cat "$work/out" >&2; exit 1; }
@@ -105,8 +108,12 @@ run_id = results["metadata"]["invocation_id"]
 rec = json.load(open(f"{proj}/.ferry/runs/{run_id}/reconcile.json"))
 tables = rec["tables"] if isinstance(rec, dict) and "tables" in rec else rec
 seconds = sum(t.get("seconds", 0) for t in tables) if isinstance(tables, list) else 0
+# How the next version was made: written whole, or layered on the current
+# one (deletion files beside its files).
+stage = json.load(open(f"{proj}/.ferry/stage/{name}/_ferry_stage.json"))
+layered = any(f.get("deleted") for f in stage["files"])
 print(total, round(node["execution_time"], 2), round(node["load"]["seconds"], 2), round(seconds, 2),
-      node["rows"], int(rss) // 1024, node["incremental"]["run"])
+      node["rows"], int(rss) // 1024, node["incremental"]["run"], "layered" if layered else "written")
 PY
 }
 # The target against the source: rows, and rows whose values differ.
@@ -131,7 +138,22 @@ check_history() { # changed
     { echo "snapshot: $rows versions, $current current, $diff differ from the source" >&2; exit 1; }
 }
 
-full=() incr=() snap_first=() snap=()
+# The target against the source after WHAT; exits when they differ.
+check_sync() { # what
+  read -r rows diff <<<"$(check)"
+  [ "$rows" = "$source_rows" ] && [ "$diff" = 0 ] || { echo "$1: target $rows rows, $diff differ" >&2; exit 1; }
+}
+
+# 1% of the rows (l_orderkey % 100 = REMAINDER) updated, with a newer
+# `updated_at` from AT; prints how many.
+change() { # remainder at
+  pg -tA -c "WITH u AS (UPDATE ferry_bench_src.lineitem SET l_quantity = l_quantity + 1,
+      updated_at = timestamp '$2' + make_interval(secs => l_orderkey % 3600)
+      WHERE l_orderkey % 100 = $1 RETURNING 1) SELECT count(*) FROM u"
+  pg -c "CHECKPOINT"; sync
+}
+
+full=() incr=() snap_first=() snap=() incr2=() snap2=()
 for round in $(seq 1 "$runs"); do
   pg -c "DROP SCHEMA IF EXISTS ferry_bench_incr CASCADE" \
      -c "UPDATE ferry_bench_src.lineitem SET updated_at = $base WHERE updated_at >= '2024-06-01'"
@@ -140,23 +162,24 @@ for round in $(seq 1 "$runs"); do
   f=$(build lineitem_sync)
   sf_=$(build lineitem_history)
   check_history 0
-  read -r rows diff <<<"$(check)"
-  [ "$rows" = "$source_rows" ] && [ "$diff" = 0 ] || { echo "full build: target $rows rows, $diff differ" >&2; exit 1; }
-  # 1% of the rows change.
-  changed=$(pg -tA -c "WITH u AS (UPDATE ferry_bench_src.lineitem SET l_quantity = l_quantity + 1,
-      updated_at = timestamp '2024-06-01 00:00:00' + make_interval(secs => l_orderkey % 3600)
-      WHERE l_orderkey % 100 = 7 RETURNING 1) SELECT count(*) FROM u")
-  pg -c "CHECKPOINT"; sync
+  check_sync "full build"
+  changed=$(change 7 '2024-06-01 00:00:00')
   i=$(build lineitem_sync)
-  read -r rows diff <<<"$(check)"
-  [ "$rows" = "$source_rows" ] && [ "$diff" = 0 ] || { echo "incremental build: target $rows rows, $diff differ" >&2; exit 1; }
+  check_sync "incremental build"
   si=$(build lineitem_history)
   check_history "$changed"
-  echo "round $round: full [$f]  incremental [$i]  snapshot first [$sf_]  snapshot [$si]  ($changed rows changed)"
-  full+=("$f") incr+=("$i") snap_first+=("$sf_") snap+=("$si")
+  # Another 1%, over the versions the first change layered.
+  changed2=$(change 13 '2024-07-01 00:00:00')
+  i2=$(build lineitem_sync)
+  check_sync "second incremental build"
+  si2=$(build lineitem_history)
+  check_history $((changed + changed2))
+  echo "round $round: full [$f]  incremental [$i]  snapshot first [$sf_]  snapshot [$si]  ($changed rows changed)" \
+    " incremental 2 [$i2]  snapshot 2 [$si2]  ($changed2 rows changed)"
+  full+=("$f") incr+=("$i") snap_first+=("$sf_") snap+=("$si") incr2+=("$i2") snap2+=("$si2")
 done
 
-python3 - "$sf" "$source_rows" "$changed" "$(nproc)" "${full[@]}" -- "${incr[@]}" -- "${snap_first[@]}" -- "${snap[@]}" <<'PY' | tee -a "benches/results/incremental-$(date +%F).md"
+python3 - "$sf" "$source_rows" "$changed" "$(nproc)" "${full[@]}" -- "${incr[@]}" -- "${snap_first[@]}" -- "${snap[@]}" -- "${incr2[@]}" -- "${snap2[@]}" <<'PY' | tee -a "benches/results/incremental-$(date +%F).md"
 import statistics, sys, datetime
 sf, rows, changed, cores, rest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 groups, group = [], []
@@ -166,7 +189,7 @@ for arg in rest + ["--"]:
         group = []
     else:
         group.append(arg)
-full, incr, snap_first, snap = groups
+full, incr, snap_first, snap, incr2, snap2 = groups
 med = lambda runs, k: statistics.median(float(r[k]) for r in runs)
 print(f"\n## Incremental build, lineitem SF{sf} ({rows:,} rows) in PostgreSQL, {datetime.date.today()}\n")
 print(f"{len(full)} rounds of a full `ferry build` then, after {changed:,} rows ({changed / rows:.1%}) were updated "
@@ -174,12 +197,15 @@ print(f"{len(full)} rounds of a full `ferry build` then, after {changed:,} rows 
       f"same table (timestamp strategy, cursor `updated_at`), its first run and its run over the change; medians; {cores} cores. "
       "The target was checked against the source after each build (row count, and no row differing; "
       "for the snapshot, a version per row and per change, and its current versions equal to the source).\n")
-print("| build | total s | model s | load s | reconcile s | rows moved | max RSS MiB |")
-print("|---|---|---|---|---|---|---|")
-for name, runs in (("full", full), ("incremental", incr), ("snapshot, first run", snap_first), ("snapshot", snap)):
+print("| build | total s | model s | load s | reconcile s | rows moved | max RSS MiB | stage |")
+print("|---|---|---|---|---|---|---|---|")
+for name, runs in (("full", full), ("incremental", incr), ("snapshot, first run", snap_first), ("snapshot", snap),
+                   ("incremental, second change", incr2), ("snapshot, second change", snap2)):
     print(f"| {name} | {med(runs, 0):.2f} | {med(runs, 1):.2f} | {med(runs, 2):.2f} | {med(runs, 3):.2f} | "
-          f"{int(med(runs, 4)):,} | {int(med(runs, 5)):,} |")
+          f"{int(med(runs, 4)):,} | {int(med(runs, 5)):,} | {', '.join(sorted({r[7] for r in runs}))} |")
 print(f"\nThe incremental build took {med(incr, 0) / med(full, 0):.1%} of the full build's time "
       f"(the goal: at most 20%); the snapshot run over the change {med(snap, 0) / med(full, 0):.1%} "
-      f"(the goal: at most a third), {med(snap, 0) / med(snap_first, 0):.1%} of the snapshot's first run.")
+      f"(the goal: at most a third), {med(snap, 0) / med(snap_first, 0):.1%} of the snapshot's first run. "
+      f"Over a second change of about as many rows: the incremental build {med(incr2, 0) / med(full, 0):.1%}, "
+      f"the snapshot {med(snap2, 0) / med(full, 0):.1%}.")
 PY
