@@ -211,6 +211,15 @@ impl TestProject {
 }
 
 impl TestProject {
+    /// The values of `sql`'s one column over `model`'s stage, sorted.
+    pub async fn stage_values(&self, model: &str, sql: &str) -> Vec<String> {
+        let rows = self.query_stages(&[model], sql).await;
+        let mut values: Vec<String> =
+            rows.iter().map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned()).collect();
+        values.sort();
+        values
+    }
+
     /// Whether its stages are in an object store (moto).
     pub fn stages_stored(&self) -> bool {
         self.stored.is_some()

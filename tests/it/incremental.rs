@@ -453,3 +453,69 @@ async fn sqlite_append_new_columns_reaches_the_table() {
     let p = p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop"));
     new_columns_are_added(db, p).await;
 }
+
+/// The seed of `tests/fixtures/projects/dbt_recurring` at each run: run 2
+/// changes order 2 and adds 4, run 3 changes 1 and adds 5.
+const ORDERS: [&str; 3] = [
+    "1,ann,placed,10.50,2024-01-01 10:00:00\n\
+     2,bob,placed,20.00,2024-01-01 11:00:00\n\
+     3,cid,shipped,5.25,2024-01-01 12:00:00\n",
+    "1,ann,placed,10.50,2024-01-01 10:00:00\n\
+     2,bob,shipped,20.00,2024-01-02 09:00:00\n\
+     3,cid,shipped,5.25,2024-01-01 12:00:00\n\
+     4,dee,placed,7.00,2024-01-02 10:00:00\n",
+    "1,ann,cancelled,10.50,2024-01-03 08:00:00\n\
+     2,bob,shipped,20.00,2024-01-02 09:00:00\n\
+     3,cid,shipped,5.25,2024-01-01 12:00:00\n\
+     4,dee,placed,7.00,2024-01-02 10:00:00\n\
+     5,eve,placed,3.00,2024-01-03 09:00:00\n",
+];
+
+/// A dbt project (`dbt_project.yml`, its own `profiles.yml`: the embedded
+/// SQLite target) with incremental models written in the usual dbt pattern
+/// and a snapshot, run unchanged three times over a changing seed: the
+/// merged model equals the seed, the appended one holds each change once,
+/// the snapshot a version per change, and the model over the snapshot
+/// reads its current versions.
+#[tokio::test]
+async fn a_dbt_project_with_incremental_models_and_a_snapshot_runs_unchanged() {
+    let p = TestProject::fixture("dbt_recurring");
+    let mut db = Db::sqlite(&p);
+    // Versions per run: every order once, and one more per change.
+    let versions = [3, 5, 7];
+    let open = [
+        vec!["1 ann placed", "2 bob placed"],
+        vec!["1 ann placed", "4 dee placed"],
+        vec!["1 ann cancelled", "4 dee placed", "5 eve placed"],
+    ];
+    for (run, rows) in ORDERS.iter().enumerate() {
+        fs_err::write(p.path().join("seeds/raw_orders.csv"), format!("id,customer,status,amount,updated_at\n{rows}"))
+            .expect("write the seed");
+        ok(&p.run(["build"]));
+        let results = p.run_results();
+        for node in ["model.recurring.orders", "model.recurring.order_status_log", "snapshot.recurring.orders_snapshot"]
+        {
+            let r = node_result(&results, node).unwrap_or_else(|| panic!("{node} ran"));
+            let want = if run == 0 { "full" } else { "incremental" };
+            assert_eq!(r["incremental"]["run"], want, "run {}: {node}: {r}", run + 1);
+        }
+        assert_eq!(db.rows("orders").await, db.rows("raw_orders").await, "run {}: orders is the seed", run + 1);
+        assert_eq!(db.rows("order_status_log").await.len(), versions[run], "run {}: a row per change", run + 1);
+        assert_eq!(db.rows("orders_snapshot").await.len(), versions[run], "run {}: a version per change", run + 1);
+        let current = p
+            .stage_values(
+                "open_orders",
+                "select concat_ws(' ', cast(id as varchar), customer, status) from open_orders",
+            )
+            .await;
+        assert_eq!(current, open[run], "run {}: open orders from the snapshot's current versions", run + 1);
+    }
+    let closed = p
+        .stage_values(
+            "orders_snapshot",
+            "select concat_ws(' ', cast(id as varchar), status, cast(dbt_valid_to as varchar)) from orders_snapshot \
+             where dbt_valid_to is not null",
+        )
+        .await;
+    assert_eq!(closed, ["1 placed 2024-01-03T08:00:00", "2 placed 2024-01-02T09:00:00"]);
+}

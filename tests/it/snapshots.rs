@@ -403,15 +403,6 @@ fn customers(changed: &[(u32, &str, &str)], gone: &[u32]) -> String {
         .collect()
 }
 
-/// The values of `sql`'s one column over `snapshot`'s stage, sorted.
-async fn values(p: &TestProject, snapshot: &str, sql: &str) -> Vec<String> {
-    let rows = p.query_stages(&[snapshot], sql).await;
-    let mut values: Vec<String> =
-        rows.iter().map(|l| l.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned()).collect();
-    values.sort();
-    values
-}
-
 /// Snapshots whose changes replace few of their versions are layered on
 /// their history (deletion files beside its files, see `stage::layer`),
 /// and over three runs of changes and a deletion hold the versions
@@ -435,23 +426,23 @@ async fn a_layered_history_keeps_every_version() {
     for (run, (rows, more)) in exports.iter().zip(expected).enumerate() {
         let run = run + 1;
         runs.build(&p, rows);
-        let counts = values(
-            &p,
-            "customers_ts",
-            "select concat_ws(' ', cast(id as varchar), cast(count(*) as varchar)) from customers_ts \
-             group by id having count(*) > 1",
-        )
-        .await;
+        let counts = p
+            .stage_values(
+                "customers_ts",
+                "select concat_ws(' ', cast(id as varchar), cast(count(*) as varchar)) from customers_ts \
+                 group by id having count(*) > 1",
+            )
+            .await;
         let mut want: Vec<String> = more.iter().map(|(id, n)| format!("{id} {n}")).collect();
         want.sort();
         assert_eq!(counts, want, "run {run}: versions per id");
-        let current = values(
-            &p,
-            "customers_ts",
-            "select concat_ws(',', cast(id as varchar), name, tier, cast(updated_at as varchar)) from customers_ts \
-             where dbt_valid_to is null and dbt_is_deleted = 'False'",
-        )
-        .await;
+        let current = p
+            .stage_values(
+                "customers_ts",
+                "select concat_ws(',', cast(id as varchar), name, tier, cast(updated_at as varchar)) from customers_ts \
+                 where dbt_valid_to is null and dbt_is_deleted = 'False'",
+            )
+            .await;
         let mut export: Vec<String> = rows.lines().map(|l| l.replace(' ', "T")).collect();
         export.sort();
         assert_eq!(current, export, "run {run}: the current versions are the export");
@@ -466,12 +457,12 @@ async fn a_layered_history_keeps_every_version() {
             assert!(files.iter().any(|f| f["deleted"]["rows"].as_u64() > Some(0)), "run {run}: layered: {stage}");
         }
     }
-    let deleted = values(
-        &p,
-        "customers_ts",
-        "select concat_ws(' ', cast(id as varchar), cast(dbt_valid_to is null as varchar)) from customers_ts \
-         where dbt_is_deleted = 'True'",
-    )
-    .await;
+    let deleted = p
+        .stage_values(
+            "customers_ts",
+            "select concat_ws(' ', cast(id as varchar), cast(dbt_valid_to is null as varchar)) from customers_ts \
+             where dbt_is_deleted = 'True'",
+        )
+        .await;
     assert_eq!(deleted, ["7 true"]);
 }
