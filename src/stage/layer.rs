@@ -17,12 +17,14 @@ use std::sync::Arc;
 
 use camino::Utf8Path;
 use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringBitmap;
 
 use super::{Deleted, Dir, StageError, StageManifest, StagedFile, StagedTable, TempDir, io};
+use crate::values::cells::one_layout;
 
 /// Past this share of a version's rows deleted, the next version is
 /// rewritten whole.
@@ -50,11 +52,8 @@ pub async fn layer(
     // stages a database's text as `Utf8`, its increments (fitted to the
     // current data as DataFusion reads it) as `Utf8View`, and readers read
     // both alike.
-    let same_types = |a: &super::StagedColumn, b: &super::StagedColumn| {
-        a.name == b.name && one_layout(&a.data_type) == one_layout(&b.data_type)
-    };
     if cur.columns.len() != inc.columns.len()
-        || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| same_types(a, b))
+        || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| a.name == b.name && alike(&a.data_type, &b.data_type))
         || cur.masked != inc.masked
         || cur.files.len() + inc.files.len() > MAX_FILES
         || key.iter().any(|k| !cur.columns.iter().any(|c| &c.name == k))
@@ -130,24 +129,19 @@ pub async fn layer(
     super::put_in_place(parent, tmp, model, manifest).await.map(Some)
 }
 
-/// The name of a type with strings and bytes in one layout (`Utf8View`
-/// and `LargeUtf8` as `Utf8`), as a manifest names it.
-fn one_layout(data_type: &str) -> &str {
-    match data_type {
-        "Utf8View" | "LargeUtf8" => "Utf8",
-        "BinaryView" | "LargeBinary" => "Binary",
-        other => other,
-    }
+/// Whether two types, as a manifest names them, are one but for the
+/// layout of strings and bytes ([`one_layout`]).
+fn alike(a: &str, b: &str) -> bool {
+    a == b
+        || matches!((a.parse::<DataType>(), b.parse::<DataType>()), (Ok(a), Ok(b)) if one_layout(&a) == one_layout(&b))
 }
 
 /// `column` with strings and bytes in one layout, so that keys read from
 /// files with either layout encode alike.
 fn canonical(column: &ArrayRef) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
-    use datafusion::arrow::datatypes::DataType;
     match column.data_type() {
-        DataType::Utf8View | DataType::LargeUtf8 => datafusion::arrow::compute::cast(column, &DataType::Utf8),
-        DataType::BinaryView | DataType::LargeBinary => datafusion::arrow::compute::cast(column, &DataType::Binary),
         DataType::Dictionary(_, value) => canonical(&datafusion::arrow::compute::cast(column, value)?),
+        t if one_layout(t) != *t => datafusion::arrow::compute::cast(column, &one_layout(t)),
         _ => Ok(Arc::clone(column)),
     }
 }

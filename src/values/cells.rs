@@ -44,11 +44,16 @@ pub fn canonical(dt: &DataType) -> Option<DataType> {
 /// plain strings and binaries (what a reader happened to choose does not
 /// make a column another column).
 pub fn value_type(dt: &DataType) -> DataType {
-    let t = canonical(dt).unwrap_or_else(|| dt.clone());
-    match t {
+    one_layout(&canonical(dt).unwrap_or_else(|| dt.clone()))
+}
+
+/// `dt` with strings and bytes in one layout: views and large forms as
+/// plain strings and binaries; other types as they are.
+pub fn one_layout(dt: &DataType) -> DataType {
+    match dt {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        t => t,
+        t => t.clone(),
     }
 }
 
