@@ -55,7 +55,7 @@ pub async fn layer(
     if cur.columns.len() != inc.columns.len()
         || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| a.name == b.name && alike(&a.data_type, &b.data_type))
         || cur.masked != inc.masked
-        || cur.files.len() + inc.files.len() > MAX_FILES
+        || cur.files.len() + inc.files.iter().filter(|f| f.rows > 0).count() > MAX_FILES
         || key.iter().any(|k| !cur.columns.iter().any(|c| &c.name == k))
         || cur.files.iter().any(|f| f.rows > u64::from(u32::MAX))
     {
@@ -105,7 +105,8 @@ pub async fn layer(
     }
     // The increment's files, under names of their own.
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    for f in &inc.files {
+    // An empty increment adds no file (its columns are the manifest's).
+    for f in inc.files.iter().filter(|f| f.rows > 0) {
         let name = format!("{tag}-{}", f.name);
         link(&increment_dir.join(&f.name), &tmp.0.join(&name)).await?;
         files.push(StagedFile { name, ..f.clone() });
