@@ -346,20 +346,18 @@ impl Materializing<'_> {
                 engine_node::register_staged(engine, TableReference::bare(kept_table.as_str()), &kept.table)
                     .await
                     .map_err(|e| internal(&e))?;
-                // Conversions that fail on a row are found in the joined
-                // pass and quarantined with the changes.
+                // Conversions that fail on a row are found as the extract
+                // is read, and quarantined with the changes.
                 let (extract, conversions) = self.converted(&sql).await?;
                 let width = engine_node::plan(engine, manifest, id, &extract).await?.schema().fields().len();
-                let joined = change::joined_sql(&extract, &kept_table, &meta.key, &meta.columns);
-                let plan = engine_node::plan(engine, manifest, id, &joined).await?;
-                // Partitioned: each thread builds half the kept hashes. (A
-                // table built once and shared, collect-left, measured slower:
-                // one thread builds it while the others wait.)
-                let stream = engine.execute(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
+                let hashed = change::hashed_sql(&extract, &meta.columns);
+                let plan = engine_node::plan(engine, manifest, id, &hashed).await?;
+                let partitions =
+                    engine.execute_partitioned(plan).await.map_err(|e| vec![engine_node::execution_error(node, &e)])?;
                 let parents =
                     [self.places.apart("changes"), self.places.next_hashes("hashes"), self.places.apart("gone")];
-                let options = self.places.stage_options.clone();
-                let split = match change::split(stream, (width, &meta.key), parents, &node.name, options).await {
+                let options = (node.name.as_str(), self.places.stage_options.clone());
+                let split = match change::split(partitions, (width, &meta.key), &kept, parents, options).await {
                     Ok(split) => split,
                     Err(e) => return Err(engine_node::stage_error(engine, manifest, id, e).await.into()),
                 };
@@ -396,7 +394,9 @@ impl Materializing<'_> {
                     crate::stage::store::discard(&hashes).await;
                     hashes = corrected;
                 }
-                (staged, ledger, hashes, Some(split.gone), split.counts)
+                let next = self.next_hashes(&kept, &kept_table, &hashes, &meta.key).await.map_err(with_ledger)?;
+                crate::stage::store::discard(&hashes).await;
+                (staged, ledger, next, Some(split.gone), split.counts)
             }
         };
         if let Some(l) = ledger.as_mut() {
@@ -649,6 +649,41 @@ impl Materializing<'_> {
     async fn checked(&self, sql: &str, parent: &Root) -> Result<(StagedTable, Ledger), NotMaterialized> {
         let (body, conversions) = self.converted(sql).await?;
         self.checked_converted(&body, &conversions, parent).await
+    }
+
+    /// A change-detected model's next kept hashes: the `kept` ones (also
+    /// registered as `kept_table`) with a run's `increment` layered on
+    /// where they can be (see [`stage::layer`]), else merged and written
+    /// whole, which drops the tombstones of gone keys too.
+    async fn next_hashes(
+        &self,
+        kept: &change::Kept,
+        kept_table: &str,
+        increment: &StagedTable,
+        key: &[String],
+    ) -> Result<StagedTable, Vec<Diagnostic>> {
+        let (engine, manifest, id, node) = (self.engine, self.manifest, self.id, self.node());
+        let internal = |e: &dyn std::fmt::Display| {
+            let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
+            vec![Diagnostic::error(Code::Execution, message).in_file(node.path())]
+        };
+        if let Root::Local(parent) = self.places.next_hashes("hashes-next")
+            && engine.cluster().is_none()
+        {
+            let layered = stage::layer::layer(&parent, &node.name, &kept.table, increment, key).await;
+            match layered.map_err(|e| internal(&e))? {
+                Some(next) => return Ok(next),
+                None => tracing::info!("`{}`: next row hashes rewritten whole", node.name),
+            }
+        }
+        let increment_table = format!("{}__ferry_hashes_increment", node.name);
+        engine_node::register_staged(engine, TableReference::bare(increment_table.as_str()), increment)
+            .await
+            .map_err(|e| internal(&e))?;
+        let sql = change::merged_sql(kept_table, &increment_table, key);
+        let plan = engine.plan(&sql).await.map_err(|e| internal(&e))?;
+        let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
+        engine_node::stage_plan(engine, manifest, id, plan, self.places.next_hashes("hashes-merged"), quiet).await
     }
 
     /// The model's SQL with its conversions made row errors when it

@@ -6,24 +6,30 @@
 //! (`.ferry/state/hashes/<model>/`, or beside stages in an object store;
 //! Parquet: the key columns and `__ferry_hash`, beside `detection.json`
 //! naming the key and columns).
-//! A run joins the extract with those hashes in one pass and splits the
-//! result three ways: the records that are new or changed (staged, through
-//! the model's rules, as the model's stage, and upserted), the keys gone
-//! from the extract (deleted, flagged or left as `deletes:` says, in the
-//! same transaction), and the next hashes of every record read, written
-//! under the run's directory. Those replace the kept ones only once the
-//! load and reconciliation succeeded, so a failed or killed run leaves
-//! them as they were and the next run finds the same changes again.
+//! A run holds those hashes in memory by key ([`index`]), looks each
+//! extract row up as it streams past, and stages three parts in that one
+//! pass: the records that are new or changed (staged, through the model's
+//! rules, as the model's stage, and upserted); the keys gone from the
+//! extract, known once it is read (deleted, flagged or left as `deletes:`
+//! says, in the same transaction); and what changes in the hashes (the new
+//! and changed records' hashes, and the gone keys with none, tombstones).
+//! The next hashes are the kept ones with those layered on, under the
+//! run's directory (rewritten whole once layers pile up, see
+//! [`stage::layer`]). They replace the kept ones only once the load and
+//! reconciliation succeeded, so a failed or killed run leaves them as they
+//! were and the next run finds the same changes again.
 //!
-//! The target is never read to find changes: cost grows with the extract
-//! read and the changes loaded, not with the table's history.
+//! A run that changes 1% of 6M records then reads the extract and the kept
+//! hashes and writes 1% of each; the target is never read to find changes.
+//! Cost grows with the extract read and the changes loaded, not with the
+//! table's history.
 
 use std::sync::Arc;
 
 use camino::Utf8Path;
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::distinct, not};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::array::{BooleanArray, RecordBatch, new_null_array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -35,6 +41,10 @@ use crate::manifest::config::{ChangeDetection, Deletes};
 use crate::stage::{self, Root, StageError, StageOptions, StagedTable};
 use crate::template::functions::quote_ident;
 use crate::values::cells;
+
+mod index;
+
+use index::KeptIndex;
 
 /// The column of a record's hash in the kept hashes.
 pub const HASH: &str = "__ferry_hash";
@@ -163,26 +173,12 @@ pub fn hashes_sql(table: &str, key: &[String], columns: &[String]) -> String {
     )
 }
 
-/// The model's rows (`sql`) joined with its kept hashes (`kept`): each
-/// row of the extract with its new and its kept hash, and each kept key
-/// the extract lacks (its new hash NULL). The kept hashes, the smaller side, come first, so
-/// the join builds its table from them and streams the extract.
-pub fn joined_sql(sql: &str, kept: &str, key: &[String], columns: &[String]) -> String {
-    let on: Vec<String> =
-        key.iter().map(|k| quote_ident(k)).map(|k| format!("__ferry_extract.{k} = __ferry_kept.{k}")).collect();
-    let kept_keys: Vec<String> = key
-        .iter()
-        .enumerate()
-        .map(|(n, k)| format!("__ferry_kept.{} AS __ferry_kept_key_{n}", quote_ident(k)))
-        .collect();
+/// The model's rows (`sql`), each with its row hash over `columns` as
+/// `__ferry_new_hash`, last.
+pub fn hashed_sql(sql: &str, columns: &[String]) -> String {
     format!(
-        "SELECT __ferry_extract.*, __ferry_kept.{HASH} AS __ferry_kept_hash, {} \
-         FROM {} AS __ferry_kept FULL OUTER JOIN \
-         (SELECT __ferry_rows.*, {} AS __ferry_new_hash FROM ({sql}) AS __ferry_rows) AS __ferry_extract ON {}",
-        kept_keys.join(", "),
-        quote_ident(kept),
-        hash_of("__ferry_rows", columns),
-        on.join(" AND ")
+        "SELECT __ferry_rows.*, {} AS __ferry_new_hash FROM ({sql}) AS __ferry_rows",
+        hash_of("__ferry_rows", columns)
     )
 }
 
@@ -190,73 +186,162 @@ pub fn joined_sql(sql: &str, kept: &str, key: &[String], columns: &[String]) -> 
 pub struct Split {
     /// New and changed rows, with the extract's columns.
     pub changes: StagedTable,
-    /// Every extract row's key, new hash and kept hash.
+    /// What changes in the kept hashes: the new and changed rows' keys
+    /// with their new hash, and the gone keys with none.
     pub hashes: StagedTable,
     /// Kept keys gone from the extract.
     pub gone: StagedTable,
     pub counts: Counts,
 }
 
-/// Runs `joined` (from [`joined_sql`], whose first `width` columns are the
-/// extract's) and stages its three parts under `parents` (changes, hashes,
-/// gone) as `model`, in one pass.
+/// Compares the extract's rows (the partitions of [`hashed_sql`], whose
+/// first `width` columns are the model's) with the `kept` hashes by `key`,
+/// in one pass, and stages the three parts under `parents` (changes,
+/// hashes, gone) as `model`. Each partition is looked up on its own
+/// thread.
 pub async fn split(
-    joined: SendableRecordBatchStream,
+    extract: Vec<SendableRecordBatchStream>,
     (width, key): (usize, &[String]),
+    kept: &Kept,
     parents: [Root; 3],
-    model: &str,
-    options: StageOptions,
+    (model, options): (&str, StageOptions),
 ) -> Result<Split, StageError> {
-    let schema = joined.schema();
+    let Some(schema) = extract.first().map(|s| s.schema()) else {
+        let source = DataFusionError::Internal("the extract has no partitions".into());
+        return Err(StageError::Execute { model: model.to_owned(), source });
+    };
     let fields = schema.fields();
     let key_at: Vec<usize> = key.iter().map(|k| schema.index_of(k).unwrap_or(0)).collect();
-    let changes_schema = Arc::new(Schema::new(fields[..width].to_vec()));
-    let mut hash_fields: Vec<Field> = key_at.iter().map(|&i| fields[i].as_ref().clone()).collect();
-    hash_fields.push(Field::new(HASH, fields[width].data_type().clone(), true));
-    let hashes_schema = Arc::new(Schema::new(hash_fields));
-    let gone_fields: Vec<Field> =
-        key.iter().enumerate().map(|(n, k)| fields[width + 2 + n].as_ref().clone().with_name(k)).collect();
-    let gone_schema = Arc::new(Schema::new(gone_fields));
+    let key_types: Vec<DataType> = key_at.iter().map(|&i| fields[i].data_type().clone()).collect();
+    let started = std::time::Instant::now();
+    let index = Arc::new(read_index(kept, key, &key_types, model).await?);
+    let keys = kept.table.manifest.row_count;
+    tracing::debug!(elapsed = ?started.elapsed(), keys, "held the kept row hashes of `{model}` by key");
 
-    let schemas = (Arc::clone(&changes_schema), Arc::clone(&hashes_schema), Arc::clone(&gone_schema));
-    let key_at = key_at.clone();
+    let changes_schema = Arc::new(Schema::new(fields[..width].to_vec()));
+    let key_fields: Vec<Field> = key_at.iter().map(|&i| fields[i].as_ref().clone()).collect();
+    let hash_field = Field::new(HASH, fields[width].data_type().clone(), true);
+    let hashes_schema = Arc::new(Schema::new([key_fields.clone(), vec![hash_field]].concat()));
+    let gone_schema = Arc::new(Schema::new(key_fields));
+
     let (changes_tx, changes_rx) = mpsc::channel(4);
     let (hashes_tx, hashes_rx) = mpsc::channel(4);
     let (gone_tx, gone_rx) = mpsc::channel(4);
-    let writers = async {
-        let opts = StageOptions { rows_written: None, fast_codec: true, ..options.clone() };
-        tokio::try_join!(
-            stage::write_stage(parents[0].clone(), model, vec![receiver(&changes_schema, changes_rx)], options.clone()),
-            stage::write_stage(parents[1].clone(), model, vec![receiver(&hashes_schema, hashes_rx)], opts.clone()),
-            stage::write_stage(parents[2].clone(), model, vec![receiver(&gone_schema, gone_rx)], opts),
-        )
-    };
-    let splitting = async move {
-        let mut joined = joined;
-        let mut counts = Counts::default();
-        while let Some(batch) = joined.next().await {
-            let parts = batch
-                .and_then(|b| split_batch(&b, (width, &key_at), [&schemas.0, &schemas.1, &schemas.2], &mut counts));
-            let (changes, hashes, gone) = match parts {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let _ = changes_tx.send(Err(e)).await;
-                    return counts;
+    let probes: Vec<_> = extract
+        .into_iter()
+        .map(|partition| {
+            let schemas = [Arc::clone(&changes_schema), Arc::clone(&hashes_schema)];
+            let (index, key_at) = (Arc::clone(&index), key_at.clone());
+            let (changes_tx, hashes_tx) = (changes_tx.clone(), hashes_tx.clone());
+            tokio::spawn(async move {
+                let mut partition = partition;
+                let (mut counts, mut cursor) = (Counts::default(), index::Cursor::default());
+                while let Some(batch) = partition.next().await {
+                    let parts = batch.and_then(|b| {
+                        let changed = index.probe(&b, (&key_at, width), &mut cursor, &mut counts)?;
+                        changed_parts(&b, &changed, (width, &key_at), &schemas)
+                    });
+                    let (changes, hashes) = match parts {
+                        Ok(parts) => parts,
+                        Err(e) => {
+                            let _ = changes_tx.send(Err(e)).await;
+                            break;
+                        }
+                    };
+                    // A writer that stopped has its error; the others end with it.
+                    if changes_tx.send(Ok(changes)).await.is_err() || hashes_tx.send(Ok(hashes)).await.is_err() {
+                        break;
+                    }
                 }
-            };
-            // A writer that stopped has its error; the others end with it.
-            if changes_tx.send(Ok(changes)).await.is_err()
-                || hashes_tx.send(Ok(hashes)).await.is_err()
-                || gone_tx.send(Ok(gone)).await.is_err()
-            {
-                break;
+                let rows = counts.inserted + counts.updated + counts.unchanged;
+                tracing::debug!(rows, found_in_order = cursor.found, "looked up a partition of the extract");
+                counts
+            })
+        })
+        .collect();
+    drop(changes_tx);
+    let streams =
+        [receiver(&changes_schema, changes_rx), receiver(&hashes_schema, hashes_rx), receiver(&gone_schema, gone_rx)];
+    // Once every row was looked up, the keys none looked up are gone.
+    let probing = async move {
+        let mut counts = Counts::default();
+        for p in futures::future::join_all(probes).await {
+            // A probe that panicked: its panic, not a stage error.
+            let p = p.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            counts.inserted += p.inserted;
+            counts.updated += p.updated;
+            counts.unchanged += p.unchanged;
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "looked up the extract of `{model}`");
+        match index.gone(&key_types, 64 * 1024) {
+            Ok(parts) => {
+                for columns in parts {
+                    let rows = columns.first().map_or(0, |c| c.len());
+                    counts.deleted += rows as u64;
+                    let no_hash = new_null_array(hashes_schema.field(columns.len()).data_type(), rows);
+                    let gone = RecordBatch::try_new(Arc::clone(&gone_schema), columns.clone());
+                    let tombstones =
+                        RecordBatch::try_new(Arc::clone(&hashes_schema), [columns, vec![no_hash]].concat());
+                    if gone_tx.send(gone.map_err(Into::into)).await.is_err()
+                        || hashes_tx.send(tombstones.map_err(Into::into)).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = gone_tx.send(Err(e.into())).await;
             }
         }
         counts
     };
-    let (written, counts) = tokio::join!(writers, splitting);
+    let quiet = StageOptions { rows_written: None, fast_codec: true, ..options.clone() };
+    let [changes, hashes, gone] = streams;
+    let [changes_at, hashes_at, gone_at] = parents;
+    let writers = async {
+        tokio::try_join!(
+            stage::write_stage(changes_at, model, vec![changes], options),
+            stage::write_stage(hashes_at, model, vec![hashes], quiet.clone()),
+            stage::write_stage(gone_at, model, vec![gone], quiet),
+        )
+    };
+    let (written, counts) = tokio::join!(writers, probing);
     let (changes, hashes, gone) = written?;
     Ok(Split { changes, hashes, gone, counts })
+}
+
+/// The kept hashes of `kept` held by key (of the extract's `types`).
+async fn read_index(kept: &Kept, key: &[String], types: &[DataType], model: &str) -> Result<KeptIndex, StageError> {
+    let columns = &kept.table.manifest.columns;
+    let at = |name: &str| columns.iter().position(|c| c.name == name);
+    let corrupt =
+        |reason: String| StageError::Corrupt { model: model.to_owned(), path: kept.table.location().into(), reason };
+    let mut projection: Vec<usize> = Vec::with_capacity(key.len() + 1);
+    for name in key.iter().map(String::as_str).chain([HASH]) {
+        projection.push(at(name).ok_or_else(|| corrupt(format!("it has no column `{name}`")))?);
+    }
+    // The projected batches hold the key then the hash, whatever the order
+    // of the files' columns.
+    let mut order: Vec<usize> = (0..projection.len()).collect();
+    order.sort_by_key(|&i| projection[i]);
+    let mut rank = vec![0; order.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut rx = stage::read::spawn::<stage::read::ReadError>(&kept.table, model, Some(projection));
+    let (types, rows) = (types.to_vec(), kept.table.manifest.row_count as usize);
+    tokio::task::spawn_blocking(move || {
+        let mut index = KeptIndex::new(&types, rows).map_err(|e| e.to_string())?;
+        while let Some(batch) = rx.blocking_recv() {
+            let batch = batch.map_err(|e| e.message)?;
+            let (key_at, hash_at) = rank.split_at(rank.len() - 1);
+            index.add(&batch, key_at, hash_at[0]).map_err(|e| e.to_string())?;
+        }
+        Ok(index)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    .map_err(corrupt)
 }
 
 fn receiver(schema: &SchemaRef, rx: mpsc::Receiver<Result<RecordBatch, DataFusionError>>) -> SendableRecordBatchStream {
@@ -264,40 +349,44 @@ fn receiver(schema: &SchemaRef, rx: mpsc::Receiver<Result<RecordBatch, DataFusio
     Box::pin(RecordBatchStreamAdapter::new(Arc::clone(schema), rows))
 }
 
-/// One batch of the joined rows, split.
-fn split_batch(
+/// One batch of the extract's `changed` rows, and their keys with their
+/// new hash.
+fn changed_parts(
     batch: &RecordBatch,
+    changed: &BooleanArray,
     (width, key_at): (usize, &[usize]),
-    [changes_schema, hashes_schema, gone_schema]: [&SchemaRef; 3],
-    counts: &mut Counts,
-) -> Result<(RecordBatch, RecordBatch, RecordBatch), DataFusionError> {
-    let (new_hash, kept_hash) = (batch.column(width), batch.column(width + 1));
-    // An extract row always has a hash; a kept key alone has none.
-    let read = datafusion::arrow::compute::is_not_null(new_hash.as_ref())?;
-    let differs = distinct(new_hash, kept_hash)?;
-    let changed = datafusion::arrow::compute::and(&read, &differs)?;
-    let gone = not(&read)?;
-    let inserted = datafusion::arrow::compute::and(&changed, &datafusion::arrow::compute::is_null(kept_hash)?)?;
-    let count = |b: &BooleanArray| b.true_count() as u64;
-    counts.inserted += count(&inserted);
-    counts.updated += count(&changed) - count(&inserted);
-    counts.unchanged += count(&read) - count(&changed);
-    counts.deleted += count(&gone);
+    [changes_schema, hashes_schema]: &[SchemaRef; 2],
+) -> Result<(RecordBatch, RecordBatch), DataFusionError> {
     let columns = |at: &mut dyn Iterator<Item = usize>| at.map(|i| Arc::clone(batch.column(i))).collect::<Vec<_>>();
     let changes = RecordBatch::try_new(Arc::clone(changes_schema), columns(&mut (0..width)))?;
     let hashes = RecordBatch::try_new(Arc::clone(hashes_schema), columns(&mut key_at.iter().copied().chain([width])))?;
-    let gone_rows = RecordBatch::try_new(Arc::clone(gone_schema), columns(&mut (width + 2..batch.num_columns())))?;
-    Ok((
-        filter_record_batch(&changes, &changed)?,
-        filter_record_batch(&hashes, &read)?,
-        filter_record_batch(&gone_rows, &gone)?,
-    ))
+    Ok((filter_record_batch(&changes, changed)?, filter_record_batch(&hashes, changed)?))
 }
 
-/// The next hashes of a run in which some changed rows were not staged
-/// (quarantined, or dropped as duplicates): those keep their kept hash
-/// (or, new, get none), so the next run finds them again. `changes`: the
-/// rows found changed; `staged`: those staged; `kept`: the kept hashes.
+/// The query of the next kept hashes in full: the `kept` ones but those
+/// of the keys `increment` holds, then the increment's, with no
+/// tombstones (keys without a hash).
+pub fn merged_sql(kept: &str, increment: &str, key: &[String]) -> String {
+    let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let on: Vec<String> = keys.iter().map(|k| format!("__ferry_i.{k} = __ferry_k.{k}")).collect();
+    let list = |alias: &str| keys.iter().map(|k| format!("{alias}.{k}, ")).collect::<String>();
+    format!(
+        "SELECT {k}__ferry_k.{HASH} FROM {kept} AS __ferry_k WHERE __ferry_k.{HASH} IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM {inc} AS __ferry_i WHERE {on}) \
+         UNION ALL SELECT {i}__ferry_i.{HASH} FROM {inc} AS __ferry_i WHERE __ferry_i.{HASH} IS NOT NULL",
+        k = list("__ferry_k"),
+        i = list("__ferry_i"),
+        kept = quote_ident(kept),
+        inc = quote_ident(increment),
+        on = on.join(" AND "),
+    )
+}
+
+/// The increment of the hashes (`hashes`) of a run in which some changed
+/// rows were not staged (quarantined, or dropped as duplicates): those
+/// keep their kept hash (or, new, get none), so the next run finds them
+/// again. `changes`: the rows found changed; `staged`: those staged;
+/// `kept`: the kept hashes.
 pub fn corrected_sql(hashes: &str, (changes, staged, kept): (&str, &str, &str), key: &[String]) -> String {
     let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let on = |a: &str, b: &str| keys.iter().map(|k| format!("{a}.{k} = {b}.{k}")).collect::<Vec<_>>().join(" AND ");
