@@ -44,8 +44,6 @@ pub struct KeptIndex {
     /// The one converter of keys to rows (rows of others do not mix).
     converter: RowConverter,
     keys: Rows,
-    /// Each held key's hash in `table`.
-    key_hashes: Vec<u64>,
     /// Each held key's row hash.
     hashes: Vec<[u8; 16]>,
     table: HashTable<u32>,
@@ -63,9 +61,9 @@ impl KeptIndex {
         let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
         // A guess at the bytes of a key: right for integers.
         let keys = converter.empty_rows(rows, rows * 9 * types.len());
-        let (key_hashes, hashes) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        let hashes = Vec::with_capacity(rows);
         let (table, held, seen) = (HashTable::with_capacity(rows), Vec::new(), Vec::new());
-        Ok(KeptIndex { types, converter, keys, key_hashes, hashes, table, held, seen })
+        Ok(KeptIndex { types, converter, keys, hashes, table, held, seen })
     }
 
     /// Adds the kept rows of `batch`: its key columns at `key_at`, then
@@ -81,7 +79,7 @@ impl KeptIndex {
             return Err(ArrowError::ComputeError("more than 4,294,967,295 keys kept".into()));
         }
         self.converter.append(&mut self.keys, &columns)?;
-        self.table.reserve(batch.num_rows(), |&i| self.key_hashes[i as usize]);
+        self.table.reserve(batch.num_rows(), |&i| key_hash(&self.keys, i));
         self.seen.resize_with((start + batch.num_rows()).div_ceil(64), AtomicU64::default);
         self.held.resize((start + batch.num_rows()).div_ceil(64), 0);
         let null_key = any_null(&columns);
@@ -89,7 +87,6 @@ impl KeptIndex {
             let at = start + r;
             let key = self.keys.row(at);
             let h = xxh3_64(key.as_ref());
-            self.key_hashes.push(h);
             self.hashes.push(hashes.value(r).try_into().unwrap_or_default());
             // A gone key's tombstone is neither looked up nor gone again.
             if hashes.is_null(r) {
@@ -99,9 +96,9 @@ impl KeptIndex {
             if null_key.as_ref().is_some_and(|n| n.value(r)) {
                 continue;
             }
-            let (keys, key_hashes) = (&self.keys, &self.key_hashes);
+            let keys = &self.keys;
             let eq = |&i: &u32| keys.row(i as usize).as_ref() == key.as_ref();
-            match self.table.entry(h, eq, |&i| key_hashes[i as usize]) {
+            match self.table.entry(h, eq, |&i| key_hash(keys, i)) {
                 Entry::Occupied(_) => self.mark(at),
                 Entry::Vacant(slot) => {
                     slot.insert(at as u32);
@@ -203,6 +200,12 @@ impl KeptIndex {
             })
             .collect()
     }
+}
+
+/// The hash of held key `i` in the table (recomputed only when it grows,
+/// which it is sized not to).
+fn key_hash(keys: &Rows, i: u32) -> u64 {
+    xxh3_64(keys.row(i as usize).as_ref())
 }
 
 /// Which rows have a NULL key part; `None` when none can.
