@@ -393,7 +393,10 @@ impl ScalarUDFImpl for RowHash {
         for a in &args.args {
             let a = a.to_array(n)?;
             let t = crate::values::cells::value_type(a.data_type());
-            arrays.push(if &t == a.data_type() { a } else { cast(&a, &t)? });
+            // Strings and bytes of any layout (views, as readers give them)
+            // make the same row bytes: only other types are cast.
+            let same = crate::values::cells::one_layout(a.data_type()) == t;
+            arrays.push(if same { a } else { cast(&a, &t)? });
         }
         let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
         let rows = converter.convert_columns(&arrays)?;
@@ -480,6 +483,45 @@ mod tests {
         use futures::TryStreamExt as _;
         let batches: Vec<_> = engine.execute(plan).await.unwrap().try_collect().await.unwrap();
         datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    /// A value's hash does not depend on the layout its reader chose, nor
+    /// on the values beside it in its batch.
+    #[test]
+    fn row_hashes_are_the_same_for_every_string_layout() {
+        use std::collections::HashSet;
+
+        use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
+        use datafusion::arrow::datatypes::Field;
+        use datafusion::logical_expr::ScalarUDFImpl as _;
+        let hash = |columns: Vec<ArrayRef>| {
+            let arg_fields = columns.iter().map(|c| Arc::new(Field::new("c", c.data_type().clone(), true))).collect();
+            let args = ScalarFunctionArgs {
+                number_rows: columns[0].len(),
+                args: columns.into_iter().map(ColumnarValue::Array).collect(),
+                arg_fields,
+                return_field: Arc::new(Field::new("h", DataType::FixedSizeBinary(16), false)),
+                config_options: Default::default(),
+            };
+            let ColumnarValue::Array(out) = RowHash::new().invoke_with_args(args).unwrap() else { panic!() };
+            out.as_fixed_size_binary().iter().map(|h| h.unwrap().to_vec()).collect::<Vec<_>>()
+        };
+        // A long value, past the row format's first block.
+        let long = "a value longer than thirty-two bytes, in blocks";
+        let values = [Some("a"), None, Some(""), Some(long)];
+        let plain = hash(vec![Arc::new(StringArray::from(values.to_vec())), Arc::new(StringArray::from(vec!["x"; 4]))]);
+        let views =
+            hash(vec![Arc::new(StringViewArray::from(values.to_vec())), Arc::new(StringViewArray::from(vec!["x"; 4]))]);
+        let large =
+            hash(vec![Arc::new(LargeStringArray::from(values.to_vec())), Arc::new(StringArray::from(vec!["x"; 4]))]);
+        assert_eq!(plain, views);
+        assert_eq!(plain, large);
+        assert_eq!(plain.iter().collect::<HashSet<_>>().len(), 4, "each value has its own hash");
+        // One row alone hashes as it does among others.
+        assert_eq!(
+            hash(vec![Arc::new(StringViewArray::from(vec![long])), Arc::new(StringArray::from(vec!["x"]))])[0],
+            plain[3]
+        );
     }
 
     #[tokio::test]
