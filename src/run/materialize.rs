@@ -26,7 +26,7 @@ use crate::manifest::config::{ChangeDetection, Deletes, OnConversionError, OnSch
 use crate::manifest::rules::Rule;
 use crate::manifest::{Manifest, Materialization, Node, NodeId, Resource};
 use crate::project::nodes::Origin;
-use crate::stage::{self, Root, StageOptions, StagedTable};
+use crate::stage::{self, Root, StageError, StageOptions, StagedTable};
 use crate::state::{Ledger, RunDir};
 use crate::template::functions::quote_ident;
 use crate::validate::checked::{CheckedRun, stage_checked};
@@ -343,9 +343,18 @@ impl Materializing<'_> {
             }
             (None, Some(kept)) => {
                 let kept_table = format!("{}__ferry_kept_hashes", node.name);
+                // Kept hashes spoiled on disk are no bug of ferry's: the
+                // user is told where they are and how to start them again.
                 engine_node::register_staged(engine, TableReference::bare(kept_table.as_str()), &kept.table)
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(|e| {
+                        let e = StageError::Corrupt {
+                            model: node.name.clone(),
+                            path: kept.table.location().into(),
+                            reason: e.find_root().strip_backtrace(),
+                        };
+                        vec![unreadable_hashes(node, &e)]
+                    })?;
                 // Conversions that fail on a row are found as the extract
                 // is read, and quarantined with the changes.
                 let (extract, conversions) = self.converted(&sql).await?;
@@ -359,6 +368,7 @@ impl Materializing<'_> {
                 let options = (node.name.as_str(), self.places.stage_options.clone());
                 let split = match change::split(partitions, (width, &meta.key), &kept, parents, options).await {
                     Ok(split) => split,
+                    Err(e @ StageError::Corrupt { .. }) => return Err(vec![unreadable_hashes(node, &e)].into()),
                     Err(e) => return Err(engine_node::stage_error(engine, manifest, id, e).await.into()),
                 };
                 let changes_table = format!("{}__ferry_changes", node.name);
@@ -749,6 +759,13 @@ impl Materializing<'_> {
             .await
             .map_err(|e| vec![engine_node::internal(&e, self.node(), Code::Execution)])
     }
+}
+
+/// The kept row hashes of change-detected `node` cannot be read (`e`).
+fn unreadable_hashes(node: &Node, e: &StageError) -> Diagnostic {
+    Diagnostic::error(Code::Execution, format!("the row hashes kept for `{}` cannot be read: {e}", node.name))
+        .in_file(node.path())
+        .with_note("`--full-refresh` computes them again from this extract (and loads every row again)")
 }
 
 /// Makes `parents` (and their own ancestors) readable without running them:

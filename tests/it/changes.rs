@@ -279,6 +279,51 @@ async fn changes_are_layered_on_the_kept_hashes() {
     assert_in_step(&mut db, "back").await;
 }
 
+/// Kept hashes that cannot be read are no bug: the run fails naming the
+/// model and where its hashes are, and changes nothing (the table, the
+/// kept hashes); a full refresh starts them again. Spoiled two ways: the
+/// data pages of a file (found while the extract is read ahead), and a
+/// whole file (found as the kept hashes are opened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_hashes_that_cannot_be_read_fail_the_run_and_change_nothing() {
+    let p = TestProject::new().file("ferry.yml", "name: shop\nprofile: shop\n");
+    let mut db = Db::sqlite(&p);
+    let p = with_models(p.file("profiles.yml", &db.profiles("").replace("PROFILE", "shop")));
+    let extract = |city: &str| {
+        let lines: String = (1..=3000).map(|id| format!("{id},n{id},{city}\n")).collect();
+        format!("id,name,city\n{lines}")
+    };
+    export(&p, &extract("paris"));
+    ok(&p.run(["build", "-s", "people_sync"]));
+    let before = db.rows("people_sync").await;
+    let manifest = kept_hashes(&p);
+    let dir = ".ferry/state/hashes/people_sync";
+    let file = p.path().join(dir).join(manifest["files"][0]["name"].as_str().expect("a file"));
+    let good = fs_err::read(&file).expect("the kept file");
+    // Parquet: `PAR1`, the pages, the page index, the footer, its length,
+    // `PAR1`; the first half of what precedes the footer is pages.
+    let footer = u32::from_le_bytes(good[good.len() - 8..good.len() - 4].try_into().unwrap()) as usize;
+    let mut pages_spoiled = good.clone();
+    pages_spoiled[4..4 + (good.len() - 12 - footer) / 2].fill(b'x');
+    let name = file.file_name().expect("a name").to_owned();
+    export(&p, &extract("rome"));
+    // The reader of the pages names the file; the opening, the directory.
+    for (spoiled, named) in [(pages_spoiled, format!("`{name}`")), (vec![b'x'; good.len()], dir.to_owned())] {
+        fs_err::write(&file, spoiled).expect("spoil the kept file");
+        let failed = p.run(["build", "-s", "people_sync"]);
+        assert_eq!(failed.code, Some(1), "stdout:\n{}\nstderr:\n{}", failed.stdout, failed.stderr);
+        let said = format!("{}{}", failed.stdout, failed.stderr);
+        assert!(said.contains("the row hashes kept for `people_sync` cannot be read: the stage"), "{said}");
+        assert!(said.contains(dir) && said.contains(&named), "{named}: {said}");
+        assert!(said.contains("--full-refresh") && !said.contains("bug"), "{said}");
+        assert_eq!(db.rows("people_sync").await, before, "the table is as it was");
+        assert_eq!(kept_hashes(&p), manifest, "the kept hashes are as they were");
+    }
+    ok(&p.run(["build", "-s", "people_sync", "--full-refresh"]));
+    assert_eq!(counts(&p, "people_sync"), (3000, 0, 0, 0));
+    assert!(db.rows("people_sync").await.iter().all(|r| r.contains("rome")));
+}
+
 async fn assert_kept_hashes_whole(kept: crate::object_stores::StageDir<'_>) {
     crate::object_stores::assert_one_version(kept, "people_sync", &["detection.json"]).await;
 }

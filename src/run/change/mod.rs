@@ -35,7 +35,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::manifest::config::{ChangeDetection, Deletes};
 use crate::stage::{self, Root, StageError, StageOptions, StagedTable};
@@ -194,11 +194,16 @@ pub struct Split {
     pub counts: Counts,
 }
 
+/// How many bytes of the extract are read ahead, over all partitions,
+/// while the kept hashes are being held; the extract's parse then runs on
+/// the cores that holding them leaves idle.
+const READ_AHEAD: usize = 256 << 20;
+
 /// Compares the extract's rows (the partitions of [`hashed_sql`], whose
 /// first `width` columns are the model's) with the `kept` hashes by `key`,
 /// in one pass, and stages the three parts under `parents` (changes,
 /// hashes, gone) as `model`. Each partition is looked up on its own
-/// thread.
+/// thread, and read ahead while the kept hashes are held.
 pub async fn split(
     extract: Vec<SendableRecordBatchStream>,
     (width, key): (usize, &[String]),
@@ -214,9 +219,6 @@ pub async fn split(
     let key_at: Vec<usize> = key.iter().map(|k| schema.index_of(k).unwrap_or(0)).collect();
     let key_types: Vec<DataType> = key_at.iter().map(|&i| fields[i].data_type().clone()).collect();
     let started = std::time::Instant::now();
-    let index = Arc::new(read_index(kept, key, &key_types, model).await?);
-    let keys = kept.table.manifest.row_count;
-    tracing::debug!(elapsed = ?started.elapsed(), keys, "held the kept row hashes of `{model}` by key");
 
     let changes_schema = Arc::new(Schema::new(fields[..width].to_vec()));
     let key_fields: Vec<Field> = key_at.iter().map(|&i| fields[i].as_ref().clone()).collect();
@@ -227,15 +229,21 @@ pub async fn split(
     let (changes_tx, changes_rx) = mpsc::channel(4);
     let (hashes_tx, hashes_rx) = mpsc::channel(4);
     let (gone_tx, gone_rx) = mpsc::channel(4);
+    // The index, once held; dropped unsent if it cannot be.
+    let (index_tx, index_rx) = watch::channel(None);
+    let ahead = READ_AHEAD / extract.len();
     let probes: Vec<_> = extract
         .into_iter()
         .map(|partition| {
             let schemas = [Arc::clone(&changes_schema), Arc::clone(&hashes_schema)];
-            let (index, key_at) = (Arc::clone(&index), key_at.clone());
+            let (index_rx, key_at) = (index_rx.clone(), key_at.clone());
             let (changes_tx, hashes_tx) = (changes_tx.clone(), hashes_tx.clone());
             tokio::spawn(async move {
-                let mut partition = partition;
                 let (mut counts, mut cursor) = (Counts::default(), index::Cursor::default());
+                let Some((index, partition)) = read_ahead(partition, index_rx, ahead).await else {
+                    return counts;
+                };
+                let mut partition = std::pin::pin!(partition);
                 while let Some(batch) = partition.next().await {
                     let parts = batch.and_then(|b| {
                         let changed = index.probe(&b, (&key_at, width), &mut cursor, &mut counts)?;
@@ -264,6 +272,10 @@ pub async fn split(
         [receiver(&changes_schema, changes_rx), receiver(&hashes_schema, hashes_rx), receiver(&gone_schema, gone_rx)];
     // Once every row was looked up, the keys none looked up are gone.
     let probing = async move {
+        let index = Arc::new(read_index(kept, key, &key_types, model).await?);
+        let keys = kept.table.manifest.row_count;
+        tracing::debug!(elapsed = ?started.elapsed(), keys, "held the kept row hashes of `{model}` by key");
+        let _ = index_tx.send(Some(Arc::clone(&index)));
         let mut counts = Counts::default();
         for p in futures::future::join_all(probes).await {
             // A probe that panicked: its panic, not a stage error.
@@ -293,7 +305,7 @@ pub async fn split(
                 let _ = gone_tx.send(Err(e.into())).await;
             }
         }
-        counts
+        Ok(counts)
     };
     let quiet = StageOptions { rows_written: None, fast_codec: true, ..options.clone() };
     let [changes, hashes, gone] = streams;
@@ -305,9 +317,39 @@ pub async fn split(
             stage::write_stage(gone_at, model, vec![gone], quiet),
         )
     };
-    let (written, counts) = tokio::join!(writers, probing);
-    let (changes, hashes, gone) = written?;
+    // The kept hashes that cannot be held end the run: the writers are
+    // dropped with their temporary stages, and the probes stop with them.
+    let ((changes, hashes, gone), counts) = tokio::try_join!(writers, probing)?;
     Ok(Split { changes, hashes, gone, counts })
+}
+
+/// Reads `partition` ahead, up to `limit` bytes, until the index arrives
+/// on `held`; then the index, and the partition's batches from the
+/// first. `None` when the index could not be held.
+async fn read_ahead(
+    partition: SendableRecordBatchStream,
+    mut held: watch::Receiver<Option<Arc<KeptIndex>>>,
+    limit: usize,
+) -> Option<(Arc<KeptIndex>, impl futures::Stream<Item = Result<RecordBatch, DataFusionError>>)> {
+    let mut partition = partition.fuse();
+    let (mut ahead, mut bytes) = (std::collections::VecDeque::new(), 0);
+    let index = loop {
+        if let Some(index) = held.borrow_and_update().clone() {
+            break index;
+        }
+        if partition.is_done() || bytes >= limit {
+            held.changed().await.ok()?;
+            continue;
+        }
+        tokio::select! {
+            changed = held.changed() => changed.ok()?,
+            batch = partition.next() => if let Some(batch) = batch {
+                bytes += batch.as_ref().map_or(0, RecordBatch::get_array_memory_size);
+                ahead.push_back(batch);
+            },
+        }
+    };
+    Some((index, futures::stream::iter(ahead).chain(partition)))
 }
 
 /// The kept hashes of `kept` held by key (of the extract's `types`).
