@@ -368,7 +368,11 @@ impl Materializing<'_> {
                 let options = (node.name.as_str(), self.places.stage_options.clone());
                 let split = match change::split(partitions, (width, &meta.key), &kept, parents, options).await {
                     Ok(split) => split,
-                    Err(e @ StageError::Corrupt { .. }) => return Err(vec![unreadable_hashes(node, &e)].into()),
+                    // The kept hashes, spoiled: as when they cannot be opened.
+                    Err(e) if matches!(&e, StageError::Corrupt { path, .. } if path.as_str() == kept.table.location()) =>
+                    {
+                        return Err(vec![unreadable_hashes(node, &e)].into());
+                    }
                     Err(e) => return Err(engine_node::stage_error(engine, manifest, id, e).await.into()),
                 };
                 let changes_table = format!("{}__ferry_changes", node.name);

@@ -332,20 +332,28 @@ async fn read_ahead(
     limit: usize,
 ) -> Option<(Arc<KeptIndex>, impl futures::Stream<Item = Result<RecordBatch, DataFusionError>>)> {
     let mut partition = partition.fuse();
-    let (mut ahead, mut bytes) = (std::collections::VecDeque::new(), 0);
+    let (mut ahead, mut bytes, mut ended) = (std::collections::VecDeque::new(), 0, false);
     let index = loop {
         if let Some(index) = held.borrow_and_update().clone() {
             break index;
         }
-        if partition.is_done() || bytes >= limit {
+        if ended || bytes >= limit {
             held.changed().await.ok()?;
             continue;
         }
         tokio::select! {
             changed = held.changed() => changed.ok()?,
-            batch = partition.next() => if let Some(batch) = batch {
-                bytes += batch.as_ref().map_or(0, RecordBatch::get_array_memory_size);
-                ahead.push_back(batch);
+            batch = partition.next() => match batch {
+                // Read no further than an error, which the lookup sends on.
+                Some(Err(e)) => {
+                    ahead.push_back(Err(e));
+                    ended = true;
+                }
+                Some(Ok(batch)) => {
+                    bytes += batch.get_array_memory_size();
+                    ahead.push_back(Ok(batch));
+                }
+                None => ended = true,
             },
         }
     };
