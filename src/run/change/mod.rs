@@ -381,13 +381,13 @@ async fn read_index(kept: &Kept, key: &[String], types: &[DataType], model: &str
     let mut rx = stage::read::spawn::<stage::read::ReadError>(&kept.table, model, Some(projection));
     let (types, rows) = (types.to_vec(), kept.table.manifest.row_count as usize);
     tokio::task::spawn_blocking(move || {
-        let mut index = KeptIndex::new(&types, rows).map_err(|e| e.to_string())?;
+        let mut loading = KeptIndex::loading(&types, rows).map_err(|e| e.to_string())?;
         while let Some(batch) = rx.blocking_recv() {
             let batch = batch.map_err(|e| e.message)?;
             let (key_at, hash_at) = rank.split_at(rank.len() - 1);
-            index.add(&batch, key_at, hash_at[0]).map_err(|e| e.to_string())?;
+            loading.add(&batch, key_at, hash_at[0]).map_err(|e| e.to_string())?;
         }
-        Ok(index)
+        Ok(loading.index())
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
