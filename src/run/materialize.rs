@@ -681,14 +681,23 @@ impl Materializing<'_> {
             let message = format!("the row hashes of `{}` could not be written: {e}", node.name);
             vec![Diagnostic::error(Code::Execution, message).in_file(node.path())]
         };
+        let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
         if let Root::Local(parent) = self.places.next_hashes("hashes-next")
             && engine.cluster().is_none()
         {
             let layered = stage::layer::layer(&parent, &node.name, &kept.table, increment, key).await;
-            match layered.map_err(|e| internal(&e))? {
-                Some(next) => return Ok(next),
-                None => tracing::info!("`{}`: next row hashes rewritten whole", node.name),
+            if let Some(next) = layered.map_err(|e| internal(&e))? {
+                return Ok(next);
             }
+            // Whole, in the order kept: the extract's, where the next run
+            // looks first.
+            let tables = (&kept.table, increment);
+            let compact = stage::layer::compact(&parent, &node.name, tables, key, (Some(change::HASH), quiet.clone()));
+            if let Some(next) = compact.await.map_err(|e| internal(&e))? {
+                tracing::info!("`{}`: next row hashes rewritten whole, in order", node.name);
+                return Ok(next);
+            }
+            tracing::info!("`{}`: next row hashes rewritten whole", node.name);
         }
         let increment_table = format!("{}__ferry_hashes_increment", node.name);
         engine_node::register_staged(engine, TableReference::bare(increment_table.as_str()), increment)
@@ -696,7 +705,6 @@ impl Materializing<'_> {
             .map_err(|e| internal(&e))?;
         let sql = change::merged_sql(kept_table, &increment_table, key);
         let plan = engine.plan(&sql).await.map_err(|e| internal(&e))?;
-        let quiet = StageOptions { rows_written: None, fast_codec: true, ..self.places.stage_options.clone() };
         engine_node::stage_plan(engine, manifest, id, plan, self.places.next_hashes("hashes-merged"), quiet).await
     }
 

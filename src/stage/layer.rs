@@ -11,16 +11,19 @@
 //! replaced rows too, so a version is layered only while its replaced rows
 //! stay a small share of its files ([`MAX_DELETED_SHARE`]) and its files
 //! few ([`MAX_FILES`]); past either, [`layer`] declines and the caller
-//! rewrites the merge result, which starts a compact stage again.
+//! rewrites the version whole, compact again: with [`compact`], which
+//! keeps the rows in their order (the current version's, then the
+//! increment's), or by the merge's SQL.
 
 use std::sync::Arc;
 
 use camino::Utf8Path;
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::StreamExt;
 use roaring::RoaringBitmap;
 
 use super::{Deleted, Dir, StageError, StageManifest, StagedFile, StagedTable, TempDir, io};
@@ -46,6 +49,93 @@ pub async fn layer(
     increment: &StagedTable,
     key: &[String],
 ) -> Result<Option<StagedTable>, StageError> {
+    layered(parent, model, (current, increment), key, true).await
+}
+
+/// The next version of `current` with `increment` merged on `key`, as
+/// [`layer`] makes it, but written whole under `parent` with `options`:
+/// the current version's rows that the increment does not replace, in
+/// their order, then the increment's, leaving out the rows with a NULL in
+/// the column `without_nulls_in` when one is named. `None` where [`layer`]
+/// declines for another reason than the share of replaced rows or the
+/// number of files, or when no row is left.
+///
+/// A merge by SQL (a hash anti-join) leaves rows in another order; a
+/// reader that expects them in the order it reads its source (the kept
+/// hashes of change detection) then finds fewer where it looks first.
+pub async fn compact(
+    parent: &Utf8Path,
+    model: &str,
+    (current, increment): (&StagedTable, &StagedTable),
+    key: &[String],
+    (without_nulls_in, options): (Option<&str>, super::StageOptions),
+) -> Result<Option<StagedTable>, StageError> {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::error::DataFusionError;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
+    // The layered version, which is read in order, then dropped.
+    let scratch = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
+    super::create_dir(&scratch.0).await?;
+    let Some(layered) = layered(&scratch.0, model, (current, increment), key, false).await? else { return Ok(None) };
+    let column = match without_nulls_in {
+        Some(name) => match layered.manifest.columns.iter().position(|c| c.name == name) {
+            Some(at) => Some(at),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let mut rx = super::read::spawn::<super::read::ReadError>(&layered, model, None);
+    let external = |e: super::read::ReadError| DataFusionError::External(Box::new(e));
+    let kept = move |batch: RecordBatch| -> Result<RecordBatch, DataFusionError> {
+        match column {
+            Some(at) => {
+                let set = datafusion::arrow::compute::is_not_null(batch.column(at))?;
+                Ok(datafusion::arrow::compute::filter_record_batch(&batch, &set)?)
+            }
+            None => Ok(batch),
+        }
+    };
+    // Every field may hold NULLs, as some file's may: the batches of all
+    // files then fit one schema.
+    let first = loop {
+        match rx.recv().await {
+            None => return Ok(None),
+            Some(batch) => {
+                let batch = kept(batch.map_err(external).map_err(|source| execute(model, source))?)
+                    .map_err(|source| execute(model, source))?;
+                if batch.num_rows() > 0 {
+                    break batch;
+                }
+            }
+        }
+    };
+    let fields: Vec<_> = first.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let schema = Arc::new(Schema::new(fields));
+    let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let to_schema = Arc::clone(&schema);
+    let rows = futures::stream::once(async move { Ok(first) })
+        .chain(rest.map(move |b| b.map_err(external).and_then(kept)))
+        .map(move |b| b.and_then(|b| Ok(RecordBatch::try_new(Arc::clone(&to_schema), b.columns().to_vec())?)));
+    let stream = Box::pin(RecordBatchStreamAdapter::new(schema, rows));
+    let written = super::write_stage(parent, model, vec![stream], options).await?;
+    drop(scratch);
+    Ok(Some(written))
+}
+
+fn execute(model: &str, source: datafusion::error::DataFusionError) -> StageError {
+    StageError::Execute { model: model.to_owned(), source }
+}
+
+/// [`layer`]; past its limits too unless `limited`.
+async fn layered(
+    parent: &Utf8Path,
+    model: &str,
+    (current, increment): (&StagedTable, &StagedTable),
+    key: &[String],
+    limited: bool,
+) -> Result<Option<StagedTable>, StageError> {
     let (Dir::Local(current_dir), Dir::Local(increment_dir)) = (&current.dir, &increment.dir) else { return Ok(None) };
     let (cur, inc) = (&current.manifest, &increment.manifest);
     // Types equal but for the layout of strings and bytes: a first run
@@ -55,7 +145,7 @@ pub async fn layer(
     if cur.columns.len() != inc.columns.len()
         || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| a.name == b.name && alike(&a.data_type, &b.data_type))
         || cur.masked != inc.masked
-        || cur.files.len() + inc.files.iter().filter(|f| f.rows > 0).count() > MAX_FILES
+        || (limited && cur.files.len() + inc.files.iter().filter(|f| f.rows > 0).count() > MAX_FILES)
         || key.iter().any(|k| !cur.columns.iter().any(|c| &c.name == k))
         || cur.files.iter().any(|f| f.rows > u64::from(u32::MAX))
     {
@@ -77,7 +167,7 @@ pub async fn layer(
         .zip(&cur.files)
         .map(|(r, f)| r.as_ref().map_or_else(|| f.deleted.as_ref().map_or(0, |d| d.rows), RoaringBitmap::len))
         .sum();
-    if deleted as f64 > MAX_DELETED_SHARE * physical as f64 {
+    if limited && deleted as f64 > MAX_DELETED_SHARE * physical as f64 {
         return Ok(None);
     }
 
@@ -387,5 +477,58 @@ mod tests {
         let bytes = staged_as(&root.join("inc2"), "m", &named(95..105, "new"), DataType::Binary).await;
         let declined = layer(&root.join("next2"), "m", &current, &bytes, &key).await.unwrap();
         assert!(declined.is_none(), "bytes are not strings");
+    }
+
+    /// Every id of `stage` in the order [`read::spawn`] reads them.
+    async fn ids_in_order(stage: &StagedTable) -> Vec<i64> {
+        let mut rx = read::spawn::<read::ReadError>(stage, "m", None);
+        let mut ids = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            ids.extend(batch.unwrap().column(0).as_primitive::<Int64Type>().values().iter().copied());
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_compact_version_keeps_the_rows_in_order_past_the_limits_and_drops_the_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let current = staged(&root.join("stage"), "m", &named(0..1000, "old")).await;
+        let key = ["id".to_owned()];
+        // Layered once: 990..1010 replaced or new.
+        let increment = staged(&root.join("inc1"), "m", &named(990..1010, "new")).await;
+        let next = layer(&root.join("next"), "m", &current, &increment, &key).await.unwrap().expect("layered");
+        // Then 300 rows replaced (past the share a layer takes), 5 of them
+        // without a name (left out), and 2000 new.
+        let mut rows = named(200..500, "newer");
+        rows[5].1 = None;
+        rows.extend(named(2000..2001, "newest"));
+        let increment = staged(&root.join("inc2"), "m", &rows).await;
+        assert!(layer(&root.join("declined"), "m", &next, &increment, &key).await.unwrap().is_none());
+
+        let options = crate::stage::StageOptions::default();
+        let compact = compact(&root.join("compact"), "m", (&next, &increment), &key, (Some("name"), options))
+            .await
+            .unwrap()
+            .expect("compacted");
+        assert!(!compact.manifest.has_deletes());
+        let expected: Vec<i64> =
+            (0..200).chain(500..990).chain(990..1010).chain((200..500).filter(|&i| i != 205)).chain([2000]).collect();
+        assert_eq!(ids_in_order(&compact).await, expected, "the current rows in order, then the increment's");
+        assert_eq!(compact.manifest.row_count, expected.len() as u64);
+        let rows = read_back(&compact).await;
+        assert_eq!(
+            (rows[&100].clone(), rows[&300].clone()),
+            (vec![Some("old".to_owned())], vec![Some("newer".to_owned())])
+        );
+        assert!(
+            !root.join("compact").read_dir().unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')),
+            "no scratch left"
+        );
+        assert_eq!(read_back(&next).await.len(), 1010, "the version before is as it was");
     }
 }
