@@ -97,8 +97,9 @@ pub async fn compact(
             None => Ok(batch),
         }
     };
-    // Every field may hold NULLs, as some file's may: the batches of all
-    // files then fit one schema.
+    // Every field may hold NULLs, as some file's may, and strings and
+    // bytes are in one layout, as a first run's and an increment's files
+    // may not be: the batches of all files then fit one schema.
     let first = loop {
         match rx.recv().await {
             None => return Ok(None),
@@ -111,13 +112,31 @@ pub async fn compact(
             }
         }
     };
-    let fields: Vec<_> = first.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let fields: Vec<_> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = one_layout(f.data_type());
+            f.as_ref().clone().with_data_type(t).with_nullable(true)
+        })
+        .collect();
     let schema = Arc::new(Schema::new(fields));
     let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     let to_schema = Arc::clone(&schema);
+    let fitted = move |batch: RecordBatch| -> Result<RecordBatch, DataFusionError> {
+        let columns = batch.columns().iter().zip(to_schema.fields()).map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        });
+        Ok(RecordBatch::try_new(Arc::clone(&to_schema), columns.collect::<Result<_, _>>()?)?)
+    };
     let rows = futures::stream::once(async move { Ok(first) })
         .chain(rest.map(move |b| b.map_err(external).and_then(kept)))
-        .map(move |b| b.and_then(|b| Ok(RecordBatch::try_new(Arc::clone(&to_schema), b.columns().to_vec())?)));
+        .map(move |b| b.and_then(&fitted));
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema, rows));
     let written = super::write_stage(parent, model, vec![stream], options).await?;
     drop(scratch);
@@ -503,7 +522,8 @@ mod tests {
         let mut rows = named(200..500, "newer");
         rows[5].1 = None;
         rows.extend(named(2000..2001, "newest"));
-        let increment = staged(&root.join("inc2"), "m", &rows).await;
+        // Its names as views, the first run's as strings.
+        let increment = staged_as(&root.join("inc2"), "m", &rows, DataType::Utf8View).await;
         assert!(layer(&root.join("declined"), "m", &next, &increment, &key).await.unwrap().is_none());
 
         let options = crate::stage::StageOptions::default();
