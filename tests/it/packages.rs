@@ -478,6 +478,7 @@ async fn sources_without_a_path_are_read_from_the_target() {
     crate::extract::seed(&mut pg).await;
     let on_pg = TestProject::new().file("profiles.yml", &pg.profiles("").replace("PROFILE", "shop"));
     check_warehouse_source(on_pg, pg.schema()).await;
+    pg.drop_schema().await;
 
     let lite = TestProject::new();
     let mut db = Db::sqlite(&lite);
