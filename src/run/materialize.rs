@@ -685,16 +685,11 @@ impl Materializing<'_> {
         if let Root::Local(parent) = self.places.next_hashes("hashes-next")
             && engine.cluster().is_none()
         {
-            let layered = stage::layer::layer(&parent, &node.name, &kept.table, increment, key).await;
-            if let Some(next) = layered.map_err(|e| internal(&e))? {
-                return Ok(next);
-            }
-            // Whole, in the order kept: the extract's, where the next run
-            // looks first.
+            // Layered, or past a layer's limits whole, in the order kept:
+            // the extract's, where the next run looks first.
             let tables = (&kept.table, increment);
-            let compact = stage::layer::compact(&parent, &node.name, tables, key, (Some(change::HASH), quiet.clone()));
-            if let Some(next) = compact.await.map_err(|e| internal(&e))? {
-                tracing::info!("`{}`: next row hashes rewritten whole, in order", node.name);
+            let next = stage::layer::compact(&parent, &node.name, tables, key, (Some(change::HASH), quiet.clone()));
+            if let Some(next) = next.await.map_err(|e| internal(&e))? {
                 return Ok(next);
             }
             tracing::info!("`{}`: next row hashes rewritten whole", node.name);

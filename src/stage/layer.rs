@@ -49,16 +49,16 @@ pub async fn layer(
     increment: &StagedTable,
     key: &[String],
 ) -> Result<Option<StagedTable>, StageError> {
-    layered(parent, model, (current, increment), key, true).await
+    Ok(layered(parent, model, (current, increment), key, None).await?.map(|(next, _)| next))
 }
 
 /// The next version of `current` with `increment` merged on `key`, as
-/// [`layer`] makes it, but written whole under `parent` with `options`:
-/// the current version's rows that the increment does not replace, in
-/// their order, then the increment's, leaving out the rows with a NULL in
-/// the column `without_nulls_in` when one is named. `None` where [`layer`]
-/// declines for another reason than the share of replaced rows or the
-/// number of files, or when no row is left.
+/// [`layer`] makes it within its limits; past them, written whole under
+/// `parent` with `options`: the current version's rows that the increment
+/// does not replace, in their order, then the increment's, leaving out the
+/// rows with a NULL in the column `without_nulls_in` when one is named.
+/// `None` where [`layer`] declines for another reason than its limits, or
+/// when no row is left.
 ///
 /// A merge by SQL (a hash anti-join) leaves rows in another order; a
 /// reader that expects them in the order it reads its source (the kept
@@ -75,10 +75,16 @@ pub async fn compact(
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
     tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
-    // The layered version, which is read in order, then dropped.
+    // Past the limits, the version layered here is read in order, then
+    // dropped.
     let scratch = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
     super::create_dir(&scratch.0).await?;
-    let Some(layered) = layered(&scratch.0, model, (current, increment), key, false).await? else { return Ok(None) };
+    let layered = layered(parent, model, (current, increment), key, Some(&scratch.0)).await?;
+    let layered = match layered {
+        None => return Ok(None),
+        Some((next, false)) => return Ok(Some(next)),
+        Some((layered, true)) => layered,
+    };
     let column = match without_nulls_in {
         Some(name) => match layered.manifest.columns.iter().position(|c| c.name == name) {
             Some(at) => Some(at),
@@ -147,14 +153,15 @@ fn execute(model: &str, source: datafusion::error::DataFusionError) -> StageErro
     StageError::Execute { model: model.to_owned(), source }
 }
 
-/// [`layer`]; past its limits too unless `limited`.
+/// [`layer`], and whether the version went past its limits: then it is
+/// layered under `past` if one is given, else declined.
 async fn layered(
     parent: &Utf8Path,
     model: &str,
     (current, increment): (&StagedTable, &StagedTable),
     key: &[String],
-    limited: bool,
-) -> Result<Option<StagedTable>, StageError> {
+    past: Option<&Utf8Path>,
+) -> Result<Option<(StagedTable, bool)>, StageError> {
     let (Dir::Local(current_dir), Dir::Local(increment_dir)) = (&current.dir, &increment.dir) else { return Ok(None) };
     let (cur, inc) = (&current.manifest, &increment.manifest);
     // Types equal but for the layout of strings and bytes: a first run
@@ -164,10 +171,13 @@ async fn layered(
     if cur.columns.len() != inc.columns.len()
         || !cur.columns.iter().zip(&inc.columns).all(|(a, b)| a.name == b.name && alike(&a.data_type, &b.data_type))
         || cur.masked != inc.masked
-        || (limited && cur.files.len() + inc.files.iter().filter(|f| f.rows > 0).count() > MAX_FILES)
         || key.iter().any(|k| !cur.columns.iter().any(|c| &c.name == k))
         || cur.files.iter().any(|f| f.rows > u64::from(u32::MAX))
     {
+        return Ok(None);
+    }
+    let too_many_files = cur.files.len() + inc.files.iter().filter(|f| f.rows > 0).count() > MAX_FILES;
+    if too_many_files && past.is_none() {
         return Ok(None);
     }
     let replaced = if key.is_empty() || inc.row_count == 0 {
@@ -186,9 +196,12 @@ async fn layered(
         .zip(&cur.files)
         .map(|(r, f)| r.as_ref().map_or_else(|| f.deleted.as_ref().map_or(0, |d| d.rows), RoaringBitmap::len))
         .sum();
-    if limited && deleted as f64 > MAX_DELETED_SHARE * physical as f64 {
-        return Ok(None);
-    }
+    let is_past = too_many_files || deleted as f64 > MAX_DELETED_SHARE * physical as f64;
+    let parent = match (is_past, past) {
+        (false, _) => parent,
+        (true, Some(past)) => past,
+        (true, None) => return Ok(None),
+    };
 
     tokio::fs::create_dir_all(parent).await.map_err(|e| io("create", parent, e))?;
     let tmp = TempDir(parent.join(format!(".{model}.tmp-{}", uuid::Uuid::new_v4().simple())));
@@ -236,7 +249,7 @@ async fn layered(
         version: None,
         masked: cur.masked,
     };
-    super::put_in_place(parent, tmp, model, manifest).await.map(Some)
+    Ok(Some((super::put_in_place(parent, tmp, model, manifest).await?, is_past)))
 }
 
 /// Whether two types, as a manifest names them, are one but for the
